@@ -1,0 +1,6 @@
+mod listen;
+mod protocol;
+mod files;
+mod client;
+
+fn main() {}
