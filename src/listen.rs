@@ -39,7 +39,11 @@ use std::path::PathBuf;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Address {
     /// `--port`: `host` as typed (without brackets), `None` for a bare port.
-    Inet { host: Option<String>, port: u16, udp: bool },
+    Inet {
+        host: Option<String>,
+        port: u16,
+        udp: bool,
+    },
     /// `--path`: the path exactly as given.
     Unix { path: PathBuf },
 }

@@ -1,6 +1,8 @@
-mod listen;
-mod protocol;
-mod files;
 mod client;
+mod event;
+mod files;
+mod listen;
+mod machine;
+mod protocol;
 
 fn main() {}

@@ -1,0 +1,524 @@
+//! Table tests for the lifecycle: given these inputs at these times, these
+//! effects. No processes, no sleeps, no clock.
+use super::*;
+
+const SEC: u64 = 1000;
+
+fn policy() -> Policy {
+    Policy {
+        interval: Duration::from_secs(1),
+        ready: ReadyMode::Auto,
+        ready_timeout: Some(Duration::from_secs(10)),
+        kill_old_delay: Duration::ZERO,
+        drain_timeout: None,
+        stop_timeout: None,
+        signal_on_hup: Signal::SIGTERM,
+        signal_on_term: Signal::SIGTERM,
+        auto_restart: None,
+    }
+}
+
+struct Run {
+    machine: Machine,
+    t0: Instant,
+    /// Pid handed out for generation N: 100 + N.
+    spawned: Vec<u64>,
+}
+
+fn pid(generation: u64) -> Pid {
+    100 + generation as Pid
+}
+
+impl Run {
+    fn new(policy: Policy) -> Run {
+        Run {
+            machine: Machine::new(policy),
+            t0: Instant::now(),
+            spawned: Vec::new(),
+        }
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.t0 + Duration::from_millis(ms)
+    }
+
+    /// Feed one input; spawns succeed at once with pid 100+generation, and
+    /// their `Spawned` effects are folded into the result.
+    fn step(&mut self, ms: u64, input: Input) -> Vec<Effect> {
+        let now = self.at(ms);
+        let mut out = Vec::new();
+        let mut queue = vec![input];
+        while let Some(input) = queue.pop() {
+            for effect in self.machine.handle(now, input) {
+                if let Effect::Spawn { generation } = effect {
+                    self.spawned.push(generation);
+                    queue.push(Input::Spawned {
+                        generation,
+                        pid: pid(generation),
+                    });
+                }
+                out.push(effect);
+            }
+        }
+        out
+    }
+
+    fn tick(&mut self, ms: u64) -> Vec<Effect> {
+        self.step(ms, Input::Tick)
+    }
+
+    fn deadline_ms(&self) -> Option<u64> {
+        self.machine
+            .next_deadline()
+            .map(|d| (d - self.t0).as_millis() as u64)
+    }
+
+    /// Generation 1 started at 0 and ready (alive) at 1 s.
+    fn serving() -> Run {
+        let mut run = Run::new(policy());
+        run.step(0, Input::Start);
+        run.tick(SEC);
+        run
+    }
+}
+
+fn spawns(fx: &[Effect]) -> Vec<u64> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Spawn { generation } => Some(*generation),
+            _ => None,
+        })
+        .collect()
+}
+
+fn signals(fx: &[Effect]) -> Vec<(Pid, Signal)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Signal { pid, signal } => Some((*pid, *signal)),
+            Effect::KillGroup { pid } => Some((*pid, Signal::SIGKILL)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn lines(fx: &[Effect]) -> Vec<String> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Log(event) => Some(event.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn status(fx: &[Effect]) -> Option<Vec<(u64, Pid)>> {
+    fx.iter().rev().find_map(|e| match e {
+        Effect::WriteStatus(gens) => Some(gens.clone()),
+        _ => None,
+    })
+}
+
+fn notes(fx: &[Effect]) -> Vec<Upward> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Notify(Upward::Status(_)) => None,
+            Effect::Notify(up) => Some(up.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn exit(fx: &[Effect]) -> Option<i32> {
+    fx.iter().find_map(|e| match e {
+        Effect::Exit(code) => Some(*code),
+        _ => None,
+    })
+}
+
+#[test]
+fn first_generation_is_ready_when_alive_after_interval() {
+    let mut run = Run::new(policy());
+    let fx = run.step(0, Input::Start);
+    assert_eq!(spawns(&fx), [1]);
+    assert_eq!(lines(&fx), ["starting new worker 101"]);
+    assert_eq!(run.deadline_ms(), Some(SEC));
+    assert!(run.tick(SEC - 1).is_empty());
+    let fx = run.tick(SEC);
+    assert_eq!(status(&fx), Some(vec![(1, 101)]));
+    assert_eq!(notes(&fx), [Upward::Ready]);
+    assert!(signals(&fx).is_empty());
+    assert_eq!(run.deadline_ms(), None, "idle: no wake-ups");
+}
+
+#[test]
+fn ready_message_ends_probation_at_once_but_not_in_alive_mode() {
+    let mut run = Run::new(policy());
+    run.step(0, Input::Start);
+    assert!(
+        run.step(10, Input::Ready { pid: 999 }).is_empty(),
+        "stranger ignored"
+    );
+    let fx = run.step(20, Input::Ready { pid: 101 });
+    assert_eq!(status(&fx), Some(vec![(1, 101)]));
+    assert_eq!(
+        lines(&fx),
+        ["generation 1 (pid 101) is ready (READY=1 after 20ms)"]
+    );
+
+    let mut run = Run::new(Policy {
+        ready: ReadyMode::Alive,
+        ..policy()
+    });
+    run.step(0, Input::Start);
+    assert!(run.step(20, Input::Ready { pid: 101 }).is_empty());
+    assert_eq!(status(&run.tick(SEC)), Some(vec![(1, 101)]));
+}
+
+#[test]
+fn hup_switches_generations_after_probation() {
+    let mut run = Run::serving();
+    let fx = run.step(2 * SEC, Input::Hup);
+    assert_eq!(spawns(&fx), [2]);
+    assert_eq!(notes(&fx), [Upward::Reloading]);
+    assert!(signals(&fx).is_empty());
+    let fx = run.tick(3 * SEC);
+    assert_eq!(signals(&fx), [(101, Signal::SIGTERM)]);
+    assert_eq!(status(&fx), Some(vec![(1, 101), (2, 102)]));
+    assert_eq!(notes(&fx), [Upward::Ready]);
+    let fx = run.step(
+        3 * SEC + 5,
+        Input::Exited {
+            pid: 101,
+            status: ExitStatus::Code(0),
+        },
+    );
+    assert_eq!(lines(&fx), ["old worker 101 died, status:0"]);
+    assert_eq!(status(&fx), Some(vec![(2, 102)]));
+}
+
+#[test]
+fn hup_never_shortens_probation_and_is_coalesced() {
+    let mut run = Run::serving();
+    run.step(2 * SEC, Input::Hup);
+    for ms in [2100, 2200, 2300] {
+        let fx = run.step(ms, Input::Hup);
+        assert!(spawns(&fx).is_empty() && signals(&fx).is_empty(), "{fx:?}");
+    }
+    assert_eq!(run.deadline_ms(), Some(3 * SEC), "probation kept");
+    let fx = run.tick(3 * SEC);
+    assert_eq!(signals(&fx), [(101, Signal::SIGTERM)]);
+    assert_eq!(spawns(&fx), [3], "three HUPs, one more restart");
+    let fx = run.tick(4 * SEC);
+    assert_eq!(signals(&fx), [(102, Signal::SIGTERM)]);
+    assert_eq!(run.spawned, [1, 2, 3]);
+}
+
+#[test]
+fn failed_new_generation_leaves_the_old_one_untouched_and_retries_each_interval() {
+    let mut run = Run::serving();
+    run.step(2 * SEC, Input::Hup);
+    let fx = run.step(
+        2300,
+        Input::Exited {
+            pid: 102,
+            status: ExitStatus::Code(3),
+        },
+    );
+    assert!(signals(&fx).is_empty());
+    assert!(status(&fx).is_none());
+    let text = lines(&fx);
+    assert_eq!(
+        text[0],
+        "new worker 102 seems to have failed to start, exit status:768"
+    );
+    assert!(
+        text[1].starts_with("generation 2 exited with 3: it failed during startup"),
+        "{text:?}"
+    );
+    assert_eq!(run.deadline_ms(), Some(3 * SEC), "one spawn per interval");
+    assert_eq!(spawns(&run.tick(3 * SEC)), [3]);
+    let fx = run.tick(4 * SEC);
+    assert_eq!(signals(&fx), [(101, Signal::SIGTERM)]);
+    assert_eq!(status(&fx), Some(vec![(1, 101), (3, 103)]));
+}
+
+#[test]
+fn hup_while_waiting_to_retry_adds_nothing() {
+    let mut run = Run::serving();
+    run.step(2 * SEC, Input::Hup);
+    run.step(
+        2100,
+        Input::Exited {
+            pid: 102,
+            status: ExitStatus::Code(1),
+        },
+    );
+    let fx = run.step(2200, Input::Hup);
+    assert!(spawns(&fx).is_empty());
+    assert_eq!(spawns(&run.tick(3 * SEC)), [3]);
+    assert!(
+        spawns(&run.tick(4 * SEC)).is_empty(),
+        "no pending restart left"
+    );
+}
+
+#[test]
+fn dead_worker_is_respawned_at_most_once_per_interval() {
+    let mut run = Run::serving();
+    let fx = run.step(
+        1200,
+        Input::Exited {
+            pid: 101,
+            status: ExitStatus::Signal {
+                signal: 9,
+                core: false,
+            },
+        },
+    );
+    assert_eq!(
+        lines(&fx),
+        ["worker 101 died unexpectedly with status:9, restarting"]
+    );
+    assert_eq!(status(&fx), Some(vec![]));
+    assert_eq!(run.deadline_ms(), Some(1200), "last spawn was 1.2 s ago");
+    assert_eq!(spawns(&run.tick(1200)), [2]);
+    let fx = run.step(
+        1300,
+        Input::Exited {
+            pid: 102,
+            status: ExitStatus::Code(1),
+        },
+    );
+    assert!(spawns(&fx).is_empty());
+    assert_eq!(run.deadline_ms(), Some(2200));
+    assert_eq!(spawns(&run.tick(2200)), [3]);
+    let fx = run.tick(3200);
+    assert!(signals(&fx).is_empty(), "nothing to retire after a respawn");
+    assert_eq!(status(&fx), Some(vec![(3, 103)]));
+}
+
+#[test]
+fn kill_old_delay_cannot_be_shortened_and_reaping_goes_on() {
+    let mut run = Run::new(Policy {
+        kill_old_delay: Duration::from_secs(5),
+        ..policy()
+    });
+    run.step(0, Input::Start);
+    run.tick(SEC);
+    run.step(2 * SEC, Input::Hup);
+    let fx = run.tick(3 * SEC);
+    assert!(signals(&fx).is_empty());
+    assert_eq!(
+        lines(&fx)[1..],
+        [
+            "new worker is now running, sending TERM to old workers:101",
+            "sleeping 5 secs before killing old workers"
+        ]
+    );
+    for (ms, input) in [(4 * SEC, Input::Hup), (5 * SEC, Input::Tick)] {
+        assert!(signals(&run.step(ms, input)).is_empty());
+    }
+    let fx = run.tick(8 * SEC);
+    assert_eq!(lines(&fx), ["killing old workers"]);
+    assert!(signals(&fx).contains(&(101, Signal::SIGTERM)));
+}
+
+#[test]
+fn drain_timeout_kills_the_old_process_group() {
+    let mut run = Run::new(Policy {
+        drain_timeout: Some(Duration::from_secs(2)),
+        ..policy()
+    });
+    run.step(0, Input::Start);
+    run.tick(SEC);
+    run.step(2 * SEC, Input::Hup);
+    run.tick(3 * SEC);
+    assert_eq!(run.deadline_ms(), Some(5 * SEC));
+    let fx = run.tick(5 * SEC);
+    assert_eq!(signals(&fx), [(101, Signal::SIGKILL)]);
+    assert_eq!(run.deadline_ms(), None, "killed once");
+}
+
+#[test]
+fn term_stops_everyone_and_spawns_nothing_more() {
+    let mut run = Run::serving();
+    run.step(2 * SEC, Input::Hup);
+    let fx = run.step(2500, Input::Terminate(Signal::SIGTERM));
+    assert_eq!(
+        lines(&fx),
+        ["received TERM, sending TERM to all workers:101,102"]
+    );
+    assert_eq!(
+        signals(&fx),
+        [(101, Signal::SIGTERM), (102, Signal::SIGTERM)]
+    );
+    assert_eq!(notes(&fx), [Upward::Stopping]);
+    assert_eq!(run.deadline_ms(), None);
+    let fx = run.step(
+        2600,
+        Input::Exited {
+            pid: 102,
+            status: ExitStatus::Code(0),
+        },
+    );
+    assert_eq!(lines(&fx), ["worker 102 died, status:0"]);
+    assert!(spawns(&run.step(2700, Input::Hup)).is_empty());
+    let fx = run.step(
+        2800,
+        Input::Exited {
+            pid: 101,
+            status: ExitStatus::Code(0),
+        },
+    );
+    assert_eq!(lines(&fx), ["worker 101 died, status:0", "exiting"]);
+    assert_eq!(status(&fx), Some(vec![]));
+    assert_eq!(exit(&fx), Some(0));
+}
+
+#[test]
+fn int_always_sends_term_and_term_sends_signal_on_term() {
+    let custom = Policy {
+        signal_on_term: Signal::SIGUSR1,
+        ..policy()
+    };
+    for (received, sent) in [
+        (Signal::SIGINT, Signal::SIGTERM),
+        (Signal::SIGTERM, Signal::SIGUSR1),
+    ] {
+        let mut run = Run::new(custom.clone());
+        run.step(0, Input::Start);
+        run.tick(SEC);
+        assert_eq!(
+            signals(&run.step(2 * SEC, Input::Terminate(received))),
+            [(101, sent)]
+        );
+    }
+}
+
+#[test]
+fn term_while_the_worker_is_dead_spawns_nothing() {
+    let mut run = Run::serving();
+    run.step(
+        1100,
+        Input::Exited {
+            pid: 101,
+            status: ExitStatus::Code(1),
+        },
+    );
+    run.tick(1100);
+    run.step(
+        1150,
+        Input::Exited {
+            pid: 102,
+            status: ExitStatus::Code(1),
+        },
+    );
+    let fx = run.step(1200, Input::Terminate(Signal::SIGTERM));
+    assert_eq!(exit(&fx), Some(0));
+    assert_eq!(run.spawned, [1, 2]);
+}
+
+#[test]
+fn stop_timeout_kills_every_group_once() {
+    let mut run = Run::new(Policy {
+        stop_timeout: Some(Duration::from_secs(3)),
+        ..policy()
+    });
+    run.step(0, Input::Start);
+    run.tick(SEC);
+    run.step(2 * SEC, Input::Terminate(Signal::SIGTERM));
+    assert_eq!(run.deadline_ms(), Some(5 * SEC));
+    assert_eq!(signals(&run.tick(5 * SEC)), [(101, Signal::SIGKILL)]);
+    assert_eq!(run.deadline_ms(), None);
+}
+
+#[test]
+fn other_signals_go_to_the_serving_generation_only() {
+    let mut run = Run::serving();
+    run.step(2 * SEC, Input::Hup);
+    let fx = run.step(2100, Input::Forward(Signal::SIGUSR1));
+    assert_eq!(signals(&fx), [(101, Signal::SIGUSR1)]);
+    assert_eq!(lines(&fx), ["received USR1, forwarding it to workers:101"]);
+}
+
+#[test]
+fn first_generation_that_cannot_exec_ends_the_supervisor() {
+    let mut run = Run::new(policy());
+    let fx = run.machine.handle(run.at(0), Input::Start);
+    assert_eq!(spawns(&fx), [1]);
+    let error = SpawnError {
+        what: "exec /nope".into(),
+        errno: libc::ENOENT,
+    };
+    let fx = run.machine.handle(
+        run.at(1),
+        Input::SpawnFailed {
+            generation: 1,
+            error: error.clone(),
+        },
+    );
+    assert_eq!(exit(&fx), Some(127));
+
+    let mut run = Run::serving();
+    run.step(2 * SEC, Input::Hup);
+    let fx = run.machine.handle(
+        run.at(2001),
+        Input::SpawnFailed {
+            generation: 2,
+            error,
+        },
+    );
+    assert_eq!(exit(&fx), None, "later generations are retried");
+    assert_eq!(run.deadline_ms(), Some(3 * SEC));
+}
+
+#[test]
+fn notify_mode_gives_up_on_a_silent_worker() {
+    let mut run = Run::new(Policy {
+        ready: ReadyMode::Notify,
+        ..policy()
+    });
+    run.step(0, Input::Start);
+    run.step(5, Input::Ready { pid: 101 });
+    run.step(2 * SEC, Input::Hup);
+    assert_eq!(run.deadline_ms(), Some(12 * SEC));
+    let fx = run.tick(12 * SEC);
+    assert_eq!(signals(&fx), [(102, Signal::SIGTERM)]);
+    assert_eq!(
+        spawns(&fx),
+        [3],
+        "retried: the last spawn is an interval ago"
+    );
+    assert_eq!(status(&fx), Some(vec![(1, 101), (2, 102)]));
+    let fx = run.step(12 * SEC + 10, Input::Ready { pid: 103 });
+    assert_eq!(signals(&fx), [(101, Signal::SIGTERM)]);
+}
+
+#[test]
+fn auto_restart_waits_for_old_workers_then_forces() {
+    let mut run = Run::new(Policy {
+        auto_restart: Some(Duration::from_secs(10)),
+        ..policy()
+    });
+    run.step(0, Input::Start);
+    run.tick(SEC);
+    assert_eq!(run.deadline_ms(), Some(11 * SEC));
+    let fx = run.tick(11 * SEC);
+    assert_eq!(lines(&fx)[0], "autorestart triggered (interval=10)");
+    assert_eq!(spawns(&fx), [2]);
+    run.tick(12 * SEC);
+    // Generation 1 ignores TERM: the next one is forced at twice the interval.
+    assert_eq!(run.deadline_ms(), Some(32 * SEC));
+    let fx = run.tick(32 * SEC);
+    assert_eq!(lines(&fx)[0], "autorestart triggered (forced, interval=10)");
+}
+
+#[test]
+fn old_workers_are_signalled_once_across_quick_restarts() {
+    let mut run = Run::serving();
+    run.step(2 * SEC, Input::Hup);
+    run.tick(3 * SEC);
+    run.step(3100, Input::Hup);
+    let fx = run.tick(4100);
+    assert_eq!(signals(&fx), [(102, Signal::SIGTERM)]);
+    assert_eq!(status(&fx), Some(vec![(1, 101), (2, 102), (3, 103)]));
+}
