@@ -1,1 +1,572 @@
+//! Client modes that work from the pid and status files: `restart`
+//! (start_server `--restart`), `stop` (`--stop`) and `status`.
+//!
+//! Invariants:
+//! - The pid file is opened (`PidFileWatch`) BEFORE the supervisor is
+//!   signalled, and its lock tells whether the supervisor is alive: an
+//!   unlocked pid file is stale, and we refuse to signal the pid it names
+//!   (it may belong to an unrelated process by now). start_server signalled
+//!   it anyway.
+//! - `restart` succeeds when the status file lists exactly one generation
+//!   and it is at least the one after the highest generation seen before
+//!   the HUP. start_server waited for exactly that number, forever, so one
+//!   failed probation (which uses up a number) hung it (quirk Q6). It fails
+//!   when the supervisor exits meanwhile, and after `timeout`.
+//! - `stop` returns once the supervisor has exited (its lock is released),
+//!   which is what old `start_server --stop` users and t/12 rely on.
+//! - Every error is one line; `ClientError::code` is 1 for a runtime
+//!   failure and 2 for a usage error.
 
+use std::io;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::Serialize;
+
+use crate::files::{self, PidFileWatch, io_text};
+
+/// How often `restart` re-reads the status file.
+const POLL: Duration = Duration::from_millis(50);
+/// How long `restart` tolerates a missing status file (it is replaced by
+/// rename, so it should never be missing).
+const MISSING_GRACE: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientError {
+    pub message: String,
+    /// The process exit code: 1 runtime failure, 2 usage.
+    pub code: i32,
+}
+
+impl ClientError {
+    fn runtime(message: impl Into<String>) -> ClientError {
+        ClientError {
+            message: message.into(),
+            code: 1,
+        }
+    }
+
+    fn usage(message: impl Into<String>) -> ClientError {
+        ClientError {
+            message: message.into(),
+            code: 2,
+        }
+    }
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// `60s` for whole seconds, humantime's `1s 500ms` otherwise.
+fn show(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        humantime::format_duration(d).to_string()
+    }
+}
+
+fn lock_error(path: &Path, e: io::Error) -> ClientError {
+    ClientError::runtime(format!(
+        "cannot lock pid file {}: {}",
+        path.display(),
+        io_text(&e)
+    ))
+}
+
+/// Opens the pid file and checks that a live supervisor holds it.
+fn open_live(pid_file: &Path) -> Result<(PidFileWatch, u32), ClientError> {
+    let watch = PidFileWatch::open(pid_file).map_err(|e| {
+        let hint = if e.kind() == io::ErrorKind::NotFound {
+            " (is the supervisor running?)"
+        } else {
+            ""
+        };
+        ClientError::runtime(format!(
+            "cannot open pid file {}: {}{hint}",
+            pid_file.display(),
+            io_text(&e)
+        ))
+    })?;
+    let pid = watch.read_pid().map_err(ClientError::runtime)?;
+    if !watch.is_locked().map_err(|e| lock_error(pid_file, e))? {
+        return Err(ClientError::runtime(format!(
+            "pid file {} is stale (pid {pid}, not locked): no supervisor is running; remove the file",
+            pid_file.display()
+        )));
+    }
+    Ok((watch, pid))
+}
+
+fn signal(pid: u32, sig: Signal) -> Result<(), Errno> {
+    kill(Pid::from_raw(pid as i32), sig)
+}
+
+fn signal_error(pid: u32, e: Errno) -> ClientError {
+    ClientError::runtime(format!("cannot signal supervisor pid {pid}: {}", e.desc()))
+}
+
+/// `generations 3,4 still running`, `generation 3 still running`, ...
+fn still_running(gens: &[(u64, u32)]) -> String {
+    let list: Vec<String> = gens.iter().map(|(g, _)| g.to_string()).collect();
+    match list.len() {
+        0 => "no generation is running".to_string(),
+        1 => format!("generation {} still running", list[0]),
+        _ => format!("generations {} still running", list.join(",")),
+    }
+}
+
+/// Sends SIGHUP and returns at once: `handover restart` without `--wait`.
+pub fn hup(pid_file: &Path) -> Result<u32, ClientError> {
+    let (_watch, pid) = open_live(pid_file)?;
+    signal(pid, Signal::SIGHUP).map_err(|e| signal_error(pid, e))?;
+    Ok(pid)
+}
+
+/// Sends SIGHUP and waits until one generation newer than the current one
+/// serves alone. Returns that generation. `progress` gets one-line notes.
+pub fn restart(
+    pid_file: &Path,
+    status_file: &Path,
+    timeout: Duration,
+    mut progress: impl FnMut(&str),
+) -> Result<u64, ClientError> {
+    let status_error = |e: io::Error| {
+        ClientError::runtime(format!(
+            "cannot read status file {}: {}",
+            status_file.display(),
+            io_text(&e)
+        ))
+    };
+    let (watch, pid) = open_live(pid_file)?;
+    let mut last = files::read_status(status_file).map_err(status_error)?;
+    let Some(&(current, _)) = last.last() else {
+        return Err(ClientError::runtime(format!(
+            "no active generation in status file {}",
+            status_file.display()
+        )));
+    };
+    let target = current + 1;
+    signal(pid, Signal::SIGHUP).map_err(|e| signal_error(pid, e))?;
+    progress(&format!(
+        "sent SIGHUP to supervisor pid {pid}; waiting for generation {target} or later to serve alone"
+    ));
+    let start = Instant::now();
+    let mut missing_since = None;
+    loop {
+        match files::read_status(status_file) {
+            Ok(gens) => {
+                missing_since = None;
+                if let [(generation, _)] = gens[..]
+                    && generation >= target
+                {
+                    return Ok(generation);
+                }
+                if gens != last {
+                    progress(&still_running(&gens));
+                    last = gens;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let since = *missing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > MISSING_GRACE {
+                    return Err(ClientError::runtime(format!(
+                        "status file {} disappeared during the restart",
+                        status_file.display()
+                    )));
+                }
+            }
+            Err(e) => return Err(status_error(e)),
+        }
+        if !watch.is_locked().map_err(|e| lock_error(pid_file, e))? {
+            return Err(ClientError::runtime(format!(
+                "supervisor exited during the restart (pid {pid}); see its log"
+            )));
+        }
+        if start.elapsed() >= timeout {
+            return Err(ClientError::runtime(format!(
+                "restart not finished after {}: {} (see the supervisor's log)",
+                show(timeout),
+                still_running(&last)
+            )));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Sends SIGTERM and returns once the supervisor has exited. `announce`
+/// gets the supervisor's pid just before the signal is sent.
+pub fn stop(
+    pid_file: &Path,
+    timeout: Option<Duration>,
+    announce: impl FnOnce(u32),
+) -> Result<(), ClientError> {
+    let (watch, pid) = open_live(pid_file)?;
+    announce(pid);
+    match signal(pid, Signal::SIGTERM) {
+        // ESRCH: it exited on its own meanwhile; the wait returns at once.
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(e) => return Err(signal_error(pid, e)),
+    }
+    match timeout {
+        None => watch.wait().map_err(|e| lock_error(pid_file, e)),
+        Some(t) => match watch.wait_timeout(t) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ClientError::runtime(format!(
+                "supervisor pid {pid} still running after {} (see the supervisor's log)",
+                show(t)
+            ))),
+            Err(e) => Err(lock_error(pid_file, e)),
+        },
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Generation {
+    pub generation: u64,
+    pub pid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// The pid in the pid file, if there is one and it is readable.
+    pub pid: Option<u32>,
+    /// With a pid file: its lock is held. Without: the status file exists
+    /// (it is removed at a clean exit, but a crashed supervisor leaves it).
+    pub running: bool,
+    pub generations: Vec<Generation>,
+}
+
+impl Status {
+    pub fn to_text(&self) -> String {
+        let mut text = match (self.pid, self.running) {
+            (Some(pid), true) => format!("supervisor pid {pid} running\n"),
+            (Some(pid), false) => format!("supervisor pid {pid} not running (stale pid file)\n"),
+            (None, true) => "supervisor running\n".to_string(),
+            (None, false) => "supervisor not running\n".to_string(),
+        };
+        if self.running && self.generations.is_empty() {
+            text.push_str("no active generation\n");
+        }
+        for g in &self.generations {
+            text.push_str(&format!("generation {}  pid {}\n", g.generation, g.pid));
+        }
+        text
+    }
+}
+
+/// Reports what the pid and status files say. Missing files mean "not
+/// running", not an error.
+pub fn status(pid_file: Option<&Path>, status_file: Option<&Path>) -> Result<Status, ClientError> {
+    if pid_file.is_none() && status_file.is_none() {
+        return Err(ClientError::usage(
+            "status needs --pid-file or --status-file",
+        ));
+    }
+    let (gens, status_exists) = match status_file {
+        None => (Vec::new(), false),
+        Some(path) => match files::read_status(path) {
+            Ok(gens) => (gens, true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (Vec::new(), false),
+            Err(e) => {
+                return Err(ClientError::runtime(format!(
+                    "cannot read status file {}: {}",
+                    path.display(),
+                    io_text(&e)
+                )));
+            }
+        },
+    };
+    let (pid, running) = match pid_file {
+        None => (None, status_exists),
+        Some(path) => match PidFileWatch::open(path) {
+            Ok(watch) => (
+                watch.read_pid().ok(),
+                watch.is_locked().map_err(|e| lock_error(path, e))?,
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (None, false),
+            Err(e) => {
+                return Err(ClientError::runtime(format!(
+                    "cannot open pid file {}: {}",
+                    path.display(),
+                    io_text(&e)
+                )));
+            }
+        },
+    };
+    let generations = gens
+        .into_iter()
+        .map(|(generation, pid)| Generation { generation, pid })
+        .collect();
+    Ok(Status {
+        pid,
+        running,
+        generations,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! A fake supervisor: `sh` that locks the pid file with util-linux
+    //! `flock` on its own fd 9, writes its pid and a status file, and runs
+    //! the given trap bodies on HUP and TERM. It runs in its own process
+    //! group, killed on drop. Children it starts close fd 9, so the lock
+    //! lives exactly as long as the shell.
+    use super::*;
+    use std::fs;
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+
+    use nix::sys::signal::killpg;
+    use std::os::unix::process::CommandExt;
+
+    use crate::files::PidFile;
+
+    const SCRIPT: &str = r#"
+put() { printf "$1" > "$2.tmp" 9>&- && mv "$2.tmp" "$2" 9>&-; }
+trap '@HUP@' HUP
+trap '@TERM@' TERM
+exec 9>>"$1"
+flock -n 9 || exit 99
+echo $$ > "$1"
+put "1:$$\n" "$2"
+while :; do sleep 1000 9>&- & wait $!; done
+"#;
+
+    struct Fake {
+        child: Child,
+        _dir: tempfile::TempDir,
+        pid_file: PathBuf,
+        status_file: PathBuf,
+    }
+
+    impl Fake {
+        /// Starts the fake and waits until it serves generation 1.
+        fn start(on_hup: &str, on_term: &str) -> Fake {
+            let dir = tempfile::tempdir().unwrap();
+            let pid_file = dir.path().join("pid");
+            let status_file = dir.path().join("status");
+            let script = SCRIPT.replace("@HUP@", on_hup).replace("@TERM@", on_term);
+            let child = Command::new("sh")
+                .args(["-c", &script, "fake"])
+                .args([&pid_file, &status_file])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .expect("cannot run sh");
+            let mut fake = Fake {
+                child,
+                _dir: dir,
+                pid_file,
+                status_file,
+            };
+            let pid = fake.pid();
+            fake.wait_until("the fake supervisor to start", |f| {
+                f.status_file.exists() && files::read_pid(&f.pid_file) == Ok(pid)
+            });
+            fake
+        }
+
+        fn pid(&self) -> u32 {
+            self.child.id()
+        }
+
+        /// Deadline polling of a fact; fails with the fake's exit status if it died.
+        fn wait_until(&mut self, what: &str, fact: impl Fn(&Fake) -> bool) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !fact(self) {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    panic!("fake supervisor exited ({status}) while waiting for {what}");
+                }
+                assert!(Instant::now() < deadline, "timed out waiting for {what}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+
+    impl Drop for Fake {
+        fn drop(&mut self) {
+            let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+
+    const LONG: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn restart_accepts_a_generation_past_the_target() {
+        // Generation 2 failed its probation, 3 took over: upstream waited for 2 forever (Q6).
+        let fake = Fake::start(r#"put "1:$$\n3:$$\n" "$2"; put "3:$$\n" "$2""#, "exit 0");
+        let mut notes = Vec::new();
+        let got = restart(&fake.pid_file, &fake.status_file, LONG, |n| {
+            notes.push(n.to_string())
+        });
+        assert_eq!(got, Ok(3));
+        assert!(
+            notes[0].contains(&format!("pid {}", fake.pid())),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn restart_times_out_naming_the_generations() {
+        let fake = Fake::start(r#"put "1:$$\n2:$$\n" "$2""#, "exit 0");
+        let err = restart(
+            &fake.pid_file,
+            &fake.status_file,
+            Duration::from_millis(300),
+            |_| {},
+        )
+        .unwrap_err();
+        assert_eq!(err.code, 1);
+        assert!(
+            err.message
+                .starts_with("restart not finished after 300ms: generation"),
+            "{err}"
+        );
+        assert!(
+            err.message
+                .ends_with("still running (see the supervisor's log)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn restart_fails_when_the_supervisor_exits() {
+        let fake = Fake::start("exit 3", "exit 0");
+        let err = restart(&fake.pid_file, &fake.status_file, LONG, |_| {}).unwrap_err();
+        assert_eq!(
+            err.message,
+            format!(
+                "supervisor exited during the restart (pid {}); see its log",
+                fake.pid()
+            )
+        );
+    }
+
+    #[test]
+    fn restart_needs_an_active_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pid_path, status_path) = (dir.path().join("pid"), dir.path().join("status"));
+        let mut pid_file = PidFile::acquire(&pid_path).unwrap();
+        pid_file.write_pid(std::process::id()).unwrap();
+        fs::write(&status_path, "").unwrap();
+        let err = restart(&pid_path, &status_path, LONG, |_| {}).unwrap_err();
+        assert_eq!(
+            err.message,
+            format!(
+                "no active generation in status file {}",
+                status_path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn stop_waits_until_the_supervisor_has_exited() {
+        let mut fake = Fake::start("", r#"kill $! 2>/dev/null; exit 0"#);
+        let mut announced = None;
+        stop(&fake.pid_file, Some(LONG), |pid| announced = Some(pid)).unwrap();
+        assert_eq!(announced, Some(fake.pid()));
+        assert!(fake.child.wait().unwrap().success());
+        assert!(!files::is_locked(&fake.pid_file).unwrap());
+    }
+
+    #[test]
+    fn stop_times_out_when_the_supervisor_ignores_term() {
+        let fake = Fake::start("", "");
+        let err = stop(&fake.pid_file, Some(Duration::from_millis(200)), |_| {}).unwrap_err();
+        assert_eq!(
+            err.message,
+            format!(
+                "supervisor pid {} still running after 200ms (see the supervisor's log)",
+                fake.pid()
+            )
+        );
+    }
+
+    #[test]
+    fn stop_and_restart_refuse_missing_or_stale_pid_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pid_path, status_path) = (dir.path().join("pid"), dir.path().join("status"));
+        let err = stop(&pid_path, None, |_| panic!("announced")).unwrap_err();
+        assert_eq!(
+            err.message,
+            format!(
+                "cannot open pid file {}: No such file or directory (is the supervisor running?)",
+                pid_path.display()
+            )
+        );
+        // Above any pid_max: even a bug here could not signal a real process.
+        fs::write(&pid_path, "999999999\n").unwrap();
+        fs::write(&status_path, "1:999999999\n").unwrap();
+        let stale = format!(
+            "pid file {} is stale (pid 999999999, not locked): no supervisor is running; remove the file",
+            pid_path.display()
+        );
+        assert_eq!(
+            stop(&pid_path, None, |_| panic!("announced"))
+                .unwrap_err()
+                .message,
+            stale
+        );
+        assert_eq!(
+            restart(&pid_path, &status_path, LONG, |_| {})
+                .unwrap_err()
+                .message,
+            stale
+        );
+    }
+
+    #[test]
+    fn status_reports_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pid_path, status_path) = (dir.path().join("pid"), dir.path().join("status"));
+        assert_eq!(status(None, None).unwrap_err().code, 2);
+        let absent = status(Some(&pid_path), Some(&status_path)).unwrap();
+        assert_eq!(
+            absent,
+            Status {
+                pid: None,
+                running: false,
+                generations: vec![]
+            }
+        );
+        assert_eq!(absent.to_text(), "supervisor not running\n");
+
+        let mut pid_file = PidFile::acquire(&pid_path).unwrap();
+        pid_file.write_pid(123).unwrap();
+        fs::write(&status_path, "5:6000\n4:5678\n").unwrap();
+        let live = status(Some(&pid_path), Some(&status_path)).unwrap();
+        assert_eq!(
+            live.to_text(),
+            "supervisor pid 123 running\ngeneration 4  pid 5678\ngeneration 5  pid 6000\n"
+        );
+        assert_eq!(
+            serde_json::to_string(&live).unwrap(),
+            r#"{"pid":123,"running":true,"generations":[{"generation":4,"pid":5678},{"generation":5,"pid":6000}]}"#
+        );
+        drop(pid_file);
+        let stale = status(Some(&pid_path), None).unwrap();
+        assert_eq!(
+            stale.to_text(),
+            "supervisor pid 123 not running (stale pid file)\n"
+        );
+        let by_status = status(None, Some(&status_path)).unwrap();
+        assert!(by_status.running && by_status.pid.is_none());
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(show(Duration::from_secs(60)), "60s");
+        assert_eq!(show(Duration::from_millis(1500)), "1s 500ms");
+    }
+}

@@ -1,0 +1,309 @@
+//! Command-line definitions: handover's own and start_server's.
+//!
+//! Under the name `start_server` only start_server 0.35's options exist, so
+//! its unique-prefix abbreviations (`--ver`, `--re`) mean exactly what they
+//! meant there. Under any other name handover adds its own options and the
+//! `restart`, `stop` and `status` subcommands. Both accept `--opt=v`,
+//! `--opt v`, `-opt` (Getopt::Long's single dash) and unique prefixes.
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// start_server 0.35's options, with its meanings.
+#[derive(Args, Debug, Default, Clone)]
+pub struct StartServerOpts {
+    /// TCP port to listen on: PORT, HOST:PORT or [IPV6]:PORT; `u` before
+    /// the port for UDP (u53); `=FD` to place the socket at fd FD. Repeatable.
+    #[arg(long, value_name = "SPEC")]
+    pub port: Vec<String>,
+    /// Unix socket path to listen on. Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub path: Vec<PathBuf>,
+    /// Working directory of the worker (the supervisor's own does not change).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Probation time after a spawn, and the minimum interval between spawns [default: 1].
+    #[arg(long, value_name = "DURATION")]
+    pub interval: Option<String>,
+    /// Signal sent to the old generation once the new one is ready [default: TERM].
+    #[arg(long, value_name = "SIGNAL")]
+    pub signal_on_hup: Option<String>,
+    /// Signal sent to every worker when the supervisor receives SIGTERM [default: TERM].
+    #[arg(long, value_name = "SIGNAL")]
+    pub signal_on_term: Option<String>,
+    /// Write the supervisor's pid here (locked while it runs).
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// Write GENERATION:PID lines of the live generations here.
+    #[arg(long, value_name = "FILE")]
+    pub status_file: Option<PathBuf>,
+    /// Directory of NAME files holding variables for the workers, re-read before every spawn.
+    #[arg(long, value_name = "DIR")]
+    pub envdir: Option<PathBuf>,
+    /// Append stdout and stderr to FILE, or pipe them to "| COMMAND".
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<String>,
+    /// Detach into the background (needs --log-file).
+    #[arg(long)]
+    pub daemonize: bool,
+    /// Restart the worker every --auto-restart-interval.
+    #[arg(long)]
+    pub enable_auto_restart: bool,
+    /// Interval of --enable-auto-restart [default: 360].
+    #[arg(long, value_name = "DURATION")]
+    pub auto_restart_interval: Option<String>,
+    /// Wait this long after a new generation is ready before signalling the old one
+    /// [default: 0, or 5 with --enable-auto-restart].
+    #[arg(long, value_name = "DURATION")]
+    pub kill_old_delay: Option<String>,
+    /// listen(2) backlog; 0 means the default [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub backlog: Option<i32>,
+    /// Client: ask the supervisor in --pid-file to restart and wait until it has.
+    #[arg(long)]
+    pub restart: bool,
+    /// Client: stop the supervisor in --pid-file and wait until it has exited.
+    #[arg(long)]
+    pub stop: bool,
+}
+
+/// The worker command: everything after `--` or after the first word that
+/// is not an option.
+#[derive(Args, Debug, Default, Clone)]
+pub struct Command {
+    #[arg(value_name = "COMMAND", trailing_var_arg = true)]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "start_server",
+    version = "0.35",
+    about = "start_server compatible mode of handover",
+    override_usage = "start_server [options] -- server-prog server-arg1 server-arg2 ...",
+    infer_long_args = true
+)]
+pub struct StartServerCli {
+    #[command(flatten)]
+    pub opts: StartServerOpts,
+    #[command(flatten)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
+pub enum ReadyArg {
+    /// READY=1 if it comes, else alive after --interval.
+    #[default]
+    Auto,
+    /// Alive after --interval (start_server).
+    Alive,
+    /// Wait for READY=1 on NOTIFY_SOCKET.
+    Notify,
+}
+
+/// handover's own options, beyond start_server's.
+#[derive(Args, Debug, Default, Clone)]
+pub struct HandoverOpts {
+    /// When a new worker counts as ready.
+    #[arg(long, value_enum, default_value_t)]
+    pub ready: ReadyArg,
+    /// With --ready notify: stop a worker that has not sent READY=1 by then [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub ready_timeout: Option<String>,
+    /// SIGKILL an old generation's process group this long after it was told to stop [default: never].
+    #[arg(long, value_name = "DURATION")]
+    pub drain_timeout: Option<String>,
+    /// At shutdown, SIGKILL the workers' process groups after this long [default: never].
+    #[arg(long, value_name = "DURATION")]
+    pub stop_timeout: Option<String>,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "handover",
+    version,
+    about = "Zero-downtime restarts for network servers: binds the sockets once, \
+             replaces the worker on SIGHUP without closing them.",
+    override_usage = "handover [OPTIONS] -- COMMAND [ARGS...]\n       handover restart|stop|status [OPTIONS]",
+    infer_long_args = true,
+    args_conflicts_with_subcommands = true
+)]
+pub struct HandoverCli {
+    #[command(flatten)]
+    pub opts: StartServerOpts,
+    #[command(flatten)]
+    pub more: HandoverOpts,
+    #[command(subcommand)]
+    pub client: Option<Client>,
+    #[command(flatten)]
+    pub command: Command,
+}
+
+/// Where a client finds the supervisor.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// The supervisor's --pid-file.
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// The supervisor's --status-file.
+    #[arg(long, value_name = "FILE")]
+    pub status_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Client {
+    /// Ask a running supervisor for a hot restart.
+    Restart {
+        #[command(flatten)]
+        target: Target,
+        /// Wait until the new generation is the only one left.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this long.
+        #[arg(long, value_name = "DURATION", default_value = "120s")]
+        timeout: String,
+    },
+    /// Stop a running supervisor gracefully; returns once it has exited.
+    Stop {
+        #[command(flatten)]
+        target: Target,
+        /// Give up waiting after this long [default: wait for ever, as start_server].
+        #[arg(long, value_name = "DURATION")]
+        timeout: Option<String>,
+    },
+    /// Show the supervisor's generations.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Options that take a value, for telling a value from the worker command.
+const VALUED: &[&str] = &[
+    "port",
+    "path",
+    "dir",
+    "interval",
+    "signal-on-hup",
+    "signal-on-term",
+    "pid-file",
+    "status-file",
+    "envdir",
+    "log-file",
+    "auto-restart-interval",
+    "kill-old-delay",
+    "backlog",
+    "ready",
+    "ready-timeout",
+    "drain-timeout",
+    "stop-timeout",
+    "timeout",
+];
+
+/// Getopt::Long accepts `-version` for `--version`; clap does not. Rewrite
+/// single-dash long options up to `--` or the first word of the command.
+pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut iter = args.into_iter();
+    out.extend(iter.next());
+    let mut takes_value = false;
+    for arg in iter.by_ref() {
+        let Some(text) = arg.to_str().map(str::to_owned) else {
+            out.push(arg);
+            break;
+        };
+        if takes_value {
+            takes_value = false;
+            out.push(arg);
+            continue;
+        }
+        if text == "--" || !text.starts_with('-') {
+            out.push(arg);
+            if text == "--" || !["restart", "stop", "status"].contains(&text.as_str()) {
+                break;
+            }
+            continue;
+        }
+        let long = if text.starts_with("--") || text.len() <= 2 {
+            text
+        } else {
+            format!("-{text}")
+        };
+        let name = long.trim_start_matches('-');
+        if !name.contains('=') {
+            let matches = VALUED.iter().filter(|v| v.starts_with(name)).count();
+            takes_value = !name.is_empty() && (VALUED.contains(&name) || matches == 1);
+        }
+        out.push(long.into());
+    }
+    out.extend(iter);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(args: &[&str]) -> Vec<String> {
+        let args = args.iter().map(OsString::from).collect();
+        normalize_args(args)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn single_dash_long_options_are_rewritten_before_the_command_only() {
+        assert_eq!(norm(&["x", "-version"]), ["x", "--version"]);
+        assert_eq!(
+            norm(&["x", "-port", "-8", "-interval=2", "prog", "-opt"]),
+            ["x", "--port", "-8", "--interval=2", "prog", "-opt"]
+        );
+        assert_eq!(norm(&["x", "--", "-prog"]), ["x", "--", "-prog"]);
+        assert_eq!(norm(&["x", "-h"]), ["x", "-h"]);
+    }
+
+    #[test]
+    fn definitions_are_consistent() {
+        use clap::CommandFactory;
+        HandoverCli::command().debug_assert();
+        StartServerCli::command().debug_assert();
+    }
+
+    #[test]
+    fn prefixes_and_repeats_parse_as_start_server() {
+        let cli = StartServerCli::try_parse_from([
+            "start_server",
+            "--port=8080",
+            "--port",
+            "127.0.0.1:9090",
+            "--int=3",
+            "--",
+            "prog",
+            "--flag",
+        ])
+        .unwrap();
+        assert_eq!(cli.opts.port, ["8080", "127.0.0.1:9090"]);
+        assert_eq!(cli.opts.interval.as_deref(), Some("3"));
+        assert_eq!(cli.command.command, ["prog", "--flag"]);
+        let ambiguous = StartServerCli::try_parse_from(["start_server", "--p=1"]);
+        assert!(ambiguous.is_err(), "{ambiguous:?}");
+    }
+
+    #[test]
+    fn worker_command_starts_at_the_first_word() {
+        let cli = HandoverCli::try_parse_from(["handover", "--port", "80", "prog", "--port", "9"])
+            .unwrap();
+        assert_eq!(cli.opts.port, ["80"]);
+        assert_eq!(cli.command.command, ["prog", "--port", "9"]);
+        let cli = HandoverCli::try_parse_from(["handover", "status", "--json"]).unwrap();
+        assert!(matches!(
+            cli.client,
+            Some(Client::Status { json: true, .. })
+        ));
+    }
+}

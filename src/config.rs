@@ -1,0 +1,428 @@
+//! The validated, immutable configuration.
+//!
+//! Everything an operator can get wrong is checked here, before anything is
+//! bound, written or spawned: a bad value ends the program with one line and
+//! exit code 2, leaving nothing behind.
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::cli::{HandoverOpts, ReadyArg, StartServerOpts};
+use crate::listen::ListenSpec;
+use crate::machine::{Policy, ReadyMode};
+use crate::{files, protocol};
+
+/// A usage or configuration error: exit code 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn fail<T>(message: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(message.into()))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    File(PathBuf),
+    /// `| COMMAND`: run by `/bin/sh -c`, fed our stdout and stderr.
+    Pipe(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Invoked as `start_server`: print only its lines, unprefixed.
+    pub compat: bool,
+    pub listeners: Vec<ListenSpec>,
+    /// The fd each listener gets in the worker, in listener order.
+    pub fds: Vec<i32>,
+    pub backlog: i32,
+    pub command: Vec<OsString>,
+    pub dir: Option<PathBuf>,
+    pub policy: Policy,
+    pub pid_file: Option<PathBuf>,
+    pub status_file: Option<PathBuf>,
+    pub envdir: Option<PathBuf>,
+    pub log: Option<LogTarget>,
+    pub daemonize: bool,
+    /// The supervisor's environment at startup, minus its private variables,
+    /// plus the variables start_server exports (ENVDIR, KILL_OLD_DELAY, ...).
+    pub base_env: Vec<(OsString, OsString)>,
+}
+
+/// Plain seconds (start_server) or a humane duration (`500ms`, `2s`, `1m`).
+pub fn parse_duration(option: &str, text: &str) -> Result<Duration, ConfigError> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(text).or_else(|_| {
+        fail(format!(
+            "invalid --{option} value {text:?}: expected seconds or a duration like 500ms, 2s, 1m"
+        ))
+    })
+}
+
+/// `TERM`, `SIGTERM`, `term` or a number, as start_server; checked now, not
+/// at the first HUP (start_server's quirk Q5).
+pub fn parse_signal(option: &str, text: &str) -> Result<Signal, ConfigError> {
+    let upper = text.trim().to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let parsed = match bare.parse::<i32>() {
+        Ok(number) => Signal::try_from(number).ok(),
+        Err(_) => Signal::from_str(&format!("SIG{bare}")).ok(),
+    };
+    match parsed {
+        Some(Signal::SIGKILL | Signal::SIGSTOP) | None => fail(format!(
+            "invalid --{option} value {text:?}: expected a signal name such as TERM, QUIT, USR1"
+        )),
+        Some(signal) => Ok(signal),
+    }
+}
+
+/// Perl truth, as start_server reads ENABLE_AUTO_RESTART.
+fn truthy(value: &OsStr) -> bool {
+    !value.is_empty() && value != "0"
+}
+
+fn lookup<'a>(env: &'a [(OsString, OsString)], name: &str) -> Option<&'a OsStr> {
+    env.iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_os_str())
+}
+
+impl Config {
+    /// Build from the parsed options and the process environment.
+    pub fn new(
+        compat: bool,
+        opts: StartServerOpts,
+        more: HandoverOpts,
+        command: Vec<OsString>,
+        env: Vec<(OsString, OsString)>,
+    ) -> Result<Config, ConfigError> {
+        if opts.daemonize && opts.log_file.is_none() {
+            return fail("--daemonize needs --log-file: a daemon's output has to go somewhere");
+        }
+        if command.is_empty() {
+            return fail("no worker command given; usage: handover [OPTIONS] -- COMMAND [ARGS...]");
+        }
+        let mut listeners = Vec::new();
+        for spec in &opts.port {
+            listeners.push(ListenSpec::parse_port(spec).map_err(|e| ConfigError(e.to_string()))?);
+        }
+        listeners.extend(
+            opts.path
+                .iter()
+                .map(|p| ListenSpec::parse_path(&p.to_string_lossy())),
+        );
+        let pins: Vec<Option<i32>> = listeners.iter().map(|l| l.pin).collect();
+        let fds = protocol::place(&pins).map_err(ConfigError)?;
+        if let Some(dir) = &opts.dir
+            && !dir.is_dir()
+        {
+            return fail(format!("--dir {}: not a directory", dir.display()));
+        }
+
+        // start_server takes these from its environment when the option is absent.
+        let mut base_env: Vec<(OsString, OsString)> = env
+            .iter()
+            .filter(|(k, _)| !protocol::is_supervisor_private(k))
+            .cloned()
+            .collect();
+        let mut export = |name: &str, value: OsString| {
+            base_env.retain(|(k, _)| k != name);
+            base_env.push((name.into(), value));
+        };
+        let envdir = opts
+            .envdir
+            .clone()
+            .or_else(|| lookup(&env, protocol::ENVDIR).map(PathBuf::from));
+        let mut startup = env.clone();
+        if let Some(dir) = &envdir {
+            export(protocol::ENVDIR, dir.clone().into());
+            let loaded = files::read_envdir(dir).map_err(ConfigError)?;
+            startup = files::overlay_env(&env, &loaded.vars);
+        }
+        let auto = opts.enable_auto_restart
+            || lookup(&startup, protocol::ENABLE_AUTO_RESTART).is_some_and(truthy);
+        if opts.enable_auto_restart {
+            export(protocol::ENABLE_AUTO_RESTART, "1".into());
+        }
+        let auto_interval = opts
+            .auto_restart_interval
+            .clone()
+            .map(OsString::from)
+            .or_else(|| lookup(&startup, protocol::AUTO_RESTART_INTERVAL).map(OsStr::to_os_string));
+        if let Some(value) = auto_interval.clone().filter(|_| auto) {
+            export(protocol::AUTO_RESTART_INTERVAL, value);
+        }
+        let kill_old_delay = opts
+            .kill_old_delay
+            .clone()
+            .map(OsString::from)
+            .or_else(|| lookup(&startup, protocol::KILL_OLD_DELAY).map(OsStr::to_os_string));
+        if let Some(value) = &kill_old_delay {
+            export(protocol::KILL_OLD_DELAY, value.clone());
+        }
+
+        let duration = |option: &str, value: Option<&OsStr>, default: Duration| match value {
+            Some(text) => parse_duration(option, &text.to_string_lossy()),
+            None => Ok(default),
+        };
+        let optional = |option: &str, value: &Option<String>| {
+            value
+                .as_deref()
+                .map(|text| parse_duration(option, text))
+                .transpose()
+        };
+        let interval = duration(
+            "interval",
+            opts.interval.as_deref().map(OsStr::new),
+            Duration::from_secs(1),
+        )?;
+        let auto_restart = if auto {
+            Some(duration(
+                "auto-restart-interval",
+                auto_interval.as_deref(),
+                Duration::from_secs(360),
+            )?)
+        } else {
+            None
+        };
+        let default_delay = Duration::from_secs(if auto { 5 } else { 0 });
+        let policy = Policy {
+            interval,
+            ready: match more.ready {
+                ReadyArg::Auto => ReadyMode::Auto,
+                ReadyArg::Alive => ReadyMode::Alive,
+                ReadyArg::Notify => ReadyMode::Notify,
+            },
+            ready_timeout: Some(
+                optional("ready-timeout", &more.ready_timeout)?.unwrap_or(Duration::from_secs(60)),
+            ),
+            kill_old_delay: duration("kill-old-delay", kill_old_delay.as_deref(), default_delay)?,
+            drain_timeout: optional("drain-timeout", &more.drain_timeout)?,
+            stop_timeout: optional("stop-timeout", &more.stop_timeout)?,
+            signal_on_hup: parse_signal(
+                "signal-on-hup",
+                opts.signal_on_hup.as_deref().unwrap_or("TERM"),
+            )?,
+            signal_on_term: parse_signal(
+                "signal-on-term",
+                opts.signal_on_term.as_deref().unwrap_or("TERM"),
+            )?,
+            auto_restart,
+        };
+        let log = opts
+            .log_file
+            .as_deref()
+            .map(|text| match text.trim_start().strip_prefix('|') {
+                Some(command) => LogTarget::Pipe(command.trim().to_string()),
+                None => LogTarget::File(PathBuf::from(text)),
+            });
+        if let Some(LogTarget::Pipe(command)) = &log
+            && command.is_empty()
+        {
+            return fail("--log-file \"|\" names no command: give \"| COMMAND\" or a file");
+        }
+        let backlog = match opts.backlog {
+            Some(n) if n < 0 => {
+                return fail(format!(
+                    "invalid --backlog value {n}: must be 0 (default) or more"
+                ));
+            }
+            Some(n) if n > 0 => n,
+            _ => 4096,
+        };
+        Ok(Config {
+            compat,
+            listeners,
+            fds,
+            backlog,
+            command,
+            dir: opts.dir,
+            policy,
+            pid_file: opts.pid_file,
+            status_file: opts.status_file,
+            envdir,
+            log,
+            daemonize: opts.daemonize,
+            base_env,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(opts: StartServerOpts, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env = env
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect();
+        Config::new(
+            false,
+            opts,
+            HandoverOpts::default(),
+            vec!["prog".into()],
+            env,
+        )
+    }
+
+    fn value(config: &Config, name: &str) -> Option<String> {
+        lookup(&config.base_env, name).map(|v| v.to_string_lossy().into_owned())
+    }
+
+    #[test]
+    fn durations_accept_seconds_and_humane_forms() {
+        assert_eq!(parse_duration("interval", "3"), Ok(Duration::from_secs(3)));
+        assert_eq!(
+            parse_duration("interval", "500ms"),
+            Ok(Duration::from_millis(500))
+        );
+        assert_eq!(
+            parse_duration("interval", "1m"),
+            Ok(Duration::from_secs(60))
+        );
+        let err = parse_duration("interval", "abc").unwrap_err();
+        assert!(
+            err.0.starts_with("invalid --interval value \"abc\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn signals_are_validated_at_startup() {
+        assert_eq!(parse_signal("x", "term"), Ok(Signal::SIGTERM));
+        assert_eq!(parse_signal("x", "SIGUSR1"), Ok(Signal::SIGUSR1));
+        assert_eq!(parse_signal("x", "10"), Ok(Signal::SIGUSR1));
+        assert!(
+            parse_signal("signal-on-hup", "BOGUS")
+                .unwrap_err()
+                .0
+                .contains("--signal-on-hup")
+        );
+        assert!(
+            parse_signal("x", "KILL").is_err(),
+            "cannot be caught, so cannot be graceful"
+        );
+    }
+
+    #[test]
+    fn start_server_variables_are_exported_and_read_back() {
+        let opts = StartServerOpts {
+            enable_auto_restart: true,
+            kill_old_delay: Some("2".into()),
+            ..Default::default()
+        };
+        let config = build(
+            opts,
+            &[
+                ("LISTEN_FDS", "3"),
+                ("NOTIFY_SOCKET", "/run/x"),
+                ("HOME", "/root"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(value(&config, "ENABLE_AUTO_RESTART").as_deref(), Some("1"));
+        assert_eq!(value(&config, "KILL_OLD_DELAY").as_deref(), Some("2"));
+        assert_eq!(
+            value(&config, "LISTEN_FDS"),
+            None,
+            "the supervisor's own, never passed down"
+        );
+        assert_eq!(value(&config, "NOTIFY_SOCKET"), None);
+        assert_eq!(config.policy.auto_restart, Some(Duration::from_secs(360)));
+        assert_eq!(config.policy.kill_old_delay, Duration::from_secs(2));
+
+        let env = [("ENABLE_AUTO_RESTART", "1"), ("AUTO_RESTART_INTERVAL", "7")];
+        let config = build(StartServerOpts::default(), &env).unwrap();
+        assert_eq!(config.policy.auto_restart, Some(Duration::from_secs(7)));
+        assert_eq!(
+            config.policy.kill_old_delay,
+            Duration::from_secs(5),
+            "auto-restart default"
+        );
+    }
+
+    #[test]
+    fn bad_input_is_one_line_naming_the_option() {
+        let cases: Vec<(StartServerOpts, &str)> = vec![
+            (
+                StartServerOpts {
+                    daemonize: true,
+                    ..Default::default()
+                },
+                "--daemonize needs --log-file",
+            ),
+            (
+                StartServerOpts {
+                    port: vec!["abc".into()],
+                    ..Default::default()
+                },
+                "abc",
+            ),
+            (
+                StartServerOpts {
+                    interval: Some("soon".into()),
+                    ..Default::default()
+                },
+                "--interval",
+            ),
+            (
+                StartServerOpts {
+                    backlog: Some(-1),
+                    ..Default::default()
+                },
+                "--backlog",
+            ),
+            (
+                StartServerOpts {
+                    dir: Some("/nonexistent/dir".into()),
+                    ..Default::default()
+                },
+                "--dir",
+            ),
+            (
+                StartServerOpts {
+                    envdir: Some("/nonexistent/envdir".into()),
+                    ..Default::default()
+                },
+                "/nonexistent/envdir",
+            ),
+            (
+                StartServerOpts {
+                    port: vec!["1=5".into(), "2=5".into()],
+                    ..Default::default()
+                },
+                "fd 5",
+            ),
+        ];
+        for (opts, needle) in cases {
+            let err = build(opts, &[]).unwrap_err();
+            assert!(err.0.contains(needle) && !err.0.contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
+    fn log_file_pipe_form() {
+        let opts = StartServerOpts {
+            log_file: Some("  | cat >> x.log".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            build(opts, &[]).unwrap().log,
+            Some(LogTarget::Pipe("cat >> x.log".into()))
+        );
+    }
+}

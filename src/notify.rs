@@ -1,0 +1,153 @@
+//! sd_notify in both directions.
+//!
+//! Downward, the supervisor owns a datagram socket in the abstract
+//! namespace (nothing on disk to clean up, even after SIGKILL) that every
+//! worker gets as `NOTIFY_SOCKET`. `SO_PASSCRED` makes the kernel attach the
+//! sender's pid to each message, so a worker cannot speak for another; the
+//! event loop maps the pid to a worker by process group, so a child of the
+//! worker may report for it. A NOTIFY_SOCKET that handover inherited is
+//! never passed down: it belongs to handover's own service manager, which
+//! hears from handover alone (upward: READY, RELOADING, STOPPING, STATUS).
+use std::io::{self, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+use nix::errno::Errno;
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg, setsockopt, sockopt};
+
+use crate::machine::Upward;
+
+pub struct NotifySocket {
+    socket: UnixDatagram,
+    name: String,
+}
+
+/// One datagram from a worker.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Message {
+    pub pid: i32,
+    pub ready: bool,
+    pub status: Option<String>,
+}
+
+/// `READY=1` and `STATUS=...` out of a newline-separated sd_notify datagram.
+pub fn parse(pid: i32, text: &str) -> Message {
+    let mut message = Message {
+        pid,
+        ready: false,
+        status: None,
+    };
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some(("READY", "1")) => message.ready = true,
+            Some(("STATUS", status)) => message.status = Some(status.to_string()),
+            _ => {}
+        }
+    }
+    message
+}
+
+impl NotifySocket {
+    pub fn bind() -> io::Result<NotifySocket> {
+        let name = format!("handover/{}/notify", std::process::id());
+        let socket = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)?;
+        socket.set_nonblocking(true)?;
+        setsockopt(&socket, sockopt::PassCred, &true)?;
+        Ok(NotifySocket {
+            socket,
+            name: format!("@{name}"),
+        })
+    }
+
+    /// The value of the workers' `NOTIFY_SOCKET`.
+    pub fn address(&self) -> &str {
+        &self.name
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+
+    /// Every datagram waiting, with its sender's pid.
+    pub fn receive(&self) -> Vec<Message> {
+        let mut messages = Vec::new();
+        loop {
+            let mut buf = [0u8; 4096];
+            let mut cmsg = nix::cmsg_space!(libc::ucred);
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
+            let received =
+                recvmsg::<UnixAddr>(self.socket.as_raw_fd(), &mut iov, Some(&mut cmsg), flags);
+            let (len, pid) = match received {
+                Ok(msg) => {
+                    let pid = msg
+                        .cmsgs()
+                        .ok()
+                        .into_iter()
+                        .flatten()
+                        .find_map(|c| match c {
+                            ControlMessageOwned::ScmCredentials(cred) => Some(cred.pid()),
+                            _ => None,
+                        });
+                    (msg.bytes, pid)
+                }
+                Err(Errno::EINTR) => continue,
+                Err(_) => break,
+            };
+            if let Some(pid) = pid {
+                messages.push(parse(pid, &String::from_utf8_lossy(&buf[..len])));
+            }
+        }
+        messages
+    }
+}
+
+/// Tell handover's own service manager, if it gave us a NOTIFY_SOCKET.
+pub fn upward(state: &Upward) {
+    use sd_notify::NotifyState;
+    let result = match state {
+        Upward::Ready => sd_notify::notify(&[NotifyState::Ready]),
+        Upward::Stopping => sd_notify::notify(&[NotifyState::Stopping]),
+        Upward::Status(text) => sd_notify::notify(&[NotifyState::Status(text)]),
+        Upward::Reloading => match NotifyState::monotonic_usec_now() {
+            Ok(now) => sd_notify::notify(&[NotifyState::Reloading, now]),
+            Err(e) => Err(e),
+        },
+    };
+    // A manager that went away is no reason to stop serving.
+    let _ = result;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ready_and_status() {
+        let m = parse(7, "STATUS=warming up\nREADY=1\n");
+        assert_eq!(
+            m,
+            Message {
+                pid: 7,
+                ready: true,
+                status: Some("warming up".into())
+            }
+        );
+        assert!(!parse(7, "READY=0").ready);
+        assert!(!parse(7, "RELOADING=1").ready);
+    }
+
+    #[test]
+    fn receives_with_the_senders_pid() {
+        let socket = NotifySocket::bind().unwrap();
+        assert!(socket.address().starts_with('@'));
+        let client = UnixDatagram::unbound().unwrap();
+        let addr = SocketAddr::from_abstract_name(&socket.address().as_bytes()[1..]).unwrap();
+        client.send_to_addr(b"READY=1", &addr).unwrap();
+        let got = socket.receive();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].pid, std::process::id() as i32);
+        assert!(got[0].ready);
+    }
+}

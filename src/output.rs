@@ -1,0 +1,72 @@
+//! Where the supervisor's output goes: `--log-file` and `--daemonize`.
+//!
+//! The log target replaces fds 1 and 2, so workers, which inherit them,
+//! write to the same place. Errors until then (bad options, bind failures)
+//! go to the terminal. The `| COMMAND` logger runs in its own process group
+//! so a Ctrl-C meant for the supervisor does not cut the log short; it ends
+//! when the last writer closes the pipe.
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout};
+
+use crate::config::LogTarget;
+use crate::event::describe_io;
+use crate::event_loop::Fatal;
+use crate::spawn;
+
+pub fn redirect(target: &LogTarget) -> Result<(), Fatal> {
+    let fd = match target {
+        LogTarget::File(path) => OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o644)
+            .open(path)
+            .map(std::os::fd::OwnedFd::from)
+            .map_err(|e| {
+                Fatal::new(
+                    1,
+                    format!(
+                        "cannot open log file {}: {}",
+                        path.display(),
+                        describe_io(&e)
+                    ),
+                )
+            })?,
+        LogTarget::Pipe(command) => {
+            let mut child = Command::new("/bin/sh")
+                .arg("-c")
+                .arg(command)
+                .stdin(Stdio::piped())
+                .process_group(0)
+                .spawn()
+                .map_err(|e| {
+                    Fatal::new(
+                        1,
+                        format!("cannot start log command {command:?}: {}", describe_io(&e)),
+                    )
+                })?;
+            let stdin = child.stdin.take().expect("stdin was piped");
+            std::os::fd::OwnedFd::from(stdin)
+        }
+    };
+    dup2_stdout(&fd)
+        .and_then(|()| dup2_stderr(&fd))
+        .map_err(|e| {
+            Fatal::new(
+                1,
+                format!("cannot redirect output to the log: {}", e.desc()),
+            )
+        })
+}
+
+/// Become a daemon: new session, no terminal, stdin from /dev/null.
+pub fn detach() -> Result<(), Fatal> {
+    spawn::daemonize()
+        .map_err(|e| Fatal::new(1, format!("cannot daemonize: {}", describe_io(&e))))?;
+    let null = std::fs::File::open("/dev/null")
+        .map_err(|e| Fatal::new(1, format!("cannot open /dev/null: {}", describe_io(&e))))?;
+    dup2_stdin(&null).map_err(|e| Fatal::new(1, format!("cannot redirect stdin: {}", e.desc())))
+}

@@ -1,0 +1,381 @@
+//! Starting processes: the only module with `unsafe`.
+//!
+//! `spawn` forks and execs a worker. Everything the child needs is built
+//! before the fork (C strings, pointer arrays, the fd plan, the close
+//! ranges), so between fork and exec the child makes only
+//! async-signal-safe system calls on that data: no allocation, no locks,
+//! no logging, no unwinding. In the child, in order:
+//!
+//! 1. every signal disposition back to default (ignored ones survive exec,
+//!    and Rust ignores SIGPIPE), then its own process group;
+//! 2. `LISTEN_PID` written with its own pid into a pre-allocated slot;
+//! 3. `chdir` to `--dir`;
+//! 4. listeners moved to their target fds: first copied above every target
+//!    (so no move clobbers a source), then `dup2`ed into place, which
+//!    clears close-on-exec on the targets only;
+//! 5. close-on-exec set on every other fd above 2, so nothing else leaks;
+//! 6. the signal mask emptied (the parent blocked everything around fork);
+//! 7. `execve`. On failure the errno goes back through a close-on-exec pipe
+//!    and the child `_exit`s: it never runs the parent's clean-up.
+//!
+//! The parent reads that pipe: end-of-file means the exec succeeded.
+#![allow(unsafe_code)]
+
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
+use nix::unistd::{Pid, pipe2};
+
+use crate::event::SpawnError;
+
+/// `LISTEN_PID=` followed by room for any pid and the NUL.
+const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
+const SLOT_LEN: usize = 40;
+
+pub struct Request<'a> {
+    pub command: &'a [OsString],
+    pub env: &'a [(OsString, OsString)],
+    /// Add `LISTEN_PID=<the worker's pid>`.
+    pub listen_pid: bool,
+    pub dir: Option<&'a Path>,
+    /// (source fd in the supervisor, fd number in the worker)
+    pub fds: &'a [(RawFd, RawFd)],
+}
+
+/// Find the program as `execvp` would, in the worker's PATH.
+pub fn resolve(program: &OsStr, env: &[(OsString, OsString)]) -> Result<PathBuf, i32> {
+    if program.as_bytes().contains(&b'/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone());
+    let path = path.unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let mut denied = false;
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(program);
+        match nix::unistd::access(&candidate, nix::unistd::AccessFlags::X_OK) {
+            Ok(()) if candidate.is_file() => return Ok(candidate),
+            Ok(()) | Err(Errno::EACCES) if candidate.exists() => denied = true,
+            _ => {}
+        }
+    }
+    Err(if denied { libc::EACCES } else { libc::ENOENT })
+}
+
+fn cstring(bytes: &[u8]) -> Result<CString, i32> {
+    CString::new(bytes).map_err(|_| libc::EINVAL)
+}
+
+/// Everything the child touches, built before the fork.
+struct Plan {
+    path: CString,
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    _env: Vec<CString>,
+    env_ptrs: Vec<*const libc::c_char>,
+    /// The `LISTEN_PID=` entry, filled in by the child.
+    listen_pid: Option<Box<[u8; SLOT_LEN]>>,
+    dir: Option<CString>,
+    fds: Vec<(RawFd, RawFd)>,
+    /// Lowest fd number above every target: where sources are staged.
+    staging_floor: RawFd,
+    /// fd ranges (inclusive) that get close-on-exec.
+    cloexec_ranges: Vec<(u32, u32)>,
+    open_max: RawFd,
+    nsig: libc::c_int,
+}
+
+impl Plan {
+    fn new(req: &Request, what: &mut String) -> Result<Plan, i32> {
+        let program = req.command.first().ok_or(libc::EINVAL)?;
+        *what = format!("exec {}", program.to_string_lossy());
+        let path = resolve(program, req.env)?;
+        let path = cstring(path.as_os_str().as_bytes())?;
+        let argv = req
+            .command
+            .iter()
+            .map(|a| cstring(a.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut env = Vec::with_capacity(req.env.len());
+        for (name, value) in req.env {
+            let mut entry = name.as_bytes().to_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(value.as_bytes());
+            env.push(cstring(&entry)?);
+        }
+        let mut argv_ptrs: Vec<_> = argv.iter().map(|a| a.as_ptr()).collect();
+        argv_ptrs.push(std::ptr::null());
+        let mut env_ptrs: Vec<_> = env.iter().map(|e| e.as_ptr()).collect();
+        let listen_pid = req.listen_pid.then(|| {
+            let mut slot = Box::new([0u8; SLOT_LEN]);
+            slot[..LISTEN_PID_PREFIX.len()].copy_from_slice(LISTEN_PID_PREFIX);
+            slot
+        });
+        if let Some(slot) = &listen_pid {
+            env_ptrs.push(slot.as_ptr().cast());
+        }
+        env_ptrs.push(std::ptr::null());
+        let dir = match req.dir {
+            Some(dir) => Some(cstring(dir.as_os_str().as_bytes())?),
+            None => None,
+        };
+        let mut targets: Vec<RawFd> = req.fds.iter().map(|&(_, target)| target).collect();
+        targets.sort_unstable();
+        let staging_floor = targets.last().map_or(3, |&t| (t + 1).max(3));
+        let mut cloexec_ranges = Vec::new();
+        let mut next = 3u32;
+        for &target in targets.iter().filter(|&&t| t >= 3) {
+            if target as u32 > next {
+                cloexec_ranges.push((next, target as u32 - 1));
+            }
+            next = target as u32 + 1;
+        }
+        cloexec_ranges.push((next, u32::MAX));
+        let open_max = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(1024, |(soft, _)| soft.min(65536) as RawFd);
+        Ok(Plan {
+            path,
+            _argv: argv,
+            argv_ptrs,
+            _env: env,
+            env_ptrs,
+            listen_pid,
+            dir,
+            fds: req.fds.to_vec(),
+            staging_floor,
+            cloexec_ranges,
+            open_max,
+            nsig: libc::SIGRTMAX() + 1,
+        })
+    }
+}
+
+/// Start a worker; returns its pid once it has exec'd.
+pub fn spawn(req: &Request) -> Result<Pid, SpawnError> {
+    let mut what = String::from("exec");
+    let mut plan = Plan::new(req, &mut what).map_err(|errno| SpawnError {
+        what: what.clone(),
+        errno,
+    })?;
+    let failed = |what: &str, errno: Errno| SpawnError {
+        what: what.into(),
+        errno: errno as i32,
+    };
+    let (report_read, report_write) =
+        pipe2(OFlag::O_CLOEXEC).map_err(|e| failed("create a pipe", e))?;
+    let mut saved = SigSet::empty();
+    sigprocmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut saved),
+    )
+    .map_err(|e| failed("block signals", e))?;
+    // SAFETY: the child runs only `child`, which makes async-signal-safe
+    // calls on memory prepared above and never returns.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        child(&mut plan, report_write.as_raw_fd());
+    }
+    let fork_error = Errno::last();
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&saved), None);
+    drop(report_write);
+    if pid < 0 {
+        return Err(failed("fork", fork_error));
+    }
+    let pid = Pid::from_raw(pid);
+    // Also here, so the group exists before anyone signals it.
+    let _ = nix::unistd::setpgid(pid, pid);
+    let mut report = [0u8; 8];
+    let n = read_full(&report_read, &mut report);
+    if n < report.len() {
+        return Ok(pid);
+    }
+    let _ = nix::sys::wait::waitpid(pid, None);
+    let stage = i32::from_ne_bytes(report[..4].try_into().unwrap_or_default());
+    let errno = i32::from_ne_bytes(report[4..].try_into().unwrap_or_default());
+    let what = match (stage, req.dir) {
+        (STAGE_CHDIR, Some(dir)) => format!("chdir {}", dir.display()),
+        (STAGE_FDS, _) => "place the listening sockets".to_string(),
+        _ => what,
+    };
+    Err(SpawnError { what, errno })
+}
+
+fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
+    let mut done = 0;
+    while done < buf.len() {
+        match nix::unistd::read(fd, &mut buf[done..]) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+    done
+}
+
+const STAGE_CHDIR: i32 = 1;
+const STAGE_FDS: i32 = 2;
+const STAGE_EXEC: i32 = 3;
+
+/// Between fork and exec. Only async-signal-safe calls; never returns.
+fn child(plan: &mut Plan, report: RawFd) -> ! {
+    // SAFETY: all calls below are async-signal-safe system calls (signal,
+    // setpgid, getpid, chdir, fcntl, dup2, close_range, sigprocmask,
+    // execve, write, _exit) on data prepared before the fork.
+    unsafe {
+        for signal in 1..plan.nsig {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+        }
+        libc::setpgid(0, 0);
+        if let Some(slot) = plan.listen_pid.as_deref_mut() {
+            write_decimal(&mut slot[LISTEN_PID_PREFIX.len()..], libc::getpid() as u64);
+        }
+        if let Some(dir) = &plan.dir
+            && libc::chdir(dir.as_ptr()) != 0
+        {
+            fail(report, STAGE_CHDIR);
+        }
+        // The report pipe must survive the moves below, so it is staged too.
+        let report = libc::fcntl(report, libc::F_DUPFD_CLOEXEC, plan.staging_floor);
+        if report < 0 {
+            libc::_exit(127);
+        }
+        for (source, _) in plan.fds.iter_mut() {
+            *source = libc::fcntl(*source, libc::F_DUPFD_CLOEXEC, plan.staging_floor);
+            if *source < 0 {
+                fail(report, STAGE_FDS);
+            }
+        }
+        for &(source, target) in &plan.fds {
+            if libc::dup2(source, target) < 0 {
+                fail(report, STAGE_FDS);
+            }
+        }
+        for &(first, last) in &plan.cloexec_ranges {
+            let done = libc::syscall(
+                libc::SYS_close_range,
+                first,
+                last,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            if done != 0 {
+                let last = last.min(plan.open_max as u32);
+                for fd in first..=last {
+                    libc::fcntl(fd as RawFd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        libc::execve(
+            plan.path.as_ptr(),
+            plan.argv_ptrs.as_ptr(),
+            plan.env_ptrs.as_ptr(),
+        );
+        fail(report, STAGE_EXEC);
+    }
+}
+
+/// Report `errno` and the stage to the parent, then `_exit`.
+fn fail(report: RawFd, stage: i32) -> ! {
+    let errno = Errno::last_raw();
+    let mut message = [0u8; 8];
+    message[..4].copy_from_slice(&stage.to_ne_bytes());
+    message[4..].copy_from_slice(&errno.to_ne_bytes());
+    // SAFETY: write and _exit are async-signal-safe; `message` is on the stack.
+    unsafe {
+        libc::write(report, message.as_ptr().cast(), message.len());
+        libc::_exit(127)
+    }
+}
+
+/// Decimal digits and a NUL into `out`, without allocating.
+fn write_decimal(out: &mut [u8], mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut n = 0;
+    loop {
+        digits[n] = b'0' + (value % 10) as u8;
+        n += 1;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    for i in 0..n.min(out.len() - 1) {
+        out[i] = digits[n - 1 - i];
+    }
+    out[n.min(out.len() - 1)] = 0;
+}
+
+/// fork, setsid, fork: the caller continues as a daemon in a new session.
+/// The two intermediate processes `_exit(0)` without running any clean-up.
+pub fn daemonize() -> io::Result<()> {
+    for round in 0..2 {
+        // SAFETY: the process is single-threaded here (no thread has been
+        // started), so the child may go on running ordinary Rust code.
+        let pid = unsafe { libc::fork() };
+        match pid {
+            -1 => return Err(io::Error::last_os_error()),
+            0 => {}
+            // SAFETY: _exit ends the parent without running destructors,
+            // which would remove files the daemon now owns.
+            _ => unsafe { libc::_exit(0) },
+        }
+        if round == 0 {
+            nix::unistd::setsid()?;
+        }
+    }
+    Ok(())
+}
+
+/// Adopt an fd inherited from our own parent (systemd socket activation).
+#[allow(dead_code)]
+pub fn adopt(fd: RawFd) -> OwnedFd {
+    // SAFETY: the caller checked that `fd` was handed to this process
+    // (LISTEN_PID is our pid) and adopts each fd once.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_without_allocation() {
+        let mut slot = [b'x'; 12];
+        write_decimal(&mut slot, 4194304);
+        assert_eq!(&slot[..8], b"4194304\0");
+        write_decimal(&mut slot, 0);
+        assert_eq!(&slot[..2], b"0\0");
+    }
+
+    #[test]
+    fn resolves_like_execvp() {
+        let env = [(
+            OsString::from("PATH"),
+            OsString::from("/nonexistent:/bin:/usr/bin"),
+        )];
+        assert!(resolve(OsStr::new("sh"), &env).unwrap().ends_with("sh"));
+        assert_eq!(
+            resolve(OsStr::new("no-such-program-x"), &env),
+            Err(libc::ENOENT)
+        );
+        assert_eq!(
+            resolve(OsStr::new("./relative"), &env),
+            Ok(PathBuf::from("./relative"))
+        );
+    }
+}
