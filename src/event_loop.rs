@@ -297,7 +297,7 @@ impl Supervisor {
         vars.push((name.to_string(), value));
         vars.push((
             protocol::NOTIFY_SOCKET.to_string(),
-            self.notify.address().to_string(),
+            self.notify.path().to_string_lossy().into_owned(),
         ));
         for (name, value) in vars {
             env.retain(|(k, _)| *k != *name);

@@ -520,7 +520,10 @@ impl Machine {
             return;
         }
         let due = self.candidate.as_ref().filter(|c| c.pid.is_some());
-        if due.and_then(|c| self.candidate_deadline(c)).is_some_and(|at| at <= now) {
+        if due
+            .and_then(|c| self.candidate_deadline(c))
+            .is_some_and(|at| at <= now)
+        {
             match self.policy.ready {
                 ReadyMode::Alive | ReadyMode::Auto => self.ready(now, false, fx),
                 ReadyMode::Notify => self.ready_timed_out(now, fx),

@@ -1,8 +1,10 @@
 //! sd_notify in both directions.
 //!
-//! Downward, the supervisor owns a datagram socket in the abstract
-//! namespace (nothing on disk to clean up, even after SIGKILL) that every
-//! worker gets as `NOTIFY_SOCKET`. `SO_PASSCRED` makes the kernel attach the
+//! Downward, the supervisor owns a datagram socket that every worker gets
+//! as `NOTIFY_SOCKET`. It is a path in a private directory (mode 0700) under
+//! `$XDG_RUNTIME_DIR` or the temp dir, not an abstract name: several
+//! client libraries (the Rust sd-notify crate among them) only speak paths.
+//! The directory is removed when the socket is dropped. `SO_PASSCRED` makes the kernel attach the
 //! sender's pid to each message, so a worker cannot speak for another; the
 //! event loop maps the pid to a worker by process group, so a child of the
 //! worker may report for it. A NOTIFY_SOCKET that handover inherited is
@@ -10,8 +12,8 @@
 //! hears from handover alone (upward: READY, RELOADING, STOPPING, STATUS).
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg, setsockopt, sockopt};
@@ -20,7 +22,25 @@ use crate::machine::Upward;
 
 pub struct NotifySocket {
     socket: UnixDatagram,
+    dir: PathBuf,
     name: String,
+}
+
+/// Where the private directory goes: short enough for `sun_path` (108 bytes).
+fn runtime_dir() -> PathBuf {
+    let candidates = [
+        std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
+        Some(std::env::temp_dir()),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|dir| {
+            dir.is_dir()
+                && dir.as_os_str().len() < 60
+                && nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok()
+        })
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
 }
 
 /// One datagram from a worker.
@@ -50,19 +70,29 @@ pub fn parse(pid: i32, text: &str) -> Message {
 
 impl NotifySocket {
     pub fn bind() -> io::Result<NotifySocket> {
-        let name = format!("handover/{}/notify", std::process::id());
-        let socket = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)?;
-        socket.set_nonblocking(true)?;
-        setsockopt(&socket, sockopt::PassCred, &true)?;
-        Ok(NotifySocket {
-            socket,
-            name: format!("@{name}"),
-        })
+        let dir = nix::unistd::mkdtemp(&runtime_dir().join("handover-XXXXXX"))?;
+        let path = dir.join("notify");
+        let bound = UnixDatagram::bind(&path).and_then(|socket| {
+            socket.set_nonblocking(true)?;
+            setsockopt(&socket, sockopt::PassCred, &true)?;
+            Ok(socket)
+        });
+        match bound {
+            Ok(socket) => Ok(NotifySocket {
+                socket,
+                name: path.to_string_lossy().into_owned(),
+                dir,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
     }
 
     /// The value of the workers' `NOTIFY_SOCKET`.
-    pub fn address(&self) -> &str {
-        &self.name
+    pub fn path(&self) -> &Path {
+        Path::new(&self.name)
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -100,6 +130,12 @@ impl NotifySocket {
             }
         }
         messages
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -141,13 +177,14 @@ mod tests {
     #[test]
     fn receives_with_the_senders_pid() {
         let socket = NotifySocket::bind().unwrap();
-        assert!(socket.address().starts_with('@'));
         let client = UnixDatagram::unbound().unwrap();
-        let addr = SocketAddr::from_abstract_name(&socket.address().as_bytes()[1..]).unwrap();
-        client.send_to_addr(b"READY=1", &addr).unwrap();
+        client.send_to(b"READY=1", socket.path()).unwrap();
         let got = socket.receive();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].pid, std::process::id() as i32);
         assert!(got[0].ready);
+        let dir = socket.path().parent().unwrap().to_path_buf();
+        drop(socket);
+        assert!(!dir.exists(), "removed on drop");
     }
 }

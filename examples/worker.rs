@@ -1,0 +1,346 @@
+//! The test worker: a tiny server with knobs, driven by handover's
+//! integration tests (it is an independent binary, as a real worker is).
+//!
+//! It takes its sockets from any protocol handover speaks (see
+//! `support::inherited_fds`), waits `--startup-delay`, optionally crashes,
+//! reports ready (`--notify`: `READY=1` on `$NOTIFY_SOCKET`), then answers
+//! every connection on a stream listener (TCP or unix) with the line
+//! `gen=G pid=P\n` and closes it (it never reads a request), and every UDP
+//! datagram with the same line.
+//!
+//! Journal (`--journal FILE`): one line per event, each appended with a
+//! single `write(2)` on a file opened `O_APPEND`, so several generations can
+//! share one file:
+//!
+//! ```text
+//! start pid=P gen=G fds=3,4      first thing (fds as decoded, maybe empty)
+//! ready pid=P gen=G              handlers installed, delay over, READY=1 sent
+//! signal pid=P gen=G name=USR1   HUP USR1 USR2 QUIT WINCH TTIN TTOU
+//! term pid=P gen=G               every SIGTERM received, ignored or not
+//! exit pid=P gen=G code=N        just before every deliberate exit
+//! ```
+//!
+//! G is `SERVER_STARTER_GENERATION` (0 when absent). Signals that arrive
+//! together are journaled once each, in signal-number order. SIGINT keeps
+//! its default action (the worker dies without an `exit` line).
+//!
+//! Run: `handover --port 0 -- target/debug/examples/worker --journal j.txt --notify`
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::net::TcpListener;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, poll};
+use signal_hook::consts::signal::{
+    SIGHUP, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH,
+};
+use socket2::Socket;
+
+#[path = "support/mod.rs"]
+mod support;
+use support::Listener;
+
+#[derive(Parser)]
+#[command(
+    name = "worker",
+    about = "handover's test worker (see the source header)"
+)]
+struct Opts {
+    /// Append one line per event to FILE.
+    #[arg(long, value_name = "FILE")]
+    journal: Option<PathBuf>,
+    /// Wait this long after installing signal handlers before becoming ready.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    startup_delay: u64,
+    /// Exit with CODE after the startup delay, before ready (with
+    /// --crash-if-generation-at-least: only in those generations).
+    #[arg(long, value_name = "CODE")]
+    crash_before_ready: Option<u8>,
+    /// Crash before ready when SERVER_STARTER_GENERATION >= N (exit code
+    /// from --crash-before-ready, else 1).
+    #[arg(long, value_name = "N")]
+    crash_if_generation_at_least: Option<u64>,
+    /// Exit this long after becoming ready, with --exit-code.
+    #[arg(long, value_name = "MS")]
+    exit_after: Option<u64>,
+    /// The exit code of --exit-after.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    exit_code: u8,
+    /// On SIGTERM keep serving MS more, then exit 0; `forever`: never exit on TERM.
+    #[arg(long, value_name = "MS|forever", value_parser = parse_grace)]
+    ignore_term: Option<Grace>,
+    /// Send READY=1 to $NOTIFY_SOCKET when ready (without it, nothing is sent).
+    #[arg(long)]
+    notify: bool,
+    /// Bind this TCP address itself at startup, like a misconfigured server;
+    /// exit 1 when that fails (EADDRINUSE under a supervisor).
+    #[arg(long, value_name = "ADDR")]
+    bind_itself: Option<String>,
+}
+
+#[derive(Clone, Copy)]
+enum Grace {
+    For(Duration),
+    Forever,
+}
+
+fn parse_grace(s: &str) -> Result<Grace, String> {
+    match s {
+        "forever" => Ok(Grace::Forever),
+        ms => ms
+            .parse()
+            .map(|ms| Grace::For(Duration::from_millis(ms)))
+            .map_err(|_| format!("expected milliseconds or `forever`, got {s:?}")),
+    }
+}
+
+/// What the loop acts on, once the signal numbers are decoded.
+enum Sig {
+    Term,
+    Journaled(&'static str),
+}
+
+const SIGNALS: [(i32, &str); 8] = [
+    (SIGTERM, "TERM"),
+    (SIGHUP, "HUP"),
+    (SIGUSR1, "USR1"),
+    (SIGUSR2, "USR2"),
+    (SIGQUIT, "QUIT"),
+    (SIGWINCH, "WINCH"),
+    (SIGTTIN, "TTIN"),
+    (SIGTTOU, "TTOU"),
+];
+
+fn decode(signal: i32) -> Option<Sig> {
+    match SIGNALS.iter().find(|(n, _)| *n == signal)? {
+        (SIGTERM, _) => Some(Sig::Term),
+        (_, name) => Some(Sig::Journaled(name)),
+    }
+}
+
+struct Journal {
+    file: Option<File>,
+    pid: u32,
+    generation: u64,
+}
+
+impl Journal {
+    fn log(&self, event: &str, fields: &[(&str, &str)]) {
+        let Some(mut file) = self.file.as_ref() else {
+            return;
+        };
+        let mut line = format!("{event} pid={} gen={}", self.pid, self.generation);
+        for (key, value) in fields {
+            let _ = write!(line, " {key}={value}");
+        }
+        line.push('\n');
+        // One write(2) per line: with O_APPEND, lines from several processes
+        // never interleave.
+        match file.write(line.as_bytes()) {
+            Ok(n) if n == line.len() => {}
+            Ok(n) => eprintln!("worker: short journal write ({n} of {} bytes)", line.len()),
+            Err(e) => eprintln!("worker: cannot write the journal: {e}"),
+        }
+    }
+
+    fn exit(&self, code: u8) -> ! {
+        self.log("exit", &[("code", &code.to_string())]);
+        process::exit(code.into())
+    }
+}
+
+fn main() {
+    let opts = Opts::parse();
+    let pid = process::id();
+    let generation = support::generation();
+    let file = opts.journal.as_ref().map(|path| {
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .unwrap_or_else(|e| {
+                eprintln!("worker: cannot open journal {}: {e}", path.display());
+                process::exit(1)
+            })
+    });
+    let journal = Journal {
+        file,
+        pid,
+        generation,
+    };
+
+    let inherited = support::inherited_fds();
+    let fds: Vec<String> = inherited.iter().map(|(_, fd)| fd.to_string()).collect();
+    journal.log("start", &[("fds", &fds.join(","))]);
+    eprintln!("worker: pid {pid} gen {generation} fds [{}]", fds.join(","));
+
+    let numbers: Vec<i32> = SIGNALS.iter().map(|(n, _)| *n).collect();
+    let mut signals = support::signal_pipe(&numbers).unwrap_or_else(|e| {
+        eprintln!("worker: cannot install signal handlers: {e}");
+        journal.exit(1)
+    });
+
+    let mut listeners: Vec<Listener> = Vec::new();
+    for (name, fd) in inherited {
+        let (listener, what) = Listener::open(support::adopt(fd));
+        if let Listener::Other(_) = listener {
+            eprintln!("worker: not serving fd {fd} ({name}): {what}");
+        }
+        listeners.push(listener);
+    }
+    if let Some(addr) = &opts.bind_itself {
+        match TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
+            Ok(l) => listeners.push(Listener::Tcp(l)),
+            Err(e) => {
+                eprintln!("worker: cannot bind {addr}: {e}");
+                journal.exit(1)
+            }
+        }
+    }
+
+    let reply = format!("gen={generation} pid={pid}\n");
+    let mut ready_at = Some(Instant::now() + Duration::from_millis(opts.startup_delay));
+    let mut exit_at: Option<Instant> = None;
+    let mut term_exit_at: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if ready_at.is_some_and(|t| now >= t) {
+            ready_at = None;
+            become_ready(&opts, generation, &journal);
+            exit_at = opts
+                .exit_after
+                .map(|ms| Instant::now() + Duration::from_millis(ms));
+        }
+        if exit_at.is_some_and(|t| now >= t) {
+            journal.exit(opts.exit_code);
+        }
+        if term_exit_at.is_some_and(|t| now >= t) {
+            journal.exit(0);
+        }
+
+        let serving = ready_at.is_none();
+        let deadline = [ready_at, exit_at, term_exit_at]
+            .into_iter()
+            .flatten()
+            .min();
+        let readable = wait(&signals, &listeners, serving, deadline);
+
+        for signal in signals.pending() {
+            match decode(signal) {
+                Some(Sig::Term) => {
+                    journal.log("term", &[]);
+                    match opts.ignore_term {
+                        None => {
+                            drop(listeners);
+                            journal.exit(0);
+                        }
+                        Some(Grace::Forever) => {}
+                        Some(Grace::For(d)) => {
+                            term_exit_at.get_or_insert(Instant::now() + d);
+                        }
+                    }
+                }
+                Some(Sig::Journaled(name)) => journal.log("signal", &[("name", name)]),
+                None => {}
+            }
+        }
+        for i in readable {
+            serve(&listeners[i], reply.as_bytes());
+        }
+    }
+}
+
+fn become_ready(opts: &Opts, generation: u64, journal: &Journal) {
+    let crash = match opts.crash_if_generation_at_least {
+        Some(n) if generation >= n => Some(opts.crash_before_ready.unwrap_or(1)),
+        Some(_) => None,
+        None => opts.crash_before_ready,
+    };
+    if let Some(code) = crash {
+        eprintln!("worker: crashing before ready with exit code {code} (as asked)");
+        journal.exit(code);
+    }
+    if opts.notify {
+        support::notify_ready();
+    }
+    journal.log("ready", &[]);
+}
+
+/// Polls the signal pipe and, when serving, the listeners; returns the
+/// indices of the readable listeners.
+fn wait(
+    signals: &support::SignalPipe,
+    listeners: &[Listener],
+    serving: bool,
+    deadline: Option<Instant>,
+) -> Vec<usize> {
+    let mut fds = vec![PollFd::new(signals.get_read().as_fd(), PollFlags::POLLIN)];
+    let mut index = Vec::new();
+    if serving {
+        for (i, l) in listeners.iter().enumerate() {
+            if !matches!(l, Listener::Other(_)) {
+                fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+                index.push(i);
+            }
+        }
+    }
+    match poll(&mut fds, support::poll_timeout(deadline)) {
+        Ok(_) | Err(Errno::EINTR) => {}
+        Err(e) => {
+            eprintln!("worker: poll failed: {e}");
+            process::exit(1)
+        }
+    }
+    let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+    index
+        .into_iter()
+        .zip(&fds[1..])
+        .filter(|(_, fd)| ready(fd))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Answers everything queued on one listener, without blocking.
+fn serve(listener: &Listener, reply: &[u8]) {
+    loop {
+        let result = match listener {
+            Listener::Tcp(l) => l.accept().map(|(s, _)| answer(s.into(), reply)),
+            Listener::Unix(l) => l.accept().map(|(s, _)| answer(s.into(), reply)),
+            Listener::Udp(s) => {
+                let mut buf = [0u8; 2048];
+                s.recv_from(&mut buf).map(|(_, peer)| {
+                    let _ = s.send_to(reply, peer);
+                })
+            }
+            Listener::Other(_) => return,
+        };
+        match result {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                eprintln!("worker: accept on fd {} failed: {e}", listener.raw_fd());
+                return;
+            }
+        }
+    }
+}
+
+/// Writes the reply and closes. Whatever the client sent is drained first,
+/// so that the close is a FIN rather than a reset that could destroy the
+/// reply before the client reads it.
+fn answer(mut sock: Socket, reply: &[u8]) {
+    let _ = sock.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = sock.write_all(reply);
+    let _ = sock.shutdown(std::net::Shutdown::Write);
+    if sock.set_nonblocking(true).is_ok() {
+        let mut buf = [0u8; 1024];
+        while matches!(sock.read(&mut buf), Ok(n) if n > 0) {}
+    }
+}

@@ -1,0 +1,376 @@
+//! Running the real binary in a per-test temp dir, waiting on facts.
+//!
+//! Every wait has a deadline and, when it passes, panics with a dossier:
+//! the command, its stderr so far, the journal and the status file. A
+//! `Supervisor` is stopped on drop (TERM, then KILL of it and of every
+//! worker group it logged), so no process outlives its test.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+/// Generous: a loaded CI machine is slow, and a passing test never waits this long.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_handover"))
+}
+
+/// An example program, built by `cargo test` next to the binary.
+pub fn example(name: &str) -> PathBuf {
+    let path = binary().parent().unwrap().join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} missing: run the tests with `cargo test`",
+        path.display()
+    );
+    path
+}
+
+/// Poll `fact` until it holds; panic with `what` and `dossier()` after DEADLINE.
+pub fn wait_for<T>(
+    what: &str,
+    dossier: impl Fn() -> String,
+    mut fact: impl FnMut() -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = fact() {
+            return value;
+        }
+        if start.elapsed() > DEADLINE {
+            panic!("timed out waiting for {what}\n{}", dossier());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[derive(Default)]
+struct Lines {
+    lines: Vec<String>,
+    closed: bool,
+}
+
+pub struct Supervisor {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    args: Vec<String>,
+    stderr: Arc<(Mutex<Lines>, Condvar)>,
+    status: Option<ExitStatus>,
+}
+
+pub struct Builder {
+    program: PathBuf,
+    args: Vec<String>,
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl Builder {
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_string_lossy().into_owned());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Self {
+        for arg in args {
+            self = self.arg(arg);
+        }
+        self
+    }
+
+    /// `{dir}` in any later argument is replaced by the temp dir.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// Run under another name (start_server compatibility).
+    pub fn program(mut self, program: PathBuf) -> Self {
+        self.program = program;
+        self
+    }
+
+    pub fn start(self) -> Supervisor {
+        let dir_text = self.dir.path().to_string_lossy().into_owned();
+        let args: Vec<String> = self
+            .args
+            .iter()
+            .map(|a| a.replace("{dir}", &dir_text))
+            .collect();
+        let mut command = Command::new(&self.program);
+        command
+            .args(&args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID");
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("spawn handover");
+        let stderr: Arc<(Mutex<Lines>, Condvar)> = Arc::default();
+        for stream in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let shared = Arc::clone(&stderr);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let (lock, cond) = &*shared;
+                    lock.lock().unwrap().lines.push(line);
+                    cond.notify_all();
+                }
+                let (lock, cond) = &*shared;
+                lock.lock().unwrap().closed = true;
+                cond.notify_all();
+            });
+        }
+        let mut shown = vec![self.program.display().to_string()];
+        shown.extend(args);
+        Supervisor {
+            dir: self.dir,
+            child: Some(child),
+            args: shown,
+            stderr,
+            status: None,
+        }
+    }
+}
+
+/// A handover command line in a fresh temp dir.
+pub fn handover() -> Builder {
+    Builder {
+        program: binary(),
+        args: Vec::new(),
+        dir: tempfile::tempdir().unwrap(),
+        env: Vec::new(),
+    }
+}
+
+/// handover running `worker` with `worker_args`, journal at `{dir}/journal`.
+pub fn with_worker(options: &[&str], worker_args: &[&str]) -> Supervisor {
+    handover()
+        .args(options)
+        .args([
+            "--pid-file",
+            "{dir}/pid",
+            "--status-file",
+            "{dir}/status",
+            "--",
+        ])
+        .arg(example("worker"))
+        .args(["--journal", "{dir}/journal"])
+        .args(worker_args)
+        .start()
+}
+
+impl Supervisor {
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.stderr.0.lock().unwrap().lines.clone()
+    }
+
+    pub fn journal(&self) -> Vec<String> {
+        read_lines(&self.path("journal"))
+    }
+
+    pub fn status_file(&self) -> Vec<(u64, i32)> {
+        std::fs::read_to_string(self.path("status"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(g, p)| (g.parse().unwrap(), p.parse().unwrap()))
+            .collect()
+    }
+
+    pub fn dossier(&self) -> String {
+        format!(
+            "--- command: {}\n--- exit: {:?}\n--- output:\n{}\n--- journal:\n{}\n--- status file:\n{:?}",
+            self.args.join(" "),
+            self.status,
+            self.lines().join("\n"),
+            self.journal().join("\n"),
+            std::fs::read_to_string(self.path("status")).ok()
+        )
+    }
+
+    /// Wait for an output line containing `needle`; returns it.
+    pub fn wait_line(&self, needle: &str) -> String {
+        self.wait_line_after(0, needle)
+    }
+
+    /// Like `wait_line`, ignoring the first `skip` lines; returns the line.
+    pub fn wait_line_after(&self, skip: usize, needle: &str) -> String {
+        let (lock, cond) = &*self.stderr;
+        let start = Instant::now();
+        let mut lines = lock.lock().unwrap();
+        loop {
+            if let Some(line) = lines.lines.iter().skip(skip).find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            let left = DEADLINE.checked_sub(start.elapsed());
+            if lines.closed || left.is_none() {
+                drop(lines);
+                panic!("no output line with {needle:?}\n{}", self.dossier());
+            }
+            lines = cond.wait_timeout(lines, left.unwrap()).unwrap().0;
+        }
+    }
+
+    pub fn count_lines(&self, needle: &str) -> usize {
+        self.lines().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Wait for a journal line with all `parts`; returns it.
+    pub fn wait_journal(&self, parts: &[&str]) -> String {
+        wait_for(
+            &format!("journal line with {parts:?}"),
+            || self.dossier(),
+            || {
+                self.journal()
+                    .into_iter()
+                    .find(|l| parts.iter().all(|p| l.split(' ').any(|w| w == *p)))
+            },
+        )
+    }
+
+    /// Wait until the status file lists exactly these generations.
+    pub fn wait_generations(&self, generations: &[u64]) -> Vec<(u64, i32)> {
+        wait_for(
+            &format!("status file with generations {generations:?}"),
+            || self.dossier(),
+            || {
+                let status = self.status_file();
+                let gens: Vec<u64> = status.iter().map(|(g, _)| *g).collect();
+                (gens == generations).then_some(status)
+            },
+        )
+    }
+
+    /// The first listener's real address, from `listening on tcp ADDR as fd N`.
+    pub fn tcp_addr(&self) -> String {
+        let line = self.wait_line("listening on tcp ");
+        line.split("listening on tcp ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.pid()), signal).unwrap();
+    }
+
+    /// Wait for the supervisor to exit; returns its status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        if let Some(status) = self.status {
+            return status;
+        }
+        let child = self.child.as_mut().unwrap();
+        let status = wait_for("the supervisor to exit", String::new, || {
+            child.try_wait().unwrap()
+        });
+        self.status = Some(status);
+        status
+    }
+
+    /// Pids of every worker the supervisor said it started.
+    pub fn worker_pids(&self) -> Vec<i32> {
+        self.lines()
+            .iter()
+            .filter_map(|l| l.split("starting new worker ").nth(1))
+            .filter_map(|p| p.trim().parse().ok())
+            .collect()
+    }
+
+    /// Ask for the worker's line over TCP: `gen=G pid=P`.
+    pub fn ask(&self, addr: &str) -> std::io::Result<String> {
+        ask(addr)
+    }
+}
+
+pub fn ask(addr: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let _ = stream.flush();
+    Ok(answer.trim().to_string())
+}
+
+/// `gen=G` out of a worker's answer.
+pub fn generation_of(answer: &str) -> Option<u64> {
+    answer
+        .split(' ')
+        .find_map(|w| w.strip_prefix("gen="))
+        .and_then(|g| g.parse().ok())
+}
+
+pub fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+pub fn alive(pid: i32) -> bool {
+    // A zombie is gone for our purposes; `kill 0` would still succeed on it.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        let workers = self.worker_pids();
+        if let Some(mut child) = self.child.take()
+            && child.try_wait().ok().flatten().is_none()
+        {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let start = Instant::now();
+            while child.try_wait().ok().flatten().is_none()
+                && start.elapsed() < Duration::from_secs(5)
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for pid in workers {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}

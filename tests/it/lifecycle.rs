@@ -1,0 +1,200 @@
+//! Hot restart, rollback, respawn, shutdown: the lifecycle through the real binary.
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::harness::*;
+
+/// Bounded client loop: connects, reads the worker's line, until told to
+/// stop, 50,000 requests or 60 s. Returns (generation seen per request, errors).
+fn load(
+    addr: String,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
+) -> JoinHandle<(Vec<u64>, Vec<String>)> {
+    std::thread::spawn(move || {
+        let (mut seen, mut errors) = (Vec::new(), Vec::new());
+        let start = Instant::now();
+        while !stop.load(Ordering::SeqCst)
+            && seen.len() + errors.len() < 50_000
+            && start.elapsed() < Duration::from_secs(60)
+        {
+            match ask(&addr) {
+                Ok(answer) => match generation_of(&answer) {
+                    Some(g) => seen.push(g),
+                    None => errors.push(format!("short answer {answer:?}")),
+                },
+                Err(e) => errors.push(format!("{:?}: {e}", e.kind())),
+            }
+            done.fetch_add(1, Ordering::SeqCst);
+        }
+        (seen, errors)
+    })
+}
+
+#[test]
+fn hot_restart_refuses_and_resets_nothing() {
+    let s = with_worker(&["--port", "127.0.0.1:0"], &["--notify"]);
+    let addr = s.tcp_addr();
+    s.wait_journal(&["ready", "gen=1"]);
+    let (stop, done) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let clients: Vec<_> = (0..2)
+        .map(|_| load(addr.clone(), stop.clone(), done.clone()))
+        .collect();
+    let at_least = |n: usize| {
+        wait_for(
+            &format!("{n} requests"),
+            || s.dossier(),
+            || (done.load(Ordering::SeqCst) >= n).then_some(()),
+        )
+    };
+    at_least(200);
+    s.signal(Signal::SIGHUP);
+    s.wait_generations(&[2]);
+    let after = done.load(Ordering::SeqCst);
+    at_least(after + 200);
+    stop.store(true, Ordering::SeqCst);
+    let mut seen = Vec::new();
+    for client in clients {
+        let (gens, errors) = client.join().unwrap();
+        assert!(
+            errors.is_empty(),
+            "failed requests: {errors:?}\n{}",
+            s.dossier()
+        );
+        seen.extend(gens);
+    }
+    assert!(seen.contains(&1) && seen.contains(&2), "{seen:?}");
+    assert!(
+        s.lines().iter().any(|l| l.contains("is ready (READY=1")),
+        "{}",
+        s.dossier()
+    );
+}
+
+#[test]
+fn failing_new_generation_leaves_the_old_one_serving() {
+    let s = with_worker(
+        &["--port", "127.0.0.1:0"],
+        &["--notify", "--crash-if-generation-at-least", "2"],
+    );
+    let addr = s.tcp_addr();
+    let first = s.wait_generations(&[1]);
+    s.signal(Signal::SIGHUP);
+    s.wait_line("seems to have failed to start");
+    s.wait_line("generation 2 exited with");
+    assert_eq!(generation_of(&s.ask(&addr).unwrap()), Some(1));
+    assert_eq!(s.status_file(), first, "status untouched");
+    assert!(
+        !s.journal().iter().any(|l| l.starts_with("term ")),
+        "old generation was signalled\n{}",
+        s.dossier()
+    );
+    // Retried every --interval with a new generation number, as start_server.
+    s.wait_line("generation 3 exited with");
+}
+
+#[test]
+fn dead_worker_is_respawned() {
+    let s = with_worker(&["--port", "127.0.0.1:0"], &["--notify"]);
+    let addr = s.tcp_addr();
+    let first = s.wait_generations(&[1]);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first[0].1), Signal::SIGKILL).unwrap();
+    s.wait_line(&format!(
+        "worker {} died unexpectedly with status:9, restarting",
+        first[0].1
+    ));
+    s.wait_generations(&[2]);
+    assert_eq!(generation_of(&s.ask(&addr).unwrap()), Some(2));
+}
+
+#[test]
+fn hups_during_a_restart_coalesce_into_one() {
+    let s = with_worker(
+        &["--port", "127.0.0.1:0", "--ready", "notify"],
+        &["--notify", "--startup-delay", "300"],
+    );
+    s.wait_generations(&[1]);
+    s.signal(Signal::SIGHUP);
+    s.wait_journal(&["start", "gen=2"]);
+    for _ in 0..3 {
+        s.signal(Signal::SIGHUP);
+    }
+    s.wait_generations(&[3]);
+    s.wait_journal(&["ready", "gen=3"]);
+    assert_eq!(s.count_lines("starting new worker"), 3, "{}", s.dossier());
+}
+
+#[test]
+fn term_stops_every_worker_and_removes_every_file() {
+    for (signal, word) in [(Signal::SIGTERM, "TERM"), (Signal::SIGINT, "INT")] {
+        let mut s = with_worker(
+            &["--port", "127.0.0.1:0", "--path", "{dir}/app.sock"],
+            &["--notify"],
+        );
+        let pid = s.wait_generations(&[1])[0].1;
+        assert!(s.path("app.sock").exists() && s.path("pid").exists());
+        s.signal(signal);
+        assert!(s.wait_exit().success(), "{}", s.dossier());
+        assert!(s.lines().iter().any(|l| l.ends_with(&format!(
+            "received {word}, sending TERM to all workers:{pid}"
+        ))));
+        assert!(
+            s.lines().last().unwrap().ends_with("exiting"),
+            "{}",
+            s.dossier()
+        );
+        s.wait_journal(&["term", &format!("pid={pid}")]);
+        assert!(!alive(pid));
+        for file in ["pid", "status", "app.sock"] {
+            assert!(!s.path(file).exists(), "{file} left behind");
+        }
+    }
+}
+
+#[test]
+fn other_signals_are_forwarded_to_the_serving_generation() {
+    let s = with_worker(&["--port", "127.0.0.1:0"], &["--notify"]);
+    let pid = s.wait_generations(&[1])[0].1;
+    for (signal, name) in [
+        (Signal::SIGUSR1, "USR1"),
+        (Signal::SIGUSR2, "USR2"),
+        (Signal::SIGQUIT, "QUIT"),
+        (Signal::SIGWINCH, "WINCH"),
+    ] {
+        s.signal(signal);
+        s.wait_journal(&["signal", &format!("pid={pid}"), &format!("name={name}")]);
+    }
+    assert!(alive(s.pid()), "supervisor survived");
+}
+
+#[test]
+fn drain_timeout_kills_an_old_generation_that_ignores_term() {
+    let s = with_worker(
+        &["--port", "127.0.0.1:0", "--drain-timeout", "200ms"],
+        &["--notify", "--ignore-term", "forever"],
+    );
+    let old = s.wait_generations(&[1])[0].1;
+    s.signal(Signal::SIGHUP);
+    s.wait_line(&format!("old worker {old} still running"));
+    s.wait_line(&format!("old worker {old} died, status:9"));
+    s.wait_generations(&[2]);
+}
+
+#[test]
+fn stop_timeout_kills_workers_that_ignore_term() {
+    let mut s = with_worker(
+        &["--port", "127.0.0.1:0", "--stop-timeout", "100ms"],
+        &["--notify", "--ignore-term", "forever"],
+    );
+    let pid = s.wait_generations(&[1])[0].1;
+    s.signal(Signal::SIGTERM);
+    assert!(s.wait_exit().success(), "{}", s.dossier());
+    assert!(!alive(pid));
+}
