@@ -72,6 +72,7 @@ pub struct StartServerOpts {
 /// is not an option.
 #[derive(Args, Debug, Default, Clone)]
 pub struct Command {
+    /// The worker program and its arguments, run without a shell.
     #[arg(value_name = "COMMAND", trailing_var_arg = true)]
     pub command: Vec<OsString>,
 }

@@ -39,7 +39,9 @@ fn main() -> ExitCode {
     match run(compat, args) {
         Ok(code) => ExitCode::from(code as u8),
         Err(fatal) => {
-            eprintln!("{name}: {}", fatal.message);
+            if !fatal.message.is_empty() {
+                eprintln!("{name}: {}", fatal.message);
+            }
             ExitCode::from(fatal.code as u8)
         }
     }
