@@ -91,16 +91,14 @@ pub fn run(config: Config) -> Result<i32, Fatal> {
     let log = Log {
         compat: config.compat,
     };
-    let banner = if config.compat {
-        "start_server"
-    } else {
-        "handover"
-    };
-    let _ = writeln!(
-        std::io::stderr(),
-        "{banner} (pid:{}) starting now...",
-        std::process::id()
-    );
+    if config.compat {
+        // start_server's banner, on the terminal even with --log-file.
+        let pid = std::process::id();
+        let _ = writeln!(
+            std::io::stderr(),
+            "start_server (pid:{pid}) starting now..."
+        );
+    }
     let mut pid_file = match &config.pid_file {
         Some(path) => Some(PidFile::acquire(path).map_err(|e| Fatal::new(1, e.to_string()))?),
         None => None,
