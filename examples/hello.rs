@@ -37,6 +37,7 @@ use socket2::Socket;
 #[path = "support/mod.rs"]
 mod support;
 use support::Listener;
+use support::say;
 
 /// How often a connection thread looks at the stop flag while it waits.
 const TICK: Duration = Duration::from_millis(100);
@@ -75,7 +76,7 @@ fn main() -> ExitCode {
 
     let inherited = support::inherited_fds();
     if inherited.is_empty() {
-        eprintln!(
+        say!(
             "hello: no inherited sockets (SERVER_STARTER_PORT, LISTEN_FDS or EINHORN_FD_COUNT); \
              run it under a supervisor, e.g. `handover --port 8080 -- {}`",
             std::env::args().next().unwrap_or_else(|| "hello".into())
@@ -85,7 +86,7 @@ fn main() -> ExitCode {
     let mut signals = match support::signal_pipe(&[SIGTERM, SIGINT]) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("hello: cannot install signal handlers: {e}");
+            say!("hello: cannot install signal handlers: {e}");
             return ExitCode::from(1);
         }
     };
@@ -99,19 +100,17 @@ fn main() -> ExitCode {
                 listeners.push(l);
             }
             (_, what) => {
-                eprintln!(
-                    "hello: ignoring fd {fd} ({name}, {what}): not a TCP or unix stream listener"
-                );
+                say!("hello: ignoring fd {fd} ({name}, {what}): not a TCP or unix stream listener");
             }
         }
     }
     if listeners.is_empty() {
-        eprintln!("hello: none of the inherited sockets is a TCP or unix stream listener");
+        say!("hello: none of the inherited sockets is a TCP or unix stream listener");
         return ExitCode::from(2);
     }
     let generation_note = format!("pid {pid} generation {generation}");
     if !opts.quiet {
-        eprintln!(
+        say!(
             "hello: {generation_note} serving on {}",
             serving_on.join(", ")
         );
@@ -153,7 +152,7 @@ fn main() -> ExitCode {
     }
     if !opts.quiet {
         let n = shared.requests.load(Ordering::SeqCst);
-        eprintln!("hello: {generation_note} exiting after {n} requests");
+        say!("hello: {generation_note} exiting after {n} requests");
     }
     ExitCode::SUCCESS
 }
@@ -174,7 +173,7 @@ fn wait(
     match poll(&mut fds, support::poll_timeout(deadline)) {
         Ok(_) | Err(Errno::EINTR) => {}
         Err(e) => {
-            eprintln!("hello: poll failed: {e}");
+            say!("hello: poll failed: {e}");
             std::process::exit(1)
         }
     }
@@ -197,19 +196,19 @@ fn accept_all(listener: &Listener, shared: &Arc<Shared>, threads: &mut Vec<JoinH
                     .name("connection".into())
                     .spawn(move || {
                         if let Err(e) = serve(sock, &shared) {
-                            eprintln!("hello: connection error: {e}");
+                            say!("hello: connection error: {e}");
                         }
                     });
                 match spawned {
                     Ok(t) => threads.push(t),
-                    Err(e) => eprintln!("hello: cannot start a connection thread: {e}"),
+                    Err(e) => say!("hello: cannot start a connection thread: {e}"),
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // Nothing queued, or another generation took it first.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) => {
-                eprintln!("hello: accept on fd {} failed: {e}", listener.raw_fd());
+                say!("hello: accept on fd {} failed: {e}", listener.raw_fd());
                 return;
             }
         }

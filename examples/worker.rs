@@ -45,6 +45,7 @@ use socket2::Socket;
 #[path = "support/mod.rs"]
 mod support;
 use support::Listener;
+use support::say;
 
 #[derive(Parser)]
 #[command(
@@ -144,8 +145,8 @@ impl Journal {
         // never interleave.
         match file.write(line.as_bytes()) {
             Ok(n) if n == line.len() => {}
-            Ok(n) => eprintln!("worker: short journal write ({n} of {} bytes)", line.len()),
-            Err(e) => eprintln!("worker: cannot write the journal: {e}"),
+            Ok(n) => say!("worker: short journal write ({n} of {} bytes)", line.len()),
+            Err(e) => say!("worker: cannot write the journal: {e}"),
         }
     }
 
@@ -165,7 +166,7 @@ fn main() {
             .create(true)
             .open(path)
             .unwrap_or_else(|e| {
-                eprintln!("worker: cannot open journal {}: {e}", path.display());
+                say!("worker: cannot open journal {}: {e}", path.display());
                 process::exit(1)
             })
     });
@@ -178,11 +179,11 @@ fn main() {
     let inherited = support::inherited_fds();
     let fds: Vec<String> = inherited.iter().map(|(_, fd)| fd.to_string()).collect();
     journal.log("start", &[("fds", &fds.join(","))]);
-    eprintln!("worker: pid {pid} gen {generation} fds [{}]", fds.join(","));
+    say!("worker: pid {pid} gen {generation} fds [{}]", fds.join(","));
 
     let numbers: Vec<i32> = SIGNALS.iter().map(|(n, _)| *n).collect();
     let mut signals = support::signal_pipe(&numbers).unwrap_or_else(|e| {
-        eprintln!("worker: cannot install signal handlers: {e}");
+        say!("worker: cannot install signal handlers: {e}");
         journal.exit(1)
     });
 
@@ -190,7 +191,7 @@ fn main() {
     for (name, fd) in inherited {
         let (listener, what) = Listener::open(support::adopt(fd));
         if let Listener::Other(_) = listener {
-            eprintln!("worker: not serving fd {fd} ({name}): {what}");
+            say!("worker: not serving fd {fd} ({name}): {what}");
         }
         listeners.push(listener);
     }
@@ -198,7 +199,7 @@ fn main() {
         match TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
             Ok(l) => listeners.push(Listener::Tcp(l)),
             Err(e) => {
-                eprintln!("worker: cannot bind {addr}: {e}");
+                say!("worker: cannot bind {addr}: {e}");
                 journal.exit(1)
             }
         }
@@ -263,7 +264,7 @@ fn become_ready(opts: &Opts, generation: u64, journal: &Journal) {
         None => opts.crash_before_ready,
     };
     if let Some(code) = crash {
-        eprintln!("worker: crashing before ready with exit code {code} (as asked)");
+        say!("worker: crashing before ready with exit code {code} (as asked)");
         journal.exit(code);
     }
     if opts.notify {
@@ -293,7 +294,7 @@ fn wait(
     match poll(&mut fds, support::poll_timeout(deadline)) {
         Ok(_) | Err(Errno::EINTR) => {}
         Err(e) => {
-            eprintln!("worker: poll failed: {e}");
+            say!("worker: poll failed: {e}");
             process::exit(1)
         }
     }
@@ -325,7 +326,7 @@ fn serve(listener: &Listener, reply: &[u8]) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) => {
-                eprintln!("worker: accept on fd {} failed: {e}", listener.raw_fd());
+                say!("worker: accept on fd {} failed: {e}", listener.raw_fd());
                 return;
             }
         }

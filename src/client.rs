@@ -217,15 +217,37 @@ pub fn stop(
         Err(e) => return Err(signal_error(pid, e)),
     }
     match timeout {
-        None => watch.wait().map_err(|e| lock_error(pid_file, e)),
+        None => watch.wait().map_err(|e| lock_error(pid_file, e))?,
         Some(t) => match watch.wait_timeout(t) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(ClientError::runtime(format!(
-                "supervisor pid {pid} still running after {} (see the supervisor's log)",
-                show(t)
-            ))),
-            Err(e) => Err(lock_error(pid_file, e)),
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(ClientError::runtime(format!(
+                    "supervisor pid {pid} still running after {} (see the supervisor's log)",
+                    show(t)
+                )));
+            }
+            Err(e) => return Err(lock_error(pid_file, e)),
         },
+    }
+    wait_gone(pid);
+    Ok(())
+}
+
+/// The lock goes when the supervisor's files are closed, a moment before
+/// the kernel marks it exited: wait for that too (bounded), so whoever runs
+/// after `stop` finds the process gone.
+fn wait_gone(pid: u32) {
+    let stat = format!("/proc/{pid}/stat");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        let Ok(text) = std::fs::read_to_string(&stat) else {
+            return;
+        };
+        let state = text.rsplit(')').next().unwrap_or("").trim_start();
+        if state.starts_with('Z') || state.starts_with('X') {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -58,7 +58,7 @@ pub struct SpawnError {
 impl SpawnError {
     /// Exit code when the first generation cannot be started (126/127, as a shell).
     pub fn exit_code(&self) -> i32 {
-        if self.what.starts_with("exec") && self.errno == libc::ENOENT {
+        if self.errno == libc::ENOENT && !self.what.starts_with("chdir") {
             127
         } else {
             126

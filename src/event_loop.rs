@@ -91,6 +91,9 @@ pub fn run(config: Config) -> Result<i32, Fatal> {
     let log = Log {
         compat: config.compat,
     };
+    let program = &config.command[0];
+    spawn::check(program, &config.base_env, config.dir.as_deref())
+        .map_err(|e| Fatal::new(e.exit_code(), e.to_string()))?;
     if config.compat {
         // start_server's banner, on the terminal even with --log-file.
         let pid = std::process::id();

@@ -8,7 +8,8 @@
 //!   with the first one's pid intact (start_server truncated first and then
 //!   blocked: quirk Q7).
 //! - The lock is held for the whole life of the `PidFile`. `remove` unlinks
-//!   the path (only if it still names our file) and then releases the lock.
+//!   the path (only if it still names our file) and keeps the lock until the
+//!   process exits, so whoever waits on it sees the supervisor gone.
 //! - flock locks belong to the open file description, not to the process: a
 //!   child forked for `--daemonize` shares it and keeps the lock after the
 //!   parent is gone. The exiting parent must NOT drop its `PidFile`
@@ -151,17 +152,20 @@ impl PidFile {
         self.file.flush()
     }
 
-    /// Unlinks the path if it still names our file, then releases the lock.
-    /// A path that is gone or now names another file is left alone.
+    /// Unlinks the path if it still names our file. A path that is gone or
+    /// now names another file is left alone. The lock is kept until this
+    /// process exits (the descriptor is deliberately never closed), so a
+    /// `stop` client waiting for it returns only once the supervisor is gone.
     pub fn remove(self) -> io::Result<()> {
         let ours = self.file.metadata()?;
-        match fs::metadata(&self.path) {
+        let result = match fs::metadata(&self.path) {
             Ok(m) if m.dev() == ours.dev() && m.ino() == ours.ino() => fs::remove_file(&self.path),
             Ok(_) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
-        }
-        // `self.file` is dropped here: LOCK_UN, then close.
+        };
+        std::mem::forget(self.file);
+        result
     }
 }
 
@@ -483,7 +487,7 @@ mod tests {
     }
 
     #[test]
-    fn remove_unlinks_and_releases() {
+    fn remove_unlinks_and_keeps_the_lock_until_exit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pid");
         let mut pf = PidFile::acquire(&path).unwrap();
@@ -492,9 +496,11 @@ mod tests {
         assert!(watch.is_locked().unwrap());
         pf.remove().unwrap();
         assert!(!path.exists());
-        assert!(!watch.is_locked().unwrap());
-        watch.wait().unwrap();
-        assert!(watch.wait_timeout(Duration::ZERO).unwrap());
+        assert!(
+            watch.is_locked().unwrap(),
+            "released only when the process exits"
+        );
+        assert!(!watch.wait_timeout(Duration::ZERO).unwrap());
         assert!(
             !is_locked(&path).unwrap(),
             "a missing pid file is not locked"

@@ -71,6 +71,36 @@ pub fn resolve(program: &OsStr, env: &[(OsString, OsString)]) -> Result<PathBuf,
     Err(if denied { libc::EACCES } else { libc::ENOENT })
 }
 
+/// Check before anything is bound that the first spawn can exec the
+/// program: found (else 127) and executable (else 126), as a shell says.
+pub fn check(
+    program: &OsStr,
+    env: &[(OsString, OsString)],
+    dir: Option<&Path>,
+) -> Result<(), SpawnError> {
+    let name = program.to_string_lossy();
+    let what = if name.contains('/') {
+        format!("run worker {name}")
+    } else {
+        format!("find worker {name} in PATH")
+    };
+    let failed = |errno| SpawnError {
+        what: what.clone(),
+        errno,
+    };
+    let path = resolve(program, env).map_err(failed)?;
+    let path = match dir {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path,
+    };
+    let meta =
+        std::fs::metadata(&path).map_err(|e| failed(e.raw_os_error().unwrap_or(libc::ENOENT)))?;
+    if meta.is_dir() {
+        return Err(failed(libc::EISDIR));
+    }
+    nix::unistd::access(&path, nix::unistd::AccessFlags::X_OK).map_err(|e| failed(e as i32))
+}
+
 fn cstring(bytes: &[u8]) -> Result<CString, i32> {
     CString::new(bytes).map_err(|_| libc::EINVAL)
 }

@@ -49,7 +49,9 @@ pub fn inherited_fds() -> Vec<(String, RawFd)> {
             None
         };
         match problem {
-            Some(why) => eprintln!("support: ignoring inherited fd {fd} ({name}): it {why}"),
+            Some(why) => say_line(&format!(
+                "support: ignoring inherited fd {fd} ({name}): it {why}"
+            )),
             None => {
                 seen.push(fd);
                 out.push((name, fd));
@@ -217,3 +219,17 @@ impl Listener {
         self.as_fd().as_raw_fd()
     }
 }
+
+/// One line on stderr in a single write(2), so it never interleaves with
+/// lines of the supervisor or other workers sharing the file.
+pub fn say_line(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+}
+
+/// `eprintln!`, but one write per line.
+macro_rules! say {
+    ($($arg:tt)*) => { $crate::support::say_line(&format!($($arg)*)) };
+}
+#[allow(unused_imports)]
+pub(crate) use say;

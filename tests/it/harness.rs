@@ -56,7 +56,8 @@ pub fn wait_for<T>(
 #[derive(Default)]
 struct Lines {
     lines: Vec<String>,
-    closed: bool,
+    /// Streams (stdout, stderr) that reached end-of-file.
+    closed: usize,
 }
 
 pub struct Supervisor {
@@ -138,7 +139,7 @@ impl Builder {
                     cond.notify_all();
                 }
                 let (lock, cond) = &*shared;
-                lock.lock().unwrap().closed = true;
+                lock.lock().unwrap().closed += 1;
                 cond.notify_all();
             });
         }
@@ -233,7 +234,7 @@ impl Supervisor {
                 return line.clone();
             }
             let left = DEADLINE.checked_sub(start.elapsed());
-            if lines.closed || left.is_none() {
+            if lines.closed == 2 || left.is_none() {
                 drop(lines);
                 panic!("no output line with {needle:?}\n{}", self.dossier());
             }

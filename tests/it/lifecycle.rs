@@ -177,7 +177,14 @@ fn other_signals_are_forwarded_to_the_serving_generation() {
 #[test]
 fn drain_timeout_kills_an_old_generation_that_ignores_term() {
     let s = with_worker(
-        &["--port", "127.0.0.1:0", "--drain-timeout", "200ms"],
+        &[
+            "--port",
+            "127.0.0.1:0",
+            "--drain-timeout",
+            "200ms",
+            "--stop-timeout",
+            "100ms",
+        ],
         &["--notify", "--ignore-term", "forever"],
     );
     let old = s.wait_generations(&[1])[0].1;
