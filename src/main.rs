@@ -49,10 +49,10 @@ fn main() -> ExitCode {
 
 fn run(compat: bool, args: Vec<OsString>) -> Result<i32, Fatal> {
     let (opts, more, client, command) = if compat {
-        let cli = StartServerCli::try_parse_from(args).map_err(usage)?;
+        let cli = StartServerCli::try_parse_from(args).map_err(|e| usage(e, compat))?;
         (cli.opts, Default::default(), None, cli.command.command)
     } else {
-        let cli = HandoverCli::try_parse_from(args).map_err(usage)?;
+        let cli = HandoverCli::try_parse_from(args).map_err(|e| usage(e, compat))?;
         (cli.opts, cli.more, cli.client, cli.command.command)
     };
     if let Some(client) = client {
@@ -67,7 +67,12 @@ fn run(compat: bool, args: Vec<OsString>) -> Result<i32, Fatal> {
 }
 
 /// clap's help and version go to stdout with exit 0; errors become one line.
-fn usage(err: clap::Error) -> Fatal {
+fn usage(err: clap::Error, compat: bool) -> Fatal {
+    if compat && err.kind() == ErrorKind::DisplayVersion {
+        // start_server prints the bare number; scripts compare it.
+        println!("0.35");
+        return Fatal::new(0, "");
+    }
     if matches!(
         err.kind(),
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion

@@ -7,7 +7,8 @@
 //! no logging, no unwinding. In the child, in order:
 //!
 //! 1. every signal disposition back to default (ignored ones survive exec,
-//!    and Rust ignores SIGPIPE), then its own process group;
+//!    Rust ignores SIGPIPE, posix_spawn leaves 32 and 33 ignored), then its
+//!    own process group;
 //! 2. `LISTEN_PID` written with its own pid into a pre-allocated slot;
 //! 3. `chdir` to `--dir`;
 //! 4. listeners moved to their target fds: first copied above every target
@@ -259,13 +260,22 @@ const STAGE_EXEC: i32 = 3;
 
 /// Between fork and exec. Only async-signal-safe calls; never returns.
 fn child(plan: &mut Plan, report: RawFd) -> ! {
-    // SAFETY: all calls below are async-signal-safe system calls (signal,
+    // SAFETY: all calls below are async-signal-safe system calls (rt_sigaction,
     // setpgid, getpid, chdir, fcntl, dup2, close_range, sigprocmask,
     // execve, write, _exit) on data prepared before the fork.
     unsafe {
+        // The raw system call: glibc's signal() refuses 32 and 33, which
+        // posix_spawn callers (Rust's Command among them) leave ignored.
+        let default = [0u64; 4];
         for signal in 1..plan.nsig {
             if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-                libc::signal(signal, libc::SIG_DFL);
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    signal,
+                    default.as_ptr(),
+                    0usize,
+                    8usize,
+                );
             }
         }
         libc::setpgid(0, 0);
