@@ -145,10 +145,8 @@ pub fn run(config: Config) -> Result<i32, Fatal> {
         log.line(&format!("cannot write the pid file: {e}"));
     }
     for (listener, fd) in listeners.iter().zip(&config.fds) {
-        if let Some(path) = listener
-            .replaced_stale
-            .then_some(())
-            .and(listener.created_path.as_ref())
+        if listener.replaced_stale
+            && let Some(path) = &listener.created_path
         {
             log.line(&format!("removing existing socket file:{}", path.display()));
         }
