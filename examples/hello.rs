@@ -50,10 +50,7 @@ const MAX_HEAD: usize = 16 * 1024;
 const MAX_BODY: usize = 1024 * 1024;
 
 #[derive(Parser)]
-#[command(
-    name = "hello",
-    about = "Demo HTTP worker for handover (serves inherited sockets)"
-)]
+#[command(name = "hello", about = "Demo HTTP worker for handover (serves inherited sockets)")]
 struct Opts {
     /// Sleep this long before READY=1 and before accepting (a slow starter).
     #[arg(long, value_name = "MS", default_value_t = 0)]
@@ -110,10 +107,7 @@ fn main() -> ExitCode {
     }
     let generation_note = format!("pid {pid} generation {generation}");
     if !opts.quiet {
-        say!(
-            "hello: {generation_note} serving on {}",
-            serving_on.join(", ")
-        );
+        say!("hello: {generation_note} serving on {}", serving_on.join(", "));
     }
 
     // Handlers are installed: a TERM from now on is handled, not fatal.
@@ -159,17 +153,9 @@ fn main() -> ExitCode {
 
 /// Polls the signal pipe and `listeners` until `deadline`; returns the
 /// indices of the readable listeners.
-fn wait(
-    signals: &support::SignalPipe,
-    listeners: &[Listener],
-    deadline: Option<Instant>,
-) -> Vec<usize> {
+fn wait(signals: &support::SignalPipe, listeners: &[Listener], deadline: Option<Instant>) -> Vec<usize> {
     let mut fds = vec![PollFd::new(signals.get_read().as_fd(), PollFlags::POLLIN)];
-    fds.extend(
-        listeners
-            .iter()
-            .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN)),
-    );
+    fds.extend(listeners.iter().map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN)));
     match poll(&mut fds, support::poll_timeout(deadline)) {
         Ok(_) | Err(Errno::EINTR) => {}
         Err(e) => {
@@ -177,9 +163,7 @@ fn wait(
             std::process::exit(1)
         }
     }
-    (0..listeners.len())
-        .filter(|&i| fds[i + 1].revents().is_some_and(|r| !r.is_empty()))
-        .collect()
+    (0..listeners.len()).filter(|&i| fds[i + 1].revents().is_some_and(|r| !r.is_empty())).collect()
 }
 
 fn accept_all(listener: &Listener, shared: &Arc<Shared>, threads: &mut Vec<JoinHandle<()>>) {
@@ -192,13 +176,11 @@ fn accept_all(listener: &Listener, shared: &Arc<Shared>, threads: &mut Vec<JoinH
         match accepted {
             Ok(sock) => {
                 let shared = Arc::clone(shared);
-                let spawned = thread::Builder::new()
-                    .name("connection".into())
-                    .spawn(move || {
-                        if let Err(e) = serve(sock, &shared) {
-                            say!("hello: connection error: {e}");
-                        }
-                    });
+                let spawned = thread::Builder::new().name("connection".into()).spawn(move || {
+                    if let Err(e) = serve(sock, &shared) {
+                        say!("hello: connection error: {e}");
+                    }
+                });
                 match spawned {
                     Ok(t) => threads.push(t),
                     Err(e) => say!("hello: cannot start a connection thread: {e}"),
@@ -244,11 +226,7 @@ fn serve(mut sock: Socket, shared: &Shared) -> io::Result<()> {
             if buf.is_empty() && served > 0 && stopping {
                 return Ok(());
             }
-            let limit = if served == 0 {
-                FIRST_REQUEST_TIMEOUT
-            } else {
-                IDLE_TIMEOUT
-            };
+            let limit = if served == 0 { FIRST_REQUEST_TIMEOUT } else { IDLE_TIMEOUT };
             if last.elapsed() > limit {
                 return Ok(());
             }
@@ -336,12 +314,9 @@ fn parse(head: &[u8]) -> Result<Request, &'static str> {
     let head = std::str::from_utf8(head).map_err(|_| "400 Bad Request")?;
     let mut lines = head.split("\r\n");
     let mut request_line = lines.next().unwrap_or("").split(' ');
-    let (Some(method), Some(_target), Some(version), None) = (
-        request_line.next(),
-        request_line.next(),
-        request_line.next(),
-        request_line.next(),
-    ) else {
+    let (Some(method), Some(_target), Some(version), None) =
+        (request_line.next(), request_line.next(), request_line.next(), request_line.next())
+    else {
         return Err("400 Bad Request");
     };
     let http10 = match version {

@@ -39,10 +39,7 @@ use signal_hook::consts::signal::{
 use signal_hook::iterator::Signals;
 
 #[derive(Parser)]
-#[command(
-    name = "probe",
-    about = "Report what a supervisor handed down, as one JSON line"
-)]
+#[command(name = "probe", about = "Report what a supervisor handed down, as one JSON line")]
 struct Opts {
     /// Also write the JSON line to FILE (atomically: FILE.tmp, then rename).
     #[arg(long, value_name = "FILE")]
@@ -59,13 +56,8 @@ struct Opts {
 }
 
 /// Always reported in `env`, with `--env` names added.
-const ENV_SELECTED: [&str; 5] = [
-    "SERVER_STARTER_GENERATION",
-    "ENVDIR",
-    "ENABLE_AUTO_RESTART",
-    "AUTO_RESTART_INTERVAL",
-    "KILL_OLD_DELAY",
-];
+const ENV_SELECTED: [&str; 5] =
+    ["SERVER_STARTER_GENERATION", "ENVDIR", "ENABLE_AUTO_RESTART", "AUTO_RESTART_INTERVAL", "KILL_OLD_DELAY"];
 
 #[derive(Serialize)]
 struct Report {
@@ -121,21 +113,14 @@ fn main() {
     let pid = std::process::id();
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
     let status_field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .map(|v| v.trim().to_string())
+        status.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')).map(|v| v.trim().to_string())
     };
     let var = |name: &str| env::var_os(name).map(|v| v.to_string_lossy().into_owned());
 
     let listen_fds = var("LISTEN_FDS");
     let listen_pid = var("LISTEN_PID");
     let mut env_report = BTreeMap::new();
-    for name in ENV_SELECTED
-        .iter()
-        .copied()
-        .chain(opts.env.iter().map(String::as_str))
-    {
+    for name in ENV_SELECTED.iter().copied().chain(opts.env.iter().map(String::as_str)) {
         env_report.insert(name.to_string(), var(name));
     }
     let server_starter_port = var("SERVER_STARTER_PORT");
@@ -144,12 +129,8 @@ fn main() {
         ppid: nix::unistd::getppid().as_raw(),
         pgid: nix::unistd::getpgrp().as_raw(),
         generation: var("SERVER_STARTER_GENERATION"),
-        cwd: env::current_dir()
-            .ok()
-            .map(|p| p.to_string_lossy().into_owned()),
-        argv: env::args_os()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect(),
+        cwd: env::current_dir().ok().map(|p| p.to_string_lossy().into_owned()),
+        argv: env::args_os().map(|a| a.to_string_lossy().into_owned()).collect(),
         server_starter: server_starter_port.as_deref().map(parse_server_starter),
         server_starter_port,
         listen_pid_matches: listen_pid.as_deref() == Some(pid.to_string().as_str()),
@@ -162,9 +143,7 @@ fn main() {
         listenfd_ok: None,
         einhorn: var("EINHORN_FD_COUNT").map(|count| {
             let count: usize = count.trim().parse().unwrap_or(0);
-            (0..count)
-                .map(|i| var(&format!("EINHORN_FD_{i}")).and_then(|fd| fd.parse().ok()))
-                .collect()
+            (0..count).map(|i| var(&format!("EINHORN_FD_{i}")).and_then(|fd| fd.parse().ok())).collect()
         }),
         notify_socket: var("NOTIFY_SOCKET"),
         fds: list_fds(pid),
@@ -182,9 +161,7 @@ fn main() {
         _taken = taken;
     }
 
-    let signals = [
-        SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2, SIGQUIT, SIGWINCH, SIGTTIN, SIGTTOU,
-    ];
+    let signals = [SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2, SIGQUIT, SIGWINCH, SIGTTIN, SIGTTOU];
     let mut signals = Signals::new(signals).unwrap_or_else(|e| {
         eprintln!("probe: cannot install signal handlers: {e}");
         std::process::exit(1)
@@ -222,14 +199,8 @@ fn parse_server_starter(value: &str) -> Vec<PortEntry> {
     value
         .split(';')
         .map(|item| match item.rsplit_once('=') {
-            Some((key, fd)) => PortEntry {
-                key: key.to_string(),
-                fd: fd.parse().ok(),
-            },
-            None => PortEntry {
-                key: item.to_string(),
-                fd: None,
-            },
+            Some((key, fd)) => PortEntry { key: key.to_string(), fd: fd.parse().ok() },
+            None => PortEntry { key: item.to_string(), fd: None },
         })
         .collect()
 }
@@ -240,11 +211,7 @@ fn list_fds(pid: u32) -> Vec<FdReport> {
     let mut found = Vec::new();
     if let Ok(dir) = fs::read_dir("/proc/self/fd") {
         for entry in dir.flatten() {
-            let Some(fd) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
+            let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
                 continue;
             };
             // Read the link while the listing is open, to recognise its fd.
@@ -274,12 +241,7 @@ fn list_fds(pid: u32) -> Vec<FdReport> {
                         listening: false,
                     })
                 });
-            FdReport {
-                fd,
-                cloexec: cloexec(fd),
-                target,
-                socket,
-            }
+            FdReport { fd, cloexec: cloexec(fd), target, socket }
         })
         .collect()
 }
@@ -304,13 +266,8 @@ fn socket_table() -> HashMap<u64, SocketReport> {
     for (file, family, kind) in inet {
         let text = fs::read_to_string(format!("/proc/net/{file}")).unwrap_or_default();
         // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-        for fields in text
-            .lines()
-            .skip(1)
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        {
-            let (Some(local), Some(state), Some(inode)) =
-                (fields.get(1), fields.get(3), fields.get(9))
+        for fields in text.lines().skip(1).map(|l| l.split_whitespace().collect::<Vec<_>>()) {
+            let (Some(local), Some(state), Some(inode)) = (fields.get(1), fields.get(3), fields.get(9))
             else {
                 continue;
             };
@@ -328,20 +285,13 @@ fn socket_table() -> HashMap<u64, SocketReport> {
     }
     // Num RefCount Protocol Flags Type St Inode [Path]
     let text = fs::read_to_string("/proc/net/unix").unwrap_or_default();
-    for fields in text
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-    {
-        let (Some(flags), Some(kind), Some(inode)) = (fields.get(3), fields.get(4), fields.get(6))
-        else {
+    for fields in text.lines().skip(1).map(|l| l.split_whitespace().collect::<Vec<_>>()) {
+        let (Some(flags), Some(kind), Some(inode)) = (fields.get(3), fields.get(4), fields.get(6)) else {
             continue;
         };
-        let (Ok(flags), Ok(kind), Ok(inode)) = (
-            u32::from_str_radix(flags, 16),
-            u32::from_str_radix(kind, 16),
-            inode.parse(),
-        ) else {
+        let (Ok(flags), Ok(kind), Ok(inode)) =
+            (u32::from_str_radix(flags, 16), u32::from_str_radix(kind, 16), inode.parse())
+        else {
             continue;
         };
         let kind = match kind {

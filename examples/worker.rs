@@ -13,7 +13,8 @@
 //! share one file:
 //!
 //! ```text
-//! start pid=P gen=G fds=3,4      first thing (fds as decoded, maybe empty)
+//! start pid=P gen=G fds=3,4 index=I   first thing (fds as decoded, maybe
+//!                                     empty; I: HANDOVER_WORKER_INDEX)
 //! ready pid=P gen=G              handlers installed, delay over, READY=1 sent
 //! signal pid=P gen=G name=USR1   HUP USR1 USR2 QUIT WINCH TTIN TTOU
 //! term pid=P gen=G               every SIGTERM received, ignored or not
@@ -37,9 +38,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, poll};
-use signal_hook::consts::signal::{
-    SIGHUP, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH,
-};
+use signal_hook::consts::signal::{SIGHUP, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH};
 use socket2::Socket;
 
 #[path = "support/mod.rs"]
@@ -48,10 +47,7 @@ use support::Listener;
 use support::say;
 
 #[derive(Parser)]
-#[command(
-    name = "worker",
-    about = "handover's test worker (see the source header)"
-)]
+#[command(name = "worker", about = "handover's test worker (see the source header)")]
 struct Opts {
     /// Append one line per event to FILE.
     #[arg(long, value_name = "FILE")]
@@ -161,24 +157,17 @@ fn main() {
     let pid = process::id();
     let generation = support::generation();
     let file = opts.journal.as_ref().map(|path| {
-        OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(path)
-            .unwrap_or_else(|e| {
-                say!("worker: cannot open journal {}: {e}", path.display());
-                process::exit(1)
-            })
+        OpenOptions::new().append(true).create(true).open(path).unwrap_or_else(|e| {
+            say!("worker: cannot open journal {}: {e}", path.display());
+            process::exit(1)
+        })
     });
-    let journal = Journal {
-        file,
-        pid,
-        generation,
-    };
+    let journal = Journal { file, pid, generation };
 
     let inherited = support::inherited_fds();
     let fds: Vec<String> = inherited.iter().map(|(_, fd)| fd.to_string()).collect();
-    journal.log("start", &[("fds", &fds.join(","))]);
+    let index = std::env::var("HANDOVER_WORKER_INDEX").unwrap_or_default();
+    journal.log("start", &[("fds", &fds.join(",")), ("index", &index)]);
     say!("worker: pid {pid} gen {generation} fds [{}]", fds.join(","));
 
     let numbers: Vec<i32> = SIGNALS.iter().map(|(n, _)| *n).collect();
@@ -214,9 +203,7 @@ fn main() {
         if ready_at.is_some_and(|t| now >= t) {
             ready_at = None;
             become_ready(&opts, generation, &journal);
-            exit_at = opts
-                .exit_after
-                .map(|ms| Instant::now() + Duration::from_millis(ms));
+            exit_at = opts.exit_after.map(|ms| Instant::now() + Duration::from_millis(ms));
         }
         if exit_at.is_some_and(|t| now >= t) {
             journal.exit(opts.exit_code);
@@ -226,10 +213,7 @@ fn main() {
         }
 
         let serving = ready_at.is_none();
-        let deadline = [ready_at, exit_at, term_exit_at]
-            .into_iter()
-            .flatten()
-            .min();
+        let deadline = [ready_at, exit_at, term_exit_at].into_iter().flatten().min();
         let readable = wait(&signals, &listeners, serving, deadline);
 
         for signal in signals.pending() {
@@ -299,12 +283,7 @@ fn wait(
         }
     }
     let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-    index
-        .into_iter()
-        .zip(&fds[1..])
-        .filter(|(_, fd)| ready(fd))
-        .map(|(i, _)| i)
-        .collect()
+    index.into_iter().zip(&fds[1..]).filter(|(_, fd)| ready(fd)).map(|(i, _)| i).collect()
 }
 
 /// Answers everything queued on one listener, without blocking.

@@ -104,7 +104,7 @@ pub enum ReadyArg {
 }
 
 /// handover's own options, beyond start_server's.
-#[derive(Args, Debug, Default, Clone)]
+#[derive(Args, Debug, Clone)]
 pub struct HandoverOpts {
     /// When a new worker counts as ready.
     #[arg(long, value_enum, default_value_t)]
@@ -118,6 +118,12 @@ pub struct HandoverOpts {
     /// At shutdown, SIGKILL the workers' process groups after this long [default: never].
     #[arg(long, value_name = "DURATION")]
     pub stop_timeout: Option<String>,
+    /// Workers per generation, sharing the sockets; a generation is ready when all are.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub workers: usize,
+    /// Unix socket for `handover restart|stop|status --control PATH` (mode 0600).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
 }
 
 #[derive(Parser, Debug)]
@@ -141,9 +147,26 @@ pub struct HandoverCli {
     pub command: Command,
 }
 
+impl Default for HandoverOpts {
+    /// As if no option was given (start_server's own name has none of these).
+    fn default() -> Self {
+        HandoverOpts {
+            ready: ReadyArg::Auto,
+            ready_timeout: None,
+            drain_timeout: None,
+            stop_timeout: None,
+            workers: 1,
+            control: None,
+        }
+    }
+}
+
 /// Where a client finds the supervisor.
 #[derive(Args, Debug, Clone)]
 pub struct Target {
+    /// The supervisor's --control socket (preferred: exact outcomes).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
     /// The supervisor's --pid-file.
     #[arg(long, value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
@@ -229,11 +252,7 @@ pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
             }
             continue;
         }
-        let long = if text.starts_with("--") || text.len() <= 2 {
-            text
-        } else {
-            format!("-{text}")
-        };
+        let long = if text.starts_with("--") || text.len() <= 2 { text } else { format!("-{text}") };
         let name = long.trim_start_matches('-');
         if !name.contains('=') {
             let matches = VALUED.iter().filter(|v| v.starts_with(name)).count();
@@ -251,10 +270,7 @@ mod tests {
 
     fn norm(args: &[&str]) -> Vec<String> {
         let args = args.iter().map(OsString::from).collect();
-        normalize_args(args)
-            .into_iter()
-            .map(|a| a.into_string().unwrap())
-            .collect()
+        normalize_args(args).into_iter().map(|a| a.into_string().unwrap()).collect()
     }
 
     #[test]
@@ -297,14 +313,10 @@ mod tests {
 
     #[test]
     fn worker_command_starts_at_the_first_word() {
-        let cli = HandoverCli::try_parse_from(["handover", "--port", "80", "prog", "--port", "9"])
-            .unwrap();
+        let cli = HandoverCli::try_parse_from(["handover", "--port", "80", "prog", "--port", "9"]).unwrap();
         assert_eq!(cli.opts.port, ["80"]);
         assert_eq!(cli.command.command, ["prog", "--port", "9"]);
         let cli = HandoverCli::try_parse_from(["handover", "status", "--json"]).unwrap();
-        assert!(matches!(
-            cli.client,
-            Some(Client::Status { json: true, .. })
-        ));
+        assert!(matches!(cli.client, Some(Client::Status { json: true, .. })));
     }
 }

@@ -43,17 +43,11 @@ pub struct ClientError {
 
 impl ClientError {
     fn runtime(message: impl Into<String>) -> ClientError {
-        ClientError {
-            message: message.into(),
-            code: 1,
-        }
+        ClientError { message: message.into(), code: 1 }
     }
 
     fn usage(message: impl Into<String>) -> ClientError {
-        ClientError {
-            message: message.into(),
-            code: 2,
-        }
+        ClientError { message: message.into(), code: 2 }
     }
 }
 
@@ -75,26 +69,14 @@ fn show(d: Duration) -> String {
 }
 
 fn lock_error(path: &Path, e: io::Error) -> ClientError {
-    ClientError::runtime(format!(
-        "cannot lock pid file {}: {}",
-        path.display(),
-        io_text(&e)
-    ))
+    ClientError::runtime(format!("cannot lock pid file {}: {}", path.display(), io_text(&e)))
 }
 
 /// Opens the pid file and checks that a live supervisor holds it.
 fn open_live(pid_file: &Path) -> Result<(PidFileWatch, u32), ClientError> {
     let watch = PidFileWatch::open(pid_file).map_err(|e| {
-        let hint = if e.kind() == io::ErrorKind::NotFound {
-            " (is the supervisor running?)"
-        } else {
-            ""
-        };
-        ClientError::runtime(format!(
-            "cannot open pid file {}: {}{hint}",
-            pid_file.display(),
-            io_text(&e)
-        ))
+        let hint = if e.kind() == io::ErrorKind::NotFound { " (is the supervisor running?)" } else { "" };
+        ClientError::runtime(format!("cannot open pid file {}: {}{hint}", pid_file.display(), io_text(&e)))
     })?;
     let pid = watch.read_pid().map_err(ClientError::runtime)?;
     if !watch.is_locked().map_err(|e| lock_error(pid_file, e))? {
@@ -140,11 +122,7 @@ pub fn restart(
     mut progress: impl FnMut(&str),
 ) -> Result<u64, ClientError> {
     let status_error = |e: io::Error| {
-        ClientError::runtime(format!(
-            "cannot read status file {}: {}",
-            status_file.display(),
-            io_text(&e)
-        ))
+        ClientError::runtime(format!("cannot read status file {}: {}", status_file.display(), io_text(&e)))
     };
     let (watch, pid) = open_live(pid_file)?;
     let mut last = files::read_status(status_file).map_err(status_error)?;
@@ -236,7 +214,7 @@ pub fn stop(
 /// The lock goes when the supervisor's files are closed, a moment before
 /// the kernel marks it exited: wait for that too (bounded), so whoever runs
 /// after `stop` finds the process gone.
-fn wait_gone(pid: u32) {
+pub fn wait_gone(pid: u32) {
     let stat = format!("/proc/{pid}/stat");
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(1) {
@@ -289,9 +267,7 @@ impl Status {
 /// running", not an error.
 pub fn status(pid_file: Option<&Path>, status_file: Option<&Path>) -> Result<Status, ClientError> {
     if pid_file.is_none() && status_file.is_none() {
-        return Err(ClientError::usage(
-            "status needs --pid-file or --status-file",
-        ));
+        return Err(ClientError::usage("status needs --pid-file or --status-file"));
     }
     let (gens, status_exists) = match status_file {
         None => (Vec::new(), false),
@@ -310,10 +286,7 @@ pub fn status(pid_file: Option<&Path>, status_file: Option<&Path>) -> Result<Sta
     let (pid, running) = match pid_file {
         None => (None, status_exists),
         Some(path) => match PidFileWatch::open(path) {
-            Ok(watch) => (
-                watch.read_pid().ok(),
-                watch.is_locked().map_err(|e| lock_error(path, e))?,
-            ),
+            Ok(watch) => (watch.read_pid().ok(), watch.is_locked().map_err(|e| lock_error(path, e))?),
             Err(e) if e.kind() == io::ErrorKind::NotFound => (None, false),
             Err(e) => {
                 return Err(ClientError::runtime(format!(
@@ -324,15 +297,8 @@ pub fn status(pid_file: Option<&Path>, status_file: Option<&Path>) -> Result<Sta
             }
         },
     };
-    let generations = gens
-        .into_iter()
-        .map(|(generation, pid)| Generation { generation, pid })
-        .collect();
-    Ok(Status {
-        pid,
-        running,
-        generations,
-    })
+    let generations = gens.into_iter().map(|(generation, pid)| Generation { generation, pid }).collect();
+    Ok(Status { pid, running, generations })
 }
 
 #[cfg(test)]
@@ -385,12 +351,7 @@ while :; do sleep 1000 9>&- & wait $!; done
                 .process_group(0)
                 .spawn()
                 .expect("cannot run sh");
-            let mut fake = Fake {
-                child,
-                _dir: dir,
-                pid_file,
-                status_file,
-            };
+            let mut fake = Fake { child, _dir: dir, pid_file, status_file };
             let pid = fake.pid();
             fake.wait_until("the fake supervisor to start", |f| {
                 f.status_file.exists() && files::read_pid(&f.pid_file) == Ok(pid)
@@ -429,37 +390,18 @@ while :; do sleep 1000 9>&- & wait $!; done
         // Generation 2 failed its probation, 3 took over: upstream waited for 2 forever (Q6).
         let fake = Fake::start(r#"put "1:$$\n3:$$\n" "$2"; put "3:$$\n" "$2""#, "exit 0");
         let mut notes = Vec::new();
-        let got = restart(&fake.pid_file, &fake.status_file, LONG, |n| {
-            notes.push(n.to_string())
-        });
+        let got = restart(&fake.pid_file, &fake.status_file, LONG, |n| notes.push(n.to_string()));
         assert_eq!(got, Ok(3));
-        assert!(
-            notes[0].contains(&format!("pid {}", fake.pid())),
-            "{notes:?}"
-        );
+        assert!(notes[0].contains(&format!("pid {}", fake.pid())), "{notes:?}");
     }
 
     #[test]
     fn restart_times_out_naming_the_generations() {
         let fake = Fake::start(r#"put "1:$$\n2:$$\n" "$2""#, "exit 0");
-        let err = restart(
-            &fake.pid_file,
-            &fake.status_file,
-            Duration::from_millis(300),
-            |_| {},
-        )
-        .unwrap_err();
+        let err = restart(&fake.pid_file, &fake.status_file, Duration::from_millis(300), |_| {}).unwrap_err();
         assert_eq!(err.code, 1);
-        assert!(
-            err.message
-                .starts_with("restart not finished after 300ms: generation"),
-            "{err}"
-        );
-        assert!(
-            err.message
-                .ends_with("still running (see the supervisor's log)"),
-            "{err}"
-        );
+        assert!(err.message.starts_with("restart not finished after 300ms: generation"), "{err}");
+        assert!(err.message.ends_with("still running (see the supervisor's log)"), "{err}");
     }
 
     #[test]
@@ -468,10 +410,7 @@ while :; do sleep 1000 9>&- & wait $!; done
         let err = restart(&fake.pid_file, &fake.status_file, LONG, |_| {}).unwrap_err();
         assert_eq!(
             err.message,
-            format!(
-                "supervisor exited during the restart (pid {}); see its log",
-                fake.pid()
-            )
+            format!("supervisor exited during the restart (pid {}); see its log", fake.pid())
         );
     }
 
@@ -483,13 +422,7 @@ while :; do sleep 1000 9>&- & wait $!; done
         pid_file.write_pid(std::process::id()).unwrap();
         fs::write(&status_path, "").unwrap();
         let err = restart(&pid_path, &status_path, LONG, |_| {}).unwrap_err();
-        assert_eq!(
-            err.message,
-            format!(
-                "no active generation in status file {}",
-                status_path.display()
-            )
-        );
+        assert_eq!(err.message, format!("no active generation in status file {}", status_path.display()));
     }
 
     #[test]
@@ -508,10 +441,7 @@ while :; do sleep 1000 9>&- & wait $!; done
         let err = stop(&fake.pid_file, Some(Duration::from_millis(200)), |_| {}).unwrap_err();
         assert_eq!(
             err.message,
-            format!(
-                "supervisor pid {} still running after 200ms (see the supervisor's log)",
-                fake.pid()
-            )
+            format!("supervisor pid {} still running after 200ms (see the supervisor's log)", fake.pid())
         );
     }
 
@@ -534,18 +464,8 @@ while :; do sleep 1000 9>&- & wait $!; done
             "pid file {} is stale (pid 999999999, not locked): no supervisor is running; remove the file",
             pid_path.display()
         );
-        assert_eq!(
-            stop(&pid_path, None, |_| panic!("announced"))
-                .unwrap_err()
-                .message,
-            stale
-        );
-        assert_eq!(
-            restart(&pid_path, &status_path, LONG, |_| {})
-                .unwrap_err()
-                .message,
-            stale
-        );
+        assert_eq!(stop(&pid_path, None, |_| panic!("announced")).unwrap_err().message, stale);
+        assert_eq!(restart(&pid_path, &status_path, LONG, |_| {}).unwrap_err().message, stale);
     }
 
     #[test]
@@ -554,14 +474,7 @@ while :; do sleep 1000 9>&- & wait $!; done
         let (pid_path, status_path) = (dir.path().join("pid"), dir.path().join("status"));
         assert_eq!(status(None, None).unwrap_err().code, 2);
         let absent = status(Some(&pid_path), Some(&status_path)).unwrap();
-        assert_eq!(
-            absent,
-            Status {
-                pid: None,
-                running: false,
-                generations: vec![]
-            }
-        );
+        assert_eq!(absent, Status { pid: None, running: false, generations: vec![] });
         assert_eq!(absent.to_text(), "supervisor not running\n");
 
         let mut pid_file = PidFile::acquire(&pid_path).unwrap();
@@ -578,10 +491,7 @@ while :; do sleep 1000 9>&- & wait $!; done
         );
         drop(pid_file);
         let stale = status(Some(&pid_path), None).unwrap();
-        assert_eq!(
-            stale.to_text(),
-            "supervisor pid 123 not running (stale pid file)\n"
-        );
+        assert_eq!(stale.to_text(), "supervisor pid 123 not running (stale pid file)\n");
         let by_status = status(None, Some(&status_path)).unwrap();
         assert!(by_status.running && by_status.pid.is_none());
     }

@@ -52,6 +52,8 @@ pub struct Config {
     pub status_file: Option<PathBuf>,
     pub envdir: Option<PathBuf>,
     pub log: Option<LogTarget>,
+    /// `--control`: the control socket's path.
+    pub control: Option<PathBuf>,
     pub daemonize: bool,
     /// The supervisor's environment at startup, minus its private variables,
     /// plus the variables start_server exports (ENVDIR, KILL_OLD_DELAY, ...).
@@ -65,9 +67,7 @@ pub fn parse_duration(option: &str, text: &str) -> Result<Duration, ConfigError>
         return Ok(Duration::from_secs(secs));
     }
     humantime::parse_duration(text).or_else(|_| {
-        fail(format!(
-            "invalid --{option} value {text:?}: expected seconds or a duration like 500ms, 2s, 1m"
-        ))
+        fail(format!("invalid --{option} value {text:?}: expected seconds or a duration like 500ms, 2s, 1m"))
     })
 }
 
@@ -88,16 +88,23 @@ pub fn parse_signal(option: &str, text: &str) -> Result<Signal, ConfigError> {
     }
 }
 
+/// systemd's watchdog, when it is meant for us: ping at half its period.
+fn watchdog(env: &[(OsString, OsString)]) -> Option<Duration> {
+    let usec: u64 = lookup(env, protocol::WATCHDOG_USEC)?.to_str()?.parse().ok()?;
+    let ours = match lookup(env, protocol::WATCHDOG_PID) {
+        Some(pid) => pid.to_str().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id()),
+        None => true,
+    };
+    (ours && usec > 0).then(|| Duration::from_micros(usec / 2))
+}
+
 /// Perl truth, as start_server reads ENABLE_AUTO_RESTART.
 fn truthy(value: &OsStr) -> bool {
     !value.is_empty() && value != "0"
 }
 
 fn lookup<'a>(env: &'a [(OsString, OsString)], name: &str) -> Option<&'a OsStr> {
-    env.iter()
-        .rev()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_os_str())
+    env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_os_str())
 }
 
 impl Config {
@@ -112,6 +119,9 @@ impl Config {
         if opts.daemonize && opts.log_file.is_none() {
             return fail("--daemonize needs --log-file: a daemon's output has to go somewhere");
         }
+        if more.workers == 0 {
+            return fail("invalid --workers value 0: a generation needs at least one worker");
+        }
         if command.is_empty() {
             return fail("no worker command given; usage: handover [OPTIONS] -- COMMAND [ARGS...]");
         }
@@ -119,11 +129,7 @@ impl Config {
         for spec in &opts.port {
             listeners.push(ListenSpec::parse_port(spec).map_err(|e| ConfigError(e.to_string()))?);
         }
-        listeners.extend(
-            opts.path
-                .iter()
-                .map(|p| ListenSpec::parse_path(&p.to_string_lossy())),
-        );
+        listeners.extend(opts.path.iter().map(|p| ListenSpec::parse_path(&p.to_string_lossy())));
         let pins: Vec<Option<i32>> = listeners.iter().map(|l| l.pin).collect();
         let fds = protocol::place(&pins).map_err(ConfigError)?;
         if let Some(dir) = &opts.dir
@@ -133,27 +139,21 @@ impl Config {
         }
 
         // start_server takes these from its environment when the option is absent.
-        let mut base_env: Vec<(OsString, OsString)> = env
-            .iter()
-            .filter(|(k, _)| !protocol::is_supervisor_private(k))
-            .cloned()
-            .collect();
+        let mut base_env: Vec<(OsString, OsString)> =
+            env.iter().filter(|(k, _)| !protocol::is_supervisor_private(k)).cloned().collect();
         let mut export = |name: &str, value: OsString| {
             base_env.retain(|(k, _)| k != name);
             base_env.push((name.into(), value));
         };
-        let envdir = opts
-            .envdir
-            .clone()
-            .or_else(|| lookup(&env, protocol::ENVDIR).map(PathBuf::from));
+        let envdir = opts.envdir.clone().or_else(|| lookup(&env, protocol::ENVDIR).map(PathBuf::from));
         let mut startup = env.clone();
         if let Some(dir) = &envdir {
             export(protocol::ENVDIR, dir.clone().into());
             let loaded = files::read_envdir(dir).map_err(ConfigError)?;
             startup = files::overlay_env(&env, &loaded.vars);
         }
-        let auto = opts.enable_auto_restart
-            || lookup(&startup, protocol::ENABLE_AUTO_RESTART).is_some_and(truthy);
+        let auto =
+            opts.enable_auto_restart || lookup(&startup, protocol::ENABLE_AUTO_RESTART).is_some_and(truthy);
         if opts.enable_auto_restart {
             export(protocol::ENABLE_AUTO_RESTART, "1".into());
         }
@@ -179,22 +179,12 @@ impl Config {
             None => Ok(default),
         };
         let optional = |option: &str, value: &Option<String>| {
-            value
-                .as_deref()
-                .map(|text| parse_duration(option, text))
-                .transpose()
+            value.as_deref().map(|text| parse_duration(option, text)).transpose()
         };
-        let interval = duration(
-            "interval",
-            opts.interval.as_deref().map(OsStr::new),
-            Duration::from_secs(1),
-        )?;
+        let interval =
+            duration("interval", opts.interval.as_deref().map(OsStr::new), Duration::from_secs(1))?;
         let auto_restart = if auto {
-            Some(duration(
-                "auto-restart-interval",
-                auto_interval.as_deref(),
-                Duration::from_secs(360),
-            )?)
+            Some(duration("auto-restart-interval", auto_interval.as_deref(), Duration::from_secs(360))?)
         } else {
             None
         };
@@ -212,23 +202,16 @@ impl Config {
             kill_old_delay: duration("kill-old-delay", kill_old_delay.as_deref(), default_delay)?,
             drain_timeout: optional("drain-timeout", &more.drain_timeout)?,
             stop_timeout: optional("stop-timeout", &more.stop_timeout)?,
-            signal_on_hup: parse_signal(
-                "signal-on-hup",
-                opts.signal_on_hup.as_deref().unwrap_or("TERM"),
-            )?,
-            signal_on_term: parse_signal(
-                "signal-on-term",
-                opts.signal_on_term.as_deref().unwrap_or("TERM"),
-            )?,
+            signal_on_hup: parse_signal("signal-on-hup", opts.signal_on_hup.as_deref().unwrap_or("TERM"))?,
+            signal_on_term: parse_signal("signal-on-term", opts.signal_on_term.as_deref().unwrap_or("TERM"))?,
             auto_restart,
+            workers: more.workers,
+            watchdog: watchdog(&env),
         };
-        let log = opts
-            .log_file
-            .as_deref()
-            .map(|text| match text.trim_start().strip_prefix('|') {
-                Some(command) => LogTarget::Pipe(command.trim().to_string()),
-                None => LogTarget::File(PathBuf::from(text)),
-            });
+        let log = opts.log_file.as_deref().map(|text| match text.trim_start().strip_prefix('|') {
+            Some(command) => LogTarget::Pipe(command.trim().to_string()),
+            None => LogTarget::File(PathBuf::from(text)),
+        });
         if let Some(LogTarget::Pipe(command)) = &log
             && command.is_empty()
         {
@@ -236,9 +219,7 @@ impl Config {
         }
         let backlog = match opts.backlog {
             Some(n) if n < 0 => {
-                return fail(format!(
-                    "invalid --backlog value {n}: must be 0 (default) or more"
-                ));
+                return fail(format!("invalid --backlog value {n}: must be 0 (default) or more"));
             }
             Some(n) if n > 0 => n,
             _ => 4096,
@@ -255,6 +236,7 @@ impl Config {
             status_file: opts.status_file,
             envdir,
             log,
+            control: more.control.clone(),
             daemonize: opts.daemonize,
             base_env,
         })
@@ -266,17 +248,8 @@ mod tests {
     use super::*;
 
     fn build(opts: StartServerOpts, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env = env
-            .iter()
-            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
-            .collect();
-        Config::new(
-            false,
-            opts,
-            HandoverOpts::default(),
-            vec!["prog".into()],
-            env,
-        )
+        let env = env.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect();
+        Config::new(false, opts, HandoverOpts::default(), vec!["prog".into()], env)
     }
 
     fn value(config: &Config, name: &str) -> Option<String> {
@@ -286,19 +259,10 @@ mod tests {
     #[test]
     fn durations_accept_seconds_and_humane_forms() {
         assert_eq!(parse_duration("interval", "3"), Ok(Duration::from_secs(3)));
-        assert_eq!(
-            parse_duration("interval", "500ms"),
-            Ok(Duration::from_millis(500))
-        );
-        assert_eq!(
-            parse_duration("interval", "1m"),
-            Ok(Duration::from_secs(60))
-        );
+        assert_eq!(parse_duration("interval", "500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("interval", "1m"), Ok(Duration::from_secs(60)));
         let err = parse_duration("interval", "abc").unwrap_err();
-        assert!(
-            err.0.starts_with("invalid --interval value \"abc\""),
-            "{err}"
-        );
+        assert!(err.0.starts_with("invalid --interval value \"abc\""), "{err}");
     }
 
     #[test]
@@ -306,16 +270,8 @@ mod tests {
         assert_eq!(parse_signal("x", "term"), Ok(Signal::SIGTERM));
         assert_eq!(parse_signal("x", "SIGUSR1"), Ok(Signal::SIGUSR1));
         assert_eq!(parse_signal("x", "10"), Ok(Signal::SIGUSR1));
-        assert!(
-            parse_signal("signal-on-hup", "BOGUS")
-                .unwrap_err()
-                .0
-                .contains("--signal-on-hup")
-        );
-        assert!(
-            parse_signal("x", "KILL").is_err(),
-            "cannot be caught, so cannot be graceful"
-        );
+        assert!(parse_signal("signal-on-hup", "BOGUS").unwrap_err().0.contains("--signal-on-hup"));
+        assert!(parse_signal("x", "KILL").is_err(), "cannot be caught, so cannot be graceful");
     }
 
     #[test]
@@ -325,22 +281,11 @@ mod tests {
             kill_old_delay: Some("2".into()),
             ..Default::default()
         };
-        let config = build(
-            opts,
-            &[
-                ("LISTEN_FDS", "3"),
-                ("NOTIFY_SOCKET", "/run/x"),
-                ("HOME", "/root"),
-            ],
-        )
-        .unwrap();
+        let config =
+            build(opts, &[("LISTEN_FDS", "3"), ("NOTIFY_SOCKET", "/run/x"), ("HOME", "/root")]).unwrap();
         assert_eq!(value(&config, "ENABLE_AUTO_RESTART").as_deref(), Some("1"));
         assert_eq!(value(&config, "KILL_OLD_DELAY").as_deref(), Some("2"));
-        assert_eq!(
-            value(&config, "LISTEN_FDS"),
-            None,
-            "the supervisor's own, never passed down"
-        );
+        assert_eq!(value(&config, "LISTEN_FDS"), None, "the supervisor's own, never passed down");
         assert_eq!(value(&config, "NOTIFY_SOCKET"), None);
         assert_eq!(config.policy.auto_restart, Some(Duration::from_secs(360)));
         assert_eq!(config.policy.kill_old_delay, Duration::from_secs(2));
@@ -348,65 +293,22 @@ mod tests {
         let env = [("ENABLE_AUTO_RESTART", "1"), ("AUTO_RESTART_INTERVAL", "7")];
         let config = build(StartServerOpts::default(), &env).unwrap();
         assert_eq!(config.policy.auto_restart, Some(Duration::from_secs(7)));
-        assert_eq!(
-            config.policy.kill_old_delay,
-            Duration::from_secs(5),
-            "auto-restart default"
-        );
+        assert_eq!(config.policy.kill_old_delay, Duration::from_secs(5), "auto-restart default");
     }
 
     #[test]
     fn bad_input_is_one_line_naming_the_option() {
         let cases: Vec<(StartServerOpts, &str)> = vec![
+            (StartServerOpts { daemonize: true, ..Default::default() }, "--daemonize needs --log-file"),
+            (StartServerOpts { port: vec!["abc".into()], ..Default::default() }, "abc"),
+            (StartServerOpts { interval: Some("soon".into()), ..Default::default() }, "--interval"),
+            (StartServerOpts { backlog: Some(-1), ..Default::default() }, "--backlog"),
+            (StartServerOpts { dir: Some("/nonexistent/dir".into()), ..Default::default() }, "--dir"),
             (
-                StartServerOpts {
-                    daemonize: true,
-                    ..Default::default()
-                },
-                "--daemonize needs --log-file",
-            ),
-            (
-                StartServerOpts {
-                    port: vec!["abc".into()],
-                    ..Default::default()
-                },
-                "abc",
-            ),
-            (
-                StartServerOpts {
-                    interval: Some("soon".into()),
-                    ..Default::default()
-                },
-                "--interval",
-            ),
-            (
-                StartServerOpts {
-                    backlog: Some(-1),
-                    ..Default::default()
-                },
-                "--backlog",
-            ),
-            (
-                StartServerOpts {
-                    dir: Some("/nonexistent/dir".into()),
-                    ..Default::default()
-                },
-                "--dir",
-            ),
-            (
-                StartServerOpts {
-                    envdir: Some("/nonexistent/envdir".into()),
-                    ..Default::default()
-                },
+                StartServerOpts { envdir: Some("/nonexistent/envdir".into()), ..Default::default() },
                 "/nonexistent/envdir",
             ),
-            (
-                StartServerOpts {
-                    port: vec!["1=5".into(), "2=5".into()],
-                    ..Default::default()
-                },
-                "fd 5",
-            ),
+            (StartServerOpts { port: vec!["1=5".into(), "2=5".into()], ..Default::default() }, "fd 5"),
         ];
         for (opts, needle) in cases {
             let err = build(opts, &[]).unwrap_err();
@@ -416,13 +318,7 @@ mod tests {
 
     #[test]
     fn log_file_pipe_form() {
-        let opts = StartServerOpts {
-            log_file: Some("  | cat >> x.log".into()),
-            ..Default::default()
-        };
-        assert_eq!(
-            build(opts, &[]).unwrap().log,
-            Some(LogTarget::Pipe("cat >> x.log".into()))
-        );
+        let opts = StartServerOpts { log_file: Some("  | cat >> x.log".into()), ..Default::default() };
+        assert_eq!(build(opts, &[]).unwrap().log, Some(LogTarget::Pipe("cat >> x.log".into())));
     }
 }

@@ -58,11 +58,7 @@ pub struct SpawnError {
 impl SpawnError {
     /// Exit code when the first generation cannot be started (126/127, as a shell).
     pub fn exit_code(&self) -> i32 {
-        if self.errno == libc::ENOENT && !self.what.starts_with("chdir") {
-            127
-        } else {
-            126
-        }
+        if self.errno == libc::ENOENT && !self.what.starts_with("chdir") { 127 } else { 126 }
     }
 }
 
@@ -90,6 +86,14 @@ fn pid_list(pids: &[Pid]) -> String {
     list.join(",")
 }
 
+/// `pid 12` or `pids 12,13`.
+fn pids_phrase(pids: &[Pid]) -> String {
+    match pids {
+        [pid] => format!("pid {pid}"),
+        _ => format!("pids {}", pid_list(pids)),
+    }
+}
+
 fn signal_name(signal: Signal) -> &'static str {
     signal.as_str().trim_start_matches("SIG")
 }
@@ -97,83 +101,28 @@ fn signal_name(signal: Signal) -> &'static str {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     // start_server's own lines.
-    StartingWorker {
-        pid: Pid,
-    },
-    FailedToStart {
-        pid: Pid,
-        status: ExitStatus,
-    },
-    DiedUnexpectedly {
-        pid: Pid,
-        status: ExitStatus,
-    },
-    OldDied {
-        pid: Pid,
-        status: ExitStatus,
-    },
+    StartingWorker { pid: Pid },
+    FailedToStart { pid: Pid, status: ExitStatus },
+    DiedUnexpectedly { pid: Pid, status: ExitStatus },
+    OldDied { pid: Pid, status: ExitStatus },
     ReceivedHup,
-    NowRunning {
-        signal: Signal,
-        old: Vec<Pid>,
-    },
-    SleepingBeforeKill {
-        secs: u64,
-    },
+    NowRunning { signal: Signal, old: Vec<Pid> },
+    SleepingBeforeKill { secs: u64 },
     KillingOld,
-    AutoRestart {
-        interval: u64,
-        forced: bool,
-    },
-    ShutdownReceived {
-        received: Signal,
-        sending: Signal,
-        pids: Vec<Pid>,
-    },
-    WorkerDied {
-        pid: Pid,
-        status: ExitStatus,
-    },
+    AutoRestart { interval: u64, forced: bool },
+    ShutdownReceived { received: Signal, sending: Signal, pids: Vec<Pid> },
+    WorkerDied { pid: Pid, status: ExitStatus },
     Exiting,
     // handover's own lines.
-    Ready {
-        generation: u64,
-        pid: Pid,
-        after: Duration,
-        notified: bool,
-    },
-    HupCoalesced {
-        generation: u64,
-    },
-    SpawnFailed {
-        generation: u64,
-        error: SpawnError,
-    },
-    Diagnosis {
-        generation: u64,
-        status: ExitStatus,
-        hint: &'static str,
-    },
-    ReadyTimeout {
-        generation: u64,
-        pid: Pid,
-        after: Duration,
-    },
-    DrainTimeout {
-        pid: Pid,
-        after: Duration,
-    },
-    StopTimeout {
-        pids: Vec<Pid>,
-        after: Duration,
-    },
-    Forwarded {
-        signal: Signal,
-        pids: Vec<Pid>,
-    },
-    IgnoredDuringShutdown {
-        signal: Signal,
-    },
+    Ready { generation: u64, pids: Vec<Pid>, after: Duration, notified: bool },
+    HupCoalesced { generation: u64 },
+    SpawnFailed { generation: u64, error: SpawnError },
+    Diagnosis { generation: u64, status: ExitStatus, hint: &'static str },
+    ReadyTimeout { generation: u64, pids: Vec<Pid>, after: Duration },
+    DrainTimeout { pid: Pid, after: Duration },
+    StopTimeout { pids: Vec<Pid>, after: Duration },
+    Forwarded { signal: Signal, pids: Vec<Pid> },
+    IgnoredDuringShutdown { signal: Signal },
 }
 
 impl Event {
@@ -213,16 +162,12 @@ impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Event::StartingWorker { pid } => write!(f, "starting new worker {pid}"),
-            Event::FailedToStart { pid, status } => write!(
-                f,
-                "new worker {pid} seems to have failed to start, exit status:{}",
-                status.raw()
-            ),
-            Event::DiedUnexpectedly { pid, status } => write!(
-                f,
-                "worker {pid} died unexpectedly with status:{}, restarting",
-                status.raw()
-            ),
+            Event::FailedToStart { pid, status } => {
+                write!(f, "new worker {pid} seems to have failed to start, exit status:{}", status.raw())
+            }
+            Event::DiedUnexpectedly { pid, status } => {
+                write!(f, "worker {pid} died unexpectedly with status:{}, restarting", status.raw())
+            }
             Event::OldDied { pid, status } => {
                 write!(f, "old worker {pid} died, status:{}", status.raw())
             }
@@ -241,11 +186,7 @@ impl fmt::Display for Event {
                 let forced = if *forced { "forced, " } else { "" };
                 write!(f, "autorestart triggered ({forced}interval={interval})")
             }
-            Event::ShutdownReceived {
-                received,
-                sending,
-                pids,
-            } => write!(
+            Event::ShutdownReceived { received, sending, pids } => write!(
                 f,
                 "received {}, sending {} to all workers:{}",
                 signal_name(*received),
@@ -256,16 +197,12 @@ impl fmt::Display for Event {
                 write!(f, "worker {pid} died, status:{}", status.raw())
             }
             Event::Exiting => f.write_str("exiting"),
-            Event::Ready {
-                generation,
-                pid,
-                after,
-                notified,
-            } => {
+            Event::Ready { generation, pids, after, notified } => {
                 let how = if *notified { "READY=1" } else { "alive" };
                 write!(
                     f,
-                    "generation {generation} (pid {pid}) is ready ({how} after {})",
+                    "generation {generation} ({}) is ready ({how} after {})",
+                    pids_phrase(pids),
                     humantime::format_duration(round_ms(*after))
                 )
             }
@@ -276,20 +213,13 @@ impl fmt::Display for Event {
             Event::SpawnFailed { generation, error } => {
                 write!(f, "generation {generation} failed to start: {error}")
             }
-            Event::Diagnosis {
-                generation,
-                status,
-                hint,
-            } => {
+            Event::Diagnosis { generation, status, hint } => {
                 write!(f, "generation {generation} {status}: {hint}")
             }
-            Event::ReadyTimeout {
-                generation,
-                pid,
-                after,
-            } => write!(
+            Event::ReadyTimeout { generation, pids, after } => write!(
                 f,
-                "generation {generation} (pid {pid}) not ready after {}; stopping it, the serving generation is untouched",
+                "generation {generation} ({}) not ready after {}; stopping it, the serving generation is untouched",
+                pids_phrase(pids),
                 humantime::format_duration(round_ms(*after))
             ),
             Event::DrainTimeout { pid, after } => write!(
@@ -303,17 +233,12 @@ impl fmt::Display for Event {
                 pid_list(pids),
                 humantime::format_duration(round_ms(*after))
             ),
-            Event::Forwarded { signal, pids } => write!(
-                f,
-                "received {}, forwarding it to workers:{}",
-                signal_name(*signal),
-                pid_list(pids)
-            ),
-            Event::IgnoredDuringShutdown { signal } => write!(
-                f,
-                "received {} while shutting down; ignored",
-                signal_name(*signal)
-            ),
+            Event::Forwarded { signal, pids } => {
+                write!(f, "received {}, forwarding it to workers:{}", signal_name(*signal), pid_list(pids))
+            }
+            Event::IgnoredDuringShutdown { signal } => {
+                write!(f, "received {} while shutting down; ignored", signal_name(*signal))
+            }
         }
     }
 }
@@ -331,78 +256,36 @@ mod tests {
         assert_eq!(ExitStatus::Code(3).raw(), 768);
         assert_eq!(ExitStatus::Code(255).raw(), 65280);
         assert_eq!(ExitStatus::Code(0).raw(), 0);
-        let kill = ExitStatus::Signal {
-            signal: 9,
-            core: false,
-        };
+        let kill = ExitStatus::Signal { signal: 9, core: false };
         assert_eq!(kill.raw(), 9);
     }
 
     #[test]
     fn start_server_lines_are_byte_identical() {
         let table: Vec<(Event, &str)> = vec![
+            (Event::StartingWorker { pid: 11009 }, "starting new worker 11009"),
             (
-                Event::StartingWorker { pid: 11009 },
-                "starting new worker 11009",
-            ),
-            (
-                Event::FailedToStart {
-                    pid: 11490,
-                    status: ExitStatus::Code(3),
-                },
+                Event::FailedToStart { pid: 11490, status: ExitStatus::Code(3) },
                 "new worker 11490 seems to have failed to start, exit status:768",
             ),
             (
-                Event::DiedUnexpectedly {
-                    pid: 11021,
-                    status: ExitStatus::Signal {
-                        signal: 9,
-                        core: false,
-                    },
-                },
+                Event::DiedUnexpectedly { pid: 11021, status: ExitStatus::Signal { signal: 9, core: false } },
                 "worker 11021 died unexpectedly with status:9, restarting",
             ),
-            (
-                Event::OldDied {
-                    pid: 11009,
-                    status: ExitStatus::Code(0),
-                },
-                "old worker 11009 died, status:0",
-            ),
+            (Event::OldDied { pid: 11009, status: ExitStatus::Code(0) }, "old worker 11009 died, status:0"),
             (Event::ReceivedHup, "received HUP, spawning a new worker"),
             (
-                Event::NowRunning {
-                    signal: Signal::SIGTERM,
-                    old: vec![23398, 23469],
-                },
+                Event::NowRunning { signal: Signal::SIGTERM, old: vec![23398, 23469] },
                 "new worker is now running, sending TERM to old workers:23398,23469",
             ),
             (
-                Event::NowRunning {
-                    signal: Signal::SIGUSR1,
-                    old: vec![],
-                },
+                Event::NowRunning { signal: Signal::SIGUSR1, old: vec![] },
                 "new worker is now running, sending USR1 to old workers:none",
             ),
-            (
-                Event::SleepingBeforeKill { secs: 5 },
-                "sleeping 5 secs before killing old workers",
-            ),
+            (Event::SleepingBeforeKill { secs: 5 }, "sleeping 5 secs before killing old workers"),
             (Event::KillingOld, "killing old workers"),
-            (
-                Event::AutoRestart {
-                    interval: 3,
-                    forced: false,
-                },
-                "autorestart triggered (interval=3)",
-            ),
-            (
-                Event::AutoRestart {
-                    interval: 3,
-                    forced: true,
-                },
-                "autorestart triggered (forced, interval=3)",
-            ),
+            (Event::AutoRestart { interval: 3, forced: false }, "autorestart triggered (interval=3)"),
+            (Event::AutoRestart { interval: 3, forced: true }, "autorestart triggered (forced, interval=3)"),
             (
                 Event::ShutdownReceived {
                     received: Signal::SIGINT,
@@ -411,13 +294,7 @@ mod tests {
                 },
                 "received INT, sending TERM to all workers:11052",
             ),
-            (
-                Event::WorkerDied {
-                    pid: 11052,
-                    status: ExitStatus::Code(0),
-                },
-                "worker 11052 died, status:0",
-            ),
+            (Event::WorkerDied { pid: 11052, status: ExitStatus::Code(0) }, "worker 11052 died, status:0"),
             (Event::Exiting, "exiting"),
         ];
         for (event, text) in table {
@@ -429,28 +306,16 @@ mod tests {
     #[test]
     fn exit_statuses_read_as_words() {
         assert_eq!(ExitStatus::Code(3).to_string(), "exited with 3");
-        let segv = ExitStatus::Signal {
-            signal: 11,
-            core: true,
-        };
+        let segv = ExitStatus::Signal { signal: 11, core: true };
         assert_eq!(segv.to_string(), "killed by SIGSEGV (core dumped)");
     }
 
     #[test]
     fn spawn_errors_map_to_shell_exit_codes() {
-        let missing = SpawnError {
-            what: "exec /nope".into(),
-            errno: libc::ENOENT,
-        };
+        let missing = SpawnError { what: "exec /nope".into(), errno: libc::ENOENT };
         assert_eq!(missing.exit_code(), 127);
-        assert_eq!(
-            missing.to_string(),
-            "cannot exec /nope: No such file or directory"
-        );
-        let denied = SpawnError {
-            what: "exec /etc/passwd".into(),
-            errno: libc::EACCES,
-        };
+        assert_eq!(missing.to_string(), "cannot exec /nope: No such file or directory");
+        let denied = SpawnError { what: "exec /etc/passwd".into(), errno: libc::EACCES };
         assert_eq!(denied.exit_code(), 126);
     }
 }

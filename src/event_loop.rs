@@ -1,12 +1,7 @@
-//! The supervisor: set-up, then one poll(2) loop that turns signals, child
-//! exits, READY=1 messages and deadlines into inputs for the state machine,
-//! and performs the effects it returns.
-//!
-//! Set-up order matters: the pid file is locked first (a second instance
-//! fails before touching anything), then sockets are bound, then signal
-//! handlers installed, then output redirected and the process daemonized.
-//! Any failure undoes what was done: no pid file, socket file or process
-//! is left behind. Idle, the loop sleeps in poll with no timeout: it wakes
+//! The supervisor at work: one poll(2) loop that turns signals, child
+//! exits, READY=1 messages (sd_notify or einhorn's ack), control requests
+//! and deadlines into inputs for the state machine, and performs the
+//! effects it returns. Idle, it sleeps in poll with no timeout: it wakes
 //! only for a signal, a message, or a deadline the machine asked for.
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -20,14 +15,18 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpgid};
 
+use serde_json::json;
+
 use crate::config::Config;
+use crate::control::{Command, ControlServer, RequestId};
+use crate::einhorn::EinhornSocket;
 use crate::event::{Event, ExitStatus};
 use crate::files::{self, PidFile, StatusFile};
-use crate::listen::{self, Listener};
-use crate::machine::{Effect, Input, Machine};
+use crate::listen::Listener;
+use crate::machine::{self, Effect, Input, Machine};
 use crate::notify::{self, NotifySocket};
 use crate::signals::{SignalEvent, Signals};
-use crate::{output, protocol, spawn};
+use crate::{protocol, report, spawn};
 
 /// A failure that ends the supervisor: one line and an exit code.
 #[derive(Debug)]
@@ -38,10 +37,7 @@ pub struct Fatal {
 
 impl Fatal {
     pub fn new(code: i32, message: impl Into<String>) -> Fatal {
-        Fatal {
-            message: message.into(),
-            code,
-        }
+        Fatal { message: message.into(), code }
     }
 }
 
@@ -75,106 +71,21 @@ impl Log {
     }
 }
 
-struct Supervisor {
-    config: Config,
-    log: Log,
-    listeners: Vec<Listener>,
-    notify: NotifySocket,
-    signals: Signals,
-    machine: Machine,
-    pid_file: Option<PidFile>,
-    status_file: Option<StatusFile>,
-}
-
-/// Run until stopped; returns the exit code.
-pub fn run(config: Config) -> Result<i32, Fatal> {
-    let log = Log {
-        compat: config.compat,
-    };
-    let program = &config.command[0];
-    spawn::check(program, &config.base_env, config.dir.as_deref())
-        .map_err(|e| Fatal::new(e.exit_code(), e.to_string()))?;
-    if config.compat {
-        // start_server's banner, on the terminal even with --log-file.
-        let pid = std::process::id();
-        let _ = writeln!(
-            std::io::stderr(),
-            "start_server (pid:{pid}) starting now..."
-        );
-    }
-    let mut pid_file = match &config.pid_file {
-        Some(path) => Some(PidFile::acquire(path).map_err(|e| Fatal::new(1, e.to_string()))?),
-        None => None,
-    };
-    let undo = |pid_file: Option<PidFile>, listeners: &[Listener]| {
-        listeners.iter().for_each(|l| drop(l.remove_file()));
-        if let Some(pid_file) = pid_file {
-            let _ = pid_file.remove();
-        }
-    };
-    let listeners = match listen::bind_all(&config.listeners, config.backlog) {
-        Ok(listeners) => listeners,
-        Err(e) => {
-            undo(pid_file, &[]);
-            return Err(Fatal::new(1, e.to_string()));
-        }
-    };
-    let setup = (|| -> Result<(NotifySocket, Signals), Fatal> {
-        let notify = NotifySocket::bind()
-            .map_err(|e| Fatal::new(1, format!("cannot create the notify socket: {e}")))?;
-        let signals = Signals::install()
-            .map_err(|e| Fatal::new(1, format!("cannot install signal handlers: {e}")))?;
-        if let Some(target) = &config.log {
-            output::redirect(target)?;
-        }
-        if config.daemonize {
-            output::detach()?;
-        }
-        Ok((notify, signals))
-    })();
-    let (notify, signals) = match setup {
-        Ok(parts) => parts,
-        Err(e) => {
-            undo(pid_file, &listeners);
-            return Err(e);
-        }
-    };
-    if let Some(pid_file) = &mut pid_file
-        && let Err(e) = pid_file.write_pid(std::process::id())
-    {
-        log.line(&format!("cannot write the pid file: {e}"));
-    }
-    for (listener, fd) in listeners.iter().zip(&config.fds) {
-        if listener.replaced_stale
-            && let Some(path) = &listener.created_path
-        {
-            log.line(&format!("removing existing socket file:{}", path.display()));
-        }
-        if listener.spec.pin.is_some() {
-            log.line(&format!("socket is duplicated to file descriptor {fd}"));
-        }
-        log.extra(&format!(
-            "listening on {} as fd {fd} ({})",
-            listener.local, listener.key
-        ));
-    }
-    let status_file = config.status_file.as_deref().map(StatusFile::new);
-    let machine = Machine::new(config.policy.clone());
-    let mut supervisor = Supervisor {
-        config,
-        log,
-        listeners,
-        notify,
-        signals,
-        machine,
-        pid_file,
-        status_file,
-    };
-    supervisor.serve()
+pub struct Supervisor {
+    pub config: Config,
+    pub log: Log,
+    pub listeners: Vec<Listener>,
+    pub notify: NotifySocket,
+    pub einhorn: EinhornSocket,
+    pub control: Option<ControlServer>,
+    pub signals: Signals,
+    pub machine: Machine,
+    pub pid_file: Option<PidFile>,
+    pub status_file: Option<StatusFile>,
 }
 
 impl Supervisor {
-    fn serve(&mut self) -> Result<i32, Fatal> {
+    pub fn serve(&mut self) -> Result<i32, Fatal> {
         if let Some(code) = self.feed(Instant::now(), vec![Input::Start]) {
             return Ok(code);
         }
@@ -188,14 +99,18 @@ impl Supervisor {
                     PollTimeout::try_from(ms as i32).unwrap_or(PollTimeout::MAX)
                 }
             };
-            let mut fds = [
+            let mut fds = vec![
                 PollFd::new(self.signals.fd(), PollFlags::POLLIN),
                 PollFd::new(self.notify.fd(), PollFlags::POLLIN),
             ];
+            let sockets =
+                self.einhorn.poll_fds().into_iter().chain(self.control.iter().flat_map(|c| c.poll_fds()));
+            fds.extend(sockets.map(|(fd, events)| PollFd::new(fd, events)));
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(Fatal::new(1, format!("poll failed: {e}"))),
             }
+            drop(fds);
             let mut inputs = Vec::new();
             for event in self.signals.drain() {
                 match event {
@@ -205,12 +120,10 @@ impl Supervisor {
                     SignalEvent::Forward(signal) => inputs.push(Input::Forward(signal)),
                 }
             }
-            for message in self.notify.receive().into_iter().filter(|m| m.ready) {
-                // A worker's children report for it: map the sender to its group leader.
-                let pid =
-                    getpgid(Some(Pid::from_raw(message.pid))).map_or(message.pid, Pid::as_raw);
-                inputs.push(Input::Ready { pid });
-            }
+            let ready = self.notify.receive().into_iter().filter(|m| m.ready).map(|m| m.pid);
+            let acked: Vec<i32> = ready.chain(self.einhorn.service()).collect();
+            inputs.extend(acked.into_iter().map(|pid| Input::Ready { pid: group_leader(pid) }));
+            inputs.extend(self.control_requests());
             inputs.push(Input::Tick);
             if let Some(code) = self.feed(Instant::now(), inputs) {
                 return Ok(code);
@@ -226,7 +139,7 @@ impl Supervisor {
         while let Some(input) = queue.pop_front() {
             for effect in self.machine.handle(now, input) {
                 match effect {
-                    Effect::Spawn { generation } => queue.push_front(self.spawn(generation)),
+                    Effect::Spawn { generation, index } => queue.push_front(self.spawn(generation, index)),
                     Effect::Signal { pid, signal } => {
                         let _ = kill(Pid::from_raw(pid), signal);
                     }
@@ -236,6 +149,7 @@ impl Supervisor {
                     Effect::Log(event) => self.log.event(&event),
                     Effect::WriteStatus(gens) => self.write_status(&gens),
                     Effect::Notify(state) => notify::upward(&state),
+                    Effect::Reply { request, outcome } => self.reply(request, &outcome),
                     Effect::Exit(code) => {
                         self.clean_up();
                         return Some(code);
@@ -246,8 +160,8 @@ impl Supervisor {
         None
     }
 
-    fn spawn(&mut self, generation: u64) -> Input {
-        let env = self.worker_env(generation);
+    fn spawn(&mut self, generation: u64, index: usize) -> Input {
+        let env = self.worker_env(generation, index);
         let fds: Vec<(RawFd, RawFd)> = (self.listeners.iter())
             .zip(&self.config.fds)
             .map(|(l, &target)| (l.socket.as_raw_fd(), target))
@@ -260,17 +174,14 @@ impl Supervisor {
             fds: &fds,
         };
         match spawn::spawn(&request) {
-            Ok(pid) => Input::Spawned {
-                generation,
-                pid: pid.as_raw(),
-            },
-            Err(error) => Input::SpawnFailed { generation, error },
+            Ok(pid) => Input::Spawned { generation, index, pid: pid.as_raw() },
+            Err(error) => Input::SpawnFailed { generation, index, error },
         }
     }
 
     /// The supervisor's startup environment, the envdir as it is now, then
     /// every protocol's variables.
-    fn worker_env(&self, generation: u64) -> Vec<(OsString, OsString)> {
+    fn worker_env(&self, generation: u64, index: usize) -> Vec<(OsString, OsString)> {
         let mut env = self.config.base_env.clone();
         if let Some(dir) = &self.config.envdir {
             match files::read_envdir(dir) {
@@ -278,26 +189,19 @@ impl Supervisor {
                     loaded.warnings.iter().for_each(|w| self.log.line(w));
                     env = files::overlay_env(&env, &loaded.vars);
                 }
-                Err(e) => self
-                    .log
-                    .line(&format!("{e}; using the startup environment")),
+                Err(e) => self.log.line(&format!("{e}; using the startup environment")),
             }
         }
         let slots: Vec<protocol::Slot> = (self.listeners.iter())
             .zip(&self.config.fds)
-            .map(|(l, &fd)| protocol::Slot {
-                key: &l.key,
-                name: l.spec.name.as_deref(),
-                fd,
-            })
+            .map(|(l, &fd)| protocol::Slot { key: &l.key, name: l.spec.name.as_deref(), fd })
             .collect();
         let (name, value) = protocol::generation_env(generation);
         let mut vars = protocol::listener_env(&slots);
         vars.push((name.to_string(), value));
-        vars.push((
-            protocol::NOTIFY_SOCKET.to_string(),
-            self.notify.path().to_string_lossy().into_owned(),
-        ));
+        vars.extend(protocol::worker_index_env(index));
+        vars.push((protocol::NOTIFY_SOCKET.to_string(), self.notify.path().to_string_lossy().into_owned()));
+        vars.extend(protocol::einhorn_env(&self.einhorn.path().to_string_lossy(), std::process::id()));
         for (name, value) in vars {
             env.retain(|(k, _)| *k != *name);
             env.push((name.into(), value.into()));
@@ -314,13 +218,53 @@ impl Supervisor {
         }
     }
 
-    /// Remove exactly the files this process created.
+    /// Answer what can be answered at once; the rest become inputs.
+    fn control_requests(&mut self) -> Vec<Input> {
+        let Some(control) = self.control.as_mut() else { return Vec::new() };
+        let (requests, lines) = control.service();
+        lines.iter().for_each(|line| self.log.line(line));
+        let mut inputs = Vec::new();
+        let mut replies = Vec::new();
+        for (id, command) in requests {
+            match command {
+                Command::Restart => inputs.push(Input::Restart { request: id.0 }),
+                Command::Stop => {
+                    replies.push((id, json!({"ok": true, "pid": std::process::id()})));
+                    inputs.push(Input::Terminate(Signal::SIGTERM));
+                }
+                Command::Status => {
+                    let fds = self.config.fds.iter().copied();
+                    let listeners: Vec<(&Listener, i32)> = self.listeners.iter().zip(fds).collect();
+                    replies.push((id, report::status(&self.machine, &listeners, Instant::now())));
+                }
+            }
+        }
+        if let Some(control) = self.control.as_mut() {
+            replies.iter().for_each(|(id, reply)| control.reply(*id, reply));
+        }
+        inputs
+    }
+
+    fn reply(&mut self, request: machine::RequestId, outcome: &machine::Outcome) {
+        if let Some(control) = self.control.as_mut() {
+            control.reply(RequestId(request), &report::outcome(outcome));
+        }
+    }
+
+    /// Remove exactly the files this process created. The control socket
+    /// stays open (its file gone) until the process exits, so a `stop`
+    /// client sees its connection end only then.
     fn clean_up(&mut self) {
+        if let Some(control) = self.control.as_mut() {
+            control.flush();
+            if let Err(e) = control.remove() {
+                self.log.line(&format!("cannot remove the control socket: {e}"));
+            }
+        }
         if let Some(status) = self.status_file.take()
             && let Err(e) = status.remove()
         {
-            self.log
-                .line(&format!("cannot remove the status file: {e}"));
+            self.log.line(&format!("cannot remove the status file: {e}"));
         }
         for listener in &self.listeners {
             if let Err(e) = listener.remove_file() {
@@ -335,21 +279,23 @@ impl Supervisor {
     }
 }
 
+/// A worker's children may report for it: the sender's process group
+/// leader is the worker (each worker leads its own group).
+fn group_leader(pid: i32) -> i32 {
+    getpgid(Some(Pid::from_raw(pid))).map_or(pid, Pid::as_raw)
+}
+
 /// Every child that has exited, as inputs.
 fn reap() -> Vec<Input> {
     let mut exits = Vec::new();
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => exits.push(Input::Exited {
-                pid: pid.as_raw(),
-                status: ExitStatus::Code(code),
-            }),
+            Ok(WaitStatus::Exited(pid, code)) => {
+                exits.push(Input::Exited { pid: pid.as_raw(), status: ExitStatus::Code(code) })
+            }
             Ok(WaitStatus::Signaled(pid, signal, core)) => exits.push(Input::Exited {
                 pid: pid.as_raw(),
-                status: ExitStatus::Signal {
-                    signal: signal as i32,
-                    core,
-                },
+                status: ExitStatus::Signal { signal: signal as i32, core },
             }),
             Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
             Ok(_) | Err(Errno::EINTR) => continue,

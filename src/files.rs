@@ -67,38 +67,21 @@ pub enum PidFileError {
     /// Another process holds the lock; `pid` is what the file says, if readable.
     Running { path: PathBuf, pid: Option<u32> },
     /// Opening or locking failed; `action` is `open` or `lock`.
-    Io {
-        path: PathBuf,
-        action: &'static str,
-        error: io::Error,
-    },
+    Io { path: PathBuf, action: &'static str, error: io::Error },
 }
 
 impl std::fmt::Display for PidFileError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PidFileError::Running { path, pid } => {
-                write!(
-                    f,
-                    "another instance is running with pid file {}",
-                    path.display()
-                )?;
+                write!(f, "another instance is running with pid file {}", path.display())?;
                 if let Some(pid) = pid {
                     write!(f, " (pid {pid})")?;
                 }
                 f.write_str("; stop it first or choose another --pid-file")
             }
-            PidFileError::Io {
-                path,
-                action,
-                error,
-            } => {
-                write!(
-                    f,
-                    "cannot {action} pid file {}: {}",
-                    path.display(),
-                    io_text(error)
-                )
+            PidFileError::Io { path, action, error } => {
+                write!(f, "cannot {action} pid file {}: {}", path.display(), io_text(error))
             }
         }
     }
@@ -116,11 +99,7 @@ pub struct PidFile {
 impl PidFile {
     /// Opens or creates `path` and locks it, never truncating before the lock.
     pub fn acquire(path: &Path) -> Result<PidFile, PidFileError> {
-        let io_err = |action, error| PidFileError::Io {
-            path: path.to_path_buf(),
-            action,
-            error,
-        };
+        let io_err = |action, error| PidFileError::Io { path: path.to_path_buf(), action, error };
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -130,16 +109,10 @@ impl PidFile {
             .open(path)
             .map_err(|e| io_err("open", e))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(file) => Ok(PidFile {
-                path: path.to_path_buf(),
-                file,
-            }),
+            Ok(file) => Ok(PidFile { path: path.to_path_buf(), file }),
             Err((file, Errno::EWOULDBLOCK)) => {
                 let pid = read_pid_at(&file, path).ok();
-                Err(PidFileError::Running {
-                    path: path.to_path_buf(),
-                    pid,
-                })
+                Err(PidFileError::Running { path: path.to_path_buf(), pid })
             }
             Err((_, e)) => Err(io_err("lock", errno_io(e))),
         }
@@ -171,14 +144,10 @@ impl PidFile {
 
 fn parse_pid(text: &str, path: &Path) -> Result<u32, String> {
     let first = text.lines().next().unwrap_or("").trim();
-    let pid: u32 = first
-        .parse()
-        .map_err(|_| format!("pid file {} is empty or not a number", path.display()))?;
+    let pid: u32 =
+        first.parse().map_err(|_| format!("pid file {} is empty or not a number", path.display()))?;
     if pid == 0 || pid > i32::MAX as u32 {
-        return Err(format!(
-            "pid file {} holds {pid}, which is not a valid process id",
-            path.display()
-        ));
+        return Err(format!("pid file {} holds {pid}, which is not a valid process id", path.display()));
     }
     Ok(pid)
 }
@@ -220,10 +189,7 @@ pub struct PidFileWatch {
 
 impl PidFileWatch {
     pub fn open(path: &Path) -> io::Result<PidFileWatch> {
-        Ok(PidFileWatch {
-            path: path.to_path_buf(),
-            file: File::open(path)?,
-        })
+        Ok(PidFileWatch { path: path.to_path_buf(), file: File::open(path)? })
     }
 
     /// The pid written in the file this watch opened.
@@ -233,11 +199,7 @@ impl PidFileWatch {
 
     /// One attempt at a shared lock; `true` if it was free (then released again).
     fn try_shared(&self, blocking: bool) -> io::Result<bool> {
-        let arg = if blocking {
-            FlockArg::LockShared
-        } else {
-            FlockArg::LockSharedNonblock
-        };
+        let arg = if blocking { FlockArg::LockShared } else { FlockArg::LockSharedNonblock };
         loop {
             // A dup shares the open file description, so the lock is on the
             // description this watch opened; dropping `Flock` unlocks it.
@@ -287,10 +249,7 @@ pub struct StatusFile {
 
 impl StatusFile {
     pub fn new(path: &Path) -> StatusFile {
-        StatusFile {
-            path: path.to_path_buf(),
-            written: false,
-        }
+        StatusFile { path: path.to_path_buf(), written: false }
     }
 
     /// Atomically replaces the file with `GEN:PID` lines in numeric order.
@@ -439,16 +398,7 @@ mod tests {
         first.write_pid(1234).unwrap();
         // flock is per open file description: a second open in this process conflicts.
         let err = PidFile::acquire(&path).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                PidFileError::Running {
-                    pid: Some(1234),
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, PidFileError::Running { pid: Some(1234), .. }), "{err:?}");
         assert_eq!(
             err.to_string(),
             format!(
@@ -456,11 +406,7 @@ mod tests {
                 path.display()
             )
         );
-        assert_eq!(
-            fs::read_to_string(&path).unwrap(),
-            "1234\n",
-            "the failed acquire truncated"
-        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), "1234\n", "the failed acquire truncated");
         assert!(is_locked(&path).unwrap());
         assert_eq!(read_pid(&path), Ok(1234));
     }
@@ -496,15 +442,9 @@ mod tests {
         assert!(watch.is_locked().unwrap());
         pf.remove().unwrap();
         assert!(!path.exists());
-        assert!(
-            watch.is_locked().unwrap(),
-            "released only when the process exits"
-        );
+        assert!(watch.is_locked().unwrap(), "released only when the process exits");
         assert!(!watch.wait_timeout(Duration::ZERO).unwrap());
-        assert!(
-            !is_locked(&path).unwrap(),
-            "a missing pid file is not locked"
-        );
+        assert!(!is_locked(&path).unwrap(), "a missing pid file is not locked");
     }
 
     #[test]
@@ -534,26 +474,17 @@ mod tests {
         let err = PidFile::acquire(&missing).unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!(
-                "cannot open pid file {}: No such file or directory",
-                missing.display()
-            )
+            format!("cannot open pid file {}: No such file or directory", missing.display())
         );
         assert_eq!(
             read_pid(&missing).unwrap_err(),
-            format!(
-                "cannot read pid file {}: No such file or directory",
-                missing.display()
-            )
+            format!("cannot read pid file {}: No such file or directory", missing.display())
         );
         let path = dir.path().join("pid");
         for bad in ["", "\n", "abc\n", "0\n", "-5\n", "99999999999\n"] {
             fs::write(&path, bad).unwrap();
             let err = read_pid(&path).unwrap_err();
-            assert!(
-                err.starts_with(&format!("pid file {} ", path.display())),
-                "{bad:?}: {err}"
-            );
+            assert!(err.starts_with(&format!("pid file {} ", path.display())), "{bad:?}: {err}");
         }
         fs::write(&path, " 321 \nrest\n").unwrap();
         assert_eq!(read_pid(&path), Ok(321));
@@ -567,15 +498,8 @@ mod tests {
         st.write(&[(10, 200), (9, 100)]).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "9:100\n10:200\n");
         assert_eq!(read_status(&path).unwrap(), vec![(9, 100), (10, 200)]);
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(
-            names,
-            vec![OsString::from("status")],
-            "temporary file left behind"
-        );
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![OsString::from("status")], "temporary file left behind");
         st.write(&[]).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "");
         st.remove().unwrap();
@@ -593,14 +517,8 @@ mod tests {
 
     #[test]
     fn status_parsing_is_tolerant() {
-        assert_eq!(
-            parse_status("10:17816\n9:17794\n"),
-            vec![(9, 17794), (10, 17816)]
-        );
-        assert_eq!(
-            parse_status("\n 1:5 \n\nbogus\n2:x\n3:7\r\n"),
-            vec![(1, 5), (3, 7)]
-        );
+        assert_eq!(parse_status("10:17816\n9:17794\n"), vec![(9, 17794), (10, 17816)]);
+        assert_eq!(parse_status("\n 1:5 \n\nbogus\n2:x\n3:7\r\n"), vec![(1, 5), (3, 7)]);
         assert_eq!(parse_status(""), vec![]);
     }
 
@@ -619,12 +537,7 @@ mod tests {
         let got = read_envdir(d).unwrap();
         assert_eq!(
             got.vars,
-            os(&[
-                ("BAR_SP", "spaced  "),
-                ("BLANK_LINE", ""),
-                ("FOO", "foo1"),
-                ("LEAD", "  lead\t")
-            ])
+            os(&[("BAR_SP", "spaced  "), ("BLANK_LINE", ""), ("FOO", "foo1"), ("LEAD", "  lead\t")])
         );
         let shown = d.display();
         assert_eq!(
@@ -643,10 +556,7 @@ mod tests {
         let missing = dir.path().join("nope");
         assert_eq!(
             read_envdir(&missing).unwrap_err(),
-            format!(
-                "cannot read envdir {}: No such file or directory",
-                missing.display()
-            )
+            format!("cannot read envdir {}: No such file or directory", missing.display())
         );
     }
 

@@ -43,11 +43,7 @@ const PORT_SYNTAX: &str = "expected PORT, HOST:PORT or [IPV6]:PORT, optionally u
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Address {
     /// `--port`: `host` as typed (without brackets), `None` for a bare port.
-    Inet {
-        host: Option<String>,
-        port: u16,
-        udp: bool,
-    },
+    Inet { host: Option<String>, port: u16, udp: bool },
     /// `--path`: the path exactly as given.
     Unix { path: PathBuf },
 }
@@ -85,20 +81,12 @@ impl ListenSpec {
             None => (None, addr),
         };
         let (udp, port) = parse_port_number(port.trim()).map_err(invalid)?;
-        Ok(ListenSpec {
-            address: Address::Inet { host, port, udp },
-            pin,
-            name: None,
-        })
+        Ok(ListenSpec { address: Address::Inet { host, port, udp }, pin, name: None })
     }
 
     /// A `--path` value: a unix stream socket at exactly this path.
     pub fn parse_path(s: &str) -> ListenSpec {
-        ListenSpec {
-            address: Address::Unix { path: s.into() },
-            pin: None,
-            name: None,
-        }
+        ListenSpec { address: Address::Unix { path: s.into() }, pin: None, name: None }
     }
 
     /// The `SERVER_STARTER_PORT` key, with `bound_port` in place of the
@@ -122,9 +110,7 @@ fn parse_port_number(s: &str) -> Result<(bool, u16), String> {
     if !is_number(digits) {
         return Err(PORT_SYNTAX.to_owned());
     }
-    let port = digits
-        .parse()
-        .map_err(|_| format!("port {digits} is out of range (0-65535)"))?;
+    let port = digits.parse().map_err(|_| format!("port {digits} is out of range (0-65535)"))?;
     Ok((udp, port))
 }
 
@@ -215,11 +201,7 @@ pub enum BindError {
 impl fmt::Display for BindError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BindError::Io {
-                action,
-                object,
-                cause,
-            } => {
+            BindError::Io { action, object, cause } => {
                 write!(f, "cannot {action} {object}: {}", describe(cause))
             }
             BindError::Resolve { host, cause } => write!(f, "cannot resolve {host}: {cause}"),
@@ -228,11 +210,9 @@ impl fmt::Display for BindError {
                 "refusing to replace {}: not a socket (remove it or choose another --path)",
                 path.display()
             ),
-            BindError::Live { path } => write!(
-                f,
-                "refusing to replace {}: a server is listening on it",
-                path.display()
-            ),
+            BindError::Live { path } => {
+                write!(f, "refusing to replace {}: a server is listening on it", path.display())
+            }
             BindError::Probe { path, cause } => write!(
                 f,
                 "refusing to replace {}: cannot tell whether a server is listening on it: {}",
@@ -256,17 +236,11 @@ fn describe(e: &io::Error) -> String {
 /// Binds every spec in order; `backlog` 0 means [`DEFAULT_BACKLOG`].
 /// On error, socket files created by this call are removed.
 pub fn bind_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<Listener>, BindError> {
-    let backlog = if backlog == 0 {
-        DEFAULT_BACKLOG
-    } else {
-        backlog
-    };
+    let backlog = if backlog == 0 { DEFAULT_BACKLOG } else { backlog };
     let mut bound = Vec::with_capacity(specs.len());
     for spec in specs {
         let result = match &spec.address {
-            Address::Inet { host, port, udp } => {
-                bind_inet(spec, host.as_deref(), *port, *udp, backlog)
-            }
+            Address::Inet { host, port, udp } => bind_inet(spec, host.as_deref(), *port, *udp, backlog),
             Address::Unix { path } => bind_unix(spec, path, backlog),
         };
         match result {
@@ -291,31 +265,19 @@ fn bind_inet(
 ) -> Result<Listener, BindError> {
     let addr = resolve(host, port)?;
     let proto = if udp { "udp" } else { "tcp" };
-    let io_err = |action, cause| BindError::Io {
-        action,
-        object: format!("{proto} {addr}"),
-        cause,
-    };
+    let io_err = |action, cause| BindError::Io { action, object: format!("{proto} {addr}"), cause };
     let ty = if udp { Type::DGRAM } else { Type::STREAM };
-    let socket = Socket::new(Domain::for_address(addr), ty, None)
-        .map_err(|e| io_err("create a socket for", e))?;
-    socket
-        .set_reuse_address(true)
-        .map_err(|e| io_err("set SO_REUSEADDR on", e))?;
+    let socket =
+        Socket::new(Domain::for_address(addr), ty, None).map_err(|e| io_err("create a socket for", e))?;
+    socket.set_reuse_address(true).map_err(|e| io_err("set SO_REUSEADDR on", e))?;
     if addr.is_ipv6() {
-        socket
-            .set_only_v6(true)
-            .map_err(|e| io_err("set IPV6_V6ONLY on", e))?;
+        socket.set_only_v6(true).map_err(|e| io_err("set IPV6_V6ONLY on", e))?;
     }
     socket.bind(&addr.into()).map_err(|e| io_err("bind", e))?;
     if !udp {
         socket.listen(backlog).map_err(|e| io_err("listen on", e))?;
     }
-    let bound = socket
-        .local_addr()
-        .map_err(|e| io_err("get the address of", e))?
-        .as_socket()
-        .unwrap_or(addr);
+    let bound = socket.local_addr().map_err(|e| io_err("get the address of", e))?.as_socket().unwrap_or(addr);
     Ok(Listener {
         spec: spec.clone(),
         socket,
@@ -328,10 +290,7 @@ fn bind_inet(
 
 /// No host: 0.0.0.0. IPv6 hosts are numeric; names take the first IPv4.
 fn resolve(host: Option<&str>, port: u16) -> Result<SocketAddr, BindError> {
-    let resolve_err = |cause: String| BindError::Resolve {
-        host: host.unwrap_or_default().to_owned(),
-        cause,
-    };
+    let resolve_err = |cause: String| BindError::Resolve { host: host.unwrap_or_default().to_owned(), cause };
     match host {
         None => Ok((Ipv4Addr::UNSPECIFIED, port).into()),
         Some(h) if h.contains(':') => h
@@ -348,16 +307,10 @@ fn resolve(host: Option<&str>, port: u16) -> Result<SocketAddr, BindError> {
 
 fn bind_unix(spec: &ListenSpec, path: &Path, backlog: i32) -> Result<Listener, BindError> {
     let replaced_stale = clear_stale_socket(path)?;
-    let io_err = |action, cause| BindError::Io {
-        action,
-        object: path.display().to_string(),
-        cause,
-    };
-    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)
-        .map_err(|e| io_err("create a socket for", e))?;
-    socket
-        .set_reuse_address(true)
-        .map_err(|e| io_err("set SO_REUSEADDR on", e))?;
+    let io_err = |action, cause| BindError::Io { action, object: path.display().to_string(), cause };
+    let socket =
+        Socket::new(Domain::UNIX, Type::STREAM, None).map_err(|e| io_err("create a socket for", e))?;
+    socket.set_reuse_address(true).map_err(|e| io_err("set SO_REUSEADDR on", e))?;
     let addr = SockAddr::unix(path).map_err(|e| io_err("bind", e))?;
     socket.bind(&addr).map_err(|e| io_err("bind", e))?;
     // From here on the file is ours: remove it if anything else fails.
@@ -387,11 +340,7 @@ fn clear_stale_socket(path: &Path) -> Result<bool, BindError> {
     match fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(cause) => {
-            return Err(BindError::Io {
-                action: "inspect",
-                object: path.display().to_string(),
-                cause,
-            });
+            return Err(BindError::Io { action: "inspect", object: path.display().to_string(), cause });
         }
         Ok(meta) if !meta.file_type().is_socket() => {
             return Err(BindError::NotASocket { path: path.into() });
@@ -413,10 +362,7 @@ fn clear_stale_socket(path: &Path) -> Result<bool, BindError> {
 /// block a plain connect). Only ECONNREFUSED proves nobody is bound there;
 /// EPROTOTYPE means a live socket of another type (datagram).
 fn is_live_socket(path: &Path) -> Result<bool, BindError> {
-    let probe_err = |cause| BindError::Probe {
-        path: path.into(),
-        cause,
-    };
+    let probe_err = |cause| BindError::Probe { path: path.into(), cause };
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(probe_err)?;
     socket.set_nonblocking(true).map_err(probe_err)?;
     let addr = SockAddr::unix(path).map_err(probe_err)?;
@@ -444,15 +390,7 @@ mod tests {
     use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 
     fn inet(host: Option<&str>, port: u16, udp: bool, pin: Option<RawFd>) -> ListenSpec {
-        ListenSpec {
-            address: Address::Inet {
-                host: host.map(str::to_owned),
-                port,
-                udp,
-            },
-            pin,
-            name: None,
-        }
+        ListenSpec { address: Address::Inet { host: host.map(str::to_owned), port, udp }, pin, name: None }
     }
 
     #[test]
@@ -465,23 +403,14 @@ mod tests {
             ("0", inet(None, 0, false, None)),
             ("127.0.0.1:8080", inet(Some("127.0.0.1"), 8080, false, None)),
             ("localhost:u53", inet(Some("localhost"), 53, true, None)),
-            (
-                "127.0.0.1:8080=0",
-                inet(Some("127.0.0.1"), 8080, false, Some(0)),
-            ),
+            ("127.0.0.1:8080=0", inet(Some("127.0.0.1"), 8080, false, Some(0))),
             ("[::1]:8080", inet(Some("::1"), 8080, false, None)),
             ("::1:8080", inet(Some("::1"), 8080, false, None)),
             ("[::]:u8080=9", inet(Some("::"), 8080, true, Some(9))),
             ("fe80::1:2:443", inet(Some("fe80::1:2"), 443, false, None)),
-            (
-                "[127.0.0.1]:8080",
-                inet(Some("127.0.0.1"), 8080, false, None),
-            ),
+            ("[127.0.0.1]:8080", inet(Some("127.0.0.1"), 8080, false, None)),
             (" 8080 ", inet(None, 8080, false, None)),
-            (
-                " 127.0.0.1 : u8080 = 5 ",
-                inet(Some("127.0.0.1"), 8080, true, Some(5)),
-            ),
+            (" 127.0.0.1 : u8080 = 5 ", inet(Some("127.0.0.1"), 8080, true, Some(5))),
             ("[ ::1 ]:80", inet(Some("::1"), 80, false, None)),
         ];
         for (input, want) in cases {
@@ -507,18 +436,9 @@ mod tests {
             ("u 8080", syntax.to_owned()),
             ("+80", syntax.to_owned()),
             ("70000", "port 70000 is out of range (0-65535)".to_owned()),
-            (
-                "8080=99999999999",
-                "fd 99999999999 is out of range".to_owned(),
-            ),
-            (
-                "::zz:80",
-                r#""::zz" is not a numeric IPv6 address"#.to_owned(),
-            ),
-            (
-                "[1:2]:80",
-                r#""1:2" is not a numeric IPv6 address"#.to_owned(),
-            ),
+            ("8080=99999999999", "fd 99999999999 is out of range".to_owned()),
+            ("::zz:80", r#""::zz" is not a numeric IPv6 address"#.to_owned()),
+            ("[1:2]:80", r#""1:2" is not a numeric IPv6 address"#.to_owned()),
         ];
         for (input, why) in cases {
             let want = SpecError(format!("invalid --port value {input:?}: {why}"));
@@ -544,13 +464,7 @@ mod tests {
     }
 
     fn port_of(listener: &Listener) -> u16 {
-        listener
-            .socket
-            .local_addr()
-            .unwrap()
-            .as_socket()
-            .unwrap()
-            .port()
+        listener.socket.local_addr().unwrap().as_socket().unwrap().port()
     }
 
     #[test]
@@ -568,11 +482,7 @@ mod tests {
         assert!(l.socket.reuse_address().unwrap());
         assert_eq!(l.created_path, None);
         let flags = nix::fcntl::fcntl(&l.socket, nix::fcntl::FcntlArg::F_GETFD).unwrap();
-        assert_ne!(
-            flags & libc::FD_CLOEXEC,
-            0,
-            "socket must stay close-on-exec"
-        );
+        assert_ne!(flags & libc::FD_CLOEXEC, 0, "socket must stay close-on-exec");
         TcpStream::connect(("127.0.0.1", port)).unwrap();
     }
 
@@ -629,10 +539,7 @@ mod tests {
         let port = port_of(&first[0]);
         let again = ListenSpec::parse_port(&format!("127.0.0.1:{port}")).unwrap();
         let err = bind_all(&[again], 0).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!("cannot bind tcp 127.0.0.1:{port}: Address already in use")
-        );
+        assert_eq!(err.to_string(), format!("cannot bind tcp 127.0.0.1:{port}: Address already in use"));
     }
 
     #[test]
@@ -687,10 +594,7 @@ mod tests {
             let err = bind_all(&[ListenSpec::parse_path(path.to_str().unwrap())], 0).unwrap_err();
             assert_eq!(
                 err.to_string(),
-                format!(
-                    "refusing to replace {}: a server is listening on it",
-                    path.display()
-                )
+                format!("refusing to replace {}: a server is listening on it", path.display())
             );
             assert!(path.exists());
         }

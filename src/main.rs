@@ -7,34 +7,39 @@
 mod cli;
 mod client;
 mod config;
+mod control;
+mod einhorn;
 mod event;
 mod event_loop;
 mod files;
+mod lines;
 mod listen;
 mod machine;
 mod notify;
 mod output;
 mod protocol;
+mod report;
+mod setup;
 mod signals;
 mod spawn;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use clap::error::ErrorKind;
 
 use crate::cli::{Client, HandoverCli, StartServerCli, StartServerOpts, Target};
 use crate::config::{Config, parse_duration};
+use crate::control::Command;
 use crate::event_loop::Fatal;
 
 fn main() -> ExitCode {
     let args = cli::normalize_args(std::env::args_os().collect());
-    let compat = args
-        .first()
-        .and_then(|arg0| Path::new(arg0).file_name())
-        .is_some_and(|name| name == "start_server");
+    let compat =
+        args.first().and_then(|arg0| Path::new(arg0).file_name()).is_some_and(|name| name == "start_server");
     let name = if compat { "start_server" } else { "handover" };
     match run(compat, args) {
         Ok(code) => ExitCode::from(code as u8),
@@ -63,7 +68,7 @@ fn run(compat: bool, args: Vec<OsString>) -> Result<i32, Fatal> {
     }
     let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let config = Config::new(compat, opts, more, command, env).map_err(|e| Fatal::new(2, e.0))?;
-    event_loop::run(config)
+    setup::run(config)
 }
 
 /// clap's help and version go to stdout with exit 0; errors become one line.
@@ -73,10 +78,7 @@ fn usage(err: clap::Error, compat: bool) -> Fatal {
         println!("0.35");
         return Fatal::new(0, "");
     }
-    if matches!(
-        err.kind(),
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-    ) {
+    if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         let _ = err.print();
         return Fatal::new(0, "");
     }
@@ -87,8 +89,7 @@ fn usage(err: clap::Error, compat: bool) -> Fatal {
 }
 
 fn require(path: &Option<PathBuf>, option: &str, mode: &str) -> Result<PathBuf, Fatal> {
-    path.clone()
-        .ok_or_else(|| Fatal::new(2, format!("{mode} needs {option}")))
+    path.clone().ok_or_else(|| Fatal::new(2, format!("{mode} needs {option}")))
 }
 
 fn client_error(e: client::ClientError) -> Fatal {
@@ -97,11 +98,7 @@ fn client_error(e: client::ClientError) -> Fatal {
 
 /// start_server's `--restart` and `--stop`.
 fn run_legacy_client(opts: &StartServerOpts) -> Result<i32, Fatal> {
-    let pid_file = require(
-        &opts.pid_file,
-        "--pid-file",
-        if opts.restart { "--restart" } else { "--stop" },
-    )?;
+    let pid_file = require(&opts.pid_file, "--pid-file", if opts.restart { "--restart" } else { "--stop" })?;
     if opts.restart {
         let status_file = require(&opts.status_file, "--status-file", "--restart")?;
         let timeout = std::time::Duration::from_secs(120);
@@ -113,41 +110,56 @@ fn run_legacy_client(opts: &StartServerOpts) -> Result<i32, Fatal> {
 }
 
 fn announce_stop(target: u32) {
-    eprintln!(
-        "stop_server (pid:{}) stopping now (pid:{target})...",
-        std::process::id()
-    );
+    eprintln!("stop_server (pid:{}) stopping now (pid:{target})...", std::process::id());
 }
 
 fn run_client(client: Client) -> Result<i32, Fatal> {
-    let duration =
-        |option: &str, text: &str| parse_duration(option, text).map_err(|e| Fatal::new(2, e.0));
+    let duration = |option: &str, text: &str| parse_duration(option, text).map_err(|e| Fatal::new(2, e.0));
+    let over_control = |target: &Target| target.control.clone();
     match client {
-        Client::Restart {
-            target: Target {
-                pid_file,
-                status_file,
-            },
-            wait,
-            timeout,
-        } => {
-            let pid_file = require(&pid_file, "--pid-file", "handover restart")?;
+        Client::Restart { target, wait, timeout } => {
+            let timeout = duration("timeout", &timeout)?;
+            if let Some(path) = over_control(&target) {
+                if !wait {
+                    control::send(&path, Command::Restart).map_err(client_error)?;
+                    return Ok(0);
+                }
+                let reply = control::call(&path, Command::Restart, Some(timeout)).and_then(control::check);
+                println!("{}", report::outcome_text(&reply.map_err(client_error)?));
+                return Ok(0);
+            }
+            let pid_file = require(&target.pid_file, "--control or --pid-file", "handover restart")?;
             if !wait {
                 client::hup(&pid_file).map_err(client_error)?;
                 return Ok(0);
             }
-            let status_file = require(&status_file, "--status-file", "handover restart --wait")?;
-            let timeout = duration("timeout", &timeout)?;
+            let status_file = require(&target.status_file, "--status-file", "handover restart --wait")?;
             let generation =
                 client::restart(&pid_file, &status_file, timeout, |_| {}).map_err(client_error)?;
             println!("generation {generation} is serving");
         }
         Client::Stop { target, timeout } => {
-            let pid_file = require(&target.pid_file, "--pid-file", "handover stop")?;
             let timeout = timeout.map(|t| duration("timeout", &t)).transpose()?;
+            if let Some(path) = over_control(&target) {
+                let reply = control::call(&path, Command::Stop, timeout).and_then(control::check);
+                if let Some(pid) = reply.map_err(client_error)?["pid"].as_u64() {
+                    client::wait_gone(pid as u32);
+                }
+                return Ok(0);
+            }
+            let pid_file = require(&target.pid_file, "--control or --pid-file", "handover stop")?;
             client::stop(&pid_file, timeout, |_| {}).map_err(client_error)?;
         }
         Client::Status { target, json } => {
+            if let Some(path) = over_control(&target) {
+                let reply = control::call(&path, Command::Status, Some(Duration::from_secs(10)));
+                let reply = reply.and_then(control::check).map_err(client_error)?;
+                match json {
+                    true => println!("{reply}"),
+                    false => print!("{}", report::status_text(&reply)),
+                }
+                return Ok(0);
+            }
             let status = client::status(target.pid_file.as_deref(), target.status_file.as_deref())
                 .map_err(client_error)?;
             if json {

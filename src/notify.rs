@@ -28,10 +28,7 @@ pub struct NotifySocket {
 
 /// Where the private directory goes: short enough for `sun_path` (108 bytes).
 fn runtime_dir() -> PathBuf {
-    let candidates = [
-        std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
-        Some(std::env::temp_dir()),
-    ];
+    let candidates = [std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from), Some(std::env::temp_dir())];
     candidates
         .into_iter()
         .flatten()
@@ -53,11 +50,7 @@ pub struct Message {
 
 /// `READY=1` and `STATUS=...` out of a newline-separated sd_notify datagram.
 pub fn parse(pid: i32, text: &str) -> Message {
-    let mut message = Message {
-        pid,
-        ready: false,
-        status: None,
-    };
+    let mut message = Message { pid, ready: false, status: None };
     for line in text.lines() {
         match line.split_once('=') {
             Some(("READY", "1")) => message.ready = true,
@@ -78,11 +71,7 @@ impl NotifySocket {
             Ok(socket)
         });
         match bound {
-            Ok(socket) => Ok(NotifySocket {
-                socket,
-                name: path.to_string_lossy().into_owned(),
-                dir,
-            }),
+            Ok(socket) => Ok(NotifySocket { socket, name: path.to_string_lossy().into_owned(), dir }),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
                 Err(e)
@@ -107,19 +96,13 @@ impl NotifySocket {
             let mut cmsg = nix::cmsg_space!(libc::ucred);
             let mut iov = [IoSliceMut::new(&mut buf)];
             let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
-            let received =
-                recvmsg::<UnixAddr>(self.socket.as_raw_fd(), &mut iov, Some(&mut cmsg), flags);
+            let received = recvmsg::<UnixAddr>(self.socket.as_raw_fd(), &mut iov, Some(&mut cmsg), flags);
             let (len, pid) = match received {
                 Ok(msg) => {
-                    let pid = msg
-                        .cmsgs()
-                        .ok()
-                        .into_iter()
-                        .flatten()
-                        .find_map(|c| match c {
-                            ControlMessageOwned::ScmCredentials(cred) => Some(cred.pid()),
-                            _ => None,
-                        });
+                    let pid = msg.cmsgs().ok().into_iter().flatten().find_map(|c| match c {
+                        ControlMessageOwned::ScmCredentials(cred) => Some(cred.pid()),
+                        _ => None,
+                    });
                     (msg.bytes, pid)
                 }
                 Err(Errno::EINTR) => continue,
@@ -146,6 +129,11 @@ pub fn upward(state: &Upward) {
         Upward::Ready => sd_notify::notify(&[NotifyState::Ready]),
         Upward::Stopping => sd_notify::notify(&[NotifyState::Stopping]),
         Upward::Status(text) => sd_notify::notify(&[NotifyState::Status(text)]),
+        Upward::Watchdog => sd_notify::notify(&[NotifyState::Watchdog]),
+        Upward::ExtendTimeout(by) => {
+            let usec = u32::try_from(by.as_micros()).unwrap_or(u32::MAX);
+            sd_notify::notify(&[NotifyState::ExtendTimeoutUsec(usec)])
+        }
         Upward::Reloading => match NotifyState::monotonic_usec_now() {
             Ok(now) => sd_notify::notify(&[NotifyState::Reloading, now]),
             Err(e) => Err(e),
@@ -162,14 +150,7 @@ mod tests {
     #[test]
     fn parses_ready_and_status() {
         let m = parse(7, "STATUS=warming up\nREADY=1\n");
-        assert_eq!(
-            m,
-            Message {
-                pid: 7,
-                ready: true,
-                status: Some("warming up".into())
-            }
-        );
+        assert_eq!(m, Message { pid: 7, ready: true, status: Some("warming up".into()) });
         assert!(!parse(7, "READY=0").ready);
         assert!(!parse(7, "RELOADING=1").ready);
     }

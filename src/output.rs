@@ -26,14 +26,7 @@ pub fn redirect(target: &LogTarget) -> Result<(), Fatal> {
             .open(path)
             .map(std::os::fd::OwnedFd::from)
             .map_err(|e| {
-                Fatal::new(
-                    1,
-                    format!(
-                        "cannot open log file {}: {}",
-                        path.display(),
-                        describe_io(&e)
-                    ),
-                )
+                Fatal::new(1, format!("cannot open log file {}: {}", path.display(), describe_io(&e)))
             })?,
         LogTarget::Pipe(command) => {
             let mut child = Command::new("/bin/sh")
@@ -43,10 +36,7 @@ pub fn redirect(target: &LogTarget) -> Result<(), Fatal> {
                 .process_group(0)
                 .spawn()
                 .map_err(|e| {
-                    Fatal::new(
-                        1,
-                        format!("cannot start log command {command:?}: {}", describe_io(&e)),
-                    )
+                    Fatal::new(1, format!("cannot start log command {command:?}: {}", describe_io(&e)))
                 })?;
             let stdin = child.stdin.take().expect("stdin was piped");
             std::os::fd::OwnedFd::from(stdin)
@@ -54,18 +44,12 @@ pub fn redirect(target: &LogTarget) -> Result<(), Fatal> {
     };
     dup2_stdout(&fd)
         .and_then(|()| dup2_stderr(&fd))
-        .map_err(|e| {
-            Fatal::new(
-                1,
-                format!("cannot redirect output to the log: {}", e.desc()),
-            )
-        })
+        .map_err(|e| Fatal::new(1, format!("cannot redirect output to the log: {}", e.desc())))
 }
 
 /// Become a daemon: new session, no terminal, stdin from /dev/null.
 pub fn detach() -> Result<(), Fatal> {
-    spawn::daemonize()
-        .map_err(|e| Fatal::new(1, format!("cannot daemonize: {}", describe_io(&e))))?;
+    spawn::daemonize().map_err(|e| Fatal::new(1, format!("cannot daemonize: {}", describe_io(&e))))?;
     let null = std::fs::File::open("/dev/null")
         .map_err(|e| Fatal::new(1, format!("cannot open /dev/null: {}", describe_io(&e))))?;
     dup2_stdin(&null).map_err(|e| Fatal::new(1, format!("cannot redirect stdin: {}", e.desc())))

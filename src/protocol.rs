@@ -24,9 +24,14 @@ pub const SERVER_STARTER_GENERATION: &str = "SERVER_STARTER_GENERATION";
 pub const LISTEN_FDS: &str = "LISTEN_FDS";
 pub const LISTEN_PID: &str = "LISTEN_PID";
 pub const LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
+pub const EINHORN_CHILD_INDEX: &str = "EINHORN_CHILD_INDEX";
+pub const HANDOVER_WORKER_INDEX: &str = "HANDOVER_WORKER_INDEX";
 pub const EINHORN_FD_COUNT: &str = "EINHORN_FD_COUNT";
 /// Followed by the listener's index: `EINHORN_FD_0`, `EINHORN_FD_1`, ...
 pub const EINHORN_FD_PREFIX: &str = "EINHORN_FD_";
+pub const EINHORN_SOCK_PATH: &str = "EINHORN_SOCK_PATH";
+pub const EINHORN_SOCK_FD: &str = "EINHORN_SOCK_FD";
+pub const EINHORN_MASTER_PID: &str = "EINHORN_MASTER_PID";
 pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
 pub const WATCHDOG_USEC: &str = "WATCHDOG_USEC";
 pub const WATCHDOG_PID: &str = "WATCHDOG_PID";
@@ -52,21 +57,28 @@ pub struct Slot<'a> {
 }
 
 /// The listener variables for a worker, in a stable order:
+/// Where einhorn-speaking workers send `worker:ack`; they check that the
+/// master pid is their parent before they do.
+pub fn einhorn_env(socket: &str, master_pid: u32) -> Vec<(String, String)> {
+    vec![(EINHORN_SOCK_PATH.into(), socket.into()), (EINHORN_MASTER_PID.into(), master_pid.to_string())]
+}
+
+/// Which of the generation's `--workers` this one is (0-based), in
+/// einhorn's variable and handover's own.
+pub fn worker_index_env(index: usize) -> Vec<(String, String)> {
+    [EINHORN_CHILD_INDEX, HANDOVER_WORKER_INDEX]
+        .iter()
+        .map(|name| (name.to_string(), index.to_string()))
+        .collect()
+}
+
 /// `SERVER_STARTER_PORT`, then `LISTEN_FDS` and `LISTEN_FDNAMES` when
 /// systemd's protocol applies, then `EINHORN_FD_COUNT` and `EINHORN_FD_n`.
 pub fn listener_env(slots: &[Slot]) -> Vec<(String, String)> {
-    let server_starter = slots
-        .iter()
-        .map(|s| format!("{}={}", s.key, s.fd))
-        .collect::<Vec<_>>()
-        .join(";");
+    let server_starter = slots.iter().map(|s| format!("{}={}", s.key, s.fd)).collect::<Vec<_>>().join(";");
     let mut env = vec![(SERVER_STARTER_PORT.to_owned(), server_starter)];
     if speaks_systemd(slots) {
-        let names = slots
-            .iter()
-            .map(|s| s.name.unwrap_or(UNNAMED_FD))
-            .collect::<Vec<_>>()
-            .join(":");
+        let names = slots.iter().map(|s| s.name.unwrap_or(UNNAMED_FD)).collect::<Vec<_>>().join(":");
         env.push((LISTEN_FDS.to_owned(), slots.len().to_string()));
         env.push((LISTEN_FDNAMES.to_owned(), names));
     }
@@ -81,10 +93,7 @@ pub fn listener_env(slots: &[Slot]) -> Vec<(String, String)> {
 /// least one, at fds 3, 4, ... in order. The spawn module sets
 /// `LISTEN_PID` exactly when this holds.
 pub fn speaks_systemd(slots: &[Slot]) -> bool {
-    !slots.is_empty()
-        && (FIRST_LISTEN_FD..)
-            .zip(slots)
-            .all(|(expected, slot)| slot.fd == expected)
+    !slots.is_empty() && (FIRST_LISTEN_FD..).zip(slots).all(|(expected, slot)| slot.fd == expected)
 }
 
 pub fn generation_env(generation: u64) -> (&'static str, String) {
@@ -104,6 +113,9 @@ pub fn is_supervisor_private(name: &OsStr) -> bool {
         WATCHDOG_USEC,
         WATCHDOG_PID,
         EINHORN_FD_COUNT,
+        EINHORN_SOCK_PATH,
+        EINHORN_SOCK_FD,
+        EINHORN_MASTER_PID,
     ];
     let einhorn_fd = name
         .strip_prefix(EINHORN_FD_PREFIX.as_bytes())
@@ -120,16 +132,11 @@ pub fn place(pins: &[Option<i32>]) -> Result<Vec<i32>, String> {
             return Err(format!("cannot pin a listener to fd {fd}"));
         }
         if !pinned.insert(fd) {
-            return Err(format!(
-                "two listeners are pinned to fd {fd} (check the =FD suffixes)"
-            ));
+            return Err(format!("two listeners are pinned to fd {fd} (check the =FD suffixes)"));
         }
     }
     let mut free = (FIRST_LISTEN_FD..).filter(|fd| !pinned.contains(fd));
-    Ok(pins
-        .iter()
-        .map(|pin| pin.unwrap_or_else(|| free.next().expect("fd numbers are unbounded")))
-        .collect())
+    Ok(pins.iter().map(|pin| pin.unwrap_or_else(|| free.next().expect("fd numbers are unbounded"))).collect())
 }
 
 #[cfg(test)]
@@ -137,34 +144,20 @@ mod tests {
     use super::*;
 
     fn slot(key: &'static str, fd: i32) -> Slot<'static> {
-        Slot {
-            key,
-            name: None,
-            fd,
-        }
+        Slot { key, name: None, fd }
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn tcp_ipv6_and_unix_from_fd_3() {
-        let slots = [
-            slot("127.0.0.1:18010", 3),
-            slot("[::1]:18011", 4),
-            slot("/tmp/s.sock", 5),
-        ];
+        let slots = [slot("127.0.0.1:18010", 3), slot("[::1]:18011", 4), slot("/tmp/s.sock", 5)];
         assert_eq!(
             listener_env(&slots),
             env(&[
-                (
-                    "SERVER_STARTER_PORT",
-                    "127.0.0.1:18010=3;[::1]:18011=4;/tmp/s.sock=5"
-                ),
+                ("SERVER_STARTER_PORT", "127.0.0.1:18010=3;[::1]:18011=4;/tmp/s.sock=5"),
                 ("LISTEN_FDS", "3"),
                 ("LISTEN_FDNAMES", "unknown:unknown:unknown"),
                 ("EINHORN_FD_COUNT", "3"),
@@ -177,10 +170,7 @@ mod tests {
 
     #[test]
     fn no_listeners_still_announces_the_supervisor() {
-        assert_eq!(
-            listener_env(&[]),
-            env(&[("SERVER_STARTER_PORT", ""), ("EINHORN_FD_COUNT", "0")])
-        );
+        assert_eq!(listener_env(&[]), env(&[("SERVER_STARTER_PORT", ""), ("EINHORN_FD_COUNT", "0")]));
         assert!(!speaks_systemd(&[]));
     }
 
@@ -201,24 +191,13 @@ mod tests {
     #[test]
     fn names_fill_listen_fdnames() {
         let slots = [
-            Slot {
-                key: "8080",
-                name: Some("http"),
-                fd: 3,
-            },
+            Slot { key: "8080", name: Some("http"), fd: 3 },
             slot("8443", 4),
-            Slot {
-                key: "/run/app.sock",
-                name: Some("admin"),
-                fd: 5,
-            },
+            Slot { key: "/run/app.sock", name: Some("admin"), fd: 5 },
         ];
         let vars = listener_env(&slots);
         assert!(vars.contains(&("LISTEN_FDNAMES".into(), "http:unknown:admin".into())));
-        assert!(vars.contains(&(
-            "SERVER_STARTER_PORT".into(),
-            "8080=3;8443=4;/run/app.sock=5".into()
-        )));
+        assert!(vars.contains(&("SERVER_STARTER_PORT".into(), "8080=3;8443=4;/run/app.sock=5".into())));
     }
 
     #[test]
@@ -253,14 +232,8 @@ mod tests {
 
     #[test]
     fn generation() {
-        assert_eq!(
-            generation_env(1),
-            ("SERVER_STARTER_GENERATION", "1".to_owned())
-        );
-        assert_eq!(
-            generation_env(42),
-            ("SERVER_STARTER_GENERATION", "42".to_owned())
-        );
+        assert_eq!(generation_env(1), ("SERVER_STARTER_GENERATION", "1".to_owned()));
+        assert_eq!(generation_env(42), ("SERVER_STARTER_GENERATION", "42".to_owned()));
     }
 
     #[test]
@@ -288,7 +261,6 @@ mod tests {
             "EINHORN_FD_",
             "EINHORN_FD_X",
             "EINHORN_FD_1a",
-            "EINHORN_SOCK_PATH",
             "LISTEN_FDS_EXTRA",
             "listen_fds",
         ];
@@ -314,9 +286,6 @@ mod tests {
             place(&[Some(5), None, Some(5)]),
             Err("two listeners are pinned to fd 5 (check the =FD suffixes)".to_owned())
         );
-        assert_eq!(
-            place(&[Some(-1)]),
-            Err("cannot pin a listener to fd -1".to_owned())
-        );
+        assert_eq!(place(&[Some(-1)]), Err("cannot pin a listener to fd -1".to_owned()));
     }
 }

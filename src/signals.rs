@@ -99,14 +99,8 @@ mod tests {
     #[test]
     fn signals_map_to_events() {
         assert_eq!(classify(Signal::SIGHUP), Some(SignalEvent::Hup));
-        assert_eq!(
-            classify(Signal::SIGINT),
-            Some(SignalEvent::Terminate(Signal::SIGINT))
-        );
-        assert_eq!(
-            classify(Signal::SIGUSR2),
-            Some(SignalEvent::Forward(Signal::SIGUSR2))
-        );
+        assert_eq!(classify(Signal::SIGINT), Some(SignalEvent::Terminate(Signal::SIGINT)));
+        assert_eq!(classify(Signal::SIGUSR2), Some(SignalEvent::Forward(Signal::SIGUSR2)));
         assert_eq!(classify(Signal::SIGALRM), None);
     }
 }

@@ -54,11 +54,7 @@ pub fn resolve(program: &OsStr, env: &[(OsString, OsString)]) -> Result<PathBuf,
     if program.as_bytes().contains(&b'/') {
         return Ok(PathBuf::from(program));
     }
-    let path = env
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.clone());
+    let path = env.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone());
     let path = path.unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     let mut denied = false;
     for dir in std::env::split_paths(&path) {
@@ -74,28 +70,17 @@ pub fn resolve(program: &OsStr, env: &[(OsString, OsString)]) -> Result<PathBuf,
 
 /// Check before anything is bound that the first spawn can exec the
 /// program: found (else 127) and executable (else 126), as a shell says.
-pub fn check(
-    program: &OsStr,
-    env: &[(OsString, OsString)],
-    dir: Option<&Path>,
-) -> Result<(), SpawnError> {
+pub fn check(program: &OsStr, env: &[(OsString, OsString)], dir: Option<&Path>) -> Result<(), SpawnError> {
     let name = program.to_string_lossy();
-    let what = if name.contains('/') {
-        format!("run worker {name}")
-    } else {
-        format!("find worker {name} in PATH")
-    };
-    let failed = |errno| SpawnError {
-        what: what.clone(),
-        errno,
-    };
+    let what =
+        if name.contains('/') { format!("run worker {name}") } else { format!("find worker {name} in PATH") };
+    let failed = |errno| SpawnError { what: what.clone(), errno };
     let path = resolve(program, env).map_err(failed)?;
     let path = match dir {
         Some(dir) if path.is_relative() => dir.join(path),
         _ => path,
     };
-    let meta =
-        std::fs::metadata(&path).map_err(|e| failed(e.raw_os_error().unwrap_or(libc::ENOENT)))?;
+    let meta = std::fs::metadata(&path).map_err(|e| failed(e.raw_os_error().unwrap_or(libc::ENOENT)))?;
     if meta.is_dir() {
         return Err(failed(libc::EISDIR));
     }
@@ -131,11 +116,7 @@ impl Plan {
         *what = format!("exec {}", program.to_string_lossy());
         let path = resolve(program, req.env)?;
         let path = cstring(path.as_os_str().as_bytes())?;
-        let argv = req
-            .command
-            .iter()
-            .map(|a| cstring(a.as_bytes()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let argv = req.command.iter().map(|a| cstring(a.as_bytes())).collect::<Result<Vec<_>, _>>()?;
         let mut env = Vec::with_capacity(req.env.len());
         for (name, value) in req.env {
             let mut entry = name.as_bytes().to_vec();
@@ -193,23 +174,12 @@ impl Plan {
 /// Start a worker; returns its pid once it has exec'd.
 pub fn spawn(req: &Request) -> Result<Pid, SpawnError> {
     let mut what = String::from("exec");
-    let mut plan = Plan::new(req, &mut what).map_err(|errno| SpawnError {
-        what: what.clone(),
-        errno,
-    })?;
-    let failed = |what: &str, errno: Errno| SpawnError {
-        what: what.into(),
-        errno: errno as i32,
-    };
-    let (report_read, report_write) =
-        pipe2(OFlag::O_CLOEXEC).map_err(|e| failed("create a pipe", e))?;
+    let mut plan = Plan::new(req, &mut what).map_err(|errno| SpawnError { what: what.clone(), errno })?;
+    let failed = |what: &str, errno: Errno| SpawnError { what: what.into(), errno: errno as i32 };
+    let (report_read, report_write) = pipe2(OFlag::O_CLOEXEC).map_err(|e| failed("create a pipe", e))?;
     let mut saved = SigSet::empty();
-    sigprocmask(
-        SigmaskHow::SIG_SETMASK,
-        Some(&SigSet::all()),
-        Some(&mut saved),
-    )
-    .map_err(|e| failed("block signals", e))?;
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), Some(&mut saved))
+        .map_err(|e| failed("block signals", e))?;
     // SAFETY: the child runs only `child`, which makes async-signal-safe
     // calls on memory prepared above and never returns.
     let pid = unsafe { libc::fork() };
@@ -269,13 +239,7 @@ fn child(plan: &mut Plan, report: RawFd) -> ! {
         let default = [0u64; 4];
         for signal in 1..plan.nsig {
             if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-                libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    signal,
-                    default.as_ptr(),
-                    0usize,
-                    8usize,
-                );
+                libc::syscall(libc::SYS_rt_sigaction, signal, default.as_ptr(), 0usize, 8usize);
             }
         }
         libc::setpgid(0, 0);
@@ -304,12 +268,7 @@ fn child(plan: &mut Plan, report: RawFd) -> ! {
             }
         }
         for &(first, last) in &plan.cloexec_ranges {
-            let done = libc::syscall(
-                libc::SYS_close_range,
-                first,
-                last,
-                libc::CLOSE_RANGE_CLOEXEC,
-            );
+            let done = libc::syscall(libc::SYS_close_range, first, last, libc::CLOSE_RANGE_CLOEXEC);
             if done != 0 {
                 let last = last.min(plan.open_max as u32);
                 for fd in first..=last {
@@ -320,11 +279,7 @@ fn child(plan: &mut Plan, report: RawFd) -> ! {
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        libc::execve(
-            plan.path.as_ptr(),
-            plan.argv_ptrs.as_ptr(),
-            plan.env_ptrs.as_ptr(),
-        );
+        libc::execve(plan.path.as_ptr(), plan.argv_ptrs.as_ptr(), plan.env_ptrs.as_ptr());
         fail(report, STAGE_EXEC);
     }
 }
@@ -404,18 +359,9 @@ mod tests {
 
     #[test]
     fn resolves_like_execvp() {
-        let env = [(
-            OsString::from("PATH"),
-            OsString::from("/nonexistent:/bin:/usr/bin"),
-        )];
+        let env = [(OsString::from("PATH"), OsString::from("/nonexistent:/bin:/usr/bin"))];
         assert!(resolve(OsStr::new("sh"), &env).unwrap().ends_with("sh"));
-        assert_eq!(
-            resolve(OsStr::new("no-such-program-x"), &env),
-            Err(libc::ENOENT)
-        );
-        assert_eq!(
-            resolve(OsStr::new("./relative"), &env),
-            Ok(PathBuf::from("./relative"))
-        );
+        assert_eq!(resolve(OsStr::new("no-such-program-x"), &env), Err(libc::ENOENT));
+        assert_eq!(resolve(OsStr::new("./relative"), &env), Ok(PathBuf::from("./relative")));
     }
 }

@@ -49,9 +49,7 @@ pub fn inherited_fds() -> Vec<(String, RawFd)> {
             None
         };
         match problem {
-            Some(why) => say_line(&format!(
-                "support: ignoring inherited fd {fd} ({name}): it {why}"
-            )),
+            Some(why) => say_line(&format!("support: ignoring inherited fd {fd} ({name}): it {why}")),
             None => {
                 seen.push(fd);
                 out.push((name, fd));
@@ -124,10 +122,7 @@ pub fn notify_ready() {
 
 /// `SERVER_STARTER_GENERATION`, 0 when absent or not a number.
 pub fn generation() -> u64 {
-    env::var("SERVER_STARTER_GENERATION")
-        .ok()
-        .and_then(|g| g.trim().parse().ok())
-        .unwrap_or(0)
+    env::var("SERVER_STARTER_GENERATION").ok().and_then(|g| g.trim().parse().ok()).unwrap_or(0)
 }
 
 /// A self-pipe for `signals`: the handlers only write a byte; poll

@@ -27,13 +27,7 @@ fn start_server(options: &[&str], command: &[String]) -> Supervisor {
     builder
         .program(link)
         .args(options)
-        .args([
-            "--pid-file",
-            "{dir}/pid",
-            "--status-file",
-            "{dir}/status",
-            "--",
-        ])
+        .args(["--pid-file", "{dir}/pid", "--status-file", "{dir}/status", "--"])
         .args(command)
         .start()
 }
@@ -41,9 +35,7 @@ fn start_server(options: &[&str], command: &[String]) -> Supervisor {
 /// The test worker, journal in `{dir}/journal`, reporting READY=1.
 fn worker() -> Vec<String> {
     let worker = example("worker").display().to_string();
-    [&worker, "--journal", "{dir}/journal", "--notify"]
-        .map(String::from)
-        .to_vec()
+    [&worker, "--journal", "{dir}/journal", "--notify"].map(String::from).to_vec()
 }
 
 /// The probe: it reports to `{dir}/probe.json` and says READY=1 once its
@@ -52,9 +44,7 @@ fn worker() -> Vec<String> {
 /// supervisor's lines can land between).
 fn quiet_worker() -> Vec<String> {
     let probe = example("probe").display().to_string();
-    [&probe, "--out", "{dir}/probe.json", "--notify"]
-        .map(String::from)
-        .to_vec()
+    [&probe, "--out", "{dir}/probe.json", "--notify"].map(String::from).to_vec()
 }
 
 /// Waits until the probe of `generation` has reported (so it handles TERM).
@@ -153,10 +143,7 @@ fn worker_crashing_at_startup_is_reported_with_the_raw_wait_status() {
     let s = start_server(&["--port", "127.0.0.1:0"], &exit_3);
     let line = s.wait_line("seems to have failed to start");
     let pid = s.worker_pids()[0];
-    assert_eq!(
-        line,
-        format!("new worker {pid} seems to have failed to start, exit status:768")
-    );
+    assert_eq!(line, format!("new worker {pid} seems to have failed to start, exit status:768"));
     assert_eq!(log(&s)[1], format!("starting new worker {pid}"));
 }
 
@@ -165,11 +152,7 @@ fn help_and_version_exit_0_on_stdout() {
     for args in [["--version"], ["--ver"], ["-version"]] {
         let ran = start_server_once(&args);
         assert_eq!(ran.status.code(), Some(0), "{args:?}: {}", ran.stderr);
-        assert!(
-            ran.stdout.trim_end().ends_with("0.35"),
-            "{args:?}: {}",
-            ran.stdout
-        );
+        assert!(ran.stdout.trim_end().ends_with("0.35"), "{args:?}: {}", ran.stdout);
     }
     let ran = start_server_once(&["--help"]);
     assert_eq!(ran.status.code(), Some(0), "{}", ran.stderr);
@@ -200,40 +183,20 @@ fn ambiguous_prefix_is_a_usage_error_in_one_line() {
     let ran = start_server_once(&["--p=1", "--", "true"]);
     assert_eq!(ran.status.code(), Some(2), "{}", ran.stderr);
     assert_eq!(ran.stderr.lines().count(), 1, "{}", ran.stderr);
-    assert!(
-        ran.stderr.starts_with("start_server: ") && ran.stderr.contains("--p"),
-        "{}",
-        ran.stderr
-    );
+    assert!(ran.stderr.starts_with("start_server: ") && ran.stderr.contains("--p"), "{}", ran.stderr);
     assert_eq!(ran.stdout, "");
 }
 
 #[test]
 fn stop_client_returns_once_the_supervisor_has_exited() {
-    let mut s = start_server(
-        &["--port", "127.0.0.1:0", "--path", "{dir}/a.sock"],
-        &worker(),
-    );
+    let mut s = start_server(&["--port", "127.0.0.1:0", "--path", "{dir}/a.sock"], &worker());
     s.wait_generations(&[1]);
     let pid_file = s.path("pid");
-    let ran = run(
-        &s.path("start_server"),
-        ["--stop", "--pid-file", text(&pid_file)],
-    );
+    let ran = run(&s.path("start_server"), ["--stop", "--pid-file", text(&pid_file)]);
     assert!(ran.status.success(), "{}", ran.stderr);
-    assert_eq!(
-        ran.stderr,
-        format!(
-            "stop_server (pid:{}) stopping now (pid:{})...\n",
-            ran.pid,
-            s.pid()
-        )
-    );
+    assert_eq!(ran.stderr, format!("stop_server (pid:{}) stopping now (pid:{})...\n", ran.pid, s.pid()));
     for file in ["pid", "status", "a.sock"] {
-        assert!(
-            !s.path(file).exists(),
-            "{file} still there when --stop returned"
-        );
+        assert!(!s.path(file).exists(), "{file} still there when --stop returned");
     }
     assert_eq!(s.wait_exit().code(), Some(0), "{}", s.dossier());
 }
@@ -245,13 +208,7 @@ fn restart_client_returns_when_the_new_generation_serves_alone() {
     let (pid_file, status_file) = (s.path("pid"), s.path("status"));
     let ran = run(
         &s.path("start_server"),
-        [
-            "--restart",
-            "--pid-file",
-            text(&pid_file),
-            "--status-file",
-            text(&status_file),
-        ],
+        ["--restart", "--pid-file", text(&pid_file), "--status-file", text(&status_file)],
     );
     assert!(ran.status.success(), "{}\n{}", ran.stderr, s.dossier());
     let status = s.status_file();
@@ -268,28 +225,15 @@ fn legacy_client_flags_work_under_the_name_handover() {
     s.wait_generations(&[1]);
     let (pid_file, status_file) = (s.path("pid"), s.path("status"));
     let (pid_file, status_file) = (text(&pid_file), text(&status_file));
-    let restart = [
-        "--restart",
-        "--pid-file",
-        pid_file,
-        "--status-file",
-        status_file,
-    ];
+    let restart = ["--restart", "--pid-file", pid_file, "--status-file", status_file];
     let ran = run(&binary(), restart);
     assert!(ran.status.success(), "{}\n{}", ran.stderr, s.dossier());
     let status = s.status_file();
-    assert_eq!(
-        status.iter().map(|g| g.0).collect::<Vec<_>>(),
-        [2],
-        "{status:?}"
-    );
+    assert_eq!(status.iter().map(|g| g.0).collect::<Vec<_>>(), [2], "{status:?}");
 
     let ran = run(&binary(), ["--stop", "--pid-file", pid_file]);
     assert!(ran.status.success(), "{}", ran.stderr);
-    assert!(
-        !s.path("pid").exists(),
-        "pid file still there when --stop returned"
-    );
+    assert!(!s.path("pid").exists(), "pid file still there when --stop returned");
     assert_eq!(s.wait_exit().code(), Some(0), "{}", s.dossier());
 }
 
@@ -298,12 +242,7 @@ fn restart_wait_and_status_subcommands() {
     let s = with_worker(&["--port", "127.0.0.1:0"], &["--notify"]);
     let first = s.wait_generations(&[1])[0].1;
     let (pid_file, status_file) = (s.path("pid"), s.path("status"));
-    let target = [
-        "--pid-file",
-        text(&pid_file),
-        "--status-file",
-        text(&status_file),
-    ];
+    let target = ["--pid-file", text(&pid_file), "--status-file", text(&status_file)];
     let status = |json: bool| {
         let mut args = vec!["status"];
         args.extend(target);
@@ -312,13 +251,7 @@ fn restart_wait_and_status_subcommands() {
         assert!(ran.status.success(), "{}", ran.stderr);
         ran.stdout
     };
-    assert_eq!(
-        status(false),
-        format!(
-            "supervisor pid {} running\ngeneration 1  pid {first}\n",
-            s.pid()
-        )
-    );
+    assert_eq!(status(false), format!("supervisor pid {} running\ngeneration 1  pid {first}\n", s.pid()));
     let json: serde_json::Value = serde_json::from_str(&status(true)).unwrap();
     assert_eq!(
         json,
@@ -334,8 +267,5 @@ fn restart_wait_and_status_subcommands() {
     let now = s.status_file();
     assert!(now.len() == 1 && now[0].0 == 2, "{now:?}");
     let json: serde_json::Value = serde_json::from_str(&status(true)).unwrap();
-    assert_eq!(
-        json["generations"],
-        serde_json::json!([{"generation": 2, "pid": now[0].1}])
-    );
+    assert_eq!(json["generations"], serde_json::json!([{"generation": 2, "pid": now[0].1}]));
 }

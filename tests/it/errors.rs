@@ -89,12 +89,7 @@ pub fn run_in(dir: &Path, args: &[&str]) -> Outcome {
         rx.recv_timeout(DEADLINE.saturating_sub(start.elapsed()))
             .unwrap_or_else(|_| panic!("`{command}`: output still open after it exited"))
     };
-    Outcome {
-        code: status.code(),
-        stdout: left(out),
-        stderr: left(err),
-        command,
-    }
+    Outcome { code: status.code(), stdout: left(out), stderr: left(err), command }
 }
 
 /// Runs handover once in a fresh temp dir.
@@ -104,10 +99,8 @@ pub fn run_once(args: &[&str]) -> (Outcome, tempfile::TempDir) {
 }
 
 pub fn listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut names: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     names
 }
@@ -115,14 +108,7 @@ pub fn listing(dir: &Path) -> Vec<String> {
 /// The files every case asks for (pid, status, a unix socket), then
 /// `options`, then the worker with a journal it would create on start.
 fn case_args<'a>(options: &[&'a str], worker: &'a str) -> Vec<&'a str> {
-    let mut args = vec![
-        "--pid-file",
-        "{dir}/pid",
-        "--status-file",
-        "{dir}/status",
-        "--path",
-        "{dir}/s.sock",
-    ];
+    let mut args = vec!["--pid-file", "{dir}/pid", "--status-file", "{dir}/status", "--path", "{dir}/s.sock"];
     args.extend(options);
     args.extend(["--", worker, "--journal", "{dir}/journal"]);
     args
@@ -137,11 +123,7 @@ fn assert_failed(o: &Outcome, dir: &Path, code: i32, needles: &[&str], kept: &[&
     let last = lines.last().copied().unwrap_or_default();
     for needle in needles {
         let needle = needle.replace("{dir}", &d);
-        assert!(
-            last.contains(&needle),
-            "no {needle:?} in {last:?}\n{}",
-            o.dossier()
-        );
+        assert!(last.contains(&needle), "no {needle:?} in {last:?}\n{}", o.dossier());
     }
     assert!(o.stdout.is_empty(), "stdout\n{}", o.dossier());
     assert_eq!(listing(dir), kept, "left behind\n{}", o.dossier());
@@ -161,36 +143,15 @@ fn assert_one_line(o: &Outcome) {
 fn usage_errors_are_one_line_and_exit_2() {
     let worker = example("worker").display().to_string();
     let cases: &[(&[&str], &[&str])] = &[
-        (
-            &["--port", "abc"],
-            &["--port", "\"abc\"", "expected PORT, HOST:PORT"],
-        ),
-        (
-            &["--port", "127.0.0.1:70000"],
-            &["--port", "70000", "out of range"],
-        ),
-        (
-            &["--signal-on-hup", "BOGUS"],
-            &["--signal-on-hup", "BOGUS", "TERM, QUIT"],
-        ),
-        (
-            &["--envdir", "{dir}/missing"],
-            &["envdir {dir}/missing", "No such file"],
-        ),
+        (&["--port", "abc"], &["--port", "\"abc\"", "expected PORT, HOST:PORT"]),
+        (&["--port", "127.0.0.1:70000"], &["--port", "70000", "out of range"]),
+        (&["--signal-on-hup", "BOGUS"], &["--signal-on-hup", "BOGUS", "TERM, QUIT"]),
+        (&["--envdir", "{dir}/missing"], &["envdir {dir}/missing", "No such file"]),
         (&["--daemonize"], &["--daemonize", "needs --log-file"]),
-        (
-            &["--interval", "soon"],
-            &["--interval", "\"soon\"", "500ms"],
-        ),
+        (&["--interval", "soon"], &["--interval", "\"soon\"", "500ms"]),
         (&["--bogus"], &["--bogus", "--help"]),
-        (
-            &["--dir", "{dir}/missing"],
-            &["--dir {dir}/missing", "not a directory"],
-        ),
-        (
-            &["--port", "127.0.0.1:0=5", "--port", "127.0.0.1:0=5"],
-            &["fd 5", "=FD"],
-        ),
+        (&["--dir", "{dir}/missing"], &["--dir {dir}/missing", "not a directory"]),
+        (&["--port", "127.0.0.1:0=5", "--port", "127.0.0.1:0=5"], &["fd 5", "=FD"]),
     ];
     for (options, needles) in cases {
         let (o, dir) = run_once(&case_args(options, &worker));
@@ -201,14 +162,8 @@ fn usage_errors_are_one_line_and_exit_2() {
 
 #[test]
 fn missing_command_is_a_usage_error() {
-    let (o, dir) = run_once(&[
-        "--port",
-        "127.0.0.1:0",
-        "--pid-file",
-        "{dir}/pid",
-        "--status-file",
-        "{dir}/status",
-    ]);
+    let (o, dir) =
+        run_once(&["--port", "127.0.0.1:0", "--pid-file", "{dir}/pid", "--status-file", "{dir}/status"]);
     assert_failed(&o, dir.path(), 2, &["no worker command", "-- COMMAND"], &[]);
     assert_one_line(&o);
 }
@@ -249,11 +204,7 @@ fn a_locked_pid_file_exits_1_and_changes_nothing() {
     let _held = Flock::lock(fs::File::open(&path).unwrap(), FlockArg::LockExclusive).unwrap();
     let worker = example("worker").display().to_string();
     let o = run_in(dir.path(), &case_args(&["--port", "127.0.0.1:0"], &worker));
-    let needles = [
-        "handover: ",
-        "pid file {dir}/pid (pid 12345)",
-        "stop it first",
-    ];
+    let needles = ["handover: ", "pid file {dir}/pid (pid 12345)", "stop it first"];
     assert_failed(&o, dir.path(), 1, &needles, &["pid"]);
     assert_eq!(o.error_lines().len(), 1, "{}", o.dossier());
     assert_eq!(fs::read_to_string(&path).unwrap(), "12345\n");
@@ -294,21 +245,13 @@ fn worker_not_found_exits_127_and_not_executable_126() {
 #[test]
 fn worker_not_found_is_one_line_before_anything_is_bound() {
     for (file, prepare, cause) in [
-        (
-            "missing",
-            (|_: &Path| {}) as fn(&Path),
-            "No such file or directory",
-        ),
+        ("missing", (|_: &Path| {}) as fn(&Path), "No such file or directory"),
         ("noexec", not_executable, "Permission denied"),
     ] {
         let (o, dir) = unrunnable(file, prepare);
         assert_one_line(&o);
         let program = dir.path().join(file).display().to_string();
         let line = o.stderr_lines()[0];
-        assert!(
-            line.contains(&program) && line.contains(cause),
-            "{}",
-            o.dossier()
-        );
+        assert!(line.contains(&program) && line.contains(cause), "{}", o.dossier());
     }
 }

@@ -39,11 +39,7 @@ const WORKER_STDERR: &str = "worker: pid ";
 fn parent_of(pid: i32) -> u32 {
     let stat = read(Path::new(&format!("/proc/{pid}/stat")));
     let after_name = stat.rsplit(')').next().unwrap_or("");
-    after_name
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0)
+    after_name.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0)
 }
 
 fn read(path: &Path) -> String {
@@ -96,12 +92,7 @@ impl Sweep {
         wait_for(
             &format!("{needle:?} in {}", self.log),
             || self.dossier(),
-            || {
-                self.log()
-                    .lines()
-                    .find(|l| l.contains(needle))
-                    .map(str::to_owned)
-            },
+            || self.log().lines().find(|l| l.contains(needle)).map(str::to_owned),
         )
     }
 }
@@ -142,11 +133,7 @@ fn second_instance_with_the_same_pid_file_fails_at_once() {
     let worker = example("worker").display().to_string();
     // Its port is the first one's: had it bound before locking, it would fail with EADDRINUSE.
     let mut args = vec!["--port", &addr, "--path", "{dir}/second.sock"];
-    args.extend(
-        TARGET
-            .iter()
-            .chain(&["--", &worker, "--journal", "{dir}/second"]),
-    );
+    args.extend(TARGET.iter().chain(&["--", &worker, "--journal", "{dir}/second"]));
     let second = run_in(first.dir.path(), &args);
     let pid_file = first.path("pid").display().to_string();
     let lines = second.error_lines();
@@ -227,8 +214,7 @@ fn exec_failure_in_a_later_generation_removes_no_file() {
     assert!(s.path("s.sock").exists(), "{}", s.dossier());
     assert_eq!(generation_of(&ask(&addr).unwrap()), Some(1));
     let mut unix = std::os::unix::net::UnixStream::connect(s.path("s.sock")).unwrap();
-    unix.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
+    unix.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
     let mut answer = String::new();
     std::io::Read::read_to_string(&mut unix, &mut answer).unwrap();
     assert_eq!(generation_of(answer.trim()), Some(1));
@@ -239,10 +225,7 @@ fn log_file_is_appended_and_gets_everything() {
     let b = handover();
     fs::write(b.dir().join("log"), "a line from before\n").unwrap();
     let options = ["--port", "127.0.0.1:0", "--log-file", "{dir}/log"];
-    let sweep = Sweep {
-        s: Some(worker_cmd(b, &options, &["--notify"]).start()),
-        log: "log",
-    };
+    let sweep = Sweep { s: Some(worker_cmd(b, &options, &["--notify"]).start()), log: "log" };
     let s = sweep.s();
     let worker = s.wait_generations(&[1])[0].1;
     sweep.wait_log(&format!("starting new worker {worker}"));
@@ -254,16 +237,8 @@ fn log_file_is_appended_and_gets_everything() {
 
 #[test]
 fn log_file_pipe_form_feeds_the_command() {
-    let options = [
-        "--port",
-        "127.0.0.1:0",
-        "--log-file",
-        "| cat >> {dir}/piped.log",
-    ];
-    let sweep = Sweep {
-        s: Some(worker_cmd(handover(), &options, &["--notify"]).start()),
-        log: "piped.log",
-    };
+    let options = ["--port", "127.0.0.1:0", "--log-file", "| cat >> {dir}/piped.log"];
+    let sweep = Sweep { s: Some(worker_cmd(handover(), &options, &["--notify"]).start()), log: "piped.log" };
     let worker = sweep.s().wait_generations(&[1])[0].1;
     sweep.wait_log(&format!("starting new worker {worker}"));
     sweep.wait_log(WORKER_STDERR);
@@ -273,10 +248,7 @@ fn log_file_pipe_form_feeds_the_command() {
 #[test]
 fn daemonize_detaches_serves_and_stops() {
     let options = words("--daemonize --log-file {dir}/log --port 127.0.0.1:0");
-    let mut sweep = Sweep {
-        s: Some(worker_cmd(handover(), &options, &["--notify"]).start()),
-        log: "log",
-    };
+    let mut sweep = Sweep { s: Some(worker_cmd(handover(), &options, &["--notify"]).start()), log: "log" };
     let status = sweep.s.as_mut().unwrap().wait_exit();
     assert!(status.success(), "{}", sweep.dossier());
     let s = sweep.s();
@@ -299,11 +271,7 @@ fn daemonize_detaches_serves_and_stops() {
     assert_eq!(crate::errors::listing(s.dir.path()), ["journal", "log"]);
     assert!(!alive(worker), "{}", sweep.dossier());
     // Strictly it should be gone already: see stop_returns_after_the_supervisor_has_exited.
-    wait_for(
-        "the daemon to exit",
-        || sweep.dossier(),
-        || (!alive(daemon)).then_some(()),
-    );
+    wait_for("the daemon to exit", || sweep.dossier(), || (!alive(daemon)).then_some(()));
     sweep.wait_log("exiting");
 }
 
@@ -323,10 +291,7 @@ fn stop_returns_after_the_supervisor_has_exited() {
 
 #[test]
 fn stop_with_a_timeout_fails_when_the_workers_ignore_term() {
-    let mut s = with_worker(
-        &["--port", "127.0.0.1:0"],
-        &["--notify", "--ignore-term", "forever"],
-    );
+    let mut s = with_worker(&["--port", "127.0.0.1:0"], &["--notify", "--ignore-term", "forever"]);
     let worker = s.wait_generations(&[1])[0].1;
     let args = ["stop", "--pid-file", "{dir}/pid", "--timeout", "100ms"];
     let stop = run_in(s.dir.path(), &args);
@@ -341,10 +306,7 @@ fn stop_with_a_timeout_fails_when_the_workers_ignore_term() {
 
 #[test]
 fn restart_wait_fails_when_every_new_generation_crashes() {
-    let s = with_worker(
-        &["--port", "127.0.0.1:0"],
-        &["--notify", "--crash-if-generation-at-least", "2"],
-    );
+    let s = with_worker(&["--port", "127.0.0.1:0"], &["--notify", "--crash-if-generation-at-least", "2"]);
     let addr = s.tcp_addr();
     let first = s.wait_generations(&[1]);
     let args = [&words("restart --wait --timeout 500ms"), &TARGET[..]].concat();
@@ -360,12 +322,7 @@ fn status_of(dir: &Path, json: bool) -> String {
     let mut args = vec!["status"];
     args.extend(json.then_some("--json").iter().chain(&TARGET));
     let o = run_in(dir, &args);
-    assert_eq!(
-        (o.code, o.stderr.as_str()),
-        (Some(0), ""),
-        "{}",
-        o.dossier()
-    );
+    assert_eq!((o.code, o.stderr.as_str()), (Some(0), ""), "{}", o.dossier());
     o.stdout
 }
 

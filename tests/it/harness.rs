@@ -27,20 +27,12 @@ pub fn binary() -> PathBuf {
 /// An example program, built by `cargo test` next to the binary.
 pub fn example(name: &str) -> PathBuf {
     let path = binary().parent().unwrap().join("examples").join(name);
-    assert!(
-        path.exists(),
-        "{} missing: run the tests with `cargo test`",
-        path.display()
-    );
+    assert!(path.exists(), "{} missing: run the tests with `cargo test`", path.display());
     path
 }
 
 /// Poll `fact` until it holds; panic with `what` and `dossier()` after DEADLINE.
-pub fn wait_for<T>(
-    what: &str,
-    dossier: impl Fn() -> String,
-    mut fact: impl FnMut() -> Option<T>,
-) -> T {
+pub fn wait_for<T>(what: &str, dossier: impl Fn() -> String, mut fact: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(value) = fact() {
@@ -106,11 +98,7 @@ impl Builder {
 
     pub fn start(self) -> Supervisor {
         let dir_text = self.dir.path().to_string_lossy().into_owned();
-        let args: Vec<String> = self
-            .args
-            .iter()
-            .map(|a| a.replace("{dir}", &dir_text))
-            .collect();
+        let args: Vec<String> = self.args.iter().map(|a| a.replace("{dir}", &dir_text)).collect();
         let mut command = Command::new(&self.program);
         command
             .args(&args)
@@ -145,37 +133,20 @@ impl Builder {
         }
         let mut shown = vec![self.program.display().to_string()];
         shown.extend(args);
-        Supervisor {
-            dir: self.dir,
-            child: Some(child),
-            args: shown,
-            stderr,
-            status: None,
-        }
+        Supervisor { dir: self.dir, child: Some(child), args: shown, stderr, status: None }
     }
 }
 
 /// A handover command line in a fresh temp dir.
 pub fn handover() -> Builder {
-    Builder {
-        program: binary(),
-        args: Vec::new(),
-        dir: tempfile::tempdir().unwrap(),
-        env: Vec::new(),
-    }
+    Builder { program: binary(), args: Vec::new(), dir: tempfile::tempdir().unwrap(), env: Vec::new() }
 }
 
 /// handover running `worker` with `worker_args`, journal at `{dir}/journal`.
 pub fn with_worker(options: &[&str], worker_args: &[&str]) -> Supervisor {
     handover()
         .args(options)
-        .args([
-            "--pid-file",
-            "{dir}/pid",
-            "--status-file",
-            "{dir}/status",
-            "--",
-        ])
+        .args(["--pid-file", "{dir}/pid", "--status-file", "{dir}/status", "--"])
         .arg(example("worker"))
         .args(["--journal", "{dir}/journal"])
         .args(worker_args)
@@ -251,11 +222,7 @@ impl Supervisor {
         wait_for(
             &format!("journal line with {parts:?}"),
             || self.dossier(),
-            || {
-                self.journal()
-                    .into_iter()
-                    .find(|l| parts.iter().all(|p| l.split(' ').any(|w| w == *p)))
-            },
+            || self.journal().into_iter().find(|l| parts.iter().all(|p| l.split(' ').any(|w| w == *p))),
         )
     }
 
@@ -275,13 +242,7 @@ impl Supervisor {
     /// The first listener's real address, from `listening on tcp ADDR as fd N`.
     pub fn tcp_addr(&self) -> String {
         let line = self.wait_line("listening on tcp ");
-        line.split("listening on tcp ")
-            .nth(1)
-            .unwrap()
-            .split(' ')
-            .next()
-            .unwrap()
-            .to_string()
+        line.split("listening on tcp ").nth(1).unwrap().split(' ').next().unwrap().to_string()
     }
 
     pub fn signal(&self, signal: Signal) {
@@ -294,9 +255,7 @@ impl Supervisor {
             return status;
         }
         let child = self.child.as_mut().unwrap();
-        let status = wait_for("the supervisor to exit", String::new, || {
-            child.try_wait().unwrap()
-        });
+        let status = wait_for("the supervisor to exit", String::new, || child.try_wait().unwrap());
         self.status = Some(status);
         status
     }
@@ -327,29 +286,17 @@ pub fn ask(addr: &str) -> std::io::Result<String> {
 
 /// `gen=G` out of a worker's answer.
 pub fn generation_of(answer: &str) -> Option<u64> {
-    answer
-        .split(' ')
-        .find_map(|w| w.strip_prefix("gen="))
-        .and_then(|g| g.parse().ok())
+    answer.split(' ').find_map(|w| w.strip_prefix("gen=")).and_then(|g| g.parse().ok())
 }
 
 pub fn read_lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_owned).collect()
 }
 
 pub fn alive(pid: i32) -> bool {
     // A zombie is gone for our purposes; `kill 0` would still succeed on it.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -362,9 +309,7 @@ impl Drop for Supervisor {
         {
             let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
             let start = Instant::now();
-            while child.try_wait().ok().flatten().is_none()
-                && start.elapsed() < Duration::from_secs(5)
-            {
+            while child.try_wait().ok().flatten().is_none() && start.elapsed() < Duration::from_secs(5) {
                 std::thread::sleep(Duration::from_millis(5));
             }
             let _ = child.kill();

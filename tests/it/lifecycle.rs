@@ -10,11 +10,7 @@ use crate::harness::*;
 
 /// Bounded client loop: connects, reads the worker's line, until told to
 /// stop, 50,000 requests or 60 s. Returns (generation seen per request, errors).
-fn load(
-    addr: String,
-    stop: Arc<AtomicBool>,
-    done: Arc<AtomicUsize>,
-) -> JoinHandle<(Vec<u64>, Vec<String>)> {
+fn load(addr: String, stop: Arc<AtomicBool>, done: Arc<AtomicUsize>) -> JoinHandle<(Vec<u64>, Vec<String>)> {
     std::thread::spawn(move || {
         let (mut seen, mut errors) = (Vec::new(), Vec::new());
         let start = Instant::now();
@@ -40,13 +36,8 @@ fn hot_restart_refuses_and_resets_nothing() {
     let s = with_worker(&["--port", "127.0.0.1:0"], &["--notify"]);
     let addr = s.tcp_addr();
     s.wait_journal(&["ready", "gen=1"]);
-    let (stop, done) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicUsize::new(0)),
-    );
-    let clients: Vec<_> = (0..2)
-        .map(|_| load(addr.clone(), stop.clone(), done.clone()))
-        .collect();
+    let (stop, done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let clients: Vec<_> = (0..2).map(|_| load(addr.clone(), stop.clone(), done.clone())).collect();
     let at_least = |n: usize| {
         wait_for(
             &format!("{n} requests"),
@@ -63,27 +54,16 @@ fn hot_restart_refuses_and_resets_nothing() {
     let mut seen = Vec::new();
     for client in clients {
         let (gens, errors) = client.join().unwrap();
-        assert!(
-            errors.is_empty(),
-            "failed requests: {errors:?}\n{}",
-            s.dossier()
-        );
+        assert!(errors.is_empty(), "failed requests: {errors:?}\n{}", s.dossier());
         seen.extend(gens);
     }
     assert!(seen.contains(&1) && seen.contains(&2), "{seen:?}");
-    assert!(
-        s.lines().iter().any(|l| l.contains("is ready (READY=1")),
-        "{}",
-        s.dossier()
-    );
+    assert!(s.lines().iter().any(|l| l.contains("is ready (READY=1")), "{}", s.dossier());
 }
 
 #[test]
 fn failing_new_generation_leaves_the_old_one_serving() {
-    let s = with_worker(
-        &["--port", "127.0.0.1:0"],
-        &["--notify", "--crash-if-generation-at-least", "2"],
-    );
+    let s = with_worker(&["--port", "127.0.0.1:0"], &["--notify", "--crash-if-generation-at-least", "2"]);
     let addr = s.tcp_addr();
     let first = s.wait_generations(&[1]);
     s.signal(Signal::SIGHUP);
@@ -106,20 +86,15 @@ fn dead_worker_is_respawned() {
     let addr = s.tcp_addr();
     let first = s.wait_generations(&[1]);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(first[0].1), Signal::SIGKILL).unwrap();
-    s.wait_line(&format!(
-        "worker {} died unexpectedly with status:9, restarting",
-        first[0].1
-    ));
+    s.wait_line(&format!("worker {} died unexpectedly with status:9, restarting", first[0].1));
     s.wait_generations(&[2]);
     assert_eq!(generation_of(&s.ask(&addr).unwrap()), Some(2));
 }
 
 #[test]
 fn hups_during_a_restart_coalesce_into_one() {
-    let s = with_worker(
-        &["--port", "127.0.0.1:0", "--ready", "notify"],
-        &["--notify", "--startup-delay", "300"],
-    );
+    let s =
+        with_worker(&["--port", "127.0.0.1:0", "--ready", "notify"], &["--notify", "--startup-delay", "300"]);
     s.wait_generations(&[1]);
     s.signal(Signal::SIGHUP);
     s.wait_journal(&["start", "gen=2"]);
@@ -134,22 +109,17 @@ fn hups_during_a_restart_coalesce_into_one() {
 #[test]
 fn term_stops_every_worker_and_removes_every_file() {
     for (signal, word) in [(Signal::SIGTERM, "TERM"), (Signal::SIGINT, "INT")] {
-        let mut s = with_worker(
-            &["--port", "127.0.0.1:0", "--path", "{dir}/app.sock"],
-            &["--notify"],
-        );
+        let mut s = with_worker(&["--port", "127.0.0.1:0", "--path", "{dir}/app.sock"], &["--notify"]);
         let pid = s.wait_generations(&[1])[0].1;
         assert!(s.path("app.sock").exists() && s.path("pid").exists());
         s.signal(signal);
         assert!(s.wait_exit().success(), "{}", s.dossier());
-        assert!(s.lines().iter().any(|l| l.ends_with(&format!(
-            "received {word}, sending TERM to all workers:{pid}"
-        ))));
         assert!(
-            s.lines().last().unwrap().ends_with("exiting"),
-            "{}",
-            s.dossier()
+            s.lines()
+                .iter()
+                .any(|l| l.ends_with(&format!("received {word}, sending TERM to all workers:{pid}")))
         );
+        assert!(s.lines().last().unwrap().ends_with("exiting"), "{}", s.dossier());
         s.wait_journal(&["term", &format!("pid={pid}")]);
         assert!(!alive(pid));
         for file in ["pid", "status", "app.sock"] {
@@ -177,14 +147,7 @@ fn other_signals_are_forwarded_to_the_serving_generation() {
 #[test]
 fn drain_timeout_kills_an_old_generation_that_ignores_term() {
     let s = with_worker(
-        &[
-            "--port",
-            "127.0.0.1:0",
-            "--drain-timeout",
-            "200ms",
-            "--stop-timeout",
-            "100ms",
-        ],
+        &["--port", "127.0.0.1:0", "--drain-timeout", "200ms", "--stop-timeout", "100ms"],
         &["--notify", "--ignore-term", "forever"],
     );
     let old = s.wait_generations(&[1])[0].1;
@@ -204,4 +167,30 @@ fn stop_timeout_kills_workers_that_ignore_term() {
     s.signal(Signal::SIGTERM);
     assert!(s.wait_exit().success(), "{}", s.dossier());
     assert!(!alive(pid));
+}
+
+#[test]
+fn several_workers_per_generation_are_replaced_together() {
+    let s = with_worker(&["--port", "127.0.0.1:0", "--workers", "3", "--ready", "notify"], &["--notify"]);
+    let first = s.wait_generations(&[1, 1, 1]);
+    for index in ["index=0", "index=1", "index=2"] {
+        s.wait_journal(&["start", "gen=1", index]);
+    }
+    // One crashed worker comes back alone, in its generation.
+    let victim = first[1].1;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    let respawned = wait_for(
+        "the respawned worker",
+        || s.dossier(),
+        || {
+            let now = s.status_file();
+            (now.len() == 3 && !now.iter().any(|&(_, p)| p == victim)).then_some(now)
+        },
+    );
+    assert!(respawned.iter().all(|&(g, _)| g == 1), "{respawned:?}");
+    s.signal(Signal::SIGHUP);
+    s.wait_generations(&[2, 2, 2]);
+    for (_, pid) in respawned {
+        s.wait_journal(&["term", &format!("pid={pid}")]);
+    }
 }

@@ -6,3 +6,4 @@ mod errors;
 mod files;
 mod lifecycle;
 mod protocols;
+mod systemd;

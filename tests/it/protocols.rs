@@ -64,10 +64,7 @@ fn socket(report: &Value, fd: i64) -> String {
 
 /// The local address of the socket on `fd`.
 fn local(report: &Value, fd: i64) -> String {
-    fd_entry(report, fd)["socket"]["local"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    fd_entry(report, fd)["socket"]["local"].as_str().unwrap().to_string()
 }
 
 /// SERVER_STARTER_PORT as the probe decoded it: (key, fd) in order.
@@ -106,16 +103,9 @@ fn every_port_form_reaches_the_worker_with_its_key_and_address() {
         let (s, report) = probe(&format!("--port {spec}"));
         let port = port_of(&local(&report, 3));
         assert_ne!(port, 0, "{spec}: {report:#}");
-        let state = if kind == "stream" {
-            "listening"
-        } else {
-            "bound"
-        };
+        let state = if kind == "stream" { "listening" } else { "bound" };
         let bound = format!("{bound_host}:{port}");
-        assert_eq!(
-            socket(&report, 3),
-            format!("{family} {kind} {bound} {state}")
-        );
+        assert_eq!(socket(&report, 3), format!("{family} {kind} {bound} {state}"));
         let key = format!("{key_host}:{port}");
         assert_eq!(keys(&report), [(key.clone(), 3)], "{spec}");
         let proto = if kind == "stream" { "tcp" } else { "udp" };
@@ -144,18 +134,11 @@ fn unix_path_is_a_world_writable_socket_removed_at_exit() {
         [(absolute.clone(), 3), ("rel.sock".to_string(), 4)],
         "keys are the paths as given"
     );
-    assert_eq!(
-        socket(&report, 3),
-        format!("unix stream {absolute} listening")
-    );
+    assert_eq!(socket(&report, 3), format!("unix stream {absolute} listening"));
     for name in ["a.sock", "rel.sock"] {
         let meta = fs::symlink_metadata(s.path(name)).unwrap();
         assert!(meta.file_type().is_socket(), "{name}");
-        assert_eq!(
-            meta.permissions().mode() & 0o777,
-            0o777,
-            "{name}: srwxrwxrwx"
-        );
+        assert_eq!(meta.permissions().mode() & 0o777, 0o777, "{name}: srwxrwxrwx");
         UnixStream::connect(s.path(name)).unwrap();
     }
     s.signal(Signal::SIGTERM);
@@ -173,10 +156,7 @@ fn stale_socket_file_is_replaced() {
     assert!(UnixStream::connect(&path).is_err(), "the file is stale");
     let s = start_probe(builder, "--path {dir}/a.sock", &[]);
     let report = report(&s, 1);
-    assert_eq!(
-        socket(&report, 3),
-        format!("unix stream {} listening", path.display())
-    );
+    assert_eq!(socket(&report, 3), format!("unix stream {} listening", path.display()));
     s.wait_line(&format!("removing existing socket file:{}", path.display()));
     UnixStream::connect(&path).expect("the new socket listens");
 }
@@ -189,9 +169,7 @@ fn regular_file_at_path_is_refused_and_left_intact() {
     let mut s = start_probe(builder, "--path {dir}/a.sock", &[]);
     assert_eq!(s.wait_exit().code(), Some(1), "{}", s.dossier());
     s.wait_line("not a socket");
-    let lines: Vec<String> = (s.lines().into_iter())
-        .filter(|l| !l.ends_with("starting now..."))
-        .collect();
+    let lines: Vec<String> = (s.lines().into_iter()).filter(|l| !l.ends_with("starting now...")).collect();
     assert_eq!(lines.len(), 1, "{}", s.dossier());
     assert!(
         lines[0].starts_with("handover: ") && lines[0].contains(&path.display().to_string()),
@@ -206,10 +184,7 @@ fn pinned_port_takes_its_fd_and_leaves_systemd_out() {
     let (s, report) = probe("--port 127.0.0.1:0=7");
     assert_eq!(fd_numbers(&report), [0, 1, 2, 7], "{report:#}");
     let address = local(&report, 7);
-    assert_eq!(
-        socket(&report, 7),
-        format!("inet stream {address} listening")
-    );
+    assert_eq!(socket(&report, 7), format!("inet stream {address} listening"));
     assert_eq!(keys(&report), [(address, 7)]);
     assert_eq!(report["einhorn"], serde_json::json!([7]));
     for absent in ["listen_fds", "listen_pid", "listen_fdnames"] {
@@ -220,10 +195,7 @@ fn pinned_port_takes_its_fd_and_leaves_systemd_out() {
     let (_s, report) = probe("--port 127.0.0.1:0=0");
     assert_eq!(fd_numbers(&report), [0, 1, 2], "{report:#}");
     let address = local(&report, 0);
-    assert_eq!(
-        socket(&report, 0),
-        format!("inet stream {address} listening")
-    );
+    assert_eq!(socket(&report, 0), format!("inet stream {address} listening"));
     assert_eq!(keys(&report), [(address, 0)]);
     assert!(report["listen_fds"].is_null(), "{report:#}");
 }
@@ -242,24 +214,16 @@ fn every_protocol_announces_the_same_fds_in_each_generation() {
         assert_eq!(report["listen_pid"], pid.to_string().as_str());
         assert_eq!(report["listen_pid_matches"], true);
         assert_eq!(report["listenfd_ok"], true, "{report:#}");
-        assert_eq!(
-            report["listen_fdnames"],
-            serde_json::json!(["unknown", "unknown", "unknown"])
-        );
+        assert_eq!(report["listen_fdnames"], serde_json::json!(["unknown", "unknown", "unknown"]));
         assert_eq!(report["einhorn"], serde_json::json!([3, 4, 5]));
         let fds: Vec<i64> = keys(&report).into_iter().map(|(_, fd)| fd).collect();
         assert_eq!(fds, [3, 4, 5]);
         let notify = report["notify_socket"].as_str().expect("NOTIFY_SOCKET set");
-        assert_ne!(
-            notify, "/nonexistent/sock",
-            "the supervisor's own was passed down"
-        );
+        assert_ne!(notify, "/nonexistent/sock", "the supervisor's own was passed down");
         let meta = fs::symlink_metadata(notify).expect("NOTIFY_SOCKET exists");
         assert!(meta.file_type().is_socket(), "{notify}");
         // The very same sockets, not new ones: nothing was closed.
-        let targets: Vec<Value> = (3..=5)
-            .map(|fd| fd_entry(&report, fd)["target"].clone())
-            .collect();
+        let targets: Vec<Value> = (3..=5).map(|fd| fd_entry(&report, fd)["target"].clone()).collect();
         assert_eq!(*sockets.get_or_insert_with(|| targets.clone()), targets);
         if generation == 1 {
             s.signal(Signal::SIGHUP);
@@ -296,10 +260,7 @@ fn worker_gets_default_dispositions_even_for_glibc_internal_signals() {
     // glibc's posix_spawn (std's Command) leaves 32 and 33 ignored in the
     // child: handover started that way has them ignored, the worker must not.
     let status = fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap();
-    let own = status
-        .lines()
-        .find_map(|l| l.strip_prefix("SigIgn:"))
-        .unwrap();
+    let own = status.lines().find_map(|l| l.strip_prefix("SigIgn:")).unwrap();
     if u64::from_str_radix(own.trim(), 16).unwrap() & 0x1_8000_0000 == 0 {
         eprintln!("note: handover did not inherit signals 32/33 ignored; nothing to check");
         return;
@@ -326,11 +287,7 @@ fn a_descriptor_leaked_into_handover_does_not_reach_the_worker() {
     let info = fs::read_to_string(format!("/proc/{}/fdinfo/7", s.pid())).unwrap();
     let flags = info.lines().find_map(|l| l.strip_prefix("flags:")).unwrap();
     let flags = u32::from_str_radix(flags.trim(), 8).unwrap();
-    assert_eq!(
-        flags & 0o2_000_000,
-        0,
-        "fd 7 is close-on-exec: nothing to test"
-    );
+    assert_eq!(flags & 0o2_000_000, 0, "fd 7 is close-on-exec: nothing to test");
     assert_eq!(fd_numbers(&report), [0, 1, 2, 3], "{report:#}");
 }
 
@@ -342,10 +299,7 @@ fn dir_is_the_workers_cwd_only() {
     let report = report(&s, 1);
     let home = s.dir.path().canonicalize().unwrap();
     assert_eq!(report["cwd"], home.join("sub").to_str().unwrap());
-    assert_eq!(
-        fs::read_link(format!("/proc/{}/cwd", s.pid())).unwrap(),
-        home
-    );
+    assert_eq!(fs::read_link(format!("/proc/{}/cwd", s.pid())).unwrap(), home);
     // A relative --path is bound in the supervisor's cwd and keyed as given.
     assert_eq!(keys(&report), [("rel.sock".to_string(), 3)]);
     assert!(s.path("rel.sock").exists() && !s.path("sub/rel.sock").exists());
@@ -376,14 +330,10 @@ fn envdir_is_read_again_before_every_generation() {
 
 #[test]
 fn auto_restart_options_are_exported() {
-    let (_s, report) =
-        probe("--enable-auto-restart --auto-restart-interval 3600 --kill-old-delay 0");
+    let (_s, report) = probe("--enable-auto-restart --auto-restart-interval 3600 --kill-old-delay 0");
     let env = &report["env"];
     assert_eq!(env["ENABLE_AUTO_RESTART"], "1", "{report:#}");
     assert_eq!(env["AUTO_RESTART_INTERVAL"], "3600");
     assert_eq!(env["KILL_OLD_DELAY"], "0");
-    assert_eq!(
-        report["server_starter_port"], "",
-        "set, empty, without sockets"
-    );
+    assert_eq!(report["server_starter_port"], "", "set, empty, without sockets");
 }

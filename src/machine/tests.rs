@@ -15,6 +15,8 @@ fn policy() -> Policy {
         signal_on_hup: Signal::SIGTERM,
         signal_on_term: Signal::SIGTERM,
         auto_restart: None,
+        workers: 1,
+        watchdog: None,
     }
 }
 
@@ -25,17 +27,14 @@ struct Run {
     spawned: Vec<u64>,
 }
 
-fn pid(generation: u64) -> Pid {
-    100 + generation as Pid
+/// Pid handed out for worker `index` of generation N: 100 + N + 1000 * index.
+fn pid_of(generation: u64, index: usize) -> Pid {
+    100 + generation as Pid + 1000 * index as Pid
 }
 
 impl Run {
     fn new(policy: Policy) -> Run {
-        Run {
-            machine: Machine::new(policy),
-            t0: Instant::now(),
-            spawned: Vec::new(),
-        }
+        Run { machine: Machine::new(policy), t0: Instant::now(), spawned: Vec::new() }
     }
 
     fn at(&self, ms: u64) -> Instant {
@@ -50,12 +49,9 @@ impl Run {
         let mut queue = vec![input];
         while let Some(input) = queue.pop() {
             for effect in self.machine.handle(now, input) {
-                if let Effect::Spawn { generation } = effect {
+                if let Effect::Spawn { generation, index } = effect {
                     self.spawned.push(generation);
-                    queue.push(Input::Spawned {
-                        generation,
-                        pid: pid(generation),
-                    });
+                    queue.push(Input::Spawned { generation, index, pid: pid_of(generation, index) });
                 }
                 out.push(effect);
             }
@@ -68,9 +64,7 @@ impl Run {
     }
 
     fn deadline_ms(&self) -> Option<u64> {
-        self.machine
-            .next_deadline()
-            .map(|d| (d - self.t0).as_millis() as u64)
+        self.machine.next_deadline().map(|d| (d - self.t0).as_millis() as u64)
     }
 
     /// Generation 1 started at 0 and ready (alive) at 1 s.
@@ -85,7 +79,7 @@ impl Run {
 fn spawns(fx: &[Effect]) -> Vec<u64> {
     fx.iter()
         .filter_map(|e| match e {
-            Effect::Spawn { generation } => Some(*generation),
+            Effect::Spawn { generation, .. } => Some(*generation),
             _ => None,
         })
         .collect()
@@ -153,21 +147,12 @@ fn first_generation_is_ready_when_alive_after_interval() {
 fn ready_message_ends_probation_at_once_but_not_in_alive_mode() {
     let mut run = Run::new(policy());
     run.step(0, Input::Start);
-    assert!(
-        run.step(10, Input::Ready { pid: 999 }).is_empty(),
-        "stranger ignored"
-    );
+    assert!(run.step(10, Input::Ready { pid: 999 }).is_empty(), "stranger ignored");
     let fx = run.step(20, Input::Ready { pid: 101 });
     assert_eq!(status(&fx), Some(vec![(1, 101)]));
-    assert_eq!(
-        lines(&fx),
-        ["generation 1 (pid 101) is ready (READY=1 after 20ms)"]
-    );
+    assert_eq!(lines(&fx), ["generation 1 (pid 101) is ready (READY=1 after 20ms)"]);
 
-    let mut run = Run::new(Policy {
-        ready: ReadyMode::Alive,
-        ..policy()
-    });
+    let mut run = Run::new(Policy { ready: ReadyMode::Alive, ..policy() });
     run.step(0, Input::Start);
     assert!(run.step(20, Input::Ready { pid: 101 }).is_empty());
     assert_eq!(status(&run.tick(SEC)), Some(vec![(1, 101)]));
@@ -184,13 +169,7 @@ fn hup_switches_generations_after_probation() {
     assert_eq!(signals(&fx), [(101, Signal::SIGTERM)]);
     assert_eq!(status(&fx), Some(vec![(1, 101), (2, 102)]));
     assert_eq!(notes(&fx), [Upward::Ready]);
-    let fx = run.step(
-        3 * SEC + 5,
-        Input::Exited {
-            pid: 101,
-            status: ExitStatus::Code(0),
-        },
-    );
+    let fx = run.step(3 * SEC + 5, Input::Exited { pid: 101, status: ExitStatus::Code(0) });
     assert_eq!(lines(&fx), ["old worker 101 died, status:0"]);
     assert_eq!(status(&fx), Some(vec![(2, 102)]));
 }
@@ -216,24 +195,12 @@ fn hup_never_shortens_probation_and_is_coalesced() {
 fn failed_new_generation_leaves_the_old_one_untouched_and_retries_each_interval() {
     let mut run = Run::serving();
     run.step(2 * SEC, Input::Hup);
-    let fx = run.step(
-        2300,
-        Input::Exited {
-            pid: 102,
-            status: ExitStatus::Code(3),
-        },
-    );
+    let fx = run.step(2300, Input::Exited { pid: 102, status: ExitStatus::Code(3) });
     assert!(signals(&fx).is_empty());
     assert!(status(&fx).is_none());
     let text = lines(&fx);
-    assert_eq!(
-        text[0],
-        "new worker 102 seems to have failed to start, exit status:768"
-    );
-    assert!(
-        text[1].starts_with("generation 2 exited with 3: it failed during startup"),
-        "{text:?}"
-    );
+    assert_eq!(text[0], "new worker 102 seems to have failed to start, exit status:768");
+    assert!(text[1].starts_with("generation 2 exited with 3: it failed during startup"), "{text:?}");
     assert_eq!(run.deadline_ms(), Some(3 * SEC), "one spawn per interval");
     assert_eq!(spawns(&run.tick(3 * SEC)), [3]);
     let fx = run.tick(4 * SEC);
@@ -245,49 +212,23 @@ fn failed_new_generation_leaves_the_old_one_untouched_and_retries_each_interval(
 fn hup_while_waiting_to_retry_adds_nothing() {
     let mut run = Run::serving();
     run.step(2 * SEC, Input::Hup);
-    run.step(
-        2100,
-        Input::Exited {
-            pid: 102,
-            status: ExitStatus::Code(1),
-        },
-    );
+    run.step(2100, Input::Exited { pid: 102, status: ExitStatus::Code(1) });
     let fx = run.step(2200, Input::Hup);
     assert!(spawns(&fx).is_empty());
     assert_eq!(spawns(&run.tick(3 * SEC)), [3]);
-    assert!(
-        spawns(&run.tick(4 * SEC)).is_empty(),
-        "no pending restart left"
-    );
+    assert!(spawns(&run.tick(4 * SEC)).is_empty(), "no pending restart left");
 }
 
 #[test]
 fn dead_worker_is_respawned_at_most_once_per_interval() {
     let mut run = Run::serving();
-    let fx = run.step(
-        1200,
-        Input::Exited {
-            pid: 101,
-            status: ExitStatus::Signal {
-                signal: 9,
-                core: false,
-            },
-        },
-    );
-    assert_eq!(
-        lines(&fx),
-        ["worker 101 died unexpectedly with status:9, restarting"]
-    );
+    let fx =
+        run.step(1200, Input::Exited { pid: 101, status: ExitStatus::Signal { signal: 9, core: false } });
+    assert_eq!(lines(&fx), ["worker 101 died unexpectedly with status:9, restarting"]);
     assert_eq!(status(&fx), Some(vec![]));
     assert_eq!(run.deadline_ms(), Some(1200), "last spawn was 1.2 s ago");
     assert_eq!(spawns(&run.tick(1200)), [2]);
-    let fx = run.step(
-        1300,
-        Input::Exited {
-            pid: 102,
-            status: ExitStatus::Code(1),
-        },
-    );
+    let fx = run.step(1300, Input::Exited { pid: 102, status: ExitStatus::Code(1) });
     assert!(spawns(&fx).is_empty());
     assert_eq!(run.deadline_ms(), Some(2200));
     assert_eq!(spawns(&run.tick(2200)), [3]);
@@ -298,10 +239,7 @@ fn dead_worker_is_respawned_at_most_once_per_interval() {
 
 #[test]
 fn kill_old_delay_cannot_be_shortened_and_reaping_goes_on() {
-    let mut run = Run::new(Policy {
-        kill_old_delay: Duration::from_secs(5),
-        ..policy()
-    });
+    let mut run = Run::new(Policy { kill_old_delay: Duration::from_secs(5), ..policy() });
     run.step(0, Input::Start);
     run.tick(SEC);
     run.step(2 * SEC, Input::Hup);
@@ -324,10 +262,7 @@ fn kill_old_delay_cannot_be_shortened_and_reaping_goes_on() {
 
 #[test]
 fn drain_timeout_kills_the_old_process_group() {
-    let mut run = Run::new(Policy {
-        drain_timeout: Some(Duration::from_secs(2)),
-        ..policy()
-    });
+    let mut run = Run::new(Policy { drain_timeout: Some(Duration::from_secs(2)), ..policy() });
     run.step(0, Input::Start);
     run.tick(SEC);
     run.step(2 * SEC, Input::Hup);
@@ -343,32 +278,14 @@ fn term_stops_everyone_and_spawns_nothing_more() {
     let mut run = Run::serving();
     run.step(2 * SEC, Input::Hup);
     let fx = run.step(2500, Input::Terminate(Signal::SIGTERM));
-    assert_eq!(
-        lines(&fx),
-        ["received TERM, sending TERM to all workers:101,102"]
-    );
-    assert_eq!(
-        signals(&fx),
-        [(101, Signal::SIGTERM), (102, Signal::SIGTERM)]
-    );
+    assert_eq!(lines(&fx), ["received TERM, sending TERM to all workers:101,102"]);
+    assert_eq!(signals(&fx), [(101, Signal::SIGTERM), (102, Signal::SIGTERM)]);
     assert_eq!(notes(&fx), [Upward::Stopping]);
     assert_eq!(run.deadline_ms(), None);
-    let fx = run.step(
-        2600,
-        Input::Exited {
-            pid: 102,
-            status: ExitStatus::Code(0),
-        },
-    );
+    let fx = run.step(2600, Input::Exited { pid: 102, status: ExitStatus::Code(0) });
     assert_eq!(lines(&fx), ["worker 102 died, status:0"]);
     assert!(spawns(&run.step(2700, Input::Hup)).is_empty());
-    let fx = run.step(
-        2800,
-        Input::Exited {
-            pid: 101,
-            status: ExitStatus::Code(0),
-        },
-    );
+    let fx = run.step(2800, Input::Exited { pid: 101, status: ExitStatus::Code(0) });
     assert_eq!(lines(&fx), ["worker 101 died, status:0", "exiting"]);
     assert_eq!(status(&fx), Some(vec![]));
     assert_eq!(exit(&fx), Some(0));
@@ -376,42 +293,21 @@ fn term_stops_everyone_and_spawns_nothing_more() {
 
 #[test]
 fn int_always_sends_term_and_term_sends_signal_on_term() {
-    let custom = Policy {
-        signal_on_term: Signal::SIGUSR1,
-        ..policy()
-    };
-    for (received, sent) in [
-        (Signal::SIGINT, Signal::SIGTERM),
-        (Signal::SIGTERM, Signal::SIGUSR1),
-    ] {
+    let custom = Policy { signal_on_term: Signal::SIGUSR1, ..policy() };
+    for (received, sent) in [(Signal::SIGINT, Signal::SIGTERM), (Signal::SIGTERM, Signal::SIGUSR1)] {
         let mut run = Run::new(custom.clone());
         run.step(0, Input::Start);
         run.tick(SEC);
-        assert_eq!(
-            signals(&run.step(2 * SEC, Input::Terminate(received))),
-            [(101, sent)]
-        );
+        assert_eq!(signals(&run.step(2 * SEC, Input::Terminate(received))), [(101, sent)]);
     }
 }
 
 #[test]
 fn term_while_the_worker_is_dead_spawns_nothing() {
     let mut run = Run::serving();
-    run.step(
-        1100,
-        Input::Exited {
-            pid: 101,
-            status: ExitStatus::Code(1),
-        },
-    );
+    run.step(1100, Input::Exited { pid: 101, status: ExitStatus::Code(1) });
     run.tick(1100);
-    run.step(
-        1150,
-        Input::Exited {
-            pid: 102,
-            status: ExitStatus::Code(1),
-        },
-    );
+    run.step(1150, Input::Exited { pid: 102, status: ExitStatus::Code(1) });
     let fx = run.step(1200, Input::Terminate(Signal::SIGTERM));
     assert_eq!(exit(&fx), Some(0));
     assert_eq!(run.spawned, [1, 2]);
@@ -419,10 +315,7 @@ fn term_while_the_worker_is_dead_spawns_nothing() {
 
 #[test]
 fn stop_timeout_kills_every_group_once() {
-    let mut run = Run::new(Policy {
-        stop_timeout: Some(Duration::from_secs(3)),
-        ..policy()
-    });
+    let mut run = Run::new(Policy { stop_timeout: Some(Duration::from_secs(3)), ..policy() });
     run.step(0, Input::Start);
     run.tick(SEC);
     run.step(2 * SEC, Input::Terminate(Signal::SIGTERM));
@@ -445,49 +338,28 @@ fn first_generation_that_cannot_exec_ends_the_supervisor() {
     let mut run = Run::new(policy());
     let fx = run.machine.handle(run.at(0), Input::Start);
     assert_eq!(spawns(&fx), [1]);
-    let error = SpawnError {
-        what: "exec /nope".into(),
-        errno: libc::ENOENT,
-    };
-    let fx = run.machine.handle(
-        run.at(1),
-        Input::SpawnFailed {
-            generation: 1,
-            error: error.clone(),
-        },
-    );
+    let error = SpawnError { what: "exec /nope".into(), errno: libc::ENOENT };
+    let fx =
+        run.machine.handle(run.at(1), Input::SpawnFailed { generation: 1, index: 0, error: error.clone() });
     assert_eq!(exit(&fx), Some(127));
 
     let mut run = Run::serving();
     run.step(2 * SEC, Input::Hup);
-    let fx = run.machine.handle(
-        run.at(2001),
-        Input::SpawnFailed {
-            generation: 2,
-            error,
-        },
-    );
+    let fx = run.machine.handle(run.at(2001), Input::SpawnFailed { generation: 2, index: 0, error });
     assert_eq!(exit(&fx), None, "later generations are retried");
     assert_eq!(run.deadline_ms(), Some(3 * SEC));
 }
 
 #[test]
 fn notify_mode_gives_up_on_a_silent_worker() {
-    let mut run = Run::new(Policy {
-        ready: ReadyMode::Notify,
-        ..policy()
-    });
+    let mut run = Run::new(Policy { ready: ReadyMode::Notify, ..policy() });
     run.step(0, Input::Start);
     run.step(5, Input::Ready { pid: 101 });
     run.step(2 * SEC, Input::Hup);
     assert_eq!(run.deadline_ms(), Some(12 * SEC));
     let fx = run.tick(12 * SEC);
     assert_eq!(signals(&fx), [(102, Signal::SIGTERM)]);
-    assert_eq!(
-        spawns(&fx),
-        [3],
-        "retried: the last spawn is an interval ago"
-    );
+    assert_eq!(spawns(&fx), [3], "retried: the last spawn is an interval ago");
     assert_eq!(status(&fx), Some(vec![(1, 101), (2, 102)]));
     let fx = run.step(12 * SEC + 10, Input::Ready { pid: 103 });
     assert_eq!(signals(&fx), [(101, Signal::SIGTERM)]);
@@ -495,10 +367,7 @@ fn notify_mode_gives_up_on_a_silent_worker() {
 
 #[test]
 fn auto_restart_waits_for_old_workers_then_forces() {
-    let mut run = Run::new(Policy {
-        auto_restart: Some(Duration::from_secs(10)),
-        ..policy()
-    });
+    let mut run = Run::new(Policy { auto_restart: Some(Duration::from_secs(10)), ..policy() });
     run.step(0, Input::Start);
     run.tick(SEC);
     assert_eq!(run.deadline_ms(), Some(11 * SEC));
@@ -521,4 +390,151 @@ fn old_workers_are_signalled_once_across_quick_restarts() {
     let fx = run.tick(4100);
     assert_eq!(signals(&fx), [(102, Signal::SIGTERM)]);
     assert_eq!(status(&fx), Some(vec![(1, 101), (2, 102), (3, 103)]));
+}
+
+fn replies(fx: &[Effect]) -> Vec<(RequestId, Outcome)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Reply { request, outcome } => Some((*request, outcome.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn workers(n: usize) -> Policy {
+    Policy { workers: n, ready: ReadyMode::Notify, ..policy() }
+}
+
+#[test]
+fn a_generation_of_n_workers_is_ready_when_all_are() {
+    let mut run = Run::new(workers(3));
+    let fx = run.step(0, Input::Start);
+    assert_eq!(spawns(&fx), [1, 1, 1]);
+    run.step(10, Input::Ready { pid: pid_of(1, 0) });
+    assert!(status(&run.step(20, Input::Ready { pid: pid_of(1, 2) })).is_none());
+    let fx = run.step(30, Input::Ready { pid: pid_of(1, 1) });
+    assert_eq!(status(&fx), Some(vec![(1, 101), (1, 1101), (1, 2101)]));
+    assert_eq!(lines(&fx), ["generation 1 (pids 101,1101,2101) is ready (READY=1 after 30ms)"]);
+}
+
+#[test]
+fn a_crashed_worker_is_respawned_alone_in_its_generation() {
+    let mut run = Run::new(workers(2));
+    run.step(0, Input::Start);
+    run.step(10, Input::Ready { pid: 101 });
+    run.step(10, Input::Ready { pid: 1101 });
+    let fx = run.step(500, Input::Exited { pid: 1101, status: ExitStatus::Code(1) });
+    assert_eq!(status(&fx), Some(vec![(1, 101)]));
+    assert_eq!(run.deadline_ms(), Some(SEC), "rate limit: one interval after its last spawn");
+    let fx = run.tick(SEC);
+    assert_eq!(fx[0], Effect::Spawn { generation: 1, index: 1 });
+    assert!(signals(&fx).is_empty(), "no generation switch");
+    assert_eq!(run.machine.counters().respawns, 1);
+    run.step(1010, Input::Ready { pid: 1101 });
+    assert!(spawns(&run.step(1020, Input::Hup)) == [2, 2]);
+}
+
+#[test]
+fn a_restart_replaces_every_worker_only_after_all_new_ones_are_ready() {
+    let mut run = Run::new(workers(2));
+    run.step(0, Input::Start);
+    run.step(10, Input::Ready { pid: 101 });
+    run.step(10, Input::Ready { pid: 1101 });
+    run.step(SEC, Input::Hup);
+    assert!(signals(&run.step(1010, Input::Ready { pid: 102 })).is_empty());
+    let fx = run.step(1020, Input::Ready { pid: 1102 });
+    assert_eq!(signals(&fx), [(101, Signal::SIGTERM), (1101, Signal::SIGTERM)]);
+}
+
+#[test]
+fn one_failing_worker_fails_its_generation_and_stops_its_siblings() {
+    let mut run = Run::new(workers(2));
+    run.step(0, Input::Start);
+    run.step(10, Input::Ready { pid: 101 });
+    run.step(10, Input::Ready { pid: 1101 });
+    run.step(SEC, Input::Hup);
+    let fx = run.step(1100, Input::Exited { pid: 1102, status: ExitStatus::Code(2) });
+    assert_eq!(signals(&fx), [(102, Signal::SIGTERM)], "the sibling, not the serving generation");
+    assert_eq!(status(&fx), Some(vec![(1, 101), (1, 1101), (2, 102)]));
+    assert_eq!(run.machine.counters().failures, 1);
+    assert_eq!(run.deadline_ms(), Some(2 * SEC));
+}
+
+#[test]
+fn a_late_spawn_for_a_failed_generation_is_killed() {
+    let mut run = Run::new(workers(2));
+    let fx = run.machine.handle(run.at(0), Input::Start);
+    assert_eq!(spawns(&fx), [1, 1]);
+    let error = SpawnError { what: "exec x".into(), errno: libc::ENOENT };
+    run.machine.handle(run.at(1), Input::SpawnFailed { generation: 1, index: 0, error });
+    let fx = run.machine.handle(run.at(2), Input::Spawned { generation: 1, index: 1, pid: 77 });
+    assert_eq!(signals(&fx), [(77, Signal::SIGKILL)]);
+}
+
+#[test]
+fn a_restart_request_is_answered_once_the_old_generation_is_gone() {
+    let mut run = Run::serving();
+    let fx = run.step(2 * SEC, Input::Restart { request: 7 });
+    assert_eq!(spawns(&fx), [2]);
+    run.step(2100, Input::Restart { request: 8 });
+    assert!(replies(&run.tick(3 * SEC)).is_empty(), "old generation still draining");
+    let fx = run.step(3 * SEC + 40, Input::Exited { pid: 101, status: ExitStatus::Code(0) });
+    let expected = Outcome::Restarted {
+        generation: 2,
+        pids: vec![102],
+        spawn_to_ready: Duration::from_secs(1),
+        signal_to_old_gone: Some(Duration::from_millis(40)),
+    };
+    assert_eq!(replies(&fx), [(7, expected)], "request 8 waits for the coalesced generation 3");
+    run.tick(4 * SEC);
+    let fx = run.step(4 * SEC + 5, Input::Exited { pid: 102, status: ExitStatus::Code(0) });
+    assert!(matches!(replies(&fx)[..], [(8, Outcome::Restarted { generation: 3, .. })]));
+}
+
+#[test]
+fn a_failed_restart_is_answered_with_the_reason_and_rolled_back_upward() {
+    let mut run = Run::serving();
+    run.step(2 * SEC, Input::Restart { request: 1 });
+    let fx = run.step(2300, Input::Exited { pid: 102, status: ExitStatus::Code(3) });
+    let reason = "worker 102 exited with 3".to_string();
+    assert_eq!(replies(&fx), [(1, Outcome::Failed { generation: Some(2), reason })]);
+    assert!(fx.contains(&Effect::Notify(Upward::Ready)), "the reload is over: still serving");
+    assert!(
+        fx.iter().any(
+            |e| matches!(e, Effect::Notify(Upward::Status(s)) if s.contains("generation 1 still serving"))
+        )
+    );
+    assert_eq!(spawns(&run.tick(3 * SEC)), [3], "retried as start_server does");
+    assert!(notes(&run.tick(4 * SEC)).is_empty(), "no second READY=1 for the retry");
+}
+
+#[test]
+fn requests_during_shutdown_fail_and_pending_ones_are_released() {
+    let mut run = Run::serving();
+    run.step(2 * SEC, Input::Restart { request: 1 });
+    let fx = run.step(2100, Input::Terminate(Signal::SIGTERM));
+    assert!(matches!(replies(&fx)[..], [(1, Outcome::Failed { generation: None, .. })]));
+    let fx = run.step(2200, Input::Restart { request: 2 });
+    assert!(matches!(replies(&fx)[..], [(2, Outcome::Failed { generation: None, .. })]));
+}
+
+#[test]
+fn watchdog_pings_at_its_interval_even_when_idle() {
+    let mut run = Run::new(Policy { watchdog: Some(Duration::from_secs(15)), ..policy() });
+    run.step(0, Input::Start);
+    run.tick(SEC);
+    assert_eq!(run.deadline_ms(), Some(15 * SEC));
+    assert!(run.tick(15 * SEC).contains(&Effect::Notify(Upward::Watchdog)));
+    assert_eq!(run.deadline_ms(), Some(30 * SEC));
+}
+
+#[test]
+fn views_show_each_generation_with_its_phase() {
+    let mut run = Run::serving();
+    run.step(2 * SEC, Input::Hup);
+    let phases: Vec<(u64, &str)> = run.machine.views().iter().map(|v| (v.generation, v.phase)).collect();
+    assert_eq!(phases, [(1, "serving"), (2, "starting")]);
+    run.tick(3 * SEC);
+    let phases: Vec<(u64, &str)> = run.machine.views().iter().map(|v| (v.generation, v.phase)).collect();
+    assert_eq!(phases, [(1, "draining"), (2, "serving")]);
 }

@@ -1,0 +1,142 @@
+//! Line-oriented unix stream sockets, shared by the control socket and
+//! einhorn's ack socket: a listener created with its final mode before
+//! anyone can connect, and connections that cut input into lines and write
+//! output as the peer takes it, never blocking the supervisor's loop.
+
+use std::fs;
+use std::io::{self, ErrorKind, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::poll::PollFlags;
+use nix::sys::socket::{MsgFlags, send};
+use socket2::{Domain, SockAddr, Socket, Type};
+
+const BACKLOG: i32 = 128;
+/// The longest request line, without its `\n`.
+pub const MAX_LINE: usize = 64 * 1024;
+/// Unsent output per connection before it stops being read.
+pub const MAX_OUTPUT: usize = 1 << 20;
+
+/// A unix stream socket at `path`, mode `mode` before anyone can connect,
+/// close-on-exec and non-blocking.
+pub(crate) fn listen_at(path: &Path, mode: u32) -> io::Result<UnixListener> {
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.bind(&SockAddr::unix(path)?)?;
+    let finish = || {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+        socket.listen(BACKLOG)?;
+        socket.set_nonblocking(true)
+    };
+    if let Err(e) = finish() {
+        let _ = fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(UnixListener::from(socket))
+}
+
+/// An accepted connection: input cut into lines, output written as the
+/// peer takes it.
+pub(crate) struct LineConn {
+    stream: UnixStream,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    /// The peer has half-closed (or we stopped reading): no more input.
+    pub eof: bool,
+    /// A read or write failed: drop the connection.
+    pub broken: bool,
+}
+
+impl LineConn {
+    pub fn new(stream: UnixStream) -> io::Result<LineConn> {
+        stream.set_nonblocking(true)?;
+        Ok(LineConn { stream, input: Vec::new(), output: Vec::new(), eof: false, broken: false })
+    }
+
+    pub fn stream(&self) -> &UnixStream {
+        &self.stream
+    }
+
+    /// Whether to read more: open, and the peer is not flooding us.
+    pub fn can_read(&self) -> bool {
+        let full = self.input.len() > MAX_LINE || self.output.len() >= MAX_OUTPUT;
+        !self.eof && !self.broken && !full
+    }
+
+    pub fn has_output(&self) -> bool {
+        !self.output.is_empty()
+    }
+
+    /// Reads what is there, stopping once a full line's worth is buffered.
+    pub fn fill(&mut self) {
+        let mut chunk = [0u8; 16 * 1024];
+        while self.can_read() {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.input.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => self.broken = true,
+            }
+        }
+    }
+
+    /// Every complete non-blank line buffered, without `\n` or `\r` (at EOF
+    /// also the unterminated rest); true if a line over `MAX_LINE` came
+    /// next, and then no more input is read.
+    pub fn lines(&mut self) -> (Vec<Vec<u8>>, bool) {
+        let (mut lines, mut start) = (Vec::new(), 0);
+        let too_long = loop {
+            let rest = &self.input[start..];
+            let end = match rest.iter().position(|&b| b == b'\n') {
+                Some(end) => end,
+                None if rest.len() > MAX_LINE => break true,
+                None if self.eof && !rest.is_empty() => rest.len(),
+                None => break false,
+            };
+            if end > MAX_LINE {
+                break true;
+            }
+            let line = &rest[..end];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                lines.push(line.to_vec());
+            }
+            start = (start + end + 1).min(self.input.len());
+        };
+        self.input.drain(..start);
+        if too_long {
+            self.input.clear();
+            self.eof = true;
+        }
+        (lines, too_long)
+    }
+
+    pub fn queue(&mut self, bytes: &[u8]) {
+        self.output.extend_from_slice(bytes);
+    }
+
+    /// Writes what the socket takes now; never blocks, never raises SIGPIPE.
+    pub fn flush(&mut self) {
+        while !self.output.is_empty() && !self.broken {
+            let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
+            match send(self.stream.as_raw_fd(), &self.output, flags) {
+                Ok(n) => drop(self.output.drain(..n)),
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => break,
+                Err(_) => self.broken = true,
+            }
+        }
+    }
+
+    /// The events to poll for, if any (`read`: the owner wants input).
+    pub fn interest(&self, read: bool) -> PollFlags {
+        let mut flags = PollFlags::empty();
+        flags.set(PollFlags::POLLIN, read && self.can_read());
+        flags.set(PollFlags::POLLOUT, self.has_output() && !self.broken);
+        flags
+    }
+}

@@ -1,0 +1,133 @@
+//! Starting the supervisor: everything between a valid `Config` and the
+//! first turn of the event loop.
+//!
+//! Order matters: the worker command is checked and the pid file locked
+//! first (a second instance fails before touching anything), then sockets
+//! are bound, the private sockets (notify, einhorn, control) created,
+//! signal handlers installed, output redirected and the process
+//! daemonized. Any failure undoes what was done: no pid file, socket file
+//! or process is left behind.
+use std::io::Write;
+
+use crate::config::Config;
+use crate::control::ControlServer;
+use crate::einhorn::EinhornSocket;
+use crate::event_loop::{Fatal, Log, Supervisor};
+use crate::files::{PidFile, StatusFile};
+use crate::listen::{self, Listener};
+use crate::machine::Machine;
+use crate::notify::NotifySocket;
+use crate::signals::Signals;
+use crate::{output, spawn};
+
+/// What must be undone if set-up fails halfway.
+#[derive(Default)]
+struct Undo<'a> {
+    pid_file: Option<PidFile>,
+    listeners: &'a [Listener],
+    control: Option<&'a ControlServer>,
+}
+
+impl Undo<'_> {
+    fn run(self) {
+        self.listeners.iter().for_each(|l| drop(l.remove_file()));
+        if let Some(control) = self.control {
+            let _ = control.remove();
+        }
+        if let Some(pid_file) = self.pid_file {
+            let _ = pid_file.remove();
+        }
+    }
+}
+
+/// Run until stopped; returns the exit code.
+pub fn run(config: Config) -> Result<i32, Fatal> {
+    let log = Log { compat: config.compat };
+    let program = &config.command[0];
+    spawn::check(program, &config.base_env, config.dir.as_deref())
+        .map_err(|e| Fatal::new(e.exit_code(), e.to_string()))?;
+    if config.compat {
+        // start_server's banner, on the terminal even with --log-file.
+        let pid = std::process::id();
+        let _ = writeln!(std::io::stderr(), "start_server (pid:{pid}) starting now...");
+    }
+    let mut pid_file = match &config.pid_file {
+        Some(path) => Some(PidFile::acquire(path).map_err(|e| Fatal::new(1, e.to_string()))?),
+        None => None,
+    };
+    let listeners = match listen::bind_all(&config.listeners, config.backlog) {
+        Ok(listeners) => listeners,
+        Err(e) => {
+            Undo { pid_file, ..Undo::default() }.run();
+            return Err(Fatal::new(1, e.to_string()));
+        }
+    };
+    let fail = |what: &str, e: std::io::Error| Fatal::new(1, format!("cannot create the {what}: {e}"));
+    let private = (|| {
+        let notify = NotifySocket::bind().map_err(|e| fail("notify socket", e))?;
+        let einhorn = EinhornSocket::bind(&notify.path().with_file_name("einhorn"))
+            .map_err(|e| fail("einhorn socket", e))?;
+        let control = config
+            .control
+            .as_deref()
+            .map(ControlServer::bind)
+            .transpose()
+            .map_err(|e| Fatal::new(1, e.to_string()))?;
+        Ok::<_, Fatal>((notify, einhorn, control))
+    })();
+    let (notify, einhorn, control) = match private {
+        Ok(parts) => parts,
+        Err(e) => {
+            Undo { pid_file, listeners: &listeners, control: None }.run();
+            return Err(e);
+        }
+    };
+    let process = (|| {
+        let signals = Signals::install().map_err(|e| fail("signal handlers", e))?;
+        if let Some(target) = &config.log {
+            output::redirect(target)?;
+        }
+        if config.daemonize {
+            output::detach()?;
+        }
+        Ok::<_, Fatal>(signals)
+    })();
+    let signals = match process {
+        Ok(signals) => signals,
+        Err(e) => {
+            Undo { pid_file, listeners: &listeners, control: control.as_ref() }.run();
+            return Err(e);
+        }
+    };
+    if let Some(pid_file) = &mut pid_file
+        && let Err(e) = pid_file.write_pid(std::process::id())
+    {
+        log.line(&format!("cannot write the pid file: {e}"));
+    }
+    for (listener, fd) in listeners.iter().zip(&config.fds) {
+        if listener.replaced_stale
+            && let Some(path) = &listener.created_path
+        {
+            log.line(&format!("removing existing socket file:{}", path.display()));
+        }
+        if listener.spec.pin.is_some() {
+            log.line(&format!("socket is duplicated to file descriptor {fd}"));
+        }
+        log.extra(&format!("listening on {} as fd {fd} ({})", listener.local, listener.key));
+    }
+    let status_file = config.status_file.as_deref().map(StatusFile::new);
+    let machine = Machine::new(config.policy.clone());
+    let mut supervisor = Supervisor {
+        config,
+        log,
+        listeners,
+        notify,
+        einhorn,
+        control,
+        signals,
+        machine,
+        pid_file,
+        status_file,
+    };
+    supervisor.serve()
+}
