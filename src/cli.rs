@@ -118,6 +118,10 @@ pub struct HandoverOpts {
     /// At shutdown, SIGKILL the workers' process groups after this long [default: never].
     #[arg(long, value_name = "DURATION")]
     pub stop_timeout: Option<String>,
+    /// Named, typed listener: [NAME=]tcp://HOST:PORT, udp://HOST:PORT or
+    /// unix:PATH, with options ?backlog=N (and for unix mode=0660&owner=U&group=G). Repeatable.
+    #[arg(long, value_name = "SPEC")]
+    pub listen: Vec<String>,
     /// Workers per generation, sharing the sockets; a generation is ready when all are.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub workers: usize,
@@ -155,6 +159,7 @@ impl Default for HandoverOpts {
             ready_timeout: None,
             drain_timeout: None,
             stop_timeout: None,
+            listen: Vec::new(),
             workers: 1,
             control: None,
         }
@@ -222,6 +227,9 @@ const VALUED: &[&str] = &[
     "kill-old-delay",
     "backlog",
     "ready",
+    "listen",
+    "workers",
+    "control",
     "ready-timeout",
     "drain-timeout",
     "stop-timeout",

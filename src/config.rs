@@ -52,6 +52,8 @@ pub struct Config {
     pub status_file: Option<PathBuf>,
     pub envdir: Option<PathBuf>,
     pub log: Option<LogTarget>,
+    /// Sockets our own service manager passed us (LISTEN_PID is ours).
+    pub activation: Option<protocol::Activation>,
     /// `--control`: the control socket's path.
     pub control: Option<PathBuf>,
     pub daemonize: bool,
@@ -130,6 +132,16 @@ impl Config {
             listeners.push(ListenSpec::parse_port(spec).map_err(|e| ConfigError(e.to_string()))?);
         }
         listeners.extend(opts.path.iter().map(|p| ListenSpec::parse_path(&p.to_string_lossy())));
+        for spec in &more.listen {
+            listeners.push(ListenSpec::parse_listen(spec).map_err(|e| ConfigError(e.to_string()))?);
+        }
+        crate::listen::check_unique_names(&listeners).map_err(|e| ConfigError(e.to_string()))?;
+        let activation = protocol::decode_activation(&env, std::process::id()).map_err(ConfigError)?;
+        let names: Vec<Option<&str>> = match &activation {
+            Some(a) if listeners.is_empty() => a.names.iter().map(Option::as_deref).collect(),
+            _ => listeners.iter().map(|l| l.name.as_deref()).collect(),
+        };
+        protocol::check_placeholders(&command, &names).map_err(ConfigError)?;
         let pins: Vec<Option<i32>> = listeners.iter().map(|l| l.pin).collect();
         let fds = protocol::place(&pins).map_err(ConfigError)?;
         if let Some(dir) = &opts.dir
@@ -236,6 +248,7 @@ impl Config {
             status_file: opts.status_file,
             envdir,
             log,
+            activation,
             control: more.control.clone(),
             daemonize: opts.daemonize,
             base_env,

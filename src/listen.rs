@@ -1,144 +1,49 @@
-//! Listener specs and binding.
+//! Listener specs, binding, and adopting sockets from our own manager.
 //!
-//! A [`ListenSpec`] is what the operator typed (`--port`, `--path`); a
-//! [`Listener`] is the bound socket the supervisor owns for its whole life
-//! and hands to every generation of workers.
+//! A [`ListenSpec`] is what the operator typed (`--port`, `--path`,
+//! `--listen`, see [`spec`]); a [`Listener`] is the socket the supervisor
+//! owns for its whole life and hands to every generation of workers: bound
+//! here, or inherited through systemd socket activation (see [`inherit`]).
 //!
 //! Invariants:
-//! - Parsing accepts exactly the start_server 0.35 `--port` grammar
-//!   (`8080`, `u8080`, `HOST:PORT`, `[IPV6]:PORT`, `IPV6:PORT` split at the
-//!   last colon, each with an optional `=FD` pin); nothing is resolved then.
 //! - A [`Listener::key`] is the `SERVER_STARTER_PORT` key of start_server:
 //!   the bare port, the host as typed, `[addr]` for IPv6, or the unix path
 //!   as given, always with the port actually bound (port 0 gets the real one).
-//! - Every socket is created close-on-exec and stays so here; only the spawn
-//!   module clears the flag, in the child, by placing sockets with `dup2`.
+//! - Every socket is close-on-exec here (inherited ones are made so when
+//!   taken); only the spawn module clears the flag, in the child, by placing
+//!   sockets with `dup2`.
 //! - A bare port binds 0.0.0.0 only; IPv6 sockets are `IPV6_V6ONLY`.
-//! - An existing `--path` is replaced only when it is a socket nobody
-//!   accepts on. Anything else at the path is left alone and refused.
-//! - `bind_all` is all or nothing: on error, the socket files it created
+//! - An existing unix socket file is replaced only when it is a socket
+//!   nobody accepts on. Anything else at the path is left alone and refused.
+//!   A new one gets its owner and group (when asked), then its mode (0777
+//!   unless asked otherwise), then starts listening (see [`unix`]).
+//! - [`open_all`] is all or nothing: on error, the socket files it created
 //!   are removed. Files are removed only by [`Listener::remove_file`],
-//!   never on drop, so a forked child can never delete them.
+//!   never on drop, so a forked child can never delete them, and never for
+//!   an inherited socket: its manager owns the file.
 //!
 //! Limits: IPv6 hosts must be numeric (no scope ids), host names resolve to
 //! their first IPv4 address, and unix keys of non-UTF-8 paths are lossy.
 
+mod inherit;
+mod spec;
+mod unix;
+
 use std::fmt;
-use std::fs;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::os::fd::RawFd;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use nix::errno::Errno;
-use socket2::{Domain, SockAddr, Socket, Type};
+use socket2::{Domain, Socket, Type};
+
+pub use inherit::{Inherited, take_inherited};
+pub use spec::{Address, ListenSpec, UnixOptions, check_unique_names};
 
 /// `listen(2)` backlog used for `--backlog=0` (glibc's SOMAXCONN; the
 /// kernel caps it at net.core.somaxconn).
 pub const DEFAULT_BACKLOG: i32 = 4096;
-
-const PORT_SYNTAX: &str = "expected PORT, HOST:PORT or [IPV6]:PORT, optionally u-prefixed and =FD";
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Address {
-    /// `--port`: `host` as typed (without brackets), `None` for a bare port.
-    Inet { host: Option<String>, port: u16, udp: bool },
-    /// `--path`: the path exactly as given.
-    Unix { path: PathBuf },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ListenSpec {
-    pub address: Address,
-    /// `=FD`: the fd number the worker gets this socket on.
-    pub pin: Option<RawFd>,
-    /// A name for LISTEN_FDNAMES (none for `--port`/`--path`).
-    pub name: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SpecError(pub String);
-
-impl fmt::Display for SpecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for SpecError {}
-
-impl ListenSpec {
-    /// Parses a `--port` value (see the module docs for the grammar).
-    pub fn parse_port(s: &str) -> Result<ListenSpec, SpecError> {
-        let invalid = |why: String| SpecError(format!("invalid --port value {s:?}: {why}"));
-        let (addr, pin) = match s.rsplit_once('=') {
-            Some((addr, fd)) => (addr, Some(parse_fd(fd.trim()).map_err(invalid)?)),
-            None => (s, None),
-        };
-        let (host, port) = match addr.rsplit_once(':') {
-            Some((host, port)) => (Some(parse_host(host.trim()).map_err(invalid)?), port),
-            None => (None, addr),
-        };
-        let (udp, port) = parse_port_number(port.trim()).map_err(invalid)?;
-        Ok(ListenSpec { address: Address::Inet { host, port, udp }, pin, name: None })
-    }
-
-    /// A `--path` value: a unix stream socket at exactly this path.
-    pub fn parse_path(s: &str) -> ListenSpec {
-        ListenSpec { address: Address::Unix { path: s.into() }, pin: None, name: None }
-    }
-
-    /// The `SERVER_STARTER_PORT` key, with `bound_port` in place of the
-    /// typed port (they differ only for port 0).
-    pub fn key(&self, bound_port: u16) -> String {
-        match &self.address {
-            Address::Inet { host: None, .. } => bound_port.to_string(),
-            Address::Inet { host: Some(h), .. } if h.contains(':') => format!("[{h}]:{bound_port}"),
-            Address::Inet { host: Some(h), .. } => format!("{h}:{bound_port}"),
-            Address::Unix { path } => path.to_string_lossy().into_owned(),
-        }
-    }
-}
-
-/// `[u]DIGITS` -> (udp, port).
-fn parse_port_number(s: &str) -> Result<(bool, u16), String> {
-    let (udp, digits) = match s.strip_prefix('u') {
-        Some(digits) => (true, digits),
-        None => (false, s),
-    };
-    if !is_number(digits) {
-        return Err(PORT_SYNTAX.to_owned());
-    }
-    let port = digits.parse().map_err(|_| format!("port {digits} is out of range (0-65535)"))?;
-    Ok((udp, port))
-}
-
-fn parse_fd(s: &str) -> Result<RawFd, String> {
-    if !is_number(s) {
-        return Err(PORT_SYNTAX.to_owned());
-    }
-    s.parse().map_err(|_| format!("fd {s} is out of range"))
-}
-
-/// `host`, `[host]` -> host without brackets; IPv6 must be numeric.
-fn parse_host(s: &str) -> Result<String, String> {
-    let host = match s.strip_prefix('[') {
-        Some(rest) => rest.strip_suffix(']').ok_or(PORT_SYNTAX)?.trim(),
-        None => s,
-    };
-    if host.is_empty() || host.contains(['[', ']']) {
-        return Err(PORT_SYNTAX.to_owned());
-    }
-    if host.contains(':') && host.parse::<Ipv6Addr>().is_err() {
-        return Err(format!("{host:?} is not a numeric IPv6 address"));
-    }
-    Ok(host.to_owned())
-}
-
-fn is_number(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
-}
 
 #[derive(Debug)]
 pub struct Listener {
@@ -150,6 +55,9 @@ pub struct Listener {
     pub local: String,
     /// The socket file this process created, removed by `remove_file`.
     pub created_path: Option<PathBuf>,
+    /// The fd this socket arrived on from our own manager (socket
+    /// activation); `None` when it was bound here.
+    pub inherited_fd: Option<RawFd>,
     /// A stale socket file was removed to make room for this one
     /// (start_server logs `removing existing socket file:PATH`).
     pub replaced_stale: bool,
@@ -160,7 +68,7 @@ impl Listener {
     /// shutdown). A file already gone is not an error.
     pub fn remove_file(&self) -> io::Result<()> {
         match &self.created_path {
-            Some(path) => remove_if_present(path),
+            Some(path) => unix::remove_if_present(path),
             None => Ok(()),
         }
     }
@@ -172,7 +80,7 @@ impl Listener {
     }
 }
 
-/// Why `bind_all` failed; `Display` is one line naming the object.
+/// Why `open_all` failed; `Display` is one line naming the object.
 #[derive(Debug)]
 pub enum BindError {
     /// `cannot {action} {object}: {cause}`
@@ -195,6 +103,20 @@ pub enum BindError {
     Probe {
         path: PathBuf,
         cause: io::Error,
+    },
+    /// `?owner=` or `?group=` names nobody (`cause: None`), or the lookup failed.
+    Owner {
+        /// `user` or `group`
+        what: &'static str,
+        name: String,
+        path: PathBuf,
+        cause: Option<String>,
+    },
+    /// An fd from socket activation cannot be used: `inherited fd 3 (web) {problem}`.
+    Inherited {
+        fd: RawFd,
+        name: Option<String>,
+        problem: String,
     },
 }
 
@@ -219,6 +141,16 @@ impl fmt::Display for BindError {
                 path.display(),
                 describe(cause)
             ),
+            BindError::Owner { what, name, path, cause: None } => {
+                write!(f, "unknown {what} {name:?} in --listen unix:{}", path.display())
+            }
+            BindError::Owner { what, name, path, cause: Some(cause) } => {
+                write!(f, "cannot look up {what} {name:?} for --listen unix:{}: {cause}", path.display())
+            }
+            BindError::Inherited { fd, name, problem } => match name {
+                Some(name) => write!(f, "inherited fd {fd} ({name}) {problem}"),
+                None => write!(f, "inherited fd {fd} {problem}"),
+            },
         }
     }
 }
@@ -233,27 +165,60 @@ fn describe(e: &io::Error) -> String {
     }
 }
 
-/// Binds every spec in order; `backlog` 0 means [`DEFAULT_BACKLOG`].
-/// On error, socket files created by this call are removed.
-pub fn bind_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<Listener>, BindError> {
+/// What [`open_all`] produced.
+#[derive(Debug)]
+pub struct Opened {
+    /// One per spec, in spec order; with no specs at all, one per
+    /// inherited socket, in fd order.
+    pub listeners: Vec<Listener>,
+    /// Inherited sockets that serve no spec. The caller logs them
+    /// (`inherited fd 5 (admin) matches no listener; closed`) and drops them.
+    pub unmatched: Vec<Inherited>,
+}
+
+/// Adopts the inherited sockets that serve a spec (see [`inherit`] for the
+/// matching), then binds every other spec in order; `backlog` 0 means
+/// [`DEFAULT_BACKLOG`], a spec's own `?backlog=` wins. With no specs at all,
+/// every inherited socket becomes a listener. On error, socket files
+/// created by this call are removed.
+pub fn open_all(specs: &[ListenSpec], backlog: i32, inherited: Vec<Inherited>) -> Result<Opened, BindError> {
+    if specs.is_empty() {
+        let listeners = inherited.into_iter().map(inherit::adopt_unasked).collect::<Result<_, _>>()?;
+        return Ok(Opened { listeners, unmatched: Vec::new() });
+    }
+    let (adopted, unmatched) = inherit::adopt_fds(specs, inherited)?;
     let backlog = if backlog == 0 { DEFAULT_BACKLOG } else { backlog };
-    let mut bound = Vec::with_capacity(specs.len());
-    for spec in specs {
-        let result = match &spec.address {
-            Address::Inet { host, port, udp } => bind_inet(spec, host.as_deref(), *port, *udp, backlog),
-            Address::Unix { path } => bind_unix(spec, path, backlog),
+    let mut listeners = Vec::with_capacity(specs.len());
+    for (spec, adopted) in specs.iter().zip(adopted) {
+        let result = match adopted {
+            Some(listener) => Ok(listener),
+            None => bind(spec, backlog),
         };
         match result {
-            Ok(listener) => bound.push(listener),
+            Ok(listener) => listeners.push(listener),
             Err(e) => {
-                for listener in &bound {
+                for listener in &listeners {
                     let _ = listener.remove_file();
                 }
                 return Err(e);
             }
         }
     }
-    Ok(bound)
+    Ok(Opened { listeners, unmatched })
+}
+
+/// Binds every spec in order (no socket activation); see [`open_all`].
+#[cfg(test)]
+pub fn bind_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<Listener>, BindError> {
+    open_all(specs, backlog, Vec::new()).map(|opened| opened.listeners)
+}
+
+fn bind(spec: &ListenSpec, backlog: i32) -> Result<Listener, BindError> {
+    let backlog = spec.backlog.unwrap_or(backlog);
+    match &spec.address {
+        Address::Inet { host, port, udp } => bind_inet(spec, host.as_deref(), *port, *udp, backlog),
+        Address::Unix { path, options } => unix::bind_unix(spec, path, options, backlog),
+    }
 }
 
 fn bind_inet(
@@ -284,6 +249,7 @@ fn bind_inet(
         key: spec.key(bound.port()),
         local: format!("{proto} {bound}"),
         created_path: None,
+        inherited_fd: None,
         replaced_stale: false,
     })
 }
@@ -305,163 +271,12 @@ fn resolve(host: Option<&str>, port: u16) -> Result<SocketAddr, BindError> {
     }
 }
 
-fn bind_unix(spec: &ListenSpec, path: &Path, backlog: i32) -> Result<Listener, BindError> {
-    let replaced_stale = clear_stale_socket(path)?;
-    let io_err = |action, cause| BindError::Io { action, object: path.display().to_string(), cause };
-    let socket =
-        Socket::new(Domain::UNIX, Type::STREAM, None).map_err(|e| io_err("create a socket for", e))?;
-    socket.set_reuse_address(true).map_err(|e| io_err("set SO_REUSEADDR on", e))?;
-    let addr = SockAddr::unix(path).map_err(|e| io_err("bind", e))?;
-    socket.bind(&addr).map_err(|e| io_err("bind", e))?;
-    // From here on the file is ours: remove it if anything else fails.
-    // start_server creates it with umask 0, so anyone may connect.
-    let finish = || {
-        fs::set_permissions(path, fs::Permissions::from_mode(0o777))
-            .map_err(|e| io_err("set the mode of", e))?;
-        socket.listen(backlog).map_err(|e| io_err("listen on", e))
-    };
-    if let Err(e) = finish() {
-        let _ = remove_if_present(path);
-        return Err(e);
-    }
-    Ok(Listener {
-        spec: spec.clone(),
-        socket,
-        key: spec.key(0),
-        local: format!("unix {}", path.display()),
-        created_path: Some(path.to_owned()),
-        replaced_stale,
-    })
-}
-
-/// Makes room at `path`: nothing there is fine, a stale socket is removed
-/// (returns true), a live socket or any other file is refused.
-fn clear_stale_socket(path: &Path) -> Result<bool, BindError> {
-    match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(cause) => {
-            return Err(BindError::Io { action: "inspect", object: path.display().to_string(), cause });
-        }
-        Ok(meta) if !meta.file_type().is_socket() => {
-            return Err(BindError::NotASocket { path: path.into() });
-        }
-        Ok(_) => {}
-    }
-    if is_live_socket(path)? {
-        return Err(BindError::Live { path: path.into() });
-    }
-    remove_if_present(path).map_err(|cause| BindError::Io {
-        action: "remove the stale socket",
-        object: path.display().to_string(),
-        cause,
-    })?;
-    Ok(true)
-}
-
-/// Connects without blocking (a live server with a full backlog would
-/// block a plain connect). Only ECONNREFUSED proves nobody is bound there;
-/// EPROTOTYPE means a live socket of another type (datagram).
-fn is_live_socket(path: &Path) -> Result<bool, BindError> {
-    let probe_err = |cause| BindError::Probe { path: path.into(), cause };
-    let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(probe_err)?;
-    socket.set_nonblocking(true).map_err(probe_err)?;
-    let addr = SockAddr::unix(path).map_err(probe_err)?;
-    match socket.connect(&addr) {
-        Ok(()) => Ok(true),
-        Err(e) => match Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
-            Errno::ECONNREFUSED | Errno::ENOENT => Ok(false),
-            Errno::EAGAIN | Errno::EINPROGRESS | Errno::EPROTOTYPE => Ok(true),
-            _ => Err(probe_err(e)),
-        },
-    }
-}
-
-fn remove_if_present(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::net::{TcpListener, TcpStream, UdpSocket};
-    use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
-
-    fn inet(host: Option<&str>, port: u16, udp: bool, pin: Option<RawFd>) -> ListenSpec {
-        ListenSpec { address: Address::Inet { host: host.map(str::to_owned), port, udp }, pin, name: None }
-    }
-
-    #[test]
-    fn parses_every_port_form() {
-        let cases = [
-            ("8080", inet(None, 8080, false, None)),
-            ("u8080", inet(None, 8080, true, None)),
-            ("8080=5", inet(None, 8080, false, Some(5))),
-            ("u53=0", inet(None, 53, true, Some(0))),
-            ("0", inet(None, 0, false, None)),
-            ("127.0.0.1:8080", inet(Some("127.0.0.1"), 8080, false, None)),
-            ("localhost:u53", inet(Some("localhost"), 53, true, None)),
-            ("127.0.0.1:8080=0", inet(Some("127.0.0.1"), 8080, false, Some(0))),
-            ("[::1]:8080", inet(Some("::1"), 8080, false, None)),
-            ("::1:8080", inet(Some("::1"), 8080, false, None)),
-            ("[::]:u8080=9", inet(Some("::"), 8080, true, Some(9))),
-            ("fe80::1:2:443", inet(Some("fe80::1:2"), 443, false, None)),
-            ("[127.0.0.1]:8080", inet(Some("127.0.0.1"), 8080, false, None)),
-            (" 8080 ", inet(None, 8080, false, None)),
-            (" 127.0.0.1 : u8080 = 5 ", inet(Some("127.0.0.1"), 8080, true, Some(5))),
-            ("[ ::1 ]:80", inet(Some("::1"), 80, false, None)),
-        ];
-        for (input, want) in cases {
-            assert_eq!(ListenSpec::parse_port(input), Ok(want), "{input:?}");
-        }
-    }
-
-    #[test]
-    fn rejects_malformed_ports() {
-        let syntax = "expected PORT, HOST:PORT or [IPV6]:PORT, optionally u-prefixed and =FD";
-        let cases = [
-            ("abc", syntax.to_owned()),
-            ("", syntax.to_owned()),
-            (":", syntax.to_owned()),
-            (":8080", syntax.to_owned()),
-            ("host:", syntax.to_owned()),
-            ("[::1", syntax.to_owned()),
-            ("::1]:80", syntax.to_owned()),
-            ("8080=x", syntax.to_owned()),
-            ("8080=-1", syntax.to_owned()),
-            ("8080=", syntax.to_owned()),
-            ("U8080", syntax.to_owned()),
-            ("u 8080", syntax.to_owned()),
-            ("+80", syntax.to_owned()),
-            ("70000", "port 70000 is out of range (0-65535)".to_owned()),
-            ("8080=99999999999", "fd 99999999999 is out of range".to_owned()),
-            ("::zz:80", r#""::zz" is not a numeric IPv6 address"#.to_owned()),
-            ("[1:2]:80", r#""1:2" is not a numeric IPv6 address"#.to_owned()),
-        ];
-        for (input, why) in cases {
-            let want = SpecError(format!("invalid --port value {input:?}: {why}"));
-            assert_eq!(ListenSpec::parse_port(input), Err(want), "{input:?}");
-        }
-    }
-
-    #[test]
-    fn keys_follow_start_server() {
-        let key = |s: &str, port| ListenSpec::parse_port(s).unwrap().key(port);
-        assert_eq!(key("8080", 8080), "8080");
-        assert_eq!(key("u8080=5", 8080), "8080");
-        assert_eq!(key("0", 41234), "41234");
-        assert_eq!(key("127.0.0.1:8080", 8080), "127.0.0.1:8080");
-        assert_eq!(key("localhost:u53", 53), "localhost:53");
-        assert_eq!(key("127.0.0.1:0", 41234), "127.0.0.1:41234");
-        assert_eq!(key("[::1]:8080", 8080), "[::1]:8080");
-        assert_eq!(key("::1:8080", 8080), "[::1]:8080");
-        assert_eq!(key("[::]:8080", 8080), "[::]:8080");
-        assert_eq!(key("[127.0.0.1]:8080", 8080), "127.0.0.1:8080");
-        assert_eq!(ListenSpec::parse_path("./x.sock").key(0), "./x.sock");
-        assert_eq!(ListenSpec::parse_path("/tmp/s.sock").key(0), "/tmp/s.sock");
-    }
+    use std::os::unix::fs::PermissionsExt;
 
     fn port_of(listener: &Listener) -> u16 {
         listener.socket.local_addr().unwrap().as_socket().unwrap().port()
@@ -543,80 +358,6 @@ mod tests {
     }
 
     #[test]
-    fn creates_unix_socket_world_writable() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sock");
-        let spec = ListenSpec::parse_path(path.to_str().unwrap());
-        let l = &bind_all(&[spec], 0).unwrap()[0];
-        assert_eq!(l.key, path.to_str().unwrap());
-        assert_eq!(l.local, format!("unix {}", path.display()));
-        assert_eq!(l.created_path.as_deref(), Some(path.as_path()));
-        assert!(!l.replaced_stale);
-        assert!(l.is_stream());
-        let mode = fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o777);
-        UnixStream::connect(&path).unwrap();
-        l.remove_file().unwrap();
-        assert!(!path.exists());
-        l.remove_file().unwrap(); // already gone is fine
-    }
-
-    #[test]
-    fn dropping_a_listener_keeps_its_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sock");
-        drop(bind_all(&[ListenSpec::parse_path(path.to_str().unwrap())], 0).unwrap());
-        assert!(path.exists());
-    }
-
-    #[test]
-    fn replaces_stale_sockets() {
-        let dir = tempfile::tempdir().unwrap();
-        let stream = dir.path().join("stream.sock");
-        let dgram = dir.path().join("dgram.sock");
-        drop(UnixListener::bind(&stream).unwrap());
-        drop(UnixDatagram::bind(&dgram).unwrap());
-        let specs = [&stream, &dgram].map(|p| ListenSpec::parse_path(p.to_str().unwrap()));
-        let listeners = bind_all(&specs, 0).unwrap();
-        assert!(listeners.iter().all(|l| l.replaced_stale));
-        UnixStream::connect(&stream).unwrap();
-        UnixStream::connect(&dgram).unwrap();
-    }
-
-    #[test]
-    fn refuses_live_sockets() {
-        let dir = tempfile::tempdir().unwrap();
-        let stream = dir.path().join("stream.sock");
-        let dgram = dir.path().join("dgram.sock");
-        let _live_stream = UnixListener::bind(&stream).unwrap();
-        let _live_dgram = UnixDatagram::bind(&dgram).unwrap();
-        for path in [stream, dgram] {
-            let err = bind_all(&[ListenSpec::parse_path(path.to_str().unwrap())], 0).unwrap_err();
-            assert_eq!(
-                err.to_string(),
-                format!("refusing to replace {}: a server is listening on it", path.display())
-            );
-            assert!(path.exists());
-        }
-    }
-
-    #[test]
-    fn refuses_regular_files_and_leaves_them_intact() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("important.txt");
-        fs::write(&path, "keep me").unwrap();
-        let err = bind_all(&[ListenSpec::parse_path(path.to_str().unwrap())], 0).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "refusing to replace {}: not a socket (remove it or choose another --path)",
-                path.display()
-            )
-        );
-        assert_eq!(fs::read_to_string(&path).unwrap(), "keep me");
-    }
-
-    #[test]
     fn failure_removes_files_created_so_far() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sock");
@@ -635,5 +376,31 @@ mod tests {
         assert_eq!(describe(&e), "Address already in use");
         let e = io::Error::other("plain");
         assert_eq!(describe(&e), "plain");
+    }
+
+    fn listen(value: &str) -> ListenSpec {
+        ListenSpec::parse_listen(value).unwrap()
+    }
+
+    #[test]
+    fn binds_named_listen_specs_like_ports_and_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let specs = [
+            listen("web=tcp://127.0.0.1:0"),
+            listen("dns=udp://127.0.0.1:0"),
+            listen(&format!("admin=unix:{}", path.display())),
+        ];
+        let listeners = bind_all(&specs, 0).unwrap();
+        let (tcp, udp) = (port_of(&listeners[0]), port_of(&listeners[1]));
+        assert_eq!(listeners[0].key, format!("127.0.0.1:{tcp}"));
+        assert_eq!(listeners[0].local, format!("tcp 127.0.0.1:{tcp}"));
+        assert_eq!(listeners[1].local, format!("udp 127.0.0.1:{udp}"));
+        assert_eq!(listeners[2].key, path.to_str().unwrap());
+        let names: Vec<_> = listeners.iter().map(|l| l.spec.name.as_deref()).collect();
+        assert_eq!(names, [Some("web"), Some("dns"), Some("admin")]);
+        assert!(listeners.iter().all(|l| l.inherited_fd.is_none()));
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o777, "the --path default");
     }
 }

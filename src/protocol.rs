@@ -14,10 +14,16 @@
 //!   pid, so the spawn module writes it after fork.
 //! - Keys and names are written as given, without escaping: a unix path
 //!   containing `;` or `=` breaks `SERVER_STARTER_PORT`, as in start_server.
+//! - The one variable set read here, socket activation addressed to the
+//!   supervisor itself, is validated as sd_listen_fds(3) does before any fd
+//!   is trusted: `LISTEN_PID` must be our pid, `LISTEN_FDS` a number, and
+//!   `LISTEN_FDNAMES`, when present, must name exactly that many fds.
+//! - `{fd}` and `{fd:NAME}` are the only placeholders in a worker's
+//!   arguments; any other text, braces included, is passed on unchanged.
 
 use std::collections::HashSet;
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 pub const SERVER_STARTER_PORT: &str = "SERVER_STARTER_PORT";
 pub const SERVER_STARTER_GENERATION: &str = "SERVER_STARTER_GENERATION";
@@ -137,6 +143,138 @@ pub fn place(pins: &[Option<i32>]) -> Result<Vec<i32>, String> {
     }
     let mut free = (FIRST_LISTEN_FD..).filter(|fd| !pinned.contains(fd));
     Ok(pins.iter().map(|pin| pin.unwrap_or_else(|| free.next().expect("fd numbers are unbounded"))).collect())
+}
+
+/// Sockets passed to this process by its own manager (systemd socket
+/// activation): `LISTEN_FDS` fds from [`FIRST_LISTEN_FD`] up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Activation {
+    /// One entry per fd, in fd order: its `LISTEN_FDNAMES` name, `None`
+    /// when it has none (`unknown`, empty, or no `LISTEN_FDNAMES`).
+    pub names: Vec<Option<String>>,
+}
+
+impl Activation {
+    /// (fd number, name) of every passed fd, in order.
+    pub fn fds(&self) -> impl Iterator<Item = (i32, Option<&str>)> {
+        (FIRST_LISTEN_FD..).zip(self.names.iter().map(Option::as_deref))
+    }
+}
+
+/// Socket activation addressed to `own_pid`, from the supervisor's own
+/// environment: `None` unless `LISTEN_PID` is exactly `own_pid` and
+/// `LISTEN_FDS` is more than 0 (the fds are then someone else's, or none).
+/// Malformed values addressed to us are an error naming the variable.
+pub fn decode_activation(env: &[(OsString, OsString)], own_pid: u32) -> Result<Option<Activation>, String> {
+    let var = |name: &str| env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v);
+    let addressed = var(LISTEN_PID)
+        .and_then(|pid| pid.to_str())
+        .is_some_and(|pid| is_decimal(pid) && pid.parse() == Ok(own_pid));
+    if !addressed {
+        return Ok(None);
+    }
+    let count = match var(LISTEN_FDS) {
+        None => return Ok(None),
+        Some(value) => value
+            .to_str()
+            .filter(|v| is_decimal(v))
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n <= (i32::MAX - FIRST_LISTEN_FD) as usize)
+            .ok_or_else(|| {
+                format!("invalid {LISTEN_FDS} value {value:?}: expected the number of passed fds")
+            })?,
+    };
+    if count == 0 {
+        return Ok(None);
+    }
+    let names = match var(LISTEN_FDNAMES) {
+        None => vec![None; count],
+        Some(value) => {
+            let names: Vec<Option<String>> = value
+                .as_bytes()
+                .split(|&b| b == b':')
+                .map(|name| match String::from_utf8_lossy(name) {
+                    name if name.is_empty() || name == UNNAMED_FD => None,
+                    name => Some(name.into_owned()),
+                })
+                .collect();
+            if names.len() != count {
+                return Err(format!("{LISTEN_FDNAMES} has {} names for {LISTEN_FDS}={count}", names.len()));
+            }
+            names
+        }
+    };
+    Ok(Some(Activation { names }))
+}
+
+fn is_decimal(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+const FD_PLACEHOLDER: &[u8] = b"{fd";
+
+/// The worker command with `{fd}` (the first listener's fd in the worker)
+/// and `{fd:NAME}` (the fd of the listener named NAME) replaced, anywhere
+/// inside an argument (`fd://{fd}`). The program itself is left alone.
+/// Nothing else changes: there are no escapes, and `{fd` not followed by
+/// `}` or `:NAME}` stays as it is.
+pub fn expand_placeholders(argv: &[OsString], slots: &[Slot]) -> Result<Vec<OsString>, String> {
+    let mut expanded = argv.to_vec();
+    for arg in expanded.iter_mut().skip(1) {
+        if arg.as_bytes().windows(FD_PLACEHOLDER.len()).any(|w| w == FD_PLACEHOLDER) {
+            *arg = OsString::from_vec(expand_arg(arg.as_bytes(), slots)?);
+        }
+    }
+    Ok(expanded)
+}
+
+/// Startup check of the placeholders in `argv` against the listeners'
+/// names, in order (`None` for an unnamed listener): the errors
+/// [`expand_placeholders`] would give.
+pub fn check_placeholders(argv: &[OsString], names: &[Option<&str>]) -> Result<(), String> {
+    let slots: Vec<Slot> =
+        (FIRST_LISTEN_FD..).zip(names).map(|(fd, &name)| Slot { key: "", name, fd }).collect();
+    expand_placeholders(argv, &slots).map(drop)
+}
+
+fn expand_arg(mut rest: &[u8], slots: &[Slot]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(rest.len());
+    while let Some(start) = (rest.windows(FD_PLACEHOLDER.len())).position(|w| w == FD_PLACEHOLDER) {
+        out.extend_from_slice(&rest[..start]);
+        rest = &rest[start + FD_PLACEHOLDER.len()..];
+        let (slot, tail) = if let Some(tail) = rest.strip_prefix(b"}") {
+            let first = slots
+                .first()
+                .ok_or_else(|| "the worker command uses {fd}, but there is no listener".to_owned())?;
+            (first, tail)
+        } else if let Some((name, tail)) = rest
+            .strip_prefix(b":")
+            .and_then(|named| Some(named.split_at(named.iter().position(|&b| b == b'}')?)))
+        {
+            (find_named(slots, name)?, &tail[1..])
+        } else {
+            out.extend_from_slice(FD_PLACEHOLDER);
+            continue;
+        };
+        out.extend_from_slice(slot.fd.to_string().as_bytes());
+        rest = tail;
+    }
+    out.extend_from_slice(rest);
+    Ok(out)
+}
+
+fn find_named<'s, 'a>(slots: &'s [Slot<'a>], name: &[u8]) -> Result<&'s Slot<'a>, String> {
+    if let Some(slot) = slots.iter().find(|s| s.name.map(str::as_bytes) == Some(name)) {
+        return Ok(slot);
+    }
+    let name = String::from_utf8_lossy(name);
+    let names: Vec<&str> = slots.iter().filter_map(|s| s.name).collect();
+    let known = if names.is_empty() {
+        "no listener has a name (--listen NAME=...)".to_owned()
+    } else {
+        format!("the names are {}", names.join(", "))
+    };
+    Err(format!("the worker command uses {{fd:{name}}}, but no listener is named {name:?}; {known}"))
 }
 
 #[cfg(test)]
@@ -287,5 +425,160 @@ mod tests {
             Err("two listeners are pinned to fd 5 (check the =FD suffixes)".to_owned())
         );
         assert_eq!(place(&[Some(-1)]), Err("cannot pin a listener to fd -1".to_owned()));
+    }
+
+    fn os_env(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
+    }
+
+    fn names(list: &[Option<&str>]) -> Option<Activation> {
+        let names = list.iter().map(|n| n.map(str::to_owned)).collect();
+        Some(Activation { names })
+    }
+
+    #[test]
+    fn activation_addressed_to_us() {
+        type Vars<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Vars, Option<Activation>)] = &[
+            (&[], None),
+            (&[("LISTEN_FDS", "2")], None),
+            (&[("LISTEN_PID", "41"), ("LISTEN_FDS", "2")], None),
+            (&[("LISTEN_PID", "x"), ("LISTEN_FDS", "2")], None),
+            (&[("LISTEN_PID", " 42"), ("LISTEN_FDS", "2")], None),
+            (&[("LISTEN_PID", "+42"), ("LISTEN_FDS", "2")], None),
+            (&[("LISTEN_PID", "42")], None),
+            (&[("LISTEN_PID", "42"), ("LISTEN_FDS", "0")], None),
+            (&[("LISTEN_PID", "42"), ("LISTEN_FDS", "2")], names(&[None, None])),
+            (
+                &[("LISTEN_PID", "42"), ("LISTEN_FDS", "3"), ("LISTEN_FDNAMES", "web:unknown:")],
+                names(&[Some("web"), None, None]),
+            ),
+            (
+                &[("LISTEN_PID", "1"), ("LISTEN_PID", "42"), ("LISTEN_FDS", "1"), ("LISTEN_FDNAMES", "a b")],
+                names(&[Some("a b")]),
+            ),
+        ];
+        for (vars, want) in cases {
+            assert_eq!(decode_activation(&os_env(vars), 42).as_ref(), Ok(want), "{vars:?}");
+        }
+        let activation = names(&[Some("web"), None]).unwrap();
+        let fds: Vec<_> = activation.fds().collect();
+        assert_eq!(fds, [(3, Some("web")), (4, None)]);
+    }
+
+    #[test]
+    fn malformed_activation_for_us_is_an_error() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("LISTEN_PID", "42"), ("LISTEN_FDS", "two")],
+                r#"invalid LISTEN_FDS value "two": expected the number of passed fds"#,
+            ),
+            (
+                &[("LISTEN_PID", "42"), ("LISTEN_FDS", "-1")],
+                r#"invalid LISTEN_FDS value "-1": expected the number of passed fds"#,
+            ),
+            (
+                &[("LISTEN_PID", "42"), ("LISTEN_FDS", "2147483645")],
+                r#"invalid LISTEN_FDS value "2147483645": expected the number of passed fds"#,
+            ),
+            (
+                &[("LISTEN_PID", "42"), ("LISTEN_FDS", "2"), ("LISTEN_FDNAMES", "web")],
+                "LISTEN_FDNAMES has 1 names for LISTEN_FDS=2",
+            ),
+            (
+                &[("LISTEN_PID", "42"), ("LISTEN_FDS", "1"), ("LISTEN_FDNAMES", "a:b")],
+                "LISTEN_FDNAMES has 2 names for LISTEN_FDS=1",
+            ),
+        ];
+        for (vars, want) in cases {
+            assert_eq!(decode_activation(&os_env(vars), 42), Err(want.to_string()), "{vars:?}");
+        }
+        // Not addressed to us: not our business, whatever it holds.
+        let theirs = os_env(&[("LISTEN_PID", "7"), ("LISTEN_FDS", "two")]);
+        assert_eq!(decode_activation(&theirs, 42), Ok(None));
+    }
+
+    fn argv(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    fn named_slots() -> [Slot<'static>; 3] {
+        [
+            Slot { key: "8080", name: None, fd: 3 },
+            Slot { key: "/run/admin.sock", name: Some("admin"), fd: 4 },
+            Slot { key: "[::1]:53", name: Some("dns"), fd: 9 },
+        ]
+    }
+
+    #[test]
+    fn placeholders_become_worker_fds() {
+        let slots = named_slots();
+        let cases: &[(&[&str], &[&str])] = &[
+            (&["uvicorn", "--fd", "{fd}"], &["uvicorn", "--fd", "3"]),
+            (
+                &["hypercorn", "--bind", "fd://{fd:admin}", "app:app"],
+                &["hypercorn", "--bind", "fd://4", "app:app"],
+            ),
+            (&["w", "{fd:dns}{fd}-{fd:admin}"], &["w", "93-4"]),
+            // Only the exact tokens; everything else passes unchanged.
+            (&["w", "{{fd}}"], &["w", "{3}"]),
+            (
+                &["w", "{fd", "{fd:admin", "{FD}", "{ fd}", "fd"],
+                &["w", "{fd", "{fd:admin", "{FD}", "{ fd}", "fd"],
+            ),
+            (&["w", "{fd{fd}"], &["w", "{fd3"]),
+            (&["w", "{}", "{name}", "}{"], &["w", "{}", "{name}", "}{"]),
+            // The program itself is not an argument.
+            (&["{fd}", "{fd}"], &["{fd}", "3"]),
+            (&[], &[]),
+        ];
+        for (input, want) in cases {
+            assert_eq!(expand_placeholders(&argv(input), &slots), Ok(argv(want)), "{input:?}");
+        }
+        let raw = OsString::from_vec(b"\xff{fd}\xfe".to_vec());
+        let expanded = expand_placeholders(&[OsString::from("w"), raw], &slots).unwrap();
+        assert_eq!(expanded[1].as_bytes(), b"\xff3\xfe", "bytes, not UTF-8");
+    }
+
+    #[test]
+    fn unknown_placeholders_are_errors_naming_them() {
+        let slots = named_slots();
+        let cases: &[(&[&str], &[Slot], &str)] = &[
+            (&["w", "{fd}"], &[], "the worker command uses {fd}, but there is no listener"),
+            (
+                &["w", "--fd={fd:web}"],
+                &slots,
+                r#"the worker command uses {fd:web}, but no listener is named "web"; the names are admin, dns"#,
+            ),
+            (
+                &["w", "{fd:}"],
+                &slots,
+                r#"the worker command uses {fd:}, but no listener is named ""; the names are admin, dns"#,
+            ),
+            (
+                &["w", "{fd:web}"],
+                &slots[..1],
+                r#"the worker command uses {fd:web}, but no listener is named "web"; no listener has a name (--listen NAME=...)"#,
+            ),
+        ];
+        for (input, slots, want) in cases {
+            assert_eq!(expand_placeholders(&argv(input), slots), Err(want.to_string()), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn placeholders_are_checked_against_names_at_startup() {
+        let command = argv(&["w", "--fd", "{fd}", "--admin", "{fd:admin}"]);
+        assert_eq!(check_placeholders(&command, &[None, Some("admin")]), Ok(()));
+        assert_eq!(
+            check_placeholders(&command, &[None, Some("web")]),
+            Err(r#"the worker command uses {fd:admin}, but no listener is named "admin"; the names are web"#
+                .to_owned())
+        );
+        assert_eq!(
+            check_placeholders(&argv(&["w", "{fd}"]), &[]),
+            Err("the worker command uses {fd}, but there is no listener".to_owned())
+        );
+        assert_eq!(check_placeholders(&argv(&["w", "plain"]), &[]), Ok(()));
     }
 }

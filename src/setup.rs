@@ -18,7 +18,7 @@ use crate::listen::{self, Listener};
 use crate::machine::Machine;
 use crate::notify::NotifySocket;
 use crate::signals::Signals;
-use crate::{output, spawn};
+use crate::{output, protocol, spawn};
 
 /// What must be undone if set-up fails halfway.
 #[derive(Default)]
@@ -41,7 +41,7 @@ impl Undo<'_> {
 }
 
 /// Run until stopped; returns the exit code.
-pub fn run(config: Config) -> Result<i32, Fatal> {
+pub fn run(mut config: Config) -> Result<i32, Fatal> {
     let log = Log { compat: config.compat };
     let program = &config.command[0];
     spawn::check(program, &config.base_env, config.dir.as_deref())
@@ -55,13 +55,30 @@ pub fn run(config: Config) -> Result<i32, Fatal> {
         Some(path) => Some(PidFile::acquire(path).map_err(|e| Fatal::new(1, e.to_string()))?),
         None => None,
     };
-    let listeners = match listen::bind_all(&config.listeners, config.backlog) {
-        Ok(listeners) => listeners,
+    // Sockets our own service manager passed are adopted before anything binds.
+    let inherited = config.activation.as_ref().map_or(Ok(Vec::new()), listen::take_inherited);
+    let opened = inherited.and_then(|i| listen::open_all(&config.listeners, config.backlog, i));
+    let (listeners, unmatched) = match opened {
+        Ok(opened) => (opened.listeners, opened.unmatched),
         Err(e) => {
             Undo { pid_file, ..Undo::default() }.run();
             return Err(Fatal::new(1, e.to_string()));
         }
     };
+    if config.listeners.is_empty() {
+        // Nothing asked for: every adopted socket is a listener, at 3, 4, ...
+        config.fds = protocol::place(&vec![None; listeners.len()]).unwrap_or_default();
+    }
+    let slots: Vec<protocol::Slot> = (listeners.iter().zip(&config.fds))
+        .map(|(l, &fd)| protocol::Slot { key: &l.key, name: l.spec.name.as_deref(), fd })
+        .collect();
+    match protocol::expand_placeholders(&config.command, &slots) {
+        Ok(command) => config.command = command,
+        Err(e) => {
+            Undo { pid_file, listeners: &listeners, control: None }.run();
+            return Err(Fatal::new(2, e));
+        }
+    }
     let fail = |what: &str, e: std::io::Error| Fatal::new(1, format!("cannot create the {what}: {e}"));
     let private = (|| {
         let notify = NotifySocket::bind().map_err(|e| fail("notify socket", e))?;
@@ -104,6 +121,9 @@ pub fn run(config: Config) -> Result<i32, Fatal> {
     {
         log.line(&format!("cannot write the pid file: {e}"));
     }
+    for inherited in unmatched {
+        log.line(&format!("inherited {inherited} matches no listener; closed"));
+    }
     for (listener, fd) in listeners.iter().zip(&config.fds) {
         if listener.replaced_stale
             && let Some(path) = &listener.created_path
@@ -113,7 +133,8 @@ pub fn run(config: Config) -> Result<i32, Fatal> {
         if listener.spec.pin.is_some() {
             log.line(&format!("socket is duplicated to file descriptor {fd}"));
         }
-        log.extra(&format!("listening on {} as fd {fd} ({})", listener.local, listener.key));
+        let adopted = listener.inherited_fd.map(|n| format!(", inherited fd {n}")).unwrap_or_default();
+        log.extra(&format!("listening on {} as fd {fd} ({}{adopted})", listener.local, listener.key));
     }
     let status_file = config.status_file.as_deref().map(StatusFile::new);
     let machine = Machine::new(config.policy.clone());

@@ -337,7 +337,6 @@ pub fn daemonize() -> io::Result<()> {
 }
 
 /// Adopt an fd inherited from our own parent (systemd socket activation).
-#[allow(dead_code)]
 pub fn adopt(fd: RawFd) -> OwnedFd {
     // SAFETY: the caller checked that `fd` was handed to this process
     // (LISTEN_PID is our pid) and adopts each fd once.

@@ -1,6 +1,7 @@
 //! Integration tests: the real `handover` binary with the example workers.
 mod harness;
 
+mod activation;
 mod compat;
 mod errors;
 mod files;

@@ -1,0 +1,569 @@
+//! What the operator typed: `--port`, `--path` and `--listen` values.
+//!
+//! Parsing is pure: nothing is resolved or touched here.
+//!
+//! - `--port` accepts exactly the start_server 0.35 grammar (`8080`,
+//!   `u8080`, `HOST:PORT`, `[IPV6]:PORT`, `IPV6:PORT` split at the last
+//!   colon, each with an optional `=FD` pin).
+//! - `--path` is a unix stream socket at exactly that path.
+//! - `--listen` is `[NAME=]tcp://HOST:PORT`, `udp://HOST:PORT` or
+//!   `unix:PATH` (also `unix://PATH`), with options as a query string:
+//!   `?backlog=N` (tcp, unix), `?mode=0660&owner=USER&group=GROUP` (unix).
+//!   HOST is required (`0.0.0.0` says "every IPv4 address"), IPv6 goes in
+//!   brackets, there is no `=FD` pin (fds follow the order), and a unix
+//!   path cannot contain `?`. NAME follows systemd's rules for
+//!   `LISTEN_FDNAMES` (1-255 printable ASCII characters, no `:`), and has
+//!   no `=` (it ends the name).
+
+use std::fmt;
+use std::net::Ipv6Addr;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+use crate::protocol::UNNAMED_FD;
+
+const PORT_SYNTAX: &str = "expected PORT, HOST:PORT or [IPV6]:PORT, optionally u-prefixed and =FD";
+const LISTEN_SYNTAX: &str = "expected [NAME=]tcp://HOST:PORT, udp://HOST:PORT or unix:PATH, \
+                             optionally followed by ?OPTION=VALUE&...";
+
+/// systemd's limit on a `LISTEN_FDNAMES` entry (`FDNAME_MAX`).
+const MAX_NAME_LEN: usize = 255;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    /// `host` as typed (without brackets), `None` for a bare `--port`.
+    Inet { host: Option<String>, port: u16, udp: bool },
+    /// The path exactly as given.
+    Unix { path: PathBuf, options: UnixOptions },
+}
+
+/// How a unix socket file is created. `None` keeps the default: mode
+/// 0777 (start_server's: anyone may connect), owner and group of the
+/// supervisor.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnixOptions {
+    pub mode: Option<u32>,
+    /// A user name or a numeric uid.
+    pub owner: Option<String>,
+    /// A group name or a numeric gid.
+    pub group: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenSpec {
+    pub address: Address,
+    /// `=FD`: the fd number the worker gets this socket on (`--port` only).
+    pub pin: Option<RawFd>,
+    /// The `LISTEN_FDNAMES` entry and `{fd:NAME}` (`--listen` only).
+    pub name: Option<String>,
+    /// `?backlog=N`: this socket's listen(2) backlog instead of `--backlog`.
+    pub backlog: Option<i32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecError(pub String);
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+impl ListenSpec {
+    pub(super) fn new(address: Address) -> ListenSpec {
+        ListenSpec { address, pin: None, name: None, backlog: None }
+    }
+
+    /// Parses a `--port` value (see the module docs for the grammar).
+    pub fn parse_port(s: &str) -> Result<ListenSpec, SpecError> {
+        let invalid = |why: String| SpecError(format!("invalid --port value {s:?}: {why}"));
+        let (addr, pin) = match s.rsplit_once('=') {
+            Some((addr, fd)) => (addr, Some(parse_fd(fd.trim()).map_err(invalid)?)),
+            None => (s, None),
+        };
+        let (host, port) = match addr.rsplit_once(':') {
+            Some((host, port)) => (Some(parse_host(host.trim()).map_err(invalid)?), port),
+            None => (None, addr),
+        };
+        let (udp, port) = parse_port_number(port.trim()).map_err(invalid)?;
+        Ok(ListenSpec { pin, ..ListenSpec::new(Address::Inet { host, port, udp }) })
+    }
+
+    /// A `--path` value: a unix stream socket at exactly this path.
+    pub fn parse_path(s: &str) -> ListenSpec {
+        ListenSpec::new(Address::Unix { path: s.into(), options: UnixOptions::default() })
+    }
+
+    /// Parses a `--listen` value (see the module docs for the grammar).
+    pub fn parse_listen(s: &str) -> Result<ListenSpec, SpecError> {
+        listen_value(s).map_err(|why| SpecError(format!("invalid --listen value {s:?}: {why}")))
+    }
+
+    /// The `SERVER_STARTER_PORT` key, with `bound_port` in place of the
+    /// typed port (they differ only for port 0).
+    pub fn key(&self, bound_port: u16) -> String {
+        match &self.address {
+            Address::Inet { host: None, .. } => bound_port.to_string(),
+            Address::Inet { host: Some(h), .. } if h.contains(':') => format!("[{h}]:{bound_port}"),
+            Address::Inet { host: Some(h), .. } => format!("{h}:{bound_port}"),
+            Address::Unix { path, .. } => path.to_string_lossy().into_owned(),
+        }
+    }
+
+    /// `tcp 0.0.0.0:8080`, `udp [::1]:53`, `unix /run/app.sock`: what this
+    /// spec asks for, in the words of [`Listener::local`](super::Listener).
+    pub fn describe(&self) -> String {
+        match &self.address {
+            Address::Inet { host, port, udp } => {
+                let proto = if *udp { "udp" } else { "tcp" };
+                match host.as_deref() {
+                    None => format!("{proto} 0.0.0.0:{port}"),
+                    Some(h) if h.contains(':') => format!("{proto} [{h}]:{port}"),
+                    Some(h) => format!("{proto} {h}:{port}"),
+                }
+            }
+            Address::Unix { path, .. } => format!("unix {}", path.display()),
+        }
+    }
+}
+
+/// Two listeners with one name could not be told apart (`{fd:NAME}`,
+/// socket activation): refused at startup.
+pub fn check_unique_names(specs: &[ListenSpec]) -> Result<(), SpecError> {
+    let mut seen = std::collections::HashSet::new();
+    for name in specs.iter().filter_map(|s| s.name.as_deref()) {
+        if !seen.insert(name) {
+            return Err(SpecError(format!("two listeners are named {name:?}: names must be unique")));
+        }
+    }
+    Ok(())
+}
+
+fn listen_value(s: &str) -> Result<ListenSpec, String> {
+    // A name has no ':', every address has one: the first '=' ends a name
+    // only when nothing before it is an address.
+    let (name, rest) = match s.split_once('=') {
+        Some((name, rest)) if !name.contains(':') => (Some(parse_name(name)?), rest),
+        _ => (None, s),
+    };
+    let (address, query) = match rest.split_once('?') {
+        Some((address, query)) => (address, Some(query)),
+        None => (rest, None),
+    };
+    let mut spec = if let Some(authority) = address.strip_prefix("tcp://") {
+        let (host, port) = parse_authority("tcp", authority)?;
+        ListenSpec::new(Address::Inet { host: Some(host), port, udp: false })
+    } else if let Some(authority) = address.strip_prefix("udp://") {
+        let (host, port) = parse_authority("udp", authority)?;
+        ListenSpec::new(Address::Inet { host: Some(host), port, udp: true })
+    } else if let Some(path) = (address.strip_prefix("unix://")).or(address.strip_prefix("unix:")) {
+        if path.is_empty() {
+            return Err("unix: needs a PATH".to_owned());
+        }
+        ListenSpec::parse_path(path)
+    } else {
+        return Err(match address.split_once(':') {
+            Some((scheme @ ("tcp" | "udp"), _)) => {
+                format!("expected {scheme}://HOST:PORT or {scheme}://[IPV6]:PORT")
+            }
+            Some((scheme, rest)) if rest.starts_with("//") && !scheme.is_empty() => {
+                format!("unknown scheme {scheme:?} (expected tcp://, udp:// or unix:)")
+            }
+            _ => LISTEN_SYNTAX.to_owned(),
+        });
+    };
+    spec.name = name;
+    if let Some(query) = query {
+        apply_options(&mut spec, query)?;
+    }
+    Ok(spec)
+}
+
+/// systemd's `fdname_is_valid`, minus the empty name, plus no `=`; and not
+/// `unknown`, which `LISTEN_FDNAMES` uses for "no name".
+fn parse_name(name: &str) -> Result<String, String> {
+    if name.is_empty() {
+        return Err("the listener name before '=' is empty".to_owned());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!("the listener name is longer than {MAX_NAME_LEN} characters"));
+    }
+    if !name.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b':') {
+        return Err(format!("listener name {name:?} may hold printable ASCII characters only, without ':'"));
+    }
+    if name == UNNAMED_FD {
+        return Err(format!(
+            "listener name {UNNAMED_FD:?} is systemd's word for an unnamed socket; choose another"
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// `HOST:PORT` or `[IPV6]:PORT` -> (host without brackets, port).
+fn parse_authority(scheme: &str, authority: &str) -> Result<(String, u16), String> {
+    let syntax = || format!("expected {scheme}://HOST:PORT or {scheme}://[IPV6]:PORT");
+    let (host, port) = authority.rsplit_once(':').ok_or_else(syntax)?;
+    let host = match host.strip_prefix('[') {
+        Some(inner) => {
+            let inner = inner.strip_suffix(']').ok_or_else(syntax)?;
+            if inner.parse::<Ipv6Addr>().is_err() {
+                return Err(format!("{inner:?} is not a numeric IPv6 address"));
+            }
+            inner
+        }
+        None if host.contains(':') => {
+            return Err(format!("an IPv6 address goes in brackets: {scheme}://[{host}]:{port}"));
+        }
+        None => host,
+    };
+    if host.is_empty() {
+        return Err(format!("HOST is required ({scheme}://0.0.0.0:{port} for every IPv4 address)"));
+    }
+    let bad = |c: char| c.is_whitespace() || c.is_control() || "[]/@#".contains(c);
+    if host.contains(bad) || !is_number(port) {
+        return Err(syntax());
+    }
+    let port = port.parse().map_err(|_| format!("port {port} is out of range (0-65535)"))?;
+    Ok((host.to_owned(), port))
+}
+
+/// `OPTION=VALUE&...`, each option at most once, checked against the kind.
+fn apply_options(spec: &mut ListenSpec, query: &str) -> Result<(), String> {
+    let (kind, allowed): (&str, &[&str]) = match &spec.address {
+        Address::Inet { udp: false, .. } => ("tcp", &["backlog"]),
+        Address::Inet { udp: true, .. } => ("udp", &[]),
+        Address::Unix { .. } => ("unix", &["mode", "owner", "group", "backlog"]),
+    };
+    let takes = match allowed {
+        [] => format!("{kind} takes no options"),
+        _ => format!("{kind} takes {}", allowed.join(", ")),
+    };
+    let mut seen = Vec::new();
+    for item in query.split('&') {
+        let Some((option, value)) = item.split_once('=') else {
+            return Err(format!("expected OPTION=VALUE, found {item:?}"));
+        };
+        if !allowed.contains(&option) {
+            let known = ["mode", "owner", "group", "backlog"].contains(&option);
+            let what = if known { "option" } else { "unknown option" };
+            return Err(format!("{what} {option:?} ({takes})"));
+        }
+        if seen.contains(&option) {
+            return Err(format!("option {option:?} is given twice"));
+        }
+        seen.push(option);
+        if value.is_empty() {
+            return Err(format!("option {option:?} needs a value"));
+        }
+        let options = match &mut spec.address {
+            Address::Unix { options, .. } => Some(options),
+            Address::Inet { .. } => None,
+        };
+        match (option, options) {
+            ("backlog", _) => spec.backlog = Some(parse_backlog(value)?),
+            ("mode", Some(options)) => options.mode = Some(parse_mode(value)?),
+            ("owner", Some(options)) => options.owner = Some(value.to_owned()),
+            ("group", Some(options)) => options.group = Some(value.to_owned()),
+            _ => unreachable!("options are checked against the kind above"),
+        }
+    }
+    Ok(())
+}
+
+fn parse_backlog(value: &str) -> Result<i32, String> {
+    match value.parse::<i32>() {
+        Ok(n) if n > 0 && is_number(value) => Ok(n),
+        _ => Err(format!("backlog {value:?} is not a number from 1 to {}", i32::MAX)),
+    }
+}
+
+/// Octal permission bits, `0660` or `660`, at most `0777`.
+fn parse_mode(value: &str) -> Result<u32, String> {
+    let octal = value.len() <= 4 && value.bytes().all(|b| (b'0'..=b'7').contains(&b));
+    match u32::from_str_radix(value, 8) {
+        Ok(mode) if octal && mode <= 0o777 => Ok(mode),
+        _ => Err(format!("mode {value:?} is not an octal permission mode like 0660")),
+    }
+}
+
+/// `[u]DIGITS` -> (udp, port).
+fn parse_port_number(s: &str) -> Result<(bool, u16), String> {
+    let (udp, digits) = match s.strip_prefix('u') {
+        Some(digits) => (true, digits),
+        None => (false, s),
+    };
+    if !is_number(digits) {
+        return Err(PORT_SYNTAX.to_owned());
+    }
+    let port = digits.parse().map_err(|_| format!("port {digits} is out of range (0-65535)"))?;
+    Ok((udp, port))
+}
+
+fn parse_fd(s: &str) -> Result<RawFd, String> {
+    if !is_number(s) {
+        return Err(PORT_SYNTAX.to_owned());
+    }
+    s.parse().map_err(|_| format!("fd {s} is out of range"))
+}
+
+/// `host`, `[host]` -> host without brackets; IPv6 must be numeric.
+fn parse_host(s: &str) -> Result<String, String> {
+    let host = match s.strip_prefix('[') {
+        Some(rest) => rest.strip_suffix(']').ok_or(PORT_SYNTAX)?.trim(),
+        None => s,
+    };
+    if host.is_empty() || host.contains(['[', ']']) {
+        return Err(PORT_SYNTAX.to_owned());
+    }
+    if host.contains(':') && host.parse::<Ipv6Addr>().is_err() {
+        return Err(format!("{host:?} is not a numeric IPv6 address"));
+    }
+    Ok(host.to_owned())
+}
+
+fn is_number(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inet(host: Option<&str>, port: u16, udp: bool, pin: Option<RawFd>) -> ListenSpec {
+        ListenSpec { pin, ..ListenSpec::new(Address::Inet { host: host.map(str::to_owned), port, udp }) }
+    }
+
+    #[test]
+    fn parses_every_port_form() {
+        let cases = [
+            ("8080", inet(None, 8080, false, None)),
+            ("u8080", inet(None, 8080, true, None)),
+            ("8080=5", inet(None, 8080, false, Some(5))),
+            ("u53=0", inet(None, 53, true, Some(0))),
+            ("0", inet(None, 0, false, None)),
+            ("127.0.0.1:8080", inet(Some("127.0.0.1"), 8080, false, None)),
+            ("localhost:u53", inet(Some("localhost"), 53, true, None)),
+            ("127.0.0.1:8080=0", inet(Some("127.0.0.1"), 8080, false, Some(0))),
+            ("[::1]:8080", inet(Some("::1"), 8080, false, None)),
+            ("::1:8080", inet(Some("::1"), 8080, false, None)),
+            ("[::]:u8080=9", inet(Some("::"), 8080, true, Some(9))),
+            ("fe80::1:2:443", inet(Some("fe80::1:2"), 443, false, None)),
+            ("[127.0.0.1]:8080", inet(Some("127.0.0.1"), 8080, false, None)),
+            (" 8080 ", inet(None, 8080, false, None)),
+            (" 127.0.0.1 : u8080 = 5 ", inet(Some("127.0.0.1"), 8080, true, Some(5))),
+            ("[ ::1 ]:80", inet(Some("::1"), 80, false, None)),
+        ];
+        for (input, want) in cases {
+            assert_eq!(ListenSpec::parse_port(input), Ok(want), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_ports() {
+        let syntax = "expected PORT, HOST:PORT or [IPV6]:PORT, optionally u-prefixed and =FD";
+        let cases = [
+            ("abc", syntax.to_owned()),
+            ("", syntax.to_owned()),
+            (":", syntax.to_owned()),
+            (":8080", syntax.to_owned()),
+            ("host:", syntax.to_owned()),
+            ("[::1", syntax.to_owned()),
+            ("::1]:80", syntax.to_owned()),
+            ("8080=x", syntax.to_owned()),
+            ("8080=-1", syntax.to_owned()),
+            ("8080=", syntax.to_owned()),
+            ("U8080", syntax.to_owned()),
+            ("u 8080", syntax.to_owned()),
+            ("+80", syntax.to_owned()),
+            ("70000", "port 70000 is out of range (0-65535)".to_owned()),
+            ("8080=99999999999", "fd 99999999999 is out of range".to_owned()),
+            ("::zz:80", r#""::zz" is not a numeric IPv6 address"#.to_owned()),
+            ("[1:2]:80", r#""1:2" is not a numeric IPv6 address"#.to_owned()),
+        ];
+        for (input, why) in cases {
+            let want = SpecError(format!("invalid --port value {input:?}: {why}"));
+            assert_eq!(ListenSpec::parse_port(input), Err(want), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn keys_follow_start_server() {
+        let key = |s: &str, port| ListenSpec::parse_port(s).unwrap().key(port);
+        assert_eq!(key("8080", 8080), "8080");
+        assert_eq!(key("u8080=5", 8080), "8080");
+        assert_eq!(key("0", 41234), "41234");
+        assert_eq!(key("127.0.0.1:8080", 8080), "127.0.0.1:8080");
+        assert_eq!(key("localhost:u53", 53), "localhost:53");
+        assert_eq!(key("127.0.0.1:0", 41234), "127.0.0.1:41234");
+        assert_eq!(key("[::1]:8080", 8080), "[::1]:8080");
+        assert_eq!(key("::1:8080", 8080), "[::1]:8080");
+        assert_eq!(key("[::]:8080", 8080), "[::]:8080");
+        assert_eq!(key("[127.0.0.1]:8080", 8080), "127.0.0.1:8080");
+        assert_eq!(ListenSpec::parse_path("./x.sock").key(0), "./x.sock");
+        assert_eq!(ListenSpec::parse_path("/tmp/s.sock").key(0), "/tmp/s.sock");
+    }
+
+    fn named(name: &str, spec: ListenSpec) -> ListenSpec {
+        ListenSpec { name: Some(name.to_owned()), ..spec }
+    }
+
+    fn unix(path: &str, options: UnixOptions, backlog: Option<i32>) -> ListenSpec {
+        ListenSpec { backlog, ..ListenSpec::new(Address::Unix { path: path.into(), options }) }
+    }
+
+    #[test]
+    fn parses_every_listen_form() {
+        let tcp = |host: &str, port| inet(Some(host), port, false, None);
+        let udp = |host: &str, port| inet(Some(host), port, true, None);
+        let plain = |path: &str| unix(path, UnixOptions::default(), None);
+        let long_name = "n".repeat(255);
+        let cases = [
+            ("tcp://127.0.0.1:8080", tcp("127.0.0.1", 8080)),
+            ("tcp://0.0.0.0:80", tcp("0.0.0.0", 80)),
+            ("tcp://localhost:0", tcp("localhost", 0)),
+            ("tcp://[::1]:8080", tcp("::1", 8080)),
+            ("tcp://[::]:0", tcp("::", 0)),
+            ("web=tcp://0.0.0.0:80", named("web", tcp("0.0.0.0", 80))),
+            ("tcp://127.0.0.1:0?backlog=128", ListenSpec { backlog: Some(128), ..tcp("127.0.0.1", 0) }),
+            ("udp://127.0.0.1:53", udp("127.0.0.1", 53)),
+            ("dns=udp://[::1]:0", named("dns", udp("::1", 0))),
+            ("unix:/run/app.sock", plain("/run/app.sock")),
+            ("unix:rel.sock", plain("rel.sock")),
+            ("unix:///run/app.sock", plain("/run/app.sock")),
+            ("unix://rel.sock", plain("rel.sock")),
+            ("unix:/a=b", plain("/a=b")),
+            ("web=unix:/a=b", named("web", plain("/a=b"))),
+            (
+                "admin=unix:/run/a.sock?mode=0660&owner=www-data&group=www-data&backlog=16",
+                named(
+                    "admin",
+                    unix(
+                        "/run/a.sock",
+                        UnixOptions {
+                            mode: Some(0o660),
+                            owner: Some("www-data".into()),
+                            group: Some("www-data".into()),
+                        },
+                        Some(16),
+                    ),
+                ),
+            ),
+            (
+                "unix:/x?group=33&mode=600",
+                unix(
+                    "/x",
+                    UnixOptions { mode: Some(0o600), group: Some("33".into()), ..UnixOptions::default() },
+                    None,
+                ),
+            ),
+            ("a b=tcp://h:1", named("a b", tcp("h", 1))),
+            (&format!("{long_name}=tcp://h:1"), named(&long_name, tcp("h", 1))),
+        ];
+        for (input, want) in cases {
+            assert_eq!(ListenSpec::parse_listen(input), Ok(want), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_listen_values() {
+        let syntax = "expected [NAME=]tcp://HOST:PORT, udp://HOST:PORT or unix:PATH, \
+                      optionally followed by ?OPTION=VALUE&...";
+        let tcp_syntax = "expected tcp://HOST:PORT or tcp://[IPV6]:PORT";
+        let long_name = format!("{}=tcp://h:1", "n".repeat(256));
+        let cases: &[(&str, &str)] = &[
+            ("", syntax),
+            ("8080", syntax),
+            ("127.0.0.1:8080", syntax),
+            ("/run/app.sock", syntax),
+            ("web=8080", syntax),
+            ("http://h:80", r#"unknown scheme "http" (expected tcp://, udp:// or unix:)"#),
+            ("tcp:127.0.0.1:80", tcp_syntax),
+            ("udp:h:53", "expected udp://HOST:PORT or udp://[IPV6]:PORT"),
+            ("tcp://:80", "HOST is required (tcp://0.0.0.0:80 for every IPv4 address)"),
+            ("tcp://127.0.0.1", tcp_syntax),
+            ("tcp://127.0.0.1:", tcp_syntax),
+            ("tcp://127.0.0.1:http", tcp_syntax),
+            ("tcp://127.0.0.1:80/", tcp_syntax),
+            ("tcp://a b:80", tcp_syntax),
+            ("tcp://user@h:80", tcp_syntax),
+            ("tcp://[::1:80", tcp_syntax),
+            ("tcp://127.0.0.1:70000", "port 70000 is out of range (0-65535)"),
+            ("tcp://::1:80", "an IPv6 address goes in brackets: tcp://[::1]:80"),
+            ("tcp://[::zz]:80", r#""::zz" is not a numeric IPv6 address"#),
+            ("unix:", "unix: needs a PATH"),
+            ("unix://", "unix: needs a PATH"),
+            ("=tcp://h:1", "the listener name before '=' is empty"),
+            (
+                "we\tb=tcp://h:1",
+                r#"listener name "we\tb" may hold printable ASCII characters only, without ':'"#,
+            ),
+            (
+                "caf\u{e9}=tcp://h:1",
+                "listener name \"caf\u{e9}\" may hold printable ASCII characters only, without ':'",
+            ),
+            (
+                "unknown=tcp://h:1",
+                r#"listener name "unknown" is systemd's word for an unnamed socket; choose another"#,
+            ),
+            (&long_name, "the listener name is longer than 255 characters"),
+            ("tcp://h:80?mode=0660", r#"option "mode" (tcp takes backlog)"#),
+            ("udp://h:53?backlog=5", r#"option "backlog" (udp takes no options)"#),
+            ("unix:/x?colour=red", r#"unknown option "colour" (unix takes mode, owner, group, backlog)"#),
+            ("tcp://h:80?reuseport=1", r#"unknown option "reuseport" (tcp takes backlog)"#),
+            ("unix:/x?mode", r#"expected OPTION=VALUE, found "mode""#),
+            ("unix:/x?", r#"expected OPTION=VALUE, found """#),
+            ("unix:/x?mode=0660&&owner=x", r#"expected OPTION=VALUE, found """#),
+            ("unix:/x?mode=0660&mode=0600", r#"option "mode" is given twice"#),
+            ("unix:/x?owner=", r#"option "owner" needs a value"#),
+            ("unix:/x?mode=999", r#"mode "999" is not an octal permission mode like 0660"#),
+            ("unix:/x?mode=01777", r#"mode "01777" is not an octal permission mode like 0660"#),
+            ("unix:/x?mode=rw", r#"mode "rw" is not an octal permission mode like 0660"#),
+            ("unix:/x?backlog=0", r#"backlog "0" is not a number from 1 to 2147483647"#),
+            ("tcp://h:1?backlog=-1", r#"backlog "-1" is not a number from 1 to 2147483647"#),
+            ("tcp://h:1?backlog=+5", r#"backlog "+5" is not a number from 1 to 2147483647"#),
+        ];
+        for (input, why) in cases {
+            let want = SpecError(format!("invalid --listen value {input:?}: {why}"));
+            assert_eq!(ListenSpec::parse_listen(input), Err(want), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn listen_keys_are_the_port_forms() {
+        let key = |s: &str, port| ListenSpec::parse_listen(s).unwrap().key(port);
+        assert_eq!(key("tcp://127.0.0.1:0", 41234), "127.0.0.1:41234");
+        assert_eq!(key("web=tcp://0.0.0.0:80", 80), "0.0.0.0:80");
+        assert_eq!(key("tcp://localhost:8080", 8080), "localhost:8080");
+        assert_eq!(key("tcp://[::1]:8080", 8080), "[::1]:8080");
+        assert_eq!(key("udp://[::]:53", 53), "[::]:53");
+        assert_eq!(key("unix:rel.sock?mode=0600", 0), "rel.sock");
+        assert_eq!(key("unix:///run/a.sock", 0), "/run/a.sock");
+    }
+
+    #[test]
+    fn descriptions_name_protocol_and_address() {
+        let describe = |s: &str| ListenSpec::parse_listen(s).unwrap().describe();
+        assert_eq!(describe("web=tcp://127.0.0.1:80"), "tcp 127.0.0.1:80");
+        assert_eq!(describe("udp://[::1]:53"), "udp [::1]:53");
+        assert_eq!(describe("unix:/run/a.sock?mode=0600"), "unix /run/a.sock");
+        assert_eq!(ListenSpec::parse_port("8080").unwrap().describe(), "tcp 0.0.0.0:8080");
+        assert_eq!(ListenSpec::parse_port("localhost:u53").unwrap().describe(), "udp localhost:53");
+    }
+
+    #[test]
+    fn names_must_be_unique() {
+        let specs = |values: &[&str]| -> Vec<ListenSpec> {
+            let parse = |v: &&str| ListenSpec::parse_listen(v).unwrap();
+            values.iter().map(parse).collect()
+        };
+        let distinct = specs(&["a=tcp://h:1", "b=tcp://h:2", "tcp://h:3", "tcp://h:4"]);
+        assert_eq!(check_unique_names(&distinct), Ok(()));
+        let twice = specs(&["a=tcp://h:1", "b=tcp://h:2", "a=unix:/x"]);
+        assert_eq!(
+            check_unique_names(&twice),
+            Err(SpecError(r#"two listeners are named "a": names must be unique"#.into()))
+        );
+    }
+}

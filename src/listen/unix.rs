@@ -1,0 +1,318 @@
+//! Unix stream sockets at a path: making room for one, creating it with
+//! its owner, group and mode, and removing it again.
+//!
+//! - An existing file is replaced only when it is a socket nobody accepts
+//!   on; anything else at the path is left alone and refused.
+//! - A new file gets its owner and group (when asked), then its mode (0777
+//!   unless asked otherwise), then the socket starts listening: nobody can
+//!   connect before `listen`, so there is no window with the wrong mode.
+//! - Owners and groups are looked up at bind time, before anything is
+//!   created; a number is taken as the id itself.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::unistd::{Gid, Group, Uid, User};
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use super::{BindError, ListenSpec, Listener, UnixOptions};
+
+/// Mode of a unix socket file unless `?mode=` says otherwise (start_server
+/// creates it with umask 0, so anyone may connect).
+const DEFAULT_UNIX_MODE: u32 = 0o777;
+
+pub(super) fn bind_unix(
+    spec: &ListenSpec,
+    path: &Path,
+    options: &UnixOptions,
+    backlog: i32,
+) -> Result<Listener, BindError> {
+    let owner = options.owner.as_deref().map(|name| lookup_user(name, path)).transpose()?;
+    let group = options.group.as_deref().map(|name| lookup_group(name, path)).transpose()?;
+    let replaced_stale = clear_stale_socket(path)?;
+    let io_err = |action, cause| BindError::Io { action, object: path.display().to_string(), cause };
+    let socket =
+        Socket::new(Domain::UNIX, Type::STREAM, None).map_err(|e| io_err("create a socket for", e))?;
+    socket.set_reuse_address(true).map_err(|e| io_err("set SO_REUSEADDR on", e))?;
+    let addr = SockAddr::unix(path).map_err(|e| io_err("bind", e))?;
+    socket.bind(&addr).map_err(|e| io_err("bind", e))?;
+    // From here on the file is ours: remove it if anything else fails.
+    // Nobody can connect before `listen`, so the order leaves no window.
+    let finish = || {
+        if owner.is_some() || group.is_some() {
+            std::os::unix::fs::lchown(path, owner.map(Uid::as_raw), group.map(Gid::as_raw))
+                .map_err(|e| io_err("change the owner of", e))?;
+        }
+        let mode = options.mode.unwrap_or(DEFAULT_UNIX_MODE);
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(|e| io_err("set the mode of", e))?;
+        socket.listen(backlog).map_err(|e| io_err("listen on", e))
+    };
+    if let Err(e) = finish() {
+        let _ = remove_if_present(path);
+        return Err(e);
+    }
+    Ok(Listener {
+        spec: spec.clone(),
+        socket,
+        key: spec.key(0),
+        local: format!("unix {}", path.display()),
+        created_path: Some(path.to_owned()),
+        inherited_fd: None,
+        replaced_stale,
+    })
+}
+
+/// A user name, or a number taken as the uid itself (as chown(1) does).
+fn lookup_user(name: &str, path: &Path) -> Result<Uid, BindError> {
+    if let Ok(uid) = name.parse() {
+        return Ok(Uid::from_raw(uid));
+    }
+    let failed =
+        |cause| BindError::Owner { what: "user", name: name.to_owned(), path: path.to_owned(), cause };
+    match User::from_name(name) {
+        Ok(Some(user)) => Ok(user.uid),
+        Ok(None) => Err(failed(None)),
+        Err(e) => Err(failed(Some(e.desc().to_owned()))),
+    }
+}
+
+/// A group name, or a number taken as the gid itself.
+fn lookup_group(name: &str, path: &Path) -> Result<Gid, BindError> {
+    if let Ok(gid) = name.parse() {
+        return Ok(Gid::from_raw(gid));
+    }
+    let failed =
+        |cause| BindError::Owner { what: "group", name: name.to_owned(), path: path.to_owned(), cause };
+    match Group::from_name(name) {
+        Ok(Some(group)) => Ok(group.gid),
+        Ok(None) => Err(failed(None)),
+        Err(e) => Err(failed(Some(e.desc().to_owned()))),
+    }
+}
+
+/// Makes room at `path`: nothing there is fine, a stale socket is removed
+/// (returns true), a live socket or any other file is refused.
+fn clear_stale_socket(path: &Path) -> Result<bool, BindError> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(cause) => {
+            return Err(BindError::Io { action: "inspect", object: path.display().to_string(), cause });
+        }
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(BindError::NotASocket { path: path.into() });
+        }
+        Ok(_) => {}
+    }
+    if is_live_socket(path)? {
+        return Err(BindError::Live { path: path.into() });
+    }
+    remove_if_present(path).map_err(|cause| BindError::Io {
+        action: "remove the stale socket",
+        object: path.display().to_string(),
+        cause,
+    })?;
+    Ok(true)
+}
+
+/// Connects without blocking (a live server with a full backlog would
+/// block a plain connect). Only ECONNREFUSED proves nobody is bound there;
+/// EPROTOTYPE means a live socket of another type (datagram).
+fn is_live_socket(path: &Path) -> Result<bool, BindError> {
+    let probe_err = |cause| BindError::Probe { path: path.into(), cause };
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(probe_err)?;
+    socket.set_nonblocking(true).map_err(probe_err)?;
+    let addr = SockAddr::unix(path).map_err(probe_err)?;
+    match socket.connect(&addr) {
+        Ok(()) => Ok(true),
+        Err(e) => match Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
+            Errno::ECONNREFUSED | Errno::ENOENT => Ok(false),
+            Errno::EAGAIN | Errno::EINPROGRESS | Errno::EPROTOTYPE => Ok(true),
+            _ => Err(probe_err(e)),
+        },
+    }
+}
+
+pub(super) fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listen::bind_all;
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+
+    fn listen(value: &str) -> ListenSpec {
+        ListenSpec::parse_listen(value).unwrap()
+    }
+
+    #[test]
+    fn creates_unix_socket_world_writable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let spec = ListenSpec::parse_path(path.to_str().unwrap());
+        let l = &bind_all(&[spec], 0).unwrap()[0];
+        assert_eq!(l.key, path.to_str().unwrap());
+        assert_eq!(l.local, format!("unix {}", path.display()));
+        assert_eq!(l.created_path.as_deref(), Some(path.as_path()));
+        assert!(!l.replaced_stale);
+        assert!(l.is_stream());
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o777);
+        UnixStream::connect(&path).unwrap();
+        l.remove_file().unwrap();
+        assert!(!path.exists());
+        l.remove_file().unwrap(); // already gone is fine
+    }
+
+    #[test]
+    fn dropping_a_listener_keeps_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        drop(bind_all(&[ListenSpec::parse_path(path.to_str().unwrap())], 0).unwrap());
+        assert!(path.exists());
+    }
+
+    #[test]
+    fn replaces_stale_sockets() {
+        let dir = tempfile::tempdir().unwrap();
+        let stream = dir.path().join("stream.sock");
+        let dgram = dir.path().join("dgram.sock");
+        drop(UnixListener::bind(&stream).unwrap());
+        drop(UnixDatagram::bind(&dgram).unwrap());
+        let specs = [&stream, &dgram].map(|p| ListenSpec::parse_path(p.to_str().unwrap()));
+        let listeners = bind_all(&specs, 0).unwrap();
+        assert!(listeners.iter().all(|l| l.replaced_stale));
+        UnixStream::connect(&stream).unwrap();
+        UnixStream::connect(&dgram).unwrap();
+    }
+
+    #[test]
+    fn refuses_live_sockets() {
+        let dir = tempfile::tempdir().unwrap();
+        let stream = dir.path().join("stream.sock");
+        let dgram = dir.path().join("dgram.sock");
+        let _live_stream = UnixListener::bind(&stream).unwrap();
+        let _live_dgram = UnixDatagram::bind(&dgram).unwrap();
+        for path in [stream, dgram] {
+            let err = bind_all(&[ListenSpec::parse_path(path.to_str().unwrap())], 0).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("refusing to replace {}: a server is listening on it", path.display())
+            );
+            assert!(path.exists());
+        }
+    }
+
+    #[test]
+    fn refuses_regular_files_and_leaves_them_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("important.txt");
+        fs::write(&path, "keep me").unwrap();
+        let err = bind_all(&[ListenSpec::parse_path(path.to_str().unwrap())], 0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "refusing to replace {}: not a socket (remove it or choose another --path)",
+                path.display()
+            )
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), "keep me");
+    }
+
+    #[test]
+    fn unix_mode_option_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let spec = listen(&format!("unix:{}?mode=0660", path.display()));
+        let _l = bind_all(&[spec], 0).unwrap();
+        let meta = fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o660);
+    }
+
+    #[test]
+    fn unix_owner_and_group_are_applied() {
+        if !Uid::effective().is_root() {
+            eprintln!("skipped: changing a file's owner needs root");
+            return;
+        }
+        let nobody = User::from_name("nobody").unwrap().expect("user nobody");
+        let nogroup = Group::from_name("nogroup").unwrap().expect("group nogroup");
+        let dir = tempfile::tempdir().unwrap();
+        let by_name = dir.path().join("named.sock");
+        let by_number = dir.path().join("numbered.sock");
+        let specs = [
+            listen(&format!("unix:{}?owner=nobody&group=nogroup&mode=0600", by_name.display())),
+            listen(&format!("unix:{}?group={}", by_number.display(), nogroup.gid)),
+        ];
+        let _l = bind_all(&specs, 0).unwrap();
+        let meta = fs::symlink_metadata(&by_name).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (nobody.uid.as_raw(), nogroup.gid.as_raw()));
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let meta = fs::symlink_metadata(&by_number).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (0, nogroup.gid.as_raw()), "owner unchanged");
+    }
+
+    #[test]
+    fn unknown_owner_fails_before_creating_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("first.sock");
+        let path = dir.path().join("s.sock");
+        let specs = [
+            listen(&format!("unix:{}", first.display())),
+            listen(&format!("unix:{}?owner=no-such-user-x", path.display())),
+        ];
+        let err = bind_all(&specs, 0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(r#"unknown user "no-such-user-x" in --listen unix:{}"#, path.display())
+        );
+        assert!(!path.exists() && !first.exists(), "all or nothing");
+        let spec = listen(&format!("unix:{}?group=no-such-group-x", path.display()));
+        let err = bind_all(&[spec], 0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(r#"unknown group "no-such-group-x" in --listen unix:{}"#, path.display())
+        );
+    }
+
+    /// Non-blocking connects to a unix listener that nobody accepts on,
+    /// until the kernel says the backlog is full (at most `limit`).
+    fn connects_until_full(path: &Path, limit: usize) -> usize {
+        let mut pending = Vec::new();
+        while pending.len() < limit {
+            let socket = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+            socket.set_nonblocking(true).unwrap();
+            match socket.connect(&SockAddr::unix(path).unwrap()) {
+                Ok(()) => pending.push(socket),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("connect: {e}"),
+            }
+        }
+        pending.len()
+    }
+
+    #[test]
+    fn a_spec_backlog_overrides_the_global_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small.sock");
+        let global = dir.path().join("global.sock");
+        let specs = [
+            listen(&format!("unix:{}?backlog=2", small.display())),
+            listen(&format!("unix:{}", global.display())),
+        ];
+        let _l = bind_all(&specs, 5).unwrap();
+        // Linux queues backlog + 1 connections on a unix socket.
+        assert_eq!(connects_until_full(&small, 50), 3);
+        assert_eq!(connects_until_full(&global, 50), 6);
+    }
+}
