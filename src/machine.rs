@@ -607,10 +607,12 @@ impl Machine {
                 return self.finish_if_done(fx);
             }
             fx.push(Effect::Log(Event::FailedToStart { pid, status }));
+            let mut reason = format!("worker {pid} {status}");
             if let Some(hint) = diagnose(status, lived, self.policy.interval) {
                 fx.push(Effect::Log(Event::Diagnosis { generation, status, hint }));
+                reason = format!("{reason}; {hint}");
             }
-            self.fail_candidate(now, format!("worker {pid} {status}"), fx);
+            self.fail_candidate(now, reason, fx);
         } else if let Some(current) = self.current.as_mut().filter(|g| g.has(pid)) {
             if stopping {
                 current.workers.retain(|w| w.pid != Some(pid));

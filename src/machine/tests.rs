@@ -496,8 +496,8 @@ fn a_failed_restart_is_answered_with_the_reason_and_rolled_back_upward() {
     let mut run = Run::serving();
     run.step(2 * SEC, Input::Restart { request: 1 });
     let fx = run.step(2300, Input::Exited { pid: 102, status: ExitStatus::Code(3) });
-    let reason = "worker 102 exited with 3".to_string();
-    assert_eq!(replies(&fx), [(1, Outcome::Failed { generation: Some(2), reason })]);
+    let [(1, Outcome::Failed { generation: Some(2), reason })] = &replies(&fx)[..] else { panic!("{fx:?}") };
+    assert!(reason.starts_with("worker 102 exited with 3; it failed during startup"), "{reason}");
     assert!(fx.contains(&Effect::Notify(Upward::Ready)), "the reload is over: still serving");
     assert!(
         fx.iter().any(
