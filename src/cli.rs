@@ -103,6 +103,15 @@ pub enum ReadyArg {
     Notify,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
+pub enum SignalTarget {
+    /// The worker process only (start_server).
+    #[default]
+    Pid,
+    /// The worker's whole process group.
+    Group,
+}
+
 /// handover's own options, beyond start_server's.
 #[derive(Args, Debug, Clone)]
 pub struct HandoverOpts {
@@ -125,6 +134,16 @@ pub struct HandoverOpts {
     /// Workers per generation, sharing the sockets; a generation is ready when all are.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub workers: usize,
+    /// A worker exiting with one of these codes (128+N when killed by signal N) stops
+    /// handover with that code instead of being respawned (e.g. 78, EX_CONFIG).
+    #[arg(long, value_name = "CODES", value_delimiter = ',')]
+    pub stop_on_exit: Vec<i32>,
+    /// Exit 1 when the first generation fails to start this many times in a row [default: retry for ever].
+    #[arg(long, value_name = "N")]
+    pub max_start_attempts: Option<u32>,
+    /// Where --signal-on-hup and --signal-on-term go: the worker, or its whole process group.
+    #[arg(long, value_enum, default_value_t)]
+    pub signal_target: SignalTarget,
     /// Unix socket for `handover restart|stop|status --control PATH` (mode 0600).
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
@@ -161,6 +180,9 @@ impl Default for HandoverOpts {
             stop_timeout: None,
             listen: Vec::new(),
             workers: 1,
+            stop_on_exit: Vec::new(),
+            max_start_attempts: None,
+            signal_target: SignalTarget::Pid,
             control: None,
         }
     }
@@ -229,6 +251,9 @@ const VALUED: &[&str] = &[
     "ready",
     "listen",
     "workers",
+    "stop-on-exit",
+    "max-start-attempts",
+    "signal-target",
     "control",
     "ready-timeout",
     "drain-timeout",

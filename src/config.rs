@@ -54,6 +54,8 @@ pub struct Config {
     pub log: Option<LogTarget>,
     /// Sockets our own service manager passed us (LISTEN_PID is ours).
     pub activation: Option<protocol::Activation>,
+    /// `--signal-target group`: signals go to the worker's process group.
+    pub signal_group: bool,
     /// `--control`: the control socket's path.
     pub control: Option<PathBuf>,
     pub daemonize: bool,
@@ -219,6 +221,8 @@ impl Config {
             auto_restart,
             workers: more.workers,
             watchdog: watchdog(&env),
+            stop_on_exit: more.stop_on_exit.clone(),
+            max_start_attempts: more.max_start_attempts,
         };
         let log = opts.log_file.as_deref().map(|text| match text.trim_start().strip_prefix('|') {
             Some(command) => LogTarget::Pipe(command.trim().to_string()),
@@ -249,6 +253,7 @@ impl Config {
             envdir,
             log,
             activation,
+            signal_group: more.signal_target == crate::cli::SignalTarget::Group,
             control: more.control.clone(),
             daemonize: opts.daemonize,
             base_env,

@@ -29,6 +29,16 @@ impl ExitStatus {
     }
 }
 
+impl ExitStatus {
+    /// The shell's number for it: the code, or 128+N for signal N.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            ExitStatus::Code(code) => code,
+            ExitStatus::Signal { signal, .. } => 128 + signal,
+        }
+    }
+}
+
 impl fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
@@ -123,6 +133,8 @@ pub enum Event {
     StopTimeout { pids: Vec<Pid>, after: Duration },
     Forwarded { signal: Signal, pids: Vec<Pid> },
     IgnoredDuringShutdown { signal: Signal },
+    StopOnExit { pid: Pid, status: ExitStatus, code: i32 },
+    GaveUp { attempts: u32, reason: String },
 }
 
 impl Event {
@@ -154,7 +166,30 @@ impl Event {
                 | Event::ReadyTimeout { .. }
                 | Event::DrainTimeout { .. }
                 | Event::StopTimeout { .. }
+                | Event::StopOnExit { .. }
+                | Event::GaveUp { .. }
         )
+    }
+}
+
+impl Event {
+    /// The line as printed: start_server's exact text under its name;
+    /// under handover's, exits read as words, not raw wait statuses.
+    pub fn render(&self, compat: bool) -> String {
+        if compat {
+            return self.to_string();
+        }
+        match self {
+            Event::FailedToStart { pid, status } => {
+                format!("new worker {pid} seems to have failed to start: {status}")
+            }
+            Event::DiedUnexpectedly { pid, status } => {
+                format!("worker {pid} died unexpectedly ({status}), restarting")
+            }
+            Event::OldDied { pid, status } => format!("old worker {pid} died ({status})"),
+            Event::WorkerDied { pid, status } => format!("worker {pid} died ({status})"),
+            other => other.to_string(),
+        }
     }
 }
 
@@ -236,6 +271,13 @@ impl fmt::Display for Event {
             Event::Forwarded { signal, pids } => {
                 write!(f, "received {}, forwarding it to workers:{}", signal_name(*signal), pid_list(pids))
             }
+            Event::StopOnExit { pid, status, code } => {
+                write!(f, "worker {pid} {status}, which --stop-on-exit lists: stopping, exit code {code}")
+            }
+            Event::GaveUp { attempts, reason } => write!(
+                f,
+                "the first generation failed to start {attempts} times in a row (last: {reason}); giving up (--max-start-attempts)"
+            ),
             Event::IgnoredDuringShutdown { signal } => {
                 write!(f, "received {} while shutting down; ignored", signal_name(*signal))
             }

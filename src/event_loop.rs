@@ -59,7 +59,7 @@ impl Log {
 
     pub fn event(&self, event: &Event) {
         if !self.compat || !event.is_extra() || event.is_warning() {
-            self.line(&event.to_string());
+            self.line(&event.render(self.compat));
         }
     }
 
@@ -140,6 +140,9 @@ impl Supervisor {
             for effect in self.machine.handle(now, input) {
                 match effect {
                     Effect::Spawn { generation, index } => queue.push_front(self.spawn(generation, index)),
+                    Effect::Signal { pid, signal } if self.config.signal_group => {
+                        let _ = killpg(Pid::from_raw(pid), signal);
+                    }
                     Effect::Signal { pid, signal } => {
                         let _ = kill(Pid::from_raw(pid), signal);
                     }

@@ -56,6 +56,11 @@ pub struct Policy {
     pub workers: usize,
     /// Send `WATCHDOG=1` this often.
     pub watchdog: Option<Duration>,
+    /// A worker exiting with one of these codes (128+N for signal N) stops
+    /// the supervisor with that code instead of being respawned.
+    pub stop_on_exit: Vec<i32>,
+    /// Give up (exit 1) when the first generation failed to start this many times in a row.
+    pub max_start_attempts: Option<u32>,
 }
 
 /// Identifies a control request awaiting its answer.
@@ -193,6 +198,8 @@ pub struct Machine {
     next_watchdog: Option<Instant>,
     counters: Counters,
     last_outcome: Option<Outcome>,
+    /// Failed starts of the first generation, in a row.
+    start_failures: u32,
 }
 
 impl Machine {
@@ -213,6 +220,7 @@ impl Machine {
             next_watchdog: None,
             counters: Counters::default(),
             last_outcome: None,
+            start_failures: 0,
         }
     }
 
@@ -245,7 +253,7 @@ impl Machine {
             Input::Ready { pid } => self.ready_message(now, pid, &mut fx),
             Input::Hup => self.restart(now, None, &mut fx),
             Input::Restart { request } => self.restart(now, Some(request), &mut fx),
-            Input::Terminate(signal) => self.terminate(now, signal, 0, &mut fx),
+            Input::Terminate(signal) => self.terminate(now, signal, &mut fx),
             Input::Forward(signal) => {
                 let pids = self.current.as_ref().map(Generation::pids).unwrap_or_default();
                 fx.extend(pids.iter().map(|&pid| Effect::Signal { pid, signal }));
@@ -486,14 +494,20 @@ impl Machine {
         }
     }
 
-    fn terminate(&mut self, now: Instant, received: Signal, code: i32, fx: &mut Vec<Effect>) {
+    fn terminate(&mut self, now: Instant, received: Signal, fx: &mut Vec<Effect>) {
         if self.stopping.is_some() {
             fx.push(Effect::Log(Event::IgnoredDuringShutdown { signal: received }));
             return;
         }
         let sending = if received == Signal::SIGINT { Signal::SIGTERM } else { self.policy.signal_on_term };
         let pids = self.live_pids();
-        fx.push(Effect::Log(Event::ShutdownReceived { received, sending, pids: pids.clone() }));
+        fx.push(Effect::Log(Event::ShutdownReceived { received, sending, pids }));
+        self.stop(now, sending, 0, fx);
+    }
+
+    /// Stop every worker with `sending`; exit with `code` once all are gone.
+    fn stop(&mut self, now: Instant, sending: Signal, code: i32, fx: &mut Vec<Effect>) {
+        let pids = self.live_pids();
         fx.push(Effect::Notify(Upward::Stopping));
         if let Some(t) = self.policy.stop_timeout {
             fx.push(Effect::Notify(Upward::ExtendTimeout(t + Duration::from_secs(5))));
@@ -512,6 +526,17 @@ impl Machine {
             g.signalled_at.get_or_insert(now);
         }
         self.finish_if_done(fx);
+    }
+
+    /// Remove a worker that has exited from whichever generation held it.
+    fn forget(&mut self, pid: Pid) {
+        let all = self.candidate.iter_mut().chain(self.current.iter_mut()).chain(self.old.iter_mut());
+        for g in all {
+            g.workers.retain(|w| w.pid != Some(pid));
+        }
+        self.candidate.take_if(|g| g.workers.is_empty());
+        self.current.take_if(|g| g.workers.is_empty());
+        self.old.retain(|g| !g.workers.is_empty());
     }
 
     fn live_pids(&self) -> Vec<Pid> {
@@ -549,7 +574,7 @@ impl Machine {
             self.fail_candidate(now, reason, fx);
             if first && self.stopping.is_none() {
                 // The first generation cannot even be executed: a config error.
-                self.terminate(now, Signal::SIGTERM, code, fx);
+                self.stop(now, Signal::SIGTERM, code, fx);
             }
         } else if let Some(current) = self.current.as_mut().filter(|g| g.number == generation) {
             let interval = self.policy.interval;
@@ -589,13 +614,30 @@ impl Machine {
             fx.push(Effect::Notify(Upward::Status(text)));
             fx.push(Effect::Notify(Upward::Ready));
         }
-        if self.stopping.is_none() {
-            self.schedule_spawn(now);
+        if self.stopping.is_some() {
+            return;
         }
+        if !self.announced {
+            self.start_failures += 1;
+            if self.policy.max_start_attempts.is_some_and(|max| self.start_failures >= max) {
+                let attempts = self.start_failures;
+                fx.push(Effect::Log(Event::GaveUp { attempts, reason }));
+                return self.stop(now, Signal::SIGTERM, 1, fx);
+            }
+        }
+        self.schedule_spawn(now);
     }
 
     fn exited(&mut self, now: Instant, pid: Pid, status: ExitStatus, fx: &mut Vec<Effect>) {
         let stopping = self.stopping.is_some();
+        let code = status.shell_code();
+        let ours = self.candidate.iter().chain(self.current.iter()).any(|g| g.has(pid));
+        if ours && !stopping && self.policy.stop_on_exit.contains(&code) {
+            fx.push(Effect::Log(Event::StopOnExit { pid, status, code }));
+            self.forget(pid);
+            fx.push(self.status());
+            return self.stop(now, self.policy.signal_on_term, code, fx);
+        }
         if let Some(c) = self.candidate.as_mut().filter(|c| c.has(pid)) {
             let (generation, lived) = (c.number, now - c.spawned_at);
             c.workers.retain(|w| w.pid != Some(pid));

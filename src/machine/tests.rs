@@ -17,6 +17,8 @@ fn policy() -> Policy {
         auto_restart: None,
         workers: 1,
         watchdog: None,
+        stop_on_exit: Vec::new(),
+        max_start_attempts: None,
     }
 }
 
@@ -537,4 +539,57 @@ fn views_show_each_generation_with_its_phase() {
     run.tick(3 * SEC);
     let phases: Vec<(u64, &str)> = run.machine.views().iter().map(|v| (v.generation, v.phase)).collect();
     assert_eq!(phases, [(1, "draining"), (2, "serving")]);
+}
+
+#[test]
+fn an_exit_code_listed_in_stop_on_exit_stops_with_that_code() {
+    let mut run = Run::new(Policy { stop_on_exit: vec![78, 139], ..policy() });
+    run.step(0, Input::Start);
+    let fx = run.step(50, Input::Exited { pid: 101, status: ExitStatus::Code(78) });
+    assert!(lines(&fx)[0].contains("--stop-on-exit"), "{fx:?}");
+    assert_eq!(exit(&fx), Some(78));
+    assert!(spawns(&fx).is_empty());
+
+    let mut run = Run::new(Policy { stop_on_exit: vec![139], workers: 2, ..policy() });
+    run.step(0, Input::Start);
+    run.tick(SEC);
+    let segv = ExitStatus::Signal { signal: 11, core: true };
+    let fx = run.step(2 * SEC, Input::Exited { pid: 101, status: segv });
+    assert_eq!(signals(&fx), [(1101, Signal::SIGTERM)], "the sibling is stopped");
+    let fx = run.step(2100, Input::Exited { pid: 1101, status: ExitStatus::Code(0) });
+    assert_eq!(exit(&fx), Some(139), "128 + SIGSEGV");
+}
+
+#[test]
+fn other_exit_codes_are_respawned_as_before() {
+    let mut run = Run::new(Policy { stop_on_exit: vec![78], ..policy() });
+    run.step(0, Input::Start);
+    run.tick(SEC);
+    let fx = run.step(2 * SEC, Input::Exited { pid: 101, status: ExitStatus::Code(1) });
+    assert_eq!(exit(&fx), None);
+    assert_eq!(spawns(&run.tick(2 * SEC)), [2]);
+}
+
+#[test]
+fn max_start_attempts_gives_up_on_a_first_generation_that_never_starts() {
+    let mut run = Run::new(Policy { max_start_attempts: Some(3), ..policy() });
+    run.step(0, Input::Start);
+    for (n, ms) in [(1, 100), (2, 1100)] {
+        let fx = run.step(ms, Input::Exited { pid: 100 + n, status: ExitStatus::Code(1) });
+        assert_eq!(exit(&fx), None);
+        run.tick(n as u64 * SEC);
+    }
+    let fx = run.step(2100, Input::Exited { pid: 103, status: ExitStatus::Code(1) });
+    assert!(lines(&fx).iter().any(|l| l.contains("failed to start 3 times in a row")), "{fx:?}");
+    assert_eq!(exit(&fx), Some(1));
+}
+
+#[test]
+fn max_start_attempts_does_not_apply_once_serving() {
+    let mut run = Run::new(Policy { max_start_attempts: Some(1), ..policy() });
+    run.step(0, Input::Start);
+    run.tick(SEC);
+    run.step(2 * SEC, Input::Hup);
+    let fx = run.step(2100, Input::Exited { pid: 102, status: ExitStatus::Code(1) });
+    assert_eq!(exit(&fx), None, "a failed restart leaves the old generation serving");
 }

@@ -86,7 +86,7 @@ fn dead_worker_is_respawned() {
     let addr = s.tcp_addr();
     let first = s.wait_generations(&[1]);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(first[0].1), Signal::SIGKILL).unwrap();
-    s.wait_line(&format!("worker {} died unexpectedly with status:9, restarting", first[0].1));
+    s.wait_line(&format!("worker {} died unexpectedly (killed by SIGKILL), restarting", first[0].1));
     s.wait_generations(&[2]);
     assert_eq!(generation_of(&s.ask(&addr).unwrap()), Some(2));
 }
@@ -153,7 +153,7 @@ fn drain_timeout_kills_an_old_generation_that_ignores_term() {
     let old = s.wait_generations(&[1])[0].1;
     s.signal(Signal::SIGHUP);
     s.wait_line(&format!("old worker {old} still running"));
-    s.wait_line(&format!("old worker {old} died, status:9"));
+    s.wait_line(&format!("old worker {old} died (killed by SIGKILL)"));
     s.wait_generations(&[2]);
 }
 
