@@ -70,6 +70,12 @@ pub fn parse_duration(option: &str, text: &str) -> Result<Duration, ConfigError>
     if let Ok(secs) = text.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
+    if let Ok(secs) = text.parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Ok(Duration::from_secs_f64(secs));
+    }
     humantime::parse_duration(text).or_else(|_| {
         fail(format!("invalid --{option} value {text:?}: expected seconds or a duration like 500ms, 2s, 1m"))
     })
@@ -279,6 +285,8 @@ mod tests {
         assert_eq!(parse_duration("interval", "3"), Ok(Duration::from_secs(3)));
         assert_eq!(parse_duration("interval", "500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("interval", "1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("interval", "0.25"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("interval", "-1").is_err());
         let err = parse_duration("interval", "abc").unwrap_err();
         assert!(err.0.starts_with("invalid --interval value \"abc\""), "{err}");
     }

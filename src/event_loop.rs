@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -26,7 +26,7 @@ use crate::listen::Listener;
 use crate::machine::{self, Effect, Input, Machine};
 use crate::notify::{self, NotifySocket};
 use crate::signals::{SignalEvent, Signals};
-use crate::{protocol, report, spawn};
+use crate::{protocol, reaper, report, spawn};
 
 /// A failure that ends the supervisor: one line and an exit code.
 #[derive(Debug)]
@@ -82,6 +82,8 @@ pub struct Supervisor {
     pub machine: Machine,
     pub pid_file: Option<PidFile>,
     pub status_file: Option<StatusFile>,
+    /// The `--log-file "| COMMAND"` process: the last child to go.
+    pub logger: Option<i32>,
 }
 
 impl Supervisor {
@@ -154,6 +156,7 @@ impl Supervisor {
                     Effect::Notify(state) => notify::upward(&state),
                     Effect::Reply { request, outcome } => self.reply(request, &outcome),
                     Effect::Exit(code) => {
+                        self.stop_orphans();
                         self.clean_up();
                         return Some(code);
                     }
@@ -251,6 +254,17 @@ impl Supervisor {
     fn reply(&mut self, request: machine::RequestId, outcome: &machine::Outcome) {
         if let Some(control) = self.control.as_mut() {
             control.reply(RequestId(request), &report::outcome(outcome));
+        }
+    }
+
+    /// Whatever workers left behind (re-parented to us) goes too.
+    fn stop_orphans(&mut self) {
+        let keep: Vec<i32> = self.logger.into_iter().collect();
+        let grace = self.config.policy.stop_timeout.unwrap_or(Duration::from_secs(10));
+        let stopped = reaper::stop_orphans(&keep, grace);
+        if !stopped.is_empty() {
+            let pids: Vec<String> = stopped.iter().map(i32::to_string).collect();
+            self.log.line(&format!("stopped processes the workers left behind: {}", pids.join(",")));
         }
     }
 

@@ -18,6 +18,7 @@ mod machine;
 mod notify;
 mod output;
 mod protocol;
+mod reaper;
 mod report;
 mod setup;
 mod signals;

@@ -17,7 +17,10 @@ use crate::event::describe_io;
 use crate::event_loop::Fatal;
 use crate::spawn;
 
-pub fn redirect(target: &LogTarget) -> Result<(), Fatal> {
+/// Returns the pid of the `| COMMAND` logger, which must outlive every
+/// other child (it gets their last lines).
+pub fn redirect(target: &LogTarget) -> Result<Option<i32>, Fatal> {
+    let mut logger = None;
     let fd = match target {
         LogTarget::File(path) => OpenOptions::new()
             .append(true)
@@ -38,13 +41,15 @@ pub fn redirect(target: &LogTarget) -> Result<(), Fatal> {
                 .map_err(|e| {
                     Fatal::new(1, format!("cannot start log command {command:?}: {}", describe_io(&e)))
                 })?;
+            logger = Some(child.id() as i32);
             let stdin = child.stdin.take().expect("stdin was piped");
             std::os::fd::OwnedFd::from(stdin)
         }
     };
     dup2_stdout(&fd)
         .and_then(|()| dup2_stderr(&fd))
-        .map_err(|e| Fatal::new(1, format!("cannot redirect output to the log: {}", e.desc())))
+        .map_err(|e| Fatal::new(1, format!("cannot redirect output to the log: {}", e.desc())))?;
+    Ok(logger)
 }
 
 /// Become a daemon: new session, no terminal, stdin from /dev/null.

@@ -18,7 +18,7 @@ use crate::listen::{self, Listener};
 use crate::machine::Machine;
 use crate::notify::NotifySocket;
 use crate::signals::Signals;
-use crate::{output, protocol, spawn};
+use crate::{output, protocol, reaper, spawn};
 
 /// What must be undone if set-up fails halfway.
 #[derive(Default)]
@@ -101,21 +101,25 @@ pub fn run(mut config: Config) -> Result<i32, Fatal> {
     };
     let process = (|| {
         let signals = Signals::install().map_err(|e| fail("signal handlers", e))?;
-        if let Some(target) = &config.log {
-            output::redirect(target)?;
-        }
+        let logger = match &config.log {
+            Some(target) => output::redirect(target)?,
+            None => None,
+        };
         if config.daemonize {
             output::detach()?;
         }
-        Ok::<_, Fatal>(signals)
+        Ok::<_, Fatal>((signals, logger))
     })();
-    let signals = match process {
-        Ok(signals) => signals,
+    let (signals, logger) = match process {
+        Ok(parts) => parts,
         Err(e) => {
             Undo { pid_file, listeners: &listeners, control: control.as_ref() }.run();
             return Err(e);
         }
     };
+    if let Err(e) = reaper::become_subreaper() {
+        log.line(&format!("cannot become a subreaper ({e}): orphans of workers go to init"));
+    }
     if let Some(pid_file) = &mut pid_file
         && let Err(e) = pid_file.write_pid(std::process::id())
     {
@@ -149,6 +153,7 @@ pub fn run(mut config: Config) -> Result<i32, Fatal> {
         machine,
         pid_file,
         status_file,
+        logger,
     };
     supervisor.serve()
 }

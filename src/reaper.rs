@@ -1,0 +1,74 @@
+//! Processes the supervisor inherits and must not leave behind.
+//!
+//! handover is a child subreaper (`PR_SET_CHILD_SUBREAPER`), or init in a
+//! container: a worker's children that are orphaned or daemonize (double
+//! fork) are re-parented to it. While it runs, the event loop's
+//! `waitpid(-1)` reaps them when they exit. At a clean stop, once the
+//! workers are gone, `stop_orphans` signals whatever is still its child and
+//! waits for it, so nothing a worker started outlives the supervisor.
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+/// Become the reaper of orphaned descendants.
+pub fn become_subreaper() -> nix::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true)
+}
+
+/// Our children (from /proc), except `keep`.
+pub fn children(keep: &[i32]) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut pids: Vec<i32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| !keep.contains(pid) && parent_of(*pid) == Some(me))
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// The parent pid in `/proc/PID/stat` (after the parenthesised name).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn reap_all() {
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+}
+
+/// SIGTERM every remaining child but `keep`, then SIGKILL after `grace`;
+/// returns the pids that were stopped. Children that appear meanwhile
+/// (re-parented grandchildren) are treated the same.
+pub fn stop_orphans(keep: &[i32], grace: Duration) -> Vec<i32> {
+    let start = Instant::now();
+    let mut told: Vec<i32> = Vec::new();
+    loop {
+        reap_all();
+        let left = children(keep);
+        if left.is_empty() || start.elapsed() > grace + Duration::from_secs(5) {
+            return told;
+        }
+        let signal = if start.elapsed() >= grace { Signal::SIGKILL } else { Signal::SIGTERM };
+        for &pid in &left {
+            if signal == Signal::SIGKILL || !told.contains(&pid) {
+                let _ = kill(Pid::from_raw(pid), signal);
+                if !told.contains(&pid) {
+                    told.push(pid);
+                }
+            }
+        }
+        // Polling /proc: these processes are not ours to be told about.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
