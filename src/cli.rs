@@ -144,6 +144,13 @@ pub struct HandoverOpts {
     /// Where --signal-on-hup and --signal-on-term go: the worker, or its whole process group.
     #[arg(long, value_enum, default_value_t)]
     pub signal_target: SignalTarget,
+    /// Run the workers as this user (name or uid; its groups too). handover keeps
+    /// running as root and keeps the sockets it bound.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Run the workers with this group (name or gid) [default: the --user's].
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
     /// Unix socket for `handover restart|stop|status --control PATH` (mode 0600).
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
@@ -183,6 +190,8 @@ impl Default for HandoverOpts {
             stop_on_exit: Vec::new(),
             max_start_attempts: None,
             signal_target: SignalTarget::Pid,
+            user: None,
+            group: None,
             control: None,
         }
     }
@@ -254,6 +263,8 @@ const VALUED: &[&str] = &[
     "stop-on-exit",
     "max-start-attempts",
     "signal-target",
+    "user",
+    "group",
     "control",
     "ready-timeout",
     "drain-timeout",

@@ -14,6 +14,7 @@ use nix::sys::signal::Signal;
 use crate::cli::{HandoverOpts, ReadyArg, StartServerOpts};
 use crate::listen::ListenSpec;
 use crate::machine::{Policy, ReadyMode};
+use crate::spawn::Credentials;
 use crate::{files, protocol};
 
 /// A usage or configuration error: exit code 2.
@@ -56,6 +57,8 @@ pub struct Config {
     pub activation: Option<protocol::Activation>,
     /// `--signal-target group`: signals go to the worker's process group.
     pub signal_group: bool,
+    /// `--user`/`--group`: who the workers run as.
+    pub credentials: Option<crate::spawn::Credentials>,
     /// `--control`: the control socket's path.
     pub control: Option<PathBuf>,
     pub daemonize: bool,
@@ -106,6 +109,65 @@ fn watchdog(env: &[(OsString, OsString)]) -> Option<Duration> {
         None => true,
     };
     (ours && usec > 0).then(|| Duration::from_micros(usec / 2))
+}
+
+/// `--user`/`--group` as ids, with the user's supplementary groups.
+fn credentials(user: Option<&str>, group: Option<&str>) -> Result<Option<Credentials>, ConfigError> {
+    use nix::unistd::{Gid, Group, Uid, User, getgrouplist};
+    if user.is_none() && group.is_none() {
+        return Ok(None);
+    }
+    let user = match user {
+        None => None,
+        Some(name) => {
+            let found = match name.parse::<u32>() {
+                Ok(uid) => User::from_uid(Uid::from_raw(uid)),
+                Err(_) => User::from_name(name),
+            };
+            let hint = "give an existing user name or uid";
+            Some(
+                found
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| ConfigError(format!("--user {name}: no such user; {hint}")))?,
+            )
+        }
+    };
+    let gid = match group {
+        None => None,
+        Some(name) => {
+            let found = match name.parse::<u32>() {
+                Ok(gid) => Group::from_gid(Gid::from_raw(gid)),
+                Err(_) => Group::from_name(name),
+            };
+            let hint = "give an existing group name or gid";
+            Some(
+                found
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| ConfigError(format!("--group {name}: no such group; {hint}")))?
+                    .gid,
+            )
+        }
+    };
+    let (uid, gid, groups) = match user {
+        Some(user) => {
+            let gid = gid.unwrap_or(user.gid);
+            let name =
+                std::ffi::CString::new(user.name.clone()).map_err(|_| ConfigError("bad user name".into()))?;
+            let groups = getgrouplist(&name, gid).unwrap_or_else(|_| vec![gid]);
+            (user.uid, gid, groups)
+        }
+        None => (Uid::effective(), gid.unwrap_or(Gid::effective()), vec![gid.unwrap_or(Gid::effective())]),
+    };
+    if !Uid::effective().is_root() && (uid != Uid::effective() || gid != Gid::effective()) {
+        return fail("--user and --group need handover to run as root");
+    }
+    Ok(Some(Credentials {
+        uid: uid.as_raw(),
+        gid: gid.as_raw(),
+        groups: groups.iter().map(|g| g.as_raw()).collect(),
+    }))
 }
 
 /// Perl truth, as start_server reads ENABLE_AUTO_RESTART.
@@ -260,6 +322,7 @@ impl Config {
             log,
             activation,
             signal_group: more.signal_target == crate::cli::SignalTarget::Group,
+            credentials: credentials(more.user.as_deref(), more.group.as_deref())?,
             control: more.control.clone(),
             daemonize: opts.daemonize,
             base_env,

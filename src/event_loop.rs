@@ -178,6 +178,7 @@ impl Supervisor {
             listen_pid: env.iter().any(|(k, _)| k == protocol::LISTEN_FDS),
             dir: self.config.dir.as_deref(),
             fds: &fds,
+            credentials: self.config.credentials.as_ref(),
         };
         match spawn::spawn(&request) {
             Ok(pid) => Input::Spawned { generation, index, pid: pid.as_raw() },

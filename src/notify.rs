@@ -84,6 +84,17 @@ impl NotifySocket {
         Path::new(&self.name)
     }
 
+    /// Let workers running as `uid`/`gid` reach the socket (and the einhorn
+    /// socket beside it): the directory becomes traversable, the sockets theirs.
+    pub fn grant(&self, uid: u32, gid: u32, others: &[&Path]) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o711))?;
+        for path in std::iter::once(self.path()).chain(others.iter().copied()) {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+        }
+        Ok(())
+    }
+
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.socket.as_fd()
     }

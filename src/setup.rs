@@ -84,6 +84,11 @@ pub fn run(mut config: Config) -> Result<i32, Fatal> {
         let notify = NotifySocket::bind().map_err(|e| fail("notify socket", e))?;
         let einhorn = EinhornSocket::bind(&notify.path().with_file_name("einhorn"))
             .map_err(|e| fail("einhorn socket", e))?;
+        if let Some(c) = &config.credentials {
+            notify
+                .grant(c.uid, c.gid, &[einhorn.path()])
+                .map_err(|e| fail("worker sockets for --user", e))?;
+        }
         let control = config
             .control
             .as_deref()

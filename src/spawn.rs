@@ -47,6 +47,18 @@ pub struct Request<'a> {
     pub dir: Option<&'a Path>,
     /// (source fd in the supervisor, fd number in the worker)
     pub fds: &'a [(RawFd, RawFd)],
+    /// Run as this user (`--user`, `--group`).
+    pub credentials: Option<&'a Credentials>,
+}
+
+/// Who the worker runs as: supplementary groups, then gid, then uid are
+/// set in the child, before exec; a failure is fatal for that worker, which
+/// then never runs with the supervisor's privileges.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
 }
 
 /// Find the program as `execvp` would, in the worker's PATH.
@@ -108,6 +120,7 @@ struct Plan {
     cloexec_ranges: Vec<(u32, u32)>,
     open_max: RawFd,
     nsig: libc::c_int,
+    credentials: Option<Credentials>,
 }
 
 impl Plan {
@@ -167,6 +180,7 @@ impl Plan {
             cloexec_ranges,
             open_max,
             nsig: libc::SIGRTMAX() + 1,
+            credentials: req.credentials.cloned(),
         })
     }
 }
@@ -206,6 +220,7 @@ pub fn spawn(req: &Request) -> Result<Pid, SpawnError> {
     let what = match (stage, req.dir) {
         (STAGE_CHDIR, Some(dir)) => format!("chdir {}", dir.display()),
         (STAGE_FDS, _) => "place the listening sockets".to_string(),
+        (STAGE_USER, _) => "switch to the worker's user and groups".to_string(),
         _ => what,
     };
     Err(SpawnError { what, errno })
@@ -227,11 +242,12 @@ fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
 const STAGE_CHDIR: i32 = 1;
 const STAGE_FDS: i32 = 2;
 const STAGE_EXEC: i32 = 3;
+const STAGE_USER: i32 = 4;
 
 /// Between fork and exec. Only async-signal-safe calls; never returns.
 fn child(plan: &mut Plan, report: RawFd) -> ! {
     // SAFETY: all calls below are async-signal-safe system calls (rt_sigaction,
-    // setpgid, getpid, chdir, fcntl, dup2, close_range, sigprocmask,
+    // setpgid, setgroups, setgid, setuid, getpid, chdir, fcntl, dup2, close_range, sigprocmask,
     // execve, write, _exit) on data prepared before the fork.
     unsafe {
         // The raw system call: glibc's signal() refuses 32 and 33, which
@@ -243,6 +259,14 @@ fn child(plan: &mut Plan, report: RawFd) -> ! {
             }
         }
         libc::setpgid(0, 0);
+        // Raw system calls: this thread is the process (no glibc setxid broadcast).
+        if let Some(c) = &plan.credentials
+            && (libc::syscall(libc::SYS_setgroups, c.groups.len(), c.groups.as_ptr()) != 0
+                || libc::syscall(libc::SYS_setgid, c.gid) != 0
+                || libc::syscall(libc::SYS_setuid, c.uid) != 0)
+        {
+            fail(report, STAGE_USER);
+        }
         if let Some(slot) = plan.listen_pid.as_deref_mut() {
             write_decimal(&mut slot[LISTEN_PID_PREFIX.len()..], libc::getpid() as u64);
         }
