@@ -26,7 +26,7 @@ use crate::listen::Listener;
 use crate::machine::{self, Effect, Input, Machine};
 use crate::notify::{self, NotifySocket};
 use crate::signals::{SignalEvent, Signals};
-use crate::{protocol, reaper, report, spawn};
+use crate::{output, protocol, reaper, report, spawn};
 
 /// A failure that ends the supervisor: one line and an exit code.
 #[derive(Debug)]
@@ -119,7 +119,12 @@ impl Supervisor {
                     SignalEvent::Child => inputs.extend(reap()),
                     SignalEvent::Terminate(signal) => inputs.push(Input::Terminate(signal)),
                     SignalEvent::Hup => inputs.push(Input::Hup),
-                    SignalEvent::Forward(signal) => inputs.push(Input::Forward(signal)),
+                    SignalEvent::Forward(signal) => {
+                        if signal == Signal::SIGUSR1 {
+                            self.reopen_log();
+                        }
+                        inputs.push(Input::Forward(signal));
+                    }
                 }
             }
             let ready = self.notify.receive().into_iter().filter(|m| m.ready).map(|m| m.pid);
@@ -255,6 +260,14 @@ impl Supervisor {
     fn reply(&mut self, request: machine::RequestId, outcome: &machine::Outcome) {
         if let Some(control) = self.control.as_mut() {
             control.reply(RequestId(request), &report::outcome(outcome));
+        }
+    }
+
+    fn reopen_log(&self) {
+        if let Some(target) = &self.config.log
+            && let Err(e) = output::reopen(target)
+        {
+            self.log.line(&format!("{}; still writing to the old log", e.message));
         }
     }
 

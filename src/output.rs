@@ -52,6 +52,16 @@ pub fn redirect(target: &LogTarget) -> Result<Option<i32>, Fatal> {
     Ok(logger)
 }
 
+/// SIGUSR1: open `--log-file` again (after logrotate moved it) and point
+/// fds 1 and 2 at the new file. Workers keep the old one until their next
+/// generation, or use `--log-capture`, whose lines handover writes itself.
+pub fn reopen(target: &LogTarget) -> Result<(), Fatal> {
+    match target {
+        LogTarget::File(_) => redirect(target).map(drop),
+        LogTarget::Pipe(_) => Ok(()),
+    }
+}
+
 /// Become a daemon: new session, no terminal, stdin from /dev/null.
 pub fn detach() -> Result<(), Fatal> {
     spawn::daemonize().map_err(|e| Fatal::new(1, format!("cannot daemonize: {}", describe_io(&e))))?;

@@ -6,5 +6,6 @@ mod compat;
 mod errors;
 mod files;
 mod lifecycle;
+mod processes;
 mod protocols;
 mod systemd;

@@ -1,0 +1,179 @@
+//! Nothing escapes: process groups, orphans, exit codes, users, PID 1.
+use std::fs;
+
+use nix::sys::signal::Signal;
+
+use crate::harness::*;
+
+/// `(ppid, state)` of a process, from /proc.
+fn stat(pid: i32) -> Option<(i32, char)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = text.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((fields.next()?.parse().ok()?, state))
+}
+
+fn read_pid(s: &Supervisor, file: &str) -> i32 {
+    wait_for(file, || s.dossier(), || fs::read_to_string(s.path(file)).ok()?.trim().parse().ok())
+}
+
+/// A shell worker: `script` runs with `{dir}` replaced; it must end by exec'ing a long sleep.
+fn shell(options: &[&str], script: &str) -> Supervisor {
+    let b = handover();
+    let script = script.replace("{dir}", &b.dir().display().to_string());
+    b.args(options)
+        .args(["--interval", "100ms", "--status-file", "{dir}/status", "--", "sh", "-c"])
+        .arg(script)
+        .start()
+}
+
+#[test]
+fn orphans_are_reaped_while_running_and_stopped_at_exit() {
+    let script = "(sleep 0.3 & echo $! > {dir}/short); sleep 1000 & echo $! > {dir}/long; exec sleep 2000";
+    let mut s = shell(&[], script);
+    let short = read_pid(&s, "short");
+    // Re-parented to the supervisor (a subreaper), then reaped: never a lasting zombie.
+    wait_for(
+        "the orphan to be ours",
+        || s.dossier(),
+        || stat(short).is_none_or(|(ppid, _)| ppid == s.pid()).then_some(()),
+    );
+    wait_for("the orphan to be reaped", || s.dossier(), || stat(short).is_none().then_some(()));
+    let long = read_pid(&s, "long");
+    assert!(alive(long));
+    s.signal(Signal::SIGTERM);
+    assert!(s.wait_exit().success(), "{}", s.dossier());
+    assert!(!alive(long), "left behind\n{}", s.dossier());
+    s.wait_line(&format!("stopped processes the workers left behind: {long}"));
+}
+
+#[test]
+fn signal_target_group_reaches_the_whole_pipeline_and_pid_only_the_leader() {
+    let script = "sleep 1000 & echo $! > {dir}/child; wait";
+    for (target, child_survives_restart) in [("group", false), ("pid", true)] {
+        let mut s = shell(&["--signal-target", target], script);
+        s.wait_generations(&[1]);
+        let child = read_pid(&s, "child");
+        fs::remove_file(s.path("child")).unwrap();
+        s.signal(Signal::SIGHUP);
+        s.wait_line("old worker");
+        read_pid(&s, "child");
+        if child_survives_restart {
+            assert!(alive(child), "--signal-target pid signalled the group");
+        } else {
+            wait_for("the old pipeline to stop", || s.dossier(), || (!alive(child)).then_some(()));
+        }
+        s.signal(Signal::SIGTERM);
+        assert!(s.wait_exit().success());
+        assert!(!alive(child), "{target}: left behind\n{}", s.dossier());
+    }
+}
+
+#[test]
+fn stop_on_exit_passes_the_workers_code_on() {
+    let mut s = with_worker(
+        &["--port", "127.0.0.1:0", "--stop-on-exit", "78,79"],
+        &["--notify", "--exit-after", "50", "--exit-code", "78"],
+    );
+    assert_eq!(s.wait_exit().code(), Some(78), "{}", s.dossier());
+    assert!(s.lines().iter().any(|l| l.contains("which --stop-on-exit lists")));
+    assert!(!s.path("pid").exists() && !s.path("status").exists());
+}
+
+#[test]
+fn max_start_attempts_ends_a_start_that_never_succeeds() {
+    let mut s = with_worker(
+        &["--port", "127.0.0.1:0", "--interval", "50ms", "--max-start-attempts", "3"],
+        &["--crash-before-ready", "3"],
+    );
+    assert_eq!(s.wait_exit().code(), Some(1), "{}", s.dossier());
+    assert_eq!(s.count_lines("seems to have failed to start: exited with 3"), 3, "{}", s.dossier());
+    s.wait_line("failed to start 3 times in a row");
+}
+
+#[test]
+fn exits_are_logged_with_their_meaning() {
+    let s = shell(&[], "sleep 0.2; kill -SEGV $$");
+    s.wait_line("died unexpectedly (killed by SIGSEGV");
+}
+
+#[test]
+fn usr1_reopens_the_log_file_and_reaches_the_worker() {
+    let s = with_worker(&["--port", "127.0.0.1:0", "--log-file", "{dir}/log"], &["--notify"]);
+    let pid = s.wait_generations(&[1])[0].1;
+    fs::rename(s.path("log"), s.path("log.1")).unwrap();
+    s.signal(Signal::SIGUSR1);
+    s.wait_journal(&["signal", &format!("pid={pid}"), "name=USR1"]);
+    s.signal(Signal::SIGHUP);
+    wait_for(
+        "lines in the new log",
+        || s.dossier(),
+        || fs::read_to_string(s.path("log")).ok().filter(|l| l.contains("received HUP")).map(drop),
+    );
+    assert!(fs::read_to_string(s.path("log.1")).unwrap().contains("starting new worker"));
+}
+
+#[test]
+fn workers_run_as_the_given_user() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: --user needs root");
+        return;
+    }
+    let b = handover();
+    // The worker (nobody) appends to the journal in the test's directory.
+    fs::set_permissions(b.dir(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let s = b
+        .args(["--port", "127.0.0.1:0", "--user", "nobody", "--ready", "notify"])
+        .args(["--status-file", "{dir}/status", "--"])
+        .arg(example("worker"))
+        .args(["--journal", "{dir}/journal", "--notify"])
+        .start();
+    let pid = s.wait_generations(&[1])[0].1;
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap().to_string();
+    assert!(uid.split_whitespace().skip(1).all(|id| id == "65534"), "{uid}");
+    assert!(s.lines().iter().any(|l| l.contains("is ready (READY=1")), "notify socket reachable as nobody");
+}
+
+#[test]
+fn as_pid_1_in_a_pid_namespace_every_zombie_is_reaped() {
+    let root = nix::unistd::Uid::effective().is_root();
+    if !root || std::process::Command::new("unshare").arg("--help").output().is_err() {
+        eprintln!("skipped: needs root and unshare(1)");
+        return;
+    }
+    let b = handover();
+    let dir = b.dir().display().to_string();
+    let script =
+        format!("for i in 1 2 3 4 5; do (sleep 1 &); done; echo >> {dir}/spawned; exec sleep 1000");
+    let s = b
+        .program("unshare".into())
+        .args(["--pid", "--fork", "--kill-child", "--mount-proc"])
+        .arg(binary())
+        .args(["--interval", "100ms", "--", "sh", "-c"])
+        .arg(script)
+        .start();
+    wait_for("the orphans", || s.dossier(), || s.path("spawned").exists().then_some(()));
+    let init = wait_for(
+        "handover as pid 1",
+        || s.dossier(),
+        || {
+            let children = fs::read_to_string(format!("/proc/{}/task/{}/children", s.pid(), s.pid())).ok()?;
+            children.split_whitespace().next()?.parse::<i32>().ok()
+        },
+    );
+    // Everything init has as children but the worker (`sleep 1000`): the
+    // five orphans, alive for a second, then reaped, never left as zombies.
+    let orphans = || {
+        let entries = fs::read_dir("/proc").unwrap().flatten();
+        let pids = entries.filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok());
+        let cmdline = |p: i32| fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default();
+        pids.filter(|&p| stat(p).is_some_and(|(ppid, _)| ppid == init) && !cmdline(p).contains("1000"))
+            .count()
+    };
+    wait_for("the orphans re-parented to pid 1", || s.dossier(), || (orphans() == 5).then_some(()));
+    wait_for("every orphan reaped by pid 1", || s.dossier(), || (orphans() == 0).then_some(()));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), Signal::SIGTERM).unwrap();
+    s.wait_line("exiting");
+}
