@@ -112,6 +112,13 @@ pub enum SignalTarget {
     Group,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
 /// handover's own options, beyond start_server's.
 #[derive(Args, Debug, Clone)]
 pub struct HandoverOpts {
@@ -144,6 +151,13 @@ pub struct HandoverOpts {
     /// Where --signal-on-hup and --signal-on-term go: the worker, or its whole process group.
     #[arg(long, value_enum, default_value_t)]
     pub signal_target: SignalTarget,
+    /// Read the workers' stdout and stderr through pipes and write each line to the
+    /// log with its generation, pid and stream.
+    #[arg(long)]
+    pub log_capture: bool,
+    /// With --log-capture: `text` (`[gen 2 pid 123 stdout] ...`) or `json` lines.
+    #[arg(long, value_enum, default_value_t)]
+    pub log_format: LogFormat,
     /// Run the workers as this user (name or uid; its groups too). handover keeps
     /// running as root and keeps the sockets it bound.
     #[arg(long, value_name = "USER")]
@@ -190,6 +204,8 @@ impl Default for HandoverOpts {
             stop_on_exit: Vec::new(),
             max_start_attempts: None,
             signal_target: SignalTarget::Pid,
+            log_capture: false,
+            log_format: LogFormat::Text,
             user: None,
             group: None,
             control: None,
@@ -264,6 +280,7 @@ const VALUED: &[&str] = &[
     "max-start-attempts",
     "signal-target",
     "user",
+    "log-format",
     "group",
     "control",
     "ready-timeout",

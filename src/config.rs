@@ -59,6 +59,8 @@ pub struct Config {
     pub signal_group: bool,
     /// `--user`/`--group`: who the workers run as.
     pub credentials: Option<crate::spawn::Credentials>,
+    /// `--log-capture`: workers' output through our pipes, in this format.
+    pub capture: Option<crate::capture::Format>,
     /// `--control`: the control socket's path.
     pub control: Option<PathBuf>,
     pub daemonize: bool,
@@ -214,6 +216,9 @@ impl Config {
         protocol::check_placeholders(&command, &names).map_err(ConfigError)?;
         let pins: Vec<Option<i32>> = listeners.iter().map(|l| l.pin).collect();
         let fds = protocol::place(&pins).map_err(ConfigError)?;
+        if more.log_capture && fds.iter().any(|fd| (1..=2).contains(fd)) {
+            return fail("--log-capture needs fds 1 and 2: do not pin a listener there (=1, =2)");
+        }
         if let Some(dir) = &opts.dir
             && !dir.is_dir()
         {
@@ -323,6 +328,10 @@ impl Config {
             activation,
             signal_group: more.signal_target == crate::cli::SignalTarget::Group,
             credentials: credentials(more.user.as_deref(), more.group.as_deref())?,
+            capture: more.log_capture.then_some(match more.log_format {
+                crate::cli::LogFormat::Text => crate::capture::Format::Text,
+                crate::cli::LogFormat::Json => crate::capture::Format::Json,
+            }),
             control: more.control.clone(),
             daemonize: opts.daemonize,
             base_env,

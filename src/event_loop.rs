@@ -17,6 +17,7 @@ use nix::unistd::{Pid, getpgid};
 
 use serde_json::json;
 
+use crate::capture::Capture;
 use crate::config::Config;
 use crate::control::{Command, ControlServer, RequestId};
 use crate::einhorn::EinhornSocket;
@@ -44,11 +45,19 @@ impl Fatal {
 /// How lines are printed: start_server's bare texts, or prefixed.
 pub struct Log {
     pub compat: bool,
+    /// `--log-format json`: our lines are JSON records like the workers'.
+    pub json: bool,
 }
 
 impl Log {
     pub fn line(&self, text: &str) {
-        let line = if self.compat {
+        let line = if self.json {
+            let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+            format!(
+                "{}\n",
+                json!({"time": time, "source": "handover", "pid": std::process::id(), "line": text})
+            )
+        } else if self.compat {
             format!("{text}\n")
         } else {
             format!("handover[{}]: {text}\n", std::process::id())
@@ -84,6 +93,8 @@ pub struct Supervisor {
     pub status_file: Option<StatusFile>,
     /// The `--log-file "| COMMAND"` process: the last child to go.
     pub logger: Option<i32>,
+    /// `--log-capture`: the workers' output pipes.
+    pub capture: Option<Capture>,
 }
 
 impl Supervisor {
@@ -105,14 +116,19 @@ impl Supervisor {
                 PollFd::new(self.signals.fd(), PollFlags::POLLIN),
                 PollFd::new(self.notify.fd(), PollFlags::POLLIN),
             ];
-            let sockets =
-                self.einhorn.poll_fds().into_iter().chain(self.control.iter().flat_map(|c| c.poll_fds()));
+            let sockets = (self.einhorn.poll_fds().into_iter())
+                .chain(self.control.iter().flat_map(|c| c.poll_fds()))
+                .chain(self.capture.iter().flat_map(|c| c.poll_fds()));
             fds.extend(sockets.map(|(fd, events)| PollFd::new(fd, events)));
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(Fatal::new(1, format!("poll failed: {e}"))),
             }
             drop(fds);
+            // Before exits are handled: a worker's last lines precede the line saying it exited.
+            if let Some(capture) = &mut self.capture {
+                capture.service(&mut std::io::stderr());
+            }
             let mut inputs = Vec::new();
             for event in self.signals.drain() {
                 match event {
@@ -162,6 +178,9 @@ impl Supervisor {
                     Effect::Reply { request, outcome } => self.reply(request, &outcome),
                     Effect::Exit(code) => {
                         self.stop_orphans();
+                        if let Some(capture) = &mut self.capture {
+                            capture.finish(&mut std::io::stderr());
+                        }
                         self.clean_up();
                         return Some(code);
                     }
@@ -173,10 +192,22 @@ impl Supervisor {
 
     fn spawn(&mut self, generation: u64, index: usize) -> Input {
         let env = self.worker_env(generation, index);
-        let fds: Vec<(RawFd, RawFd)> = (self.listeners.iter())
+        let mut fds: Vec<(RawFd, RawFd)> = (self.listeners.iter())
             .zip(&self.config.fds)
             .map(|(l, &target)| (l.socket.as_raw_fd(), target))
             .collect();
+        let pipes = match self.capture.as_mut().map(Capture::open).transpose() {
+            Ok(pipes) => pipes,
+            Err(e) => {
+                self.log.line(&format!(
+                    "cannot create log capture pipes ({e}); this worker's output goes unprefixed"
+                ));
+                None
+            }
+        };
+        if let Some(p) = &pipes {
+            fds.extend([(p.stdout.as_raw_fd(), 1), (p.stderr.as_raw_fd(), 2)]);
+        }
         let request = spawn::Request {
             command: &self.config.command,
             env: &env,
@@ -185,7 +216,16 @@ impl Supervisor {
             fds: &fds,
             credentials: self.config.credentials.as_ref(),
         };
-        match spawn::spawn(&request) {
+        let result = spawn::spawn(&request);
+        // Our copies of the write ends go now: a stream ends when the worker's do.
+        let token = pipes.map(|p| p.token);
+        if let (Some(capture), Some(token)) = (self.capture.as_mut(), token) {
+            match &result {
+                Ok(pid) => capture.attach(token, generation, pid.as_raw()),
+                Err(_) => capture.abandon(token),
+            }
+        }
+        match result {
             Ok(pid) => Input::Spawned { generation, index, pid: pid.as_raw() },
             Err(error) => Input::SpawnFailed { generation, index, error },
         }

@@ -4,6 +4,7 @@
 //! most one line on stderr. Exit codes: 0 clean stop; 1 runtime failure;
 //! 2 usage or configuration error; 126/127 the worker cannot be executed /
 //! found at the first start.
+mod capture;
 mod cli;
 mod client;
 mod config;

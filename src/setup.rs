@@ -42,7 +42,7 @@ impl Undo<'_> {
 
 /// Run until stopped; returns the exit code.
 pub fn run(mut config: Config) -> Result<i32, Fatal> {
-    let log = Log { compat: config.compat };
+    let log = Log { compat: config.compat, json: config.capture == Some(crate::capture::Format::Json) };
     let program = &config.command[0];
     spawn::check(program, &config.base_env, config.dir.as_deref())
         .map_err(|e| Fatal::new(e.exit_code(), e.to_string()))?;
@@ -147,6 +147,7 @@ pub fn run(mut config: Config) -> Result<i32, Fatal> {
     }
     let status_file = config.status_file.as_deref().map(StatusFile::new);
     let machine = Machine::new(config.policy.clone());
+    let capture = config.capture.map(crate::capture::Capture::new);
     let mut supervisor = Supervisor {
         config,
         log,
@@ -159,6 +160,7 @@ pub fn run(mut config: Config) -> Result<i32, Fatal> {
         pid_file,
         status_file,
         logger,
+        capture,
     };
     supervisor.serve()
 }

@@ -6,6 +6,7 @@ mod compat;
 mod errors;
 mod files;
 mod lifecycle;
+mod logs;
 mod processes;
 mod protocols;
 mod systemd;
