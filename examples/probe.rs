@@ -53,6 +53,10 @@ struct Opts {
     /// Send READY=1 to $NOTIFY_SOCKET after reporting.
     #[arg(long)]
     notify: bool,
+    /// Ignored (repeatable): its VALUE shows up in `argv`, so a test can see
+    /// what the supervisor did to an argument (`{fd}` placeholders).
+    #[arg(long = "tag", value_name = "VALUE")]
+    _tag: Vec<String>,
 }
 
 /// Always reported in `env`, with `--env` names added.

@@ -3,7 +3,8 @@
 //!
 //! It takes its sockets from any protocol handover speaks (see
 //! `support::inherited_fds`), waits `--startup-delay`, optionally crashes,
-//! reports ready (`--notify`: `READY=1` on `$NOTIFY_SOCKET`), then answers
+//! reports ready (`--notify`: `READY=1` on `$NOTIFY_SOCKET`; `--einhorn-ack`:
+//! einhorn's `worker:ack` on `$EINHORN_SOCK_PATH`), then answers
 //! every connection on a stream listener (TCP or unix) with the line
 //! `gen=G pid=P\n` and closes it (it never reads a request), and every UDP
 //! datagram with the same line.
@@ -13,9 +14,18 @@
 //! share one file:
 //!
 //! ```text
-//! start pid=P gen=G fds=3,4 index=I   first thing (fds as decoded, maybe
-//!                                     empty; I: HANDOVER_WORKER_INDEX)
-//! ready pid=P gen=G              handlers installed, delay over, READY=1 sent
+//! start pid=P gen=G fds=3,4 index=I einhorn_index=E
+//!                                first thing (fds as decoded, maybe empty;
+//!                                I: HANDOVER_WORKER_INDEX, E:
+//!                                EINHORN_CHILD_INDEX, empty when unset)
+//! ready pid=P gen=G              handlers installed, delay over; written
+//!                                just BEFORE READY=1 and the einhorn ack
+//!                                go out, so it precedes in the journal
+//!                                anything the supervisor does because of them
+//! ack pid=P gen=G result=R       --einhorn-ack, after the attempt; R: sent,
+//!                                not-our-master (EINHORN_MASTER_PID is not
+//!                                the parent), no-socket (EINHORN_SOCK_PATH
+//!                                unset) or failed (see stderr)
 //! signal pid=P gen=G name=USR1   HUP USR1 USR2 QUIT WINCH TTIN TTOU
 //! term pid=P gen=G               every SIGTERM received, ignored or not
 //! exit pid=P gen=G code=N        just before every deliberate exit
@@ -31,6 +41,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::TcpListener;
 use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process;
 use std::time::{Duration, Instant};
@@ -75,6 +86,11 @@ struct Opts {
     /// Send READY=1 to $NOTIFY_SOCKET when ready (without it, nothing is sent).
     #[arg(long)]
     notify: bool,
+    /// When ready, ack as einhorn workers do: connect to $EINHORN_SOCK_PATH,
+    /// send `{"command":"worker:ack","pid":P}` + `\n` and close; only if
+    /// $EINHORN_MASTER_PID is our parent's pid. Independent of --notify.
+    #[arg(long)]
+    einhorn_ack: bool,
     /// Bind this TCP address itself at startup, like a misconfigured server;
     /// exit 1 when that fails (EADDRINUSE under a supervisor).
     #[arg(long, value_name = "ADDR")]
@@ -167,7 +183,9 @@ fn main() {
     let inherited = support::inherited_fds();
     let fds: Vec<String> = inherited.iter().map(|(_, fd)| fd.to_string()).collect();
     let index = std::env::var("HANDOVER_WORKER_INDEX").unwrap_or_default();
-    journal.log("start", &[("fds", &fds.join(",")), ("index", &index)]);
+    let einhorn_index = std::env::var("EINHORN_CHILD_INDEX").unwrap_or_default();
+    let fields = [("fds", &fds.join(",")), ("index", &index), ("einhorn_index", &einhorn_index)];
+    journal.log("start", &fields.map(|(k, v)| (k, v.as_str())));
     say!("worker: pid {pid} gen {generation} fds [{}]", fds.join(","));
 
     let numbers: Vec<i32> = SIGNALS.iter().map(|(n, _)| *n).collect();
@@ -251,10 +269,32 @@ fn become_ready(opts: &Opts, generation: u64, journal: &Journal) {
         say!("worker: crashing before ready with exit code {code} (as asked)");
         journal.exit(code);
     }
+    journal.log("ready", &[]);
     if opts.notify {
         support::notify_ready();
     }
-    journal.log("ready", &[]);
+    if opts.einhorn_ack {
+        journal.log("ack", &[("result", einhorn_ack())]);
+    }
+}
+
+/// einhorn's `worker:ack`, as its clients send it (see `--einhorn-ack`).
+fn einhorn_ack() -> &'static str {
+    let master = std::env::var("EINHORN_MASTER_PID").ok();
+    if master.as_deref().map(str::trim) != Some(nix::unistd::getppid().to_string().as_str()) {
+        return "not-our-master";
+    }
+    let Some(path) = std::env::var_os("EINHORN_SOCK_PATH") else {
+        return "no-socket";
+    };
+    let line = format!("{{\"command\":\"worker:ack\",\"pid\":{}}}\n", process::id());
+    match UnixStream::connect(&path).and_then(|mut s| s.write_all(line.as_bytes())) {
+        Ok(()) => "sent",
+        Err(e) => {
+            say!("worker: cannot ack on {}: {e}", PathBuf::from(path).display());
+            "failed"
+        }
+    }
 }
 
 /// Polls the signal pipe and, when serving, the listeners; returns the

@@ -486,7 +486,8 @@ impl Machine {
         let (done, waiting): (Vec<_>, Vec<_>) =
             self.waiters.drain(..).partition(|(_, g)| g.is_some_and(settled));
         self.waiters = waiting;
-        if !done.is_empty() || !older_alive {
+        let replaced = current.predecessor_signalled_at.is_some();
+        if !done.is_empty() || (replaced && !older_alive) {
             self.last_outcome = Some(outcome.clone());
         }
         for (request, _) in done {

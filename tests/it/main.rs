@@ -3,9 +3,11 @@ mod harness;
 
 mod activation;
 mod compat;
+mod control;
 mod errors;
 mod files;
 mod lifecycle;
+mod listeners;
 mod logs;
 mod processes;
 mod protocols;

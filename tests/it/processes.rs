@@ -176,3 +176,78 @@ fn as_pid_1_in_a_pid_namespace_every_zombie_is_reaped() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), Signal::SIGTERM).unwrap();
     s.wait_line("exiting");
 }
+
+/// handover running one of the process examples with a journal.
+fn example_worker(name: &str, options: &[&str], args: &[&str]) -> Supervisor {
+    handover()
+        .args(options)
+        .args(["--status-file", "{dir}/status", "--"])
+        .arg(example(name))
+        .args(["--journal", "{dir}/journal"])
+        .args(args)
+        .start()
+}
+
+/// The `pid=` of the journal line with all `parts`.
+fn journal_pid(s: &Supervisor, parts: &[&str]) -> i32 {
+    let line = s.wait_journal(parts);
+    line.split(' ').find_map(|w| w.strip_prefix("pid=")).unwrap().parse().unwrap()
+}
+
+#[test]
+fn pipeline_group_signals_stop_the_whole_pipeline_pid_signals_only_the_leader() {
+    for target in ["group", "pid"] {
+        let mut s = example_worker(
+            "pipeline",
+            &["--port", "127.0.0.1:0", "--ready", "notify", "--signal-target", target],
+            &["--notify", "--output", "{dir}/out"],
+        );
+        s.wait_generations(&[1]);
+        let producer = journal_pid(&s, &["start", "role=producer", "gen=1"]);
+        s.signal(Signal::SIGHUP);
+        s.wait_generations(&[2]);
+        if target == "group" {
+            s.wait_journal(&["term", "role=producer", &format!("pid={producer}")]);
+        } else {
+            assert!(alive(producer), "a pid signal reached the producer\n{}", s.dossier());
+        }
+        s.signal(Signal::SIGTERM);
+        assert!(s.wait_exit().success(), "{}", s.dossier());
+        s.wait_journal(&["term", "role=producer", &format!("pid={producer}")]);
+        assert!(!alive(producer), "{target}: the old pipeline outlived handover");
+    }
+}
+
+#[test]
+fn exit_codes_are_respawned_or_passed_on_with_stop_on_exit() {
+    let s = example_worker(
+        "exit_codes",
+        &["--interval", "50ms"],
+        &["--code", "3", "--after", "100", "--only-generation", "1"],
+    );
+    s.wait_line("died unexpectedly (exited with 3), restarting");
+    s.wait_generations(&[2]);
+    for (args, code) in [(["--code", "78"], 78), (["--signal", "SEGV"], 139)] {
+        let mut s = example_worker("exit_codes", &["--interval", "50ms", "--stop-on-exit", "78,139"], &args);
+        assert_eq!(s.wait_exit().code(), Some(code), "{}", s.dossier());
+    }
+}
+
+#[test]
+fn orphans_of_a_worker_are_reaped_and_stopped_with_it() {
+    let mut s = example_worker(
+        "orphans",
+        &["--ready", "notify"],
+        &["--notify", "--grandchildren", "2", "--zombies", "3"],
+    );
+    s.wait_generations(&[1]);
+    let me = s.pid();
+    for _ in 0..3 {
+        s.wait_journal(&["exit", "role=zombie", &format!("ppid={me}")]);
+    }
+    let grandchild = journal_pid(&s, &["start", "role=grandchild"]);
+    s.signal(Signal::SIGTERM);
+    assert!(s.wait_exit().success(), "{}", s.dossier());
+    s.wait_journal(&["term", "role=grandchild", &format!("pid={grandchild}")]);
+    assert!(!alive(grandchild));
+}
