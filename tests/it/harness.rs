@@ -58,6 +58,8 @@ pub struct Supervisor {
     args: Vec<String>,
     stderr: Arc<(Mutex<Lines>, Condvar)>,
     status: Option<ExitStatus>,
+    /// The pids in its output are ours (not those of another pid namespace).
+    own_pids: bool,
 }
 
 pub struct Builder {
@@ -65,6 +67,7 @@ pub struct Builder {
     args: Vec<String>,
     dir: tempfile::TempDir,
     env: Vec<(String, String)>,
+    own_pids: bool,
 }
 
 impl Builder {
@@ -87,6 +90,12 @@ impl Builder {
 
     pub fn env(mut self, name: &str, value: &str) -> Self {
         self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// Pids it prints belong to another pid namespace: never signal them.
+    pub fn in_pid_namespace(mut self) -> Self {
+        self.own_pids = false;
         self
     }
 
@@ -133,13 +142,26 @@ impl Builder {
         }
         let mut shown = vec![self.program.display().to_string()];
         shown.extend(args);
-        Supervisor { dir: self.dir, child: Some(child), args: shown, stderr, status: None }
+        Supervisor {
+            dir: self.dir,
+            child: Some(child),
+            args: shown,
+            stderr,
+            status: None,
+            own_pids: self.own_pids,
+        }
     }
 }
 
 /// A handover command line in a fresh temp dir.
 pub fn handover() -> Builder {
-    Builder { program: binary(), args: Vec::new(), dir: tempfile::tempdir().unwrap(), env: Vec::new() }
+    Builder {
+        program: binary(),
+        args: Vec::new(),
+        dir: tempfile::tempdir().unwrap(),
+        env: Vec::new(),
+        own_pids: true,
+    }
 }
 
 /// handover running `worker` with `worker_args`, journal at `{dir}/journal`.
@@ -303,7 +325,7 @@ pub fn alive(pid: i32) -> bool {
 
 impl Drop for Supervisor {
     fn drop(&mut self) {
-        let workers = self.worker_pids();
+        let workers = if self.own_pids { self.worker_pids() } else { Vec::new() };
         if let Some(mut child) = self.child.take()
             && child.try_wait().ok().flatten().is_none()
         {
@@ -315,8 +337,27 @@ impl Drop for Supervisor {
             let _ = child.kill();
             let _ = child.wait();
         }
-        for pid in workers {
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        for pid in &workers {
+            let _ = killpg(Pid::from_raw(*pid), Signal::SIGKILL);
+        }
+        // Every process this test knows of (the supervisor's workers, and any
+        // pid a journal names) must be gone: nothing outlives its test.
+        let mut known = workers;
+        if self.own_pids {
+            let journal = self.journal();
+            let words = journal.iter().flat_map(|l| l.split(' '));
+            known.extend(words.filter_map(|w| w.strip_prefix("pid=")?.parse::<i32>().ok()));
+        }
+        let start = Instant::now();
+        let left = loop {
+            let left: Vec<i32> = known.iter().copied().filter(|&p| alive(p)).collect();
+            if left.is_empty() || start.elapsed() > DEADLINE {
+                break left;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        if !left.is_empty() && !std::thread::panicking() {
+            panic!("processes outlived the test: {left:?}\n{}", self.dossier());
         }
     }
 }

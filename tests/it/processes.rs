@@ -147,6 +147,7 @@ fn as_pid_1_in_a_pid_namespace_every_zombie_is_reaped() {
     let dir = b.dir().display().to_string();
     let script = format!("for i in 1 2 3 4 5; do (sleep 1 &); done; echo >> {dir}/spawned; exec sleep 1000");
     let s = b
+        .in_pid_namespace()
         .program("unshare".into())
         .args(["--pid", "--fork", "--kill-child", "--mount-proc"])
         .arg(binary())
