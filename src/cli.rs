@@ -158,6 +158,10 @@ pub struct HandoverOpts {
     /// With --log-capture: `text` (`[gen 2 pid 123 stdout] ...`) or `json` lines.
     #[arg(long, value_enum, default_value_t)]
     pub log_format: LogFormat,
+    /// Restart when this file or directory changes (development; repeatable).
+    /// Editors' temporary files are ignored; changes within 300ms count once.
+    #[arg(long, value_name = "PATH")]
+    pub watch: Vec<PathBuf>,
     /// Run the workers as this user (name or uid; its groups too). handover keeps
     /// running as root and keeps the sockets it bound.
     #[arg(long, value_name = "USER")]
@@ -204,6 +208,7 @@ impl Default for HandoverOpts {
             stop_on_exit: Vec::new(),
             max_start_attempts: None,
             signal_target: SignalTarget::Pid,
+            watch: Vec::new(),
             log_capture: false,
             log_format: LogFormat::Text,
             user: None,
@@ -280,6 +285,7 @@ const VALUED: &[&str] = &[
     "max-start-attempts",
     "signal-target",
     "user",
+    "watch",
     "log-format",
     "group",
     "control",

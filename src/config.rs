@@ -61,6 +61,8 @@ pub struct Config {
     pub credentials: Option<crate::spawn::Credentials>,
     /// `--log-capture`: workers' output through our pipes, in this format.
     pub capture: Option<crate::capture::Format>,
+    /// `--watch`: paths whose changes restart the worker.
+    pub watch: Vec<PathBuf>,
     /// `--control`: the control socket's path.
     pub control: Option<PathBuf>,
     pub daemonize: bool,
@@ -296,6 +298,7 @@ impl Config {
             watchdog: watchdog(&env),
             stop_on_exit: more.stop_on_exit.clone(),
             max_start_attempts: more.max_start_attempts,
+            watch_debounce: Duration::from_millis(300),
         };
         let log = opts.log_file.as_deref().map(|text| match text.trim_start().strip_prefix('|') {
             Some(command) => LogTarget::Pipe(command.trim().to_string()),
@@ -332,6 +335,7 @@ impl Config {
                 crate::cli::LogFormat::Text => crate::capture::Format::Text,
                 crate::cli::LogFormat::Json => crate::capture::Format::Json,
             }),
+            watch: more.watch.clone(),
             control: more.control.clone(),
             daemonize: opts.daemonize,
             base_env,

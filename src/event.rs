@@ -133,6 +133,7 @@ pub enum Event {
     StopTimeout { pids: Vec<Pid>, after: Duration },
     Forwarded { signal: Signal, pids: Vec<Pid> },
     IgnoredDuringShutdown { signal: Signal },
+    FilesChanged,
     StopOnExit { pid: Pid, status: ExitStatus, code: i32 },
     GaveUp { attempts: u32, reason: String },
 }
@@ -278,6 +279,7 @@ impl fmt::Display for Event {
                 f,
                 "the first generation failed to start {attempts} times in a row (last: {reason}); giving up (--max-start-attempts)"
             ),
+            Event::FilesChanged => f.write_str("watched files changed, restarting"),
             Event::IgnoredDuringShutdown { signal } => {
                 write!(f, "received {} while shutting down; ignored", signal_name(*signal))
             }

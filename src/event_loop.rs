@@ -27,6 +27,7 @@ use crate::listen::Listener;
 use crate::machine::{self, Effect, Input, Machine};
 use crate::notify::{self, NotifySocket};
 use crate::signals::{SignalEvent, Signals};
+use crate::watch::Watcher;
 use crate::{output, protocol, reaper, report, spawn};
 
 /// A failure that ends the supervisor: one line and an exit code.
@@ -95,6 +96,8 @@ pub struct Supervisor {
     pub logger: Option<i32>,
     /// `--log-capture`: the workers' output pipes.
     pub capture: Option<Capture>,
+    /// `--watch`: file changes.
+    pub watcher: Option<Watcher>,
 }
 
 impl Supervisor {
@@ -120,6 +123,7 @@ impl Supervisor {
                 .chain(self.control.iter().flat_map(|c| c.poll_fds()))
                 .chain(self.capture.iter().flat_map(|c| c.poll_fds()));
             fds.extend(sockets.map(|(fd, events)| PollFd::new(fd, events)));
+            fds.extend(self.watcher.iter().map(|w| PollFd::new(w.fd(), PollFlags::POLLIN)));
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(Fatal::new(1, format!("poll failed: {e}"))),
@@ -147,6 +151,9 @@ impl Supervisor {
             let acked: Vec<i32> = ready.chain(self.einhorn.service()).collect();
             inputs.extend(acked.into_iter().map(|pid| Input::Ready { pid: group_leader(pid) }));
             inputs.extend(self.control_requests());
+            if self.watcher.as_mut().is_some_and(Watcher::drain) {
+                inputs.push(Input::Changed);
+            }
             inputs.push(Input::Tick);
             if let Some(code) = self.feed(Instant::now(), inputs) {
                 return Ok(code);

@@ -61,6 +61,8 @@ pub struct Policy {
     pub stop_on_exit: Vec<i32>,
     /// Give up (exit 1) when the first generation failed to start this many times in a row.
     pub max_start_attempts: Option<u32>,
+    /// `--watch`: restart this long after the last change.
+    pub watch_debounce: Duration,
 }
 
 /// Identifies a control request awaiting its answer.
@@ -96,6 +98,8 @@ pub enum Input {
     Terminate(Signal),
     /// Any other catchable signal: passed on to the serving generation.
     Forward(Signal),
+    /// A watched file changed (`--watch`).
+    Changed,
     /// A deadline may have passed.
     Tick,
 }
@@ -200,6 +204,8 @@ pub struct Machine {
     last_outcome: Option<Outcome>,
     /// Failed starts of the first generation, in a row.
     start_failures: u32,
+    /// A watched change restarts at this time (pushed back by each change).
+    restart_on_change_at: Option<Instant>,
 }
 
 impl Machine {
@@ -221,6 +227,7 @@ impl Machine {
             counters: Counters::default(),
             last_outcome: None,
             start_failures: 0,
+            restart_on_change_at: None,
         }
     }
 
@@ -259,6 +266,11 @@ impl Machine {
                 fx.extend(pids.iter().map(|&pid| Effect::Signal { pid, signal }));
                 fx.push(Effect::Log(Event::Forwarded { signal, pids }));
             }
+            Input::Changed => {
+                if self.stopping.is_none() {
+                    self.restart_on_change_at = Some(now + self.policy.watch_debounce);
+                }
+            }
             Input::Tick => self.tick(now, &mut fx),
         }
         fx
@@ -274,6 +286,7 @@ impl Machine {
             }
         } else {
             deadlines.extend(self.next_spawn_at);
+            deadlines.extend(self.restart_on_change_at);
             if let Some(c) = &self.candidate {
                 deadlines.extend(self.candidate_deadline(c));
             }
@@ -714,6 +727,11 @@ impl Machine {
         }
         self.tick_probation(now, fx);
         self.tick_respawns(now, fx);
+        if self.restart_on_change_at.is_some_and(|at| at <= now) {
+            self.restart_on_change_at = None;
+            fx.push(Effect::Log(Event::FilesChanged));
+            self.restart(now, None, fx);
+        }
         if self.next_spawn_at.is_some_and(|at| at <= now) {
             self.spawn_generation(now, fx);
         }

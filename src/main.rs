@@ -24,6 +24,7 @@ mod report;
 mod setup;
 mod signals;
 mod spawn;
+mod watch;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

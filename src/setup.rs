@@ -18,6 +18,7 @@ use crate::listen::{self, Listener};
 use crate::machine::Machine;
 use crate::notify::NotifySocket;
 use crate::signals::Signals;
+use crate::watch::Watcher;
 use crate::{output, protocol, reaper, spawn};
 
 /// What must be undone if set-up fails halfway.
@@ -148,6 +149,16 @@ pub fn run(mut config: Config) -> Result<i32, Fatal> {
     let status_file = config.status_file.as_deref().map(StatusFile::new);
     let machine = Machine::new(config.policy.clone());
     let capture = config.capture.map(crate::capture::Capture::new);
+    let watcher = match config.watch.is_empty() {
+        true => None,
+        false => match Watcher::new(&config.watch) {
+            Ok(watcher) => Some(watcher),
+            Err(e) => {
+                Undo { pid_file, listeners: &listeners, control: control.as_ref() }.run();
+                return Err(Fatal::new(1, e));
+            }
+        },
+    };
     let mut supervisor = Supervisor {
         config,
         log,
@@ -161,6 +172,7 @@ pub fn run(mut config: Config) -> Result<i32, Fatal> {
         status_file,
         logger,
         capture,
+        watcher,
     };
     supervisor.serve()
 }

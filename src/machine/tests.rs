@@ -19,6 +19,7 @@ fn policy() -> Policy {
         watchdog: None,
         stop_on_exit: Vec::new(),
         max_start_attempts: None,
+        watch_debounce: Duration::from_millis(300),
     }
 }
 
@@ -592,4 +593,17 @@ fn max_start_attempts_does_not_apply_once_serving() {
     run.step(2 * SEC, Input::Hup);
     let fx = run.step(2100, Input::Exited { pid: 102, status: ExitStatus::Code(1) });
     assert_eq!(exit(&fx), None, "a failed restart leaves the old generation serving");
+}
+
+#[test]
+fn watched_changes_restart_once_after_they_settle() {
+    let mut run = Run::serving();
+    for ms in [2000, 2100, 2250] {
+        assert!(spawns(&run.step(ms, Input::Changed)).is_empty());
+    }
+    assert_eq!(run.deadline_ms(), Some(2550), "pushed back by each change");
+    let fx = run.tick(2550);
+    assert_eq!(lines(&fx)[0], "watched files changed, restarting");
+    assert_eq!(spawns(&fx), [2]);
+    assert!(spawns(&run.tick(3000)).is_empty());
 }

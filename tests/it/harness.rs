@@ -11,7 +11,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
@@ -295,6 +297,33 @@ impl Supervisor {
     pub fn ask(&self, addr: &str) -> std::io::Result<String> {
         ask(addr)
     }
+}
+
+/// Bounded client loop: connects, reads the worker's line, until told to
+/// stop, 50,000 requests or 60 s. Returns (generation seen per request, errors).
+pub fn load(
+    addr: String,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
+) -> JoinHandle<(Vec<u64>, Vec<String>)> {
+    std::thread::spawn(move || {
+        let (mut seen, mut errors) = (Vec::new(), Vec::new());
+        let start = Instant::now();
+        while !stop.load(Ordering::SeqCst)
+            && seen.len() + errors.len() < 50_000
+            && start.elapsed() < Duration::from_secs(60)
+        {
+            match ask(&addr) {
+                Ok(answer) => match generation_of(&answer) {
+                    Some(g) => seen.push(g),
+                    None => errors.push(format!("short answer {answer:?}")),
+                },
+                Err(e) => errors.push(format!("{:?}: {e}", e.kind())),
+            }
+            done.fetch_add(1, Ordering::SeqCst);
+        }
+        (seen, errors)
+    })
 }
 
 pub fn ask(addr: &str) -> std::io::Result<String> {

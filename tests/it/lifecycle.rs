@@ -1,35 +1,10 @@
 //! Hot restart, rollback, respawn, shutdown: the lifecycle through the real binary.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
 use crate::harness::*;
-
-/// Bounded client loop: connects, reads the worker's line, until told to
-/// stop, 50,000 requests or 60 s. Returns (generation seen per request, errors).
-fn load(addr: String, stop: Arc<AtomicBool>, done: Arc<AtomicUsize>) -> JoinHandle<(Vec<u64>, Vec<String>)> {
-    std::thread::spawn(move || {
-        let (mut seen, mut errors) = (Vec::new(), Vec::new());
-        let start = Instant::now();
-        while !stop.load(Ordering::SeqCst)
-            && seen.len() + errors.len() < 50_000
-            && start.elapsed() < Duration::from_secs(60)
-        {
-            match ask(&addr) {
-                Ok(answer) => match generation_of(&answer) {
-                    Some(g) => seen.push(g),
-                    None => errors.push(format!("short answer {answer:?}")),
-                },
-                Err(e) => errors.push(format!("{:?}: {e}", e.kind())),
-            }
-            done.fetch_add(1, Ordering::SeqCst);
-        }
-        (seen, errors)
-    })
-}
 
 #[test]
 fn hot_restart_refuses_and_resets_nothing() {
@@ -193,4 +168,35 @@ fn several_workers_per_generation_are_replaced_together() {
     for (_, pid) in respawned {
         s.wait_journal(&["term", &format!("pid={pid}")]);
     }
+}
+
+#[test]
+fn a_watched_file_that_changes_restarts_without_dropping_a_request() {
+    let s = with_worker(
+        &["--port", "127.0.0.1:0", "--ready", "notify", "--watch", "{dir}/app.conf"],
+        &["--notify"],
+    );
+    let addr = s.tcp_addr();
+    s.wait_generations(&[1]);
+    let (stop, done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let client = load(addr, stop.clone(), done.clone());
+    let at_least = |n: usize| {
+        wait_for(
+            &format!("{n} requests"),
+            || s.dossier(),
+            || (done.load(Ordering::SeqCst) >= n).then_some(()),
+        )
+    };
+    at_least(100);
+    // An editor's scratch file does not count; the file itself does.
+    std::fs::write(s.path(".app.conf.swp"), "x").unwrap();
+    std::fs::write(s.path("app.conf"), "workers = 2\n").unwrap();
+    s.wait_line("watched files changed, restarting");
+    s.wait_generations(&[2]);
+    at_least(done.load(Ordering::SeqCst) + 100);
+    stop.store(true, Ordering::SeqCst);
+    let (seen, errors) = client.join().unwrap();
+    assert!(errors.is_empty(), "{errors:?}\n{}", s.dossier());
+    assert!(seen.contains(&1) && seen.contains(&2));
+    assert_eq!(s.count_lines("watched files changed"), 1, "{}", s.dossier());
 }
