@@ -1,6 +1,11 @@
 //! Table tests for the lifecycle: given these inputs at these times, these
 //! effects. No processes, no sleeps, no clock.
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
 use super::*;
+use crate::event::{ExitStatus, Pid, SpawnError};
 
 const SEC: u64 = 1000;
 

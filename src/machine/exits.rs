@@ -1,0 +1,232 @@
+//! Processes that end: failed starts, dead workers, drained generations,
+//! and the supervisor's own stop.
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::generation::Generation;
+use super::*;
+use crate::event::{Event, ExitStatus, Pid, SpawnError};
+
+impl Machine {
+    pub(super) fn terminate(&mut self, now: Instant, received: Signal, fx: &mut Vec<Effect>) {
+        if self.stopping.is_some() {
+            fx.push(Effect::Log(Event::IgnoredDuringShutdown { signal: received }));
+            return;
+        }
+        let sending = if received == Signal::SIGINT { Signal::SIGTERM } else { self.policy.signal_on_term };
+        let pids = self.live_pids();
+        fx.push(Effect::Log(Event::ShutdownReceived { received, sending, pids }));
+        self.stop(now, sending, 0, fx);
+    }
+
+    /// Stop every worker with `sending`; exit with `code` once all are gone.
+    pub(super) fn stop(&mut self, now: Instant, sending: Signal, code: i32, fx: &mut Vec<Effect>) {
+        let pids = self.live_pids();
+        fx.push(Effect::Notify(Upward::Stopping));
+        if let Some(t) = self.policy.stop_timeout {
+            fx.push(Effect::Notify(Upward::ExtendTimeout(t + Duration::from_secs(5))));
+        }
+        fx.extend(pids.iter().map(|&pid| Effect::Signal { pid, signal: sending }));
+        for (request, _) in self.waiters.drain(..) {
+            fx.push(Effect::Reply { request, outcome: stopping_outcome() });
+        }
+        self.stopping = Some(Stopping { since: now, killed: false, code });
+        self.next_spawn_at = None;
+        self.pending_restart = false;
+        let generations = self.candidate.iter_mut().chain(self.current.iter_mut()).chain(self.old.iter_mut());
+        for g in generations {
+            g.drop_unborn();
+            g.signal_at = None;
+            g.signalled_at.get_or_insert(now);
+        }
+        self.finish_if_done(fx);
+    }
+
+    /// Remove a worker that has exited from whichever generation held it.
+    pub(super) fn forget(&mut self, pid: Pid) {
+        let all = self.candidate.iter_mut().chain(self.current.iter_mut()).chain(self.old.iter_mut());
+        for g in all {
+            g.workers.retain(|w| w.pid != Some(pid));
+        }
+        self.candidate.take_if(|g| g.workers.is_empty());
+        self.current.take_if(|g| g.workers.is_empty());
+        self.old.retain(|g| !g.workers.is_empty());
+    }
+
+    pub(super) fn live_pids(&self) -> Vec<Pid> {
+        let all = self.candidate.iter().chain(self.current.iter()).chain(self.old.iter());
+        let mut pids: Vec<Pid> = all.flat_map(Generation::pids).collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    pub(super) fn finish_if_done(&mut self, fx: &mut Vec<Effect>) {
+        if let Some(stopping) = &self.stopping
+            && self.live_pids().is_empty()
+        {
+            fx.push(Effect::Log(Event::Exiting));
+            fx.push(Effect::Exit(stopping.code));
+        }
+    }
+
+    pub(super) fn spawn_failed(
+        &mut self,
+        now: Instant,
+        generation: u64,
+        index: usize,
+        error: SpawnError,
+        fx: &mut Vec<Effect>,
+    ) {
+        let code = error.exit_code();
+        let reason = error.to_string();
+        fx.push(Effect::Log(Event::SpawnFailed { generation, error }));
+        if self.candidate.as_ref().is_some_and(|c| c.number == generation) {
+            if let Some(c) = self.candidate.as_mut() {
+                c.workers.retain(|w| w.index != index);
+            }
+            let first = !self.announced && self.current.is_none();
+            self.fail_candidate(now, reason, fx);
+            if first && self.stopping.is_none() {
+                // The first generation cannot even be executed: a config error.
+                self.stop(now, Signal::SIGTERM, code, fx);
+            }
+        } else if let Some(current) = self.current.as_mut().filter(|g| g.number == generation) {
+            let interval = self.policy.interval;
+            if let Some(w) = current.workers.iter_mut().find(|w| w.index == index) {
+                w.respawn_at = Some(now + interval);
+            }
+        }
+    }
+
+    /// The starting generation failed: stop what runs of it, answer those
+    /// waiting for it, try again (unless stopping).
+    pub(super) fn fail_candidate(&mut self, now: Instant, reason: String, fx: &mut Vec<Effect>) {
+        let Some(mut failed) = self.candidate.take() else { return };
+        self.counters.failures += 1;
+        let generation = failed.number;
+        let outcome = Outcome::Failed { generation: Some(generation), reason: reason.clone() };
+        let (answered, waiting): (Vec<_>, Vec<_>) =
+            self.waiters.drain(..).partition(|(_, g)| *g == Some(generation));
+        self.waiters = waiting;
+        for (request, _) in answered {
+            fx.push(Effect::Reply { request, outcome: outcome.clone() });
+        }
+        self.last_outcome = Some(outcome);
+        failed.drop_unborn();
+        if !failed.workers.is_empty() {
+            fx.extend(failed.pids().into_iter().map(|pid| Effect::Signal { pid, signal: Signal::SIGTERM }));
+            failed.signalled_at = Some(now);
+            self.old.push(failed);
+            fx.push(self.status());
+        }
+        if self.reloading {
+            self.reloading = false;
+            let serving = self.current.as_ref().map_or(0, |g| g.number);
+            let text = format!(
+                "restart to generation {generation} failed ({reason}); generation {serving} still serving"
+            );
+            fx.push(Effect::Notify(Upward::Status(text)));
+            fx.push(Effect::Notify(Upward::Ready));
+        }
+        if self.stopping.is_some() {
+            return;
+        }
+        if !self.announced {
+            self.start_failures += 1;
+            if self.policy.max_start_attempts.is_some_and(|max| self.start_failures >= max) {
+                let attempts = self.start_failures;
+                fx.push(Effect::Log(Event::GaveUp { attempts, reason }));
+                return self.stop(now, Signal::SIGTERM, 1, fx);
+            }
+        }
+        self.schedule_spawn(now);
+    }
+
+    pub(super) fn exited(&mut self, now: Instant, pid: Pid, status: ExitStatus, fx: &mut Vec<Effect>) {
+        let stopping = self.stopping.is_some();
+        let code = status.shell_code();
+        let ours = self.candidate.iter().chain(self.current.iter()).any(|g| g.has(pid));
+        if ours && !stopping && self.policy.stop_on_exit.contains(&code) {
+            fx.push(Effect::Log(Event::StopOnExit { pid, status, code }));
+            self.forget(pid);
+            fx.push(self.status());
+            return self.stop(now, self.policy.signal_on_term, code, fx);
+        }
+        if let Some(c) = self.candidate.as_mut().filter(|c| c.has(pid)) {
+            let (generation, lived) = (c.number, now - c.spawned_at);
+            c.workers.retain(|w| w.pid != Some(pid));
+            if stopping {
+                fx.push(Effect::Log(Event::WorkerDied { pid, status }));
+                if c.workers.is_empty() {
+                    self.candidate = None;
+                }
+                return self.finish_if_done(fx);
+            }
+            fx.push(Effect::Log(Event::FailedToStart { pid, status }));
+            let mut reason = format!("worker {pid} {status}");
+            if let Some(hint) = diagnose(status, lived, self.policy.interval) {
+                fx.push(Effect::Log(Event::Diagnosis { generation, status, hint }));
+                reason = format!("{reason}; {hint}");
+            }
+            self.fail_candidate(now, reason, fx);
+        } else if let Some(current) = self.current.as_mut().filter(|g| g.has(pid)) {
+            if stopping {
+                current.workers.retain(|w| w.pid != Some(pid));
+                if current.workers.is_empty() {
+                    self.current = None;
+                }
+                fx.push(Effect::Log(Event::WorkerDied { pid, status }));
+                fx.push(self.status());
+                return self.finish_if_done(fx);
+            }
+            fx.push(Effect::Log(Event::DiedUnexpectedly { pid, status }));
+            self.counters.respawns += 1;
+            if current.any_alive_besides(pid) {
+                let interval = self.policy.interval;
+                if let Some(w) = current.worker(pid) {
+                    w.respawn_at = Some((w.spawned_at + interval).max(now));
+                    w.pid = None;
+                    w.ready = false;
+                }
+            } else {
+                self.current = None;
+                if self.candidate.is_none() {
+                    self.schedule_spawn(now);
+                }
+            }
+            fx.push(self.status());
+        } else if let Some(at) = self.old.iter().position(|g| g.has(pid)) {
+            self.old[at].workers.retain(|w| w.pid != Some(pid));
+            if self.old[at].workers.is_empty() {
+                self.old.remove(at);
+            }
+            let event =
+                if stopping { Event::WorkerDied { pid, status } } else { Event::OldDied { pid, status } };
+            fx.push(Effect::Log(event));
+            fx.push(self.status());
+            self.answer_waiters(now, fx);
+            self.finish_if_done(fx);
+        }
+    }
+}
+
+pub(super) fn stopping_outcome() -> Outcome {
+    Outcome::Failed { generation: None, reason: "the supervisor is stopping".into() }
+}
+
+/// A hint for a worker that did not survive its start, where one is clear.
+fn diagnose(status: ExitStatus, lived: Duration, interval: Duration) -> Option<&'static str> {
+    match status {
+        ExitStatus::Code(127) => Some("the shell could not find a command (exit 127)"),
+        ExitStatus::Code(126) => Some("a command is not executable (exit 126)"),
+        ExitStatus::Signal { signal: libc::SIGKILL, .. } => {
+            Some("killed by SIGKILL from outside (out of memory?)")
+        }
+        ExitStatus::Code(code) if code != 0 && lived < interval => Some(
+            "it failed during startup. If its log says \"Address already in use\", it binds the port itself: \
+             make it use the inherited socket (SERVER_STARTER_PORT, LISTEN_FDS or fd 3)",
+        ),
+        _ => None,
+    }
+}

@@ -1,0 +1,189 @@
+//! Becoming ready, retiring the old generation, answering restart
+//! requests, and the timers (probation, respawns, drains, auto-restart).
+use std::time::{Duration, Instant};
+
+use super::generation::Generation;
+use super::*;
+use crate::event::{Event, Pid};
+
+impl Machine {
+    pub(super) fn ready_message(&mut self, now: Instant, pid: Pid, fx: &mut Vec<Effect>) {
+        if self.policy.ready == ReadyMode::Alive || self.stopping.is_some() {
+            return;
+        }
+        if let Some(worker) = self.current.as_mut().and_then(|g| g.worker(pid)) {
+            worker.ready = true;
+        }
+        let Some(worker) = self.candidate.as_mut().and_then(|c| c.worker(pid)) else { return };
+        worker.ready = true;
+        if self.candidate.as_ref().is_some_and(Generation::all_ready) {
+            self.generation_ready(now, true, fx);
+        }
+    }
+
+    pub(super) fn generation_ready(&mut self, now: Instant, notified: bool, fx: &mut Vec<Effect>) {
+        let Some(mut next) = self.candidate.take() else { return };
+        next.ready_at = Some(now);
+        let (generation, pids) = (next.number, next.pids());
+        fx.push(Effect::Log(Event::Ready { generation, pids, after: now - next.spawned_at, notified }));
+        if let Some(prev) = self.current.replace(next) {
+            self.counters.restarts += 1;
+            self.old.push(prev);
+            self.retire_old(now, fx);
+        }
+        fx.push(self.status());
+        if !self.announced || self.reloading {
+            self.announced = true;
+            self.reloading = false;
+            fx.push(Effect::Notify(Upward::Ready));
+        }
+        fx.push(Effect::Notify(Upward::Status(format!("generation {generation} serving"))));
+        self.answer_waiters(now, fx);
+        if self.pending_restart {
+            self.mark_reloading(fx);
+            self.spawn_generation(now, fx);
+        }
+    }
+
+    /// Tell every old generation not yet told to stop, now or after the delay.
+    pub(super) fn retire_old(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        let signal = self.policy.signal_on_hup;
+        let delay = self.policy.kill_old_delay;
+        let waiting = |g: &&mut Generation| g.signalled_at.is_none() && g.signal_at.is_none();
+        let pids: Vec<Pid> = self.old.iter_mut().filter(waiting).flat_map(|g| g.pids()).collect();
+        fx.push(Effect::Log(Event::NowRunning { signal, old: pids }));
+        if delay.is_zero() {
+            fx.push(Effect::Log(Event::KillingOld));
+        } else {
+            fx.push(Effect::Log(Event::SleepingBeforeKill { secs: delay.as_secs() }));
+        }
+        for old in self.old.iter_mut().filter(waiting) {
+            if delay.is_zero() {
+                old.signalled_at = Some(now);
+                fx.extend(old.pids().into_iter().map(|pid| Effect::Signal { pid, signal }));
+            } else {
+                old.signal_at = Some(now + delay);
+            }
+        }
+        if let Some(current) = self.current.as_mut().filter(|_| delay.is_zero()) {
+            current.predecessor_signalled_at = Some(now);
+        }
+    }
+
+    /// Answer the restart requests whose generation serves alone (or was overtaken).
+    pub(super) fn answer_waiters(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        let Some(current) = &self.current else { return };
+        let older_alive = self.old.iter().any(|g| g.number < current.number);
+        let outcome = Outcome::Restarted {
+            generation: current.number,
+            pids: current.pids(),
+            spawn_to_ready: current.ready_at.map_or(Duration::ZERO, |t| t - current.spawned_at),
+            signal_to_old_gone: current.predecessor_signalled_at.map(|t| now - t),
+        };
+        let settled = |g: u64| g < current.number || (g == current.number && !older_alive);
+        let (done, waiting): (Vec<_>, Vec<_>) =
+            self.waiters.drain(..).partition(|(_, g)| g.is_some_and(settled));
+        self.waiters = waiting;
+        let replaced = current.predecessor_signalled_at.is_some();
+        if !done.is_empty() || (replaced && !older_alive) {
+            self.last_outcome = Some(outcome.clone());
+        }
+        for (request, _) in done {
+            fx.push(Effect::Reply { request, outcome: outcome.clone() });
+        }
+    }
+
+    pub(super) fn tick(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        if self.next_watchdog.is_some_and(|at| at <= now) {
+            fx.push(Effect::Notify(Upward::Watchdog));
+            self.next_watchdog = self.policy.watchdog.map(|every| now + every);
+        }
+        self.tick_old(now, fx);
+        if let Some(stopping) = &mut self.stopping {
+            let due = self.policy.stop_timeout.filter(|t| stopping.since + *t <= now);
+            if let Some(after) = due.filter(|_| !stopping.killed) {
+                stopping.killed = true;
+                let pids = self.live_pids();
+                fx.push(Effect::Log(Event::StopTimeout { pids: pids.clone(), after }));
+                fx.extend(pids.into_iter().map(|pid| Effect::KillGroup { pid }));
+            }
+            return;
+        }
+        self.tick_probation(now, fx);
+        self.tick_respawns(now, fx);
+        if self.restart_on_change_at.is_some_and(|at| at <= now) {
+            self.restart_on_change_at = None;
+            fx.push(Effect::Log(Event::FilesChanged));
+            self.restart(now, None, fx);
+        }
+        if self.next_spawn_at.is_some_and(|at| at <= now) {
+            self.spawn_generation(now, fx);
+        }
+        if self.auto_restart_at().is_some_and(|at| at <= now) {
+            let interval = self.policy.auto_restart.unwrap_or_default().as_secs();
+            let forced = !self.old.is_empty();
+            fx.push(Effect::Log(Event::AutoRestart { interval, forced }));
+            self.mark_reloading(fx);
+            self.spawn_generation(now, fx);
+        }
+    }
+
+    /// Alive-readiness for starting workers; the ready timeout in notify mode.
+    pub(super) fn tick_probation(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        let interval = self.policy.interval;
+        let alive = |g: &mut Generation| {
+            for w in g.workers.iter_mut().filter(|w| w.pid.is_some() && w.spawned_at + interval <= now) {
+                w.ready = true;
+            }
+        };
+        if self.policy.ready != ReadyMode::Notify {
+            self.current.iter_mut().chain(self.candidate.iter_mut()).for_each(alive);
+            if self.candidate.as_ref().is_some_and(Generation::all_ready) {
+                self.generation_ready(now, false, fx);
+            }
+        } else if let Some(c) = &self.candidate
+            && self.candidate_deadline(c).is_some_and(|at| at <= now)
+        {
+            let (generation, after) = (c.number, now - c.spawned_at);
+            let pids = c.workers.iter().filter(|w| !w.ready).filter_map(|w| w.pid).collect();
+            fx.push(Effect::Log(Event::ReadyTimeout { generation, pids, after }));
+            let reason = format!("not ready after {}", humantime::format_duration(after));
+            self.fail_candidate(now, reason, fx);
+        }
+    }
+
+    /// Start again, alone, the serving workers whose turn has come.
+    pub(super) fn tick_respawns(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        let Some(current) = self.current.as_mut() else { return };
+        for w in current.workers.iter_mut().filter(|w| w.respawn_at.is_some_and(|at| at <= now)) {
+            w.respawn_at = None;
+            w.spawned_at = now;
+            fx.push(Effect::Spawn { generation: current.number, index: w.index });
+        }
+    }
+
+    pub(super) fn tick_old(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        let signal = self.policy.signal_on_hup;
+        if self.old.iter().any(|g| g.signal_at.is_some_and(|at| at <= now)) {
+            fx.push(Effect::Log(Event::KillingOld));
+            if let Some(current) = self.current.as_mut() {
+                current.predecessor_signalled_at = Some(now);
+            }
+        }
+        for old in &mut self.old {
+            if old.signal_at.is_some_and(|at| at <= now) {
+                old.signal_at = None;
+                old.signalled_at = Some(now);
+                fx.extend(old.pids().into_iter().map(|pid| Effect::Signal { pid, signal }));
+            }
+            let Some(drain) = self.policy.drain_timeout else { continue };
+            if let Some(at) = old.signalled_at.filter(|at| !old.killed && *at + drain <= now) {
+                old.killed = true;
+                for pid in old.pids() {
+                    fx.push(Effect::Log(Event::DrainTimeout { pid, after: now - at }));
+                    fx.push(Effect::KillGroup { pid });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! What goes in and out of the state machine.
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::event::{Event, ExitStatus, Pid, SpawnError};
+
+/// When a new worker counts as ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadyMode {
+    /// start_server: still alive `interval` after the spawn.
+    Alive,
+    /// `READY=1` on the notify socket (or einhorn's ack).
+    Notify,
+    /// `READY=1` if it comes first, else alive after `interval`.
+    Auto,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub interval: Duration,
+    pub ready: ReadyMode,
+    /// Notify mode: give up on a generation not ready by then.
+    pub ready_timeout: Option<Duration>,
+    pub kill_old_delay: Duration,
+    pub drain_timeout: Option<Duration>,
+    pub stop_timeout: Option<Duration>,
+    pub signal_on_hup: Signal,
+    pub signal_on_term: Signal,
+    pub auto_restart: Option<Duration>,
+    /// Workers per generation.
+    pub workers: usize,
+    /// Send `WATCHDOG=1` this often.
+    pub watchdog: Option<Duration>,
+    /// A worker exiting with one of these codes (128+N for signal N) stops
+    /// the supervisor with that code instead of being respawned.
+    pub stop_on_exit: Vec<i32>,
+    /// Give up (exit 1) when the first generation failed to start this many times in a row.
+    pub max_start_attempts: Option<u32>,
+    /// `--watch`: restart this long after the last change.
+    pub watch_debounce: Duration,
+}
+
+/// Identifies a control request awaiting its answer.
+pub type RequestId = u64;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    Start,
+    Spawned {
+        generation: u64,
+        index: usize,
+        pid: Pid,
+    },
+    SpawnFailed {
+        generation: u64,
+        index: usize,
+        error: SpawnError,
+    },
+    Exited {
+        pid: Pid,
+        status: ExitStatus,
+    },
+    /// `READY=1` from this worker (or a process in its group).
+    Ready {
+        pid: Pid,
+    },
+    Hup,
+    /// A restart asked for on the control socket: answered with its outcome.
+    Restart {
+        request: RequestId,
+    },
+    /// TERM or INT: graceful shutdown.
+    Terminate(Signal),
+    /// Any other catchable signal: passed on to the serving generation.
+    Forward(Signal),
+    /// A watched file changed (`--watch`).
+    Changed,
+    /// A deadline may have passed.
+    Tick,
+}
+
+/// Messages for the supervisor's own service manager.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Upward {
+    Ready,
+    Reloading,
+    Stopping,
+    Status(String),
+    Watchdog,
+    ExtendTimeout(Duration),
+}
+
+/// What became of a restart that was asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Restarted {
+        generation: u64,
+        pids: Vec<Pid>,
+        spawn_to_ready: Duration,
+        /// From telling the old generation to stop until its last worker exited.
+        signal_to_old_gone: Option<Duration>,
+    },
+    Failed {
+        generation: Option<u64>,
+        reason: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    Spawn {
+        generation: u64,
+        index: usize,
+    },
+    Signal {
+        pid: Pid,
+        signal: Signal,
+    },
+    /// SIGKILL to the worker's whole process group.
+    KillGroup {
+        pid: Pid,
+    },
+    Log(Event),
+    WriteStatus(Vec<(u64, Pid)>),
+    Notify(Upward),
+    Reply {
+        request: RequestId,
+        outcome: Outcome,
+    },
+    Exit(i32),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Generation switches.
+    pub restarts: u64,
+    /// Generations that failed to start.
+    pub failures: u64,
+    /// Serving workers that died and were started again.
+    pub respawns: u64,
+}
+
+/// A generation as the status command shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct View {
+    pub generation: u64,
+    pub phase: &'static str,
+    pub pids: Vec<Pid>,
+    pub spawned_at: Instant,
+    pub ready_at: Option<Instant>,
+    pub signalled_at: Option<Instant>,
+}
