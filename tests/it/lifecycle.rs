@@ -200,3 +200,34 @@ fn a_watched_file_that_changes_restarts_without_dropping_a_request() {
     assert!(seen.contains(&1) && seen.contains(&2));
     assert_eq!(s.count_lines("watched files changed"), 1, "{}", s.dossier());
 }
+
+#[test]
+fn auto_restart_replaces_the_generation_on_its_own() {
+    let s = with_worker(
+        &[
+            "--port",
+            "127.0.0.1:0",
+            "--enable-auto-restart",
+            "--auto-restart-interval",
+            "1",
+            "--kill-old-delay",
+            "0",
+        ],
+        &["--notify"],
+    );
+    s.wait_generations(&[1]);
+    s.wait_line("autorestart triggered (interval=1)");
+    s.wait_generations(&[2]);
+    s.wait_journal(&["term", "gen=1"]);
+}
+
+#[test]
+fn kill_old_delay_keeps_the_old_generation_serving_a_while() {
+    let s = with_worker(&["--port", "127.0.0.1:0", "--kill-old-delay", "1"], &["--notify"]);
+    s.wait_generations(&[1]);
+    s.signal(Signal::SIGHUP);
+    s.wait_line("sleeping 1 secs before killing old workers");
+    assert!(!s.journal().iter().any(|l| l.starts_with("term ")), "signalled before the delay");
+    s.wait_line("killing old workers");
+    s.wait_journal(&["term", "gen=1"]);
+}
