@@ -9,8 +9,13 @@ use crate::harness::*;
 fn a_burst_across_twenty_restarts_loses_and_duplicates_nothing() {
     const LINES: u32 = 5_000;
     const GENERATIONS: u64 = 20;
-    // Each generation writes its lines at once, while the previous one is being replaced.
-    let script = format!("seq -f \"line $SERVER_STARTER_GENERATION %g\" 1 {LINES}; exec sleep 1000");
+    // Each generation writes its lines at once, while the previous one is
+    // being replaced; a TERM that comes before they are all written waits
+    // for them (a trap runs after the foreground command), so every
+    // generation writes all its lines, however slow the machine.
+    let script = format!(
+        "trap 'exit 0' TERM; seq -f \"line $SERVER_STARTER_GENERATION %g\" 1 {LINES}; exec sleep 1000"
+    );
     let mut s = handover()
         .args([
             "--log-capture",

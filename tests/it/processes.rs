@@ -84,7 +84,9 @@ fn stop_on_exit_passes_the_workers_code_on() {
 #[test]
 fn max_start_attempts_ends_a_start_that_never_succeeds() {
     let mut s = with_worker(
-        &["--port", "127.0.0.1:0", "--interval", "50ms", "--max-start-attempts", "3"],
+        // Ready only by READY=1, which never comes: however slow the
+        // machine, the crash counts as a failed start.
+        &["--port", "127.0.0.1:0", "--interval", "50ms", "--ready", "notify", "--max-start-attempts", "3"],
         &["--crash-before-ready", "3"],
     );
     assert_eq!(s.wait_exit().code(), Some(1), "{}", s.dossier());
