@@ -332,6 +332,9 @@ pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
 }
 
 #[cfg(test)]
+mod packaging_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

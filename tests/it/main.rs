@@ -9,6 +9,8 @@ mod files;
 mod lifecycle;
 mod listeners;
 mod logs;
+mod packaging;
 mod processes;
 mod protocols;
+mod servers;
 mod systemd;

@@ -1,0 +1,83 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_handover_global_optspecs
+    string join \n port= path= dir= interval= signal-on-hup= signal-on-term= pid-file= status-file= envdir= log-file= daemonize enable-auto-restart auto-restart-interval= kill-old-delay= backlog= restart stop ready= ready-timeout= drain-timeout= stop-timeout= listen= workers= stop-on-exit= max-start-attempts= signal-target= log-capture log-format= watch= user= group= control= h/help V/version
+end
+
+function __fish_handover_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_handover_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_handover_using_subcommand
+    set -l cmd (__fish_handover_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c handover -n "__fish_handover_needs_command" -l port -d 'TCP port to listen on: PORT, HOST:PORT or [IPV6]:PORT; `u` before the port for UDP (u53); `=FD` to place the socket at fd FD. Repeatable' -r
+complete -c handover -n "__fish_handover_needs_command" -l path -d 'Unix socket path to listen on. Repeatable' -r -F
+complete -c handover -n "__fish_handover_needs_command" -l dir -d 'Working directory of the worker (the supervisor\'s own does not change)' -r -F
+complete -c handover -n "__fish_handover_needs_command" -l interval -d 'Probation time after a spawn, and the minimum interval between spawns [default: 1]' -r
+complete -c handover -n "__fish_handover_needs_command" -l signal-on-hup -d 'Signal sent to the old generation once the new one is ready [default: TERM]' -r
+complete -c handover -n "__fish_handover_needs_command" -l signal-on-term -d 'Signal sent to every worker when the supervisor receives SIGTERM [default: TERM]' -r
+complete -c handover -n "__fish_handover_needs_command" -l pid-file -d 'Write the supervisor\'s pid here (locked while it runs)' -r -F
+complete -c handover -n "__fish_handover_needs_command" -l status-file -d 'Write GENERATION:PID lines of the live generations here' -r -F
+complete -c handover -n "__fish_handover_needs_command" -l envdir -d 'Directory of NAME files holding variables for the workers, re-read before every spawn' -r -F
+complete -c handover -n "__fish_handover_needs_command" -l log-file -d 'Append stdout and stderr to FILE, or pipe them to "| COMMAND"' -r
+complete -c handover -n "__fish_handover_needs_command" -l auto-restart-interval -d 'Interval of --enable-auto-restart [default: 360]' -r
+complete -c handover -n "__fish_handover_needs_command" -l kill-old-delay -d 'Wait this long after a new generation is ready before signalling the old one [default: 0, or 5 with --enable-auto-restart]' -r
+complete -c handover -n "__fish_handover_needs_command" -l backlog -d 'listen(2) backlog; 0 means the default [default: 4096]' -r
+complete -c handover -n "__fish_handover_needs_command" -l ready -d 'When a new worker counts as ready' -r -f -a "auto\t'READY=1 if it comes, else alive after --interval'
+alive\t'Alive after --interval (start_server)'
+notify\t'Wait for READY=1 on NOTIFY_SOCKET'"
+complete -c handover -n "__fish_handover_needs_command" -l ready-timeout -d 'With --ready notify: stop a worker that has not sent READY=1 by then [default: 60s]' -r
+complete -c handover -n "__fish_handover_needs_command" -l drain-timeout -d 'SIGKILL an old generation\'s process group this long after it was told to stop [default: never]' -r
+complete -c handover -n "__fish_handover_needs_command" -l stop-timeout -d 'At shutdown, SIGKILL the workers\' process groups after this long [default: never]' -r
+complete -c handover -n "__fish_handover_needs_command" -l listen -d 'Named, typed listener: [NAME=]tcp://HOST:PORT, udp://HOST:PORT or unix:PATH, with options ?backlog=N (and for unix mode=0660&owner=U&group=G). Repeatable' -r
+complete -c handover -n "__fish_handover_needs_command" -l workers -d 'Workers per generation, sharing the sockets; a generation is ready when all are' -r
+complete -c handover -n "__fish_handover_needs_command" -l stop-on-exit -d 'A worker exiting with one of these codes (128+N when killed by signal N) stops handover with that code instead of being respawned (e.g. 78, EX_CONFIG)' -r
+complete -c handover -n "__fish_handover_needs_command" -l max-start-attempts -d 'Exit 1 when the first generation fails to start this many times in a row [default: retry for ever]' -r
+complete -c handover -n "__fish_handover_needs_command" -l signal-target -d 'Where --signal-on-hup and --signal-on-term go: the worker, or its whole process group' -r -f -a "pid\t'The worker process only (start_server)'
+group\t'The worker\'s whole process group'"
+complete -c handover -n "__fish_handover_needs_command" -l log-format -d 'With --log-capture: `text` (`[gen 2 pid 123 stdout] ...`) or `json` lines' -r -f -a "text\t''
+json\t''"
+complete -c handover -n "__fish_handover_needs_command" -l watch -d 'Restart when this file or directory changes (development; repeatable). Editors\' temporary files are ignored; changes within 300ms count once' -r -F
+complete -c handover -n "__fish_handover_needs_command" -l user -d 'Run the workers as this user (name or uid; its groups too). handover keeps running as root and keeps the sockets it bound' -r
+complete -c handover -n "__fish_handover_needs_command" -l group -d 'Run the workers with this group (name or gid) [default: the --user\'s]' -r
+complete -c handover -n "__fish_handover_needs_command" -l control -d 'Unix socket for `handover restart|stop|status --control PATH` (mode 0600)' -r -F
+complete -c handover -n "__fish_handover_needs_command" -l daemonize -d 'Detach into the background (needs --log-file)'
+complete -c handover -n "__fish_handover_needs_command" -l enable-auto-restart -d 'Restart the worker every --auto-restart-interval'
+complete -c handover -n "__fish_handover_needs_command" -l restart -d 'Client: ask the supervisor in --pid-file to restart and wait until it has'
+complete -c handover -n "__fish_handover_needs_command" -l stop -d 'Client: stop the supervisor in --pid-file and wait until it has exited'
+complete -c handover -n "__fish_handover_needs_command" -l log-capture -d 'Read the workers\' stdout and stderr through pipes and write each line to the log with its generation, pid and stream'
+complete -c handover -n "__fish_handover_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c handover -n "__fish_handover_needs_command" -s V -l version -d 'Print version'
+complete -c handover -n "__fish_handover_needs_command" -a "restart" -d 'Ask a running supervisor for a hot restart'
+complete -c handover -n "__fish_handover_needs_command" -a "stop" -d 'Stop a running supervisor gracefully; returns once it has exited'
+complete -c handover -n "__fish_handover_needs_command" -a "status" -d 'Show the supervisor\'s generations'
+complete -c handover -n "__fish_handover_using_subcommand restart" -l control -d 'The supervisor\'s --control socket (preferred: exact outcomes)' -r -F
+complete -c handover -n "__fish_handover_using_subcommand restart" -l pid-file -d 'The supervisor\'s --pid-file' -r -F
+complete -c handover -n "__fish_handover_using_subcommand restart" -l status-file -d 'The supervisor\'s --status-file' -r -F
+complete -c handover -n "__fish_handover_using_subcommand restart" -l timeout -d 'Give up waiting after this long' -r
+complete -c handover -n "__fish_handover_using_subcommand restart" -l wait -d 'Wait until the new generation is the only one left'
+complete -c handover -n "__fish_handover_using_subcommand restart" -s h -l help -d 'Print help'
+complete -c handover -n "__fish_handover_using_subcommand stop" -l control -d 'The supervisor\'s --control socket (preferred: exact outcomes)' -r -F
+complete -c handover -n "__fish_handover_using_subcommand stop" -l pid-file -d 'The supervisor\'s --pid-file' -r -F
+complete -c handover -n "__fish_handover_using_subcommand stop" -l status-file -d 'The supervisor\'s --status-file' -r -F
+complete -c handover -n "__fish_handover_using_subcommand stop" -l timeout -d 'Give up waiting after this long [default: wait for ever, as start_server]' -r
+complete -c handover -n "__fish_handover_using_subcommand stop" -s h -l help -d 'Print help'
+complete -c handover -n "__fish_handover_using_subcommand status" -l control -d 'The supervisor\'s --control socket (preferred: exact outcomes)' -r -F
+complete -c handover -n "__fish_handover_using_subcommand status" -l pid-file -d 'The supervisor\'s --pid-file' -r -F
+complete -c handover -n "__fish_handover_using_subcommand status" -l status-file -d 'The supervisor\'s --status-file' -r -F
+complete -c handover -n "__fish_handover_using_subcommand status" -l json -d 'One JSON object instead of text'
+complete -c handover -n "__fish_handover_using_subcommand status" -s h -l help -d 'Print help'
