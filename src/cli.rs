@@ -295,6 +295,12 @@ const VALUED: &[&str] = &[
     "timeout",
 ];
 
+/// Whether option `name` (or a unique abbreviation of it) takes a value.
+pub fn takes_value(name: &str) -> bool {
+    let matches = VALUED.iter().filter(|v| v.starts_with(name)).count();
+    !name.is_empty() && (VALUED.contains(&name) || matches == 1)
+}
+
 /// Getopt::Long accepts `-version` for `--version`; clap does not. Rewrite
 /// single-dash long options up to `--` or the first word of the command.
 pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
@@ -322,8 +328,7 @@ pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
         let long = if text.starts_with("--") || text.len() <= 2 { text } else { format!("-{text}") };
         let name = long.trim_start_matches('-');
         if !name.contains('=') {
-            let matches = VALUED.iter().filter(|v| v.starts_with(name)).count();
-            takes_value = !name.is_empty() && (VALUED.contains(&name) || matches == 1);
+            takes_value = self::takes_value(name);
         }
         out.push(long.into());
     }
