@@ -3,8 +3,9 @@
 
 For each scenario this starts a supervisor on a loopback port with the demo
 worker `hello`, runs bounded HTTP load against it (K client threads, one new
-TCP connection per request, `Connection: close`), sends N SIGHUPs one after
-the other, and measures:
+TCP connection per request, `Connection: close`), asks for N restarts one
+after the other (SIGHUP, or for the `--control` rows a restart request on
+the control socket), and measures:
 
 - every request: start, latency, outcome (ok / refused / reset / timeout /
   bad_status / short_read / other) and the generation that answered;
@@ -13,42 +14,72 @@ the other, and measures:
   listing the new generation, whichever is seen first), HUP -> first
   successful response from the new generation, HUP -> old generation gone
   (status file lists only the new one, polled every 2 ms, or the
-  supervisor's `old worker P died` line, whichever is seen first), READY ->
-  old gone, and the accept gap (longest stretch without a completed request
-  around the restart, plus the worst latency of requests started in it);
+  supervisor's `old worker P died` line for every old worker, whichever is
+  seen first), READY -> old gone, and the accept gap (longest stretch
+  without a completed request around the restart, plus the worst latency of
+  requests started in it);
+- the latency criterion: the worst latency of the requests in flight during
+  a restart (and during its switch) against 2x the p99 of the requests in
+  flight during no restart ("steady state"), with the same test applied to
+  steady-state windows of the same length as a control;
+- for the control-socket rows: request -> reply, READY -> reply (READY = the
+  `generation N (pids ...) is ready (READY=1 after ...)` line, written when
+  the LAST worker's READY=1 is processed), old gone -> reply, and the
+  reply's own `spawn_to_ready_ms` / `signal_to_old_gone_ms`. The reply comes
+  only after the old generation has exited, so READY -> reply is READY ->
+  old gone (the old workers' shutdown) plus the reply's way to the client;
 - the supervisor at rest: peak RSS (VmHWM), CPU time and context switches
   (wake-ups) over an idle period after the load has stopped.
 
-Scenarios (rows): handover --ready auto + hello; handover --ready notify +
-hello --startup-delay 1500 (a slow starter); and, when /usr/bin/start_server
-exists (Debian: apt-get install -y libserver-starter-perl), start_server +
-hello and start_server + the slow starter. Defaults: 50 restarts, 20 for
-the slow-starter rows (each of their restarts takes > 1.5 s), 8 clients at
-full speed (`--rate` paces them), 100 ms settle, 5 s idle; about 2.5 min in
-all on 2 cores, cut at `--time-limit` (290 s).
+Scenarios (rows, `--scenarios`):
+  ho-auto         handover --ready auto + hello, SIGHUP
+  ho-notify-slow  handover --ready notify + hello --startup-delay 1500, SIGHUP
+  ho-w4           handover --ready notify --workers 4 + hello, control socket
+  ho-w4-slow      handover --ready notify --workers 4 + hello --startup-delay
+                  1500, control socket
+  ss, ss-slow     start_server + hello / + the slow starter, SIGHUP (only
+                  when /usr/bin/start_server exists; Debian: apt-get install
+                  -y libserver-starter-perl)
+The control rows ask for each restart either by speaking the protocol on
+the unix socket (`{"command":"restart"}\\n` out, one JSON line back) or by
+running `handover restart --wait --control P`; `--control-client both`
+(the default) alternates, and the control table has a line for each.
+Defaults: 50 restarts, 20 for the slow-starter rows (each of their restarts
+takes > 1.5 s), 8 clients at full speed (`--rate` paces them), 100 ms
+settle, 5 s idle; about 3.5 min in all on 2 cores, cut at `--time-limit`
+(290 s).
 
 A restart counts as done when the status file shows exactly one generation,
 newer than before, AND a request has been answered by it (with a slow
 starter start_server declares a worker running before it accepts; the next
-HUP waits until it really serves). Then `--settle-ms` later comes the next HUP.
+HUP waits until it really serves), AND (control rows) the reply is in.
+Then `--settle-ms` later comes the next one.
 
-Timestamps are time.monotonic() in this process: the stderr reader thread
-stamps each supervisor line on arrival, the load threads stamp requests,
-the main thread polls the status file. The GIL switch interval is set to
-1 ms, so each timestamp may lag by about a millisecond.
+Timestamps are time.monotonic() (CLOCK_MONOTONIC, one clock for every
+process). The supervisor's stderr lines are stamped on arrival by a helper
+process, and the control requests are made and stamped by another; both are
+single-threaded and run at nice -10 (when allowed), so their wake-ups do not
+wait for this process's GIL (the load threads keep it busy) nor, as much,
+for the saturated CPUs. The load threads stamp requests, the main thread
+polls the status file (GIL switch interval 1 ms). On a saturated 2-core
+machine every observation can still lag by milliseconds, now and then by
+tens: the reply's own numbers (the supervisor's clock) are the check.
 
 start_server cannot be told to bind port 0, so for it a free port is found
 by binding port 0 here and closing it just before start_server starts (a
 tiny race another process could win; handover binds port 0 itself and its
 real port is read from its `listening on tcp` line).
 
-Output: a markdown table on stdout (and every number with `--json FILE`,
-every request with `--records DIR`); progress and anomalies on stderr.
-Exit status 1 when any request failed or a scenario could not run.
+Output: markdown tables on stdout (and every number with `--json FILE`,
+every request and restart with `--records DIR`); progress and anomalies on
+stderr. Exit status 1 when any request failed, a restart failed or timed out, or a
+scenario could not run.
+The PASS/FAIL flags in the tables are information, not the exit status.
 
 Standard library only (Python 3.11). Everything is bounded: request count,
-per-scenario and total wall clock, per-request timeout. On any error the
-supervisor and every worker it logged are killed by pid / process group.
+per-scenario and total wall clock, per-request timeout, per-restart
+timeout. On any error the supervisor, every worker it logged and the
+helpers are killed by pid / process group, never by name.
 """
 
 import argparse
@@ -74,7 +105,12 @@ START_SERVER = "/usr/bin/start_server"
 
 RE_LISTEN = re.compile(r"listening on tcp (\S+):(\d+) as fd")
 RE_WORKER = re.compile(r"starting new worker (\d+)")
-RE_READY = re.compile(r"generation (\d+) \(pid (\d+)\) is ready \((\S+) after ([^)]*)\)")
+RE_READY = re.compile(r"generation (\d+) \(pids? ([\d,]+)\) is ready \((\S+) after ([^)]*)\)")
+# `handover restart --wait --control P` prints this once the restart is done.
+RE_CLI_DONE = re.compile(
+    r"generation (\d+) is serving \(pids ([\d,]*)\): ready ([\d.]+) ms after spawn"
+    r"(?:, old generation gone ([\d.]+) ms after it was told to stop)?"
+)
 RE_FAILED = re.compile(r"failed to start|died unexpectedly")
 RE_NOW_RUNNING = re.compile(r"new worker is now running")
 RE_OLD_DIED = re.compile(r"old worker (\d+) died")
@@ -232,28 +268,56 @@ class Supervisor:
         self.argv = argv
         self.workdir = workdir
         self.status_path = os.path.join(workdir, "status")
+        self.control_path = os.path.join(workdir, "control")
         self.lines = []  # (t, text)
         self.cond = threading.Condition()
         self.worker_pids = set()
         self.proc = None
+        self.stamper = None
+        self.control_helper = None
         self.log_path = os.path.join(workdir, "supervisor.log")
 
     def start(self):
-        self.proc = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            cwd=self.workdir,
-            start_new_session=True,  # its own process group, killable as one
-        )
+        # The supervisor's stderr goes to a helper process that does nothing
+        # but stamp each line on arrival (single-threaded: no wait for this
+        # process's GIL, which the load threads keep busy); it passes
+        # "T TEXT" lines on to the reader thread here.
+        r, w = os.pipe()
+        try:
+            self.stamper = subprocess.Popen(
+                [sys.executable, os.path.abspath(__file__), "--helper", "stamp"],
+                stdin=r, stdout=subprocess.PIPE, stderr=None,
+            )
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=w,
+                cwd=self.workdir,
+                start_new_session=True,  # its own process group, killable as one
+            )
+        finally:
+            os.close(r)
+            os.close(w)
         threading.Thread(target=self._read, daemon=True).start()
+
+    def close_stamper(self):
+        """The stamper ends when every writer (supervisor, workers) is gone;
+        if one is still around, end the stamper itself (our child, by pid)."""
+        if self.stamper is None:
+            return
+        try:
+            self.stamper.wait(3)
+        except subprocess.TimeoutExpired:
+            self.stamper.kill()
+            self.stamper.wait(5)
 
     def _read(self):
         with open(self.log_path, "w") as log:
-            for raw in self.proc.stderr:
-                t = now()
-                text = raw.decode("utf-8", "replace").rstrip("\n")
+            for raw in self.stamper.stdout:
+                stamp, _, rest = raw.partition(b" ")
+                t = float(stamp)
+                text = rest.decode("utf-8", "replace").rstrip("\n")
                 log.write(f"{t:.6f} {text}\n")
                 log.flush()
                 m = RE_WORKER.search(text)
@@ -301,6 +365,10 @@ class Supervisor:
                 gens.append((int(g), int(p)))
         gens.sort()
         return gens
+
+    def generations(self):
+        """The distinct generations in the status file (one line per worker)."""
+        return sorted({g for g, _ in self.status()})
 
     def stop(self, timeout=15):
         """SIGTERM and wait; returns the exit code (None if it had to be killed)."""
@@ -394,6 +462,163 @@ def proc_usage(pid):
     return cpu_ns / 1e9, switches, hwm, rss, len(tasks)
 
 
+class ControlHelper:
+    """A helper process that makes the control-socket restarts and stamps
+    them itself (single-threaded: its wake-up on the reply does not wait for
+    this process's GIL). One JSON line in (`{"how": "socket"|"cli"}`), one
+    JSON line out with t_sent, t_reply, t_return and the reply; see
+    helper_control(). time.monotonic() is CLOCK_MONOTONIC, the same clock in
+    every process, so its stamps compare with ours."""
+
+    def __init__(self, path, handover, timeout):
+        self.timeout = timeout
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--helper", "control",
+             path, handover, f"{timeout:g}"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
+            start_new_session=True,  # with the CLI it runs: killable as one group
+        )
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(self.timeout + 5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.kill()
+
+    def kill(self):
+        """Our helper and the CLI it may be running: its own process group."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.proc.wait(5)
+
+
+class ControlCall:
+    """One restart through the control socket, made by the ControlHelper,
+    waited for in a thread so the main thread keeps polling the status file.
+
+    how="socket": the helper speaks the protocol itself: connect, send
+    `{"command":"restart"}\\n`, read one line back (the reply comes once the
+    restart is done: the new generation ready AND the old one gone).
+    how="cli": the helper runs `handover restart --wait --control P` and
+    stamps its output line (t_reply) and its exit (t_return)."""
+
+    def __init__(self, how, helper):
+        self.how = how
+        self.helper = helper
+        self.done = threading.Event()
+        self.t_sent = self.t_reply = self.t_return = None
+        self.reply = None  # the reply as a dict (the CLI's text parsed into one)
+        self.error = None
+
+    def start(self):
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        try:
+            proc = self.helper.proc
+            proc.stdin.write(json.dumps({"how": self.how}).encode() + b"\n")
+            proc.stdin.flush()
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"the control helper exited ({proc.poll()})")
+            out = json.loads(line)
+            self.t_sent, self.t_reply, self.t_return = out["t_sent"], out["t_reply"], out["t_return"]
+            self.reply, self.error = out.get("reply"), out.get("error")
+            if self.error is None and not (self.reply or {}).get("ok"):
+                self.error = f"restart failed: {self.reply}"
+        except Exception as e:
+            self.error = f"{self.how}: {e.__class__.__name__}: {e}"
+        finally:
+            self.done.set()
+
+    def abort(self):
+        self.helper.kill()
+
+
+def helper_control(path, handover, timeout):
+    """The ControlHelper's side: one restart per request line."""
+    timeout = float(timeout)
+    for line in sys.stdin:
+        how = json.loads(line)["how"]
+        out = {"how": how, "t_sent": None, "t_reply": None, "t_return": None,
+               "reply": None, "error": None}
+        try:
+            if how == "socket":
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.settimeout(timeout)
+                    s.connect(path)
+                    out["t_sent"] = now()
+                    s.sendall(b'{"command":"restart"}\n')
+                    buf = b""
+                    while b"\n" not in buf:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            raise RuntimeError(f"connection closed after {buf!r}")
+                        buf += chunk
+                    out["t_reply"] = out["t_return"] = now()
+                out["reply"] = json.loads(buf.split(b"\n", 1)[0])
+            else:
+                argv = [handover, "restart", "--wait", "--control", path, "--timeout", f"{timeout:g}s"]
+                out["t_sent"] = now()
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, preexec_fn=normal_priority)
+                text = proc.stdout.readline()
+                out["t_reply"] = now()
+                code = proc.wait(timeout + 5)
+                out["t_return"] = now()
+                err = proc.stderr.read().decode("utf-8", "replace").strip()
+                text = text.decode("utf-8", "replace").strip()
+                m = RE_CLI_DONE.search(text)
+                if code != 0 or not m:
+                    out["error"] = f"cli: exit {code}, stdout {text!r}, stderr {err!r}"
+                else:
+                    out["reply"] = {
+                        "ok": True,
+                        "generation": int(m.group(1)),
+                        "pids": [int(p) for p in m.group(2).split(",") if p],
+                        "spawn_to_ready_ms": float(m.group(3)),
+                        "signal_to_old_gone_ms": float(m.group(4)) if m.group(4) else None,
+                    }
+        except Exception as e:
+            out["error"] = f"{how}: {e.__class__.__name__}: {e}"
+        sys.stdout.write(json.dumps(out) + "\n")
+        sys.stdout.flush()
+
+
+OBSERVER_NICE = -10
+
+
+def observer_priority():
+    """The helpers only observe: let them run as soon as they are woken, so
+    their stamps lag the events less on a saturated machine (needs root;
+    without it they run at normal priority, and the stamps lag more)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, OBSERVER_NICE)
+    except OSError:
+        pass
+
+
+def normal_priority():
+    """What the helper runs under test (`handover restart`) gets nice 0."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+    except OSError:
+        pass
+
+
+def helper_stamp():
+    """The stamper's side: each stdin line out as "T LINE" (T = arrival)."""
+    out = sys.stdout.buffer
+    for raw in sys.stdin.buffer:
+        out.write(f"{now():.6f} ".encode() + raw)
+        out.flush()
+
+
 def free_port():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
@@ -418,6 +643,10 @@ def run_scenario(sc, args, deadline):
     if sc["kind"] == "handover":
         port = None
         argv = [args.handover, "--port", "127.0.0.1:0", "--ready", sc["ready"]]
+        if sc.get("workers", 1) != 1:
+            argv += ["--workers", str(sc["workers"])]
+        if sc.get("via") == "control":
+            argv += ["--control", os.path.join(workdir, "control")]
         argv += files + ["--"] + hello
     else:
         port = free_port()  # small race, see the module doc
@@ -428,6 +657,8 @@ def run_scenario(sc, args, deadline):
         "command": shlex.join(argv),
         "workdir": workdir,
         "restarts_planned": sc["restarts"],
+        "via": sc.get("via", "hup"),
+        "workers": sc.get("workers", 1),
         "anomalies": [],
     }
     load = None
@@ -443,10 +674,12 @@ def run_scenario(sc, args, deadline):
             failed = sup.find_lines(RE_FAILED)
             if failed:
                 raise RuntimeError(f"{sup.name}: the first worker failed: {failed[0][1].string}")
-            return len(sup.status()) == 1
+            return len(sup.generations()) == 1
 
         wait_for(first_up, 30, "generation 1 in the status file", sup)
         gen = sup.status()[0][0]
+        if sc.get("via") == "control":
+            sup.control_helper = ControlHelper(sup.control_path, args.handover, args.restart_timeout)
 
         budget = min(deadline, t_begin + args.scenario_limit) - args.idle_secs - 3
         load = Load(port, args.clients, args.max_requests, budget, args.request_timeout, args.rate)
@@ -466,10 +699,11 @@ def run_scenario(sc, args, deadline):
                     f"load ended (request limit?) after {i} restarts; stopping restarts"
                 )
                 break
-            r = one_restart(sup, load, gen, sc, args)
+            r = one_restart(sup, load, gen, sc, args, i)
             restarts.append(r)
             if r.get("error"):
                 result["anomalies"].append(f"restart {i + 1}: {r['error']}")
+                result["restart_error"] = r["error"]
                 break
             gen = r["gen"]
             time.sleep(args.settle_ms / 1000)
@@ -478,7 +712,7 @@ def run_scenario(sc, args, deadline):
         records = load.all_records()
 
         # Idle: nothing but the supervisor and one idle worker.
-        wait_for(lambda: len(sup.status()) == 1, 30, "a single generation before idling", sup)
+        wait_for(lambda: len(sup.generations()) == 1, 30, "a single generation before idling", sup)
         time.sleep(0.5)
         pid = sup.proc.pid
         cpu0, sw0, _, _, _ = proc_usage(pid)
@@ -506,6 +740,8 @@ def run_scenario(sc, args, deadline):
     except BaseException as e:
         if load is not None:
             load.stop.set()
+        if sup.control_helper is not None:
+            sup.control_helper.kill()
         sup.kill_all()
         if isinstance(e, Exception):
             raise RuntimeError(f"{e} (supervisor log: {sup.log_path})") from e
@@ -513,6 +749,9 @@ def run_scenario(sc, args, deadline):
     finally:
         if sup.proc is not None and sup.proc.poll() is None:
             sup.kill_all()
+        if sup.control_helper is not None:
+            sup.control_helper.close()
+        sup.close_stamper()
     odd = [x for _, x in sup.lines if not any(p.search(x) for p in EXPECTED_LINES)]
     if odd:
         result["anomalies"].append(f"{len(odd)} unexpected log lines, e.g. {odd[:3]}")
@@ -526,8 +765,9 @@ def dump_records(folder, name, records, restarts):
         f.write("t_start\tt_end\tkind\tgeneration\n")
         for t0, t1, kind, gen in records:
             f.write(f"{t0:.6f}\t{t1:.6f}\t{kind}\t{gen if gen is not None else ''}\n")
-    keys = ["gen", "t_hup", "t_spawn", "t_ready", "t_ready_log", "t_status_new", "t_new_serving",
-            "t_old_gone", "t_old_died_log", "t_status_old_gone"]
+    keys = ["gen", "client", "t_hup", "t_sent", "t_spawn", "t_spawn_last", "t_ready", "t_ready_log",
+            "t_status_new", "t_new_serving", "t_old_gone", "t_old_died_log", "t_status_old_gone",
+            "t_reply", "t_return"]
     with open(os.path.join(folder, f"{name}.restarts.tsv"), "w") as f:
         f.write("\t".join(keys) + "\n")
         for r in restarts:
@@ -547,13 +787,38 @@ def wait_for(pred, timeout, what, sup):
     raise RuntimeError(f"{sup.name}: timed out after {timeout}s waiting for {what}")
 
 
-def one_restart(sup, load, prev_gen, sc, args):
-    """HUP once and follow it to the end; returns the timings."""
+def one_restart(sup, load, prev_gen, sc, args, index):
+    """Ask for one restart (SIGHUP, or a control request) and follow it to
+    the end; returns the timings."""
     r = {"prev_gen": prev_gen}
     old_pids = {p for g, p in sup.status() if g <= prev_gen}
-    t_hup = now()
-    os.kill(sup.proc.pid, signal.SIGHUP)
-    r["t_hup"] = t_hup
+    call = None
+    try:
+        if sc.get("via") == "control":
+            how = args.control_client
+            if how == "both":  # alternate: odd restarts socket, even ones the CLI
+                how = "socket" if index % 2 == 0 else "cli"
+            call = ControlCall(how, sup.control_helper)
+            r["client"] = how
+            t_hup = now()
+            call.start()
+        else:
+            t_hup = now()
+            os.kill(sup.proc.pid, signal.SIGHUP)
+        r["t_hup"] = t_hup
+        r = follow_restart(sup, load, prev_gen, args, r, old_pids, call)
+        if call is not None and call.t_sent is not None:
+            # The helper's own stamp of the request: the better "HUP".
+            r["t_request_queued"] = t_hup
+            r["t_hup"] = call.t_sent
+        return r
+    finally:
+        if call is not None and not call.done.is_set():
+            call.abort()
+
+
+def follow_restart(sup, load, prev_gen, args, r, old_pids, call):
+    t_hup = r["t_hup"]
     t_status_new = t_old_gone = None
     new_gen = None
     end = t_hup + args.restart_timeout
@@ -564,19 +829,23 @@ def one_restart(sup, load, prev_gen, sc, args):
         if newer and t_status_new is None:
             t_status_new = t
             new_gen = max(newer)
-        if newer and len(gens) == 1:
+        if newer and len({g for g, _ in gens}) == 1:
             if t_old_gone is None:
                 t_old_gone = t
                 new_gen = gens[0][0]
-            if new_gen in load.first_ok:
+            if new_gen in load.first_ok and (call is None or call.done.is_set()):
                 break
+        if call is not None and call.done.is_set() and call.error:
+            r["error"] = f"control request: {call.error}"
+            return r
         if t > load.deadline or not any(th.is_alive() for th in load.threads):
             r["error"] = "the load ended (time or request limit) before this restart completed"
             return r
         if t > end:
             r["error"] = (
-                f"not complete {args.restart_timeout}s after HUP (status {gens}, "
-                f"served by new: {new_gen in load.first_ok if new_gen else False})"
+                f"not complete {args.restart_timeout}s after the request (status {gens}, "
+                f"served by new: {new_gen in load.first_ok if new_gen else False}, "
+                f"control reply: {call.done.is_set() if call else '-'})"
             )
             return r
         if sup.proc.poll() is not None:
@@ -600,6 +869,14 @@ def one_restart(sup, load, prev_gen, sc, args):
     r["t_old_gone"] = min(t for t in (t_old_gone, r["t_old_died_log"]) if t is not None)
     spawned = sup.find_lines(RE_WORKER, t_hup)
     r["t_spawn"] = spawned[0][0] if spawned else None
+    r["t_spawn_last"] = spawned[-1][0] if spawned else None
+    if call is not None:
+        r["t_sent"] = call.t_sent
+        r["t_reply"] = call.t_reply
+        r["t_return"] = call.t_return
+        r["reply"] = call.reply
+        if call.reply.get("generation") != new_gen:
+            r["error"] = f"the control reply names generation {call.reply.get('generation')}, not {new_gen}"
     return r
 
 
@@ -644,7 +921,20 @@ def summarise(records, restarts, load, args):
         s_lo, s_hi = bisect.bisect_left(starts, w0), bisect.bisect_right(starts, w1)
         return max((records[i][1] - records[i][0] for i in range(s_lo, s_hi)), default=None)
 
+    # Successful requests by start, for the latency of those overlapping a window.
+    ok_recs = [(t0, t1) for t0, t1, kind, _ in records if kind == "ok"]
+    ok_starts = [t0 for t0, _ in ok_recs]
+    longest = max((t1 - t0 for t0, t1 in ok_recs), default=0.0)
+
+    def worst_overlapping(w0, w1):
+        """Worst latency of the successful requests in flight at any time
+        in [w0, w1] (started before w1, ended after w0)."""
+        lo = bisect.bisect_left(ok_starts, w0 - longest)
+        hi = bisect.bisect_right(ok_starts, w1)
+        return max((t1 - t0 for t0, t1 in ok_recs[lo:hi] if t1 >= w0), default=None)
+
     switch_windows = []
+    restart_windows = []
     per = []
     margin = 0.05
     for r in done:
@@ -656,6 +946,11 @@ def summarise(records, restarts, load, args):
         s1 = max(r["t_old_gone"], r["t_new_serving"]) + margin
         switch_windows.append((s0, s1))
         h1 = s1
+        # The whole restart, for the latency criterion: from the request
+        # (HUP or control) until the old generation is gone, the new one
+        # serves and the control reply (if any) is in, plus the margin.
+        r1 = max(s1, (r.get("t_return") or 0) + margin)
+        restart_windows.append((r["t_hup"], r1))
         per.append(
             {
                 "gen": r["gen"],
@@ -673,8 +968,30 @@ def summarise(records, restarts, load, args):
                 "switch_worst_latency_ms": ms(worst_started_in(s0, s1)),
                 "restart_gap_ms": ms(gap_in(r["t_hup"], h1)),
                 "restart_worst_latency_ms": ms(worst_started_in(r["t_hup"], h1)),
+                "restart_window_max_latency_ms": ms(worst_overlapping(r["t_hup"], r1)),
+                "switch_window_max_latency_ms": ms(worst_overlapping(s0, s1)),
             }
         )
+        if r.get("reply") is not None:
+            reply = r["reply"]
+            ready_log = r.get("t_ready_log")
+            per[-1].update(
+                {
+                    "client": r["client"],
+                    # "Returning": the reply line read (socket) or the CLI
+                    # process reaped (cli; t_reply is its output line).
+                    "request_to_reply_ms": ms(r["t_return"] - r["t_hup"]),
+                    "ready_to_reply_ms": ms(r["t_return"] - r["t_ready"]),
+                    "ready_log_to_reply_ms": ms(r["t_return"] - ready_log) if ready_log else None,
+                    "ready_to_reply_line_ms": ms(r["t_reply"] - r["t_ready"]),
+                    "old_gone_to_reply_ms": ms(r["t_return"] - r["t_old_gone"]),
+                    "reply_spawn_to_ready_ms": reply.get("spawn_to_ready_ms"),
+                    "reply_signal_to_old_gone_ms": reply.get("signal_to_old_gone_ms"),
+                    "spawn_to_ready_log_ms": (
+                        ms(ready_log - r["t_spawn"]) if ready_log and r.get("t_spawn") else None
+                    ),
+                }
+            )
     # Baseline: the longest completion gap that touches no switch window
     # (the noise of this machine and client: scheduling, the GIL).
     base_gap = 0.0
@@ -687,8 +1004,102 @@ def summarise(records, restarts, load, args):
             continue
         base_gap = max(base_gap, b - a)
 
-    def col(name):
-        return sorted(p[name] for p in per if p[name] is not None)
+    # The latency criterion: the worst latency of the requests in flight
+    # during a restart (or during its switch) against the p99 of those in
+    # flight during no restart at all ("steady state").
+    windows = sorted(restart_windows)
+    w0s = [a for a, _ in windows]
+    w1max = []
+    for _, b in windows:
+        w1max.append(max(b, w1max[-1]) if w1max else b)
+
+    def in_restart(t0, t1):
+        i = bisect.bisect_right(w0s, t1) - 1
+        return i >= 0 and w1max[i] >= t0
+
+    # Steady state starts with the first answer: requests sent before it
+    # waited for generation 1 to accept (start_server lists a slow starter
+    # in its status file before it serves), a start-up cost, not a steady one.
+    t_first = min(t1 for _, t1 in ok_recs) if ok_recs else 0.0
+    steady = sorted(t1 - t0 for t0, t1 in ok_recs if t0 >= t_first and not in_restart(t0, t1))
+    during = sorted(t1 - t0 for t0, t1 in ok_recs if in_restart(t0, t1))
+    steady_p99 = pct(steady, 99)
+    limit = 2 * steady_p99 if steady_p99 is not None else None
+    restart_max = max((p["restart_window_max_latency_ms"] or 0 for p in per), default=None)
+    switch_max = max((p["switch_window_max_latency_ms"] or 0 for p in per), default=None)
+
+    def verdict(worst):
+        if worst is None or limit is None:
+            return None
+        return "PASS" if worst <= ms(limit) else "FAIL"
+
+    # The same test on steady state: cut the time outside restart windows
+    # into windows as long as the median switch window; how often does the
+    # worst request in one of those exceed the limit too? (Compare with the
+    # switch windows: the restart windows of a slow starter are longer than
+    # any stretch of steady state.)
+    steady_windows = steady_over = 0
+    lengths = sorted(b - a for a, b in switch_windows)
+    if lengths and ok_recs and limit is not None:
+        length = statistics.median(lengths)
+        t, t_end = t_first, max(t1 for _, t1 in ok_recs)
+        while t + length <= t_end:
+            if not in_restart(t, t + length):
+                worst = worst_overlapping(t, t + length)
+                if worst is not None:
+                    steady_windows += 1
+                    steady_over += worst > limit
+                t += length
+            else:
+                # Jump past the restart window that is in the way.
+                i = bisect.bisect_right(w0s, t + length) - 1
+                t = max(t + length, w1max[i]) if i >= 0 else t + length
+    latency_criterion = {
+        "steady_requests": len(steady),
+        "steady_p50": ms(pct(steady, 50)),
+        "steady_p99": ms(steady_p99),
+        "steady_max": ms(steady[-1] if steady else None),
+        "restart_requests": len(during),
+        "restart_p99": ms(pct(during, 99)),
+        "restart_max": restart_max,
+        "switch_max": switch_max,
+        "limit_2x_steady_p99": ms(limit),
+        "restart_verdict": verdict(restart_max),
+        "switch_verdict": verdict(switch_max),
+        "restarts_over_limit": sum(
+            1 for p in per if limit is not None and (p["restart_window_max_latency_ms"] or 0) > ms(limit)
+        ),
+        "switches_over_limit": sum(
+            1 for p in per if limit is not None and (p["switch_window_max_latency_ms"] or 0) > ms(limit)
+        ),
+        "steady_windows": steady_windows,
+        "steady_windows_over_limit": steady_over,
+    }
+
+    def col(name, rows=None):
+        return sorted(p[name] for p in (per if rows is None else rows) if p.get(name) is not None)
+
+    # The control-socket restarts, by client (socket: this process speaks
+    # the protocol; cli: `handover restart --wait --control P`).
+    control = {}
+    for client in ("socket", "cli"):
+        rows = [p for p in per if p.get("client") == client]
+        if not rows:
+            continue
+        entry = {"restarts": len(rows)}
+        for name in ("request_to_reply_ms", "ready_to_reply_ms", "ready_log_to_reply_ms",
+                     "ready_to_reply_line_ms", "old_gone_to_reply_ms", "reply_spawn_to_ready_ms",
+                     "reply_signal_to_old_gone_ms", "spawn_to_ready_log_ms", "ready_to_old_gone_ms"):
+            v = col(name, rows)
+            entry[name] = {
+                "median": round(statistics.median(v), 1) if v else None,
+                "max": round(max(v), 1) if v else None,
+            }
+        worst = entry["ready_to_reply_ms"]["max"]
+        entry["within_20ms"] = None if worst is None else sum(
+            1 for p in rows if p["ready_to_reply_ms"] <= 20.0)
+        entry["verdict_20ms"] = None if worst is None else ("PASS" if worst <= 20.0 else "FAIL")
+        control[client] = entry
 
     def med(name):
         v = col(name)
@@ -737,6 +1148,8 @@ def summarise(records, restarts, load, args):
             "restart_worst_latency": mx("restart_worst_latency_ms"),
             "baseline_max": ms(base_gap),
         },
+        "latency_criterion": latency_criterion,
+        "control": control,
         "per_restart": per,
     }
 
@@ -755,7 +1168,7 @@ def fmt(x, digits=1):
 def table(results):
     head = [
         "scenario",
-        "restarts",
+        "restarts (via)",
         "requests",
         "failed (by kind)",
         "latency p50 / p99 / max ms",
@@ -763,6 +1176,8 @@ def table(results):
         "HUP→old gone median ms",
         "READY→old gone median / max ms",
         "max accept gap ms (baseline)",
+        "steady-state p99 / max ms",
+        "max latency in restart / switch windows ms (≤ 2× steady p99?)",
         "peak RSS MiB",
         "idle CPU ms / 5 s",
         "idle wake-ups",
@@ -780,6 +1195,8 @@ def table(results):
         restarts = f"{r['restarts_done']}"
         if r["restarts_done"] != r["restarts_planned"]:
             restarts += f" of {r['restarts_planned']}"
+        restarts += " (control socket)" if r.get("via") == "control" else " (HUP)"
+        lc = r["latency_criterion"]
         rows.append(
             [
                 r["scenario"],
@@ -791,11 +1208,58 @@ def table(results):
                 fmt(r["hup_to_old_gone_ms"]["median"]),
                 f"{fmt(r['ready_to_old_gone_ms']['median'])} / {fmt(r['ready_to_old_gone_ms']['max'])}",
                 f"{fmt(gap['switch_max'])} ({fmt(gap['baseline_max'])})",
+                f"{fmt(lc['steady_p99'])} / {fmt(lc['steady_max'])}",
+                f"{fmt(lc['restart_max'])} {lc['restart_verdict'] or ''} / "
+                f"{fmt(lc['switch_max'])} {lc['switch_verdict'] or ''} "
+                f"(limit {fmt(lc['limit_2x_steady_p99'])}; over it: {lc['restarts_over_limit']} / "
+                f"{lc['switches_over_limit']} of {r['restarts_done']}; "
+                f"steady windows as long as a switch: "
+                f"{lc['steady_windows_over_limit']} of {lc['steady_windows']})",
                 f"{r['peak_rss_kib'] / 1024:.2f}",
                 fmt(round(r["idle_cpu_ms"] * idle_scale, 2), 2),
                 str(round(r["idle_wakeups"] * idle_scale)),
             ]
         )
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def control_table(results):
+    """The control-socket rows: when does `restart --wait` return?"""
+    head = [
+        "scenario",
+        "client",
+        "restarts",
+        "request→reply median / max ms",
+        "READY→reply median / max ms (≤ 20 ms?)",
+        "old gone→reply median / max ms",
+        "READY→old gone median / max ms",
+        "reply spawn_to_ready_ms median / max",
+        "reply signal_to_old_gone_ms median / max",
+    ]
+    rows = []
+    for r in results:
+        for client, c in sorted(r.get("control", {}).items(), reverse=True):
+            def mm(name):
+                return f"{fmt(c[name]['median'])} / {fmt(c[name]['max'])}"
+            label = "Python, unix socket" if client == "socket" else "`handover restart --wait`"
+            rows.append(
+                [
+                    r["scenario"],
+                    label,
+                    str(c["restarts"]),
+                    mm("request_to_reply_ms"),
+                    f"{mm('ready_to_reply_ms')} {c['verdict_20ms']} "
+                    f"({c['within_20ms']} of {c['restarts']} within)",
+                    mm("old_gone_to_reply_ms"),
+                    mm("ready_to_old_gone_ms"),
+                    mm("reply_spawn_to_ready_ms"),
+                    mm("reply_signal_to_old_gone_ms"),
+                ]
+            )
+    if not rows:
+        return ""
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
@@ -814,10 +1278,16 @@ def parse_args(argv):
     p.add_argument("--start-server", default=START_SERVER, help="start_server to compare with")
     p.add_argument("--no-start-server", action="store_true", help="skip the start_server rows")
     p.add_argument("--scenarios", default="all",
-                   help="comma-separated ids: ho-auto, ho-notify-slow, ss, ss-slow")
-    p.add_argument("--restarts", type=int, default=50, help="SIGHUPs per scenario")
+                   help="comma-separated ids: ho-auto, ho-notify-slow, ho-w4, ho-w4-slow, ss, ss-slow")
+    p.add_argument("--workers", type=int, default=4,
+                   help="--workers N of the ho-w4 and ho-w4-slow rows")
+    p.add_argument("--control-client", choices=("both", "socket", "cli"), default="both",
+                   help="how the ho-w4 rows ask for a restart over the control socket: socket "
+                        "(this script speaks the protocol), cli (`handover restart --wait "
+                        "--control P`), or both (alternately, each restart one of them)")
+    p.add_argument("--restarts", type=int, default=50, help="restarts per scenario")
     p.add_argument("--slow-restarts", type=int, default=20,
-                   help="SIGHUPs for the slow-starter rows (each restart takes > 1.5 s)")
+                   help="restarts for the slow-starter rows (each restart takes > 1.5 s)")
     p.add_argument("--startup-delay", type=int, default=1500, help="ms, the slow starter's delay")
     p.add_argument("--clients", type=int, default=8, help="client threads")
     p.add_argument("--rate", type=float, default=0,
@@ -837,7 +1307,13 @@ def parse_args(argv):
     p.add_argument("--records", metavar="DIR",
                    help="also write every request (t_start t_end kind generation) and the "
                         "restart times of each scenario as TSV files here")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    # The supervisor runs in a temp dir: relative paths would miss.
+    for name in ("handover", "hello", "start_server"):
+        path = getattr(args, name)
+        if os.sep in path:
+            setattr(args, name, os.path.abspath(path))
+    return args
 
 
 def scenarios(args):
@@ -847,6 +1323,13 @@ def scenarios(args):
              delay_ms=0, restarts=args.restarts),
         dict(id="ho-notify-slow", name=f"handover --ready notify, hello --startup-delay {slow}",
              kind="handover", ready="notify", delay_ms=slow, restarts=args.slow_restarts),
+        dict(id="ho-w4", name=f"handover --ready notify --workers {args.workers}",
+             kind="handover", ready="notify", delay_ms=0, restarts=args.restarts,
+             workers=args.workers, via="control"),
+        dict(id="ho-w4-slow",
+             name=f"handover --ready notify --workers {args.workers}, hello --startup-delay {slow}",
+             kind="handover", ready="notify", delay_ms=slow, restarts=args.slow_restarts,
+             workers=args.workers, via="control"),
         dict(id="ss", name="start_server", kind="start_server", delay_ms=0, restarts=args.restarts),
         dict(id="ss-slow", name=f"start_server, hello --startup-delay {slow}", kind="start_server",
              delay_ms=slow, restarts=args.slow_restarts),
@@ -913,7 +1396,9 @@ def main(argv):
     print(table(results))
     print()
     print(
-        "Columns: HUP→new serving = first successful response from the new generation "
+        "Columns: HUP = the restart request: the SIGHUP, or for the control-socket rows the "
+        "moment before the request is sent (socket) or the CLI is spawned (cli). "
+        "HUP→new serving = first successful response from the new generation "
         "(start_server's new worker accepts alongside the old one during its probation, "
         "so for it this is not the switch; HUP→old gone is). "
         "HUP→old gone = the status file lists only the new generation (polled every 2 ms) "
@@ -926,15 +1411,50 @@ def main(argv):
         "gap anywhere else in the run, the noise floor of this client and machine. "
         "Idle = the supervisor process alone (all its threads), over the idle period after "
         "the load stopped, scaled to 5 s; wake-ups = voluntary + involuntary context switches. "
-        "Peak RSS = VmHWM of the supervisor (for start_server, the perl process)."
+        "Peak RSS = VmHWM of the supervisor (for start_server, the perl process). "
+        "Latency criterion: steady state = successful requests in flight during no restart "
+        "window, from the first answer on; restart window = HUP … max(old gone, new serving, control reply) + 50 ms, "
+        "switch window as for the accept gap; a request counts for a window when it was in "
+        "flight at any moment of it. PASS when the worst such latency is ≤ 2× the steady-state "
+        "p99 (a max against a p99: the steady-state max, shown, is the noise floor); "
+        "\"over it\" counts the restarts / switches whose worst request exceeded that limit; "
+        "\"steady windows\" applies the same test to the steady state (from the first answer "
+        "on, outside restart windows) cut into windows as long as the median switch window: "
+        "how often noise alone fails it, to compare with the switches."
     )
+    ct = control_table(results)
+    if ct:
+        print()
+        print("Control-socket restarts (the rows driven through `--control`; "
+              f"client: {args.control_client}):")
+        print()
+        print(ct)
+        print()
+        print(
+            "READY = the supervisor's `generation N (pids ...) is ready (READY=1 after ...)` "
+            "line (emitted when the last worker's READY=1 is processed) or the status file "
+            "listing the new generation, whichever was seen first. reply = the reply line read "
+            "from the socket, or the `handover restart --wait` process reaped. old gone = as "
+            "above. The reply is sent only once the OLD generation has exited, so READY→reply "
+            "= READY→old gone (the old workers' own shutdown time, signal_to_old_gone_ms) + "
+            "old gone→reply (the supervisor and client overhead). reply spawn_to_ready_ms / "
+            "signal_to_old_gone_ms = the supervisor's own numbers in the reply."
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"command": cmd, "args": vars(args), "loadavg_before": load_before,
                        "results": results}, f, indent=2)
-    failed = any("error" in r or sum(r["failed"].values()) for r in results)
+    failed = any("error" in r or r.get("restart_error") or sum(r["failed"].values()) for r in results)
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--helper"]:  # the helper processes, see Supervisor and ControlHelper
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process ends them
+        observer_priority()
+        if sys.argv[2] == "stamp":
+            helper_stamp()
+        else:
+            helper_control(*sys.argv[3:6])
+        sys.exit(0)
     sys.exit(main(sys.argv[1:]))

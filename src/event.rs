@@ -134,6 +134,7 @@ pub enum Event {
     Forwarded { signal: Signal, pids: Vec<Pid> },
     IgnoredDuringShutdown { signal: Signal },
     FilesChanged,
+    RestartRequested,
     StopOnExit { pid: Pid, status: ExitStatus, code: i32 },
     GaveUp { attempts: u32, reason: String },
 }
@@ -280,6 +281,9 @@ impl fmt::Display for Event {
                 "the first generation failed to start {attempts} times in a row (last: {reason}); giving up (--max-start-attempts)"
             ),
             Event::FilesChanged => f.write_str("watched files changed, restarting"),
+            Event::RestartRequested => {
+                f.write_str("restart requested on the control socket, spawning a new worker")
+            }
             Event::IgnoredDuringShutdown { signal } => {
                 write!(f, "received {} while shutting down; ignored", signal_name(*signal))
             }

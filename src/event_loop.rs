@@ -167,9 +167,10 @@ impl Supervisor {
     fn feed(&mut self, now: Instant, inputs: Vec<Input>) -> Option<i32> {
         let mut queue: VecDeque<Input> = inputs.into();
         while let Some(input) = queue.pop_front() {
+            let mut spawned = Vec::new();
             for effect in self.machine.handle(now, input) {
                 match effect {
-                    Effect::Spawn { generation, index } => queue.push_front(self.spawn(generation, index)),
+                    Effect::Spawn { generation, index } => spawned.push(self.spawn(generation, index)),
                     Effect::Signal { pid, signal } if self.config.signal_group => {
                         let _ = killpg(Pid::from_raw(pid), signal);
                     }
@@ -192,6 +193,10 @@ impl Supervisor {
                         return Some(code);
                     }
                 }
+            }
+            // A spawn's pid comes back as the next inputs, in spawn order.
+            for input in spawned.into_iter().rev() {
+                queue.push_front(input);
             }
         }
         None

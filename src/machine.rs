@@ -251,7 +251,7 @@ impl Machine {
             self.mark_reloading(fx);
             return;
         }
-        fx.push(Effect::Log(Event::ReceivedHup));
+        fx.push(Effect::Log(if request.is_some() { Event::RestartRequested } else { Event::ReceivedHup }));
         self.mark_reloading(fx);
         // A generation waiting for its slot will run the newest code anyway.
         if self.next_spawn_at.is_none() {
