@@ -40,7 +40,7 @@
 //!
 //! Run: `handover --port 127.0.0.1:0 -- target/debug/examples/exit_codes --code 3 --after 500 --journal /tmp/j`
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process;
@@ -52,7 +52,6 @@ use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::Signal;
 use signal_hook::consts::signal::SIGTERM;
-use socket2::Socket;
 
 #[path = "support/mod.rs"]
 mod support;
@@ -178,7 +177,7 @@ fn main() {
             journal.exit(0);
         }
         for (listener, _) in served.iter().zip(readable).filter(|(_, r)| *r) {
-            serve(listener, reply.as_bytes());
+            support::serve_line(listener, reply.as_bytes(), "exit_codes");
         }
     }
 }
@@ -198,36 +197,4 @@ fn end(opts: &Opts, journal: &Journal) -> ! {
     let _ = signal_hook::low_level::emulate_default_handler(signal as i32);
     say!("exit_codes: still alive after raising {signal}");
     process::abort()
-}
-
-/// Answers everything queued on one stream listener, without blocking.
-fn serve(listener: &Listener, reply: &[u8]) {
-    loop {
-        let accepted = match listener {
-            Listener::Tcp(l) => l.accept().map(|(s, _)| Socket::from(s)),
-            Listener::Unix(l) => l.accept().map(|(s, _)| Socket::from(s)),
-            Listener::Udp(_) | Listener::Other(_) => return,
-        };
-        match accepted {
-            Ok(sock) => answer(sock, reply),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) => {
-                say!("exit_codes: accept on fd {} failed: {e}", listener.raw_fd());
-                return;
-            }
-        }
-    }
-}
-
-/// Writes the reply, then drains what the client sent so that the close is
-/// a FIN, not a reset that could destroy the reply.
-fn answer(mut sock: Socket, reply: &[u8]) {
-    let _ = sock.set_write_timeout(Some(Duration::from_secs(1)));
-    let _ = sock.write_all(reply);
-    let _ = sock.shutdown(std::net::Shutdown::Write);
-    if sock.set_nonblocking(true).is_ok() {
-        let mut buf = [0u8; 1024];
-        while matches!(sock.read(&mut buf), Ok(n) if n > 0) {}
-    }
 }

@@ -41,7 +41,7 @@
 //! namespace where handover is pid 1):
 //! `unshare --pid --fork --mount-proc target/debug/handover --port 127.0.0.1:0 -- target/debug/examples/orphans --zombies 5 --journal /tmp/j`
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -53,7 +53,6 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, poll};
 use nix::unistd::{getpgrp, getppid, getsid, setsid};
 use signal_hook::consts::signal::SIGTERM;
-use socket2::Socket;
 
 #[path = "support/mod.rs"]
 mod support;
@@ -226,7 +225,7 @@ fn worker(opts: &Opts, journal: &Journal) -> ! {
             journal.exit("term")
         }
         for (listener, _) in served.iter().zip(readable).filter(|(_, r)| *r) {
-            serve(listener, reply.as_bytes());
+            support::serve_line(listener, reply.as_bytes(), "orphans");
         }
     }
 }
@@ -316,37 +315,5 @@ fn wait(fds: &mut [PollFd<'_>], deadline: Option<Instant>) {
             say!("orphans: poll failed: {e}");
             process::exit(1)
         }
-    }
-}
-
-/// Answers everything queued on one stream listener, without blocking.
-fn serve(listener: &Listener, reply: &[u8]) {
-    loop {
-        let accepted = match listener {
-            Listener::Tcp(l) => l.accept().map(|(s, _)| Socket::from(s)),
-            Listener::Unix(l) => l.accept().map(|(s, _)| Socket::from(s)),
-            Listener::Udp(_) | Listener::Other(_) => return,
-        };
-        match accepted {
-            Ok(sock) => answer(sock, reply),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) => {
-                say!("orphans: accept on fd {} failed: {e}", listener.raw_fd());
-                return;
-            }
-        }
-    }
-}
-
-/// Writes the reply, then drains what the client sent so that the close is
-/// a FIN, not a reset that could destroy the reply.
-fn answer(mut sock: Socket, reply: &[u8]) {
-    let _ = sock.set_write_timeout(Some(Duration::from_secs(1)));
-    let _ = sock.write_all(reply);
-    let _ = sock.shutdown(std::net::Shutdown::Write);
-    if sock.set_nonblocking(true).is_ok() {
-        let mut buf = [0u8; 1024];
-        while matches!(sock.read(&mut buf), Ok(n) if n > 0) {}
     }
 }

@@ -53,7 +53,6 @@ use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, getpgrp, getppid};
 use signal_hook::consts::signal::{SIGCHLD, SIGTERM};
-use socket2::Socket;
 
 #[path = "support/mod.rs"]
 mod support;
@@ -233,7 +232,7 @@ fn leader(opts: &Opts, journal: &Journal, mut signals: support::SignalPipe) -> !
         }
         let serving = listeners.iter().filter(|l| matches!(l, Listener::Tcp(_) | Listener::Unix(_)));
         for (listener, _) in serving.zip(&readable[first_listener..]).filter(|(_, r)| **r) {
-            serve(listener, reply.as_bytes());
+            support::serve_line(listener, reply.as_bytes(), "pipeline");
         }
     }
 }
@@ -363,37 +362,5 @@ fn wait(fds: &mut [PollFd<'_>], deadline: Option<Instant>) {
             say!("pipeline: poll failed: {e}");
             process::exit(1)
         }
-    }
-}
-
-/// Answers everything queued on one stream listener, without blocking.
-fn serve(listener: &Listener, reply: &[u8]) {
-    loop {
-        let accepted = match listener {
-            Listener::Tcp(l) => l.accept().map(|(s, _)| Socket::from(s)),
-            Listener::Unix(l) => l.accept().map(|(s, _)| Socket::from(s)),
-            Listener::Udp(_) | Listener::Other(_) => return,
-        };
-        match accepted {
-            Ok(sock) => answer(sock, reply),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) => {
-                say!("pipeline: accept on fd {} failed: {e}", listener.raw_fd());
-                return;
-            }
-        }
-    }
-}
-
-/// Writes the reply, then drains what the client sent so that the close is
-/// a FIN, not a reset that could destroy the reply.
-fn answer(mut sock: Socket, reply: &[u8]) {
-    let _ = sock.set_write_timeout(Some(Duration::from_secs(1)));
-    let _ = sock.write_all(reply);
-    let _ = sock.shutdown(std::net::Shutdown::Write);
-    if sock.set_nonblocking(true).is_ok() {
-        let mut buf = [0u8; 1024];
-        while matches!(sock.read(&mut buf), Ok(n) if n > 0) {}
     }
 }

@@ -38,7 +38,7 @@
 //! Run: `handover --port 0 -- target/debug/examples/worker --journal j.txt --notify`
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::TcpListener;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
@@ -50,7 +50,6 @@ use clap::Parser;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, poll};
 use signal_hook::consts::signal::{SIGHUP, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH};
-use socket2::Socket;
 
 #[path = "support/mod.rs"]
 mod support;
@@ -330,8 +329,8 @@ fn wait(
 fn serve(listener: &Listener, reply: &[u8]) {
     loop {
         let result = match listener {
-            Listener::Tcp(l) => l.accept().map(|(s, _)| answer(s.into(), reply)),
-            Listener::Unix(l) => l.accept().map(|(s, _)| answer(s.into(), reply)),
+            Listener::Tcp(l) => l.accept().map(|(s, _)| support::answer(s.into(), reply)),
+            Listener::Unix(l) => l.accept().map(|(s, _)| support::answer(s.into(), reply)),
             Listener::Udp(s) => {
                 let mut buf = [0u8; 2048];
                 s.recv_from(&mut buf).map(|(_, peer)| {
@@ -349,18 +348,5 @@ fn serve(listener: &Listener, reply: &[u8]) {
                 return;
             }
         }
-    }
-}
-
-/// Writes the reply and closes. Whatever the client sent is drained first,
-/// so that the close is a FIN rather than a reset that could destroy the
-/// reply before the client reads it.
-fn answer(mut sock: Socket, reply: &[u8]) {
-    let _ = sock.set_write_timeout(Some(Duration::from_secs(1)));
-    let _ = sock.write_all(reply);
-    let _ = sock.shutdown(std::net::Shutdown::Write);
-    if sock.set_nonblocking(true).is_ok() {
-        let mut buf = [0u8; 1024];
-        while matches!(sock.read(&mut buf), Ok(n) if n > 0) {}
     }
 }

@@ -228,3 +228,40 @@ macro_rules! say {
 }
 #[allow(unused_imports)]
 pub(crate) use say;
+
+/// Answers everything queued on one stream listener with `reply`, without
+/// blocking (the listener is non-blocking); `who` names the program in errors.
+#[allow(dead_code)]
+pub fn serve_line(listener: &Listener, reply: &[u8], who: &str) {
+    loop {
+        let accepted = match listener {
+            Listener::Tcp(l) => l.accept().map(|(s, _)| socket2::Socket::from(s)),
+            Listener::Unix(l) => l.accept().map(|(s, _)| socket2::Socket::from(s)),
+            _ => return,
+        };
+        match accepted {
+            Ok(sock) => answer(sock, reply),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                say_line(&format!("{who}: accept on fd {} failed: {e}", listener.raw_fd()));
+                return;
+            }
+        }
+    }
+}
+
+/// Writes the reply and closes. Whatever the client sent is drained first,
+/// so that the close is a FIN rather than a reset that could destroy the
+/// reply before the client reads it.
+#[allow(dead_code)]
+pub fn answer(mut sock: socket2::Socket, reply: &[u8]) {
+    use std::io::{Read, Write};
+    let _ = sock.set_write_timeout(Some(std::time::Duration::from_secs(1)));
+    let _ = sock.write_all(reply);
+    let _ = sock.shutdown(std::net::Shutdown::Write);
+    if sock.set_nonblocking(true).is_ok() {
+        let mut buf = [0u8; 1024];
+        while matches!(sock.read(&mut buf), Ok(n) if n > 0) {}
+    }
+}
