@@ -9,6 +9,7 @@ mod cli;
 mod client;
 mod config;
 mod control;
+mod drill;
 mod einhorn;
 mod event;
 mod event_loop;
@@ -56,6 +57,9 @@ fn main() -> ExitCode {
 }
 
 fn run(compat: bool, args: Vec<OsString>) -> Result<i32, Fatal> {
+    if !compat && args.get(1).is_some_and(|a| a == "drill") {
+        return drill::main(args.into_iter().skip(2).collect());
+    }
     let (opts, more, client, command) = if compat {
         let cli = StartServerCli::try_parse_from(args).map_err(|e| usage(e, compat))?;
         (cli.opts, Default::default(), None, cli.command.command)

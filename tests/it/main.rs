@@ -4,6 +4,7 @@ mod harness;
 mod activation;
 mod compat;
 mod control;
+mod drill;
 mod errors;
 mod files;
 mod lifecycle;

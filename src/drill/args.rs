@@ -1,0 +1,177 @@
+//! `handover drill`'s command line: its own options are picked out by
+//! exact name (so they never steal a supervisor option's abbreviation);
+//! everything else, up to and including the worker command, is passed to
+//! the supervisor under test unchanged.
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use super::run::Drill;
+use crate::config::parse_duration;
+
+/// `handover drill [SUPERVISOR OPTIONS] [DRILL OPTIONS] -- COMMAND`: run COMMAND under
+/// handover, load every listener, restart it N times, stop, and report.
+#[derive(Parser, Debug)]
+#[command(
+    name = "handover drill",
+    override_usage = "handover drill [SUPERVISOR OPTIONS] [DRILL OPTIONS] -- COMMAND [ARGS...]"
+)]
+struct DrillCli {
+    /// Hot restarts to perform.
+    #[arg(long, default_value_t = 3)]
+    restarts: usize,
+    /// Wait this long between restarts [default: as fast as they complete].
+    #[arg(long, value_name = "DURATION")]
+    restart_every: Option<String>,
+    /// Concurrent client connections.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Reuse connections (HTTP keep-alive) instead of one connection per request.
+    #[arg(long)]
+    keepalive: bool,
+    /// Load for this long [default: until the restarts are done].
+    #[arg(long, value_name = "DURATION")]
+    duration: Option<String>,
+    /// Stop the load after this many requests.
+    #[arg(long, value_name = "N")]
+    requests: Option<u64>,
+    /// HTTP path to GET.
+    #[arg(long, value_name = "PATH", default_value = "/")]
+    get: String,
+    /// HTTP status every answer must have.
+    #[arg(long, value_name = "CODE", default_value_t = 200)]
+    expect_status: u16,
+    /// Raw TCP mode: send this (instead of HTTP) on each connection.
+    #[arg(long, value_name = "TEXT")]
+    raw_send: Option<String>,
+    /// Raw TCP mode: the answer must start with this.
+    #[arg(long, value_name = "TEXT", requires = "raw_send")]
+    raw_expect: Option<String>,
+    /// A request taking longer counts as a timeout.
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    request_timeout: String,
+    /// The report as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Also write the report as JUnit XML.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Failed requests tolerated.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    max_failures: u64,
+    /// Fail when the p99 latency exceeds this.
+    #[arg(long, value_name = "DURATION")]
+    max_p99: Option<String>,
+}
+
+/// Drill options: (name, takes a value).
+const OWN: &[(&str, bool)] = &[
+    ("restarts", true),
+    ("restart-every", true),
+    ("connections", true),
+    ("keepalive", false),
+    ("duration", true),
+    ("requests", true),
+    ("get", true),
+    ("expect-status", true),
+    ("raw-send", true),
+    ("raw-expect", true),
+    ("request-timeout", true),
+    ("json", false),
+    ("junit", true),
+    ("max-failures", true),
+    ("max-p99", true),
+    ("help", false),
+];
+
+/// Split `drill`'s arguments (after the word `drill`) into its own and the supervisor's.
+pub fn split(args: Vec<OsString>) -> (Vec<OsString>, Vec<OsString>) {
+    let (mut own, mut theirs) = (vec![OsString::from("handover drill")], Vec::new());
+    let mut iter = args.into_iter();
+    while let Some(arg) = iter.next() {
+        let text = arg.to_string_lossy().into_owned();
+        if text == "--" {
+            theirs.push(arg);
+            theirs.extend(iter.by_ref());
+            break;
+        }
+        let name = text.strip_prefix("--").map(|n| n.split('=').next().unwrap_or(n));
+        let mine = name.and_then(|n| OWN.iter().find(|(o, _)| *o == n));
+        let takes_value = match (mine, name) {
+            (Some(&(_, value)), _) => value,
+            (None, Some(n)) => crate::cli::takes_value(n),
+            (None, None) => false,
+        };
+        let value = (takes_value && !text.contains('=')).then(|| iter.next()).flatten();
+        let out = if mine.is_some() { &mut own } else { &mut theirs };
+        out.push(arg);
+        out.extend(value);
+    }
+    (own, theirs)
+}
+
+/// Parse the drill's own options.
+pub fn parse(own: Vec<OsString>) -> Result<Drill, clap::Error> {
+    let cli = DrillCli::try_parse_from(own)?;
+    let duration = |option: &str, text: &str| {
+        parse_duration(option, text)
+            .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{}\n", e.0)))
+    };
+    let optional =
+        |option: &str, text: &Option<String>| text.as_deref().map(|t| duration(option, t)).transpose();
+    Ok(Drill {
+        restarts: cli.restarts,
+        restart_every: optional("restart-every", &cli.restart_every)?,
+        connections: cli.connections.max(1),
+        keepalive: cli.keepalive,
+        duration: optional("duration", &cli.duration)?,
+        requests: cli.requests,
+        get: cli.get,
+        expect_status: cli.expect_status,
+        raw_send: cli.raw_send,
+        raw_expect: cli.raw_expect,
+        request_timeout: duration("request-timeout", &cli.request_timeout)?,
+        json: cli.json,
+        junit: cli.junit,
+        max_failures: cli.max_failures,
+        max_p99: optional("max-p99", &cli.max_p99)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split_str(args: &[&str]) -> (Vec<String>, Vec<String>) {
+        let (own, theirs) = split(args.iter().map(OsString::from).collect());
+        let text = |v: Vec<OsString>| v.into_iter().map(|a| a.into_string().unwrap()).collect();
+        (text(own), text(theirs))
+    }
+
+    #[test]
+    fn drill_options_are_picked_out_the_rest_goes_to_the_supervisor() {
+        let (own, theirs) = split_str(&[
+            "--port",
+            "127.0.0.1:0",
+            "--restarts",
+            "5",
+            "--interval=2",
+            "--json",
+            "--workers",
+            "2",
+            "--",
+            "hello",
+            "--restarts",
+            "9",
+        ]);
+        assert_eq!(own, ["handover drill", "--restarts", "5", "--json"]);
+        assert_eq!(
+            theirs,
+            ["--port", "127.0.0.1:0", "--interval=2", "--workers", "2", "--", "hello", "--restarts", "9"]
+        );
+        let drill = parse(own.into_iter().map(OsString::from).collect()).unwrap();
+        assert_eq!(drill.restarts, 5);
+        assert!(drill.json);
+    }
+}

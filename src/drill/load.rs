@@ -1,0 +1,344 @@
+//! The drill's load generator: closed-loop requests against the listeners,
+//! one std thread per connection, each thread writing its own samples.
+//!
+//! Invariants and limits:
+//! - Bounded: at most `requests` (a shared ticket counter, exact), until
+//!   `duration`, and never more than [`MAX_SAMPLES`] samples; `stop` ends
+//!   it early. A thread blocked in a read leaves within `timeout`.
+//! - `timeout` bounds the connect and every single read or write, and a
+//!   request whose reads add up to more than `timeout` ends as `Timeout`
+//!   at its next read: a request takes less than twice `timeout` (four
+//!   times with a keep-alive retry).
+//! - HTTP/1.1 by hand: a GET with `Host:` and `Connection: close` or
+//!   `keep-alive`. A body is framed by Content-Length, chunked encoding
+//!   (decoded and discarded, trailers skipped) or the end of the stream
+//!   (then the connection is not reused). 1xx, 204 and 304 have no body.
+//!   A response that asks to close (`Connection: close`, HTTP/1.0 without
+//!   keep-alive) closes the connection; the next request opens a new one.
+//! - Classification, by how much of the response had arrived: ECONNREFUSED
+//!   is `Refused`; ECONNRESET, EPIPE, ECONNABORTED or end of stream with
+//!   not one byte of the response is `Reset`; the same after one byte or
+//!   more, but before the response was complete, is `ShortRead`; a timeout
+//!   (connect, read, write, overall) is `Timeout`; a complete response
+//!   whose status differs is `BadStatus`; any other error is `Other` with
+//!   its text (a missing unix socket file among them).
+//! - Keep-alive retry: a reused connection that the server closed between
+//!   requests (write fails, or it ends or is reset before the first byte
+//!   of the response) is what every client meets when an old generation
+//!   exits; like real clients the idempotent GET is retried once on a
+//!   fresh connection, and the sample records `retried`.
+//! - Raw mode: a fresh connection per request; send `send`, then read
+//!   until the reply has `expect.len()` bytes and starts with `expect`
+//!   (else `BadStatus(0)`). With `expect` empty any reply or a clean close
+//!   is Ok; with `send` empty too, a successful connect is Ok.
+//! - After a failure a thread pauses [`FAILURE_PAUSE`], so an outage is a
+//!   countable number of failures, not millions of refused connects.
+//! - Fast: one send and usually one recv per keep-alive request, buffers
+//!   reused, TCP_NODELAY, two clock reads and two relaxed atomic adds per
+//!   request, no locks, no allocation (beyond the samples' Vec growing and
+//!   an `Other` error's text). Sends use MSG_NOSIGNAL: EPIPE, never SIGPIPE.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+mod client;
+use client::Client;
+
+/// No run stores more samples than this, whatever its bounds.
+pub const MAX_SAMPLES: u64 = 10_000_000;
+/// A thread's pause after a failed request.
+pub const FAILURE_PAUSE: Duration = Duration::from_millis(1);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Http {
+        path: String,
+        expect_status: u16,
+        keepalive: bool,
+    },
+    /// `expect`: a prefix the reply must start with; empty means any reply
+    /// or a clean close.
+    Raw {
+        send: Vec<u8>,
+        expect: Vec<u8>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub targets: Vec<Target>,
+    pub mode: Mode,
+    pub connections: usize,
+    pub requests: Option<u64>,
+    pub duration: Option<Duration>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Refused,
+    Reset,
+    Timeout,
+    /// The status of a complete response; 0 in raw mode: the reply did not
+    /// start with `expect`.
+    BadStatus(u16),
+    ShortRead,
+    /// An io error's text.
+    Other(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub started: Instant,
+    pub latency: Duration,
+    pub outcome: Outcome,
+    /// Index into `Plan::targets` (connections go round-robin over them).
+    #[allow(dead_code)]
+    pub target: usize,
+    /// The keep-alive connection was found closed and the request was
+    /// sent again on a fresh one (the outcome is the second attempt's).
+    pub retried: bool,
+}
+
+#[cfg(test)]
+impl Sample {
+    pub fn ended(&self) -> Instant {
+        self.started + self.latency
+    }
+}
+
+struct Shared {
+    stop: AtomicBool,
+    tickets: AtomicU64,
+    limit: u64,
+    deadline: Option<Instant>,
+    done: AtomicU64,
+    failures: AtomicU64,
+    retried: AtomicU64,
+    running: AtomicUsize,
+}
+
+/// A running load.
+pub struct Load {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<Vec<Sample>>>,
+}
+
+impl Load {
+    /// Starts `connections` threads (at least one), thread i on target
+    /// i mod the number of targets. A plan without targets does nothing.
+    /// Fails only when a thread cannot be started (those started are
+    /// stopped first).
+    pub fn start(plan: Plan) -> io::Result<Load> {
+        let connections = if plan.targets.is_empty() { 0 } else { plan.connections.max(1) };
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            tickets: AtomicU64::new(0),
+            limit: plan.requests.unwrap_or(MAX_SAMPLES).min(MAX_SAMPLES),
+            deadline: plan.duration.map(|d| Instant::now() + d),
+            done: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            running: AtomicUsize::new(connections),
+        });
+        let plan = Arc::new(plan);
+        let mut load = Load { shared, threads: Vec::with_capacity(connections) };
+        for i in 0..connections {
+            let (shared, plan) = (Arc::clone(&load.shared), Arc::clone(&plan));
+            let spawned = thread::Builder::new()
+                .name(format!("drill-{i}"))
+                .stack_size(256 * 1024)
+                .spawn(move || run(&shared, &plan, i % plan.targets.len()));
+            match spawned {
+                Ok(t) => load.threads.push(t),
+                Err(e) => {
+                    load.stop();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(load)
+    }
+
+    /// Requests completed so far.
+    pub fn done(&self) -> u64 {
+        self.shared.done.load(Relaxed)
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.shared.failures.load(Relaxed)
+    }
+
+    /// Keep-alive requests retried on a fresh connection so far.
+    pub fn retried(&self) -> u64 {
+        self.shared.retried.load(Relaxed)
+    }
+
+    /// Every thread has reached the request or duration bound.
+    pub fn finished(&self) -> bool {
+        self.shared.running.load(Relaxed) == 0
+    }
+
+    /// Stops the threads (each ends its request in flight), joins them and
+    /// returns every sample, in no particular order.
+    pub fn stop(self) -> Vec<Sample> {
+        self.shared.stop.store(true, Relaxed);
+        let mut all = Vec::new();
+        for t in self.threads {
+            if let Ok(mut samples) = t.join() {
+                all.append(&mut samples);
+            }
+        }
+        all
+    }
+}
+
+fn run(shared: &Shared, plan: &Plan, target: usize) -> Vec<Sample> {
+    let mut client = Client::new(&plan.targets[target], &plan.mode, plan.timeout);
+    let mut samples = Vec::with_capacity(1024);
+    loop {
+        let started = Instant::now();
+        if shared.stop.load(Relaxed)
+            || shared.deadline.is_some_and(|d| started >= d)
+            || shared.tickets.fetch_add(1, Relaxed) >= shared.limit
+        {
+            break;
+        }
+        let (outcome, retried) = client.request(started);
+        let latency = started.elapsed();
+        let failed = outcome != Outcome::Ok;
+        samples.push(Sample { started, latency, outcome, target, retried });
+        shared.done.fetch_add(1, Relaxed);
+        if retried {
+            shared.retried.fetch_add(1, Relaxed);
+        }
+        if failed {
+            shared.failures.fetch_add(1, Relaxed);
+            thread::sleep(FAILURE_PAUSE);
+        }
+    }
+    shared.running.fetch_sub(1, Relaxed);
+    samples
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// An HTTP server on a free port; the first connection (when `close_first`)
+    /// answers once and closes, every other one answers all its requests.
+    fn server(close_first: bool) -> Target {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        thread::spawn(move || {
+            for (i, stream) in listener.incoming().enumerate() {
+                thread::spawn(move || serve(stream.unwrap(), close_first && i == 0));
+            }
+        });
+        Target::Tcp(addr)
+    }
+
+    fn serve(mut s: TcpStream, once: bool) {
+        let mut buf = [0u8; 4096];
+        let mut head = Vec::new();
+        while let Ok(n @ 1..) = s.read(&mut buf) {
+            head.extend_from_slice(&buf[..n]);
+            while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                head.drain(..end + 4);
+                if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nhi\n").is_err() || once {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn plan(
+        targets: Vec<Target>,
+        connections: usize,
+        requests: Option<u64>,
+        duration: Option<Duration>,
+    ) -> Plan {
+        let mode = Mode::Http { path: "/".into(), expect_status: 200, keepalive: true };
+        Plan { targets, mode, connections, requests, duration, timeout: Duration::from_secs(5) }
+    }
+
+    /// Polls until every thread has reached its bound (a watchdog: 20 s).
+    fn until_finished(load: &Load) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !load.finished() {
+            assert!(Instant::now() < deadline, "the load did not finish");
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn bounded_by_requests_over_every_target() {
+        let load = Load::start(plan(vec![server(false), server(false)], 3, Some(50), None)).unwrap();
+        until_finished(&load);
+        assert_eq!((load.done(), load.failures(), load.retried()), (50, 0, 0));
+        let samples = load.stop();
+        assert_eq!(samples.len(), 50);
+        assert!(samples.iter().all(|s| s.outcome == Outcome::Ok && !s.retried));
+        assert!(samples.iter().any(|s| s.target == 0) && samples.iter().any(|s| s.target == 1));
+    }
+
+    #[test]
+    fn bounded_by_duration() {
+        let duration = Duration::from_millis(100);
+        let load = Load::start(plan(vec![server(false)], 2, None, Some(duration))).unwrap();
+        let deadline = Instant::now() + duration;
+        until_finished(&load);
+        let samples = load.stop();
+        assert!(!samples.is_empty());
+        assert!(samples.iter().all(|s| s.started < deadline));
+    }
+
+    #[test]
+    fn stop_ends_an_unbounded_load() {
+        let load = Load::start(plan(vec![server(false)], 2, None, None)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while load.done() < 10 {
+            assert!(Instant::now() < deadline, "no request completed");
+            thread::yield_now();
+        }
+        assert!(!load.finished());
+        assert!(load.stop().len() >= 10);
+    }
+
+    #[test]
+    fn failures_and_retries_are_counted() {
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let load = Load::start(plan(vec![Target::Tcp(closed)], 2, Some(5), None)).unwrap();
+        until_finished(&load);
+        assert_eq!(load.failures(), 5);
+        assert!(load.stop().iter().all(|s| s.outcome == Outcome::Refused));
+
+        let load = Load::start(plan(vec![server(true)], 1, Some(3), None)).unwrap();
+        until_finished(&load);
+        assert_eq!((load.failures(), load.retried()), (0, 1));
+        let samples = load.stop();
+        assert_eq!(samples.iter().filter(|s| s.retried).count(), 1);
+    }
+
+    #[test]
+    fn no_targets_no_load() {
+        let load = Load::start(plan(vec![], 4, Some(10), None)).unwrap();
+        assert!(load.finished());
+        assert!(load.stop().is_empty());
+    }
+}

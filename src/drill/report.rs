@@ -1,0 +1,494 @@
+//! The drill's report: from every request's sample and every restart's
+//! record to the numbers, the verdict and its renderings (a table for
+//! people, JSON for scripts, JUnit XML for CI).
+//!
+//! Definitions (as bench/restart.py):
+//! - Latency percentiles are nearest-rank, over successful requests only.
+//! - A restart's window is [requested − 100 ms, answered + 500 ms]; a
+//!   request belongs to it when its lifetime overlaps the window. A failed
+//!   request is attributed (in the verdict) to the first restart whose
+//!   window it overlaps, else to no restart.
+//! - The accept gap is the longest time without a successful completion
+//!   while the load ran. The events are the start of the first request,
+//!   every successful completion and the end of the last request; a
+//!   window's gap is the longest stretch between consecutive events from
+//!   the last one at or before the window to the first one at or after it
+//!   (restart.py's `gap_in`, also closed on the right, so a stall that
+//!   begins in the window counts in full). "Outside restarts" is the
+//!   longest gap that touches no window: the noise floor of the machine.
+//!
+//! Pure: no clock reads, no io; the caller measures. `verdict` words the
+//! reasons a drill failed; `render` draws the table and the JUnit XML.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::load::{Outcome, Sample};
+
+mod render;
+mod verdict;
+use verdict::{Case, findings};
+
+/// A restart's window starts this long before the request...
+pub const WINDOW_BEFORE: Duration = Duration::from_millis(100);
+/// ...and ends this long after the answer.
+pub const WINDOW_AFTER: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone)]
+pub struct RestartRecord {
+    pub number: usize,
+    pub requested_at: Instant,
+    pub ok: bool,
+    pub generation: Option<u64>,
+    /// Spawn to ready, from the control reply.
+    pub ready_after: Option<Duration>,
+    /// Old generation told to stop to gone, from the control reply.
+    pub old_gone_after: Option<Duration>,
+    pub answered_at: Instant,
+    /// The control reply's error text, passed through.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Thresholds {
+    pub max_failures: u64,
+    pub max_p99: Option<Duration>,
+}
+
+pub struct Inputs<'a> {
+    pub samples: &'a [Sample],
+    pub restarts: &'a [RestartRecord],
+    pub started: Instant,
+    pub ended: Instant,
+    pub peak_rss_kib: Option<u64>,
+    /// Processes or files left behind.
+    pub leftovers: Vec<String>,
+    pub thresholds: Thresholds,
+}
+
+/// Failed requests by kind; `statuses` and `errors` detail `bad_status`
+/// (status → count; 0 is a raw reply without the expected prefix) and
+/// `other` (error text → count).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Failures {
+    pub total: u64,
+    pub refused: u64,
+    pub reset: u64,
+    pub timeout: u64,
+    pub bad_status: u64,
+    pub short_read: u64,
+    pub other: u64,
+    pub statuses: BTreeMap<String, u64>,
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Failures {
+    fn add(&mut self, outcome: &Outcome) {
+        let count = match outcome {
+            Outcome::Ok => return,
+            Outcome::Refused => &mut self.refused,
+            Outcome::Reset => &mut self.reset,
+            Outcome::Timeout => &mut self.timeout,
+            Outcome::ShortRead => &mut self.short_read,
+            Outcome::BadStatus(status) => {
+                *self.statuses.entry(status.to_string()).or_default() += 1;
+                &mut self.bad_status
+            }
+            Outcome::Other(text) => {
+                *self.errors.entry(text.clone()).or_default() += 1;
+                &mut self.other
+            }
+        };
+        *count += 1;
+        self.total += 1;
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Latency {
+    pub p50_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RestartReport {
+    pub number: usize,
+    pub ok: bool,
+    pub generation: Option<u64>,
+    pub error: Option<String>,
+    /// Since the load started.
+    pub requested_at_ms: f64,
+    pub answered_after_ms: f64,
+    pub ready_after_ms: Option<f64>,
+    pub old_gone_after_ms: Option<f64>,
+    pub window_from_ms: f64,
+    pub window_to_ms: f64,
+    pub requests: u64,
+    pub failures: Failures,
+    pub latency_p99_ms: Option<f64>,
+    pub latency_max_ms: Option<f64>,
+    pub accept_gap_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AcceptGap {
+    pub max_ms: Option<f64>,
+    pub outside_restarts_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub passed: bool,
+    pub verdicts: Vec<String>,
+    pub requests: u64,
+    pub ok: u64,
+    /// Keep-alive requests sent again on a fresh connection (counted once).
+    pub retried: u64,
+    pub duration_s: f64,
+    pub rate_per_s: f64,
+    pub failures: Failures,
+    pub latency: Latency,
+    pub accept_gap: AcceptGap,
+    pub restarts: Vec<RestartReport>,
+    pub peak_rss_kib: Option<u64>,
+    pub leftovers: Vec<String>,
+    pub max_failures: u64,
+    pub max_p99_ms: Option<f64>,
+    #[serde(skip)]
+    findings: Vec<(Case, String)>,
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Nanoseconds (since the start of the run) in milliseconds, to the µs.
+fn ms_of(ns: u64) -> f64 {
+    (ns as f64 / 1e3).round() / 1e3
+}
+
+/// Nearest rank of sorted values.
+fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    let rank = ((p / 100.0 * sorted.len() as f64).ceil() as usize).max(1);
+    sorted.get(rank - 1).copied()
+}
+
+/// Longest stretch between consecutive `events` (sorted) from the last at
+/// or before `from` to the first at or after `to`.
+fn gap_in(events: &[u64], from: u64, to: u64) -> Option<u64> {
+    let lo = events.partition_point(|&e| e <= from).saturating_sub(1);
+    let hi = (events.partition_point(|&e| e < to) + 1).min(events.len());
+    events.get(lo..hi)?.windows(2).map(|w| w[1] - w[0]).max()
+}
+
+/// Longest stretch between consecutive `events` that touches none of the
+/// `windows` (sorted by start).
+fn gap_outside(events: &[u64], windows: &[(u64, u64)]) -> Option<u64> {
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for &(a, b) in windows {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    let mut wi = 0;
+    let mut best = None;
+    for w in events.windows(2) {
+        while wi < merged.len() && merged[wi].1 < w[0] {
+            wi += 1;
+        }
+        if wi == merged.len() || merged[wi].0 > w[1] {
+            best = best.max(Some(w[1] - w[0]));
+        }
+    }
+    best
+}
+
+/// Computes the report. Memory beyond the samples: about 20 bytes per
+/// sample (an index sorted by start, completion times, latencies).
+pub fn compute(inputs: &Inputs) -> Report {
+    let samples = inputs.samples;
+    let origin = samples.iter().map(|s| s.started).fold(inputs.started, Instant::min);
+    let at = |t: Instant| t.saturating_duration_since(origin).as_nanos() as u64;
+    let start = |i: u32| at(samples[i as usize].started);
+    let end = |i: u32| start(i) + samples[i as usize].latency.as_nanos() as u64;
+    let ok = |i: u32| samples[i as usize].outcome == Outcome::Ok;
+    let mut order: Vec<u32> = (0..samples.len() as u32).collect();
+    order.sort_unstable_by_key(|&i| samples[i as usize].started);
+    let longest = samples.iter().map(|s| s.latency.as_nanos() as u64).max().unwrap_or_default();
+
+    let mut failures = Failures::default();
+    let mut latencies = Vec::with_capacity(samples.len());
+    let mut events = Vec::with_capacity(samples.len() + 2);
+    for (i, s) in samples.iter().enumerate() {
+        failures.add(&s.outcome);
+        if s.outcome == Outcome::Ok {
+            latencies.push(s.latency.as_nanos() as u64);
+            events.push(end(i as u32));
+        }
+    }
+    events.extend(order.first().map(|&i| start(i)));
+    events.extend(order.iter().map(|&i| end(i)).max());
+    events.sort_unstable();
+    latencies.sort_unstable();
+    let p = |pct| percentile(&latencies, pct).map(ms_of);
+    let max_ms = latencies.last().map(|&ns| ms_of(ns));
+    let latency = Latency { p50_ms: p(50.0), p90_ms: p(90.0), p99_ms: p(99.0), max_ms };
+
+    let mut restarts = Vec::new();
+    let mut windows = Vec::new();
+    for r in inputs.restarts {
+        let from = at(r.requested_at).saturating_sub(WINDOW_BEFORE.as_nanos() as u64);
+        let to = at(r.answered_at) + WINDOW_AFTER.as_nanos() as u64;
+        windows.push((from, to));
+        // The requests whose lifetime overlaps [from, to].
+        let first = order.partition_point(|&i| start(i) + longest < from);
+        let last = order.partition_point(|&i| start(i) <= to).max(first);
+        let mut in_window = Failures::default();
+        let mut lat = Vec::new();
+        for &i in order[first..last].iter().filter(|&&i| end(i) >= from) {
+            in_window.add(&samples[i as usize].outcome);
+            if ok(i) {
+                lat.push(samples[i as usize].latency.as_nanos() as u64);
+            }
+        }
+        lat.sort_unstable();
+        restarts.push(RestartReport {
+            number: r.number,
+            ok: r.ok,
+            generation: r.generation,
+            error: r.error.clone(),
+            requested_at_ms: ms_of(at(r.requested_at)),
+            answered_after_ms: ms(r.answered_at.saturating_duration_since(r.requested_at)),
+            ready_after_ms: r.ready_after.map(ms),
+            old_gone_after_ms: r.old_gone_after.map(ms),
+            window_from_ms: ms_of(from),
+            window_to_ms: ms_of(to),
+            requests: in_window.total + lat.len() as u64,
+            failures: in_window,
+            latency_p99_ms: percentile(&lat, 99.0).map(ms_of),
+            latency_max_ms: lat.last().map(|&ns| ms_of(ns)),
+            accept_gap_ms: gap_in(&events, from, to).map(ms_of),
+        });
+    }
+    let mut sorted_windows = windows.clone();
+    sorted_windows.sort_unstable();
+    let accept_gap = AcceptGap {
+        max_ms: events.windows(2).map(|w| w[1] - w[0]).max().map(ms_of),
+        outside_restarts_ms: gap_outside(&events, &sorted_windows).map(ms_of),
+    };
+
+    // Failed requests by the first restart whose window they overlap.
+    let mut attributed = vec![Failures::default(); windows.len()];
+    let mut outside = Failures::default();
+    for i in (0..samples.len() as u32).filter(|&i| !ok(i)) {
+        let (a, b) = (start(i), end(i));
+        match windows.iter().position(|&(from, to)| a <= to && b >= from) {
+            Some(w) => attributed[w].add(&samples[i as usize].outcome),
+            None => outside.add(&samples[i as usize].outcome),
+        }
+    }
+
+    let duration = inputs.ended.saturating_duration_since(inputs.started);
+    let requests = samples.len() as u64;
+    let mut report = Report {
+        passed: true,
+        verdicts: Vec::new(),
+        requests,
+        ok: latencies.len() as u64,
+        retried: samples.iter().filter(|s| s.retried).count() as u64,
+        duration_s: (duration.as_secs_f64() * 1e3).round() / 1e3,
+        rate_per_s: if duration.is_zero() { 0.0 } else { (requests as f64 / duration.as_secs_f64()).round() },
+        failures,
+        latency,
+        accept_gap,
+        restarts,
+        peak_rss_kib: inputs.peak_rss_kib,
+        leftovers: inputs.leftovers.clone(),
+        max_failures: inputs.thresholds.max_failures,
+        max_p99_ms: inputs.thresholds.max_p99.map(ms),
+        findings: Vec::new(),
+    };
+    report.findings = findings(&report, &attributed, &outside);
+    report.verdicts = report.findings.iter().map(|f| f.1.clone()).collect();
+    report.passed = report.findings.is_empty();
+    report
+}
+
+impl Report {
+    /// No more failures than allowed, every restart succeeded, p99 within
+    /// the limit, nothing left behind, and at least one request made.
+    pub fn passed(&self) -> bool {
+        self.passed
+    }
+
+    /// One line per reason the drill failed; empty when it passed.
+    pub fn verdicts(&self) -> Vec<String> {
+        self.verdicts.clone()
+    }
+
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    pub(super) fn t(base: Instant, ms: u64) -> Instant {
+        base + Duration::from_millis(ms)
+    }
+
+    pub(super) fn sample(base: Instant, start_ms: u64, latency_ms: u64, outcome: Outcome) -> Sample {
+        let latency = Duration::from_millis(latency_ms);
+        Sample { started: t(base, start_ms), latency, outcome, target: 0, retried: false }
+    }
+
+    pub(super) fn restart(
+        base: Instant,
+        number: usize,
+        requested_ms: u64,
+        answered_ms: u64,
+    ) -> RestartRecord {
+        RestartRecord {
+            number,
+            requested_at: t(base, requested_ms),
+            ok: true,
+            generation: Some(number as u64 + 1),
+            ready_after: Some(Duration::from_micros(35_250)),
+            old_gone_after: Some(Duration::from_millis(120)),
+            answered_at: t(base, answered_ms),
+            error: None,
+        }
+    }
+
+    pub(super) fn inputs<'a>(
+        base: Instant,
+        samples: &'a [Sample],
+        restarts: &'a [RestartRecord],
+    ) -> Inputs<'a> {
+        let ended = samples.iter().map(Sample::ended).max().unwrap_or(base);
+        Inputs {
+            samples,
+            restarts,
+            started: base,
+            ended,
+            peak_rss_kib: Some(3 * 1024 + 512),
+            leftovers: vec![],
+            thresholds: Thresholds::default(),
+        }
+    }
+
+    /// One request a millisecond, each taking 1 ms, from `from` to `to`.
+    pub(super) fn steady(base: Instant, from: u64, to: u64) -> Vec<Sample> {
+        (from..to).map(|i| sample(base, i, 1, Outcome::Ok)).collect()
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank_over_successes() {
+        let base = Instant::now();
+        let mut samples: Vec<Sample> = (1..=100).map(|i| sample(base, 0, i, Outcome::Ok)).collect();
+        samples.push(sample(base, 0, 5000, Outcome::Timeout));
+        let report = compute(&inputs(base, &samples, &[]));
+        let want =
+            Latency { p50_ms: Some(50.0), p90_ms: Some(90.0), p99_ms: Some(99.0), max_ms: Some(100.0) };
+        assert_eq!(report.latency, want);
+        assert_eq!((report.requests, report.ok, report.failures.timeout), (101, 100, 1));
+        assert_eq!(percentile(&[], 50.0), None);
+        assert_eq!(percentile(&[7], 99.0), Some(7));
+    }
+
+    #[test]
+    fn gaps_between_events() {
+        let ev = [0, 10, 12, 40, 41, 100];
+        let gap = |a, b| gap_in(&ev, a, b);
+        assert_eq!(gap(11, 13), Some(28), "from the last event before to the first after");
+        assert_eq!(gap(45, 50), Some(59), "a stall that begins before and ends after");
+        assert_eq!(gap(0, 41), Some(28));
+        assert_eq!(gap(200, 300), None, "after the last event");
+        assert_eq!(gap_outside(&ev, &[(11, 13)]), Some(59));
+        assert_eq!(gap_outside(&ev, &[(5, 20), (15, 60)]), None, "every stretch touches a window");
+        assert_eq!(gap_outside(&ev, &[(5, 20), (15, 30)]), Some(59));
+    }
+
+    #[test]
+    fn a_restart_window_has_its_requests_failures_latency_and_accept_gap() {
+        let base = Instant::now();
+        // Completions every ms from 1 to 1000, but none from 501 to 529.
+        let mut samples = steady(base, 0, 500);
+        samples.extend(steady(base, 529, 1000));
+        samples.push(sample(base, 505, 20, Outcome::Reset));
+        samples.push(sample(base, 510, 19, Outcome::Ok)); // ends at 529: the gap is 500 -> 529
+        let restarts = [restart(base, 1, 510, 515), restart(base, 2, 2000, 2100)];
+        let report = compute(&inputs(base, &samples, &restarts));
+        let r = &report.restarts[0];
+        assert_eq!((r.window_from_ms, r.window_to_ms, r.answered_after_ms), (410.0, 1015.0, 5.0));
+        // Overlapping [410, 1015]: starts 409..=999 (the one at 409 ends at 410), plus the two extra.
+        assert_eq!((r.requests, r.failures.reset, r.failures.total), (591 - 29 + 2, 1, 1));
+        assert_eq!(
+            (r.latency_max_ms, r.latency_p99_ms, r.accept_gap_ms),
+            (Some(19.0), Some(1.0), Some(29.0))
+        );
+        assert_eq!((r.ready_after_ms, r.old_gone_after_ms), (Some(35.25), Some(120.0)));
+        let r2 = &report.restarts[1];
+        assert_eq!((r2.requests, r2.accept_gap_ms, r2.latency_max_ms), (0, None, None));
+        assert_eq!(report.accept_gap, AcceptGap { max_ms: Some(29.0), outside_restarts_ms: Some(1.0) });
+        assert_eq!(report.rate_per_s, (report.requests as f64 / 1.0).round());
+    }
+
+    #[test]
+    fn a_stall_counts_until_the_load_stopped() {
+        let base = Instant::now();
+        let mut samples = steady(base, 0, 800);
+        samples.extend((800..1500).step_by(10).map(|i| sample(base, i, 1, Outcome::Refused)));
+        let report = compute(&inputs(base, &samples, &[restart(base, 1, 700, 750)]));
+        assert_eq!(report.restarts[0].accept_gap_ms, Some(1491.0 - 800.0));
+        assert_eq!(report.accept_gap.max_ms, Some(691.0));
+    }
+
+    #[test]
+    fn json_shape() {
+        let base = Instant::now();
+        let samples = steady(base, 0, 10);
+        let json = compute(&inputs(base, &samples, &[restart(base, 1, 2, 5)])).to_json();
+        let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "accept_gap",
+                "duration_s",
+                "failures",
+                "latency",
+                "leftovers",
+                "max_failures",
+                "max_p99_ms",
+                "ok",
+                "passed",
+                "peak_rss_kib",
+                "rate_per_s",
+                "requests",
+                "restarts",
+                "retried",
+                "verdicts",
+            ]
+        );
+        assert_eq!(json["failures"]["total"], 0);
+        assert_eq!(json["failures"]["statuses"], serde_json::json!({}));
+        assert_eq!(json["latency"]["p99_ms"], 1.0);
+        assert_eq!(json["accept_gap"]["max_ms"], 1.0);
+        let r = &json["restarts"][0];
+        assert_eq!(
+            (r["number"].as_u64(), r["generation"].as_u64(), r["ok"].as_bool()),
+            (Some(1), Some(2), Some(true))
+        );
+        assert_eq!(r["ready_after_ms"], 35.25);
+        assert_eq!(r["failures"]["reset"], 0);
+        assert_eq!(json["verdicts"], serde_json::json!([]));
+    }
+}

@@ -1,0 +1,177 @@
+//! Why a drill failed: one line per reason, pointing at the restart and
+//! the likely cause, each tagged with the JUnit testcase it fails.
+use std::collections::BTreeMap;
+
+use super::{Failures, Report};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Case {
+    Requests,
+    /// Failed requests attributed to a restart: both testcases fail.
+    RequestsIn(usize),
+    Restart(usize),
+    Latency,
+    Leftovers,
+}
+
+impl Failures {
+    /// (count, how the verdict says it, what probably happened: during a
+    /// restart, outside one).
+    fn kinds(&self) -> [(u64, String, &'static str, &'static str); 6] {
+        let detail = |map: &BTreeMap<String, u64>| {
+            map.iter().map(|(k, n)| format!("{k} ×{n}")).collect::<Vec<_>>().join(", ")
+        };
+        [
+            (
+                self.refused,
+                "refused".into(),
+                "nothing was accepting: was a listener closed or re-bound?",
+                "nothing was accepting: was the supervisor down or a listener closed?",
+            ),
+            (
+                self.reset,
+                "reset".into(),
+                "the old generation dropped in-flight requests on SIGTERM?",
+                "a worker closed connections without answering: a crash, or an idle timeout?",
+            ),
+            (
+                self.timeout,
+                "timed out".into(),
+                "nobody answered: no generation accepting, or the old one hung while draining?",
+                "the server was too slow for --timeout, or hung?",
+            ),
+            (
+                self.bad_status,
+                format!("answered another status ({})", detail(&self.statuses)),
+                "a generation answered before it was ready, or while stopping?",
+                "see the server's log",
+            ),
+            (
+                self.short_read,
+                "cut short".into(),
+                "a worker exited while writing a response instead of finishing it?",
+                "a worker died while answering?",
+            ),
+            (self.other, format!("failed ({})", detail(&self.errors)), "see the error", "see the error"),
+        ]
+    }
+}
+
+/// Why the drill failed, each line with the case it belongs to (JUnit).
+pub(super) fn findings(report: &Report, attributed: &[Failures], outside: &Failures) -> Vec<(Case, String)> {
+    let mut out = Vec::new();
+    if report.requests == 0 {
+        out.push((Case::Requests, "no request was made: no listener to drive, or the load never ran".into()));
+    }
+    if report.failures.total > report.max_failures {
+        if report.max_failures > 0 {
+            let text = format!(
+                "{} failed requests, more than --max-failures {}",
+                report.failures.total, report.max_failures
+            );
+            out.push((Case::Requests, text));
+        }
+        let plural = |n: u64| if n == 1 { "request" } else { "requests" };
+        for (r, failures) in report.restarts.iter().zip(attributed) {
+            let generation = r.generation.map(|g| format!(" (generation {g})")).unwrap_or_default();
+            for (n, what, hint, _) in failures.kinds().into_iter().filter(|k| k.0 > 0) {
+                let text =
+                    format!("{n} {} {what} during restart {}{generation}: {hint}", plural(n), r.number);
+                out.push((Case::RequestsIn(r.number), text));
+            }
+        }
+        for (n, what, _, hint) in outside.kinds().into_iter().filter(|k| k.0 > 0) {
+            out.push((Case::Requests, format!("{n} {} {what} outside any restart: {hint}", plural(n))));
+        }
+    }
+    for r in report.restarts.iter().filter(|r| !r.ok) {
+        let error = r.error.as_deref().unwrap_or("no reason given");
+        out.push((Case::Restart(r.number), format!("restart {} failed: {error}", r.number)));
+    }
+    if let (Some(p99), Some(max)) = (report.latency.p99_ms, report.max_p99_ms)
+        && p99 > max
+    {
+        let mut text = format!("latency p99 {p99} ms is over --max-p99 {max} ms");
+        let worst = report
+            .restarts
+            .iter()
+            .filter_map(|r| Some((r.latency_p99_ms?, r.number)))
+            .reduce(|a, b| if b.0 > a.0 { b } else { a });
+        if let Some((p, n)) = worst.filter(|w| w.0 > max) {
+            text += &format!(" (worst around restart {n}: p99 {p} ms)");
+        }
+        out.push((Case::Latency, text));
+    }
+    out.extend(report.leftovers.iter().map(|l| (Case::Leftovers, format!("left behind: {l}"))));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::super::tests::{inputs, restart, sample, steady};
+    use super::super::{Inputs, compute};
+    use super::*;
+    use crate::drill::load::Outcome;
+
+    #[test]
+    fn verdicts_point_at_the_restart_and_the_cause() {
+        let base = Instant::now();
+        let mut samples = steady(base, 0, 3000);
+        samples.extend((0..3).map(|i| sample(base, 1500 + i, 2, Outcome::Reset)));
+        samples.push(sample(base, 1510, 2, Outcome::BadStatus(503)));
+        samples.push(sample(base, 100, 2, Outcome::Other("Cannot assign requested address".into())));
+        let mut restarts = vec![restart(base, 1, 200, 300), restart(base, 2, 1480, 1600)];
+        restarts[0].ok = false;
+        restarts[0].generation = Some(2);
+        restarts[0].error = Some("generation 2 failed: worker 901 exited with 1".into());
+        let mut inputs = inputs(base, &samples, &restarts);
+        inputs.leftovers = vec!["process 4242 (hello)".into()];
+        inputs.thresholds.max_p99 = Some(Duration::from_micros(500));
+        let report = compute(&inputs);
+        assert!(!report.passed());
+        assert_eq!(
+            report.verdicts(),
+            [
+                "1 request failed (Cannot assign requested address ×1) during restart 1 (generation 2): see the error",
+                "3 requests reset during restart 2 (generation 3): \
+                 the old generation dropped in-flight requests on SIGTERM?",
+                "1 request answered another status (503 ×1) during restart 2 (generation 3): \
+                 a generation answered before it was ready, or while stopping?",
+                "restart 1 failed: generation 2 failed: worker 901 exited with 1",
+                "latency p99 1 ms is over --max-p99 0.5 ms (worst around restart 1: p99 1 ms)",
+                "left behind: process 4242 (hello)",
+            ]
+        );
+        assert_eq!(report.failures.statuses, BTreeMap::from([("503".to_string(), 1)]));
+    }
+
+    #[test]
+    fn passed_only_within_every_threshold() {
+        let base = Instant::now();
+        let mut samples = steady(base, 0, 1000);
+        samples.push(sample(base, 800, 1, Outcome::Refused));
+        let restarts = [restart(base, 1, 10, 20)];
+        let mut inputs = inputs(base, &samples, &restarts);
+        let failed = |inputs: &Inputs| compute(inputs).verdicts();
+        assert_eq!(
+            failed(&inputs),
+            ["1 request refused outside any restart: \
+            nothing was accepting: was the supervisor down or a listener closed?"]
+        );
+        inputs.thresholds.max_failures = 1;
+        assert!(compute(&inputs).passed());
+        inputs.thresholds.max_p99 = Some(Duration::from_millis(1));
+        assert!(compute(&inputs).passed(), "p99 equal to the limit passes");
+        let mut more = samples.clone();
+        more.push(sample(base, 900, 1, Outcome::Refused));
+        let mut inputs = Inputs { samples: &more, ..inputs };
+        inputs.thresholds.max_failures = 1;
+        assert_eq!(failed(&inputs)[0], "2 failed requests, more than --max-failures 1");
+        assert_eq!(
+            failed(&Inputs { samples: &[], ..inputs }),
+            ["no request was made: no listener to drive, or the load never ran"]
+        );
+    }
+}

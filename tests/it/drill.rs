@@ -1,0 +1,83 @@
+//! `handover drill`: passes a server that restarts cleanly, fails loudly
+//! (exit 1, a verdict naming the cause) for one that does not.
+use std::net::TcpListener;
+use std::process::{Command, Output};
+
+use crate::harness::*;
+
+fn drill(args: &[&str]) -> Output {
+    let out = Command::new(binary()).arg("drill").args(args).output().unwrap();
+    let dossier =
+        format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("{dossier}");
+    out
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn a_clean_server_passes_with_a_json_report() {
+    let hello = example("hello").display().to_string();
+    let out = drill(&[
+        "--port",
+        "127.0.0.1:0",
+        "--ready",
+        "notify",
+        "--restarts",
+        "3",
+        "--json",
+        "--",
+        &hello,
+        "--quiet",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["failures"]["total"], 0);
+    let restarts = report["restarts"].as_array().unwrap();
+    assert_eq!(restarts.len(), 3);
+    assert!(restarts.iter().all(|r| r["ok"] == true && r["ready_after_ms"].is_number()), "{report:#}");
+    assert_eq!(report["leftovers"], serde_json::json!([]));
+}
+
+#[test]
+fn a_new_generation_that_crashes_fails_the_drill() {
+    let worker = example("worker").display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("junit.xml").display().to_string();
+    let args = ["--port", "127.0.0.1:0", "--restarts", "1", "--junit", &junit, "--"];
+    let out = drill(&[&args[..], &[&worker, "--notify", "--crash-if-generation-at-least", "2"]].concat());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("restart 1 failed: generation 2 failed"), "{}", text(&out));
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("<failure") && xml.contains("restart 1"), "{xml}");
+}
+
+#[test]
+fn a_worker_that_binds_its_own_port_fails_with_the_cause() {
+    // Someone else holds the port the worker insists on binding.
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().to_string();
+    let worker = example("worker").display().to_string();
+    let args = ["--port", "127.0.0.1:0", "--max-start-attempts", "2", "--restarts", "1", "--"];
+    let out = drill(&[&args[..], &[&worker, "--bind-itself", &port]].concat());
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("Address already in use") && said.contains("binds the port itself"), "{said}");
+}
+
+#[test]
+fn a_server_that_drops_requests_on_sigterm_fails_the_drill() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    }
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/rude_server.py");
+    let args = ["--port", "127.0.0.1:0", "--interval", "300ms", "--restarts", "3", "--connections", "16"];
+    let out = drill(&[&args[..], &["--", "python3", fixture]].concat());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("during restart") && said.contains("FAILED"), "{said}");
+}
