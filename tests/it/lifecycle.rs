@@ -231,3 +231,30 @@ fn kill_old_delay_keeps_the_old_generation_serving_a_while() {
     s.wait_line("killing old workers");
     s.wait_journal(&["term", "gen=1"]);
 }
+
+#[test]
+fn signal_on_hup_and_signal_on_term_choose_what_workers_get() {
+    let mut s = with_worker(
+        &[
+            "--port",
+            "127.0.0.1:0",
+            "--signal-on-hup",
+            "USR1",
+            "--signal-on-term",
+            "usr2",
+            "--stop-timeout",
+            "200ms",
+        ],
+        &["--notify"],
+    );
+    let first = s.wait_generations(&[1])[0].1;
+    s.signal(Signal::SIGHUP);
+    s.wait_line("sending USR1 to old workers");
+    s.wait_journal(&["signal", &format!("pid={first}"), "name=USR1"]);
+    let second = s.wait_generations(&[1, 2])[1].1;
+    s.signal(Signal::SIGTERM);
+    s.wait_line("received TERM, sending USR2 to all workers");
+    s.wait_journal(&["signal", &format!("pid={second}"), "name=USR2"]);
+    assert!(s.wait_exit().success(), "{}", s.dossier());
+    assert!(!alive(first) && !alive(second));
+}
