@@ -60,7 +60,7 @@ impl std::fmt::Display for ClientError {
 impl std::error::Error for ClientError {}
 
 /// `60s` for whole seconds, humantime's `1s 500ms` otherwise.
-fn show(d: Duration) -> String {
+pub fn show(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
         format!("{}s", d.as_secs())
     } else {

@@ -51,11 +51,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
 use nix::poll::PollFlags;
 use nix::sys::socket::{getsockopt, sockopt};
 use serde_json::{Value, json};
-use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::files::io_text;
 pub use crate::lines::MAX_LINE;
@@ -317,28 +315,13 @@ fn clear_stale(path: &Path) -> io::Result<()> {
         }
         Ok(_) => {}
     }
-    if is_live(path).map_err(|e| fail("probe", e))? {
+    if crate::listen::is_live(path).map_err(|e| fail("probe", e))? {
         let hint = format!("is another supervisor running with --control {shown}?");
         return Err(io::Error::other(format!("control socket {shown} is in use ({hint})")));
     }
     match fs::remove_file(path) {
         Err(e) if e.kind() != ErrorKind::NotFound => Err(fail("remove stale", e)),
         _ => Ok(()),
-    }
-}
-
-/// Connects without blocking (a live server with a full backlog would block
-/// a plain connect); only ECONNREFUSED proves that nobody listens.
-fn is_live(path: &Path) -> io::Result<bool> {
-    let probe = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-    probe.set_nonblocking(true)?;
-    match probe.connect(&SockAddr::unix(path)?) {
-        Ok(()) => Ok(true),
-        Err(e) => match Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
-            Errno::ECONNREFUSED | Errno::ENOENT => Ok(false),
-            Errno::EAGAIN | Errno::EINPROGRESS | Errno::EPROTOTYPE => Ok(true),
-            _ => Err(e),
-        },
     }
 }
 

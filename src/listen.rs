@@ -40,6 +40,7 @@ use socket2::{Domain, Socket, Type};
 
 pub use inherit::{Inherited, take_inherited};
 pub use spec::{Address, ListenSpec, UnixOptions, check_unique_names};
+pub use unix::is_live;
 
 /// `listen(2)` backlog used for `--backlog=0` (glibc's SOMAXCONN; the
 /// kernel caps it at net.core.somaxconn).

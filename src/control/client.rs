@@ -8,17 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::{Command, to_line};
-use crate::client::ClientError;
+use crate::client::{ClientError, show};
 use crate::files::io_text;
-
-/// `60s` for whole seconds, humantime's `1s 500ms` otherwise (as client.rs).
-fn show(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        humantime::format_duration(d).to_string()
-    }
-}
 
 fn runtime(message: String) -> ClientError {
     ClientError { message, code: 1 }

@@ -107,7 +107,7 @@ fn clear_stale_socket(path: &Path) -> Result<bool, BindError> {
         }
         Ok(_) => {}
     }
-    if is_live_socket(path)? {
+    if is_live(path).map_err(|cause| BindError::Probe { path: path.into(), cause })? {
         return Err(BindError::Live { path: path.into() });
     }
     remove_if_present(path).map_err(|cause| BindError::Io {
@@ -118,20 +118,19 @@ fn clear_stale_socket(path: &Path) -> Result<bool, BindError> {
     Ok(true)
 }
 
-/// Connects without blocking (a live server with a full backlog would
-/// block a plain connect). Only ECONNREFUSED proves nobody is bound there;
-/// EPROTOTYPE means a live socket of another type (datagram).
-fn is_live_socket(path: &Path) -> Result<bool, BindError> {
-    let probe_err = |cause| BindError::Probe { path: path.into(), cause };
-    let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(probe_err)?;
-    socket.set_nonblocking(true).map_err(probe_err)?;
-    let addr = SockAddr::unix(path).map_err(probe_err)?;
-    match socket.connect(&addr) {
+/// Whether a server listens on the unix socket at `path`. Connects without
+/// blocking (a live server with a full backlog would block a plain
+/// connect). Only ECONNREFUSED proves nobody is bound there; EPROTOTYPE
+/// means a live socket of another type (datagram).
+pub fn is_live(path: &Path) -> io::Result<bool> {
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    match socket.connect(&SockAddr::unix(path)?) {
         Ok(()) => Ok(true),
         Err(e) => match Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
             Errno::ECONNREFUSED | Errno::ENOENT => Ok(false),
             Errno::EAGAIN | Errno::EINPROGRESS | Errno::EPROTOTYPE => Ok(true),
-            _ => Err(probe_err(e)),
+            _ => Err(e),
         },
     }
 }

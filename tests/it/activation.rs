@@ -49,19 +49,6 @@ fn activated(
     (s, connection)
 }
 
-/// The probe report of generation `generation`.
-fn report(s: &Supervisor, generation: u64) -> Value {
-    wait_for(
-        &format!("the probe report of generation {generation}"),
-        || s.dossier(),
-        || {
-            let text = fs::read_to_string(s.path("probe.json")).ok()?;
-            let report: Value = serde_json::from_str(&text).ok()?;
-            (report["generation"] == generation.to_string().as_str()).then_some(report)
-        },
-    )
-}
-
 /// `fd FAMILY TYPE LOCAL listening|bound` for every fd above 2.
 fn sockets(report: &Value) -> Vec<String> {
     let fds = report["fds"].as_array().expect("fds");
@@ -108,13 +95,13 @@ fn a_named_listener_adopts_the_socket_of_that_name() {
     let path = s.path("act.sock");
     let created = inode(&path);
     let mode = fs::symlink_metadata(&path).unwrap().mode() & 0o777;
-    let first = report(&s, 1);
+    let first = probe_report(&s, 1);
     assert_one_adopted(&first, &path, "web");
-    assert_eq!(report(&s, 1)["ppid"], s.pid(), "handover kept the peer's pid");
+    assert_eq!(probe_report(&s, 1)["ppid"], s.pid(), "handover kept the peer's pid");
 
     // A new generation gets the very same socket.
     s.signal(Signal::SIGHUP);
-    let second = report(&s, 2);
+    let second = probe_report(&s, 2);
     assert_one_adopted(&second, &path, "web");
     assert_eq!(second["fds"][3]["target"], first["fds"][3]["target"]);
 
@@ -136,7 +123,7 @@ fn without_listener_options_every_inherited_socket_is_passed_on() {
     let (mut s, _connection) = activated(activate, &["-l", "{dir}/a.sock"], &[], "a.sock");
     let path = s.path("a.sock");
     let created = inode(&path);
-    assert_one_adopted(&report(&s, 1), &path, "unknown");
+    assert_one_adopted(&probe_report(&s, 1), &path, "unknown");
     s.signal(Signal::SIGTERM);
     assert!(s.wait_exit().success(), "{}", s.dossier());
     assert_eq!(inode(&path), created, "handover removed the socket file");
@@ -155,7 +142,7 @@ fn an_inherited_socket_no_listener_wants_is_closed_and_logged() {
         "web.sock",
     );
     let path = s.path("web.sock");
-    assert_one_adopted(&report(&s, 1), &path, "web");
+    assert_one_adopted(&probe_report(&s, 1), &path, "web");
     s.wait_line("inherited fd 3 (stats) matches no listener; closed");
     // Closed in handover too, not only kept from the worker.
     let handover_fds: Vec<String> = fs::read_dir(format!("/proc/{}/fd", s.pid()))

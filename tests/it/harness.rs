@@ -326,6 +326,20 @@ pub fn load(
     })
 }
 
+/// The probe example's report (`--out {dir}/probe.json`) of generation
+/// `generation`; each generation replaces the file.
+pub fn probe_report(s: &Supervisor, generation: u64) -> serde_json::Value {
+    wait_for(
+        &format!("the probe report of generation {generation}"),
+        || s.dossier(),
+        || {
+            let text = std::fs::read_to_string(s.path("probe.json")).ok()?;
+            let report: serde_json::Value = serde_json::from_str(&text).ok()?;
+            (report["generation"] == generation.to_string().as_str()).then_some(report)
+        },
+    )
+}
+
 pub fn ask(addr: &str) -> std::io::Result<String> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;

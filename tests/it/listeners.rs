@@ -22,19 +22,6 @@ fn start_probe(options: &[&str], probe_args: &[&str]) -> Supervisor {
         .start()
 }
 
-/// Generation 1's probe report.
-fn report(s: &Supervisor) -> Value {
-    wait_for(
-        "the probe report of generation 1",
-        || s.dossier(),
-        || {
-            let text = fs::read_to_string(s.path("probe.json")).ok()?;
-            let report: Value = serde_json::from_str(&text).ok()?;
-            (report["generation"] == "1").then_some(report)
-        },
-    )
-}
-
 /// The local address of the socket the probe found on `fd`.
 fn local(report: &Value, fd: i64) -> String {
     let fds = report["fds"].as_array().expect("fds");
@@ -48,7 +35,7 @@ const NAMED: [&str; 4] =
 #[test]
 fn named_listeners_reach_the_worker_and_the_status() {
     let s = start_probe(&[&NAMED[..], &["--control", "{dir}/ctl"]].concat(), &[]);
-    let report = report(&s);
+    let report = probe_report(&s, 1);
     let (web, admin) = (local(&report, 3), s.path("admin.sock").display().to_string());
     assert!(web.starts_with("127.0.0.1:") && !web.ends_with(":0"), "{report:#}");
     assert_eq!(local(&report, 4), admin, "{report:#}");
@@ -73,7 +60,7 @@ fn named_listeners_reach_the_worker_and_the_status() {
 fn placeholders_become_fd_numbers_in_the_workers_arguments() {
     let tags = ["--tag", "fd={fd}", "--tag", "admin={fd:admin}", "--tag", "fd://{fd:web}", "--tag", "{fd"];
     let s = start_probe(&NAMED, &tags);
-    let argv = report(&s)["argv"].clone();
+    let argv = probe_report(&s, 1)["argv"].clone();
     let tail: Vec<&str> =
         argv.as_array().unwrap().iter().rev().take(8).map(|a| a.as_str().unwrap()).collect();
     let want = ["--tag", "fd=3", "--tag", "admin=4", "--tag", "fd://3", "--tag", "{fd"];

@@ -23,23 +23,10 @@ fn start_probe(builder: Builder, options: &str, probe_args: &[&str]) -> Supervis
         .start()
 }
 
-/// The report of generation `generation` (each one replaces the file).
-fn report(s: &Supervisor, generation: u64) -> Value {
-    wait_for(
-        &format!("the probe report of generation {generation}"),
-        || s.dossier(),
-        || {
-            let text = fs::read_to_string(s.path("probe.json")).ok()?;
-            let report: Value = serde_json::from_str(&text).ok()?;
-            (report["generation"] == generation.to_string().as_str()).then_some(report)
-        },
-    )
-}
-
 /// handover with `options` and the probe; generation 1's report.
 fn probe(options: &str) -> (Supervisor, Value) {
     let s = start_probe(handover(), options, &[]);
-    let report = report(&s, 1);
+    let report = probe_report(&s, 1);
     (s, report)
 }
 
@@ -155,7 +142,7 @@ fn stale_socket_file_is_replaced() {
     drop(UnixListener::bind(&path).unwrap());
     assert!(UnixStream::connect(&path).is_err(), "the file is stale");
     let s = start_probe(builder, "--path {dir}/a.sock", &[]);
-    let report = report(&s, 1);
+    let report = probe_report(&s, 1);
     assert_eq!(socket(&report, 3), format!("unix stream {} listening", path.display()));
     s.wait_line(&format!("removing existing socket file:{}", path.display()));
     UnixStream::connect(&path).expect("the new socket listens");
@@ -207,7 +194,7 @@ fn every_protocol_announces_the_same_fds_in_each_generation() {
     let s = start_probe(builder, options, &[]);
     let mut sockets = None;
     for generation in [1, 2] {
-        let report = report(&s, generation);
+        let report = probe_report(&s, generation);
         let pid = report["pid"].as_u64().unwrap();
         assert_eq!(report["ppid"], s.pid(), "{report:#}");
         assert_eq!(report["listen_fds"], "3", "{report:#}");
@@ -281,7 +268,7 @@ fn a_descriptor_leaked_into_handover_does_not_reach_the_worker() {
         "",
         &[],
     );
-    let report = report(&s, 1);
+    let report = probe_report(&s, 1);
     let leaked = format!("/proc/{}/fd/7", s.pid());
     assert_eq!(fs::read_link(&leaked).unwrap(), Path::new("/dev/null"));
     let info = fs::read_to_string(format!("/proc/{}/fdinfo/7", s.pid())).unwrap();
@@ -296,7 +283,7 @@ fn dir_is_the_workers_cwd_only() {
     let builder = handover();
     fs::create_dir(builder.dir().join("sub")).unwrap();
     let s = start_probe(builder, "--dir {dir}/sub --path rel.sock", &[]);
-    let report = report(&s, 1);
+    let report = probe_report(&s, 1);
     let home = s.dir.path().canonicalize().unwrap();
     assert_eq!(report["cwd"], home.join("sub").to_str().unwrap());
     assert_eq!(fs::read_link(format!("/proc/{}/cwd", s.pid())).unwrap(), home);
@@ -313,17 +300,17 @@ fn envdir_is_read_again_before_every_generation() {
     fs::create_dir(&envdir).unwrap();
     fs::write(envdir.join("FOO"), "one\nsecond line").unwrap();
     let s = start_probe(builder, "--envdir {dir}/env", &["--env", "FOO"]);
-    let first = report(&s, 1);
+    let first = probe_report(&s, 1);
     assert_eq!(first["env"]["FOO"], "one", "first line only");
     assert_eq!(first["env"]["ENVDIR"], envdir.to_str().unwrap());
 
     fs::write(envdir.join("FOO"), "two").unwrap();
     s.signal(Signal::SIGHUP);
-    assert_eq!(report(&s, 2)["env"]["FOO"], "two");
+    assert_eq!(probe_report(&s, 2)["env"]["FOO"], "two");
 
     fs::remove_file(envdir.join("FOO")).unwrap();
     s.signal(Signal::SIGHUP);
-    let third = report(&s, 3);
+    let third = probe_report(&s, 3);
     assert!(third["env"]["FOO"].is_null(), "{third:#}");
     assert_eq!(third["env"]["ENVDIR"], envdir.to_str().unwrap());
 }
