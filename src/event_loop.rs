@@ -180,6 +180,9 @@ impl Supervisor {
                     Effect::KillGroup { pid } => {
                         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
                     }
+                    // Held until the orphans are stopped and the captured output
+                    // flushed, so that `exiting` stays the last line.
+                    Effect::Log(Event::Exiting) => {}
                     Effect::Log(event) => self.log.event(&event),
                     Effect::WriteStatus(gens) => self.write_status(&gens),
                     Effect::Notify(state) => notify::upward(&state),
@@ -190,6 +193,7 @@ impl Supervisor {
                             capture.finish(&mut std::io::stderr());
                         }
                         self.clean_up();
+                        self.log.event(&Event::Exiting);
                         return Some(code);
                     }
                 }

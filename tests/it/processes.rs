@@ -46,6 +46,7 @@ fn orphans_are_reaped_while_running_and_stopped_at_exit() {
     assert!(s.wait_exit().success(), "{}", s.dossier());
     assert!(!alive(long), "left behind\n{}", s.dossier());
     s.wait_line(&format!("stopped processes the workers left behind: {long}"));
+    assert!(s.lines().last().unwrap().ends_with("exiting"), "exiting is the last line\n{}", s.dossier());
 }
 
 #[test]
