@@ -10,6 +10,7 @@ pub mod args;
 pub mod load;
 pub mod report;
 pub mod run;
+pub mod subject;
 
 use std::ffi::OsString;
 

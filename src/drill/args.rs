@@ -63,6 +63,16 @@ struct DrillCli {
     /// Fail when the p99 latency exceeds this.
     #[arg(long, value_name = "DURATION")]
     max_p99: Option<String>,
+    /// A restart not done after this long has failed.
+    #[arg(long, value_name = "DURATION", default_value = "120s")]
+    restart_timeout: String,
+    /// After the load, measure the supervisor's CPU time and wake-ups over this long.
+    #[arg(long, value_name = "DURATION")]
+    idle: Option<String>,
+    /// Drill this start_server-compatible program instead of handover:
+    /// restarts by SIGHUP, timed from its --status-file.
+    #[arg(long, value_name = "PROGRAM")]
+    supervisor: Option<PathBuf>,
 }
 
 /// Drill options: (name, takes a value).
@@ -82,6 +92,9 @@ const OWN: &[(&str, bool)] = &[
     ("junit", true),
     ("max-failures", true),
     ("max-p99", true),
+    ("restart-timeout", true),
+    ("idle", true),
+    ("supervisor", true),
     ("help", false),
 ];
 
@@ -136,6 +149,9 @@ pub fn parse(own: Vec<OsString>) -> Result<Drill, clap::Error> {
         junit: cli.junit,
         max_failures: cli.max_failures,
         max_p99: optional("max-p99", &cli.max_p99)?,
+        restart_timeout: duration("restart-timeout", &cli.restart_timeout)?,
+        idle: optional("idle", &cli.idle)?,
+        supervisor: cli.supervisor,
     })
 }
 

@@ -63,10 +63,22 @@ pub struct Inputs<'a> {
     pub restarts: &'a [RestartRecord],
     pub started: Instant,
     pub ended: Instant,
+    /// What was drilled and how it was restarted.
+    pub supervisor: String,
     pub peak_rss_kib: Option<u64>,
+    pub idle: Option<Idle>,
     /// Processes or files left behind.
     pub leftovers: Vec<String>,
     pub thresholds: Thresholds,
+}
+
+/// The supervisor at rest, after the load: CPU time and wake-ups
+/// (context switches) over `seconds`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Idle {
+    pub seconds: f64,
+    pub cpu_ms: f64,
+    pub wakeups: u64,
 }
 
 /// Failed requests by kind; `statuses` and `errors` detail `bad_status`
@@ -155,7 +167,9 @@ pub struct Report {
     pub latency: Latency,
     pub accept_gap: AcceptGap,
     pub restarts: Vec<RestartReport>,
+    pub supervisor: String,
     pub peak_rss_kib: Option<u64>,
+    pub idle: Option<Idle>,
     pub leftovers: Vec<String>,
     pub max_failures: u64,
     pub max_p99_ms: Option<f64>,
@@ -308,7 +322,9 @@ pub fn compute(inputs: &Inputs) -> Report {
         latency,
         accept_gap,
         restarts,
+        supervisor: inputs.supervisor.clone(),
         peak_rss_kib: inputs.peak_rss_kib,
+        idle: inputs.idle.clone(),
         leftovers: inputs.leftovers.clone(),
         max_failures: inputs.thresholds.max_failures,
         max_p99_ms: inputs.thresholds.max_p99.map(ms),
@@ -379,7 +395,9 @@ pub(super) mod tests {
             restarts,
             started: base,
             ended,
+            supervisor: "handover".into(),
             peak_rss_kib: Some(3 * 1024 + 512),
+            idle: Some(Idle { seconds: 5.0, cpu_ms: 0.0, wakeups: 0 }),
             leftovers: vec![],
             thresholds: Thresholds::default(),
         }
@@ -464,6 +482,7 @@ pub(super) mod tests {
                 "accept_gap",
                 "duration_s",
                 "failures",
+                "idle",
                 "latency",
                 "leftovers",
                 "max_failures",
@@ -475,6 +494,7 @@ pub(super) mod tests {
                 "requests",
                 "restarts",
                 "retried",
+                "supervisor",
                 "verdicts",
             ]
         );

@@ -81,3 +81,40 @@ fn a_server_that_drops_requests_on_sigterm_fails_the_drill() {
     let said = text(&out);
     assert!(said.contains("during restart") && said.contains("FAILED"), "{said}");
 }
+
+/// `--supervisor PROGRAM`: drilled as start_server is, by SIGHUP and the
+/// status file; the report says so and has each restart's timings.
+fn drill_by_signal(program: &str) {
+    let hello = example("hello").display().to_string();
+    let args = ["--supervisor", program, "--port", "127.0.0.1:0", "--restarts", "2", "--idle", "100ms"];
+    let out = drill(&[&args[..], &["--json", "--", &hello, "--quiet"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["supervisor"].as_str().unwrap().contains("SIGHUP"), "{report:#}");
+    assert!(report["ok"].as_u64().unwrap() > 0, "{report:#}");
+    let restarts = report["restarts"].as_array().unwrap();
+    let timed = |r: &serde_json::Value| r["ok"] == true && r["old_gone_after_ms"].is_number();
+    assert!(restarts.len() == 2 && restarts.iter().all(timed), "{report:#}");
+    assert_eq!(restarts[1]["generation"], 3);
+    assert!(report["idle"]["wakeups"].is_number(), "{report:#}");
+    assert_eq!(report["leftovers"], serde_json::json!([]));
+}
+
+#[test]
+fn handover_can_be_drilled_by_sighup_and_its_status_file() {
+    drill_by_signal(&binary().display().to_string());
+}
+
+#[test]
+fn start_server_can_be_drilled_side_by_side() {
+    let start_server = "/usr/bin/start_server";
+    if !std::path::Path::new(start_server).exists() {
+        assert!(std::env::var_os("CI").is_none(), "{start_server} missing: .ci/run must install it");
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"skipped: start_server is not installed (apt-get install -y libserver-starter-perl)\n",
+        );
+        return;
+    }
+    drill_by_signal(start_server);
+}

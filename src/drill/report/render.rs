@@ -53,7 +53,15 @@ impl Report {
         let (gap, floor) = (show(self.accept_gap.max_ms), show(self.accept_gap.outside_restarts_ms));
         let _ = writeln!(out, "accept gap   largest {gap} ms, outside restarts {floor} ms");
         let rss = self.peak_rss_kib.map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
-        let _ = writeln!(out, "peak RSS     {rss} (supervisor)");
+        let _ = writeln!(out, "supervisor   {}", self.supervisor);
+        let _ = writeln!(out, "peak RSS     {rss}");
+        if let Some(idle) = &self.idle {
+            let _ = writeln!(
+                out,
+                "at rest      {} ms CPU, {} wake-ups in {} s",
+                idle.cpu_ms, idle.wakeups, idle.seconds
+            );
+        }
         let left = if self.leftovers.is_empty() { "nothing".into() } else { self.leftovers.join(", ") };
         let _ = writeln!(out, "left behind  {left}");
         if !self.restarts.is_empty() {
@@ -185,7 +193,9 @@ mod tests {
              failures     refused 0, reset 0, timeout 0, bad status 0, short read 0, other 0\n\
              latency ms   p50 1.00  p90 1.00  p99 1.00  max 1.00\n\
              accept gap   largest 1.00 ms, outside restarts 1.00 ms\n\
-             peak RSS     3.5 MiB (supervisor)\n\
+             supervisor   handover\n\
+             peak RSS     3.5 MiB\n\
+             at rest      0 ms CPU, 0 wake-ups in 5 s\n\
              left behind  nothing\n\
              \n\
              restart  generation  result  ready ms  old gone ms  took ms  requests  failed  p99 ms  max ms  gap ms\n      \

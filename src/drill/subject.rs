@@ -1,0 +1,531 @@
+//! The supervisor under test, a child of the drill, in one of two ways.
+//!
+//! By default it is this handover binary with a private `--control` socket
+//! in the drill's temporary directory: restarts are requests on that
+//! socket, each answered with its outcome and the supervisor's own timings,
+//! and the listeners are read from its `listening on ...` lines.
+//!
+//! With `--supervisor PROGRAM` it is any start_server-compatible program
+//! (start_server itself, or handover driven as start_server is). The drill
+//! adds `--status-file`, restarts with SIGHUP and times each restart by
+//! watching that file every millisecond: the new generation listed is
+//! "ready", only newer generations listed is "old gone". The listeners are
+//! the `--port` and `--path` values; port 0 becomes a free port found here,
+//! since start_server cannot bind port 0 itself (a port freed and taken
+//! again: another process could win it in between).
+use std::collections::BTreeSet;
+use std::ffi::{OsStr, OsString};
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use super::load::Target;
+use super::report::{Idle, RestartRecord};
+use crate::control::{self, Command as Request};
+use crate::event_loop::Fatal;
+use crate::files::read_status;
+use crate::listen::{Address, ListenSpec};
+
+/// How often the status file is read while a restart is timed.
+const STATUS_POLL: Duration = Duration::from_millis(1);
+
+enum Driver {
+    /// This handover, restarted through its control socket.
+    Control { socket: PathBuf },
+    /// A start_server-compatible program, restarted with SIGHUP.
+    Signal { program: String, status: PathBuf, targets: Vec<Target> },
+}
+
+pub struct Subject {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    driver: Driver,
+    /// Worker pids seen in the status file (with `Driver::Signal`).
+    seen: BTreeSet<i32>,
+    dir: PathBuf,
+}
+
+impl Subject {
+    /// Starts `program` (this handover when `None`) with `args`, the
+    /// supervisor options and the worker command, using `dir` for its files.
+    pub fn start(program: Option<&OsStr>, args: &[OsString], dir: &Path) -> Result<Subject, Fatal> {
+        let (mut command, driver) = match program {
+            None => {
+                let exe = std::env::current_exe()
+                    .map_err(|e| Fatal::new(1, format!("cannot find handover itself: {e}")))?;
+                let socket = dir.join("control");
+                let mut command = Command::new(exe);
+                command.arg("--control").arg(&socket).args(args);
+                (command, Driver::Control { socket })
+            }
+            Some(program) => {
+                let (args, targets) = signal_listeners(args)?;
+                let status = dir.join("status");
+                let mut command = Command::new(program);
+                command.arg(format!("--status-file={}", status.display())).args(args);
+                let program = program.to_string_lossy().into_owned();
+                (command, Driver::Signal { program, status, targets })
+            }
+        };
+        let spawned = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+        let mut child = spawned.map_err(|e| match program {
+            Some(p) => Fatal::new(
+                2,
+                format!(
+                    "drill: cannot run --supervisor {}: {e} (give its path, or install it)",
+                    p.to_string_lossy()
+                ),
+            ),
+            None => Fatal::new(1, format!("cannot start the supervisor: {e}")),
+        })?;
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        for stream in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let lines = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Ok(Subject { child, lines, driver, seen: BTreeSet::new(), dir: dir.to_path_buf() })
+    }
+
+    /// What is under test and how it is restarted, for the report.
+    pub fn describe(&self) -> String {
+        match &self.driver {
+            Driver::Control { .. } => "handover (restarts through its control socket)".into(),
+            Driver::Signal { program, .. } => {
+                format!("{program} (restarts by SIGHUP, timed from its status file)")
+            }
+        }
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The last lines of its log, for a failure message.
+    pub fn tail(&self) -> String {
+        let lines = self.lines();
+        let start = lines.len().saturating_sub(8);
+        lines[start..].join("\n")
+    }
+
+    /// The stream listeners to load.
+    pub fn targets(&self) -> Vec<Target> {
+        match &self.driver {
+            Driver::Signal { targets, .. } => targets.clone(),
+            Driver::Control { .. } => listening_lines(&self.lines()),
+        }
+    }
+
+    /// The generations in the status file, remembering every pid seen.
+    fn status(&mut self) -> Vec<(u64, u32)> {
+        let Driver::Signal { status, .. } = &self.driver else { return Vec::new() };
+        let generations = read_status(status).unwrap_or_default();
+        self.seen.extend(generations.iter().map(|&(_, pid)| pid as i32));
+        generations
+    }
+
+    /// Whether the first generation serves yet: the control socket says so,
+    /// or the status file lists it.
+    fn serving(&mut self) -> bool {
+        match &self.driver {
+            Driver::Control { socket } => {
+                control::call(socket, Request::Status, Some(Duration::from_secs(5))).is_ok_and(|reply| {
+                    reply["generations"].as_array().into_iter().flatten().any(|g| g["phase"] == "serving")
+                })
+            }
+            Driver::Signal { .. } => !self.status().is_empty(),
+        }
+    }
+
+    /// Wait until the first generation serves (or the supervisor gave up).
+    pub fn wait_serving(&mut self, deadline: Duration) -> Result<(), Fatal> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.exited() {
+                return Err(Fatal::new(
+                    1,
+                    format!("the supervisor exited ({status}) before serving:\n{}", self.tail()),
+                ));
+            }
+            if self.serving() {
+                return Ok(());
+            }
+            if start.elapsed() > deadline {
+                return Err(Fatal::new(
+                    1,
+                    format!("generation 1 not serving after {deadline:?}:\n{}", self.tail()),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// One hot restart, given up after `timeout`.
+    pub fn restart(&mut self, number: usize, timeout: Duration) -> RestartRecord {
+        match &self.driver {
+            Driver::Control { socket } => restart_by_control(socket, number, timeout),
+            Driver::Signal { .. } => self.restart_by_signal(number, timeout),
+        }
+    }
+
+    fn restart_by_signal(&mut self, number: usize, timeout: Duration) -> RestartRecord {
+        let newest = self.status().iter().map(|g| g.0).max().unwrap_or(0);
+        let requested_at = Instant::now();
+        let mut record = RestartRecord {
+            number,
+            requested_at,
+            ok: false,
+            generation: None,
+            ready_after: None,
+            old_gone_after: None,
+            answered_at: requested_at,
+            error: None,
+        };
+        if let Err(e) = kill(self.pid(), Signal::SIGHUP) {
+            record.error = Some(format!("cannot signal the supervisor: {e}"));
+            return record;
+        }
+        let mut ready_at = None;
+        record.error = loop {
+            let generations = self.status();
+            let now = Instant::now();
+            record.answered_at = now;
+            if ready_at.is_none() && generations.iter().any(|g| g.0 > newest) {
+                ready_at = Some(now);
+                record.ready_after = Some(now - requested_at);
+            }
+            if let (Some(ready), false) = (ready_at, generations.is_empty())
+                && generations.iter().all(|g| g.0 > newest)
+            {
+                record.old_gone_after = Some(now - ready);
+                record.generation = generations.iter().map(|g| g.0).max();
+                record.ok = true;
+                break None;
+            }
+            if let Some(status) = self.exited() {
+                break Some(format!("the supervisor exited ({status}):\n{}", self.tail()));
+            }
+            if now - requested_at > timeout {
+                break Some(match ready_at {
+                    None => format!("no new generation after {timeout:?}:\n{}", self.tail()),
+                    Some(_) => format!("the old generation still listed after {timeout:?}"),
+                });
+            }
+            std::thread::sleep(STATUS_POLL);
+        };
+        record
+    }
+
+    /// The supervisor's peak resident set (VmHWM) so far.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// The supervisor's CPU time and wake-ups over `period` of doing nothing.
+    pub fn idle(&self, period: Duration) -> Option<Idle> {
+        let before = usage(self.child.id())?;
+        std::thread::sleep(period);
+        let after = usage(self.child.id())?;
+        Some(Idle {
+            seconds: period.as_secs_f64(),
+            cpu_ms: (after.0 - before.0) as f64 * 1000.0 / clock_ticks() as f64,
+            wakeups: after.1 - before.1,
+        })
+    }
+
+    /// Stop it (control request, or SIGTERM as for start_server); what it
+    /// left behind, if anything.
+    pub fn stop(mut self) -> Vec<String> {
+        match &self.driver {
+            Driver::Control { socket } => {
+                let _ = control::call(socket, Request::Stop, Some(Duration::from_secs(60)));
+            }
+            Driver::Signal { .. } => {
+                let _ = kill(self.pid(), Signal::SIGTERM);
+            }
+        }
+        let start = Instant::now();
+        let mut leftovers = Vec::new();
+        let status = loop {
+            if let Some(status) = self.exited() {
+                break Some(status);
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        match status {
+            Some(s) if s.success() => {}
+            Some(s) => leftovers.push(format!("the supervisor exited with {s}")),
+            None => leftovers.push("the supervisor did not stop within 60 s (killed)".into()),
+        }
+        let logged = self
+            .lines()
+            .iter()
+            .filter_map(|l| l.split("starting new worker ").nth(1)?.trim().parse().ok())
+            .collect::<Vec<i32>>();
+        for pid in logged.into_iter().chain(self.seen.iter().copied()).collect::<BTreeSet<_>>() {
+            if is_alive(pid) {
+                leftovers.push(format!("worker {pid} still running"));
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        let file = match &self.driver {
+            Driver::Control { socket } => ("control socket", socket),
+            Driver::Signal { status, .. } => ("status file", status),
+        };
+        if file.1.exists() {
+            leftovers.push(format!("{} {} left behind", file.0, file.1.display()));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        leftovers
+    }
+}
+
+fn restart_by_control(socket: &Path, number: usize, timeout: Duration) -> RestartRecord {
+    let requested_at = Instant::now();
+    let reply = control::call(socket, Request::Restart, Some(timeout));
+    let answered_at = Instant::now();
+    let ms = |value: &Value| value.as_f64().map(|ms| Duration::from_secs_f64(ms / 1000.0));
+    match reply {
+        Ok(reply) => RestartRecord {
+            number,
+            requested_at,
+            ok: reply["ok"] == true,
+            generation: reply["generation"].as_u64(),
+            ready_after: ms(&reply["spawn_to_ready_ms"]),
+            old_gone_after: ms(&reply["signal_to_old_gone_ms"]),
+            answered_at,
+            error: reply["error"].as_str().map(str::to_owned),
+        },
+        Err(e) => RestartRecord {
+            number,
+            requested_at,
+            ok: false,
+            generation: None,
+            ready_after: None,
+            old_gone_after: None,
+            answered_at,
+            error: Some(e.message),
+        },
+    }
+}
+
+/// TCP and unix listeners from `listening on tcp ADDR as fd N (...)`.
+fn listening_lines(lines: &[String]) -> Vec<Target> {
+    let mut targets = Vec::new();
+    for line in lines {
+        let Some(rest) = line.split("listening on ").nth(1) else { continue };
+        let Some((kind, rest)) = rest.split_once(' ') else { continue };
+        let Some(address) = rest.split(" as fd ").next() else { continue };
+        match kind {
+            "tcp" => targets.extend(address.parse().ok().map(Target::Tcp)),
+            "unix" => targets.push(Target::Unix(PathBuf::from(address))),
+            _ => {}
+        }
+    }
+    targets
+}
+
+/// A start_server command line's `--port` and `--path` listeners, and the
+/// command line with each port 0 replaced by a free port.
+fn signal_listeners(args: &[OsString]) -> Result<(Vec<OsString>, Vec<Target>), Fatal> {
+    let (mut out, mut targets) = (Vec::with_capacity(args.len()), Vec::new());
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let text = arg.to_string_lossy();
+        if text == "--" {
+            out.push(arg.clone());
+            out.extend(iter.by_ref().cloned());
+            break;
+        }
+        let Some(name) = text.strip_prefix("--").map(|n| n.split('=').next().unwrap_or(n)) else {
+            out.push(arg.clone());
+            continue;
+        };
+        let inline = text.split_once('=').map(|(_, value)| OsString::from(value));
+        let separate = (inline.is_none() && crate::cli::takes_value(name)).then(|| iter.next().cloned());
+        let value = inline.clone().or(separate.flatten());
+        let value = match (name, value) {
+            ("port", Some(value)) => OsString::from(port_listener(&value.to_string_lossy(), &mut targets)?),
+            ("path", Some(value)) => {
+                targets.push(Target::Unix(PathBuf::from(&value)));
+                value
+            }
+            (_, value) => {
+                out.push(arg.clone());
+                out.extend(value.filter(|_| inline.is_none()));
+                continue;
+            }
+        };
+        out.push(format!("--{name}").into());
+        out.push(value);
+    }
+    Ok((out, targets))
+}
+
+/// One `--port` value: its target (TCP only), and the value to pass on.
+fn port_listener(value: &str, targets: &mut Vec<Target>) -> Result<String, Fatal> {
+    let spec = ListenSpec::parse_port(value).map_err(|e| Fatal::new(2, format!("drill: {e}")))?;
+    let Address::Inet { host, port, udp } = &spec.address else { return Ok(value.into()) };
+    if *udp {
+        return Ok(value.into());
+    }
+    let bind_host = host.as_deref().unwrap_or("0.0.0.0");
+    let port = match port {
+        0 => TcpListener::bind((bind_host, 0))
+            .and_then(|l| l.local_addr())
+            .map_err(|e| Fatal::new(1, format!("drill: no free port on {bind_host}: {e}")))?
+            .port(),
+        &port => port,
+    };
+    let connect_host = match bind_host {
+        "0.0.0.0" | "" => "127.0.0.1",
+        "::" => "::1",
+        other => other,
+    };
+    let address = (connect_host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| Fatal::new(2, format!("drill: cannot resolve {connect_host} (--port {value})")))?;
+    targets.push(Target::Tcp(address));
+    let pin = spec.pin.map_or(String::new(), |fd| format!("={fd}"));
+    Ok(format!("{}{pin}", spec.key(port)))
+}
+
+fn is_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+}
+
+/// CPU clock ticks (user + system) and context switches of a process,
+/// summed over its threads.
+fn usage(pid: u32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    // After the command name: state is field 3, utime 14, stime 15.
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let mut switches = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        switches += status
+            .lines()
+            .filter(|l| {
+                l.starts_with("voluntary_ctxt_switches:") || l.starts_with("nonvoluntary_ctxt_switches:")
+            })
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Some((ticks, switches))
+}
+
+fn clock_ticks() -> i64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn start_server_listeners_become_targets_and_port_0_a_free_port() {
+        let args = strings(&[
+            "--port",
+            "127.0.0.1:0",
+            "--interval=1",
+            "--path=/tmp/x.sock",
+            "--port=8081=5",
+            "--port",
+            "127.0.0.1:u53",
+            "--",
+            "app",
+            "--port",
+            "0",
+        ]);
+        let (out, targets) = signal_listeners(&args).unwrap();
+        let out: Vec<String> = out.into_iter().map(|a| a.into_string().unwrap()).collect();
+        let Target::Tcp(first) = targets[0] else { panic!("{targets:?}") };
+        assert_ne!(first.port(), 0);
+        assert_eq!(first.ip().to_string(), "127.0.0.1");
+        assert_eq!(
+            out,
+            [
+                "--port",
+                &format!("127.0.0.1:{}", first.port()),
+                "--interval=1",
+                "--path",
+                "/tmp/x.sock",
+                "--port",
+                "8081=5",
+                "--port",
+                "127.0.0.1:u53",
+                "--",
+                "app",
+                "--port",
+                "0"
+            ]
+        );
+        assert_eq!(targets.len(), 3, "{targets:?}");
+        assert_eq!(targets[1], Target::Unix("/tmp/x.sock".into()));
+        assert_eq!(targets[2], Target::Tcp("127.0.0.1:8081".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_bad_port_is_a_usage_error() {
+        let e = signal_listeners(&strings(&["--port", "nope:x", "--", "app"])).unwrap_err();
+        assert_eq!(e.code, 2);
+        assert!(e.message.contains("--port"), "{}", e.message);
+    }
+
+    #[test]
+    fn handover_listening_lines_are_targets() {
+        let lines = [
+            "handover: listening on tcp 127.0.0.1:4000 as fd 3 (SERVER_STARTER_PORT 127.0.0.1:0)".to_string(),
+            "handover: listening on udp 127.0.0.1:53 as fd 4".to_string(),
+            "handover: listening on unix /tmp/a.sock as fd 5".to_string(),
+        ];
+        assert_eq!(
+            listening_lines(&lines),
+            [Target::Tcp("127.0.0.1:4000".parse().unwrap()), Target::Unix("/tmp/a.sock".into())]
+        );
+    }
+
+    #[test]
+    fn this_process_has_usage() {
+        let (_, switches) = usage(std::process::id()).unwrap();
+        assert!(switches > 0);
+        assert!(clock_ticks() > 0);
+    }
+}
