@@ -16,6 +16,9 @@ _handover() {
             ",$1")
                 cmd="handover"
                 ;;
+            handover,drill)
+                cmd="handover__subcmd__drill"
+                ;;
             handover,restart)
                 cmd="handover__subcmd__restart"
                 ;;
@@ -32,7 +35,7 @@ _handover() {
 
     case "${cmd}" in
         handover)
-            opts="-h -V --port --path --dir --interval --signal-on-hup --signal-on-term --pid-file --status-file --envdir --log-file --daemonize --enable-auto-restart --auto-restart-interval --kill-old-delay --backlog --restart --stop --ready --ready-timeout --drain-timeout --stop-timeout --listen --workers --stop-on-exit --max-start-attempts --signal-target --log-capture --log-format --watch --user --group --control --help --version restart stop status"
+            opts="-h -V --port --path --dir --interval --signal-on-hup --signal-on-term --pid-file --status-file --envdir --log-file --daemonize --enable-auto-restart --auto-restart-interval --kill-old-delay --backlog --restart --stop --ready --ready-timeout --drain-timeout --stop-timeout --listen --workers --stop-on-exit --max-start-attempts --signal-target --log-capture --log-format --watch --user --group --control --help --version restart stop status drill"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -143,6 +146,72 @@ _handover() {
                     return 0
                     ;;
                 --control)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        handover__subcmd__drill)
+            opts="-h --restarts --restart-every --connections --keepalive --duration --requests --get --expect-status --raw-send --raw-expect --request-timeout --json --junit --max-failures --max-p99 --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --restarts)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --restart-every)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --connections)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --duration)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --requests)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --get)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --expect-status)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --raw-send)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --raw-expect)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --request-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --junit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-failures)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-p99)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

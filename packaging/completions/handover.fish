@@ -65,6 +65,7 @@ complete -c handover -n "__fish_handover_needs_command" -s V -l version -d 'Prin
 complete -c handover -n "__fish_handover_needs_command" -a "restart" -d 'Ask a running supervisor for a hot restart'
 complete -c handover -n "__fish_handover_needs_command" -a "stop" -d 'Stop a running supervisor gracefully; returns once it has exited'
 complete -c handover -n "__fish_handover_needs_command" -a "status" -d 'Show the supervisor\'s generations'
+complete -c handover -n "__fish_handover_needs_command" -a "drill" -d 'Run a server under handover, drive load at its listeners through hot restarts, and report whether any client noticed'
 complete -c handover -n "__fish_handover_using_subcommand restart" -l control -d 'The supervisor\'s --control socket (preferred: exact outcomes)' -r -F
 complete -c handover -n "__fish_handover_using_subcommand restart" -l pid-file -d 'The supervisor\'s --pid-file' -r -F
 complete -c handover -n "__fish_handover_using_subcommand restart" -l status-file -d 'The supervisor\'s --status-file' -r -F
@@ -81,3 +82,19 @@ complete -c handover -n "__fish_handover_using_subcommand status" -l pid-file -d
 complete -c handover -n "__fish_handover_using_subcommand status" -l status-file -d 'The supervisor\'s --status-file' -r -F
 complete -c handover -n "__fish_handover_using_subcommand status" -l json -d 'One JSON object instead of text'
 complete -c handover -n "__fish_handover_using_subcommand status" -s h -l help -d 'Print help'
+complete -c handover -n "__fish_handover_using_subcommand drill" -l restarts -d 'Hot restarts to perform' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l restart-every -d 'Wait this long between restarts [default: as fast as they complete]' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l connections -d 'Concurrent client connections' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l duration -d 'Load for this long [default: until the restarts are done]' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l requests -d 'Stop the load after this many requests' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l get -d 'HTTP path to GET' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l expect-status -d 'HTTP status every answer must have' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l raw-send -d 'Raw TCP mode: send this (instead of HTTP) on each connection' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l raw-expect -d 'Raw TCP mode: the answer must start with this' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l request-timeout -d 'A request taking longer counts as a timeout' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l junit -d 'Also write the report as JUnit XML' -r -F
+complete -c handover -n "__fish_handover_using_subcommand drill" -l max-failures -d 'Failed requests tolerated' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l max-p99 -d 'Fail when the p99 latency exceeds this' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l keepalive -d 'Reuse connections (HTTP keep-alive) instead of one connection per request'
+complete -c handover -n "__fish_handover_using_subcommand drill" -l json -d 'The report as one JSON object'
+complete -c handover -n "__fish_handover_using_subcommand drill" -s h -l help -d 'Print help'

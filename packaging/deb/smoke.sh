@@ -98,6 +98,7 @@ step "installed"
 
 for path in /usr/bin/handover \
     /usr/share/man/man1/handover.1.gz /usr/share/man/man1/handover-restart.1.gz \
+    /usr/share/man/man1/handover-drill.1.gz \
     /usr/share/bash-completion/completions/handover \
     /usr/share/zsh/vendor-completions/_handover \
     /usr/share/fish/vendor_completions.d/handover.fish \

@@ -8,8 +8,9 @@
 //!     UPDATE_PACKAGING=1 cargo test --bin handover packaging
 //!
 //! The pages are `handover.1` and one per subcommand (`handover-restart.1`,
-//! ...); `start_server.1` is not generated: the Debian package makes it a
-//! link to `handover.1` (a slave of the `start_server` alternative).
+//! ..., and `handover-drill.1`: see `documented`); `start_server.1` is not
+//! generated: the Debian package makes it a link to `handover.1` (a slave of
+//! the `start_server` alternative).
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -70,15 +71,28 @@ systemd integration; example units are in
 \fI/usr/share/doc/handover/examples/systemd/\fR.
 "#;
 
+/// Hand-written end of `handover-drill.1`: the drill's page lists only its
+/// own options, but it takes handover's too.
+const DRILL_MAN_EXTRA: &str = r#".SH "SUPERVISOR OPTIONS"
+Drill options are recognised by their full names anywhere before \fB\-\-\fR;
+every other option (\fB\-\-port\fR, \fB\-\-listen\fR, \fB\-\-ready\fR, ...) is
+given to the supervisor under test, with its meaning in \fBhandover\fR(1).
+.SH "SEE ALSO"
+\fBhandover\fR(1).
+"#;
+
 /// Every generated file, as (path relative to the repository, contents).
 fn generated() -> Vec<(PathBuf, Vec<u8>)> {
-    let mut cmd = HandoverCli::command().disable_help_subcommand(true);
+    let mut cmd = documented();
     cmd.build();
     let mut files = vec![(PathBuf::from("packaging/man/handover.1"), main_page(&cmd))];
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let sub_man = man(sub);
         let mut page = Vec::new();
         sub_man.render(&mut page).expect("render a subcommand page");
+        if sub.get_name() == "drill" {
+            page.extend_from_slice(DRILL_MAN_EXTRA.as_bytes());
+        }
         files.push((Path::new("packaging/man").join(sub_man.get_filename()), page));
     }
     for shell in SHELLS {
@@ -88,6 +102,19 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
         files.push((Path::new("packaging/completions").join(name), script));
     }
     files
+}
+
+/// The command line as documented: handover's, plus `drill`. main.rs hands
+/// `handover drill ...` to the drill before clap parses anything, so drill
+/// is a subcommand here only, for its page and the completions. Its about
+/// (a usage line in `--help`) is replaced by a sentence for the NAME line.
+fn documented() -> clap::Command {
+    HandoverCli::command().disable_help_subcommand(true).subcommand(
+        crate::drill::args::command().name("drill").about(
+            "Run a server under handover, drive load at its listeners through hot \
+             restarts, and report whether any client noticed",
+        ),
+    )
 }
 
 /// A page for `cmd`, with the package and its version in the footer (clap gives

@@ -155,6 +155,13 @@ pub fn parse(own: Vec<OsString>) -> Result<Drill, clap::Error> {
     })
 }
 
+/// The drill's options as a clap Command, for the man page and completions.
+#[cfg(test)]
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    DrillCli::command()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
