@@ -157,7 +157,7 @@ _handover() {
             return 0
             ;;
         handover__subcmd__drill)
-            opts="-h --restarts --restart-every --connections --keepalive --duration --requests --get --expect-status --raw-send --raw-expect --request-timeout --json --junit --max-failures --max-p99 --help"
+            opts="-h --restarts --restart-every --connections --keepalive --duration --requests --get --expect-status --raw-send --raw-expect --request-timeout --json --junit --max-failures --max-p99 --restart-timeout --idle --supervisor --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -212,6 +212,18 @@ _handover() {
                     return 0
                     ;;
                 --max-p99)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --restart-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --supervisor)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

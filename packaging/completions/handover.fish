@@ -65,7 +65,7 @@ complete -c handover -n "__fish_handover_needs_command" -s V -l version -d 'Prin
 complete -c handover -n "__fish_handover_needs_command" -a "restart" -d 'Ask a running supervisor for a hot restart'
 complete -c handover -n "__fish_handover_needs_command" -a "stop" -d 'Stop a running supervisor gracefully; returns once it has exited'
 complete -c handover -n "__fish_handover_needs_command" -a "status" -d 'Show the supervisor\'s generations'
-complete -c handover -n "__fish_handover_needs_command" -a "drill" -d 'Run a server under handover, drive load at its listeners through hot restarts, and report whether any client noticed'
+complete -c handover -n "__fish_handover_needs_command" -a "drill" -d 'Run a server under handover (or another supervisor), drive load at its listeners through hot restarts, and report whether any client noticed'
 complete -c handover -n "__fish_handover_using_subcommand restart" -l control -d 'The supervisor\'s --control socket (preferred: exact outcomes)' -r -F
 complete -c handover -n "__fish_handover_using_subcommand restart" -l pid-file -d 'The supervisor\'s --pid-file' -r -F
 complete -c handover -n "__fish_handover_using_subcommand restart" -l status-file -d 'The supervisor\'s --status-file' -r -F
@@ -95,6 +95,9 @@ complete -c handover -n "__fish_handover_using_subcommand drill" -l request-time
 complete -c handover -n "__fish_handover_using_subcommand drill" -l junit -d 'Also write the report as JUnit XML' -r -F
 complete -c handover -n "__fish_handover_using_subcommand drill" -l max-failures -d 'Failed requests tolerated' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l max-p99 -d 'Fail when the p99 latency exceeds this' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l restart-timeout -d 'A restart not done after this long has failed' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l idle -d 'After the load, measure the supervisor\'s CPU time and wake-ups over this long' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l supervisor -d 'Drill this start_server-compatible program instead of handover: restarts by SIGHUP, timed from its --status-file' -r -F
 complete -c handover -n "__fish_handover_using_subcommand drill" -l keepalive -d 'Reuse connections (HTTP keep-alive) instead of one connection per request'
 complete -c handover -n "__fish_handover_using_subcommand drill" -l json -d 'The report as one JSON object'
 complete -c handover -n "__fish_handover_using_subcommand drill" -s h -l help -d 'Print help'

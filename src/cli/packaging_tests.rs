@@ -109,12 +109,9 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
 /// is a subcommand here only, for its page and the completions. Its about
 /// (a usage line in `--help`) is replaced by a sentence for the NAME line.
 fn documented() -> clap::Command {
-    HandoverCli::command().disable_help_subcommand(true).subcommand(
-        crate::drill::args::command().name("drill").about(
-            "Run a server under handover, drive load at its listeners through hot \
-             restarts, and report whether any client noticed",
-        ),
-    )
+    HandoverCli::command()
+        .disable_help_subcommand(true)
+        .subcommand(crate::drill::args::command().name("drill"))
 }
 
 /// A page for `cmd`, with the package and its version in the footer (clap gives

@@ -10,8 +10,8 @@ use clap::Parser;
 use super::run::Drill;
 use crate::config::parse_duration;
 
-/// `handover drill [SUPERVISOR OPTIONS] [DRILL OPTIONS] -- COMMAND`: run COMMAND under
-/// handover, load every listener, restart it N times, stop, and report.
+/// Run a server under handover (or another supervisor), drive load at its listeners
+/// through hot restarts, and report whether any client noticed.
 #[derive(Parser, Debug)]
 #[command(
     name = "handover drill",
