@@ -1,18 +1,61 @@
 #!/bin/sh
-# Hot-restart benchmark: builds handover and the demo worker in release
-# mode, then runs bench/restart.py (arguments are passed through; see
-# `bench/run.sh --help`). Installs nothing: the start_server rows appear
-# only when Debian's libserver-starter-perl is installed.
+# The project's benchmark: hot restarts under load, handover and
+# start_server side by side in one run, every row a `handover drill`.
+#
+#   bench/run.sh                 # every scenario, about 4 minutes
+#   bench/run.sh ho ss           # only these (names below)
+#   RESTARTS=5 bench/run.sh      # fewer restarts per row, for a quick look
+#
+# Each row: the `hello` example on 127.0.0.1, 8 client threads at full
+# speed, a new connection per request, N restarts one after the other (100 ms
+# apart), then 5 s at rest. Prints a markdown table (bench/table.py); the
+# drill's JSON reports stay in $OUT (default: a temporary directory, named
+# on stderr). The start_server rows need Debian's libserver-starter-perl
+# (apt-get install -y libserver-starter-perl); without it they are skipped.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 cd "$root"
 cargo build --release --examples --bins --quiet
-if [ ! -x /usr/bin/start_server ]; then
-    echo "run.sh: /usr/bin/start_server not found; for the side-by-side rows run:" >&2
-    echo "run.sh:     apt-get install -y libserver-starter-perl" >&2
-fi
-exec python3 "$root/bench/restart.py" \
-    --handover "$CARGO_TARGET_DIR/release/handover" \
-    --hello "$CARGO_TARGET_DIR/release/examples/hello" \
-    "$@"
+bin="$CARGO_TARGET_DIR/release"
+out="${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/handover-bench-XXXXXX")}"
+mkdir -p "$out"
+start_server=/usr/bin/start_server
+fast=${RESTARTS:-50}
+slow=${RESTARTS:-20}
+hello="$bin/examples/hello --quiet"
+slow_hello="$bin/examples/hello --quiet --startup-delay 1500"
+
+# name | label | restarts | supervisor and its options (before --) | worker
+scenarios="\
+ho|handover --ready notify|$fast|--ready notify|$hello
+ho-slow|handover --ready notify, worker takes 1.5 s to start|$slow|--ready notify|$slow_hello
+ho-w4|handover --ready notify --workers 4|$fast|--ready notify --workers 4|$hello
+ho-w4-slow|handover --ready notify --workers 4, 1.5 s start|$slow|--ready notify --workers 4|$slow_hello
+ho-hup|handover --ready notify, by SIGHUP as start_server|$fast|--supervisor $bin/handover --ready notify|$hello
+ss|start_server|$fast|--supervisor $start_server|$hello
+ss-slow|start_server, 1.5 s start|$slow|--supervisor $start_server|$slow_hello"
+
+wanted=" ${*:-ho ho-slow ho-w4 ho-w4-slow ho-hup ss ss-slow} "
+rm -f "$out/rows"
+echo "bench: reports in $out" >&2
+echo "$scenarios" | while IFS='|' read -r name label restarts options worker; do
+    case "$wanted" in *" $name "*) ;; *) continue ;; esac
+    case "$options" in
+    *"$start_server"*)
+        if [ ! -x "$start_server" ]; then
+            echo "bench: $name skipped: $start_server not found (apt-get install -y libserver-starter-perl)" >&2
+            continue
+        fi
+        ;;
+    esac
+    echo "bench: $name: $label, $restarts restarts" >&2
+    # shellcheck disable=SC2086 # options and worker are word lists
+    if ! "$bin/handover" drill $options --port 127.0.0.1:0 --restarts "$restarts" --connections 8 \
+        --idle 5s --json -- $worker >"$out/$name.json"; then
+        echo "bench: $name FAILED (see $out/$name.json)" >&2
+    fi
+    printf '%s\t%s\n' "$label" "$out/$name.json" >>"$out/rows"
+done
+[ -s "$out/rows" ] || { echo "bench: no scenario ran" >&2; exit 1; }
+exec python3 "$root/bench/table.py" "$out/rows"

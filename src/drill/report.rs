@@ -2,7 +2,7 @@
 //! record to the numbers, the verdict and its renderings (a table for
 //! people, JSON for scripts, JUnit XML for CI).
 //!
-//! Definitions (as bench/restart.py):
+//! Definitions:
 //! - Latency percentiles are nearest-rank, over successful requests only.
 //! - A restart's window is [requested − 100 ms, answered + 500 ms]; a
 //!   request belongs to it when its lifetime overlaps the window. A failed
@@ -13,8 +13,8 @@
 //!   every successful completion and the end of the last request; a
 //!   window's gap is the longest stretch between consecutive events from
 //!   the last one at or before the window to the first one at or after it
-//!   (restart.py's `gap_in`, also closed on the right, so a stall that
-//!   begins in the window counts in full). "Outside restarts" is the
+//!   (closed on the right too, so a stall that begins in the window counts
+//!   in full). "Outside restarts" is the
 //!   longest gap that touches no window: the noise floor of the machine.
 //!
 //! Pure: no clock reads, no io; the caller measures. `verdict` words the
