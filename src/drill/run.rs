@@ -7,7 +7,7 @@
 //! answered with its outcome and timings. The listeners to load are read
 //! from the supervisor's `listening on ...` lines.
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{BufRead, BufReader, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::load::{Load, Mode, Plan, Target};
+use super::progress::Progress;
 use super::report::{Inputs, RestartRecord, Thresholds, compute};
 use crate::control::{self, Command as Request};
 use crate::event_loop::Fatal;
@@ -221,16 +222,6 @@ fn restart(subject: &Subject, number: usize) -> RestartRecord {
     }
 }
 
-/// One progress line: redrawn on a terminal, a plain line per restart otherwise.
-fn progress(load: &Load, restarts_done: usize, restarts: usize, tty: bool) {
-    let (done, failed, retried) = (load.done(), load.failures(), load.retried());
-    let line = format!(
-        "drill: {done} requests, {failed} failed, {retried} retried, restart {restarts_done}/{restarts}"
-    );
-    let mut err = std::io::stderr();
-    let _ = if tty { write!(err, "\r{line}   ") } else { writeln!(err, "{line}") };
-}
-
 /// Run the drill; the exit code is 0 only when it passed.
 pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<i32, Fatal> {
     let dir = nix::unistd::mkdtemp(&std::env::temp_dir().join("handover-drill-XXXXXX"))
@@ -276,6 +267,7 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<i32, Fatal> {
             return Err(Fatal::new(1, format!("cannot start the load: {e}")));
         }
     };
+    let progress = Progress::new(load.counters(), drill.restarts, tty);
     let mut records = Vec::new();
     // A little load before the first restart, so it has something to disturb.
     std::thread::sleep(Duration::from_millis(200));
@@ -285,7 +277,7 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<i32, Fatal> {
         }
         let record = restart(&subject, number);
         records.push(record);
-        progress(&load, number, drill.restarts, tty);
+        progress.restarted(number);
         std::thread::sleep(drill.restart_every.unwrap_or(Duration::from_millis(100)));
     }
     // Without a bound of its own the load ends half a second after the last restart.
@@ -296,9 +288,7 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<i32, Fatal> {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    if tty {
-        eprintln!();
-    }
+    progress.finish();
     let peak_rss_kib = subject.peak_rss_kib();
     let samples = load.stop();
     let ended = Instant::now();
