@@ -4,10 +4,12 @@
 //! `args` splits the command line between the drill and the supervisor;
 //! `run` starts the supervisor, restarts it through its control socket and
 //! checks what it leaves behind; `load` generates the requests and records
-//! every one; `report` turns the samples and the restarts' records into
-//! numbers, a verdict and the table, JSON and JUnit renderings.
+//! every one; `progress` shows how far it has got while it runs; `report`
+//! turns the samples and the restarts' records into numbers, a verdict and
+//! the table, JSON and JUnit renderings.
 pub mod args;
 pub mod load;
+pub mod progress;
 pub mod report;
 pub mod run;
 pub mod subject;

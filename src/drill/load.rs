@@ -172,18 +172,9 @@ impl Load {
         Ok(load)
     }
 
-    /// Requests completed so far.
-    pub fn done(&self) -> u64 {
-        self.shared.done.load(Relaxed)
-    }
-
-    pub fn failures(&self) -> u64 {
-        self.shared.failures.load(Relaxed)
-    }
-
-    /// Keep-alive requests retried on a fresh connection so far.
-    pub fn retried(&self) -> u64 {
-        self.shared.retried.load(Relaxed)
+    /// Its live counters, for a progress display on another thread.
+    pub fn counters(&self) -> Counters {
+        Counters(Arc::clone(&self.shared))
     }
 
     /// Every thread has reached the request or duration bound.
@@ -202,6 +193,43 @@ impl Load {
             }
         }
         all
+    }
+}
+
+/// A load's counters, readable from any thread while it runs and after:
+/// a cheap clone of the handle its threads count through; each read is a
+/// relaxed load.
+#[derive(Clone)]
+pub struct Counters(Arc<Shared>);
+
+impl Counters {
+    /// Requests completed so far.
+    pub fn done(&self) -> u64 {
+        self.0.done.load(Relaxed)
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.0.failures.load(Relaxed)
+    }
+
+    /// Keep-alive requests retried on a fresh connection so far.
+    pub fn retried(&self) -> u64 {
+        self.0.retried.load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+impl Counters {
+    /// Counts a request as the load's threads do.
+    pub fn count(&self, failed: bool, retried: bool) {
+        self.0.done.fetch_add(1, Relaxed);
+        self.0.failures.fetch_add(u64::from(failed), Relaxed);
+        self.0.retried.fetch_add(u64::from(retried), Relaxed);
+    }
+
+    /// How many handles to the counters exist (the load's own included).
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.0)
     }
 }
 
@@ -290,9 +318,11 @@ mod tests {
     fn bounded_by_requests_over_every_target() {
         let load = Load::start(plan(vec![server(false), server(false)], 3, Some(50), None)).unwrap();
         until_finished(&load);
-        assert_eq!((load.done(), load.failures(), load.retried()), (50, 0, 0));
+        let counters = load.counters();
+        assert_eq!((counters.done(), counters.failures(), counters.retried()), (50, 0, 0));
         let samples = load.stop();
         assert_eq!(samples.len(), 50);
+        assert_eq!(counters.done(), 50, "the counters outlive the load");
         assert!(samples.iter().all(|s| s.outcome == Outcome::Ok && !s.retried));
         assert!(samples.iter().any(|s| s.target == 0) && samples.iter().any(|s| s.target == 1));
     }
@@ -312,7 +342,7 @@ mod tests {
     fn stop_ends_an_unbounded_load() {
         let load = Load::start(plan(vec![server(false)], 2, None, None)).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while load.done() < 10 {
+        while load.counters().done() < 10 {
             assert!(Instant::now() < deadline, "no request completed");
             thread::yield_now();
         }
@@ -325,12 +355,13 @@ mod tests {
         let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let load = Load::start(plan(vec![Target::Tcp(closed)], 2, Some(5), None)).unwrap();
         until_finished(&load);
-        assert_eq!(load.failures(), 5);
+        assert_eq!(load.counters().failures(), 5);
         assert!(load.stop().iter().all(|s| s.outcome == Outcome::Refused));
 
         let load = Load::start(plan(vec![server(true)], 1, Some(3), None)).unwrap();
         until_finished(&load);
-        assert_eq!((load.failures(), load.retried()), (0, 1));
+        let counters = load.counters();
+        assert_eq!((counters.failures(), counters.retried()), (0, 1));
         let samples = load.stop();
         assert_eq!(samples.iter().filter(|s| s.retried).count(), 1);
     }

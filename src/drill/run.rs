@@ -2,11 +2,12 @@
 //! N times, stop it, and say whether anything was lost. How the supervisor
 //! is started, restarted and stopped is `subject`'s business.
 use std::ffi::OsString;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::load::{Load, Mode, Plan};
+use super::progress::Progress;
 use super::report::{Inputs, Thresholds, compute};
 use super::subject::Subject;
 use crate::event_loop::Fatal;
@@ -33,16 +34,6 @@ pub struct Drill {
     pub idle: Option<Duration>,
     /// A start_server-compatible program to drill instead of handover.
     pub supervisor: Option<PathBuf>,
-}
-
-/// One progress line: redrawn on a terminal, a plain line per restart otherwise.
-fn progress(load: &Load, restarts_done: usize, restarts: usize, tty: bool) {
-    let (done, failed, retried) = (load.done(), load.failures(), load.retried());
-    let line = format!(
-        "drill: {done} requests, {failed} failed, {retried} retried, restart {restarts_done}/{restarts}"
-    );
-    let mut err = std::io::stderr();
-    let _ = if tty { write!(err, "\r{line}   ") } else { writeln!(err, "{line}") };
 }
 
 /// Run the drill; the exit code is 0 only when it passed.
@@ -88,7 +79,7 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<i32, Fatal> {
         duration: drill.duration,
         timeout: drill.request_timeout,
     };
-    let tty = std::io::stderr().is_terminal() && !drill.json;
+    let tty = std::io::stderr().is_terminal();
     let started = Instant::now();
     let load = match Load::start(plan) {
         Ok(load) => load,
@@ -97,6 +88,7 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<i32, Fatal> {
             return Err(Fatal::new(1, format!("cannot start the load: {e}")));
         }
     };
+    let progress = Progress::new(load.counters(), drill.restarts, tty);
     let mut records = Vec::new();
     // A little load before the first restart, so it has something to disturb.
     std::thread::sleep(Duration::from_millis(200));
@@ -106,7 +98,7 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<i32, Fatal> {
         }
         let record = subject.restart(number, drill.restart_timeout);
         records.push(record);
-        progress(&load, number, drill.restarts, tty);
+        progress.restarted(number);
         std::thread::sleep(drill.restart_every.unwrap_or(Duration::from_millis(100)));
     }
     // Without a bound of its own the load ends half a second after the last restart.
@@ -117,9 +109,7 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<i32, Fatal> {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    if tty {
-        eprintln!();
-    }
+    progress.finish();
     let peak_rss_kib = subject.peak_rss_kib();
     let samples = load.stop();
     let ended = Instant::now();
