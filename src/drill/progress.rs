@@ -8,8 +8,8 @@
 //! final counters, the cursor past it: what is printed next starts on a
 //! line of its own.
 //!
-//! Otherwise (stderr is not a terminal): one
-//! plain line per restart, which tests and CI logs read, and nothing else.
+//! Otherwise (stderr is not a terminal): one plain line per restart,
+//! which tests and CI logs read, and nothing else.
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
