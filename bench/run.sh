@@ -5,6 +5,7 @@
 #   bench/run.sh                 # every scenario, about 4 minutes
 #   bench/run.sh ho ss           # only these (names below)
 #   RESTARTS=5 bench/run.sh      # fewer restarts per row, for a quick look
+#   RATE=2000 bench/run.sh       # paced load (requests/s in all) instead of full speed
 #
 # Each row: the `hello` example on 127.0.0.1, 8 client threads at full
 # speed, a new connection per request, N restarts one after the other (100 ms
@@ -52,7 +53,7 @@ echo "$scenarios" | while IFS='|' read -r name label restarts options worker; do
     echo "bench: $name: $label, $restarts restarts" >&2
     # shellcheck disable=SC2086 # options and worker are word lists
     if ! "$bin/handover" drill $options --port 127.0.0.1:0 --restarts "$restarts" --connections 8 \
-        --idle 5s --json -- $worker >"$out/$name.json"; then
+        ${RATE:+--rate "$RATE"} --idle 5s --json -- $worker >"$out/$name.json"; then
         echo "bench: $name FAILED (see $out/$name.json)" >&2
     fi
     printf '%s\t%s\n' "$label" "$out/$name.json" >>"$out/rows"

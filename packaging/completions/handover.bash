@@ -157,7 +157,7 @@ _handover() {
             return 0
             ;;
         handover__subcmd__drill)
-            opts="-h --restarts --restart-every --connections --keepalive --duration --requests --get --expect-status --raw-send --raw-expect --request-timeout --json --junit --max-failures --max-p99 --restart-timeout --idle --supervisor --help"
+            opts="-h --restarts --restart-every --connections --keepalive --duration --rate --requests --get --expect-status --raw-send --raw-expect --request-timeout --json --junit --max-failures --max-p99 --restart-timeout --idle --supervisor --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -176,6 +176,10 @@ _handover() {
                     return 0
                     ;;
                 --duration)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rate)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

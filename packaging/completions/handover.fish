@@ -86,6 +86,7 @@ complete -c handover -n "__fish_handover_using_subcommand drill" -l restarts -d 
 complete -c handover -n "__fish_handover_using_subcommand drill" -l restart-every -d 'Wait this long between restarts [default: as fast as they complete]' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l connections -d 'Concurrent client connections' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l duration -d 'Load for this long [default: until the restarts are done]' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l rate -d 'Pace the load at this many requests per second in all [default: as fast as answered]' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l requests -d 'Stop the load after this many requests' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l get -d 'HTTP path to GET' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l expect-status -d 'HTTP status every answer must have' -r

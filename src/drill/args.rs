@@ -33,6 +33,9 @@ struct DrillCli {
     /// Load for this long [default: until the restarts are done].
     #[arg(long, value_name = "DURATION")]
     duration: Option<String>,
+    /// Pace the load at this many requests per second in all [default: as fast as answered].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    rate: Option<u64>,
     /// Stop the load after this many requests.
     #[arg(long, value_name = "N")]
     requests: Option<u64>,
@@ -83,6 +86,7 @@ const OWN: &[(&str, bool)] = &[
     ("keepalive", false),
     ("duration", true),
     ("requests", true),
+    ("rate", true),
     ("get", true),
     ("expect-status", true),
     ("raw-send", true),
@@ -140,6 +144,7 @@ pub fn parse(own: Vec<OsString>) -> Result<Drill, clap::Error> {
         keepalive: cli.keepalive,
         duration: optional("duration", &cli.duration)?,
         requests: cli.requests,
+        rate: cli.rate,
         get: cli.get,
         expect_status: cli.expect_status,
         raw_send: cli.raw_send,

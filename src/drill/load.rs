@@ -83,6 +83,9 @@ pub struct Plan {
     pub requests: Option<u64>,
     pub duration: Option<Duration>,
     pub timeout: Duration,
+    /// Requests per second over all connections; `None`: as fast as they
+    /// are answered.
+    pub rate: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,14 +156,15 @@ impl Load {
             retried: AtomicU64::new(0),
             running: AtomicUsize::new(connections),
         });
-        let plan = Arc::new(plan);
+        let plan = Arc::new(Plan { connections, ..plan });
+        let origin = Instant::now();
         let mut load = Load { shared, threads: Vec::with_capacity(connections) };
         for i in 0..connections {
             let (shared, plan) = (Arc::clone(&load.shared), Arc::clone(&plan));
             let spawned = thread::Builder::new()
                 .name(format!("drill-{i}"))
                 .stack_size(256 * 1024)
-                .spawn(move || run(&shared, &plan, i % plan.targets.len()));
+                .spawn(move || run(&shared, &plan, i, origin));
             match spawned {
                 Ok(t) => load.threads.push(t),
                 Err(e) => {
@@ -233,18 +237,35 @@ impl Counters {
     }
 }
 
-fn run(shared: &Shared, plan: &Plan, target: usize) -> Vec<Sample> {
+/// Connection `index`'s requests. Paced (`plan.rate`), each connection
+/// sends every `connections / rate` seconds, the connections evenly
+/// staggered, and a request's latency counts from when it was due: a stall
+/// shows in every request that waited for it, not only in the one that met
+/// it (no coordinated omission).
+fn run(shared: &Shared, plan: &Plan, index: usize, origin: Instant) -> Vec<Sample> {
+    let target = index % plan.targets.len();
     let mut client = Client::new(&plan.targets[target], &plan.mode, plan.timeout);
     let mut samples = Vec::with_capacity(1024);
+    let interval =
+        plan.rate.map(|rate| Duration::from_secs_f64(plan.connections as f64 / rate.max(1) as f64));
+    let mut due = interval.map(|every| origin + every.mul_f64(index as f64 / plan.connections as f64));
     loop {
-        let started = Instant::now();
+        if let Some(at) = due
+            && !wait_until(shared, at)
+        {
+            break;
+        }
+        let now = Instant::now();
         if shared.stop.load(Relaxed)
-            || shared.deadline.is_some_and(|d| started >= d)
+            || shared.deadline.is_some_and(|d| now >= d)
             || shared.tickets.fetch_add(1, Relaxed) >= shared.limit
         {
             break;
         }
-        let (outcome, retried) = client.request(started);
+        let (outcome, retried) = client.request(now);
+        // Paced, `due` is never later than `now`.
+        let started = due.unwrap_or(now);
+        due = due.zip(interval).map(|(at, every)| at + every);
         let latency = started.elapsed();
         let failed = outcome != Outcome::Ok;
         samples.push(Sample { started, latency, outcome, target, retried });
@@ -259,6 +280,21 @@ fn run(shared: &Shared, plan: &Plan, target: usize) -> Vec<Sample> {
     }
     shared.running.fetch_sub(1, Relaxed);
     samples
+}
+
+/// Sleeps until `at`, in slices short enough to notice a stop; false when
+/// the load is stopped or past its deadline first.
+fn wait_until(shared: &Shared, at: Instant) -> bool {
+    loop {
+        let now = Instant::now();
+        if shared.stop.load(Relaxed) || shared.deadline.is_some_and(|d| now >= d) {
+            return false;
+        }
+        if now >= at {
+            return true;
+        }
+        thread::sleep((at - now).min(Duration::from_millis(50)));
+    }
 }
 
 #[cfg(test)]
@@ -302,7 +338,7 @@ mod tests {
         duration: Option<Duration>,
     ) -> Plan {
         let mode = Mode::Http { path: "/".into(), expect_status: 200, keepalive: true };
-        Plan { targets, mode, connections, requests, duration, timeout: Duration::from_secs(5) }
+        Plan { targets, mode, connections, requests, duration, timeout: Duration::from_secs(5), rate: None }
     }
 
     /// Polls until every thread has reached its bound (a watchdog: 20 s).
@@ -325,6 +361,21 @@ mod tests {
         assert_eq!(counters.done(), 50, "the counters outlive the load");
         assert!(samples.iter().all(|s| s.outcome == Outcome::Ok && !s.retried));
         assert!(samples.iter().any(|s| s.target == 0) && samples.iter().any(|s| s.target == 1));
+    }
+
+    #[test]
+    fn a_paced_load_sends_on_schedule_and_counts_latency_from_it() {
+        let target = server(false);
+        let mut plan = plan(vec![target], 2, Some(10), None);
+        plan.rate = Some(1000);
+        let load = Load::start(plan).unwrap();
+        until_finished(&load);
+        let mut starts: Vec<Instant> = load.stop().iter().map(|s| s.started).collect();
+        starts.sort();
+        assert_eq!(starts.len(), 10);
+        // Two connections, each every 2 ms, half a period apart: one request a millisecond.
+        let steps: Vec<Duration> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(steps.iter().all(|&d| d == Duration::from_millis(1)), "{steps:?}");
     }
 
     #[test]

@@ -152,6 +152,7 @@ mod tests {
             requests: None,
             duration: None,
             timeout: Duration::from_secs(1),
+            rate: None,
         };
         let load = Load::start(plan).unwrap();
         let counters = load.counters();

@@ -21,6 +21,8 @@ pub struct Drill {
     pub keepalive: bool,
     pub duration: Option<Duration>,
     pub requests: Option<u64>,
+    /// Requests per second in all; `None`: as fast as they are answered.
+    pub rate: Option<u64>,
     pub get: String,
     pub expect_status: u16,
     pub raw_send: Option<String>,
@@ -78,6 +80,7 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<i32, Fatal> {
         requests: drill.requests,
         duration: drill.duration,
         timeout: drill.request_timeout,
+        rate: drill.rate,
     };
     let tty = std::io::stderr().is_terminal();
     let started = Instant::now();
