@@ -14,6 +14,10 @@ def num(value, digits=1):
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def mib(kib):
+    return "-" if kib is None else f"{kib / 1024:.2f}"
+
+
 def spread(values):
     """median / max of the values present."""
     values = [v for v in values if v is not None]
@@ -28,7 +32,6 @@ def row(label, report):
     lat = report["latency"]
     gaps = [r["accept_gap_ms"] for r in restarts if r["accept_gap_ms"] is not None]
     idle = report.get("idle") or {}
-    rss = report.get("peak_rss_kib")
     cells = [
         label + ("" if report["passed"] else " **FAILED**"),
         f"{ok}/{len(restarts)}",
@@ -39,7 +42,7 @@ def row(label, report):
         spread(r["ready_after_ms"] for r in restarts),
         spread(r["old_gone_after_ms"] for r in restarts),
         f"{num(max(gaps) if gaps else None)} ({num(report['accept_gap']['outside_restarts_ms'])})",
-        "-" if rss is None else f"{rss / 1024:.2f}",
+        f"{mib(report.get('peak_rss_kib'))} / {mib(report.get('private_kib'))}",
         f"{num(idle.get('cpu_ms'), 0)} ms / {idle.get('wakeups', '-')}",
     ]
     return "| " + " | ".join(cells) + " |"
@@ -56,7 +59,7 @@ def main():
         "new generation ready median / max ms",
         "old gone after median / max ms",
         "max accept gap ms (outside restarts)",
-        "peak RSS MiB",
+        "peak RSS / private MiB",
         "at rest: CPU / wake-ups per 5 s",
     ]
     print("| " + " | ".join(head) + " |")

@@ -66,6 +66,8 @@ pub struct Inputs<'a> {
     /// What was drilled and how it was restarted.
     pub supervisor: String,
     pub peak_rss_kib: Option<u64>,
+    /// The supervisor's private memory (anonymous pages) after the load.
+    pub private_kib: Option<u64>,
     pub idle: Option<Idle>,
     /// Processes or files left behind.
     pub leftovers: Vec<String>,
@@ -169,6 +171,7 @@ pub struct Report {
     pub restarts: Vec<RestartReport>,
     pub supervisor: String,
     pub peak_rss_kib: Option<u64>,
+    pub private_kib: Option<u64>,
     pub idle: Option<Idle>,
     pub leftovers: Vec<String>,
     pub max_failures: u64,
@@ -324,6 +327,7 @@ pub fn compute(inputs: &Inputs) -> Report {
         restarts,
         supervisor: inputs.supervisor.clone(),
         peak_rss_kib: inputs.peak_rss_kib,
+        private_kib: inputs.private_kib,
         idle: inputs.idle.clone(),
         leftovers: inputs.leftovers.clone(),
         max_failures: inputs.thresholds.max_failures,
@@ -397,6 +401,7 @@ pub(super) mod tests {
             ended,
             supervisor: "handover".into(),
             peak_rss_kib: Some(3 * 1024 + 512),
+            private_kib: Some(256),
             idle: Some(Idle { seconds: 5.0, cpu_ms: 0.0, wakeups: 0 }),
             leftovers: vec![],
             thresholds: Thresholds::default(),
@@ -490,6 +495,7 @@ pub(super) mod tests {
                 "ok",
                 "passed",
                 "peak_rss_kib",
+                "private_kib",
                 "rate_per_s",
                 "requests",
                 "restarts",

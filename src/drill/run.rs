@@ -113,7 +113,7 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<i32, Fatal> {
         }
     }
     progress.finish();
-    let peak_rss_kib = subject.peak_rss_kib();
+    let (peak_rss_kib, private_kib) = subject.memory();
     let samples = load.stop();
     let ended = Instant::now();
     let idle = drill.idle.and_then(|period| subject.idle(period));
@@ -127,6 +127,7 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<i32, Fatal> {
         ended,
         supervisor,
         peak_rss_kib,
+        private_kib,
         idle,
         leftovers,
         thresholds,

@@ -237,11 +237,16 @@ impl Subject {
         record
     }
 
-    /// The supervisor's peak resident set (VmHWM) so far.
-    pub fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
+    /// The supervisor's peak resident set so far (VmHWM: its own pages and
+    /// the shared ones it maps, the binary and libc) and its private part
+    /// now (RssAnon), in KiB.
+    pub fn memory(&self) -> (Option<u64>, Option<u64>) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let field = |name: &str| {
+            let line = status.lines().find(|l| l.starts_with(name))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        };
+        (field("VmHWM:"), field("RssAnon:"))
     }
 
     /// The supervisor's CPU time and wake-ups over `period` of doing nothing.

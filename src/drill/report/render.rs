@@ -52,9 +52,10 @@ impl Report {
         );
         let (gap, floor) = (show(self.accept_gap.max_ms), show(self.accept_gap.outside_restarts_ms));
         let _ = writeln!(out, "accept gap   largest {gap} ms, outside restarts {floor} ms");
-        let rss = self.peak_rss_kib.map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+        let mib = |kib: Option<u64>| kib.map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+        let (rss, private) = (mib(self.peak_rss_kib), mib(self.private_kib));
         let _ = writeln!(out, "supervisor   {}", self.supervisor);
-        let _ = writeln!(out, "peak RSS     {rss}");
+        let _ = writeln!(out, "memory       peak RSS {rss}, private {private}");
         if let Some(idle) = &self.idle {
             let _ = writeln!(
                 out,
@@ -194,7 +195,7 @@ mod tests {
              latency ms   p50 1.00  p90 1.00  p99 1.00  max 1.00\n\
              accept gap   largest 1.00 ms, outside restarts 1.00 ms\n\
              supervisor   handover\n\
-             peak RSS     3.5 MiB\n\
+             memory       peak RSS 3.5 MiB, private 0.2 MiB\n\
              at rest      0 ms CPU, 0 wake-ups in 5 s\n\
              left behind  nothing\n\
              \n\
