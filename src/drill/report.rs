@@ -52,6 +52,22 @@ pub struct RestartRecord {
     pub error: Option<String>,
 }
 
+impl RestartRecord {
+    /// Restart `number`, requested at `requested_at`, not (yet) done.
+    pub fn pending(number: usize, requested_at: Instant) -> RestartRecord {
+        RestartRecord {
+            number,
+            requested_at,
+            ok: false,
+            generation: None,
+            ready_after: None,
+            old_gone_after: None,
+            answered_at: requested_at,
+            error: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Thresholds {
     pub max_failures: u64,

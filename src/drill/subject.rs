@@ -193,16 +193,7 @@ impl Subject {
     fn restart_by_signal(&mut self, number: usize, timeout: Duration) -> RestartRecord {
         let newest = self.status().iter().map(|g| g.0).max().unwrap_or(0);
         let requested_at = Instant::now();
-        let mut record = RestartRecord {
-            number,
-            requested_at,
-            ok: false,
-            generation: None,
-            ready_after: None,
-            old_gone_after: None,
-            answered_at: requested_at,
-            error: None,
-        };
+        let mut record = RestartRecord::pending(number, requested_at);
         if let Err(e) = kill(self.pid(), Signal::SIGHUP) {
             record.error = Some(format!("cannot signal the supervisor: {e}"));
             return record;
@@ -322,24 +313,18 @@ fn restart_by_control(socket: &Path, number: usize, timeout: Duration) -> Restar
     let ms = |value: &Value| value.as_f64().map(|ms| Duration::from_secs_f64(ms / 1000.0));
     match reply {
         Ok(reply) => RestartRecord {
-            number,
-            requested_at,
             ok: reply["ok"] == true,
             generation: reply["generation"].as_u64(),
             ready_after: ms(&reply["spawn_to_ready_ms"]),
             old_gone_after: ms(&reply["signal_to_old_gone_ms"]),
             answered_at,
             error: reply["error"].as_str().map(str::to_owned),
+            ..RestartRecord::pending(number, requested_at)
         },
         Err(e) => RestartRecord {
-            number,
-            requested_at,
-            ok: false,
-            generation: None,
-            ready_after: None,
-            old_gone_after: None,
             answered_at,
             error: Some(e.message),
+            ..RestartRecord::pending(number, requested_at)
         },
     }
 }
