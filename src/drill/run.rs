@@ -57,9 +57,11 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<i32, Fatal> {
     let targets = subject.targets();
     if targets.is_empty() {
         subject.stop();
+        let options =
+            if drill.supervisor.is_some() { "--port or --path" } else { "--port, --path or --listen" };
         return Err(Fatal::new(
             2,
-            "nothing to load: the supervisor has no TCP or unix stream listener (give --port, --path or --listen)",
+            format!("nothing to load: the supervisor has no TCP or unix stream listener (give {options})"),
         ));
     }
     let mode = match &drill.raw_send {

@@ -111,8 +111,10 @@ impl Subject {
         }
     }
 
-    fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.id() as i32)
+    /// Its pid while it runs (or is a zombie not yet waited for, so the pid
+    /// cannot have been reused); `None` once it has been reaped.
+    fn live_pid(&mut self) -> Option<Pid> {
+        self.exited().is_none().then(|| Pid::from_raw(self.child.id() as i32))
     }
 
     fn lines(&self) -> Vec<String> {
@@ -194,7 +196,11 @@ impl Subject {
         let newest = self.status().iter().map(|g| g.0).max().unwrap_or(0);
         let requested_at = Instant::now();
         let mut record = RestartRecord::pending(number, requested_at);
-        if let Err(e) = kill(self.pid(), Signal::SIGHUP) {
+        let sent = match self.live_pid() {
+            Some(pid) => kill(pid, Signal::SIGHUP).map_err(|e| e.to_string()),
+            None => Err("it has exited".to_string()),
+        };
+        if let Err(e) = sent {
             record.error = Some(format!("cannot signal the supervisor: {e}"));
             return record;
         }
@@ -232,8 +238,9 @@ impl Subject {
     /// The supervisor's peak resident set so far (VmHWM: its own pages and
     /// the shared ones it maps, the binary and libc) and its private part
     /// now (RssAnon), in KiB.
-    pub fn memory(&self) -> (Option<u64>, Option<u64>) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+    pub fn memory(&mut self) -> (Option<u64>, Option<u64>) {
+        let Some(pid) = self.live_pid() else { return (None, None) };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let field = |name: &str| {
             let line = status.lines().find(|l| l.starts_with(name))?;
             line.split_whitespace().nth(1)?.parse().ok()
@@ -242,10 +249,10 @@ impl Subject {
     }
 
     /// The supervisor's CPU time and wake-ups over `period` of doing nothing.
-    pub fn idle(&self, period: Duration) -> Option<Idle> {
-        let before = usage(self.child.id())?;
+    pub fn idle(&mut self, period: Duration) -> Option<Idle> {
+        let before = usage(self.live_pid()?)?;
         std::thread::sleep(period);
-        let after = usage(self.child.id())?;
+        let after = usage(self.live_pid()?)?;
         Some(Idle {
             seconds: period.as_secs_f64(),
             cpu_ms: (after.0 - before.0) as f64 * 1000.0 / clock_ticks() as f64,
@@ -261,7 +268,9 @@ impl Subject {
                 let _ = control::call(socket, Request::Stop, Some(Duration::from_secs(60)));
             }
             Driver::Signal { .. } => {
-                let _ = kill(self.pid(), Signal::SIGTERM);
+                if let Some(pid) = self.live_pid() {
+                    let _ = kill(pid, Signal::SIGTERM);
+                }
             }
         }
         let start = Instant::now();
@@ -336,7 +345,7 @@ fn is_alive(pid: i32) -> bool {
 
 /// CPU clock ticks (user + system) and context switches of a process,
 /// summed over its threads.
-fn usage(pid: u32) -> Option<(u64, u64)> {
+fn usage(pid: Pid) -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
     // After the command name: state is field 3, utime 14, stime 15.
@@ -365,7 +374,7 @@ mod tests {
 
     #[test]
     fn this_process_has_usage() {
-        let (_, switches) = usage(std::process::id()).unwrap();
+        let (_, switches) = usage(Pid::this()).unwrap();
         assert!(switches > 0);
         assert!(clock_ticks() > 0);
     }
