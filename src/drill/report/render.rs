@@ -66,8 +66,7 @@ impl Report {
         let left = if self.leftovers.is_empty() { "nothing".into() } else { self.leftovers.join(", ") };
         let _ = writeln!(out, "left behind  {left}");
         if !self.restarts.is_empty() {
-            let head =
-                "restart generation result ready_ms old_gone_ms took_ms requests failed p99_ms max_ms gap_ms";
+            let head = "restart generation result ready_ms old_gone_ms took_ms requests failed p50_ms p90_ms p99_ms max_ms gap_ms";
             let mut rows = vec![head.split(' ').map(|h| h.replace('_', " ")).collect::<Vec<_>>()];
             for r in &self.restarts {
                 rows.push(vec![
@@ -79,6 +78,8 @@ impl Report {
                     show(Some(r.answered_after_ms)),
                     r.requests.to_string(),
                     r.failures.total.to_string(),
+                    show(r.latency_p50_ms),
+                    show(r.latency_p90_ms),
                     show(r.latency_p99_ms),
                     show(r.latency_max_ms),
                     show(r.accept_gap_ms),
@@ -199,8 +200,8 @@ mod tests {
              at rest      0 ms CPU, 0 wake-ups in 5 s\n\
              left behind  nothing\n\
              \n\
-             restart  generation  result  ready ms  old gone ms  took ms  requests  failed  p99 ms  max ms  gap ms\n      \
-                   1           2      ok     35.25        120.0    160.0       762       0    1.00    1.00    1.00\n\
+             restart  generation  result  ready ms  old gone ms  took ms  requests  failed  p50 ms  p90 ms  p99 ms  max ms  gap ms\n      \
+                   1           2      ok     35.25        120.0    160.0       762       0    1.00    1.00    1.00    1.00    1.00\n\
              \n\
              PASSED\n"
         );
