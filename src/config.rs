@@ -98,7 +98,11 @@ pub fn parse_signal(option: &str, text: &str) -> Result<Signal, ConfigError> {
         Err(_) => Signal::from_str(&format!("SIG{bare}")).ok(),
     };
     match parsed {
-        Some(Signal::SIGKILL | Signal::SIGSTOP) | None => fail(format!(
+        Some(signal @ (Signal::SIGKILL | Signal::SIGSTOP)) => fail(format!(
+            "invalid --{option} value {text:?}: {signal} cannot be caught, so the worker could not finish \
+             its requests; give TERM or QUIT (--drain-timeout and --stop-timeout end with SIGKILL)"
+        )),
+        None => fail(format!(
             "invalid --{option} value {text:?}: expected a signal name such as TERM, QUIT, USR1"
         )),
         Some(signal) => Ok(signal),
@@ -373,7 +377,8 @@ mod tests {
         assert_eq!(parse_signal("x", "SIGUSR1"), Ok(Signal::SIGUSR1));
         assert_eq!(parse_signal("x", "10"), Ok(Signal::SIGUSR1));
         assert!(parse_signal("signal-on-hup", "BOGUS").unwrap_err().0.contains("--signal-on-hup"));
-        assert!(parse_signal("x", "KILL").is_err(), "cannot be caught, so cannot be graceful");
+        let kill = parse_signal("signal-on-hup", "KILL").unwrap_err().to_string();
+        assert!(kill.contains("SIGKILL cannot be caught") && kill.contains("give TERM or QUIT"), "{kill}");
     }
 
     #[test]
