@@ -9,9 +9,9 @@
 #
 # Each row: the `hello` example on 127.0.0.1, 8 client threads at full
 # speed, a new connection per request, N restarts one after the other (100 ms
-# apart), then 5 s at rest. Prints a markdown table (bench/table.py); the
-# drill's JSON reports stay in $OUT (default: a temporary directory, named
-# on stderr). The start_server rows need Debian's libserver-starter-perl
+# apart), then 5 s at rest. Prints a markdown table (bench/table.py); each
+# drill's JSON report and stderr stay in $OUT (default: a temporary
+# directory, named on stderr). The start_server rows need Debian's libserver-starter-perl
 # (apt-get install -y libserver-starter-perl); without it they are skipped.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -53,8 +53,9 @@ echo "$scenarios" | while IFS='|' read -r name label restarts options worker; do
     echo "bench: $name: $label, $restarts restarts" >&2
     # shellcheck disable=SC2086 # options and worker are word lists
     if ! "$bin/handover" drill $options --port 127.0.0.1:0 --restarts "$restarts" --connections 8 \
-        ${RATE:+--rate "$RATE"} --idle 5s --json -- $worker >"$out/$name.json"; then
-        echo "bench: $name FAILED (see $out/$name.json)" >&2
+        ${RATE:+--rate "$RATE"} --idle 5s --json -- $worker >"$out/$name.json" 2>"$out/$name.log"; then
+        echo "bench: $name FAILED (see $out/$name.json and $out/$name.log):" >&2
+        grep "^handover" "$out/$name.log" >&2 || tail -5 "$out/$name.log" >&2
     fi
     printf '%s\t%s\n' "$label" "$out/$name.json" >>"$out/rows"
 done
