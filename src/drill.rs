@@ -16,8 +16,56 @@ pub mod run;
 pub mod subject;
 
 use std::ffi::OsString;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::event_loop::Fatal;
+
+/// Set by SIGINT and SIGTERM: the drill stops what it is doing, stops the
+/// supervisor and exits 128 + the signal. A second one exits at once.
+static SIGNALLED: OnceLock<[(i32, Arc<AtomicBool>); 2]> = OnceLock::new();
+
+fn catch_interrupts() {
+    let flags = SIGNALLED.get_or_init(|| [(SIGINT, Arc::default()), (SIGTERM, Arc::default())]);
+    for (signal, flag) in flags {
+        let any = flags.iter().map(|(_, f)| Arc::clone(f));
+        for other in any {
+            let _ = signal_hook::flag::register_conditional_shutdown(*signal, 128 + signal, other);
+        }
+        let _ = signal_hook::flag::register(*signal, Arc::clone(flag));
+    }
+}
+
+/// The signal that interrupted the drill, if one did.
+pub fn interrupted() -> Option<i32> {
+    let flags = SIGNALLED.get()?;
+    flags.iter().find(|(_, flag)| flag.load(Ordering::Relaxed)).map(|(signal, _)| *signal)
+}
+
+/// The error an interrupted drill ends with.
+pub fn interruption(signal: i32) -> Fatal {
+    Fatal::new(128 + signal, "drill: interrupted; the supervisor and its workers are stopped")
+}
+
+/// Sleeps for `period`, or less when the drill is interrupted; whether it
+/// slept it all.
+pub fn pause(period: Duration) -> bool {
+    let end = Instant::now() + period;
+    loop {
+        let now = Instant::now();
+        if interrupted().is_some() {
+            return false;
+        }
+        if now >= end {
+            return true;
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(50)));
+    }
+}
 
 /// `handover drill ARGS...` (the arguments after the word `drill`).
 pub fn main(args: Vec<OsString>) -> Result<i32, Fatal> {
@@ -42,5 +90,6 @@ pub fn main(args: Vec<OsString>) -> Result<i32, Fatal> {
             "drill: no server command given; usage: handover drill [OPTIONS] -- COMMAND",
         ));
     }
+    catch_interrupts();
     run::run(drill, supervisor)
 }

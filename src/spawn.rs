@@ -360,6 +360,29 @@ pub fn daemonize() -> io::Result<()> {
     Ok(())
 }
 
+/// Makes the child `command` starts get SIGTERM when this thread ends (the
+/// drill's supervisor under test: killed drill, no orphaned supervisor).
+/// The parent's death is a thread's exit in Linux's terms, so `command`
+/// must be spawned from a thread that lives as long as the child should,
+/// the main thread. A child whose parent died before the call fails to
+/// start instead.
+pub fn stop_with_parent(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs between fork and exec and makes only two
+    // async-signal-safe system calls (prctl, getppid); its errors are bare
+    // errnos, so it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+            if nix::unistd::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Adopt an fd inherited from our own parent (systemd socket activation).
 pub fn adopt(fd: RawFd) -> OwnedFd {
     // SAFETY: the caller checked that `fd` was handed to this process

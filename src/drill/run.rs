@@ -10,6 +10,7 @@ use super::load::{Load, Mode, Plan};
 use super::progress::Progress;
 use super::report::{Inputs, Thresholds, compute};
 use super::subject::Subject;
+use super::{interrupted, interruption, pause};
 use crate::event_loop::Fatal;
 
 /// Options of `handover drill` itself; everything else goes to the supervisor.
@@ -96,29 +97,31 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<i32, Fatal> {
     let progress = Progress::new(load.counters(), drill.restarts, tty);
     let mut records = Vec::new();
     // A little load before the first restart, so it has something to disturb.
-    std::thread::sleep(Duration::from_millis(200));
+    pause(Duration::from_millis(200));
     for number in 1..=drill.restarts {
-        if load.finished() {
+        if load.finished() || interrupted().is_some() {
             break;
         }
         let record = subject.restart(number, drill.restart_timeout);
         records.push(record);
         progress.restarted(number);
-        std::thread::sleep(drill.restart_every.unwrap_or(Duration::from_millis(100)));
+        pause(drill.restart_every.unwrap_or(Duration::from_millis(100)));
     }
     // Without a bound of its own the load ends half a second after the last restart.
     if drill.duration.is_none() && drill.requests.is_none() {
-        std::thread::sleep(Duration::from_millis(500));
+        pause(Duration::from_millis(500));
     } else {
-        while !load.finished() {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        while !load.finished() && pause(Duration::from_millis(20)) {}
     }
     progress.finish();
     let (peak_rss_kib, private_kib) = subject.memory();
     let samples = load.stop();
     let ended = Instant::now();
     let idle = drill.idle.and_then(|period| subject.idle(period));
+    if let Some(signal) = interrupted() {
+        subject.stop();
+        return Err(interruption(signal));
+    }
     let supervisor = subject.describe();
     let leftovers = subject.stop();
     let thresholds = Thresholds { max_failures: drill.max_failures, max_p99: drill.max_p99 };

@@ -75,6 +75,7 @@ impl Subject {
                 (command, Driver::Signal { program, status, targets })
             }
         };
+        crate::spawn::stop_with_parent(&mut command);
         let spawned = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
         let mut child = spawned.map_err(|e| match program {
             Some(p) => Fatal::new(
@@ -174,6 +175,9 @@ impl Subject {
             if self.serving() {
                 return Ok(());
             }
+            if let Some(signal) = super::interrupted() {
+                return Err(super::interruption(signal));
+            }
             if start.elapsed() > deadline {
                 return Err(Fatal::new(
                     1,
@@ -224,6 +228,9 @@ impl Subject {
             if let Some(status) = self.exited() {
                 break Some(format!("the supervisor exited ({status}):\n{}", self.tail()));
             }
+            if super::interrupted().is_some() {
+                break Some("interrupted".into());
+            }
             if now - requested_at > timeout {
                 break Some(match ready_at {
                     None => format!("no new generation after {timeout:?}:\n{}", self.tail()),
@@ -251,7 +258,9 @@ impl Subject {
     /// The supervisor's CPU time and wake-ups over `period` of doing nothing.
     pub fn idle(&mut self, period: Duration) -> Option<Idle> {
         let before = usage(self.live_pid()?)?;
-        std::thread::sleep(period);
+        if !super::pause(period) {
+            return None;
+        }
         let after = usage(self.live_pid()?)?;
         Some(Idle {
             seconds: period.as_secs_f64(),

@@ -118,3 +118,64 @@ fn start_server_can_be_drilled_side_by_side() {
     }
     drill_by_signal(start_server);
 }
+
+/// The pids whose command line mentions `needle`, and their children.
+fn processes_mentioning(needle: &str) -> Vec<i32> {
+    let pids: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    let cmdline = |pid: i32| std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let parent = |pid: i32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse::<i32>().ok()
+    };
+    let found: Vec<i32> =
+        pids.iter().copied().filter(|&p| String::from_utf8_lossy(&cmdline(p)).contains(needle)).collect();
+    let children = pids.iter().copied().filter(|&p| parent(p).is_some_and(|pp| found.contains(&pp)));
+    found.iter().copied().chain(children).collect()
+}
+
+/// A drill of many restarts, under way, with TMPDIR in its test directory;
+/// the processes it started (the supervisor, whose --control is in the
+/// drill's temporary directory, and its workers).
+fn drill_under_way() -> (Supervisor, std::path::PathBuf, Vec<i32>) {
+    let builder = handover();
+    let tmp = builder.dir().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let drill = builder
+        .env("TMPDIR", &tmp.display().to_string())
+        .args(["drill", "--port", "127.0.0.1:0", "--ready", "notify", "--restarts", "100000", "--"])
+        .arg(example("hello"))
+        .arg("--quiet")
+        .start();
+    drill.wait_line("restart 1/100000");
+    let started = processes_mentioning(&tmp.display().to_string());
+    assert!(started.len() >= 2, "supervisor and worker: {started:?}\n{}", drill.dossier());
+    (drill, tmp, started)
+}
+
+#[test]
+fn sigterm_stops_the_drill_and_everything_it_started() {
+    let (mut drill, tmp, started) = drill_under_way();
+    drill.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = drill.wait_exit();
+    assert_eq!(status.code(), Some(128 + 15), "{}", drill.dossier());
+    assert!(drill.lines().iter().any(|l| l.contains("drill: interrupted")), "{}", drill.dossier());
+    let left: Vec<i32> = started.into_iter().filter(|&p| alive(p)).collect();
+    assert!(left.is_empty(), "still running: {left:?}");
+    let files: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(files.is_empty(), "left behind: {files:?}");
+}
+
+#[test]
+fn a_killed_drill_leaves_no_supervisor_running() {
+    let (mut drill, _tmp, started) = drill_under_way();
+    drill.signal(nix::sys::signal::Signal::SIGKILL);
+    drill.wait_exit();
+    // The supervisor gets SIGTERM as its parent dies, and stops its workers.
+    let left =
+        || Some(started.iter().copied().filter(|&p| alive(p)).collect::<Vec<_>>()).filter(Vec::is_empty);
+    wait_for("the supervisor and its workers to stop", || format!("{started:?}"), left);
+}
