@@ -39,8 +39,6 @@
 //! ```
 //!
 //! Run: `handover --port 127.0.0.1:0 -- target/debug/examples/exit_codes --code 3 --after 500 --journal /tmp/j`
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process;
@@ -55,8 +53,8 @@ use signal_hook::consts::signal::SIGTERM;
 
 #[path = "support/mod.rs"]
 mod support;
-use support::Listener;
 use support::say;
+use support::{JournalFile, Listener};
 
 #[derive(Parser)]
 #[command(
@@ -103,23 +101,14 @@ fn parse_signal(s: &str) -> Result<Signal, String> {
 }
 
 struct Journal {
-    file: Option<File>,
+    file: JournalFile,
     head: String,
 }
 
 impl Journal {
+    /// `EVENT pid=P gen=N EXTRA`.
     fn log(&self, event: &str, extra: &str) {
-        let Some(mut file) = self.file.as_ref() else { return };
-        let line = if extra.is_empty() {
-            format!("{event} {}\n", self.head)
-        } else {
-            format!("{event} {} {extra}\n", self.head)
-        };
-        // One write(2) per line: with O_APPEND, lines of several processes
-        // never interleave.
-        if let Err(e) = file.write_all(line.as_bytes()) {
-            say!("exit_codes: cannot write the journal: {e}");
-        }
+        self.file.line(&format!("{event} {}", self.head), extra);
     }
 
     fn exit(&self, code: u8) -> ! {
@@ -131,12 +120,7 @@ impl Journal {
 fn main() {
     let opts = Opts::parse();
     let generation = support::generation();
-    let file = opts.journal.as_ref().map(|path| {
-        OpenOptions::new().append(true).create(true).open(path).unwrap_or_else(|e| {
-            say!("exit_codes: cannot open journal {}: {e}", path.display());
-            process::exit(1)
-        })
-    });
+    let file = JournalFile::open(opts.journal.as_deref(), "exit_codes");
     let journal = Journal { file, head: format!("pid={} gen={generation}", process::id()) };
 
     let mut signals = support::signal_pipe(&[SIGTERM]).unwrap_or_else(|e| {

@@ -40,8 +40,6 @@
 //! `exit` line names the process that adopted it. Run (as root, in a new pid
 //! namespace where handover is pid 1):
 //! `unshare --pid --fork --mount-proc target/debug/handover --port 127.0.0.1:0 -- target/debug/examples/orphans --zombies 5 --journal /tmp/j`
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -56,8 +54,8 @@ use signal_hook::consts::signal::SIGTERM;
 
 #[path = "support/mod.rs"]
 mod support;
-use support::Listener;
 use support::say;
+use support::{JournalFile, Listener};
 
 #[derive(Parser)]
 #[command(name = "orphans", about = "A worker that leaves orphaned grandchildren (see the source header)")]
@@ -110,19 +108,14 @@ impl Role {
 }
 
 struct Journal {
-    file: Option<File>,
+    file: JournalFile,
     role: &'static str,
     generation: u64,
 }
 
 impl Journal {
     fn open(path: Option<&Path>, role: Role) -> Journal {
-        let file = path.map(|path| {
-            OpenOptions::new().append(true).create(true).open(path).unwrap_or_else(|e| {
-                say!("orphans: cannot open journal {}: {e}", path.display());
-                process::exit(1)
-            })
-        });
+        let file = JournalFile::open(path, "orphans");
         Journal { file, role: role.name(), generation: support::generation() }
     }
 
@@ -137,21 +130,13 @@ impl Journal {
             getppid(),
             self.generation
         );
-        self.write(&head, extra);
+        self.file.line(&head, extra);
     }
 
     fn spawned(&self, role: Role, pid: u32) {
         let head =
             format!("spawned role={} pid={pid} by={} gen={}", role.name(), process::id(), self.generation);
-        self.write(&head, "");
-    }
-
-    fn write(&self, head: &str, extra: &str) {
-        let Some(mut file) = self.file.as_ref() else { return };
-        let line = if extra.is_empty() { format!("{head}\n") } else { format!("{head} {extra}\n") };
-        if let Err(e) = file.write_all(line.as_bytes()) {
-            say!("orphans: cannot write the journal: {e}");
-        }
+        self.file.line(&head, "");
     }
 
     fn exit(&self, reason: &str) -> ! {

@@ -40,7 +40,7 @@
 //! who adopted it after the leader died. Run:
 //! `handover --port 127.0.0.1:0 -- target/debug/examples/pipeline --journal /tmp/j --notify`,
 //! then `kill -TERM` the handover pid and read the journal.
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -56,8 +56,8 @@ use signal_hook::consts::signal::{SIGCHLD, SIGTERM};
 
 #[path = "support/mod.rs"]
 mod support;
-use support::Listener;
 use support::say;
+use support::{JournalFile, Listener};
 
 #[derive(Parser)]
 #[command(name = "pipeline", about = "A worker running `producer | consumer` in its process group")]
@@ -100,19 +100,14 @@ impl Role {
 }
 
 struct Journal {
-    file: Option<File>,
+    file: JournalFile,
     role: &'static str,
     generation: u64,
 }
 
 impl Journal {
     fn open(path: Option<&Path>, role: Role) -> Journal {
-        let file = path.map(|path| {
-            OpenOptions::new().append(true).create(true).open(path).unwrap_or_else(|e| {
-                say!("pipeline: cannot open journal {}: {e}", path.display());
-                process::exit(1)
-            })
-        });
+        let file = JournalFile::open(path, "pipeline");
         Journal { file, role: role.name(), generation: support::generation() }
     }
 
@@ -121,21 +116,13 @@ impl Journal {
         let (pid, pgid, ppid) = (process::id(), getpgrp(), getppid());
         let head =
             format!("{event} role={} pid={pid} pgid={pgid} ppid={ppid} gen={}", self.role, self.generation);
-        self.write(&head, extra);
+        self.file.line(&head, extra);
     }
 
     fn spawned(&self, role: Role, pid: u32) {
         let head =
             format!("spawned role={} pid={pid} by={} gen={}", role.name(), process::id(), self.generation);
-        self.write(&head, "");
-    }
-
-    fn write(&self, head: &str, extra: &str) {
-        let Some(mut file) = self.file.as_ref() else { return };
-        let line = if extra.is_empty() { format!("{head}\n") } else { format!("{head} {extra}\n") };
-        if let Err(e) = file.write_all(line.as_bytes()) {
-            say!("pipeline: cannot write the journal: {e}");
-        }
+        self.file.line(&head, "");
     }
 
     fn exit(&self, reason: &str) -> ! {

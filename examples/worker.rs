@@ -37,7 +37,6 @@
 //!
 //! Run: `handover --port 0 -- target/debug/examples/worker --journal j.txt --notify`
 use std::fmt::Write as _;
-use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::TcpListener;
 use std::os::fd::AsFd;
@@ -53,8 +52,8 @@ use signal_hook::consts::signal::{SIGHUP, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SI
 
 #[path = "support/mod.rs"]
 mod support;
-use support::Listener;
 use support::say;
+use support::{JournalFile, Listener};
 
 #[derive(Parser)]
 #[command(name = "worker", about = "handover's test worker (see the source header)")]
@@ -137,28 +136,19 @@ fn decode(signal: i32) -> Option<Sig> {
 }
 
 struct Journal {
-    file: Option<File>,
+    file: JournalFile,
     pid: u32,
     generation: u64,
 }
 
 impl Journal {
+    /// `EVENT pid=P gen=N KEY=VALUE...`.
     fn log(&self, event: &str, fields: &[(&str, &str)]) {
-        let Some(mut file) = self.file.as_ref() else {
-            return;
-        };
         let mut line = format!("{event} pid={} gen={}", self.pid, self.generation);
         for (key, value) in fields {
             let _ = write!(line, " {key}={value}");
         }
-        line.push('\n');
-        // One write(2) per line: with O_APPEND, lines from several processes
-        // never interleave.
-        match file.write(line.as_bytes()) {
-            Ok(n) if n == line.len() => {}
-            Ok(n) => say!("worker: short journal write ({n} of {} bytes)", line.len()),
-            Err(e) => say!("worker: cannot write the journal: {e}"),
-        }
+        self.file.line(&line, "");
     }
 
     fn exit(&self, code: u8) -> ! {
@@ -171,12 +161,7 @@ fn main() {
     let opts = Opts::parse();
     let pid = process::id();
     let generation = support::generation();
-    let file = opts.journal.as_ref().map(|path| {
-        OpenOptions::new().append(true).create(true).open(path).unwrap_or_else(|e| {
-            say!("worker: cannot open journal {}: {e}", path.display());
-            process::exit(1)
-        })
-    });
+    let file = JournalFile::open(opts.journal.as_deref(), "worker");
     let journal = Journal { file, pid, generation };
 
     let inherited = support::inherited_fds();

@@ -217,6 +217,43 @@ impl Listener {
 
 /// One line on stderr in a single write(2), so it never interleaves with
 /// lines of the supervisor or other workers sharing the file.
+/// An append-only journal file that the processes of a test share. Each
+/// line goes out in one write(2), so with O_APPEND the lines of several
+/// processes never interleave. Without a path nothing is written.
+pub struct JournalFile {
+    file: Option<std::fs::File>,
+    program: &'static str,
+}
+
+impl JournalFile {
+    /// Opens `path` for appending (creating it); `program` names the
+    /// example in error messages. Exits 1 when the file cannot be opened.
+    pub fn open(path: Option<&std::path::Path>, program: &'static str) -> JournalFile {
+        let file = path.map(|path| {
+            let opened = std::fs::OpenOptions::new().append(true).create(true).open(path);
+            opened.unwrap_or_else(|e| {
+                say_line(&format!("{program}: cannot open journal {}: {e}", path.display()));
+                std::process::exit(1)
+            })
+        });
+        JournalFile { file, program }
+    }
+
+    /// Appends `head`, then ` extra` unless it is empty, and a newline.
+    pub fn line(&self, head: &str, extra: &str) {
+        use std::io::Write;
+        let Some(mut file) = self.file.as_ref() else { return };
+        let line = if extra.is_empty() { format!("{head}\n") } else { format!("{head} {extra}\n") };
+        match file.write(line.as_bytes()) {
+            Ok(n) if n == line.len() => {}
+            Ok(n) => {
+                say_line(&format!("{}: short journal write ({n} of {} bytes)", self.program, line.len()))
+            }
+            Err(e) => say_line(&format!("{}: cannot write the journal: {e}", self.program)),
+        }
+    }
+}
+
 pub fn say_line(line: &str) {
     use std::io::Write;
     let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
