@@ -1,7 +1,8 @@
 #!/bin/sh
 # The drill's load generator against wrk, same server, same machine:
 # hello under handover, 8 connections, 5 s, keep-alive and a connection per
-# request. Needs wrk (apt-get install -y wrk). Prints requests per second.
+# request. Needs wrk (apt-get install -y wrk). Prints requests per second
+# and each tool's own CPU time per request.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
@@ -21,11 +22,20 @@ for _ in $(seq 1 500); do
     sleep 0.01
 done
 [ -n "$port" ] || { echo "drill-vs-wrk: the server did not start" >&2; cat "$log" >&2; exit 1; }
-rate() { python3 -c 'import json,sys; print(round(json.load(sys.stdin)["rate_per_s"]))'; }
+drill_numbers() {
+    python3 -c 'import json,sys; r=json.load(sys.stdin); print(round(r["rate_per_s"]), r["load_cpu_us_per_request"])'
+}
+# wrk's requests per second, and its CPU time (the subshell's `times`: wrk's
+# user and system time) per request in microseconds.
+wrk_numbers() {
+    awk '/Requests\/sec/ { rate = $2 } / requests in / { n = $1 }
+         /^[0-9]+m[0-9.]+s [0-9]+m[0-9.]+s$/ { split($1, u, /[ms]/); split($2, s, /[ms]/); cpu = u[1] * 60 + u[2] + s[1] * 60 + s[2] }
+         END { printf "%d %.1f\n", rate, cpu * 1e6 / n }'
+}
 for mode in keepalive close; do
     if [ $mode = keepalive ]; then header=""; flag="--keepalive"; else header="Connection: close"; flag=""; fi
-    wrk_rate=$(wrk -t2 -c8 -d"${seconds}s" ${header:+-H "$header"} "http://127.0.0.1:$port/" | awk '/Requests\/sec/ {printf "%d", $2}')
-    drill_rate=$("$bin/handover" drill --port 127.0.0.1:0 --ready notify --restarts 0 --duration "${seconds}s" \
-        --connections 8 $flag --json -- "$bin/examples/hello" --quiet | rate)
-    echo "$mode: drill $drill_rate req/s, wrk $wrk_rate req/s"
+    wrk=$( (wrk -t2 -c8 -d"${seconds}s" ${header:+-H "$header"} "http://127.0.0.1:$port/"; times) | wrk_numbers)
+    drill=$("$bin/handover" drill --port 127.0.0.1:0 --ready notify --restarts 0 --duration "${seconds}s" \
+        --connections 8 $flag --json -- "$bin/examples/hello" --quiet | drill_numbers)
+    echo "$mode: drill ${drill% *} req/s (${drill#* } µs CPU per request), wrk ${wrk% *} req/s (${wrk#* } µs CPU per request)"
 done

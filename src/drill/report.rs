@@ -79,6 +79,8 @@ pub struct Inputs<'a> {
     pub restarts: &'a [RestartRecord],
     pub started: Instant,
     pub ended: Instant,
+    /// CPU time the drill itself spent while the load ran.
+    pub load_cpu: Option<Duration>,
     /// What was drilled and how it was restarted.
     pub supervisor: String,
     pub peak_rss_kib: Option<u64>,
@@ -183,6 +185,8 @@ pub struct Report {
     pub retried: u64,
     pub duration_s: f64,
     pub rate_per_s: f64,
+    /// The drill's own CPU time per request: what the load generator costs.
+    pub load_cpu_us_per_request: Option<f64>,
     pub failures: Failures,
     pub latency: Latency,
     pub accept_gap: AcceptGap,
@@ -341,6 +345,10 @@ pub fn compute(inputs: &Inputs) -> Report {
         retried: samples.iter().filter(|s| s.retried).count() as u64,
         duration_s: (duration.as_secs_f64() * 1e3).round() / 1e3,
         rate_per_s: if duration.is_zero() { 0.0 } else { (requests as f64 / duration.as_secs_f64()).round() },
+        load_cpu_us_per_request: inputs
+            .load_cpu
+            .filter(|_| requests > 0)
+            .map(|cpu| (cpu.as_secs_f64() * 1e7 / requests as f64).round() / 10.0),
         failures,
         latency,
         accept_gap,
@@ -419,6 +427,7 @@ pub(super) mod tests {
             restarts,
             started: base,
             ended,
+            load_cpu: Some(Duration::from_millis(42)),
             supervisor: "handover".into(),
             peak_rss_kib: Some(3 * 1024 + 512),
             private_kib: Some(256),
@@ -510,6 +519,7 @@ pub(super) mod tests {
                 "idle",
                 "latency",
                 "leftovers",
+                "load_cpu_us_per_request",
                 "max_failures",
                 "max_p99_ms",
                 "ok",

@@ -87,6 +87,7 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<i32, Fatal> {
     };
     let tty = std::io::stderr().is_terminal();
     let started = Instant::now();
+    let cpu_before = own_cpu();
     let load = match Load::start(plan) {
         Ok(load) => load,
         Err(e) => {
@@ -117,6 +118,7 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<i32, Fatal> {
     let (peak_rss_kib, private_kib) = subject.memory();
     let samples = load.stop();
     let ended = Instant::now();
+    let load_cpu = own_cpu().zip(cpu_before).map(|(after, before)| after.saturating_sub(before));
     let idle = drill.idle.and_then(|period| subject.idle(period));
     if let Some(signal) = interrupted() {
         subject.stop();
@@ -131,6 +133,7 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<i32, Fatal> {
         started,
         ended,
         supervisor,
+        load_cpu,
         peak_rss_kib,
         private_kib,
         idle,
@@ -150,4 +153,14 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<i32, Fatal> {
         eprintln!("handover drill: {verdict}");
     }
     Ok(if report.passed() { 0 } else { 1 })
+}
+
+/// CPU time (user + system) of this process so far: the load's threads and
+/// the drill's own work, not the supervisor's or the server's.
+fn own_cpu() -> Option<Duration> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let usage = getrusage(UsageWho::RUSAGE_SELF).ok()?;
+    let micros =
+        |t: nix::sys::time::TimeVal| Duration::from_micros((t.tv_sec() * 1_000_000 + t.tv_usec()) as u64);
+    Some(micros(usage.user_time()) + micros(usage.system_time()))
 }

@@ -37,6 +37,9 @@ impl Report {
             "requests     {} in {:.2} s ({}/s), {} failed, {} retried on a fresh connection\n",
             self.requests, self.duration_s, self.rate_per_s, f.total, self.retried
         );
+        if let Some(us) = self.load_cpu_us_per_request {
+            let _ = writeln!(out, "load cost    {us} µs of the drill's CPU per request");
+        }
         let _ = writeln!(
             out,
             "failures     refused {}, reset {}, timeout {}, bad status {}, short read {}, other {}",
@@ -192,6 +195,7 @@ mod tests {
         assert_eq!(
             report.to_text(),
             "requests     1000 in 1.00 s (1000/s), 0 failed, 1 retried on a fresh connection\n\
+             load cost    42 µs of the drill's CPU per request\n\
              failures     refused 0, reset 0, timeout 0, bad status 0, short read 0, other 0\n\
              latency ms   p50 1.00  p90 1.00  p99 1.00  max 1.00\n\
              accept gap   largest 1.00 ms, outside restarts 1.00 ms\n\
