@@ -40,6 +40,8 @@ fn a_clean_server_passes_with_a_json_report() {
     assert_eq!(restarts.len(), 3);
     assert!(restarts.iter().all(|r| r["ok"] == true && r["ready_after_ms"].is_number()), "{report:#}");
     assert_eq!(report["leftovers"], serde_json::json!([]));
+    assert!(report["load_cpu_us_per_request"].as_f64().is_some_and(|us| us > 0.0), "{report:#}");
+    assert!(report["private_kib"].as_u64().is_some_and(|kib| kib > 0), "{report:#}");
 }
 
 #[test]
