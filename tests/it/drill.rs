@@ -181,3 +181,15 @@ fn a_killed_drill_leaves_no_supervisor_running() {
         || Some(started.iter().copied().filter(|&p| alive(p)).collect::<Vec<_>>()).filter(Vec::is_empty);
     wait_for("the supervisor and its workers to stop", || format!("{started:?}"), left);
 }
+
+#[test]
+fn a_restart_by_sighup_that_never_completes_fails_after_the_restart_timeout() {
+    let worker = example("worker").display().to_string();
+    let handover = binary().display().to_string();
+    let args = ["--supervisor", &handover, "--port", "127.0.0.1:0", "--ready", "notify", "--restarts", "1"];
+    let crash = [&worker, "--notify", "--crash-if-generation-at-least", "2"];
+    let out = drill(&[&args[..], &["--restart-timeout", "1s", "--"], &crash[..]].concat());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("restart 1 failed: no new generation after 1s"), "{said}");
+}
