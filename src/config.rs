@@ -14,8 +14,9 @@ use nix::sys::signal::Signal;
 use crate::cli::{HandoverOpts, ReadyArg, StartServerOpts};
 use crate::listen::ListenSpec;
 use crate::machine::{Policy, ReadyMode};
-use crate::spawn::Credentials;
-use crate::{files, protocol};
+use crate::state;
+use crate::sys::spawn::Credentials;
+use crate::wire::env as protocol;
 
 /// A usage or configuration error: exit code 2.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,9 +59,9 @@ pub struct Config {
     /// `--signal-target group`: signals go to the worker's process group.
     pub signal_group: bool,
     /// `--user`/`--group`: who the workers run as.
-    pub credentials: Option<crate::spawn::Credentials>,
+    pub credentials: Option<crate::sys::spawn::Credentials>,
     /// `--log-capture`: workers' output through our pipes, in this format.
-    pub capture: Option<crate::capture::Format>,
+    pub capture: Option<crate::supervisor::capture::Format>,
     /// `--watch`: paths whose changes restart the worker.
     pub watch: Vec<PathBuf>,
     /// `--control`: the control socket's path.
@@ -242,8 +243,8 @@ impl Config {
         let mut startup = env.clone();
         if let Some(dir) = &envdir {
             export(protocol::ENVDIR, dir.clone().into());
-            let loaded = files::read_envdir(dir).map_err(ConfigError)?;
-            startup = files::overlay_env(&env, &loaded.vars);
+            let loaded = state::read_envdir(dir).map_err(ConfigError)?;
+            startup = state::overlay_env(&env, &loaded.vars);
         }
         let auto =
             opts.enable_auto_restart || lookup(&startup, protocol::ENABLE_AUTO_RESTART).is_some_and(truthy);
@@ -336,8 +337,8 @@ impl Config {
             signal_group: more.signal_target == crate::cli::SignalTarget::Group,
             credentials: credentials(more.user.as_deref(), more.group.as_deref())?,
             capture: more.log_capture.then_some(match more.log_format {
-                crate::cli::LogFormat::Text => crate::capture::Format::Text,
-                crate::cli::LogFormat::Json => crate::capture::Format::Json,
+                crate::cli::LogFormat::Text => crate::supervisor::capture::Format::Text,
+                crate::cli::LogFormat::Json => crate::supervisor::capture::Format::Json,
             }),
             watch: more.watch.clone(),
             control: more.control.clone(),

@@ -4,28 +4,17 @@
 //! most one line on stderr. Exit codes: 0 clean stop; 1 runtime failure;
 //! 2 usage or configuration error; 126/127 the worker cannot be executed /
 //! found at the first start.
-mod capture;
 mod cli;
 mod client;
 mod config;
-mod control;
 mod drill;
-mod einhorn;
-mod event;
-mod event_loop;
-mod files;
-mod lines;
+mod error;
 mod listen;
 mod machine;
-mod notify;
-mod output;
-mod protocol;
-mod reaper;
-mod report;
-mod setup;
-mod signals;
-mod spawn;
-mod watch;
+mod state;
+mod supervisor;
+mod sys;
+mod wire;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -37,8 +26,8 @@ use clap::error::ErrorKind;
 
 use crate::cli::{Client, HandoverCli, StartServerCli, StartServerOpts, Target};
 use crate::config::{Config, parse_duration};
-use crate::control::Command;
-use crate::event_loop::Fatal;
+use crate::error::Fatal;
+use crate::wire::control::Command;
 
 fn main() -> ExitCode {
     let args = cli::normalize_args(std::env::args_os().collect());
@@ -75,7 +64,7 @@ fn run(compat: bool, args: Vec<OsString>) -> Result<i32, Fatal> {
     }
     let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let config = Config::new(compat, opts, more, command, env).map_err(|e| Fatal::new(2, e.0))?;
-    setup::run(config)
+    supervisor::setup::run(config)
 }
 
 /// clap's help and version go to stdout with exit 0; errors become one line.
@@ -128,11 +117,12 @@ fn run_client(client: Client) -> Result<i32, Fatal> {
             let timeout = duration("timeout", &timeout)?;
             if let Some(path) = over_control(&target) {
                 if !wait {
-                    control::send(&path, Command::Restart).map_err(client_error)?;
+                    client::control::send(&path, Command::Restart).map_err(client_error)?;
                     return Ok(0);
                 }
-                let reply = control::call(&path, Command::Restart, Some(timeout)).and_then(control::check);
-                println!("{}", report::outcome_text(&reply.map_err(client_error)?));
+                let reply = client::control::call(&path, Command::Restart, Some(timeout))
+                    .and_then(client::control::check);
+                println!("{}", supervisor::report::outcome_text(&reply.map_err(client_error)?));
                 return Ok(0);
             }
             let pid_file = require(&target.pid_file, "--control or --pid-file", "handover restart")?;
@@ -148,7 +138,8 @@ fn run_client(client: Client) -> Result<i32, Fatal> {
         Client::Stop { target, timeout } => {
             let timeout = timeout.map(|t| duration("timeout", &t)).transpose()?;
             if let Some(path) = over_control(&target) {
-                let reply = control::call(&path, Command::Stop, timeout).and_then(control::check);
+                let reply =
+                    client::control::call(&path, Command::Stop, timeout).and_then(client::control::check);
                 if let Some(pid) = reply.map_err(client_error)?["pid"].as_u64() {
                     client::wait_gone(pid as u32);
                 }
@@ -159,11 +150,11 @@ fn run_client(client: Client) -> Result<i32, Fatal> {
         }
         Client::Status { target, json } => {
             if let Some(path) = over_control(&target) {
-                let reply = control::call(&path, Command::Status, Some(Duration::from_secs(10)));
-                let reply = reply.and_then(control::check).map_err(client_error)?;
+                let reply = client::control::call(&path, Command::Status, Some(Duration::from_secs(10)));
+                let reply = reply.and_then(client::control::check).map_err(client_error)?;
                 match json {
                     true => println!("{reply}"),
-                    false => print!("{}", report::status_text(&reply)),
+                    false => print!("{}", supervisor::report::status_text(&reply)),
                 }
                 return Ok(0);
             }

@@ -11,7 +11,7 @@ use super::progress::Progress;
 use super::report::{Inputs, Thresholds, compute};
 use super::subject::Subject;
 use super::{interrupted, interruption, pause};
-use crate::event_loop::Fatal;
+use crate::error::Fatal;
 
 /// Options of `handover drill` itself; everything else goes to the supervisor.
 #[derive(Clone, Debug)]

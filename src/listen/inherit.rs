@@ -34,7 +34,7 @@ use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use socket2::{Socket, Type};
 
 use super::{Address, BindError, ListenSpec, Listener, UnixOptions, describe};
-use crate::protocol::Activation;
+use crate::wire::env::Activation;
 
 /// A socket received from our own manager, not yet matched to a listener.
 #[derive(Debug)]
@@ -81,7 +81,7 @@ pub fn take_inherited(activation: &Activation) -> Result<Vec<Inherited>, BindErr
                 return Err(fail(format!("cannot be checked in /proc/self/fd: {}", describe(&e))));
             }
         }
-        let owned = crate::spawn::adopt(fd);
+        let owned = crate::sys::spawn::adopt(fd);
         fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
             .map_err(|e| fail(format!("cannot be made close-on-exec: {}", e.desc())))?;
         taken.push(Inherited { fd, name: name.map(str::to_owned), socket: Socket::from(owned) });

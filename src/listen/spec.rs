@@ -20,7 +20,7 @@ use std::net::Ipv6Addr;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 
-use crate::protocol::UNNAMED_FD;
+use crate::wire::env::UNNAMED_FD;
 
 const PORT_SYNTAX: &str = "expected PORT, HOST:PORT or [IPV6]:PORT, optionally u-prefixed and =FD";
 const LISTEN_SYNTAX: &str = "expected [NAME=]tcp://HOST:PORT, udp://HOST:PORT or unix:PATH, \

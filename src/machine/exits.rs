@@ -6,7 +6,7 @@ use nix::sys::signal::Signal;
 
 use super::generation::Generation;
 use super::*;
-use crate::event::{Event, ExitStatus, Pid, SpawnError};
+use crate::machine::event::{Event, ExitStatus, Pid, SpawnError};
 
 impl Machine {
     pub(super) fn terminate(&mut self, now: Instant, received: Signal, fx: &mut Vec<Effect>) {

@@ -6,7 +6,7 @@
 //! last worker.
 use std::time::Instant;
 
-use crate::event::Pid;
+use crate::machine::event::Pid;
 
 #[derive(Clone, Debug)]
 pub struct Worker {

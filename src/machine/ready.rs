@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::generation::Generation;
 use super::*;
-use crate::event::{Event, Pid};
+use crate::machine::event::{Event, Pid};
 
 impl Machine {
     pub(super) fn ready_message(&mut self, now: Instant, pid: Pid, fx: &mut Vec<Effect>) {

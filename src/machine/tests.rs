@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::*;
-use crate::event::{ExitStatus, Pid, SpawnError};
+use crate::machine::event::{ExitStatus, Pid, SpawnError};
 
 const SEC: u64 = 1000;
 

@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::event::{Event, ExitStatus, Pid, SpawnError};
+use crate::machine::event::{Event, ExitStatus, Pid, SpawnError};
 
 /// When a new worker counts as ready.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

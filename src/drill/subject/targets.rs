@@ -9,7 +9,7 @@ use std::net::{TcpListener, ToSocketAddrs};
 use std::path::PathBuf;
 
 use crate::drill::load::Target;
-use crate::event_loop::Fatal;
+use crate::error::Fatal;
 use crate::listen::{Address, ListenSpec};
 
 /// TCP and unix listeners from `listening on tcp ADDR as fd N (...)`.

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 
-use crate::event_loop::Fatal;
+use crate::error::Fatal;
 
 /// Set by SIGINT and SIGTERM: the drill stops what it is doing, stops the
 /// supervisor and exits 128 + the signal. A second one exits at once.

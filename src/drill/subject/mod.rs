@@ -29,9 +29,10 @@ use serde_json::Value;
 
 use super::load::Target;
 use super::report::{Idle, RestartRecord};
-use crate::control::{self, Command as Request};
-use crate::event_loop::Fatal;
-use crate::files::read_status;
+use crate::client::control;
+use crate::error::Fatal;
+use crate::state::read_status;
+use crate::wire::control::Command as Request;
 use targets::{listening_lines, signal_listeners};
 
 /// How often the status file is read while a restart is timed.
@@ -75,7 +76,7 @@ impl Subject {
                 (command, Driver::Signal { program, status, targets })
             }
         };
-        crate::spawn::stop_with_parent(&mut command);
+        crate::sys::spawn::stop_with_parent(&mut command);
         let spawned = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
         let mut child = spawned.map_err(|e| match program {
             Some(p) => Fatal::new(

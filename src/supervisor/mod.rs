@@ -17,31 +17,33 @@ use nix::unistd::{Pid, getpgid};
 
 use serde_json::json;
 
-use crate::capture::Capture;
 use crate::config::Config;
-use crate::control::{Command, ControlServer, RequestId};
-use crate::einhorn::EinhornSocket;
-use crate::event::{Event, ExitStatus};
-use crate::files::{self, PidFile, StatusFile};
+use crate::error::Fatal;
 use crate::listen::Listener;
+use crate::machine::event::{Event, ExitStatus};
 use crate::machine::{self, Effect, Input, Machine};
-use crate::notify::{self, NotifySocket};
-use crate::signals::{SignalEvent, Signals};
-use crate::watch::Watcher;
-use crate::{output, protocol, reaper, report, spawn};
+use crate::state::{self, PidFile, StatusFile};
+use crate::sys::spawn;
+use crate::wire::control::Command;
+use crate::wire::env as protocol;
+use capture::Capture;
+use control::{ControlServer, RequestId};
+use einhorn::EinhornSocket;
+use notify::NotifySocket;
+use signals::{SignalEvent, Signals};
+use watch::Watcher;
 
-/// A failure that ends the supervisor: one line and an exit code.
-#[derive(Debug)]
-pub struct Fatal {
-    pub message: String,
-    pub code: i32,
-}
-
-impl Fatal {
-    pub fn new(code: i32, message: impl Into<String>) -> Fatal {
-        Fatal { message: message.into(), code }
-    }
-}
+pub mod capture;
+mod control;
+mod einhorn;
+mod lines;
+mod notify;
+pub mod output;
+mod reaper;
+pub mod report;
+pub mod setup;
+mod signals;
+mod watch;
 
 /// How lines are printed: start_server's bare texts, or prefixed.
 pub struct Log {
@@ -252,10 +254,10 @@ impl Supervisor {
     fn worker_env(&self, generation: u64, index: usize) -> Vec<(OsString, OsString)> {
         let mut env = self.config.base_env.clone();
         if let Some(dir) = &self.config.envdir {
-            match files::read_envdir(dir) {
+            match state::read_envdir(dir) {
                 Ok(loaded) => {
                     loaded.warnings.iter().for_each(|w| self.log.line(w));
-                    env = files::overlay_env(&env, &loaded.vars);
+                    env = state::overlay_env(&env, &loaded.vars);
                 }
                 Err(e) => self.log.line(&format!("{e}; using the startup environment")),
             }

@@ -9,17 +9,20 @@
 //! or process is left behind.
 use std::io::Write;
 
+use super::control::ControlServer;
+use super::{Log, Supervisor};
+use super::{output, reaper};
 use crate::config::Config;
-use crate::control::ControlServer;
-use crate::einhorn::EinhornSocket;
-use crate::event_loop::{Fatal, Log, Supervisor};
-use crate::files::{PidFile, StatusFile};
+use crate::error::Fatal;
 use crate::listen::{self, Listener};
 use crate::machine::Machine;
-use crate::notify::NotifySocket;
-use crate::signals::Signals;
-use crate::watch::Watcher;
-use crate::{output, protocol, reaper, spawn};
+use crate::state::{PidFile, StatusFile};
+use crate::supervisor::einhorn::EinhornSocket;
+use crate::supervisor::notify::NotifySocket;
+use crate::supervisor::signals::Signals;
+use crate::supervisor::watch::Watcher;
+use crate::sys::spawn;
+use crate::wire::env as protocol;
 
 /// What must be undone if set-up fails halfway.
 #[derive(Default)]
@@ -43,7 +46,8 @@ impl Undo<'_> {
 
 /// Run until stopped; returns the exit code.
 pub fn run(mut config: Config) -> Result<i32, Fatal> {
-    let log = Log { compat: config.compat, json: config.capture == Some(crate::capture::Format::Json) };
+    let log =
+        Log { compat: config.compat, json: config.capture == Some(crate::supervisor::capture::Format::Json) };
     let program = &config.command[0];
     spawn::check(program, &config.base_env, config.dir.as_deref())
         .map_err(|e| Fatal::new(e.exit_code(), e.to_string()))?;
@@ -148,7 +152,7 @@ pub fn run(mut config: Config) -> Result<i32, Fatal> {
     }
     let status_file = config.status_file.as_deref().map(StatusFile::new);
     let machine = Machine::new(config.policy.clone());
-    let capture = config.capture.map(crate::capture::Capture::new);
+    let capture = config.capture.map(crate::supervisor::capture::Capture::new);
     let watcher = match config.watch.is_empty() {
         true => None,
         false => match Watcher::new(&config.watch) {

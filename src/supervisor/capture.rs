@@ -736,7 +736,7 @@ mod tests {
         let command = ["sh", "-c", "echo out; echo err >&2"].map(std::ffi::OsString::from);
         let env = [("PATH".into(), std::env::var_os("PATH").unwrap_or_default())];
         let fds = [(pipes.stdout.as_raw_fd(), 1), (pipes.stderr.as_raw_fd(), 2)];
-        let request = crate::spawn::Request {
+        let request = crate::sys::spawn::Request {
             command: &command,
             env: &env,
             listen_pid: false,
@@ -744,7 +744,7 @@ mod tests {
             fds: &fds,
             credentials: None,
         };
-        let spawned = crate::spawn::spawn(&request);
+        let spawned = crate::sys::spawn::spawn(&request);
         let token = pipes.token;
         drop(pipes);
         let pid = spawned.unwrap();

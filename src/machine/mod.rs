@@ -24,8 +24,9 @@ use std::time::Instant;
 
 use nix::sys::signal::Signal;
 
-use crate::event::{Event, Pid};
+use event::{Event, Pid};
 
+pub mod event;
 mod exits;
 mod generation;
 mod ready;

@@ -50,7 +50,7 @@ use nix::poll::PollFlags;
 use nix::sys::socket::{getsockopt, sockopt};
 use serde_json::{Value, json};
 
-use crate::lines::{LineConn, listen_at};
+use crate::supervisor::lines::{LineConn, listen_at};
 
 pub const ACK: &str = "worker:ack";
 const MAX_CONNECTIONS: usize = 256;
@@ -400,7 +400,7 @@ mod tests {
     fn an_over_long_line_closes_the_connection() {
         let (_dir, mut socket) = bound();
         let mut worker = UnixStream::connect(socket.path()).unwrap();
-        worker.write_all(&vec![b'a'; crate::control::MAX_LINE + 1]).unwrap();
+        worker.write_all(&vec![b'a'; crate::supervisor::lines::MAX_LINE + 1]).unwrap();
         let acks = pump(&mut socket, |s, _| s.connections() == 0);
         assert!(acks.is_empty());
         worker.set_read_timeout(Some(GUARD)).unwrap();

@@ -13,9 +13,9 @@ use std::process::{Command, Stdio};
 use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout};
 
 use crate::config::LogTarget;
-use crate::event::describe_io;
-use crate::event_loop::Fatal;
-use crate::spawn;
+use crate::error::Fatal;
+use crate::machine::event::describe_io;
+use crate::sys::spawn;
 
 /// Returns the pid of the `| COMMAND` logger, which must outlive every
 /// other child (it gets their last lines).

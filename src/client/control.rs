@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Command, to_line};
-use crate::client::{ClientError, show};
-use crate::files::io_text;
+use super::{ClientError, show};
+use crate::state::io_text;
+use crate::wire::control::{Command, to_line};
 
 fn runtime(message: String) -> ClientError {
     ClientError { message, code: 1 }

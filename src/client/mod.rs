@@ -21,12 +21,14 @@ use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+pub mod control;
+
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Serialize;
 
-use crate::files::{self, PidFileWatch, io_text};
+use crate::state::{self, PidFileWatch, io_text};
 
 /// How often `restart` re-reads the status file.
 const POLL: Duration = Duration::from_millis(50);
@@ -125,7 +127,7 @@ pub fn restart(
         ClientError::runtime(format!("cannot read status file {}: {}", status_file.display(), io_text(&e)))
     };
     let (watch, pid) = open_live(pid_file)?;
-    let mut last = files::read_status(status_file).map_err(status_error)?;
+    let mut last = state::read_status(status_file).map_err(status_error)?;
     let Some(&(current, _)) = last.last() else {
         return Err(ClientError::runtime(format!(
             "no active generation in status file {}",
@@ -140,7 +142,7 @@ pub fn restart(
     let start = Instant::now();
     let mut missing_since = None;
     loop {
-        match files::read_status(status_file) {
+        match state::read_status(status_file) {
             Ok(gens) => {
                 missing_since = None;
                 if let [(generation, _)] = gens[..]
@@ -271,7 +273,7 @@ pub fn status(pid_file: Option<&Path>, status_file: Option<&Path>) -> Result<Sta
     }
     let (gens, status_exists) = match status_file {
         None => (Vec::new(), false),
-        Some(path) => match files::read_status(path) {
+        Some(path) => match state::read_status(path) {
             Ok(gens) => (gens, true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => (Vec::new(), false),
             Err(e) => {
@@ -316,7 +318,7 @@ mod tests {
     use nix::sys::signal::killpg;
     use std::os::unix::process::CommandExt;
 
-    use crate::files::PidFile;
+    use crate::state::PidFile;
 
     const SCRIPT: &str = r#"
 put() { printf "$1" > "$2.tmp" 9>&- && mv "$2.tmp" "$2" 9>&-; }
@@ -354,7 +356,7 @@ while :; do sleep 1000 9>&- & wait $!; done
             let mut fake = Fake { child, _dir: dir, pid_file, status_file };
             let pid = fake.pid();
             fake.wait_until("the fake supervisor to start", |f| {
-                f.status_file.exists() && files::read_pid(&f.pid_file) == Ok(pid)
+                f.status_file.exists() && state::read_pid(&f.pid_file) == Ok(pid)
             });
             fake
         }
@@ -432,7 +434,7 @@ while :; do sleep 1000 9>&- & wait $!; done
         stop(&fake.pid_file, Some(LONG), |pid| announced = Some(pid)).unwrap();
         assert_eq!(announced, Some(fake.pid()));
         assert!(fake.child.wait().unwrap().success());
-        assert!(!files::is_locked(&fake.pid_file).unwrap());
+        assert!(!state::is_locked(&fake.pid_file).unwrap());
     }
 
     #[test]

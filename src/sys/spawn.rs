@@ -33,7 +33,7 @@ use nix::fcntl::OFlag;
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 use nix::unistd::{Pid, pipe2};
 
-use crate::event::SpawnError;
+use crate::machine::event::SpawnError;
 
 /// `LISTEN_PID=` followed by room for any pid and the NUL.
 const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";

@@ -55,32 +55,14 @@ use nix::poll::PollFlags;
 use nix::sys::socket::{getsockopt, sockopt};
 use serde_json::{Value, json};
 
-use crate::files::io_text;
-pub use crate::lines::MAX_LINE;
-use crate::lines::{LineConn, listen_at};
+use crate::state::io_text;
+pub use crate::supervisor::lines::MAX_LINE;
+use crate::supervisor::lines::{LineConn, listen_at};
+use crate::wire::control::{Command, parse_request, to_line};
 
 const MAX_CONNECTIONS: usize = 64;
 /// Unanswered requests per connection before it stops being read.
 const MAX_PENDING: usize = 64;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
-    Status,
-    Restart,
-    Stop,
-}
-
-impl Command {
-    const ALL: [Command; 3] = [Command::Status, Command::Restart, Command::Stop];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Command::Status => "status",
-            Command::Restart => "restart",
-            Command::Stop => "stop",
-        }
-    }
-}
 
 /// One request, to be answered with `ControlServer::reply`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,21 +71,6 @@ pub struct RequestId(pub u64);
 /// Who may use the control socket: root, and the supervisor's own user.
 pub fn peer_allowed(peer_uid: u32, our_euid: u32) -> bool {
     peer_uid == 0 || peer_uid == our_euid
-}
-
-/// The request a line holds, or the error to answer it with.
-pub fn parse_request(line: &[u8]) -> Result<Command, String> {
-    let value: Value = serde_json::from_slice(line).map_err(|e| format!("request is not JSON: {e}"))?;
-    let name = (value.get("command").and_then(Value::as_str))
-        .ok_or_else(|| "request has no \"command\" string".to_string())?;
-    (Command::ALL.into_iter().find(|c| c.name() == name))
-        .ok_or_else(|| format!("unknown command {name:?}: expected status, restart or stop"))
-}
-
-fn to_line(value: &Value) -> Vec<u8> {
-    let mut line = value.to_string().into_bytes();
-    line.push(b'\n');
-    line
 }
 
 struct Slot {
@@ -325,9 +292,6 @@ fn clear_stale(path: &Path) -> io::Result<()> {
     }
 }
 
-mod client;
-pub use client::{call, check, send};
-
 #[cfg(test)]
 mod tests {
     use std::net::Shutdown;
@@ -335,6 +299,7 @@ mod tests {
     use std::time::Duration;
 
     use crate::client::ClientError;
+    use crate::client::control::{call, check};
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
