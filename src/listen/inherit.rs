@@ -1,8 +1,8 @@
 //! Sockets handed to the supervisor by its own manager (systemd socket
 //! activation, `systemd-socket-activate`), adopted instead of bound.
 //!
-//! [`take_inherited`] is the only place that turns raw fd numbers into
-//! owned sockets; everything else works on sockets already owned, so the
+//! [`take_inherited`] gets the owned fds from `sys::fd`, the only place
+//! that turns raw fd numbers into owned ones; everything else works on sockets already owned, so the
 //! matching is tested with sockets a test creates.
 //!
 //! Matching, for specs given on the command line:
@@ -24,16 +24,15 @@
 
 use std::fmt;
 use std::fs;
-use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use socket2::{Socket, Type};
 
 use super::{Address, BindError, ListenSpec, Listener, UnixOptions, describe};
+use crate::sys;
 use crate::wire::env::Activation;
 
 /// A socket received from our own manager, not yet matched to a listener.
@@ -67,25 +66,23 @@ impl Inherited {
 /// before anything else could close or reuse those numbers.
 pub fn take_inherited(activation: &Activation) -> Result<Vec<Inherited>, BindError> {
     let count = activation.names.len();
-    let mut taken = Vec::with_capacity(count);
-    for (fd, name) in activation.fds() {
-        let fail = |problem: String| BindError::Inherited { fd, name: name.map(str::to_owned), problem };
-        // Never own a number that is not open: a later open would reuse it
-        // and dropping the socket would close someone else's file.
-        match fs::read_link(format!("/proc/self/fd/{fd}")) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(fail(format!("is not open, but LISTEN_FDS={count}")));
-            }
-            Err(e) => {
-                return Err(fail(format!("cannot be checked in /proc/self/fd: {}", describe(&e))));
-            }
-        }
-        let owned = crate::sys::spawn::adopt(fd);
-        fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
-            .map_err(|e| fail(format!("cannot be made close-on-exec: {}", e.desc())))?;
-        taken.push(Inherited { fd, name: name.map(str::to_owned), socket: Socket::from(owned) });
-    }
+    let name_of =
+        |fd: RawFd| activation.fds().find(|&(n, _)| n == fd).and_then(|(_, name)| name.map(str::to_owned));
+    let first = activation.fds().next().map_or(3, |(fd, _)| fd);
+    let owned = sys::fd::take_inherited(first, count).map_err(|(fd, e)| {
+        let problem = match e.raw_os_error() {
+            Some(libc::EBADF) => format!("is not open, but LISTEN_FDS={count}"),
+            _ => format!("cannot be made close-on-exec: {}", describe(&e)),
+        };
+        BindError::Inherited { fd, name: name_of(fd), problem }
+    })?;
+    let taken = (activation.fds().zip(owned))
+        .map(|((fd, name), owned)| Inherited {
+            fd,
+            name: name.map(str::to_owned),
+            socket: Socket::from(owned),
+        })
+        .collect();
     Ok(taken)
 }
 

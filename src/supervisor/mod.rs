@@ -4,39 +4,35 @@
 //! effects it returns. Idle, it sleeps in poll with no timeout: it wakes
 //! only for a signal, a message, or a deadline the machine asked for.
 use std::collections::VecDeque;
-use std::ffi::OsString;
-use std::io::Write;
-use std::os::fd::{AsRawFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill, killpg};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{Pid, getpgid};
-
+use nix::unistd::Pid;
 use serde_json::json;
 
 use crate::config::Config;
 use crate::error::Fatal;
 use crate::listen::Listener;
-use crate::machine::event::{Event, ExitStatus};
-use crate::machine::{self, Effect, Input, Machine};
-use crate::state::{self, PidFile, StatusFile};
-use crate::sys::spawn;
+use crate::machine::event::Event;
+use crate::machine::{Effect, Input, Machine};
+use crate::state::{PidFile, StatusFile};
 use crate::wire::control::Command;
-use crate::wire::env as protocol;
 use capture::Capture;
-use control::{ControlServer, RequestId};
+use control::ControlServer;
 use einhorn::EinhornSocket;
+use log::Log;
 use notify::NotifySocket;
 use signals::{SignalEvent, Signals};
 use watch::Watcher;
 
 pub mod capture;
 mod control;
+mod effects;
 mod einhorn;
 mod lines;
+mod log;
 mod notify;
 pub mod output;
 mod reaper;
@@ -44,44 +40,6 @@ pub mod report;
 pub mod setup;
 mod signals;
 mod watch;
-
-/// How lines are printed: start_server's bare texts, or prefixed.
-pub struct Log {
-    pub compat: bool,
-    /// `--log-format json`: our lines are JSON records like the workers'.
-    pub json: bool,
-}
-
-impl Log {
-    pub fn line(&self, text: &str) {
-        let line = if self.json {
-            let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-            format!(
-                "{}\n",
-                json!({"time": time, "source": "handover", "pid": std::process::id(), "line": text})
-            )
-        } else if self.compat {
-            format!("{text}\n")
-        } else {
-            format!("handover[{}]: {text}\n", std::process::id())
-        };
-        // One write per line, so lines from several writers never interleave.
-        let _ = std::io::stderr().write_all(line.as_bytes());
-    }
-
-    pub fn event(&self, event: &Event) {
-        if !self.compat || !event.is_extra() || event.is_warning() {
-            self.line(&event.render(self.compat));
-        }
-    }
-
-    /// A line of handover's own, not printed under the name start_server.
-    pub fn extra(&self, text: &str) {
-        if !self.compat {
-            self.line(text);
-        }
-    }
-}
 
 pub struct Supervisor {
     pub config: Config,
@@ -138,7 +96,7 @@ impl Supervisor {
             let mut inputs = Vec::new();
             for event in self.signals.drain() {
                 match event {
-                    SignalEvent::Child => inputs.extend(reap()),
+                    SignalEvent::Child => inputs.extend(reaper::reap()),
                     SignalEvent::Terminate(signal) => inputs.push(Input::Terminate(signal)),
                     SignalEvent::Hup => inputs.push(Input::Hup),
                     SignalEvent::Forward(signal) => {
@@ -151,7 +109,7 @@ impl Supervisor {
             }
             let ready = self.notify.receive().into_iter().filter(|m| m.ready).map(|m| m.pid);
             let acked: Vec<i32> = ready.chain(self.einhorn.service()).collect();
-            inputs.extend(acked.into_iter().map(|pid| Input::Ready { pid: group_leader(pid) }));
+            inputs.extend(acked.into_iter().map(|pid| Input::Ready { pid: reaper::group_leader(pid) }));
             inputs.extend(self.control_requests());
             if self.watcher.as_mut().is_some_and(Watcher::drain) {
                 inputs.push(Input::Changed);
@@ -208,86 +166,6 @@ impl Supervisor {
         None
     }
 
-    fn spawn(&mut self, generation: u64, index: usize) -> Input {
-        let env = self.worker_env(generation, index);
-        let mut fds: Vec<(RawFd, RawFd)> = (self.listeners.iter())
-            .zip(&self.config.fds)
-            .map(|(l, &target)| (l.socket.as_raw_fd(), target))
-            .collect();
-        let pipes = match self.capture.as_mut().map(Capture::open).transpose() {
-            Ok(pipes) => pipes,
-            Err(e) => {
-                self.log.line(&format!(
-                    "cannot create log capture pipes ({e}); this worker's output goes unprefixed"
-                ));
-                None
-            }
-        };
-        if let Some(p) = &pipes {
-            fds.extend([(p.stdout.as_raw_fd(), 1), (p.stderr.as_raw_fd(), 2)]);
-        }
-        let request = spawn::Request {
-            command: &self.config.command,
-            env: &env,
-            listen_pid: env.iter().any(|(k, _)| k == protocol::LISTEN_FDS),
-            dir: self.config.dir.as_deref(),
-            fds: &fds,
-            credentials: self.config.credentials.as_ref(),
-        };
-        let result = spawn::spawn(&request);
-        // Our copies of the write ends go now: a stream ends when the worker's do.
-        let token = pipes.map(|p| p.token);
-        if let (Some(capture), Some(token)) = (self.capture.as_mut(), token) {
-            match &result {
-                Ok(pid) => capture.attach(token, generation, pid.as_raw()),
-                Err(_) => capture.abandon(token),
-            }
-        }
-        match result {
-            Ok(pid) => Input::Spawned { generation, index, pid: pid.as_raw() },
-            Err(error) => Input::SpawnFailed { generation, index, error },
-        }
-    }
-
-    /// The supervisor's startup environment, the envdir as it is now, then
-    /// every protocol's variables.
-    fn worker_env(&self, generation: u64, index: usize) -> Vec<(OsString, OsString)> {
-        let mut env = self.config.base_env.clone();
-        if let Some(dir) = &self.config.envdir {
-            match state::read_envdir(dir) {
-                Ok(loaded) => {
-                    loaded.warnings.iter().for_each(|w| self.log.line(w));
-                    env = state::overlay_env(&env, &loaded.vars);
-                }
-                Err(e) => self.log.line(&format!("{e}; using the startup environment")),
-            }
-        }
-        let slots: Vec<protocol::Slot> = (self.listeners.iter())
-            .zip(&self.config.fds)
-            .map(|(l, &fd)| protocol::Slot { key: &l.key, name: l.spec.name.as_deref(), fd })
-            .collect();
-        let (name, value) = protocol::generation_env(generation);
-        let mut vars = protocol::listener_env(&slots);
-        vars.push((name.to_string(), value));
-        vars.extend(protocol::worker_index_env(index));
-        vars.push((protocol::NOTIFY_SOCKET.to_string(), self.notify.path().to_string_lossy().into_owned()));
-        vars.extend(protocol::einhorn_env(&self.einhorn.path().to_string_lossy(), std::process::id()));
-        for (name, value) in vars {
-            env.retain(|(k, _)| *k != *name);
-            env.push((name.into(), value.into()));
-        }
-        env
-    }
-
-    fn write_status(&mut self, gens: &[(u64, i32)]) {
-        if let Some(status) = &mut self.status_file {
-            let gens: Vec<(u64, u32)> = gens.iter().map(|&(g, p)| (g, p as u32)).collect();
-            if let Err(e) = status.write(&gens) {
-                self.log.line(&format!("cannot write the status file: {e}"));
-            }
-        }
-    }
-
     /// Answer what can be answered at once; the rest become inputs.
     fn control_requests(&mut self) -> Vec<Input> {
         let Some(control) = self.control.as_mut() else { return Vec::new() };
@@ -314,82 +192,4 @@ impl Supervisor {
         }
         inputs
     }
-
-    fn reply(&mut self, request: machine::RequestId, outcome: &machine::Outcome) {
-        if let Some(control) = self.control.as_mut() {
-            control.reply(RequestId(request), &report::outcome(outcome));
-        }
-    }
-
-    fn reopen_log(&self) {
-        if let Some(target) = &self.config.log
-            && let Err(e) = output::reopen(target)
-        {
-            self.log.line(&format!("{}; still writing to the old log", e.message));
-        }
-    }
-
-    /// Whatever workers left behind (re-parented to us) goes too.
-    fn stop_orphans(&mut self) {
-        let keep: Vec<i32> = self.logger.into_iter().collect();
-        let grace = self.config.policy.stop_timeout.unwrap_or(Duration::from_secs(10));
-        let stopped = reaper::stop_orphans(&keep, grace);
-        if !stopped.is_empty() {
-            let pids: Vec<String> = stopped.iter().map(i32::to_string).collect();
-            self.log.line(&format!("stopped processes the workers left behind: {}", pids.join(",")));
-        }
-    }
-
-    /// Remove exactly the files this process created. The control socket
-    /// stays open (its file gone) until the process exits, so a `stop`
-    /// client sees its connection end only then.
-    fn clean_up(&mut self) {
-        if let Some(control) = self.control.as_mut() {
-            control.flush();
-            if let Err(e) = control.remove() {
-                self.log.line(&format!("cannot remove the control socket: {e}"));
-            }
-        }
-        if let Some(status) = self.status_file.take()
-            && let Err(e) = status.remove()
-        {
-            self.log.line(&format!("cannot remove the status file: {e}"));
-        }
-        for listener in &self.listeners {
-            if let Err(e) = listener.remove_file() {
-                self.log.line(&format!("cannot remove socket file: {e}"));
-            }
-        }
-        if let Some(pid_file) = self.pid_file.take()
-            && let Err(e) = pid_file.remove()
-        {
-            self.log.line(&format!("cannot remove the pid file: {e}"));
-        }
-    }
-}
-
-/// A worker's children may report for it: the sender's process group
-/// leader is the worker (each worker leads its own group).
-fn group_leader(pid: i32) -> i32 {
-    getpgid(Some(Pid::from_raw(pid))).map_or(pid, Pid::as_raw)
-}
-
-/// Every child that has exited, as inputs.
-fn reap() -> Vec<Input> {
-    let mut exits = Vec::new();
-    loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => {
-                exits.push(Input::Exited { pid: pid.as_raw(), status: ExitStatus::Code(code) })
-            }
-            Ok(WaitStatus::Signaled(pid, signal, core)) => exits.push(Input::Exited {
-                pid: pid.as_raw(),
-                status: ExitStatus::Signal { signal: signal as i32, core },
-            }),
-            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-            Ok(_) | Err(Errno::EINTR) => continue,
-            Err(_) => break,
-        }
-    }
-    exits
 }

@@ -15,7 +15,7 @@ use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout};
 use crate::config::LogTarget;
 use crate::error::Fatal;
 use crate::machine::event::describe_io;
-use crate::sys::spawn;
+use crate::sys::process;
 
 /// Returns the pid of the `| COMMAND` logger, which must outlive every
 /// other child (it gets their last lines).
@@ -64,7 +64,7 @@ pub fn reopen(target: &LogTarget) -> Result<(), Fatal> {
 
 /// Become a daemon: new session, no terminal, stdin from /dev/null.
 pub fn detach() -> Result<(), Fatal> {
-    spawn::daemonize().map_err(|e| Fatal::new(1, format!("cannot daemonize: {}", describe_io(&e))))?;
+    process::daemonize().map_err(|e| Fatal::new(1, format!("cannot daemonize: {}", describe_io(&e))))?;
     let null = std::fs::File::open("/dev/null")
         .map_err(|e| Fatal::new(1, format!("cannot open /dev/null: {}", describe_io(&e))))?;
     dup2_stdin(&null).map_err(|e| Fatal::new(1, format!("cannot redirect stdin: {}", e.desc())))

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::Pid;
+use nix::unistd::{Pid, getpgid};
+
+use crate::machine::Input;
+use crate::machine::event::ExitStatus;
 
 /// Become the reaper of orphaned descendants.
 pub fn become_subreaper() -> nix::Result<()> {
@@ -71,4 +74,30 @@ pub fn stop_orphans(keep: &[i32], grace: Duration) -> Vec<i32> {
         // Polling /proc: these processes are not ours to be told about.
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// A worker's children may report for it: the sender's process group
+/// leader is the worker (each worker leads its own group).
+pub fn group_leader(pid: i32) -> i32 {
+    getpgid(Some(Pid::from_raw(pid))).map_or(pid, Pid::as_raw)
+}
+
+/// Every child that has exited, as inputs.
+pub fn reap() -> Vec<Input> {
+    let mut exits = Vec::new();
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => {
+                exits.push(Input::Exited { pid: pid.as_raw(), status: ExitStatus::Code(code) })
+            }
+            Ok(WaitStatus::Signaled(pid, signal, core)) => exits.push(Input::Exited {
+                pid: pid.as_raw(),
+                status: ExitStatus::Signal { signal: signal as i32, core },
+            }),
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+    exits
 }

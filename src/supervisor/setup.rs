@@ -9,8 +9,9 @@
 //! or process is left behind.
 use std::io::Write;
 
+use super::Supervisor;
 use super::control::ControlServer;
-use super::{Log, Supervisor};
+use super::log::Log;
 use super::{output, reaper};
 use crate::config::Config;
 use crate::error::Fatal;

@@ -1,4 +1,4 @@
-//! Starting processes: the only module with `unsafe`.
+//! Starting a worker: fork and execve with everything prepared before.
 //!
 //! `spawn` forks and execs a worker. Everything the child needs is built
 //! before the fork (C strings, pointer arrays, the fd plan, the close
@@ -20,11 +20,9 @@
 //!    and the child `_exit`s: it never runs the parent's clean-up.
 //!
 //! The parent reads that pipe: end-of-file means the exec succeeded.
-#![allow(unsafe_code)]
-
 use std::ffi::{CString, OsStr, OsString};
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -337,57 +335,6 @@ fn write_decimal(out: &mut [u8], mut value: u64) {
         out[i] = digits[n - 1 - i];
     }
     out[n.min(out.len() - 1)] = 0;
-}
-
-/// fork, setsid, fork: the caller continues as a daemon in a new session.
-/// The two intermediate processes `_exit(0)` without running any clean-up.
-pub fn daemonize() -> io::Result<()> {
-    for round in 0..2 {
-        // SAFETY: the process is single-threaded here (no thread has been
-        // started), so the child may go on running ordinary Rust code.
-        let pid = unsafe { libc::fork() };
-        match pid {
-            -1 => return Err(io::Error::last_os_error()),
-            0 => {}
-            // SAFETY: _exit ends the parent without running destructors,
-            // which would remove files the daemon now owns.
-            _ => unsafe { libc::_exit(0) },
-        }
-        if round == 0 {
-            nix::unistd::setsid()?;
-        }
-    }
-    Ok(())
-}
-
-/// Makes the child `command` starts get SIGTERM when this thread ends (the
-/// drill's supervisor under test: killed drill, no orphaned supervisor).
-/// The parent's death is a thread's exit in Linux's terms, so `command`
-/// must be spawned from a thread that lives as long as the child should,
-/// the main thread. A child whose parent died before the call fails to
-/// start instead.
-pub fn stop_with_parent(command: &mut std::process::Command) {
-    use std::os::unix::process::CommandExt;
-    let parent = nix::unistd::getpid();
-    // SAFETY: the closure runs between fork and exec and makes only two
-    // async-signal-safe system calls (prctl, getppid); its errors are bare
-    // errnos, so it allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
-            if nix::unistd::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Adopt an fd inherited from our own parent (systemd socket activation).
-pub fn adopt(fd: RawFd) -> OwnedFd {
-    // SAFETY: the caller checked that `fd` was handed to this process
-    // (LISTEN_PID is our pid) and adopts each fd once.
-    unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 #[cfg(test)]

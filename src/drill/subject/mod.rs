@@ -76,7 +76,7 @@ impl Subject {
                 (command, Driver::Signal { program, status, targets })
             }
         };
-        crate::sys::spawn::stop_with_parent(&mut command);
+        crate::sys::process::stop_with_parent(&mut command);
         let spawned = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
         let mut child = spawned.map_err(|e| match program {
             Some(p) => Fatal::new(

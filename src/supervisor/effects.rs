@@ -1,0 +1,149 @@
+//! Performing what the machine asks for: spawning a worker with its
+//! environment, writing the status file, answering the control socket,
+//! and the clean-up at exit.
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+
+use super::capture::Capture;
+use super::report;
+use super::{Supervisor, output, reaper};
+use crate::machine::{self, Input};
+use crate::state;
+use crate::supervisor::control::RequestId;
+use crate::sys::spawn;
+use crate::wire::env as protocol;
+
+impl Supervisor {
+    pub(super) fn spawn(&mut self, generation: u64, index: usize) -> Input {
+        let env = self.worker_env(generation, index);
+        let mut fds: Vec<(RawFd, RawFd)> = (self.listeners.iter())
+            .zip(&self.config.fds)
+            .map(|(l, &target)| (l.socket.as_raw_fd(), target))
+            .collect();
+        let pipes = match self.capture.as_mut().map(Capture::open).transpose() {
+            Ok(pipes) => pipes,
+            Err(e) => {
+                self.log.line(&format!(
+                    "cannot create log capture pipes ({e}); this worker's output goes unprefixed"
+                ));
+                None
+            }
+        };
+        if let Some(p) = &pipes {
+            fds.extend([(p.stdout.as_raw_fd(), 1), (p.stderr.as_raw_fd(), 2)]);
+        }
+        let request = spawn::Request {
+            command: &self.config.command,
+            env: &env,
+            listen_pid: env.iter().any(|(k, _)| k == protocol::LISTEN_FDS),
+            dir: self.config.dir.as_deref(),
+            fds: &fds,
+            credentials: self.config.credentials.as_ref(),
+        };
+        let result = spawn::spawn(&request);
+        // Our copies of the write ends go now: a stream ends when the worker's do.
+        let token = pipes.map(|p| p.token);
+        if let (Some(capture), Some(token)) = (self.capture.as_mut(), token) {
+            match &result {
+                Ok(pid) => capture.attach(token, generation, pid.as_raw()),
+                Err(_) => capture.abandon(token),
+            }
+        }
+        match result {
+            Ok(pid) => Input::Spawned { generation, index, pid: pid.as_raw() },
+            Err(error) => Input::SpawnFailed { generation, index, error },
+        }
+    }
+
+    /// The supervisor's startup environment, the envdir as it is now, then
+    /// every protocol's variables.
+    pub(super) fn worker_env(&self, generation: u64, index: usize) -> Vec<(OsString, OsString)> {
+        let mut env = self.config.base_env.clone();
+        if let Some(dir) = &self.config.envdir {
+            match state::read_envdir(dir) {
+                Ok(loaded) => {
+                    loaded.warnings.iter().for_each(|w| self.log.line(w));
+                    env = state::overlay_env(&env, &loaded.vars);
+                }
+                Err(e) => self.log.line(&format!("{e}; using the startup environment")),
+            }
+        }
+        let slots: Vec<protocol::Slot> = (self.listeners.iter())
+            .zip(&self.config.fds)
+            .map(|(l, &fd)| protocol::Slot { key: &l.key, name: l.spec.name.as_deref(), fd })
+            .collect();
+        let (name, value) = protocol::generation_env(generation);
+        let mut vars = protocol::listener_env(&slots);
+        vars.push((name.to_string(), value));
+        vars.extend(protocol::worker_index_env(index));
+        vars.push((protocol::NOTIFY_SOCKET.to_string(), self.notify.path().to_string_lossy().into_owned()));
+        vars.extend(protocol::einhorn_env(&self.einhorn.path().to_string_lossy(), std::process::id()));
+        for (name, value) in vars {
+            env.retain(|(k, _)| *k != *name);
+            env.push((name.into(), value.into()));
+        }
+        env
+    }
+
+    pub(super) fn write_status(&mut self, gens: &[(u64, i32)]) {
+        if let Some(status) = &mut self.status_file {
+            let gens: Vec<(u64, u32)> = gens.iter().map(|&(g, p)| (g, p as u32)).collect();
+            if let Err(e) = status.write(&gens) {
+                self.log.line(&format!("cannot write the status file: {e}"));
+            }
+        }
+    }
+
+    pub(super) fn reply(&mut self, request: machine::RequestId, outcome: &machine::Outcome) {
+        if let Some(control) = self.control.as_mut() {
+            control.reply(RequestId(request), &report::outcome(outcome));
+        }
+    }
+
+    pub(super) fn reopen_log(&self) {
+        if let Some(target) = &self.config.log
+            && let Err(e) = output::reopen(target)
+        {
+            self.log.line(&format!("{}; still writing to the old log", e.message));
+        }
+    }
+
+    /// Whatever workers left behind (re-parented to us) goes too.
+    pub(super) fn stop_orphans(&mut self) {
+        let keep: Vec<i32> = self.logger.into_iter().collect();
+        let grace = self.config.policy.stop_timeout.unwrap_or(Duration::from_secs(10));
+        let stopped = reaper::stop_orphans(&keep, grace);
+        if !stopped.is_empty() {
+            let pids: Vec<String> = stopped.iter().map(i32::to_string).collect();
+            self.log.line(&format!("stopped processes the workers left behind: {}", pids.join(",")));
+        }
+    }
+
+    /// Remove exactly the files this process created. The control socket
+    /// stays open (its file gone) until the process exits, so a `stop`
+    /// client sees its connection end only then.
+    pub(super) fn clean_up(&mut self) {
+        if let Some(control) = self.control.as_mut() {
+            control.flush();
+            if let Err(e) = control.remove() {
+                self.log.line(&format!("cannot remove the control socket: {e}"));
+            }
+        }
+        if let Some(status) = self.status_file.take()
+            && let Err(e) = status.remove()
+        {
+            self.log.line(&format!("cannot remove the status file: {e}"));
+        }
+        for listener in &self.listeners {
+            if let Err(e) = listener.remove_file() {
+                self.log.line(&format!("cannot remove socket file: {e}"));
+            }
+        }
+        if let Some(pid_file) = self.pid_file.take()
+            && let Err(e) = pid_file.remove()
+        {
+            self.log.line(&format!("cannot remove the pid file: {e}"));
+        }
+    }
+}
