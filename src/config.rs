@@ -4,7 +4,6 @@
 //! bound, written or spawned: a bad value ends the program with one line and
 //! exit code 2, leaving nothing behind.
 use std::ffi::{OsStr, OsString};
-use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -12,24 +11,15 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::cli::{HandoverOpts, ReadyArg, StartServerOpts};
+use crate::error::{Error, Result};
 use crate::listen::ListenSpec;
 use crate::machine::{Policy, ReadyMode};
 use crate::state;
 use crate::sys::spawn::Credentials;
 use crate::wire::env as protocol;
 
-/// A usage or configuration error: exit code 2.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-fn fail<T>(message: impl Into<String>) -> Result<T, ConfigError> {
-    Err(ConfigError(message.into()))
+fn fail<T>(message: impl Into<String>) -> Result<T> {
+    Err(Error::usage(message))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +63,7 @@ pub struct Config {
 }
 
 /// Plain seconds (start_server) or a humane duration (`500ms`, `2s`, `1m`).
-pub fn parse_duration(option: &str, text: &str) -> Result<Duration, ConfigError> {
+pub fn parse_duration(option: &str, text: &str) -> Result<Duration> {
     let text = text.trim();
     if let Ok(secs) = text.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
@@ -91,7 +81,7 @@ pub fn parse_duration(option: &str, text: &str) -> Result<Duration, ConfigError>
 
 /// `TERM`, `SIGTERM`, `term` or a number, as start_server; checked now, not
 /// at the first HUP (start_server's quirk Q5).
-pub fn parse_signal(option: &str, text: &str) -> Result<Signal, ConfigError> {
+pub fn parse_signal(option: &str, text: &str) -> Result<Signal> {
     let upper = text.trim().to_ascii_uppercase();
     let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
     let parsed = match bare.parse::<i32>() {
@@ -121,7 +111,7 @@ fn watchdog(env: &[(OsString, OsString)]) -> Option<Duration> {
 }
 
 /// `--user`/`--group` as ids, with the user's supplementary groups.
-fn credentials(user: Option<&str>, group: Option<&str>) -> Result<Option<Credentials>, ConfigError> {
+fn credentials(user: Option<&str>, group: Option<&str>) -> Result<Option<Credentials>> {
     use nix::unistd::{Gid, Group, Uid, User, getgrouplist};
     if user.is_none() && group.is_none() {
         return Ok(None);
@@ -138,7 +128,7 @@ fn credentials(user: Option<&str>, group: Option<&str>) -> Result<Option<Credent
                 found
                     .ok()
                     .flatten()
-                    .ok_or_else(|| ConfigError(format!("--user {name}: no such user; {hint}")))?,
+                    .ok_or_else(|| Error::usage(format!("--user {name}: no such user; {hint}")))?,
             )
         }
     };
@@ -154,7 +144,7 @@ fn credentials(user: Option<&str>, group: Option<&str>) -> Result<Option<Credent
                 found
                     .ok()
                     .flatten()
-                    .ok_or_else(|| ConfigError(format!("--group {name}: no such group; {hint}")))?
+                    .ok_or_else(|| Error::usage(format!("--group {name}: no such group; {hint}")))?
                     .gid,
             )
         }
@@ -163,7 +153,7 @@ fn credentials(user: Option<&str>, group: Option<&str>) -> Result<Option<Credent
         Some(user) => {
             let gid = gid.unwrap_or(user.gid);
             let name =
-                std::ffi::CString::new(user.name.clone()).map_err(|_| ConfigError("bad user name".into()))?;
+                std::ffi::CString::new(user.name.clone()).map_err(|_| Error::usage("bad user name"))?;
             let groups = getgrouplist(&name, gid).unwrap_or_else(|_| vec![gid]);
             (user.uid, gid, groups)
         }
@@ -196,7 +186,7 @@ impl Config {
         more: HandoverOpts,
         command: Vec<OsString>,
         env: Vec<(OsString, OsString)>,
-    ) -> Result<Config, ConfigError> {
+    ) -> Result<Config> {
         if opts.daemonize && opts.log_file.is_none() {
             return fail("--daemonize needs --log-file: a daemon's output has to go somewhere");
         }
@@ -208,21 +198,21 @@ impl Config {
         }
         let mut listeners = Vec::new();
         for spec in &opts.port {
-            listeners.push(ListenSpec::parse_port(spec).map_err(|e| ConfigError(e.to_string()))?);
+            listeners.push(ListenSpec::parse_port(spec)?);
         }
         listeners.extend(opts.path.iter().map(|p| ListenSpec::parse_path(&p.to_string_lossy())));
         for spec in &more.listen {
-            listeners.push(ListenSpec::parse_listen(spec).map_err(|e| ConfigError(e.to_string()))?);
+            listeners.push(ListenSpec::parse_listen(spec)?);
         }
-        crate::listen::check_unique_names(&listeners).map_err(|e| ConfigError(e.to_string()))?;
-        let activation = protocol::decode_activation(&env, std::process::id()).map_err(ConfigError)?;
+        crate::listen::check_unique_names(&listeners)?;
+        let activation = protocol::decode_activation(&env, std::process::id()).map_err(Error::usage)?;
         let names: Vec<Option<&str>> = match &activation {
             Some(a) if listeners.is_empty() => a.names.iter().map(Option::as_deref).collect(),
             _ => listeners.iter().map(|l| l.name.as_deref()).collect(),
         };
-        protocol::check_placeholders(&command, &names).map_err(ConfigError)?;
+        protocol::check_placeholders(&command, &names).map_err(Error::usage)?;
         let pins: Vec<Option<i32>> = listeners.iter().map(|l| l.pin).collect();
-        let fds = protocol::place(&pins).map_err(ConfigError)?;
+        let fds = protocol::place(&pins).map_err(Error::usage)?;
         if more.log_capture && fds.iter().any(|fd| (1..=2).contains(fd)) {
             return fail("--log-capture needs fds 1 and 2: do not pin a listener there (=1, =2)");
         }
@@ -243,7 +233,7 @@ impl Config {
         let mut startup = env.clone();
         if let Some(dir) = &envdir {
             export(protocol::ENVDIR, dir.clone().into());
-            let loaded = state::read_envdir(dir).map_err(ConfigError)?;
+            let loaded = state::read_envdir(dir).map_err(Error::usage)?;
             startup = state::overlay_env(&env, &loaded.vars);
         }
         let auto =
@@ -352,7 +342,7 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn build(opts: StartServerOpts, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    fn build(opts: StartServerOpts, env: &[(&str, &str)]) -> Result<Config> {
         let env = env.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect();
         Config::new(false, opts, HandoverOpts::default(), vec!["prog".into()], env)
     }
@@ -369,7 +359,7 @@ mod tests {
         assert_eq!(parse_duration("interval", "0.25"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("interval", "-1").is_err());
         let err = parse_duration("interval", "abc").unwrap_err();
-        assert!(err.0.starts_with("invalid --interval value \"abc\""), "{err}");
+        assert!(err.message.starts_with("invalid --interval value \"abc\""), "{err}");
     }
 
     #[test]
@@ -377,7 +367,7 @@ mod tests {
         assert_eq!(parse_signal("x", "term"), Ok(Signal::SIGTERM));
         assert_eq!(parse_signal("x", "SIGUSR1"), Ok(Signal::SIGUSR1));
         assert_eq!(parse_signal("x", "10"), Ok(Signal::SIGUSR1));
-        assert!(parse_signal("signal-on-hup", "BOGUS").unwrap_err().0.contains("--signal-on-hup"));
+        assert!(parse_signal("signal-on-hup", "BOGUS").unwrap_err().message.contains("--signal-on-hup"));
         let kill = parse_signal("signal-on-hup", "KILL").unwrap_err().to_string();
         assert!(kill.contains("SIGKILL cannot be caught") && kill.contains("give TERM or QUIT"), "{kill}");
     }
@@ -420,7 +410,7 @@ mod tests {
         ];
         for (opts, needle) in cases {
             let err = build(opts, &[]).unwrap_err();
-            assert!(err.0.contains(needle) && !err.0.contains('\n'), "{err}");
+            assert!(err.message.contains(needle) && !err.message.contains('\n'), "{err}");
         }
     }
 

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub mod commands;
+
 /// start_server 0.35's options, with its meanings.
 #[derive(Args, Debug, Default, Clone)]
 pub struct StartServerOpts {

@@ -7,18 +7,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{ClientError, show};
+use super::{Error, show};
 use crate::state::io_text;
 use crate::wire::control::{Command, to_line};
 
-fn runtime(message: String) -> ClientError {
-    ClientError { message, code: 1 }
+fn runtime(message: String) -> Error {
+    Error { message, code: 1 }
 }
 
 /// Sends one request and returns the supervisor's reply. For `stop`, also
 /// waits until the supervisor has exited (the connection ends), unless the
 /// reply says `"ok":false`. `timeout` bounds the whole call; None waits.
-pub fn call(path: &Path, command: Command, timeout: Option<Duration>) -> Result<Value, ClientError> {
+pub fn call(path: &Path, command: Command, timeout: Option<Duration>) -> Result<Value, Error> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let waited = || show(timeout.unwrap_or_default());
     let shown = path.display();
@@ -73,7 +73,7 @@ pub fn call(path: &Path, command: Command, timeout: Option<Duration>) -> Result<
 
 /// Sends one request and returns without waiting for its answer
 /// (`handover restart` without `--wait`).
-pub fn send(path: &Path, command: Command) -> Result<(), ClientError> {
+pub fn send(path: &Path, command: Command) -> Result<(), Error> {
     let shown = path.display();
     let mut stream = UnixStream::connect(path).map_err(|e| {
         runtime(format!(
@@ -87,8 +87,8 @@ pub fn send(path: &Path, command: Command) -> Result<(), ClientError> {
         .map_err(|e| runtime(format!("cannot send to control socket {shown}: {}", io_text(&e))))
 }
 
-/// The reply itself, or its `"error"` as a `ClientError` when `"ok"` is false.
-pub fn check(reply: Value) -> Result<Value, ClientError> {
+/// The reply itself, or its `"error"` as a `Error` when `"ok"` is false.
+pub fn check(reply: Value) -> Result<Value, Error> {
     if reply.get("ok") != Some(&Value::Bool(false)) {
         return Ok(reply);
     }

@@ -14,7 +14,7 @@
 //!   when the supervisor exits meanwhile, and after `timeout`.
 //! - `stop` returns once the supervisor has exited (its lock is released),
 //!   which is what old `start_server --stop` users and t/12 rely on.
-//! - Every error is one line; `ClientError::code` is 1 for a runtime
+//! - Every error is one line; `Error::code` is 1 for a runtime
 //!   failure and 2 for a usage error.
 
 use std::io;
@@ -28,38 +28,14 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Serialize;
 
-use crate::state::{self, PidFileWatch, io_text};
+use crate::error::{Error, io_text};
+use crate::state::{self, PidFileWatch};
 
 /// How often `restart` re-reads the status file.
 const POLL: Duration = Duration::from_millis(50);
 /// How long `restart` tolerates a missing status file (it is replaced by
 /// rename, so it should never be missing).
 const MISSING_GRACE: Duration = Duration::from_secs(1);
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientError {
-    pub message: String,
-    /// The process exit code: 1 runtime failure, 2 usage.
-    pub code: i32,
-}
-
-impl ClientError {
-    fn runtime(message: impl Into<String>) -> ClientError {
-        ClientError { message: message.into(), code: 1 }
-    }
-
-    fn usage(message: impl Into<String>) -> ClientError {
-        ClientError { message: message.into(), code: 2 }
-    }
-}
-
-impl std::fmt::Display for ClientError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for ClientError {}
 
 /// `60s` for whole seconds, humantime's `1s 500ms` otherwise.
 pub fn show(d: Duration) -> String {
@@ -70,19 +46,19 @@ pub fn show(d: Duration) -> String {
     }
 }
 
-fn lock_error(path: &Path, e: io::Error) -> ClientError {
-    ClientError::runtime(format!("cannot lock pid file {}: {}", path.display(), io_text(&e)))
+fn lock_error(path: &Path, e: io::Error) -> Error {
+    Error::runtime(format!("cannot lock pid file {}: {}", path.display(), io_text(&e)))
 }
 
 /// Opens the pid file and checks that a live supervisor holds it.
-fn open_live(pid_file: &Path) -> Result<(PidFileWatch, u32), ClientError> {
+fn open_live(pid_file: &Path) -> Result<(PidFileWatch, u32), Error> {
     let watch = PidFileWatch::open(pid_file).map_err(|e| {
         let hint = if e.kind() == io::ErrorKind::NotFound { " (is the supervisor running?)" } else { "" };
-        ClientError::runtime(format!("cannot open pid file {}: {}{hint}", pid_file.display(), io_text(&e)))
+        Error::runtime(format!("cannot open pid file {}: {}{hint}", pid_file.display(), io_text(&e)))
     })?;
-    let pid = watch.read_pid().map_err(ClientError::runtime)?;
+    let pid = watch.read_pid().map_err(Error::runtime)?;
     if !watch.is_locked().map_err(|e| lock_error(pid_file, e))? {
-        return Err(ClientError::runtime(format!(
+        return Err(Error::runtime(format!(
             "pid file {} is stale (pid {pid}, not locked): no supervisor is running; remove the file",
             pid_file.display()
         )));
@@ -94,8 +70,8 @@ fn signal(pid: u32, sig: Signal) -> Result<(), Errno> {
     kill(Pid::from_raw(pid as i32), sig)
 }
 
-fn signal_error(pid: u32, e: Errno) -> ClientError {
-    ClientError::runtime(format!("cannot signal supervisor pid {pid}: {}", e.desc()))
+fn signal_error(pid: u32, e: Errno) -> Error {
+    Error::runtime(format!("cannot signal supervisor pid {pid}: {}", e.desc()))
 }
 
 /// `generations 3,4 still running`, `generation 3 still running`, ...
@@ -109,7 +85,7 @@ fn still_running(gens: &[(u64, u32)]) -> String {
 }
 
 /// Sends SIGHUP and returns at once: `handover restart` without `--wait`.
-pub fn hup(pid_file: &Path) -> Result<u32, ClientError> {
+pub fn hup(pid_file: &Path) -> Result<u32, Error> {
     let (_watch, pid) = open_live(pid_file)?;
     signal(pid, Signal::SIGHUP).map_err(|e| signal_error(pid, e))?;
     Ok(pid)
@@ -122,17 +98,14 @@ pub fn restart(
     status_file: &Path,
     timeout: Duration,
     mut progress: impl FnMut(&str),
-) -> Result<u64, ClientError> {
+) -> Result<u64, Error> {
     let status_error = |e: io::Error| {
-        ClientError::runtime(format!("cannot read status file {}: {}", status_file.display(), io_text(&e)))
+        Error::runtime(format!("cannot read status file {}: {}", status_file.display(), io_text(&e)))
     };
     let (watch, pid) = open_live(pid_file)?;
     let mut last = state::read_status(status_file).map_err(status_error)?;
     let Some(&(current, _)) = last.last() else {
-        return Err(ClientError::runtime(format!(
-            "no active generation in status file {}",
-            status_file.display()
-        )));
+        return Err(Error::runtime(format!("no active generation in status file {}", status_file.display())));
     };
     let target = current + 1;
     signal(pid, Signal::SIGHUP).map_err(|e| signal_error(pid, e))?;
@@ -158,7 +131,7 @@ pub fn restart(
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let since = *missing_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > MISSING_GRACE {
-                    return Err(ClientError::runtime(format!(
+                    return Err(Error::runtime(format!(
                         "status file {} disappeared during the restart",
                         status_file.display()
                     )));
@@ -167,12 +140,12 @@ pub fn restart(
             Err(e) => return Err(status_error(e)),
         }
         if !watch.is_locked().map_err(|e| lock_error(pid_file, e))? {
-            return Err(ClientError::runtime(format!(
+            return Err(Error::runtime(format!(
                 "supervisor exited during the restart (pid {pid}); see its log"
             )));
         }
         if start.elapsed() >= timeout {
-            return Err(ClientError::runtime(format!(
+            return Err(Error::runtime(format!(
                 "restart not finished after {}: {} (see the supervisor's log)",
                 show(timeout),
                 still_running(&last)
@@ -184,11 +157,7 @@ pub fn restart(
 
 /// Sends SIGTERM and returns once the supervisor has exited. `announce`
 /// gets the supervisor's pid just before the signal is sent.
-pub fn stop(
-    pid_file: &Path,
-    timeout: Option<Duration>,
-    announce: impl FnOnce(u32),
-) -> Result<(), ClientError> {
+pub fn stop(pid_file: &Path, timeout: Option<Duration>, announce: impl FnOnce(u32)) -> Result<(), Error> {
     let (watch, pid) = open_live(pid_file)?;
     announce(pid);
     match signal(pid, Signal::SIGTERM) {
@@ -201,7 +170,7 @@ pub fn stop(
         Some(t) => match watch.wait_timeout(t) {
             Ok(true) => {}
             Ok(false) => {
-                return Err(ClientError::runtime(format!(
+                return Err(Error::runtime(format!(
                     "supervisor pid {pid} still running after {} (see the supervisor's log)",
                     show(t)
                 )));
@@ -267,9 +236,9 @@ impl Status {
 
 /// Reports what the pid and status files say. Missing files mean "not
 /// running", not an error.
-pub fn status(pid_file: Option<&Path>, status_file: Option<&Path>) -> Result<Status, ClientError> {
+pub fn status(pid_file: Option<&Path>, status_file: Option<&Path>) -> Result<Status, Error> {
     if pid_file.is_none() && status_file.is_none() {
-        return Err(ClientError::usage("status needs --pid-file or --status-file"));
+        return Err(Error::usage("status needs --pid-file or --status-file"));
     }
     let (gens, status_exists) = match status_file {
         None => (Vec::new(), false),
@@ -277,7 +246,7 @@ pub fn status(pid_file: Option<&Path>, status_file: Option<&Path>) -> Result<Sta
             Ok(gens) => (gens, true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => (Vec::new(), false),
             Err(e) => {
-                return Err(ClientError::runtime(format!(
+                return Err(Error::runtime(format!(
                     "cannot read status file {}: {}",
                     path.display(),
                     io_text(&e)
@@ -291,7 +260,7 @@ pub fn status(pid_file: Option<&Path>, status_file: Option<&Path>) -> Result<Sta
             Ok(watch) => (watch.read_pid().ok(), watch.is_locked().map_err(|e| lock_error(path, e))?),
             Err(e) if e.kind() == io::ErrorKind::NotFound => (None, false),
             Err(e) => {
-                return Err(ClientError::runtime(format!(
+                return Err(Error::runtime(format!(
                     "cannot open pid file {}: {}",
                     path.display(),
                     io_text(&e)

@@ -132,8 +132,9 @@ pub fn split(args: Vec<OsString>) -> (Vec<OsString>, Vec<OsString>) {
 pub fn parse(own: Vec<OsString>) -> Result<Drill, clap::Error> {
     let cli = DrillCli::try_parse_from(own)?;
     let duration = |option: &str, text: &str| {
-        parse_duration(option, text)
-            .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{}\n", e.0)))
+        parse_duration(option, text).map_err(|e| {
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{}\n", e.message))
+        })
     };
     let optional =
         |option: &str, text: &Option<String>| text.as_deref().map(|t| duration(option, t)).transpose();

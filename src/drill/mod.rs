@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 
-use crate::error::Fatal;
+use crate::error::{Error, Result};
 
 /// Set by SIGINT and SIGTERM: the drill stops what it is doing, stops the
 /// supervisor and exits 128 + the signal. A second one exits at once.
@@ -47,8 +47,8 @@ pub fn interrupted() -> Option<i32> {
 }
 
 /// The error an interrupted drill ends with.
-pub fn interruption(signal: i32) -> Fatal {
-    Fatal::new(128 + signal, "drill: interrupted; the supervisor and its workers are stopped")
+pub fn interruption(signal: i32) -> Error {
+    Error::new((128 + signal) as u8, "drill: interrupted; the supervisor and its workers are stopped")
 }
 
 /// Sleeps for `period`, or less when the drill is interrupted; whether it
@@ -68,7 +68,7 @@ pub fn pause(period: Duration) -> bool {
 }
 
 /// `handover drill ARGS...` (the arguments after the word `drill`).
-pub fn main(args: Vec<OsString>) -> Result<i32, Fatal> {
+pub fn main(args: Vec<OsString>) -> Result<u8> {
     let (own, supervisor) = args::split(args);
     let drill = match args::parse(own) {
         Ok(drill) => drill,
@@ -79,14 +79,13 @@ pub fn main(args: Vec<OsString>) -> Result<i32, Fatal> {
         Err(e) => {
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
-            return Err(Fatal::new(2, format!("drill: {first} (see handover drill --help)")));
+            return Err(Error::usage(format!("drill: {first} (see handover drill --help)")));
         }
     };
     if !supervisor.iter().any(|a| a == "--")
         && supervisor.iter().all(|a| a.to_string_lossy().starts_with('-'))
     {
-        return Err(Fatal::new(
-            2,
+        return Err(Error::usage(
             "drill: no server command given; usage: handover drill [OPTIONS] -- COMMAND",
         ));
     }

@@ -11,7 +11,7 @@ use super::progress::Progress;
 use super::report::{Inputs, Thresholds, compute};
 use super::subject::Subject;
 use super::{interrupted, interruption, pause};
-use crate::error::Fatal;
+use crate::error::{Context, Error, Result};
 
 /// Options of `handover drill` itself; everything else goes to the supervisor.
 #[derive(Clone, Debug)]
@@ -40,9 +40,9 @@ pub struct Drill {
 }
 
 /// Run the drill; the exit code is 0 only when it passed.
-pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<i32, Fatal> {
+pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
     let dir = nix::unistd::mkdtemp(&std::env::temp_dir().join("handover-drill-XXXXXX"))
-        .map_err(|e| Fatal::new(1, format!("cannot create a temporary directory: {e}")))?;
+        .context(|| "cannot create a temporary directory".into())?;
     let mut subject =
         match Subject::start(drill.supervisor.as_deref().map(|p| p.as_os_str()), &supervisor_args, &dir) {
             Ok(subject) => subject,
@@ -60,10 +60,9 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<i32, Fatal> {
         subject.stop();
         let options =
             if drill.supervisor.is_some() { "--port or --path" } else { "--port, --path or --listen" };
-        return Err(Fatal::new(
-            2,
-            format!("nothing to load: the supervisor has no TCP or unix stream listener (give {options})"),
-        ));
+        return Err(Error::usage(format!(
+            "nothing to load: the supervisor has no TCP or unix stream listener (give {options})"
+        )));
     }
     let mode = match &drill.raw_send {
         Some(send) => Mode::Raw {
@@ -92,7 +91,7 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<i32, Fatal> {
         Ok(load) => load,
         Err(e) => {
             subject.stop();
-            return Err(Fatal::new(1, format!("cannot start the load: {e}")));
+            return Err(Error::runtime(format!("cannot start the load: {e}")));
         }
     };
     let progress = Progress::new(load.counters(), drill.restarts, tty);
@@ -142,7 +141,7 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<i32, Fatal> {
     });
     if let Some(path) = &drill.junit {
         std::fs::write(path, report.to_junit("handover drill"))
-            .map_err(|e| Fatal::new(1, format!("cannot write {}: {e}", path.display())))?;
+            .context(|| format!("cannot write {}", path.display()))?;
     }
     if drill.json {
         println!("{}", report.to_json());

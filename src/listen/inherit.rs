@@ -31,7 +31,8 @@ use std::path::Path;
 
 use socket2::{Socket, Type};
 
-use super::{Address, BindError, ListenSpec, Listener, UnixOptions, describe};
+use super::{Address, BindError, ListenSpec, Listener, UnixOptions};
+use crate::error::io_text;
 use crate::sys;
 use crate::wire::env::Activation;
 
@@ -72,7 +73,7 @@ pub fn take_inherited(activation: &Activation) -> Result<Vec<Inherited>, BindErr
     let owned = sys::fd::take_inherited(first, count).map_err(|(fd, e)| {
         let problem = match e.raw_os_error() {
             Some(libc::EBADF) => format!("is not open, but LISTEN_FDS={count}"),
-            _ => format!("cannot be made close-on-exec: {}", describe(&e)),
+            _ => format!("cannot be made close-on-exec: {}", io_text(&e)),
         };
         BindError::Inherited { fd, name: name_of(fd), problem }
     })?;
@@ -274,12 +275,12 @@ fn inspect(socket: &Socket) -> Found {
             return Found::Other("not a socket".to_owned());
         }
         Err(e) => {
-            return Found::Other(format!("a socket that cannot be inspected: {}", describe(&e)));
+            return Found::Other(format!("a socket that cannot be inspected: {}", io_text(&e)));
         }
     };
     let addr = match socket.local_addr() {
         Ok(addr) => addr,
-        Err(e) => return Found::Other(format!("a socket without an address: {}", describe(&e))),
+        Err(e) => return Found::Other(format!("a socket without an address: {}", io_text(&e))),
     };
     let listening = ty == Type::STREAM && socket.is_listener().unwrap_or(false);
     let kind = match ty {

@@ -35,8 +35,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 
-use nix::errno::Errno;
 use socket2::{Domain, Socket, Type};
+
+use crate::error::io_text;
 
 pub use inherit::{Inherited, take_inherited};
 pub use spec::{Address, ListenSpec, UnixOptions, check_unique_names};
@@ -121,11 +122,17 @@ pub enum BindError {
     },
 }
 
+impl From<BindError> for crate::error::Error {
+    fn from(e: BindError) -> Self {
+        crate::error::Error::runtime(e.to_string())
+    }
+}
+
 impl fmt::Display for BindError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BindError::Io { action, object, cause } => {
-                write!(f, "cannot {action} {object}: {}", describe(cause))
+                write!(f, "cannot {action} {object}: {}", io_text(cause))
             }
             BindError::Resolve { host, cause } => write!(f, "cannot resolve {host}: {cause}"),
             BindError::NotASocket { path } => write!(
@@ -140,7 +147,7 @@ impl fmt::Display for BindError {
                 f,
                 "refusing to replace {}: cannot tell whether a server is listening on it: {}",
                 path.display(),
-                describe(cause)
+                io_text(cause)
             ),
             BindError::Owner { what, name, path, cause: None } => {
                 write!(f, "unknown {what} {name:?} in --listen unix:{}", path.display())
@@ -157,14 +164,6 @@ impl fmt::Display for BindError {
 }
 
 impl std::error::Error for BindError {}
-
-/// The error text without std's ` (os error N)` suffix.
-fn describe(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => Errno::from_raw(n).desc().to_owned(),
-        None => e.to_string(),
-    }
-}
 
 /// What [`open_all`] produced.
 #[derive(Debug)]
@@ -266,7 +265,7 @@ fn resolve(host: Option<&str>, port: u16) -> Result<SocketAddr, BindError> {
             .map_err(|_| resolve_err("not a numeric IPv6 address".to_owned())),
         Some(h) => (h, port)
             .to_socket_addrs()
-            .map_err(|e| resolve_err(describe(&e)))?
+            .map_err(|e| resolve_err(io_text(&e)))?
             .find(SocketAddr::is_ipv4)
             .ok_or_else(|| resolve_err("no IPv4 address".to_owned())),
     }
@@ -369,14 +368,6 @@ mod tests {
         ];
         assert!(bind_all(&specs, 0).is_err());
         assert!(!path.exists());
-    }
-
-    #[test]
-    fn io_errors_drop_the_os_error_suffix() {
-        let e = io::Error::from_raw_os_error(libc::EADDRINUSE);
-        assert_eq!(describe(&e), "Address already in use");
-        let e = io::Error::other("plain");
-        assert_eq!(describe(&e), "plain");
     }
 
     fn listen(value: &str) -> ListenSpec {

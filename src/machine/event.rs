@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::error::io_text;
+
 pub type Pid = i32;
 
 /// How a process ended, as `waitpid` reported it.
@@ -72,19 +74,17 @@ impl SpawnError {
     }
 }
 
-impl fmt::Display for SpawnError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let err = std::io::Error::from_raw_os_error(self.errno);
-        write!(f, "cannot {}: {}", self.what, describe_io(&err))
+/// The worker cannot be run: 126 or 127, as a shell says it.
+impl From<SpawnError> for crate::error::Error {
+    fn from(e: SpawnError) -> Self {
+        crate::error::Error::new(e.exit_code() as u8, e.to_string())
     }
 }
 
-/// An io::Error without Rust's " (os error N)" suffix.
-pub fn describe_io(err: &std::io::Error) -> String {
-    let text = err.to_string();
-    match text.find(" (os error") {
-        Some(at) => text[..at].to_string(),
-        None => text,
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let err = std::io::Error::from_raw_os_error(self.errno);
+        write!(f, "cannot {}: {}", self.what, io_text(&err))
     }
 }
 

@@ -48,13 +48,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-/// The text of an I/O error without Rust's ` (os error N)` suffix.
-pub fn io_text(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(code) => Errno::from_raw(code).desc().to_string(),
-        None => e.to_string(),
-    }
-}
+pub use crate::error::io_text;
 
 fn errno_io(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
@@ -88,6 +82,12 @@ impl std::fmt::Display for PidFileError {
 }
 
 impl std::error::Error for PidFileError {}
+
+impl From<PidFileError> for crate::error::Error {
+    fn from(e: PidFileError) -> Self {
+        crate::error::Error::runtime(e.to_string())
+    }
+}
 
 /// The supervisor's pid file, exclusively locked for the life of the value.
 #[derive(Debug)]

@@ -298,8 +298,8 @@ mod tests {
     use std::os::unix::net::UnixStream;
     use std::time::Duration;
 
-    use crate::client::ClientError;
     use crate::client::control::{call, check};
+    use crate::error::Error;
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
@@ -583,7 +583,7 @@ mod tests {
         let shown = missing.display();
         assert_eq!(
             err,
-            ClientError {
+            Error {
                 message: format!(
                     "cannot connect to control socket {shown}: No such file or directory (is the supervisor running with --control {shown}?)"
                 ),

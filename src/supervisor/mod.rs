@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 use serde_json::json;
 
 use crate::config::Config;
-use crate::error::Fatal;
+use crate::error::{Error, Result};
 use crate::listen::Listener;
 use crate::machine::event::Event;
 use crate::machine::{Effect, Input, Machine};
@@ -61,9 +61,9 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn serve(&mut self) -> Result<i32, Fatal> {
+    pub fn serve(&mut self) -> Result<u8> {
         if let Some(code) = self.feed(Instant::now(), vec![Input::Start]) {
-            return Ok(code);
+            return Ok(exit_code(code));
         }
         loop {
             let timeout = match self.machine.next_deadline() {
@@ -86,7 +86,7 @@ impl Supervisor {
             fds.extend(self.watcher.iter().map(|w| PollFd::new(w.fd(), PollFlags::POLLIN)));
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
-                Err(e) => return Err(Fatal::new(1, format!("poll failed: {e}"))),
+                Err(e) => return Err(Error::runtime(format!("poll failed: {e}"))),
             }
             drop(fds);
             // Before exits are handled: a worker's last lines precede the line saying it exited.
@@ -116,7 +116,7 @@ impl Supervisor {
             }
             inputs.push(Input::Tick);
             if let Some(code) = self.feed(Instant::now(), inputs) {
-                return Ok(code);
+                return Ok(exit_code(code));
             }
         }
     }
@@ -192,4 +192,10 @@ impl Supervisor {
         }
         inputs
     }
+}
+
+/// The machine's exit code as a process exit status (0..=255; anything
+/// else, which config does not let through, is a runtime failure).
+fn exit_code(code: i32) -> u8 {
+    u8::try_from(code).unwrap_or(crate::error::RUNTIME)
 }

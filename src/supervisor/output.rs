@@ -13,13 +13,12 @@ use std::process::{Command, Stdio};
 use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout};
 
 use crate::config::LogTarget;
-use crate::error::Fatal;
-use crate::machine::event::describe_io;
+use crate::error::{Context, Error, Result};
 use crate::sys::process;
 
 /// Returns the pid of the `| COMMAND` logger, which must outlive every
 /// other child (it gets their last lines).
-pub fn redirect(target: &LogTarget) -> Result<Option<i32>, Fatal> {
+pub fn redirect(target: &LogTarget) -> Result<Option<i32>, Error> {
     let mut logger = None;
     let fd = match target {
         LogTarget::File(path) => OpenOptions::new()
@@ -28,9 +27,7 @@ pub fn redirect(target: &LogTarget) -> Result<Option<i32>, Fatal> {
             .mode(0o644)
             .open(path)
             .map(std::os::fd::OwnedFd::from)
-            .map_err(|e| {
-                Fatal::new(1, format!("cannot open log file {}: {}", path.display(), describe_io(&e)))
-            })?,
+            .context(|| format!("cannot open log file {}", path.display()))?,
         LogTarget::Pipe(command) => {
             let mut child = Command::new("/bin/sh")
                 .arg("-c")
@@ -38,9 +35,7 @@ pub fn redirect(target: &LogTarget) -> Result<Option<i32>, Fatal> {
                 .stdin(Stdio::piped())
                 .process_group(0)
                 .spawn()
-                .map_err(|e| {
-                    Fatal::new(1, format!("cannot start log command {command:?}: {}", describe_io(&e)))
-                })?;
+                .context(|| format!("cannot start log command {command:?}"))?;
             logger = Some(child.id() as i32);
             let stdin = child.stdin.take().expect("stdin was piped");
             std::os::fd::OwnedFd::from(stdin)
@@ -48,14 +43,14 @@ pub fn redirect(target: &LogTarget) -> Result<Option<i32>, Fatal> {
     };
     dup2_stdout(&fd)
         .and_then(|()| dup2_stderr(&fd))
-        .map_err(|e| Fatal::new(1, format!("cannot redirect output to the log: {}", e.desc())))?;
+        .context(|| "cannot redirect output to the log".into())?;
     Ok(logger)
 }
 
 /// SIGUSR1: open `--log-file` again (after logrotate moved it) and point
 /// fds 1 and 2 at the new file. Workers keep the old one until their next
 /// generation, or use `--log-capture`, whose lines handover writes itself.
-pub fn reopen(target: &LogTarget) -> Result<(), Fatal> {
+pub fn reopen(target: &LogTarget) -> Result<()> {
     match target {
         LogTarget::File(_) => redirect(target).map(drop),
         LogTarget::Pipe(_) => Ok(()),
@@ -63,9 +58,8 @@ pub fn reopen(target: &LogTarget) -> Result<(), Fatal> {
 }
 
 /// Become a daemon: new session, no terminal, stdin from /dev/null.
-pub fn detach() -> Result<(), Fatal> {
-    process::daemonize().map_err(|e| Fatal::new(1, format!("cannot daemonize: {}", describe_io(&e))))?;
-    let null = std::fs::File::open("/dev/null")
-        .map_err(|e| Fatal::new(1, format!("cannot open /dev/null: {}", describe_io(&e))))?;
-    dup2_stdin(&null).map_err(|e| Fatal::new(1, format!("cannot redirect stdin: {}", e.desc())))
+pub fn detach() -> Result<()> {
+    process::daemonize().context(|| "cannot daemonize".into())?;
+    let null = std::fs::File::open("/dev/null").context(|| "cannot open /dev/null".into())?;
+    dup2_stdin(&null).context(|| "cannot redirect stdin".into())
 }

@@ -5,8 +5,9 @@
 //! first (a second instance fails before touching anything), then sockets
 //! are bound, the private sockets (notify, einhorn, control) created,
 //! signal handlers installed, output redirected and the process
-//! daemonized. Any failure undoes what was done: no pid file, socket file
-//! or process is left behind.
+//! daemonized. Any failure undoes what was done (`Started`, a guard
+//! disarmed on success): no pid file, socket file or process is left
+//! behind.
 use std::io::Write;
 
 use super::Supervisor;
@@ -14,7 +15,7 @@ use super::control::ControlServer;
 use super::log::Log;
 use super::{output, reaper};
 use crate::config::Config;
-use crate::error::Fatal;
+use crate::error::{Context, Error, Result};
 use crate::listen::{self, Listener};
 use crate::machine::Machine;
 use crate::state::{PidFile, StatusFile};
@@ -25,52 +26,56 @@ use crate::supervisor::watch::Watcher;
 use crate::sys::spawn;
 use crate::wire::env as protocol;
 
-/// What must be undone if set-up fails halfway.
-#[derive(Default)]
-struct Undo<'a> {
+/// What a failed start must undo. Until `disarm`, dropping it removes the
+/// files this start created: unix socket files, the control socket, the
+/// pid file (its lock goes with it). Every early return undoes the same.
+struct Started {
     pid_file: Option<PidFile>,
-    listeners: &'a [Listener],
-    control: Option<&'a ControlServer>,
+    listeners: Vec<Listener>,
+    control: Option<ControlServer>,
+    armed: bool,
 }
 
-impl Undo<'_> {
-    fn run(self) {
+impl Started {
+    /// Set-up succeeded: the supervisor owns these now.
+    fn disarm(mut self) -> (Option<PidFile>, Vec<Listener>, Option<ControlServer>) {
+        self.armed = false;
+        (self.pid_file.take(), std::mem::take(&mut self.listeners), self.control.take())
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
         self.listeners.iter().for_each(|l| drop(l.remove_file()));
-        if let Some(control) = self.control {
+        if let Some(control) = &self.control {
             let _ = control.remove();
         }
-        if let Some(pid_file) = self.pid_file {
+        if let Some(pid_file) = self.pid_file.take() {
             let _ = pid_file.remove();
         }
     }
 }
 
 /// Run until stopped; returns the exit code.
-pub fn run(mut config: Config) -> Result<i32, Fatal> {
-    let log =
-        Log { compat: config.compat, json: config.capture == Some(crate::supervisor::capture::Format::Json) };
-    let program = &config.command[0];
-    spawn::check(program, &config.base_env, config.dir.as_deref())
-        .map_err(|e| Fatal::new(e.exit_code(), e.to_string()))?;
+pub fn run(mut config: Config) -> Result<u8> {
+    let json = config.capture == Some(super::capture::Format::Json);
+    let log = Log { compat: config.compat, json };
+    spawn::check(&config.command[0], &config.base_env, config.dir.as_deref())?;
     if config.compat {
         // start_server's banner, on the terminal even with --log-file.
         let pid = std::process::id();
         let _ = writeln!(std::io::stderr(), "start_server (pid:{pid}) starting now...");
     }
-    let mut pid_file = match &config.pid_file {
-        Some(path) => Some(PidFile::acquire(path).map_err(|e| Fatal::new(1, e.to_string()))?),
-        None => None,
-    };
+    let pid_file = config.pid_file.as_deref().map(PidFile::acquire).transpose()?;
+    let mut started = Started { pid_file, listeners: Vec::new(), control: None, armed: true };
     // Sockets our own service manager passed are adopted before anything binds.
-    let inherited = config.activation.as_ref().map_or(Ok(Vec::new()), listen::take_inherited);
-    let opened = inherited.and_then(|i| listen::open_all(&config.listeners, config.backlog, i));
-    let (listeners, unmatched) = match opened {
-        Ok(opened) => (opened.listeners, opened.unmatched),
-        Err(e) => {
-            Undo { pid_file, ..Undo::default() }.run();
-            return Err(Fatal::new(1, e.to_string()));
-        }
-    };
+    let inherited = config.activation.as_ref().map_or(Ok(Vec::new()), listen::take_inherited)?;
+    let opened = listen::open_all(&config.listeners, config.backlog, inherited)?;
+    started.listeners = opened.listeners;
+    let listeners = &started.listeners;
     if config.listeners.is_empty() {
         // Nothing asked for: every adopted socket is a listener, at 3, 4, ...
         config.fds = protocol::place(&vec![None; listeners.len()]).unwrap_or_default();
@@ -78,56 +83,29 @@ pub fn run(mut config: Config) -> Result<i32, Fatal> {
     let slots: Vec<protocol::Slot> = (listeners.iter().zip(&config.fds))
         .map(|(l, &fd)| protocol::Slot { key: &l.key, name: l.spec.name.as_deref(), fd })
         .collect();
-    match protocol::expand_placeholders(&config.command, &slots) {
-        Ok(command) => config.command = command,
-        Err(e) => {
-            Undo { pid_file, listeners: &listeners, control: None }.run();
-            return Err(Fatal::new(2, e));
-        }
+    config.command = protocol::expand_placeholders(&config.command, &slots).map_err(Error::usage)?;
+    let notify = NotifySocket::bind().context(creating("notify socket"))?;
+    let einhorn =
+        EinhornSocket::bind(&notify.path().with_file_name("einhorn")).context(creating("einhorn socket"))?;
+    if let Some(c) = &config.credentials {
+        notify.grant(c.uid, c.gid, &[einhorn.path()]).context(creating("worker sockets for --user"))?;
     }
-    let fail = |what: &str, e: std::io::Error| Fatal::new(1, format!("cannot create the {what}: {e}"));
-    let private = (|| {
-        let notify = NotifySocket::bind().map_err(|e| fail("notify socket", e))?;
-        let einhorn = EinhornSocket::bind(&notify.path().with_file_name("einhorn"))
-            .map_err(|e| fail("einhorn socket", e))?;
-        if let Some(c) = &config.credentials {
-            notify
-                .grant(c.uid, c.gid, &[einhorn.path()])
-                .map_err(|e| fail("worker sockets for --user", e))?;
-        }
-        let control = config
-            .control
-            .as_deref()
-            .map(ControlServer::bind)
-            .transpose()
-            .map_err(|e| Fatal::new(1, e.to_string()))?;
-        Ok::<_, Fatal>((notify, einhorn, control))
-    })();
-    let (notify, einhorn, control) = match private {
-        Ok(parts) => parts,
-        Err(e) => {
-            Undo { pid_file, listeners: &listeners, control: None }.run();
-            return Err(e);
-        }
+    if let Some(path) = config.control.as_deref() {
+        started.control = Some(ControlServer::bind(path).map_err(|e| Error::runtime(e.to_string()))?);
+    }
+    let signals = Signals::install().context(creating("signal handlers"))?;
+    let logger = match &config.log {
+        Some(target) => output::redirect(target)?,
+        None => None,
     };
-    let process = (|| {
-        let signals = Signals::install().map_err(|e| fail("signal handlers", e))?;
-        let logger = match &config.log {
-            Some(target) => output::redirect(target)?,
-            None => None,
-        };
-        if config.daemonize {
-            output::detach()?;
-        }
-        Ok::<_, Fatal>((signals, logger))
-    })();
-    let (signals, logger) = match process {
-        Ok(parts) => parts,
-        Err(e) => {
-            Undo { pid_file, listeners: &listeners, control: control.as_ref() }.run();
-            return Err(e);
-        }
+    if config.daemonize {
+        output::detach()?;
+    }
+    let watcher = match config.watch.is_empty() {
+        true => None,
+        false => Some(Watcher::new(&config.watch).map_err(Error::runtime)?),
     };
+    let (mut pid_file, listeners, control) = started.disarm();
     if let Err(e) = reaper::become_subreaper() {
         log.line(&format!("cannot become a subreaper ({e}): orphans of workers go to init"));
     }
@@ -136,7 +114,7 @@ pub fn run(mut config: Config) -> Result<i32, Fatal> {
     {
         log.line(&format!("cannot write the pid file: {e}"));
     }
-    for inherited in unmatched {
+    for inherited in opened.unmatched {
         log.line(&format!("inherited {inherited} matches no listener; closed"));
     }
     for (listener, fd) in listeners.iter().zip(&config.fds) {
@@ -151,20 +129,10 @@ pub fn run(mut config: Config) -> Result<i32, Fatal> {
         let adopted = listener.inherited_fd.map(|n| format!(", inherited fd {n}")).unwrap_or_default();
         log.extra(&format!("listening on {} as fd {fd} ({}{adopted})", listener.local, listener.key));
     }
-    let status_file = config.status_file.as_deref().map(StatusFile::new);
-    let machine = Machine::new(config.policy.clone());
-    let capture = config.capture.map(crate::supervisor::capture::Capture::new);
-    let watcher = match config.watch.is_empty() {
-        true => None,
-        false => match Watcher::new(&config.watch) {
-            Ok(watcher) => Some(watcher),
-            Err(e) => {
-                Undo { pid_file, listeners: &listeners, control: control.as_ref() }.run();
-                return Err(Fatal::new(1, e));
-            }
-        },
-    };
     let mut supervisor = Supervisor {
+        status_file: config.status_file.as_deref().map(StatusFile::new),
+        machine: Machine::new(config.policy.clone()),
+        capture: config.capture.map(super::capture::Capture::new),
         config,
         log,
         listeners,
@@ -172,12 +140,14 @@ pub fn run(mut config: Config) -> Result<i32, Fatal> {
         einhorn,
         control,
         signals,
-        machine,
         pid_file,
-        status_file,
         logger,
-        capture,
         watcher,
     };
     supervisor.serve()
+}
+
+/// `cannot create the WHAT`, for `Context::context`.
+fn creating(what: &'static str) -> impl FnOnce() -> String {
+    move || format!("cannot create the {what}")
 }

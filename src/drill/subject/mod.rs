@@ -30,7 +30,7 @@ use serde_json::Value;
 use super::load::Target;
 use super::report::{Idle, RestartRecord};
 use crate::client::control;
-use crate::error::Fatal;
+use crate::error::{Context, Error, Result};
 use crate::state::read_status;
 use crate::wire::control::Command as Request;
 use targets::{listening_lines, signal_listeners};
@@ -57,11 +57,10 @@ pub struct Subject {
 impl Subject {
     /// Starts `program` (this handover when `None`) with `args`, the
     /// supervisor options and the worker command, using `dir` for its files.
-    pub fn start(program: Option<&OsStr>, args: &[OsString], dir: &Path) -> Result<Subject, Fatal> {
+    pub fn start(program: Option<&OsStr>, args: &[OsString], dir: &Path) -> Result<Subject, Error> {
         let (mut command, driver) = match program {
             None => {
-                let exe = std::env::current_exe()
-                    .map_err(|e| Fatal::new(1, format!("cannot find handover itself: {e}")))?;
+                let exe = std::env::current_exe().context(|| "cannot find handover itself".into())?;
                 let socket = dir.join("control");
                 let mut command = Command::new(exe);
                 command.arg("--control").arg(&socket).args(args);
@@ -79,14 +78,14 @@ impl Subject {
         crate::sys::process::stop_with_parent(&mut command);
         let spawned = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
         let mut child = spawned.map_err(|e| match program {
-            Some(p) => Fatal::new(
+            Some(p) => Error::new(
                 2,
                 format!(
                     "drill: cannot run --supervisor {}: {e} (give its path, or install it)",
                     p.to_string_lossy()
                 ),
             ),
-            None => Fatal::new(1, format!("cannot start the supervisor: {e}")),
+            None => Error::runtime(format!("cannot start the supervisor: {e}")),
         })?;
         let lines: Arc<Mutex<Vec<String>>> = Arc::default();
         for stream in [
@@ -164,11 +163,11 @@ impl Subject {
     }
 
     /// Wait until the first generation serves (or the supervisor gave up).
-    pub fn wait_serving(&mut self, deadline: Duration) -> Result<(), Fatal> {
+    pub fn wait_serving(&mut self, deadline: Duration) -> Result<()> {
         let start = Instant::now();
         loop {
             if let Some(status) = self.exited() {
-                return Err(Fatal::new(
+                return Err(Error::new(
                     1,
                     format!("the supervisor exited ({status}) before serving:\n{}", self.tail()),
                 ));
@@ -180,7 +179,7 @@ impl Subject {
                 return Err(super::interruption(signal));
             }
             if start.elapsed() > deadline {
-                return Err(Fatal::new(
+                return Err(Error::new(
                     1,
                     format!("generation 1 not serving after {deadline:?}:\n{}", self.tail()),
                 ));

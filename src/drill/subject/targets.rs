@@ -9,7 +9,7 @@ use std::net::{TcpListener, ToSocketAddrs};
 use std::path::PathBuf;
 
 use crate::drill::load::Target;
-use crate::error::Fatal;
+use crate::error::{Error, Result};
 use crate::listen::{Address, ListenSpec};
 
 /// TCP and unix listeners from `listening on tcp ADDR as fd N (...)`.
@@ -30,7 +30,7 @@ pub fn listening_lines(lines: &[String]) -> Vec<Target> {
 
 /// A start_server command line's `--port` and `--path` listeners, and the
 /// command line with each port 0 replaced by a free port.
-pub fn signal_listeners(args: &[OsString]) -> Result<(Vec<OsString>, Vec<Target>), Fatal> {
+pub fn signal_listeners(args: &[OsString]) -> Result<(Vec<OsString>, Vec<Target>), Error> {
     let (mut out, mut targets) = (Vec::with_capacity(args.len()), Vec::new());
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
@@ -66,8 +66,8 @@ pub fn signal_listeners(args: &[OsString]) -> Result<(Vec<OsString>, Vec<Target>
 }
 
 /// One `--port` value: its target (TCP only), and the value to pass on.
-fn port_listener(value: &str, targets: &mut Vec<Target>) -> Result<String, Fatal> {
-    let spec = ListenSpec::parse_port(value).map_err(|e| Fatal::new(2, format!("drill: {e}")))?;
+fn port_listener(value: &str, targets: &mut Vec<Target>) -> Result<String, Error> {
+    let spec = ListenSpec::parse_port(value).map_err(|e| Error::usage(format!("drill: {e}")))?;
     let Address::Inet { host, port, udp } = &spec.address else { return Ok(value.into()) };
     if *udp {
         return Ok(value.into());
@@ -76,7 +76,7 @@ fn port_listener(value: &str, targets: &mut Vec<Target>) -> Result<String, Fatal
     let port = match port {
         0 => TcpListener::bind((bind_host, 0))
             .and_then(|l| l.local_addr())
-            .map_err(|e| Fatal::new(1, format!("drill: no free port on {bind_host}: {e}")))?
+            .map_err(|e| Error::runtime(format!("drill: no free port on {bind_host}: {e}")))?
             .port(),
         &port => port,
     };
@@ -89,7 +89,7 @@ fn port_listener(value: &str, targets: &mut Vec<Target>) -> Result<String, Fatal
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| Fatal::new(2, format!("drill: cannot resolve {connect_host} (--port {value})")))?;
+        .ok_or_else(|| Error::usage(format!("drill: cannot resolve {connect_host} (--port {value})")))?;
     targets.push(Target::Tcp(address));
     let pin = spec.pin.map_or(String::new(), |fd| format!("={fd}"));
     Ok(format!("{}{pin}", spec.key(port)))
