@@ -14,7 +14,7 @@ use crate::config::{Config, parse_duration};
 use crate::drill;
 use crate::error::{Error, Result};
 use crate::supervisor;
-use crate::wire::control::Command;
+use crate::wire::control::{Command, Restarted, Status, Stopping, encode};
 
 pub fn run(compat: bool, args: Vec<OsString>) -> Result<u8> {
     if !compat && args.get(1).is_some_and(|a| a == "drill") {
@@ -90,9 +90,8 @@ fn run_client(client: Client) -> Result<u8> {
                     client::control::send(&path, Command::Restart)?;
                     return Ok(0);
                 }
-                let reply = client::control::call(&path, Command::Restart, Some(timeout))
-                    .and_then(client::control::check);
-                println!("{}", supervisor::report::outcome_text(&reply?));
+                let done: Restarted = client::control::call(&path, Command::Restart, Some(timeout))?;
+                println!("{}", client::render::outcome_text(&done));
                 return Ok(0);
             }
             let pid_file = require(&target.pid_file, "--control or --pid-file", "handover restart")?;
@@ -107,11 +106,8 @@ fn run_client(client: Client) -> Result<u8> {
         Client::Stop { target, timeout } => {
             let timeout = timeout.map(|t| duration("timeout", &t)).transpose()?;
             if let Some(path) = over_control(&target) {
-                let reply =
-                    client::control::call(&path, Command::Stop, timeout).and_then(client::control::check);
-                if let Some(pid) = reply?["pid"].as_u64() {
-                    client::wait_gone(pid as u32);
-                }
+                let stopping: Stopping = client::control::call(&path, Command::Stop, timeout)?;
+                client::wait_gone(stopping.pid);
                 return Ok(0);
             }
             let pid_file = require(&target.pid_file, "--control or --pid-file", "handover stop")?;
@@ -119,11 +115,11 @@ fn run_client(client: Client) -> Result<u8> {
         }
         Client::Status { target, json } => {
             if let Some(path) = over_control(&target) {
-                let reply = client::control::call(&path, Command::Status, Some(Duration::from_secs(10)));
-                let reply = reply.and_then(client::control::check)?;
+                let status: Status =
+                    client::control::call(&path, Command::Status, Some(Duration::from_secs(10)))?;
                 match json {
-                    true => println!("{reply}"),
-                    false => print!("{}", supervisor::report::status_text(&reply)),
+                    true => println!("{}", String::from_utf8_lossy(&encode(&status)).trim_end()),
+                    false => print!("{}", client::render::status_text(&status)),
                 }
                 return Ok(0);
             }

@@ -5,20 +5,21 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
 
-use super::{Error, show};
-use crate::state::io_text;
-use crate::wire::control::{Command, to_line};
+use super::show;
+use crate::error::{Error, Result, io_text};
+use crate::wire::control::{Command, Request, decode, encode};
 
 fn runtime(message: String) -> Error {
-    Error { message, code: 1 }
+    Error::runtime(message)
 }
 
-/// Sends one request and returns the supervisor's reply. For `stop`, also
-/// waits until the supervisor has exited (the connection ends), unless the
-/// reply says `"ok":false`. `timeout` bounds the whole call; None waits.
-pub fn call(path: &Path, command: Command, timeout: Option<Duration>) -> Result<Value, Error> {
+/// Sends one request and returns the supervisor's reply as `T`, or its
+/// refusal (`"ok":false`) as an `Error`. For `stop`, also waits until the
+/// supervisor has exited (the connection ends). `timeout` bounds the whole
+/// call; None waits.
+pub fn call<T: DeserializeOwned>(path: &Path, command: Command, timeout: Option<Duration>) -> Result<T> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let waited = || show(timeout.unwrap_or_default());
     let shown = path.display();
@@ -35,7 +36,7 @@ pub fn call(path: &Path, command: Command, timeout: Option<Duration>) -> Result<
         runtime(format!("cannot connect to control socket {shown}: {}{hint}", io_text(&e)))
     })?;
     // `stop` keeps its side open: the end of the connection says the supervisor is gone.
-    (stream.write_all(&to_line(&json!({"command": command.name()}))))
+    (stream.write_all(&encode(&Request { command })))
         .and_then(|()| match command {
             Command::Stop => Ok(()),
             _ => stream.shutdown(Shutdown::Write),
@@ -53,9 +54,8 @@ pub fn call(path: &Path, command: Command, timeout: Option<Duration>) -> Result<
         }
         Err(e) => return Err(fail("read from", &e)),
     };
-    let reply: Value = serde_json::from_slice(&line)
-        .map_err(|e| runtime(format!("the supervisor sent an invalid reply: {e}")))?;
-    if command == Command::Stop && check(reply.clone()).is_ok() {
+    let reply: T = decode(&line).map_err(runtime)?;
+    if command == Command::Stop {
         loop {
             match read_line(&mut stream, deadline, &mut buf) {
                 Ok(Some(_)) => {}
@@ -73,7 +73,7 @@ pub fn call(path: &Path, command: Command, timeout: Option<Duration>) -> Result<
 
 /// Sends one request and returns without waiting for its answer
 /// (`handover restart` without `--wait`).
-pub fn send(path: &Path, command: Command) -> Result<(), Error> {
+pub fn send(path: &Path, command: Command) -> Result<()> {
     let shown = path.display();
     let mut stream = UnixStream::connect(path).map_err(|e| {
         runtime(format!(
@@ -81,21 +81,9 @@ pub fn send(path: &Path, command: Command) -> Result<(), Error> {
             io_text(&e)
         ))
     })?;
-    let line = format!("{}\n", json!({"command": command.name()}));
     stream
-        .write_all(line.as_bytes())
+        .write_all(&encode(&Request { command }))
         .map_err(|e| runtime(format!("cannot send to control socket {shown}: {}", io_text(&e))))
-}
-
-/// The reply itself, or its `"error"` as a `Error` when `"ok"` is false.
-pub fn check(reply: Value) -> Result<Value, Error> {
-    if reply.get("ok") != Some(&Value::Bool(false)) {
-        return Ok(reply);
-    }
-    match reply.get("error") {
-        Some(Value::String(text)) => Err(runtime(text.clone())),
-        _ => Err(runtime(format!("the supervisor refused: {reply}"))),
-    }
 }
 
 /// The next line, with its `\n`, before `deadline`; None at end of stream.

@@ -53,12 +53,12 @@ use std::path::{Path, PathBuf};
 
 use nix::poll::PollFlags;
 use nix::sys::socket::{getsockopt, sockopt};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::state::io_text;
 pub use crate::supervisor::lines::MAX_LINE;
 use crate::supervisor::lines::{LineConn, listen_at};
-use crate::wire::control::{Command, parse_request, to_line};
+use crate::wire::control::{Command, Verdict, encode, parse_request};
 
 const MAX_CONNECTIONS: usize = 64;
 /// Unanswered requests per connection before it stops being read.
@@ -117,7 +117,7 @@ impl Conn {
     }
 
     fn answer_now(&mut self, error: &str) {
-        let reply = Some(to_line(&json!({"ok": false, "error": error})));
+        let reply = Some(encode(&Verdict::refused(error)));
         self.waiting.push_back(Slot { id: None, reply });
         self.release();
     }
@@ -201,10 +201,10 @@ impl ControlServer {
     /// Queues the reply to a request and writes what can go now (dropped
     /// if its client went away). Replies leave in request order per
     /// connection.
-    pub fn reply(&mut self, id: RequestId, reply: &Value) {
+    pub fn reply(&mut self, id: RequestId, reply: &impl Serialize) {
         let found = self.conns.iter_mut().find_map(|conn| {
             let slot = conn.waiting.iter_mut().find(|s| s.id == Some(id))?;
-            slot.reply = Some(to_line(reply));
+            slot.reply = Some(encode(reply));
             Some(conn)
         });
         if let Some(conn) = found {
@@ -298,8 +298,9 @@ mod tests {
     use std::os::unix::net::UnixStream;
     use std::time::Duration;
 
-    use crate::client::control::{call, check};
+    use crate::client::control::call;
     use crate::error::Error;
+    use serde_json::{Value, json};
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
@@ -570,7 +571,7 @@ mod tests {
             // The client half-closed: the connection ends after the reply.
             pump(&mut server, |s, _| s.connections() == 0);
         });
-        let reply = call(&path, Command::Restart, Some(GUARD)).unwrap();
+        let reply: Value = call(&path, Command::Restart, Some(GUARD)).unwrap();
         assert_eq!(reply, json!({"ok": true, "generation": 2}));
         supervisor.join().unwrap();
     }
@@ -579,7 +580,7 @@ mod tests {
     fn call_errors_are_one_line() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("absent");
-        let err = call(&missing, Command::Status, Some(GUARD)).unwrap_err();
+        let err = call::<Value>(&missing, Command::Status, Some(GUARD)).unwrap_err();
         let shown = missing.display();
         assert_eq!(
             err,
@@ -592,19 +593,15 @@ mod tests {
         );
         // Bound but never serviced: the request waits in the backlog.
         let (_dir, path, _server) = bound();
-        let err = call(&path, Command::Status, Some(Duration::from_millis(200))).unwrap_err();
+        let err = call::<Value>(&path, Command::Status, Some(Duration::from_millis(200))).unwrap_err();
         assert_eq!(err.message, "no reply from the supervisor after 200ms");
-
-        let failed = check(json!({"ok": false, "error": "generation 3 exited with status 1"}));
-        assert_eq!(failed.unwrap_err().message, "generation 3 exited with status 1");
-        assert_eq!(check(json!({"ok": true})), Ok(json!({"ok": true})));
     }
 
     #[test]
     fn stop_returns_once_the_supervisor_is_gone() {
         let (_dir, path, mut server) = bound();
         let client_path = path.clone();
-        let client = thread::spawn(move || call(&client_path, Command::Stop, Some(GUARD)));
+        let client = thread::spawn(move || call::<Value>(&client_path, Command::Stop, Some(GUARD)));
         let got = requests(&mut server, 1);
         assert_eq!(got[0].1, Command::Stop);
         server.reply(got[0].0, &json!({"ok": true}));
@@ -616,9 +613,9 @@ mod tests {
         let server = ControlServer::bind(&path).unwrap();
         let mut server = server;
         let client_path = path.clone();
-        let client = thread::spawn(move || call(&client_path, Command::Stop, Some(GUARD)));
+        let client = thread::spawn(move || call::<Value>(&client_path, Command::Stop, Some(GUARD)));
         let got = requests(&mut server, 1);
         server.reply(got[0].0, &json!({"ok": false, "error": "already stopping"}));
-        assert_eq!(client.join().unwrap(), Ok(json!({"ok": false, "error": "already stopping"})));
+        assert_eq!(client.join().unwrap(), Err(Error::runtime("already stopping")));
     }
 }

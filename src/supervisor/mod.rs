@@ -10,7 +10,6 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
-use serde_json::json;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -18,7 +17,7 @@ use crate::listen::Listener;
 use crate::machine::event::Event;
 use crate::machine::{Effect, Input, Machine};
 use crate::state::{PidFile, StatusFile};
-use crate::wire::control::Command;
+use crate::wire::control::{Command, Stopping};
 use capture::Capture;
 use control::ControlServer;
 use einhorn::EinhornSocket;
@@ -172,23 +171,18 @@ impl Supervisor {
         let (requests, lines) = control.service();
         lines.iter().for_each(|line| self.log.line(line));
         let mut inputs = Vec::new();
-        let mut replies = Vec::new();
         for (id, command) in requests {
             match command {
                 Command::Restart => inputs.push(Input::Restart { request: id.0 }),
                 Command::Stop => {
-                    replies.push((id, json!({"ok": true, "pid": std::process::id()})));
+                    control.reply(id, &Stopping { ok: true, pid: std::process::id() });
                     inputs.push(Input::Terminate(Signal::SIGTERM));
                 }
                 Command::Status => {
-                    let fds = self.config.fds.iter().copied();
-                    let listeners: Vec<(&Listener, i32)> = self.listeners.iter().zip(fds).collect();
-                    replies.push((id, report::status(&self.machine, &listeners, Instant::now())));
+                    let fds = &self.config.fds;
+                    control.reply(id, &report::status(&self.machine, &self.listeners, fds, Instant::now()));
                 }
             }
-        }
-        if let Some(control) = self.control.as_mut() {
-            replies.iter().for_each(|(id, reply)| control.reply(*id, reply));
         }
         inputs
     }

@@ -1,15 +1,14 @@
-//! The control socket's replies: what the supervisor says about itself
-//! (JSON built from the state machine) and how the client shows it.
+//! What the supervisor says about itself on the control socket: the
+//! machine's state and outcomes as `wire::control` messages.
 //!
 //! Times inside the machine are `Instant`s; here they become wall-clock
 //! RFC 3339 stamps (for people and logs) and durations in milliseconds
 //! (for scripts).
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::{Value, json};
-
 use crate::listen::Listener;
-use crate::machine::{Counters, Machine, Outcome};
+use crate::machine::{Machine, Outcome};
+use crate::wire::control::{self, Phase, Restart, RestartFailed, Restarted};
 
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
@@ -22,19 +21,21 @@ fn stamp(now: Instant, at: Instant) -> String {
 }
 
 /// A restart request's answer.
-pub fn outcome(outcome: &Outcome) -> Value {
+pub fn outcome(outcome: &Outcome) -> Restart {
     match outcome {
-        Outcome::Restarted { generation, pids, spawn_to_ready, signal_to_old_gone } => json!({
-            "ok": true,
-            "generation": generation,
-            "pids": pids,
-            "spawn_to_ready_ms": ms(*spawn_to_ready),
-            "signal_to_old_gone_ms": signal_to_old_gone.map(ms),
-        }),
-        Outcome::Failed { generation, reason } => json!({
-            "ok": false,
-            "generation": generation,
-            "error": match generation {
+        Outcome::Restarted { generation, pids, spawn_to_ready, signal_to_old_gone } => {
+            Restart::Done(Restarted {
+                ok: true,
+                generation: *generation,
+                pids: pids.clone(),
+                spawn_to_ready_ms: ms(*spawn_to_ready),
+                signal_to_old_gone_ms: signal_to_old_gone.map(ms),
+            })
+        }
+        Outcome::Failed { generation, reason } => Restart::Failed(RestartFailed {
+            ok: false,
+            generation: *generation,
+            error: match generation {
                 Some(g) => format!("generation {g} failed: {reason}"),
                 None => reason.clone(),
             },
@@ -42,85 +43,48 @@ pub fn outcome(outcome: &Outcome) -> Value {
     }
 }
 
-/// The `status` answer.
-pub fn status(machine: &Machine, listeners: &[(&Listener, i32)], now: Instant) -> Value {
-    let generations: Vec<Value> = machine
-        .views()
-        .iter()
-        .map(|v| {
-            json!({
-                "generation": v.generation,
-                "phase": v.phase,
-                "pids": v.pids,
-                "started": stamp(now, v.spawned_at),
-                "ready": v.ready_at.map(|t| stamp(now, t)),
-                "told_to_stop": v.signalled_at.map(|t| stamp(now, t)),
-            })
+fn phase(name: &str) -> Phase {
+    match name {
+        "starting" => Phase::Starting,
+        "draining" => Phase::Draining,
+        _ => Phase::Serving,
+    }
+}
+
+/// The `status` answer; `fds` are the listeners' fds in the workers.
+pub fn status(machine: &Machine, listeners: &[Listener], fds: &[i32], now: Instant) -> control::Status {
+    let generations = (machine.views().iter())
+        .map(|v| control::Generation {
+            generation: v.generation,
+            phase: phase(v.phase),
+            pids: v.pids.clone(),
+            started: stamp(now, v.spawned_at),
+            ready: v.ready_at.map(|t| stamp(now, t)),
+            told_to_stop: v.signalled_at.map(|t| stamp(now, t)),
         })
         .collect();
-    let listeners: Vec<Value> = listeners
-        .iter()
-        .map(|(l, fd)| json!({"fd": fd, "name": l.spec.name, "key": l.key, "address": l.local}))
+    let listeners = (listeners.iter().zip(fds))
+        .map(|(l, &fd)| control::Listener {
+            fd,
+            name: l.spec.name.clone(),
+            key: l.key.clone(),
+            address: l.local.clone(),
+        })
         .collect();
-    let Counters { restarts, failures, respawns } = machine.counters();
-    json!({
-        "ok": true,
-        "pid": std::process::id(),
-        "stopping": machine.stopping(),
-        "listeners": listeners,
-        "generations": generations,
-        "last_restart": machine.last_outcome().map(outcome),
-        "counters": {"restarts": restarts, "failures": failures, "respawns": respawns},
-    })
-}
-
-/// `generation 4 is serving (pids 12,13): ready 35 ms after spawn, old generation gone 120 ms after it was told to stop`
-pub fn outcome_text(reply: &Value) -> String {
-    let pids = join(&reply["pids"]);
-    let mut text = format!("generation {} is serving (pids {pids})", reply["generation"]);
-    if let Some(ready) = reply["spawn_to_ready_ms"].as_f64() {
-        text += &format!(": ready {ready} ms after spawn");
+    let counters = machine.counters();
+    control::Status {
+        ok: true,
+        pid: std::process::id(),
+        stopping: machine.stopping(),
+        listeners,
+        generations,
+        last_restart: machine.last_outcome().map(outcome),
+        counters: control::Counters {
+            restarts: counters.restarts,
+            failures: counters.failures,
+            respawns: counters.respawns,
+        },
     }
-    if let Some(gone) = reply["signal_to_old_gone_ms"].as_f64() {
-        text += &format!(", old generation gone {gone} ms after it was told to stop");
-    }
-    text
-}
-
-fn join(list: &Value) -> String {
-    let items: Vec<String> = list.as_array().into_iter().flatten().map(|v| v.to_string()).collect();
-    items.join(",")
-}
-
-/// The `status` answer for people.
-pub fn status_text(reply: &Value) -> String {
-    let mut out = format!("supervisor pid {}", reply["pid"]);
-    if reply["stopping"] == true {
-        out += " (stopping)";
-    }
-    out.push('\n');
-    for l in reply["listeners"].as_array().into_iter().flatten() {
-        let name = l["name"].as_str().map(|n| format!(" name {n}")).unwrap_or_default();
-        out += &format!("listener fd {}  {}{name}\n", l["fd"], l["address"].as_str().unwrap_or("?"));
-    }
-    for g in reply["generations"].as_array().into_iter().flatten() {
-        out += &format!(
-            "generation {}  {:<8}  pids {}  started {}\n",
-            g["generation"],
-            g["phase"].as_str().unwrap_or("?"),
-            join(&g["pids"]),
-            g["started"].as_str().unwrap_or("?"),
-        );
-    }
-    let last = &reply["last_restart"];
-    if last["ok"] == true {
-        out += &format!("last restart: {}\n", outcome_text(last));
-    } else if let Some(error) = last["error"].as_str() {
-        out += &format!("last restart failed: {error}\n");
-    }
-    let c = &reply["counters"];
-    out += &format!("restarts {}, failures {}, respawns {}\n", c["restarts"], c["failures"], c["respawns"]);
-    out
 }
 
 #[cfg(test)]
@@ -128,24 +92,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn outcomes_as_json_and_text() {
+    fn outcomes_as_messages() {
         let ok = outcome(&Outcome::Restarted {
             generation: 4,
             pids: vec![12, 13],
             spawn_to_ready: Duration::from_micros(35_250),
             signal_to_old_gone: Some(Duration::from_millis(120)),
         });
-        assert_eq!(ok["spawn_to_ready_ms"], 35.25);
-        assert_eq!(
-            outcome_text(&ok),
-            "generation 4 is serving (pids 12,13): ready 35.25 ms after spawn, \
-             old generation gone 120 ms after it was told to stop"
-        );
+        let Restart::Done(done) = ok else { panic!("{ok:?}") };
+        assert_eq!((done.spawn_to_ready_ms, done.signal_to_old_gone_ms), (35.25, Some(120.0)));
         let failed =
             outcome(&Outcome::Failed { generation: Some(5), reason: "worker 9 exited with 3".into() });
         assert_eq!(
-            failed,
-            json!({"ok": false, "generation": 5, "error": "generation 5 failed: worker 9 exited with 3"})
+            control::encode(&failed),
+            b"{\"ok\":false,\"generation\":5,\"error\":\"generation 5 failed: worker 9 exited with 3\"}\n"
         );
     }
 }

@@ -1,8 +1,17 @@
-//! The control protocol's messages: what `handover restart|stop|status`,
-//! the drill and the supervisor say to each other over `--control PATH`.
+//! The control protocol's messages, shared by the supervisor (which writes
+//! replies), `handover restart|stop|status` and the drill (which read them).
+//!
+//! One JSON object per line each way. Requests: `{"command":"status"}`,
+//! `{"command":"restart"}`, `{"command":"stop"}`; other fields are
+//! ignored. Every reply carries `"ok"`; when it is false, `"error"` says
+//! why. The shapes below are the README's "Control protocol" section, and
+//! `tests::recorded_exchange` holds them on the wire.
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Command {
     Status,
     Restart,
@@ -21,7 +30,13 @@ impl Command {
     }
 }
 
-/// The request a line holds, or the error to answer it with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub command: Command,
+}
+
+/// The request a line holds, or the error to answer it with. Checked by
+/// hand, not derived, so that each refusal says what was wrong.
 pub fn parse_request(line: &[u8]) -> Result<Command, String> {
     let value: Value = serde_json::from_slice(line).map_err(|e| format!("request is not JSON: {e}"))?;
     let name = (value.get("command").and_then(Value::as_str))
@@ -30,8 +45,195 @@ pub fn parse_request(line: &[u8]) -> Result<Command, String> {
         .ok_or_else(|| format!("unknown command {name:?}: expected status, restart or stop"))
 }
 
-pub fn to_line(value: &Value) -> Vec<u8> {
-    let mut line = value.to_string().into_bytes();
+/// What every reply says first: whether it worked, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Verdict {
+    /// `{"ok":false,"error":TEXT}`: a request refused.
+    pub fn refused(error: impl Into<String>) -> Verdict {
+        Verdict { ok: false, error: Some(error.into()) }
+    }
+}
+
+/// The answer to `stop`, sent when the stop has begun.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stopping {
+    pub ok: bool,
+    /// The supervisor's pid: the client waits for it to be gone.
+    pub pid: u32,
+}
+
+/// The answer to `restart`, and the status's `last_restart`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Restart {
+    Done(Restarted),
+    Failed(RestartFailed),
+}
+
+/// The new generation serves alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Restarted {
+    pub ok: bool,
+    pub generation: u64,
+    pub pids: Vec<i32>,
+    pub spawn_to_ready_ms: f64,
+    /// From telling the old generation to stop until its last worker exited.
+    pub signal_to_old_gone_ms: Option<f64>,
+}
+
+/// The new generation failed (or the supervisor is stopping: no generation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartFailed {
+    pub ok: bool,
+    pub generation: Option<u64>,
+    pub error: String,
+}
+
+/// The answer to `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub ok: bool,
+    pub pid: u32,
+    pub stopping: bool,
+    pub listeners: Vec<Listener>,
+    /// Oldest first.
+    pub generations: Vec<Generation>,
+    pub last_restart: Option<Restart>,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listener {
+    /// Its fd in the workers.
+    pub fd: i32,
+    pub name: Option<String>,
+    /// Its `SERVER_STARTER_PORT` key.
+    pub key: String,
+    /// `tcp 127.0.0.1:8080`, `udp [::1]:53`, `unix /run/app.sock`.
+    pub address: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generation {
+    pub generation: u64,
+    pub phase: Phase,
+    pub pids: Vec<i32>,
+    /// RFC 3339 wall-clock times.
+    pub started: String,
+    pub ready: Option<String>,
+    pub told_to_stop: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Starting,
+    Serving,
+    Draining,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Serving => "serving",
+            Phase::Draining => "draining",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Generation switches.
+    pub restarts: u64,
+    /// Generations that failed to start.
+    pub failures: u64,
+    /// Serving workers that died and were started again.
+    pub respawns: u64,
+}
+
+/// A message as one line, `\n` included.
+pub fn encode(message: &impl Serialize) -> Vec<u8> {
+    // Serializing these types cannot fail: string keys, finite numbers.
+    let mut line = serde_json::to_vec(message).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
     line.push(b'\n');
     line
+}
+
+/// A reply line as `T`, or the refusal it carries (`"ok":false`) as `Err`.
+/// A reply that is not JSON, or not a `T`, is an `Err` saying so.
+pub fn decode<T: DeserializeOwned>(line: &[u8]) -> Result<T, String> {
+    let invalid = |e: serde_json::Error| format!("the supervisor sent an invalid reply: {e}");
+    let verdict: Verdict = serde_json::from_slice(line).map_err(invalid)?;
+    if !verdict.ok {
+        let text = String::from_utf8_lossy(line);
+        return Err(verdict.error.unwrap_or_else(|| format!("the supervisor refused: {}", text.trim_end())));
+    }
+    serde_json::from_slice(line).map_err(invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `status`, `restart` and `stop` exchange as a supervisor of this
+    /// version wrote it (two generations, one draining, one listener).
+    const STATUS: &str = r#"{"ok":true,"pid":4242,"stopping":false,"listeners":[{"fd":3,"name":"web","key":"127.0.0.1:8000","address":"tcp 127.0.0.1:8000"}],"generations":[{"generation":1,"phase":"draining","pids":[100],"started":"2026-12-03T08:00:00.000Z","ready":"2026-12-03T08:00:00.020Z","told_to_stop":"2026-12-03T08:01:00.040Z"},{"generation":2,"phase":"serving","pids":[101,102],"started":"2026-12-03T08:01:00.000Z","ready":"2026-12-03T08:01:00.035Z","told_to_stop":null}],"last_restart":{"ok":true,"generation":2,"pids":[101,102],"spawn_to_ready_ms":35.2,"signal_to_old_gone_ms":null},"counters":{"restarts":1,"failures":0,"respawns":0}}"#;
+    const RESTARTED: &str =
+        r#"{"ok":true,"generation":2,"pids":[101],"spawn_to_ready_ms":35.2,"signal_to_old_gone_ms":120.4}"#;
+    const FAILED: &str =
+        r#"{"ok":false,"generation":3,"error":"generation 3 failed: worker 901 exited with 3"}"#;
+    const STOPPING: &str = r#"{"ok":true,"pid":4242}"#;
+    const REFUSED: &str =
+        r#"{"ok":false,"error":"unknown command \"reload\": expected status, restart or stop"}"#;
+
+    fn round_trip<T: Serialize + DeserializeOwned>(recorded: &str) -> T {
+        let message: T = serde_json::from_str(recorded).unwrap();
+        let again = encode(&message);
+        assert_eq!(std::str::from_utf8(&again).unwrap(), format!("{recorded}\n"));
+        message
+    }
+
+    #[test]
+    fn recorded_exchange() {
+        let status: Status = round_trip(STATUS);
+        assert_eq!(status.generations[1].phase, Phase::Serving);
+        assert_eq!(status.listeners[0].name.as_deref(), Some("web"));
+        let Restart::Done(done) = round_trip::<Restart>(RESTARTED) else { panic!("not a success") };
+        assert_eq!((done.generation, done.signal_to_old_gone_ms), (2, Some(120.4)));
+        let Restart::Failed(failed) = round_trip::<Restart>(FAILED) else { panic!("not a failure") };
+        assert_eq!(failed.generation, Some(3));
+        assert_eq!(round_trip::<Stopping>(STOPPING).pid, 4242);
+        assert!(!round_trip::<Verdict>(REFUSED).ok);
+        assert_eq!(encode(&Request { command: Command::Restart }), b"{\"command\":\"restart\"}\n");
+    }
+
+    #[test]
+    fn decode_gives_the_refusal_or_the_message() {
+        assert_eq!(decode::<Stopping>(STOPPING.as_bytes()), Ok(Stopping { ok: true, pid: 4242 }));
+        let failed = decode::<Restart>(FAILED.as_bytes()).unwrap_err();
+        assert_eq!(failed, "generation 3 failed: worker 901 exited with 3");
+        assert_eq!(
+            decode::<Status>(br#"{"ok":false}"#).unwrap_err(),
+            r#"the supervisor refused: {"ok":false}"#
+        );
+        assert!(
+            decode::<Status>(b"nonsense").unwrap_err().starts_with("the supervisor sent an invalid reply")
+        );
+        assert!(decode::<Status>(STOPPING.as_bytes()).unwrap_err().contains("invalid reply"));
+    }
+
+    #[test]
+    fn requests_name_a_known_command() {
+        assert_eq!(parse_request(br#"{"command":"stop","extra":1}"#), Ok(Command::Stop));
+        assert!(parse_request(b"{}").unwrap_err().contains("no \"command\""));
+        assert!(parse_request(br#"{"command":"x"}"#).unwrap_err().starts_with("unknown command \"x\""));
+        assert!(parse_request(b"[").unwrap_err().starts_with("request is not JSON"));
+    }
 }

@@ -3,7 +3,8 @@
 //! By default it is this handover binary with a private `--control` socket
 //! in the drill's temporary directory: restarts are requests on that
 //! socket, each answered with its outcome and the supervisor's own timings,
-//! and the listeners are read from its `listening on ...` lines.
+//! and the listeners and worker pids are read from its `status` replies,
+//! whatever its output options.
 //!
 //! With `--supervisor PROGRAM` it is any start_server-compatible program
 //! (start_server itself, or handover driven as start_server is). The drill
@@ -25,18 +26,19 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
-use serde_json::Value;
 
 use super::load::Target;
 use super::report::{Idle, RestartRecord};
-use crate::client::control;
+use crate::client;
 use crate::error::{Context, Error, Result};
 use crate::state::read_status;
-use crate::wire::control::Command as Request;
-use targets::{listening_lines, signal_listeners};
+use crate::wire::control::{self, Command as Request, Stopping};
+use targets::{signal_listeners, target};
 
 /// How often the status file is read while a restart is timed.
 const STATUS_POLL: Duration = Duration::from_millis(1);
+/// How long a `status` request may take.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 enum Driver {
     /// This handover, restarted through its control socket.
@@ -49,8 +51,10 @@ pub struct Subject {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     driver: Driver,
-    /// Worker pids seen in the status file (with `Driver::Signal`).
+    /// Worker pids seen in the status file or `status` replies.
     seen: BTreeSet<i32>,
+    /// The listeners of the last `status` reply (with `Driver::Control`).
+    listeners: Vec<control::Listener>,
     dir: PathBuf,
 }
 
@@ -99,7 +103,14 @@ impl Subject {
                 }
             });
         }
-        Ok(Subject { child, lines, driver, seen: BTreeSet::new(), dir: dir.to_path_buf() })
+        Ok(Subject {
+            child,
+            lines,
+            driver,
+            seen: BTreeSet::new(),
+            listeners: Vec::new(),
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// What is under test and how it is restarted, for the report.
@@ -137,8 +148,19 @@ impl Subject {
     pub fn targets(&self) -> Vec<Target> {
         match &self.driver {
             Driver::Signal { targets, .. } => targets.clone(),
-            Driver::Control { .. } => listening_lines(&self.lines()),
+            Driver::Control { .. } => self.listeners.iter().filter_map(|l| target(&l.address)).collect(),
         }
+    }
+
+    /// The supervisor's `status` reply, remembering its listeners and
+    /// every pid seen.
+    fn control_status(&mut self) -> Option<control::Status> {
+        let Driver::Control { socket } = &self.driver else { return None };
+        let status: control::Status =
+            client::control::call(socket, Request::Status, Some(STATUS_TIMEOUT)).ok()?;
+        self.seen.extend(status.generations.iter().flat_map(|g| g.pids.iter().copied()));
+        self.listeners.clone_from(&status.listeners);
+        Some(status)
     }
 
     /// The generations in the status file, remembering every pid seen.
@@ -153,11 +175,8 @@ impl Subject {
     /// or the status file lists it.
     fn serving(&mut self) -> bool {
         match &self.driver {
-            Driver::Control { socket } => {
-                control::call(socket, Request::Status, Some(Duration::from_secs(5))).is_ok_and(|reply| {
-                    reply["generations"].as_array().into_iter().flatten().any(|g| g["phase"] == "serving")
-                })
-            }
+            Driver::Control { .. } => (self.control_status())
+                .is_some_and(|s| s.generations.iter().any(|g| g.phase == control::Phase::Serving)),
             Driver::Signal { .. } => !self.status().is_empty(),
         }
     }
@@ -191,7 +210,11 @@ impl Subject {
     /// One hot restart, given up after `timeout`.
     pub fn restart(&mut self, number: usize, timeout: Duration) -> RestartRecord {
         match &self.driver {
-            Driver::Control { socket } => restart_by_control(socket, number, timeout),
+            Driver::Control { socket } => {
+                let record = restart_by_control(socket, number, timeout);
+                self.control_status();
+                record
+            }
             Driver::Signal { .. } => self.restart_by_signal(number, timeout),
         }
     }
@@ -272,9 +295,12 @@ impl Subject {
     /// Stop it (control request, or SIGTERM as for start_server); what it
     /// left behind, if anything.
     pub fn stop(mut self) -> Vec<String> {
+        self.control_status();
         match &self.driver {
             Driver::Control { socket } => {
-                let _ = control::call(socket, Request::Stop, Some(Duration::from_secs(60)));
+                let stop =
+                    client::control::call::<Stopping>(socket, Request::Stop, Some(Duration::from_secs(60)));
+                drop(stop);
             }
             Driver::Signal { .. } => {
                 if let Some(pid) = self.live_pid() {
@@ -300,12 +326,7 @@ impl Subject {
             Some(s) => leftovers.push(format!("the supervisor exited with {s}")),
             None => leftovers.push("the supervisor did not stop within 60 s (killed)".into()),
         }
-        let logged = self
-            .lines()
-            .iter()
-            .filter_map(|l| l.split("starting new worker ").nth(1)?.trim().parse().ok())
-            .collect::<Vec<i32>>();
-        for pid in logged.into_iter().chain(self.seen.iter().copied()).collect::<BTreeSet<_>>() {
+        for pid in self.seen.iter().copied() {
             if is_alive(pid) {
                 leftovers.push(format!("worker {pid} still running"));
                 let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
@@ -326,17 +347,17 @@ impl Subject {
 
 fn restart_by_control(socket: &Path, number: usize, timeout: Duration) -> RestartRecord {
     let requested_at = Instant::now();
-    let reply = control::call(socket, Request::Restart, Some(timeout));
+    let reply = client::control::call::<control::Restarted>(socket, Request::Restart, Some(timeout));
     let answered_at = Instant::now();
-    let ms = |value: &Value| value.as_f64().map(|ms| Duration::from_secs_f64(ms / 1000.0));
+    let ms = |ms: f64| Duration::from_secs_f64(ms.max(0.0) / 1000.0);
     match reply {
-        Ok(reply) => RestartRecord {
-            ok: reply["ok"] == true,
-            generation: reply["generation"].as_u64(),
-            ready_after: ms(&reply["spawn_to_ready_ms"]),
-            old_gone_after: ms(&reply["signal_to_old_gone_ms"]),
+        Ok(done) => RestartRecord {
+            ok: true,
+            generation: Some(done.generation),
+            ready_after: Some(ms(done.spawn_to_ready_ms)),
+            old_gone_after: done.signal_to_old_gone_ms.map(ms),
             answered_at,
-            error: reply["error"].as_str().map(str::to_owned),
+            error: None,
             ..RestartRecord::pending(number, requested_at)
         },
         Err(e) => RestartRecord {

@@ -1,6 +1,6 @@
 //! Where the drill sends its load: the listeners a supervisor has.
 //!
-//! handover says where it listens (`listening on ...` lines); for a
+//! handover says where it listens in its `status` reply; for a
 //! start_server-compatible program they are its `--port` and `--path`
 //! values, port 0 replaced by a free port found here, as start_server
 //! cannot bind port 0 itself.
@@ -12,20 +12,14 @@ use crate::drill::load::Target;
 use crate::error::{Error, Result};
 use crate::listen::{Address, ListenSpec};
 
-/// TCP and unix listeners from `listening on tcp ADDR as fd N (...)`.
-pub fn listening_lines(lines: &[String]) -> Vec<Target> {
-    let mut targets = Vec::new();
-    for line in lines {
-        let Some(rest) = line.split("listening on ").nth(1) else { continue };
-        let Some((kind, rest)) = rest.split_once(' ') else { continue };
-        let Some(address) = rest.split(" as fd ").next() else { continue };
-        match kind {
-            "tcp" => targets.extend(address.parse().ok().map(Target::Tcp)),
-            "unix" => targets.push(Target::Unix(PathBuf::from(address))),
-            _ => {}
-        }
+/// A stream listener's load target from its status `address`
+/// (`tcp 127.0.0.1:8080`, `unix /run/app.sock`); None for UDP.
+pub fn target(address: &str) -> Option<Target> {
+    match address.split_once(' ')? {
+        ("tcp", addr) => addr.parse().ok().map(Target::Tcp),
+        ("unix", path) => Some(Target::Unix(PathBuf::from(path))),
+        _ => None,
     }
-    targets
 }
 
 /// A start_server command line's `--port` and `--path` listeners, and the
@@ -154,15 +148,11 @@ mod tests {
     }
 
     #[test]
-    fn handover_listening_lines_are_targets() {
-        let lines = [
-            "handover: listening on tcp 127.0.0.1:4000 as fd 3 (SERVER_STARTER_PORT 127.0.0.1:0)".to_string(),
-            "handover: listening on udp 127.0.0.1:53 as fd 4".to_string(),
-            "handover: listening on unix /tmp/a.sock as fd 5".to_string(),
-        ];
-        assert_eq!(
-            listening_lines(&lines),
-            [Target::Tcp("127.0.0.1:4000".parse().unwrap()), Target::Unix("/tmp/a.sock".into())]
-        );
+    fn status_addresses_are_targets() {
+        assert_eq!(target("tcp 127.0.0.1:4000"), Some(Target::Tcp("127.0.0.1:4000".parse().unwrap())));
+        assert_eq!(target("tcp [::1]:4000"), Some(Target::Tcp("[::1]:4000".parse().unwrap())));
+        assert_eq!(target("unix /tmp/a b.sock"), Some(Target::Unix("/tmp/a b.sock".into())));
+        assert_eq!(target("udp 127.0.0.1:53"), None);
+        assert_eq!(target("tcp nonsense"), None);
     }
 }

@@ -1,0 +1,98 @@
+//! Control-socket replies for people: `handover restart --wait` and
+//! `handover status` without `--json`.
+use crate::wire::control::{Restart, Restarted, Status};
+
+fn join(pids: &[i32]) -> String {
+    let items: Vec<String> = pids.iter().map(i32::to_string).collect();
+    items.join(",")
+}
+
+/// `generation 4 is serving (pids 12,13): ready 35 ms after spawn, old generation gone 120 ms after it was told to stop`
+pub fn outcome_text(done: &Restarted) -> String {
+    let mut text = format!("generation {} is serving (pids {})", done.generation, join(&done.pids));
+    text += &format!(": ready {} ms after spawn", done.spawn_to_ready_ms);
+    if let Some(gone) = done.signal_to_old_gone_ms {
+        text += &format!(", old generation gone {gone} ms after it was told to stop");
+    }
+    text
+}
+
+/// The `status` answer for people.
+pub fn status_text(status: &Status) -> String {
+    let mut out = format!("supervisor pid {}", status.pid);
+    if status.stopping {
+        out += " (stopping)";
+    }
+    out.push('\n');
+    for l in &status.listeners {
+        let name = l.name.as_ref().map(|n| format!(" name {n}")).unwrap_or_default();
+        out += &format!("listener fd {}  {}{name}\n", l.fd, l.address);
+    }
+    for g in &status.generations {
+        let (phase, pids) = (g.phase.name(), join(&g.pids));
+        out += &format!("generation {}  {phase:<8}  pids {pids}  started {}\n", g.generation, g.started);
+    }
+    match &status.last_restart {
+        Some(Restart::Done(done)) => out += &format!("last restart: {}\n", outcome_text(done)),
+        Some(Restart::Failed(failed)) => out += &format!("last restart failed: {}\n", failed.error),
+        None => {}
+    }
+    let c = &status.counters;
+    out += &format!("restarts {}, failures {}, respawns {}\n", c.restarts, c.failures, c.respawns);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::control::{Counters, Generation, Listener, Phase};
+
+    #[test]
+    fn a_restart_and_a_status_for_people() {
+        let done = Restarted {
+            ok: true,
+            generation: 4,
+            pids: vec![12, 13],
+            spawn_to_ready_ms: 35.25,
+            signal_to_old_gone_ms: Some(120.0),
+        };
+        assert_eq!(
+            outcome_text(&done),
+            "generation 4 is serving (pids 12,13): ready 35.25 ms after spawn, \
+             old generation gone 120 ms after it was told to stop"
+        );
+        let status = Status {
+            ok: true,
+            pid: 7,
+            stopping: true,
+            listeners: vec![Listener {
+                fd: 3,
+                name: Some("web".into()),
+                key: "8080".into(),
+                address: "tcp 0.0.0.0:8080".into(),
+            }],
+            generations: vec![Generation {
+                generation: 4,
+                phase: Phase::Serving,
+                pids: vec![12, 13],
+                started: "T".into(),
+                ready: None,
+                told_to_stop: None,
+            }],
+            last_restart: Some(Restart::Done(done)),
+            counters: Counters { restarts: 1, failures: 2, respawns: 3 },
+        };
+        let text = status_text(&status);
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            [
+                "supervisor pid 7 (stopping)",
+                "listener fd 3  tcp 0.0.0.0:8080 name web",
+                "generation 4  serving   pids 12,13  started T",
+                "last restart: generation 4 is serving (pids 12,13): ready 35.25 ms after spawn, \
+                 old generation gone 120 ms after it was told to stop",
+                "restarts 1, failures 2, respawns 3",
+            ]
+        );
+    }
+}
