@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use super::capture::Capture;
-use super::report;
+use super::replies;
 use super::{Supervisor, output, reaper};
 use crate::machine::{self, Input};
 use crate::state;
@@ -97,7 +97,7 @@ impl Supervisor {
 
     pub(super) fn reply(&mut self, request: machine::RequestId, outcome: &machine::Outcome) {
         if let Some(control) = self.control.as_mut() {
-            control.reply(RequestId(request), &report::outcome(outcome));
+            control.reply(RequestId(request), &replies::outcome(outcome));
         }
     }
 

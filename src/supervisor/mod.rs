@@ -35,7 +35,7 @@ mod log;
 mod notify;
 pub mod output;
 mod reaper;
-pub mod report;
+mod replies;
 pub mod setup;
 mod signals;
 mod watch;
@@ -180,7 +180,7 @@ impl Supervisor {
                 }
                 Command::Status => {
                     let fds = &self.config.fds;
-                    control.reply(id, &report::status(&self.machine, &self.listeners, fds, Instant::now()));
+                    control.reply(id, &replies::status(&self.machine, &self.listeners, fds, Instant::now()));
                 }
             }
         }

@@ -46,8 +46,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-mod client;
-use client::Client;
+mod conn;
+use conn::Client;
 
 /// No run stores more samples than this, whatever its bounds.
 pub const MAX_SAMPLES: u64 = 10_000_000;
