@@ -10,7 +10,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod argv;
 pub mod commands;
+
+pub use argv::{long_options, normalize_args, takes_value};
 
 /// start_server 0.35's options, with its meanings.
 #[derive(Args, Debug, Default, Clone)]
@@ -263,79 +266,6 @@ pub enum Client {
         #[arg(long)]
         json: bool,
     },
-}
-
-/// Options that take a value, for telling a value from the worker command.
-const VALUED: &[&str] = &[
-    "port",
-    "path",
-    "dir",
-    "interval",
-    "signal-on-hup",
-    "signal-on-term",
-    "pid-file",
-    "status-file",
-    "envdir",
-    "log-file",
-    "auto-restart-interval",
-    "kill-old-delay",
-    "backlog",
-    "ready",
-    "listen",
-    "workers",
-    "stop-on-exit",
-    "max-start-attempts",
-    "signal-target",
-    "user",
-    "watch",
-    "log-format",
-    "group",
-    "control",
-    "ready-timeout",
-    "drain-timeout",
-    "stop-timeout",
-    "timeout",
-];
-
-/// Whether option `name` (or a unique abbreviation of it) takes a value.
-pub fn takes_value(name: &str) -> bool {
-    let matches = VALUED.iter().filter(|v| v.starts_with(name)).count();
-    !name.is_empty() && (VALUED.contains(&name) || matches == 1)
-}
-
-/// Getopt::Long accepts `-version` for `--version`; clap does not. Rewrite
-/// single-dash long options up to `--` or the first word of the command.
-pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
-    let mut out = Vec::with_capacity(args.len());
-    let mut iter = args.into_iter();
-    out.extend(iter.next());
-    let mut takes_value = false;
-    for arg in iter.by_ref() {
-        let Some(text) = arg.to_str().map(str::to_owned) else {
-            out.push(arg);
-            break;
-        };
-        if takes_value {
-            takes_value = false;
-            out.push(arg);
-            continue;
-        }
-        if text == "--" || !text.starts_with('-') {
-            out.push(arg);
-            if text == "--" || !["restart", "stop", "status"].contains(&text.as_str()) {
-                break;
-            }
-            continue;
-        }
-        let long = if text.starts_with("--") || text.len() <= 2 { text } else { format!("-{text}") };
-        let name = long.trim_start_matches('-');
-        if !name.contains('=') {
-            takes_value = self::takes_value(name);
-        }
-        out.push(long.into());
-    }
-    out.extend(iter);
-    out
 }
 
 #[cfg(test)]

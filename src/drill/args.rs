@@ -4,8 +4,9 @@
 //! the supervisor under test unchanged.
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::LazyLock;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use super::run::Drill;
 use crate::config::parse_duration;
@@ -78,29 +79,9 @@ struct DrillCli {
     supervisor: Option<PathBuf>,
 }
 
-/// Drill options: (name, takes a value).
-const OWN: &[(&str, bool)] = &[
-    ("restarts", true),
-    ("restart-every", true),
-    ("connections", true),
-    ("keepalive", false),
-    ("duration", true),
-    ("requests", true),
-    ("rate", true),
-    ("get", true),
-    ("expect-status", true),
-    ("raw-send", true),
-    ("raw-expect", true),
-    ("request-timeout", true),
-    ("json", false),
-    ("junit", true),
-    ("max-failures", true),
-    ("max-p99", true),
-    ("restart-timeout", true),
-    ("idle", true),
-    ("supervisor", true),
-    ("help", false),
-];
+/// The drill's own long options (help included), with whether each takes a
+/// value, as clap declares them.
+static OWN: LazyLock<Vec<(String, bool)>> = LazyLock::new(|| crate::cli::long_options(DrillCli::command()));
 
 /// Split `drill`'s arguments (after the word `drill`) into its own and the supervisor's.
 pub fn split(args: Vec<OsString>) -> (Vec<OsString>, Vec<OsString>) {
@@ -114,7 +95,7 @@ pub fn split(args: Vec<OsString>) -> (Vec<OsString>, Vec<OsString>) {
             break;
         }
         let name = text.strip_prefix("--").map(|n| n.split('=').next().unwrap_or(n));
-        let mine = name.and_then(|n| OWN.iter().find(|(o, _)| *o == n));
+        let mine = name.and_then(|n| OWN.iter().find(|(o, _)| o == n));
         let takes_value = match (mine, name) {
             (Some(&(_, value)), _) => value,
             (None, Some(n)) => crate::cli::takes_value(n),
@@ -164,7 +145,6 @@ pub fn parse(own: Vec<OsString>) -> Result<Drill, clap::Error> {
 /// The drill's options as a clap Command, for the man page and completions.
 #[cfg(test)]
 pub fn command() -> clap::Command {
-    use clap::CommandFactory;
     DrillCli::command()
 }
 
@@ -202,5 +182,36 @@ mod tests {
         let drill = parse(own.into_iter().map(OsString::from).collect()).unwrap();
         assert_eq!(drill.restarts, 5);
         assert!(drill.json);
+    }
+
+    #[test]
+    fn every_drill_option_is_picked_out_by_its_full_name_with_its_value() {
+        let declared = crate::cli::long_options(command());
+        assert_eq!(*OWN, declared);
+        assert!(OWN.contains(&("help".to_owned(), false)));
+        for name in ["restarts", "rate", "junit", "supervisor", "restart-timeout"] {
+            assert!(OWN.contains(&(name.to_owned(), true)), "{name}");
+        }
+        for name in ["keepalive", "json"] {
+            assert!(OWN.contains(&(name.to_owned(), false)), "{name}");
+        }
+        for (name, valued) in OWN.iter() {
+            let option = format!("--{name}");
+            let (own, theirs) = split_str(&[&option, "v", "--port", "1"]);
+            let (own_value, their_value) = if *valued { (Some("v"), None) } else { (None, Some("v")) };
+            let expected: Vec<_> = ["handover drill", &option].into_iter().chain(own_value).collect();
+            assert_eq!(own, expected, "{option}");
+            let expected: Vec<_> = their_value.into_iter().chain(["--port", "1"]).collect();
+            assert_eq!(theirs, expected, "{option}");
+        }
+    }
+
+    #[test]
+    fn no_drill_option_hides_a_supervisor_option() {
+        let mut supervisor = crate::cli::HandoverCli::command();
+        supervisor.build();
+        let theirs: Vec<_> = supervisor.get_arguments().filter_map(|a| a.get_long()).collect();
+        let shared: Vec<_> = OWN.iter().filter(|(name, _)| theirs.contains(&name.as_str())).collect();
+        assert_eq!(shared, [&("help".to_owned(), false)]);
     }
 }

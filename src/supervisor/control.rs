@@ -55,7 +55,7 @@ use nix::poll::PollFlags;
 use nix::sys::socket::{getsockopt, sockopt};
 use serde::Serialize;
 
-use crate::state::io_text;
+use crate::error::io_text;
 pub use crate::supervisor::lines::MAX_LINE;
 use crate::supervisor::lines::{LineConn, listen_at};
 use crate::wire::control::{Command, Verdict, encode, parse_request};

@@ -1,26 +1,13 @@
 //! einhorn's readiness dialect: the socket workers find in
 //! `EINHORN_SOCK_PATH`, where a `worker:ack` means what `READY=1` means.
+//! The messages, in every client's dialect, and the replies are read and
+//! written by `wire::einhorn`; this module owns the socket.
 //!
-//! What einhorn-aware workers send: one message per line on a unix stream
-//! connection, then they close it; none of them waits for an answer.
-//!
-//! | client | bytes |
-//! |---|---|
-//! | Ruby `Einhorn::Worker.ack!` (einhorn's own) | YAML with `%` and `\n` escaped: `---%0Acommand: worker:ack%0Apid: 1234%0A` + `\n` (newer versions add `keep-open: ...`) |
-//! | early einhorn (JSON transport; acks marked response-less) | `{"command":"worker:ack","pid":1234}` + `\n` |
-//! | Node `einhorn` | `encodeURI("---\ncommand: worker:ack\npid: 1234")` + `\n` |
-//! | goji `bind`, Python (baseplate) | `{"command": "worker:ack", "pid": 1234}` + `\n` |
-//! | go-einhorn | `{"comand":"worker:ack","Pid":1234}` + `\n` + `\n` (sic: its struct tag misspells `command`; einhorn itself never counted these acks) |
-//!
-//! einhorn answers nothing to an ack and closes the connection; it answers
-//! any other command with a `{"message": ...}` line in the same encoding.
-//! Every client above acks only when `EINHORN_MASTER_PID` is its parent's
+//! Every einhorn client acks only when `EINHORN_MASTER_PID` is its parent's
 //! pid (goji ignores the `EINHORN_FD_*` sockets otherwise), so the
 //! supervisor sets it along with `EINHORN_SOCK_PATH`.
 //!
 //! What this module does:
-//! - Decodes JSON and percent-escaped YAML flat mappings (every row
-//!   above), and takes `comand` for `command` and `Pid` for `pid`.
 //! - An ack counts for the pid the kernel reports for the peer
 //!   (`SO_PEERCRED`, taken when it connected), not the pid it claims:
 //!   anything that can reach the socket can claim any pid, the kernel's is
@@ -34,7 +21,7 @@
 //!   with one einhorn-style `{"message":...}` line saying so; the
 //!   connection stays usable. A line over 64 KiB closes it.
 //! - `EINHORN_SOCK_FD` (einhorn `-g`) is not offered: workers fall back to
-//!   the path, which every client above reads first or only.
+//!   the path, which every client reads first or only.
 //!
 //! Invariants: the socket is mode 0600, in a private directory the caller
 //! owns; its file is removed on drop. Non-blocking throughout; at most 256
@@ -48,117 +35,11 @@ use std::path::{Path, PathBuf};
 
 use nix::poll::PollFlags;
 use nix::sys::socket::{getsockopt, sockopt};
-use serde_json::{Value, json};
 
 use crate::supervisor::lines::{LineConn, listen_at};
+use crate::wire::einhorn::{ack_pid, answer, decode, encode_reply};
 
-pub const ACK: &str = "worker:ack";
 const MAX_CONNECTIONS: usize = 256;
-
-/// One decoded einhorn message: the fields this module reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    pub command: Option<String>,
-    pub pid: Option<i32>,
-}
-
-/// A message out of one line, in any dialect above; None if it is none.
-pub fn decode(line: &[u8]) -> Option<Message> {
-    let text = std::str::from_utf8(line).ok()?.trim();
-    if let Some(message) = from_json(text) {
-        return Some(message);
-    }
-    let unescaped = percent_decode(text)?;
-    from_json(&unescaped).or_else(|| from_yaml(&unescaped))
-}
-
-fn from_json(text: &str) -> Option<Message> {
-    let Value::Object(map) = serde_json::from_str(text).ok()? else {
-        return None;
-    };
-    let field = |names: [&str; 2]| names.iter().find_map(|n| map.get(*n));
-    let command = field(["command", "comand"]).and_then(Value::as_str);
-    let pid = match field(["pid", "Pid"]) {
-        Some(Value::Number(n)) => n.as_i64().and_then(|n| i32::try_from(n).ok()),
-        Some(Value::String(s)) => s.trim().parse().ok(),
-        _ => None,
-    };
-    Some(Message { command: command.map(str::to_owned), pid: pid.filter(|&p| p > 0) })
-}
-
-/// A flat YAML mapping, as Ruby's `YAML.dump` writes a hash of scalars.
-fn from_yaml(text: &str) -> Option<Message> {
-    let mut message = Message { command: None, pid: None };
-    let mut fields = 0;
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() || line == "---" || line == "..." || line.starts_with('#') {
-            continue;
-        }
-        let (key, value) = line.split_once(':')?;
-        let value = unquote(value.trim());
-        match key.trim() {
-            "command" | "comand" => message.command = Some(value.to_owned()),
-            "pid" | "Pid" => message.pid = value.parse().ok().filter(|&p: &i32| p > 0),
-            _ => {}
-        }
-        fields += 1;
-    }
-    (fields > 0).then_some(message)
-}
-
-fn unquote(value: &str) -> &str {
-    let quoted = |q: char| value.len() >= 2 && value.starts_with(q) && value.ends_with(q);
-    if quoted('\'') || quoted('"') { &value[1..value.len() - 1] } else { value }
-}
-
-/// `%XX` escapes undone (einhorn escapes `%` and `\n`, encodeURI more);
-/// a `%` not followed by two hex digits stays as it is.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-            Some(byte) if bytes[i] == b'%' => {
-                out.push(byte);
-                i += 3;
-            }
-            _ => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// Whose readiness an ack reports: the kernel's peer pid, else the claim.
-pub fn ack_pid(peer: Option<i32>, claimed: Option<i32>) -> Option<i32> {
-    peer.filter(|&p| p > 0).or(claimed.filter(|&p| p > 0))
-}
-
-/// One answer line in einhorn's transport: JSON (which einhorn's YAML
-/// reader takes too) with `%` and `\n` escaped.
-pub fn encode_reply(message: &str) -> Vec<u8> {
-    let json = json!({ "message": message }).to_string();
-    let mut line = json.replace('%', "%25").replace('\n', "%0A").into_bytes();
-    line.push(b'\n');
-    line
-}
-
-fn answer(message: Option<Message>) -> Option<String> {
-    match message {
-        Some(Message { command: Some(command), .. }) if command == ACK => None,
-        Some(Message { command: Some(command), .. }) => {
-            Some(format!("handover does not implement the einhorn command {command:?}; it only takes {ACK}"))
-        }
-        Some(Message { command: None, .. }) => {
-            Some("no \"command\" in the message; handover only takes worker:ack".to_string())
-        }
-        None => Some("could not parse the message; handover only takes worker:ack".to_string()),
-    }
-}
 
 struct Conn {
     io: LineConn,
@@ -216,7 +97,7 @@ impl EinhornSocket {
             // A line over 64 KiB ends the connection (`lines` stops reading).
             for line in conn.io.lines().0 {
                 let message = decode(&line);
-                match answer(message.clone()) {
+                match answer(message.as_ref()) {
                     Some(text) => conn.io.queue(&encode_reply(&text)),
                     None => acks.extend(ack_pid(conn.peer_pid, message.and_then(|m| m.pid))),
                 }
@@ -270,6 +151,8 @@ mod tests {
 
     use nix::poll::{PollFd, PollTimeout, poll};
 
+    use crate::wire::einhorn::sent::{GO_EINHORN, GOJI, NODE, RUBY, RUBY_JSON, RUBY_KEEP_OPEN};
+
     const GUARD: Duration = Duration::from_secs(10);
 
     fn pump(socket: &mut EinhornSocket, mut done: impl FnMut(&EinhornSocket, &[i32]) -> bool) -> Vec<i32> {
@@ -294,47 +177,6 @@ mod tests {
 
     fn me() -> i32 {
         std::process::id() as i32
-    }
-
-    const GO_EINHORN: &str = "{\"comand\":\"worker:ack\",\"Pid\":1234}\n";
-    const GOJI: &str = "{\"command\": \"worker:ack\", \"pid\": 1234}\n";
-    const RUBY: &str = "---%0Acommand: worker:ack%0Apid: 1234%0A\n";
-    const RUBY_KEEP_OPEN: &str = "---%0Acommand: worker:ack%0Apid: 1234%0Akeep-open: true%0A\n";
-    const RUBY_JSON: &str = "{\"command\":\"worker:ack\",\"pid\":1234}\n";
-    const NODE: &str = "---%0Acommand:%20worker:ack%0Apid:%201234\n";
-
-    #[test]
-    fn decodes_what_every_known_client_sends() {
-        let ack = Some(Message { command: Some(ACK.to_string()), pid: Some(1234) });
-        for sent in [GO_EINHORN, GOJI, RUBY, RUBY_KEEP_OPEN, RUBY_JSON, NODE] {
-            assert_eq!(decode(sent.trim_end().as_bytes()), ack, "{sent}");
-        }
-        assert_eq!(decode(b"---%0Acommand: 'worker:ack'%0Apid: \"1234\"%0A"), ack);
-        assert_eq!(decode(b"{\"command\":\"worker:ack\",\"pid\":\"1234\"}"), ack);
-        assert_eq!(
-            decode(b"{\"command\":\"ehlo\",\"user\":\"ops\"}"),
-            Some(Message { command: Some("ehlo".into()), pid: None })
-        );
-        assert_eq!(decode(b"{\"command\":\"worker:ack\",\"pid\":-1}").unwrap().pid, None);
-        assert_eq!(decode(b"hello"), None);
-        assert_eq!(decode(b"[1,2]"), None);
-        assert_eq!(decode(b"\xff\xfe"), None);
-        assert_eq!(percent_decode("100%"), Some("100%".into()));
-        assert_eq!(percent_decode("%zz%41"), Some("%zzA".into()));
-    }
-
-    #[test]
-    fn the_kernels_pid_wins_over_the_claim() {
-        assert_eq!(ack_pid(Some(77), Some(1234)), Some(77));
-        assert_eq!(ack_pid(Some(0), Some(1234)), Some(1234));
-        assert_eq!(ack_pid(None, Some(1234)), Some(1234));
-        assert_eq!(ack_pid(None, None), None);
-        assert_eq!(ack_pid(Some(0), None), None);
-    }
-
-    #[test]
-    fn replies_in_einhorns_transport() {
-        assert_eq!(encode_reply("100% \"x\"\nnext"), b"{\"message\":\"100%25 \\\"x\\\"\\nnext\"}\n".to_vec());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! worker may report for it. A NOTIFY_SOCKET that handover inherited is
 //! never passed down: it belongs to handover's own service manager, which
 //! hears from handover alone (upward: READY, RELOADING, STOPPING, STATUS).
+//! What a datagram says is read by `wire::sd_notify`.
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixDatagram;
@@ -19,6 +20,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg, setsockopt, sockopt};
 
 use crate::machine::Upward;
+use crate::wire::sd_notify::{Message, parse};
 
 pub struct NotifySocket {
     socket: UnixDatagram,
@@ -38,27 +40,6 @@ fn runtime_dir() -> PathBuf {
                 && nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok()
         })
         .unwrap_or_else(|| PathBuf::from("/tmp"))
-}
-
-/// One datagram from a worker.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Message {
-    pub pid: i32,
-    pub ready: bool,
-    pub status: Option<String>,
-}
-
-/// `READY=1` and `STATUS=...` out of a newline-separated sd_notify datagram.
-pub fn parse(pid: i32, text: &str) -> Message {
-    let mut message = Message { pid, ready: false, status: None };
-    for line in text.lines() {
-        match line.split_once('=') {
-            Some(("READY", "1")) => message.ready = true,
-            Some(("STATUS", status)) => message.status = Some(status.to_string()),
-            _ => {}
-        }
-    }
-    message
 }
 
 impl NotifySocket {
@@ -157,14 +138,6 @@ pub fn upward(state: &Upward) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_ready_and_status() {
-        let m = parse(7, "STATUS=warming up\nREADY=1\n");
-        assert_eq!(m, Message { pid: 7, ready: true, status: Some("warming up".into()) });
-        assert!(!parse(7, "READY=0").ready);
-        assert!(!parse(7, "RELOADING=1").ready);
-    }
 
     #[test]
     fn receives_with_the_senders_pid() {

@@ -1,4 +1,6 @@
 //! Formats spoken with others: the worker's environment protocols, the
-//! control protocol.
+//! control protocol, sd_notify datagrams and einhorn's messages.
 pub mod control;
+pub mod einhorn;
 pub mod env;
+pub mod sd_notify;

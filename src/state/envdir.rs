@@ -1,0 +1,144 @@
+//! The envdir: every entry whose name does not start with `.`; the value is
+//! the first line without its `\n`, nothing else trimmed. Empty files,
+//! directories and unreadable entries are skipped with a warning. The envdir
+//! is re-read before every spawn and applied (`overlay_env`) on top of the
+//! supervisor's environment AS IT WAS AT STARTUP: removing a file restores
+//! the startup value, or unsets the variable if the startup environment did
+//! not have it. This differs from start_server (quirk Q8), where removal
+//! restored the value the envdir had at startup.
+
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
+
+use crate::error::io_text;
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Envdir {
+    /// Sorted by name.
+    pub vars: Vec<(OsString, OsString)>,
+    /// One line each, e.g. `envdir /x: skipping EMPTY: empty file`.
+    pub warnings: Vec<String>,
+}
+
+/// Reads one envdir entry: `Ok(value)` or `Err(reason it is skipped)`.
+fn envdir_value(path: &Path, name: &OsStr) -> Result<OsString, String> {
+    if name.as_bytes().contains(&b'=') {
+        return Err("a variable name cannot contain '='".into());
+    }
+    if fs::metadata(path).map_err(|e| io_text(&e))?.is_dir() {
+        return Err("a directory".into());
+    }
+    let bytes = fs::read(path).map_err(|e| io_text(&e))?;
+    if bytes.is_empty() {
+        return Err("empty file".into());
+    }
+    let line = match bytes.iter().position(|&b| b == b'\n') {
+        Some(end) => &bytes[..end],
+        None => &bytes[..],
+    };
+    if line.contains(&0) {
+        return Err("the value contains a NUL byte".into());
+    }
+    Ok(OsString::from_vec(line.to_vec()))
+}
+
+/// Reads every variable of an envdir (see the module header for the rules).
+pub fn read_envdir(dir: &Path) -> Result<Envdir, String> {
+    let fail = |e: io::Error| format!("cannot read envdir {}: {}", dir.display(), io_text(&e));
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(fail)? {
+        let name = entry.map_err(fail)?.file_name();
+        if !name.as_bytes().starts_with(b".") {
+            names.push(name);
+        }
+    }
+    names.sort();
+    let mut envdir = Envdir::default();
+    for name in names {
+        match envdir_value(&dir.join(&name), &name) {
+            Ok(value) => envdir.vars.push((name, value)),
+            Err(why) => envdir.warnings.push(format!(
+                "envdir {}: skipping {}: {why}",
+                dir.display(),
+                name.to_string_lossy()
+            )),
+        }
+    }
+    Ok(envdir)
+}
+
+/// `base` with the envdir's values replacing or added to it. Pure.
+pub fn overlay_env(
+    base: &[(OsString, OsString)],
+    envdir: &[(OsString, OsString)],
+) -> Vec<(OsString, OsString)> {
+    let mut env = base.to_vec();
+    for (name, value) in envdir {
+        match env.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = value.clone(),
+            None => env.push((name.clone(), value.clone())),
+        }
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs.iter().map(|(n, v)| (n.into(), v.into())).collect()
+    }
+
+    #[test]
+    fn envdir_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join("FOO"), "foo1\nsecond line\n").unwrap();
+        fs::write(d.join("BAR_SP"), "spaced  ").unwrap();
+        fs::write(d.join("LEAD"), "  lead\t\n").unwrap();
+        fs::write(d.join("BLANK_LINE"), "\nnext\n").unwrap();
+        fs::write(d.join("BAR_EMPTY"), "").unwrap();
+        fs::write(d.join(".hidden"), "x").unwrap();
+        fs::create_dir(d.join("SUBDIR")).unwrap();
+        std::os::unix::fs::symlink(d.join("nowhere"), d.join("BROKEN")).unwrap();
+        let got = read_envdir(d).unwrap();
+        assert_eq!(
+            got.vars,
+            os(&[("BAR_SP", "spaced  "), ("BLANK_LINE", ""), ("FOO", "foo1"), ("LEAD", "  lead\t")])
+        );
+        let shown = d.display();
+        assert_eq!(
+            got.warnings,
+            vec![
+                format!("envdir {shown}: skipping BAR_EMPTY: empty file"),
+                format!("envdir {shown}: skipping BROKEN: No such file or directory"),
+                format!("envdir {shown}: skipping SUBDIR: a directory"),
+            ]
+        );
+    }
+
+    #[test]
+    fn envdir_missing_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        assert_eq!(
+            read_envdir(&missing).unwrap_err(),
+            format!("cannot read envdir {}: No such file or directory", missing.display())
+        );
+    }
+
+    #[test]
+    fn overlay_replaces_adds_and_keeps_order() {
+        let base = os(&[("PATH", "/bin"), ("FOO", "start")]);
+        assert_eq!(
+            overlay_env(&base, &os(&[("FOO", "dir"), ("NEW", "1")])),
+            os(&[("PATH", "/bin"), ("FOO", "dir"), ("NEW", "1")])
+        );
+        // A file removed from the envdir: back to the startup environment.
+        assert_eq!(overlay_env(&base, &[]), base);
+    }
+}

@@ -1,0 +1,326 @@
+//! The supervisor's pid file, held with flock for its whole life, and the
+//! clients' read-only watch on it.
+//!
+//! Invariants:
+//! - `PidFile::acquire` opens (or creates, mode 0644) the file WITHOUT
+//!   truncating it, takes `flock(LOCK_EX | LOCK_NB)`, and only then may the
+//!   content change (`write_pid`). A second instance therefore fails at once
+//!   with the first one's pid intact (start_server truncated first and then
+//!   blocked: quirk Q7).
+//! - The lock is held for the whole life of the `PidFile`. `remove` unlinks
+//!   the path (only if it still names our file) and keeps the lock until the
+//!   process exits, so whoever waits on it sees the supervisor gone.
+//! - flock locks belong to the open file description, not to the process: a
+//!   child forked for `--daemonize` shares it and keeps the lock after the
+//!   parent is gone. The exiting parent must NOT drop its `PidFile`
+//!   (dropping runs `flock(LOCK_UN)` on the shared description, nix
+//!   `Flock`, which would release the child's lock too): it calls
+//!   `leave_to_child` or leaves with `std::process::exit`/`_exit`. The fd is
+//!   close-on-exec, so workers never hold it.
+//! - Clients (`--stop`, `restart`, `status`) watch the lock through
+//!   `PidFileWatch`, opened BEFORE they signal, so the release they wait for
+//!   is that of the supervisor they signalled even if the path is unlinked.
+//!   They use shared locks on a read-only fd: all they need to know is
+//!   whether an exclusive holder is alive.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::error::io_text;
+
+fn errno_io(e: Errno) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+#[derive(Debug)]
+pub enum PidFileError {
+    /// Another process holds the lock; `pid` is what the file says, if readable.
+    Running { path: PathBuf, pid: Option<u32> },
+    /// Opening or locking failed; `action` is `open` or `lock`.
+    Io { path: PathBuf, action: &'static str, error: io::Error },
+}
+
+impl std::fmt::Display for PidFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PidFileError::Running { path, pid } => {
+                write!(f, "another instance is running with pid file {}", path.display())?;
+                if let Some(pid) = pid {
+                    write!(f, " (pid {pid})")?;
+                }
+                f.write_str("; stop it first or choose another --pid-file")
+            }
+            PidFileError::Io { path, action, error } => {
+                write!(f, "cannot {action} pid file {}: {}", path.display(), io_text(error))
+            }
+        }
+    }
+}
+
+impl std::error::Error for PidFileError {}
+
+impl From<PidFileError> for crate::error::Error {
+    fn from(e: PidFileError) -> Self {
+        crate::error::Error::runtime(e.to_string())
+    }
+}
+
+/// The supervisor's pid file, exclusively locked for the life of the value.
+#[derive(Debug)]
+pub struct PidFile {
+    path: PathBuf,
+    file: Flock<File>,
+}
+
+impl PidFile {
+    /// Opens or creates `path` and locks it, never truncating before the lock.
+    pub fn acquire(path: &Path) -> Result<PidFile, PidFileError> {
+        let io_err = |action, error| PidFileError::Io { path: path.to_path_buf(), action, error };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(path)
+            .map_err(|e| io_err("open", e))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(file) => Ok(PidFile { path: path.to_path_buf(), file }),
+            Err((file, Errno::EWOULDBLOCK)) => {
+                let pid = read_pid_at(&file, path).ok();
+                Err(PidFileError::Running { path: path.to_path_buf(), pid })
+            }
+            Err((_, e)) => Err(io_err("lock", errno_io(e))),
+        }
+    }
+
+    /// Replaces the content with `"{pid}\n"`. Callable again after a fork.
+    pub fn write_pid(&mut self, pid: u32) -> io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.write_all_at(format!("{pid}\n").as_bytes(), 0)?;
+        self.file.flush()
+    }
+
+    /// Unlinks the path if it still names our file. A path that is gone or
+    /// now names another file is left alone. The lock is kept until this
+    /// process exits (the descriptor is deliberately never closed), so a
+    /// `stop` client waiting for it returns only once the supervisor is gone.
+    pub fn remove(self) -> io::Result<()> {
+        let ours = self.file.metadata()?;
+        let result = match fs::metadata(&self.path) {
+            Ok(m) if m.dev() == ours.dev() && m.ino() == ours.ino() => fs::remove_file(&self.path),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        };
+        std::mem::forget(self.file);
+        result
+    }
+}
+
+fn parse_pid(text: &str, path: &Path) -> Result<u32, String> {
+    let first = text.lines().next().unwrap_or("").trim();
+    let pid: u32 =
+        first.parse().map_err(|_| format!("pid file {} is empty or not a number", path.display()))?;
+    if pid == 0 || pid > i32::MAX as u32 {
+        return Err(format!("pid file {} holds {pid}, which is not a valid process id", path.display()));
+    }
+    Ok(pid)
+}
+
+/// Reads the pid from an open pid file, at offset 0 (the position is unused).
+fn read_pid_at(file: &File, path: &Path) -> Result<u32, String> {
+    let mut buf = [0u8; 64];
+    let n = file
+        .read_at(&mut buf, 0)
+        .map_err(|e| format!("cannot read pid file {}: {}", path.display(), io_text(&e)))?;
+    parse_pid(&String::from_utf8_lossy(&buf[..n]), path)
+}
+
+/// Reads the pid on the first line of a pid file.
+#[cfg(test)]
+pub fn read_pid(path: &Path) -> Result<u32, String> {
+    let text = fs::read_to_string(path)
+        .map_err(|e| format!("cannot read pid file {}: {}", path.display(), io_text(&e)))?;
+    parse_pid(&text, path)
+}
+
+/// Whether a live process holds the pid file's lock. A missing file is `false`.
+#[cfg(test)]
+pub fn is_locked(path: &Path) -> io::Result<bool> {
+    match PidFileWatch::open(path) {
+        Ok(watch) => watch.is_locked(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A read-only handle on a pid file, used to learn when its holder exits.
+/// Open it before signalling the supervisor (start_server's `--stop` protocol).
+#[derive(Debug)]
+pub struct PidFileWatch {
+    path: PathBuf,
+    file: File,
+}
+
+impl PidFileWatch {
+    pub fn open(path: &Path) -> io::Result<PidFileWatch> {
+        Ok(PidFileWatch { path: path.to_path_buf(), file: File::open(path)? })
+    }
+
+    /// The pid written in the file this watch opened.
+    pub fn read_pid(&self) -> Result<u32, String> {
+        read_pid_at(&self.file, &self.path)
+    }
+
+    /// One attempt at a shared lock; `true` if it was free (then released again).
+    fn try_shared(&self, blocking: bool) -> io::Result<bool> {
+        let arg = if blocking { FlockArg::LockShared } else { FlockArg::LockSharedNonblock };
+        loop {
+            // A dup shares the open file description, so the lock is on the
+            // description this watch opened; dropping `Flock` unlocks it.
+            match Flock::lock(self.file.try_clone()?, arg) {
+                Ok(_lock) => return Ok(true),
+                Err((_, Errno::EWOULDBLOCK)) => return Ok(false),
+                Err((_, Errno::EINTR)) => continue,
+                Err((_, e)) => return Err(errno_io(e)),
+            }
+        }
+    }
+
+    /// Whether the holder is still alive (it holds the exclusive lock).
+    pub fn is_locked(&self) -> io::Result<bool> {
+        Ok(!self.try_shared(false)?)
+    }
+
+    /// Blocks until the holder has exited (its lock is released).
+    pub fn wait(&self) -> io::Result<()> {
+        self.try_shared(true).map(drop)
+    }
+
+    /// Like `wait`, polling every 20 ms; `false` if still held after `timeout`.
+    pub fn wait_timeout(&self, timeout: Duration) -> io::Result<bool> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.try_shared(false)? {
+                return Ok(true);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep((deadline - now).min(Duration::from_millis(20)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_file_is_exclusive_and_keeps_the_holders_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pid");
+        let mut first = PidFile::acquire(&path).unwrap();
+        first.write_pid(1234).unwrap();
+        // flock is per open file description: a second open in this process conflicts.
+        let err = PidFile::acquire(&path).unwrap_err();
+        assert!(matches!(err, PidFileError::Running { pid: Some(1234), .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "another instance is running with pid file {} (pid 1234); stop it first or choose another --pid-file",
+                path.display()
+            )
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), "1234\n", "the failed acquire truncated");
+        assert!(is_locked(&path).unwrap());
+        assert_eq!(read_pid(&path), Ok(1234));
+    }
+
+    #[test]
+    fn running_without_a_readable_pid_omits_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pid");
+        let _first = PidFile::acquire(&path).unwrap();
+        let err = PidFile::acquire(&path).unwrap_err();
+        assert!(matches!(err, PidFileError::Running { pid: None, .. }));
+        assert!(!err.to_string().contains("(pid"));
+    }
+
+    #[test]
+    fn write_pid_replaces_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pid");
+        fs::write(&path, "99999999 stale and long\nsecond line\n").unwrap();
+        let mut pf = PidFile::acquire(&path).unwrap();
+        pf.write_pid(42).unwrap();
+        pf.write_pid(7).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "7\n");
+    }
+
+    #[test]
+    fn remove_unlinks_and_keeps_the_lock_until_exit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pid");
+        let mut pf = PidFile::acquire(&path).unwrap();
+        pf.write_pid(1).unwrap();
+        let watch = PidFileWatch::open(&path).unwrap();
+        assert!(watch.is_locked().unwrap());
+        pf.remove().unwrap();
+        assert!(!path.exists());
+        assert!(watch.is_locked().unwrap(), "released only when the process exits");
+        assert!(!watch.wait_timeout(Duration::ZERO).unwrap());
+        assert!(!is_locked(&path).unwrap(), "a missing pid file is not locked");
+    }
+
+    #[test]
+    fn remove_leaves_a_file_that_replaced_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pid");
+        let pf = PidFile::acquire(&path).unwrap();
+        fs::remove_file(&path).unwrap();
+        fs::write(&path, "5\n").unwrap();
+        pf.remove().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "5\n");
+    }
+
+    #[test]
+    fn watch_times_out_while_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pid");
+        let _pf = PidFile::acquire(&path).unwrap();
+        let watch = PidFileWatch::open(&path).unwrap();
+        assert!(!watch.wait_timeout(Duration::from_millis(30)).unwrap());
+    }
+
+    #[test]
+    fn pid_file_errors_are_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no/such/pid");
+        let err = PidFile::acquire(&missing).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("cannot open pid file {}: No such file or directory", missing.display())
+        );
+        assert_eq!(
+            read_pid(&missing).unwrap_err(),
+            format!("cannot read pid file {}: No such file or directory", missing.display())
+        );
+        let path = dir.path().join("pid");
+        for bad in ["", "\n", "abc\n", "0\n", "-5\n", "99999999999\n"] {
+            fs::write(&path, bad).unwrap();
+            let err = read_pid(&path).unwrap_err();
+            assert!(err.starts_with(&format!("pid file {} ", path.display())), "{bad:?}: {err}");
+        }
+        fs::write(&path, " 321 \nrest\n").unwrap();
+        assert_eq!(read_pid(&path), Ok(321));
+    }
+}
