@@ -24,7 +24,11 @@ fn main() -> ExitCode {
     let args = cli::normalize_args(std::env::args_os().collect());
     let compat =
         args.first().and_then(|arg0| Path::new(arg0).file_name()).is_some_and(|name| name == "start_server");
-    match cli::commands::run(compat, args) {
+    let outcome = match args.get(1) {
+        Some(word) if word == "drill" && !compat => drill::main(args.into_iter().skip(2).collect()),
+        _ => cli::commands::run(compat, args),
+    };
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             let name = if compat { "start_server" } else { "handover" };

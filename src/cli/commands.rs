@@ -11,15 +11,11 @@ use clap::error::ErrorKind;
 use super::{Client, HandoverCli, StartServerCli, StartServerOpts, Target};
 use crate::client;
 use crate::config::{Config, parse_duration};
-use crate::drill;
 use crate::error::{Error, Result};
 use crate::supervisor;
 use crate::wire::control::{Command, Restarted, Status, Stopping, encode};
 
 pub fn run(compat: bool, args: Vec<OsString>) -> Result<u8> {
-    if !compat && args.get(1).is_some_and(|a| a == "drill") {
-        return drill::main(args.into_iter().skip(2).collect());
-    }
     let parsed = if compat {
         StartServerCli::try_parse_from(args)
             .map(|cli| (cli.opts, Default::default(), None, cli.command.command))

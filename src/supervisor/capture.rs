@@ -68,11 +68,7 @@ pub const READ_BUDGET: usize = 64 * 1024;
 /// stops cannot hold up shutdown.
 pub const FINISH_BUDGET: usize = 1024 * 1024;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    Text,
-    Json,
-}
+pub use crate::config::options::LogFormat as Format;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Which {

@@ -10,13 +10,15 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::cli::{HandoverOpts, ReadyArg, StartServerOpts};
+pub mod options;
+
 use crate::error::{Error, Result};
 use crate::listen::ListenSpec;
 use crate::machine::{Policy, ReadyMode};
 use crate::state;
 use crate::sys::spawn::Credentials;
 use crate::wire::env as protocol;
+use options::{HandoverOpts, LogFormat, ReadyArg, SignalTarget, StartServerOpts};
 
 fn fail<T>(message: impl Into<String>) -> Result<T> {
     Err(Error::usage(message))
@@ -51,7 +53,7 @@ pub struct Config {
     /// `--user`/`--group`: who the workers run as.
     pub credentials: Option<crate::sys::spawn::Credentials>,
     /// `--log-capture`: workers' output through our pipes, in this format.
-    pub capture: Option<crate::supervisor::capture::Format>,
+    pub capture: Option<LogFormat>,
     /// `--watch`: paths whose changes restart the worker.
     pub watch: Vec<PathBuf>,
     /// `--control`: the control socket's path.
@@ -324,12 +326,9 @@ impl Config {
             envdir,
             log,
             activation,
-            signal_group: more.signal_target == crate::cli::SignalTarget::Group,
+            signal_group: more.signal_target == SignalTarget::Group,
             credentials: credentials(more.user.as_deref(), more.group.as_deref())?,
-            capture: more.log_capture.then_some(match more.log_format {
-                crate::cli::LogFormat::Text => crate::supervisor::capture::Format::Text,
-                crate::cli::LogFormat::Json => crate::supervisor::capture::Format::Json,
-            }),
+            capture: more.log_capture.then_some(more.log_format),
             watch: more.watch.clone(),
             control: more.control.clone(),
             daemonize: opts.daemonize,

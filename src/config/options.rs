@@ -1,0 +1,169 @@
+//! The options as clap parses them, before validation: start_server's
+//! and handover's own. `Config::new` turns them into a `Config`; `cli`
+//! builds its command lines from them.
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+/// start_server 0.35's options, with its meanings.
+#[derive(Args, Debug, Default, Clone)]
+pub struct StartServerOpts {
+    /// TCP port to listen on: PORT, HOST:PORT or [IPV6]:PORT; `u` before
+    /// the port for UDP (u53); `=FD` to place the socket at fd FD. Repeatable.
+    #[arg(long, value_name = "SPEC")]
+    pub port: Vec<String>,
+    /// Unix socket path to listen on. Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub path: Vec<PathBuf>,
+    /// Working directory of the worker (the supervisor's own does not change).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Probation time after a spawn, and the minimum interval between spawns [default: 1].
+    #[arg(long, value_name = "DURATION")]
+    pub interval: Option<String>,
+    /// Signal sent to the old generation once the new one is ready [default: TERM].
+    #[arg(long, value_name = "SIGNAL")]
+    pub signal_on_hup: Option<String>,
+    /// Signal sent to every worker when the supervisor receives SIGTERM [default: TERM].
+    #[arg(long, value_name = "SIGNAL")]
+    pub signal_on_term: Option<String>,
+    /// Write the supervisor's pid here (locked while it runs).
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// Write GENERATION:PID lines of the live generations here.
+    #[arg(long, value_name = "FILE")]
+    pub status_file: Option<PathBuf>,
+    /// Directory of NAME files holding variables for the workers, re-read before every spawn.
+    #[arg(long, value_name = "DIR")]
+    pub envdir: Option<PathBuf>,
+    /// Append stdout and stderr to FILE, or pipe them to "| COMMAND".
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<String>,
+    /// Detach into the background (needs --log-file).
+    #[arg(long)]
+    pub daemonize: bool,
+    /// Restart the worker every --auto-restart-interval.
+    #[arg(long)]
+    pub enable_auto_restart: bool,
+    /// Interval of --enable-auto-restart [default: 360].
+    #[arg(long, value_name = "DURATION")]
+    pub auto_restart_interval: Option<String>,
+    /// Wait this long after a new generation is ready before signalling the old one
+    /// [default: 0, or 5 with --enable-auto-restart].
+    #[arg(long, value_name = "DURATION")]
+    pub kill_old_delay: Option<String>,
+    /// listen(2) backlog; 0 means the default [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub backlog: Option<i32>,
+    /// Client: ask the supervisor in --pid-file to restart and wait until it has.
+    #[arg(long)]
+    pub restart: bool,
+    /// Client: stop the supervisor in --pid-file and wait until it has exited.
+    #[arg(long)]
+    pub stop: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
+pub enum ReadyArg {
+    /// READY=1 if it comes, else alive after --interval.
+    #[default]
+    Auto,
+    /// Alive after --interval (start_server).
+    Alive,
+    /// Wait for READY=1 on NOTIFY_SOCKET.
+    Notify,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
+pub enum SignalTarget {
+    /// The worker process only (start_server).
+    #[default]
+    Pid,
+    /// The worker's whole process group.
+    Group,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// handover's own options, beyond start_server's.
+#[derive(Args, Debug, Clone)]
+pub struct HandoverOpts {
+    /// When a new worker counts as ready.
+    #[arg(long, value_enum, default_value_t)]
+    pub ready: ReadyArg,
+    /// With --ready notify: stop a worker that has not sent READY=1 by then [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub ready_timeout: Option<String>,
+    /// SIGKILL an old generation's process group this long after it was told to stop [default: never].
+    #[arg(long, value_name = "DURATION")]
+    pub drain_timeout: Option<String>,
+    /// At shutdown, SIGKILL the workers' process groups after this long [default: never].
+    #[arg(long, value_name = "DURATION")]
+    pub stop_timeout: Option<String>,
+    /// Named, typed listener: [NAME=]tcp://HOST:PORT, udp://HOST:PORT or
+    /// unix:PATH, with options ?backlog=N (and for unix mode=0660&owner=U&group=G). Repeatable.
+    #[arg(long, value_name = "SPEC")]
+    pub listen: Vec<String>,
+    /// Workers per generation, sharing the sockets; a generation is ready when all are.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub workers: usize,
+    /// A worker exiting with one of these codes (128+N when killed by signal N) stops
+    /// handover with that code instead of being respawned (e.g. 78, EX_CONFIG).
+    #[arg(long, value_name = "CODES", value_delimiter = ',')]
+    pub stop_on_exit: Vec<i32>,
+    /// Exit 1 when the first generation fails to start this many times in a row [default: retry for ever].
+    #[arg(long, value_name = "N")]
+    pub max_start_attempts: Option<u32>,
+    /// Where --signal-on-hup and --signal-on-term go: the worker, or its whole process group.
+    #[arg(long, value_enum, default_value_t)]
+    pub signal_target: SignalTarget,
+    /// Read the workers' stdout and stderr through pipes and write each line to the
+    /// log with its generation, pid and stream.
+    #[arg(long)]
+    pub log_capture: bool,
+    /// With --log-capture: `text` (`[gen 2 pid 123 stdout] ...`) or `json` lines.
+    #[arg(long, value_enum, default_value_t)]
+    pub log_format: LogFormat,
+    /// Restart when this file or directory changes (development; repeatable).
+    /// Editors' temporary files are ignored; changes within 300ms count once.
+    #[arg(long, value_name = "PATH")]
+    pub watch: Vec<PathBuf>,
+    /// Run the workers as this user (name or uid; its groups too). handover keeps
+    /// running as root and keeps the sockets it bound.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Run the workers with this group (name or gid) [default: the --user's].
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Unix socket for `handover restart|stop|status --control PATH` (mode 0600).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+}
+
+impl Default for HandoverOpts {
+    /// As if no option was given (start_server's own name has none of these).
+    fn default() -> Self {
+        HandoverOpts {
+            ready: ReadyArg::Auto,
+            ready_timeout: None,
+            drain_timeout: None,
+            stop_timeout: None,
+            listen: Vec::new(),
+            workers: 1,
+            stop_on_exit: Vec::new(),
+            max_start_attempts: None,
+            signal_target: SignalTarget::Pid,
+            watch: Vec::new(),
+            log_capture: false,
+            log_format: LogFormat::Text,
+            user: None,
+            group: None,
+            control: None,
+        }
+    }
+}
