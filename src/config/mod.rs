@@ -64,21 +64,42 @@ pub struct Config {
     pub base_env: Vec<(OsString, OsString)>,
 }
 
-/// Plain seconds (start_server) or a humane duration (`500ms`, `2s`, `1m`).
+/// The longest duration any option or variable accepts. Longer is a typo
+/// (or `u64::MAX`), and every deadline stays far from the clock's limits.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Plain seconds (start_server) or a humane duration (`500ms`, `2s`, `1m`),
+/// at most `MAX_DURATION`, for `--OPTION`.
 pub fn parse_duration(option: &str, text: &str) -> Result<Duration> {
+    parse_duration_of(&format!("--{option}"), text)
+}
+
+/// `parse_duration` for a value named `name` (`--interval`, `KILL_OLD_DELAY`).
+fn parse_duration_of(name: &str, text: &str) -> Result<Duration> {
     let text = text.trim();
-    if let Ok(secs) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+    let invalid = |why: &str| fail(format!("invalid {name} value {text:?}: {why}"));
+    if text.starts_with('-') {
+        return invalid("must not be negative");
     }
-    if let Ok(secs) = text.parse::<f64>()
-        && secs.is_finite()
-        && secs >= 0.0
-    {
-        return Ok(Duration::from_secs_f64(secs));
+    let parsed = if let Ok(secs) = text.parse::<u64>() {
+        Some(Duration::from_secs(secs))
+    } else if let Ok(secs) = text.parse::<f64>() {
+        if !secs.is_finite() {
+            return invalid("expected seconds or a duration like 500ms, 2s, 1m");
+        }
+        // Finite and not negative: only too large a value fails here.
+        Duration::try_from_secs_f64(secs).ok()
+    } else {
+        match humantime::parse_duration(text) {
+            Ok(duration) => Some(duration),
+            Err(humantime::DurationError::NumberOverflow) => None,
+            Err(_) => return invalid("expected seconds or a duration like 500ms, 2s, 1m"),
+        }
+    };
+    match parsed {
+        Some(duration) if duration <= MAX_DURATION => Ok(duration),
+        _ => invalid("at most 365 days"),
     }
-    humantime::parse_duration(text).or_else(|_| {
-        fail(format!("invalid --{option} value {text:?}: expected seconds or a duration like 500ms, 2s, 1m"))
-    })
 }
 
 /// `TERM`, `SIGTERM`, `term` or a number, as start_server; checked now, not
@@ -102,6 +123,14 @@ pub fn parse_signal(option: &str, text: &str) -> Result<Signal> {
     }
 }
 
+/// `--stop-on-exit` codes: exit statuses, 0 to 255.
+fn exit_codes(codes: &[i32]) -> Result<Vec<i32>> {
+    match codes.iter().find(|code| !(0..=255).contains(*code)) {
+        Some(code) => fail(format!("invalid --stop-on-exit value {code}: exit codes run from 0 to 255")),
+        None => Ok(codes.to_vec()),
+    }
+}
+
 /// systemd's watchdog, when it is meant for us: ping at half its period.
 fn watchdog(env: &[(OsString, OsString)]) -> Option<Duration> {
     let usec: u64 = lookup(env, protocol::WATCHDOG_USEC)?.to_str()?.parse().ok()?;
@@ -109,7 +138,8 @@ fn watchdog(env: &[(OsString, OsString)]) -> Option<Duration> {
         Some(pid) => pid.to_str().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id()),
         None => true,
     };
-    (ours && usec > 0).then(|| Duration::from_micros(usec / 2))
+    // A period beyond a year is as good as none; pinging then keeps deadlines small.
+    (ours && usec > 0).then(|| Duration::from_micros(usec / 2).min(MAX_DURATION))
 }
 
 /// `--user`/`--group` as ids, with the user's supplementary groups.
@@ -260,20 +290,28 @@ impl Config {
             export(protocol::KILL_OLD_DELAY, value.clone());
         }
 
+        // A value from the environment is named as its variable.
         let duration = |option: &str, value: Option<&OsStr>, default: Duration| match value {
             Some(text) => parse_duration(option, &text.to_string_lossy()),
             None => Ok(default),
+        };
+        let either = |option: &str, given: &Option<String>, variable: &str, value: Option<&OsStr>| match value
+        {
+            Some(text) if given.is_none() => parse_duration_of(variable, &text.to_string_lossy()).map(Some),
+            Some(text) => parse_duration(option, &text.to_string_lossy()).map(Some),
+            None => Ok(None),
         };
         let optional = |option: &str, value: &Option<String>| {
             value.as_deref().map(|text| parse_duration(option, text)).transpose()
         };
         let interval =
             duration("interval", opts.interval.as_deref().map(OsStr::new), Duration::from_secs(1))?;
-        let auto_restart = if auto {
-            Some(duration("auto-restart-interval", auto_interval.as_deref(), Duration::from_secs(360))?)
-        } else {
-            None
-        };
+        // The option is checked even when auto-restart is off (a bad value is
+        // a mistake either way); the variable only when it is used.
+        let given = &opts.auto_restart_interval;
+        let value = auto_interval.as_deref().filter(|_| auto || given.is_some());
+        let auto_interval = either("auto-restart-interval", given, protocol::AUTO_RESTART_INTERVAL, value)?;
+        let auto_restart = auto.then(|| auto_interval.unwrap_or(Duration::from_secs(360)));
         let default_delay = Duration::from_secs(if auto { 5 } else { 0 });
         let policy = Policy {
             interval,
@@ -285,7 +323,13 @@ impl Config {
             ready_timeout: Some(
                 optional("ready-timeout", &more.ready_timeout)?.unwrap_or(Duration::from_secs(60)),
             ),
-            kill_old_delay: duration("kill-old-delay", kill_old_delay.as_deref(), default_delay)?,
+            kill_old_delay: either(
+                "kill-old-delay",
+                &opts.kill_old_delay,
+                protocol::KILL_OLD_DELAY,
+                kill_old_delay.as_deref(),
+            )?
+            .unwrap_or(default_delay),
             drain_timeout: optional("drain-timeout", &more.drain_timeout)?,
             stop_timeout: optional("stop-timeout", &more.stop_timeout)?,
             signal_on_hup: parse_signal("signal-on-hup", opts.signal_on_hup.as_deref().unwrap_or("TERM"))?,
@@ -293,7 +337,7 @@ impl Config {
             auto_restart,
             workers: more.workers,
             watchdog: watchdog(&env),
-            stop_on_exit: more.stop_on_exit.clone(),
+            stop_on_exit: exit_codes(&more.stop_on_exit)?,
             max_start_attempts: more.max_start_attempts,
             watch_debounce: Duration::from_millis(300),
         };

@@ -19,7 +19,7 @@ pub struct StartServerOpts {
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// Probation time after a spawn, and the minimum interval between spawns [default: 1].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true)]
     pub interval: Option<String>,
     /// Signal sent to the old generation once the new one is ready [default: TERM].
     #[arg(long, value_name = "SIGNAL")]
@@ -46,11 +46,11 @@ pub struct StartServerOpts {
     #[arg(long)]
     pub enable_auto_restart: bool,
     /// Interval of --enable-auto-restart [default: 360].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true)]
     pub auto_restart_interval: Option<String>,
     /// Wait this long after a new generation is ready before signalling the old one
     /// [default: 0, or 5 with --enable-auto-restart].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true)]
     pub kill_old_delay: Option<String>,
     /// listen(2) backlog; 0 means the default [default: 4096].
     #[arg(long, value_name = "N")]
@@ -97,13 +97,13 @@ pub struct HandoverOpts {
     #[arg(long, value_enum, default_value_t)]
     pub ready: ReadyArg,
     /// With --ready notify: stop a worker that has not sent READY=1 by then [default: 60s].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true)]
     pub ready_timeout: Option<String>,
     /// SIGKILL an old generation's process group this long after it was told to stop [default: never].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true)]
     pub drain_timeout: Option<String>,
     /// At shutdown, SIGKILL the workers' process groups after this long [default: never].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true)]
     pub stop_timeout: Option<String>,
     /// Named, typed listener: [NAME=]tcp://HOST:PORT, udp://HOST:PORT or
     /// unix:PATH, with options ?backlog=N (and for unix mode=0660&owner=U&group=G). Repeatable.
@@ -114,7 +114,7 @@ pub struct HandoverOpts {
     pub workers: usize,
     /// A worker exiting with one of these codes (128+N when killed by signal N) stops
     /// handover with that code instead of being respawned (e.g. 78, EX_CONFIG).
-    #[arg(long, value_name = "CODES", value_delimiter = ',')]
+    #[arg(long, value_name = "CODES", value_delimiter = ',', allow_negative_numbers = true)]
     pub stop_on_exit: Vec<i32>,
     /// Exit 1 when the first generation fails to start this many times in a row [default: retry for ever].
     #[arg(long, value_name = "N")]

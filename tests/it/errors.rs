@@ -47,6 +47,11 @@ impl Outcome {
 /// Runs handover once in `dir` (`{dir}` in an argument is replaced) and
 /// waits for it to exit on its own; panics after DEADLINE (killing it).
 pub fn run_in(dir: &Path, args: &[&str]) -> Outcome {
+    run_in_env(dir, args, &[])
+}
+
+/// `run_in` with these variables added to handover's environment.
+pub fn run_in_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Outcome {
     let dir_text = dir.to_string_lossy();
     let args: Vec<String> = args.iter().map(|a| a.replace("{dir}", &dir_text)).collect();
     let command = format!("handover {}", args.join(" "));
@@ -59,6 +64,7 @@ pub fn run_in(dir: &Path, args: &[&str]) -> Outcome {
         .env_remove("NOTIFY_SOCKET")
         .env_remove("LISTEN_FDS")
         .env_remove("LISTEN_PID")
+        .envs(env.iter().copied())
         .spawn()
         .expect("spawn handover");
     let collect = |mut stream: Box<dyn std::io::Read + Send>| {
@@ -156,6 +162,46 @@ fn usage_errors_are_one_line_and_exit_2() {
     for (options, needles) in cases {
         let (o, dir) = run_once(&case_args(options, &worker));
         assert_failed(&o, dir.path(), 2, needles, &[]);
+        assert_one_line(&o);
+    }
+}
+
+#[test]
+fn absurd_durations_are_refused_at_startup() {
+    let worker = example("worker").display().to_string();
+    let options = [
+        "--interval",
+        "--kill-old-delay",
+        "--auto-restart-interval",
+        "--ready-timeout",
+        "--drain-timeout",
+        "--stop-timeout",
+    ];
+    for option in options {
+        for value in ["1e20", "18446744073709551615", "366d", "inf", "NaN"] {
+            let (o, dir) = run_once(&case_args(&[option, value], &worker));
+            assert_failed(&o, dir.path(), 2, &[option, value], &[]);
+            assert_one_line(&o);
+        }
+        let (o, dir) = run_once(&case_args(&[option, "-1"], &worker));
+        assert_failed(&o, dir.path(), 2, &[option, "must not be negative"], &[]);
+        assert_one_line(&o);
+    }
+    for (name, value) in [("KILL_OLD_DELAY", "1e30"), ("AUTO_RESTART_INTERVAL", "1e30")] {
+        let dir = tempfile::tempdir().unwrap();
+        let args = case_args(&["--enable-auto-restart"], &worker);
+        let o = run_in_env(dir.path(), &args, &[(name, value), ("ENABLE_AUTO_RESTART", "1")]);
+        assert_failed(&o, dir.path(), 2, &[name, value], &[]);
+        assert_one_line(&o);
+    }
+}
+
+#[test]
+fn stop_on_exit_codes_are_exit_statuses() {
+    let worker = example("worker").display().to_string();
+    for value in ["300", "-1", "256"] {
+        let (o, dir) = run_once(&case_args(&["--stop-on-exit", value], &worker));
+        assert_failed(&o, dir.path(), 2, &["--stop-on-exit", value, "0 to 255"], &[]);
         assert_one_line(&o);
     }
 }

@@ -281,7 +281,20 @@ impl Supervisor {
         let child = self.child.as_mut().unwrap();
         let status = wait_for("the supervisor to exit", String::new, || child.try_wait().unwrap());
         self.status = Some(status);
+        self.wait_output_closed();
         status
+    }
+
+    /// Its last lines are read: both pipes at end of file (bounded, for a
+    /// process that left a child holding them; the test checks for those).
+    fn wait_output_closed(&self) {
+        let (lock, cond) = &*self.stderr;
+        let start = Instant::now();
+        let mut lines = lock.lock().unwrap();
+        while lines.closed < 2 {
+            let Some(left) = DEADLINE.checked_sub(start.elapsed()) else { return };
+            lines = cond.wait_timeout(lines, left).unwrap().0;
+        }
     }
 
     /// Pids of every worker the supervisor said it started.

@@ -9,12 +9,7 @@ pub(super) fn sample(base: Instant, start_ms: u64, latency_ms: u64, outcome: Out
     Sample { started: t(base, start_ms), latency, outcome, target: 0, retried: false }
 }
 
-pub(super) fn restart(
-    base: Instant,
-    number: usize,
-    requested_ms: u64,
-    answered_ms: u64,
-) -> RestartRecord {
+pub(super) fn restart(base: Instant, number: usize, requested_ms: u64, answered_ms: u64) -> RestartRecord {
     RestartRecord {
         number,
         requested_at: t(base, requested_ms),
@@ -27,11 +22,7 @@ pub(super) fn restart(
     }
 }
 
-pub(super) fn inputs<'a>(
-    base: Instant,
-    samples: &'a [Sample],
-    restarts: &'a [RestartRecord],
-) -> Inputs<'a> {
+pub(super) fn inputs<'a>(base: Instant, samples: &'a [Sample], restarts: &'a [RestartRecord]) -> Inputs<'a> {
     let ended = samples.iter().map(Sample::ended).max().unwrap_or(base);
     Inputs {
         samples,
@@ -59,8 +50,7 @@ fn percentiles_are_nearest_rank_over_successes() {
     let mut samples: Vec<Sample> = (1..=100).map(|i| sample(base, 0, i, Outcome::Ok)).collect();
     samples.push(sample(base, 0, 5000, Outcome::Timeout));
     let report = compute(&inputs(base, &samples, &[]));
-    let want =
-        Latency { p50_ms: Some(50.0), p90_ms: Some(90.0), p99_ms: Some(99.0), max_ms: Some(100.0) };
+    let want = Latency { p50_ms: Some(50.0), p90_ms: Some(90.0), p99_ms: Some(99.0), max_ms: Some(100.0) };
     assert_eq!(report.latency, want);
     assert_eq!((report.requests, report.ok, report.failures.timeout), (101, 100, 1));
     assert_eq!(percentile(&[], 50.0), None);
@@ -94,10 +84,7 @@ fn a_restart_window_has_its_requests_failures_latency_and_accept_gap() {
     assert_eq!((r.window_from_ms, r.window_to_ms, r.answered_after_ms), (410.0, 1015.0, 5.0));
     // Overlapping [410, 1015]: starts 409..=999 (the one at 409 ends at 410), plus the two extra.
     assert_eq!((r.requests, r.failures.reset, r.failures.total), (591 - 29 + 2, 1, 1));
-    assert_eq!(
-        (r.latency_max_ms, r.latency_p99_ms, r.accept_gap_ms),
-        (Some(19.0), Some(1.0), Some(29.0))
-    );
+    assert_eq!((r.latency_max_ms, r.latency_p99_ms, r.accept_gap_ms), (Some(19.0), Some(1.0), Some(29.0)));
     assert_eq!((r.ready_after_ms, r.old_gone_after_ms), (Some(35.25), Some(120.0)));
     let r2 = &report.restarts[1];
     assert_eq!((r2.requests, r2.accept_gap_ms, r2.latency_max_ms), (0, None, None));
