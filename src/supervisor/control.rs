@@ -50,19 +50,24 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
 use nix::sys::socket::{getsockopt, sockopt};
 use serde::Serialize;
 
 use crate::error::io_text;
-pub use crate::supervisor::lines::MAX_LINE;
 use crate::supervisor::lines::{LineConn, listen_at};
+pub use crate::supervisor::lines::{MAX_LINE, MAX_OUTPUT};
 use crate::wire::control::{Command, Verdict, encode, parse_request};
 
 const MAX_CONNECTIONS: usize = 64;
 /// Unanswered requests per connection before it stops being read.
 const MAX_PENDING: usize = 64;
+/// A connection that owes and is owed nothing, silent this long, is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Log lines of one kind (refused peers, dropped clients) at most this often.
+const THROTTLE: Duration = Duration::from_secs(10);
 
 /// One request, to be answered with `ControlServer::reply`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,13 +84,55 @@ struct Slot {
     reply: Option<Vec<u8>>,
 }
 
+/// Admits a log line of one kind at most once per `THROTTLE`, counting
+/// the ones held back, so a flood of refused peers costs one line.
+#[derive(Default)]
+struct Throttle {
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl Throttle {
+    /// Some(lines held back since the last one) when a line may go now.
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        if self.last.is_some_and(|last| now.saturating_duration_since(last) < THROTTLE) {
+            self.held += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held))
+    }
+
+    fn note(&mut self, now: Instant, line: String, logs: &mut Vec<String>) {
+        match self.admit(now) {
+            Some(0) => logs.push(line),
+            Some(held) => logs.push(format!("{line} (and {held} more like it)")),
+            None => {}
+        }
+    }
+}
+
 struct Conn {
     io: LineConn,
     /// Requests in arrival order; replies leave from the front only.
     waiting: VecDeque<Slot>,
+    /// When it last sent a byte (or was accepted).
+    heard_at: Instant,
+    /// It asked to stop: it waits, silent, for the supervisor to exit.
+    stopping: bool,
 }
 
 impl Conn {
+    /// Owes nothing and is owed nothing: it may be closed to make room,
+    /// and is once silent for `IDLE_TIMEOUT`.
+    fn idle(&self) -> bool {
+        self.waiting.is_empty() && !self.io.has_output() && !self.stopping
+    }
+
+    fn idle_deadline(&self) -> Option<Instant> {
+        self.idle().then(|| self.heard_at + IDLE_TIMEOUT)
+    }
+
     fn wants_input(&self) -> bool {
         self.waiting.len() < MAX_PENDING && self.io.can_read()
     }
@@ -102,6 +149,7 @@ impl Conn {
         for line in lines {
             match parse_request(&line) {
                 Ok(command) => {
+                    self.stopping |= command == Command::Stop;
                     let id = RequestId(*next_id);
                     *next_id += 1;
                     let reply = None;
@@ -141,6 +189,10 @@ pub struct ControlServer {
     next_id: u64,
     /// `accept` failed (EMFILE...): the listener sits out the next poll.
     accept_paused: bool,
+    refused: Throttle,
+    dropped: Throttle,
+    /// Lines to hand out at the next `service`.
+    notes: Vec<String>,
 }
 
 impl ControlServer {
@@ -163,13 +215,17 @@ impl ControlServer {
             conns: Vec::new(),
             next_id: 0,
             accept_paused: false,
+            refused: Throttle::default(),
+            dropped: Throttle::default(),
+            notes: Vec::new(),
         })
     }
 
     /// Every fd the poll loop must watch, with the events to ask for.
     pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
         let mut fds = Vec::with_capacity(self.conns.len() + 1);
-        if !self.accept_paused && self.conns.len() < MAX_CONNECTIONS {
+        let room = self.conns.len() < MAX_CONNECTIONS || self.conns.iter().any(Conn::idle);
+        if !self.accept_paused && room {
             fds.push((self.listener.as_fd(), PollFlags::POLLIN));
         }
         for conn in &self.conns {
@@ -181,20 +237,28 @@ impl ControlServer {
         fds
     }
 
-    /// Accepts, reads and writes what is ready without blocking; returns
-    /// the complete requests and lines to log. Call after every poll.
-    pub fn service(&mut self) -> (Vec<(RequestId, Command)>, Vec<String>) {
-        let (mut requests, mut logs) = (Vec::new(), Vec::new());
+    /// When the next idle connection is to be closed.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.conns.iter().filter_map(Conn::idle_deadline).min()
+    }
+
+    /// Accepts, reads and writes what is ready without blocking, and closes
+    /// connections idle since before `now - IDLE_TIMEOUT`; returns the
+    /// complete requests and lines to log. Call after every poll.
+    pub fn service(&mut self, now: Instant) -> (Vec<(RequestId, Command)>, Vec<String>) {
+        let (mut requests, mut logs) = (Vec::new(), std::mem::take(&mut self.notes));
         self.accept_paused = false;
-        self.accept(&mut logs);
+        self.accept(now, &mut logs);
         for conn in &mut self.conns {
             if conn.wants_input() {
-                conn.io.fill();
+                if conn.io.fill() {
+                    conn.heard_at = now;
+                }
                 conn.take_requests(&mut self.next_id, &mut requests);
             }
             conn.io.flush();
         }
-        self.conns.retain(|c| !c.done());
+        self.conns.retain(|c| !c.done() && c.idle_deadline().is_none_or(|at| now < at));
         (requests, logs)
     }
 
@@ -210,6 +274,13 @@ impl ControlServer {
         if let Some(conn) = found {
             conn.release();
             conn.io.flush();
+            if conn.io.unsent() > MAX_OUTPUT {
+                // Its replies pile up: it does not read them. Dropping it
+                // frees them; its requests were taken, so nothing hangs.
+                conn.io.broken = true;
+                let line = "control: closed a connection that does not read its replies".to_string();
+                self.dropped.note(Instant::now(), line, &mut self.notes);
+            }
         }
         self.conns.retain(|c| !c.done());
     }
@@ -230,8 +301,11 @@ impl ControlServer {
         }
     }
 
-    fn accept(&mut self, logs: &mut Vec<String>) {
-        while self.conns.len() < MAX_CONNECTIONS {
+    fn accept(&mut self, now: Instant, logs: &mut Vec<String>) {
+        loop {
+            if self.conns.len() >= MAX_CONNECTIONS && !self.conns.iter().any(Conn::idle) {
+                break;
+            }
             let stream = match self.listener.accept() {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -253,10 +327,28 @@ impl ControlServer {
                 Err(e) => Some(format!("refused a connection: no credentials: {}", e.desc())),
             };
             match (refusal, LineConn::new(stream)) {
-                (Some(refusal), _) => logs.push(format!("control: {refusal}")),
-                (None, Ok(io)) => self.conns.push(Conn { io, waiting: VecDeque::new() }),
+                (Some(refusal), _) => self.refused.note(now, format!("control: {refusal}"), logs),
+                (None, Ok(io)) => {
+                    self.make_room();
+                    self.conns.push(Conn { io, waiting: VecDeque::new(), heard_at: now, stopping: false })
+                }
                 (None, Err(e)) => logs.push(format!("control: dropped a connection: {e}")),
             }
+        }
+    }
+
+    /// With a full table, closes the connection idle the longest, so a new
+    /// client always gets in (`accept` takes one only when one is idle).
+    fn make_room(&mut self) {
+        if self.conns.len() < MAX_CONNECTIONS {
+            return;
+        }
+        let oldest = (self.conns.iter().enumerate())
+            .filter(|(_, c)| c.idle())
+            .min_by_key(|(_, c)| c.heard_at)
+            .map(|(at, _)| at);
+        if let Some(at) = oldest {
+            self.conns.remove(at);
         }
     }
 

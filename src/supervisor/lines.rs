@@ -18,8 +18,11 @@ use socket2::{Domain, SockAddr, Socket, Type};
 const BACKLOG: i32 = 128;
 /// The longest request line, without its `\n`.
 pub const MAX_LINE: usize = 64 * 1024;
-/// Unsent output per connection before it stops being read.
+/// Unsent output per connection before it stops being read (the control
+/// socket then drops it: it does not read its replies).
 pub const MAX_OUTPUT: usize = 1 << 20;
+/// Empty buffers larger than this are given back.
+const SPARE: usize = 64 * 1024;
 
 /// A unix stream socket at `path`, mode `mode` before anyone can connect,
 /// close-on-exec and non-blocking.
@@ -70,18 +73,29 @@ impl LineConn {
         !self.output.is_empty()
     }
 
-    /// Reads what is there, stopping once a full line's worth is buffered.
-    pub fn fill(&mut self) {
+    /// Bytes queued and not yet taken by the peer.
+    pub fn unsent(&self) -> usize {
+        self.output.len()
+    }
+
+    /// Reads what is there, stopping once a full line's worth is buffered;
+    /// whether any byte came.
+    pub fn fill(&mut self) -> bool {
         let mut chunk = [0u8; 16 * 1024];
+        let mut heard = false;
         while self.can_read() {
             match self.stream.read(&mut chunk) {
                 Ok(0) => self.eof = true,
-                Ok(n) => self.input.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    heard = true;
+                    self.input.extend_from_slice(&chunk[..n]);
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(_) => self.broken = true,
             }
         }
+        heard
     }
 
     /// Every complete non-blank line buffered, without `\n` or `\r` (at EOF
@@ -128,6 +142,12 @@ impl LineConn {
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => break,
                 Err(_) => self.broken = true,
+            }
+        }
+        // A burst's buffers go back once sent, not kept for the connection's life.
+        for buffer in [&mut self.output, &mut self.input] {
+            if buffer.is_empty() && buffer.capacity() > SPARE {
+                *buffer = Vec::new();
             }
         }
     }

@@ -65,7 +65,8 @@ impl Supervisor {
             return Ok(exit_code(code));
         }
         loop {
-            let timeout = match self.machine.next_deadline() {
+            let control = self.control.as_ref().and_then(ControlServer::next_deadline);
+            let timeout = match self.machine.next_deadline().into_iter().chain(control).min() {
                 None => PollTimeout::NONE,
                 Some(at) => {
                     let wait = at.saturating_duration_since(Instant::now());
@@ -168,7 +169,7 @@ impl Supervisor {
     /// Answer what can be answered at once; the rest become inputs.
     fn control_requests(&mut self) -> Vec<Input> {
         let Some(control) = self.control.as_mut() else { return Vec::new() };
-        let (requests, lines) = control.service();
+        let (requests, lines) = control.service(Instant::now());
         lines.iter().for_each(|line| self.log.line(line));
         let mut inputs = Vec::new();
         for (id, command) in requests {

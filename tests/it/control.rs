@@ -371,3 +371,33 @@ fn garbage_is_answered_with_an_error_and_the_supervisor_keeps_running() {
     assert!(alive(s.pid()));
     assert_eq!(phases(&status(&s)), phase_list(&[(1, "serving")]));
 }
+
+/// Hostile local clients: a full table of connections that say nothing,
+/// and pipelining clients that never read, leave `status` answering.
+#[test]
+fn idle_and_non_reading_clients_do_not_lock_others_out() {
+    let s = controlled(&[], &["--notify"]);
+    s.wait_generations(&[1]);
+    let control = s.path("ctl");
+    let idle: Vec<UnixStream> = (0..100).map(|_| UnixStream::connect(&control).unwrap()).collect();
+    status(&s);
+    let request = "{\"command\":\"status\"}\n".repeat(64);
+    let floods: Vec<UnixStream> = (0..8)
+        .map(|_| {
+            let mut flood = UnixStream::connect(&control).unwrap();
+            flood.write_all(request.as_bytes()).unwrap();
+            flood
+        })
+        .collect();
+    status(&s);
+    for _ in 0..20 {
+        status(&s);
+    }
+    // Idle connections go after the idle timeout: the oldest ones see EOF.
+    let mut first = &idle[0];
+    first.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut byte = [0u8; 1];
+    assert_eq!(first.read(&mut byte).unwrap(), 0, "an idle connection was not closed");
+    drop((idle, floods));
+    status(&s);
+}

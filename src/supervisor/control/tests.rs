@@ -1,6 +1,6 @@
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::client::control::call;
 use crate::error::Error;
@@ -24,7 +24,7 @@ fn pump(
 ) -> Vec<(RequestId, Command)> {
     let mut got = Vec::new();
     loop {
-        let (requests, logs) = server.service();
+        let (requests, logs) = server.service(Instant::now());
         assert!(logs.is_empty(), "{logs:?}");
         got.extend(requests);
         if done(server, &got) {
@@ -316,4 +316,70 @@ fn stop_returns_once_the_supervisor_is_gone() {
     let got = requests(&mut server, 1);
     server.reply(got[0].0, &json!({"ok": false, "error": "already stopping"}));
     assert_eq!(client.join().unwrap(), Err(Error::runtime("already stopping")));
+}
+
+#[test]
+fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let (_dir, path, mut server) = bound();
+    let mut idle = Client::connect(&path);
+    let mut busy = Client::connect(&path);
+    busy.send("{\"command\":\"restart\"}\n");
+    let got = requests(&mut server, 1);
+    assert_eq!(server.connections(), 2);
+    let deadline = server.next_deadline().expect("the idle connection has a deadline");
+    let (_, logs) = server.service(deadline - Duration::from_millis(1));
+    assert!(logs.is_empty(), "{logs:?}");
+    assert_eq!(server.connections(), 2, "closed before its time");
+    server.service(deadline);
+    assert_eq!(server.connections(), 1, "the idle one goes, the one awaiting a reply stays");
+    assert_eq!(idle.reply(), None);
+    assert_eq!(server.next_deadline(), None, "a connection owed a reply has no idle deadline");
+    server.reply(got[0].0, &json!({"ok": true}));
+    assert_eq!(busy.reply(), Some(json!({"ok": true})));
+}
+
+#[test]
+fn a_full_table_makes_room_for_a_new_client() {
+    let (_dir, path, mut server) = bound();
+    let _idle: Vec<Client> = (0..MAX_CONNECTIONS).map(|_| Client::connect(&path)).collect();
+    pump(&mut server, |s, _| s.connections() == MAX_CONNECTIONS);
+    let mut late = Client::connect(&path);
+    late.send("{\"command\":\"status\"}\n");
+    let got = requests(&mut server, 1);
+    server.reply(got[0].0, &json!({"ok": true}));
+    assert_eq!(late.reply(), Some(json!({"ok": true})));
+    assert_eq!(server.connections(), MAX_CONNECTIONS, "the oldest idle connection made room");
+}
+
+#[test]
+fn a_client_that_does_not_read_its_replies_is_dropped() {
+    let (_dir, path, mut server) = bound();
+    let client = Client::connect(&path);
+    client.stream.set_nonblocking(false).unwrap();
+    (&client.stream).write_all("{\"command\":\"status\"}\n".repeat(MAX_PENDING).as_bytes()).unwrap();
+    let mut got = Vec::new();
+    while got.len() < MAX_PENDING {
+        let (requests, logs) = server.service(Instant::now());
+        assert!(logs.is_empty(), "{logs:?}");
+        got.extend(requests);
+    }
+    let big = json!({"ok": true, "pad": "x".repeat(60_000)});
+    for (id, _) in got {
+        server.reply(id, &big);
+    }
+    assert_eq!(server.connections(), 0, "more than {MAX_OUTPUT} bytes unread: dropped");
+    let (_, logs) = server.service(Instant::now());
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert!(logs[0].contains("does not read its replies"), "{logs:?}");
+}
+
+#[test]
+fn repeated_log_lines_are_throttled_with_a_count() {
+    let start = Instant::now();
+    let mut throttle = Throttle::default();
+    assert_eq!(throttle.admit(start), Some(0));
+    assert_eq!(throttle.admit(start + Duration::from_secs(1)), None);
+    assert_eq!(throttle.admit(start + Duration::from_secs(2)), None);
+    assert_eq!(throttle.admit(start + THROTTLE), Some(2), "the two held back are counted");
+    assert_eq!(throttle.admit(start + 3 * THROTTLE), Some(0));
 }
