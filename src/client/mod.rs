@@ -215,6 +215,17 @@ pub struct Status {
     /// (it is removed at a clean exit, but a crashed supervisor leaves it).
     pub running: bool,
     pub generations: Vec<Generation>,
+    /// A status file left by a supervisor that is gone (killed): its
+    /// generations, and which of their pids still run (orphans).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stale: Vec<StaleGeneration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StaleGeneration {
+    pub generation: u64,
+    pub pid: u32,
+    pub alive: bool,
 }
 
 impl Status {
@@ -230,6 +241,13 @@ impl Status {
         }
         for g in &self.generations {
             text.push_str(&format!("generation {}  pid {}\n", g.generation, g.pid));
+        }
+        if !self.stale.is_empty() {
+            text.push_str("the status file is stale: its supervisor is gone\n");
+        }
+        for g in &self.stale {
+            let state = if g.alive { "still running, orphaned" } else { "gone" };
+            text.push_str(&format!("generation {}  pid {}  {state}\n", g.generation, g.pid));
         }
         text
     }
@@ -269,8 +287,16 @@ pub fn status(pid_file: Option<&Path>, status_file: Option<&Path>) -> Result<Sta
             }
         },
     };
+    // With a pid file, an unlocked one means the status file is a dead
+    // supervisor's: its generations are not served by anyone.
+    if pid_file.is_some() && !running {
+        let alive = |pid: u32| kill(Pid::from_raw(pid as i32), None).is_ok();
+        let stale =
+            gens.into_iter().map(|(generation, pid)| StaleGeneration { generation, pid, alive: alive(pid) });
+        return Ok(Status { pid, running, generations: Vec::new(), stale: stale.collect() });
+    }
     let generations = gens.into_iter().map(|(generation, pid)| Generation { generation, pid }).collect();
-    Ok(Status { pid, running, generations })
+    Ok(Status { pid, running, generations, stale: Vec::new() })
 }
 
 #[cfg(test)]
@@ -446,7 +472,7 @@ while :; do sleep 1000 9>&- & wait $!; done
         let (pid_path, status_path) = (dir.path().join("pid"), dir.path().join("status"));
         assert_eq!(status(None, None).unwrap_err().code, 2);
         let absent = status(Some(&pid_path), Some(&status_path)).unwrap();
-        assert_eq!(absent, Status { pid: None, running: false, generations: vec![] });
+        assert_eq!(absent, Status { pid: None, running: false, generations: vec![], stale: vec![] });
         assert_eq!(absent.to_text(), "supervisor not running\n");
 
         let mut pid_file = PidFile::acquire(&pid_path).unwrap();
@@ -464,6 +490,18 @@ while :; do sleep 1000 9>&- & wait $!; done
         drop(pid_file);
         let stale = status(Some(&pid_path), None).unwrap();
         assert_eq!(stale.to_text(), "supervisor pid 123 not running (stale pid file)\n");
+        // A killed supervisor's status file: its generations are not served.
+        let me = std::process::id();
+        fs::write(&status_path, format!("4:{me}\n5:999999999\n")).unwrap();
+        let dead = status(Some(&pid_path), Some(&status_path)).unwrap();
+        assert!(!dead.running && dead.generations.is_empty());
+        assert_eq!(
+            dead.to_text(),
+            format!(
+                "supervisor pid 123 not running (stale pid file)\nthe status file is stale: its supervisor is gone\n\
+                 generation 4  pid {me}  still running, orphaned\ngeneration 5  pid 999999999  gone\n"
+            )
+        );
         let by_status = status(None, Some(&status_path)).unwrap();
         assert!(by_status.running && by_status.pid.is_none());
     }

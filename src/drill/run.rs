@@ -105,7 +105,9 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
         let record = subject.restart(number, drill.restart_timeout);
         records.push(record);
         progress.restarted(number);
-        pause(drill.restart_every.unwrap_or(Duration::from_millis(100)));
+        if let Some(every) = drill.restart_every {
+            pause(every);
+        }
     }
     // Without a bound of its own the load ends half a second after the last restart.
     if drill.duration.is_none() && drill.requests.is_none() {

@@ -1,6 +1,8 @@
-//! The envdir: every entry whose name does not start with `.`; the value is
-//! the first line without its `\n`, nothing else trimmed. Empty files,
-//! directories and unreadable entries are skipped with a warning. The envdir
+//! The envdir: every entry whose name does not start with `.` (the first
+//! `MAX_ENTRIES` by name); the value is the first line without its `\n`,
+//! nothing else trimmed, at most `MAX_VALUE` bytes. Empty files, over-long
+//! lines, directories, anything but a regular file and unreadable entries
+//! are skipped with a warning. The envdir
 //! is re-read before every spawn and applied (`overlay_env`) on top of the
 //! supervisor's environment AS IT WAS AT STARTUP: removing a file restores
 //! the startup value, or unsets the variable if the startup environment did
@@ -8,9 +10,10 @@
 //! restored the value the envdir had at startup.
 
 use std::ffi::{OsStr, OsString};
-use std::fs;
-use std::io;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::error::io_text;
@@ -23,21 +26,37 @@ pub struct Envdir {
     pub warnings: Vec<String>,
 }
 
+/// The longest value read: a variable must fit in one execve string
+/// (MAX_ARG_STRLEN, 128 KiB) with its name.
+pub const MAX_VALUE: usize = 64 * 1024;
+/// Entries read, the first by name.
+pub const MAX_ENTRIES: usize = 1000;
+
 /// Reads one envdir entry: `Ok(value)` or `Err(reason it is skipped)`.
+/// Only a regular file is opened (a FIFO would block), and only its first
+/// `MAX_VALUE + 1` bytes are read, whatever its size.
 fn envdir_value(path: &Path, name: &OsStr) -> Result<OsString, String> {
     if name.as_bytes().contains(&b'=') {
         return Err("a variable name cannot contain '='".into());
     }
-    if fs::metadata(path).map_err(|e| io_text(&e))?.is_dir() {
+    let meta = fs::metadata(path).map_err(|e| io_text(&e))?;
+    if meta.is_dir() {
         return Err("a directory".into());
     }
-    let bytes = fs::read(path).map_err(|e| io_text(&e))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let file =
+        OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(|e| io_text(&e))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_VALUE as u64 + 1).read_to_end(&mut bytes).map_err(|e| io_text(&e))?;
     if bytes.is_empty() {
         return Err("empty file".into());
     }
     let line = match bytes.iter().position(|&b| b == b'\n') {
-        Some(end) => &bytes[..end],
-        None => &bytes[..],
+        Some(end) if end <= MAX_VALUE => &bytes[..end],
+        None if bytes.len() <= MAX_VALUE => &bytes[..],
+        _ => return Err(format!("the first line is longer than {MAX_VALUE} bytes")),
     };
     if line.contains(&0) {
         return Err("the value contains a NUL byte".into());
@@ -57,6 +76,13 @@ pub fn read_envdir(dir: &Path) -> Result<Envdir, String> {
     }
     names.sort();
     let mut envdir = Envdir::default();
+    if names.len() > MAX_ENTRIES {
+        names.truncate(MAX_ENTRIES);
+        let shown = dir.display();
+        (envdir.warnings).push(format!(
+            "envdir {shown}: more than {MAX_ENTRIES} entries; reading the first {MAX_ENTRIES} by name"
+        ));
+    }
     for name in names {
         match envdir_value(&dir.join(&name), &name) {
             Ok(value) => envdir.vars.push((name, value)),
@@ -119,6 +145,48 @@ mod tests {
                 format!("envdir {shown}: skipping SUBDIR: a directory"),
             ]
         );
+    }
+
+    #[test]
+    fn envdir_reads_a_bounded_first_line_of_regular_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // A short first line before megabytes: read without the rest.
+        let mut big = b"short\n".to_vec();
+        big.resize(8 << 20, b'x');
+        fs::write(d.join("BIG"), &big).unwrap();
+        fs::write(d.join("LONG"), vec![b'y'; MAX_VALUE + 1]).unwrap();
+        fs::write(d.join("LIMIT"), vec![b'z'; MAX_VALUE]).unwrap();
+        // A FIFO would block a reader for ever: skipped, not opened.
+        nix::unistd::mkfifo(&d.join("FIFO"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let got = read_envdir(d).unwrap();
+        let names: Vec<&OsStr> = got.vars.iter().map(|(n, _)| n.as_os_str()).collect();
+        assert_eq!(names, ["BIG", "LIMIT"]);
+        assert_eq!(got.vars[0].1, "short");
+        assert_eq!(got.vars[1].1.len(), MAX_VALUE);
+        let shown = d.display();
+        assert_eq!(
+            got.warnings,
+            vec![
+                format!("envdir {shown}: skipping FIFO: not a regular file"),
+                format!("envdir {shown}: skipping LONG: the first line is longer than 65536 bytes"),
+            ]
+        );
+    }
+
+    #[test]
+    fn envdir_reads_at_most_so_many_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in 0..MAX_ENTRIES + 3 {
+            fs::write(dir.path().join(format!("V{n:05}")), "1").unwrap();
+        }
+        let got = read_envdir(dir.path()).unwrap();
+        assert_eq!(got.vars.len(), MAX_ENTRIES);
+        let shown = dir.path().display();
+        let warning = format!(
+            "envdir {shown}: more than {MAX_ENTRIES} entries; reading the first {MAX_ENTRIES} by name"
+        );
+        assert_eq!(got.warnings, vec![warning]);
     }
 
     #[test]

@@ -164,7 +164,7 @@ impl Plan {
         }
         cloexec_ranges.push((next, u32::MAX));
         let open_max = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-            .map_or(1024, |(soft, _)| soft.min(65536) as RawFd);
+            .map_or(1024, |(soft, _)| soft.min(1 << 20) as RawFd);
         Ok(Plan {
             path,
             _argv: argv,
@@ -257,11 +257,14 @@ fn child(plan: &mut Plan, report: RawFd) -> ! {
             }
         }
         libc::setpgid(0, 0);
-        // Raw system calls: this thread is the process (no glibc setxid broadcast).
+        // libc's wrappers: they make the 32-bit-id calls on every
+        // architecture (the raw SYS_setuid of i686 and armv7 takes 16 bits),
+        // and after fork this thread is the process, so glibc has no other
+        // thread to broadcast the change to.
         if let Some(c) = &plan.credentials
-            && (libc::syscall(libc::SYS_setgroups, c.groups.len(), c.groups.as_ptr()) != 0
-                || libc::syscall(libc::SYS_setgid, c.gid) != 0
-                || libc::syscall(libc::SYS_setuid, c.uid) != 0)
+            && (libc::setgroups(c.groups.len(), c.groups.as_ptr()) != 0
+                || libc::setgid(c.gid) != 0
+                || libc::setuid(c.uid) != 0)
         {
             fail(report, STAGE_USER);
         }
@@ -273,11 +276,13 @@ fn child(plan: &mut Plan, report: RawFd) -> ! {
         {
             fail(report, STAGE_CHDIR);
         }
-        // The report pipe must survive the moves below, so it is staged too.
-        let report = libc::fcntl(report, libc::F_DUPFD_CLOEXEC, plan.staging_floor);
-        if report < 0 {
-            libc::_exit(127);
+        // The report pipe must survive the moves below, so it is staged too;
+        // if even that fails (no fd left), it is still open where it was.
+        let staged = libc::fcntl(report, libc::F_DUPFD_CLOEXEC, plan.staging_floor);
+        if staged < 0 {
+            fail(report, STAGE_FDS);
         }
+        let report = staged;
         for (source, _) in plan.fds.iter_mut() {
             *source = libc::fcntl(*source, libc::F_DUPFD_CLOEXEC, plan.staging_floor);
             if *source < 0 {
@@ -289,13 +294,15 @@ fn child(plan: &mut Plan, report: RawFd) -> ! {
                 fail(report, STAGE_FDS);
             }
         }
-        for &(first, last) in &plan.cloexec_ranges {
-            let done = libc::syscall(libc::SYS_close_range, first, last, libc::CLOSE_RANGE_CLOEXEC);
-            if done != 0 {
-                let last = last.min(plan.open_max as u32);
-                for fd in first..=last {
-                    libc::fcntl(fd as RawFd, libc::F_SETFD, libc::FD_CLOEXEC);
-                }
+        let ranges = &plan.cloexec_ranges;
+        let all_done = ranges.iter().all(|&(first, last)| {
+            libc::syscall(libc::SYS_close_range, first, last, libc::CLOSE_RANGE_CLOEXEC) == 0
+        });
+        // Before Linux 5.11: every open fd listed in /proc, or failing that
+        // every number up to the fd limit.
+        if !all_done && !each_open_fd(|fd| mark_cloexec(ranges, fd)) {
+            for fd in 3..plan.open_max {
+                mark_cloexec(ranges, fd);
             }
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
@@ -303,6 +310,60 @@ fn child(plan: &mut Plan, report: RawFd) -> ! {
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         libc::execve(plan.path.as_ptr(), plan.argv_ptrs.as_ptr(), plan.env_ptrs.as_ptr());
         fail(report, STAGE_EXEC);
+    }
+}
+
+/// Close-on-exec for `fd` if it lies in one of `ranges`. Async-signal-safe.
+fn mark_cloexec(ranges: &[(u32, u32)], fd: RawFd) {
+    if ranges.iter().any(|&(first, last)| (first..=last).contains(&(fd as u32))) {
+        // SAFETY: F_SETFD on any number is harmless (EBADF if not open).
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+}
+
+/// Calls `f` with every fd open in this process, read from /proc/self/fd
+/// with raw open/getdents64/close on a stack buffer: async-signal-safe,
+/// usable between fork and exec. False if /proc cannot be read.
+fn each_open_fd(mut f: impl FnMut(RawFd)) -> bool {
+    const PATH: &[u8] = b"/proc/self/fd\0";
+    // SAFETY: open, getdents64 and close are plain system calls; the
+    // buffer is on the stack and each record is read within the length
+    // the kernel returned (d_reclen at offset 16, the name from 19).
+    unsafe {
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+        let dir = libc::open(PATH.as_ptr().cast(), flags);
+        if dir < 0 {
+            return false;
+        }
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len());
+            if n <= 0 {
+                libc::close(dir);
+                return n == 0;
+            }
+            let mut at = 0usize;
+            while at + 19 < n as usize {
+                let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
+                if reclen == 0 {
+                    break;
+                }
+                let mut fd: i64 = 0;
+                let mut digits = 0;
+                for &b in buf[at + 19..(at + reclen).min(n as usize)].iter().take_while(|&&b| b != 0) {
+                    if !b.is_ascii_digit() || digits == 10 {
+                        digits = 0;
+                        break;
+                    }
+                    fd = fd * 10 + i64::from(b - b'0');
+                    digits += 1;
+                }
+                if digits > 0 && fd != i64::from(dir) && fd <= i64::from(RawFd::MAX) {
+                    f(fd as RawFd);
+                }
+                at += reclen;
+            }
+        }
     }
 }
 
@@ -348,6 +409,20 @@ mod tests {
         assert_eq!(&slot[..8], b"4194304\0");
         write_decimal(&mut slot, 0);
         assert_eq!(&slot[..2], b"0\0");
+    }
+
+    #[test]
+    fn open_fds_are_listed_without_allocating() {
+        // Other tests open and close fds meanwhile: only ours are certain.
+        let probe = std::fs::File::open("/dev/null").unwrap();
+        let mut seen = Vec::new();
+        assert!(each_open_fd(|fd| seen.push(fd)));
+        for fd in [0, 1, 2, probe.as_raw_fd()] {
+            assert!(seen.contains(&fd), "fd {fd} not in {seen:?}");
+        }
+        let listed = seen.len();
+        seen.dedup();
+        assert_eq!(seen.len(), listed, "each fd once");
     }
 
     #[test]
