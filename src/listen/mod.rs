@@ -38,6 +38,7 @@ use std::path::PathBuf;
 use socket2::{Domain, Socket, Type};
 
 use crate::error::io_text;
+use crate::state::OwnedPath;
 
 pub use inherit::{Inherited, take_inherited};
 pub use spec::{Address, ListenSpec, UnixOptions, check_unique_names};
@@ -55,8 +56,9 @@ pub struct Listener {
     pub key: String,
     /// Human-readable bound address: `tcp 127.0.0.1:41234`, `udp [::1]:53`, `unix /run/x.sock`.
     pub local: String,
-    /// The socket file this process created, removed by `remove_file`.
-    pub created_path: Option<PathBuf>,
+    /// The socket file this process created, removed by `remove_file`
+    /// unless another has replaced it.
+    pub created_path: Option<OwnedPath>,
     /// The fd this socket arrived on from our own manager (socket
     /// activation); `None` when it was bound here.
     pub inherited_fd: Option<RawFd>,
@@ -69,10 +71,7 @@ impl Listener {
     /// Removes the socket file this process created, if any (clean
     /// shutdown). A file already gone is not an error.
     pub fn remove_file(&self) -> io::Result<()> {
-        match &self.created_path {
-            Some(path) => unix::remove_if_present(path),
-            None => Ok(()),
-        }
+        self.created_path.as_ref().map_or(Ok(()), OwnedPath::remove)
     }
 
     /// TCP and unix sockets accept connections; UDP sockets do not.

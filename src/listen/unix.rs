@@ -19,6 +19,7 @@ use nix::unistd::{Gid, Group, Uid, User};
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::{BindError, ListenSpec, Listener, UnixOptions};
+use crate::state::OwnedPath;
 
 /// Mode of a unix socket file unless `?mode=` says otherwise (start_server
 /// creates it with umask 0, so anyone may connect).
@@ -49,18 +50,22 @@ pub(super) fn bind_unix(
         let mode = options.mode.unwrap_or(DEFAULT_UNIX_MODE);
         fs::set_permissions(path, fs::Permissions::from_mode(mode))
             .map_err(|e| io_err("set the mode of", e))?;
-        socket.listen(backlog).map_err(|e| io_err("listen on", e))
+        socket.listen(backlog).map_err(|e| io_err("listen on", e))?;
+        OwnedPath::record(path).map_err(|e| io_err("inspect", e))
     };
-    if let Err(e) = finish() {
-        let _ = remove_if_present(path);
-        return Err(e);
-    }
+    let created = match finish() {
+        Ok(created) => created,
+        Err(e) => {
+            let _ = remove_if_present(path);
+            return Err(e);
+        }
+    };
     Ok(Listener {
         spec: spec.clone(),
         socket,
         key: spec.key(0),
         local: format!("unix {}", path.display()),
-        created_path: Some(path.to_owned()),
+        created_path: Some(created),
         inherited_fd: None,
         replaced_stale,
     })
@@ -161,7 +166,7 @@ mod tests {
         let l = &bind_all(&[spec], 0).unwrap()[0];
         assert_eq!(l.key, path.to_str().unwrap());
         assert_eq!(l.local, format!("unix {}", path.display()));
-        assert_eq!(l.created_path.as_deref(), Some(path.as_path()));
+        assert_eq!(l.created_path.as_ref().map(OwnedPath::path), Some(path.as_path()));
         assert!(!l.replaced_stale);
         assert!(l.is_stream());
         let mode = fs::metadata(&path).unwrap().permissions().mode();

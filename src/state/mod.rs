@@ -1,12 +1,15 @@
 //! The supervisor's files, one per module: the pid file (flock) in
 //! `pid_file`, the status file (atomic rename) in `status_file`, the envdir
-//! in `envdir`; each states its invariants.
+//! in `envdir`, files it created and may remove in `owned`; each states
+//! its invariants.
 
 mod envdir;
+mod owned;
 mod pid_file;
 mod status_file;
 
 pub use envdir::{overlay_env, read_envdir};
+pub use owned::OwnedPath;
 pub use pid_file::{PidFile, PidFileWatch};
 #[cfg(test)]
 pub use pid_file::{is_locked, read_pid};

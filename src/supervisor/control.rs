@@ -47,9 +47,9 @@ use std::collections::VecDeque;
 use std::fs;
 use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
@@ -57,6 +57,7 @@ use nix::sys::socket::{getsockopt, sockopt};
 use serde::Serialize;
 
 use crate::error::io_text;
+use crate::state::OwnedPath;
 use crate::supervisor::lines::{LineConn, listen_at};
 pub use crate::supervisor::lines::{MAX_LINE, MAX_OUTPUT};
 use crate::wire::control::{Command, Verdict, encode, parse_request};
@@ -181,9 +182,8 @@ impl Conn {
 
 pub struct ControlServer {
     listener: UnixListener,
-    path: PathBuf,
-    /// (device, inode) of the file we bound, so `remove` spares a successor's.
-    identity: (u64, u64),
+    /// The file we bound: `remove` spares a successor's.
+    file: OwnedPath,
     euid: u32,
     conns: Vec<Conn>,
     next_id: u64,
@@ -206,11 +206,10 @@ impl ControlServer {
         };
         clear_stale(path)?;
         let listener = listen_at(path, 0o600).map_err(|e| fail("bind", e))?;
-        let meta = fs::symlink_metadata(path).map_err(|e| fail("inspect", e))?;
+        let file = OwnedPath::record(path).map_err(|e| fail("inspect", e))?;
         Ok(ControlServer {
             listener,
-            path: path.to_owned(),
-            identity: (meta.dev(), meta.ino()),
+            file,
             euid: nix::unistd::geteuid().as_raw(),
             conns: Vec::new(),
             next_id: 0,
@@ -294,11 +293,7 @@ impl ControlServer {
 
     /// Removes the socket file, unless another one has replaced it.
     pub fn remove(&self) -> io::Result<()> {
-        match fs::symlink_metadata(&self.path) {
-            Ok(meta) if (meta.dev(), meta.ino()) == self.identity => fs::remove_file(&self.path),
-            Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+        self.file.remove()
     }
 
     fn accept(&mut self, now: Instant, logs: &mut Vec<String>) {

@@ -121,7 +121,7 @@ pub fn run(mut config: Config) -> Result<u8> {
         if listener.replaced_stale
             && let Some(path) = &listener.created_path
         {
-            log.line(&format!("removing existing socket file:{}", path.display()));
+            log.line(&format!("removing existing socket file:{}", path.path().display()));
         }
         if listener.spec.pin.is_some() {
             log.line(&format!("socket is duplicated to file descriptor {fd}"));
