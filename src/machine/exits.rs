@@ -6,7 +6,7 @@ use nix::sys::signal::Signal;
 
 use super::generation::Generation;
 use super::*;
-use crate::machine::event::{Event, ExitStatus, Pid, SpawnError};
+use crate::machine::event::{Event, ExitStatus, Failure, Hint, Pid, SpawnError};
 
 impl Machine {
     pub(super) fn terminate(&mut self, now: Instant, received: Signal, fx: &mut Vec<Effect>) {
@@ -79,14 +79,13 @@ impl Machine {
         fx: &mut Vec<Effect>,
     ) {
         let code = error.exit_code();
-        let reason = error.to_string();
-        fx.push(Effect::Log(Event::SpawnFailed { generation, error }));
+        fx.push(Effect::Log(Event::SpawnFailed { generation, error: error.clone() }));
         if self.candidate.as_ref().is_some_and(|c| c.number == generation) {
             if let Some(c) = self.candidate.as_mut() {
                 c.workers.retain(|w| w.index != index);
             }
             let first = !self.announced && self.current.is_none();
-            self.fail_candidate(now, reason, fx);
+            self.fail_candidate(now, Failure::SpawnFailed(error), fx);
             if first && self.stopping.is_none() {
                 // The first generation cannot even be executed: a config error.
                 self.stop(now, Signal::SIGTERM, code, fx);
@@ -101,11 +100,11 @@ impl Machine {
 
     /// The starting generation failed: stop what runs of it, answer those
     /// waiting for it, try again (unless stopping).
-    pub(super) fn fail_candidate(&mut self, now: Instant, reason: String, fx: &mut Vec<Effect>) {
+    pub(super) fn fail_candidate(&mut self, now: Instant, failure: Failure, fx: &mut Vec<Effect>) {
         let Some(mut failed) = self.candidate.take() else { return };
         self.counters.failures += 1;
         let generation = failed.number;
-        let outcome = Outcome::Failed { generation: Some(generation), reason: reason.clone() };
+        let outcome = Outcome::Failed { generation: Some(generation), failure: failure.clone() };
         let (answered, waiting): (Vec<_>, Vec<_>) =
             self.waiters.drain(..).partition(|(_, g)| *g == Some(generation));
         self.waiters = waiting;
@@ -122,11 +121,9 @@ impl Machine {
         }
         if self.reloading {
             self.reloading = false;
-            let serving = self.current.as_ref().map_or(0, |g| g.number);
-            let text = format!(
-                "restart to generation {generation} failed ({reason}); generation {serving} still serving"
-            );
-            fx.push(Effect::Notify(Upward::Status(text)));
+            let serving = self.current.as_ref().map(|g| g.number);
+            let line = StatusLine::RestartFailed { generation, failure: failure.clone(), serving };
+            fx.push(Effect::Notify(Upward::Status(line)));
             fx.push(Effect::Notify(Upward::Ready));
         }
         if self.stopping.is_some() {
@@ -136,7 +133,7 @@ impl Machine {
             self.start_failures += 1;
             if self.policy.max_start_attempts.is_some_and(|max| self.start_failures >= max) {
                 let attempts = self.start_failures;
-                fx.push(Effect::Log(Event::GaveUp { attempts, reason }));
+                fx.push(Effect::Log(Event::GaveUp { attempts, last: failure }));
                 return self.stop(now, Signal::SIGTERM, 1, fx);
             }
         }
@@ -164,12 +161,11 @@ impl Machine {
                 return self.finish_if_done(fx);
             }
             fx.push(Effect::Log(Event::FailedToStart { pid, status }));
-            let mut reason = format!("worker {pid} {status}");
-            if let Some(hint) = diagnose(status, lived, self.policy.interval) {
+            let hint = diagnose(status, lived, self.policy.interval);
+            if let Some(hint) = hint {
                 fx.push(Effect::Log(Event::Diagnosis { generation, status, hint }));
-                reason = format!("{reason}; {hint}");
             }
-            self.fail_candidate(now, reason, fx);
+            self.fail_candidate(now, Failure::Exited { pid, status, hint }, fx);
         } else if let Some(current) = self.current.as_mut().filter(|g| g.has(pid)) {
             if stopping {
                 current.workers.retain(|w| w.pid != Some(pid));
@@ -212,21 +208,16 @@ impl Machine {
 }
 
 pub(super) fn stopping_outcome() -> Outcome {
-    Outcome::Failed { generation: None, reason: "the supervisor is stopping".into() }
+    Outcome::Failed { generation: None, failure: Failure::Stopping }
 }
 
 /// A hint for a worker that did not survive its start, where one is clear.
-fn diagnose(status: ExitStatus, lived: Duration, interval: Duration) -> Option<&'static str> {
+fn diagnose(status: ExitStatus, lived: Duration, interval: Duration) -> Option<Hint> {
     match status {
-        ExitStatus::Code(127) => Some("the shell could not find a command (exit 127)"),
-        ExitStatus::Code(126) => Some("a command is not executable (exit 126)"),
-        ExitStatus::Signal { signal: libc::SIGKILL, .. } => {
-            Some("killed by SIGKILL from outside (out of memory?)")
-        }
-        ExitStatus::Code(code) if code != 0 && lived < interval => Some(
-            "it failed during startup. If its log says \"Address already in use\", it binds the port itself: \
-             make it use the inherited socket (SERVER_STARTER_PORT, LISTEN_FDS or fd 3)",
-        ),
+        ExitStatus::Code(127) => Some(Hint::CommandNotFound),
+        ExitStatus::Code(126) => Some(Hint::NotExecutable),
+        ExitStatus::Signal { signal: libc::SIGKILL, .. } => Some(Hint::KilledFromOutside),
+        ExitStatus::Code(code) if code != 0 && lived < interval => Some(Hint::FailedDuringStartup),
         _ => None,
     }
 }

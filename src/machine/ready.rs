@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::generation::Generation;
 use super::*;
-use crate::machine::event::{Event, Pid};
+use crate::machine::event::{Event, Failure, Pid};
 
 impl Machine {
     pub(super) fn ready_message(&mut self, now: Instant, pid: Pid, fx: &mut Vec<Effect>) {
@@ -37,7 +37,7 @@ impl Machine {
             self.reloading = false;
             fx.push(Effect::Notify(Upward::Ready));
         }
-        fx.push(Effect::Notify(Upward::Status(format!("generation {generation} serving"))));
+        fx.push(Effect::Notify(Upward::Status(StatusLine::Serving { generation })));
         self.answer_waiters(now, fx);
         if self.pending_restart {
             self.mark_reloading(fx);
@@ -147,8 +147,7 @@ impl Machine {
             let (generation, after) = (c.number, now - c.spawned_at);
             let pids = c.workers.iter().filter(|w| !w.ready).filter_map(|w| w.pid).collect();
             fx.push(Effect::Log(Event::ReadyTimeout { generation, pids, after }));
-            let reason = format!("not ready after {}", humantime::format_duration(after));
-            self.fail_candidate(now, reason, fx);
+            self.fail_candidate(now, Failure::NotReady { after }, fx);
         }
     }
 

@@ -36,6 +36,7 @@ mod log;
 mod notify;
 pub mod output;
 mod reaper;
+mod render;
 pub mod report;
 pub mod setup;
 mod signals;

@@ -31,12 +31,12 @@ pub fn outcome(outcome: &Outcome) -> Value {
             "spawn_to_ready_ms": ms(*spawn_to_ready),
             "signal_to_old_gone_ms": signal_to_old_gone.map(ms),
         }),
-        Outcome::Failed { generation, reason } => json!({
+        Outcome::Failed { generation, failure } => json!({
             "ok": false,
             "generation": generation,
             "error": match generation {
-                Some(g) => format!("generation {g} failed: {reason}"),
-                None => reason.clone(),
+                Some(g) => format!("generation {g} failed: {failure}"),
+                None => failure.to_string(),
             },
         }),
     }
@@ -126,6 +126,7 @@ pub fn status_text(reply: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::machine::event::{ExitStatus, Failure};
 
     #[test]
     fn outcomes_as_json_and_text() {
@@ -141,8 +142,8 @@ mod tests {
             "generation 4 is serving (pids 12,13): ready 35.25 ms after spawn, \
              old generation gone 120 ms after it was told to stop"
         );
-        let failed =
-            outcome(&Outcome::Failed { generation: Some(5), reason: "worker 9 exited with 3".into() });
+        let failure = Failure::Exited { pid: 9, status: ExitStatus::Code(3), hint: None };
+        let failed = outcome(&Outcome::Failed { generation: Some(5), failure });
         assert_eq!(
             failed,
             json!({"ok": false, "generation": 5, "error": "generation 5 failed: worker 9 exited with 3"})
