@@ -39,6 +39,9 @@ pub struct Policy {
     pub max_start_attempts: Option<u32>,
     /// `--watch`: restart this long after the last change.
     pub watch_debounce: Duration,
+    /// At exit, processes the workers left behind get SIGTERM, then SIGKILL
+    /// this long after.
+    pub orphan_grace: Duration,
 }
 
 /// Identifies a control request awaiting its answer.
@@ -138,6 +141,8 @@ pub enum Effect {
         pid: Pid,
     },
     Log(Event),
+    /// Reopen the `--log-file` (after log rotation).
+    ReopenLog,
     WriteStatus(Vec<(u64, Pid)>),
     Notify(Upward),
     Reply {

@@ -100,12 +100,7 @@ impl Supervisor {
                     SignalEvent::Child => inputs.extend(reaper::reap()),
                     SignalEvent::Terminate(signal) => inputs.push(Input::Terminate(signal)),
                     SignalEvent::Hup => inputs.push(Input::Hup),
-                    SignalEvent::Forward(signal) => {
-                        if signal == Signal::SIGUSR1 {
-                            self.reopen_log();
-                        }
-                        inputs.push(Input::Forward(signal));
-                    }
+                    SignalEvent::Forward(signal) => inputs.push(Input::Forward(signal)),
                 }
             }
             let ready = self.notify.receive().into_iter().filter(|m| m.ready).map(|m| m.pid);
@@ -145,6 +140,7 @@ impl Supervisor {
                     // flushed, so that `exiting` stays the last line.
                     Effect::Log(Event::Exiting) => {}
                     Effect::Log(event) => self.log.event(&event),
+                    Effect::ReopenLog => self.reopen_log(),
                     Effect::WriteStatus(gens) => self.write_status(&gens),
                     Effect::Notify(state) => notify::upward(&state),
                     Effect::Reply { request, outcome } => self.reply(request, &outcome),
