@@ -3,8 +3,9 @@
 //! `Machine::handle(now, input)` returns the effects to perform; it makes no
 //! syscalls and reads no clock, so every rule below is tested by tables
 //! (`machine/tests.rs`). The event loop feeds it inputs (signals, exits,
-//! READY=1, control requests, timer ticks), performs the effects, and
-//! sleeps until `next_deadline()`.
+//! READY=1, control requests, timer ticks) through `driver::feed`, which
+//! the tests use too, performs the effects, and sleeps until
+//! `next_deadline()`.
 //!
 //! Invariants (the types of `state.rs` hold the first two):
 //! - At most one generation is starting (`Slot::Starting`) at a time. A
@@ -31,6 +32,7 @@ use nix::sys::signal::Signal;
 
 use event::{Event, Pid};
 
+pub mod driver;
 pub mod event;
 mod exits;
 mod generation;

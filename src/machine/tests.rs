@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use super::driver::{self, Perform, Step};
 use super::*;
 use crate::machine::event::{ExitStatus, Failure, Hint, Pid, SpawnError};
 
@@ -32,8 +33,30 @@ fn policy() -> Policy {
 struct Run {
     machine: Machine,
     t0: Instant,
-    /// Pid handed out for generation N: 100 + N.
+    /// The generation of every spawn, in order.
     spawned: Vec<u64>,
+    /// The effects of the step under way.
+    out: Vec<Effect>,
+}
+
+/// Spawns succeed at once, with pid `pid_of(generation, index)`.
+impl Perform for Run {
+    fn machine(&mut self) -> &mut Machine {
+        &mut self.machine
+    }
+
+    fn perform(&mut self, effect: Effect) -> Step {
+        let step = match effect {
+            Effect::Spawn { generation, index } => {
+                self.spawned.push(generation);
+                Step::Then(Input::Spawned { generation, index, pid: pid_of(generation, index) })
+            }
+            Effect::Exit(code) => Step::Exit(code),
+            _ => Step::Done,
+        };
+        self.out.push(effect);
+        step
+    }
 }
 
 /// Pid handed out for worker `index` of generation N: 100 + N + 1000 * index.
@@ -43,29 +66,18 @@ fn pid_of(generation: u64, index: usize) -> Pid {
 
 impl Run {
     fn new(policy: Policy) -> Run {
-        Run { machine: Machine::new(policy), t0: Instant::now(), spawned: Vec::new() }
+        Run { machine: Machine::new(policy), t0: Instant::now(), spawned: Vec::new(), out: Vec::new() }
     }
 
     fn at(&self, ms: u64) -> Instant {
         self.t0 + Duration::from_millis(ms)
     }
 
-    /// Feed one input; spawns succeed at once with pid 100+generation, and
-    /// their `Spawned` effects are folded into the result.
+    /// Feed one input as the event loop does; the effects of the `Spawned`
+    /// inputs that its spawns produce are folded into the result.
     fn step(&mut self, ms: u64, input: Input) -> Vec<Effect> {
-        let now = self.at(ms);
-        let mut out = Vec::new();
-        let mut queue = vec![input];
-        while let Some(input) = queue.pop() {
-            for effect in self.machine.handle(now, input) {
-                if let Effect::Spawn { generation, index } = effect {
-                    self.spawned.push(generation);
-                    queue.push(Input::Spawned { generation, index, pid: pid_of(generation, index) });
-                }
-                out.push(effect);
-            }
-        }
-        out
+        driver::feed(self, self.at(ms), [input]);
+        std::mem::take(&mut self.out)
     }
 
     fn tick(&mut self, ms: u64) -> Vec<Effect> {
@@ -614,4 +626,55 @@ fn watched_changes_restart_once_after_they_settle() {
     assert_eq!(lines(&fx)[0], "watched files changed, restarting");
     assert_eq!(spawns(&fx), [2]);
     assert!(spawns(&run.tick(3000)).is_empty());
+}
+
+#[test]
+fn spawn_feedback_comes_next_in_spawn_order_before_the_rest_of_the_batch() {
+    let mut run = Run::new(workers(3));
+    let now = run.at(0);
+    driver::feed(&mut run, now, [Input::Start, Input::Hup]);
+    let fx = std::mem::take(&mut run.out);
+    let order: Vec<&Event> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Log(event) => Some(event),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            &Event::StartingWorker { pid: 101 },
+            &Event::StartingWorker { pid: 1101 },
+            &Event::StartingWorker { pid: 2101 },
+            &Event::HupCoalesced { generation: 1 },
+        ]
+    );
+}
+
+#[test]
+fn nothing_is_fed_after_an_exit() {
+    struct Failing(Machine, Vec<Effect>);
+    impl Perform for Failing {
+        fn machine(&mut self) -> &mut Machine {
+            &mut self.0
+        }
+        fn perform(&mut self, effect: Effect) -> Step {
+            let step = match &effect {
+                Effect::Spawn { generation, index } => {
+                    let error = SpawnError { what: "exec /nope".into(), errno: libc::ENOENT };
+                    Step::Then(Input::SpawnFailed { generation: *generation, index: *index, error })
+                }
+                Effect::Exit(code) => Step::Exit(*code),
+                _ => Step::Done,
+            };
+            self.1.push(effect);
+            step
+        }
+    }
+    let mut failing = Failing(Machine::new(policy()), Vec::new());
+    let code = driver::feed(&mut failing, Instant::now(), [Input::Start, Input::Hup]);
+    assert_eq!(code, Some(127));
+    assert_eq!(failing.1.last(), Some(&Effect::Exit(127)));
+    assert!(!failing.1.iter().any(|e| matches!(e, Effect::Log(Event::IgnoredDuringShutdown { .. }))));
 }
