@@ -2,7 +2,7 @@
 //!
 //! `Machine::handle(now, input)` returns the effects to perform; it makes no
 //! syscalls and reads no clock, so every rule below is tested by tables
-//! (`machine/tests.rs`). The event loop feeds it inputs (signals, exits,
+//! (`machine/tests/`). The event loop feeds it inputs (signals, exits,
 //! READY=1, control requests, timer ticks) through `driver::feed`, which
 //! the tests use too, performs the effects, and sleeps until
 //! `next_deadline()`.
