@@ -29,9 +29,13 @@ impl Machine {
         next.ready_at = Some(now);
         let (generation, pids) = (next.number, next.pids());
         fx.push(Effect::Log(Event::Ready { generation, pids, after: now - next.spawned_at, notified }));
-        if let Some(prev) = self.current.replace(next) {
+        if let Some(mut prev) = self.current.replace(next) {
             self.counters.restarts += 1;
-            self.old.push(prev);
+            // A worker waiting to be respawned is not: its generation is replaced.
+            prev.drop_unborn();
+            if !prev.workers.is_empty() {
+                self.old.push(prev);
+            }
             self.retire_old(now, fx);
         }
         fx.push(self.status());

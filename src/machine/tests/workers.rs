@@ -67,3 +67,22 @@ fn a_late_spawn_for_a_failed_generation_is_killed() {
     let fx = run.machine.handle(run.at(2), Input::Spawned { generation: 1, index: 1, pid: 77 });
     assert_eq!(signals(&fx), [(77, Signal::SIGKILL)]);
 }
+
+#[test]
+fn a_generation_replaced_while_a_worker_waits_for_its_respawn_goes_with_its_last_live_worker() {
+    let mut run = Run::new(workers(2));
+    run.step(0, Input::Start);
+    run.step(10, Input::Ready { pid: 101 });
+    run.step(10, Input::Ready { pid: 1101 });
+    run.step(100, Input::Restart { request: 7 });
+    run.step(200, Input::Exited { pid: 1101, status: ExitStatus::Code(1) });
+    assert_eq!(run.deadline_ms(), Some(SEC), "respawned an interval after its spawn");
+    run.step(300, Input::Ready { pid: 102 });
+    let fx = run.step(300, Input::Ready { pid: 1102 });
+    assert_eq!(signals(&fx), [(101, Signal::SIGTERM)]);
+    let fx = run.step(400, Input::Exited { pid: 101, status: ExitStatus::Code(0) });
+    assert!(matches!(replies(&fx)[..], [(7, Outcome::Restarted { generation: 2, .. })]), "{fx:?}");
+    let phases: Vec<(u64, &str)> = run.machine.views().iter().map(|v| (v.generation, v.phase)).collect();
+    assert_eq!(phases, [(2, "serving")]);
+    assert!(spawns(&run.tick(SEC)).is_empty(), "no respawn for a replaced generation");
+}
