@@ -1,17 +1,19 @@
 //! The lifecycle policy as a pure state machine.
 //!
 //! `Machine::handle(now, input)` returns the effects to perform; it makes no
-//! syscalls and reads no clock, so every rule below is tested by tables
-//! (`machine/tests/`). The event loop feeds it inputs (signals, exits,
-//! READY=1, control requests, timer ticks) through `driver::feed`, which
-//! the tests use too, performs the effects, and sleeps until
-//! `next_deadline()`.
+//! syscalls and reads no clock, so every rule below is tested by tables and
+//! by random runs (`machine/tests/`). The event loop feeds it inputs
+//! (signals, exits, READY=1, control requests, timer ticks) through
+//! `driver::feed`, which the tests use too, performs the effects, and
+//! sleeps until `next_deadline()`.
 //!
-//! Invariants (the types of `state.rs` hold the first two):
+//! Invariants (the types of `state.rs` hold the first two; the random runs
+//! of `tests/properties.rs` check all but the rate limit after every step):
 //! - At most one generation is starting (`Slot::Starting`) at a time. A
 //!   restart asked for during a start is coalesced into one pending
 //!   restart, taken as soon as the start ends; any spawn satisfies every
-//!   request before it. Every restart request is answered once.
+//!   request before it. Every restart request is answered once, at the
+//!   latest when stopping begins.
 //! - Once stopping, nothing is spawned: only `Running` can spawn.
 //! - Generation numbers strictly increase, failed generations included.
 //! - A probation window is never shortened by a signal: alive-readiness is
@@ -24,6 +26,7 @@
 //!   generation; a generation left with no worker is replaced by a new one
 //!   (start_server's numbering). Spawns of a slot or a generation happen at
 //!   most once per `interval`, except restarts asked for, which start at once.
+//! - A draining generation holds live workers only and goes with the last.
 //! - After a `Tick` at `now`, `next_deadline()` is later than `now`: nothing
 //!   due is left for later.
 use std::time::Instant;

@@ -115,6 +115,12 @@ impl Running {
         Effect::Spawn { generation, index }
     }
 
+    /// The last generation number handed out.
+    #[cfg(test)]
+    pub fn last_generation(&self) -> u64 {
+        self.generation
+    }
+
     /// A new generation, no sooner than one interval after the last one.
     pub fn schedule(&mut self, now: Instant, interval: Duration) {
         debug_assert!(!self.slot.is_starting(), "scheduled while one starts: {:?}", self.slot);

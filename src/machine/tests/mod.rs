@@ -168,6 +168,8 @@ fn workers(n: usize) -> Policy {
 }
 
 mod feed;
+mod invariants;
+mod properties;
 mod requests;
 mod restarts;
 mod shutdown;
