@@ -313,6 +313,7 @@ impl Config {
         let auto_interval = either("auto-restart-interval", given, protocol::AUTO_RESTART_INTERVAL, value)?;
         let auto_restart = auto.then(|| auto_interval.unwrap_or(Duration::from_secs(360)));
         let default_delay = Duration::from_secs(if auto { 5 } else { 0 });
+        let stop_timeout = optional("stop-timeout", &more.stop_timeout)?;
         let policy = Policy {
             interval,
             ready: match more.ready {
@@ -331,7 +332,7 @@ impl Config {
             )?
             .unwrap_or(default_delay),
             drain_timeout: optional("drain-timeout", &more.drain_timeout)?,
-            stop_timeout: optional("stop-timeout", &more.stop_timeout)?,
+            stop_timeout,
             signal_on_hup: parse_signal("signal-on-hup", opts.signal_on_hup.as_deref().unwrap_or("TERM"))?,
             signal_on_term: parse_signal("signal-on-term", opts.signal_on_term.as_deref().unwrap_or("TERM"))?,
             auto_restart,
@@ -340,6 +341,10 @@ impl Config {
             stop_on_exit: exit_codes(&more.stop_on_exit)?,
             max_start_attempts: more.max_start_attempts,
             watch_debounce: Duration::from_millis(300),
+            // What the workers left behind gets as long as the workers had
+            // to stop (--stop-timeout), or 10 s when that is unlimited: the
+            // supervisor's exit must not hang on a process it never started.
+            orphan_grace: stop_timeout.unwrap_or(Duration::from_secs(10)),
         };
         let log = opts.log_file.as_deref().map(|text| match text.trim_start().strip_prefix('|') {
             Some(command) => LogTarget::Pipe(command.trim().to_string()),
@@ -430,6 +435,7 @@ mod tests {
         assert_eq!(value(&config, "NOTIFY_SOCKET"), None);
         assert_eq!(config.policy.auto_restart, Some(Duration::from_secs(360)));
         assert_eq!(config.policy.kill_old_delay, Duration::from_secs(2));
+        assert_eq!(config.policy.orphan_grace, Duration::from_secs(10), "no --stop-timeout: 10 s");
 
         let env = [("ENABLE_AUTO_RESTART", "1"), ("AUTO_RESTART_INTERVAL", "7")];
         let config = build(StartServerOpts::default(), &env).unwrap();

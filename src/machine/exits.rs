@@ -5,12 +5,13 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::generation::Generation;
+use super::state::{Manager, Phase, Stopping};
 use super::*;
-use crate::machine::event::{Event, ExitStatus, Pid, SpawnError};
+use crate::machine::event::{Event, ExitStatus, Failure, Hint, Pid, SpawnError};
 
 impl Machine {
     pub(super) fn terminate(&mut self, now: Instant, received: Signal, fx: &mut Vec<Effect>) {
-        if self.stopping.is_some() {
+        if self.stopping() {
             fx.push(Effect::Log(Event::IgnoredDuringShutdown { signal: received }));
             return;
         }
@@ -22,6 +23,10 @@ impl Machine {
 
     /// Stop every worker with `sending`; exit with `code` once all are gone.
     pub(super) fn stop(&mut self, now: Instant, sending: Signal, code: i32, fx: &mut Vec<Effect>) {
+        debug_assert!(!self.stopping(), "stopped twice");
+        let Phase::Running(running) = &mut self.phase else { return };
+        let starting = running.slot.take().map(|(candidate, _)| candidate);
+        self.phase = Phase::Stopping(Stopping { since: now, killed: false, code, starting });
         let pids = self.live_pids();
         fx.push(Effect::Notify(Upward::Stopping));
         if let Some(t) = self.policy.stop_timeout {
@@ -31,11 +36,7 @@ impl Machine {
         for (request, _) in self.waiters.drain(..) {
             fx.push(Effect::Reply { request, outcome: stopping_outcome() });
         }
-        self.stopping = Some(Stopping { since: now, killed: false, code });
-        self.next_spawn_at = None;
-        self.pending_restart = false;
-        let generations = self.candidate.iter_mut().chain(self.current.iter_mut()).chain(self.old.iter_mut());
-        for g in generations {
+        for g in self.generations_mut() {
             g.drop_unborn();
             g.signal_at = None;
             g.signalled_at.get_or_insert(now);
@@ -45,24 +46,26 @@ impl Machine {
 
     /// Remove a worker that has exited from whichever generation held it.
     pub(super) fn forget(&mut self, pid: Pid) {
-        let all = self.candidate.iter_mut().chain(self.current.iter_mut()).chain(self.old.iter_mut());
-        for g in all {
+        for g in self.generations_mut() {
             g.workers.retain(|w| w.pid != Some(pid));
         }
-        self.candidate.take_if(|g| g.workers.is_empty());
+        if let Phase::Running(running) = &mut self.phase
+            && running.slot.candidate().is_some_and(|g| g.workers.is_empty())
+        {
+            running.slot.take();
+        }
         self.current.take_if(|g| g.workers.is_empty());
         self.old.retain(|g| !g.workers.is_empty());
     }
 
     pub(super) fn live_pids(&self) -> Vec<Pid> {
-        let all = self.candidate.iter().chain(self.current.iter()).chain(self.old.iter());
-        let mut pids: Vec<Pid> = all.flat_map(Generation::pids).collect();
+        let mut pids: Vec<Pid> = self.generations().flat_map(Generation::pids).collect();
         pids.sort_unstable();
         pids
     }
 
     pub(super) fn finish_if_done(&mut self, fx: &mut Vec<Effect>) {
-        if let Some(stopping) = &self.stopping
+        if let Phase::Stopping(stopping) = &self.phase
             && self.live_pids().is_empty()
         {
             fx.push(Effect::Log(Event::Exiting));
@@ -79,15 +82,13 @@ impl Machine {
         fx: &mut Vec<Effect>,
     ) {
         let code = error.exit_code();
-        let reason = error.to_string();
-        fx.push(Effect::Log(Event::SpawnFailed { generation, error }));
-        if self.candidate.as_ref().is_some_and(|c| c.number == generation) {
-            if let Some(c) = self.candidate.as_mut() {
-                c.workers.retain(|w| w.index != index);
-            }
-            let first = !self.announced && self.current.is_none();
-            self.fail_candidate(now, reason, fx);
-            if first && self.stopping.is_none() {
+        fx.push(Effect::Log(Event::SpawnFailed { generation, error: error.clone() }));
+        let Phase::Running(running) = &mut self.phase else { return };
+        if let Some(c) = running.slot.candidate_mut().filter(|c| c.number == generation) {
+            c.workers.retain(|w| w.index != index);
+            let first = !self.manager.announced() && self.current.is_none();
+            self.fail_candidate(now, Failure::SpawnFailed(error), fx);
+            if first && !self.stopping() {
                 // The first generation cannot even be executed: a config error.
                 self.stop(now, Signal::SIGTERM, code, fx);
             }
@@ -100,12 +101,14 @@ impl Machine {
     }
 
     /// The starting generation failed: stop what runs of it, answer those
-    /// waiting for it, try again (unless stopping).
-    pub(super) fn fail_candidate(&mut self, now: Instant, reason: String, fx: &mut Vec<Effect>) {
-        let Some(mut failed) = self.candidate.take() else { return };
+    /// waiting for it, try again.
+    pub(super) fn fail_candidate(&mut self, now: Instant, failure: Failure, fx: &mut Vec<Effect>) {
+        let Phase::Running(running) = &mut self.phase else { return };
+        // A pending restart needs nothing more: the retry runs the newest code.
+        let Some((mut failed, _pending)) = running.slot.take() else { return };
         self.counters.failures += 1;
         let generation = failed.number;
-        let outcome = Outcome::Failed { generation: Some(generation), reason: reason.clone() };
+        let outcome = Outcome::Failed { generation: Some(generation), failure: failure.clone() };
         let (answered, waiting): (Vec<_>, Vec<_>) =
             self.waiters.drain(..).partition(|(_, g)| *g == Some(generation));
         self.waiters = waiting;
@@ -120,56 +123,36 @@ impl Machine {
             self.old.push(failed);
             fx.push(self.status());
         }
-        if self.reloading {
-            self.reloading = false;
-            let serving = self.current.as_ref().map_or(0, |g| g.number);
-            let text = format!(
-                "restart to generation {generation} failed ({reason}); generation {serving} still serving"
-            );
-            fx.push(Effect::Notify(Upward::Status(text)));
-            fx.push(Effect::Notify(Upward::Ready));
+        if self.manager == Manager::Reloading {
+            let serving = self.current.as_ref().map(|g| g.number);
+            let line = StatusLine::RestartFailed { generation, failure: failure.clone(), serving };
+            fx.push(Effect::Notify(Upward::Status(line)));
+            self.manager.ready(fx);
         }
-        if self.stopping.is_some() {
-            return;
-        }
-        if !self.announced {
-            self.start_failures += 1;
-            if self.policy.max_start_attempts.is_some_and(|max| self.start_failures >= max) {
-                let attempts = self.start_failures;
-                fx.push(Effect::Log(Event::GaveUp { attempts, reason }));
+        let Phase::Running(running) = &mut self.phase else { return };
+        if !self.manager.announced() {
+            running.start_failures += 1;
+            if self.policy.max_start_attempts.is_some_and(|max| running.start_failures >= max) {
+                let attempts = running.start_failures;
+                fx.push(Effect::Log(Event::GaveUp { attempts, last: failure }));
                 return self.stop(now, Signal::SIGTERM, 1, fx);
             }
         }
-        self.schedule_spawn(now);
+        running.schedule(now, self.policy.interval);
     }
 
     pub(super) fn exited(&mut self, now: Instant, pid: Pid, status: ExitStatus, fx: &mut Vec<Effect>) {
-        let stopping = self.stopping.is_some();
+        let stopping = self.stopping();
         let code = status.shell_code();
-        let ours = self.candidate.iter().chain(self.current.iter()).any(|g| g.has(pid));
+        let ours = self.candidate().into_iter().chain(self.current.iter()).any(|g| g.has(pid));
         if ours && !stopping && self.policy.stop_on_exit.contains(&code) {
             fx.push(Effect::Log(Event::StopOnExit { pid, status, code }));
             self.forget(pid);
             fx.push(self.status());
             return self.stop(now, self.policy.signal_on_term, code, fx);
         }
-        if let Some(c) = self.candidate.as_mut().filter(|c| c.has(pid)) {
-            let (generation, lived) = (c.number, now - c.spawned_at);
-            c.workers.retain(|w| w.pid != Some(pid));
-            if stopping {
-                fx.push(Effect::Log(Event::WorkerDied { pid, status }));
-                if c.workers.is_empty() {
-                    self.candidate = None;
-                }
-                return self.finish_if_done(fx);
-            }
-            fx.push(Effect::Log(Event::FailedToStart { pid, status }));
-            let mut reason = format!("worker {pid} {status}");
-            if let Some(hint) = diagnose(status, lived, self.policy.interval) {
-                fx.push(Effect::Log(Event::Diagnosis { generation, status, hint }));
-                reason = format!("{reason}; {hint}");
-            }
-            self.fail_candidate(now, reason, fx);
+        if self.candidate().is_some_and(|c| c.has(pid)) {
+            self.candidate_exited(now, pid, status, fx);
         } else if let Some(current) = self.current.as_mut().filter(|g| g.has(pid)) {
             if stopping {
                 current.workers.retain(|w| w.pid != Some(pid));
@@ -191,8 +174,10 @@ impl Machine {
                 }
             } else {
                 self.current = None;
-                if self.candidate.is_none() {
-                    self.schedule_spawn(now);
+                if let Phase::Running(running) = &mut self.phase
+                    && !running.slot.is_starting()
+                {
+                    running.schedule(now, self.policy.interval);
                 }
             }
             fx.push(self.status());
@@ -209,24 +194,45 @@ impl Machine {
             self.finish_if_done(fx);
         }
     }
+
+    /// A worker of the starting generation exited: the generation failed
+    /// (or, once stopping, is one worker closer to gone).
+    fn candidate_exited(&mut self, now: Instant, pid: Pid, status: ExitStatus, fx: &mut Vec<Effect>) {
+        match &mut self.phase {
+            Phase::Stopping(stopping) => {
+                if let Some(c) = stopping.starting.as_mut() {
+                    c.workers.retain(|w| w.pid != Some(pid));
+                }
+                stopping.starting.take_if(|c| c.workers.is_empty());
+                fx.push(Effect::Log(Event::WorkerDied { pid, status }));
+                self.finish_if_done(fx);
+            }
+            Phase::Running(running) => {
+                let Some(c) = running.slot.candidate_mut() else { return };
+                let (generation, lived) = (c.number, now - c.spawned_at);
+                c.workers.retain(|w| w.pid != Some(pid));
+                fx.push(Effect::Log(Event::FailedToStart { pid, status }));
+                let hint = diagnose(status, lived, self.policy.interval);
+                if let Some(hint) = hint {
+                    fx.push(Effect::Log(Event::Diagnosis { generation, status, hint }));
+                }
+                self.fail_candidate(now, Failure::Exited { pid, status, hint }, fx);
+            }
+        }
+    }
 }
 
 pub(super) fn stopping_outcome() -> Outcome {
-    Outcome::Failed { generation: None, reason: "the supervisor is stopping".into() }
+    Outcome::Failed { generation: None, failure: Failure::Stopping }
 }
 
 /// A hint for a worker that did not survive its start, where one is clear.
-fn diagnose(status: ExitStatus, lived: Duration, interval: Duration) -> Option<&'static str> {
+fn diagnose(status: ExitStatus, lived: Duration, interval: Duration) -> Option<Hint> {
     match status {
-        ExitStatus::Code(127) => Some("the shell could not find a command (exit 127)"),
-        ExitStatus::Code(126) => Some("a command is not executable (exit 126)"),
-        ExitStatus::Signal { signal: libc::SIGKILL, .. } => {
-            Some("killed by SIGKILL from outside (out of memory?)")
-        }
-        ExitStatus::Code(code) if code != 0 && lived < interval => Some(
-            "it failed during startup. If its log says \"Address already in use\", it binds the port itself: \
-             make it use the inherited socket (SERVER_STARTER_PORT, LISTEN_FDS or fd 3)",
-        ),
+        ExitStatus::Code(127) => Some(Hint::CommandNotFound),
+        ExitStatus::Code(126) => Some(Hint::NotExecutable),
+        ExitStatus::Signal { signal: libc::SIGKILL, .. } => Some(Hint::KilledFromOutside),
+        ExitStatus::Code(code) if code != 0 && lived < interval => Some(Hint::FailedDuringStartup),
         _ => None,
     }
 }

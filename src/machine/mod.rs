@@ -1,17 +1,24 @@
 //! The lifecycle policy as a pure state machine.
 //!
 //! `Machine::handle(now, input)` returns the effects to perform; it makes no
-//! syscalls and reads no clock, so every rule below is tested by tables
-//! (`machine/tests.rs`). The event loop feeds it inputs (signals, exits,
-//! READY=1, control requests, timer ticks), performs the effects, and
+//! syscalls and reads no clock, so every rule below is tested by tables and
+//! by random runs (`machine/tests/`). The event loop feeds it inputs
+//! (signals, exits, READY=1, control requests, timer ticks) through
+//! `driver::feed`, which the tests use too, performs the effects, and
 //! sleeps until `next_deadline()`.
 //!
-//! Invariants:
-//! - At most one generation is starting (`candidate`) at a time. A restart
-//!   asked for during a start is coalesced into one pending restart, taken
-//!   as soon as the start ends; any spawn satisfies every request before it.
+//! Invariants (the types of `state.rs` hold the first two; the random runs
+//! of `tests/properties.rs` check all but the rate limit after every step):
+//! - At most one generation is starting (`Slot::Starting`) at a time. A
+//!   restart asked for during a start is coalesced into one pending
+//!   restart, taken as soon as the start ends; any spawn satisfies every
+//!   request before it. Every restart request is answered once, at the
+//!   latest when stopping begins.
+//! - Once stopping, nothing is spawned: only `Running` can spawn.
+//! - Generation numbers strictly increase, failed generations included.
 //! - A probation window is never shortened by a signal: alive-readiness is
-//!   `spawned_at + interval`, whatever else arrives meanwhile.
+//!   `spawned_at + interval`, whatever else arrives meanwhile; in notify
+//!   mode a generation gets its whole ready timeout.
 //! - The serving generation is told to stop only after all N workers of
 //!   its successor are ready; a successor that fails is stopped and the
 //!   serving one is untouched.
@@ -19,76 +26,58 @@
 //!   generation; a generation left with no worker is replaced by a new one
 //!   (start_server's numbering). Spawns of a slot or a generation happen at
 //!   most once per `interval`, except restarts asked for, which start at once.
-//! - Once stopping, nothing is spawned.
+//! - A draining generation holds live workers only and goes with the last.
+//! - After a `Tick` at `now`, `next_deadline()` is later than `now`: nothing
+//!   due is left for later.
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
 
 use event::{Event, Pid};
 
+pub mod driver;
 pub mod event;
 mod exits;
 mod generation;
 mod ready;
+mod state;
 mod types;
 
 use exits::stopping_outcome;
 
 use generation::Generation;
+use state::{Manager, Phase, Running, Slot};
 pub use types::*;
-
-#[derive(Debug)]
-struct Stopping {
-    since: Instant,
-    killed: bool,
-    code: i32,
-}
 
 #[derive(Debug)]
 pub struct Machine {
     policy: Policy,
-    generation: u64,
+    phase: Phase,
+    /// The serving generation.
     current: Option<Generation>,
-    candidate: Option<Generation>,
+    /// Generations told to stop (or about to be): replaced ones draining,
+    /// failed starts being stopped.
     old: Vec<Generation>,
-    pending_restart: bool,
-    /// A new generation waiting for the rate limit.
-    next_spawn_at: Option<Instant>,
-    last_spawn_at: Option<Instant>,
     /// Control requests and the generation that answers them (None: not spawned yet).
     waiters: Vec<(RequestId, Option<u64>)>,
-    announced: bool,
-    reloading: bool,
-    stopping: Option<Stopping>,
+    manager: Manager,
     next_watchdog: Option<Instant>,
     counters: Counters,
     last_outcome: Option<Outcome>,
-    /// Failed starts of the first generation, in a row.
-    start_failures: u32,
-    /// A watched change restarts at this time (pushed back by each change).
-    restart_on_change_at: Option<Instant>,
 }
 
 impl Machine {
     pub fn new(policy: Policy) -> Machine {
         Machine {
             policy,
-            generation: 0,
+            phase: Phase::Running(Running::new()),
             current: None,
-            candidate: None,
             old: Vec::new(),
-            pending_restart: false,
-            next_spawn_at: None,
-            last_spawn_at: None,
             waiters: Vec::new(),
-            announced: false,
-            reloading: false,
-            stopping: None,
+            manager: Manager::Starting,
             next_watchdog: None,
             counters: Counters::default(),
             last_outcome: None,
-            start_failures: 0,
-            restart_on_change_at: None,
         }
     }
 
@@ -97,7 +86,9 @@ impl Machine {
         match input {
             Input::Start => {
                 self.next_watchdog = self.policy.watchdog.map(|every| now + every);
-                self.spawn_generation(now, &mut fx);
+                if let Phase::Running(running) = &mut self.phase {
+                    running.start(now, &self.policy, &mut self.waiters, &mut fx);
+                }
             }
             Input::Spawned { generation, index, pid } => {
                 let slot = self
@@ -123,13 +114,16 @@ impl Machine {
             Input::Restart { request } => self.restart(now, Some(request), &mut fx),
             Input::Terminate(signal) => self.terminate(now, signal, &mut fx),
             Input::Forward(signal) => {
+                if signal == Signal::SIGUSR1 {
+                    fx.push(Effect::ReopenLog);
+                }
                 let pids = self.current.as_ref().map(Generation::pids).unwrap_or_default();
                 fx.extend(pids.iter().map(|&pid| Effect::Signal { pid, signal }));
                 fx.push(Effect::Log(Event::Forwarded { signal, pids }));
             }
             Input::Changed => {
-                if self.stopping.is_none() {
-                    self.restart_on_change_at = Some(now + self.policy.watch_debounce);
+                if let Phase::Running(running) = &mut self.phase {
+                    running.restart_on_change_at = Some(now + self.policy.watch_debounce);
                 }
             }
             Input::Tick => self.tick(now, &mut fx),
@@ -141,21 +135,24 @@ impl Machine {
     pub fn next_deadline(&self) -> Option<Instant> {
         let mut deadlines: Vec<Instant> = Vec::new();
         deadlines.extend(self.next_watchdog);
-        if let Some(stopping) = &self.stopping {
-            if !stopping.killed {
-                deadlines.extend(self.policy.stop_timeout.map(|t| stopping.since + t));
+        match &self.phase {
+            Phase::Stopping(stopping) => {
+                if !stopping.killed {
+                    deadlines.extend(self.policy.stop_timeout.map(|t| stopping.since + t));
+                }
             }
-        } else {
-            deadlines.extend(self.next_spawn_at);
-            deadlines.extend(self.restart_on_change_at);
-            if let Some(c) = &self.candidate {
-                deadlines.extend(self.candidate_deadline(c));
+            Phase::Running(running) => {
+                deadlines.extend(running.slot.scheduled_at());
+                deadlines.extend(running.restart_on_change_at);
+                if let Some(c) = running.slot.candidate() {
+                    deadlines.extend(self.candidate_deadline(c));
+                }
+                if let Some(current) = &self.current {
+                    deadlines.extend(current.workers.iter().filter_map(|w| w.respawn_at));
+                    deadlines.extend(self.probation_ends(current));
+                }
+                deadlines.extend(self.auto_restart_at());
             }
-            if let Some(current) = &self.current {
-                deadlines.extend(current.workers.iter().filter_map(|w| w.respawn_at));
-                deadlines.extend(self.probation_ends(current));
-            }
-            deadlines.extend(self.auto_restart_at());
         }
         for old in &self.old {
             deadlines.extend(old.signal_at);
@@ -167,7 +164,7 @@ impl Machine {
     }
 
     pub fn stopping(&self) -> bool {
-        self.stopping.is_some()
+        matches!(self.phase, Phase::Stopping(_))
     }
 
     pub fn counters(&self) -> Counters {
@@ -190,14 +187,33 @@ impl Machine {
         };
         let mut views: Vec<View> = self.old.iter().map(|g| view(g, "draining")).collect();
         views.extend(self.current.iter().map(|g| view(g, "serving")));
-        views.extend(self.candidate.iter().map(|g| view(g, "starting")));
+        views.extend(self.candidate().map(|g| view(g, "starting")));
         views.sort_by_key(|v| v.generation);
         views
     }
 
+    /// The starting generation (or, once stopping, the one that was).
+    fn candidate(&self) -> Option<&Generation> {
+        match &self.phase {
+            Phase::Running(running) => running.slot.candidate(),
+            Phase::Stopping(stopping) => stopping.starting.as_ref(),
+        }
+    }
+
+    fn generations_mut(&mut self) -> impl Iterator<Item = &mut Generation> {
+        let candidate = match &mut self.phase {
+            Phase::Running(running) => running.slot.candidate_mut(),
+            Phase::Stopping(stopping) => stopping.starting.as_mut(),
+        };
+        candidate.into_iter().chain(self.current.iter_mut()).chain(self.old.iter_mut())
+    }
+
+    fn generations(&self) -> impl Iterator<Item = &Generation> {
+        self.candidate().into_iter().chain(self.current.iter()).chain(self.old.iter())
+    }
+
     fn generation_mut(&mut self, number: u64) -> Option<&mut Generation> {
-        let mut all = self.candidate.iter_mut().chain(self.current.iter_mut()).chain(self.old.iter_mut());
-        all.find(|g| g.number == number)
+        self.generations_mut().find(|g| g.number == number)
     }
 
     /// Live generations for the status file: serving and draining.
@@ -208,55 +224,28 @@ impl Machine {
         Effect::WriteStatus(lines)
     }
 
-    fn spawn_generation(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        self.generation += 1;
-        let generation = self.generation;
-        self.candidate = Some(Generation::new(generation, self.policy.workers, now));
-        self.last_spawn_at = Some(now);
-        self.next_spawn_at = None;
-        self.pending_restart = false;
-        for waiter in self.waiters.iter_mut().filter(|(_, g)| g.is_none()) {
-            waiter.1 = Some(generation);
-        }
-        fx.extend((0..self.policy.workers).map(|index| Effect::Spawn { generation, index }));
-    }
-
-    /// A new generation, no sooner than one interval after the last one.
-    fn schedule_spawn(&mut self, now: Instant) {
-        let earliest = self.last_spawn_at.map_or(now, |t| t + self.policy.interval);
-        self.next_spawn_at = Some(earliest.max(now));
-    }
-
-    /// Tell the service manager a reload is under way, once per reload.
-    fn mark_reloading(&mut self, fx: &mut Vec<Effect>) {
-        if !self.reloading && self.announced {
-            self.reloading = true;
-            fx.push(Effect::Notify(Upward::Reloading));
-        }
-    }
-
     fn restart(&mut self, now: Instant, request: Option<RequestId>, fx: &mut Vec<Effect>) {
-        if self.stopping.is_some() {
+        let Phase::Running(running) = &mut self.phase else {
             match request {
                 Some(request) => fx.push(Effect::Reply { request, outcome: stopping_outcome() }),
                 None => fx.push(Effect::Log(Event::IgnoredDuringShutdown { signal: Signal::SIGHUP })),
             }
             return;
-        }
+        };
         if let Some(request) = request {
             self.waiters.push((request, None));
         }
-        if let Some(generation) = self.candidate.as_ref().map(|c| c.number) {
-            self.pending_restart = true;
-            fx.push(Effect::Log(Event::HupCoalesced { generation }));
-            self.mark_reloading(fx);
+        if let Slot::Starting { candidate, pending } = &mut running.slot {
+            *pending = true;
+            fx.push(Effect::Log(Event::HupCoalesced { generation: candidate.number }));
+            self.manager.reloading(fx);
             return;
         }
         fx.push(Effect::Log(if request.is_some() { Event::RestartRequested } else { Event::ReceivedHup }));
-        self.mark_reloading(fx);
+        self.manager.reloading(fx);
         // A generation waiting for its slot will run the newest code anyway.
-        if self.next_spawn_at.is_none() {
-            self.spawn_generation(now, fx);
+        if matches!(running.slot, Slot::Empty) {
+            running.start(now, &self.policy, &mut self.waiters, fx);
         }
     }
 
@@ -278,7 +267,8 @@ impl Machine {
 
     fn auto_restart_at(&self) -> Option<Instant> {
         let interval = self.policy.auto_restart?;
-        let idle = self.candidate.is_none() && self.next_spawn_at.is_none();
+        let Phase::Running(running) = &self.phase else { return None };
+        let idle = matches!(running.slot, Slot::Empty);
         let since = self.current.as_ref().filter(|_| idle)?.ready_at?;
         Some(if self.old.is_empty() { since + interval } else { since + 2 * interval })
     }

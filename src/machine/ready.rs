@@ -4,44 +4,47 @@ use std::time::{Duration, Instant};
 
 use super::generation::Generation;
 use super::*;
-use crate::machine::event::{Event, Pid};
+use crate::machine::event::{Event, Failure, Pid};
 
 impl Machine {
     pub(super) fn ready_message(&mut self, now: Instant, pid: Pid, fx: &mut Vec<Effect>) {
-        if self.policy.ready == ReadyMode::Alive || self.stopping.is_some() {
+        let Phase::Running(running) = &mut self.phase else { return };
+        if self.policy.ready == ReadyMode::Alive {
             return;
         }
         if let Some(worker) = self.current.as_mut().and_then(|g| g.worker(pid)) {
             worker.ready = true;
         }
-        let Some(worker) = self.candidate.as_mut().and_then(|c| c.worker(pid)) else { return };
+        let Some(candidate) = running.slot.candidate_mut() else { return };
+        let Some(worker) = candidate.worker(pid) else { return };
         worker.ready = true;
-        if self.candidate.as_ref().is_some_and(Generation::all_ready) {
+        if candidate.all_ready() {
             self.generation_ready(now, true, fx);
         }
     }
 
     pub(super) fn generation_ready(&mut self, now: Instant, notified: bool, fx: &mut Vec<Effect>) {
-        let Some(mut next) = self.candidate.take() else { return };
+        let Phase::Running(running) = &mut self.phase else { return };
+        let Some((mut next, pending)) = running.slot.take() else { return };
         next.ready_at = Some(now);
         let (generation, pids) = (next.number, next.pids());
         fx.push(Effect::Log(Event::Ready { generation, pids, after: now - next.spawned_at, notified }));
-        if let Some(prev) = self.current.replace(next) {
+        if let Some(mut prev) = self.current.replace(next) {
             self.counters.restarts += 1;
-            self.old.push(prev);
+            // A worker waiting to be respawned is not: its generation is replaced.
+            prev.drop_unborn();
+            if !prev.workers.is_empty() {
+                self.old.push(prev);
+            }
             self.retire_old(now, fx);
         }
         fx.push(self.status());
-        if !self.announced || self.reloading {
-            self.announced = true;
-            self.reloading = false;
-            fx.push(Effect::Notify(Upward::Ready));
-        }
-        fx.push(Effect::Notify(Upward::Status(format!("generation {generation} serving"))));
+        self.manager.ready(fx);
+        fx.push(Effect::Notify(Upward::Status(StatusLine::Serving { generation })));
         self.answer_waiters(now, fx);
-        if self.pending_restart {
-            self.mark_reloading(fx);
-            self.spawn_generation(now, fx);
+        if pending && let Phase::Running(running) = &mut self.phase {
+            self.manager.reloading(fx);
+            running.start(now, &self.policy, &mut self.waiters, fx);
         }
     }
 
@@ -99,7 +102,7 @@ impl Machine {
             self.next_watchdog = self.policy.watchdog.map(|every| now + every);
         }
         self.tick_old(now, fx);
-        if let Some(stopping) = &mut self.stopping {
+        if let Phase::Stopping(stopping) = &mut self.phase {
             let due = self.policy.stop_timeout.filter(|t| stopping.since + *t <= now);
             if let Some(after) = due.filter(|_| !stopping.killed) {
                 stopping.killed = true;
@@ -109,22 +112,25 @@ impl Machine {
             }
             return;
         }
+        // A first generation that never gets ready may stop the machine here.
         self.tick_probation(now, fx);
         self.tick_respawns(now, fx);
-        if self.restart_on_change_at.is_some_and(|at| at <= now) {
-            self.restart_on_change_at = None;
+        let Phase::Running(running) = &mut self.phase else { return };
+        if running.restart_on_change_at.is_some_and(|at| at <= now) {
+            running.restart_on_change_at = None;
             fx.push(Effect::Log(Event::FilesChanged));
             self.restart(now, None, fx);
         }
-        if self.next_spawn_at.is_some_and(|at| at <= now) {
-            self.spawn_generation(now, fx);
-        }
-        if self.auto_restart_at().is_some_and(|at| at <= now) {
+        let auto_restart = self.auto_restart_at().is_some_and(|at| at <= now);
+        let Phase::Running(running) = &mut self.phase else { return };
+        if running.slot.scheduled_at().is_some_and(|at| at <= now) {
+            running.start(now, &self.policy, &mut self.waiters, fx);
+        } else if auto_restart {
             let interval = self.policy.auto_restart.unwrap_or_default().as_secs();
             let forced = !self.old.is_empty();
             fx.push(Effect::Log(Event::AutoRestart { interval, forced }));
-            self.mark_reloading(fx);
-            self.spawn_generation(now, fx);
+            self.manager.reloading(fx);
+            running.start(now, &self.policy, &mut self.waiters, fx);
         }
     }
 
@@ -137,28 +143,30 @@ impl Machine {
             }
         };
         if self.policy.ready != ReadyMode::Notify {
-            self.current.iter_mut().chain(self.candidate.iter_mut()).for_each(alive);
-            if self.candidate.as_ref().is_some_and(Generation::all_ready) {
+            let Phase::Running(running) = &mut self.phase else { return };
+            self.current.iter_mut().chain(running.slot.candidate_mut()).for_each(alive);
+            if running.slot.candidate().is_some_and(Generation::all_ready) {
                 self.generation_ready(now, false, fx);
             }
-        } else if let Some(c) = &self.candidate
+        } else if let Phase::Running(running) = &self.phase
+            && let Some(c) = running.slot.candidate()
             && self.candidate_deadline(c).is_some_and(|at| at <= now)
         {
             let (generation, after) = (c.number, now - c.spawned_at);
             let pids = c.workers.iter().filter(|w| !w.ready).filter_map(|w| w.pid).collect();
             fx.push(Effect::Log(Event::ReadyTimeout { generation, pids, after }));
-            let reason = format!("not ready after {}", humantime::format_duration(after));
-            self.fail_candidate(now, reason, fx);
+            self.fail_candidate(now, Failure::NotReady { after }, fx);
         }
     }
 
     /// Start again, alone, the serving workers whose turn has come.
     pub(super) fn tick_respawns(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        let Phase::Running(running) = &self.phase else { return };
         let Some(current) = self.current.as_mut() else { return };
         for w in current.workers.iter_mut().filter(|w| w.respawn_at.is_some_and(|at| at <= now)) {
             w.respawn_at = None;
             w.spawned_at = now;
-            fx.push(Effect::Spawn { generation: current.number, index: w.index });
+            fx.push(running.spawn(current.number, w.index));
         }
     }
 

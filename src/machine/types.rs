@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::machine::event::{Event, ExitStatus, Pid, SpawnError};
+use crate::machine::event::{Event, ExitStatus, Failure, Pid, SpawnError};
 
 /// When a new worker counts as ready.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +39,9 @@ pub struct Policy {
     pub max_start_attempts: Option<u32>,
     /// `--watch`: restart this long after the last change.
     pub watch_debounce: Duration,
+    /// At exit, processes the workers left behind get SIGTERM, then SIGKILL
+    /// this long after.
+    pub orphan_grace: Duration,
 }
 
 /// Identifies a control request awaiting its answer.
@@ -86,9 +89,24 @@ pub enum Upward {
     Ready,
     Reloading,
     Stopping,
-    Status(String),
+    Status(StatusLine),
     Watchdog,
     ExtendTimeout(Duration),
+}
+
+/// A `STATUS=` line for the service manager, as a value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StatusLine {
+    Serving {
+        generation: u64,
+    },
+    /// A restart failed; the generation serving before it goes on.
+    RestartFailed {
+        generation: u64,
+        failure: Failure,
+        /// None: no worker of it is left meanwhile.
+        serving: Option<u64>,
+    },
 }
 
 /// What became of a restart that was asked for.
@@ -102,8 +120,9 @@ pub enum Outcome {
         signal_to_old_gone: Option<Duration>,
     },
     Failed {
+        /// None: no generation was started for it (`Failure::Stopping`).
         generation: Option<u64>,
-        reason: String,
+        failure: Failure,
     },
 }
 
@@ -122,6 +141,8 @@ pub enum Effect {
         pid: Pid,
     },
     Log(Event),
+    /// Reopen the `--log-file` (after log rotation).
+    ReopenLog,
     WriteStatus(Vec<(u64, Pid)>),
     Notify(Upward),
     Reply {

@@ -46,6 +46,8 @@ mod tests {
         let path = dir.path().join("s.sock");
         fs::write(&path, "ours").unwrap();
         let ours = OwnedPath::record(&path).unwrap();
+        // Held open, as a bound socket holds its file: the inode is not reused.
+        let _held = fs::File::open(&path).unwrap();
         fs::remove_file(&path).unwrap();
         fs::write(&path, "a successor's").unwrap();
         ours.remove().unwrap();

@@ -3,7 +3,6 @@
 //! and the clean-up at exit.
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Duration;
 
 use super::capture::Capture;
 use super::replies;
@@ -112,8 +111,7 @@ impl Supervisor {
     /// Whatever workers left behind (re-parented to us) goes too.
     pub(super) fn stop_orphans(&mut self) {
         let keep: Vec<i32> = self.logger.into_iter().collect();
-        let grace = self.config.policy.stop_timeout.unwrap_or(Duration::from_secs(10));
-        let stopped = reaper::stop_orphans(&keep, grace);
+        let stopped = reaper::stop_orphans(&keep, self.config.policy.orphan_grace);
         if !stopped.is_empty() {
             let pids: Vec<String> = stopped.iter().map(i32::to_string).collect();
             self.log.line(&format!("stopped processes the workers left behind: {}", pids.join(",")));

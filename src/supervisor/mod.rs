@@ -3,7 +3,6 @@
 //! and deadlines into inputs for the state machine, and performs the
 //! effects it returns. Idle, it sleeps in poll with no timeout: it wakes
 //! only for a signal, a message, or a deadline the machine asked for.
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use nix::errno::Errno;
@@ -14,6 +13,7 @@ use nix::unistd::Pid;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::listen::Listener;
+use crate::machine::driver::{self, Perform, Step};
 use crate::machine::event::Event;
 use crate::machine::{Effect, Input, Machine};
 use crate::state::{PidFile, StatusFile};
@@ -35,6 +35,7 @@ mod log;
 mod notify;
 pub mod output;
 mod reaper;
+mod render;
 mod replies;
 pub mod setup;
 mod signals;
@@ -57,6 +58,46 @@ pub struct Supervisor {
     pub capture: Option<Capture>,
     /// `--watch`: file changes.
     pub watcher: Option<Watcher>,
+}
+
+impl Perform for Supervisor {
+    fn machine(&mut self) -> &mut Machine {
+        &mut self.machine
+    }
+
+    fn perform(&mut self, effect: Effect) -> Step {
+        match effect {
+            // The worker's pid, or why it did not start, is the next input.
+            Effect::Spawn { generation, index } => return Step::Then(self.spawn(generation, index)),
+            Effect::Signal { pid, signal } if self.config.signal_group => {
+                let _ = killpg(Pid::from_raw(pid), signal);
+            }
+            Effect::Signal { pid, signal } => {
+                let _ = kill(Pid::from_raw(pid), signal);
+            }
+            Effect::KillGroup { pid } => {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            // Held until the orphans are stopped and the captured output
+            // flushed, so that `exiting` stays the last line.
+            Effect::Log(Event::Exiting) => {}
+            Effect::Log(event) => self.log.event(&event),
+            Effect::ReopenLog => self.reopen_log(),
+            Effect::WriteStatus(gens) => self.write_status(&gens),
+            Effect::Notify(state) => notify::upward(&state),
+            Effect::Reply { request, outcome } => self.reply(request, &outcome),
+            Effect::Exit(code) => {
+                self.stop_orphans();
+                if let Some(capture) = &mut self.capture {
+                    capture.finish(&mut std::io::stderr());
+                }
+                self.clean_up();
+                self.log.event(&Event::Exiting);
+                return Step::Exit(code);
+            }
+        }
+        Step::Done
+    }
 }
 
 impl Supervisor {
@@ -99,12 +140,7 @@ impl Supervisor {
                     SignalEvent::Child => inputs.extend(reaper::reap()),
                     SignalEvent::Terminate(signal) => inputs.push(Input::Terminate(signal)),
                     SignalEvent::Hup => inputs.push(Input::Hup),
-                    SignalEvent::Forward(signal) => {
-                        if signal == Signal::SIGUSR1 {
-                            self.reopen_log();
-                        }
-                        inputs.push(Input::Forward(signal));
-                    }
+                    SignalEvent::Forward(signal) => inputs.push(Input::Forward(signal)),
                 }
             }
             let ready = self.notify.receive().into_iter().filter(|m| m.ready).map(|m| m.pid);
@@ -121,49 +157,10 @@ impl Supervisor {
         }
     }
 
-    /// Hand inputs to the machine and perform the effects, including the
-    /// inputs that effects produce (a spawn reports its pid). Returns the
-    /// exit code once the machine says to exit.
+    /// Hand inputs to the machine and perform the effects (`driver::feed`).
+    /// Returns the exit code once the machine says to exit.
     fn feed(&mut self, now: Instant, inputs: Vec<Input>) -> Option<i32> {
-        let mut queue: VecDeque<Input> = inputs.into();
-        while let Some(input) = queue.pop_front() {
-            let mut spawned = Vec::new();
-            for effect in self.machine.handle(now, input) {
-                match effect {
-                    Effect::Spawn { generation, index } => spawned.push(self.spawn(generation, index)),
-                    Effect::Signal { pid, signal } if self.config.signal_group => {
-                        let _ = killpg(Pid::from_raw(pid), signal);
-                    }
-                    Effect::Signal { pid, signal } => {
-                        let _ = kill(Pid::from_raw(pid), signal);
-                    }
-                    Effect::KillGroup { pid } => {
-                        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                    }
-                    // Held until the orphans are stopped and the captured output
-                    // flushed, so that `exiting` stays the last line.
-                    Effect::Log(Event::Exiting) => {}
-                    Effect::Log(event) => self.log.event(&event),
-                    Effect::WriteStatus(gens) => self.write_status(&gens),
-                    Effect::Notify(state) => notify::upward(&state),
-                    Effect::Reply { request, outcome } => self.reply(request, &outcome),
-                    Effect::Exit(code) => {
-                        self.stop_orphans();
-                        if let Some(capture) = &mut self.capture {
-                            capture.finish(&mut std::io::stderr());
-                        }
-                        self.clean_up();
-                        self.log.event(&Event::Exiting);
-                        return Some(code);
-                    }
-                }
-            }
-            // A spawn's pid comes back as the next inputs, in spawn order.
-            for input in spawned.into_iter().rev() {
-                queue.push_front(input);
-            }
-        }
-        None
+        driver::feed(self, now, inputs)
     }
 
     /// Answer what can be answered at once; the rest become inputs.

@@ -120,7 +120,7 @@ pub fn upward(state: &Upward) {
     let result = match state {
         Upward::Ready => sd_notify::notify(&[NotifyState::Ready]),
         Upward::Stopping => sd_notify::notify(&[NotifyState::Stopping]),
-        Upward::Status(text) => sd_notify::notify(&[NotifyState::Status(text)]),
+        Upward::Status(line) => sd_notify::notify(&[NotifyState::Status(&line.to_string())]),
         Upward::Watchdog => sd_notify::notify(&[NotifyState::Watchdog]),
         Upward::ExtendTimeout(by) => {
             let usec = u32::try_from(by.as_micros()).unwrap_or(u32::MAX);

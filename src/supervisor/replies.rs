@@ -32,12 +32,12 @@ pub fn outcome(outcome: &Outcome) -> Restart {
                 signal_to_old_gone_ms: signal_to_old_gone.map(ms),
             })
         }
-        Outcome::Failed { generation, reason } => Restart::Failed(RestartFailed {
+        Outcome::Failed { generation, failure } => Restart::Failed(RestartFailed {
             ok: false,
             generation: *generation,
             error: match generation {
-                Some(g) => format!("generation {g} failed: {reason}"),
-                None => reason.clone(),
+                Some(g) => format!("generation {g} failed: {failure}"),
+                None => failure.to_string(),
             },
         }),
     }
@@ -90,6 +90,7 @@ pub fn status(machine: &Machine, listeners: &[Listener], fds: &[i32], now: Insta
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::machine::event::{ExitStatus, Failure};
 
     #[test]
     fn outcomes_as_messages() {
@@ -101,8 +102,8 @@ mod tests {
         });
         let Restart::Done(done) = ok else { panic!("{ok:?}") };
         assert_eq!((done.spawn_to_ready_ms, done.signal_to_old_gone_ms), (35.25, Some(120.0)));
-        let failed =
-            outcome(&Outcome::Failed { generation: Some(5), reason: "worker 9 exited with 3".into() });
+        let failure = Failure::Exited { pid: 9, status: ExitStatus::Code(3), hint: None };
+        let failed = outcome(&Outcome::Failed { generation: Some(5), failure });
         assert_eq!(
             control::encode(&failed),
             b"{\"ok\":false,\"generation\":5,\"error\":\"generation 5 failed: worker 9 exited with 3\"}\n"

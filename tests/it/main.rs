@@ -7,6 +7,7 @@ mod control;
 mod drill;
 mod errors;
 mod files;
+mod layers;
 mod lifecycle;
 mod listeners;
 mod logs;

@@ -1,0 +1,193 @@
+//! The machine's phases as types, so that what must not happen cannot be
+//! written down.
+//!
+//! - Only `Running` holds the means to spawn (`Running::start`,
+//!   `Running::spawn`): once the machine is `Stopping`, there is no
+//!   `Running` to call them on, so nothing is spawned.
+//! - A starting generation lives only in `Slot::Starting`, and
+//!   `Running::start` requires the slot not to hold one: there is never a
+//!   second candidate. A generation waiting for the rate limit
+//!   (`Slot::Scheduled`) and a starting one exclude each other.
+//! - What the service manager was told is one `Manager` value: `RELOADING=1`
+//!   cannot be said before the first `READY=1`.
+use std::time::{Duration, Instant};
+
+use super::generation::Generation;
+use super::{Effect, Policy, RequestId, Upward};
+
+#[derive(Debug)]
+pub(super) enum Phase {
+    Running(Running),
+    Stopping(Stopping),
+}
+
+/// Serving, starting, restarting: the only phase that spawns.
+#[derive(Debug)]
+pub(super) struct Running {
+    /// The last `SERVER_STARTER_GENERATION` handed out; failed ones count.
+    generation: u64,
+    last_spawn_at: Option<Instant>,
+    pub slot: Slot,
+    /// Failed starts of the first generation, in a row.
+    pub start_failures: u32,
+    /// A watched change restarts at this time (pushed back by each change).
+    pub restart_on_change_at: Option<Instant>,
+}
+
+/// Where the next generation is: starting, waiting for its turn, or nowhere.
+#[derive(Debug)]
+pub(super) enum Slot {
+    Empty,
+    /// A new generation waits for the rate limit (a retry, or a replacement
+    /// for a serving generation left with no worker).
+    Scheduled {
+        at: Instant,
+    },
+    /// `pending`: a restart was asked for meanwhile; it follows this one.
+    Starting {
+        candidate: Generation,
+        pending: bool,
+    },
+}
+
+/// Shutting down: every worker was told to stop; the machine exits with
+/// `code` when the last one is gone.
+#[derive(Debug)]
+pub(super) struct Stopping {
+    pub since: Instant,
+    /// The stop timeout passed: SIGKILL went to every group.
+    pub killed: bool,
+    pub code: i32,
+    /// The generation that was starting when the stop began: stopped with
+    /// the others, never promoted.
+    pub starting: Option<Generation>,
+}
+
+/// What the supervisor's own service manager was told last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Manager {
+    /// Nothing: the first generation is not ready yet.
+    Starting,
+    /// `READY=1`.
+    Ready,
+    /// `RELOADING=1`: a restart is under way.
+    Reloading,
+}
+
+impl Running {
+    pub fn new() -> Running {
+        Running {
+            generation: 0,
+            last_spawn_at: None,
+            slot: Slot::Empty,
+            start_failures: 0,
+            restart_on_change_at: None,
+        }
+    }
+
+    /// Spawn a new generation into the slot, which must not hold one; every
+    /// request not yet bound to a generation is answered by this one.
+    pub fn start(
+        &mut self,
+        now: Instant,
+        policy: &Policy,
+        waiters: &mut [(RequestId, Option<u64>)],
+        fx: &mut Vec<Effect>,
+    ) {
+        debug_assert!(!self.slot.is_starting(), "a second generation would start: {:?}", self.slot);
+        if self.slot.is_starting() {
+            return;
+        }
+        self.generation += 1;
+        let generation = self.generation;
+        self.slot =
+            Slot::Starting { candidate: Generation::new(generation, policy.workers, now), pending: false };
+        self.last_spawn_at = Some(now);
+        for waiter in waiters.iter_mut().filter(|(_, g)| g.is_none()) {
+            waiter.1 = Some(generation);
+        }
+        fx.extend((0..policy.workers).map(|index| self.spawn(generation, index)));
+    }
+
+    /// The one way to a spawn: there is no `Running` once stopping.
+    pub fn spawn(&self, generation: u64, index: usize) -> Effect {
+        debug_assert!(generation <= self.generation);
+        Effect::Spawn { generation, index }
+    }
+
+    /// The last generation number handed out.
+    #[cfg(test)]
+    pub fn last_generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// A new generation, no sooner than one interval after the last one.
+    pub fn schedule(&mut self, now: Instant, interval: Duration) {
+        debug_assert!(!self.slot.is_starting(), "scheduled while one starts: {:?}", self.slot);
+        if self.slot.is_starting() {
+            return;
+        }
+        let earliest = self.last_spawn_at.map_or(now, |t| t + interval);
+        self.slot = Slot::Scheduled { at: earliest.max(now) };
+    }
+}
+
+impl Slot {
+    pub fn is_starting(&self) -> bool {
+        matches!(self, Slot::Starting { .. })
+    }
+
+    pub fn candidate(&self) -> Option<&Generation> {
+        match self {
+            Slot::Starting { candidate, .. } => Some(candidate),
+            _ => None,
+        }
+    }
+
+    pub fn candidate_mut(&mut self) -> Option<&mut Generation> {
+        match self {
+            Slot::Starting { candidate, .. } => Some(candidate),
+            _ => None,
+        }
+    }
+
+    pub fn scheduled_at(&self) -> Option<Instant> {
+        match self {
+            Slot::Scheduled { at } => Some(*at),
+            _ => None,
+        }
+    }
+
+    /// The starting generation and whether a restart is pending, leaving the slot empty.
+    pub fn take(&mut self) -> Option<(Generation, bool)> {
+        match std::mem::replace(self, Slot::Empty) {
+            Slot::Starting { candidate, pending } => Some((candidate, pending)),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+}
+
+impl Manager {
+    pub fn announced(self) -> bool {
+        self != Manager::Starting
+    }
+
+    /// `RELOADING=1`, once per reload, and only to a manager told `READY=1`.
+    pub fn reloading(&mut self, fx: &mut Vec<Effect>) {
+        if *self == Manager::Ready {
+            *self = Manager::Reloading;
+            fx.push(Effect::Notify(Upward::Reloading));
+        }
+    }
+
+    /// `READY=1`: the first generation, or the end of a reload.
+    pub fn ready(&mut self, fx: &mut Vec<Effect>) {
+        if *self != Manager::Ready {
+            *self = Manager::Ready;
+            fx.push(Effect::Notify(Upward::Ready));
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The invariants of `machine/mod.rs`, checked after every step of a run:
+//! on the machine's inner state, and on the effects seen so far.
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use super::*;
+use crate::machine::state::{Phase, Slot};
+
+impl Machine {
+    /// What must hold between any two inputs, seen from inside.
+    pub(super) fn check_invariants(&self) -> Result<(), String> {
+        let mut seen: Vec<Pid> = Vec::new();
+        for g in self.generations() {
+            for w in &g.workers {
+                if w.ready && w.pid.is_none() {
+                    return Err(format!("generation {}: a worker without a process is ready", g.number));
+                }
+                if let Some(pid) = w.pid {
+                    if seen.contains(&pid) {
+                        return Err(format!("pid {pid} held twice"));
+                    }
+                    seen.push(pid);
+                }
+            }
+        }
+        for g in &self.old {
+            if g.signal_at.is_some() == g.signalled_at.is_some() {
+                return Err(format!("old generation {} is either to be told to stop or told", g.number));
+            }
+            if g.workers.is_empty() || g.workers.iter().any(|w| w.pid.is_none()) {
+                return Err(format!("old generation {} holds a worker that is not alive, or none", g.number));
+            }
+        }
+        if self.candidate().is_some_and(|c| c.workers.iter().any(|w| w.respawn_at.is_some())) {
+            return Err("a starting generation waits to respawn a worker".into());
+        }
+        match &self.phase {
+            Phase::Running(running) => {
+                let last = running.last_generation();
+                if let Some(g) = self.generations().find(|g| g.number > last) {
+                    return Err(format!("generation {} was never handed out (last {last})", g.number));
+                }
+                if let Slot::Starting { candidate, .. } = &running.slot {
+                    if candidate.number != last {
+                        return Err(format!("starting generation {} is not the last one", candidate.number));
+                    }
+                    if self.current.as_ref().is_some_and(|c| c.number >= candidate.number) {
+                        return Err("the serving generation is not older than the starting one".into());
+                    }
+                }
+                if let Some((request, g)) = self.waiters.iter().find(|(_, g)| g.is_some_and(|g| g > last)) {
+                    return Err(format!("request {request} waits for generation {g:?}, not handed out"));
+                }
+            }
+            Phase::Stopping(_) => {
+                if !self.waiters.is_empty() {
+                    return Err("requests left unanswered while stopping".into());
+                }
+                if self.generations().any(|g| g.workers.iter().any(|w| w.pid.is_none())) {
+                    return Err("a worker waits to be spawned while stopping".into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the effects of a run must show, step after step.
+#[derive(Default)]
+pub(super) struct Watch {
+    /// The generation of every pid handed out, and when.
+    spawned: HashMap<Pid, (u64, Instant)>,
+    /// Pids that said `READY=1`.
+    said_ready: HashSet<Pid>,
+    requested: BTreeSet<RequestId>,
+    answered: BTreeSet<RequestId>,
+    last_generation: u64,
+    last_ready: u64,
+    ready: BTreeSet<u64>,
+}
+
+impl Watch {
+    pub fn spawned(&mut self, pid: Pid, generation: u64, now: Instant) {
+        self.spawned.insert(pid, (generation, now));
+    }
+
+    pub fn input(&mut self, input: &Input) {
+        match *input {
+            Input::Restart { request } => {
+                self.requested.insert(request);
+            }
+            Input::Ready { pid } => {
+                self.said_ready.insert(pid);
+            }
+            _ => {}
+        }
+    }
+
+    /// A generation is ready only when each of its workers is: it said
+    /// `READY=1` (unless alive mode) or has lived a whole interval.
+    fn all_ready(&self, policy: &Policy, pids: &[Pid], now: Instant) -> Result<(), String> {
+        if pids.len() != policy.workers {
+            return Err(format!("ready with {} of {} workers", pids.len(), policy.workers));
+        }
+        for pid in pids {
+            let Some(&(_, at)) = self.spawned.get(pid) else {
+                return Err(format!("pid {pid} never spawned"));
+            };
+            let said = policy.ready != ReadyMode::Alive && self.said_ready.contains(pid);
+            let alive = policy.ready != ReadyMode::Notify && now - at >= policy.interval;
+            if !said && !alive {
+                return Err(format!("worker {pid} counted ready after {:?}", now - at));
+            }
+        }
+        Ok(())
+    }
+
+    fn answer(&mut self, request: RequestId) -> Result<(), String> {
+        if !self.requested.contains(&request) || !self.answered.insert(request) {
+            return Err(format!("request {request} answered twice or never asked"));
+        }
+        Ok(())
+    }
+
+    /// The effects of one step, in order; `stopping`: the machine was stopping before it.
+    pub fn step(
+        &mut self,
+        policy: &Policy,
+        now: Instant,
+        mut stopping: bool,
+        fx: &[Effect],
+    ) -> Result<(), String> {
+        let mut started: HashMap<u64, usize> = HashMap::new();
+        for effect in fx {
+            match effect {
+                Effect::Notify(Upward::Stopping) => stopping = true,
+                Effect::Spawn { generation, index } => {
+                    if stopping {
+                        return Err(format!("spawn of generation {generation} while stopping"));
+                    }
+                    if *generation > self.last_generation {
+                        if *generation != self.last_generation + 1 || *index != 0 {
+                            return Err(format!("generation {generation} after {}", self.last_generation));
+                        }
+                        self.last_generation = *generation;
+                        started.insert(*generation, 1);
+                    } else if let Some(n) = started.get_mut(generation) {
+                        *n += 1;
+                    }
+                }
+                Effect::Reply { request, .. } => self.answer(*request)?,
+                Effect::Log(Event::Ready { generation, pids, after, notified }) => {
+                    self.all_ready(policy, pids, now)?;
+                    if *generation <= self.last_ready {
+                        return Err(format!("generation {generation} ready after {}", self.last_ready));
+                    }
+                    self.last_ready = *generation;
+                    self.ready.insert(*generation);
+                    if *notified && policy.ready == ReadyMode::Alive {
+                        return Err("READY=1 counted in alive mode".into());
+                    }
+                    if !*notified && *after < policy.interval {
+                        return Err(format!("generation {generation} alive-ready after only {after:?}"));
+                    }
+                }
+                Effect::Log(Event::ReadyTimeout { generation, after, .. }) => {
+                    let timeout = policy.ready_timeout.unwrap_or_default();
+                    if policy.ready != ReadyMode::Notify || *after < timeout {
+                        return Err(format!("generation {generation} timed out after only {after:?}"));
+                    }
+                }
+                Effect::Log(Event::DrainTimeout { after, .. }) if Some(*after) < policy.drain_timeout => {
+                    return Err(format!("drain cut short after {after:?}"));
+                }
+                Effect::Log(Event::StopTimeout { after, .. }) if Some(*after) < policy.stop_timeout => {
+                    return Err(format!("stop cut short after {after:?}"));
+                }
+                Effect::Signal { pid, signal: Signal::SIGTERM } | Effect::KillGroup { pid } if !stopping => {
+                    // Outside a shutdown, a generation is stopped only when a
+                    // newer one is ready, or when it failed to start itself.
+                    let Some(&(generation, _)) = self.spawned.get(pid) else {
+                        return Err(format!("signal to pid {pid}, never spawned"));
+                    };
+                    let replaced = self.ready.range(generation + 1..).next().is_some();
+                    if !replaced && self.ready.contains(&generation) {
+                        return Err(format!("generation {generation} stopped before a successor was ready"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some((generation, n)) = started.into_iter().find(|&(_, n)| n != policy.workers) {
+            return Err(format!("generation {generation} started with {n} spawns"));
+        }
+        if stopping && self.answered != self.requested {
+            return Err("stopping with requests unanswered".into());
+        }
+        Ok(())
+    }
+}
