@@ -87,7 +87,7 @@ fn run_client(client: Client) -> Result<u8> {
                     return Ok(0);
                 }
                 let done: Restarted = client::control::call(&path, Command::Restart, Some(timeout))?;
-                println!("{}", client::render::outcome_text(&done));
+                println!("{}", client::show::outcome_text(&done));
                 return Ok(0);
             }
             let pid_file = require(&target.pid_file, "--control or --pid-file", "handover restart")?;
@@ -115,7 +115,7 @@ fn run_client(client: Client) -> Result<u8> {
                     client::control::call(&path, Command::Status, Some(Duration::from_secs(10)))?;
                 match json {
                     true => println!("{}", String::from_utf8_lossy(&encode(&status)).trim_end()),
-                    false => print!("{}", client::render::status_text(&status)),
+                    false => print!("{}", client::show::status_text(&status)),
                 }
                 return Ok(0);
             }

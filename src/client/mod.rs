@@ -22,7 +22,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub mod control;
-pub mod render;
+pub mod show;
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};

@@ -2,7 +2,7 @@
 //!
 //! The state machine emits `Event`s and explains failures with `Failure`
 //! and `Hint`; it never builds text. The event loop prints them: the words
-//! are in `supervisor/render.rs`. Lines that start_server 0.35 prints are
+//! are in `supervisor/words.rs`. Lines that start_server 0.35 prints are
 //! reproduced there byte for byte; the rest are handover's own and are
 //! `Event::is_extra()`: under the name `start_server` only warnings among
 //! them are printed.

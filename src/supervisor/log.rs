@@ -4,7 +4,7 @@ use std::io::Write;
 
 use serde_json::json;
 
-use super::render;
+use super::words;
 use crate::machine::event::Event;
 
 /// How lines are printed: start_server's bare texts, or prefixed.
@@ -33,7 +33,7 @@ impl Log {
 
     pub fn event(&self, event: &Event) {
         if !self.compat || !event.is_extra() || event.is_warning() {
-            self.line(&render::line(event, self.compat));
+            self.line(&words::line(event, self.compat));
         }
     }
 

@@ -22,7 +22,7 @@ use capture::Capture;
 use control::ControlServer;
 use einhorn::EinhornSocket;
 use log::Log;
-use notify::NotifySocket;
+use readiness::NotifySocket;
 use signals::{SignalEvent, Signals};
 use watch::Watcher;
 
@@ -32,14 +32,14 @@ mod effects;
 mod einhorn;
 mod lines;
 mod log;
-mod notify;
 pub mod output;
+mod readiness;
 mod reaper;
-mod render;
 mod replies;
 pub mod setup;
 mod signals;
 mod watch;
+mod words;
 
 pub struct Supervisor {
     pub config: Config,
@@ -84,7 +84,7 @@ impl Perform for Supervisor {
             Effect::Log(event) => self.log.event(&event),
             Effect::ReopenLog => self.reopen_log(),
             Effect::WriteStatus(gens) => self.write_status(&gens),
-            Effect::Notify(state) => notify::upward(&state),
+            Effect::Notify(state) => readiness::upward(&state),
             Effect::Reply { request, outcome } => self.reply(request, &outcome),
             Effect::Exit(code) => {
                 self.stop_orphans();

@@ -20,7 +20,7 @@ use crate::listen::{self, Listener};
 use crate::machine::Machine;
 use crate::state::{PidFile, StatusFile};
 use crate::supervisor::einhorn::EinhornSocket;
-use crate::supervisor::notify::NotifySocket;
+use crate::supervisor::readiness::NotifySocket;
 use crate::supervisor::signals::Signals;
 use crate::supervisor::watch::Watcher;
 use crate::sys::spawn;

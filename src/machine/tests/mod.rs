@@ -1,5 +1,5 @@
 //! Table tests for the lifecycle: given these inputs at these times, these
-//! effects, as values (their text is tested in `supervisor/render`). No
+//! effects, as values (their text is tested in `supervisor/words`). No
 //! processes, no sleeps, no clock.
 use std::time::{Duration, Instant};
 
