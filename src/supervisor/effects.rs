@@ -100,11 +100,11 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn reopen_log(&self) {
-        if let Some(target) = &self.config.log
-            && let Err(e) = output::reopen(target)
-        {
-            self.log.line(&format!("{}; still writing to the old log", e.message));
+    pub(super) fn reopen_log(&mut self) {
+        let Some(target) = &self.config.log else { return };
+        match output::reopen(target) {
+            Ok(()) => self.log.retarget(self.logger.is_some()),
+            Err(e) => self.log.line(&format!("{}; still writing to the old log", e.message)),
         }
     }
 

@@ -38,6 +38,7 @@ mod reaper;
 mod replies;
 pub mod setup;
 mod signals;
+mod sink;
 mod watch;
 mod words;
 
@@ -89,10 +90,11 @@ impl Perform for Supervisor {
             Effect::Exit(code) => {
                 self.stop_orphans();
                 if let Some(capture) = &mut self.capture {
-                    capture.finish(&mut std::io::stderr());
+                    capture.finish(&mut *self.log.sink());
                 }
                 self.clean_up();
                 self.log.event(&Event::Exiting);
+                self.log.finish(EXIT_FLUSH);
                 return Step::Exit(code);
             }
         }
@@ -120,20 +122,30 @@ impl Supervisor {
                 PollFd::new(self.signals.fd(), PollFlags::POLLIN),
                 PollFd::new(self.notify.fd(), PollFlags::POLLIN),
             ];
+            // Captured output is read only while the log has room for it.
+            let capture = self.capture.as_ref().filter(|_| self.log.sink().has_room());
             let sockets = (self.einhorn.poll_fds().into_iter())
                 .chain(self.control.iter().flat_map(|c| c.poll_fds()))
-                .chain(self.capture.iter().flat_map(|c| c.poll_fds()));
+                .chain(capture.into_iter().flat_map(|c| c.poll_fds()));
             fds.extend(sockets.map(|(fd, events)| PollFd::new(fd, events)));
+            let sink = self.log.sink();
+            fds.extend(sink.poll_fd().map(|(fd, events)| PollFd::new(fd, events)));
             fds.extend(self.watcher.iter().map(|w| PollFd::new(w.fd(), PollFlags::POLLIN)));
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(Error::runtime(format!("poll failed: {e}"))),
             }
             drop(fds);
+            drop(sink);
+            self.log.flush();
             // Before exits are handled: a worker's last lines precede the line saying it exited.
             if let Some(capture) = &mut self.capture {
-                capture.service(&mut std::io::stderr());
+                let mut sink = self.log.sink();
+                if sink.has_room() {
+                    capture.service(&mut *sink);
+                }
             }
+            self.log.flush();
             let mut inputs = Vec::new();
             for event in self.signals.drain() {
                 match event {
@@ -185,6 +197,9 @@ impl Supervisor {
         inputs
     }
 }
+
+/// How long the last lines may take to be read at exit.
+const EXIT_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The machine's exit code as a process exit status (0..=255; anything
 /// else, which config does not let through, is a runtime failure).

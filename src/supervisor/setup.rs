@@ -62,7 +62,7 @@ impl Drop for Started {
 /// Run until stopped; returns the exit code.
 pub fn run(mut config: Config) -> Result<u8> {
     let json = config.capture == Some(super::capture::Format::Json);
-    let log = Log { compat: config.compat, json };
+    let mut log = Log::new(config.compat, json);
     spawn::check(&config.command[0], &config.base_env, config.dir.as_deref())?;
     if config.compat {
         // start_server's banner, on the terminal even with --log-file.
@@ -101,6 +101,7 @@ pub fn run(mut config: Config) -> Result<u8> {
     if config.daemonize {
         output::detach()?;
     }
+    log.retarget(logger.is_some());
     let watcher = match config.watch.is_empty() {
         true => None,
         false => Some(Watcher::new(&config.watch).map_err(Error::runtime)?),

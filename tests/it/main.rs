@@ -6,6 +6,7 @@ mod compat;
 mod control;
 mod drill;
 mod errors;
+mod faults;
 mod files;
 mod layers;
 mod lifecycle;

@@ -1,0 +1,73 @@
+//! Faults of the supervisor's own outputs: it keeps answering, loses no
+//! captured line, and leaves nothing behind.
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::harness::*;
+
+/// The children of `pid` whose command line contains `needle`.
+fn children(pid: i32, needle: &str) -> Vec<i32> {
+    let parent = |p: i32| {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse::<i32>().ok()
+    };
+    let cmdline = |p: i32| {
+        String::from_utf8_lossy(&std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default())
+            .replace('\0', " ")
+    };
+    (std::fs::read_dir("/proc").unwrap().flatten())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| parent(p) == Some(pid) && cmdline(p).contains(needle))
+        .collect()
+}
+
+/// One control connection: a request line out, its reply line back.
+struct Control(BufReader<UnixStream>);
+
+impl Control {
+    fn connect(path: &Path) -> Control {
+        let stream = UnixStream::connect(path).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        Control(BufReader::new(stream))
+    }
+
+    fn ask(&mut self, command: &str) -> Value {
+        writeln!(self.0.get_mut(), "{{\"command\":\"{command}\"}}").unwrap();
+        let mut line = String::new();
+        let n = self.0.read_line(&mut line).unwrap_or_else(|e| panic!("no answer to {command}: {e}"));
+        assert!(n > 0, "the connection ended without an answer to {command}");
+        serde_json::from_str(&line).unwrap()
+    }
+}
+
+/// The log command never reads: the pipe fills with the supervisor's own
+/// lines after some hundred restarts. Every restart is still answered.
+#[test]
+fn a_log_reader_that_stops_reading_leaves_the_supervisor_answering() {
+    let mut s = handover()
+        .args(["--port", "127.0.0.1:0", "--ready", "notify", "--control", "{dir}/ctl"])
+        .args(["--log-file", "| exec sleep 1001 >/dev/null 2>&1", "--status-file", "{dir}/status", "--"])
+        .arg(example("hello"))
+        .arg("--quiet")
+        .start();
+    s.wait_generations(&[1]);
+    let loggers = children(s.pid(), "sleep 1001");
+    assert_eq!(loggers.len(), 1, "the log command: {loggers:?}");
+    let mut control = Control::connect(&s.path("ctl"));
+    for n in 0..300u64 {
+        let reply = control.ask("restart");
+        assert_eq!(reply["ok"], true, "restart {n}: {reply}");
+        assert_eq!(reply["generation"], n + 2, "restart {n}: {reply}");
+    }
+    assert_eq!(control.ask("status")["ok"], true);
+    s.signal(Signal::SIGTERM);
+    let status = s.wait_exit();
+    let _ = kill(Pid::from_raw(loggers[0]), Signal::SIGKILL);
+    assert_eq!(status.code(), Some(0), "{}", s.dossier());
+    assert!(!s.path("ctl").exists() && !s.path("status").exists(), "files left behind");
+}
