@@ -110,7 +110,7 @@ impl Supervisor {
 
     /// Whatever workers left behind (re-parented to us) goes too.
     pub(super) fn stop_orphans(&mut self) {
-        let keep: Vec<i32> = self.logger.into_iter().collect();
+        let keep: Vec<i32> = self.logger.iter().filter_map(|l| l.pid).collect();
         let stopped = reaper::stop_orphans(&keep, self.config.policy.orphan_grace);
         if !stopped.is_empty() {
             let pids: Vec<String> = stopped.iter().map(i32::to_string).collect();

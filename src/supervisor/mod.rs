@@ -22,6 +22,7 @@ use capture::Capture;
 use control::ControlServer;
 use einhorn::EinhornSocket;
 use log::Log;
+use logger::Logger;
 use readiness::NotifySocket;
 use signals::{SignalEvent, Signals};
 use watch::Watcher;
@@ -32,6 +33,7 @@ mod effects;
 mod einhorn;
 mod lines;
 mod log;
+mod logger;
 pub mod output;
 mod readiness;
 mod reaper;
@@ -54,7 +56,7 @@ pub struct Supervisor {
     pub pid_file: Option<PidFile>,
     pub status_file: Option<StatusFile>,
     /// The `--log-file "| COMMAND"` process: the last child to go.
-    pub logger: Option<i32>,
+    pub logger: Option<Logger>,
     /// `--log-capture`: the workers' output pipes.
     pub capture: Option<Capture>,
     /// `--watch`: file changes.
@@ -109,7 +111,9 @@ impl Supervisor {
         }
         loop {
             let control = self.control.as_ref().and_then(ControlServer::next_deadline);
-            let timeout = match self.machine.next_deadline().into_iter().chain(control).min() {
+            let logger = self.logger.as_ref().and_then(Logger::deadline);
+            let deadlines = [self.machine.next_deadline(), control, logger];
+            let timeout = match deadlines.into_iter().flatten().min() {
                 None => PollTimeout::NONE,
                 Some(at) => {
                     let wait = at.saturating_duration_since(Instant::now());
@@ -149,12 +153,21 @@ impl Supervisor {
             let mut inputs = Vec::new();
             for event in self.signals.drain() {
                 match event {
-                    SignalEvent::Child => inputs.extend(reaper::reap()),
+                    SignalEvent::Child => {
+                        for exit in reaper::reap() {
+                            match exit {
+                                Input::Exited { pid, status }
+                                    if self.logger_exited(pid, status, Instant::now()) => {}
+                                other => inputs.push(other),
+                            }
+                        }
+                    }
                     SignalEvent::Terminate(signal) => inputs.push(Input::Terminate(signal)),
                     SignalEvent::Hup => inputs.push(Input::Hup),
                     SignalEvent::Forward(signal) => inputs.push(Input::Forward(signal)),
                 }
             }
+            self.restart_logger(Instant::now());
             let ready = self.notify.receive().into_iter().filter(|m| m.ready).map(|m| m.pid);
             let acked: Vec<i32> = ready.chain(self.einhorn.service()).collect();
             inputs.extend(acked.into_iter().map(|pid| Input::Ready { pid: reaper::group_leader(pid) }));

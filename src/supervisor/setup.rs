@@ -13,6 +13,7 @@ use std::io::Write;
 use super::Supervisor;
 use super::control::ControlServer;
 use super::log::Log;
+use super::logger::Logger;
 use super::{output, reaper};
 use crate::config::Config;
 use crate::error::{Context, Error, Result};
@@ -102,6 +103,7 @@ pub fn run(mut config: Config) -> Result<u8> {
         output::detach()?;
     }
     log.retarget(logger.is_some());
+    let logger = logger.map(|pid| Logger::started(pid, std::time::Instant::now()));
     let watcher = match config.watch.is_empty() {
         true => None,
         false => Some(Watcher::new(&config.watch).map_err(Error::runtime)?),

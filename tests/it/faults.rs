@@ -71,3 +71,34 @@ fn a_log_reader_that_stops_reading_leaves_the_supervisor_answering() {
     assert_eq!(status.code(), Some(0), "{}", s.dossier());
     assert!(!s.path("ctl").exists() && !s.path("status").exists(), "files left behind");
 }
+
+/// The log command exits after five lines: it is started again, so new
+/// workers (which print at start) do not die of SIGPIPE, every restart
+/// works, and the supervisor says what happened in the new log.
+#[test]
+fn a_log_command_that_exits_is_started_again() {
+    let mut s = handover()
+        .args(["--port", "127.0.0.1:0", "--ready", "notify", "--control", "{dir}/ctl"])
+        .args(["--log-file", "| head -n 5 >> {dir}/log", "--status-file", "{dir}/status", "--"])
+        .arg(example("worker"))
+        .args(["--journal", "{dir}/journal", "--notify"])
+        .start();
+    s.wait_generations(&[1]);
+    let mut control = Control::connect(&s.path("ctl"));
+    for n in 0..10u64 {
+        let reply = control.ask("restart");
+        assert_eq!(reply["ok"], true, "restart {n}: {reply}\n{}", s.dossier());
+    }
+    let log = s.path("log");
+    let said = wait_for(
+        "the log command's exit in the log",
+        || s.dossier(),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.contains("the log command (pid ").then_some(text)
+        },
+    );
+    assert!(said.contains("; starting it again"), "{said}");
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait_exit().code(), Some(0), "{}", s.dossier());
+}
