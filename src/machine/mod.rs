@@ -167,6 +167,18 @@ impl Machine {
         matches!(self.phase, Phase::Stopping(_))
     }
 
+    /// Whether `pid` is a worker that was told to stop and whose exit
+    /// counts only once its whole process group is gone: draining, or a
+    /// failed start being stopped; once stopping, every worker when
+    /// `--stop-timeout` bounds the wait (without it, group members left
+    /// behind are the orphans' business, with their grace).
+    pub fn told_to_stop(&self, pid: Pid) -> bool {
+        match self.phase {
+            Phase::Stopping(_) => self.policy.stop_timeout.is_some(),
+            Phase::Running(_) => self.old.iter().any(|g| g.has(pid)),
+        }
+    }
+
     pub fn counters(&self) -> Counters {
         self.counters
     }

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::listen::Listener;
 use crate::machine::driver::{self, Perform, Step};
-use crate::machine::event::Event;
+use crate::machine::event::{Event, ExitStatus};
 use crate::machine::{Effect, Input, Machine};
 use crate::state::{PidFile, StatusFile};
 use crate::wire::control::{Command, Stopping};
@@ -61,6 +61,9 @@ pub struct Supervisor {
     pub capture: Option<Capture>,
     /// `--watch`: file changes.
     pub watcher: Option<Watcher>,
+    /// Workers told to stop that have exited while others of their process
+    /// group live on: reported to the machine once the group is empty.
+    pub lingering: Vec<(i32, ExitStatus)>,
 }
 
 impl Perform for Supervisor {
@@ -112,7 +115,10 @@ impl Supervisor {
         loop {
             let control = self.control.as_ref().and_then(ControlServer::next_deadline);
             let logger = self.logger.as_ref().and_then(Logger::deadline);
-            let deadlines = [self.machine.next_deadline(), control, logger];
+            // Members of a lingering group may not be our children (no
+            // subreaper): look again now and then while there are some.
+            let lingering = (!self.lingering.is_empty()).then(|| Instant::now() + LINGER_CHECK);
+            let deadlines = [self.machine.next_deadline(), control, logger, lingering];
             let timeout = match deadlines.into_iter().flatten().min() {
                 None => PollTimeout::NONE,
                 Some(at) => {
@@ -153,21 +159,20 @@ impl Supervisor {
             let mut inputs = Vec::new();
             for event in self.signals.drain() {
                 match event {
-                    SignalEvent::Child => {
-                        for exit in reaper::reap() {
-                            match exit {
-                                Input::Exited { pid, status }
-                                    if self.logger_exited(pid, status, Instant::now()) => {}
-                                other => inputs.push(other),
-                            }
-                        }
-                    }
+                    SignalEvent::Child => inputs.extend(self.child_exits()),
                     SignalEvent::Terminate(signal) => inputs.push(Input::Terminate(signal)),
                     SignalEvent::Hup => inputs.push(Input::Hup),
                     SignalEvent::Forward(signal) => inputs.push(Input::Forward(signal)),
                 }
             }
             self.restart_logger(Instant::now());
+            // Reported once the group is empty, or once it no longer has to
+            // be (stopping without a stop timeout: the orphans' grace takes over).
+            let machine = &self.machine;
+            let (gone, still): (Vec<_>, Vec<_>) = (self.lingering.drain(..))
+                .partition(|&(pid, _)| !reaper::group_alive(pid) || !machine.told_to_stop(pid));
+            self.lingering = still;
+            inputs.extend(gone.into_iter().map(|(pid, status)| Input::Exited { pid, status }));
             let ready = self.notify.receive().into_iter().filter(|m| m.ready).map(|m| m.pid);
             let acked: Vec<i32> = ready.chain(self.einhorn.service()).collect();
             inputs.extend(acked.into_iter().map(|pid| Input::Ready { pid: reaper::group_leader(pid) }));
@@ -186,6 +191,24 @@ impl Supervisor {
     /// Returns the exit code once the machine says to exit.
     fn feed(&mut self, now: Instant, inputs: Vec<Input>) -> Option<i32> {
         driver::feed(self, now, inputs)
+    }
+
+    /// Children reaped, as inputs: the log command's exit is handled here,
+    /// and a worker told to stop whose group lives on waits in `lingering`.
+    fn child_exits(&mut self) -> Vec<Input> {
+        let mut inputs = Vec::new();
+        for exit in reaper::reap() {
+            match exit {
+                Input::Exited { pid, status } if self.logger_exited(pid, status, Instant::now()) => {}
+                Input::Exited { pid, status }
+                    if self.machine.told_to_stop(pid) && reaper::group_alive(pid) =>
+                {
+                    self.lingering.push((pid, status));
+                }
+                other => inputs.push(other),
+            }
+        }
+        inputs
     }
 
     /// Answer what can be answered at once; the rest become inputs.
@@ -210,6 +233,9 @@ impl Supervisor {
         inputs
     }
 }
+
+/// How often lingering process groups are looked at.
+const LINGER_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How long the last lines may take to be read at exit.
 const EXIT_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);

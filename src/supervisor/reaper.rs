@@ -16,6 +16,12 @@ use nix::unistd::{Pid, getpgid};
 use crate::machine::Input;
 use crate::machine::event::ExitStatus;
 
+/// Whether any process is left in process group `pgid` (one we may not
+/// signal counts: it is there).
+pub fn group_alive(pgid: i32) -> bool {
+    !matches!(nix::sys::signal::killpg(Pid::from_raw(pgid), None), Err(Errno::ESRCH))
+}
+
 /// Become the reaper of orphaned descendants.
 pub fn become_subreaper() -> nix::Result<()> {
     nix::sys::prctl::set_child_subreaper(true)

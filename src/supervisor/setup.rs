@@ -146,6 +146,7 @@ pub fn run(mut config: Config) -> Result<u8> {
         pid_file,
         logger,
         watcher,
+        lingering: Vec::new(),
     };
     supervisor.serve()
 }

@@ -102,3 +102,56 @@ fn a_log_command_that_exits_is_started_again() {
     s.signal(Signal::SIGTERM);
     assert_eq!(s.wait_exit().code(), Some(0), "{}", s.dossier());
 }
+
+/// The processes of group `pgid`.
+fn group(pgid: i32) -> Vec<i32> {
+    let pgrp = |p: i32| {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        stat.rsplit(')').next()?.split_whitespace().nth(2)?.parse::<i32>().ok()
+    };
+    (std::fs::read_dir("/proc").unwrap().flatten())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| pgrp(p) == Some(pgid) && alive(p))
+        .collect()
+}
+
+/// An old generation's leader exits on TERM but a member of its group
+/// ignores it: the generation drains until the group is empty, and
+/// `--drain-timeout` ends the member too.
+#[test]
+fn drain_means_the_whole_process_group() {
+    let worker = example("worker").display().to_string();
+    let script =
+        format!("(trap '' TERM; exec sleep 1002) & exec {worker} --journal {{dir}}/journal --notify");
+    let mut s = handover()
+        .args(["--port", "127.0.0.1:0", "--ready", "notify", "--drain-timeout", "1s", "--stop-timeout", "1s"])
+        .args(["--control", "{dir}/ctl", "--status-file", "{dir}/status", "--", "sh", "-c"])
+        .arg(&script)
+        .start();
+    let first = s.wait_generations(&[1])[0].1;
+    let members = wait_for(
+        "the member of generation 1's group",
+        || s.dossier(),
+        || {
+            let members = group(first);
+            (members.len() == 2).then_some(members)
+        },
+    );
+    let mut control = Control::connect(&s.path("ctl"));
+    let reply = control.ask("restart");
+    assert_eq!(reply["ok"], true, "{reply}");
+    // Answered once the old generation is gone: its whole group.
+    assert!(group(first).is_empty(), "still running after the restart's answer: {:?}", group(first));
+    let gone_ms = reply["signal_to_old_gone_ms"].as_f64().unwrap();
+    assert!(
+        gone_ms >= 900.0,
+        "the old generation counted as gone after {gone_ms} ms, before the drain timeout"
+    );
+    let status = control.ask("status");
+    assert_eq!(status["generations"].as_array().unwrap().len(), 1, "{status}");
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait_exit().code(), Some(0), "{}", s.dossier());
+    for pid in members {
+        assert!(!alive(pid), "{pid} outlived the supervisor");
+    }
+}

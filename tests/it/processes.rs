@@ -54,16 +54,20 @@ fn signal_target_group_reaches_the_whole_pipeline_and_pid_only_the_leader() {
     let script = "sleep 1000 & echo $! > {dir}/child; wait";
     for (target, child_survives_restart) in [("group", false), ("pid", true)] {
         let mut s = shell(&["--signal-target", target], script);
-        s.wait_generations(&[1]);
+        let leader = s.wait_generations(&[1])[0].1;
         let child = read_pid(&s, "child");
         fs::remove_file(s.path("child")).unwrap();
         s.signal(Signal::SIGHUP);
-        s.wait_line("old worker");
         read_pid(&s, "child");
+        wait_for("the old leader to exit", || s.dossier(), || (!alive(leader)).then_some(()));
         if child_survives_restart {
             assert!(alive(child), "--signal-target pid signalled the group");
+            // Its generation drains while a process of its group is left.
+            s.wait_generations(&[1, 2]);
         } else {
             wait_for("the old pipeline to stop", || s.dossier(), || (!alive(child)).then_some(()));
+            s.wait_line("old worker");
+            s.wait_generations(&[2]);
         }
         s.signal(Signal::SIGTERM);
         assert!(s.wait_exit().success());
@@ -209,10 +213,12 @@ fn pipeline_group_signals_stop_the_whole_pipeline_pid_signals_only_the_leader() 
         s.wait_generations(&[1]);
         let producer = journal_pid(&s, &["start", "role=producer", "gen=1"]);
         s.signal(Signal::SIGHUP);
-        s.wait_generations(&[2]);
         if target == "group" {
+            s.wait_generations(&[2]);
             s.wait_journal(&["term", "role=producer", &format!("pid={producer}")]);
         } else {
+            // The producer is left in generation 1's group: it drains on.
+            s.wait_generations(&[1, 2]);
             assert!(alive(producer), "a pid signal reached the producer\n{}", s.dossier());
         }
         s.signal(Signal::SIGTERM);
