@@ -46,9 +46,16 @@ pub struct SpawnError {
 }
 
 impl SpawnError {
-    /// Exit code when the first generation cannot be started (126/127, as a shell).
+    /// Exit code when the first generation cannot be started: 127 the
+    /// program is not found and 126 it cannot be executed (as a shell
+    /// says it), 71 (EX_OSERR) the system is out of a resource (fork, fds,
+    /// memory): nothing is wrong with the program.
     pub fn exit_code(&self) -> i32 {
-        if self.errno == libc::ENOENT && !self.what.starts_with("chdir") { 127 } else { 126 }
+        match self.errno {
+            libc::ENOENT if !self.what.starts_with("chdir") => 127,
+            libc::EAGAIN | libc::ENOMEM | libc::EMFILE | libc::ENFILE => 71,
+            _ => 126,
+        }
     }
 }
 
@@ -165,6 +172,10 @@ mod tests {
         let denied = SpawnError { what: "exec /etc/passwd".into(), errno: libc::EACCES };
         assert_eq!(denied.exit_code(), 126);
         let no_dir = SpawnError { what: "chdir /nope".into(), errno: libc::ENOENT };
+        let no_fork = SpawnError { what: "fork".into(), errno: libc::EAGAIN };
+        assert_eq!(no_fork.exit_code(), 71);
+        let no_fds = SpawnError { what: "place the listening sockets".into(), errno: libc::EMFILE };
+        assert_eq!(no_fds.exit_code(), 71);
         assert_eq!(no_dir.exit_code(), 126);
     }
 

@@ -82,7 +82,18 @@ impl Machine {
         fx: &mut Vec<Effect>,
     ) {
         let code = error.exit_code();
-        fx.push(Effect::Log(Event::SpawnFailed { generation, error: error.clone() }));
+        let Phase::Running(running) = &mut self.phase else {
+            if self.candidate().is_some_and(|c| c.number == generation) {
+                fx.push(Effect::Log(Event::SpawnFailed { generation, error }));
+            }
+            return;
+        };
+        // A generation that failed already was reported: its other workers'
+        // failures (all N of --workers N when fork fails) say nothing new.
+        let starting = running.slot.candidate().is_some_and(|c| c.number == generation);
+        if starting || self.current.as_ref().is_some_and(|g| g.number == generation) {
+            fx.push(Effect::Log(Event::SpawnFailed { generation, error: error.clone() }));
+        }
         let Phase::Running(running) = &mut self.phase else { return };
         if let Some(c) = running.slot.candidate_mut().filter(|c| c.number == generation) {
             c.workers.retain(|w| w.index != index);

@@ -15,6 +15,13 @@ use crate::wire::env as protocol;
 
 impl Supervisor {
     pub(super) fn spawn(&mut self, generation: u64, index: usize) -> Input {
+        // Every fork of this batch for a generation whose spawn failed would
+        // fail the same way (fork, fd limit, a missing program): not tried.
+        if let Some((failed, error)) = &self.failed_spawn
+            && *failed == generation
+        {
+            return Input::SpawnFailed { generation, index, error: error.clone() };
+        }
         let env = self.worker_env(generation, index);
         let mut fds: Vec<(RawFd, RawFd)> = (self.listeners.iter())
             .zip(&self.config.fds)
@@ -35,7 +42,9 @@ impl Supervisor {
         let request = spawn::Request {
             command: &self.config.command,
             env: &env,
-            listen_pid: env.iter().any(|(k, _)| k == protocol::LISTEN_FDS),
+            // Whether the listeners are announced by socket activation, not
+            // whatever the environment holds.
+            listen_pid: protocol::speaks_systemd(&self.slots()),
             dir: self.config.dir.as_deref(),
             fds: &fds,
             credentials: self.config.credentials.as_ref(),
@@ -51,8 +60,19 @@ impl Supervisor {
         }
         match result {
             Ok(pid) => Input::Spawned { generation, index, pid: pid.as_raw() },
-            Err(error) => Input::SpawnFailed { generation, index, error },
+            Err(error) => {
+                self.failed_spawn = Some((generation, error.clone()));
+                Input::SpawnFailed { generation, index, error }
+            }
         }
+    }
+
+    /// The listeners as the worker sees them: key, name, fd.
+    fn slots(&self) -> Vec<protocol::Slot<'_>> {
+        (self.listeners.iter())
+            .zip(&self.config.fds)
+            .map(|(l, &fd)| protocol::Slot { key: &l.key, name: l.spec.name.as_deref(), fd })
+            .collect()
     }
 
     /// The supervisor's startup environment, the envdir as it is now, then
@@ -64,14 +84,13 @@ impl Supervisor {
                 Ok(loaded) => {
                     loaded.warnings.iter().for_each(|w| self.log.line(w));
                     env = state::overlay_env(&env, &loaded.vars);
+                    // The protocols' variables are handover's to set, never the envdir's.
+                    env.retain(|(name, _)| !protocol::is_supervisor_private(name));
                 }
                 Err(e) => self.log.line(&format!("{e}; using the startup environment")),
             }
         }
-        let slots: Vec<protocol::Slot> = (self.listeners.iter())
-            .zip(&self.config.fds)
-            .map(|(l, &fd)| protocol::Slot { key: &l.key, name: l.spec.name.as_deref(), fd })
-            .collect();
+        let slots = self.slots();
         let (name, value) = protocol::generation_env(generation);
         let mut vars = protocol::listener_env(&slots);
         vars.push((name.to_string(), value));

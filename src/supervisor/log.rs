@@ -3,7 +3,7 @@
 //! each queued whole in the non-blocking `Sink` (one write per line where
 //! the reader keeps up, so lines from several writers never interleave).
 use std::cell::RefCell;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -19,11 +19,27 @@ pub struct Log {
     sink: RefCell<Sink>,
     /// A `| COMMAND` log: a broken pipe is mended by starting it again.
     restartable: bool,
+    /// The last line, and how often it came again since it was printed.
+    repeat: RefCell<Repeat>,
 }
+
+/// Identical lines in a row (a HUP storm, a fork failing for every worker)
+/// are printed once, then counted: the count goes out with the next other
+/// line, or `REPEAT_EVERY` after the line, whichever comes first.
+#[derive(Default)]
+struct Repeat {
+    text: String,
+    count: u64,
+    since: Option<Instant>,
+}
+
+/// How long repeats of a line are counted before the count is printed.
+pub const REPEAT_EVERY: Duration = Duration::from_secs(1);
 
 impl Log {
     pub fn new(compat: bool, json: bool) -> Log {
-        Log { compat, json, sink: RefCell::new(Sink::new()), restartable: false }
+        let sink = RefCell::new(Sink::new());
+        Log { compat, json, sink, restartable: false, repeat: RefCell::default() }
     }
 
     fn format(&self, text: &str) -> String {
@@ -39,6 +55,49 @@ impl Log {
     }
 
     pub fn line(&self, text: &str) {
+        // Under start_server's name every line is its own, as there.
+        if !self.compat {
+            let mut repeat = self.repeat.borrow_mut();
+            if repeat.text == text && repeat.since.is_some() {
+                repeat.count += 1;
+                return;
+            }
+            let said = self.repeated(&mut repeat);
+            *repeat = Repeat { text: text.to_owned(), count: 0, since: Some(Instant::now()) };
+            drop(repeat);
+            if let Some(said) = said {
+                self.write(&said);
+            }
+        }
+        self.write(text);
+    }
+
+    /// The line saying how often the last one came again, if it did.
+    fn repeated(&self, repeat: &mut Repeat) -> Option<String> {
+        let count = std::mem::take(&mut repeat.count);
+        (count > 0).then(|| format!("the line above came {count} more times: {}", repeat.text))
+    }
+
+    /// Prints the count of a repeated line once `REPEAT_EVERY` has passed.
+    pub fn tick(&self, now: Instant) {
+        let mut repeat = self.repeat.borrow_mut();
+        if repeat.since.is_some_and(|since| now >= since + REPEAT_EVERY) {
+            let said = self.repeated(&mut repeat);
+            repeat.since = None;
+            drop(repeat);
+            if let Some(said) = said {
+                self.write(&said);
+            }
+        }
+    }
+
+    /// When `tick` has a count to print.
+    pub fn deadline(&self) -> Option<Instant> {
+        let repeat = self.repeat.borrow();
+        repeat.since.filter(|_| repeat.count > 0).map(|since| since + REPEAT_EVERY)
+    }
+
+    fn write(&self, text: &str) {
         let line = self.format(text);
         let mut sink = self.sink.borrow_mut();
         if let Some(dropped) = sink.take_dropped() {

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::listen::Listener;
 use crate::machine::driver::{self, Perform, Step};
-use crate::machine::event::{Event, ExitStatus};
+use crate::machine::event::{Event, ExitStatus, SpawnError};
 use crate::machine::{Effect, Input, Machine};
 use crate::state::{PidFile, StatusFile};
 use crate::wire::control::{Command, Stopping};
@@ -64,6 +64,8 @@ pub struct Supervisor {
     /// Workers told to stop that have exited while others of their process
     /// group live on: reported to the machine once the group is empty.
     pub lingering: Vec<(i32, ExitStatus)>,
+    /// A generation whose spawn failed in the batch being fed, and why.
+    pub failed_spawn: Option<(u64, SpawnError)>,
 }
 
 impl Perform for Supervisor {
@@ -118,7 +120,7 @@ impl Supervisor {
             // Members of a lingering group may not be our children (no
             // subreaper): look again now and then while there are some.
             let lingering = (!self.lingering.is_empty()).then(|| Instant::now() + LINGER_CHECK);
-            let deadlines = [self.machine.next_deadline(), control, logger, lingering];
+            let deadlines = [self.machine.next_deadline(), control, logger, lingering, self.log.deadline()];
             let timeout = match deadlines.into_iter().flatten().min() {
                 None => PollTimeout::NONE,
                 Some(at) => {
@@ -166,6 +168,7 @@ impl Supervisor {
                 }
             }
             self.restart_logger(Instant::now());
+            self.log.tick(Instant::now());
             // Reported once the group is empty, or once it no longer has to
             // be (stopping without a stop timeout: the orphans' grace takes over).
             let machine = &self.machine;
@@ -190,6 +193,7 @@ impl Supervisor {
     /// Hand inputs to the machine and perform the effects (`driver::feed`).
     /// Returns the exit code once the machine says to exit.
     fn feed(&mut self, now: Instant, inputs: Vec<Input>) -> Option<i32> {
+        self.failed_spawn = None;
         driver::feed(self, now, inputs)
     }
 

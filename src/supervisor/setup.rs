@@ -147,6 +147,7 @@ pub fn run(mut config: Config) -> Result<u8> {
         logger,
         watcher,
         lingering: Vec::new(),
+        failed_spawn: None,
     };
     supervisor.serve()
 }

@@ -92,8 +92,8 @@ impl From<SpawnError> for crate::error::Error {
 impl fmt::Display for Hint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Hint::CommandNotFound => "the shell could not find a command (exit 127)",
-            Hint::NotExecutable => "a command is not executable (exit 126)",
+            Hint::CommandNotFound => "exit 127 is how a shell or an exec wrapper says a command was not found",
+            Hint::NotExecutable => "exit 126 is how a shell or an exec wrapper says a command is not executable",
             Hint::KilledFromOutside => "killed by SIGKILL from outside (out of memory?)",
             Hint::FailedDuringStartup => {
                 "it failed during startup. If its log says \"Address already in use\", it binds the port itself: \

@@ -153,8 +153,14 @@ fn drill_under_way() -> (Supervisor, std::path::PathBuf, Vec<i32>) {
         .arg("--quiet")
         .start();
     drill.wait_line("restart 1/100000");
-    let started = processes_mentioning(&tmp.display().to_string());
-    assert!(started.len() >= 2, "supervisor and worker: {started:?}\n{}", drill.dossier());
+    // Restarts follow each other closely: a worker listed may be gone
+    // before it is read, so look until one scan sees both.
+    let mention = tmp.display().to_string();
+    let started = wait_for(
+        "the supervisor and a worker",
+        || drill.dossier(),
+        || Some(processes_mentioning(&mention)).filter(|found| found.len() >= 2),
+    );
     (drill, tmp, started)
 }
 

@@ -155,3 +155,47 @@ fn drain_means_the_whole_process_group() {
         assert!(!alive(pid), "{pid} outlived the supervisor");
     }
 }
+
+/// With 20 listeners and 42 fds, a worker cannot be given its sockets:
+/// one clear line, the resource-exhaustion exit code, nothing left.
+#[test]
+fn an_fd_limit_too_low_for_the_listeners_is_said_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new("sh");
+    command.args(["-c", "ulimit -n 42 && exec \"$@\"", "sh"]).arg(binary());
+    for _ in 0..20 {
+        command.args(["--port", "127.0.0.1:0"]);
+    }
+    let status_file = dir.path().join("status");
+    command.arg("--status-file").arg(&status_file).arg("--").arg(example("worker"));
+    let output = command.stdin(std::process::Stdio::null()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(71), "{stderr}");
+    let failed: Vec<&str> = stderr.lines().filter(|l| l.contains("failed to start")).collect();
+    assert_eq!(failed.len(), 1, "one line for the failure: {stderr}");
+    assert!(failed[0].ends_with("cannot place the listening sockets: Too many open files"), "{stderr}");
+    assert!(!stderr.contains("could not find") && !status_file.exists(), "{stderr}");
+}
+
+/// A storm of restart requests while a generation starts: the coalescing
+/// line is printed once and the rest counted, not hundreds of identical lines.
+#[test]
+fn identical_lines_of_a_restart_storm_are_counted() {
+    let s = with_worker(
+        &["--port", "127.0.0.1:0", "--ready", "notify", "--control", "{dir}/ctl"],
+        &["--notify", "--startup-delay", "300"],
+    );
+    s.wait_generations(&[1]);
+    let mut control = Control::connect(&s.path("ctl"));
+    let storm = "{\"command\":\"restart\"}\n".repeat(200);
+    control.0.get_mut().write_all(storm.as_bytes()).unwrap();
+    for n in 0..200 {
+        let mut line = String::new();
+        control.0.read_line(&mut line).unwrap_or_else(|e| panic!("reply {n}: {e}"));
+        assert!(line.contains("\"ok\":true"), "reply {n}: {line}");
+    }
+    let said = s.wait_line("the line above came ");
+    assert!(said.ends_with("one more restart will follow it"), "{said}");
+    let printed = s.count_lines("is starting; one more restart will follow it");
+    assert!(printed <= 3, "{printed} identical lines\n{}", s.dossier());
+}

@@ -69,6 +69,21 @@ fn a_late_spawn_for_a_failed_generation_is_killed() {
 }
 
 #[test]
+fn a_generation_whose_forks_all_fail_is_reported_once() {
+    let mut run = Run::new(workers(3));
+    run.machine.handle(run.at(0), Input::Start);
+    let error = SpawnError { what: "fork".into(), errno: libc::EAGAIN };
+    let logged: Vec<Effect> = (0..3)
+        .flat_map(|index| {
+            let input = Input::SpawnFailed { generation: 1, index, error: error.clone() };
+            run.machine.handle(run.at(1), input)
+        })
+        .filter(|e| matches!(e, Effect::Log(Event::SpawnFailed { .. })))
+        .collect();
+    assert_eq!(logged, [Effect::Log(Event::SpawnFailed { generation: 1, error })]);
+}
+
+#[test]
 fn a_generation_replaced_while_a_worker_waits_for_its_respawn_goes_with_its_last_live_worker() {
     let mut run = Run::new(workers(2));
     run.step(0, Input::Start);

@@ -90,7 +90,7 @@ fn handovers_own_lines() {
         ),
         (
             Event::Diagnosis { generation: 2, status: ExitStatus::Code(127), hint: Hint::CommandNotFound },
-            "generation 2 exited with 127: the shell could not find a command (exit 127)",
+            "generation 2 exited with 127: exit 127 is how a shell or an exec wrapper says a command was not found",
         ),
         (
             Event::ReadyTimeout { generation: 2, pids: vec![102], after: ms(10_000) },
@@ -166,7 +166,10 @@ fn failures_and_status_lines() {
         "worker 7 killed by SIGKILL; killed by SIGKILL from outside (out of memory?)"
     );
     let exec = Failure::Exited { pid: 7, status: ExitStatus::Code(126), hint: Some(Hint::NotExecutable) };
-    assert_eq!(exec.to_string(), "worker 7 exited with 126; a command is not executable (exit 126)");
+    assert_eq!(
+        exec.to_string(),
+        "worker 7 exited with 126; exit 126 is how a shell or an exec wrapper says a command is not executable"
+    );
     let late = Failure::NotReady { after: Duration::from_micros(10_000_250) };
     assert_eq!(late.to_string(), "not ready after 10s 250us", "not rounded");
     let error = SpawnError { what: "chdir /srv".into(), errno: libc::ENOENT };
