@@ -4,19 +4,25 @@
 //! as `NOTIFY_SOCKET`. It is a path in a private directory (mode 0700) under
 //! `$XDG_RUNTIME_DIR` or the temp dir, not an abstract name: several
 //! client libraries (the Rust sd-notify crate among them) only speak paths.
-//! The directory is removed when the socket is dropped. `SO_PASSCRED` makes the kernel attach the
+//! The directory is removed when the socket is dropped, and locked while
+//! it lives, so that a later start can remove what a killed supervisor
+//! left (`clean_stale`). `SO_PASSCRED` makes the kernel attach the
 //! sender's pid to each message, so a worker cannot speak for another; the
 //! event loop maps the pid to a worker by process group, so a child of the
 //! worker may report for it. A NOTIFY_SOCKET that handover inherited is
 //! never passed down: it belongs to handover's own service manager, which
 //! hears from handover alone (upward: READY, RELOADING, STOPPING, STATUS).
 //! What a datagram says is read by `wire::sd_notify`.
+use std::fs::File;
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg, setsockopt, sockopt};
 
 use crate::machine::Upward;
@@ -26,10 +32,17 @@ pub struct NotifySocket {
     socket: UnixDatagram,
     dir: PathBuf,
     name: String,
+    /// The directory, exclusively locked for this process's life: a later
+    /// start that can take the lock knows its owner is gone.
+    _lock: Flock<File>,
 }
 
+/// A runtime directory younger than this is never taken for stale: its
+/// creator may not have locked it yet.
+const STALE_AFTER: Duration = Duration::from_secs(10);
+
 /// Where the private directory goes: short enough for `sun_path` (108 bytes).
-fn runtime_dir() -> PathBuf {
+pub fn runtime_dir() -> PathBuf {
     let candidates = [std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from), Some(std::env::temp_dir())];
     candidates
         .into_iter()
@@ -42,17 +55,63 @@ fn runtime_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/tmp"))
 }
 
+/// Removes the private directories under `parent` that supervisors which
+/// are gone (killed with SIGKILL) left behind: ours by name and owner,
+/// older than `STALE_AFTER`, not locked (their owner would hold the lock
+/// while it lives) and with a notify socket nobody answers on (a
+/// supervisor of an older version holds no lock). Returns how many.
+pub fn clean_stale(parent: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(parent) else { return 0 };
+    let euid = nix::unistd::geteuid().as_raw();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with("handover-") && name.len() == "handover-XXXXXX".len()) {
+            continue;
+        }
+        let dir = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&dir) else { continue };
+        let age = meta.modified().ok().and_then(|t| t.elapsed().ok()).unwrap_or_default();
+        if !meta.is_dir() || meta.uid() != euid || age < STALE_AFTER {
+            continue;
+        }
+        let Ok(handle) = File::open(&dir) else { continue };
+        let Ok(_lock) = Flock::lock(handle, FlockArg::LockExclusiveNonblock) else { continue };
+        let answered = UnixDatagram::unbound().and_then(|probe| probe.connect(dir.join("notify")));
+        if answered.is_ok() {
+            continue;
+        }
+        if std::fs::remove_dir_all(&dir).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 impl NotifySocket {
     pub fn bind() -> io::Result<NotifySocket> {
-        let dir = nix::unistd::mkdtemp(&runtime_dir().join("handover-XXXXXX"))?;
-        let path = dir.join("notify");
-        let bound = UnixDatagram::bind(&path).and_then(|socket| {
-            socket.set_nonblocking(true)?;
-            setsockopt(&socket, sockopt::PassCred, &true)?;
-            Ok(socket)
-        });
+        NotifySocket::bind_in(&runtime_dir())
+    }
+
+    /// The socket in a new private directory under `parent`.
+    pub fn bind_in(parent: &Path) -> io::Result<NotifySocket> {
+        let dir = nix::unistd::mkdtemp(&parent.join("handover-XXXXXX"))?;
+        let bound = File::open(&dir)
+            .and_then(|handle| {
+                Flock::lock(handle, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e.into())
+            })
+            .and_then(|lock| {
+                let socket = UnixDatagram::bind(dir.join("notify"))?;
+                socket.set_nonblocking(true)?;
+                setsockopt(&socket, sockopt::PassCred, &true)?;
+                Ok((socket, lock))
+            });
         match bound {
-            Ok(socket) => Ok(NotifySocket { socket, name: path.to_string_lossy().into_owned(), dir }),
+            Ok((socket, lock)) => {
+                let name = dir.join("notify").to_string_lossy().into_owned();
+                Ok(NotifySocket { socket, name, dir, _lock: lock })
+            }
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
                 Err(e)
@@ -151,5 +210,39 @@ mod tests {
         let dir = socket.path().parent().unwrap().to_path_buf();
         drop(socket);
         assert!(!dir.exists(), "removed on drop");
+    }
+
+    /// A directory as a supervisor killed with SIGKILL leaves it, made
+    /// `age` ago.
+    fn left_behind(parent: &Path, name: &str, age: std::time::Duration) -> PathBuf {
+        let dir = parent.join(name);
+        std::fs::create_dir(&dir).unwrap();
+        drop(UnixDatagram::bind(dir.join("notify")).unwrap());
+        let then = std::time::SystemTime::now() - age;
+        std::fs::File::open(&dir).unwrap().set_modified(then).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_start_removes_the_runtime_directories_of_supervisors_that_are_gone() {
+        let parent = tempfile::tempdir().unwrap();
+        let old = std::time::Duration::from_secs(3600);
+        let stale = left_behind(parent.path(), "handover-aaaaaa", old);
+        let young = left_behind(parent.path(), "handover-bbbbbb", std::time::Duration::ZERO);
+        let other = left_behind(parent.path(), "something-else", old);
+        let live = NotifySocket::bind_in(parent.path()).unwrap();
+        let live_dir = live.path().parent().unwrap().to_path_buf();
+        std::fs::File::open(&live_dir).unwrap().set_modified(std::time::SystemTime::now() - old).unwrap();
+        // A supervisor of an older version: no lock, but its socket answers.
+        let older = parent.path().join("handover-cccccc");
+        std::fs::create_dir(&older).unwrap();
+        let _older_socket = UnixDatagram::bind(older.join("notify")).unwrap();
+        std::fs::File::open(&older).unwrap().set_modified(std::time::SystemTime::now() - old).unwrap();
+
+        assert_eq!(clean_stale(parent.path()), 1);
+        assert!(!stale.exists(), "a dead supervisor's directory stays");
+        for kept in [&young, &other, &live_dir, &older] {
+            assert!(kept.exists(), "{} was removed", kept.display());
+        }
     }
 }

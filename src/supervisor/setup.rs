@@ -21,7 +21,7 @@ use crate::listen::{self, Listener};
 use crate::machine::Machine;
 use crate::state::{PidFile, StatusFile};
 use crate::supervisor::einhorn::EinhornSocket;
-use crate::supervisor::readiness::NotifySocket;
+use crate::supervisor::readiness::{self, NotifySocket};
 use crate::supervisor::signals::Signals;
 use crate::supervisor::watch::Watcher;
 use crate::sys::spawn;
@@ -85,6 +85,7 @@ pub fn run(mut config: Config) -> Result<u8> {
         .map(|(l, &fd)| protocol::Slot { key: &l.key, name: l.spec.name.as_deref(), fd })
         .collect();
     config.command = protocol::expand_placeholders(&config.command, &slots).map_err(Error::usage)?;
+    let cleaned = readiness::clean_stale(&readiness::runtime_dir());
     let notify = NotifySocket::bind().context(creating("notify socket"))?;
     let einhorn =
         EinhornSocket::bind(&notify.path().with_file_name("einhorn")).context(creating("einhorn socket"))?;
@@ -109,6 +110,9 @@ pub fn run(mut config: Config) -> Result<u8> {
         false => Some(Watcher::new(&config.watch).map_err(Error::runtime)?),
     };
     let (mut pid_file, listeners, control) = started.disarm();
+    if cleaned > 0 {
+        log.extra(&format!("removed {cleaned} runtime directories left by supervisors that are gone"));
+    }
     if let Err(e) = reaper::become_subreaper() {
         log.line(&format!("cannot become a subreaper ({e}): orphans of workers go to init"));
     }

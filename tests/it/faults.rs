@@ -199,3 +199,48 @@ fn identical_lines_of_a_restart_storm_are_counted() {
     let printed = s.count_lines("is starting; one more restart will follow it");
     assert!(printed <= 3, "{printed} identical lines\n{}", s.dossier());
 }
+
+/// The private directories under `tmp`.
+fn runtime_dirs(tmp: &Path) -> Vec<std::path::PathBuf> {
+    let entries = std::fs::read_dir(tmp).unwrap().flatten();
+    entries
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("handover-"))
+        .collect()
+}
+
+/// A supervisor killed with SIGKILL leaves its runtime directory; the next
+/// start in the same place removes it.
+#[test]
+fn a_start_removes_what_a_killed_supervisor_left() {
+    let first = handover();
+    let tmp = first.dir().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let tmp_text = tmp.display().to_string();
+    let mut killed = first
+        .env("TMPDIR", &tmp_text)
+        .env("XDG_RUNTIME_DIR", &tmp_text)
+        .args(["--port", "127.0.0.1:0", "--ready", "notify", "--status-file", "{dir}/status", "--"])
+        .arg(example("worker"))
+        .arg("--notify")
+        .start();
+    let worker = killed.wait_generations(&[1])[0].1;
+    killed.signal(Signal::SIGKILL);
+    // Its worker, orphaned, holds the test's output pipes: it goes too.
+    let _ = nix::sys::signal::killpg(Pid::from_raw(worker), Signal::SIGKILL);
+    killed.wait_exit();
+    let left = runtime_dirs(&tmp);
+    assert_eq!(left.len(), 1, "{left:?}");
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::open(&left[0]).unwrap().set_modified(an_hour_ago).unwrap();
+    let next = handover()
+        .env("TMPDIR", &tmp_text)
+        .env("XDG_RUNTIME_DIR", &tmp_text)
+        .args(["--port", "127.0.0.1:0", "--ready", "notify", "--status-file", "{dir}/status", "--"])
+        .arg(example("worker"))
+        .arg("--notify")
+        .start();
+    next.wait_line("removed 1 runtime directories left by supervisors that are gone");
+    assert!(!left[0].exists());
+    assert_eq!(runtime_dirs(&tmp).len(), 1, "its own");
+}
