@@ -16,7 +16,7 @@
 //! again: another process could win it in between).
 mod targets;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -37,6 +37,8 @@ use targets::{signal_listeners, target};
 
 /// How often the status file is read while a restart is timed.
 const STATUS_POLL: Duration = Duration::from_millis(1);
+/// Lines of the supervisor's output kept: the tail a failure shows.
+const KEPT_LINES: usize = 1000;
 /// How long a `status` request may take.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -49,7 +51,8 @@ enum Driver {
 
 pub struct Subject {
     child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
+    /// The last `KEPT_LINES` lines of its output, for failure messages.
+    lines: Arc<Mutex<VecDeque<String>>>,
     driver: Driver,
     /// Worker pids seen in the status file or `status` replies.
     seen: BTreeSet<i32>,
@@ -91,7 +94,7 @@ impl Subject {
             ),
             None => Error::runtime(format!("cannot start the supervisor: {e}")),
         })?;
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let lines: Arc<Mutex<VecDeque<String>>> = Arc::default();
         for stream in [
             Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
             Box::new(child.stdout.take().unwrap()),
@@ -99,7 +102,11 @@ impl Subject {
             let lines = Arc::clone(&lines);
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    lines.lock().unwrap().push(line);
+                    let mut kept = lines.lock().unwrap();
+                    if kept.len() == KEPT_LINES {
+                        kept.pop_front();
+                    }
+                    kept.push_back(line);
                 }
             });
         }
@@ -130,7 +137,7 @@ impl Subject {
     }
 
     fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
+        self.lines.lock().unwrap().iter().cloned().collect()
     }
 
     fn exited(&mut self) -> Option<std::process::ExitStatus> {
