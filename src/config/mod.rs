@@ -64,6 +64,10 @@ pub struct Config {
     pub base_env: Vec<(OsString, OsString)>,
 }
 
+/// The most workers a generation may have: each is a process, and all N
+/// are forked in one turn of the loop.
+pub const MAX_WORKERS: usize = 10_000;
+
 /// The longest duration any option or variable accepts. Longer is a typo
 /// (or `u64::MAX`), and every deadline stays far from the clock's limits.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -224,6 +228,17 @@ impl Config {
         }
         if more.workers == 0 {
             return fail("invalid --workers value 0: a generation needs at least one worker");
+        }
+        if more.workers > MAX_WORKERS {
+            let n = more.workers;
+            return fail(format!(
+                "invalid --workers value {n}: at most {MAX_WORKERS} workers per generation"
+            ));
+        }
+        if more.max_start_attempts == Some(0) {
+            return fail(
+                "invalid --max-start-attempts value 0: give 1 or more (without it, starts are retried for ever)",
+            );
         }
         if command.is_empty() {
             return fail("no worker command given; usage: handover [OPTIONS] -- COMMAND [ARGS...]");

@@ -53,7 +53,7 @@ pub struct StartServerOpts {
     #[arg(long, value_name = "DURATION", allow_negative_numbers = true)]
     pub kill_old_delay: Option<String>,
     /// listen(2) backlog; 0 means the default [default: 4096].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub backlog: Option<i32>,
     /// Client: ask the supervisor in --pid-file to restart and wait until it has.
     #[arg(long)]

@@ -197,6 +197,22 @@ fn absurd_durations_are_refused_at_startup() {
 }
 
 #[test]
+fn absurd_counts_are_refused_at_startup() {
+    let worker = example("worker").display().to_string();
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--workers", "18446744073709551615"], &["--workers", "at most 10000"]),
+        (&["--workers", "10001"], &["--workers", "at most 10000"]),
+        (&["--max-start-attempts", "0"], &["--max-start-attempts", "1 or more"]),
+        (&["--backlog", "-5"], &["--backlog", "0 (default) or more"]),
+    ];
+    for (options, needles) in cases {
+        let (o, dir) = run_once(&case_args(options, &worker));
+        assert_failed(&o, dir.path(), 2, needles, &[]);
+        assert_one_line(&o);
+    }
+}
+
+#[test]
 fn stop_on_exit_codes_are_exit_statuses() {
     let worker = example("worker").display().to_string();
     for value in ["300", "-1", "256"] {
