@@ -296,8 +296,10 @@ impl ControlServer {
         self.file.remove()
     }
 
+    /// Takes waiting connections, at most `MAX_CONNECTIONS` per call, so a
+    /// client that connects without end cannot keep the loop here.
     fn accept(&mut self, now: Instant, logs: &mut Vec<String>) {
-        loop {
+        for _ in 0..MAX_CONNECTIONS {
             if self.conns.len() >= MAX_CONNECTIONS && !self.conns.iter().any(Conn::idle) {
                 break;
             }

@@ -37,6 +37,9 @@ pub struct NotifySocket {
     _lock: Flock<File>,
 }
 
+/// Datagrams read per turn of the loop.
+const MAX_DATAGRAMS: usize = 256;
+
 /// A runtime directory younger than this is never taken for stale: its
 /// creator may not have locked it yet.
 const STALE_AFTER: Duration = Duration::from_secs(10);
@@ -139,10 +142,12 @@ impl NotifySocket {
         self.socket.as_fd()
     }
 
-    /// Every datagram waiting, with its sender's pid.
+    /// The datagrams waiting, with their senders' pids: at most
+    /// `MAX_DATAGRAMS` per call, so a worker that sends without end cannot
+    /// keep the loop here (the rest wait for the next turn).
     pub fn receive(&self) -> Vec<Message> {
         let mut messages = Vec::new();
-        loop {
+        for _ in 0..MAX_DATAGRAMS {
             let mut buf = [0u8; 4096];
             let mut cmsg = nix::cmsg_space!(libc::ucred);
             let mut iov = [IoSliceMut::new(&mut buf)];
