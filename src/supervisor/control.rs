@@ -117,17 +117,18 @@ struct Conn {
     io: LineConn,
     /// Requests in arrival order; replies leave from the front only.
     waiting: VecDeque<Slot>,
-    /// When it last sent a byte (or was accepted).
+    /// When it last sent a byte, took one of its replies, or was accepted.
     heard_at: Instant,
     /// It asked to stop: it waits, silent, for the supervisor to exit.
     stopping: bool,
 }
 
 impl Conn {
-    /// Owes nothing and is owed nothing: it may be closed to make room,
-    /// and is once silent for `IDLE_TIMEOUT`.
+    /// Is owed no reply still to be made (replies not yet read by the
+    /// client do not count): it may be closed to make room, and is once it
+    /// has neither sent nor taken a byte for `IDLE_TIMEOUT`.
     fn idle(&self) -> bool {
-        self.waiting.is_empty() && !self.io.has_output() && !self.stopping
+        self.waiting.is_empty() && !self.stopping
     }
 
     fn idle_deadline(&self) -> Option<Instant> {
@@ -138,15 +139,23 @@ impl Conn {
         self.waiting.len() < MAX_PENDING && self.io.can_read()
     }
 
+    /// Requests are buffered and may be taken now.
+    fn has_work(&self) -> bool {
+        self.waiting.len() < MAX_PENDING && self.io.has_line()
+    }
+
     fn done(&self) -> bool {
         self.io.broken || (self.io.eof && self.waiting.is_empty() && !self.io.has_output())
     }
 
-    /// Turns every buffered line into a request (a line left in the buffer
-    /// could wait for input that never comes: the pending limit stops
-    /// reading instead).
+    /// Turns buffered lines into requests, as many as may be pending; lines
+    /// left in the buffer make `next_deadline` say "now", so they are taken
+    /// on the next turn even if no more input comes.
     fn take_requests(&mut self, next_id: &mut u64, out: &mut Vec<(RequestId, Command)>) {
-        let (lines, too_long) = self.io.lines();
+        // At most what may be pending: the rest waits for the next turn,
+        // so a client with thousands of requests queued cannot fill one.
+        let room = MAX_PENDING.saturating_sub(self.waiting.len());
+        let (lines, too_long) = self.io.lines_up_to(room);
         for line in lines {
             match parse_request(&line) {
                 Ok(command) => {
@@ -236,8 +245,12 @@ impl ControlServer {
         fds
     }
 
-    /// When the next idle connection is to be closed.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    /// When the next idle connection is to be closed, or `now` when
+    /// requests wait in a buffer (`service` takes them in turns).
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        if self.conns.iter().any(Conn::has_work) {
+            return Some(now);
+        }
         self.conns.iter().filter_map(Conn::idle_deadline).min()
     }
 
@@ -249,13 +262,15 @@ impl ControlServer {
         self.accept_paused = false;
         self.accept(now, &mut logs);
         for conn in &mut self.conns {
-            if conn.wants_input() {
-                if conn.io.fill() {
-                    conn.heard_at = now;
-                }
+            if conn.wants_input() && conn.io.fill() {
+                conn.heard_at = now;
+            }
+            if conn.waiting.len() < MAX_PENDING {
                 conn.take_requests(&mut self.next_id, &mut requests);
             }
-            conn.io.flush();
+            if conn.io.flush() {
+                conn.heard_at = now;
+            }
         }
         self.conns.retain(|c| !c.done() && c.idle_deadline().is_none_or(|at| now < at));
         (requests, logs)
@@ -272,7 +287,9 @@ impl ControlServer {
         });
         if let Some(conn) = found {
             conn.release();
-            conn.io.flush();
+            if conn.io.flush() {
+                conn.heard_at = Instant::now();
+            }
             if conn.io.unsent() > MAX_OUTPUT {
                 // Its replies pile up: it does not read them. Dropping it
                 // frees them; its requests were taken, so nothing hangs.
@@ -287,7 +304,9 @@ impl ControlServer {
     /// Writes what the sockets take now: call before exiting, so a reply
     /// queued on the way out (to `stop`) is not lost.
     pub fn flush(&mut self) {
-        self.conns.iter_mut().for_each(|c| c.io.flush());
+        for conn in &mut self.conns {
+            conn.io.flush();
+        }
         self.conns.retain(|c| !c.done());
     }
 
@@ -334,8 +353,9 @@ impl ControlServer {
         }
     }
 
-    /// With a full table, closes the connection idle the longest, so a new
-    /// client always gets in (`accept` takes one only when one is idle).
+    /// With a full table, closes the connection idle the longest (one that
+    /// is owed nothing, or only replies it does not read), so a new client
+    /// always gets in (`accept` takes one only when one is idle).
     fn make_room(&mut self) {
         if self.conns.len() < MAX_CONNECTIONS {
             return;

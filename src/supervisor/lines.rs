@@ -102,8 +102,16 @@ impl LineConn {
     /// also the unterminated rest); true if a line over `MAX_LINE` came
     /// next, and then no more input is read.
     pub fn lines(&mut self) -> (Vec<Vec<u8>>, bool) {
+        self.lines_up_to(usize::MAX)
+    }
+
+    /// `lines`, at most `max` of them; the rest stay buffered (`has_line`).
+    pub fn lines_up_to(&mut self, max: usize) -> (Vec<Vec<u8>>, bool) {
         let (mut lines, mut start) = (Vec::new(), 0);
         let too_long = loop {
+            if lines.len() >= max {
+                break false;
+            }
             let rest = &self.input[start..];
             let end = match rest.iter().position(|&b| b == b'\n') {
                 Some(end) => end,
@@ -129,16 +137,26 @@ impl LineConn {
         (lines, too_long)
     }
 
+    /// A complete line (or, at end of input, the rest) is buffered.
+    pub fn has_line(&self) -> bool {
+        self.input.contains(&b'\n') || (self.eof && !self.input.is_empty())
+    }
+
     pub fn queue(&mut self, bytes: &[u8]) {
         self.output.extend_from_slice(bytes);
     }
 
     /// Writes what the socket takes now; never blocks, never raises SIGPIPE.
-    pub fn flush(&mut self) {
+    /// Whether the peer took any byte.
+    pub fn flush(&mut self) -> bool {
+        let mut taken = false;
         while !self.output.is_empty() && !self.broken {
             let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
             match send(self.stream.as_raw_fd(), &self.output, flags) {
-                Ok(n) => drop(self.output.drain(..n)),
+                Ok(n) => {
+                    taken |= n > 0;
+                    drop(self.output.drain(..n));
+                }
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => break,
                 Err(_) => self.broken = true,
@@ -150,6 +168,7 @@ impl LineConn {
                 *buffer = Vec::new();
             }
         }
+        taken
     }
 
     /// The events to poll for, if any (`read`: the owner wants input).

@@ -115,7 +115,7 @@ impl Supervisor {
             return Ok(exit_code(code));
         }
         loop {
-            let control = self.control.as_ref().and_then(ControlServer::next_deadline);
+            let control = self.control.as_ref().and_then(|c| c.next_deadline(Instant::now()));
             let logger = self.logger.as_ref().and_then(Logger::deadline);
             // Members of a lingering group may not be our children (no
             // subreaper): look again now and then while there are some.

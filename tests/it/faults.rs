@@ -196,8 +196,10 @@ fn identical_lines_of_a_restart_storm_are_counted() {
     }
     let said = s.wait_line("the line above came ");
     assert!(said.ends_with("one more restart will follow it"), "{said}");
+    // A connection has at most 64 requests in hand, so the 200 coalesce into
+    // a few generations, each printing its line once (and its count).
     let printed = s.count_lines("is starting; one more restart will follow it");
-    assert!(printed <= 3, "{printed} identical lines\n{}", s.dossier());
+    assert!(printed <= 16, "{printed} such lines for 200 requests\n{}", s.dossier());
 }
 
 /// The private directories under `tmp`.

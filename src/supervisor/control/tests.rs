@@ -327,14 +327,14 @@ fn an_idle_connection_is_closed_after_the_idle_timeout() {
     busy.send("{\"command\":\"restart\"}\n");
     let got = requests(&mut server, 1);
     assert_eq!(server.connections(), 2);
-    let deadline = server.next_deadline().expect("the idle connection has a deadline");
+    let deadline = server.next_deadline(Instant::now()).expect("the idle connection has a deadline");
     let (_, logs) = server.service(deadline - Duration::from_millis(1));
     assert!(logs.is_empty(), "{logs:?}");
     assert_eq!(server.connections(), 2, "closed before its time");
     server.service(deadline);
     assert_eq!(server.connections(), 1, "the idle one goes, the one awaiting a reply stays");
     assert_eq!(idle.reply(), None);
-    assert_eq!(server.next_deadline(), None, "a connection owed a reply has no idle deadline");
+    assert_eq!(server.next_deadline(Instant::now()), None, "a connection owed a reply has no idle deadline");
     server.reply(got[0].0, &json!({"ok": true}));
     assert_eq!(busy.reply(), Some(json!({"ok": true})));
 }
@@ -383,4 +383,23 @@ fn repeated_log_lines_are_throttled_with_a_count() {
     assert_eq!(throttle.admit(start + Duration::from_secs(2)), None);
     assert_eq!(throttle.admit(start + THROTTLE), Some(2), "the two held back are counted");
     assert_eq!(throttle.admit(start + 3 * THROTTLE), Some(0));
+}
+
+#[test]
+fn a_client_that_stops_reading_is_closed_when_it_takes_nothing_for_the_idle_timeout() {
+    let (_dir, path, mut server) = bound();
+    let client = Client::connect(&path);
+    (&client.stream).write_all("{\"command\":\"status\"}\n".repeat(MAX_PENDING).as_bytes()).unwrap();
+    let mut got = Vec::new();
+    while got.len() < MAX_PENDING {
+        got.extend(server.service(Instant::now()).0);
+    }
+    // Replies the socket buffer cannot hold: they wait for a reader.
+    let big = json!({"ok": true, "pad": "x".repeat(8000)});
+    got.iter().for_each(|&(id, _)| server.reply(id, &big));
+    assert_eq!(server.connections(), 1, "under the output bound: kept for now");
+    let deadline =
+        server.next_deadline(Instant::now()).expect("owed no reply still to be made: it has a deadline");
+    server.service(deadline);
+    assert_eq!(server.connections(), 0, "took nothing for the idle timeout: closed");
 }
