@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_handover_global_optspecs
-    string join \n port= path= dir= interval= signal-on-hup= signal-on-term= pid-file= status-file= envdir= log-file= daemonize enable-auto-restart auto-restart-interval= kill-old-delay= backlog= restart stop ready= ready-timeout= drain-timeout= stop-timeout= listen= workers= stop-on-exit= max-start-attempts= signal-target= log-capture log-format= watch= user= group= control= h/help V/version
+    string join \n port= path= dir= interval= signal-on-hup= signal-on-term= pid-file= status-file= envdir= log-file= daemonize enable-auto-restart auto-restart-interval= kill-old-delay= backlog= restart stop ready= ready-timeout= drain-timeout= stop-timeout= listen= workers= stop-on-exit= max-start-attempts= signal-target= log-capture log-format= watch= user= group= control= announce= no-tcp-nodelay h/help V/version
 end
 
 function __fish_handover_needs_command
@@ -55,11 +55,13 @@ complete -c handover -n "__fish_handover_needs_command" -l watch -d 'Restart whe
 complete -c handover -n "__fish_handover_needs_command" -l user -d 'Run the workers as this user (name or uid; its groups too). handover keeps running as root and keeps the sockets it bound' -r
 complete -c handover -n "__fish_handover_needs_command" -l group -d 'Run the workers with this group (name or gid) [default: the --user\'s]' -r
 complete -c handover -n "__fish_handover_needs_command" -l control -d 'Unix socket for `handover restart|stop|status --control PATH` (mode 0600)' -r -F
+complete -c handover -n "__fish_handover_needs_command" -l announce -d 'The fd protocols the listeners are announced in: a comma-separated list of server-starter, systemd, einhorn [default: all three]' -r
 complete -c handover -n "__fish_handover_needs_command" -l daemonize -d 'Detach into the background (needs --log-file)'
 complete -c handover -n "__fish_handover_needs_command" -l enable-auto-restart -d 'Restart the worker every --auto-restart-interval'
 complete -c handover -n "__fish_handover_needs_command" -l restart -d 'Client: ask the supervisor in --pid-file to restart and wait until it has'
 complete -c handover -n "__fish_handover_needs_command" -l stop -d 'Client: stop the supervisor in --pid-file and wait until it has exited'
 complete -c handover -n "__fish_handover_needs_command" -l log-capture -d 'Read the workers\' stdout and stderr through pipes and write each line to the log with its generation, pid and stream'
+complete -c handover -n "__fish_handover_needs_command" -l no-tcp-nodelay -d 'Leave Nagle\'s algorithm on for TCP listeners (by default they get TCP_NODELAY, which accepted connections inherit; `?nodelay=` on a --listen decides for that listener)'
 complete -c handover -n "__fish_handover_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c handover -n "__fish_handover_needs_command" -s V -l version -d 'Print version'
 complete -c handover -n "__fish_handover_needs_command" -a "restart" -d 'Ask a running supervisor for a hot restart'

@@ -50,6 +50,8 @@ pub struct Config {
     pub activation: Option<protocol::Activation>,
     /// `--signal-target group`: signals go to the worker's process group.
     pub signal_group: bool,
+    /// `--announce`: the fd protocols the workers are told about.
+    pub announce: protocol::Announce,
     /// `--user`/`--group`: who the workers run as.
     pub credentials: Option<crate::sys::spawn::Credentials>,
     /// `--log-capture`: workers' output through our pipes, in this format.
@@ -252,6 +254,17 @@ impl Config {
             listeners.push(ListenSpec::parse_listen(spec)?);
         }
         crate::listen::check_unique_names(&listeners)?;
+        // TCP_NODELAY by default under handover's name: a request/response
+        // server that forgets it waits 40 ms on Nagle and delayed ACKs.
+        // start_server's name keeps its sockets as they were.
+        let nodelay = !compat && !more.no_tcp_nodelay;
+        for spec in &mut listeners {
+            if matches!(spec.address, crate::listen::Address::Inet { udp: false, .. })
+                && spec.nodelay.is_none()
+            {
+                spec.nodelay = Some(nodelay);
+            }
+        }
         let activation = protocol::decode_activation(&env, std::process::id()).map_err(Error::usage)?;
         let names: Vec<Option<&str>> = match &activation {
             Some(a) if listeners.is_empty() => a.names.iter().map(Option::as_deref).collect(),
@@ -391,6 +404,10 @@ impl Config {
             log,
             activation,
             signal_group: more.signal_target == SignalTarget::Group,
+            announce: match &more.announce {
+                Some(text) => protocol::Announce::parse(text).map_err(Error::usage)?,
+                None => protocol::Announce::ALL,
+            },
             credentials: credentials(more.user.as_deref(), more.group.as_deref())?,
             capture: more.log_capture.then_some(more.log_format),
             watch: more.watch.clone(),

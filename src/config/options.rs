@@ -143,6 +143,15 @@ pub struct HandoverOpts {
     /// Unix socket for `handover restart|stop|status --control PATH` (mode 0600).
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
+    /// The fd protocols the listeners are announced in: a comma-separated
+    /// list of server-starter, systemd, einhorn [default: all three].
+    #[arg(long, value_name = "LIST")]
+    pub announce: Option<String>,
+    /// Leave Nagle's algorithm on for TCP listeners (by default they get
+    /// TCP_NODELAY, which accepted connections inherit; `?nodelay=` on a
+    /// --listen decides for that listener).
+    #[arg(long)]
+    pub no_tcp_nodelay: bool,
 }
 
 impl Default for HandoverOpts {
@@ -164,6 +173,8 @@ impl Default for HandoverOpts {
             user: None,
             group: None,
             control: None,
+            announce: None,
+            no_tcp_nodelay: false,
         }
     }
 }

@@ -239,6 +239,9 @@ fn bind_inet(
     }
     socket.bind(&addr.into()).map_err(|e| io_err("bind", e))?;
     if !udp {
+        if spec.nodelay == Some(true) {
+            socket.set_tcp_nodelay(true).map_err(|e| io_err("set TCP_NODELAY on", e))?;
+        }
         socket.listen(backlog).map_err(|e| io_err("listen on", e))?;
     }
     let bound = socket.local_addr().map_err(|e| io_err("get the address of", e))?.as_socket().unwrap_or(addr);
@@ -279,6 +282,19 @@ mod tests {
 
     fn port_of(listener: &Listener) -> u16 {
         listener.socket.local_addr().unwrap().as_socket().unwrap().port()
+    }
+
+    #[test]
+    fn accepted_connections_inherit_tcp_nodelay_from_the_listener() {
+        for (query, expected) in [("?nodelay=1", true), ("?nodelay=0", false), ("", false)] {
+            let spec = ListenSpec::parse_listen(&format!("tcp://127.0.0.1:0{query}")).unwrap();
+            let listener = bind_all(&[spec], 0).unwrap().remove(0);
+            let _client = TcpStream::connect(("127.0.0.1", port_of(&listener))).unwrap();
+            let (accepted, _) = listener.socket.accept().unwrap();
+            assert_eq!(accepted.tcp_nodelay().unwrap(), expected, "{query:?}");
+        }
+        assert!(ListenSpec::parse_listen("tcp://127.0.0.1:0?nodelay=2").is_err());
+        assert!(ListenSpec::parse_listen("udp://127.0.0.1:0?nodelay=1").is_err());
     }
 
     #[test]

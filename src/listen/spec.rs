@@ -8,7 +8,8 @@
 //! - `--path` is a unix stream socket at exactly that path.
 //! - `--listen` is `[NAME=]tcp://HOST:PORT`, `udp://HOST:PORT` or
 //!   `unix:PATH` (also `unix://PATH`), with options as a query string:
-//!   `?backlog=N` (tcp, unix), `?mode=0660&owner=USER&group=GROUP` (unix).
+//!   `?backlog=N` (tcp, unix), `?nodelay=0|1` (tcp),
+//!   `?mode=0660&owner=USER&group=GROUP` (unix).
 //!   HOST is required (`0.0.0.0` says "every IPv4 address"), IPv6 goes in
 //!   brackets, there is no `=FD` pin (fds follow the order), and a unix
 //!   path cannot contain `?`. NAME follows systemd's rules for
@@ -58,6 +59,9 @@ pub struct ListenSpec {
     pub name: Option<String>,
     /// `?backlog=N`: this socket's listen(2) backlog instead of `--backlog`.
     pub backlog: Option<i32>,
+    /// TCP_NODELAY for a TCP listener (`?nodelay=0|1`; config fills in the
+    /// default); accepted connections inherit it.
+    pub nodelay: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,7 +84,7 @@ impl From<SpecError> for crate::error::Error {
 
 impl ListenSpec {
     pub(super) fn new(address: Address) -> ListenSpec {
-        ListenSpec { address, pin: None, name: None, backlog: None }
+        ListenSpec { address, pin: None, name: None, backlog: None, nodelay: None }
     }
 
     /// Parses a `--port` value (see the module docs for the grammar).
@@ -239,7 +243,7 @@ fn parse_authority(scheme: &str, authority: &str) -> Result<(String, u16), Strin
 /// `OPTION=VALUE&...`, each option at most once, checked against the kind.
 fn apply_options(spec: &mut ListenSpec, query: &str) -> Result<(), String> {
     let (kind, allowed): (&str, &[&str]) = match &spec.address {
-        Address::Inet { udp: false, .. } => ("tcp", &["backlog"]),
+        Address::Inet { udp: false, .. } => ("tcp", &["backlog", "nodelay"]),
         Address::Inet { udp: true, .. } => ("udp", &[]),
         Address::Unix { .. } => ("unix", &["mode", "owner", "group", "backlog"]),
     };
@@ -253,7 +257,7 @@ fn apply_options(spec: &mut ListenSpec, query: &str) -> Result<(), String> {
             return Err(format!("expected OPTION=VALUE, found {item:?}"));
         };
         if !allowed.contains(&option) {
-            let known = ["mode", "owner", "group", "backlog"].contains(&option);
+            let known = ["mode", "owner", "group", "backlog", "nodelay"].contains(&option);
             let what = if known { "option" } else { "unknown option" };
             return Err(format!("{what} {option:?} ({takes})"));
         }
@@ -270,6 +274,7 @@ fn apply_options(spec: &mut ListenSpec, query: &str) -> Result<(), String> {
         };
         match (option, options) {
             ("backlog", _) => spec.backlog = Some(parse_backlog(value)?),
+            ("nodelay", _) => spec.nodelay = Some(parse_flag("nodelay", value)?),
             ("mode", Some(options)) => options.mode = Some(parse_mode(value)?),
             ("owner", Some(options)) => options.owner = Some(value.to_owned()),
             ("group", Some(options)) => options.group = Some(value.to_owned()),
@@ -277,6 +282,14 @@ fn apply_options(spec: &mut ListenSpec, query: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn parse_flag(option: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "1" | "on" | "yes" | "true" => Ok(true),
+        "0" | "off" | "no" | "false" => Ok(false),
+        _ => Err(format!("{option} {value:?} is not 1 or 0")),
+    }
 }
 
 fn parse_backlog(value: &str) -> Result<i32, String> {

@@ -44,7 +44,7 @@ impl Supervisor {
             env: &env,
             // Whether the listeners are announced by socket activation, not
             // whatever the environment holds.
-            listen_pid: protocol::speaks_systemd(&self.slots()),
+            listen_pid: self.config.announce.systemd && protocol::speaks_systemd(&self.slots()),
             dir: self.config.dir.as_deref(),
             fds: &fds,
             credentials: self.config.credentials.as_ref(),
@@ -92,11 +92,14 @@ impl Supervisor {
         }
         let slots = self.slots();
         let (name, value) = protocol::generation_env(generation);
-        let mut vars = protocol::listener_env(&slots);
+        let announce = self.config.announce;
+        let mut vars = protocol::listener_env(&slots, announce);
         vars.push((name.to_string(), value));
         vars.extend(protocol::worker_index_env(index));
         vars.push((protocol::NOTIFY_SOCKET.to_string(), self.notify.path().to_string_lossy().into_owned()));
-        vars.extend(protocol::einhorn_env(&self.einhorn.path().to_string_lossy(), std::process::id()));
+        if announce.einhorn {
+            vars.extend(protocol::einhorn_env(&self.einhorn.path().to_string_lossy(), std::process::id()));
+        }
         for (name, value) in vars {
             env.retain(|(k, _)| *k != *name);
             env.push((name.into(), value.into()));

@@ -62,7 +62,6 @@ pub struct Slot<'a> {
     pub fd: i32,
 }
 
-/// The listener variables for a worker, in a stable order:
 /// Where einhorn-speaking workers send `worker:ack`; they check that the
 /// master pid is their parent before they do.
 pub fn einhorn_env(socket: &str, master_pid: u32) -> Vec<(String, String)> {
@@ -78,19 +77,58 @@ pub fn worker_index_env(index: usize) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Which fd protocols the listeners are announced in (`--announce`): all
+/// three by default; a server that misreads one is spared it (uWSGI takes
+/// `LISTEN_FDS` for its own sockets).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Announce {
+    pub server_starter: bool,
+    pub systemd: bool,
+    pub einhorn: bool,
+}
+
+impl Announce {
+    pub const ALL: Announce = Announce { server_starter: true, systemd: true, einhorn: true };
+    /// The names `--announce` takes.
+    pub const NAMES: [&'static str; 3] = ["server-starter", "systemd", "einhorn"];
+
+    /// `server-starter,systemd`: a comma-separated list of `NAMES`, at least one.
+    pub fn parse(text: &str) -> Result<Announce, String> {
+        let mut announce = Announce { server_starter: false, systemd: false, einhorn: false };
+        for name in text.split(',').map(str::trim) {
+            match name {
+                "server-starter" => announce.server_starter = true,
+                "systemd" => announce.systemd = true,
+                "einhorn" => announce.einhorn = true,
+                _ => {
+                    let known = Announce::NAMES.join(", ");
+                    return Err(format!("invalid --announce value {text:?}: {name:?} is not one of {known}"));
+                }
+            }
+        }
+        Ok(announce)
+    }
+}
+
 /// `SERVER_STARTER_PORT`, then `LISTEN_FDS` and `LISTEN_FDNAMES` when
-/// systemd's protocol applies, then `EINHORN_FD_COUNT` and `EINHORN_FD_n`.
-pub fn listener_env(slots: &[Slot]) -> Vec<(String, String)> {
-    let server_starter = slots.iter().map(|s| format!("{}={}", s.key, s.fd)).collect::<Vec<_>>().join(";");
-    let mut env = vec![(SERVER_STARTER_PORT.to_owned(), server_starter)];
-    if speaks_systemd(slots) {
+/// systemd's protocol applies, then `EINHORN_FD_COUNT` and `EINHORN_FD_n`;
+/// each only if `announce` says so.
+pub fn listener_env(slots: &[Slot], announce: Announce) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    if announce.server_starter {
+        let pairs = slots.iter().map(|s| format!("{}={}", s.key, s.fd)).collect::<Vec<_>>().join(";");
+        env.push((SERVER_STARTER_PORT.to_owned(), pairs));
+    }
+    if announce.systemd && speaks_systemd(slots) {
         let names = slots.iter().map(|s| s.name.unwrap_or(UNNAMED_FD)).collect::<Vec<_>>().join(":");
         env.push((LISTEN_FDS.to_owned(), slots.len().to_string()));
         env.push((LISTEN_FDNAMES.to_owned(), names));
     }
-    env.push((EINHORN_FD_COUNT.to_owned(), slots.len().to_string()));
-    for (index, slot) in slots.iter().enumerate() {
-        env.push((format!("{EINHORN_FD_PREFIX}{index}"), slot.fd.to_string()));
+    if announce.einhorn {
+        env.push((EINHORN_FD_COUNT.to_owned(), slots.len().to_string()));
+        for (index, slot) in slots.iter().enumerate() {
+            env.push((format!("{EINHORN_FD_PREFIX}{index}"), slot.fd.to_string()));
+        }
     }
     env
 }

@@ -324,3 +324,17 @@ fn auto_restart_options_are_exported() {
     assert_eq!(env["KILL_OLD_DELAY"], "0");
     assert_eq!(report["server_starter_port"], "", "set, empty, without sockets");
 }
+
+#[test]
+fn announce_leaves_out_the_protocols_not_named() {
+    let (_s, report) = probe("--port 127.0.0.1:0 --announce server-starter");
+    for field in ["listen_fds", "listen_pid", "listen_fdnames", "einhorn"] {
+        assert!(report[field].is_null(), "{field} announced: {report:#}");
+    }
+    assert!(report["server_starter_port"].as_str().is_some_and(|v| v.ends_with("=3")), "{report:#}");
+    let (_s, report) = probe("--port 127.0.0.1:0 --announce systemd,einhorn");
+    assert_eq!(report["listen_fds"], "1", "{report:#}");
+    assert_eq!(report["listen_pid_matches"], true, "{report:#}");
+    assert!(report["server_starter_port"].is_null(), "{report:#}");
+    assert_eq!(report["einhorn"], serde_json::json!([3]));
+}

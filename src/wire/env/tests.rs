@@ -12,7 +12,7 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 fn tcp_ipv6_and_unix_from_fd_3() {
     let slots = [slot("127.0.0.1:18010", 3), slot("[::1]:18011", 4), slot("/tmp/s.sock", 5)];
     assert_eq!(
-        listener_env(&slots),
+        listener_env(&slots, Announce::ALL),
         env(&[
             ("SERVER_STARTER_PORT", "127.0.0.1:18010=3;[::1]:18011=4;/tmp/s.sock=5"),
             ("LISTEN_FDS", "3"),
@@ -27,14 +27,17 @@ fn tcp_ipv6_and_unix_from_fd_3() {
 
 #[test]
 fn no_listeners_still_announces_the_supervisor() {
-    assert_eq!(listener_env(&[]), env(&[("SERVER_STARTER_PORT", ""), ("EINHORN_FD_COUNT", "0")]));
+    assert_eq!(
+        listener_env(&[], Announce::ALL),
+        env(&[("SERVER_STARTER_PORT", ""), ("EINHORN_FD_COUNT", "0")])
+    );
     assert!(!speaks_systemd(&[]));
 }
 
 #[test]
 fn single_bare_port() {
     assert_eq!(
-        listener_env(&[slot("8080", 3)]),
+        listener_env(&[slot("8080", 3)], Announce::ALL),
         env(&[
             ("SERVER_STARTER_PORT", "8080=3"),
             ("LISTEN_FDS", "1"),
@@ -52,7 +55,7 @@ fn names_fill_listen_fdnames() {
         slot("8443", 4),
         Slot { key: "/run/app.sock", name: Some("admin"), fd: 5 },
     ];
-    let vars = listener_env(&slots);
+    let vars = listener_env(&slots, Announce::ALL);
     assert!(vars.contains(&("LISTEN_FDNAMES".into(), "http:unknown:admin".into())));
     assert!(vars.contains(&("SERVER_STARTER_PORT".into(), "8080=3;8443=4;/run/app.sock=5".into())));
 }
@@ -62,7 +65,7 @@ fn pinned_layouts_skip_systemd_unless_contiguous_from_3() {
     // `18034=9`, then an unpinned listener at 3: not expressible for systemd.
     let slots = [slot("18034", 9), slot("127.0.0.1:18035", 3)];
     assert_eq!(
-        listener_env(&slots),
+        listener_env(&slots, Announce::ALL),
         env(&[
             ("SERVER_STARTER_PORT", "18034=9;127.0.0.1:18035=3"),
             ("EINHORN_FD_COUNT", "2"),
@@ -73,7 +76,7 @@ fn pinned_layouts_skip_systemd_unless_contiguous_from_3() {
     // Pinned to stdin.
     let stdin = [slot("127.0.0.1:18035", 0)];
     assert_eq!(
-        listener_env(&stdin),
+        listener_env(&stdin, Announce::ALL),
         env(&[
             ("SERVER_STARTER_PORT", "127.0.0.1:18035=0"),
             ("EINHORN_FD_COUNT", "1"),
@@ -299,4 +302,23 @@ fn placeholders_are_checked_against_names_at_startup() {
         Err("the worker command uses {fd}, but there is no listener".to_owned())
     );
     assert_eq!(check_placeholders(&argv(&["w", "plain"]), &[]), Ok(()));
+}
+
+#[test]
+fn announce_chooses_the_protocols() {
+    let slots = [slot("8080", 3)];
+    let only = |text: &str| listener_env(&slots, Announce::parse(text).unwrap());
+    assert_eq!(only("server-starter"), env(&[("SERVER_STARTER_PORT", "8080=3")]));
+    assert_eq!(only("systemd"), env(&[("LISTEN_FDS", "1"), ("LISTEN_FDNAMES", "unknown")]));
+    assert_eq!(
+        only("einhorn, server-starter"),
+        env(&[("SERVER_STARTER_PORT", "8080=3"), ("EINHORN_FD_COUNT", "1"), ("EINHORN_FD_0", "3")])
+    );
+    assert_eq!(Announce::parse("server-starter,systemd,einhorn"), Ok(Announce::ALL));
+    let err = Announce::parse("systemd,upstart").unwrap_err();
+    assert_eq!(
+        err,
+        "invalid --announce value \"systemd,upstart\": \"upstart\" is not one of server-starter, systemd, einhorn"
+    );
+    assert!(Announce::parse("").is_err());
 }
