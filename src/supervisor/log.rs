@@ -75,7 +75,8 @@ impl Log {
     /// The line saying how often the last one came again, if it did.
     fn repeated(&self, repeat: &mut Repeat) -> Option<String> {
         let count = std::mem::take(&mut repeat.count);
-        (count > 0).then(|| format!("the line above came {count} more times: {}", repeat.text))
+        let times = if count == 1 { "once more".to_string() } else { format!("{count} more times") };
+        (count > 0).then(|| format!("the line above came {times}: {}", repeat.text))
     }
 
     /// Prints the count of a repeated line once `REPEAT_EVERY` has passed.
