@@ -37,6 +37,9 @@ pub fn status_text(status: &Status) -> String {
         Some(Restart::Failed(failed)) => out += &format!("last restart failed: {}\n", failed.error),
         None => {}
     }
+    if let Some(ready) = status.ready {
+        out += &format!("readiness: {}\n", ready.name());
+    }
     let c = &status.counters;
     out += &format!("restarts {}, failures {}, respawns {}\n", c.restarts, c.failures, c.respawns);
     out
@@ -45,7 +48,7 @@ pub fn status_text(status: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::control::{Counters, Generation, Listener, Phase};
+    use crate::wire::control::{Counters, Generation, Listener, Phase, Readiness};
 
     #[test]
     fn a_restart_and_a_status_for_people() {
@@ -65,6 +68,7 @@ mod tests {
             ok: true,
             pid: 7,
             stopping: true,
+            ready: Some(Readiness::AutoLearnedNotify),
             listeners: vec![Listener {
                 fd: 3,
                 name: Some("web".into()),
@@ -91,6 +95,7 @@ mod tests {
                 "generation 4  serving   pids 12,13  started T",
                 "last restart: generation 4 is serving (pids 12,13): ready 35.25 ms after spawn, \
                  old generation gone 120 ms after it was told to stop",
+                "readiness: auto, learned notify",
                 "restarts 1, failures 2, respawns 3",
             ]
         );

@@ -86,6 +86,9 @@ pub enum Failure {
     Stopping,
 }
 
+/// A line of the log. `ReadyTimeout::learned`: auto mode waited for
+/// `READY=1` because an earlier worker sent it; `ReadyLearned`: worker `pid`
+/// was the first to send it, so from now on new workers must too.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     // start_server's own lines.
@@ -106,7 +109,8 @@ pub enum Event {
     HupCoalesced { generation: u64 },
     SpawnFailed { generation: u64, error: SpawnError },
     Diagnosis { generation: u64, status: ExitStatus, hint: Hint },
-    ReadyTimeout { generation: u64, pids: Vec<Pid>, after: Duration },
+    ReadyTimeout { generation: u64, pids: Vec<Pid>, after: Duration, learned: bool },
+    ReadyLearned { pid: Pid, timeout: Option<Duration> },
     DrainTimeout { pid: Pid, after: Duration },
     StopTimeout { pids: Vec<Pid>, after: Duration },
     Forwarded { signal: Signal, pids: Vec<Pid> },

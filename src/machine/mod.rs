@@ -19,6 +19,11 @@
 //! - A probation window is never shortened by a signal: alive-readiness is
 //!   `spawned_at + interval`, whatever else arrives meanwhile; in notify
 //!   mode a generation gets its whole ready timeout.
+//! - Auto mode learns: once a worker has sent `READY=1`, every worker not
+//!   yet ready (those of a generation starting then included, and workers
+//!   respawned later) is ready only on its own `READY=1`, as in notify
+//!   mode, for the rest of the supervisor's life. Learning adds a
+//!   condition; it never makes a probation shorter.
 //! - The serving generation is told to stop only after all N workers of
 //!   its successor are ready; a successor that fails is stopped and the
 //!   serving one is untouched.
@@ -64,6 +69,8 @@ pub struct Machine {
     next_watchdog: Option<Instant>,
     counters: Counters,
     last_outcome: Option<Outcome>,
+    /// Auto mode: a worker sent `READY=1`, so new workers must too.
+    learned: bool,
 }
 
 impl Machine {
@@ -78,6 +85,7 @@ impl Machine {
             next_watchdog: None,
             counters: Counters::default(),
             last_outcome: None,
+            learned: false,
         }
     }
 
@@ -187,6 +195,21 @@ impl Machine {
         self.last_outcome.as_ref()
     }
 
+    /// The `--ready` mode given, and whether auto mode has learned that
+    /// workers send `READY=1`.
+    pub fn readiness(&self) -> (ReadyMode, bool) {
+        (self.policy.ready, self.learned)
+    }
+
+    /// The rule for workers not ready yet: auto mode turns into notify mode
+    /// once it has learned.
+    fn rule(&self) -> ReadyMode {
+        match self.policy.ready {
+            ReadyMode::Auto if self.learned => ReadyMode::Notify,
+            mode => mode,
+        }
+    }
+
     /// Every generation with a live or starting worker, oldest first.
     pub fn views(&self) -> Vec<View> {
         let view = |g: &Generation, phase| View {
@@ -262,7 +285,7 @@ impl Machine {
     }
 
     fn candidate_deadline(&self, c: &Generation) -> Option<Instant> {
-        match self.policy.ready {
+        match self.rule() {
             ReadyMode::Alive | ReadyMode::Auto => self.probation_ends(c),
             ReadyMode::Notify => self.policy.ready_timeout.map(|t| c.spawned_at + t),
         }
@@ -270,7 +293,7 @@ impl Machine {
 
     /// When the next worker of `g` that is not ready yet has been alive an interval.
     fn probation_ends(&self, g: &Generation) -> Option<Instant> {
-        if self.policy.ready == ReadyMode::Notify {
+        if self.rule() == ReadyMode::Notify {
             return None;
         }
         let waiting = g.workers.iter().filter(|w| w.pid.is_some() && !w.ready);

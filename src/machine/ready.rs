@@ -8,10 +8,14 @@ use crate::machine::event::{Event, Failure, Pid};
 
 impl Machine {
     pub(super) fn ready_message(&mut self, now: Instant, pid: Pid, fx: &mut Vec<Effect>) {
-        let Phase::Running(running) = &mut self.phase else { return };
-        if self.policy.ready == ReadyMode::Alive {
+        if self.policy.ready == ReadyMode::Alive || self.stopping() {
             return;
         }
+        if self.policy.ready == ReadyMode::Auto && !self.learned && self.generations().any(|g| g.has(pid)) {
+            self.learned = true;
+            fx.push(Effect::Log(Event::ReadyLearned { pid, timeout: self.policy.ready_timeout }));
+        }
+        let Phase::Running(running) = &mut self.phase else { return };
         if let Some(worker) = self.current.as_mut().and_then(|g| g.worker(pid)) {
             worker.ready = true;
         }
@@ -134,7 +138,8 @@ impl Machine {
         }
     }
 
-    /// Alive-readiness for starting workers; the ready timeout in notify mode.
+    /// Alive-readiness for starting workers; the ready timeout in notify
+    /// mode (and in auto mode once learned).
     pub(super) fn tick_probation(&mut self, now: Instant, fx: &mut Vec<Effect>) {
         let interval = self.policy.interval;
         let alive = |g: &mut Generation| {
@@ -142,7 +147,7 @@ impl Machine {
                 w.ready = true;
             }
         };
-        if self.policy.ready != ReadyMode::Notify {
+        if self.rule() != ReadyMode::Notify {
             let Phase::Running(running) = &mut self.phase else { return };
             self.current.iter_mut().chain(running.slot.candidate_mut()).for_each(alive);
             if running.slot.candidate().is_some_and(Generation::all_ready) {
@@ -154,7 +159,8 @@ impl Machine {
         {
             let (generation, after) = (c.number, now - c.spawned_at);
             let pids = c.workers.iter().filter(|w| !w.ready).filter_map(|w| w.pid).collect();
-            fx.push(Effect::Log(Event::ReadyTimeout { generation, pids, after }));
+            let learned = self.policy.ready == ReadyMode::Auto;
+            fx.push(Effect::Log(Event::ReadyTimeout { generation, pids, after, learned }));
             self.fail_candidate(now, Failure::NotReady { after }, fx);
         }
     }

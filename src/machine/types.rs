@@ -12,7 +12,8 @@ pub enum ReadyMode {
     Alive,
     /// `READY=1` on the notify socket (or einhorn's ack).
     Notify,
-    /// `READY=1` if it comes first, else alive after `interval`.
+    /// `READY=1` if it comes first, else alive after `interval`; once a
+    /// worker has sent `READY=1`, as `Notify` for every worker not ready yet.
     Auto,
 }
 
@@ -20,7 +21,8 @@ pub enum ReadyMode {
 pub struct Policy {
     pub interval: Duration,
     pub ready: ReadyMode,
-    /// Notify mode: give up on a generation not ready by then.
+    /// Notify mode (and auto mode once learned): give up on a generation
+    /// not ready by then.
     pub ready_timeout: Option<Duration>,
     pub kill_old_delay: Duration,
     pub drain_timeout: Option<Duration>,

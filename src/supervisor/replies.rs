@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::listen::Listener;
-use crate::machine::{Machine, Outcome};
-use crate::wire::control::{self, Phase, Restart, RestartFailed, Restarted};
+use crate::machine::{Machine, Outcome, ReadyMode};
+use crate::wire::control::{self, Phase, Readiness, Restart, RestartFailed, Restarted};
 
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
@@ -51,6 +51,15 @@ fn phase(name: &str) -> Phase {
     }
 }
 
+fn readiness(machine: &Machine) -> Readiness {
+    match machine.readiness() {
+        (ReadyMode::Auto, false) => Readiness::Auto,
+        (ReadyMode::Auto, true) => Readiness::AutoLearnedNotify,
+        (ReadyMode::Notify, _) => Readiness::Notify,
+        (ReadyMode::Alive, _) => Readiness::Alive,
+    }
+}
+
 /// The `status` answer; `fds` are the listeners' fds in the workers.
 pub fn status(machine: &Machine, listeners: &[Listener], fds: &[i32], now: Instant) -> control::Status {
     let generations = (machine.views().iter())
@@ -76,6 +85,7 @@ pub fn status(machine: &Machine, listeners: &[Listener], fds: &[i32], now: Insta
         ok: true,
         pid: std::process::id(),
         stopping: machine.stopping(),
+        ready: Some(readiness(machine)),
         listeners,
         generations,
         last_restart: machine.last_outcome().map(outcome),

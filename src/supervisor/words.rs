@@ -191,12 +191,30 @@ impl fmt::Display for Event {
             Event::Diagnosis { generation, status, hint } => {
                 write!(f, "generation {generation} {status}: {hint}")
             }
-            Event::ReadyTimeout { generation, pids, after } => write!(
-                f,
-                "generation {generation} ({}) not ready after {}; stopping it, the serving generation is untouched",
-                pids_phrase(pids),
-                humantime::format_duration(round_ms(*after))
-            ),
+            Event::ReadyTimeout { generation, pids, after, learned } => {
+                write!(
+                    f,
+                    "generation {generation} ({}) not ready after {}; stopping it, the serving generation is untouched",
+                    pids_phrase(pids),
+                    humantime::format_duration(round_ms(*after))
+                )?;
+                if *learned {
+                    f.write_str(" (no READY=1: --ready auto waits for it since an earlier worker sent it)")?;
+                }
+                Ok(())
+            }
+            Event::ReadyLearned { pid, timeout } => {
+                write!(
+                    f,
+                    "worker {pid} sent READY=1: later generations are switched to only when they send it too"
+                )?;
+                match timeout {
+                    Some(t) => {
+                        write!(f, ", within {} (--ready auto)", humantime::format_duration(round_ms(*t)))
+                    }
+                    None => f.write_str(" (--ready auto)"),
+                }
+            }
             Event::DrainTimeout { pid, after } => write!(
                 f,
                 "old worker {pid} still running {} after it was told to stop; sending KILL to its process group",

@@ -101,11 +101,39 @@ pub struct Status {
     pub ok: bool,
     pub pid: u32,
     pub stopping: bool,
+    /// How a new worker counts as ready. None: a supervisor older than the field.
+    #[serde(default)]
+    pub ready: Option<Readiness>,
     pub listeners: Vec<Listener>,
     /// Oldest first.
     pub generations: Vec<Generation>,
     pub last_restart: Option<Restart>,
     pub counters: Counters,
+}
+
+/// The `--ready` rule in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Readiness {
+    #[serde(rename = "auto")]
+    Auto,
+    /// `--ready auto` after a worker sent `READY=1`: new workers must too.
+    #[serde(rename = "auto, learned notify")]
+    AutoLearnedNotify,
+    #[serde(rename = "notify")]
+    Notify,
+    #[serde(rename = "alive")]
+    Alive,
+}
+
+impl Readiness {
+    pub fn name(self) -> &'static str {
+        match self {
+            Readiness::Auto => "auto",
+            Readiness::AutoLearnedNotify => "auto, learned notify",
+            Readiness::Notify => "notify",
+            Readiness::Alive => "alive",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,7 +212,7 @@ mod tests {
 
     /// A `status`, `restart` and `stop` exchange as a supervisor of this
     /// version wrote it (two generations, one draining, one listener).
-    const STATUS: &str = r#"{"ok":true,"pid":4242,"stopping":false,"listeners":[{"fd":3,"name":"web","key":"127.0.0.1:8000","address":"tcp 127.0.0.1:8000"}],"generations":[{"generation":1,"phase":"draining","pids":[100],"started":"2026-12-03T08:00:00.000Z","ready":"2026-12-03T08:00:00.020Z","told_to_stop":"2026-12-03T08:01:00.040Z"},{"generation":2,"phase":"serving","pids":[101,102],"started":"2026-12-03T08:01:00.000Z","ready":"2026-12-03T08:01:00.035Z","told_to_stop":null}],"last_restart":{"ok":true,"generation":2,"pids":[101,102],"spawn_to_ready_ms":35.2,"signal_to_old_gone_ms":null},"counters":{"restarts":1,"failures":0,"respawns":0}}"#;
+    const STATUS: &str = r#"{"ok":true,"pid":4242,"stopping":false,"ready":"auto, learned notify","listeners":[{"fd":3,"name":"web","key":"127.0.0.1:8000","address":"tcp 127.0.0.1:8000"}],"generations":[{"generation":1,"phase":"draining","pids":[100],"started":"2026-12-03T08:00:00.000Z","ready":"2026-12-03T08:00:00.020Z","told_to_stop":"2026-12-03T08:01:00.040Z"},{"generation":2,"phase":"serving","pids":[101,102],"started":"2026-12-03T08:01:00.000Z","ready":"2026-12-03T08:01:00.035Z","told_to_stop":null}],"last_restart":{"ok":true,"generation":2,"pids":[101,102],"spawn_to_ready_ms":35.2,"signal_to_old_gone_ms":null},"counters":{"restarts":1,"failures":0,"respawns":0}}"#;
     const RESTARTED: &str =
         r#"{"ok":true,"generation":2,"pids":[101],"spawn_to_ready_ms":35.2,"signal_to_old_gone_ms":120.4}"#;
     const FAILED: &str =
@@ -205,6 +233,14 @@ mod tests {
         let status: Status = round_trip(STATUS);
         assert_eq!(status.generations[1].phase, Phase::Serving);
         assert_eq!(status.listeners[0].name.as_deref(), Some("web"));
+        assert_eq!(status.ready, Some(Readiness::AutoLearnedNotify));
+        for ready in [Readiness::Auto, Readiness::AutoLearnedNotify, Readiness::Notify, Readiness::Alive] {
+            assert_eq!(encode(&ready), format!("\"{}\"\n", ready.name()).into_bytes());
+        }
+        // A supervisor older than the field: read as unknown, not refused.
+        let older: Status = serde_json::from_str(&STATUS.replace(r#""ready":"auto, learned notify","#, ""))
+            .expect("a status without \"ready\"");
+        assert_eq!(older.ready, None);
         let Restart::Done(done) = round_trip::<Restart>(RESTARTED) else { panic!("not a success") };
         assert_eq!((done.generation, done.signal_to_old_gone_ms), (2, Some(120.4)));
         let Restart::Failed(failed) = round_trip::<Restart>(FAILED) else { panic!("not a failure") };

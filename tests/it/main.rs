@@ -15,5 +15,6 @@ mod logs;
 mod packaging;
 mod processes;
 mod protocols;
+mod readiness;
 mod servers;
 mod systemd;

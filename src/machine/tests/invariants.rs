@@ -76,6 +76,8 @@ pub(super) struct Watch {
     last_generation: u64,
     last_ready: u64,
     ready: BTreeSet<u64>,
+    /// Auto mode learned that workers send `READY=1`.
+    learned: bool,
 }
 
 impl Watch {
@@ -96,7 +98,8 @@ impl Watch {
     }
 
     /// A generation is ready only when each of its workers is: it said
-    /// `READY=1` (unless alive mode) or has lived a whole interval.
+    /// `READY=1` (unless alive mode) or has lived a whole interval (unless
+    /// notify mode, or auto mode once learned).
     fn all_ready(&self, policy: &Policy, pids: &[Pid], now: Instant) -> Result<(), String> {
         if pids.len() != policy.workers {
             return Err(format!("ready with {} of {} workers", pids.len(), policy.workers));
@@ -106,7 +109,7 @@ impl Watch {
                 return Err(format!("pid {pid} never spawned"));
             };
             let said = policy.ready != ReadyMode::Alive && self.said_ready.contains(pid);
-            let alive = policy.ready != ReadyMode::Notify && now - at >= policy.interval;
+            let alive = policy.ready != ReadyMode::Notify && !self.learned && now - at >= policy.interval;
             if !said && !alive {
                 return Err(format!("worker {pid} counted ready after {:?}", now - at));
             }
@@ -158,13 +161,23 @@ impl Watch {
                     if *notified && policy.ready == ReadyMode::Alive {
                         return Err("READY=1 counted in alive mode".into());
                     }
-                    if !*notified && *after < policy.interval {
-                        return Err(format!("generation {generation} alive-ready after only {after:?}"));
+                    if !*notified && (*after < policy.interval || self.learned) {
+                        return Err(format!(
+                            "generation {generation} alive-ready after {after:?} (learned: {})",
+                            self.learned
+                        ));
                     }
                 }
-                Effect::Log(Event::ReadyTimeout { generation, after, .. }) => {
+                Effect::Log(Event::ReadyLearned { pid, .. }) => {
+                    if policy.ready != ReadyMode::Auto || self.learned || !self.said_ready.contains(pid) {
+                        return Err(format!("learned from pid {pid} in {:?} mode, or twice", policy.ready));
+                    }
+                    self.learned = true;
+                }
+                Effect::Log(Event::ReadyTimeout { generation, after, learned, .. }) => {
                     let timeout = policy.ready_timeout.unwrap_or_default();
-                    if policy.ready != ReadyMode::Notify || *after < timeout {
+                    let waits = policy.ready == ReadyMode::Notify || self.learned;
+                    if !waits || *after < timeout || *learned != (policy.ready == ReadyMode::Auto) {
                         return Err(format!("generation {generation} timed out after only {after:?}"));
                     }
                 }

@@ -169,6 +169,7 @@ fn workers(n: usize) -> Policy {
 
 mod feed;
 mod invariants;
+mod learned;
 mod properties;
 mod requests;
 mod restarts;

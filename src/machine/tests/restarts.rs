@@ -24,7 +24,8 @@ fn ready_message_ends_probation_at_once_but_not_in_alive_mode() {
     let fx = run.step(20, Input::Ready { pid: 101 });
     assert_eq!(status(&fx), Some(vec![(1, 101)]));
     let ready = Event::Ready { generation: 1, pids: vec![101], after: ms(20), notified: true };
-    assert_eq!(events(&fx), [ready]);
+    let learned = Event::ReadyLearned { pid: 101, timeout: Some(Duration::from_secs(10)) };
+    assert_eq!(events(&fx), [learned, ready]);
 
     let mut run = Run::new(Policy { ready: ReadyMode::Alive, ..policy() });
     run.step(0, Input::Start);

@@ -93,8 +93,22 @@ fn handovers_own_lines() {
             "generation 2 exited with 127: exit 127 is how a shell or an exec wrapper says a command was not found",
         ),
         (
-            Event::ReadyTimeout { generation: 2, pids: vec![102], after: ms(10_000) },
+            Event::ReadyTimeout { generation: 2, pids: vec![102], after: ms(10_000), learned: false },
             "generation 2 (pid 102) not ready after 10s; stopping it, the serving generation is untouched",
+        ),
+        (
+            Event::ReadyTimeout { generation: 3, pids: vec![103], after: ms(60_000), learned: true },
+            "generation 3 (pid 103) not ready after 1m; stopping it, the serving generation is untouched \
+             (no READY=1: --ready auto waits for it since an earlier worker sent it)",
+        ),
+        (
+            Event::ReadyLearned { pid: 101, timeout: Some(ms(60_000)) },
+            "worker 101 sent READY=1: later generations are switched to only when they send it too, \
+             within 1m (--ready auto)",
+        ),
+        (
+            Event::ReadyLearned { pid: 101, timeout: None },
+            "worker 101 sent READY=1: later generations are switched to only when they send it too (--ready auto)",
         ),
         (
             Event::DrainTimeout { pid: 101, after: ms(2_000) },
