@@ -246,3 +246,29 @@ fn a_start_removes_what_a_killed_supervisor_left() {
     assert!(!left[0].exists());
     assert_eq!(runtime_dirs(&tmp).len(), 1, "its own");
 }
+
+/// Under a process limit, a generation of 50 workers cannot be forked:
+/// one line, the resource-exhaustion exit code, no retry storm, nothing
+/// left. Run as nobody: root is not held to RLIMIT_NPROC.
+#[test]
+fn a_process_limit_too_low_for_the_workers_is_said_once() {
+    let reachable = binary().ancestors().skip(1).all(|d| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0) || d.as_os_str().is_empty()
+    });
+    let tools = ["/usr/bin/setpriv", "/usr/bin/prlimit"];
+    if !nix::unistd::geteuid().is_root() || !reachable || !tools.iter().all(|t| Path::new(t).exists()) {
+        eprintln!("skipped: needs root, setpriv, prlimit and a binary other users can reach");
+        return;
+    }
+    let mut command = std::process::Command::new(tools[0]);
+    command.args(["--reuid=65534", "--regid=65534", "--clear-groups", tools[1], "--nproc=8:8"]);
+    command.arg(binary()).args(["--port", "127.0.0.1:0", "--workers", "50", "--"]).arg(example("worker"));
+    let output = command.current_dir("/").stdin(std::process::Stdio::null()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(71), "{stderr}");
+    let failed: Vec<&str> = stderr.lines().filter(|l| l.contains("failed to start")).collect();
+    assert_eq!(failed.len(), 1, "{stderr}");
+    assert!(failed[0].contains("cannot fork: Resource temporarily unavailable"), "{stderr}");
+    assert!(stderr.lines().count() < 40, "{stderr}");
+}
