@@ -161,7 +161,7 @@ _handover() {
             return 0
             ;;
         handover__subcmd__drill)
-            opts="-h --restarts --restart-every --connections --keepalive --duration --rate --requests --get --expect-status --raw-send --raw-expect --request-timeout --json --junit --max-failures --max-p99 --restart-timeout --idle --supervisor --help"
+            opts="-h --restarts --restart-every --connections --keepalive --duration --rate --requests --get --expect-status --raw-send --raw-expect --request-timeout --json --junit --max-failures --max-p99 --max-retried --restart-timeout --idle --supervisor --keep --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -223,6 +223,10 @@ _handover() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --max-retried)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --restart-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -232,6 +236,10 @@ _handover() {
                     return 0
                     ;;
                 --supervisor)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -98,9 +98,11 @@ complete -c handover -n "__fish_handover_using_subcommand drill" -l request-time
 complete -c handover -n "__fish_handover_using_subcommand drill" -l junit -d 'Also write the report as JUnit XML' -r -F
 complete -c handover -n "__fish_handover_using_subcommand drill" -l max-failures -d 'Failed requests tolerated' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l max-p99 -d 'Fail when the p99 latency exceeds this' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l max-retried -d 'Fail when more than this share of the requests (in percent) found their keep-alive connection closed and were retried' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l restart-timeout -d 'A restart not done after this long has failed' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l idle -d 'After the load, measure the supervisor\'s CPU time and wake-ups over this long' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l supervisor -d 'Drill this start_server-compatible program instead of handover: restarts by SIGHUP, timed from its --status-file' -r -F
+complete -c handover -n "__fish_handover_using_subcommand drill" -l keep -d 'Use DIR for the drill\'s files and keep it (created if missing): output.log holds the supervisor\'s and workers\' output [default: a temporary directory, removed at the end]' -r -F
 complete -c handover -n "__fish_handover_using_subcommand drill" -l keepalive -d 'Reuse connections (HTTP keep-alive) instead of one connection per request'
 complete -c handover -n "__fish_handover_using_subcommand drill" -l json -d 'The report as one JSON object'
 complete -c handover -n "__fish_handover_using_subcommand drill" -s h -l help -d 'Print help'

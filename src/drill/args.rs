@@ -67,6 +67,10 @@ struct DrillCli {
     /// Fail when the p99 latency exceeds this.
     #[arg(long, value_name = "DURATION")]
     max_p99: Option<String>,
+    /// Fail when more than this share of the requests (in percent) found
+    /// their keep-alive connection closed and were retried.
+    #[arg(long, value_name = "PERCENT", default_value = "1%", value_parser = percent)]
+    max_retried: f64,
     /// A restart not done after this long has failed.
     #[arg(long, value_name = "DURATION", default_value = "120s")]
     restart_timeout: String,
@@ -77,6 +81,20 @@ struct DrillCli {
     /// restarts by SIGHUP, timed from its --status-file.
     #[arg(long, value_name = "PROGRAM")]
     supervisor: Option<PathBuf>,
+    /// Use DIR for the drill's files and keep it (created if missing):
+    /// output.log holds the supervisor's and workers' output [default: a
+    /// temporary directory, removed at the end].
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
+}
+
+/// `1`, `0.5%`: a share from 0 to 100 percent.
+fn percent(text: &str) -> Result<f64, String> {
+    let number = text.trim().strip_suffix('%').unwrap_or(text.trim());
+    match number.trim().parse::<f64>() {
+        Ok(share) if (0.0..=100.0).contains(&share) => Ok(share),
+        _ => Err(format!("expected a percentage from 0 to 100, such as 1 or 0.5%, got {text:?}")),
+    }
 }
 
 /// The drill's own long options (help included), with whether each takes a
@@ -136,9 +154,11 @@ pub fn parse(own: Vec<OsString>) -> Result<Drill, clap::Error> {
         junit: cli.junit,
         max_failures: cli.max_failures,
         max_p99: optional("max-p99", &cli.max_p99)?,
+        max_retried: cli.max_retried,
         restart_timeout: duration("restart-timeout", &cli.restart_timeout)?,
         idle: optional("idle", &cli.idle)?,
         supervisor: cli.supervisor,
+        keep: cli.keep,
     })
 }
 
@@ -189,7 +209,7 @@ mod tests {
         let declared = crate::cli::long_options(command());
         assert_eq!(*OWN, declared);
         assert!(OWN.contains(&("help".to_owned(), false)));
-        for name in ["restarts", "rate", "junit", "supervisor", "restart-timeout"] {
+        for name in ["restarts", "rate", "junit", "supervisor", "restart-timeout", "keep", "max-retried"] {
             assert!(OWN.contains(&(name.to_owned(), true)), "{name}");
         }
         for name in ["keepalive", "json"] {
@@ -203,6 +223,22 @@ mod tests {
             assert_eq!(own, expected, "{option}");
             let expected: Vec<_> = their_value.into_iter().chain(["--port", "1"]).collect();
             assert_eq!(theirs, expected, "{option}");
+        }
+    }
+
+    #[test]
+    fn max_retried_is_a_percentage() {
+        let parsed = |args: &[&str]| {
+            let own = ["handover drill"].iter().chain(args).map(OsString::from).collect();
+            parse(own).map(|d| d.max_retried)
+        };
+        assert_eq!(parsed(&[]).unwrap(), crate::drill::report::DEFAULT_MAX_RETRIED_PERCENT);
+        assert_eq!(parsed(&["--max-retried", "0.5%"]).unwrap(), 0.5);
+        assert_eq!(parsed(&["--max-retried=0"]).unwrap(), 0.0);
+        assert_eq!(parsed(&["--max-retried", "100"]).unwrap(), 100.0);
+        for bad in ["101", "-1", "NaN", "one", "%"] {
+            let e = parsed(&[&format!("--max-retried={bad}")]).unwrap_err().to_string();
+            assert!(e.contains("expected a percentage from 0 to 100"), "{bad}: {e}");
         }
     }
 

@@ -3,7 +3,7 @@
 //! is started, restarted and stopped is `subject`'s business.
 use std::ffi::OsString;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::load::{Load, Mode, Plan};
@@ -33,31 +33,41 @@ pub struct Drill {
     pub junit: Option<PathBuf>,
     pub max_failures: u64,
     pub max_p99: Option<Duration>,
+    /// Retried keep-alive requests tolerated, in percent of all requests.
+    pub max_retried: f64,
     pub restart_timeout: Duration,
     pub idle: Option<Duration>,
     /// A start_server-compatible program to drill instead of handover.
     pub supervisor: Option<PathBuf>,
+    /// The directory for the drill's files, kept afterwards (`--keep`);
+    /// `None`: a temporary one, removed.
+    pub keep: Option<PathBuf>,
 }
 
 /// Run the drill; the exit code is 0 only when it passed.
 pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
-    let dir = nix::unistd::mkdtemp(&std::env::temp_dir().join("handover-drill-XXXXXX"))
-        .context(|| "cannot create a temporary directory".into())?;
-    let mut subject =
-        match Subject::start(drill.supervisor.as_deref().map(|p| p.as_os_str()), &supervisor_args, &dir) {
-            Ok(subject) => subject,
-            Err(e) => {
+    let dir = directory(drill.keep.as_deref())?;
+    let keep = drill.keep.is_some();
+    let program = drill.supervisor.as_deref().map(|p| p.as_os_str());
+    let mut subject = match Subject::start(program, &supervisor_args, &dir, keep) {
+        Ok(subject) => subject,
+        Err(e) => {
+            if !keep {
                 let _ = std::fs::remove_dir_all(&dir);
-                return Err(e);
             }
-        };
+            return Err(e);
+        }
+    };
     if let Err(e) = subject.wait_serving(Duration::from_secs(120)) {
-        subject.stop();
-        return Err(e);
+        let (_, output) = subject.stop();
+        return Err(match interrupted() {
+            Some(_) => e,
+            None => Error::new(e.code, format!("{}\n{}", e.message, output.tail())),
+        });
     }
     let targets = subject.targets();
     if targets.is_empty() {
-        subject.stop();
+        let _ = subject.stop();
         let options =
             if drill.supervisor.is_some() { "--port or --path" } else { "--port, --path or --listen" };
         return Err(Error::usage(format!(
@@ -90,7 +100,7 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
     let load = match Load::start(plan) {
         Ok(load) => load,
         Err(e) => {
-            subject.stop();
+            let _ = subject.stop();
             return Err(Error::runtime(format!("cannot start the load: {e}")));
         }
     };
@@ -122,12 +132,16 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
     let load_cpu = own_cpu().zip(cpu_before).map(|(after, before)| after.saturating_sub(before));
     let idle = drill.idle.and_then(|period| subject.idle(period));
     if let Some(signal) = interrupted() {
-        subject.stop();
+        let _ = subject.stop();
         return Err(interruption(signal));
     }
     let supervisor = subject.describe();
-    let leftovers = subject.stop();
-    let thresholds = Thresholds { max_failures: drill.max_failures, max_p99: drill.max_p99 };
+    let (leftovers, output) = subject.stop();
+    let thresholds = Thresholds {
+        max_failures: drill.max_failures,
+        max_p99: drill.max_p99,
+        max_retried_percent: drill.max_retried,
+    };
     let report = compute(&Inputs {
         samples: &samples,
         restarts: &records,
@@ -153,7 +167,21 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
     for verdict in report.verdicts() {
         eprintln!("handover drill: {verdict}");
     }
+    if !report.passed() {
+        eprintln!("handover drill: {}", output.tail());
+    }
     Ok(if report.passed() { 0 } else { 1 })
+}
+
+/// The drill's directory: `keep` (created if missing, made absolute so the
+/// supervisor finds its files wherever it runs), or a new temporary one.
+fn directory(keep: Option<&Path>) -> Result<PathBuf> {
+    let Some(dir) = keep else {
+        return nix::unistd::mkdtemp(&std::env::temp_dir().join("handover-drill-XXXXXX"))
+            .context(|| "cannot create a temporary directory".into());
+    };
+    std::fs::create_dir_all(dir).context(|| format!("cannot create --keep directory {}", dir.display()))?;
+    std::fs::canonicalize(dir).context(|| format!("cannot find --keep directory {}", dir.display()))
 }
 
 /// CPU time (user + system) of this process so far: the load's threads and

@@ -6,7 +6,11 @@ use std::process::{Command, Output};
 use crate::harness::*;
 
 fn drill(args: &[&str]) -> Output {
-    let out = Command::new(binary()).arg("drill").args(args).output().unwrap();
+    drill_with(Command::new(binary()), args)
+}
+
+fn drill_with(mut command: Command, args: &[&str]) -> Output {
+    let out = command.arg("drill").args(args).output().unwrap();
     let dossier =
         format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     eprintln!("{dossier}");
@@ -197,5 +201,65 @@ fn a_restart_by_sighup_that_never_completes_fails_after_the_restart_timeout() {
     let out = drill(&[&args[..], &["--restart-timeout", "1s", "--"], &crash[..]].concat());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let said = text(&out);
-    assert!(said.contains("restart 1 failed: no new generation after 1s"), "{said}");
+    assert!(said.contains("restart 1 failed: no new generation after 1 s"), "{said}");
+}
+
+/// Options for a drill of one restart whose old generation never exits
+/// (the worker ignores SIGTERM); `--stop-timeout` ends it at the stop.
+/// The restart timeout only has to outlast the new generation's start.
+fn stuck_drill(command: Command, supervisor: &[&str], rest: &[&str]) -> Output {
+    let worker = example("worker").display().to_string();
+    let once = ["--port", "127.0.0.1:0", "--ready", "notify", "--stop-timeout", "1s", "--restarts", "1"];
+    let timeout = ["--restart-timeout", "5s", "--raw-send=", "--raw-expect", "gen="];
+    let server = [&worker, "--notify", "--ignore-term", "forever"];
+    drill_with(command, &[supervisor, &once[..], &timeout[..], rest, &["--"], &server[..]].concat())
+}
+
+/// The pids a verdict names: `... pid 812 did not exit ...`.
+fn named_pids(said: &str, before: &str) -> Vec<i32> {
+    let Some((_, after)) = said.split_once(before) else { return Vec::new() };
+    let list = after.split(" did not exit").next().unwrap_or("");
+    list.trim_start_matches("pids ")
+        .trim_start_matches("pid ")
+        .split(", ")
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_restart_whose_old_generation_never_exits_names_it_and_keeps_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().join("kept");
+    let out = stuck_drill(Command::new(binary()), &[], &["--keep", &keep.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    let stuck = "restart 1 failed: generation 1 still draining after 5 s: ";
+    assert!(said.contains(stuck) && said.contains("did not exit on TERM (see --drain-timeout)"), "{said}");
+    let pids = named_pids(&said, stuck);
+    assert_eq!(pids.len(), 1, "{said}");
+    let log = std::fs::read_to_string(keep.join("output.log")).unwrap();
+    let first = format!("worker: pid {} gen 1", pids[0]);
+    assert!(log.contains(&first) && log.contains("sending TERM to old workers"), "{log}");
+    let tail = format!(
+        "of the supervisor's and workers' output (all of it in {}):",
+        keep.join("output.log").display()
+    );
+    assert!(said.contains(&tail) && said.contains("\n  handover["), "{said}");
+}
+
+#[test]
+fn a_restart_by_sighup_whose_old_generation_never_exits_names_it_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let handover = binary().display().to_string();
+    let mut command = Command::new(binary());
+    command.env("TMPDIR", dir.path());
+    let out = stuck_drill(command, &["--supervisor", &handover], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    let stuck = "restart 1 failed: generation 1 still draining after 5 s: ";
+    assert!(said.contains(stuck) && said.contains("did not exit on TERM"), "{said}");
+    assert_eq!(named_pids(&said, stuck).len(), 1, "{said}");
+    assert!(said.contains("output (give --keep DIR to keep all of it):"), "{said}");
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(files.is_empty(), "left behind: {files:?}");
 }

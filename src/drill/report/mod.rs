@@ -16,6 +16,9 @@
 //!   (closed on the right too, so a stall that begins in the window counts
 //!   in full). "Outside restarts" is the
 //!   longest gap that touches no window: the noise floor of the machine.
+//! - The retried share is the retried requests over all requests; above
+//!   `--max-retried` (equal passes) it fails the drill, and the verdict
+//!   counts the retried requests that overlap a restart's window.
 //!
 //! Pure: no clock reads, no io; the caller measures. `verdict` words the
 //! reasons a drill failed; `render` draws the table and the JUnit XML.
@@ -28,8 +31,10 @@ use serde_json::Value;
 
 use super::load::{Outcome, Sample};
 
+mod gap;
 mod render;
 mod verdict;
+use gap::{gap_in, gap_outside};
 use verdict::{Case, findings};
 
 /// A restart's window starts this long before the request...
@@ -68,10 +73,22 @@ impl RestartRecord {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+/// `--max-retried`'s default: a keep-alive client retries more than one
+/// request in a hundred only when the server closes connections unasked.
+pub const DEFAULT_MAX_RETRIED_PERCENT: f64 = 1.0;
+
+#[derive(Debug, Clone, Copy)]
 pub struct Thresholds {
     pub max_failures: u64,
     pub max_p99: Option<Duration>,
+    /// Retried requests tolerated, in percent of all requests.
+    pub max_retried_percent: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Thresholds {
+        Thresholds { max_failures: 0, max_p99: None, max_retried_percent: DEFAULT_MAX_RETRIED_PERCENT }
+    }
 }
 
 pub struct Inputs<'a> {
@@ -183,6 +200,8 @@ pub struct Report {
     pub ok: u64,
     /// Keep-alive requests sent again on a fresh connection (counted once).
     pub retried: u64,
+    /// `retried` in percent of `requests`, to 0.01.
+    pub retried_percent: f64,
     pub duration_s: f64,
     pub rate_per_s: f64,
     /// The drill's own CPU time per request: what the load generator costs.
@@ -198,6 +217,7 @@ pub struct Report {
     pub leftovers: Vec<String>,
     pub max_failures: u64,
     pub max_p99_ms: Option<f64>,
+    pub max_retried_percent: f64,
     #[serde(skip)]
     findings: Vec<(Case, String)>,
 }
@@ -215,37 +235,6 @@ fn ms_of(ns: u64) -> f64 {
 fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
     let rank = ((p / 100.0 * sorted.len() as f64).ceil() as usize).max(1);
     sorted.get(rank - 1).copied()
-}
-
-/// Longest stretch between consecutive `events` (sorted) from the last at
-/// or before `from` to the first at or after `to`.
-fn gap_in(events: &[u64], from: u64, to: u64) -> Option<u64> {
-    let lo = events.partition_point(|&e| e <= from).saturating_sub(1);
-    let hi = (events.partition_point(|&e| e < to) + 1).min(events.len());
-    events.get(lo..hi)?.windows(2).map(|w| w[1] - w[0]).max()
-}
-
-/// Longest stretch between consecutive `events` that touches none of the
-/// `windows` (sorted by start).
-fn gap_outside(events: &[u64], windows: &[(u64, u64)]) -> Option<u64> {
-    let mut merged: Vec<(u64, u64)> = Vec::new();
-    for &(a, b) in windows {
-        match merged.last_mut() {
-            Some(last) if a <= last.1 => last.1 = last.1.max(b),
-            _ => merged.push((a, b)),
-        }
-    }
-    let mut wi = 0;
-    let mut best = None;
-    for w in events.windows(2) {
-        while wi < merged.len() && merged[wi].1 < w[0] {
-            wi += 1;
-        }
-        if wi == merged.len() || merged[wi].0 > w[1] {
-            best = best.max(Some(w[1] - w[0]));
-        }
-    }
-    best
 }
 
 /// Computes the report. Memory beyond the samples: about 20 bytes per
@@ -324,14 +313,23 @@ pub fn compute(inputs: &Inputs) -> Report {
         outside_restarts_ms: gap_outside(&events, &sorted_windows).map(ms_of),
     };
 
-    // Failed requests by the first restart whose window they overlap.
+    // Failed requests by the first restart whose window they overlap;
+    // retried ones by whether they overlap any.
     let mut attributed = vec![Failures::default(); windows.len()];
     let mut outside = Failures::default();
-    for i in (0..samples.len() as u32).filter(|&i| !ok(i)) {
-        let (a, b) = (start(i), end(i));
-        match windows.iter().position(|&(from, to)| a <= to && b >= from) {
-            Some(w) => attributed[w].add(&samples[i as usize].outcome),
-            None => outside.add(&samples[i as usize].outcome),
+    let (mut retried, mut retried_in_restarts) = (0, 0);
+    for (i, sample) in samples.iter().enumerate().filter(|(_, s)| s.outcome != Outcome::Ok || s.retried) {
+        let (a, b) = (start(i as u32), end(i as u32));
+        let window = windows.iter().position(|&(from, to)| a <= to && b >= from);
+        if sample.retried {
+            retried += 1;
+            retried_in_restarts += u64::from(window.is_some());
+        }
+        if sample.outcome != Outcome::Ok {
+            match window {
+                Some(w) => attributed[w].add(&sample.outcome),
+                None => outside.add(&sample.outcome),
+            }
         }
     }
 
@@ -342,7 +340,12 @@ pub fn compute(inputs: &Inputs) -> Report {
         verdicts: Vec::new(),
         requests,
         ok: latencies.len() as u64,
-        retried: samples.iter().filter(|s| s.retried).count() as u64,
+        retried,
+        retried_percent: if requests == 0 {
+            0.0
+        } else {
+            (retried as f64 * 1e4 / requests as f64).round() / 100.0
+        },
         duration_s: (duration.as_secs_f64() * 1e3).round() / 1e3,
         rate_per_s: if duration.is_zero() { 0.0 } else { (requests as f64 / duration.as_secs_f64()).round() },
         load_cpu_us_per_request: inputs
@@ -360,17 +363,19 @@ pub fn compute(inputs: &Inputs) -> Report {
         leftovers: inputs.leftovers.clone(),
         max_failures: inputs.thresholds.max_failures,
         max_p99_ms: inputs.thresholds.max_p99.map(ms),
+        max_retried_percent: inputs.thresholds.max_retried_percent,
         findings: Vec::new(),
     };
-    report.findings = findings(&report, &attributed, &outside);
+    report.findings = findings(&report, &attributed, &outside, retried_in_restarts);
     report.verdicts = report.findings.iter().map(|f| f.1.clone()).collect();
     report.passed = report.findings.is_empty();
     report
 }
 
 impl Report {
-    /// No more failures than allowed, every restart succeeded, p99 within
-    /// the limit, nothing left behind, and at least one request made.
+    /// No more failures than allowed, every restart succeeded, p99 and the
+    /// share of retried requests within their limits, nothing left behind,
+    /// and at least one request made.
     pub fn passed(&self) -> bool {
         self.passed
     }

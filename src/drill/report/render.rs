@@ -34,8 +34,8 @@ impl Report {
         let f = &self.failures;
         let l = &self.latency;
         let mut out = format!(
-            "requests     {} in {:.2} s ({}/s), {} failed, {} retried on a fresh connection\n",
-            self.requests, self.duration_s, self.rate_per_s, f.total, self.retried
+            "requests     {} in {:.2} s ({}/s), {} failed, {} retried on a fresh connection ({}%)\n",
+            self.requests, self.duration_s, self.rate_per_s, f.total, self.retried, self.retried_percent
         );
         if let Some(us) = self.load_cpu_us_per_request {
             let _ = writeln!(out, "load cost    {us} µs of the drill's CPU per request");
@@ -105,13 +105,15 @@ impl Report {
 
     /// JUnit XML: one testsuite "handover drill"; `name` (the drill's
     /// command, say) is every testcase's classname. Testcases: requests,
-    /// restart N (one each), latency p99, nothing left behind; a failure's
+    /// restart N (one each), keep-alive retries, latency p99, nothing left
+    /// behind; a failure's
     /// message is its first verdict, its text all of them.
     pub fn to_junit(&self, name: &str) -> String {
         let mut cases = vec![(Case::Requests, "requests".to_string(), self.duration_s)];
         for r in &self.restarts {
             cases.push((Case::Restart(r.number), format!("restart {}", r.number), r.answered_after_ms / 1e3));
         }
+        cases.push((Case::Retried, "keep-alive retries".into(), 0.0));
         cases.push((Case::Latency, "latency p99".into(), 0.0));
         cases.push((Case::Leftovers, "nothing left behind".into(), 0.0));
         let failed = cases.iter().filter(|c| self.findings.iter().any(|f| belongs(f.0, c.0))).count();
@@ -194,7 +196,7 @@ mod tests {
         let report = compute(&inputs(base, &samples, &[restart(base, 1, 200, 360)]));
         assert_eq!(
             report.to_text(),
-            "requests     1000 in 1.00 s (1000/s), 0 failed, 1 retried on a fresh connection\n\
+            "requests     1000 in 1.00 s (1000/s), 0 failed, 1 retried on a fresh connection (0.1%)\n\
              load cost    42 µs of the drill's CPU per request\n\
              failures     refused 0, reset 0, timeout 0, bad status 0, short read 0, other 0\n\
              latency ms   p50 1.00  p90 1.00  p99 1.00  max 1.00\n\
@@ -262,7 +264,8 @@ mod tests {
         inputs.leftovers = vec!["/tmp/x's <socket>".into()];
         let xml = compute(&inputs).to_junit("hello --port \"8080\" & <more>");
         well_formed(&xml).unwrap();
-        assert!(xml.contains("tests=\"5\" failures=\"4\" time=\"1.000\""), "{xml}");
+        assert!(xml.contains("tests=\"6\" failures=\"4\" time=\"1.000\""), "{xml}");
+        assert!(xml.contains("name=\"keep-alive retries\" time=\"0.000\"/>"), "{xml}");
         assert!(xml.contains(
             "name=\"requests\" time=\"1.000\">\n      <failure message=\"1 request reset during restart 1"
         ));

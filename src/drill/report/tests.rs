@@ -58,19 +58,6 @@ fn percentiles_are_nearest_rank_over_successes() {
 }
 
 #[test]
-fn gaps_between_events() {
-    let ev = [0, 10, 12, 40, 41, 100];
-    let gap = |a, b| gap_in(&ev, a, b);
-    assert_eq!(gap(11, 13), Some(28), "from the last event before to the first after");
-    assert_eq!(gap(45, 50), Some(59), "a stall that begins before and ends after");
-    assert_eq!(gap(0, 41), Some(28));
-    assert_eq!(gap(200, 300), None, "after the last event");
-    assert_eq!(gap_outside(&ev, &[(11, 13)]), Some(59));
-    assert_eq!(gap_outside(&ev, &[(5, 20), (15, 60)]), None, "every stretch touches a window");
-    assert_eq!(gap_outside(&ev, &[(5, 20), (15, 30)]), Some(59));
-}
-
-#[test]
 fn a_restart_window_has_its_requests_failures_latency_and_accept_gap() {
     let base = Instant::now();
     // Completions every ms from 1 to 1000, but none from 501 to 529.
@@ -120,6 +107,7 @@ fn json_shape() {
             "load_cpu_us_per_request",
             "max_failures",
             "max_p99_ms",
+            "max_retried_percent",
             "ok",
             "passed",
             "peak_rss_kib",
@@ -128,6 +116,7 @@ fn json_shape() {
             "requests",
             "restarts",
             "retried",
+            "retried_percent",
             "supervisor",
             "verdicts",
         ]
@@ -144,4 +133,8 @@ fn json_shape() {
     assert_eq!(r["ready_after_ms"], 35.25);
     assert_eq!(r["failures"]["reset"], 0);
     assert_eq!(json["verdicts"], serde_json::json!([]));
+    assert_eq!(
+        (json["retried_percent"].as_f64(), json["max_retried_percent"].as_f64()),
+        (Some(0.0), Some(1.0))
+    );
 }

@@ -10,6 +10,8 @@ pub(super) enum Case {
     /// Failed requests attributed to a restart: both testcases fail.
     RequestsIn(usize),
     Restart(usize),
+    /// More retried keep-alive requests than `--max-retried` allows.
+    Retried,
     Latency,
     Leftovers,
 }
@@ -58,7 +60,14 @@ impl Failures {
 }
 
 /// Why the drill failed, each line with the case it belongs to (JUnit).
-pub(super) fn findings(report: &Report, attributed: &[Failures], outside: &Failures) -> Vec<(Case, String)> {
+/// `retried_in_restarts`: how many of the retried requests overlap a
+/// restart's window.
+pub(super) fn findings(
+    report: &Report,
+    attributed: &[Failures],
+    outside: &Failures,
+    retried_in_restarts: u64,
+) -> Vec<(Case, String)> {
     let mut out = Vec::new();
     if report.requests == 0 {
         out.push((Case::Requests, "no request was made: no listener to drive, or the load never ran".into()));
@@ -84,6 +93,11 @@ pub(super) fn findings(report: &Report, attributed: &[Failures], outside: &Failu
             out.push((Case::Requests, format!("{n} {} {what} outside any restart: {hint}", plural(n))));
         }
     }
+    // A share equal to the limit passes (give or take a rounding error).
+    let share = report.retried as f64 * 100.0 / report.requests.max(1) as f64;
+    if share > report.max_retried_percent + 1e-9 {
+        out.push((Case::Retried, retried(report, retried_in_restarts)));
+    }
     for r in report.restarts.iter().filter(|r| !r.ok) {
         let error = r.error.as_deref().unwrap_or("no reason given");
         out.push((Case::Restart(r.number), format!("restart {} failed: {error}", r.number)));
@@ -104,6 +118,23 @@ pub(super) fn findings(report: &Report, attributed: &[Failures], outside: &Failu
     }
     out.extend(report.leftovers.iter().map(|l| (Case::Leftovers, format!("left behind: {l}"))));
     out
+}
+
+/// The requests a keep-alive connection closed under: a server that closes
+/// one without `Connection: close` leaves the client to find out by trying.
+fn retried(report: &Report, in_restarts: u64) -> String {
+    let (n, of, share, max) =
+        (report.retried, report.requests, report.retried_percent, report.max_retried_percent);
+    let during = match in_restarts {
+        0 => String::new(),
+        k if k == n => ", all during restarts".into(),
+        k => format!(", {k} during restarts"),
+    };
+    format!(
+        "{n} of {of} keep-alive requests ({share}%, more than --max-retried {max}%) found their connection \
+         closed without `Connection: close` and were retried{during}: the server closes idle keep-alive \
+         connections on its own (or at restart) without saying so"
+    )
 }
 
 #[cfg(test)]
@@ -145,6 +176,43 @@ mod tests {
             ]
         );
         assert_eq!(report.failures.statuses, BTreeMap::from([("503".to_string(), 1)]));
+    }
+
+    #[test]
+    fn retried_requests_fail_the_drill_above_the_threshold() {
+        let base = Instant::now();
+        let restarts = [restart(base, 1, 500, 520)];
+        // 1000 requests; `at` of them retried at these times (ms).
+        let verdicts = |at: &[u64], max: f64| {
+            let mut samples = steady(base, 0, 1000);
+            for &ms in at {
+                samples[ms as usize].retried = true;
+            }
+            let mut inputs = inputs(base, &samples, &restarts);
+            inputs.thresholds.max_retried_percent = max;
+            let report = compute(&inputs);
+            (report.retried_percent, report.passed(), report.verdicts())
+        };
+        let during: Vec<u64> = (500..510).collect();
+        let text = |n: u64, share: &str, max: &str, during: &str| {
+            format!(
+                "{n} of 1000 keep-alive requests ({share}%, more than --max-retried {max}%) found their \
+                 connection closed without `Connection: close` and were retried{during}: the server closes \
+                 idle keep-alive connections on its own (or at restart) without saying so"
+            )
+        };
+        let cases: [(&[u64], f64, f64, Vec<String>); 6] = [
+            (&[], 1.0, 0.0, vec![]),
+            (&during, 1.0, 1.0, vec![]),
+            (&during[..1], 0.0, 0.1, vec![text(1, "0.1", "0", ", all during restarts")]),
+            (&[100, 200, 505], 0.2, 0.3, vec![text(3, "0.3", "0.2", ", 1 during restarts")]),
+            (&[100, 200, 300], 0.25, 0.3, vec![text(3, "0.3", "0.25", "")]),
+            (&[100, 200, 300], 0.3, 0.3, vec![]),
+        ];
+        for (at, max, share, want) in cases {
+            let (got_share, passed, got) = verdicts(at, max);
+            assert_eq!((got_share, passed, &got), (share, want.is_empty(), &want), "{at:?} over {max}%");
+        }
     }
 
     #[test]

@@ -14,14 +14,22 @@
 //! the `--port` and `--path` values; port 0 becomes a free port found here,
 //! since start_server cannot bind port 0 itself (a port freed and taken
 //! again: another process could win it in between).
+//!
+//! A restart not done within its timeout is explained from the
+//! supervisor's own account (`stuck`): which generation is still starting
+//! or still draining, and which pids did not exit. Its output and its
+//! workers' go to a file in the drill's directory (`output`), whose tail a
+//! failure shows.
+mod output;
+mod proc;
+mod stuck;
 mod targets;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
-use std::io::{BufRead, BufReader};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
@@ -33,12 +41,14 @@ use crate::client;
 use crate::error::{Context, Error, Result};
 use crate::state::read_status;
 use crate::wire::control::{self, Command as Request, Stopping};
+pub use output::Output;
+use proc::{clock_ticks, is_alive, usage};
 use targets::{signal_listeners, target};
 
 /// How often the status file is read while a restart is timed.
 const STATUS_POLL: Duration = Duration::from_millis(1);
-/// Lines of the supervisor's output kept: the tail a failure shows.
-const KEPT_LINES: usize = 1000;
+/// How long the output may take to end once the supervisor has stopped.
+const OUTPUT_END: Duration = Duration::from_secs(5);
 /// How long a `status` request may take.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -51,20 +61,30 @@ enum Driver {
 
 pub struct Subject {
     child: Child,
-    /// The last `KEPT_LINES` lines of its output, for failure messages.
-    lines: Arc<Mutex<VecDeque<String>>>,
+    /// Its output and its workers'.
+    output: Output,
     driver: Driver,
+    /// The signal that tells an old generation to stop (`--signal-on-hup`).
+    stop_signal: String,
     /// Worker pids seen in the status file or `status` replies.
     seen: BTreeSet<i32>,
     /// The listeners of the last `status` reply (with `Driver::Control`).
     listeners: Vec<control::Listener>,
     dir: PathBuf,
+    /// Whether `dir` is the user's (`--keep`), never removed.
+    keep: bool,
 }
 
 impl Subject {
     /// Starts `program` (this handover when `None`) with `args`, the
-    /// supervisor options and the worker command, using `dir` for its files.
-    pub fn start(program: Option<&OsStr>, args: &[OsString], dir: &Path) -> Result<Subject, Error> {
+    /// supervisor options and the worker command, using `dir` for its files
+    /// (and removing it when it stops, unless `keep`).
+    pub fn start(
+        program: Option<&OsStr>,
+        args: &[OsString],
+        dir: &Path,
+        keep: bool,
+    ) -> Result<Subject, Error> {
         let (mut command, driver) = match program {
             None => {
                 let exe = std::env::current_exe().context(|| "cannot find handover itself".into())?;
@@ -76,6 +96,8 @@ impl Subject {
             Some(program) => {
                 let (args, targets) = signal_listeners(args)?;
                 let status = dir.join("status");
+                // A kept directory may hold an earlier drill's file.
+                let _ = std::fs::remove_file(&status);
                 let mut command = Command::new(program);
                 command.arg(format!("--status-file={}", status.display())).args(args);
                 let program = program.to_string_lossy().into_owned();
@@ -94,29 +116,26 @@ impl Subject {
             ),
             None => Error::runtime(format!("cannot start the supervisor: {e}")),
         })?;
-        let lines: Arc<Mutex<VecDeque<String>>> = Arc::default();
-        for stream in [
-            Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stdout.take().unwrap()),
-        ] {
-            let lines = Arc::clone(&lines);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let mut kept = lines.lock().unwrap();
-                    if kept.len() == KEPT_LINES {
-                        kept.pop_front();
-                    }
-                    kept.push_back(line);
-                }
-            });
-        }
+        let mut streams: Vec<Box<dyn Read + Send>> = Vec::new();
+        streams.extend(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+        streams.extend(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+        let output = match Output::start(dir, keep, streams) {
+            Ok(output) => output,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
         Ok(Subject {
             child,
-            lines,
+            output,
             driver,
+            stop_signal: stuck::stop_signal(args),
             seen: BTreeSet::new(),
             listeners: Vec::new(),
             dir: dir.to_path_buf(),
+            keep,
         })
     }
 
@@ -136,19 +155,8 @@ impl Subject {
         self.exited().is_none().then(|| Pid::from_raw(self.child.id() as i32))
     }
 
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().iter().cloned().collect()
-    }
-
     fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
-    }
-
-    /// The last lines of its log, for a failure message.
-    pub fn tail(&self) -> String {
-        let lines = self.lines();
-        let start = lines.len().saturating_sub(8);
-        lines[start..].join("\n")
     }
 
     /// The stream listeners to load.
@@ -193,10 +201,7 @@ impl Subject {
         let start = Instant::now();
         loop {
             if let Some(status) = self.exited() {
-                return Err(Error::new(
-                    1,
-                    format!("the supervisor exited ({status}) before serving:\n{}", self.tail()),
-                ));
+                return Err(Error::new(1, format!("the supervisor exited ({status}) before serving")));
             }
             if self.serving() {
                 return Ok(());
@@ -205,10 +210,12 @@ impl Subject {
                 return Err(super::interruption(signal));
             }
             if start.elapsed() > deadline {
-                return Err(Error::new(
-                    1,
-                    format!("generation 1 not serving after {deadline:?}:\n{}", self.tail()),
-                ));
+                let why =
+                    self.control_status().and_then(|s| stuck::from_status(&s, deadline, &self.stop_signal));
+                let why = why.unwrap_or_else(|| {
+                    format!("generation 1 not serving after {}", stuck::seconds(deadline))
+                });
+                return Err(Error::new(1, why));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -218,8 +225,16 @@ impl Subject {
     pub fn restart(&mut self, number: usize, timeout: Duration) -> RestartRecord {
         match &self.driver {
             Driver::Control { socket } => {
-                let record = restart_by_control(socket, number, timeout);
-                self.control_status();
+                let mut record = restart_by_control(socket, number, timeout);
+                let timed_out = !record.ok && record.answered_at - record.requested_at >= timeout;
+                if let (true, Some(status)) = (timed_out, self.control_status()) {
+                    record.generation = status.generations.iter().map(|g| g.generation).max();
+                    let said = record.error.take().unwrap_or_default();
+                    record.error =
+                        Some(stuck::from_status(&status, timeout, &self.stop_signal).unwrap_or_else(|| {
+                            format!("{said}, though its status shows no generation starting or draining")
+                        }));
+                }
                 record
             }
             Driver::Signal { .. } => self.restart_by_signal(number, timeout),
@@ -256,15 +271,18 @@ impl Subject {
                 break None;
             }
             if let Some(status) = self.exited() {
-                break Some(format!("the supervisor exited ({status}):\n{}", self.tail()));
+                break Some(format!("the supervisor exited ({status})"));
             }
             if super::interrupted().is_some() {
                 break Some("interrupted".into());
             }
             if now - requested_at > timeout {
+                let after = stuck::seconds(timeout);
+                record.generation = generations.iter().map(|g| g.0).max().filter(|&g| g > newest);
                 break Some(match ready_at {
-                    None => format!("no new generation after {timeout:?}:\n{}", self.tail()),
-                    Some(_) => format!("the old generation still listed after {timeout:?}"),
+                    None => format!("no new generation after {after}: still starting, or failing to start?"),
+                    Some(_) => stuck::from_status_file(&generations, newest, timeout, &self.stop_signal)
+                        .unwrap_or_else(|| format!("the old generation still listed after {after}")),
                 });
             }
             std::thread::sleep(STATUS_POLL);
@@ -276,13 +294,7 @@ impl Subject {
     /// the shared ones it maps, the binary and libc) and its private part
     /// now (RssAnon), in KiB.
     pub fn memory(&mut self) -> (Option<u64>, Option<u64>) {
-        let Some(pid) = self.live_pid() else { return (None, None) };
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let field = |name: &str| {
-            let line = status.lines().find(|l| l.starts_with(name))?;
-            line.split_whitespace().nth(1)?.parse().ok()
-        };
-        (field("VmHWM:"), field("RssAnon:"))
+        self.live_pid().map_or((None, None), proc::memory)
     }
 
     /// The supervisor's CPU time and wake-ups over `period` of doing nothing.
@@ -300,8 +312,8 @@ impl Subject {
     }
 
     /// Stop it (control request, or SIGTERM as for start_server); what it
-    /// left behind, if anything.
-    pub fn stop(mut self) -> Vec<String> {
+    /// left behind, if anything, and its output once that has ended.
+    pub fn stop(mut self) -> (Vec<String>, Output) {
         self.control_status();
         match &self.driver {
             Driver::Control { socket } => {
@@ -347,8 +359,11 @@ impl Subject {
         if file.1.exists() {
             leftovers.push(format!("{} {} left behind", file.0, file.1.display()));
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
-        leftovers
+        self.output.finish(OUTPUT_END);
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+        (leftovers, self.output)
     }
 }
 
@@ -372,47 +387,5 @@ fn restart_by_control(socket: &Path, number: usize, timeout: Duration) -> Restar
             error: Some(e.message),
             ..RestartRecord::pending(number, requested_at)
         },
-    }
-}
-
-fn is_alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
-}
-
-/// CPU clock ticks (user + system) and context switches of a process,
-/// summed over its threads.
-fn usage(pid: Pid) -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
-    // After the command name: state is field 3, utime 14, stime 15.
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    let mut switches = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
-        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-        switches += status
-            .lines()
-            .filter(|l| {
-                l.starts_with("voluntary_ctxt_switches:") || l.starts_with("nonvoluntary_ctxt_switches:")
-            })
-            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .sum::<u64>();
-    }
-    Some((ticks, switches))
-}
-
-fn clock_ticks() -> i64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn this_process_has_usage() {
-        let (_, switches) = usage(Pid::this()).unwrap();
-        assert!(switches > 0);
-        assert!(clock_ticks() > 0);
     }
 }

@@ -1,0 +1,201 @@
+//! What the supervisor and its workers write (they share its stdout and
+//! stderr, both piped to the drill), kept for diagnosis.
+//!
+//! Every line goes to [`FILE_NAME`] in the drill's directory, up to
+//! [`LIMIT`] bytes; past that the file gets one note and nothing more, and
+//! the pipes are still read so nobody blocks on them. The last [`TAIL`]
+//! lines are also kept in memory whatever the limit: the tail a failure
+//! shows, even once the directory is removed. A line longer than
+//! [`MAX_LINE`] is kept in pieces. Writes are buffered and flushed whenever
+//! a reader has caught up with its pipe, so a chatty server costs few
+//! system calls and a quiet one's lines reach the file at once.
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use crate::error::{Context, Result};
+
+/// The file in the drill's directory that holds the output.
+pub const FILE_NAME: &str = "output.log";
+/// Bytes written to the file at most.
+const LIMIT: u64 = 256 << 20;
+/// Lines shown when the drill fails.
+const TAIL: usize = 20;
+/// A longer line is kept in pieces of this size.
+const MAX_LINE: u64 = 64 << 10;
+
+struct State {
+    /// `None` once the limit is reached.
+    file: Option<BufWriter<File>>,
+    written: u64,
+    tail: VecDeque<String>,
+    /// Streams not yet at their end.
+    open: usize,
+}
+
+pub struct Output {
+    state: Arc<(Mutex<State>, Condvar)>,
+    path: PathBuf,
+    /// Whether the directory outlives the drill (`--keep`).
+    kept: bool,
+}
+
+impl Output {
+    /// Reads `streams` on threads of their own into `dir`/[`FILE_NAME`].
+    pub fn start(dir: &Path, kept: bool, streams: Vec<Box<dyn Read + Send>>) -> Result<Output> {
+        let path = dir.join(FILE_NAME);
+        let file = File::create(&path).context(|| format!("cannot create {}", path.display()))?;
+        let file = Some(BufWriter::new(file));
+        let state = State { file, written: 0, tail: VecDeque::new(), open: streams.len() };
+        let state = Arc::new((Mutex::new(state), Condvar::new()));
+        for stream in streams {
+            let state = Arc::clone(&state);
+            std::thread::spawn(move || read(BufReader::new(stream), &state));
+        }
+        Ok(Output { state, path, kept })
+    }
+
+    /// Waits up to `period` for every stream to end (all writers gone),
+    /// then flushes the file.
+    pub fn finish(&self, period: Duration) {
+        let (lock, ended) = &*self.state;
+        let state = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut state, _) =
+            ended.wait_timeout_while(state, period, |s| s.open > 0).unwrap_or_else(|e| e.into_inner());
+        if let Some(file) = &mut state.file {
+            let _ = file.flush();
+        }
+    }
+
+    /// The last lines, and where the rest is: for a failure message.
+    pub fn tail(&self) -> String {
+        let state = self.state.0.lock().unwrap_or_else(|e| e.into_inner());
+        let whole = if self.kept {
+            format!("all of it in {}", self.path.display())
+        } else {
+            "give --keep DIR to keep all of it".into()
+        };
+        if state.tail.is_empty() {
+            return format!("the supervisor and its workers wrote nothing ({whole})");
+        }
+        let lines = match state.tail.len() {
+            1 => "line".into(),
+            n => format!("{n} lines"),
+        };
+        let mut text = format!("the last {lines} of the supervisor's and workers' output ({whole}):");
+        for line in &state.tail {
+            text += "\n  ";
+            text += line;
+        }
+        text
+    }
+}
+
+/// One stream's lines, until its end or an error.
+fn read(mut reader: BufReader<Box<dyn Read + Send>>, state: &(Mutex<State>, Condvar)) {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut reader).take(MAX_LINE).read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => record(
+                &mut state.0.lock().unwrap_or_else(|e| e.into_inner()),
+                &line,
+                reader.buffer().is_empty(),
+            ),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let mut locked = state.0.lock().unwrap_or_else(|e| e.into_inner());
+    locked.open -= 1;
+    if let Some(file) = &mut locked.file {
+        let _ = file.flush();
+    }
+    state.1.notify_all();
+}
+
+/// One line (or piece of one) into the file and the tail; `caught_up`:
+/// nothing more is buffered from its pipe, so the file is flushed.
+fn record(state: &mut State, line: &[u8], caught_up: bool) {
+    let text = line.strip_suffix(b"\n").unwrap_or(line);
+    if state.tail.len() == TAIL {
+        state.tail.pop_front();
+    }
+    state.tail.push_back(String::from_utf8_lossy(text).into_owned());
+    let Some(file) = &mut state.file else { return };
+    let size = text.len() as u64 + 1;
+    if state.written + size > LIMIT {
+        let note =
+            format!("[handover drill: more than {} MiB of output; the rest is not kept]\n", LIMIT >> 20);
+        let _ = file.write_all(note.as_bytes()).and_then(|()| file.flush());
+        state.file = None;
+        return;
+    }
+    state.written += size;
+    let written = (file.write_all(text))
+        .and_then(|()| file.write_all(b"\n"))
+        .and_then(|()| if caught_up { file.flush() } else { Ok(()) });
+    if written.is_err() {
+        state.file = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept(dir: &Path, input: &'static [u8]) -> (Output, String) {
+        let output = Output::start(dir, true, vec![Box::new(input)]).unwrap();
+        output.finish(Duration::from_secs(30));
+        let file = std::fs::read_to_string(dir.join(FILE_NAME)).unwrap();
+        (output, file)
+    }
+
+    #[test]
+    fn lines_go_to_the_file_and_the_last_ones_to_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let text: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+        let (output, file) = kept(dir.path(), text.leak().as_bytes());
+        assert_eq!(file.lines().count(), 30);
+        let tail = output.tail();
+        let shown = format!(
+            "the last 20 lines of the supervisor's and workers' output (all of it in {}):",
+            dir.path().join(FILE_NAME).display()
+        );
+        assert!(tail.starts_with(&shown), "{tail}");
+        assert!(tail.ends_with("\n  line 29\n  line 30") && !tail.contains("line 10\n"), "{tail}");
+    }
+
+    #[test]
+    fn an_unfinished_last_line_and_silence_are_shown_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let (output, file) = kept(dir.path(), b"one\ntwo");
+        assert_eq!(file, "one\ntwo\n");
+        assert!(output.tail().ends_with(":\n  one\n  two"), "{}", output.tail());
+        let silent = Output::start(dir.path(), false, vec![Box::new(&b""[..])]).unwrap();
+        silent.finish(Duration::from_secs(30));
+        assert_eq!(
+            silent.tail(),
+            "the supervisor and its workers wrote nothing (give --keep DIR to keep all of it)"
+        );
+    }
+
+    #[test]
+    fn the_file_stops_at_the_limit_with_a_note() {
+        let mut state = State { file: None, written: LIMIT - 10, tail: VecDeque::new(), open: 1 };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        state.file = Some(BufWriter::new(File::create(&path).unwrap()));
+        record(&mut state, b"12345678\n", false);
+        record(&mut state, b"this one is past the limit\n", true);
+        record(&mut state, b"and so is this\n", true);
+        assert!(state.file.is_none());
+        assert_eq!(state.tail.back().map(String::as_str), Some("and so is this"));
+        let file = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(file, "12345678\n[handover drill: more than 256 MiB of output; the rest is not kept]\n");
+    }
+}
