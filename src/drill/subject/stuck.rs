@@ -101,7 +101,16 @@ mod tests {
 
     fn status(generations: Vec<Generation>) -> Status {
         let (listeners, last_restart, counters) = (vec![], None, Counters::default());
-        Status { ok: true, pid: 1, stopping: false, listeners, generations, last_restart, counters }
+        Status {
+            ok: true,
+            pid: 1,
+            stopping: false,
+            ready: None,
+            listeners,
+            generations,
+            last_restart,
+            counters,
+        }
     }
 
     #[test]
