@@ -10,6 +10,8 @@ mod client;
 mod config;
 mod drill;
 mod error;
+#[cfg(test)]
+mod fuzz_tests;
 mod listen;
 mod machine;
 mod state;

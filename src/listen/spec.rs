@@ -225,11 +225,13 @@ fn parse_authority(scheme: &str, authority: &str) -> Result<(String, u16), Strin
             inner
         }
         None if host.contains(':') => {
+            let (host, port) = (host.escape_debug(), port.escape_debug());
             return Err(format!("an IPv6 address goes in brackets: {scheme}://[{host}]:{port}"));
         }
         None => host,
     };
     if host.is_empty() {
+        let port = port.escape_debug();
         return Err(format!("HOST is required ({scheme}://0.0.0.0:{port} for every IPv4 address)"));
     }
     let bad = |c: char| c.is_whitespace() || c.is_control() || "[]/@#".contains(c);
