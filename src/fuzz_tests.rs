@@ -58,6 +58,11 @@ impl std::ops::Deref for Bytes {
     }
 }
 
+/// Arbitrary bytes, mostly short.
+pub fn bytes() -> impl Strategy<Value = Bytes> {
+    prop::collection::vec(any::<u8>(), 0..64).prop_map(Bytes)
+}
+
 /// One change to a byte string.
 #[derive(Clone, Debug)]
 enum Edit {
@@ -117,4 +122,9 @@ pub fn mutated_text(valid: &'static [&'static str]) -> impl Strategy<Value = Str
 /// Every line of `text` is one line: no `\n`, no `\r`.
 pub fn one_line(text: &str) -> bool {
     !text.contains(['\n', '\r'])
+}
+
+#[test]
+fn bytes_print_as_a_literal() {
+    assert_eq!(format!("{:?}", Bytes(b"a\n\xff\"".to_vec())), r#"b"a\n\xff\"""#);
 }
