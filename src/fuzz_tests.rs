@@ -119,6 +119,19 @@ pub fn mutated_text(valid: &'static [&'static str]) -> impl Strategy<Value = Str
     mutated(valid).prop_map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// Mostly one of `valid`, sometimes one changed, sometimes text made of
+/// `tokens`: for inputs that must get past a parser to reach the next one.
+pub fn near(
+    valid: &'static [&'static str],
+    tokens: &'static [&'static str],
+) -> impl Strategy<Value = String> {
+    prop_oneof![
+        6 => select(valid).prop_map(str::to_owned),
+        1 => mutated_text(valid),
+        1 => text(tokens),
+    ]
+}
+
 /// Every line of `text` is one line: no `\n`, no `\r`.
 pub fn one_line(text: &str) -> bool {
     !text.contains(['\n', '\r'])

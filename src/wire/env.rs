@@ -26,6 +26,8 @@ use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
+use crate::error::printable;
+
 pub const SERVER_STARTER_PORT: &str = "SERVER_STARTER_PORT";
 pub const SERVER_STARTER_GENERATION: &str = "SERVER_STARTER_GENERATION";
 pub const LISTEN_FDS: &str = "LISTEN_FDS";
@@ -312,14 +314,13 @@ fn find_named<'s, 'a>(slots: &'s [Slot<'a>], name: &[u8]) -> Result<&'s Slot<'a>
     }
     // Names from LISTEN_FDNAMES or argv may hold anything: escaped, so the error stays one line.
     let name = String::from_utf8_lossy(name);
-    let names: Vec<String> =
-        slots.iter().filter_map(|s| s.name).map(|n| n.escape_debug().to_string()).collect();
+    let names: Vec<String> = slots.iter().filter_map(|s| s.name).map(printable).collect();
     let known = if names.is_empty() {
         "no listener has a name (--listen NAME=...)".to_owned()
     } else {
         format!("the names are {}", names.join(", "))
     };
-    let typed = name.escape_debug();
+    let typed = printable(&name);
     Err(format!("the worker command uses {{fd:{typed}}}, but no listener is named {name:?}; {known}"))
 }
 
