@@ -206,4 +206,6 @@ mod tests {
         // A file removed from the envdir: back to the startup environment.
         assert_eq!(overlay_env(&base, &[]), base);
     }
+
+    mod fuzz;
 }
