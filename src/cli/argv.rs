@@ -164,4 +164,6 @@ mod tests {
         let names: BTreeSet<_> = command.get_subcommands().map(|s| s.get_name()).collect();
         assert_eq!(names, SUBCOMMANDS.into_iter().collect());
     }
+
+    mod fuzz;
 }
