@@ -1,6 +1,7 @@
 //! Random command lines through the normalisation and clap, under both
 //! names: no panic; the normalisation only adds a dash to single-dash
-//! long options before the command, and doing it twice changes nothing.
+//! long options before the command (what follows `--` is left alone), and
+//! doing it twice changes nothing.
 use std::os::unix::ffi::OsStringExt;
 use std::sync::LazyLock;
 
@@ -45,24 +46,37 @@ fn check(args: Vec<OsString>) -> Result<(), TestCaseError> {
         let dashed = before.to_str().map(|text| format!("-{text}"));
         prop_assert!(before == after || after.to_str() == dashed.as_deref(), "{:?} -> {:?}", before, after);
     }
-    let end = args.iter().position(|arg| arg == "--").map_or(args.len(), |at| at + 1);
-    prop_assert_eq!(&normal[end..], &args[end..]);
     prop_assert_eq!(normalize_args(normal.clone()), normal.clone());
     // Both parsers, whatever the program's name: neither may panic, and an error renders.
-    if let Err(e) = HandoverCli::try_parse_from(&normal) {
-        let _ = e.render().to_string();
-    }
-    if let Err(e) = StartServerCli::try_parse_from(&normal) {
-        let _ = e.render().to_string();
+    let handover = HandoverCli::try_parse_from(&normal).map_err(|e| e.render().to_string());
+    let start_server = StartServerCli::try_parse_from(&normal).map_err(|e| e.render().to_string());
+    // Accepted, the arguments after `--` are the worker's, unchanged. (Like
+    // Getopt::Long, the normalisation takes `--` right after a valued option
+    // as its value; clap refuses that.)
+    if handover.is_ok() || start_server.is_ok() {
+        let end = args.iter().position(|arg| arg == "--").map_or(args.len(), |at| at + 1);
+        prop_assert_eq!(&normal[end..], &args[end..]);
     }
     Ok(())
 }
 
 proptest! {
-    #![proptest_config(config(300))]
+    #![proptest_config(config(1500))]
 
     #[test]
     fn fuzz_normalize_and_parse_args(args in argv()) {
         check(args)?;
     }
+}
+
+/// Found by `fuzz_normalize_and_parse_args`: under the name start_server,
+/// which has no subcommands, a worker named `restart`, `stop` or `status`
+/// had its single-dash arguments rewritten.
+#[test]
+fn start_server_has_no_subcommand_words() {
+    let args = |list: &[&str]| list.iter().map(OsString::from).collect::<Vec<_>>();
+    let worker = args(&["/usr/bin/start_server", "--port", "80", "status", "-verbose"]);
+    assert_eq!(normalize_args(worker.clone()), worker);
+    let client = args(&["handover", "status", "-json"]);
+    assert_eq!(normalize_args(client), args(&["handover", "status", "--json"]));
 }
