@@ -12,10 +12,13 @@ use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use proptest::test_runner::FileFailurePersistence;
 
-/// `cases` random inputs; failures persisted under `proptest-regressions/`.
+/// `cases` random inputs, times `FUZZ_SCALE` when it is set (a longer
+/// run: `FUZZ_SCALE=100 cargo test --release fuzz_`); failures persisted
+/// under `proptest-regressions/`.
 pub fn config(cases: u32) -> ProptestConfig {
+    let scale = std::env::var("FUZZ_SCALE").ok().and_then(|scale| scale.parse().ok()).unwrap_or(1);
     ProptestConfig {
-        cases,
+        cases: cases.saturating_mul(scale),
         failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel("proptest-regressions"))),
         ..ProptestConfig::default()
     }

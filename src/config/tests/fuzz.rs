@@ -60,7 +60,7 @@ fn check_signal(text: &str) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config(2000))]
+    #![proptest_config(config(5000))]
 
     #[test]
     fn fuzz_parse_duration(text in text(DURATION_TOKENS)) {

@@ -186,7 +186,7 @@ fn check_config(config: &Config) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config(500))]
+    #![proptest_config(config(3000))]
 
     #[test]
     fn fuzz_config_new(

@@ -93,7 +93,7 @@ fn stream() -> impl Strategy<Value = Vec<Piece>> {
 }
 
 proptest! {
-    #![proptest_config(config(200))]
+    #![proptest_config(config(1000))]
 
     #[test]
     fn fuzz_line_splitter(

@@ -109,7 +109,7 @@ fn named(name: Option<&'static str>) -> ListenSpec {
 }
 
 proptest! {
-    #![proptest_config(config(2000))]
+    #![proptest_config(config(5000))]
 
     #[test]
     fn fuzz_parse_port(s in text(PORT_TOKENS)) {

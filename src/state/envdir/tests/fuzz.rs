@@ -90,7 +90,7 @@ fn check(entries: &BTreeMap<OsString, Entry>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config(300))]
+    #![proptest_config(config(1000))]
 
     #[test]
     fn fuzz_read_envdir(entries in prop::collection::btree_map(name(), entry(), 0..6)) {

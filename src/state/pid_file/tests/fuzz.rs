@@ -32,7 +32,7 @@ fn check(contents: &[u8]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config(300))]
+    #![proptest_config(config(1000))]
 
     #[test]
     fn fuzz_read_pid(contents in text(&["4242", "0", "-1", "+7", "4294967296", " ", "\n", "\r\n"])) {

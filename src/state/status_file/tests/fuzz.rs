@@ -16,7 +16,7 @@ fn check(text: &str) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config(1000))]
+    #![proptest_config(config(5000))]
 
     #[test]
     fn fuzz_parse_status(text in text(&["1", "42", ":", "\n", " ", "\r", "-1", "4294967296", "x"])) {

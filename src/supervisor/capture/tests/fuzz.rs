@@ -132,7 +132,7 @@ fn stream() -> impl Strategy<Value = Vec<Piece>> {
 }
 
 proptest! {
-    #![proptest_config(config(200))]
+    #![proptest_config(config(1000))]
 
     #[test]
     fn fuzz_capture_splitter(stream in stream(), sizes in prop::collection::vec(1..=READ_BUDGET, 1..4)) {

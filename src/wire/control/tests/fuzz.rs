@@ -75,7 +75,7 @@ fn check_line(line: &[u8]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config(1000))]
+    #![proptest_config(config(5000))]
 
     #[test]
     fn fuzz_control_random_bytes(line in bytes()) {

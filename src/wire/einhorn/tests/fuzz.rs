@@ -51,7 +51,7 @@ fn check(line: &[u8]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config(1000))]
+    #![proptest_config(config(5000))]
 
     #[test]
     fn fuzz_einhorn_random_bytes(line in bytes()) {

@@ -206,7 +206,7 @@ fn argv() -> impl Strategy<Value = Vec<OsString>> {
 }
 
 proptest! {
-    #![proptest_config(config(1000))]
+    #![proptest_config(config(5000))]
 
     #[test]
     fn fuzz_decode_activation(env in env()) {

@@ -26,7 +26,7 @@ fn check(pid: i32, datagram: &[u8]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config(1000))]
+    #![proptest_config(config(5000))]
 
     #[test]
     fn fuzz_sd_notify_random_bytes(pid in any::<i32>(), datagram in bytes()) {
