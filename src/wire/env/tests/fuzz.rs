@@ -1,6 +1,6 @@
 //! The variables handover reads from its own environment (socket
-//! activation), the worker command's placeholders and the fd placement:
-//! no panic, and the documented results.
+//! activation), the worker command's placeholders, `--announce` and the
+//! fd placement: no panic, and the documented results.
 use std::collections::HashSet;
 
 use proptest::prelude::*;
@@ -189,6 +189,32 @@ fn check_place(pins: &[Option<i32>]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// `--announce`: accepted exactly when every comma-separated name (trimmed)
+/// is a protocol's, and then those protocols are on; else one line.
+fn check_announce(text: &str) -> Result<(), TestCaseError> {
+    let names: Vec<&str> = text.split(',').map(str::trim).collect();
+    match Announce::parse(text) {
+        Ok(announce) => {
+            prop_assert!(names.iter().all(|name| Announce::NAMES.contains(name)), "{:?}", text);
+            let on = |name: &str| names.contains(&name);
+            let want = Announce {
+                server_starter: on("server-starter"),
+                systemd: on("systemd"),
+                einhorn: on("einhorn"),
+            };
+            prop_assert_eq!(announce, want);
+        }
+        Err(why) => {
+            prop_assert!(names.iter().any(|name| !Announce::NAMES.contains(name)), "{}", why);
+            prop_assert!(why.starts_with(&format!("invalid --announce value {text:?}: ")), "{}", why);
+            prop_assert!(one_line(&why), "{}", why);
+        }
+    }
+    Ok(())
+}
+
+const PROTOCOLS: &[&str] = &["server-starter", "systemd", "einhorn", ",", " ", "upstart", "SYSTEMD"];
+
 fn pins() -> impl Strategy<Value = Vec<Option<i32>>> {
     let pin = prop_oneof![0..8i32, any::<i32>(), Just(i32::MAX)];
     prop::collection::vec(prop::option::of(pin), 0..8)
@@ -221,6 +247,11 @@ proptest! {
     #[test]
     fn fuzz_expand_placeholders_bytes(argv in argv(), names in names()) {
         check_argv(&argv, &names)?;
+    }
+
+    #[test]
+    fn fuzz_announce(text in text(PROTOCOLS)) {
+        check_announce(&text)?;
     }
 
     #[test]
