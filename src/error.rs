@@ -57,6 +57,13 @@ pub fn io_text(err: &io::Error) -> String {
     }
 }
 
+/// `text` with its control characters escaped (a newline as `\n`), for a
+/// value quoted in a message: whatever it holds, the message stays one line.
+pub fn printable(text: &str) -> String {
+    let escaped = |c: char| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() };
+    text.chars().map(escaped).collect()
+}
+
 /// Turns an I/O failure into a runtime `Error` naming what was attempted:
 /// `file.open().context(|| format!("cannot open {path}"))?` gives
 /// `cannot open PATH: No such file or directory`.
@@ -85,6 +92,12 @@ mod tests {
         let e = io::Error::from_raw_os_error(libc::ENOENT);
         assert_eq!(io_text(&e), "No such file or directory");
         assert_eq!(io_text(&io::Error::other("plain")), "plain");
+    }
+
+    #[test]
+    fn printable_escapes_control_characters_only() {
+        assert_eq!(printable("/srv/bob's \"app\" caf\u{e9}"), "/srv/bob's \"app\" caf\u{e9}");
+        assert_eq!(printable("a\nb\r\t\u{7f}\0"), r"a\nb\r\t\u{7f}\0");
     }
 
     #[test]

@@ -10,6 +10,8 @@ mod client;
 mod config;
 mod drill;
 mod error;
+#[cfg(test)]
+mod fuzz_tests;
 mod listen;
 mod machine;
 mod state;
@@ -32,7 +34,8 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             let name = if compat { "start_server" } else { "handover" };
-            eprintln!("{name}: {}", error.message);
+            // One line, whatever a value quoted in the message holds.
+            eprintln!("{name}: {}", error::printable(&error.message));
             ExitCode::from(error.code)
         }
     }

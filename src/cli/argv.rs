@@ -8,6 +8,7 @@
 //! (`Set`, `Append`); handover has no option with an optional value.
 use std::collections::BTreeSet;
 use std::ffi::OsString;
+use std::path::Path;
 use std::sync::LazyLock;
 
 use clap::CommandFactory;
@@ -54,8 +55,11 @@ pub fn takes_value(name: &str) -> bool {
 }
 
 /// Getopt::Long accepts `-version` for `--version`; clap does not. Rewrite
-/// single-dash long options up to `--` or the first word of the command.
+/// single-dash long options up to `--` or the first word of the command
+/// (under the name `start_server`, which has no subcommands, any word).
 pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
+    let arg0 = args.first().and_then(|arg0| Path::new(arg0).file_name());
+    let compat = arg0.is_some_and(|name| name == "start_server");
     let mut out = Vec::with_capacity(args.len());
     let mut iter = args.into_iter();
     out.extend(iter.next());
@@ -72,7 +76,7 @@ pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
         }
         if text == "--" || !text.starts_with('-') {
             out.push(arg);
-            if text == "--" || !SUBCOMMANDS.contains(&text.as_str()) {
+            if text == "--" || compat || !SUBCOMMANDS.contains(&text.as_str()) {
                 break;
             }
             continue;
@@ -164,4 +168,6 @@ mod tests {
         let names: BTreeSet<_> = command.get_subcommands().map(|s| s.get_name()).collect();
         assert_eq!(names, SUBCOMMANDS.into_iter().collect());
     }
+
+    mod fuzz;
 }

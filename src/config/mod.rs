@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 
 pub mod options;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, printable};
 use crate::listen::ListenSpec;
 use crate::machine::{Policy, ReadyMode};
 use crate::state;
@@ -162,6 +162,7 @@ fn credentials(user: Option<&str>, group: Option<&str>) -> Result<Option<Credent
                 Err(_) => User::from_name(name),
             };
             let hint = "give an existing user name or uid";
+            let name = printable(name);
             Some(
                 found
                     .ok()
@@ -178,6 +179,7 @@ fn credentials(user: Option<&str>, group: Option<&str>) -> Result<Option<Credent
                 Err(_) => Group::from_name(name),
             };
             let hint = "give an existing group name or gid";
+            let name = printable(name);
             Some(
                 found
                     .ok()
@@ -279,7 +281,7 @@ impl Config {
         if let Some(dir) = &opts.dir
             && !dir.is_dir()
         {
-            return fail(format!("--dir {}: not a directory", dir.display()));
+            return fail(format!("--dir {}: not a directory", printable(&dir.to_string_lossy())));
         }
 
         // start_server takes these from its environment when the option is absent.
@@ -500,4 +502,7 @@ mod tests {
         let opts = StartServerOpts { log_file: Some("  | cat >> x.log".into()), ..Default::default() };
         assert_eq!(build(opts, &[]).unwrap().log, Some(LogTarget::Pipe("cat >> x.log".into())));
     }
+
+    mod fuzz;
+    mod fuzz_new;
 }

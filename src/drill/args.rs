@@ -250,4 +250,6 @@ mod tests {
         let shared: Vec<_> = OWN.iter().filter(|(name, _)| theirs.contains(&name.as_str())).collect();
         assert_eq!(shared, [&("help".to_owned(), false)]);
     }
+
+    mod fuzz;
 }

@@ -21,6 +21,7 @@ use std::net::Ipv6Addr;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 
+use crate::error::printable;
 use crate::wire::env::UNNAMED_FD;
 
 const PORT_SYNTAX: &str = "expected PORT, HOST:PORT or [IPV6]:PORT, optionally u-prefixed and =FD";
@@ -225,11 +226,13 @@ fn parse_authority(scheme: &str, authority: &str) -> Result<(String, u16), Strin
             inner
         }
         None if host.contains(':') => {
+            let (host, port) = (printable(host), printable(port));
             return Err(format!("an IPv6 address goes in brackets: {scheme}://[{host}]:{port}"));
         }
         None => host,
     };
     if host.is_empty() {
+        let port = printable(port);
         return Err(format!("HOST is required ({scheme}://0.0.0.0:{port} for every IPv4 address)"));
     }
     let bad = |c: char| c.is_whitespace() || c.is_control() || "[]/@#".contains(c);

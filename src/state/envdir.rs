@@ -16,7 +16,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use crate::error::io_text;
+use crate::error::{io_text, printable};
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Envdir {
@@ -66,7 +66,8 @@ fn envdir_value(path: &Path, name: &OsStr) -> Result<OsString, String> {
 
 /// Reads every variable of an envdir (see the module header for the rules).
 pub fn read_envdir(dir: &Path) -> Result<Envdir, String> {
-    let fail = |e: io::Error| format!("cannot read envdir {}: {}", dir.display(), io_text(&e));
+    let shown = printable(&dir.to_string_lossy());
+    let fail = |e: io::Error| format!("cannot read envdir {shown}: {}", io_text(&e));
     let mut names = Vec::new();
     for entry in fs::read_dir(dir).map_err(fail)? {
         let name = entry.map_err(fail)?.file_name();
@@ -78,7 +79,6 @@ pub fn read_envdir(dir: &Path) -> Result<Envdir, String> {
     let mut envdir = Envdir::default();
     if names.len() > MAX_ENTRIES {
         names.truncate(MAX_ENTRIES);
-        let shown = dir.display();
         (envdir.warnings).push(format!(
             "envdir {shown}: more than {MAX_ENTRIES} entries; reading the first {MAX_ENTRIES} by name"
         ));
@@ -86,11 +86,8 @@ pub fn read_envdir(dir: &Path) -> Result<Envdir, String> {
     for name in names {
         match envdir_value(&dir.join(&name), &name) {
             Ok(value) => envdir.vars.push((name, value)),
-            Err(why) => envdir.warnings.push(format!(
-                "envdir {}: skipping {}: {why}",
-                dir.display(),
-                name.to_string_lossy()
-            )),
+            Err(why) => (envdir.warnings)
+                .push(format!("envdir {shown}: skipping {}: {why}", printable(&name.to_string_lossy()))),
         }
     }
     Ok(envdir)
@@ -209,4 +206,6 @@ mod tests {
         // A file removed from the envdir: back to the startup environment.
         assert_eq!(overlay_env(&base, &[]), base);
     }
+
+    mod fuzz;
 }

@@ -323,4 +323,6 @@ mod tests {
         fs::write(&path, " 321 \nrest\n").unwrap();
         assert_eq!(read_pid(&path), Ok(321));
     }
+
+    mod fuzz;
 }

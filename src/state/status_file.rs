@@ -115,4 +115,6 @@ mod tests {
         assert_eq!(parse_status("\n 1:5 \n\nbogus\n2:x\n3:7\r\n"), vec![(1, 5), (3, 7)]);
         assert_eq!(parse_status(""), vec![]);
     }
+
+    mod fuzz;
 }

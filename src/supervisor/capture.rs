@@ -206,10 +206,15 @@ impl Splitter {
     }
 
     fn flush(&mut self, emit: &mut impl FnMut(&[u8], Kind)) {
-        if !self.pending.is_empty() {
-            emit(&self.pending, Kind::Partial);
-            self.pending.clear();
+        // Longer than a piece only by the `\r` a `\n` never followed: cut it as `push` would.
+        let cut = if self.pending.len() > MAX_PIECE { piece_len(&self.pending) } else { 0 };
+        if cut > 0 {
+            emit(&self.pending[..cut], Kind::Continued);
         }
+        if self.pending.len() > cut {
+            emit(&self.pending[cut..], Kind::Partial);
+        }
+        self.pending.clear();
     }
 }
 

@@ -107,29 +107,7 @@ impl LineConn {
 
     /// `lines`, at most `max` of them; the rest stay buffered (`has_line`).
     pub fn lines_up_to(&mut self, max: usize) -> (Vec<Vec<u8>>, bool) {
-        let (mut lines, mut start) = (Vec::new(), 0);
-        let too_long = loop {
-            if lines.len() >= max {
-                break false;
-            }
-            let rest = &self.input[start..];
-            let end = match rest.iter().position(|&b| b == b'\n') {
-                Some(end) => end,
-                None if rest.len() > MAX_LINE => break true,
-                None if self.eof && !rest.is_empty() => rest.len(),
-                None => break false,
-            };
-            if end > MAX_LINE {
-                break true;
-            }
-            let line = &rest[..end];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if !line.iter().all(u8::is_ascii_whitespace) {
-                lines.push(line.to_vec());
-            }
-            start = (start + end + 1).min(self.input.len());
-        };
-        self.input.drain(..start);
+        let (lines, too_long) = take_lines(&mut self.input, self.eof, max);
         if too_long {
             self.input.clear();
             self.eof = true;
@@ -179,3 +157,36 @@ impl LineConn {
         flags
     }
 }
+
+/// Cuts at most `max` complete non-blank lines off the front of `input`,
+/// without `\n` or `\r` (at `eof` also the unterminated rest); true if a
+/// line over `MAX_LINE` comes next (it stays in `input`).
+fn take_lines(input: &mut Vec<u8>, eof: bool, max: usize) -> (Vec<Vec<u8>>, bool) {
+    let (mut lines, mut start) = (Vec::new(), 0);
+    let too_long = loop {
+        if lines.len() >= max {
+            break false;
+        }
+        let rest = &input[start..];
+        let end = match rest.iter().position(|&b| b == b'\n') {
+            Some(end) => end,
+            None if rest.len() > MAX_LINE => break true,
+            None if eof && !rest.is_empty() => rest.len(),
+            None => break false,
+        };
+        if end > MAX_LINE {
+            break true;
+        }
+        let line = &rest[..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            lines.push(line.to_vec());
+        }
+        start = (start + end + 1).min(input.len());
+    };
+    input.drain(..start);
+    (lines, too_long)
+}
+
+#[cfg(test)]
+mod tests;

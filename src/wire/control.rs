@@ -272,4 +272,6 @@ mod tests {
         assert!(parse_request(br#"{"command":"x"}"#).unwrap_err().starts_with("unknown command \"x\""));
         assert!(parse_request(b"[").unwrap_err().starts_with("request is not JSON"));
     }
+
+    mod fuzz;
 }

@@ -209,4 +209,6 @@ mod tests {
         );
         assert_eq!(answer(None).unwrap(), "could not parse the message; handover only takes worker:ack");
     }
+
+    mod fuzz;
 }

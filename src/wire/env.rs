@@ -16,14 +16,17 @@
 //!   containing `;` or `=` breaks `SERVER_STARTER_PORT`, as in start_server.
 //! - The one variable set read here, socket activation addressed to the
 //!   supervisor itself, is validated as sd_listen_fds(3) does before any fd
-//!   is trusted: `LISTEN_PID` must be our pid, `LISTEN_FDS` a number, and
-//!   `LISTEN_FDNAMES`, when present, must name exactly that many fds.
+//!   is trusted: `LISTEN_PID` must be our pid, `LISTEN_FDS` a number (at
+//!   most `MAX_LISTEN_FDS`), and `LISTEN_FDNAMES`, when present, must name
+//!   exactly that many fds.
 //! - `{fd}` and `{fd:NAME}` are the only placeholders in a worker's
 //!   arguments; any other text, braces included, is passed on unchanged.
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+use crate::error::printable;
 
 pub const SERVER_STARTER_PORT: &str = "SERVER_STARTER_PORT";
 pub const SERVER_STARTER_GENERATION: &str = "SERVER_STARTER_GENERATION";
@@ -48,6 +51,10 @@ pub const KILL_OLD_DELAY: &str = "KILL_OLD_DELAY";
 
 /// The first fd of systemd socket activation (`SD_LISTEN_FDS_START`).
 pub const FIRST_LISTEN_FD: i32 = 3;
+/// The most fds `LISTEN_FDS` may pass: Linux's default ceiling on a
+/// process's open files (`fs.nr_open`). More cannot be real, and each
+/// costs memory before the first fd is checked.
+pub const MAX_LISTEN_FDS: usize = 1 << 20;
 /// systemd's name for a passed fd that has none.
 pub const UNNAMED_FD: &str = "unknown";
 
@@ -217,7 +224,7 @@ pub fn decode_activation(env: &[(OsString, OsString)], own_pid: u32) -> Result<O
             .to_str()
             .filter(|v| is_decimal(v))
             .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&n| n <= (i32::MAX - FIRST_LISTEN_FD) as usize)
+            .filter(|&n| n <= MAX_LISTEN_FDS)
             .ok_or_else(|| {
                 format!("invalid {LISTEN_FDS} value {value:?}: expected the number of passed fds")
             })?,
@@ -305,14 +312,16 @@ fn find_named<'s, 'a>(slots: &'s [Slot<'a>], name: &[u8]) -> Result<&'s Slot<'a>
     if let Some(slot) = slots.iter().find(|s| s.name.map(str::as_bytes) == Some(name)) {
         return Ok(slot);
     }
+    // Names from LISTEN_FDNAMES or argv may hold anything: escaped, so the error stays one line.
     let name = String::from_utf8_lossy(name);
-    let names: Vec<&str> = slots.iter().filter_map(|s| s.name).collect();
+    let names: Vec<String> = slots.iter().filter_map(|s| s.name).map(printable).collect();
     let known = if names.is_empty() {
         "no listener has a name (--listen NAME=...)".to_owned()
     } else {
         format!("the names are {}", names.join(", "))
     };
-    Err(format!("the worker command uses {{fd:{name}}}, but no listener is named {name:?}; {known}"))
+    let typed = printable(&name);
+    Err(format!("the worker command uses {{fd:{typed}}}, but no listener is named {name:?}; {known}"))
 }
 
 #[cfg(test)]

@@ -61,4 +61,6 @@ mod tests {
         assert_eq!(parse(3, "STATUS=one\nSTATUS=two"), Message { status: status("two"), ..none(3) });
         assert_eq!(parse(3, "STATUS="), Message { status: status(""), ..none(3) });
     }
+
+    mod fuzz;
 }

@@ -166,6 +166,16 @@ fn usage_errors_are_one_line_and_exit_2() {
     }
 }
 
+/// A value quoted raw in a message (here a client's path) cannot split it:
+/// the line is printed with its control characters escaped.
+#[test]
+fn an_error_quoting_a_newline_is_still_one_line() {
+    let (o, _dir) = run_once(&["stop", "--pid-file", "{dir}/no\nsuch"]);
+    assert_eq!(o.code, Some(1), "exit code\n{}", o.dossier());
+    assert_one_line(&o);
+    assert!(o.stderr.contains(r"/no\nsuch: No such file"), "{}", o.dossier());
+}
+
 #[test]
 fn absurd_durations_are_refused_at_startup() {
     let worker = example("worker").display().to_string();

@@ -232,3 +232,23 @@ fn names_must_be_unique() {
         Err(SpecError(r#"two listeners are named "a": names must be unique"#.into()))
     );
 }
+
+/// Found by `fuzz_parse_listen`: parts of the value were printed raw, so a
+/// newline in it split the error over two lines.
+#[test]
+fn refusals_stay_on_one_line_whatever_the_value() {
+    let cases = [
+        ("tcp://::\n", r#"an IPv6 address goes in brackets: tcp://[:]:\n"#),
+        ("udp://:\r", r#"HOST is required (udp://0.0.0.0:\r for every IPv4 address)"#),
+        (
+            "tcp://\n127.0.0.1:tcp://\n127.0.0.1:8080",
+            r#"an IPv6 address goes in brackets: tcp://[\n127.0.0.1:tcp://\n127.0.0.1]:8080"#,
+        ),
+    ];
+    for (input, why) in cases {
+        let want = SpecError(format!("invalid --listen value {input:?}: {why}"));
+        assert_eq!(ListenSpec::parse_listen(input), Err(want), "{input:?}");
+    }
+}
+
+mod fuzz;

@@ -409,3 +409,5 @@ fn pipes_are_close_on_exec_and_only_the_read_end_is_non_blocking() {
         assert_ne!(stream.fd.as_raw_fd(), pipes.stdout.as_raw_fd());
     }
 }
+
+mod fuzz;

@@ -322,3 +322,33 @@ fn announce_chooses_the_protocols() {
     );
     assert!(Announce::parse("").is_err());
 }
+
+/// Found by `fuzz_decode_activation`: a count up to i32::MAX was taken,
+/// and a name slot allocated for each (50 GB) before any fd was checked,
+/// so `LISTEN_PID=$$ LISTEN_FDS=2147483644` aborted the supervisor.
+#[test]
+fn an_impossible_fd_count_is_refused_before_anything_is_allocated() {
+    let decode = |count: &str| decode_activation(&os_env(&[("LISTEN_PID", "42"), ("LISTEN_FDS", count)]), 42);
+    let invalid =
+        |count: &str| format!("invalid LISTEN_FDS value {count:?}: expected the number of passed fds");
+    assert_eq!(decode("2147483644"), Err(invalid("2147483644")));
+    let over = (MAX_LISTEN_FDS + 1).to_string();
+    assert_eq!(decode(&over), Err(invalid(&over)));
+    let most = decode(&MAX_LISTEN_FDS.to_string()).unwrap().unwrap();
+    assert_eq!(most.names.len(), MAX_LISTEN_FDS);
+}
+
+/// Found by `fuzz_expand_placeholders`: the name typed in the command and
+/// the listeners' names (LISTEN_FDNAMES may hold anything) were printed
+/// raw, so a newline split the error.
+#[test]
+fn placeholder_errors_stay_on_one_line() {
+    let slots = [Slot { key: "", name: Some("x\ny"), fd: 3 }];
+    assert_eq!(
+        expand_placeholders(&argv(&["w", "{fd:a\rb}"]), &slots),
+        Err(r#"the worker command uses {fd:a\rb}, but no listener is named "a\rb"; the names are x\ny"#
+            .to_owned())
+    );
+}
+
+mod fuzz;

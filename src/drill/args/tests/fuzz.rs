@@ -1,0 +1,65 @@
+//! Random `handover drill` command lines: no panic; the split sends every
+//! argument to one side, in order; the drill's own options parse or fail
+//! with an error that renders; when both sides' options parse, the
+//! supervisor got everything from `--` on.
+use std::os::unix::ffi::OsStringExt;
+use std::sync::LazyLock;
+
+use proptest::prelude::*;
+use proptest::sample::select;
+
+use super::*;
+use crate::fuzz_tests::{config, text};
+
+/// The drill's own long options and some of the supervisor's.
+static WORDS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    let mut words: Vec<String> = OWN.iter().map(|(name, _)| format!("--{name}")).collect();
+    words.extend(OWN.iter().map(|(name, _)| format!("--{name}=")));
+    let special = ["--", "--port", "--interval=1", "--workers", "--restart", "-restarts", "--rest", "prog"];
+    words.extend(special.map(str::to_owned));
+    words
+});
+
+const VALUES: &[&str] = &["3", "0", "-1", "1s", "5ms", "400", "18446744073709551616", "x"];
+
+fn arg() -> impl Strategy<Value = OsString> {
+    prop_oneof![
+        4 => select(WORDS.as_slice()).prop_map(OsString::from),
+        3 => text(VALUES).prop_map(OsString::from),
+        1 => prop::collection::vec(any::<u8>(), 0..6).prop_map(OsString::from_vec),
+    ]
+}
+
+/// `part` is `whole` with some elements left out.
+fn is_subsequence(part: &[OsString], whole: &[OsString]) -> bool {
+    let mut whole = whole.iter();
+    part.iter().all(|p| whole.any(|w| w == p))
+}
+
+fn check(args: Vec<OsString>) -> Result<(), TestCaseError> {
+    let (own, theirs) = split(args.clone());
+    prop_assert_eq!(own.first().and_then(|a| a.to_str()), Some("handover drill"));
+    prop_assert_eq!(own.len() - 1 + theirs.len(), args.len());
+    prop_assert!(is_subsequence(&own[1..], &args) && is_subsequence(&theirs, &args));
+    let drill = parse(own).map_err(|e| e.render().to_string());
+    // When both sides accept their arguments, the supervisor got everything
+    // from `--` on. (`--` right after a valued option is taken as its value,
+    // which clap then refuses.)
+    let supervisor = [vec![OsString::from("handover")], theirs.clone()].concat();
+    if drill.is_ok()
+        && crate::cli::HandoverCli::try_parse_from(crate::cli::normalize_args(supervisor)).is_ok()
+    {
+        let start = args.iter().position(|arg| arg == "--").unwrap_or(args.len());
+        prop_assert!(theirs.ends_with(&args[start..]));
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config(1500))]
+
+    #[test]
+    fn fuzz_drill_split_and_parse(args in prop::collection::vec(arg(), 0..8)) {
+        check(args)?;
+    }
+}
