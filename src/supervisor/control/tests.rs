@@ -247,7 +247,9 @@ fn a_client_that_leaves_before_its_reply_is_forgotten() {
     let got = requests(&mut server, 1);
     drop(client);
     server.reply(got[0].0, &json!({"ok": true}));
-    assert_eq!(server.connections(), 0);
+    // A process another test forks may hold a copy of the client's socket
+    // until it execs: the connection ends when the last copy closes.
+    pump(&mut server, |s, _| s.connections() == 0);
     server.reply(got[0].0, &json!({"ok": true}));
 }
 
