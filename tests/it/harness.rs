@@ -70,6 +70,8 @@ pub struct Builder {
     dir: tempfile::TempDir,
     env: Vec<(String, String)>,
     own_pids: bool,
+    /// The supervisor's working directory; the temp dir unless set.
+    cwd: Option<PathBuf>,
 }
 
 impl Builder {
@@ -101,6 +103,13 @@ impl Builder {
         self
     }
 
+    /// Start the supervisor in `dir` instead of the temp dir (`{dir}` still
+    /// names the temp dir).
+    pub fn cwd(mut self, dir: impl AsRef<Path>) -> Self {
+        self.cwd = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
     /// Run under another name (start_server compatibility).
     pub fn program(mut self, program: PathBuf) -> Self {
         self.program = program;
@@ -113,7 +122,7 @@ impl Builder {
         let mut command = Command::new(&self.program);
         command
             .args(&args)
-            .current_dir(self.dir.path())
+            .current_dir(self.cwd.as_deref().unwrap_or(self.dir.path()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -163,6 +172,7 @@ pub fn handover() -> Builder {
         dir: tempfile::tempdir().unwrap(),
         env: Vec::new(),
         own_pids: true,
+        cwd: None,
     }
 }
 

@@ -1,16 +1,24 @@
-//! Real, unmodified servers under handover, each through a hot restart under
-//! loopback load: Starlet (SERVER_STARTER_PORT), gunicorn (LISTEN_FDS), a
-//! Node.js `http` server on `{fd: 3}` and an einhorn-style worker
-//! (EINHORN_FD_0, ready by `worker:ack`). The apps are in tests/fixtures/ and
-//! answer `gen=G pid=P`.
+//! Real, unmodified servers under handover, run with the command lines of
+//! README.md's "Servers" section, read from the README itself (one code
+//! line per server, `handover --port 127.0.0.1:8080 ... -- COMMAND`): the
+//! port becomes 0, and the command runs in tests/fixtures/, where its app
+//! is. Each app answers `gen=G pid=P`.
 //!
-//! Each test: handover starts the server; once it answers, a few client
-//! threads send requests (a new connection each, bounded in count and time);
-//! the test restarts it (SIGHUP, or `handover restart --wait --control`),
-//! waits until the status file lists generation 2 alone and keeps the load
-//! up a little longer. Then: no request failed, both generations answered,
-//! and none from generation 1 once it was gone. SIGTERM: exit 0, and every
+//! Starlet (SERVER_STARTER_PORT), gunicorn (LISTEN_FDS), a Node.js `http`
+//! server on `{fd: 3}` and an einhorn-style worker (EINHORN_FD_0, ready by
+//! `worker:ack`) go through a hot restart under this file's own load: the
+//! test restarts (SIGHUP, or `handover restart --wait --control`), waits
+//! until the status file lists generation 2 alone and keeps the load up a
+//! little longer. Then: no request failed, both generations answered, and
+//! none from generation 1 once it was gone. SIGTERM: exit 0, and every
 //! process that answered is gone.
+//!
+//! puma, uvicorn, hypercorn and uWSGI go through `handover drill` (two hot
+//! restarts under four clients), once with a connection per request and
+//! once with keep-alive, and the JSON report is checked: every restart ok,
+//! nothing left behind, no failed request except where a server's own
+//! stop resets connections (`Resets`), and keep-alive retries bounded
+//! (`Retries`). Both are the servers' doing, described in the README.
 //!
 //! A server that is not installed is skipped with a line on stderr naming
 //! the packages; under CI (`CI` set) that is a failure: .ci/run installs them.
@@ -23,15 +31,20 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use serde_json::Value;
 
 use crate::errors::run_in;
 use crate::harness::*;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+/// Where the recipes are: the tests run what the README says.
+const README: &str = include_str!("../../README.md");
 /// Client threads, each with one request in flight.
 const CLIENTS: usize = 4;
 /// Requests before the restart, and again once generation 2 serves alone.
 const SOME: usize = 300;
+/// Hot restarts in each drill.
+const RESTARTS: usize = 2;
 
 /// How the test asks for the restart.
 #[derive(Clone, Copy)]
@@ -44,31 +57,154 @@ enum Restart {
 struct Server {
     name: &'static str,
     /// A command that succeeds when the server can run here.
-    check: &'static str,
+    check: &'static [&'static str],
     packages: &'static str,
-    /// handover's readiness options for it.
-    ready: &'static str,
+    /// How the README's command line for it begins, after `--`.
+    worker: &'static str,
     /// How the log says generation 2 got ready: `READY=1` (sd_notify or
-    /// einhorn's ack) or `alive` (after --interval).
+    /// einhorn's ack) or `alive` (after --interval); checked by
+    /// `hot_restart_under_load`, as is `restart`.
     ready_by: &'static str,
-    /// The worker command; `{fixtures}` is replaced.
-    command: &'static str,
     restart: Restart,
+}
+
+const STARLET: Server = Server {
+    name: "Starlet",
+    check: &["perl", "-MPlack::Handler::Starlet", "-MPlack::Runner", "-e1"],
+    packages: "starlet libplack-perl",
+    worker: "plackup -s Starlet",
+    ready_by: "alive",
+    restart: Restart::Hup,
+};
+
+const GUNICORN: Server = Server {
+    name: "gunicorn",
+    check: &["gunicorn", "--version"],
+    packages: "gunicorn",
+    worker: "gunicorn",
+    ready_by: "READY=1",
+    restart: Restart::Control,
+};
+
+const NODE: Server = Server {
+    name: "Node.js",
+    check: &["node", "--version"],
+    packages: "nodejs",
+    worker: "node",
+    ready_by: "alive",
+    restart: Restart::Hup,
+};
+
+const EINHORN: Server = Server {
+    name: "Python 3 (for the einhorn-style worker)",
+    check: &["python3", "--version"],
+    packages: "python3",
+    worker: "python3 einhorn_worker.py",
+    ready_by: "READY=1",
+    restart: Restart::Control,
+};
+
+const PUMA: Server = Server {
+    name: "puma with sd_notify",
+    check: &["ruby", "-rpuma", "-rsd_notify", "-e1"],
+    packages: "puma ruby-sd-notify",
+    worker: "puma",
+    ready_by: "READY=1",
+    restart: Restart::Control,
+};
+
+const UVICORN: Server = Server {
+    name: "uvicorn",
+    check: &["python3", "-c", "import uvicorn"],
+    packages: "python3-uvicorn",
+    worker: "python3 -m uvicorn",
+    ready_by: "alive",
+    restart: Restart::Control,
+};
+
+const HYPERCORN: Server = Server {
+    name: "hypercorn",
+    check: &["hypercorn", "--help"],
+    packages: "python3-hypercorn",
+    worker: "hypercorn",
+    ready_by: "alive",
+    restart: Restart::Control,
+};
+
+const UWSGI: Server = Server {
+    name: "uWSGI with its Python 3 plugin",
+    check: &["uwsgi", "--need-plugin", "python3", "--version"],
+    packages: "uwsgi-plugin-python3",
+    worker: "uwsgi",
+    ready_by: "READY=1",
+    restart: Restart::Control,
+};
+
+/// A recipe of the README: handover's options (`--port 127.0.0.1:8080`
+/// taken out) and the worker's command.
+struct Recipe {
+    options: Vec<String>,
+    command: Vec<String>,
+}
+
+/// The one line of the README's "Servers" section that runs `worker`.
+fn recipe(worker: &str) -> Recipe {
+    let section = README.split("\n## Servers\n").nth(1).expect("README.md has a \"## Servers\" section");
+    let section = section.split("\n## ").next().unwrap();
+    let lines: Vec<&str> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("    handover "))
+        .filter(|l| l.split_once(" -- ").is_some_and(|(_, command)| command.starts_with(worker)))
+        .collect();
+    assert_eq!(lines.len(), 1, "README's Servers section: one command line for {worker:?}, found {lines:?}");
+    let words = shell_words(lines[0]);
+    let dash = words.iter().position(|w| w == "--").unwrap();
+    let mut options = words[..dash].to_vec();
+    let port = options.windows(2).position(|w| w == ["--port", "127.0.0.1:8080"]);
+    let port = port.unwrap_or_else(|| panic!("{worker}'s recipe has no --port 127.0.0.1:8080: {lines:?}"));
+    options.drain(port..port + 2);
+    Recipe { options, command: words[dash + 1..].to_vec() }
+}
+
+/// A command line split into words as a POSIX shell does for these
+/// recipes: blanks separate, '...' and "..." quote (no escapes inside).
+fn shell_words(line: &str) -> Vec<String> {
+    let (mut words, mut word, mut quote, mut started) = (Vec::new(), String::new(), None, false);
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.push(c),
+            (None, '\'' | '"') => (quote, started) = (Some(c), true),
+            (None, ' ') if started => {
+                words.push(std::mem::take(&mut word));
+                started = false;
+            }
+            (None, ' ') => {}
+            (None, c) => {
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    assert!(quote.is_none(), "unbalanced quote in {line:?}");
+    if started {
+        words.push(word);
+    }
+    words
+}
+
+/// PATH with Debian's directories first: its packages' modules are for
+/// /usr/bin/python3 and /usr/bin/ruby, and a python3 earlier in the
+/// caller's PATH (pyenv, a virtualenv) would not find them.
+fn debian_path() -> String {
+    format!("/usr/bin:/bin:{}", std::env::var("PATH").unwrap_or_default())
 }
 
 #[test]
 fn starlet_via_server_starter_port() {
     // Starlet sends no READY=1. On TERM its workers finish the request in
     // hand and exit; the parent waits for them (Server::Starter's usual setup).
-    hot_restart_under_load(&Server {
-        name: "Starlet",
-        check: "perl -MPlack::Handler::Starlet -MPlack::Runner -e1",
-        packages: "starlet libplack-perl",
-        ready: "--ready alive --interval 1",
-        ready_by: "alive",
-        command: "plackup -s Starlet -E deployment --max-workers 2 {fixtures}/app.psgi",
-        restart: Restart::Hup,
-    });
+    hot_restart_under_load(&STARLET);
 }
 
 #[test]
@@ -77,28 +213,12 @@ fn gunicorn_via_listen_fds() {
     // and its arbiter sends READY=1 once it holds them; its workers boot
     // right after, connections wait in the backlog meanwhile. TERM is its
     // graceful stop (QUIT would be the fast one).
-    hot_restart_under_load(&Server {
-        name: "gunicorn",
-        check: "gunicorn --version",
-        packages: "gunicorn",
-        ready: "--ready notify",
-        ready_by: "READY=1",
-        command: "gunicorn --workers 2 --chdir {fixtures} app:app",
-        restart: Restart::Control,
-    });
+    hot_restart_under_load(&GUNICORN);
 }
 
 #[test]
 fn node_http_server_on_fd_3() {
-    hot_restart_under_load(&Server {
-        name: "Node.js",
-        check: "node --version",
-        packages: "nodejs",
-        ready: "--ready alive --interval 500ms",
-        ready_by: "alive",
-        command: "node {fixtures}/server.js",
-        restart: Restart::Hup,
-    });
+    hot_restart_under_load(&NODE);
 }
 
 #[test]
@@ -106,28 +226,202 @@ fn einhorn_worker_ready_by_its_ack() {
     // With --ready notify the switch waits for the ack, the worker's only
     // readiness message (it ignores NOTIFY_SOCKET). It checks
     // EINHORN_MASTER_PID against its parent and exits without acking if not.
-    hot_restart_under_load(&Server {
-        name: "Python 3 (for the einhorn-style worker)",
-        check: "python3 --version",
-        packages: "python3",
-        ready: "--ready notify",
-        ready_by: "READY=1",
-        command: "python3 {fixtures}/einhorn_worker.py",
-        restart: Restart::Control,
-    });
+    hot_restart_under_load(&EINHORN);
+}
+
+/// What a keep-alive client meets across a hot restart.
+#[derive(Clone, Copy, Debug)]
+enum Retries {
+    /// Nothing to retry: every connection the server closes, it closes
+    /// after a response that said `Connection: close`.
+    None,
+    /// At most one retry per client connection and restart: the old
+    /// generation, stopping, closes each keep-alive connection after a
+    /// response that did not say `Connection: close` (or with the client's
+    /// next request already sent), and the client, as browsers and proxies
+    /// do for a GET, sends it again on a new connection (`retried` in the
+    /// drill's report).
+    OnePerConnection,
+}
+
+/// Whether a server's own stop drops connections.
+#[derive(Clone, Copy, Debug)]
+enum Resets {
+    /// No request fails.
+    Never,
+    /// The server's own bug: a connection it accepted in the moment before
+    /// its stop signal, whose request it had not begun, is closed
+    /// unanswered. The only failures allowed are such resets, during a
+    /// restart, at most one per client and restart (each client has one
+    /// connection open when the old generation stops).
+    AtItsStop,
+}
+
+#[test]
+fn puma_drilled_with_a_connection_per_request() {
+    drill_checks(&PUMA, &[], Resets::Never, Retries::None);
+}
+
+#[test]
+fn puma_drilled_with_keep_alive() {
+    // Its threads outnumber the clients (`-t 0:16`): with the default
+    // `0:5`, four keep-alive clients keep puma 5.6 from finishing its TERM.
+    drill_checks(&PUMA, &["--keepalive"], Resets::Never, Retries::OnePerConnection);
+}
+
+#[test]
+fn uvicorn_drilled_with_a_connection_per_request() {
+    // Its shutdown() closes every connection with no request in progress,
+    // among them those whose request has arrived but is not parsed yet.
+    drill_checks(&UVICORN, &[], Resets::AtItsStop, Retries::None);
+}
+
+#[test]
+fn uvicorn_drilled_with_keep_alive() {
+    // A client's connection is never new when the old generation stops.
+    drill_checks(&UVICORN, &["--keepalive"], Resets::Never, Retries::OnePerConnection);
+}
+
+#[test]
+fn hypercorn_drilled_with_a_connection_per_request() {
+    // A connection accepted as it stops is dropped when its loop ends.
+    drill_checks(&HYPERCORN, &[], Resets::AtItsStop, Retries::None);
+}
+
+#[test]
+fn hypercorn_drilled_with_keep_alive() {
+    drill_checks(&HYPERCORN, &["--keepalive"], Resets::Never, Retries::OnePerConnection);
+}
+
+#[test]
+fn hypercorn_closes_keep_alive_connections_after_an_app_that_did_not_read_its_request() {
+    // No restart: hypercorn 0.13 itself closes the connection, without
+    // `Connection: close`, after nearly every response of an app that
+    // answers before reading the request (`GET /unread`), so a keep-alive
+    // client has to send nearly every request twice.
+    let Some((code, report, text)) =
+        drill(&HYPERCORN, 0, &["--requests", "200", "--keepalive", "--get", "/unread"])
+    else {
+        return;
+    };
+    assert_eq!(code, Some(0), "{text}");
+    let retried = report["retried"].as_u64().unwrap();
+    assert!(retried > 100, "{retried} of 200 retried: has hypercorn's keep-alive been fixed? {text}");
+}
+
+#[test]
+fn uwsgi_drilled_with_a_connection_per_request() {
+    // A worker told to stop exits at once unless it is in a request: one
+    // that has just accepted a connection drops it (rarely).
+    drill_checks(&UWSGI, &[], Resets::AtItsStop, Retries::None);
+}
+
+#[test]
+fn uwsgi_drilled_with_keep_alive() {
+    // `--add-header "Connection: close"`: its --http-socket closes every
+    // connection after one response, and now says so; each request is a
+    // new connection, as above.
+    drill_checks(&UWSGI, &["--keepalive"], Resets::AtItsStop, Retries::None);
+}
+
+/// `handover drill` of the server's README recipe: `restarts` restarts,
+/// `CLIENTS` connections, the JSON report: its exit code, the
+/// report and the drill's output; `None` when the server is not installed.
+/// Every restart succeeded and nothing was left behind.
+fn drill(server: &Server, restarts: usize, options: &[&str]) -> Option<(Option<i32>, Value, String)> {
+    if !installed(server) {
+        return None;
+    }
+    let recipe = recipe(server.worker);
+    let (wanted, clients) = (restarts, CLIENTS.to_string());
+    let restarts = restarts.to_string();
+    let out = Command::new(binary())
+        .current_dir(FIXTURES)
+        .args([
+            "drill",
+            "--json",
+            "--restart-timeout",
+            "30s",
+            "--restarts",
+            &restarts,
+            "--connections",
+            &clients,
+            // Retries are bounded by count below (`Retries`), not as a share.
+            "--max-retried",
+            "100",
+        ])
+        .args(options)
+        .args(["--port", "127.0.0.1:0"])
+        .args(&recipe.options)
+        .arg("--")
+        .args(&recipe.command)
+        .env("PATH", debian_path())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "--- drill of {}: {options:?} {:?} -- {:?}\n{}\n{}",
+        server.name,
+        recipe.options,
+        recipe.command,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON report ({e})\n{text}"));
+    assert_eq!(report["leftovers"], serde_json::json!([]), "{text}");
+    let restarts = report["restarts"].as_array().unwrap();
+    assert!(restarts.len() == wanted && restarts.iter().all(|r| r["ok"] == true), "{text}");
+    assert!(report["ok"].as_u64().unwrap() > 0, "{text}");
+    Some((out.status.code(), report, text))
+}
+
+/// The drill's failures as `resets` allows, its retries as `retries` does.
+fn drill_checks(server: &Server, options: &[&str], resets: Resets, retries: Retries) {
+    let Some((code, report, text)) = drill(server, RESTARTS, options) else { return };
+    let failures = &report["failures"];
+    let total = failures["total"].as_u64().unwrap();
+    match resets {
+        Resets::Never => assert_eq!((code, total), (Some(0), 0), "{text}"),
+        Resets::AtItsStop => {
+            assert_eq!(failures["reset"], total, "{text}");
+            assert!(total <= (CLIENTS * RESTARTS) as u64, "{text}");
+            let at_a_stop = |v: &Value| v.as_str().unwrap().contains(" reset during restart ");
+            assert!(report["verdicts"].as_array().unwrap().iter().all(at_a_stop), "{text}");
+            assert_eq!(code, Some(if total == 0 { 0 } else { 1 }), "{text}");
+            if total > 0 {
+                let requests = if total == 1 { "request" } else { "requests" };
+                let line =
+                    format!("{}: {total} {requests} reset as the old generation stopped\n", server.name);
+                let _ = std::io::stderr().write_all(line.as_bytes());
+            }
+        }
+    }
+    let retried = report["retried"].as_u64().unwrap();
+    let most = match retries {
+        Retries::None => 0,
+        Retries::OnePerConnection => (CLIENTS * RESTARTS) as u64,
+    };
+    assert!(retried <= most, "{retried} requests retried, {retries:?} allows {most}\n{text}");
 }
 
 fn hot_restart_under_load(server: &Server) {
     if !installed(server) {
         return;
     }
-    let command = server.command.split_whitespace().map(|a| a.replace("{fixtures}", FIXTURES));
+    let recipe = recipe(server.worker);
     let mut s = handover()
+        .cwd(FIXTURES)
         .args(["--port", "127.0.0.1:0", "--status-file", "{dir}/status", "--control", "{dir}/control"])
-        .args(server.ready.split_whitespace())
+        .args(&recipe.options)
         .arg("--")
-        .args(command)
-        // gunicorn imports the app from tests/fixtures: no __pycache__ there.
+        .args(&recipe.command)
+        .env("PATH", &debian_path())
+        // Python imports the apps from tests/fixtures: no __pycache__ there.
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .start();
     let addr = s.tcp_addr();
@@ -176,9 +470,9 @@ fn hot_restart_under_load(server: &Server) {
 /// Whether `server.check` succeeds; if not, says what is skipped (on the
 /// real stderr, which the test harness does not capture), or fails under CI.
 fn installed(server: &Server) -> bool {
-    let mut words = server.check.split_whitespace();
-    let ok = Command::new(words.next().unwrap())
-        .args(words)
+    let ok = Command::new(server.check[0])
+        .args(&server.check[1..])
+        .env("PATH", debian_path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -186,7 +480,9 @@ fn installed(server: &Server) -> bool {
         .is_ok_and(|s| s.success());
     let message = format!(
         "{} is not installed (apt-get install -y {}): `{}` failed",
-        server.name, server.packages, server.check
+        server.name,
+        server.packages,
+        server.check.join(" ")
     );
     if !ok && std::env::var_os("CI").is_some() {
         panic!("{message}; .ci/run must install it");
