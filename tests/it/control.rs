@@ -46,26 +46,32 @@ fn phase_list(list: &[(u64, &str)]) -> Vec<(u64, String)> {
 }
 
 /// A raw connection to the control socket, one JSON line each way.
-struct Raw {
+pub struct Raw {
     reader: BufReader<UnixStream>,
 }
 
 impl Raw {
-    fn connect(path: &Path) -> Raw {
+    pub fn connect(path: &Path) -> Raw {
         let stream = UnixStream::connect(path).unwrap();
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
         Raw { reader: BufReader::new(stream) }
     }
 
-    fn send(&mut self, line: &str) {
+    pub fn send(&mut self, line: &str) {
         self.reader.get_mut().write_all(format!("{line}\n").as_bytes()).unwrap();
     }
 
-    fn reply(&mut self) -> Value {
+    pub fn reply(&mut self) -> Value {
         let mut line = String::new();
         let n = self.reader.read_line(&mut line).expect("a reply before the deadline");
         assert!(n > 0, "the connection ended without a reply");
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+    }
+
+    /// `{"command":COMMAND}` and its reply.
+    pub fn ask(&mut self, command: &str) -> Value {
+        self.send(&format!("{{\"command\":\"{command}\"}}"));
+        self.reply()
     }
 
     /// Nothing has arrived so far.
@@ -257,7 +263,7 @@ fn stop_returns_after_the_supervisor_has_exited() {
 }
 
 /// `setpriv` on PATH, if this test can switch users at all (root only).
-fn setpriv() -> Option<PathBuf> {
+pub fn setpriv() -> Option<PathBuf> {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("note: not root: cannot run a client as another user; skipped");
         return None;

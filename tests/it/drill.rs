@@ -127,19 +127,9 @@ fn start_server_can_be_drilled_side_by_side() {
 
 /// The pids whose command line mentions `needle`, and their children.
 fn processes_mentioning(needle: &str) -> Vec<i32> {
-    let pids: Vec<i32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect();
-    let cmdline = |pid: i32| std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let parent = |pid: i32| {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse::<i32>().ok()
-    };
-    let found: Vec<i32> =
-        pids.iter().copied().filter(|&p| String::from_utf8_lossy(&cmdline(p)).contains(needle)).collect();
-    let children = pids.iter().copied().filter(|&p| parent(p).is_some_and(|pp| found.contains(&pp)));
+    let pids = all_pids();
+    let found: Vec<i32> = pids.iter().copied().filter(|&p| cmdline_of(p).contains(needle)).collect();
+    let children = pids.iter().copied().filter(|&p| parent_of(p).is_some_and(|pp| found.contains(&pp)));
     found.iter().copied().chain(children).collect()
 }
 

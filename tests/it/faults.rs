@@ -1,48 +1,18 @@
 //! Faults of the supervisor's own outputs: it keeps answering, loses no
 //! captured line, and leaves nothing behind.
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde_json::Value;
 
+use crate::control::{Raw, setpriv};
 use crate::harness::*;
 
 /// The children of `pid` whose command line contains `needle`.
 fn children(pid: i32, needle: &str) -> Vec<i32> {
-    let parent = |p: i32| {
-        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
-        stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse::<i32>().ok()
-    };
-    let cmdline = |p: i32| {
-        String::from_utf8_lossy(&std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default())
-            .replace('\0', " ")
-    };
-    (std::fs::read_dir("/proc").unwrap().flatten())
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&p| parent(p) == Some(pid) && cmdline(p).contains(needle))
+    (all_pids().into_iter())
+        .filter(|&p| parent_of(p) == Some(pid) && cmdline_of(p).contains(needle))
         .collect()
-}
-
-/// One control connection: a request line out, its reply line back.
-struct Control(BufReader<UnixStream>);
-
-impl Control {
-    fn connect(path: &Path) -> Control {
-        let stream = UnixStream::connect(path).unwrap();
-        stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        Control(BufReader::new(stream))
-    }
-
-    fn ask(&mut self, command: &str) -> Value {
-        writeln!(self.0.get_mut(), "{{\"command\":\"{command}\"}}").unwrap();
-        let mut line = String::new();
-        let n = self.0.read_line(&mut line).unwrap_or_else(|e| panic!("no answer to {command}: {e}"));
-        assert!(n > 0, "the connection ended without an answer to {command}");
-        serde_json::from_str(&line).unwrap()
-    }
 }
 
 /// The log command never reads: the pipe fills with the supervisor's own
@@ -58,7 +28,7 @@ fn a_log_reader_that_stops_reading_leaves_the_supervisor_answering() {
     s.wait_generations(&[1]);
     let loggers = children(s.pid(), "sleep 1001");
     assert_eq!(loggers.len(), 1, "the log command: {loggers:?}");
-    let mut control = Control::connect(&s.path("ctl"));
+    let mut control = Raw::connect(&s.path("ctl"));
     for n in 0..300u64 {
         let reply = control.ask("restart");
         assert_eq!(reply["ok"], true, "restart {n}: {reply}");
@@ -84,7 +54,7 @@ fn a_log_command_that_exits_is_started_again() {
         .args(["--journal", "{dir}/journal", "--notify"])
         .start();
     s.wait_generations(&[1]);
-    let mut control = Control::connect(&s.path("ctl"));
+    let mut control = Raw::connect(&s.path("ctl"));
     for n in 0..10u64 {
         let reply = control.ask("restart");
         assert_eq!(reply["ok"], true, "restart {n}: {reply}\n{}", s.dossier());
@@ -105,14 +75,7 @@ fn a_log_command_that_exits_is_started_again() {
 
 /// The processes of group `pgid`.
 fn group(pgid: i32) -> Vec<i32> {
-    let pgrp = |p: i32| {
-        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
-        stat.rsplit(')').next()?.split_whitespace().nth(2)?.parse::<i32>().ok()
-    };
-    (std::fs::read_dir("/proc").unwrap().flatten())
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&p| pgrp(p) == Some(pgid) && alive(p))
-        .collect()
+    all_pids().into_iter().filter(|&p| group_of(p) == Some(pgid) && alive(p)).collect()
 }
 
 /// An old generation's leader exits on TERM but a member of its group
@@ -137,7 +100,7 @@ fn drain_means_the_whole_process_group() {
             (members.len() == 2).then_some(members)
         },
     );
-    let mut control = Control::connect(&s.path("ctl"));
+    let mut control = Raw::connect(&s.path("ctl"));
     let reply = control.ask("restart");
     assert_eq!(reply["ok"], true, "{reply}");
     // Answered once the old generation is gone: its whole group.
@@ -186,13 +149,12 @@ fn identical_lines_of_a_restart_storm_are_counted() {
         &["--notify", "--startup-delay", "300"],
     );
     s.wait_generations(&[1]);
-    let mut control = Control::connect(&s.path("ctl"));
+    let mut control = Raw::connect(&s.path("ctl"));
     let storm = "{\"command\":\"restart\"}\n".repeat(200);
-    control.0.get_mut().write_all(storm.as_bytes()).unwrap();
+    control.send(storm.trim_end());
     for n in 0..200 {
-        let mut line = String::new();
-        control.0.read_line(&mut line).unwrap_or_else(|e| panic!("reply {n}: {e}"));
-        assert!(line.contains("\"ok\":true"), "reply {n}: {line}");
+        let reply = control.reply();
+        assert_eq!(reply["ok"], true, "reply {n}: {reply}");
     }
     let said = s.wait_line("the line above came ");
     assert!(said.ends_with("one more restart will follow it"), "{said}");
@@ -252,17 +214,13 @@ fn a_start_removes_what_a_killed_supervisor_left() {
 /// left. Run as nobody: root is not held to RLIMIT_NPROC.
 #[test]
 fn a_process_limit_too_low_for_the_workers_is_said_once() {
-    let reachable = binary().ancestors().skip(1).all(|d| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0) || d.as_os_str().is_empty()
-    });
-    let tools = ["/usr/bin/setpriv", "/usr/bin/prlimit"];
-    if !nix::unistd::geteuid().is_root() || !reachable || !tools.iter().all(|t| Path::new(t).exists()) {
+    let prlimit = Path::new("/usr/bin/prlimit");
+    let Some(setpriv) = setpriv().filter(|_| prlimit.exists()) else {
         eprintln!("skipped: needs root, setpriv, prlimit and a binary other users can reach");
         return;
-    }
-    let mut command = std::process::Command::new(tools[0]);
-    command.args(["--reuid=65534", "--regid=65534", "--clear-groups", tools[1], "--nproc=8:8"]);
+    };
+    let mut command = std::process::Command::new(setpriv);
+    command.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(prlimit).arg("--nproc=8:8");
     command.arg(binary()).args(["--port", "127.0.0.1:0", "--workers", "50", "--"]).arg(example("worker"));
     let output = command.current_dir("/").stdin(std::process::Stdio::null()).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -35,13 +35,6 @@ fn words(text: &str) -> Vec<&str> {
 /// the middle of the worker's line.
 const WORKER_STDERR: &str = "worker: pid ";
 
-/// The parent pid, from `/proc/PID/stat` (0 if unreadable).
-fn parent_of(pid: i32) -> u32 {
-    let stat = read(Path::new(&format!("/proc/{pid}/stat")));
-    let after_name = stat.rsplit(')').next().unwrap_or("");
-    after_name.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0)
-}
-
 fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_default()
 }
@@ -259,7 +252,7 @@ fn daemonize_detaches_serves_and_stops() {
         || read(&s.path("pid")).strip_suffix('\n')?.parse().ok(),
     );
     assert!(daemon != foreground && alive(daemon), "{}", sweep.dossier());
-    assert_ne!(parent_of(daemon), std::process::id(), "not detached");
+    assert_ne!(parent_of(daemon), Some(std::process::id() as i32), "not detached");
     let line = sweep.wait_log("listening on tcp ");
     let addr = line.split(' ').skip_while(|w| *w != "tcp").nth(1).unwrap();
     assert_eq!(generation_of(&ask(addr).unwrap()), Some(1));

@@ -427,3 +427,31 @@ impl Drop for Supervisor {
         }
     }
 }
+
+/// Every pid in /proc now.
+pub fn all_pids() -> Vec<i32> {
+    let entries = std::fs::read_dir("/proc").unwrap().flatten();
+    entries.filter_map(|e| e.file_name().to_str()?.parse().ok()).collect()
+}
+
+/// A process's parent pid, from `/proc/PID/stat`.
+pub fn parent_of(pid: i32) -> Option<i32> {
+    stat_field(pid, 1)
+}
+
+/// A process's group, from `/proc/PID/stat`.
+pub fn group_of(pid: i32) -> Option<i32> {
+    stat_field(pid, 2)
+}
+
+/// Field `index` after the command name (0: state) of `/proc/PID/stat`.
+fn stat_field(pid: i32, index: usize) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.split_whitespace().nth(index)?.parse().ok()
+}
+
+/// A process's command line, arguments separated by spaces.
+pub fn cmdline_of(pid: i32) -> String {
+    let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&bytes).replace('\0', " ")
+}
