@@ -10,6 +10,8 @@
 //!   open file would hand them EAGAIN);
 //! - a socket (journald's stdout stream): `send` with `MSG_DONTWAIT`;
 //! - a regular file: a plain `write`, which does not wait for a reader.
+//!   (If `/proc` cannot open fd 2 again, writes to it are plain too and
+//!   may block on a stalled pipe: the one case this module cannot help.)
 //!
 //! Invariants and limits:
 //! - The supervisor's own lines are kept up to `CAPACITY` bytes pending;

@@ -77,3 +77,25 @@ fn log_file_pipe_form() {
 
 mod fuzz;
 mod fuzz_new;
+
+#[test]
+fn tcp_listeners_get_nodelay_under_handovers_name_only() {
+    let nodelay = |compat: bool, more: HandoverOpts| {
+        let opts = StartServerOpts { port: vec!["127.0.0.1:0".into(), "u53".into()], ..Default::default() };
+        let config = Config::new(compat, opts, more, vec!["prog".into()], Vec::new()).unwrap();
+        config.listeners.iter().map(|l| l.nodelay).collect::<Vec<_>>()
+    };
+    assert_eq!(nodelay(false, HandoverOpts::default()), [Some(true), None], "TCP only");
+    assert_eq!(
+        nodelay(true, HandoverOpts::default()),
+        [Some(false), None],
+        "start_server's sockets as they were"
+    );
+    let off = HandoverOpts { no_tcp_nodelay: true, ..HandoverOpts::default() };
+    assert_eq!(nodelay(false, off), [Some(false), None]);
+    let listen =
+        HandoverOpts { listen: vec!["tcp://127.0.0.1:0?nodelay=0".into()], ..HandoverOpts::default() };
+    let opts = StartServerOpts::default();
+    let config = Config::new(false, opts, listen, vec!["prog".into()], Vec::new()).unwrap();
+    assert_eq!(config.listeners[0].nodelay, Some(false), "?nodelay= wins");
+}
