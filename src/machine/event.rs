@@ -6,14 +6,20 @@
 //! reproduced there byte for byte; the rest are handover's own and are
 //! `Event::is_extra()`: under the name `start_server` only warnings among
 //! them are printed.
+//!
+//! `ExitStatus`, `SpawnError`, `Hint` and `Failure` are also written in
+//! machine snapshots (`snapshot.rs`), by their serde names: renaming a
+//! variant or a field breaks the snapshots of older handovers.
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
 
 pub type Pid = i32;
 
 /// How a process ended, as `waitpid` reported it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ExitStatus {
     Code(i32),
     Signal { signal: i32, core: bool },
@@ -38,7 +44,7 @@ impl ExitStatus {
 }
 
 /// Why starting a worker failed before it could run the command.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpawnError {
     /// What failed: `exec /usr/bin/x`, `chdir /srv/app`, `fork`.
     pub what: String,
@@ -60,7 +66,8 @@ impl SpawnError {
 }
 
 /// A likely cause for a worker that did not survive its start, where one is clear.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Hint {
     /// Exit 127: the shell could not find a command.
     CommandNotFound,
@@ -74,7 +81,8 @@ pub enum Hint {
 }
 
 /// Why a starting generation failed, or why a restart will not happen.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Failure {
     /// One of its workers exited before the generation was ready.
     Exited { pid: Pid, status: ExitStatus, hint: Option<Hint> },

@@ -115,10 +115,25 @@ impl Running {
         Effect::Spawn { generation, index }
     }
 
+    /// A `Running` as it was before a re-exec: `snapshot.rs` checks the
+    /// result with the machine's invariants.
+    pub fn resume(
+        generation: u64,
+        last_spawn_at: Option<Instant>,
+        slot: Slot,
+        start_failures: u32,
+        restart_on_change_at: Option<Instant>,
+    ) -> Running {
+        Running { generation, last_spawn_at, slot, start_failures, restart_on_change_at }
+    }
+
     /// The last generation number handed out.
-    #[cfg(test)]
     pub fn last_generation(&self) -> u64 {
         self.generation
+    }
+
+    pub fn last_spawn_at(&self) -> Option<Instant> {
+        self.last_spawn_at
     }
 
     /// A new generation, no sooner than one interval after the last one.

@@ -2,6 +2,7 @@
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
 
 use crate::machine::event::{Event, ExitStatus, Failure, Pid, SpawnError};
 
@@ -111,14 +112,17 @@ pub enum StatusLine {
     },
 }
 
-/// What became of a restart that was asked for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What became of a restart that was asked for. Part of the snapshot
+/// format (`snapshot.rs`), as `Counters` is: keep the serde names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Restarted {
         generation: u64,
         pids: Vec<Pid>,
         spawn_to_ready: Duration,
         /// From telling the old generation to stop until its last worker exited.
+        #[serde(default)]
         signal_to_old_gone: Option<Duration>,
     },
     Failed {
@@ -154,7 +158,8 @@ pub enum Effect {
     Exit(i32),
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Counters {
     /// Generation switches.
     pub restarts: u64,

@@ -1,71 +1,12 @@
-//! The invariants of `machine/mod.rs`, checked after every step of a run:
-//! on the machine's inner state, and on the effects seen so far.
+//! The invariants of `machine/mod.rs`, checked after every step of a run
+//! on the effects seen so far (those on the machine's inner state are in
+//! `machine/check.rs`).
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::*;
-use crate::machine::state::{Phase, Slot};
-
-impl Machine {
-    /// What must hold between any two inputs, seen from inside.
-    pub(super) fn check_invariants(&self) -> Result<(), String> {
-        let mut seen: Vec<Pid> = Vec::new();
-        for g in self.generations() {
-            for w in &g.workers {
-                if w.ready && w.pid.is_none() {
-                    return Err(format!("generation {}: a worker without a process is ready", g.number));
-                }
-                if let Some(pid) = w.pid {
-                    if seen.contains(&pid) {
-                        return Err(format!("pid {pid} held twice"));
-                    }
-                    seen.push(pid);
-                }
-            }
-        }
-        for g in &self.old {
-            if g.signal_at.is_some() == g.signalled_at.is_some() {
-                return Err(format!("old generation {} is either to be told to stop or told", g.number));
-            }
-            if g.workers.is_empty() || g.workers.iter().any(|w| w.pid.is_none()) {
-                return Err(format!("old generation {} holds a worker that is not alive, or none", g.number));
-            }
-        }
-        if self.candidate().is_some_and(|c| c.workers.iter().any(|w| w.respawn_at.is_some())) {
-            return Err("a starting generation waits to respawn a worker".into());
-        }
-        match &self.phase {
-            Phase::Running(running) => {
-                let last = running.last_generation();
-                if let Some(g) = self.generations().find(|g| g.number > last) {
-                    return Err(format!("generation {} was never handed out (last {last})", g.number));
-                }
-                if let Slot::Starting { candidate, .. } = &running.slot {
-                    if candidate.number != last {
-                        return Err(format!("starting generation {} is not the last one", candidate.number));
-                    }
-                    if self.current.as_ref().is_some_and(|c| c.number >= candidate.number) {
-                        return Err("the serving generation is not older than the starting one".into());
-                    }
-                }
-                if let Some((request, g)) = self.waiters.iter().find(|(_, g)| g.is_some_and(|g| g > last)) {
-                    return Err(format!("request {request} waits for generation {g:?}, not handed out"));
-                }
-            }
-            Phase::Stopping(_) => {
-                if !self.waiters.is_empty() {
-                    return Err("requests left unanswered while stopping".into());
-                }
-                if self.generations().any(|g| g.workers.iter().any(|w| w.pid.is_none())) {
-                    return Err("a worker waits to be spawned while stopping".into());
-                }
-            }
-        }
-        Ok(())
-    }
-}
 
 /// What the effects of a run must show, step after step.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(super) struct Watch {
     /// The generation of every pid handed out, and when.
     spawned: HashMap<Pid, (u64, Instant)>,

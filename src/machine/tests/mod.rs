@@ -174,4 +174,5 @@ mod properties;
 mod requests;
 mod restarts;
 mod shutdown;
+mod snapshot;
 mod workers;

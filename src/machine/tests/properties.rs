@@ -1,8 +1,9 @@
 //! Random runs: after a start, any sequence of signals, exits, READY=1
 //! messages, restart requests, file changes and ticks at random times,
 //! with spawn feedback through `driver::feed` (fresh pids; some spawns
-//! fail). After every step the invariants hold (`invariants.rs`); a
-//! failing run is shrunk to a short one.
+//! fail). After every step the invariants hold (`invariants.rs`,
+//! `machine/check.rs`); a failing run is shrunk to a short one. The
+//! snapshot tests (`snapshot.rs`) drive their machines the same way.
 use proptest::prelude::*;
 use proptest::sample::Index;
 
@@ -13,14 +14,14 @@ use super::*;
 const STRANGERS: std::ops::Range<Pid> = 2..50;
 
 #[derive(Clone, Debug)]
-enum Pick {
+pub(super) enum Pick {
     /// One of the live workers, if any.
     Live(Index),
     Stranger(Pid),
 }
 
 #[derive(Clone, Debug)]
-enum Op {
+pub(super) enum Op {
     Hup,
     Restart,
     Ready(Pick),
@@ -62,7 +63,7 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn policies() -> impl Strategy<Value = Policy> {
+pub(super) fn policies() -> impl Strategy<Value = Policy> {
     let ready = prop_oneof![Just(ReadyMode::Alive), Just(ReadyMode::Notify), Just(ReadyMode::Auto)];
     let secs = |s: u64| prop::option::of(Just(Duration::from_secs(s)));
     (
@@ -85,16 +86,28 @@ fn policies() -> impl Strategy<Value = Policy> {
         })
 }
 
+/// Which spawns fail (cycled).
+pub(super) fn fails() -> impl Strategy<Value = Vec<bool>> {
+    prop::collection::vec(prop::bool::weighted(0.1), 1..16)
+}
+
+/// Up to 60 inputs, each with the milliseconds that pass before it.
+pub(super) fn ops() -> impl Strategy<Value = Vec<(Op, u64)>> {
+    prop::collection::vec((op(), prop_oneof![3 => 0..300u64, 2 => 300..3000u64]), 0..60)
+}
+
 /// The machine with an executor that hands out fresh pids, and fails the
 /// spawns that `fails` says (cycled).
-struct Sim {
-    machine: Machine,
+pub(super) struct Sim {
+    pub machine: Machine,
     fails: Vec<bool>,
     spawns: usize,
     next_pid: Pid,
     watch: Watch,
     out: Vec<Effect>,
-    now: Instant,
+    pub now: Instant,
+    /// The effects of the last step.
+    pub fx: Vec<Effect>,
 }
 
 impl Perform for Sim {
@@ -126,6 +139,33 @@ impl Perform for Sim {
 }
 
 impl Sim {
+    pub fn new(policy: &Policy, fails: Vec<bool>) -> Sim {
+        Sim {
+            machine: Machine::new(policy.clone()),
+            fails,
+            spawns: 0,
+            next_pid: 1000,
+            watch: Watch::default(),
+            out: Vec::new(),
+            now: Instant::now(),
+            fx: Vec::new(),
+        }
+    }
+
+    /// Another `machine` with this one's executor, clock shifted by `shift`.
+    pub fn twin(&self, machine: Machine, shift: Duration) -> Sim {
+        Sim {
+            machine,
+            fails: self.fails.clone(),
+            spawns: self.spawns,
+            next_pid: self.next_pid,
+            watch: self.watch.clone(),
+            out: Vec::new(),
+            now: self.now + shift,
+            fx: Vec::new(),
+        }
+    }
+
     fn pid(&self, pick: &Pick) -> Pid {
         let live: Vec<Pid> = self.machine.views().into_iter().flat_map(|v| v.pids).collect();
         match pick {
@@ -135,7 +175,7 @@ impl Sim {
         }
     }
 
-    fn input(&mut self, op: &Op, request: RequestId) -> Input {
+    pub fn input(&mut self, op: &Op, request: RequestId) -> Input {
         match op {
             Op::Hup => Input::Hup,
             Op::Restart => Input::Restart { request },
@@ -151,7 +191,7 @@ impl Sim {
 
 impl Sim {
     /// Feed one input at the current time and check everything; true once the machine exited.
-    fn step(&mut self, policy: &Policy, n: usize, input: Input) -> Result<bool, TestCaseError> {
+    pub fn step(&mut self, policy: &Policy, n: usize, input: Input) -> Result<bool, TestCaseError> {
         let now = self.now;
         self.watch.input(&input);
         let stopping = self.machine.stopping();
@@ -172,27 +212,30 @@ impl Sim {
         if exit.is_some() {
             prop_assert!(self.machine.views().iter().all(|v| v.pids.is_empty()), "exit with workers left");
         }
+        self.fx = fx;
         Ok(exit.is_some())
     }
 }
 
-fn run(policy: Policy, fails: Vec<bool>, ops: Vec<(Op, u64)>) -> Result<(), TestCaseError> {
-    let mut sim = Sim {
-        machine: Machine::new(policy.clone()),
-        fails,
-        spawns: 0,
-        next_pid: 1000,
-        watch: Watch::default(),
-        out: Vec::new(),
-        now: Instant::now(),
-    };
-    if sim.step(&policy, 0, Input::Start)? {
+/// A run, with `after` looking at the machine after each step.
+pub(super) fn run(
+    policy: Policy,
+    fails: Vec<bool>,
+    ops: Vec<(Op, u64)>,
+    mut after: impl FnMut(&Sim) -> Result<(), TestCaseError>,
+) -> Result<(), TestCaseError> {
+    let mut sim = Sim::new(&policy, fails);
+    let exited = sim.step(&policy, 0, Input::Start)?;
+    after(&sim)?;
+    if exited {
         return Ok(());
     }
     for (n, (op, ms)) in (1..).zip(ops) {
         sim.now += Duration::from_millis(ms);
         let input = sim.input(&op, n as RequestId);
-        if sim.step(&policy, n, input)? {
+        let exited = sim.step(&policy, n, input)?;
+        after(&sim)?;
+        if exited {
             break;
         }
     }
@@ -203,11 +246,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn random_runs_keep_the_invariants(
-        policy in policies(),
-        fails in prop::collection::vec(prop::bool::weighted(0.1), 1..16),
-        ops in prop::collection::vec((op(), prop_oneof![3 => 0..300u64, 2 => 300..3000u64]), 0..60),
-    ) {
-        run(policy, fails, ops)?;
+    fn random_runs_keep_the_invariants(policy in policies(), fails in fails(), ops in ops()) {
+        run(policy, fails, ops, |_| Ok(()))?;
     }
 }
