@@ -19,16 +19,18 @@ mod supervisor;
 mod sys;
 mod wire;
 
-use std::path::Path;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // A self-upgrade's state record: taken out of the environment before
+    // anything else runs, so that nothing started from here sees it.
+    let carried = sys::process::take_env(wire::env::HANDOVER_UPGRADE_STATE);
     let args = cli::normalize_args(std::env::args_os().collect());
-    let compat =
-        args.first().and_then(|arg0| Path::new(arg0).file_name()).is_some_and(|name| name == "start_server");
+    let compat = cli::invoked_as_start_server(&args);
     let outcome = match args.get(1) {
+        Some(word) if word == supervisor::upgrade::VERIFY_FLAG => cli::commands::verify_upgrade(),
         Some(word) if word == "drill" && !compat => drill::main(args.into_iter().skip(2).collect()),
-        _ => cli::commands::run(compat, args),
+        _ => cli::commands::run(compat, args, carried),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

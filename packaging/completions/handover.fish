@@ -66,6 +66,7 @@ complete -c handover -n "__fish_handover_needs_command" -s h -l help -d 'Print h
 complete -c handover -n "__fish_handover_needs_command" -s V -l version -d 'Print version'
 complete -c handover -n "__fish_handover_needs_command" -a "restart" -d 'Ask a running supervisor for a hot restart'
 complete -c handover -n "__fish_handover_needs_command" -a "stop" -d 'Stop a running supervisor gracefully; returns once it has exited'
+complete -c handover -n "__fish_handover_needs_command" -a "upgrade" -d 'Replace the running supervisor\'s program in place (same pid, same workers, same sockets) with a new handover binary'
 complete -c handover -n "__fish_handover_needs_command" -a "status" -d 'Show the supervisor\'s generations'
 complete -c handover -n "__fish_handover_needs_command" -a "drill" -d 'Run a server under handover (or another supervisor), drive load at its listeners through hot restarts, and report whether any client noticed'
 complete -c handover -n "__fish_handover_using_subcommand restart" -l control -d 'The supervisor\'s --control socket (preferred: exact outcomes)' -r -F
@@ -79,6 +80,11 @@ complete -c handover -n "__fish_handover_using_subcommand stop" -l pid-file -d '
 complete -c handover -n "__fish_handover_using_subcommand stop" -l status-file -d 'The supervisor\'s --status-file' -r -F
 complete -c handover -n "__fish_handover_using_subcommand stop" -l timeout -d 'Give up waiting after this long [default: wait for ever, as start_server]' -r
 complete -c handover -n "__fish_handover_using_subcommand stop" -s h -l help -d 'Print help'
+complete -c handover -n "__fish_handover_using_subcommand upgrade" -l control -d 'The supervisor\'s --control socket' -r -F
+complete -c handover -n "__fish_handover_using_subcommand upgrade" -l binary -d 'The new binary [default: the path the running supervisor was executed from, i.e. the installed one after a package upgrade]' -r -F
+complete -c handover -n "__fish_handover_using_subcommand upgrade" -l timeout -d 'Give up waiting for the answer after this long' -r
+complete -c handover -n "__fish_handover_using_subcommand upgrade" -l wait -d 'Wait until the new program serves, and say how long it took'
+complete -c handover -n "__fish_handover_using_subcommand upgrade" -s h -l help -d 'Print help'
 complete -c handover -n "__fish_handover_using_subcommand status" -l control -d 'The supervisor\'s --control socket (preferred: exact outcomes)' -r -F
 complete -c handover -n "__fish_handover_using_subcommand status" -l pid-file -d 'The supervisor\'s --pid-file' -r -F
 complete -c handover -n "__fish_handover_using_subcommand status" -l status-file -d 'The supervisor\'s --status-file' -r -F

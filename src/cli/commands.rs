@@ -13,16 +13,12 @@ use crate::client;
 use crate::config::{Config, parse_duration};
 use crate::error::{Error, Result};
 use crate::supervisor;
-use crate::wire::control::{Command, Restarted, Status, Stopping, encode};
+use crate::wire::control::{Command, Request, Restarted, Status, Stopping, Upgraded, encode};
 
-pub fn run(compat: bool, args: Vec<OsString>) -> Result<u8> {
-    let parsed = if compat {
-        StartServerCli::try_parse_from(args)
-            .map(|cli| (cli.opts, Default::default(), None, cli.command.command))
-    } else {
-        HandoverCli::try_parse_from(args).map(|cli| (cli.opts, cli.more, cli.client, cli.command.command))
-    };
-    let (opts, more, client, command) = match parsed {
+/// `carried`: the value of `HANDOVER_UPGRADE_STATE`, when this process is
+/// a supervisor that just executed a new handover binary.
+pub fn run(compat: bool, args: Vec<OsString>, carried: Option<OsString>) -> Result<u8> {
+    let (opts, more, client, command) = match parse(compat, args) {
         Ok(parsed) => parsed,
         Err(e) => return usage(e, compat),
     };
@@ -34,7 +30,41 @@ pub fn run(compat: bool, args: Vec<OsString>) -> Result<u8> {
     }
     let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let config = Config::new(compat, opts, more, command, env)?;
-    supervisor::setup::run(config)
+    match carried {
+        Some(state) => supervisor::upgrade::resume(config, state),
+        None => supervisor::setup::run(config),
+    }
+}
+
+type Parsed = (StartServerOpts, super::HandoverOpts, Option<Client>, Vec<OsString>);
+
+fn parse(compat: bool, args: Vec<OsString>) -> std::result::Result<Parsed, clap::Error> {
+    if compat {
+        StartServerCli::try_parse_from(args)
+            .map(|cli| (cli.opts, Default::default(), None, cli.command.command))
+    } else {
+        HandoverCli::try_parse_from(args).map(|cli| (cli.opts, cli.more, cli.client, cli.command.command))
+    }
+}
+
+/// `handover --verify-upgrade-state`, run by a supervisor before it
+/// upgrades to this binary: reads the state record on stdin, checks that
+/// this handover can take over with it (its format, its command line, its
+/// state machine), and says so on stdout. Exit 0 only then.
+pub fn verify_upgrade() -> Result<u8> {
+    use supervisor::upgrade::{self, VERIFY_OK, VERSION, record::FORMAT};
+    let record = upgrade::resume::read_record(std::io::stdin().lock()).map_err(Error::runtime)?;
+    let args = super::normalize_args(record.argv.clone());
+    let compat = super::invoked_as_start_server(&args);
+    let not_supervisor = || Error::runtime("the recorded command line does not run a supervisor");
+    let (opts, more, client, command) = parse(compat, args).map_err(|_| not_supervisor())?;
+    if client.is_some() || opts.restart || opts.stop {
+        return Err(not_supervisor());
+    }
+    let config = Config::new(compat, opts, more, command, record.env.clone())?;
+    upgrade::check(&config, &record, std::time::Instant::now()).map_err(Error::runtime)?;
+    println!("{VERIFY_OK} {VERSION} format={FORMAT}");
+    Ok(0)
 }
 
 /// clap's help and version go to stdout with exit 0; errors become one line.
@@ -108,6 +138,19 @@ fn run_client(client: Client) -> Result<u8> {
             }
             let pid_file = require(&target.pid_file, "--control or --pid-file", "handover stop")?;
             client::stop(&pid_file, timeout, |_| {})?;
+        }
+        Client::Upgrade { control, binary, wait, timeout } => {
+            let timeout = duration("timeout", &timeout)?;
+            let binary = binary
+                .map(|b| {
+                    std::path::absolute(&b)
+                        .map_err(|e| Error::usage(format!("--binary {}: {e}", b.display())))
+                })
+                .transpose()?;
+            let binary = binary.map(|b| b.to_string_lossy().into_owned());
+            let request = Request { command: Command::Upgrade, binary, wait };
+            let done: Upgraded = client::control::request(&control, &request, Some(timeout))?;
+            println!("{}", client::show::upgrade_text(&done));
         }
         Client::Status { target, json } => {
             if let Some(path) = over_control(&target) {

@@ -61,6 +61,12 @@ pub struct HandoverCli {
     pub command: Command,
 }
 
+/// Whether argv[0] is `start_server`: start_server's behaviour, words and options.
+pub fn invoked_as_start_server(args: &[OsString]) -> bool {
+    let name = args.first().and_then(|arg0| std::path::Path::new(arg0).file_name());
+    name.is_some_and(|name| name == "start_server")
+}
+
 /// Where a client finds the supervisor.
 #[derive(Args, Debug, Clone)]
 pub struct Target {
@@ -95,6 +101,23 @@ pub enum Client {
         /// Give up waiting after this long [default: wait for ever, as start_server].
         #[arg(long, value_name = "DURATION")]
         timeout: Option<String>,
+    },
+    /// Replace the running supervisor's program in place (same pid, same
+    /// workers, same sockets) with a new handover binary.
+    Upgrade {
+        /// The supervisor's --control socket.
+        #[arg(long, value_name = "PATH", required = true)]
+        control: PathBuf,
+        /// The new binary [default: the path the running supervisor was
+        /// executed from, i.e. the installed one after a package upgrade].
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+        /// Wait until the new program serves, and say how long it took.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting for the answer after this long.
+        #[arg(long, value_name = "DURATION", default_value = "60s")]
+        timeout: String,
     },
     /// Show the supervisor's generations.
     Status {

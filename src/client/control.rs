@@ -20,6 +20,12 @@ fn runtime(message: String) -> Error {
 /// supervisor has exited (the connection ends). `timeout` bounds the whole
 /// call; None waits.
 pub fn call<T: DeserializeOwned>(path: &Path, command: Command, timeout: Option<Duration>) -> Result<T> {
+    request(path, &Request::new(command), timeout)
+}
+
+/// `call` with a whole request (`upgrade` has fields of its own).
+pub fn request<T: DeserializeOwned>(path: &Path, request: &Request, timeout: Option<Duration>) -> Result<T> {
+    let command = request.command;
     let deadline = timeout.map(|t| Instant::now() + t);
     let waited = || show(timeout.unwrap_or_default());
     let shown = path.display();
@@ -36,7 +42,7 @@ pub fn call<T: DeserializeOwned>(path: &Path, command: Command, timeout: Option<
         runtime(format!("cannot connect to control socket {shown}: {}{hint}", io_text(&e)))
     })?;
     // `stop` keeps its side open: the end of the connection says the supervisor is gone.
-    (stream.write_all(&encode(&Request { command })))
+    (stream.write_all(&encode(request)))
         .and_then(|()| match command {
             Command::Stop => Ok(()),
             _ => stream.shutdown(Shutdown::Write),
@@ -82,7 +88,7 @@ pub fn send(path: &Path, command: Command) -> Result<()> {
         ))
     })?;
     stream
-        .write_all(&encode(&Request { command }))
+        .write_all(&encode(&Request::new(command)))
         .map_err(|e| runtime(format!("cannot send to control socket {shown}: {}", io_text(&e))))
 }
 

@@ -1,6 +1,6 @@
 //! Control-socket replies for people: `handover restart --wait` and
 //! `handover status` without `--json`.
-use crate::wire::control::{Restart, Restarted, Status};
+use crate::wire::control::{Restart, Restarted, Status, Upgraded};
 
 fn join(pids: &[i32]) -> String {
     let items: Vec<String> = pids.iter().map(i32::to_string).collect();
@@ -17,6 +17,17 @@ pub fn outcome_text(done: &Restarted) -> String {
     text
 }
 
+/// The `upgrade` answer for people.
+pub fn upgrade_text(done: &Upgraded) -> String {
+    let (pid, from, to, binary) = (done.pid, &done.from, &done.to, &done.binary);
+    match done.took_ms {
+        Some(ms) => {
+            format!("supervisor pid {pid} upgraded from handover {from} to {to} ({binary}) in {ms} ms")
+        }
+        None => format!("supervisor pid {pid} is upgrading from handover {from} to {to} ({binary})"),
+    }
+}
+
 /// The `status` answer for people.
 pub fn status_text(status: &Status) -> String {
     let mut out = format!("supervisor pid {}", status.pid);
@@ -24,6 +35,16 @@ pub fn status_text(status: &Status) -> String {
         out += " (stopping)";
     }
     out.push('\n');
+    if let Some(image) = &status.image {
+        let upgrades = match image.upgrades {
+            0 => String::new(),
+            n => format!(", upgraded {n} times since {}", image.supervisor_started),
+        };
+        out += &format!(
+            "handover {} ({}) running since {}{upgrades}\n",
+            image.version, image.binary, image.started
+        );
+    }
     for l in &status.listeners {
         let name = l.name.as_ref().map(|n| format!(" name {n}")).unwrap_or_default();
         out += &format!("listener fd {}  {}{name}\n", l.fd, l.address);
@@ -48,7 +69,7 @@ pub fn status_text(status: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::control::{Counters, Generation, Listener, Phase, Readiness};
+    use crate::wire::control::{Counters, Generation, Image, Listener, Phase, Readiness};
 
     #[test]
     fn a_restart_and_a_status_for_people() {
@@ -85,12 +106,20 @@ mod tests {
             }],
             last_restart: Some(Restart::Done(done)),
             counters: Counters { restarts: 1, failures: 2, respawns: 3 },
+            image: Some(Image {
+                version: "0.2.0".into(),
+                binary: "/usr/bin/handover".into(),
+                started: "T2".into(),
+                supervisor_started: "T0".into(),
+                upgrades: 2,
+            }),
         };
         let text = status_text(&status);
         assert_eq!(
             text.lines().collect::<Vec<_>>(),
             [
                 "supervisor pid 7 (stopping)",
+                "handover 0.2.0 (/usr/bin/handover) running since T2, upgraded 2 times since T0",
                 "listener fd 3  tcp 0.0.0.0:8080 name web",
                 "generation 4  serving   pids 12,13  started T",
                 "last restart: generation 4 is serving (pids 12,13): ready 35.25 ms after spawn, \
@@ -98,6 +127,22 @@ mod tests {
                 "readiness: auto, learned notify",
                 "restarts 1, failures 2, respawns 3",
             ]
+        );
+        let upgraded = |took_ms| Upgraded {
+            ok: true,
+            pid: 7,
+            binary: "/usr/bin/handover".into(),
+            from: "0.1.0".into(),
+            to: "0.2.0".into(),
+            took_ms,
+        };
+        assert_eq!(
+            upgrade_text(&upgraded(Some(9.5))),
+            "supervisor pid 7 upgraded from handover 0.1.0 to 0.2.0 (/usr/bin/handover) in 9.5 ms"
+        );
+        assert_eq!(
+            upgrade_text(&upgraded(None)),
+            "supervisor pid 7 is upgrading from handover 0.1.0 to 0.2.0 (/usr/bin/handover)"
         );
     }
 }

@@ -206,6 +206,42 @@ pub fn open_all(specs: &[ListenSpec], backlog: i32, inherited: Vec<Inherited>) -
     Ok(Opened { listeners, unmatched })
 }
 
+/// What the previous image of this process knew of a listener it carried
+/// across a self-upgrade.
+pub struct Carried {
+    pub socket: Socket,
+    pub key: String,
+    pub local: String,
+    /// Its `LISTEN_FDNAMES` name (for one adopted without a spec).
+    pub name: Option<String>,
+    pub created_path: Option<OwnedPath>,
+    pub inherited_fd: Option<RawFd>,
+}
+
+/// A carried listener as it was: `spec` is its spec from the command line,
+/// or `None` when every adopted socket is a listener (no spec asked for),
+/// and then it is read off the socket as it was at the first start.
+pub fn resume(spec: Option<&ListenSpec>, carried: Carried) -> Result<Listener, BindError> {
+    let Some(spec) = spec else {
+        let inherited =
+            Inherited { fd: carried.inherited_fd.unwrap_or(-1), name: carried.name, socket: carried.socket };
+        return inherit::adopt_unasked(inherited).map(|l| Listener {
+            key: carried.key,
+            local: carried.local,
+            ..l
+        });
+    };
+    Ok(Listener {
+        spec: spec.clone(),
+        socket: carried.socket,
+        key: carried.key,
+        local: carried.local,
+        created_path: carried.created_path,
+        inherited_fd: carried.inherited_fd,
+        replaced_stale: false,
+    })
+}
+
 /// Binds every spec in order (no socket activation); see [`open_all`].
 #[cfg(test)]
 pub fn bind_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<Listener>, BindError> {

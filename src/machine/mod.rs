@@ -48,7 +48,6 @@ pub mod event;
 mod exits;
 mod generation;
 mod ready;
-#[cfg_attr(not(test), expect(dead_code, reason = "for self-upgrade in place, not wired in yet"))]
 pub mod snapshot;
 mod state;
 mod types;
@@ -190,6 +189,13 @@ impl Machine {
             Phase::Stopping(_) => self.policy.stop_timeout.is_some(),
             Phase::Running(_) => self.old.iter().any(|g| g.has(pid)),
         }
+    }
+
+    /// Whether the service manager was told `READY=1` last (not starting,
+    /// not in a reload): a self-upgrade then says `RELOADING=1` and
+    /// `READY=1` around itself.
+    pub fn manager_ready(&self) -> bool {
+        self.manager == Manager::Ready
     }
 
     pub fn counters(&self) -> Counters {

@@ -256,6 +256,7 @@ impl Machine {
     /// Every worker pid the machine knows (all generations, the starting
     /// one included), in increasing order: to check the state carried over
     /// a re-exec against the processes.
+    #[cfg(test)]
     pub fn all_pids(&self) -> Vec<Pid> {
         self.live_pids()
     }

@@ -19,6 +19,16 @@ impl OwnedPath {
         Ok(OwnedPath { path: path.to_owned(), identity: (meta.dev(), meta.ino()) })
     }
 
+    /// A file recorded earlier (by the previous image of this process).
+    pub fn known(path: PathBuf, identity: (u64, u64)) -> OwnedPath {
+        OwnedPath { path, identity }
+    }
+
+    /// Its device and inode when recorded.
+    pub fn identity(&self) -> (u64, u64) {
+        self.identity
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

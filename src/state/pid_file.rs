@@ -100,6 +100,25 @@ impl PidFile {
         }
     }
 
+    /// The open file, for a self-upgrade to carry across `execve` with its lock.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&*self.file)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The pid file the previous image of this process held, on the open
+    /// file it carried over: the lock was never released (it belongs to
+    /// the open file), and taking it again on that file succeeds at once.
+    pub fn resume(path: PathBuf, fd: std::os::fd::OwnedFd) -> Result<PidFile, PidFileError> {
+        match Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock) {
+            Ok(file) => Ok(PidFile { path, file }),
+            Err((_, e)) => Err(PidFileError::Io { path, action: "lock", error: errno_io(e) }),
+        }
+    }
+
     /// Replaces the content with `"{pid}\n"`. Callable again after a fork.
     pub fn write_pid(&mut self, pid: u32) -> io::Result<()> {
         self.file.set_len(0)?;

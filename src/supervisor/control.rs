@@ -8,6 +8,7 @@
 //! {"command":"status"}
 //! {"command":"restart"}
 //! {"command":"stop"}
+//! {"command":"upgrade","binary":"/usr/bin/handover","wait":true}
 //! ```
 //!
 //! and the server answers each with exactly one JSON object on one line, in
@@ -46,7 +47,7 @@
 use std::collections::VecDeque;
 use std::fs;
 use std::io::{self, ErrorKind};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
@@ -60,7 +61,9 @@ use crate::error::io_text;
 use crate::state::OwnedPath;
 use crate::supervisor::lines::{LineConn, listen_at};
 pub use crate::supervisor::lines::{MAX_LINE, MAX_OUTPUT};
-use crate::wire::control::{Command, Verdict, encode, parse_request};
+use crate::supervisor::upgrade::Carried;
+use crate::supervisor::upgrade::record::{ControlConnRecord, ControlRecord, HexBytes};
+use crate::wire::control::{Command, Request, Verdict, encode, parse_request};
 
 const MAX_CONNECTIONS: usize = 64;
 /// Unanswered requests per connection before it stops being read.
@@ -151,7 +154,7 @@ impl Conn {
     /// Turns buffered lines into requests, as many as may be pending; lines
     /// left in the buffer make `next_deadline` say "now", so they are taken
     /// on the next turn even if no more input comes.
-    fn take_requests(&mut self, next_id: &mut u64, out: &mut Vec<(RequestId, Command)>) {
+    fn take_requests(&mut self, next_id: &mut u64, out: &mut Vec<(RequestId, Request)>) {
         // At most what may be pending: the rest waits for the next turn,
         // so a client with thousands of requests queued cannot fill one.
         let room = MAX_PENDING.saturating_sub(self.waiting.len());
@@ -159,7 +162,7 @@ impl Conn {
         for line in lines {
             match parse_request(&line) {
                 Ok(command) => {
-                    self.stopping |= command == Command::Stop;
+                    self.stopping |= command.command == Command::Stop;
                     let id = RequestId(*next_id);
                     *next_id += 1;
                     let reply = None;
@@ -257,7 +260,7 @@ impl ControlServer {
     /// Accepts, reads and writes what is ready without blocking, and closes
     /// connections idle since before `now - IDLE_TIMEOUT`; returns the
     /// complete requests and lines to log. Call after every poll.
-    pub fn service(&mut self, now: Instant) -> (Vec<(RequestId, Command)>, Vec<String>) {
+    pub fn service(&mut self, now: Instant) -> (Vec<(RequestId, Request)>, Vec<String>) {
         let (mut requests, mut logs) = (Vec::new(), std::mem::take(&mut self.notes));
         self.accept_paused = false;
         self.accept(now, &mut logs);
@@ -367,6 +370,50 @@ impl ControlServer {
         if let Some(at) = oldest {
             self.conns.remove(at);
         }
+    }
+
+    /// What a self-upgrade carries over: the socket, every connection with
+    /// its buffers and the requests it waits on (the machine's waiters name
+    /// them by id), and the next id.
+    pub fn carry(&self) -> ControlRecord {
+        let conns = (self.conns.iter())
+            .map(|c| ControlConnRecord {
+                conn: c.io.carry(),
+                waiting: c
+                    .waiting
+                    .iter()
+                    .map(|s| (s.id.map(|id| id.0), s.reply.clone().map(HexBytes)))
+                    .collect(),
+                stopping: c.stopping,
+            })
+            .collect();
+        let (path, identity) = (self.file.path().to_owned(), self.file.identity());
+        ControlRecord { fd: self.listener.as_raw_fd(), path, identity, next_id: self.next_id, conns }
+    }
+
+    /// The server as `carry` described it; `take` gives back a carried fd.
+    pub fn resume(record: ControlRecord, take: &mut Carried, now: Instant) -> io::Result<ControlServer> {
+        let listener = UnixListener::from(take.fd(record.fd)?);
+        let mut conns = Vec::with_capacity(record.conns.len());
+        for c in record.conns {
+            let stream = std::os::unix::net::UnixStream::from(take.fd(c.conn.fd)?);
+            let waiting = (c.waiting.into_iter())
+                .map(|(id, reply)| Slot { id: id.map(RequestId), reply: reply.map(|r| r.0) })
+                .collect();
+            let io = LineConn::resume(stream, c.conn)?;
+            conns.push(Conn { io, waiting, heard_at: now, stopping: c.stopping });
+        }
+        Ok(ControlServer {
+            listener,
+            file: OwnedPath::known(record.path, record.identity),
+            euid: nix::unistd::geteuid().as_raw(),
+            conns,
+            next_id: record.next_id,
+            accept_paused: false,
+            refused: Throttle::default(),
+            dropped: Throttle::default(),
+            notes: Vec::new(),
+        })
     }
 
     #[cfg(test)]

@@ -29,14 +29,16 @@
 
 use std::fs;
 use std::io::ErrorKind;
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::net::UnixListener;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use nix::poll::PollFlags;
 use nix::sys::socket::{getsockopt, sockopt};
 
 use crate::supervisor::lines::{LineConn, listen_at};
+use crate::supervisor::upgrade::Carried;
+use crate::supervisor::upgrade::record::EinhornRecord;
 use crate::wire::einhorn::{ack_pid, answer, decode, encode_reply};
 
 const MAX_CONNECTIONS: usize = 256;
@@ -129,6 +131,23 @@ impl EinhornSocket {
         }
     }
 
+    /// What a self-upgrade carries over.
+    pub fn carry(&self) -> EinhornRecord {
+        let conns = self.conns.iter().map(|c| (c.io.carry(), c.peer_pid)).collect();
+        EinhornRecord { fd: self.listener.as_raw_fd(), path: self.path.clone(), conns }
+    }
+
+    /// The socket as `carry` described it; `take` gives back a carried fd.
+    pub fn resume(record: EinhornRecord, take: &mut Carried) -> std::io::Result<EinhornSocket> {
+        let listener = UnixListener::from(take.fd(record.fd)?);
+        let mut conns = Vec::with_capacity(record.conns.len());
+        for (conn, peer_pid) in record.conns {
+            let stream = UnixStream::from(take.fd(conn.fd)?);
+            conns.push(Conn { io: LineConn::resume(stream, conn)?, peer_pid });
+        }
+        Ok(EinhornSocket { listener, path: record.path, conns, accept_paused: false })
+    }
+
     #[cfg(test)]
     fn connections(&self) -> usize {
         self.conns.len()
@@ -146,7 +165,6 @@ mod tests {
     use super::*;
     use std::io::{BufRead, BufReader, Write};
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    use std::os::unix::net::UnixStream;
     use std::time::Duration;
 
     use nix::poll::{PollFd, PollTimeout, poll};

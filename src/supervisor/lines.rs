@@ -15,6 +15,8 @@ use nix::poll::PollFlags;
 use nix::sys::socket::{MsgFlags, send};
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use crate::supervisor::upgrade::record::ConnRecord;
+
 const BACKLOG: i32 = 128;
 /// The longest request line, without its `\n`.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -57,6 +59,19 @@ impl LineConn {
     pub fn new(stream: UnixStream) -> io::Result<LineConn> {
         stream.set_nonblocking(true)?;
         Ok(LineConn { stream, input: Vec::new(), output: Vec::new(), eof: false, broken: false })
+    }
+
+    /// What a self-upgrade carries over: the fd, buffers and state.
+    pub fn carry(&self) -> ConnRecord {
+        let (input, output) = (self.input.clone(), self.output.clone());
+        ConnRecord { fd: self.stream.as_raw_fd(), input, output, eof: self.eof }
+    }
+
+    /// The connection as `carry` described it, on its fd taken back.
+    pub fn resume(stream: UnixStream, record: ConnRecord) -> io::Result<LineConn> {
+        let mut conn = LineConn::new(stream)?;
+        (conn.input, conn.output, conn.eof) = (record.input, record.output, record.eof);
+        Ok(conn)
     }
 
     pub fn stream(&self) -> &UnixStream {

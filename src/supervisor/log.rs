@@ -92,6 +92,18 @@ impl Log {
         }
     }
 
+    /// Prints the count of a repeated line now, if there is one (before
+    /// the process image is replaced).
+    pub fn settle(&self) {
+        let mut repeat = self.repeat.borrow_mut();
+        let said = self.repeated(&mut repeat);
+        *repeat = Repeat::default();
+        drop(repeat);
+        if let Some(said) = said {
+            self.write(&said);
+        }
+    }
+
     /// When `tick` has a count to print.
     pub fn deadline(&self) -> Option<Instant> {
         let repeat = self.repeat.borrow();

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use super::{Supervisor, output};
 use crate::machine::event::ExitStatus;
+use crate::supervisor::upgrade::record::LoggerRecord;
+use crate::supervisor::upgrade::{instant, offset};
 
 /// The least time between two starts of the log command.
 pub const RESTART_EVERY: Duration = Duration::from_secs(1);
@@ -24,6 +26,20 @@ pub struct Logger {
 impl Logger {
     pub fn started(pid: i32, now: Instant) -> Logger {
         Logger { pid: Some(pid), started: now, restart_at: None }
+    }
+
+    /// What a self-upgrade carries over (times as offsets from `now`).
+    pub fn carry(&self, now: Instant) -> LoggerRecord {
+        LoggerRecord {
+            pid: self.pid,
+            started: offset(self.started, now),
+            restart_at: self.restart_at.map(|at| offset(at, now)),
+        }
+    }
+
+    pub fn resume(record: &LoggerRecord, now: Instant) -> Logger {
+        let restart_at = record.restart_at.map(|at| instant(at, now));
+        Logger { pid: record.pid, started: instant(record.started, now), restart_at }
     }
 
     pub fn deadline(&self) -> Option<Instant> {

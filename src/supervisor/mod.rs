@@ -41,6 +41,7 @@ mod replies;
 pub mod setup;
 mod signals;
 mod sink;
+pub mod upgrade;
 mod watch;
 mod words;
 
@@ -66,6 +67,8 @@ pub struct Supervisor {
     pub lingering: Vec<(i32, ExitStatus)>,
     /// A generation whose spawn failed in the batch being fed, and why.
     pub failed_spawn: Option<(u64, SpawnError)>,
+    /// This image, and a self-upgrade under way.
+    pub upgrades: upgrade::Upgrades,
 }
 
 impl Perform for Supervisor {
@@ -110,8 +113,11 @@ impl Perform for Supervisor {
 }
 
 impl Supervisor {
-    pub fn serve(&mut self) -> Result<u8> {
-        if let Some(code) = self.feed(Instant::now(), vec![Input::Start]) {
+    /// Runs the loop until the machine exits. `start`: a first start (not
+    /// the new image of an upgrade, whose machine is under way).
+    pub fn serve(&mut self, start: bool) -> Result<u8> {
+        let first = if start { vec![Input::Start] } else { self.resumed_inputs() };
+        if let Some(code) = self.feed(Instant::now(), first) {
             return Ok(exit_code(code));
         }
         loop {
@@ -120,7 +126,9 @@ impl Supervisor {
             // Members of a lingering group may not be our children (no
             // subreaper): look again now and then while there are some.
             let lingering = (!self.lingering.is_empty()).then(|| Instant::now() + LINGER_CHECK);
-            let deadlines = [self.machine.next_deadline(), control, logger, lingering, self.log.deadline()];
+            let upgrade = self.upgrades.deadline();
+            let deadlines =
+                [self.machine.next_deadline(), control, logger, lingering, self.log.deadline(), upgrade];
             let timeout = match deadlines.into_iter().flatten().min() {
                 None => PollTimeout::NONE,
                 Some(at) => {
@@ -168,6 +176,7 @@ impl Supervisor {
                 }
             }
             self.restart_logger(Instant::now());
+            self.upgrade_tick(Instant::now());
             self.log.tick(Instant::now());
             // Reported once the group is empty, or once it no longer has to
             // be (stopping without a stop timeout: the orphans' grace takes over).
@@ -187,6 +196,8 @@ impl Supervisor {
             if let Some(code) = self.feed(Instant::now(), inputs) {
                 return Ok(exit_code(code));
             }
+            // Every input handled: the one moment a verified upgrade may go.
+            self.upgrade_now();
         }
     }
 
@@ -204,6 +215,7 @@ impl Supervisor {
         for exit in reaper::reap() {
             match exit {
                 Input::Exited { pid, status } if self.logger_exited(pid, status, Instant::now()) => {}
+                Input::Exited { pid, status } if self.upgrade_child_exited(pid, status) => {}
                 Input::Exited { pid, status }
                     if self.machine.told_to_stop(pid) && reaper::group_alive(pid) =>
                 {
@@ -221,18 +233,24 @@ impl Supervisor {
         let (requests, lines) = control.service(Instant::now());
         lines.iter().for_each(|line| self.log.line(line));
         let mut inputs = Vec::new();
-        for (id, command) in requests {
-            match command {
+        let mut upgrades = Vec::new();
+        for (id, request) in requests {
+            match request.command {
+                Command::Upgrade => upgrades.push((id, request.binary, request.wait)),
                 Command::Restart => inputs.push(Input::Restart { request: id.0 }),
                 Command::Stop => {
                     control.reply(id, &Stopping { ok: true, pid: std::process::id() });
                     inputs.push(Input::Terminate(Signal::SIGTERM));
                 }
                 Command::Status => {
-                    let fds = &self.config.fds;
-                    control.reply(id, &replies::status(&self.machine, &self.listeners, fds, Instant::now()));
+                    let (fds, image) = (&self.config.fds, self.upgrades.image());
+                    let status = replies::status(&self.machine, &self.listeners, fds, image, Instant::now());
+                    control.reply(id, &status);
                 }
             }
+        }
+        for (id, binary, wait) in upgrades {
+            self.upgrade_requested(id, binary, wait);
         }
         inputs
     }

@@ -26,6 +26,8 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg, setsockopt, sockopt};
 
 use crate::machine::Upward;
+use crate::supervisor::upgrade::Carried;
+use crate::supervisor::upgrade::record::NotifyRecord;
 use crate::wire::sd_notify::{Message, parse};
 
 pub struct NotifySocket {
@@ -120,6 +122,23 @@ impl NotifySocket {
                 Err(e)
             }
         }
+    }
+
+    /// What a self-upgrade carries over: the socket and the directory's lock.
+    pub fn carry(&self) -> NotifyRecord {
+        NotifyRecord { fd: self.socket.as_raw_fd(), lock_fd: self._lock.as_raw_fd(), dir: self.dir.clone() }
+    }
+
+    /// The socket as `carry` described it, its directory still locked.
+    pub fn resume(record: NotifyRecord, take: &mut Carried) -> io::Result<NotifySocket> {
+        let socket = UnixDatagram::from(take.fd(record.fd)?);
+        let handle = File::from(take.fd(record.lock_fd)?);
+        // The lock belongs to the open file, which the previous image held:
+        // taking it again on the same file succeeds at once.
+        let lock =
+            Flock::lock(handle, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| io::Error::from(e))?;
+        let name = record.dir.join("notify").to_string_lossy().into_owned();
+        Ok(NotifySocket { socket, name, dir: record.dir, _lock: lock })
     }
 
     /// The value of the workers' `NOTIFY_SOCKET`.

@@ -61,7 +61,13 @@ fn readiness(machine: &Machine) -> Readiness {
 }
 
 /// The `status` answer; `fds` are the listeners' fds in the workers.
-pub fn status(machine: &Machine, listeners: &[Listener], fds: &[i32], now: Instant) -> control::Status {
+pub fn status(
+    machine: &Machine,
+    listeners: &[Listener],
+    fds: &[i32],
+    image: control::Image,
+    now: Instant,
+) -> control::Status {
     let generations = (machine.views().iter())
         .map(|v| control::Generation {
             generation: v.generation,
@@ -94,6 +100,7 @@ pub fn status(machine: &Machine, listeners: &[Listener], fds: &[i32], now: Insta
             failures: counters.failures,
             respawns: counters.respawns,
         },
+        image: Some(image),
     }
 }
 

@@ -76,15 +76,7 @@ pub fn run(mut config: Config) -> Result<u8> {
     let inherited = config.activation.as_ref().map_or(Ok(Vec::new()), listen::take_inherited)?;
     let opened = listen::open_all(&config.listeners, config.backlog, inherited)?;
     started.listeners = opened.listeners;
-    let listeners = &started.listeners;
-    if config.listeners.is_empty() {
-        // Nothing asked for: every adopted socket is a listener, at 3, 4, ...
-        config.fds = protocol::place(&vec![None; listeners.len()]).unwrap_or_default();
-    }
-    let slots: Vec<protocol::Slot> = (listeners.iter().zip(&config.fds))
-        .map(|(l, &fd)| protocol::Slot { key: &l.key, name: l.spec.name.as_deref(), fd })
-        .collect();
-    config.command = protocol::expand_placeholders(&config.command, &slots).map_err(Error::usage)?;
+    place(&mut config, &started.listeners)?;
     let cleaned = readiness::clean_stale(&readiness::runtime_dir());
     let notify = NotifySocket::bind().context(creating("notify socket"))?;
     let einhorn =
@@ -152,8 +144,23 @@ pub fn run(mut config: Config) -> Result<u8> {
         watcher,
         lingering: Vec::new(),
         failed_spawn: None,
+        upgrades: super::upgrade::Upgrades::new(std::time::SystemTime::now()),
     };
-    supervisor.serve()
+    supervisor.serve(true)
+}
+
+/// The listeners' fds in the workers and the command's `{fd:NAME}`
+/// placeholders, now that the listeners are known.
+pub(super) fn place(config: &mut Config, listeners: &[Listener]) -> Result<()> {
+    if config.listeners.is_empty() {
+        // Nothing asked for: every adopted socket is a listener, at 3, 4, ...
+        config.fds = protocol::place(&vec![None; listeners.len()]).unwrap_or_default();
+    }
+    let slots: Vec<protocol::Slot> = (listeners.iter().zip(&config.fds))
+        .map(|(l, &fd)| protocol::Slot { key: &l.key, name: l.spec.name.as_deref(), fd })
+        .collect();
+    config.command = protocol::expand_placeholders(&config.command, &slots).map_err(Error::usage)?;
+    Ok(())
 }
 
 /// `cannot create the WHAT`, for `Context::context`.

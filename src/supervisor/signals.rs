@@ -74,6 +74,16 @@ impl Signals {
         self.wake.as_fd()
     }
 
+    /// The signals that arrived since the last call, unclassified, SIGCHLD
+    /// included (a self-upgrade raises them again while they are blocked,
+    /// so that they wait for the next image).
+    pub fn take_raw(&mut self) -> Vec<Signal> {
+        let mut buf = [0u8; 64];
+        while matches!(self.wake.read(&mut buf), Ok(n) if n > 0) {}
+        let flagged = self.flags.iter().filter(|(_, flag)| flag.swap(false, Ordering::SeqCst));
+        flagged.map(|(signal, _)| *signal).collect()
+    }
+
     /// Everything that arrived since the last call, in acting order.
     pub fn drain(&mut self) -> Vec<SignalEvent> {
         let mut buf = [0u8; 64];

@@ -95,6 +95,11 @@ impl Sink {
         self.pending.len() - self.sent
     }
 
+    /// The bytes not yet taken by the reader (a self-upgrade carries them).
+    pub fn unsent(&self) -> &[u8] {
+        &self.pending[self.sent..]
+    }
+
     /// Whether captured output may be read now.
     pub fn has_room(&self) -> bool {
         self.len() < HIGH_WATER

@@ -1,9 +1,11 @@
-//! Taking ownership of fds this process inherited by number (systemd
-//! socket activation: `LISTEN_FDS` fds from 3 on).
+//! Taking ownership of fds this process inherited by number: from systemd
+//! socket activation (`LISTEN_FDS` fds from 3 on), or from the previous
+//! image of this very process (a self-upgrade's state record).
 //!
 //! Invariant: nothing else in handover turns a raw fd number into an owned
-//! one, and [`take_inherited`] runs at most once per process, so each
-//! inherited number gets exactly one owner, which alone closes it.
+//! one; [`take_inherited`] runs at most once per process and
+//! [`take_carried`] takes each number at most once, so each inherited
+//! number gets exactly one owner, which alone closes it.
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,4 +37,54 @@ pub fn take_inherited(first: RawFd, count: usize) -> Result<Vec<OwnedFd>, (RawFd
         taken.push(owned);
     }
     Ok(taken)
+}
+
+/// Numbers taken by [`take_carried`] so far.
+static CARRIED: std::sync::Mutex<Vec<RawFd>> = std::sync::Mutex::new(Vec::new());
+
+/// Owns the fds a previous image of this process left open for it across
+/// `execve` (a self-upgrade names them in its state record) and makes
+/// them close-on-exec again. Like [`take_inherited`], fails on a number
+/// that is not open; and on a number named twice, in this call or an
+/// earlier one, so each number gets one owner.
+pub fn take_carried(fds: &[RawFd]) -> Result<Vec<OwnedFd>, (RawFd, io::Error)> {
+    let mut carried = CARRIED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    for (at, &fd) in fds.iter().enumerate() {
+        if fd < 0 || fds[..at].contains(&fd) || carried.contains(&fd) {
+            return Err((fd, io::Error::other("named twice")));
+        }
+        // SAFETY: F_GETFD only reads the flags of whatever number it is
+        // given; an fd that is not open gives EBADF.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            return Err((fd, io::Error::last_os_error()));
+        }
+    }
+    let mut taken: Vec<OwnedFd> = Vec::with_capacity(fds.len());
+    for &fd in fds {
+        // SAFETY: `fd` is open (checked above) and was left open for this
+        // image by the one before it, which owned it; it is named once here
+        // and in no earlier call (checked above, under the lock), and
+        // nothing else in the program adopts the numbers a record names.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        carried.push(fd);
+        fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| (fd, io::Error::from(e)))?;
+        taken.push(owned);
+    }
+    Ok(taken)
+}
+
+/// Sets or clears close-on-exec on fds this process owns (a self-upgrade
+/// clears it on what it carries just before `execve`, and sets it again if
+/// the exec fails). Returns the first failure.
+pub fn set_cloexec(fds: &[RawFd], on: bool) -> io::Result<()> {
+    let flag = if on { libc::FD_CLOEXEC } else { 0 };
+    for &fd in fds {
+        // SAFETY: F_SETFD changes only the close-on-exec flag of the number
+        // given, which the caller owns (or it is not open: EBADF); no
+        // memory is involved.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, flag) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }

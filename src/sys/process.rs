@@ -55,3 +55,14 @@ pub fn stop_with_parent(command: &mut std::process::Command) {
         });
     }
 }
+
+/// Reads and removes an environment variable: the self-upgrade's state
+/// record is named in one, which nothing this process starts may see.
+/// Call at the very start of `main`, before any thread exists.
+pub fn take_env(name: &str) -> Option<std::ffi::OsString> {
+    let value = std::env::var_os(name)?;
+    // SAFETY: called first thing in `main`, while the process has a single
+    // thread, so no other thread reads the environment meanwhile.
+    unsafe { std::env::remove_var(name) };
+    Some(value)
+}

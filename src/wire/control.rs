@@ -16,33 +16,56 @@ pub enum Command {
     Status,
     Restart,
     Stop,
+    Upgrade,
 }
 
 impl Command {
-    pub const ALL: [Command; 3] = [Command::Status, Command::Restart, Command::Stop];
+    pub const ALL: [Command; 4] = [Command::Status, Command::Restart, Command::Stop, Command::Upgrade];
 
     pub fn name(self) -> &'static str {
         match self {
             Command::Status => "status",
             Command::Restart => "restart",
             Command::Stop => "stop",
+            Command::Upgrade => "upgrade",
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     pub command: Command,
+    /// `upgrade`: the new binary, an absolute path (default: the one the
+    /// running supervisor was executed from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<String>,
+    /// `upgrade`: answer once the new image serves, not when it is about
+    /// to be executed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait: bool,
+}
+
+impl Request {
+    pub fn new(command: Command) -> Request {
+        Request { command, binary: None, wait: false }
+    }
 }
 
 /// The request a line holds, or the error to answer it with. Checked by
 /// hand, not derived, so that each refusal says what was wrong.
-pub fn parse_request(line: &[u8]) -> Result<Command, String> {
+pub fn parse_request(line: &[u8]) -> Result<Request, String> {
     let value: Value = serde_json::from_slice(line).map_err(|e| format!("request is not JSON: {e}"))?;
     let name = (value.get("command").and_then(Value::as_str))
         .ok_or_else(|| "request has no \"command\" string".to_string())?;
-    (Command::ALL.into_iter().find(|c| c.name() == name))
-        .ok_or_else(|| format!("unknown command {name:?}: expected status, restart or stop"))
+    let command = (Command::ALL.into_iter().find(|c| c.name() == name))
+        .ok_or_else(|| format!("unknown command {name:?}: expected status, restart, stop or upgrade"))?;
+    let binary = match value.get("binary") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(path)) if path.starts_with('/') => Some(path.clone()),
+        Some(_) => return Err("\"binary\" must be an absolute path".to_string()),
+    };
+    let wait = value.get("wait").and_then(Value::as_bool).unwrap_or(false);
+    Ok(Request { command, binary, wait })
 }
 
 /// What every reply says first: whether it worked, and if not, why.
@@ -66,6 +89,22 @@ pub struct Stopping {
     pub ok: bool,
     /// The supervisor's pid: the client waits for it to be gone.
     pub pid: u32,
+}
+
+/// The answer to `upgrade`: sent by the old image just before it executes
+/// the new binary, or with `"wait":true` by the new image once it serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Upgraded {
+    pub ok: bool,
+    /// The supervisor's pid: the same before and after.
+    pub pid: u32,
+    pub binary: String,
+    /// The version running before, and the one the new binary reported.
+    pub from: String,
+    pub to: String,
+    /// From the request to the new image serving (`"wait":true` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub took_ms: Option<f64>,
 }
 
 /// The answer to `restart`, and the status's `last_restart`.
@@ -109,6 +148,23 @@ pub struct Status {
     pub generations: Vec<Generation>,
     pub last_restart: Option<Restart>,
     pub counters: Counters,
+    /// The running image. None: a supervisor older than the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Image>,
+}
+
+/// The supervisor's program as it runs now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    pub version: String,
+    /// The binary it was executed from.
+    pub binary: String,
+    /// RFC 3339: when this image started (the last upgrade, or the start).
+    pub started: String,
+    /// RFC 3339: when the supervisor first started.
+    pub supervisor_started: String,
+    /// Upgrades since the supervisor first started.
+    pub upgrades: u64,
 }
 
 /// The `--ready` rule in force.
@@ -219,7 +275,7 @@ mod tests {
         r#"{"ok":false,"generation":3,"error":"generation 3 failed: worker 901 exited with 3"}"#;
     const STOPPING: &str = r#"{"ok":true,"pid":4242}"#;
     const REFUSED: &str =
-        r#"{"ok":false,"error":"unknown command \"reload\": expected status, restart or stop"}"#;
+        r#"{"ok":false,"error":"unknown command \"reload\": expected status, restart, stop or upgrade"}"#;
 
     fn round_trip<T: Serialize + DeserializeOwned>(recorded: &str) -> T {
         let message: T = serde_json::from_str(recorded).unwrap();
@@ -247,7 +303,12 @@ mod tests {
         assert_eq!(failed.generation, Some(3));
         assert_eq!(round_trip::<Stopping>(STOPPING).pid, 4242);
         assert!(!round_trip::<Verdict>(REFUSED).ok);
-        assert_eq!(encode(&Request { command: Command::Restart }), b"{\"command\":\"restart\"}\n");
+        assert_eq!(encode(&Request::new(Command::Restart)), b"{\"command\":\"restart\"}\n");
+        let upgrade =
+            Request { command: Command::Upgrade, binary: Some("/usr/bin/handover".into()), wait: true };
+        let line = br#"{"command":"upgrade","binary":"/usr/bin/handover","wait":true}"#;
+        assert_eq!(encode(&upgrade), [&line[..], b"\n"].concat());
+        assert_eq!(parse_request(line), Ok(upgrade));
     }
 
     #[test]
@@ -267,7 +328,9 @@ mod tests {
 
     #[test]
     fn requests_name_a_known_command() {
-        assert_eq!(parse_request(br#"{"command":"stop","extra":1}"#), Ok(Command::Stop));
+        assert_eq!(parse_request(br#"{"command":"stop","extra":1}"#), Ok(Request::new(Command::Stop)));
+        let relative = parse_request(br#"{"command":"upgrade","binary":"bin/handover"}"#);
+        assert_eq!(relative.unwrap_err(), "\"binary\" must be an absolute path");
         assert!(parse_request(b"{}").unwrap_err().contains("no \"command\""));
         assert!(parse_request(br#"{"command":"x"}"#).unwrap_err().starts_with("unknown command \"x\""));
         assert!(parse_request(b"[").unwrap_err().starts_with("request is not JSON"));

@@ -44,6 +44,9 @@ pub const EINHORN_MASTER_PID: &str = "EINHORN_MASTER_PID";
 pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
 pub const WATCHDOG_USEC: &str = "WATCHDOG_USEC";
 pub const WATCHDOG_PID: &str = "WATCHDOG_PID";
+/// Set by a supervisor re-executing itself (`handover upgrade`): the fd of
+/// its state record. Removed from the environment first thing in `main`.
+pub const HANDOVER_UPGRADE_STATE: &str = "HANDOVER_UPGRADE_STATE";
 pub const ENVDIR: &str = "ENVDIR";
 pub const ENABLE_AUTO_RESTART: &str = "ENABLE_AUTO_RESTART";
 pub const AUTO_RESTART_INTERVAL: &str = "AUTO_RESTART_INTERVAL";
@@ -167,6 +170,7 @@ pub fn is_supervisor_private(name: &OsStr) -> bool {
         EINHORN_SOCK_PATH,
         EINHORN_SOCK_FD,
         EINHORN_MASTER_PID,
+        HANDOVER_UPGRADE_STATE,
     ];
     let einhorn_fd = name
         .strip_prefix(EINHORN_FD_PREFIX.as_bytes())

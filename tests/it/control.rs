@@ -117,9 +117,11 @@ fn status_reports_listeners_generations_and_counters() {
     assert_eq!((o.code, o.stderr.as_str()), (Some(0), ""), "{}", o.dossier());
     let lines: Vec<&str> = o.stdout.lines().collect();
     assert_eq!(lines[0], format!("supervisor pid {}", s.pid()), "{}", o.dossier());
-    assert_eq!(lines[1], format!("listener fd 3  tcp {addr}"), "{}", o.dossier());
-    assert!(lines[2].starts_with("generation 1  serving"), "{}", o.dossier());
-    assert!(lines[2].contains(&format!("pids {worker}  started ")), "{}", o.dossier());
+    let image = format!("handover {} ({}) running since ", env!("CARGO_PKG_VERSION"), binary().display());
+    assert!(lines[1].starts_with(&image), "{}", o.dossier());
+    assert_eq!(lines[2], format!("listener fd 3  tcp {addr}"), "{}", o.dossier());
+    assert!(lines[3].starts_with("generation 1  serving"), "{}", o.dossier());
+    assert!(lines[3].contains(&format!("pids {worker}  started ")), "{}", o.dossier());
     // (A `last restart:` line before it: see no_restart_yet_means_no_last_restart.)
     assert_eq!(lines.last(), Some(&"restarts 0, failures 0, respawns 0"), "{}", o.dossier());
 }

@@ -18,3 +18,4 @@ mod protocols;
 mod readiness;
 mod servers;
 mod systemd;
+mod upgrade;

@@ -146,3 +146,39 @@ fn a_start_server_unpacked_over_the_alternative_later_survives_handover() {
     run(root, "prerm", &["remove"]);
     assert_eq!(fs::read_to_string(root.join(LINK)).unwrap(), PERL);
 }
+
+#[test]
+fn postinst_upgrades_running_supervisors_in_place() {
+    let Some(root) = scratch_root() else { return };
+    let root = root.path();
+    fs::remove_file(root.join("usr/bin/handover")).unwrap();
+    symlink(crate::harness::binary(), root.join("usr/bin/handover")).unwrap();
+    fs::create_dir_all(root.join("run/handover/app")).unwrap();
+    let control = root.join("run/handover/app/control");
+    let s = crate::harness::handover()
+        .args(["--port", "127.0.0.1:0", "--status-file", "{dir}/status", "--control"])
+        .arg(&control)
+        .args(["--", "sleep", "1000"])
+        .start();
+    s.wait_generations(&[1]);
+    let upgrades = || {
+        let mut status = Command::new(crate::harness::binary());
+        let out = status.args(["status", "--json", "--control"]).arg(&control).output().unwrap();
+        let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        st["image"]["upgrades"].as_u64().unwrap()
+    };
+
+    // A first install upgrades nothing; an opted-out upgrade neither.
+    run(root, "postinst", &["configure"]);
+    fs::create_dir_all(root.join("etc/default")).unwrap();
+    fs::write(root.join("etc/default/handover"), "HANDOVER_UPGRADE_RUNNING=no\n").unwrap();
+    run(root, "postinst", &["configure", "0.1.0-1"]);
+    assert_eq!(upgrades(), 0, "{}", s.dossier());
+
+    fs::write(root.join("etc/default/handover"), "HANDOVER_UPGRADE_RUNNING=yes\n").unwrap();
+    let output = run(root, "postinst", &["configure", "0.1.0-1"]);
+    let said = format!("handover: upgraded the supervisor at {} in place", control.display());
+    assert!(stderr(&output).contains(&said), "{}\n{}", stderr(&output), s.dossier());
+    assert_eq!(upgrades(), 1, "{}", s.dossier());
+    assert_eq!(s.status_file().len(), 1, "{}", s.dossier());
+}

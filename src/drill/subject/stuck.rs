@@ -110,6 +110,7 @@ mod tests {
             generations,
             last_restart,
             counters,
+            image: None,
         }
     }
 

@@ -25,15 +25,15 @@ const RECORDED: &[&str] = &[
 
 #[rustfmt::skip]
 const JSON_TOKENS: &[&str] = &[
-    "{", "}", "[", "]", ",", ":", "\"command\"", "\"status\"", "\"restart\"", "\"stop\"", "\"ok\"",
+    "{", "}", "[", "]", ",", ":", "\"command\"", "\"status\"", "\"restart\"", "\"stop\"", "\"upgrade\"", "\"binary\"", "\"/bin/x\"", "\"ok\"",
     "true", "false", "null", "\"error\"", "\"pid\"", "4242", "-1", "1.5e3", "\"\\u0000\"", "\"\\ud800\"",
 ];
 
 fn check_request(line: &[u8]) -> Result<(), TestCaseError> {
     match parse_request(line) {
-        Ok(command) => {
+        Ok(request) => {
             let value: Value = serde_json::from_slice(line).expect("accepted, so JSON");
-            prop_assert_eq!(value.get("command").and_then(Value::as_str), Some(command.name()));
+            prop_assert_eq!(value.get("command").and_then(Value::as_str), Some(request.command.name()));
         }
         Err(why) => prop_assert!(one_line(&why), "{}", why),
     }
@@ -97,7 +97,7 @@ proptest! {
         let line = serde_json::json!({ "command": name, "extra": extra }).to_string();
         let known = Command::ALL.into_iter().find(|c| c.name() == name);
         match parse_request(line.as_bytes()) {
-            Ok(command) => prop_assert_eq!(Some(command), known),
+            Ok(request) => prop_assert_eq!(Some(request.command), known),
             Err(why) => {
                 prop_assert!(known.is_none() && one_line(&why), "{}", why);
                 prop_assert!(why.starts_with("unknown command "), "{}", why);

@@ -1,0 +1,247 @@
+//! `handover upgrade`: the supervisor executes a new binary in its own
+//! process and goes on with the same pid, workers, sockets, files and
+//! state, whatever it was doing; a binary that cannot take over is refused
+//! and the running supervisor carries on.
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::errors::{Outcome, run_in};
+use crate::harness::*;
+
+/// handover on 127.0.0.1:0 with its control socket at `{dir}/ctl`.
+fn controlled(options: &[&str], worker: &[&str]) -> Supervisor {
+    with_worker(&[&["--port", "127.0.0.1:0", "--control", "{dir}/ctl"], options].concat(), worker)
+}
+
+fn client(s: &Supervisor, args: &[&str]) -> Outcome {
+    run_in(s.dir.path(), &[args, &["--control", "{dir}/ctl"]].concat())
+}
+
+fn status(s: &Supervisor) -> Value {
+    let o = client(s, &["status", "--json"]);
+    assert_eq!((o.code, o.stderr.as_str()), (Some(0), ""), "{}\n{}", o.dossier(), s.dossier());
+    serde_json::from_str(&o.stdout).unwrap()
+}
+
+/// `upgrade --wait` succeeded; its stdout.
+fn upgrade(s: &Supervisor) -> String {
+    let o = client(s, &["upgrade", "--wait"]);
+    assert_eq!((o.code, o.stderr.as_str()), (Some(0), ""), "{}\n{}", o.dossier(), s.dossier());
+    o.stdout
+}
+
+/// (generation, phase, pids) of each generation in a status reply.
+fn generations(status: &Value) -> Vec<(u64, String, Vec<i64>)> {
+    let gens = status["generations"].as_array().expect("generations");
+    gens.iter()
+        .map(|g| {
+            let pids = g["pids"].as_array().unwrap().iter().map(|p| p.as_i64().unwrap()).collect();
+            (g["generation"].as_u64().unwrap(), g["phase"].as_str().unwrap().to_string(), pids)
+        })
+        .collect()
+}
+
+fn locked(path: &std::path::Path) -> bool {
+    let file = fs::File::open(path).unwrap();
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock).is_err()
+}
+
+#[test]
+fn an_idle_upgrade_keeps_the_pid_workers_sockets_and_pid_file_lock() {
+    let mut s = controlled(&["--workers", "2"], &["--notify"]);
+    let addr = s.tcp_addr();
+    let before = s.wait_generations(&[1, 1]);
+    let journal = s.journal().len();
+    assert!(locked(&s.path("pid")));
+
+    let said = upgrade(&s);
+    assert!(said.starts_with(&format!("supervisor pid {} upgraded from handover ", s.pid())), "{said}");
+    s.wait_line(&format!(
+        "upgraded from handover {0} to {0} (pid {1}, generations 1)",
+        env!("CARGO_PKG_VERSION"),
+        s.pid()
+    ));
+    let st = status(&s);
+    assert_eq!(st["pid"], s.pid());
+    assert_eq!(st["image"]["upgrades"], 1, "{st:#}");
+    assert_eq!(st["image"]["binary"], binary().canonicalize().unwrap().display().to_string());
+    assert_eq!(s.status_file(), before, "{}", s.dossier());
+    assert_eq!(fs::read_to_string(s.path("pid")).unwrap(), format!("{}\n", s.pid()));
+    assert!(locked(&s.path("pid")), "the pid file lock was released\n{}", s.dossier());
+    // The workers noticed nothing: no signal, no new generation.
+    assert_eq!(s.journal()[journal..], [] as [String; 0], "{}", s.dossier());
+    assert!(ask(&addr).unwrap().starts_with("gen=1 "));
+
+    // The machine goes on where it was: the next restart is generation 2.
+    let o = client(&s, &["restart", "--wait"]);
+    assert_eq!(o.code, Some(0), "{}\n{}", o.dossier(), s.dossier());
+    s.wait_generations(&[2, 2]);
+    assert!(ask(&addr).unwrap().starts_with("gen=2 "));
+    s.signal(Signal::SIGTERM);
+    assert!(s.wait_exit().success(), "{}", s.dossier());
+    assert!(!s.path("pid").exists() && !s.path("ctl").exists(), "{}", s.dossier());
+}
+
+#[test]
+fn an_upgrade_while_a_generation_starts_carries_the_candidate() {
+    let s = controlled(&["--ready", "notify"], &["--notify", "--startup-delay", "1500"]);
+    s.wait_generations(&[1]);
+    s.signal(Signal::SIGHUP);
+    let starting = wait_for(
+        "generation 2 starting",
+        || s.dossier(),
+        || {
+            let st = status(&s);
+            generations(&st)
+                .into_iter()
+                .find(|(g, phase, pids)| *g == 2 && phase == "starting" && !pids.is_empty())
+        },
+    );
+    upgrade(&s);
+    s.wait_line("generations 1, 2)");
+    s.wait_generations(&[2]);
+    let after = generations(&status(&s));
+    assert_eq!(after, [(2, "serving".to_string(), starting.2)], "{}", s.dossier());
+}
+
+#[test]
+fn an_upgrade_while_the_old_generation_drains_reaps_it_later() {
+    let s = controlled(&[], &["--notify", "--ignore-term", "1500"]);
+    s.wait_generations(&[1]);
+    s.signal(Signal::SIGHUP);
+    let draining = wait_for(
+        "generation 1 draining",
+        || s.dossier(),
+        || {
+            let gens = generations(&status(&s));
+            let phases: Vec<&str> = gens.iter().map(|g| g.1.as_str()).collect();
+            (phases == ["draining", "serving"]).then_some(gens)
+        },
+    );
+    upgrade(&s);
+    s.wait_line("generations 1, 2)");
+    // Gone after the upgrade, reaped and reported by the new image.
+    s.wait_generations(&[2]);
+    let old = draining[0].2[0];
+    s.wait_journal(&["exit", &format!("pid={old}")]);
+    wait_for(
+        "generation 1 gone from status",
+        || s.dossier(),
+        || (generations(&status(&s)).len() == 1).then_some(()),
+    );
+}
+
+#[test]
+fn workers_killed_around_upgrades_are_reaped_and_respawned() {
+    let s = controlled(&["--workers", "4", "--interval", "0"], &["--notify"]);
+    s.wait_generations(&[1, 1, 1, 1]);
+    for round in 0..5 {
+        let victim = s.status_file()[round % 4].1;
+        // Its exit lands before, during or after the exec: each must work.
+        kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+        upgrade(&s);
+        wait_for(
+            "the victim replaced",
+            || s.dossier(),
+            || {
+                let now = s.status_file();
+                (now.len() == 4 && now.iter().all(|&(_, p)| p != victim)).then_some(())
+            },
+        );
+    }
+    let st = status(&s);
+    assert_eq!(st["image"]["upgrades"], 5);
+    assert_eq!(st["counters"]["respawns"], 5, "{st:#}");
+    // No zombie left behind: every exited child was reaped.
+    let zombies: Vec<i32> = (all_pids().into_iter())
+        .filter(|&p| parent_of(p) == Some(s.pid()))
+        .filter(|p| fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|t| t.contains(") Z ")))
+        .collect();
+    assert!(zombies.is_empty(), "zombies {zombies:?}\n{}", s.dossier());
+}
+
+#[test]
+fn a_binary_that_cannot_take_over_is_refused_and_nothing_changes() {
+    let s = controlled(&[], &["--notify"]);
+    let before = s.wait_generations(&[1]);
+    let fake = s.path("other-arch");
+    // An ELF header for no machine this kernel runs.
+    let mut elf = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0xff, 0xff];
+    elf.resize(64, 0);
+    fs::File::create(&fake).unwrap().write_all(&elf).unwrap();
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let text = s.path("text");
+    fs::write(&text, "not a program").unwrap();
+    let cases: [(&str, &str); 4] = [
+        ("/nonexistent/handover", "cannot run /nonexistent/handover: No such file or directory"),
+        (text.to_str().unwrap(), "Permission denied"),
+        (fake.to_str().unwrap(), "Exec format error"),
+        ("/bin/true", "it is no handover that reads this state"),
+    ];
+    for (binary, why) in cases {
+        let o = client(&s, &["upgrade", "--wait", "--binary", binary]);
+        assert_eq!(o.code, Some(1), "{binary}: {}\n{}", o.dossier(), s.dossier());
+        assert!(o.stderr.starts_with("handover: upgrade refused: "), "{}", o.dossier());
+        assert!(o.stderr.contains(why), "{binary}: {}", o.dossier());
+        assert_eq!(o.stderr.lines().count(), 1, "{}", o.dossier());
+    }
+    let st = status(&s);
+    assert_eq!(st["image"]["upgrades"], 0, "{st:#}");
+    assert_eq!(s.status_file(), before);
+    let o = client(&s, &["upgrade", "--wait", "--binary", "relative/path"]);
+    assert_eq!(o.code, Some(1), "{}", o.dossier());
+    assert!(ask(&s.tcp_addr()).unwrap().starts_with("gen=1 "));
+}
+
+#[test]
+fn a_partial_line_of_captured_output_is_carried_across() {
+    let b = handover();
+    let fifo = b.dir().join("go");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let script =
+        format!("printf 'first half '; read x < {}; echo 'second half'; exec sleep 1000", fifo.display());
+    let s = b
+        .args([
+            "--port",
+            "127.0.0.1:0",
+            "--control",
+            "{dir}/ctl",
+            "--log-capture",
+            "--status-file",
+            "{dir}/status",
+        ])
+        .args(["--ready", "alive", "--interval", "0", "--", "sh", "-c"])
+        .arg(script)
+        .start();
+    s.wait_generations(&[1]);
+    upgrade(&s);
+    fs::write(&fifo, "go\n").unwrap();
+    let line = s.wait_line("second half");
+    assert!(line.ends_with("stdout] first half second half"), "{line}\n{}", s.dossier());
+}
+
+#[test]
+fn an_upgrade_as_pid_1_in_a_pid_namespace() {
+    let b = handover();
+    let s = b
+        .in_pid_namespace()
+        .program("unshare".into())
+        .args(["--pid", "--fork", "--kill-child", "--mount-proc"])
+        .arg(binary())
+        .args(["--port", "127.0.0.1:0", "--control", "{dir}/ctl", "--status-file", "{dir}/status", "--"])
+        .arg(example("worker"))
+        .args(["--notify", "--journal", "{dir}/journal"])
+        .start();
+    let before = s.wait_generations(&[1]);
+    assert_eq!(status(&s)["pid"], 1);
+    upgrade(&s);
+    let st = status(&s);
+    assert_eq!((st["pid"].as_i64(), st["image"]["upgrades"].as_u64()), (Some(1), Some(1)), "{st:#}");
+    assert_eq!(s.status_file(), before);
+    assert!(ask(&s.tcp_addr()).unwrap().starts_with("gen=1 "));
+}
