@@ -245,3 +245,71 @@ fn an_upgrade_as_pid_1_in_a_pid_namespace() {
     assert_eq!(s.status_file(), before);
     assert!(ask(&s.tcp_addr()).unwrap().starts_with("gen=1 "));
 }
+
+#[test]
+fn a_failed_exec_leaves_the_old_image_running_with_its_signals() {
+    let s = handover()
+        .env("REAL_HANDOVER", binary().to_str().unwrap())
+        .args(["--port", "127.0.0.1:0", "--control", "{dir}/ctl", "--status-file", "{dir}/status", "--"])
+        .arg(example("worker"))
+        .args(["--notify", "--journal", "{dir}/journal"])
+        .start();
+    s.wait_generations(&[1]);
+    // Passes the verify run, then is gone when the supervisor executes it.
+    let vanishing = s.path("vanishing");
+    let script = "#!/bin/sh\nif [ \"$1\" = --verify-upgrade-state ]; then\n  \
+                  \"$REAL_HANDOVER\" \"$@\" && rm -- \"$0\"\n  exit $?\nfi\nexec \"$REAL_HANDOVER\" \"$@\"\n";
+    fs::write(&vanishing, script).unwrap();
+    fs::set_permissions(&vanishing, fs::Permissions::from_mode(0o755)).unwrap();
+    let o = client(&s, &["upgrade", "--wait", "--binary", vanishing.to_str().unwrap()]);
+    assert_eq!(o.code, Some(1), "{}\n{}", o.dossier(), s.dossier());
+    let expected = format!(
+        "handover: upgrade refused: cannot execute {}: No such file or directory",
+        vanishing.display()
+    );
+    assert_eq!(o.stderr.trim_end(), expected, "{}", o.dossier());
+    // Signals are unblocked again: a HUP restarts.
+    s.signal(Signal::SIGHUP);
+    s.wait_generations(&[2]);
+    assert_eq!(status(&s)["image"]["upgrades"], 0);
+    upgrade(&s);
+    assert_eq!(status(&s)["image"]["upgrades"], 1);
+}
+
+#[test]
+fn signals_during_upgrades_are_neither_lost_nor_fatal() {
+    let s = controlled(&["--interval", "0"], &["--notify"]);
+    s.wait_generations(&[1]);
+    let pid = Pid::from_raw(s.pid());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hups = {
+        let stop = stop.clone();
+        // HUPs all the while, some of them while the image changes (a HUP
+        // with its default action would end the supervisor).
+        std::thread::spawn(move || {
+            let mut sent = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && sent < 20_000 {
+                let _ = kill(pid, Signal::SIGHUP);
+                sent += 1;
+                std::thread::yield_now();
+            }
+        })
+    };
+    for _ in 0..20 {
+        upgrade(&s);
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    hups.join().unwrap();
+    let st = status(&s);
+    assert_eq!(st["image"]["upgrades"], 20, "{st:#}");
+    // The last HUP is acted on: a generation newer than 1 ends up serving alone.
+    let last = wait_for(
+        "the restarts to settle",
+        || s.dossier(),
+        || {
+            let gens = generations(&status(&s));
+            (gens.len() == 1 && gens[0].1 == "serving" && gens[0].0 > 1).then_some(gens[0].0)
+        },
+    );
+    assert!(last > 1);
+}
