@@ -109,3 +109,17 @@ fn the_managers_notify_socket_is_not_the_workers() {
     // The worker's READY=1 went to handover's own socket: it became ready by message.
     s.wait_line("is ready (READY=1");
 }
+
+#[test]
+fn an_upgrade_is_a_reload_to_the_manager() {
+    let (s, manager) = supervised(&["--port", "127.0.0.1:0", "--control", "{dir}/ctl"], &["--notify"]);
+    assert_eq!(manager.next_state(), "READY=1");
+    let o = crate::errors::run_in(s.dir.path(), &["upgrade", "--wait", "--control", "{dir}/ctl"]);
+    assert_eq!(o.code, Some(0), "{}\n{}", o.dossier(), s.dossier());
+    assert_eq!(manager.next_state(), "RELOADING=1\nMONOTONIC_USEC=N");
+    assert_eq!(manager.next_state(), "READY=1");
+    // The new image speaks on the same socket: the next reload too.
+    s.signal(Signal::SIGHUP);
+    assert_eq!(manager.next_state(), "RELOADING=1\nMONOTONIC_USEC=N");
+    assert_eq!(manager.next_state(), "READY=1");
+}

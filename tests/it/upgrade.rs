@@ -313,3 +313,20 @@ fn signals_during_upgrades_are_neither_lost_nor_fatal() {
     );
     assert!(last > 1);
 }
+
+#[test]
+fn the_workers_readiness_sockets_keep_working_across_upgrades() {
+    for worker in ["--notify", "--einhorn-ack"] {
+        let s = controlled(&["--ready", "notify"], &[worker]);
+        s.wait_generations(&[1]);
+        upgrade(&s);
+        // A generation started after the upgrade is ready only by its message.
+        let o = client(&s, &["restart", "--wait"]);
+        assert_eq!(o.code, Some(0), "{worker}: {}\n{}", o.dossier(), s.dossier());
+        s.wait_generations(&[2]);
+        upgrade(&s);
+        let o = client(&s, &["restart", "--wait"]);
+        assert_eq!(o.code, Some(0), "{worker}: {}\n{}", o.dossier(), s.dossier());
+        s.wait_generations(&[3]);
+    }
+}
