@@ -13,6 +13,9 @@
 # 3. One hot restart with the installed binary: /usr/bin/handover serving
 #    the `hello` example on a free loopback port, `handover restart --wait
 #    --control`, generation 2 answers, `handover stop`.
+#    Then `dpkg -i` again (an upgrade: postinst configure VERSION): the
+#    supervisor, whose control socket is under /run/handover/, is upgraded
+#    in place: same pid, generation 2 still serving, one upgrade counted.
 # 4. `dpkg -r`: the files and the alternative are gone (a foreign
 #    start_server is still intact).
 #
@@ -37,6 +40,7 @@ installed() { [ "$(dpkg-query -W -f='${Status}' handover 2>/dev/null)" = "instal
 ! installed || die "the handover package is already installed here: dpkg -r handover first"
 
 tmp=$(mktemp -d)
+rundir=/run/handover/smoke-$$
 sup=""
 cleanup() {
     local rc=$?
@@ -49,7 +53,7 @@ cleanup() {
         cat "$tmp/log" >&2
     fi
     if installed; then dpkg -r handover >/dev/null || true; fi
-    rm -rf "$tmp"
+    rm -rf "$tmp" "$rundir"
 }
 trap cleanup EXIT
 
@@ -135,7 +139,8 @@ echo "start_server --version: $compat_version"
 
 # ---- 3. one hot restart with the installed binary ----------------------
 step "hot restart"
-control=$tmp/control
+mkdir -p "$rundir"
+control=$rundir/control
 /usr/bin/handover --port 127.0.0.1:0 --control "$control" --ready notify --stop-timeout 10s \
     -- "$hello" >"$tmp/log" 2>&1 &
 sup=$!
@@ -169,6 +174,20 @@ serving_alone 2 || die "generation 2 is not serving alone: $(status)"
 body=$(get)
 echo "after: $body"
 [[ "$body" == *"generation 2"* ]] || die "after the restart, '$body' answered"
+
+step "package upgrade: the running supervisor is upgraded in place"
+dpkg -i "$deb" 2>"$tmp/dpkg.err" || {
+    cat "$tmp/dpkg.err" >&2
+    die "dpkg -i (again)"
+}
+cat "$tmp/dpkg.err" >&2
+grep -q "upgraded the supervisor at $control in place" "$tmp/dpkg.err" ||
+    die "postinst did not upgrade the supervisor at $control"
+status | grep -q "\"pid\":$sup," || die "the supervisor's pid changed: $(status)"
+status | grep -q '"upgrades":1' || die "no upgrade counted: $(status)"
+serving_alone 2 || die "generation 2 is not serving alone after the upgrade: $(status)"
+body=$(get)
+[[ "$body" == *"generation 2"* ]] || die "after the upgrade, '$body' answered"
 
 /usr/bin/handover stop --timeout 30s --control "$control"
 wait "$sup" || die "the supervisor exited with $?"
