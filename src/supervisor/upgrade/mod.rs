@@ -242,30 +242,37 @@ impl Supervisor {
                 self.upgrades.verifying =
                     Some(Verifying { asked, pid, out, err, deadline, abandoned: false });
             }
-            Err(e) => {
-                let text = format!("cannot run {}: {}", asked.binary.display(), io_text(&e));
-                self.refuse_upgrade(&asked.requests, &text);
-            }
+            Err(why) => self.refuse_upgrade(&asked.requests, &why),
         }
     }
 
     /// Runs `binary --verify-upgrade-state` with this moment's record on
-    /// stdin; its pid and its stdout and stderr.
-    fn start_verify(&mut self, binary: &Path, now: Instant) -> io::Result<(i32, File, File)> {
+    /// stdin; its pid and its stdout and stderr, or why it cannot run.
+    fn start_verify(&mut self, binary: &Path, now: Instant) -> Result<(i32, File, File), String> {
         let record = self.record(now, Vec::new(), false, now);
+        let stdin =
+            memfd(&record, true).map_err(|e| format!("cannot write the state record: {}", io_text(&e)))?;
         let argv0 = record.argv.first().cloned().unwrap_or_else(|| binary.as_os_str().to_owned());
+        let cannot_run = |e: io::Error| format!("cannot run {}: {}", binary.display(), io_text(&e));
         let mut child = std::process::Command::new(binary)
             .arg0(argv0)
             .arg(VERIFY_FLAG)
-            .stdin(memfd(&record, true)?)
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
-            .spawn()?;
+            .spawn()
+            .map_err(cannot_run)?;
         // Reaped by the loop's waitpid: the handle is only for the pipes.
-        let (out, err) = (child.stdout.take(), child.stderr.take());
-        let (Some(out), Some(err)) = (out, err) else { return Err(io::Error::other("no pipes")) };
-        Ok((child.id() as i32, nonblocking(out)?, nonblocking(err)?))
+        let pid = child.id() as i32;
+        let pipes = (child.stdout.take().map(nonblocking), child.stderr.take().map(nonblocking));
+        match pipes {
+            (Some(Ok(out)), Some(Ok(err))) => Ok((pid, out, err)),
+            _ => {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                Err(format!("cannot read what {} answers", binary.display()))
+            }
+        }
     }
 
     /// Whether `pid` was a verify run; if so its verdict is taken here.
@@ -361,9 +368,9 @@ impl Supervisor {
         self.log.flush();
         let waiting = asked.requests.iter().filter(|(_, wait)| *wait).map(|(id, _)| id.0).collect();
         let record = self.record(now, waiting, reloading, asked.at);
-        let error = exec(&asked.binary, &record);
+        let why = exec(&asked.binary, &record);
         let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&mask), None);
-        self.upgrade_failed(&asked, reloading, &format!("cannot execute {binary}: {}", io_text(&error)));
+        self.upgrade_failed(&asked, reloading, &why);
     }
 
     fn upgrade_failed(&mut self, asked: &Asked, reloading: bool, why: &str) {
@@ -421,40 +428,38 @@ impl Supervisor {
 }
 
 /// Executes `binary` with the record; returns only if that failed, with
-/// every fd as it was.
-fn exec(binary: &Path, record: &Record) -> io::Error {
+/// every fd as it was, saying why.
+fn exec(binary: &Path, record: &Record) -> String {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
     let fds = record.fds();
     let state = match memfd(record, false) {
         Ok(file) => file,
-        Err(e) => return e,
+        Err(e) => return format!("cannot write the state record: {}", io_text(&e)),
     };
-    let c =
-        |bytes: &[u8]| CString::new(bytes).map_err(|_| io::Error::other("a NUL byte in the command line"));
-    let strings = || -> io::Result<(CString, Vec<CString>, Vec<CString>)> {
+    let c = |bytes: &[u8]| CString::new(bytes).map_err(|_| "a NUL byte in the command line".to_string());
+    let strings = || -> Result<(CString, Vec<CString>, Vec<CString>), String> {
         let path = c(binary.as_os_str().as_bytes())?;
-        let argv = record.argv.iter().map(|a| c(a.as_bytes())).collect::<io::Result<_>>()?;
-        let mut env: Vec<CString> = record
-            .env
-            .iter()
-            .map(|(k, v)| c(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
-            .collect::<io::Result<_>>()?;
+        let argv = record.argv.iter().map(|a| c(a.as_bytes())).collect::<Result<_, _>>()?;
+        let pair = |(k, v): &(std::ffi::OsString, std::ffi::OsString)| {
+            c(&[k.as_bytes(), b"=", v.as_bytes()].concat())
+        };
+        let mut env: Vec<CString> = record.env.iter().map(pair).collect::<Result<_, _>>()?;
         env.push(c(format!("{HANDOVER_UPGRADE_STATE}={}", state.as_raw_fd()).as_bytes())?);
         Ok((path, argv, env))
     };
     let (path, argv, env) = match strings() {
         Ok(strings) => strings,
-        Err(e) => return e,
+        Err(why) => return why,
     };
     if let Err(e) = sys::fd::set_cloexec(&fds, false) {
         let _ = sys::fd::set_cloexec(&fds, true);
-        return e;
+        return format!("cannot hand over the fds: {}", io_text(&e));
     }
-    let error = match nix::unistd::execve(&path, &argv, &env) {
-        Err(errno) => io::Error::from(errno),
+    let errno = match nix::unistd::execve(&path, &argv, &env) {
+        Err(errno) => errno,
         Ok(never) => match never {},
     };
     let _ = sys::fd::set_cloexec(&fds, true);
-    error
+    format!("cannot execute {}: {}", binary.display(), io_text(&io::Error::from(errno)))
 }
