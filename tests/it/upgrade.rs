@@ -330,3 +330,32 @@ fn the_workers_readiness_sockets_keep_working_across_upgrades() {
         s.wait_generations(&[3]);
     }
 }
+
+#[test]
+fn a_binary_that_never_answers_is_given_up_while_the_supervisor_serves() {
+    let s = controlled(&[], &["--notify"]);
+    s.wait_generations(&[1]);
+    let mute = s.path("mute");
+    fs::write(&mute, format!("#!/bin/sh\necho $$ > {}\nexec sleep 1000\n", s.path("mute.pid").display()))
+        .unwrap();
+    fs::set_permissions(&mute, fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = s.dir.path().to_owned();
+    let binary = mute.to_str().unwrap().to_owned();
+    let asked =
+        std::thread::spawn(move || run_in(&dir, &["upgrade", "--binary", &binary, "--control", "{dir}/ctl"]));
+    let pid: i32 = wait_for(
+        "the verify run",
+        || s.dossier(),
+        || fs::read_to_string(s.path("mute.pid")).ok()?.trim().parse().ok(),
+    );
+    // Meanwhile the supervisor answers, restarts and serves.
+    assert_eq!(status(&s)["image"]["upgrades"], 0);
+    s.signal(Signal::SIGHUP);
+    s.wait_generations(&[2]);
+    let o = asked.join().unwrap();
+    assert_eq!(o.code, Some(1), "{}", o.dossier());
+    let expected =
+        format!("handover: upgrade refused: {} did not answer within 10s; not upgraded", mute.display());
+    assert_eq!(o.stderr.trim_end(), expected);
+    wait_for("the verify run killed", || s.dossier(), || (!alive(pid)).then_some(()));
+}
