@@ -359,3 +359,17 @@ fn a_binary_that_never_answers_is_given_up_while_the_supervisor_serves() {
     assert_eq!(o.stderr.trim_end(), expected);
     wait_for("the verify run killed", || s.dossier(), || (!alive(pid)).then_some(()));
 }
+
+#[test]
+fn ready_messages_sent_while_the_program_changes_are_not_lost() {
+    // Each new generation says READY=1 a few ms after its HUP, about when
+    // the upgrade that follows the HUP executes the new program.
+    let s = controlled(&["--ready", "notify", "--interval", "0"], &["--notify", "--startup-delay", "2"]);
+    s.wait_generations(&[1]);
+    for generation in 2..=11 {
+        s.signal(Signal::SIGHUP);
+        upgrade(&s);
+        s.wait_generations(&[generation]);
+    }
+    assert_eq!(status(&s)["counters"]["failures"], 0);
+}
