@@ -20,6 +20,17 @@ impl StatusFile {
         StatusFile { path: path.to_path_buf(), written: false }
     }
 
+    /// The status file the previous image of this process kept (a
+    /// self-upgrade), `written` as it said.
+    pub fn resume(path: &Path, written: bool) -> StatusFile {
+        StatusFile { path: path.to_path_buf(), written }
+    }
+
+    /// Whether this process wrote it (and so removes it at exit).
+    pub fn written(&self) -> bool {
+        self.written
+    }
+
     /// Atomically replaces the file with `GEN:PID` lines in numeric order.
     pub fn write(&mut self, gens: &[(u64, u32)]) -> io::Result<()> {
         let mut sorted = gens.to_vec();

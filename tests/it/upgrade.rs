@@ -373,3 +373,18 @@ fn ready_messages_sent_while_the_program_changes_are_not_lost() {
     }
     assert_eq!(status(&s)["counters"]["failures"], 0);
 }
+
+#[test]
+fn a_stop_after_an_upgrade_removes_every_file_the_supervisor_made() {
+    let mut s = with_worker(
+        &["--path", "{dir}/app.sock", "--control", "{dir}/ctl", "--log-file", "{dir}/log"],
+        &["--notify"],
+    );
+    s.wait_generations(&[1]);
+    upgrade(&s);
+    s.signal(Signal::SIGTERM);
+    assert!(s.wait_exit().success(), "{}", s.dossier());
+    let log = fs::read_to_string(s.path("log")).unwrap();
+    assert!(log.contains("upgraded from handover") && log.ends_with("exiting\n"), "{log}");
+    assert_eq!(crate::errors::listing(s.dir.path()), ["journal", "log"], "left behind\n{}", s.dossier());
+}

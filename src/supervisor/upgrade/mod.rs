@@ -416,6 +416,7 @@ impl Supervisor {
             einhorn: self.einhorn.carry(),
             control: self.control.as_ref().map(|c| c.carry()),
             pid_file: self.pid_file.as_ref().map(|p| PidFileRecord { fd: p.fd(), path: p.path().to_owned() }),
+            status_written: self.status_file.as_ref().is_some_and(|f| f.written()),
             logger: self.logger.as_ref().map(|l| l.carry(now)),
             capture: self.capture.as_ref().map(|c| c.carry()),
             lingering: self.lingering.iter().map(|(pid, status)| (*pid, exit(status))).collect(),

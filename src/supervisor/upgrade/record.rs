@@ -55,6 +55,9 @@ pub struct Record {
     pub control: Option<ControlRecord>,
     #[serde(default)]
     pub pid_file: Option<PidFileRecord>,
+    /// Whether this process wrote the status file (it removes it at exit).
+    #[serde(default)]
+    pub status_written: bool,
     #[serde(default)]
     pub logger: Option<LoggerRecord>,
     #[serde(default)]

@@ -126,7 +126,10 @@ pub fn resume(mut config: Config, state: OsString) -> Result<u8> {
         ExitRecord::Signal { signal, core } => ExitStatus::Signal { signal, core },
     };
     let mut supervisor = Supervisor {
-        status_file: config.status_file.as_deref().map(StatusFile::new),
+        status_file: config
+            .status_file
+            .as_deref()
+            .map(|path| StatusFile::resume(path, record.status_written)),
         machine,
         capture,
         config,

@@ -65,6 +65,7 @@ fn sample() -> Record {
             }],
         }),
         pid_file: Some(PidFileRecord { fd: 11, path: "/run/app.pid".into() }),
+        status_written: true,
         logger: Some(LoggerRecord { pid: Some(99), started: -5_000_000_000, restart_at: None }),
         capture: Some(CaptureRecord {
             next_token: 3,
