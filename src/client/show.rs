@@ -36,9 +36,11 @@ pub fn status_text(status: &Status) -> String {
     }
     out.push('\n');
     if let Some(image) = &status.image {
+        let since = &image.supervisor_started;
         let upgrades = match image.upgrades {
             0 => String::new(),
-            n => format!(", upgraded {n} times since {}", image.supervisor_started),
+            1 => format!(", upgraded once since {since}"),
+            n => format!(", upgraded {n} times since {since}"),
         };
         out += &format!(
             "handover {} ({}) running since {}{upgrades}\n",

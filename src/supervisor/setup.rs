@@ -103,7 +103,8 @@ pub fn run(mut config: Config) -> Result<u8> {
     };
     let (mut pid_file, listeners, control) = started.disarm();
     if cleaned > 0 {
-        log.extra(&format!("removed {cleaned} runtime directories left by supervisors that are gone"));
+        let what = if cleaned == 1 { "directory" } else { "directories" };
+        log.extra(&format!("removed {cleaned} runtime {what} left by supervisors that are gone"));
     }
     if let Err(e) = reaper::become_subreaper() {
         log.line(&format!("cannot become a subreaper ({e}): orphans of workers go to init"));

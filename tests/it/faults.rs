@@ -204,7 +204,7 @@ fn a_start_removes_what_a_killed_supervisor_left() {
         .arg(example("worker"))
         .arg("--notify")
         .start();
-    next.wait_line("removed 1 runtime directories left by supervisors that are gone");
+    next.wait_line("removed 1 runtime directory left by supervisors that are gone");
     assert!(!left[0].exists());
     assert_eq!(runtime_dirs(&tmp).len(), 1, "its own");
 }
