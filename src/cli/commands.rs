@@ -79,8 +79,14 @@ fn usage(err: clap::Error, compat: bool) -> Result<u8> {
         return Ok(0);
     }
     let rendered = err.render().to_string();
-    let first = rendered.lines().next().unwrap_or("invalid arguments");
-    let first = first.trim_start_matches("error: ");
+    let mut lines = rendered.lines();
+    let first = lines.next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+    // "the following required arguments were not provided:" lists them below.
+    let listed: Vec<&str> = match first.ends_with(':') {
+        true => lines.map(str::trim).take_while(|l| !l.is_empty()).collect(),
+        false => Vec::new(),
+    };
+    let first = if listed.is_empty() { first.to_string() } else { format!("{first} {}", listed.join(", ")) };
     Err(Error::usage(format!("{first} (see --help)")))
 }
 

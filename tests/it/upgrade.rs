@@ -388,3 +388,17 @@ fn a_stop_after_an_upgrade_removes_every_file_the_supervisor_made() {
     assert!(log.contains("upgraded from handover") && log.ends_with("exiting\n"), "{log}");
     assert_eq!(crate::errors::listing(s.dir.path()), ["journal", "log"], "left behind\n{}", s.dossier());
 }
+
+#[test]
+fn upgrade_without_a_control_socket_is_a_usage_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run_in(dir.path(), &["upgrade", "--wait"]);
+    assert_eq!(o.code, Some(2), "{}", o.dossier());
+    let expected =
+        "handover: the following required arguments were not provided: --control <PATH> (see --help)";
+    assert_eq!(o.stderr.trim_end(), expected);
+    let o = run_in(dir.path(), &["upgrade", "--control", "{dir}/nothing"]);
+    assert_eq!(o.code, Some(1), "{}", o.dossier());
+    assert!(o.stderr.contains("is the supervisor running with --control"), "{}", o.dossier());
+    assert_eq!(crate::errors::listing(dir.path()), [] as [&str; 0]);
+}
