@@ -91,9 +91,11 @@ complete -c handover -n "__fish_handover_using_subcommand status" -l status-file
 complete -c handover -n "__fish_handover_using_subcommand status" -l json -d 'One JSON object instead of text'
 complete -c handover -n "__fish_handover_using_subcommand status" -s h -l help -d 'Print help'
 complete -c handover -n "__fish_handover_using_subcommand drill" -l restarts -d 'Hot restarts to perform' -r
-complete -c handover -n "__fish_handover_using_subcommand drill" -l restart-every -d 'Wait this long between restarts [default: as fast as they complete]' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l upgrades -d 'Upgrades of handover in place to perform, in turns with the restarts; each must keep the pids and the log lines' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l upgrade-binary -d 'Upgrade to this handover binary; given more than once, to each in turn [default: the one the supervisor was started from]' -r -F
+complete -c handover -n "__fish_handover_using_subcommand drill" -l restart-every -d 'Wait this long between restarts and upgrades [default: as fast as they complete]' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l connections -d 'Concurrent client connections' -r
-complete -c handover -n "__fish_handover_using_subcommand drill" -l duration -d 'Load for this long [default: until the restarts are done]' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l duration -d 'Load for this long [default: until the restarts and upgrades are done]' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l rate -d 'Pace the load at this many requests per second in all [default: as fast as answered]' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l requests -d 'Stop the load after this many requests' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l get -d 'HTTP path to GET' -r
@@ -105,7 +107,7 @@ complete -c handover -n "__fish_handover_using_subcommand drill" -l junit -d 'Al
 complete -c handover -n "__fish_handover_using_subcommand drill" -l max-failures -d 'Failed requests tolerated' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l max-p99 -d 'Fail when the p99 latency exceeds this' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l max-retried -d 'Fail when more than this share of the requests (in percent) found their keep-alive connection closed and were retried' -r
-complete -c handover -n "__fish_handover_using_subcommand drill" -l restart-timeout -d 'A restart not done after this long has failed' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l restart-timeout -d 'A restart or upgrade not done after this long has failed' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l idle -d 'After the load, measure the supervisor\'s CPU time and wake-ups over this long' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l supervisor -d 'Drill this start_server-compatible program instead of handover: restarts by SIGHUP, timed from its --status-file' -r -F
 complete -c handover -n "__fish_handover_using_subcommand drill" -l keep -d 'Use DIR for the drill\'s files and keep it (created if missing): output.log holds the supervisor\'s and workers\' output [default: a temporary directory, removed at the end]' -r -F

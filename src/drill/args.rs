@@ -22,7 +22,15 @@ struct DrillCli {
     /// Hot restarts to perform.
     #[arg(long, default_value_t = 3)]
     restarts: usize,
-    /// Wait this long between restarts [default: as fast as they complete].
+    /// Upgrades of handover in place to perform, in turns with the restarts;
+    /// each must keep the pids and the log lines.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    upgrades: usize,
+    /// Upgrade to this handover binary; given more than once, to each in
+    /// turn [default: the one the supervisor was started from].
+    #[arg(long, value_name = "PATH")]
+    upgrade_binary: Vec<PathBuf>,
+    /// Wait this long between restarts and upgrades [default: as fast as they complete].
     #[arg(long, value_name = "DURATION")]
     restart_every: Option<String>,
     /// Concurrent client connections.
@@ -31,7 +39,7 @@ struct DrillCli {
     /// Reuse connections (HTTP keep-alive) instead of one connection per request.
     #[arg(long)]
     keepalive: bool,
-    /// Load for this long [default: until the restarts are done].
+    /// Load for this long [default: until the restarts and upgrades are done].
     #[arg(long, value_name = "DURATION")]
     duration: Option<String>,
     /// Pace the load at this many requests per second in all [default: as fast as answered].
@@ -71,7 +79,7 @@ struct DrillCli {
     /// their keep-alive connection closed and were retried.
     #[arg(long, value_name = "PERCENT", default_value = "1%", value_parser = percent)]
     max_retried: f64,
-    /// A restart not done after this long has failed.
+    /// A restart or upgrade not done after this long has failed.
     #[arg(long, value_name = "DURATION", default_value = "120s")]
     restart_timeout: String,
     /// After the load, measure the supervisor's CPU time and wake-ups over this long.
@@ -137,8 +145,32 @@ pub fn parse(own: Vec<OsString>) -> Result<Drill, clap::Error> {
     };
     let optional =
         |option: &str, text: &Option<String>| text.as_deref().map(|t| duration(option, t)).transpose();
+    let conflict =
+        |text: &str| clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, format!("{text}\n"));
+    let upgrading = cli.upgrades > 0 || !cli.upgrade_binary.is_empty();
+    if let (true, Some(program)) = (upgrading, &cli.supervisor) {
+        let option = if cli.upgrades > 0 { "--upgrades" } else { "--upgrade-binary" };
+        return Err(conflict(&format!(
+            "{option} cannot be used with --supervisor {}: only handover, through its control socket, \
+             can be upgraded in place",
+            program.display()
+        )));
+    }
+    if cli.upgrades == 0 && !cli.upgrade_binary.is_empty() {
+        return Err(conflict("--upgrade-binary needs --upgrades N: there is nothing to upgrade"));
+    }
+    let upgrade_binaries = (cli.upgrade_binary.iter())
+        .map(|path| {
+            std::path::absolute(path).map_err(|e| {
+                let text = format!("cannot make --upgrade-binary {} absolute: {e}\n", path.display());
+                clap::Error::raw(clap::error::ErrorKind::ValueValidation, text)
+            })
+        })
+        .collect::<Result<_, _>>()?;
     Ok(Drill {
         restarts: cli.restarts,
+        upgrades: cli.upgrades,
+        upgrade_binaries,
         restart_every: optional("restart-every", &cli.restart_every)?,
         connections: cli.connections.max(1),
         keepalive: cli.keepalive,
@@ -209,7 +241,8 @@ mod tests {
         let declared = crate::cli::long_options(command());
         assert_eq!(*OWN, declared);
         assert!(OWN.contains(&("help".to_owned(), false)));
-        for name in ["restarts", "rate", "junit", "supervisor", "restart-timeout", "keep", "max-retried"] {
+        let valued = ["restarts", "rate", "junit", "supervisor", "restart-timeout", "keep", "max-retried"];
+        for name in valued.into_iter().chain(["upgrades", "upgrade-binary"]) {
             assert!(OWN.contains(&(name.to_owned(), true)), "{name}");
         }
         for name in ["keepalive", "json"] {
@@ -240,6 +273,34 @@ mod tests {
             let e = parsed(&[&format!("--max-retried={bad}")]).unwrap_err().to_string();
             assert!(e.contains("expected a percentage from 0 to 100"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn upgrades_take_turns_with_restarts_to_absolute_binaries() {
+        let parsed = |args: &[&str]| {
+            let own = ["handover drill"].iter().chain(args).map(OsString::from).collect();
+            parse(own).map_err(|e| e.render().to_string())
+        };
+        let drill = parsed(&[]).unwrap();
+        assert_eq!((drill.upgrades, drill.upgrade_binaries.len()), (0, 0));
+        let drill = parsed(&["--upgrades", "4", "--upgrade-binary", "/a/handover"]).unwrap();
+        assert_eq!(drill.upgrades, 4);
+        assert_eq!(drill.upgrade_binaries, [PathBuf::from("/a/handover")]);
+        let drill = parsed(&["--upgrades=2", "--upgrade-binary=b", "--upgrade-binary", "/c"]).unwrap();
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(drill.upgrade_binaries, [here.join("b"), PathBuf::from("/c")]);
+        let e = parsed(&["--supervisor", "start_server", "--upgrades", "1"]).unwrap_err();
+        assert_eq!(
+            e.lines().next().unwrap(),
+            "error: --upgrades cannot be used with --supervisor start_server: only handover, \
+             through its control socket, can be upgraded in place"
+        );
+        let e = parsed(&["--supervisor=x", "--upgrade-binary", "/a"]).unwrap_err();
+        assert!(e.starts_with("error: --upgrade-binary cannot be used with --supervisor x: "), "{e}");
+        let e = parsed(&["--upgrade-binary", "/a"]).unwrap_err();
+        assert!(e.starts_with("error: --upgrade-binary needs --upgrades N"), "{e}");
+        assert!(parsed(&["--supervisor", "x", "--upgrades", "0"]).is_ok());
+        assert!(parsed(&["--upgrades", "-1"]).is_err());
     }
 
     #[test]

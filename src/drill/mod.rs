@@ -3,11 +3,12 @@
 //!
 //! `args` splits the command line between the drill and the supervisor;
 //! `run` orders the steps; `subject` starts the supervisor (handover, or a
-//! start_server-compatible `--supervisor`), restarts it, measures it at
-//! rest and checks what it leaves behind; `load` generates the requests
-//! and records every one; `progress` shows how far it has got while it
-//! runs; `report` turns the samples and the restarts' records into
-//! numbers, a verdict and the table, JSON and JUnit renderings.
+//! start_server-compatible `--supervisor`), restarts it, upgrades it in
+//! place (handover only, `--upgrades`), measures it at rest and checks
+//! what it leaves behind; `load` generates the requests and records every
+//! one; `progress` shows how far it has got while it runs; `report` turns
+//! the samples and the restarts' and upgrades' records into numbers, a
+//! verdict and the table, JSON and JUnit renderings.
 pub mod args;
 pub mod load;
 pub mod progress;

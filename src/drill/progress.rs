@@ -1,15 +1,16 @@
 //! The drill's progress on stderr while it runs.
 //!
-//! On a terminal: a bar over the restarts (a spinner when there are none),
-//! its message the load's live counters and request rate. A thread of its
+//! On a terminal: a bar over the restarts and upgrades (a spinner when
+//! there are none), its message the load's live counters and request rate. A thread of its
 //! own refreshes it every [`TICK`], so it keeps moving while a restart
 //! blocks the drill for seconds; that thread is stopped and joined when the
 //! progress is finished or dropped, and the bar is left in place with the
 //! final counters, the cursor past it: what is printed next starts on a
 //! line of its own.
 //!
-//! Otherwise (stderr is not a terminal): one plain line per restart,
-//! which tests and CI logs read, and nothing else.
+//! Otherwise (stderr is not a terminal): one plain line per restart and
+//! per upgrade, which tests and CI logs read, and nothing else.
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -24,14 +25,18 @@ use super::load::Counters;
 const TICK: Duration = Duration::from_millis(150);
 /// The request rate is measured over about this last stretch of time.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
-/// The bar over the restarts, and the spinner for a load without restarts.
-const BAR: &str = "{spinner} {elapsed_precise} [{bar:25}] restart {pos}/{len}: {wide_msg}";
+/// The bar over the restarts and upgrades (its prefix says which), and the
+/// spinner for a load without either.
+const BAR: &str = "{spinner} {elapsed_precise} [{bar:25}] {prefix} {pos}/{len}: {wide_msg}";
 const SPINNER: &str = "{spinner} {elapsed_precise} load: {wide_msg}";
 
 /// The progress of one drill, from the load's start to its report.
 pub struct Progress {
     counters: Counters,
     restarts: usize,
+    upgrades: usize,
+    /// Restarts and upgrades answered so far.
+    done: Cell<(usize, usize)>,
     /// On a terminal only.
     bar: Option<ProgressBar>,
     /// Dropped to stop the ticker.
@@ -40,18 +45,31 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// The progress of a drill of `restarts` restarts under the load whose
-    /// counters are given; a bar when `tty`, plain lines otherwise.
-    pub fn new(counters: Counters, restarts: usize, tty: bool) -> Progress {
-        Progress::with_target(counters, restarts, tty.then(ProgressDrawTarget::stderr))
+    /// The progress of a drill of `restarts` restarts and `upgrades`
+    /// upgrades under the load whose counters are given; a bar when `tty`,
+    /// plain lines otherwise.
+    pub fn new(counters: Counters, restarts: usize, upgrades: usize, tty: bool) -> Progress {
+        Progress::with_target(counters, (restarts, upgrades), tty.then(ProgressDrawTarget::stderr))
     }
 
-    fn with_target(counters: Counters, restarts: usize, target: Option<ProgressDrawTarget>) -> Progress {
-        let mut progress = Progress { counters, restarts, bar: None, stop: None, ticker: None };
+    fn with_target(
+        counters: Counters,
+        (restarts, upgrades): (usize, usize),
+        target: Option<ProgressDrawTarget>,
+    ) -> Progress {
+        let done = Cell::new((0, 0));
+        let mut progress =
+            Progress { counters, restarts, upgrades, done, bar: None, stop: None, ticker: None };
         let Some(target) = target else { return progress };
-        let (length, template) = if restarts > 0 { (Some(restarts as u64), BAR) } else { (None, SPINNER) };
+        let steps = restarts + upgrades;
+        let (length, template) = if steps > 0 { (Some(steps as u64), BAR) } else { (None, SPINNER) };
         let style = ProgressStyle::with_template(template).expect("a valid template").progress_chars("=> ");
-        let bar = ProgressBar::with_draw_target(length, target).with_style(style);
+        let prefix = match (restarts, upgrades) {
+            (_, 0) => "restart",
+            (0, _) => "upgrade",
+            _ => "restarts+upgrades",
+        };
+        let bar = ProgressBar::with_draw_target(length, target).with_style(style).with_prefix(prefix);
         bar.set_message(counts(&progress.counters));
         let (stop, stopped) = mpsc::channel();
         let (ticker_bar, counters) = (bar.clone(), progress.counters.clone());
@@ -74,10 +92,21 @@ impl Progress {
 
     /// Restart `number` (of `restarts`) has been answered.
     pub fn restarted(&self, number: usize) {
+        self.done.set((number, self.done.get().1));
+        self.show("restart", number, self.restarts);
+    }
+
+    /// Upgrade `number` (of `upgrades`) has been answered.
+    pub fn upgraded(&self, number: usize) {
+        self.done.set((self.done.get().0, number));
+        self.show("upgrade", number, self.upgrades);
+    }
+
+    fn show(&self, what: &str, number: usize, of: usize) {
         match &self.bar {
-            Some(bar) => bar.set_position(number as u64),
+            Some(bar) => bar.set_position((self.done.get().0 + self.done.get().1) as u64),
             None => {
-                let _ = writeln!(std::io::stderr(), "{}", line(&self.counters, number, self.restarts));
+                let _ = writeln!(std::io::stderr(), "{}", line(&self.counters, what, number, of));
             }
         }
     }
@@ -109,9 +138,10 @@ fn counts(counters: &Counters) -> String {
     format!("{done} requests, {failed} failed, {retried} retried")
 }
 
-/// The plain line printed after each restart when there is no bar.
-fn line(counters: &Counters, number: usize, restarts: usize) -> String {
-    format!("drill: {}, restart {number}/{restarts}", counts(counters))
+/// The plain line printed after each restart (`what`) or upgrade when
+/// there is no bar.
+fn line(counters: &Counters, what: &str, number: usize, of: usize) -> String {
+    format!("drill: {}, {what} {number}/{of}", counts(counters))
 }
 
 /// Requests per second over the last [`RATE_WINDOW`] or so: the difference
@@ -171,17 +201,18 @@ mod tests {
     #[test]
     fn plain_line() {
         let (_load, counters) = counters();
-        assert_eq!(line(&counters, 0, 0), "drill: 0 requests, 0 failed, 0 retried, restart 0/0");
+        assert_eq!(line(&counters, "restart", 0, 0), "drill: 0 requests, 0 failed, 0 retried, restart 0/0");
         counters.count(false, false);
         counters.count(true, false);
         counters.count(false, true);
-        assert_eq!(line(&counters, 2, 5), "drill: 3 requests, 1 failed, 1 retried, restart 2/5");
+        assert_eq!(line(&counters, "restart", 2, 5), "drill: 3 requests, 1 failed, 1 retried, restart 2/5");
+        assert_eq!(line(&counters, "upgrade", 1, 4), "drill: 3 requests, 1 failed, 1 retried, upgrade 1/4");
     }
 
     #[test]
     fn no_terminal_no_bar_no_thread() {
         let (_load, counters) = counters();
-        let progress = Progress::new(counters.clone(), 3, false);
+        let progress = Progress::new(counters.clone(), 3, 1, false);
         assert!(progress.bar.is_none() && progress.ticker.is_none());
         assert_eq!(counters.handles(), 3);
         progress.finish();
@@ -191,7 +222,7 @@ mod tests {
     #[test]
     fn the_ticker_shows_live_counters_and_stops_with_the_progress() {
         let (_load, counters) = counters();
-        let progress = Progress::with_target(counters.clone(), 4, Some(ProgressDrawTarget::hidden()));
+        let progress = Progress::with_target(counters.clone(), (4, 0), Some(ProgressDrawTarget::hidden()));
         let bar = progress.bar.clone().unwrap();
         assert_eq!(bar.length(), Some(4));
         assert_eq!(bar.message(), "0 requests, 0 failed, 0 retried");
@@ -215,13 +246,29 @@ mod tests {
     #[test]
     fn a_spinner_without_restarts_and_dropping_stops_the_ticker() {
         let (_load, counters) = counters();
-        let progress = Progress::with_target(counters.clone(), 0, Some(ProgressDrawTarget::hidden()));
+        let progress = Progress::with_target(counters.clone(), (0, 0), Some(ProgressDrawTarget::hidden()));
         let bar = progress.bar.clone().unwrap();
         assert_eq!(bar.length(), None);
         until(|| bar.message().ends_with(" req/s"));
         drop(progress);
         assert_eq!(counters.handles(), 2);
         assert!(bar.is_finished());
+    }
+
+    #[test]
+    fn the_bar_counts_restarts_and_upgrades_together() {
+        let (_load, counters) = counters();
+        let progress = Progress::with_target(counters.clone(), (2, 3), Some(ProgressDrawTarget::hidden()));
+        let bar = progress.bar.clone().unwrap();
+        assert_eq!((bar.length(), bar.prefix().as_str()), (Some(5), "restarts+upgrades"));
+        progress.restarted(1);
+        progress.upgraded(1);
+        progress.restarted(2);
+        progress.upgraded(2);
+        assert_eq!(bar.position(), 4);
+        drop(progress);
+        let only = Progress::with_target(counters.clone(), (0, 3), Some(ProgressDrawTarget::hidden()));
+        assert_eq!(only.bar.as_ref().unwrap().prefix(), "upgrade");
     }
 
     #[test]

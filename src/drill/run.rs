@@ -1,6 +1,7 @@
 //! `handover drill`: run a server under a supervisor, load it, restart it
-//! N times, stop it, and say whether anything was lost. How the supervisor
-//! is started, restarted and stopped is `subject`'s business.
+//! N times (and upgrade it M times, in turns: `schedule`), stop it, and
+//! say whether anything was lost. How the supervisor is started, restarted,
+//! upgraded and stopped is `subject`'s business.
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::load::{Load, Mode, Plan};
 use super::progress::Progress;
-use super::report::{Inputs, Thresholds, compute};
+use super::report::{Inputs, Step, Thresholds, compute};
 use super::subject::Subject;
 use super::{interrupted, interruption, pause};
 use crate::error::{Context, Error, Result};
@@ -17,6 +18,11 @@ use crate::error::{Context, Error, Result};
 #[derive(Clone, Debug)]
 pub struct Drill {
     pub restarts: usize,
+    /// Upgrades of handover in place, in turns with the restarts.
+    pub upgrades: usize,
+    /// The binaries to upgrade to, in turn (absolute); empty: the one the
+    /// supervisor was started from.
+    pub upgrade_binaries: Vec<PathBuf>,
     pub restart_every: Option<Duration>,
     pub connections: usize,
     pub keepalive: bool,
@@ -104,17 +110,30 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
             return Err(Error::runtime(format!("cannot start the load: {e}")));
         }
     };
-    let progress = Progress::new(load.counters(), drill.restarts, tty);
-    let mut records = Vec::new();
+    let progress = Progress::new(load.counters(), drill.restarts, drill.upgrades, tty);
+    let (mut records, mut upgrades) = (Vec::new(), Vec::new());
+    let binaries = match (drill.upgrade_binaries.as_slice(), subject.binary()) {
+        ([], Some(own)) => vec![own.to_path_buf()],
+        (given, _) => given.to_vec(),
+    };
     // A little load before the first restart, so it has something to disturb.
     pause(Duration::from_millis(200));
-    for number in 1..=drill.restarts {
+    for step in schedule(drill.restarts, drill.upgrades) {
         if load.finished() || interrupted().is_some() {
             break;
         }
-        let record = subject.restart(number, drill.restart_timeout);
-        records.push(record);
-        progress.restarted(number);
+        match step {
+            Step::Restart(number) => {
+                records.push(subject.restart(number, drill.restart_timeout));
+                progress.restarted(number);
+            }
+            Step::Upgrade(number) => {
+                // None only without handover, where `upgrade` says it cannot be done.
+                let binary = binaries.iter().cycle().nth(number - 1).map_or(Path::new(""), PathBuf::as_path);
+                upgrades.push(subject.upgrade(number, binary, drill.restart_timeout));
+                progress.upgraded(number);
+            }
+        }
         if let Some(every) = drill.restart_every {
             pause(every);
         }
@@ -136,7 +155,9 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
         return Err(interruption(signal));
     }
     let supervisor = subject.describe();
+    let log_here = subject.log_here();
     let (leftovers, output) = subject.stop();
+    let upgrade_log = (log_here && !upgrades.is_empty()).then(|| output.log_lines());
     let thresholds = Thresholds {
         max_failures: drill.max_failures,
         max_p99: drill.max_p99,
@@ -145,6 +166,8 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
     let report = compute(&Inputs {
         samples: &samples,
         restarts: &records,
+        upgrades: &upgrades,
+        upgrade_log,
         started,
         ended,
         supervisor,
@@ -173,6 +196,17 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
     Ok(if report.passed() { 0 } else { 1 })
 }
 
+/// The restarts and upgrades in the order they are done: in turns, a
+/// restart first, then the rest of whichever kind is left.
+pub fn schedule(restarts: usize, upgrades: usize) -> Vec<Step> {
+    let mut steps = Vec::with_capacity(restarts + upgrades);
+    for i in 1..=restarts.max(upgrades) {
+        steps.extend((i <= restarts).then_some(Step::Restart(i)));
+        steps.extend((i <= upgrades).then_some(Step::Upgrade(i)));
+    }
+    steps
+}
+
 /// The drill's directory: `keep` (created if missing, made absolute so the
 /// supervisor finds its files wherever it runs), or a new temporary one.
 fn directory(keep: Option<&Path>) -> Result<PathBuf> {
@@ -192,4 +226,19 @@ fn own_cpu() -> Option<Duration> {
     let micros =
         |t: nix::sys::time::TimeVal| Duration::from_micros((t.tv_sec() * 1_000_000 + t.tv_usec()) as u64);
     Some(micros(usage.user_time()) + micros(usage.system_time()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_and_upgrades_take_turns() {
+        use Step::{Restart as R, Upgrade as U};
+        assert_eq!(schedule(2, 4), [R(1), U(1), R(2), U(2), U(3), U(4)]);
+        assert_eq!(schedule(3, 1), [R(1), U(1), R(2), R(3)]);
+        assert_eq!(schedule(0, 2), [U(1), U(2)]);
+        assert_eq!(schedule(2, 0), [R(1), R(2)]);
+        assert_eq!(schedule(0, 0), []);
+    }
 }

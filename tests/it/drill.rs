@@ -88,6 +88,62 @@ fn a_server_that_drops_requests_on_sigterm_fails_the_drill() {
     assert!(said.contains("during restart") && said.contains("FAILED"), "{said}");
 }
 
+/// The test worker answers `gen=G pid=P` to any connection: loaded raw.
+const RAW: [&str; 3] = ["--raw-send=", "--raw-expect", "gen="];
+
+#[test]
+fn upgrades_under_load_keep_the_pids_and_the_log_lines() {
+    let worker = example("worker").display().to_string();
+    let args = ["--port", "127.0.0.1:0", "--log-capture", "--restarts", "2", "--upgrades", "4", "--json"];
+    let out = drill(&[&args[..], &RAW, &["--", &worker, "--notify"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["failures"]["total"].as_u64(), report["restarts"].as_array().map(Vec::len)),
+        (Some(0), Some(2))
+    );
+    let upgrades = &report["upgrades"];
+    let summary =
+        (upgrades["count"].as_u64(), upgrades["failed"].as_u64(), upgrades["pids_preserved"].as_bool());
+    assert_eq!(summary, (Some(4), Some(0), Some(true)), "{report:#}");
+    assert_eq!(upgrades["log_lines"], serde_json::json!({"upgraded": 4, "dropped": 0}), "{report:#}");
+    let each = upgrades["each"].as_array().unwrap();
+    let own = binary().display().to_string();
+    for u in each {
+        assert!(u["ok"] == true && u["took_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{u:#}");
+        assert!(u["binary"] == own.as_str() && u["from"] == env!("CARGO_PKG_VERSION"), "{u:#}");
+    }
+    assert!(upgrades["took_ms"]["median"].is_number(), "{report:#}");
+    // Without a terminal, a line per restart and per upgrade.
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains(", restart 2/2\n") && said.contains(", upgrade 4/4\n"), "{said}");
+}
+
+#[test]
+fn an_upgrade_refused_fails_the_drill_with_the_reason() {
+    let worker = example("worker").display().to_string();
+    let args =
+        ["--port", "127.0.0.1:0", "--restarts", "0", "--upgrades", "1", "--upgrade-binary", "/bin/true"];
+    let out = drill(&[&args[..], &RAW, &["--", &worker, "--notify"]].concat());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    let refused = "upgrade 1 failed: upgrade refused: ";
+    assert!(said.contains(refused) && said.contains("it is no handover that reads this state"), "{said}");
+    assert!(said.contains("upgrades     1 to /bin/true, 1 failed, pids kept\n"), "{said}");
+}
+
+#[test]
+fn upgrades_need_handover_itself() {
+    let out = drill(&["--supervisor", "/usr/bin/start_server", "--upgrades", "2", "--port", "0", "--", "x"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr,
+        "handover: drill: --upgrades cannot be used with --supervisor /usr/bin/start_server: only handover, \
+         through its control socket, can be upgraded in place (see handover drill --help)\n"
+    );
+}
+
 /// `--supervisor PROGRAM`: drilled as start_server is, by SIGHUP and the
 /// status file; the report says so and has each restart's timings.
 fn drill_by_signal(program: &str) {

@@ -4,26 +4,33 @@
 //!
 //! Definitions:
 //! - Latency percentiles are nearest-rank, over successful requests only.
-//! - A restart's window is [requested − 100 ms, answered + 500 ms]; a
-//!   request belongs to it when its lifetime overlaps the window. A failed
-//!   request is attributed (in the verdict) to the first restart whose
-//!   window it overlaps, else to no restart.
+//! - A restart's (or an upgrade's) window is [requested − 100 ms,
+//!   answered + 500 ms]; a request belongs to it when its lifetime overlaps
+//!   the window. A failed request is attributed (in the verdict) to the
+//!   earliest restart or upgrade whose window it overlaps, else to none.
 //! - The accept gap is the longest time without a successful completion
 //!   while the load ran. The events are the start of the first request,
 //!   every successful completion and the end of the last request; a
 //!   window's gap is the longest stretch between consecutive events from
 //!   the last one at or before the window to the first one at or after it
 //!   (closed on the right too, so a stall that begins in the window counts
-//!   in full). "Outside restarts" is the
-//!   longest gap that touches no window: the noise floor of the machine.
+//!   in full). "Outside restarts" is the longest gap that touches no
+//!   window (of a restart or an upgrade): the noise floor of the machine.
 //! - The retried share is the retried requests over all requests; above
 //!   `--max-retried` (equal passes) it fails the drill, and the verdict
-//!   counts the retried requests that overlap a restart's window.
+//!   counts the retried requests that overlap a restart's (or an
+//!   upgrade's) window.
+//! - Upgrades (`upgrade`): took ms is the supervisor's own measure (from
+//!   the request to the new image serving), round trip the drill's; their
+//!   spreads are over the upgrades that succeeded, the median nearest-rank.
 //!
-//! Pure: no clock reads, no io; the caller measures. `verdict` words the
-//! reasons a drill failed; `render` draws the table and the JUnit XML.
+//! Pure: no clock reads, no io; the caller measures. `timeline` puts the
+//! samples on one axis and measures windows of it; `upgrade` checks and
+//! sums up the upgrades; `verdict` words the reasons a drill failed;
+//! `render` draws the table and the JUnit XML.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -33,8 +40,14 @@ use super::load::{Outcome, Sample};
 
 mod gap;
 mod render;
+mod restart;
+mod timeline;
+mod upgrade;
 mod verdict;
-use gap::{gap_in, gap_outside};
+use gap::gap_outside;
+pub use restart::{RestartRecord, RestartReport};
+use timeline::Timeline;
+pub use upgrade::{LogLines, Snapshot, UpgradeRecord, Upgrades};
 use verdict::{Case, findings};
 
 /// A restart's window starts this long before the request...
@@ -42,33 +55,18 @@ pub const WINDOW_BEFORE: Duration = Duration::from_millis(100);
 /// ...and ends this long after the answer.
 pub const WINDOW_AFTER: Duration = Duration::from_millis(500);
 
-#[derive(Debug, Clone)]
-pub struct RestartRecord {
-    pub number: usize,
-    pub requested_at: Instant,
-    pub ok: bool,
-    pub generation: Option<u64>,
-    /// Spawn to ready, from the control reply.
-    pub ready_after: Option<Duration>,
-    /// Old generation told to stop to gone, from the control reply.
-    pub old_gone_after: Option<Duration>,
-    pub answered_at: Instant,
-    /// The control reply's error text, passed through.
-    pub error: Option<String>,
+/// A restart or an upgrade, by its number (each kind counted from 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Restart(usize),
+    Upgrade(usize),
 }
 
-impl RestartRecord {
-    /// Restart `number`, requested at `requested_at`, not (yet) done.
-    pub fn pending(number: usize, requested_at: Instant) -> RestartRecord {
-        RestartRecord {
-            number,
-            requested_at,
-            ok: false,
-            generation: None,
-            ready_after: None,
-            old_gone_after: None,
-            answered_at: requested_at,
-            error: None,
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Step::Restart(n) => write!(f, "restart {n}"),
+            Step::Upgrade(n) => write!(f, "upgrade {n}"),
         }
     }
 }
@@ -94,6 +92,10 @@ impl Default for Thresholds {
 pub struct Inputs<'a> {
     pub samples: &'a [Sample],
     pub restarts: &'a [RestartRecord],
+    pub upgrades: &'a [UpgradeRecord],
+    /// The supervisor's log lines about upgrades; None: not checked (no
+    /// upgrades, or its log does not come to the drill).
+    pub upgrade_log: Option<LogLines>,
     pub started: Instant,
     pub ended: Instant,
     /// CPU time the drill itself spent while the load ran.
@@ -164,26 +166,17 @@ pub struct Latency {
     pub max_ms: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RestartReport {
-    pub number: usize,
-    pub ok: bool,
-    pub generation: Option<u64>,
-    pub error: Option<String>,
-    /// Since the load started.
-    pub requested_at_ms: f64,
-    pub answered_after_ms: f64,
-    pub ready_after_ms: Option<f64>,
-    pub old_gone_after_ms: Option<f64>,
-    pub window_from_ms: f64,
-    pub window_to_ms: f64,
-    pub requests: u64,
-    pub failures: Failures,
-    pub latency_p50_ms: Option<f64>,
-    pub latency_p90_ms: Option<f64>,
-    pub latency_p99_ms: Option<f64>,
-    pub latency_max_ms: Option<f64>,
-    pub accept_gap_ms: Option<f64>,
+impl Latency {
+    /// Of latencies in ns, sorted.
+    fn of(sorted: &[u64]) -> Latency {
+        let p = |pct| percentile(sorted, pct).map(ms_of);
+        Latency {
+            p50_ms: p(50.0),
+            p90_ms: p(90.0),
+            p99_ms: p(99.0),
+            max_ms: sorted.last().map(|&ns| ms_of(ns)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -210,6 +203,7 @@ pub struct Report {
     pub latency: Latency,
     pub accept_gap: AcceptGap,
     pub restarts: Vec<RestartReport>,
+    pub upgrades: Upgrades,
     pub supervisor: String,
     pub peak_rss_kib: Option<u64>,
     pub private_kib: Option<u64>,
@@ -241,93 +235,50 @@ fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
 /// sample (an index sorted by start, completion times, latencies).
 pub fn compute(inputs: &Inputs) -> Report {
     let samples = inputs.samples;
-    let origin = samples.iter().map(|s| s.started).fold(inputs.started, Instant::min);
-    let at = |t: Instant| t.saturating_duration_since(origin).as_nanos() as u64;
-    let start = |i: u32| at(samples[i as usize].started);
-    let end = |i: u32| start(i) + samples[i as usize].latency.as_nanos() as u64;
-    let ok = |i: u32| samples[i as usize].outcome == Outcome::Ok;
-    let mut order: Vec<u32> = (0..samples.len() as u32).collect();
-    order.sort_unstable_by_key(|&i| samples[i as usize].started);
-    let longest = samples.iter().map(|s| s.latency.as_nanos() as u64).max().unwrap_or_default();
-
+    let timeline = Timeline::new(samples, inputs.started);
     let mut failures = Failures::default();
     let mut latencies = Vec::with_capacity(samples.len());
-    let mut events = Vec::with_capacity(samples.len() + 2);
-    for (i, s) in samples.iter().enumerate() {
+    for s in samples {
         failures.add(&s.outcome);
         if s.outcome == Outcome::Ok {
             latencies.push(s.latency.as_nanos() as u64);
-            events.push(end(i as u32));
         }
     }
-    events.extend(order.first().map(|&i| start(i)));
-    events.extend(order.iter().map(|&i| end(i)).max());
-    events.sort_unstable();
     latencies.sort_unstable();
-    let p = |pct| percentile(&latencies, pct).map(ms_of);
-    let max_ms = latencies.last().map(|&ns| ms_of(ns));
-    let latency = Latency { p50_ms: p(50.0), p90_ms: p(90.0), p99_ms: p(99.0), max_ms };
+    let latency = Latency::of(&latencies);
 
-    let mut restarts = Vec::new();
+    // Every restart's and upgrade's window, earliest first.
     let mut windows = Vec::new();
+    let mut restarts = Vec::new();
     for r in inputs.restarts {
-        let from = at(r.requested_at).saturating_sub(WINDOW_BEFORE.as_nanos() as u64);
-        let to = at(r.answered_at) + WINDOW_AFTER.as_nanos() as u64;
-        windows.push((from, to));
-        // The requests whose lifetime overlaps [from, to].
-        let first = order.partition_point(|&i| start(i) + longest < from);
-        let last = order.partition_point(|&i| start(i) <= to).max(first);
-        let mut in_window = Failures::default();
-        let mut lat = Vec::new();
-        for &i in order[first..last].iter().filter(|&&i| end(i) >= from) {
-            in_window.add(&samples[i as usize].outcome);
-            if ok(i) {
-                lat.push(samples[i as usize].latency.as_nanos() as u64);
-            }
-        }
-        lat.sort_unstable();
-        restarts.push(RestartReport {
-            number: r.number,
-            ok: r.ok,
-            generation: r.generation,
-            error: r.error.clone(),
-            requested_at_ms: ms_of(at(r.requested_at)),
-            answered_after_ms: ms(r.answered_at.saturating_duration_since(r.requested_at)),
-            ready_after_ms: r.ready_after.map(ms),
-            old_gone_after_ms: r.old_gone_after.map(ms),
-            window_from_ms: ms_of(from),
-            window_to_ms: ms_of(to),
-            requests: in_window.total + lat.len() as u64,
-            failures: in_window,
-            latency_p50_ms: percentile(&lat, 50.0).map(ms_of),
-            latency_p90_ms: percentile(&lat, 90.0).map(ms_of),
-            latency_p99_ms: percentile(&lat, 99.0).map(ms_of),
-            latency_max_ms: lat.last().map(|&ns| ms_of(ns)),
-            accept_gap_ms: gap_in(&events, from, to).map(ms_of),
-        });
+        let (report, (from, to)) = RestartReport::new(r, &timeline);
+        windows.push((from, to, Step::Restart(r.number)));
+        restarts.push(report);
     }
-    let mut sorted_windows = windows.clone();
-    sorted_windows.sort_unstable();
+    let upgrades = Upgrades::compute(inputs.upgrades, inputs.upgrade_log, &timeline, &mut windows);
+    windows.sort_by_key(|w| w.0);
+    let events = &timeline.events;
+    let spans: Vec<(u64, u64)> = windows.iter().map(|w| (w.0, w.1)).collect();
     let accept_gap = AcceptGap {
         max_ms: events.windows(2).map(|w| w[1] - w[0]).max().map(ms_of),
-        outside_restarts_ms: gap_outside(&events, &sorted_windows).map(ms_of),
+        outside_restarts_ms: gap_outside(events, &spans).map(ms_of),
     };
 
-    // Failed requests by the first restart whose window they overlap;
-    // retried ones by whether they overlap any.
-    let mut attributed = vec![Failures::default(); windows.len()];
+    // Failed requests by the earliest window they overlap; retried ones by
+    // whether they overlap any.
+    let mut attributed: Vec<_> = windows.iter().map(|w| (w.2, Failures::default())).collect();
     let mut outside = Failures::default();
     let (mut retried, mut retried_in_restarts) = (0, 0);
     for (i, sample) in samples.iter().enumerate().filter(|(_, s)| s.outcome != Outcome::Ok || s.retried) {
-        let (a, b) = (start(i as u32), end(i as u32));
-        let window = windows.iter().position(|&(from, to)| a <= to && b >= from);
+        let (a, b) = (timeline.start(i as u32), timeline.end(i as u32));
+        let window = spans.iter().position(|&(from, to)| a <= to && b >= from);
         if sample.retried {
             retried += 1;
             retried_in_restarts += u64::from(window.is_some());
         }
         if sample.outcome != Outcome::Ok {
             match window {
-                Some(w) => attributed[w].add(&sample.outcome),
+                Some(w) => attributed[w].1.add(&sample.outcome),
                 None => outside.add(&sample.outcome),
             }
         }
@@ -356,6 +307,7 @@ pub fn compute(inputs: &Inputs) -> Report {
         latency,
         accept_gap,
         restarts,
+        upgrades,
         supervisor: inputs.supervisor.clone(),
         peak_rss_kib: inputs.peak_rss_kib,
         private_kib: inputs.private_kib,
@@ -373,9 +325,10 @@ pub fn compute(inputs: &Inputs) -> Report {
 }
 
 impl Report {
-    /// No more failures than allowed, every restart succeeded, p99 and the
-    /// share of retried requests within their limits, nothing left behind,
-    /// and at least one request made.
+    /// No more failures than allowed, every restart and upgrade succeeded,
+    /// every upgrade kept the pids and the log lines, p99 and the share of
+    /// retried requests within their limits, nothing left behind, and at
+    /// least one request made.
     pub fn passed(&self) -> bool {
         self.passed
     }

@@ -1,11 +1,11 @@
 //! The report for people (a table) and for CI systems (JUnit XML).
 use std::fmt::Write as _;
 
-use super::Report;
 use super::verdict::Case;
+use super::{Report, Step};
 
 /// Milliseconds with the digits that matter; `-` for none.
-fn show(ms: Option<f64>) -> String {
+pub(super) fn show(ms: Option<f64>) -> String {
     match ms {
         None => "-".into(),
         Some(v) if v < 1.0 => format!("{v:.3}"),
@@ -15,7 +15,7 @@ fn show(ms: Option<f64>) -> String {
 }
 
 /// Right-aligned columns, two spaces apart.
-fn table(rows: &[Vec<String>]) -> String {
+pub(super) fn table(rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> =
         (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
@@ -28,8 +28,9 @@ fn table(rows: &[Vec<String>]) -> String {
 }
 
 impl Report {
-    /// For people: the totals, one row per restart, then PASSED or FAILED
-    /// with the verdicts (the layout is in the `text_table` test).
+    /// For people: the totals, one row per restart and one per upgrade,
+    /// then PASSED or FAILED with the verdicts (the layout is in the
+    /// `text_table` and `text_with_upgrades` tests).
     pub fn to_text(&self) -> String {
         let f = &self.failures;
         let l = &self.latency;
@@ -54,7 +55,8 @@ impl Report {
             show(l.max_ms)
         );
         let (gap, floor) = (show(self.accept_gap.max_ms), show(self.accept_gap.outside_restarts_ms));
-        let _ = writeln!(out, "accept gap   largest {gap} ms, outside restarts {floor} ms");
+        let outside = if self.upgrades.count > 0 { "restarts and upgrades" } else { "restarts" };
+        let _ = writeln!(out, "accept gap   largest {gap} ms, outside {outside} {floor} ms");
         let mib = |kib: Option<u64>| kib.map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
         let (rss, private) = (mib(self.peak_rss_kib), mib(self.private_kib));
         let _ = writeln!(out, "supervisor   {}", self.supervisor);
@@ -68,6 +70,7 @@ impl Report {
         }
         let left = if self.leftovers.is_empty() { "nothing".into() } else { self.leftovers.join(", ") };
         let _ = writeln!(out, "left behind  {left}");
+        out += &self.upgrades.text();
         if !self.restarts.is_empty() {
             let head = "restart generation result ready_ms old_gone_ms took_ms requests failed p50_ms p90_ms p99_ms max_ms gap_ms";
             let mut rows = vec![head.split(' ').map(|h| h.replace('_', " ")).collect::<Vec<_>>()];
@@ -91,6 +94,10 @@ impl Report {
             out.push('\n');
             out += &table(&rows);
         }
+        if self.upgrades.count > 0 {
+            out.push('\n');
+            out += &self.upgrades.table();
+        }
         out.push('\n');
         if self.passed {
             out += "PASSED\n";
@@ -105,13 +112,21 @@ impl Report {
 
     /// JUnit XML: one testsuite "handover drill"; `name` (the drill's
     /// command, say) is every testcase's classname. Testcases: requests,
-    /// restart N (one each), keep-alive retries, latency p99, nothing left
-    /// behind; a failure's
-    /// message is its first verdict, its text all of them.
+    /// restart N and upgrade N (one each), the log across upgrades (when
+    /// checked), keep-alive retries, latency p99, nothing left behind; a
+    /// failure's message is its first verdict, its text all of them.
     pub fn to_junit(&self, name: &str) -> String {
         let mut cases = vec![(Case::Requests, "requests".to_string(), self.duration_s)];
         for r in &self.restarts {
-            cases.push((Case::Restart(r.number), format!("restart {}", r.number), r.answered_after_ms / 1e3));
+            let step = Step::Restart(r.number);
+            cases.push((Case::Step(step), step.to_string(), r.answered_after_ms / 1e3));
+        }
+        for u in &self.upgrades.each {
+            let step = Step::Upgrade(u.number);
+            cases.push((Case::Step(step), step.to_string(), u.round_trip_ms / 1e3));
+        }
+        if self.upgrades.count > 0 && self.upgrades.log_lines.is_some() {
+            cases.push((Case::UpgradeLog, "log lines across upgrades".into(), 0.0));
         }
         cases.push((Case::Retried, "keep-alive retries".into(), 0.0));
         cases.push((Case::Latency, "latency p99".into(), 0.0));
@@ -156,7 +171,7 @@ impl Report {
 fn belongs(finding: Case, case: Case) -> bool {
     match (finding, case) {
         (Case::RequestsIn(_), Case::Requests) => true,
-        (Case::RequestsIn(n), Case::Restart(m)) => n == m,
+        (Case::RequestsIn(n), Case::Step(m)) => n == m,
         _ => finding == case,
     }
 }

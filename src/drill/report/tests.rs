@@ -22,11 +22,33 @@ pub(super) fn restart(base: Instant, number: usize, requested_ms: u64, answered_
     }
 }
 
+/// Upgrade `number` to `/bin/handover`, 12.5 ms by the supervisor's
+/// measure, keeping supervisor 100 and worker 101 of generation 1.
+pub(super) fn upgrade(base: Instant, number: usize, requested_ms: u64, answered_ms: u64) -> UpgradeRecord {
+    let snapshot = Snapshot { pid: 100, workers: vec![(1, 101, false)] };
+    UpgradeRecord {
+        number,
+        binary: "/bin/handover".into(),
+        requested_at: t(base, requested_ms),
+        answered_at: t(base, answered_ms),
+        ok: true,
+        took: Some(Duration::from_micros(12_500)),
+        versions: Some(("0.1.0".into(), "0.1.0".into())),
+        error: None,
+        before: Some(snapshot.clone()),
+        after: Some(snapshot),
+        child: 100,
+        child_alive: true,
+    }
+}
+
 pub(super) fn inputs<'a>(base: Instant, samples: &'a [Sample], restarts: &'a [RestartRecord]) -> Inputs<'a> {
     let ended = samples.iter().map(Sample::ended).max().unwrap_or(base);
     Inputs {
         samples,
         restarts,
+        upgrades: &[],
+        upgrade_log: None,
         started: base,
         ended,
         load_cpu: Some(Duration::from_millis(42)),
@@ -118,9 +140,20 @@ fn json_shape() {
             "retried",
             "retried_percent",
             "supervisor",
+            "upgrades",
             "verdicts",
         ]
     );
+    let none = serde_json::json!({
+        "count": 0,
+        "failed": 0,
+        "took_ms": {"min": null, "median": null, "max": null},
+        "round_trip_ms": {"min": null, "median": null, "max": null},
+        "pids_preserved": true,
+        "log_lines": null,
+        "each": [],
+    });
+    assert_eq!(json["upgrades"], none);
     assert_eq!(json["failures"]["total"], 0);
     assert_eq!(json["failures"]["statuses"], serde_json::json!({}));
     assert_eq!(json["latency"]["p99_ms"], 1.0);

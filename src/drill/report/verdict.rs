@@ -1,15 +1,19 @@
-//! Why a drill failed: one line per reason, pointing at the restart and
-//! the likely cause, each tagged with the JUnit testcase it fails.
+//! Why a drill failed: one line per reason, pointing at the restart or
+//! upgrade and the likely cause, each tagged with the JUnit testcase it
+//! fails.
 use std::collections::BTreeMap;
 
-use super::{Failures, Report};
+use super::{Failures, Report, Step};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Case {
     Requests,
-    /// Failed requests attributed to a restart: both testcases fail.
-    RequestsIn(usize),
-    Restart(usize),
+    /// Failed requests attributed to a restart or an upgrade: both
+    /// testcases fail.
+    RequestsIn(Step),
+    Step(Step),
+    /// The supervisor's log lost lines across upgrades.
+    UpgradeLog,
     /// More retried keep-alive requests than `--max-retried` allows.
     Retried,
     Latency,
@@ -18,8 +22,8 @@ pub(super) enum Case {
 
 impl Failures {
     /// (count, how the verdict says it, what probably happened: during a
-    /// restart, outside one).
-    fn kinds(&self) -> [(u64, String, &'static str, &'static str); 6] {
+    /// restart, during an upgrade, outside both).
+    fn kinds(&self) -> [(u64, String, [&'static str; 3]); 6] {
         let detail = |map: &BTreeMap<String, u64>| {
             map.iter().map(|(k, n)| format!("{k} ×{n}")).collect::<Vec<_>>().join(", ")
         };
@@ -27,44 +31,60 @@ impl Failures {
             (
                 self.refused,
                 "refused".into(),
-                "nothing was accepting: was a listener closed or re-bound?",
-                "nothing was accepting: was the supervisor down or a listener closed?",
+                [
+                    "nothing was accepting: was a listener closed or re-bound?",
+                    "nothing was accepting: was a listener closed across the exec?",
+                    "nothing was accepting: was the supervisor down or a listener closed?",
+                ],
             ),
             (
                 self.reset,
                 "reset".into(),
-                "the old generation dropped in-flight requests on SIGTERM?",
-                "a worker closed connections without answering: a crash, or an idle timeout?",
+                [
+                    "the old generation dropped in-flight requests on SIGTERM?",
+                    "a worker closed connections without answering: was it signalled or killed?",
+                    "a worker closed connections without answering: a crash, or an idle timeout?",
+                ],
             ),
             (
                 self.timeout,
                 "timed out".into(),
-                "nobody answered: no generation accepting, or the old one hung while draining?",
-                "the server was too slow for --timeout, or hung?",
+                [
+                    "nobody answered: no generation accepting, or the old one hung while draining?",
+                    "nobody answered: did the workers stop, or wait on the supervisor?",
+                    "the server was too slow for --timeout, or hung?",
+                ],
             ),
             (
                 self.bad_status,
                 format!("answered another status ({})", detail(&self.statuses)),
-                "a generation answered before it was ready, or while stopping?",
-                "see the server's log",
+                [
+                    "a generation answered before it was ready, or while stopping?",
+                    "see the server's log",
+                    "see the server's log",
+                ],
             ),
             (
                 self.short_read,
                 "cut short".into(),
-                "a worker exited while writing a response instead of finishing it?",
-                "a worker died while answering?",
+                [
+                    "a worker exited while writing a response instead of finishing it?",
+                    "a worker died while answering: was it signalled or killed?",
+                    "a worker died while answering?",
+                ],
             ),
-            (self.other, format!("failed ({})", detail(&self.errors)), "see the error", "see the error"),
+            (self.other, format!("failed ({})", detail(&self.errors)), ["see the error"; 3]),
         ]
     }
 }
 
 /// Why the drill failed, each line with the case it belongs to (JUnit).
-/// `retried_in_restarts`: how many of the retried requests overlap a
-/// restart's window.
+/// `attributed`: the failed requests of each restart's and upgrade's
+/// window; `retried_in_restarts`: how many of the retried requests
+/// overlap any of those windows.
 pub(super) fn findings(
     report: &Report,
-    attributed: &[Failures],
+    attributed: &[(Step, Failures)],
     outside: &Failures,
     retried_in_restarts: u64,
 ) -> Vec<(Case, String)> {
@@ -81,16 +101,23 @@ pub(super) fn findings(
             out.push((Case::Requests, text));
         }
         let plural = |n: u64| if n == 1 { "request" } else { "requests" };
-        for (r, failures) in report.restarts.iter().zip(attributed) {
-            let generation = r.generation.map(|g| format!(" (generation {g})")).unwrap_or_default();
-            for (n, what, hint, _) in failures.kinds().into_iter().filter(|k| k.0 > 0) {
-                let text =
-                    format!("{n} {} {what} during restart {}{generation}: {hint}", plural(n), r.number);
-                out.push((Case::RequestsIn(r.number), text));
+        for (step, failures) in attributed {
+            let (generation, hint) = match step {
+                Step::Restart(number) => {
+                    let r = report.restarts.iter().find(|r| r.number == *number);
+                    (r.and_then(|r| r.generation).map(|g| format!(" (generation {g})")), 0)
+                }
+                Step::Upgrade(_) => (None, 1),
+            };
+            let generation = generation.unwrap_or_default();
+            for (n, what, hints) in failures.kinds().into_iter().filter(|k| k.0 > 0) {
+                let text = format!("{n} {} {what} during {step}{generation}: {}", plural(n), hints[hint]);
+                out.push((Case::RequestsIn(*step), text));
             }
         }
-        for (n, what, _, hint) in outside.kinds().into_iter().filter(|k| k.0 > 0) {
-            out.push((Case::Requests, format!("{n} {} {what} outside any restart: {hint}", plural(n))));
+        let any = if report.upgrades.count > 0 { "any restart or upgrade" } else { "any restart" };
+        for (n, what, hints) in outside.kinds().into_iter().filter(|k| k.0 > 0) {
+            out.push((Case::Requests, format!("{n} {} {what} outside {any}: {}", plural(n), hints[2])));
         }
     }
     // A share equal to the limit passes (give or take a rounding error).
@@ -100,8 +127,9 @@ pub(super) fn findings(
     }
     for r in report.restarts.iter().filter(|r| !r.ok) {
         let error = r.error.as_deref().unwrap_or("no reason given");
-        out.push((Case::Restart(r.number), format!("restart {} failed: {error}", r.number)));
+        out.push((Case::Step(Step::Restart(r.number)), format!("restart {} failed: {error}", r.number)));
     }
+    out.extend(report.upgrades.findings());
     if let (Some(p99), Some(max)) = (report.latency.p99_ms, report.max_p99_ms)
         && p99 > max
     {
@@ -125,10 +153,11 @@ pub(super) fn findings(
 fn retried(report: &Report, in_restarts: u64) -> String {
     let (n, of, share, max) =
         (report.retried, report.requests, report.retried_percent, report.max_retried_percent);
+    let restarts = if report.upgrades.count > 0 { "restarts or upgrades" } else { "restarts" };
     let during = match in_restarts {
         0 => String::new(),
-        k if k == n => ", all during restarts".into(),
-        k => format!(", {k} during restarts"),
+        k if k == n => format!(", all during {restarts}"),
+        k => format!(", {k} during {restarts}"),
     };
     format!(
         "{n} of {of} keep-alive requests ({share}%, more than --max-retried {max}%) found their connection \

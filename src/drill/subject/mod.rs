@@ -15,6 +15,11 @@
 //! since start_server cannot bind port 0 itself (a port freed and taken
 //! again: another process could win it in between).
 //!
+//! Restarts are `restart`'s business. Only handover, through its control
+//! socket, can also be upgraded in place (`upgrade`): the drill checks its
+//! pids around each upgrade and, when its log comes to the drill, that the
+//! log kept its lines.
+//!
 //! A restart not done within its timeout is explained from the
 //! supervisor's own account (`stuck`): which generation is still starting
 //! or still draining, and which pids did not exit. Its output and its
@@ -22,8 +27,10 @@
 //! failure shows.
 mod output;
 mod proc;
+mod restart;
 mod stuck;
 mod targets;
+mod upgrade;
 
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
@@ -36,7 +43,7 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 use super::load::Target;
-use super::report::{Idle, RestartRecord};
+use super::report::Idle;
 use crate::client;
 use crate::error::{Context, Error, Result};
 use crate::state::read_status;
@@ -53,8 +60,8 @@ const OUTPUT_END: Duration = Duration::from_secs(5);
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 enum Driver {
-    /// This handover, restarted through its control socket.
-    Control { socket: PathBuf },
+    /// This handover (`exe`), restarted and upgraded through its control socket.
+    Control { socket: PathBuf, exe: PathBuf },
     /// A start_server-compatible program, restarted with SIGHUP.
     Signal { program: String, status: PathBuf, targets: Vec<Target> },
 }
@@ -70,6 +77,8 @@ pub struct Subject {
     seen: BTreeSet<i32>,
     /// The listeners of the last `status` reply (with `Driver::Control`).
     listeners: Vec<control::Listener>,
+    /// Whether its own log comes to the drill (no `--log-file`).
+    log_here: bool,
     dir: PathBuf,
     /// Whether `dir` is the user's (`--keep`), never removed.
     keep: bool,
@@ -89,9 +98,9 @@ impl Subject {
             None => {
                 let exe = std::env::current_exe().context(|| "cannot find handover itself".into())?;
                 let socket = dir.join("control");
-                let mut command = Command::new(exe);
+                let mut command = Command::new(&exe);
                 command.arg("--control").arg(&socket).args(args);
-                (command, Driver::Control { socket })
+                (command, Driver::Control { socket, exe })
             }
             Some(program) => {
                 let (args, targets) = signal_listeners(args)?;
@@ -134,6 +143,7 @@ impl Subject {
             stop_signal: stuck::stop_signal(args),
             seen: BTreeSet::new(),
             listeners: Vec::new(),
+            log_here: upgrade::log_here(args),
             dir: dir.to_path_buf(),
             keep,
         })
@@ -170,7 +180,7 @@ impl Subject {
     /// The supervisor's `status` reply, remembering its listeners and
     /// every pid seen.
     fn control_status(&mut self) -> Option<control::Status> {
-        let Driver::Control { socket } = &self.driver else { return None };
+        let Driver::Control { socket, .. } = &self.driver else { return None };
         let status: control::Status =
             client::control::call(socket, Request::Status, Some(STATUS_TIMEOUT)).ok()?;
         self.seen.extend(status.generations.iter().flat_map(|g| g.pids.iter().copied()));
@@ -221,75 +231,6 @@ impl Subject {
         }
     }
 
-    /// One hot restart, given up after `timeout`.
-    pub fn restart(&mut self, number: usize, timeout: Duration) -> RestartRecord {
-        match &self.driver {
-            Driver::Control { socket } => {
-                let mut record = restart_by_control(socket, number, timeout);
-                let timed_out = !record.ok && record.answered_at - record.requested_at >= timeout;
-                if let (true, Some(status)) = (timed_out, self.control_status()) {
-                    record.generation = status.generations.iter().map(|g| g.generation).max();
-                    let said = record.error.take().unwrap_or_default();
-                    record.error =
-                        Some(stuck::from_status(&status, timeout, &self.stop_signal).unwrap_or_else(|| {
-                            format!("{said}, though its status shows no generation starting or draining")
-                        }));
-                }
-                record
-            }
-            Driver::Signal { .. } => self.restart_by_signal(number, timeout),
-        }
-    }
-
-    fn restart_by_signal(&mut self, number: usize, timeout: Duration) -> RestartRecord {
-        let newest = self.status().iter().map(|g| g.0).max().unwrap_or(0);
-        let requested_at = Instant::now();
-        let mut record = RestartRecord::pending(number, requested_at);
-        let sent = match self.live_pid() {
-            Some(pid) => kill(pid, Signal::SIGHUP).map_err(|e| e.to_string()),
-            None => Err("it has exited".to_string()),
-        };
-        if let Err(e) = sent {
-            record.error = Some(format!("cannot signal the supervisor: {e}"));
-            return record;
-        }
-        let mut ready_at = None;
-        record.error = loop {
-            let generations = self.status();
-            let now = Instant::now();
-            record.answered_at = now;
-            if ready_at.is_none() && generations.iter().any(|g| g.0 > newest) {
-                ready_at = Some(now);
-                record.ready_after = Some(now - requested_at);
-            }
-            if let (Some(ready), false) = (ready_at, generations.is_empty())
-                && generations.iter().all(|g| g.0 > newest)
-            {
-                record.old_gone_after = Some(now - ready);
-                record.generation = generations.iter().map(|g| g.0).max();
-                record.ok = true;
-                break None;
-            }
-            if let Some(status) = self.exited() {
-                break Some(format!("the supervisor exited ({status})"));
-            }
-            if super::interrupted().is_some() {
-                break Some("interrupted".into());
-            }
-            if now - requested_at > timeout {
-                let after = stuck::seconds(timeout);
-                record.generation = generations.iter().map(|g| g.0).max().filter(|&g| g > newest);
-                break Some(match ready_at {
-                    None => format!("no new generation after {after}: still starting, or failing to start?"),
-                    Some(_) => stuck::from_status_file(&generations, newest, timeout, &self.stop_signal)
-                        .unwrap_or_else(|| format!("the old generation still listed after {after}")),
-                });
-            }
-            std::thread::sleep(STATUS_POLL);
-        };
-        record
-    }
-
     /// The supervisor's peak resident set so far (VmHWM: its own pages and
     /// the shared ones it maps, the binary and libc) and its private part
     /// now (RssAnon), in KiB.
@@ -316,7 +257,7 @@ impl Subject {
     pub fn stop(mut self) -> (Vec<String>, Output) {
         self.control_status();
         match &self.driver {
-            Driver::Control { socket } => {
+            Driver::Control { socket, .. } => {
                 let stop =
                     client::control::call::<Stopping>(socket, Request::Stop, Some(Duration::from_secs(60)));
                 drop(stop);
@@ -353,7 +294,7 @@ impl Subject {
             }
         }
         let file = match &self.driver {
-            Driver::Control { socket } => ("control socket", socket),
+            Driver::Control { socket, .. } => ("control socket", socket),
             Driver::Signal { status, .. } => ("status file", status),
         };
         if file.1.exists() {
@@ -364,28 +305,5 @@ impl Subject {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
         (leftovers, self.output)
-    }
-}
-
-fn restart_by_control(socket: &Path, number: usize, timeout: Duration) -> RestartRecord {
-    let requested_at = Instant::now();
-    let reply = client::control::call::<control::Restarted>(socket, Request::Restart, Some(timeout));
-    let answered_at = Instant::now();
-    let ms = |ms: f64| Duration::from_secs_f64(ms.max(0.0) / 1000.0);
-    match reply {
-        Ok(done) => RestartRecord {
-            ok: true,
-            generation: Some(done.generation),
-            ready_after: Some(ms(done.spawn_to_ready_ms)),
-            old_gone_after: done.signal_to_old_gone_ms.map(ms),
-            answered_at,
-            error: None,
-            ..RestartRecord::pending(number, requested_at)
-        },
-        Err(e) => RestartRecord {
-            answered_at,
-            error: Some(e.message),
-            ..RestartRecord::pending(number, requested_at)
-        },
     }
 }

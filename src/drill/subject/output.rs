@@ -9,6 +9,10 @@
 //! [`MAX_LINE`] is kept in pieces. Writes are buffered and flushed whenever
 //! a reader has caught up with its pipe, so a chatty server costs few
 //! system calls and a quiet one's lines reach the file at once.
+//!
+//! Every line, kept or not, is also looked at for the supervisor's own
+//! lines about upgrades (`upgraded from handover`, `dropped N of its own
+//! log lines`), which are counted ([`LogLines`]).
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Read, Write};
@@ -16,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use crate::drill::report::LogLines;
 use crate::error::{Context, Result};
 
 /// The file in the drill's directory that holds the output.
@@ -34,6 +39,7 @@ struct State {
     tail: VecDeque<String>,
     /// Streams not yet at their end.
     open: usize,
+    log_lines: LogLines,
 }
 
 pub struct Output {
@@ -49,7 +55,13 @@ impl Output {
         let path = dir.join(FILE_NAME);
         let file = File::create(&path).context(|| format!("cannot create {}", path.display()))?;
         let file = Some(BufWriter::new(file));
-        let state = State { file, written: 0, tail: VecDeque::new(), open: streams.len() };
+        let state = State {
+            file,
+            written: 0,
+            tail: VecDeque::new(),
+            open: streams.len(),
+            log_lines: LogLines::default(),
+        };
         let state = Arc::new((Mutex::new(state), Condvar::new()));
         for stream in streams {
             let state = Arc::clone(&state);
@@ -68,6 +80,12 @@ impl Output {
         if let Some(file) = &mut state.file {
             let _ = file.flush();
         }
+    }
+
+    /// The supervisor's lines about upgrades so far (all of them once
+    /// [`finish`](Output::finish) has seen the streams end).
+    pub fn log_lines(&self) -> LogLines {
+        self.state.0.lock().unwrap_or_else(|e| e.into_inner()).log_lines
     }
 
     /// The last lines, and where the rest is: for a failure message.
@@ -125,7 +143,9 @@ fn record(state: &mut State, line: &[u8], caught_up: bool) {
     if state.tail.len() == TAIL {
         state.tail.pop_front();
     }
-    state.tail.push_back(String::from_utf8_lossy(text).into_owned());
+    let shown = String::from_utf8_lossy(text).into_owned();
+    count(&mut state.log_lines, &shown);
+    state.tail.push_back(shown);
     let Some(file) = &mut state.file else { return };
     let size = text.len() as u64 + 1;
     if state.written + size > LIMIT {
@@ -141,6 +161,30 @@ fn record(state: &mut State, line: &[u8], caught_up: bool) {
         .and_then(|()| if caught_up { file.flush() } else { Ok(()) });
     if written.is_err() {
         state.file = None;
+    }
+}
+
+/// Counts `line` into `lines` if it is one of the supervisor's about
+/// upgrades, in any of its log formats: `handover[PID]: TEXT`, a JSON
+/// record with `"line":"TEXT"`, or TEXT bare. A line repeated is printed
+/// once and then counted (`the line above came N more times: TEXT`),
+/// though each new image starts counting afresh, so an upgrade's line
+/// never comes twice in a row.
+fn count(lines: &mut LogLines, line: &str) {
+    let times = |line: &str| {
+        let Some((_, after)) = line.split_once("the line above came ") else { return 1 };
+        match after.split_once(' ') {
+            Some(("once", _)) => 1,
+            Some((n, _)) => n.parse().unwrap_or(1),
+            None => 1,
+        }
+    };
+    if line.contains("upgraded from handover ") {
+        lines.upgraded += times(line);
+    }
+    if let Some((before, _)) = line.split_once(" of its own log lines") {
+        let n = before.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok());
+        lines.dropped += n.unwrap_or(1) * times(line);
     }
 }
 
@@ -186,7 +230,8 @@ mod tests {
 
     #[test]
     fn the_file_stops_at_the_limit_with_a_note() {
-        let mut state = State { file: None, written: LIMIT - 10, tail: VecDeque::new(), open: 1 };
+        let log_lines = LogLines::default();
+        let mut state = State { file: None, written: LIMIT - 10, tail: VecDeque::new(), open: 1, log_lines };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
         state.file = Some(BufWriter::new(File::create(&path).unwrap()));
@@ -197,5 +242,18 @@ mod tests {
         assert_eq!(state.tail.back().map(String::as_str), Some("and so is this"));
         let file = std::fs::read_to_string(&path).unwrap();
         assert_eq!(file, "12345678\n[handover drill: more than 256 MiB of output; the rest is not kept]\n");
+    }
+
+    #[test]
+    fn the_supervisors_lines_about_upgrades_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = b"handover[7]: upgraded from handover 0.1.0 to 0.1.0 (pid 7, generations 1)\n\
+            handover[7]: [gen 1 pid 9 stdout] hello\n\
+            {\"line\":\"upgraded from handover 0.1.0 to 0.2.0 (pid 7, generations 1, 2)\",\"pid\":7}\n\
+            handover[7]: the line above came 3 more times: upgraded from handover 0.2.0 to 0.2.0 (pid 7)\n\
+            handover[7]: dropped 12 of its own log lines while the log was not read\n\
+            handover[7]: restarting: upgraded from handover's point of view\n";
+        let (output, _) = kept(dir.path(), input);
+        assert_eq!(output.log_lines(), LogLines { upgraded: 5, dropped: 12 });
     }
 }

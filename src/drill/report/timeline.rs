@@ -1,0 +1,98 @@
+//! The samples on one time axis, in nanoseconds since the first request
+//! started (or the load did, when that was earlier), and what a restart's
+//! or an upgrade's window of it holds: the requests whose lifetime overlaps
+//! it, their failures, latencies and accept gap (the definitions are in the
+//! parent module's header).
+use std::time::Instant;
+
+use super::gap::gap_in;
+use super::{Failures, Latency, WINDOW_AFTER, WINDOW_BEFORE};
+use crate::drill::load::{Outcome, Sample};
+
+pub(super) struct Timeline<'a> {
+    samples: &'a [Sample],
+    origin: Instant,
+    /// Sample indices, by start.
+    order: Vec<u32>,
+    /// The longest latency, in ns.
+    longest: u64,
+    /// The start of the first request, every successful completion and
+    /// the end of the last request, sorted.
+    pub events: Vec<u64>,
+}
+
+/// What a window `[from, to]` of the timeline holds.
+pub(super) struct Window {
+    pub from: u64,
+    pub to: u64,
+    pub requests: u64,
+    pub failures: Failures,
+    pub latency: Latency,
+    /// The longest stretch without a successful completion, in ns.
+    pub gap: Option<u64>,
+}
+
+impl<'a> Timeline<'a> {
+    /// The samples of a load that started at `started`.
+    pub fn new(samples: &'a [Sample], started: Instant) -> Timeline<'a> {
+        let origin = samples.iter().map(|s| s.started).fold(started, Instant::min);
+        let mut order: Vec<u32> = (0..samples.len() as u32).collect();
+        order.sort_unstable_by_key(|&i| samples[i as usize].started);
+        let longest = samples.iter().map(|s| s.latency.as_nanos() as u64).max().unwrap_or_default();
+        let mut timeline = Timeline { samples, origin, order, longest, events: Vec::new() };
+        let mut events = Vec::with_capacity(samples.len() + 2);
+        events.extend((0..samples.len() as u32).filter(|&i| timeline.ok(i)).map(|i| timeline.end(i)));
+        events.extend(timeline.order.first().map(|&i| timeline.start(i)));
+        events.extend(timeline.order.iter().map(|&i| timeline.end(i)).max());
+        events.sort_unstable();
+        timeline.events = events;
+        timeline
+    }
+
+    /// `t` on the axis.
+    pub fn at(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.origin).as_nanos() as u64
+    }
+
+    /// When sample `i` started.
+    pub fn start(&self, i: u32) -> u64 {
+        self.at(self.samples[i as usize].started)
+    }
+
+    /// When sample `i` ended.
+    pub fn end(&self, i: u32) -> u64 {
+        self.start(i) + self.samples[i as usize].latency.as_nanos() as u64
+    }
+
+    fn ok(&self, i: u32) -> bool {
+        self.samples[i as usize].outcome == Outcome::Ok
+    }
+
+    /// The window of something requested at `requested` and answered at
+    /// `answered`: from [`WINDOW_BEFORE`] before the one to
+    /// [`WINDOW_AFTER`] after the other.
+    pub fn window(&self, requested: Instant, answered: Instant) -> Window {
+        let from = self.at(requested).saturating_sub(WINDOW_BEFORE.as_nanos() as u64);
+        let to = self.at(answered) + WINDOW_AFTER.as_nanos() as u64;
+        // The requests whose lifetime overlaps [from, to].
+        let first = self.order.partition_point(|&i| self.start(i) + self.longest < from);
+        let last = self.order.partition_point(|&i| self.start(i) <= to).max(first);
+        let mut failures = Failures::default();
+        let mut latencies = Vec::new();
+        for &i in self.order[first..last].iter().filter(|&&i| self.end(i) >= from) {
+            failures.add(&self.samples[i as usize].outcome);
+            if self.ok(i) {
+                latencies.push(self.samples[i as usize].latency.as_nanos() as u64);
+            }
+        }
+        latencies.sort_unstable();
+        Window {
+            from,
+            to,
+            requests: failures.total + latencies.len() as u64,
+            failures,
+            latency: Latency::of(&latencies),
+            gap: gap_in(&self.events, from, to),
+        }
+    }
+}
