@@ -402,3 +402,30 @@ fn upgrade_without_a_control_socket_is_a_usage_error_naming_it() {
     assert!(o.stderr.contains("is the supervisor running with --control"), "{}", o.dossier());
     assert_eq!(crate::errors::listing(dir.path()), [] as [&str; 0]);
 }
+
+#[test]
+fn a_handover_that_cannot_read_the_record_format_is_refused_with_its_reason() {
+    let s = handover()
+        .env("REAL_HANDOVER", binary().to_str().unwrap())
+        .args(["--port", "127.0.0.1:0", "--control", "{dir}/ctl", "--status-file", "{dir}/status", "--"])
+        .arg(example("worker"))
+        .args(["--notify", "--journal", "{dir}/journal"])
+        .start();
+    let before = s.wait_generations(&[1]);
+    // A handover that reads format 1 only, shown a record of format 2.
+    let older = s.path("older");
+    let script = "#!/bin/sh\nsed 's/^{\"format\":1,/{\"format\":2,/' | \"$REAL_HANDOVER\" \"$@\"\n";
+    fs::write(&older, script).unwrap();
+    fs::set_permissions(&older, fs::Permissions::from_mode(0o755)).unwrap();
+    let o = client(&s, &["upgrade", "--binary", older.to_str().unwrap()]);
+    assert_eq!(o.code, Some(1), "{}\n{}", o.dossier(), s.dossier());
+    let version = env!("CARGO_PKG_VERSION");
+    let expected = format!(
+        "handover: upgrade refused: {} cannot take over: state record format 2 (written by handover {version}) \
+         is newer than this handover {version} reads ([1])",
+        older.display()
+    );
+    assert_eq!(o.stderr.trim_end(), expected);
+    assert_eq!(s.status_file(), before);
+    assert_eq!(status(&s)["image"]["upgrades"], 0);
+}

@@ -292,7 +292,9 @@ impl Supervisor {
                 self.upgrades.verified = Some(Verified { asked: run.asked, to: version.to_string() });
             }
             _ => {
-                let why = err.lines().rev().find(|l| !l.trim().is_empty()).map(str::trim);
+                // Its last line, without the `handover: ` every error line starts with.
+                let why = (err.lines().rev().map(str::trim).find(|l| !l.is_empty()))
+                    .map(|l| l.strip_prefix("handover: ").or(l.strip_prefix("start_server: ")).unwrap_or(l));
                 let binary = run.asked.binary.display();
                 let text = match why {
                     Some(why) => format!("{binary} cannot take over: {why}"),
