@@ -337,7 +337,6 @@ impl Supervisor {
         if self.machine.stopping() {
             return self.refuse_upgrade(&asked.requests, "the supervisor is stopping");
         }
-        let now = Instant::now();
         let binary = asked.binary.display().to_string();
         self.log.line(&format!("upgrading from handover {VERSION} to {to} ({binary})"));
         self.log.settle();
@@ -369,7 +368,9 @@ impl Supervisor {
         }
         self.log.flush();
         let waiting = asked.requests.iter().filter(|(_, wait)| *wait).map(|(id, _)| id.0).collect();
-        let record = self.record(now, waiting, reloading, asked.at);
+        // The record's instants are offsets from this moment, which its
+        // `written_at` reading of the clock names for the new image.
+        let record = self.record(Instant::now(), waiting, reloading, asked.at);
         let why = exec(&asked.binary, &record);
         let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&mask), None);
         self.upgrade_failed(&asked, reloading, &why);
