@@ -144,7 +144,15 @@ impl Log {
     pub fn retarget(&mut self, restartable: bool) {
         self.restartable = restartable;
         self.sink.get_mut().retarget();
+        self.warn_if_blocking();
         self.sink.get_mut().flush(restartable);
+    }
+
+    fn warn_if_blocking(&self) {
+        let warning = self.sink.borrow().blocking_warning();
+        if let Some(warning) = warning {
+            self.line(warning);
+        }
     }
 
     /// Writes what the reader takes now.

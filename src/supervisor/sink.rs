@@ -11,7 +11,8 @@
 //! - a socket (journald's stdout stream): `send` with `MSG_DONTWAIT`;
 //! - a regular file: a plain `write`, which does not wait for a reader.
 //!   (If `/proc` cannot open fd 2 again, writes to it are plain too and
-//!   may block on a stalled pipe: the one case this module cannot help.)
+//!   may block on a stalled pipe: the one case this module cannot help;
+//!   the log says so when fd 2 is set up.)
 //!
 //! Invariants and limits:
 //! - The supervisor's own lines are kept up to `CAPACITY` bytes pending;
@@ -44,8 +45,11 @@ enum Target {
     Own(OwnedFd),
     /// fd 2 is a socket: `MSG_DONTWAIT` per call.
     Socket,
-    /// fd 2 is a regular file (or could not be opened again).
+    /// fd 2 is a regular file.
     Plain,
+    /// fd 2 is a pipe or device that could not be opened again: plain
+    /// writes, which block while its reader stalls (`blocking_warning`).
+    Blocking,
 }
 
 impl Target {
@@ -62,7 +66,7 @@ impl Target {
             .open("/proc/self/fd/2");
         match own {
             Ok(file) => Target::Own(file.into()),
-            Err(_) => Target::Plain,
+            Err(_) => Target::Blocking,
         }
     }
 }
@@ -83,6 +87,15 @@ pub struct Sink {
 impl Sink {
     pub fn new() -> Sink {
         Sink { target: Target::inspect(), pending: Vec::new(), sent: 0, dropped: 0, off: false, discarded: 0 }
+    }
+
+    /// Why writes may block, when they may: said once at start and after
+    /// each retarget, so that a log that freezes the supervisor is explained.
+    pub fn blocking_warning(&self) -> Option<&'static str> {
+        matches!(self.target, Target::Blocking).then_some(
+            "cannot open the log (fd 2) again through /proc/self/fd/2: \
+             while its reader stalls, writing to it blocks the supervisor (mount /proc)",
+        )
     }
 
     /// fd 2 now points elsewhere (a reopened log file, a new log command).
@@ -141,7 +154,7 @@ impl Sink {
         }
         let fd = match &self.target {
             Target::Own(fd) => fd.as_fd(),
-            Target::Socket | Target::Plain => stderr_fd(),
+            Target::Socket | Target::Plain | Target::Blocking => stderr_fd(),
         };
         Some((fd, PollFlags::POLLOUT))
     }
@@ -156,7 +169,7 @@ impl Sink {
                 Target::Socket => {
                     send(libc::STDERR_FILENO, bytes, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL)
                 }
-                Target::Plain => nix::unistd::write(stderr_fd(), bytes),
+                Target::Plain | Target::Blocking => nix::unistd::write(stderr_fd(), bytes),
             };
             match written {
                 Ok(n) => self.sent += n,

@@ -230,3 +230,21 @@ fn a_process_limit_too_low_for_the_workers_is_said_once() {
     assert!(failed[0].contains("cannot fork: Resource temporarily unavailable"), "{stderr}");
     assert!(stderr.lines().count() < 40, "{stderr}");
 }
+
+/// Without /proc, fd 2 (a pipe here) cannot be opened again as a private
+/// non-blocking file: the one case where a stalled log can block the
+/// supervisor. It says so, once, first thing.
+#[test]
+fn a_log_that_may_block_is_said_to_at_start() {
+    let b = handover();
+    let script = format!(
+        "umount -l /proc && exec {} --port 127.0.0.1:0 --status-file {}/status -- sleep 1000",
+        binary().display(),
+        b.dir().display()
+    );
+    let s = b.program("unshare".into()).args(["--mount", "sh", "-c"]).arg(script).start();
+    s.wait_generations(&[1]);
+    let warning = "cannot open the log (fd 2) again through /proc/self/fd/2";
+    assert!(s.lines()[0].contains(warning), "{}", s.dossier());
+    assert_eq!(s.count_lines(warning), 1, "{}", s.dossier());
+}
