@@ -46,7 +46,7 @@ pub struct StartServerCli {
     version,
     about = "Zero-downtime restarts for network servers: binds the sockets once, \
              replaces the worker on SIGHUP without closing them.",
-    override_usage = "handover [OPTIONS] -- COMMAND [ARGS...]\n       handover restart|stop|status [OPTIONS]\n       handover drill [OPTIONS] -- COMMAND [ARGS...]   (see handover drill --help)",
+    override_usage = "handover [OPTIONS] -- COMMAND [ARGS...]\n       handover restart|stop|status|upgrade [OPTIONS]\n       handover drill [OPTIONS] -- COMMAND [ARGS...]   (see handover drill --help)",
     infer_long_args = true,
     args_conflicts_with_subcommands = true
 )]

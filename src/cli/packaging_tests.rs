@@ -32,6 +32,14 @@ of Server::Starter's start_server 0.35, with their meanings, prints its log
 lines byte for byte, and \fB\-\-version\fR prints \fB0.35\fR.
 Options may be abbreviated to a unique prefix and written with one dash
 (\fB\-int 2\fR), as Getopt::Long allows.
+.SH "UPGRADING HANDOVER"
+\fBhandover upgrade \-\-control\fR \fIPATH\fR makes the running supervisor
+execute a new handover binary in its own process: its pid, workers,
+sockets, control connections, pid file lock, log and state carry over and
+nothing is restarted. The binary is checked first by a child run that
+reads the supervisor's state; one that cannot take over is refused and the
+supervisor carries on. On upgrade, the Debian package does this for every
+supervisor whose control socket is under \fI/run/handover/\fR.
 .SH SIGNALS
 .TP
 \fBHUP\fR
@@ -64,7 +72,7 @@ The worker command is not executable / not found (at the first start).
 \fIN\fR
 A code listed in \fB\-\-stop\-on\-exit\fR (128+\fIN\fR for death by signal \fIN\fR).
 .SH "SEE ALSO"
-\fBstart_server\fR(1p), \fBsystemd.service\fR(5), \fBsd_notify\fR(3).
+\fBhandover\-upgrade\fR(1), \fBstart_server\fR(1p), \fBsystemd.service\fR(5), \fBsd_notify\fR(3).
 The README (in the Debian package \fI/usr/share/doc/handover/README.md\fR)
 describes the worker protocols, readiness, the control socket and the
 systemd integration; example units are in
