@@ -157,3 +157,26 @@ fn an_inherited_socket_no_listener_wants_is_closed_and_logged() {
         "stats.sock still accepts connections; handover fds: {handover_fds:?}"
     );
 }
+
+#[test]
+fn an_upgrade_keeps_the_adopted_sockets_as_they_were() {
+    let Some(activate) = socket_activate() else {
+        return;
+    };
+    let (mut s, _connection) =
+        activated(activate, &["-l", "{dir}/a.sock", "--fdname=web"], &["--control", "{dir}/ctl"], "a.sock");
+    let path = s.path("a.sock");
+    let created = inode(&path);
+    let first = probe_report(&s, 1);
+    assert_one_adopted(&first, &path, "web");
+    let o = crate::errors::run_in(s.dir.path(), &["upgrade", "--wait", "--control", "{dir}/ctl"]);
+    assert_eq!(o.code, Some(0), "{}\n{}", o.dossier(), s.dossier());
+    // The next generation gets the same socket, under the same name.
+    s.signal(Signal::SIGHUP);
+    let second = probe_report(&s, 2);
+    assert_one_adopted(&second, &path, "web");
+    assert_eq!(second["fds"][3]["target"], first["fds"][3]["target"]);
+    s.signal(Signal::SIGTERM);
+    assert!(s.wait_exit().success(), "{}", s.dossier());
+    assert_eq!(inode(&path), created, "handover removed its manager's socket file");
+}
