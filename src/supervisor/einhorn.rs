@@ -25,7 +25,10 @@
 //!
 //! Invariants: the socket is mode 0600, in a private directory the caller
 //! owns; its file is removed on drop. Non-blocking throughout; at most 256
-//! connections, each polled only while it wants something.
+//! connections, each polled only while it wants something. With 256 open
+//! (workers that connect and say nothing, or keep their connection for
+//! life), a new one takes the place of the one silent the longest, so an
+//! ack always gets in.
 
 use std::fs;
 use std::io::ErrorKind;
@@ -47,6 +50,8 @@ struct Conn {
     io: LineConn,
     /// The connecting process, as the kernel saw it.
     peer_pid: Option<i32>,
+    /// When it last sent a byte (or connected), in `EinhornSocket::tick`s.
+    heard: u64,
 }
 
 pub struct EinhornSocket {
@@ -55,6 +60,8 @@ pub struct EinhornSocket {
     conns: Vec<Conn>,
     /// `accept` failed (EMFILE...): the listener is left out of the next poll.
     accept_paused: bool,
+    /// Counts connections made and inputs heard: orders them by recency.
+    tick: u64,
 }
 
 impl EinhornSocket {
@@ -65,6 +72,7 @@ impl EinhornSocket {
             path: path.to_owned(),
             conns: Vec::new(),
             accept_paused: false,
+            tick: 0,
         })
     }
 
@@ -76,7 +84,7 @@ impl EinhornSocket {
     /// Every fd the poll loop must watch, with the events to ask for.
     pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
         let mut fds = Vec::with_capacity(self.conns.len() + 1);
-        if !self.accept_paused && self.conns.len() < MAX_CONNECTIONS {
+        if !self.accept_paused {
             fds.push((self.listener.as_fd(), PollFlags::POLLIN));
         }
         for conn in &self.conns {
@@ -95,7 +103,10 @@ impl EinhornSocket {
         self.accept_paused = false;
         self.accept();
         for conn in &mut self.conns {
-            conn.io.fill();
+            if conn.io.fill() {
+                self.tick += 1;
+                conn.heard = self.tick;
+            }
             // A line over 64 KiB ends the connection (`lines` stops reading).
             for line in conn.io.lines().0 {
                 let message = decode(&line);
@@ -111,8 +122,10 @@ impl EinhornSocket {
         acks
     }
 
+    /// Takes waiting connections, at most `MAX_CONNECTIONS` per call, so a
+    /// process that connects without end cannot keep the loop here.
     fn accept(&mut self) {
-        while self.conns.len() < MAX_CONNECTIONS {
+        for _ in 0..MAX_CONNECTIONS {
             let stream = match self.listener.accept() {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -126,7 +139,13 @@ impl EinhornSocket {
             };
             let peer_pid = getsockopt(&stream, sockopt::PeerCredentials).ok().map(|cred| cred.pid());
             if let Ok(io) = LineConn::new(stream) {
-                self.conns.push(Conn { io, peer_pid });
+                if self.conns.len() >= MAX_CONNECTIONS {
+                    let silent =
+                        (self.conns.iter().enumerate()).min_by_key(|(_, c)| c.heard).map(|(at, _)| at);
+                    silent.map(|at| self.conns.swap_remove(at));
+                }
+                self.tick += 1;
+                self.conns.push(Conn { io, peer_pid, heard: self.tick });
             }
         }
     }
@@ -143,9 +162,9 @@ impl EinhornSocket {
         let mut conns = Vec::with_capacity(record.conns.len());
         for (conn, peer_pid) in record.conns {
             let stream = UnixStream::from(take.fd(conn.fd)?);
-            conns.push(Conn { io: LineConn::resume(stream, conn)?, peer_pid });
+            conns.push(Conn { io: LineConn::resume(stream, conn)?, peer_pid, heard: 0 });
         }
-        Ok(EinhornSocket { listener, path: record.path, conns, accept_paused: false })
+        Ok(EinhornSocket { listener, path: record.path, conns, accept_paused: false, tick: 0 })
     }
 
     #[cfg(test)]
@@ -254,6 +273,24 @@ mod tests {
         );
         worker.write_all(GOJI.as_bytes()).unwrap();
         assert_eq!(pump(&mut socket, |_, acks| !acks.is_empty()), [me()]);
+    }
+
+    #[test]
+    fn a_full_table_makes_room_for_an_ack_by_closing_the_longest_silent() {
+        let (_dir, mut socket) = bound();
+        // One at a time: the listen backlog is shorter than the table.
+        let mut silent = Vec::new();
+        for n in 1..=MAX_CONNECTIONS {
+            silent.push(UnixStream::connect(socket.path()).unwrap());
+            pump(&mut socket, |s, _| s.connections() == n);
+        }
+        let mut worker = UnixStream::connect(socket.path()).unwrap();
+        worker.write_all(GOJI.as_bytes()).unwrap();
+        assert_eq!(pump(&mut socket, |_, acks| !acks.is_empty()), [me()]);
+        assert_eq!(socket.connections(), MAX_CONNECTIONS);
+        // The first silent one made room: it reads the end of its connection.
+        silent[0].set_read_timeout(Some(GUARD)).unwrap();
+        assert_eq!(std::io::Read::read(&mut &silent[0], &mut [0u8; 1]).unwrap(), 0);
     }
 
     #[test]
