@@ -35,6 +35,13 @@ fn upgrade(s: &Supervisor) -> String {
     o.stdout
 }
 
+/// `upgrade --wait --binary BINARY` succeeded; its stdout.
+fn upgrade_to(s: &Supervisor, binary: &std::path::Path) -> String {
+    let o = client(s, &["upgrade", "--wait", "--binary", binary.to_str().unwrap()]);
+    assert_eq!((o.code, o.stderr.as_str()), (Some(0), ""), "{}\n{}", o.dossier(), s.dossier());
+    o.stdout
+}
+
 /// (generation, phase, pids) of each generation in a status reply.
 fn generations(status: &Value) -> Vec<(u64, String, Vec<i64>)> {
     let gens = status["generations"].as_array().expect("generations");
@@ -246,27 +253,40 @@ fn an_upgrade_as_pid_1_in_a_pid_namespace() {
     assert!(ask(&s.tcp_addr()).unwrap().starts_with("gen=1 "));
 }
 
-#[test]
-fn a_failed_exec_leaves_the_old_image_running_with_its_signals() {
-    let s = handover()
+/// A supervisor with `REAL_HANDOVER` in its environment, for wrapper
+/// scripts standing in for a new binary.
+fn with_real_handover() -> Supervisor {
+    handover()
         .env("REAL_HANDOVER", binary().to_str().unwrap())
         .args(["--port", "127.0.0.1:0", "--control", "{dir}/ctl", "--status-file", "{dir}/status", "--"])
         .arg(example("worker"))
         .args(["--notify", "--journal", "{dir}/journal"])
-        .start();
-    s.wait_generations(&[1]);
-    // Passes the verify run, then is gone when the supervisor executes it.
-    let vanishing = s.path("vanishing");
-    let script = "#!/bin/sh\nif [ \"$1\" = --verify-upgrade-state ]; then\n  \
-                  \"$REAL_HANDOVER\" \"$@\" && rm -- \"$0\"\n  exit $?\nfi\nexec \"$REAL_HANDOVER\" \"$@\"\n";
-    fs::write(&vanishing, script).unwrap();
-    fs::set_permissions(&vanishing, fs::Permissions::from_mode(0o755)).unwrap();
-    let o = client(&s, &["upgrade", "--wait", "--binary", vanishing.to_str().unwrap()]);
-    assert_eq!(o.code, Some(1), "{}\n{}", o.dossier(), s.dossier());
-    let expected = format!(
-        "handover: upgrade refused: cannot execute {}: No such file or directory",
-        vanishing.display()
+        .start()
+}
+
+/// An executable script at `{dir}/NAME` that passes the verify run (through
+/// the real handover), then does `after` to itself.
+fn passes_then(s: &Supervisor, name: &str, after: &str) -> std::path::PathBuf {
+    let path = s.path(name);
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = --verify-upgrade-state ]; then\n  \
+         \"$REAL_HANDOVER\" \"$@\" && {after}\n  exit $?\nfi\nexec \"$REAL_HANDOVER\" \"$@\"\n"
     );
+    fs::write(&path, script).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn a_failed_exec_leaves_the_old_image_running_with_its_signals() {
+    let s = with_real_handover();
+    s.wait_generations(&[1]);
+    // Passes the verify run, then cannot be executed any more.
+    let locked = passes_then(&s, "locked", "chmod a-x \"$0\"");
+    let o = client(&s, &["upgrade", "--wait", "--binary", locked.to_str().unwrap()]);
+    assert_eq!(o.code, Some(1), "{}\n{}", o.dossier(), s.dossier());
+    let expected =
+        format!("handover: upgrade refused: cannot execute {}: Permission denied", locked.display());
     assert_eq!(o.stderr.trim_end(), expected, "{}", o.dossier());
     // Signals are unblocked again: a HUP restarts.
     s.signal(Signal::SIGHUP);
@@ -274,6 +294,48 @@ fn a_failed_exec_leaves_the_old_image_running_with_its_signals() {
     assert_eq!(status(&s)["image"]["upgrades"], 0);
     upgrade(&s);
     assert_eq!(status(&s)["image"]["upgrades"], 1);
+}
+
+#[test]
+fn a_binary_replaced_or_removed_while_it_is_checked_is_not_executed() {
+    let s = with_real_handover();
+    let before = s.wait_generations(&[1]);
+    let replaced = passes_then(&s, "replaced", "cp \"$0\" \"$0.new\" && mv -f \"$0.new\" \"$0\"");
+    let removed = passes_then(&s, "removed", "rm -- \"$0\"");
+    let cases = [
+        (&replaced, format!("{} was replaced while it was checked; ask again", replaced.display())),
+        (
+            &removed,
+            format!(
+                "{} changed while it was checked (No such file or directory); ask again",
+                removed.display()
+            ),
+        ),
+    ];
+    for (binary, why) in cases {
+        let o = client(&s, &["upgrade", "--wait", "--binary", binary.to_str().unwrap()]);
+        assert_eq!(o.code, Some(1), "{}\n{}", o.dossier(), s.dossier());
+        assert_eq!(o.stderr.trim_end(), format!("handover: upgrade refused: {why}"), "{}", o.dossier());
+    }
+    assert_eq!(status(&s)["image"]["upgrades"], 0);
+    assert_eq!(s.status_file(), before);
+}
+
+#[test]
+fn a_script_standing_in_for_the_binary_is_executed_through_its_open_file() {
+    let s = with_real_handover();
+    let before = s.wait_generations(&[1]);
+    let wrapper = passes_then(&s, "wrapper", "true");
+    // It ends in the real handover: that is the program the answer names.
+    let said = upgrade_to(&s, &wrapper);
+    assert!(said.contains(&format!("({})", binary().display())), "{said}");
+    assert_eq!(status(&s)["image"]["upgrades"], 1);
+    assert_eq!(s.status_file(), before);
+    // The wrapper's fd was taken and closed by the new program: none leak.
+    let fds = fs::read_dir(format!("/proc/{}/fd", s.pid())).unwrap().count();
+    upgrade_to(&s, &wrapper);
+    upgrade_to(&s, &wrapper);
+    assert_eq!(fs::read_dir(format!("/proc/{}/fd", s.pid())).unwrap().count(), fds, "{}", s.dossier());
 }
 
 #[test]
@@ -405,12 +467,7 @@ fn upgrade_without_a_control_socket_is_a_usage_error_naming_it() {
 
 #[test]
 fn a_handover_that_cannot_read_the_record_format_is_refused_with_its_reason() {
-    let s = handover()
-        .env("REAL_HANDOVER", binary().to_str().unwrap())
-        .args(["--port", "127.0.0.1:0", "--control", "{dir}/ctl", "--status-file", "{dir}/status", "--"])
-        .arg(example("worker"))
-        .args(["--notify", "--journal", "{dir}/journal"])
-        .start();
+    let s = with_real_handover();
     let before = s.wait_generations(&[1]);
     // A handover that reads format 1 only, shown a record of format 2.
     let older = s.path("older");

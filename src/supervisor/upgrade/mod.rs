@@ -13,11 +13,15 @@
 //!    older handover without this mode, a record it cannot read) refuses
 //!    the upgrade with one line, and this image carries on untouched. The
 //!    loop never waits for the child: its exit comes as SIGCHLD.
+//!    The binary is opened (`O_PATH`) before the verify run, and the file
+//!    executed later is that open file: if the path names another file by
+//!    the time the run answers (replaced meanwhile), the upgrade is refused.
 //! 3. Exec, at the end of a turn, every input handled: every signal is
 //!    blocked (they stay pending across `execve`; those that had arrived
 //!    are raised again), the record is written to a memfd, close-on-exec
 //!    is cleared on every fd it names, and the binary is executed with the
-//!    supervisor's own argv and environment plus `HANDOVER_UPGRADE_STATE`.
+//!    supervisor's own argv and environment plus `HANDOVER_UPGRADE_STATE`
+//!    (`execveat` on the open file).
 //!    If `execve` fails, the flags and the mask are put back and the
 //!    supervisor goes on as it was.
 //! 4. The new image (`resume`) takes the fds, rebuilds every part from the
@@ -35,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::fcntl::{AtFlags, FcntlArg, OFlag, fcntl};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, killpg, raise, sigprocmask};
 use nix::unistd::Pid;
 
@@ -81,6 +85,8 @@ pub struct Upgrades {
 /// Requests for one binary, and when the first came.
 struct Asked {
     binary: PathBuf,
+    /// The binary's file, open since before the verify run: what is executed.
+    file: OwnedFd,
     /// Each with whether it waits for the new image.
     requests: Vec<(RequestId, bool)>,
     at: Instant,
@@ -190,6 +196,22 @@ impl Carried {
     }
 }
 
+/// Whether the path asked for still names the file opened before the
+/// verify run (the one that answered, and the one to execute).
+fn still_the_same(asked: &Asked) -> Result<(), String> {
+    let identity = |st: nix::sys::stat::FileStat| (st.st_dev, st.st_ino);
+    let opened = nix::sys::stat::fstat(&asked.file).map(identity);
+    let named = nix::sys::stat::stat(&asked.binary).map(identity);
+    match (opened, named) {
+        (Ok(opened), Ok(named)) if opened == named => Ok(()),
+        (_, Err(e)) => {
+            let e = io_text(&io::Error::from(e));
+            Err(format!("{} changed while it was checked ({e}); ask again", asked.binary.display()))
+        }
+        _ => Err(format!("{} was replaced while it was checked; ask again", asked.binary.display())),
+    }
+}
+
 /// A pipe end to read a verify run's output from, without blocking.
 fn nonblocking(fd: impl Into<OwnedFd>) -> io::Result<File> {
     let fd: OwnedFd = fd.into();
@@ -234,8 +256,16 @@ impl Supervisor {
             return self.refuse_upgrade(&[(id, wait)], &text);
         }
         let now = Instant::now();
-        let asked = Asked { binary, requests: vec![(id, wait)], at: now };
-        self.log.line(&format!("upgrade asked for: checking {}", asked.binary.display()));
+        self.log.line(&format!("upgrade asked for: checking {}", binary.display()));
+        let flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
+        let file = match nix::fcntl::open(&binary, flags, nix::sys::stat::Mode::empty()) {
+            Ok(file) => file,
+            Err(e) => {
+                let why = format!("cannot run {}: {}", binary.display(), io_text(&io::Error::from(e)));
+                return self.refuse_upgrade(&[(id, wait)], &why);
+            }
+        };
+        let asked = Asked { binary, file, requests: vec![(id, wait)], at: now };
         match self.start_verify(&asked.binary, now) {
             Ok((pid, out, err)) => {
                 let deadline = now + VERIFY_TIMEOUT;
@@ -288,9 +318,12 @@ impl Supervisor {
         let said = out.lines().find_map(|line| line.strip_prefix(VERIFY_OK));
         let version = said.and_then(|rest| rest.split_whitespace().next());
         match (status, version) {
-            (ExitStatus::Code(0), Some(version)) => {
-                self.upgrades.verified = Some(Verified { asked: run.asked, to: version.to_string() });
-            }
+            (ExitStatus::Code(0), Some(version)) => match still_the_same(&run.asked) {
+                Ok(()) => {
+                    self.upgrades.verified = Some(Verified { asked: run.asked, to: version.to_string() })
+                }
+                Err(why) => self.refuse_upgrade(&run.asked.requests, &why),
+            },
             _ => {
                 // Its last line, without the `handover: ` every error line starts with.
                 let why = (err.lines().rev().map(str::trim).find(|l| !l.is_empty()))
@@ -370,8 +403,9 @@ impl Supervisor {
         let waiting = asked.requests.iter().filter(|(_, wait)| *wait).map(|(id, _)| id.0).collect();
         // The record's instants are offsets from this moment, which its
         // `written_at` reading of the clock names for the new image.
-        let record = self.record(Instant::now(), waiting, reloading, asked.at);
-        let why = exec(&asked.binary, &record);
+        let mut record = self.record(Instant::now(), waiting, reloading, asked.at);
+        record.binary_fd = Some(asked.file.as_raw_fd());
+        let why = exec(&asked, &record);
         let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&mask), None);
         self.upgrade_failed(&asked, reloading, &why);
     }
@@ -427,32 +461,34 @@ impl Supervisor {
             reloading,
             waiting,
             requested_at: offset(asked, now),
+            binary_fd: None,
         }
     }
 }
 
-/// Executes `binary` with the record; returns only if that failed, with
-/// every fd as it was, saying why.
-fn exec(binary: &Path, record: &Record) -> String {
+/// Executes the binary asked for (its open file) with the record; returns
+/// only if that failed, with every fd as it was, saying why.
+fn exec(asked: &Asked, record: &Record) -> String {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
+    let binary = &asked.binary;
+    // The binary's own fd among them: a script's interpreter opens it as /dev/fd/N.
     let fds = record.fds();
     let state = match memfd(record, false) {
         Ok(file) => file,
         Err(e) => return format!("cannot write the state record: {}", io_text(&e)),
     };
     let c = |bytes: &[u8]| CString::new(bytes).map_err(|_| "a NUL byte in the command line".to_string());
-    let strings = || -> Result<(CString, Vec<CString>, Vec<CString>), String> {
-        let path = c(binary.as_os_str().as_bytes())?;
+    let strings = || -> Result<(Vec<CString>, Vec<CString>), String> {
         let argv = record.argv.iter().map(|a| c(a.as_bytes())).collect::<Result<_, _>>()?;
         let pair = |(k, v): &(std::ffi::OsString, std::ffi::OsString)| {
             c(&[k.as_bytes(), b"=", v.as_bytes()].concat())
         };
         let mut env: Vec<CString> = record.env.iter().map(pair).collect::<Result<_, _>>()?;
         env.push(c(format!("{HANDOVER_UPGRADE_STATE}={}", state.as_raw_fd()).as_bytes())?);
-        Ok((path, argv, env))
+        Ok((argv, env))
     };
-    let (path, argv, env) = match strings() {
+    let (argv, env) = match strings() {
         Ok(strings) => strings,
         Err(why) => return why,
     };
@@ -460,7 +496,7 @@ fn exec(binary: &Path, record: &Record) -> String {
         let _ = sys::fd::set_cloexec(&fds, true);
         return format!("cannot hand over the fds: {}", io_text(&e));
     }
-    let errno = match nix::unistd::execve(&path, &argv, &env) {
+    let errno = match nix::unistd::execveat(&asked.file, c"", &argv, &env, AtFlags::AT_EMPTY_PATH) {
         Err(errno) => errno,
         Ok(never) => match never {},
     };

@@ -77,6 +77,10 @@ pub struct Record {
     /// When the upgrade was asked for (offset, ns).
     #[serde(default)]
     pub requested_at: i64,
+    /// The new binary's own open file, executed through it: the new image
+    /// takes it and closes it like the others.
+    #[serde(default)]
+    pub binary_fd: Option<RawFd>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +192,7 @@ impl Record {
         }
         fds.extend(self.pid_file.iter().map(|p| p.fd));
         fds.extend(self.capture.iter().flat_map(|c| c.streams.iter().map(|s| s.fd)));
+        fds.extend(self.binary_fd);
         fds
     }
 

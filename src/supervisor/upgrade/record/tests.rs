@@ -82,6 +82,7 @@ fn sample() -> Record {
         reloading: true,
         waiting: vec![3],
         requested_at: -2_000_000,
+        binary_fd: Some(13),
     }
 }
 
@@ -103,7 +104,11 @@ fn the_format_1_record_reads_and_is_what_this_version_writes() {
     let read = Record::decode(V1.as_bytes()).unwrap();
     assert_eq!(read.env[1].1, std::ffi::OsString::from_vec(vec![0xff]));
     assert_eq!(read.capture.as_ref().unwrap().streams[0].pending, b"half a li");
-    assert_eq!(read.fds(), [3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    assert_eq!(read.fds(), [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
+    // Fields added later default: a record without `binary_fd` still reads.
+    let before = V1.replacen(",\"binary_fd\":13", "", 1);
+    assert_ne!(before, V1);
+    assert_eq!(Record::decode(before.as_bytes()).unwrap().binary_fd, None);
 }
 
 #[test]
