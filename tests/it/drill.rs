@@ -309,3 +309,25 @@ fn a_restart_by_sighup_whose_old_generation_never_exits_names_it_and_cleans_up()
     let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.path()).collect();
     assert!(files.is_empty(), "left behind: {files:?}");
 }
+
+#[test]
+fn upgrades_alternate_between_the_binaries_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("handover-b");
+    std::fs::copy(binary(), &other).unwrap();
+    let (own, other) = (binary().display().to_string(), other.display().to_string());
+    let worker = example("worker").display().to_string();
+    let args = ["--port", "127.0.0.1:0", "--restarts", "0", "--upgrades", "3", "--json"];
+    let binaries = ["--upgrade-binary", &own, "--upgrade-binary", &other];
+    let out = drill(&[&args[..], &binaries, &RAW, &["--", &worker, "--notify"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let used: Vec<&str> = report["upgrades"]["each"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["binary"].as_str().unwrap())
+        .collect();
+    assert_eq!(used, [own.as_str(), other.as_str(), own.as_str()], "{report:#}");
+    assert_eq!(report["upgrades"]["pids_preserved"], true, "{report:#}");
+}
