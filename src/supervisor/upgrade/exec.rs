@@ -1,0 +1,170 @@
+//! The exec: at the end of a turn, with every input handled, the verified
+//! binary's open file is executed with the state record, signals held
+//! until the new program takes them. If `execve` fails, everything is put
+//! back and the supervisor goes on.
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::{Instant, SystemTime};
+
+use nix::fcntl::AtFlags;
+use nix::sys::signal::{SigSet, SigmaskHow, raise, sigprocmask};
+
+use super::record::{self, ExitRecord, ListenerRecord, PidFileRecord, Record};
+use super::verify::{Asked, Verified};
+use super::{VERSION, memfd, monotonic_ns, offset};
+use crate::error::io_text;
+use crate::machine::Upward;
+use crate::machine::event::ExitStatus;
+use crate::supervisor::{Supervisor, readiness};
+use crate::sys;
+use crate::wire::control::Upgraded;
+use crate::wire::env::HANDOVER_UPGRADE_STATE;
+
+impl Supervisor {
+    /// At the end of a turn: execute the verified binary. Returns only if
+    /// there was nothing to do or the exec failed.
+    pub(in crate::supervisor) fn upgrade_now(&mut self) {
+        let Some(verified) = self.upgrades.verified.take() else { return };
+        let Verified { asked, to } = verified;
+        if self.machine.stopping() {
+            return self.refuse_upgrade(&asked.requests, "the supervisor is stopping");
+        }
+        let binary = asked.binary.display().to_string();
+        self.log.line(&format!("upgrading from handover {VERSION} to {to} ({binary})"));
+        self.log.settle();
+        let reply = |took_ms| Upgraded {
+            ok: true,
+            pid: std::process::id(),
+            binary: binary.clone(),
+            from: VERSION.to_string(),
+            to: to.clone(),
+            took_ms,
+        };
+        if let Some(control) = &mut self.control {
+            for &(id, _) in asked.requests.iter().filter(|(_, wait)| !wait) {
+                control.reply(id, &reply(None));
+            }
+            control.flush();
+        }
+        let reloading = self.machine.manager_ready();
+        if reloading {
+            readiness::upward(&Upward::Reloading);
+        }
+        // From here until the new image unblocks them, signals wait.
+        let mut mask = SigSet::empty();
+        if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), Some(&mut mask)) {
+            return self.upgrade_failed(&asked, reloading, &format!("cannot block signals: {e}"));
+        }
+        for signal in self.signals.take_raw() {
+            let _ = raise(signal);
+        }
+        self.log.flush();
+        let waiting = asked.requests.iter().filter(|(_, wait)| *wait).map(|(id, _)| id.0).collect();
+        // The record's instants are offsets from this moment, which its
+        // `written_at` reading of the clock names for the new image.
+        let mut record = self.record(Instant::now(), waiting, reloading, asked.at);
+        record.binary_fd = Some(asked.file.as_raw_fd());
+        let why = exec(&asked, &record);
+        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&mask), None);
+        self.upgrade_failed(&asked, reloading, &why);
+    }
+
+    fn upgrade_failed(&mut self, asked: &Asked, reloading: bool, why: &str) {
+        if reloading {
+            readiness::upward(&Upward::Ready);
+        }
+        let waiting: Vec<_> = asked.requests.iter().filter(|(_, wait)| *wait).copied().collect();
+        self.refuse_upgrade(&waiting, why);
+    }
+
+    /// The state record of this moment. `waiting`: the requests the new
+    /// image answers; `asked`: when the upgrade was asked for.
+    pub(in crate::supervisor) fn record(
+        &self,
+        now: Instant,
+        waiting: Vec<u64>,
+        reloading: bool,
+        asked: Instant,
+    ) -> Record {
+        let ms = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let listeners = (self.listeners.iter())
+            .map(|l| ListenerRecord {
+                fd: l.socket.as_raw_fd(),
+                key: l.key.clone(),
+                local: l.local.clone(),
+                name: l.spec.name.clone(),
+                created: l.created_path.as_ref().map(|p| {
+                    let (dev, ino) = p.identity();
+                    (p.path().to_owned(), dev, ino)
+                }),
+                inherited_fd: l.inherited_fd,
+            })
+            .collect();
+        let exit = |status: &ExitStatus| match *status {
+            ExitStatus::Code(code) => ExitRecord::Code(code),
+            ExitStatus::Signal { signal, core } => ExitRecord::Signal { signal, core },
+        };
+        Record {
+            format: record::FORMAT,
+            version: VERSION.to_string(),
+            written_at: monotonic_ns(),
+            argv: std::env::args_os().collect(),
+            env: std::env::vars_os().collect(),
+            started_ms: ms(self.upgrades.supervisor_started),
+            upgrades: self.upgrades.count,
+            machine: self.machine.snapshot(now),
+            listeners,
+            notify: self.notify.carry(),
+            einhorn: self.einhorn.carry(),
+            control: self.control.as_ref().map(|c| c.carry()),
+            pid_file: self.pid_file.as_ref().map(|p| PidFileRecord { fd: p.fd(), path: p.path().to_owned() }),
+            status_written: self.status_file.as_ref().is_some_and(|f| f.written()),
+            logger: self.logger.as_ref().map(|l| l.carry(now)),
+            capture: self.capture.as_ref().map(|c| c.carry()),
+            lingering: self.lingering.iter().map(|(pid, status)| (*pid, exit(status))).collect(),
+            log_pending: self.log.sink().unsent().to_vec(),
+            reloading,
+            waiting,
+            requested_at: offset(asked, now),
+            binary_fd: None,
+        }
+    }
+}
+
+/// Executes the binary asked for (its open file) with the record; returns
+/// only if that failed, with every fd as it was, saying why.
+fn exec(asked: &Asked, record: &Record) -> String {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let binary = &asked.binary;
+    // The binary's own fd among them: a script's interpreter opens it as /dev/fd/N.
+    let fds = record.fds();
+    let state = match memfd(record, false) {
+        Ok(file) => file,
+        Err(e) => return format!("cannot write the state record: {}", io_text(&e)),
+    };
+    let c = |bytes: &[u8]| CString::new(bytes).map_err(|_| "a NUL byte in the command line".to_string());
+    let strings = || -> Result<(Vec<CString>, Vec<CString>), String> {
+        let argv = record.argv.iter().map(|a| c(a.as_bytes())).collect::<Result<_, _>>()?;
+        let pair = |(k, v): &(std::ffi::OsString, std::ffi::OsString)| {
+            c(&[k.as_bytes(), b"=", v.as_bytes()].concat())
+        };
+        let mut env: Vec<CString> = record.env.iter().map(pair).collect::<Result<_, _>>()?;
+        env.push(c(format!("{HANDOVER_UPGRADE_STATE}={}", state.as_raw_fd()).as_bytes())?);
+        Ok((argv, env))
+    };
+    let (argv, env) = match strings() {
+        Ok(strings) => strings,
+        Err(why) => return why,
+    };
+    if let Err(e) = sys::fd::set_cloexec(&fds, false) {
+        let _ = sys::fd::set_cloexec(&fds, true);
+        return format!("cannot hand over the fds: {}", io_text(&e));
+    }
+    let errno = match nix::unistd::execveat(&asked.file, c"", &argv, &env, AtFlags::AT_EMPTY_PATH) {
+        Err(errno) => errno,
+        Ok(never) => match never {},
+    };
+    let _ = sys::fd::set_cloexec(&fds, true);
+    format!("cannot execute {}: {}", binary.display(), io_text(&io::Error::from(errno)))
+}
