@@ -59,12 +59,20 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
         .ok_or_else(|| "request has no \"command\" string".to_string())?;
     let command = (Command::ALL.into_iter().find(|c| c.name() == name))
         .ok_or_else(|| format!("unknown command {name:?}: expected status, restart, stop or upgrade"))?;
+    if command != Command::Upgrade {
+        // Other fields of other requests are ignored.
+        return Ok(Request::new(command));
+    }
     let binary = match value.get("binary") {
         None | Some(Value::Null) => None,
         Some(Value::String(path)) if path.starts_with('/') => Some(path.clone()),
-        Some(_) => return Err("\"binary\" must be an absolute path".to_string()),
+        Some(_) => return Err("\"binary\" must be an absolute path, as a string".to_string()),
     };
-    let wait = value.get("wait").and_then(Value::as_bool).unwrap_or(false);
+    let wait = match value.get("wait") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(wait)) => *wait,
+        Some(_) => return Err("\"wait\" must be true or false".to_string()),
+    };
     Ok(Request { command, binary, wait })
 }
 
@@ -330,7 +338,11 @@ mod tests {
     fn requests_name_a_known_command() {
         assert_eq!(parse_request(br#"{"command":"stop","extra":1}"#), Ok(Request::new(Command::Stop)));
         let relative = parse_request(br#"{"command":"upgrade","binary":"bin/handover"}"#);
-        assert_eq!(relative.unwrap_err(), "\"binary\" must be an absolute path");
+        assert_eq!(relative.unwrap_err(), "\"binary\" must be an absolute path, as a string");
+        let wait = parse_request(br#"{"command":"upgrade","wait":"yes"}"#);
+        assert_eq!(wait.unwrap_err(), "\"wait\" must be true or false");
+        let other = parse_request(br#"{"command":"status","wait":"yes","binary":5}"#);
+        assert_eq!(other, Ok(Request::new(Command::Status)));
         assert!(parse_request(b"{}").unwrap_err().contains("no \"command\""));
         assert!(parse_request(br#"{"command":"x"}"#).unwrap_err().starts_with("unknown command \"x\""));
         assert!(parse_request(b"[").unwrap_err().starts_with("request is not JSON"));
