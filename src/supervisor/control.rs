@@ -47,7 +47,7 @@
 use std::collections::VecDeque;
 use std::fs;
 use std::io::{self, ErrorKind};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
@@ -61,8 +61,6 @@ use crate::error::io_text;
 use crate::state::OwnedPath;
 use crate::supervisor::lines::{LineConn, listen_at};
 pub use crate::supervisor::lines::{MAX_LINE, MAX_OUTPUT};
-use crate::supervisor::upgrade::Carried;
-use crate::supervisor::upgrade::record::{ControlConnRecord, ControlRecord, HexBytes};
 use crate::wire::control::{Command, Request, Verdict, encode, parse_request};
 
 const MAX_CONNECTIONS: usize = 64;
@@ -372,50 +370,6 @@ impl ControlServer {
         }
     }
 
-    /// What a self-upgrade carries over: the socket, every connection with
-    /// its buffers and the requests it waits on (the machine's waiters name
-    /// them by id), and the next id.
-    pub fn carry(&self) -> ControlRecord {
-        let conns = (self.conns.iter())
-            .map(|c| ControlConnRecord {
-                conn: c.io.carry(),
-                waiting: c
-                    .waiting
-                    .iter()
-                    .map(|s| (s.id.map(|id| id.0), s.reply.clone().map(HexBytes)))
-                    .collect(),
-                stopping: c.stopping,
-            })
-            .collect();
-        let (path, identity) = (self.file.path().to_owned(), self.file.identity());
-        ControlRecord { fd: self.listener.as_raw_fd(), path, identity, next_id: self.next_id, conns }
-    }
-
-    /// The server as `carry` described it; `take` gives back a carried fd.
-    pub fn resume(record: ControlRecord, take: &mut Carried, now: Instant) -> io::Result<ControlServer> {
-        let listener = UnixListener::from(take.fd(record.fd)?);
-        let mut conns = Vec::with_capacity(record.conns.len());
-        for c in record.conns {
-            let stream = std::os::unix::net::UnixStream::from(take.fd(c.conn.fd)?);
-            let waiting = (c.waiting.into_iter())
-                .map(|(id, reply)| Slot { id: id.map(RequestId), reply: reply.map(|r| r.0) })
-                .collect();
-            let io = LineConn::resume(stream, c.conn)?;
-            conns.push(Conn { io, waiting, heard_at: now, stopping: c.stopping });
-        }
-        Ok(ControlServer {
-            listener,
-            file: OwnedPath::known(record.path, record.identity),
-            euid: nix::unistd::geteuid().as_raw(),
-            conns,
-            next_id: record.next_id,
-            accept_paused: false,
-            refused: Throttle::default(),
-            dropped: Throttle::default(),
-            notes: Vec::new(),
-        })
-    }
-
     #[cfg(test)]
     fn connections(&self) -> usize {
         self.conns.len()
@@ -448,5 +402,6 @@ fn clear_stale(path: &Path) -> io::Result<()> {
     }
 }
 
+mod carry;
 #[cfg(test)]
 mod tests;

@@ -19,3 +19,4 @@ mod readiness;
 mod servers;
 mod systemd;
 mod upgrade;
+mod upgrade_refused;
