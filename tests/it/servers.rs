@@ -381,12 +381,23 @@ fn drill(server: &Server, restarts: usize, options: &[&str]) -> Option<(Option<i
 }
 
 /// The drill's failures as `resets` allows, its retries as `retries` does.
+/// Where the server never resets, handover upgrades itself in between
+/// the restarts too (`--upgrades`), which the server must not notice.
 fn drill_checks(server: &Server, options: &[&str], resets: Resets, retries: Retries) {
-    let Some((code, report, text)) = drill(server, RESTARTS, options) else { return };
+    let upgrades = match resets {
+        Resets::Never => &["--upgrades", "2"][..],
+        Resets::AtItsStop => &[],
+    };
+    let Some((code, report, text)) = drill(server, RESTARTS, &[options, upgrades].concat()) else { return };
     let failures = &report["failures"];
     let total = failures["total"].as_u64().unwrap();
     match resets {
-        Resets::Never => assert_eq!((code, total), (Some(0), 0), "{text}"),
+        Resets::Never => {
+            assert_eq!((code, total), (Some(0), 0), "{text}");
+            let up = &report["upgrades"];
+            let summary = (up["count"].as_u64(), up["failed"].as_u64(), up["pids_preserved"].as_bool());
+            assert_eq!(summary, (Some(2), Some(0), Some(true)), "{text}");
+        }
         Resets::AtItsStop => {
             assert_eq!(failures["reset"], total, "{text}");
             assert!(total <= (CLIENTS * RESTARTS) as u64, "{text}");
