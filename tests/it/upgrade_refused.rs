@@ -154,3 +154,17 @@ fn upgrade_without_a_control_socket_is_a_usage_error_naming_it() {
     assert!(o.stderr.contains("is the supervisor running with --control"), "{}", o.dossier());
     assert_eq!(crate::errors::listing(dir.path()), [] as [&str; 0]);
 }
+
+#[test]
+fn what_a_verify_run_leaves_running_is_stopped_with_it() {
+    let s = controlled(&[], &["--notify"]);
+    s.wait_generations(&[1]);
+    let messy = s.path("messy");
+    let script = format!("#!/bin/sh\nsleep 1000 &\necho $! > {}\nexit 3\n", s.path("left.pid").display());
+    fs::write(&messy, script).unwrap();
+    fs::set_permissions(&messy, fs::Permissions::from_mode(0o755)).unwrap();
+    let o = client(&s, &["upgrade", "--wait", "--binary", messy.to_str().unwrap()]);
+    assert_eq!(o.code, Some(1), "{}", o.dossier());
+    let left: i32 = fs::read_to_string(s.path("left.pid")).unwrap().trim().parse().unwrap();
+    wait_for("the verify run's leftover gone", || s.dossier(), || (!alive(left)).then_some(()));
+}

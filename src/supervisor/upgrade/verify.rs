@@ -159,6 +159,8 @@ impl Supervisor {
             return false;
         }
         let Some(mut run) = self.upgrades.verifying.take() else { return false };
+        // Whatever it started in its process group goes with it.
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         if run.abandoned {
             return true;
         }
