@@ -58,12 +58,18 @@ struct Opts {
     /// Do not print the start and exit lines (errors are still printed).
     #[arg(long)]
     quiet: bool,
+    /// Print `hello: request N pid P generation G` on stdout for every
+    /// request, before answering it (for `handover drill --log-line`).
+    #[arg(long)]
+    log_requests: bool,
 }
 
 struct Shared {
     stopping: AtomicBool,
     requests: AtomicU64,
     body: String,
+    /// `--log-requests`: `pid P generation G`, for the request lines.
+    log_requests: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -122,6 +128,7 @@ fn main() -> ExitCode {
         stopping: AtomicBool::new(false),
         requests: AtomicU64::new(0),
         body: format!("hello from pid {pid} generation {generation}\n"),
+        log_requests: opts.log_requests.then(|| generation_note.clone()),
     });
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     if !stop {
@@ -254,7 +261,13 @@ fn serve(mut sock: Socket, shared: &Shared) -> io::Result<()> {
         }
         buf.drain(..total);
         served += 1;
-        shared.requests.fetch_add(1, Ordering::SeqCst);
+        let number = shared.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(who) = &shared.log_requests {
+            // One write per line, before the answer: an answered request
+            // has always been logged.
+            let line = format!("hello: request {number} {who}\n");
+            io::stdout().lock().write_all(line.as_bytes())?;
+        }
 
         let close = !req.keep_alive || shared.stopping.load(Ordering::SeqCst);
         let (status, body) = if req.method_ok {

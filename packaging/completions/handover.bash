@@ -164,7 +164,7 @@ _handover() {
             return 0
             ;;
         handover__subcmd__drill)
-            opts="-h --restarts --upgrades --upgrade-binary --restart-every --connections --keepalive --duration --rate --requests --get --expect-status --raw-send --raw-expect --request-timeout --json --junit --max-failures --max-p99 --max-retried --restart-timeout --idle --supervisor --keep --help"
+            opts="-h --restarts --upgrades --upgrade-binary --log-line --restart-every --connections --keepalive --duration --rate --requests --get --expect-status --raw-send --raw-expect --request-timeout --json --junit --max-failures --max-p99 --max-retried --restart-timeout --idle --supervisor --keep --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -179,6 +179,10 @@ _handover() {
                     return 0
                     ;;
                 --upgrade-binary)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-line)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

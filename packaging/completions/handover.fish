@@ -93,6 +93,7 @@ complete -c handover -n "__fish_handover_using_subcommand status" -s h -l help -
 complete -c handover -n "__fish_handover_using_subcommand drill" -l restarts -d 'Hot restarts to perform' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l upgrades -d 'Upgrades of handover in place to perform, in turns with the restarts; each must keep the pids and the log lines' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l upgrade-binary -d 'Upgrade to this handover binary; given more than once, to each in turn [default: the one the supervisor was started from]' -r -F
+complete -c handover -n "__fish_handover_using_subcommand drill" -l log-line -d 'Every answered request must leave a line containing TEXT in the supervisor\'s output (a server that logs each request, under --log-capture): fewer such lines than answered requests fail the drill, as log lines lost' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l restart-every -d 'Wait this long between restarts and upgrades [default: as fast as they complete]' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l connections -d 'Concurrent client connections' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l duration -d 'Load for this long [default: until the restarts and upgrades are done]' -r

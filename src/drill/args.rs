@@ -30,6 +30,12 @@ struct DrillCli {
     /// turn [default: the one the supervisor was started from].
     #[arg(long, value_name = "PATH")]
     upgrade_binary: Vec<PathBuf>,
+    /// Every answered request must leave a line containing TEXT in the
+    /// supervisor's output (a server that logs each request, under
+    /// --log-capture): fewer such lines than answered requests fail the
+    /// drill, as log lines lost.
+    #[arg(long, value_name = "TEXT")]
+    log_line: Option<String>,
     /// Wait this long between restarts and upgrades [default: as fast as they complete].
     #[arg(long, value_name = "DURATION")]
     restart_every: Option<String>,
@@ -171,6 +177,7 @@ pub fn parse(own: Vec<OsString>) -> Result<Drill, clap::Error> {
         restarts: cli.restarts,
         upgrades: cli.upgrades,
         upgrade_binaries,
+        log_line: cli.log_line,
         restart_every: optional("restart-every", &cli.restart_every)?,
         connections: cli.connections.max(1),
         keepalive: cli.keepalive,

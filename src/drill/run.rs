@@ -23,6 +23,8 @@ pub struct Drill {
     /// The binaries to upgrade to, in turn (absolute); empty: the one the
     /// supervisor was started from.
     pub upgrade_binaries: Vec<PathBuf>,
+    /// Every answered request leaves a line with this text in the output.
+    pub log_line: Option<String>,
     pub restart_every: Option<Duration>,
     pub connections: usize,
     pub keepalive: bool,
@@ -55,7 +57,11 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
     let dir = directory(drill.keep.as_deref())?;
     let keep = drill.keep.is_some();
     let program = drill.supervisor.as_deref().map(|p| p.as_os_str());
-    let mut subject = match Subject::start(program, &supervisor_args, &dir, keep) {
+    if drill.log_line.is_some() && !super::subject::log_here(&supervisor_args) {
+        let text = "--log-line needs the supervisor's output, which --log-file sends elsewhere";
+        return Err(Error::usage(format!("drill: {text}")));
+    }
+    let mut subject = match Subject::start(program, &supervisor_args, &dir, keep, drill.log_line.as_deref()) {
         Ok(subject) => subject,
         Err(e) => {
             if !keep {
@@ -158,6 +164,7 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
     let log_here = subject.log_here();
     let (leftovers, output) = subject.stop();
     let upgrade_log = (log_here && !upgrades.is_empty()).then(|| output.log_lines());
+    let request_lines = drill.log_line.clone().map(|text| (text, output.log_lines().matched));
     let thresholds = Thresholds {
         max_failures: drill.max_failures,
         max_p99: drill.max_p99,
@@ -168,6 +175,7 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
         restarts: &records,
         upgrades: &upgrades,
         upgrade_log,
+        request_lines,
         started,
         ended,
         supervisor,

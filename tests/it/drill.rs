@@ -331,3 +331,34 @@ fn upgrades_alternate_between_the_binaries_given() {
     assert_eq!(used, [own.as_str(), other.as_str(), own.as_str()], "{report:#}");
     assert_eq!(report["upgrades"]["pids_preserved"], true, "{report:#}");
 }
+
+#[test]
+fn no_captured_request_line_is_lost_across_restarts_and_upgrades() {
+    let hello = example("hello").display().to_string();
+    let args =
+        ["--port", "127.0.0.1:0", "--ready", "notify", "--log-capture", "--restarts", "3", "--upgrades", "6"];
+    let worker = ["--", &hello, "--quiet", "--log-requests"];
+    let out = drill(&[&args[..], &["--json", "--log-line", "hello: request "], &worker].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lines = &report["request_lines"];
+    let (seen, answered) = (lines["seen"].as_u64().unwrap(), lines["answered"].as_u64().unwrap());
+    assert!(answered > 0 && seen >= answered, "{report:#}");
+    assert_eq!(report["upgrades"]["log_lines"]["dropped"], 0, "{report:#}");
+
+    // A line nobody writes: every answered request counts as one lost.
+    let out = drill(&[&args[..4], &["--restarts", "0", "--log-line", "never written"], &worker].concat());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("output lines with \"never written\": at least "), "{}", text(&out));
+}
+
+#[test]
+fn log_line_needs_the_supervisors_output() {
+    let out = drill(&["--log-line", "x", "--log-file", "/dev/null", "--port", "0", "--", "x"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        said,
+        "handover: drill: --log-line needs the supervisor's output, which --log-file sends elsewhere\n"
+    );
+}

@@ -96,6 +96,8 @@ pub struct Inputs<'a> {
     /// The supervisor's log lines about upgrades; None: not checked (no
     /// upgrades, or its log does not come to the drill).
     pub upgrade_log: Option<LogLines>,
+    /// `--log-line`: its text, and how many lines in the output had it.
+    pub request_lines: Option<(String, u64)>,
     pub started: Instant,
     pub ended: Instant,
     /// CPU time the drill itself spent while the load ran.
@@ -185,6 +187,14 @@ pub struct AcceptGap {
     pub outside_restarts_ms: Option<f64>,
 }
 
+/// `--log-line`: lines with `text` in the output, against answered requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RequestLines {
+    pub text: String,
+    pub seen: u64,
+    pub answered: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     pub passed: bool,
@@ -204,6 +214,8 @@ pub struct Report {
     pub accept_gap: AcceptGap,
     pub restarts: Vec<RestartReport>,
     pub upgrades: Upgrades,
+    /// None without `--log-line`.
+    pub request_lines: Option<RequestLines>,
     pub supervisor: String,
     pub peak_rss_kib: Option<u64>,
     pub private_kib: Option<u64>,
@@ -308,6 +320,11 @@ pub fn compute(inputs: &Inputs) -> Report {
         accept_gap,
         restarts,
         upgrades,
+        request_lines: (inputs.request_lines.clone()).map(|(text, seen)| RequestLines {
+            text,
+            seen,
+            answered: latencies.len() as u64,
+        }),
         supervisor: inputs.supervisor.clone(),
         peak_rss_kib: inputs.peak_rss_kib,
         private_kib: inputs.private_kib,

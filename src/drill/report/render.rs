@@ -70,6 +70,10 @@ impl Report {
         }
         let left = if self.leftovers.is_empty() { "nothing".into() } else { self.leftovers.join(", ") };
         let _ = writeln!(out, "left behind  {left}");
+        if let Some(lines) = &self.request_lines {
+            let (seen, answered, text) = (lines.seen, lines.answered, &lines.text);
+            let _ = writeln!(out, "log lines    {seen} with {text:?} for {answered} answered requests");
+        }
         out += &self.upgrades.text();
         if !self.restarts.is_empty() {
             let head = "restart generation result ready_ms old_gone_ms took_ms requests failed p50_ms p90_ms p99_ms max_ms gap_ms";
@@ -127,6 +131,9 @@ impl Report {
         }
         if self.upgrades.count > 0 && self.upgrades.log_lines.is_some() {
             cases.push((Case::UpgradeLog, "log lines across upgrades".into(), 0.0));
+        }
+        if self.request_lines.is_some() {
+            cases.push((Case::RequestLog, "a log line per request".into(), 0.0));
         }
         cases.push((Case::Retried, "keep-alive retries".into(), 0.0));
         cases.push((Case::Latency, "latency p99".into(), 0.0));

@@ -49,6 +49,7 @@ pub(super) fn inputs<'a>(base: Instant, samples: &'a [Sample], restarts: &'a [Re
         restarts,
         upgrades: &[],
         upgrade_log: None,
+        request_lines: None,
         started: base,
         ended,
         load_cpu: Some(Duration::from_millis(42)),
@@ -135,6 +136,7 @@ fn json_shape() {
             "peak_rss_kib",
             "private_kib",
             "rate_per_s",
+            "request_lines",
             "requests",
             "restarts",
             "retried",
@@ -170,4 +172,26 @@ fn json_shape() {
         (json["retried_percent"].as_f64(), json["max_retried_percent"].as_f64()),
         (Some(0.0), Some(1.0))
     );
+}
+
+#[test]
+fn fewer_request_log_lines_than_answered_requests_fail_the_drill() {
+    let base = Instant::now();
+    let samples = steady(base, 0, 10);
+    let mut inputs = inputs(base, &samples, &[]);
+    inputs.request_lines = Some(("hello: request".into(), 10));
+    let report = compute(&inputs);
+    assert!(report.passed(), "{:?}", report.verdicts());
+    assert_eq!(
+        report.request_lines,
+        Some(RequestLines { text: "hello: request".into(), seen: 10, answered: 10 })
+    );
+    assert!(report.to_text().contains("log lines    10 with \"hello: request\" for 10 answered requests\n"));
+    inputs.request_lines = Some(("hello: request".into(), 7));
+    let report = compute(&inputs);
+    assert_eq!(
+        report.verdicts(),
+        ["10 answered requests but 7 output lines with \"hello: request\": at least 3 log lines were lost"]
+    );
+    assert!(report.to_junit("d").contains("a log line per request"));
 }

@@ -61,6 +61,9 @@ pub struct LogLines {
     pub upgraded: u64,
     /// Own lines it says it dropped (`dropped N of its own log lines`).
     pub dropped: u64,
+    /// Lines with the text of `--log-line`, from anyone.
+    #[serde(skip)]
+    pub matched: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -14,6 +14,8 @@ pub(super) enum Case {
     Step(Step),
     /// The supervisor's log lost lines across upgrades.
     UpgradeLog,
+    /// Fewer `--log-line` lines than answered requests.
+    RequestLog,
     /// More retried keep-alive requests than `--max-retried` allows.
     Retried,
     Latency,
@@ -130,6 +132,15 @@ pub(super) fn findings(
         out.push((Case::Step(Step::Restart(r.number)), format!("restart {} failed: {error}", r.number)));
     }
     out.extend(report.upgrades.findings());
+    if let Some(lines) = report.request_lines.as_ref().filter(|l| l.seen < l.answered) {
+        let (lost, of, text) = (lines.answered - lines.seen, lines.answered, &lines.text);
+        let requests = if of == 1 { "request" } else { "requests" };
+        let line = format!(
+            "{of} answered {requests} but {} output lines with {text:?}: at least {lost} log lines were lost",
+            lines.seen
+        );
+        out.push((Case::RequestLog, line));
+    }
     if let (Some(p99), Some(max)) = (report.latency.p99_ms, report.max_p99_ms)
         && p99 > max
     {

@@ -51,6 +51,7 @@ use crate::wire::control::{self, Command as Request, Stopping};
 pub use output::Output;
 use proc::{clock_ticks, is_alive, usage};
 use targets::{signal_listeners, target};
+pub use upgrade::log_here;
 
 /// How often the status file is read while a restart is timed.
 const STATUS_POLL: Duration = Duration::from_millis(1);
@@ -93,6 +94,7 @@ impl Subject {
         args: &[OsString],
         dir: &Path,
         keep: bool,
+        log_line: Option<&str>,
     ) -> Result<Subject, Error> {
         let (mut command, driver) = match program {
             None => {
@@ -128,7 +130,7 @@ impl Subject {
         let mut streams: Vec<Box<dyn Read + Send>> = Vec::new();
         streams.extend(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
         streams.extend(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
-        let output = match Output::start(dir, keep, streams) {
+        let output = match Output::start(dir, keep, streams, log_line) {
             Ok(output) => output,
             Err(e) => {
                 let _ = child.kill();

@@ -12,7 +12,8 @@
 //!
 //! Every line, kept or not, is also looked at for the supervisor's own
 //! lines about upgrades (`upgraded from handover`, `dropped N of its own
-//! log lines`), which are counted ([`LogLines`]).
+//! log lines`), which are counted ([`LogLines`]), and for the text of
+//! `--log-line`.
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Read, Write};
@@ -40,6 +41,8 @@ struct State {
     /// Streams not yet at their end.
     open: usize,
     log_lines: LogLines,
+    /// `--log-line`: lines containing it are counted.
+    pattern: Option<String>,
 }
 
 pub struct Output {
@@ -51,7 +54,13 @@ pub struct Output {
 
 impl Output {
     /// Reads `streams` on threads of their own into `dir`/[`FILE_NAME`].
-    pub fn start(dir: &Path, kept: bool, streams: Vec<Box<dyn Read + Send>>) -> Result<Output> {
+    /// Lines containing `pattern` are counted (`LogLines::matched`).
+    pub fn start(
+        dir: &Path,
+        kept: bool,
+        streams: Vec<Box<dyn Read + Send>>,
+        pattern: Option<&str>,
+    ) -> Result<Output> {
         let path = dir.join(FILE_NAME);
         let file = File::create(&path).context(|| format!("cannot create {}", path.display()))?;
         let file = Some(BufWriter::new(file));
@@ -61,6 +70,7 @@ impl Output {
             tail: VecDeque::new(),
             open: streams.len(),
             log_lines: LogLines::default(),
+            pattern: pattern.map(str::to_owned),
         };
         let state = Arc::new((Mutex::new(state), Condvar::new()));
         for stream in streams {
@@ -145,6 +155,9 @@ fn record(state: &mut State, line: &[u8], caught_up: bool) {
     }
     let shown = String::from_utf8_lossy(text).into_owned();
     count(&mut state.log_lines, &shown);
+    if state.pattern.as_deref().is_some_and(|p| shown.contains(p)) {
+        state.log_lines.matched += 1;
+    }
     state.tail.push_back(shown);
     let Some(file) = &mut state.file else { return };
     let size = text.len() as u64 + 1;
@@ -193,7 +206,7 @@ mod tests {
     use super::*;
 
     fn kept(dir: &Path, input: &'static [u8]) -> (Output, String) {
-        let output = Output::start(dir, true, vec![Box::new(input)]).unwrap();
+        let output = Output::start(dir, true, vec![Box::new(input)], Some("hello: request")).unwrap();
         output.finish(Duration::from_secs(30));
         let file = std::fs::read_to_string(dir.join(FILE_NAME)).unwrap();
         (output, file)
@@ -220,7 +233,7 @@ mod tests {
         let (output, file) = kept(dir.path(), b"one\ntwo");
         assert_eq!(file, "one\ntwo\n");
         assert!(output.tail().ends_with(":\n  one\n  two"), "{}", output.tail());
-        let silent = Output::start(dir.path(), false, vec![Box::new(&b""[..])]).unwrap();
+        let silent = Output::start(dir.path(), false, vec![Box::new(&b""[..])], None).unwrap();
         silent.finish(Duration::from_secs(30));
         assert_eq!(
             silent.tail(),
@@ -231,7 +244,14 @@ mod tests {
     #[test]
     fn the_file_stops_at_the_limit_with_a_note() {
         let log_lines = LogLines::default();
-        let mut state = State { file: None, written: LIMIT - 10, tail: VecDeque::new(), open: 1, log_lines };
+        let mut state = State {
+            file: None,
+            written: LIMIT - 10,
+            tail: VecDeque::new(),
+            open: 1,
+            log_lines,
+            pattern: None,
+        };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
         state.file = Some(BufWriter::new(File::create(&path).unwrap()));
@@ -248,12 +268,14 @@ mod tests {
     fn the_supervisors_lines_about_upgrades_are_counted() {
         let dir = tempfile::tempdir().unwrap();
         let input = b"handover[7]: upgraded from handover 0.1.0 to 0.1.0 (pid 7, generations 1)\n\
-            handover[7]: [gen 1 pid 9 stdout] hello\n\
+            [gen 1 pid 9 stdout] hello: request 1\n\
+            [gen 1 pid 9 stdout] hello: requests are logged\n\
             {\"line\":\"upgraded from handover 0.1.0 to 0.2.0 (pid 7, generations 1, 2)\",\"pid\":7}\n\
             handover[7]: the line above came 3 more times: upgraded from handover 0.2.0 to 0.2.0 (pid 7)\n\
             handover[7]: dropped 12 of its own log lines while the log was not read\n\
             handover[7]: restarting: upgraded from handover's point of view\n";
         let (output, _) = kept(dir.path(), input);
-        assert_eq!(output.log_lines(), LogLines { upgraded: 5, dropped: 12 });
+        // And the `--log-line` text ("hello: request"), wherever it is in a line.
+        assert_eq!(output.log_lines(), LogLines { upgraded: 5, dropped: 12, matched: 2 });
     }
 }

@@ -19,7 +19,7 @@ fn report(change: impl FnOnce(&mut Inputs, &mut [UpgradeRecord])) -> Report {
     let extra = sample(base, 1410, 2, Outcome::Reset);
     let samples = [samples, vec![extra]].concat();
     let mut inputs = inputs(base, &samples, &restarts);
-    inputs.upgrade_log = Some(LogLines { upgraded: 2, dropped: 0 });
+    inputs.upgrade_log = Some(LogLines { upgraded: 2, dropped: 0, matched: 0 });
     inputs.thresholds.max_failures = 1;
     change(&mut inputs, &mut upgrades);
     compute(&Inputs { upgrades: &upgrades, ..inputs })
@@ -57,7 +57,7 @@ fn text_with_upgrades() {
 fn upgrades_that_lose_pids_or_log_lines_fail_with_the_reason() {
     let report = report(|inputs, upgrades| {
         inputs.thresholds.max_failures = 0;
-        inputs.upgrade_log = Some(LogLines { upgraded: 0, dropped: 3 });
+        inputs.upgrade_log = Some(LogLines { upgraded: 0, dropped: 3, matched: 0 });
         let after = upgrades[0].after.as_mut().unwrap();
         after.pid = 200;
         after.workers = vec![(1, 102, false)];
