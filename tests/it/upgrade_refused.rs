@@ -168,3 +168,28 @@ fn what_a_verify_run_leaves_running_is_stopped_with_it() {
     let left: i32 = fs::read_to_string(s.path("left.pid")).unwrap().trim().parse().unwrap();
     wait_for("the verify run's leftover gone", || s.dossier(), || (!alive(left)).then_some(()));
 }
+
+/// A supervisor program that cannot take over (here: its record is not
+/// there at all) stops what it would have supervised and says why.
+#[test]
+fn a_program_that_cannot_take_over_stops_its_children_and_says_why() {
+    let b = handover();
+    let child = b.dir().join("child");
+    let script = format!(
+        "sleep 1000 & echo $! > {}; exec env HANDOVER_UPGRADE_STATE=99 {} --port 127.0.0.1:0 -- sleep 1",
+        child.display(),
+        binary().display()
+    );
+    let mut s = b.program("sh".into()).args(["-c", &script]).start();
+    let status = s.wait_exit();
+    let pid: i32 = fs::read_to_string(s.path("child")).unwrap().trim().parse().unwrap();
+    let left = alive(pid);
+    if left {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    assert_eq!(status.code(), Some(1), "{}", s.dossier());
+    let expected = "handover: cannot take over after an upgrade: carried fd 99: Bad file descriptor; \
+                    stopped the process it supervised";
+    assert_eq!(s.lines(), [expected], "{}", s.dossier());
+    assert!(!left, "the child was left running\n{}", s.dossier());
+}

@@ -57,17 +57,60 @@ pub fn check(config: &Config, record: &Record, then: Instant) -> std::result::Re
 }
 
 /// Takes over from the previous image: `state` is the value of
-/// `HANDOVER_UPGRADE_STATE`, the fd of the record.
-pub fn resume(mut config: Config, state: OsString) -> Result<u8> {
+/// `HANDOVER_UPGRADE_STATE`, the fd of the record. Should that fail, the
+/// workers are stopped and the files the record names removed, so that
+/// nothing is left behind by a supervisor that cannot go on.
+pub fn resume(config: Config, state: OsString) -> Result<u8> {
     let fail = |what: String| Error::runtime(format!("cannot take over after an upgrade: {what}"));
     // Handlers first, then the signals held since before the exec come in.
-    let signals = Signals::install().map_err(|e| fail(format!("cannot install signal handlers: {e}")))?;
+    let signals = Signals::install()
+        .map_err(|e| give_up(None, fail(format!("cannot install signal handlers: {e}"))))?;
     let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&SigSet::all()), None);
-    let fd: RawFd = (state.to_str().and_then(|s| s.parse().ok())).ok_or_else(|| {
-        fail(format!("{} is not an fd: {state:?}", crate::wire::env::HANDOVER_UPGRADE_STATE))
-    })?;
-    let memfd = Carried::take_all(&[fd]).and_then(|mut c| c.fd(fd)).map_err(|e| fail(e.to_string()))?;
-    let record = read_record(std::fs::File::from(memfd)).map_err(fail)?;
+    let fd: Option<RawFd> = state.to_str().and_then(|s| s.parse().ok());
+    let record = fd
+        .ok_or_else(|| format!("{} is not an fd: {state:?}", crate::wire::env::HANDOVER_UPGRADE_STATE))
+        .and_then(|fd| Carried::take_all(&[fd]).and_then(|mut c| c.fd(fd)).map_err(|e| e.to_string()))
+        .and_then(|memfd| read_record(std::fs::File::from(memfd)))
+        .map_err(|e| give_up(None, fail(e)))?;
+    match take_over(config, &record, signals) {
+        Ok(mut supervisor) => supervisor.serve(false),
+        Err(e) => Err(give_up(Some(&record), fail(e.message))),
+    }
+}
+
+/// How long the workers of a supervisor that cannot take over get to stop.
+const GIVE_UP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `error`, after stopping every child (TERM, then KILL after
+/// `GIVE_UP_GRACE`) and removing the files `record` says this process
+/// made: nobody could supervise them any more.
+fn give_up(record: Option<&Record>, error: Error) -> Error {
+    let stopped = reaper::stop_orphans(&[], GIVE_UP_GRACE);
+    if let Some(record) = record {
+        let made = (record.listeners.iter().filter_map(|l| l.created.clone()))
+            .chain(record.control.iter().map(|c| (c.path.clone(), c.identity.0, c.identity.1)));
+        for (path, dev, ino) in made {
+            let _ = crate::state::OwnedPath::known(path, (dev, ino)).remove();
+        }
+        let ours = |path: &std::path::Path| {
+            let watch = crate::state::PidFileWatch::open(path).ok();
+            watch.and_then(|w| w.read_pid().ok()) == Some(std::process::id())
+        };
+        if let Some(p) = record.pid_file.as_ref().filter(|p| ours(&p.path)) {
+            let _ = std::fs::remove_file(&p.path);
+        }
+    }
+    let processes = match stopped.len() {
+        0 => return error,
+        1 => "process".to_string(),
+        n => format!("{n} processes"),
+    };
+    Error::runtime(format!("{}; stopped the {processes} it supervised", error.message))
+}
+
+/// Every part of the supervisor, rebuilt from `record` on the fds it names.
+fn take_over(mut config: Config, record: &Record, signals: Signals) -> Result<Supervisor> {
+    let fail = |what: String| Error::runtime(what);
     // The same moment as the record's `now`, on this image's clock.
     let since = std::time::Duration::from_nanos(monotonic_ns().saturating_sub(record.written_at));
     let now = Instant::now();
@@ -91,7 +134,7 @@ pub fn resume(mut config: Config, state: OsString) -> Result<u8> {
         listeners.push(listen::resume(config.listeners.get(at), carried).map_err(|e| fail(e.to_string()))?);
     }
     setup::place(&mut config, &listeners)?;
-    let machine = check(&config, &record, then).map_err(fail)?;
+    let machine = check(&config, record, then).map_err(fail)?;
     let notify = NotifySocket::resume(record.notify.clone(), &mut fds).map_err(io)?;
     let einhorn = EinhornSocket::resume(record.einhorn.clone(), &mut fds).map_err(io)?;
     let control =
@@ -172,7 +215,7 @@ pub fn resume(mut config: Config, state: OsString) -> Result<u8> {
             control.reply(RequestId(id), &reply);
         }
     }
-    supervisor.serve(false)
+    Ok(supervisor)
 }
 
 impl Supervisor {
