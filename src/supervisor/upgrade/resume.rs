@@ -1,8 +1,9 @@
 //! The new image's side of an upgrade: the state record read back, every
 //! part of the supervisor rebuilt on its carried fds, and the loop entered
 //! without a new generation. A failure here is fatal (the old image is
-//! gone); the verify run, which makes the same checks (`check`) before the
-//! old image executes, is what keeps it from happening.
+//! gone): the processes are stopped and the files removed (`give_up`). The
+//! verify run, which makes the same checks (`check`) before the old image
+//! executes, is what keeps it from happening.
 use std::ffi::OsString;
 use std::io::Read;
 use std::os::fd::RawFd;
