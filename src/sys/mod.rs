@@ -1,5 +1,8 @@
 //! The only module with `unsafe`: fork and exec of workers, daemonizing,
-//! a child's death signal, and the ownership of inherited fds. Every block
+//! a child's death signal, the ownership of inherited fds (from a service
+//! manager, or from this process's previous image after a self-upgrade)
+//! and their close-on-exec flags, and taking a variable out of the
+//! environment. Every block
 //! carries a `// SAFETY:` line; the functions offered are safe to call.
 #![allow(unsafe_code)]
 

@@ -1,5 +1,5 @@
-//! The supervisor's own process: becoming a daemon, and tying a child's
-//! life to ours.
+//! The supervisor's own process: becoming a daemon, tying a child's life
+//! to ours, and its environment.
 use std::io;
 use std::os::unix::process::CommandExt;
 
