@@ -342,3 +342,24 @@ fn a_stop_after_an_upgrade_removes_every_file_the_supervisor_made() {
     assert!(log.contains("upgraded from handover") && log.ends_with("exiting\n"), "{log}");
     assert_eq!(crate::errors::listing(s.dir.path()), ["journal", "log"], "left behind\n{}", s.dossier());
 }
+
+#[test]
+fn a_term_racing_an_upgrade_still_stops_cleanly() {
+    for round in 0..6 {
+        let mut s = controlled(&[], &["--notify"]);
+        s.wait_generations(&[1]);
+        let dir = s.dir.path().to_owned();
+        let asked =
+            std::thread::spawn(move || run_in(&dir, &["upgrade", "--wait", "--control", "{dir}/ctl"]));
+        // At once, or once the upgrade is under way (the verify run, the
+        // exec): the stop is never lost.
+        if round % 2 == 1 {
+            s.wait_line("upgrade asked for");
+        }
+        s.signal(Signal::SIGTERM);
+        assert!(s.wait_exit().success(), "{}", s.dossier());
+        let o = asked.join().unwrap();
+        assert!(o.code == Some(0) || o.code == Some(1), "{}", o.dossier());
+        assert_eq!(crate::errors::listing(s.dir.path()), ["journal"], "left behind\n{}", s.dossier());
+    }
+}
