@@ -1,3 +1,5 @@
+use nix::sys::signal::Signal;
+
 use super::*;
 
 fn build(opts: StartServerOpts, env: &[(&str, &str)]) -> Result<Config> {
