@@ -17,6 +17,7 @@ mod processes;
 mod protocols;
 mod readiness;
 mod servers;
+mod servers_drilled;
 mod systemd;
 mod upgrade;
 mod upgrade_refused;
