@@ -1,6 +1,7 @@
 //! From parsed arguments to what runs: the supervisor, a client command
-//! (`restart`, `stop`, `status`, start_server's `--restart`/`--stop`), or
-//! the drill. Returns the exit code; failures are `Error`s.
+//! (`restart`, `stop`, `status`, `upgrade`, start_server's
+//! `--restart`/`--stop`), the new program of a self-upgrade, its verify
+//! run, or the drill. Returns the exit code; failures are `Error`s.
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;

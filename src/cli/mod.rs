@@ -3,7 +3,7 @@
 //! Under the name `start_server` only start_server 0.35's options exist, so
 //! its unique-prefix abbreviations (`--ver`, `--re`) mean exactly what they
 //! meant there. Under any other name handover adds its own options and the
-//! `restart`, `stop` and `status` subcommands. Both accept `--opt=v`,
+//! `restart`, `stop`, `status` and `upgrade` subcommands. Both accept `--opt=v`,
 //! `--opt v`, `-opt` (Getopt::Long's single dash) and unique prefixes.
 use std::ffi::OsString;
 use std::path::PathBuf;
