@@ -129,9 +129,19 @@ pub fn generation() -> u64 {
 /// `get_read()` and call `pending()` (which drains the pipe first).
 pub type SignalPipe = SignalDelivery<UnixStream, SignalOnly>;
 
+/// The signals are blocked while the handlers are set up: signal-hook
+/// drops one that arrives in the middle of that (a TERM sent the moment a
+/// worker starts would be lost), blocked it waits for the handler.
 pub fn signal_pipe(signals: &[i32]) -> io::Result<SignalPipe> {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+    let mut blocked = SigSet::empty();
+    signals.iter().filter_map(|&n| Signal::try_from(n).ok()).for_each(|s| blocked.add(s));
+    let mut mask = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), Some(&mut mask))?;
     let (read, write) = UnixStream::pair()?;
-    SignalDelivery::with_pipe(read, write, SignalOnly, signals)
+    let delivery = SignalDelivery::with_pipe(read, write, SignalOnly, signals);
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&mask), None)?;
+    delivery
 }
 
 /// Milliseconds until `deadline` for `poll`, rounded up; no deadline waits

@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SignalEvent {
@@ -56,7 +56,22 @@ pub struct Signals {
 }
 
 impl Signals {
+    /// Installs the handlers. The signals are blocked meanwhile: one that
+    /// arrives while signal-hook sets a handler up would otherwise be
+    /// dropped (its registry calls no default action), and a TERM in the
+    /// first moments of the supervisor's life would be lost. Blocked, it
+    /// waits, and comes in once every handler is in place.
     pub fn install() -> std::io::Result<Signals> {
+        let mut handled = SigSet::empty();
+        HANDLED.iter().for_each(|&signal| handled.add(signal));
+        let mut mask = SigSet::empty();
+        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled), Some(&mut mask))?;
+        let installed = Signals::register();
+        sigprocmask(SigmaskHow::SIG_SETMASK, Some(&mask), None)?;
+        installed
+    }
+
+    fn register() -> std::io::Result<Signals> {
         let (wake, writer) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
         let mut flags = Vec::new();
