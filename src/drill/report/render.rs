@@ -79,21 +79,16 @@ impl Report {
             let head = "restart generation result ready_ms old_gone_ms took_ms requests failed p50_ms p90_ms p99_ms max_ms gap_ms";
             let mut rows = vec![head.split(' ').map(|h| h.replace('_', " ")).collect::<Vec<_>>()];
             for r in &self.restarts {
-                rows.push(vec![
+                let mut row = vec![
                     r.number.to_string(),
                     r.generation.map_or("-".into(), |g| g.to_string()),
                     if r.ok { "ok" } else { "FAILED" }.into(),
                     show(r.ready_after_ms),
                     show(r.old_gone_after_ms),
                     show(Some(r.answered_after_ms)),
-                    r.requests.to_string(),
-                    r.failures.total.to_string(),
-                    show(r.latency_p50_ms),
-                    show(r.latency_p90_ms),
-                    show(r.latency_p99_ms),
-                    show(r.latency_max_ms),
-                    show(r.accept_gap_ms),
-                ]);
+                ];
+                row.extend(r.window.cells());
+                rows.push(row);
             }
             out.push('\n');
             out += &table(&rows);

@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::timeline::Timeline;
-use super::{Failures, ms, ms_of};
+use super::timeline::{Timeline, WindowReport};
+use super::{ms, ms_of};
 
 #[derive(Debug, Clone)]
 pub struct RestartRecord {
@@ -49,15 +49,8 @@ pub struct RestartReport {
     pub answered_after_ms: f64,
     pub ready_after_ms: Option<f64>,
     pub old_gone_after_ms: Option<f64>,
-    pub window_from_ms: f64,
-    pub window_to_ms: f64,
-    pub requests: u64,
-    pub failures: Failures,
-    pub latency_p50_ms: Option<f64>,
-    pub latency_p90_ms: Option<f64>,
-    pub latency_p99_ms: Option<f64>,
-    pub latency_max_ms: Option<f64>,
-    pub accept_gap_ms: Option<f64>,
+    #[serde(flatten)]
+    pub window: WindowReport,
 }
 
 impl RestartReport {
@@ -65,6 +58,7 @@ impl RestartReport {
     /// `timeline`; and that window, `(from, to)`.
     pub(super) fn new(r: &RestartRecord, timeline: &Timeline) -> (RestartReport, (u64, u64)) {
         let w = timeline.window(r.requested_at, r.answered_at);
+        let span = (w.from, w.to);
         let report = RestartReport {
             number: r.number,
             ok: r.ok,
@@ -74,16 +68,8 @@ impl RestartReport {
             answered_after_ms: ms(r.answered_at.saturating_duration_since(r.requested_at)),
             ready_after_ms: r.ready_after.map(ms),
             old_gone_after_ms: r.old_gone_after.map(ms),
-            window_from_ms: ms_of(w.from),
-            window_to_ms: ms_of(w.to),
-            requests: w.requests,
-            failures: w.failures,
-            latency_p50_ms: w.latency.p50_ms,
-            latency_p90_ms: w.latency.p90_ms,
-            latency_p99_ms: w.latency.p99_ms,
-            latency_max_ms: w.latency.max_ms,
-            accept_gap_ms: w.gap.map(ms_of),
+            window: WindowReport::of(w),
         };
-        (report, (w.from, w.to))
+        (report, span)
     }
 }

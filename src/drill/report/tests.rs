@@ -91,13 +91,16 @@ fn a_restart_window_has_its_requests_failures_latency_and_accept_gap() {
     let restarts = [restart(base, 1, 510, 515), restart(base, 2, 2000, 2100)];
     let report = compute(&inputs(base, &samples, &restarts));
     let r = &report.restarts[0];
-    assert_eq!((r.window_from_ms, r.window_to_ms, r.answered_after_ms), (410.0, 1015.0, 5.0));
+    assert_eq!((r.window.window_from_ms, r.window.window_to_ms, r.answered_after_ms), (410.0, 1015.0, 5.0));
     // Overlapping [410, 1015]: starts 409..=999 (the one at 409 ends at 410), plus the two extra.
-    assert_eq!((r.requests, r.failures.reset, r.failures.total), (591 - 29 + 2, 1, 1));
-    assert_eq!((r.latency_max_ms, r.latency_p99_ms, r.accept_gap_ms), (Some(19.0), Some(1.0), Some(29.0)));
+    assert_eq!((r.window.requests, r.window.failures.reset, r.window.failures.total), (591 - 29 + 2, 1, 1));
+    assert_eq!(
+        (r.window.latency_max_ms, r.window.latency_p99_ms, r.window.accept_gap_ms),
+        (Some(19.0), Some(1.0), Some(29.0))
+    );
     assert_eq!((r.ready_after_ms, r.old_gone_after_ms), (Some(35.25), Some(120.0)));
     let r2 = &report.restarts[1];
-    assert_eq!((r2.requests, r2.accept_gap_ms, r2.latency_max_ms), (0, None, None));
+    assert_eq!((r2.window.requests, r2.window.accept_gap_ms, r2.window.latency_max_ms), (0, None, None));
     assert_eq!(report.accept_gap, AcceptGap { max_ms: Some(29.0), outside_restarts_ms: Some(1.0) });
     assert_eq!(report.rate_per_s, (report.requests as f64 / 1.0).round());
 }
@@ -108,7 +111,7 @@ fn a_stall_counts_until_the_load_stopped() {
     let mut samples = steady(base, 0, 800);
     samples.extend((800..1500).step_by(10).map(|i| sample(base, i, 1, Outcome::Refused)));
     let report = compute(&inputs(base, &samples, &[restart(base, 1, 700, 750)]));
-    assert_eq!(report.restarts[0].accept_gap_ms, Some(1491.0 - 800.0));
+    assert_eq!(report.restarts[0].window.accept_gap_ms, Some(1491.0 - 800.0));
     assert_eq!(report.accept_gap.max_ms, Some(691.0));
 }
 

@@ -5,8 +5,11 @@
 //! parent module's header).
 use std::time::Instant;
 
+use serde::Serialize;
+
 use super::gap::gap_in;
-use super::{Failures, Latency, WINDOW_AFTER, WINDOW_BEFORE};
+use super::render::show;
+use super::{Failures, Latency, WINDOW_AFTER, WINDOW_BEFORE, ms_of};
 use crate::drill::load::{Outcome, Sample};
 
 pub(super) struct Timeline<'a> {
@@ -30,6 +33,50 @@ pub(super) struct Window {
     pub latency: Latency,
     /// The longest stretch without a successful completion, in ns.
     pub gap: Option<u64>,
+}
+
+/// A window as a restart's or an upgrade's report shows it (its fields
+/// flattened into theirs).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowReport {
+    pub window_from_ms: f64,
+    pub window_to_ms: f64,
+    pub requests: u64,
+    pub failures: Failures,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p90_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    pub latency_max_ms: Option<f64>,
+    pub accept_gap_ms: Option<f64>,
+}
+
+impl WindowReport {
+    pub(super) fn of(w: Window) -> WindowReport {
+        WindowReport {
+            window_from_ms: ms_of(w.from),
+            window_to_ms: ms_of(w.to),
+            requests: w.requests,
+            failures: w.failures,
+            latency_p50_ms: w.latency.p50_ms,
+            latency_p90_ms: w.latency.p90_ms,
+            latency_p99_ms: w.latency.p99_ms,
+            latency_max_ms: w.latency.max_ms,
+            accept_gap_ms: w.gap.map(ms_of),
+        }
+    }
+
+    /// Its cells in a table: requests, failed, p50, p90, p99, max, gap.
+    pub(super) fn cells(&self) -> [String; 7] {
+        [
+            self.requests.to_string(),
+            self.failures.total.to_string(),
+            show(self.latency_p50_ms),
+            show(self.latency_p90_ms),
+            show(self.latency_p99_ms),
+            show(self.latency_max_ms),
+            show(self.accept_gap_ms),
+        ]
+    }
 }
 
 impl<'a> Timeline<'a> {

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::render::{show, table};
-use super::timeline::Timeline;
+use super::timeline::{Timeline, WindowReport};
 use super::verdict::Case;
-use super::{Failures, Step, ms, ms_of};
+use super::{Step, ms, ms_of};
 
 /// What a `status` reply says about pids.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,15 +85,8 @@ pub struct UpgradeReport {
     pub pids_preserved: bool,
     /// What changed, when the pids were not kept.
     pub changes: Vec<String>,
-    pub window_from_ms: f64,
-    pub window_to_ms: f64,
-    pub requests: u64,
-    pub failures: Failures,
-    pub latency_p50_ms: Option<f64>,
-    pub latency_p90_ms: Option<f64>,
-    pub latency_p99_ms: Option<f64>,
-    pub latency_max_ms: Option<f64>,
-    pub accept_gap_ms: Option<f64>,
+    #[serde(flatten)]
+    pub window: WindowReport,
 }
 
 /// The smallest, median (nearest-rank) and largest of some values.
@@ -187,15 +180,7 @@ impl Upgrades {
                 supervisor_pid: r.after.as_ref().or(r.before.as_ref()).map(|s| s.pid),
                 pids_preserved: changes.is_empty(),
                 changes,
-                window_from_ms: ms_of(w.from),
-                window_to_ms: ms_of(w.to),
-                requests: w.requests,
-                failures: w.failures,
-                latency_p50_ms: w.latency.p50_ms,
-                latency_p90_ms: w.latency.p90_ms,
-                latency_p99_ms: w.latency.p99_ms,
-                latency_max_ms: w.latency.max_ms,
-                accept_gap_ms: w.gap.map(ms_of),
+                window: WindowReport::of(w),
             });
         }
         let done = || each.iter().filter(|u| u.ok);
@@ -299,20 +284,15 @@ impl Upgrades {
             "upgrade result took_ms round_trip_ms pids requests failed p50_ms p90_ms p99_ms max_ms gap_ms";
         let mut rows = vec![head.split(' ').map(|h| h.replace('_', " ")).collect::<Vec<_>>()];
         for u in &self.each {
-            rows.push(vec![
+            let mut row = vec![
                 u.number.to_string(),
                 if u.ok { "ok" } else { "FAILED" }.into(),
                 show(u.took_ms),
                 show(Some(u.round_trip_ms)),
                 if u.pids_preserved { "kept" } else { "CHANGED" }.into(),
-                u.requests.to_string(),
-                u.failures.total.to_string(),
-                show(u.latency_p50_ms),
-                show(u.latency_p90_ms),
-                show(u.latency_p99_ms),
-                show(u.latency_max_ms),
-                show(u.accept_gap_ms),
-            ]);
+            ];
+            row.extend(u.window.cells());
+            rows.push(row);
         }
         table(&rows)
     }

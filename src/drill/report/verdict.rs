@@ -148,7 +148,7 @@ pub(super) fn findings(
         let worst = report
             .restarts
             .iter()
-            .filter_map(|r| Some((r.latency_p99_ms?, r.number)))
+            .filter_map(|r| Some((r.window.latency_p99_ms?, r.number)))
             .reduce(|a, b| if b.0 > a.0 { b } else { a });
         if let Some((p, n)) = worst.filter(|w| w.0 > max) {
             text += &format!(" (worst around restart {n}: p99 {p} ms)");
