@@ -16,7 +16,8 @@ fn children(pid: i32, needle: &str) -> Vec<i32> {
 }
 
 /// The log command never reads: the pipe fills with the supervisor's own
-/// lines after some hundred restarts. Every restart is still answered.
+/// lines after some hundred restarts. Every restart is still answered, and
+/// an upgrade still goes through.
 #[test]
 fn a_log_reader_that_stops_reading_leaves_the_supervisor_answering() {
     let mut s = handover()
@@ -35,6 +36,11 @@ fn a_log_reader_that_stops_reading_leaves_the_supervisor_answering() {
         assert_eq!(reply["generation"], n + 2, "restart {n}: {reply}");
     }
     assert_eq!(control.ask("status")["ok"], true);
+    // An upgrade carries the lines the log has not taken across the exec.
+    control.send(r#"{"command":"upgrade","wait":true}"#);
+    assert_eq!(control.reply()["ok"], true);
+    assert_eq!(control.ask("restart")["generation"], 302);
+    assert_eq!(children(s.pid(), "sleep 1001"), loggers, "the same log command");
     s.signal(Signal::SIGTERM);
     let status = s.wait_exit();
     let _ = kill(Pid::from_raw(loggers[0]), Signal::SIGKILL);

@@ -368,3 +368,66 @@ fn a_term_racing_an_upgrade_still_stops_cleanly() {
         assert_eq!(crate::errors::listing(s.dir.path()), ["journal"], "left behind\n{}", s.dossier());
     }
 }
+
+#[test]
+fn a_restart_asked_for_before_an_upgrade_is_answered_by_the_new_program() {
+    let s = controlled(&["--ready", "notify"], &["--notify", "--startup-delay", "1000"]);
+    s.wait_generations(&[1]);
+    let mut asked = crate::control::Raw::connect(&s.path("ctl"));
+    asked.send(r#"{"command":"restart"}"#);
+    wait_for(
+        "generation 2 starting",
+        || s.dossier(),
+        || generations(&status(&s)).iter().any(|g| g.0 == 2).then_some(()),
+    );
+    upgrade(&s);
+    // The request's connection crossed the exec; its answer comes from the new program.
+    let reply = asked.reply();
+    assert_eq!((reply["ok"].as_bool(), reply["generation"].as_u64()), (Some(true), Some(2)), "{reply}");
+    assert_eq!(status(&s)["image"]["upgrades"], 1);
+}
+
+#[test]
+fn requests_for_the_binary_being_checked_join_it_and_others_wait_their_turn() {
+    let s = with_real_handover();
+    s.wait_generations(&[1]);
+    // Its verify run waits until the test says so.
+    let gate = s.path("gate");
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let held = passes_then(&s, "held", "true");
+    let script = fs::read_to_string(&held).unwrap();
+    let script = script.replacen("then\n", &format!("then\n  read x < {}\n", gate.display()), 1);
+    fs::write(&held, script).unwrap();
+    let ctl = s.path("ctl");
+    let ask = |binary: &std::path::Path| {
+        let mut raw = crate::control::Raw::connect(&ctl);
+        raw.send(&format!(r#"{{"command":"upgrade","binary":"{}","wait":true}}"#, binary.display()));
+        raw
+    };
+    let mut first = ask(&held);
+    s.wait_line("upgrade asked for: checking");
+    let mut second = ask(&held);
+    let mut other = ask(&binary());
+    // Another binary is refused at once, while the first is still checked.
+    let refused = other.reply();
+    let why =
+        format!("upgrade refused: an upgrade to {} is under way; ask again when it is done", held.display());
+    assert_eq!(refused["error"], why.as_str(), "{refused}");
+    assert_eq!(status(&s)["image"]["upgrades"], 0);
+    fs::write(&gate, "go\n").unwrap();
+    for raw in [&mut first, &mut second] {
+        let reply = raw.reply();
+        assert_eq!(reply["ok"], true, "{reply}");
+    }
+    assert_eq!(status(&s)["image"]["upgrades"], 1, "one upgrade for both");
+}
+
+#[test]
+fn watched_files_are_watched_again_after_an_upgrade() {
+    let s = controlled(&["--ready", "notify", "--watch", "{dir}/app.conf"], &["--notify"]);
+    s.wait_generations(&[1]);
+    upgrade(&s);
+    fs::write(s.path("app.conf"), "workers = 2\n").unwrap();
+    s.wait_line("watched files changed, restarting");
+    s.wait_generations(&[2]);
+}
