@@ -318,7 +318,7 @@ fn past(off: i64, now: Instant, what: &str) -> Result<Instant, String> {
 }
 
 /// `t` as nanoseconds after `now` (negative: before), saturated.
-fn offset(t: Instant, now: Instant) -> i64 {
+pub fn offset(t: Instant, now: Instant) -> i64 {
     match t.checked_duration_since(now) {
         Some(after) => i64::try_from(after.as_nanos()).unwrap_or(i64::MAX),
         None => i64::try_from((now - t).as_nanos()).map_or(i64::MIN, |before| -before),
@@ -327,7 +327,7 @@ fn offset(t: Instant, now: Instant) -> i64 {
 
 /// The instant `off` nanoseconds after `now` (before, if negative); `now`
 /// if the clock cannot represent it.
-fn instant(off: i64, now: Instant) -> Instant {
+pub fn instant(off: i64, now: Instant) -> Instant {
     let span = Duration::from_nanos(off.unsigned_abs());
     let t = if off >= 0 { now.checked_add(span) } else { now.checked_sub(span) };
     t.unwrap_or(now)

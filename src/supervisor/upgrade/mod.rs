@@ -118,21 +118,7 @@ fn own_binary() -> PathBuf {
     }
 }
 
-/// An instant as nanoseconds from `now` (negative: in the past).
-pub fn offset(at: Instant, now: Instant) -> i64 {
-    let ns = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
-    match at.checked_duration_since(now) {
-        Some(ahead) => ns(ahead),
-        None => -ns(now.duration_since(at)),
-    }
-}
-
-/// The instant `offset` nanoseconds from `now`; out of range gives `now`.
-pub fn instant(offset: i64, now: Instant) -> Instant {
-    let d = Duration::from_nanos(offset.unsigned_abs());
-    let at = if offset >= 0 { now.checked_add(d) } else { now.checked_sub(d) };
-    at.unwrap_or(now)
-}
+pub use crate::machine::snapshot::{instant, offset};
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock `Instant` reads, the same
 /// for every image of the process.
