@@ -9,12 +9,11 @@ use std::time::{Instant, SystemTime};
 use nix::fcntl::AtFlags;
 use nix::sys::signal::{SigSet, SigmaskHow, raise, sigprocmask};
 
-use super::record::{self, ExitRecord, ListenerRecord, PidFileRecord, Record};
+use super::record::{self, ListenerRecord, PidFileRecord, Record};
 use super::verify::{Asked, Verified};
 use super::{VERSION, memfd, monotonic_ns, offset};
 use crate::error::io_text;
 use crate::machine::Upward;
-use crate::machine::event::ExitStatus;
 use crate::supervisor::{Supervisor, readiness};
 use crate::sys;
 use crate::wire::control::Upgraded;
@@ -100,10 +99,6 @@ impl Supervisor {
                 inherited_fd: l.inherited_fd,
             })
             .collect();
-        let exit = |status: &ExitStatus| match *status {
-            ExitStatus::Code(code) => ExitRecord::Code(code),
-            ExitStatus::Signal { signal, core } => ExitRecord::Signal { signal, core },
-        };
         Record {
             format: record::FORMAT,
             version: VERSION.to_string(),
@@ -121,7 +116,7 @@ impl Supervisor {
             status_written: self.status_file.as_ref().is_some_and(|f| f.written()),
             logger: self.logger.as_ref().map(|l| l.carry(now)),
             capture: self.capture.as_ref().map(|c| c.carry()),
-            lingering: self.lingering.iter().map(|(pid, status)| (*pid, exit(status))).collect(),
+            lingering: self.lingering.clone(),
             log_pending: self.log.sink().unsent().to_vec(),
             reloading,
             waiting,

@@ -21,6 +21,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::machine::event::ExitStatus;
 use crate::machine::snapshot::Snapshot;
 
 /// The format this handover writes.
@@ -64,7 +65,7 @@ pub struct Record {
     pub capture: Option<CaptureRecord>,
     /// Workers told to stop that exited while their group lives on.
     #[serde(default)]
-    pub lingering: Vec<(i32, ExitRecord)>,
+    pub lingering: Vec<(i32, ExitStatus)>,
     /// The supervisor's own output not yet taken by its reader.
     #[serde(default, with = "hex")]
     pub log_pending: Vec<u8>,
@@ -81,12 +82,6 @@ pub struct Record {
     /// takes it and closes it like the others.
     #[serde(default)]
     pub binary_fd: Option<RawFd>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ExitRecord {
-    Code(i32),
-    Signal { signal: i32, core: bool },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

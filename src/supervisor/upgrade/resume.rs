@@ -11,12 +11,11 @@ use std::time::{Instant, SystemTime};
 
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 
-use super::record::{ExitRecord, MAX_RECORD, Record};
+use super::record::{MAX_RECORD, Record};
 use super::{Carried, Upgrades, VERSION, instant, monotonic_ns};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::listen::{self, Listener};
-use crate::machine::event::ExitStatus;
 use crate::machine::{Input, Machine};
 use crate::state::{PidFile, StatusFile};
 use crate::supervisor::capture::Capture;
@@ -165,10 +164,6 @@ fn take_over(mut config: Config, record: &Record, signals: Signals) -> Result<Su
     let started = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(record.started_ms);
     let mut upgrades = Upgrades::new(started);
     upgrades.count = record.upgrades + 1;
-    let exit = |e: &ExitRecord| match *e {
-        ExitRecord::Code(code) => ExitStatus::Code(code),
-        ExitRecord::Signal { signal, core } => ExitStatus::Signal { signal, core },
-    };
     let mut supervisor = Supervisor {
         status_file: config
             .status_file
@@ -186,7 +181,7 @@ fn take_over(mut config: Config, record: &Record, signals: Signals) -> Result<Su
         pid_file,
         logger,
         watcher,
-        lingering: record.lingering.iter().map(|(pid, status)| (*pid, exit(status))).collect(),
+        lingering: record.lingering.clone(),
         failed_spawn: None,
         upgrades,
     };

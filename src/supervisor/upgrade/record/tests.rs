@@ -77,7 +77,7 @@ fn sample() -> Record {
                 pending: b"half a li".to_vec(),
             }],
         }),
-        lingering: vec![(100, ExitRecord::Code(0))],
+        lingering: vec![(100, crate::machine::event::ExitStatus::Code(0))],
         log_pending: b"handover[1]: last words\n".to_vec(),
         reloading: true,
         waiting: vec![3],
