@@ -111,6 +111,10 @@ fn a_binary_that_never_answers_is_given_up_while_the_supervisor_serves() {
     assert_eq!(status(&s)["image"]["upgrades"], 0);
     s.signal(Signal::SIGHUP);
     s.wait_generations(&[2]);
+    // A client with a shorter --timeout gives up on its own, with one line.
+    let o = client(&s, &["upgrade", "--timeout", "200ms", "--binary", mute.to_str().unwrap()]);
+    assert_eq!(o.code, Some(1), "{}", o.dossier());
+    assert_eq!(o.stderr.trim_end(), "handover: no reply from the supervisor after 200ms", "{}", o.dossier());
     let o = asked.join().unwrap();
     assert_eq!(o.code, Some(1), "{}", o.dossier());
     let expected =
