@@ -3,15 +3,18 @@
 //!
 //! - An existing file is replaced only when it is a socket nobody accepts
 //!   on; anything else at the path is left alone and refused.
-//! - A new file gets its owner and group (when asked), then its mode (0777
-//!   unless asked otherwise), then the socket starts listening: nobody can
-//!   connect before `listen`, so there is no window with the wrong mode.
+//! - The directory is reached by a checked walk (`state::SafeDir`): one
+//!   another user could change is refused, and everything after is done
+//!   relative to it.
+//! - A new file is created with its mode (0777 unless asked otherwise)
+//!   and gets its owner and group (when asked) without following a link,
+//!   then the socket starts listening: nobody can connect before
+//!   `listen`, so there is no window with the wrong mode or owner.
 //! - Owners and groups are looked up at bind time, before anything is
 //!   created; a number is taken as the id itself.
 
-use std::fs;
+use std::ffi::OsStr;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -20,6 +23,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::{BindError, ListenSpec, Listener, UnixOptions};
 use crate::state::OwnedPath;
+use crate::state::SafeDir;
 
 /// Mode of a unix socket file unless `?mode=` says otherwise (start_server
 /// creates it with umask 0, so anyone may connect).
@@ -33,39 +37,26 @@ pub(super) fn bind_unix(
 ) -> Result<Listener, BindError> {
     let owner = options.owner.as_deref().map(|name| lookup_user(name, path)).transpose()?;
     let group = options.group.as_deref().map(|name| lookup_group(name, path)).transpose()?;
-    let replaced_stale = clear_stale_socket(path)?;
     let io_err = |action, cause| BindError::Io { action, object: path.display().to_string(), cause };
+    let (dir, name) = SafeDir::parent_of(path).map_err(|e| io_err("bind", e))?;
+    let replaced_stale = clear_stale_socket(&dir, &name, path)?;
     let socket =
         Socket::new(Domain::UNIX, Type::STREAM, None).map_err(|e| io_err("create a socket for", e))?;
     socket.set_reuse_address(true).map_err(|e| io_err("set SO_REUSEADDR on", e))?;
-    let addr = SockAddr::unix(path).map_err(|e| io_err("bind", e))?;
-    socket.bind(&addr).map_err(|e| io_err("bind", e))?;
+    let mode = options.mode.unwrap_or(DEFAULT_UNIX_MODE);
+    let identity = dir.bind_socket(&socket, &name, mode, owner, group).map_err(|e| io_err("bind", e))?;
     // From here on the file is ours: remove it if anything else fails.
     // Nobody can connect before `listen`, so the order leaves no window.
-    let finish = || {
-        if owner.is_some() || group.is_some() {
-            std::os::unix::fs::lchown(path, owner.map(Uid::as_raw), group.map(Gid::as_raw))
-                .map_err(|e| io_err("change the owner of", e))?;
-        }
-        let mode = options.mode.unwrap_or(DEFAULT_UNIX_MODE);
-        fs::set_permissions(path, fs::Permissions::from_mode(mode))
-            .map_err(|e| io_err("set the mode of", e))?;
-        socket.listen(backlog).map_err(|e| io_err("listen on", e))?;
-        OwnedPath::record(path).map_err(|e| io_err("inspect", e))
-    };
-    let created = match finish() {
-        Ok(created) => created,
-        Err(e) => {
-            let _ = remove_if_present(path);
-            return Err(e);
-        }
-    };
+    if let Err(e) = socket.listen(backlog) {
+        let _ = dir.remove_if(&name, identity);
+        return Err(io_err("listen on", e));
+    }
     Ok(Listener {
         spec: spec.clone(),
         socket,
         key: spec.key(0),
         local: format!("unix {}", path.display()),
-        created_path: Some(created),
+        created_path: Some(OwnedPath::known(path.to_owned(), identity)),
         inherited_fd: None,
         replaced_stale,
     })
@@ -99,23 +90,21 @@ fn lookup_group(name: &str, path: &Path) -> Result<Gid, BindError> {
     }
 }
 
-/// Makes room at `path`: nothing there is fine, a stale socket is removed
-/// (returns true), a live socket or any other file is refused.
-fn clear_stale_socket(path: &Path) -> Result<bool, BindError> {
-    match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(cause) => {
-            return Err(BindError::Io { action: "inspect", object: path.display().to_string(), cause });
-        }
-        Ok(meta) if !meta.file_type().is_socket() => {
+/// Makes room for `name` in `dir`: nothing there is fine, a stale socket
+/// is removed (returns true), a live socket or any other file is refused.
+fn clear_stale_socket(dir: &SafeDir, name: &OsStr, path: &Path) -> Result<bool, BindError> {
+    let inspect = |cause| BindError::Io { action: "inspect", object: path.display().to_string(), cause };
+    match dir.stat(name).map_err(inspect)? {
+        None => return Ok(false),
+        Some(st) if st.st_mode & libc::S_IFMT != libc::S_IFSOCK => {
             return Err(BindError::NotASocket { path: path.into() });
         }
-        Ok(_) => {}
+        Some(_) => {}
     }
-    if is_live(path).map_err(|cause| BindError::Probe { path: path.into(), cause })? {
+    if is_live(&dir.via_fd(name)).map_err(|cause| BindError::Probe { path: path.into(), cause })? {
         return Err(BindError::Live { path: path.into() });
     }
-    remove_if_present(path).map_err(|cause| BindError::Io {
+    dir.remove(name).map_err(|cause| BindError::Io {
         action: "remove the stale socket",
         object: path.display().to_string(),
         cause,
@@ -140,18 +129,12 @@ pub fn is_live(path: &Path) -> io::Result<bool> {
     }
 }
 
-pub(super) fn remove_if_present(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::listen::bind_all;
-    use std::os::unix::fs::MetadataExt;
+    use std::fs;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
     use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 
     fn listen(value: &str) -> ListenSpec {

@@ -1,8 +1,9 @@
 //! The envdir: every entry whose name does not start with `.` (the first
 //! `MAX_ENTRIES` by name); the value is the first line without its `\n`,
 //! nothing else trimmed, at most `MAX_VALUE` bytes. Empty files, over-long
-//! lines, directories, anything but a regular file and unreadable entries
-//! are skipped with a warning. The envdir
+//! lines, directories, anything but a regular file, symlinks, files of a
+//! user other than root or this one, files with several links and
+//! unreadable entries are skipped with a warning. The envdir
 //! is re-read before every spawn and applied (`overlay_env`) on top of the
 //! supervisor's environment AS IT WAS AT STARTUP: removing a file restores
 //! the startup value, or unsets the variable if the startup environment did
@@ -10,13 +11,17 @@
 //! restored the value the envdir had at startup.
 
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::{Mode, SFlag, fstat};
+
 use crate::error::{io_text, printable};
+use crate::state::SafeDir;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Envdir {
@@ -33,23 +38,37 @@ pub const MAX_VALUE: usize = 64 * 1024;
 pub const MAX_ENTRIES: usize = 1000;
 
 /// Reads one envdir entry: `Ok(value)` or `Err(reason it is skipped)`.
-/// Only a regular file is opened (a FIFO would block), and only its first
-/// `MAX_VALUE + 1` bytes are read, whatever its size.
-fn envdir_value(path: &Path, name: &OsStr) -> Result<OsString, String> {
+/// The entry is opened relative to the envdir's fd, never through a
+/// symlink, non-blocking (a FIFO would block), and read only when it is a
+/// regular file of root or this user with one link: a file another user
+/// placed or linked there would hand its content, read with this
+/// process's rights, to the workers. Only its first `MAX_VALUE + 1` bytes
+/// are read, whatever its size.
+fn envdir_value(dir: &SafeDir, name: &OsStr) -> Result<OsString, String> {
     if name.as_bytes().contains(&b'=') {
         return Err("a variable name cannot contain '='".into());
     }
-    let meta = fs::metadata(path).map_err(|e| io_text(&e))?;
-    if meta.is_dir() {
-        return Err("a directory".into());
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+    let fd = match openat(dir.fd(), name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::ELOOP) => return Err("a symbolic link (not followed)".into()),
+        Err(e) => return Err(io_text(&e.into())),
+    };
+    let st = fstat(&fd).map_err(|e| io_text(&e.into()))?;
+    match st.st_mode & SFlag::S_IFMT.bits() {
+        m if m == SFlag::S_IFDIR.bits() => return Err("a directory".into()),
+        m if m != SFlag::S_IFREG.bits() => return Err("not a regular file".into()),
+        _ => {}
     }
-    if !meta.is_file() {
-        return Err("not a regular file".into());
+    let euid = nix::unistd::geteuid().as_raw();
+    if st.st_uid != 0 && st.st_uid != euid {
+        return Err(format!("owned by uid {}, not by root or this user", st.st_uid));
     }
-    let file =
-        OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(|e| io_text(&e))?;
+    if st.st_nlink != 1 {
+        return Err(format!("a file with {} links (another name could change it)", st.st_nlink));
+    }
     let mut bytes = Vec::new();
-    file.take(MAX_VALUE as u64 + 1).read_to_end(&mut bytes).map_err(|e| io_text(&e))?;
+    File::from(fd).take(MAX_VALUE as u64 + 1).read_to_end(&mut bytes).map_err(|e| io_text(&e))?;
     if bytes.is_empty() {
         return Err("empty file".into());
     }
@@ -65,12 +84,19 @@ fn envdir_value(path: &Path, name: &OsStr) -> Result<OsString, String> {
 }
 
 /// Reads every variable of an envdir (see the module header for the rules).
+/// The directory is reached by a checked walk (`SafeDir`): one that another
+/// user can change is refused.
 pub fn read_envdir(dir: &Path) -> Result<Envdir, String> {
     let shown = printable(&dir.to_string_lossy());
     let fail = |e: io::Error| format!("cannot read envdir {shown}: {}", io_text(&e));
+    let safe = SafeDir::open(dir).map_err(fail)?;
+    let listing =
+        openat(safe.fd(), ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+            .and_then(nix::dir::Dir::from_fd)
+            .map_err(|e| fail(e.into()))?;
     let mut names = Vec::new();
-    for entry in fs::read_dir(dir).map_err(fail)? {
-        let name = entry.map_err(fail)?.file_name();
+    for entry in listing {
+        let name = OsStr::from_bytes(entry.map_err(|e| fail(e.into()))?.file_name().to_bytes()).to_owned();
         if !name.as_bytes().starts_with(b".") {
             names.push(name);
         }
@@ -84,7 +110,7 @@ pub fn read_envdir(dir: &Path) -> Result<Envdir, String> {
         ));
     }
     for name in names {
-        match envdir_value(&dir.join(&name), &name) {
+        match envdir_value(&safe, &name) {
             Ok(value) => envdir.vars.push((name, value)),
             Err(why) => (envdir.warnings)
                 .push(format!("envdir {shown}: skipping {}: {why}", printable(&name.to_string_lossy()))),
@@ -111,6 +137,7 @@ pub fn overlay_env(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn os(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
         pairs.iter().map(|(n, v)| (n.into(), v.into())).collect()
@@ -138,7 +165,7 @@ mod tests {
             got.warnings,
             vec![
                 format!("envdir {shown}: skipping BAR_EMPTY: empty file"),
-                format!("envdir {shown}: skipping BROKEN: No such file or directory"),
+                format!("envdir {shown}: skipping BROKEN: a symbolic link (not followed)"),
                 format!("envdir {shown}: skipping SUBDIR: a directory"),
             ]
         );
@@ -184,6 +211,43 @@ mod tests {
             "envdir {shown}: more than {MAX_ENTRIES} entries; reading the first {MAX_ENTRIES} by name"
         );
         assert_eq!(got.warnings, vec![warning]);
+    }
+
+    /// Attack: a user who can write the envdir links another file into it
+    /// (`ln -s /etc/shadow env/LEAK`), which root would read for the workers.
+    #[test]
+    fn envdir_reads_no_link_and_no_file_of_another_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let secret = dir.path().join(".secret");
+        fs::write(&secret, "root:*:secret\n").unwrap();
+        std::os::unix::fs::symlink(&secret, d.join("LEAK")).unwrap();
+        fs::hard_link(&secret, d.join("HARD")).unwrap();
+        fs::write(d.join("OK"), "fine").unwrap();
+        let root = nix::unistd::geteuid().is_root();
+        assert!(root || std::env::var_os("CI").is_none(), "this test needs root under CI");
+        if root {
+            fs::write(d.join("THEIRS"), "planted").unwrap();
+            std::os::unix::fs::lchown(d.join("THEIRS"), Some(65534), Some(65534)).unwrap();
+        }
+        let got = read_envdir(d).unwrap();
+        assert_eq!(got.vars, os(&[("OK", "fine")]));
+        let shown = d.display();
+        let mut want = vec![
+            format!("envdir {shown}: skipping HARD: a file with 2 links (another name could change it)"),
+            format!("envdir {shown}: skipping LEAK: a symbolic link (not followed)"),
+        ];
+        if root {
+            want.push(format!(
+                "envdir {shown}: skipping THEIRS: owned by uid 65534, not by root or this user"
+            ));
+            // A directory another user owns is not read at all.
+            std::os::unix::fs::lchown(d, Some(65534), Some(65534)).unwrap();
+            let e = read_envdir(d).unwrap_err();
+            assert!(e.starts_with(&format!("cannot read envdir {shown}: ")), "{e}");
+            assert!(e.contains("uid 65534"), "{e}");
+        }
+        assert_eq!(got.warnings, want);
     }
 
     #[test]

@@ -1,13 +1,16 @@
-//! The supervisor's files, one per module: the pid file (flock) in
+//! The supervisor's files, one per module, each reached through a checked
+//! directory (`dir`, `SafeDir`): the pid file (flock) in
 //! `pid_file`, the status file (atomic rename) in `status_file`, the envdir
 //! in `envdir`, files it created and may remove in `owned`; each states
 //! its invariants.
 
+mod dir;
 mod envdir;
 mod owned;
 mod pid_file;
 mod status_file;
 
+pub use dir::SafeDir;
 pub use envdir::{overlay_env, read_envdir};
 pub use owned::OwnedPath;
 pub use pid_file::{PidFile, PidFileWatch};

@@ -1,10 +1,10 @@
 //! A file this process created (a unix socket), known by its device and
 //! inode, so that removing it at exit spares a file that replaced it since
 //! (a successor's socket at the same path).
-use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use crate::state::SafeDir;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnedPath {
@@ -13,10 +13,12 @@ pub struct OwnedPath {
 }
 
 impl OwnedPath {
-    /// Records what is at `path` now (not following a symlink).
+    /// Records what is at `path` now (not following a symlink), reached
+    /// through its checked directory.
     pub fn record(path: &Path) -> io::Result<OwnedPath> {
-        let meta = fs::symlink_metadata(path)?;
-        Ok(OwnedPath { path: path.to_owned(), identity: (meta.dev(), meta.ino()) })
+        let (dir, name) = SafeDir::parent_of(path)?;
+        let st = dir.stat(&name)?.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        Ok(OwnedPath { path: path.to_owned(), identity: (st.st_dev, st.st_ino) })
     }
 
     /// A file recorded earlier (by the previous image of this process).
@@ -33,15 +35,14 @@ impl OwnedPath {
         &self.path
     }
 
-    /// Removes the file if it is still the one recorded; gone already is fine.
+    /// Removes the file if it is still the one recorded, relative to its
+    /// directory reached by a checked walk; gone already is fine, and so is
+    /// a directory that is gone.
     pub fn remove(&self) -> io::Result<()> {
-        match fs::symlink_metadata(&self.path) {
-            Ok(meta) if (meta.dev(), meta.ino()) == self.identity => match fs::remove_file(&self.path) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                other => other,
-            },
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        match SafeDir::parent_of(&self.path) {
+            Ok((dir, name)) => dir.remove_if(&name, self.identity),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
         }
     }
 }
@@ -49,6 +50,7 @@ impl OwnedPath {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn removes_only_the_file_it_recorded() {

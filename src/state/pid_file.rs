@@ -23,16 +23,19 @@
 //!   They use shared locks on a read-only fd: all they need to know is
 //!   whether an exclusive holder is alive.
 
-use std::fs::{self, File, OpenOptions};
+#[cfg(test)]
+use std::fs;
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{Flock, FlockArg, OFlag};
 
 use crate::error::io_text;
+use crate::state::SafeDir;
 
 fn errno_io(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
@@ -79,16 +82,15 @@ pub struct PidFile {
 }
 
 impl PidFile {
-    /// Opens or creates `path` and locks it, never truncating before the lock.
+    /// Opens or creates `path` and locks it, never truncating before the
+    /// lock. The file is opened relative to its checked directory, never
+    /// through a symlink (`SafeDir::open_file`).
     pub fn acquire(path: &Path) -> Result<PidFile, PidFileError> {
         let io_err = |action, error| PidFileError::Io { path: path.to_path_buf(), action, error };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(path)
+        let (dir, name) = SafeDir::parent_of(path).map_err(|e| io_err("open", e))?;
+        let file = dir
+            .open_file(&name, OFlag::O_RDWR | OFlag::O_CREAT, 0o644)
+            .map(File::from)
             .map_err(|e| io_err("open", e))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(file) => Ok(PidFile { path: path.to_path_buf(), file }),
@@ -126,15 +128,15 @@ impl PidFile {
         self.file.flush()
     }
 
-    /// Unlinks the path if it still names our file. A path that is gone or
-    /// now names another file is left alone. The lock is kept until this
-    /// process exits (the descriptor is deliberately never closed), so a
-    /// `stop` client waiting for it returns only once the supervisor is gone.
+    /// Unlinks the path if it still names our file, relative to its
+    /// checked directory. A path that is gone or now names another file is
+    /// left alone. The lock is kept until this process exits (the
+    /// descriptor is deliberately never closed), so a `stop` client waiting
+    /// for it returns only once the supervisor is gone.
     pub fn remove(self) -> io::Result<()> {
         let ours = self.file.metadata()?;
-        let result = match fs::metadata(&self.path) {
-            Ok(m) if m.dev() == ours.dev() && m.ino() == ours.ino() => fs::remove_file(&self.path),
-            Ok(_) => Ok(()),
+        let result = match SafeDir::parent_of(&self.path) {
+            Ok((dir, name)) => dir.remove_if(&name, (ours.dev(), ours.ino())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
         };

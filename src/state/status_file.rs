@@ -1,29 +1,38 @@
 //! The status file: one `GEN:PID\n` line per live generation, sorted
-//! numerically (start_server sorted as strings, quirk Q9), written to
-//! `PATH.<our pid>` and renamed over PATH, so readers never see a partial
-//! file. It is removed only by the process that wrote it.
+//! numerically (start_server sorted as strings, quirk Q9), written to a
+//! new file of an unpredictable name next to it and renamed over PATH, so
+//! readers never see a partial file and nobody can plant the temporary
+//! name. It is removed only by the process that wrote it.
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use crate::state::SafeDir;
 
 /// The status file this supervisor maintains.
 #[derive(Debug)]
 pub struct StatusFile {
     path: PathBuf,
     written: bool,
+    /// The file last renamed into place, which `remove` may delete.
+    identity: Option<(u64, u64)>,
 }
 
 impl StatusFile {
-    pub fn new(path: &Path) -> StatusFile {
-        StatusFile { path: path.to_path_buf(), written: false }
+    /// The status file at `path`; its directory is checked now (a
+    /// directory another user can change is refused), nothing is written.
+    /// It is walked again at each write, so no fd is held meanwhile.
+    pub fn new(path: &Path) -> io::Result<StatusFile> {
+        SafeDir::parent_of(path)?;
+        Ok(StatusFile { path: path.to_path_buf(), written: false, identity: None })
     }
 
     /// The status file the previous image of this process kept (a
     /// self-upgrade), `written` as it said.
     pub fn resume(path: &Path, written: bool) -> StatusFile {
-        StatusFile { path: path.to_path_buf(), written }
+        StatusFile { path: path.to_path_buf(), written, identity: None }
     }
 
     /// Whether this process wrote it (and so removes it at exit).
@@ -31,42 +40,45 @@ impl StatusFile {
         self.written
     }
 
-    /// Atomically replaces the file with `GEN:PID` lines in numeric order.
+    /// Atomically replaces the file with `GEN:PID` lines in numeric order:
+    /// written to a new file of an unpredictable name (`O_EXCL`) in the
+    /// same directory, then renamed over the path (a symlink planted there
+    /// is replaced, never followed).
     pub fn write(&mut self, gens: &[(u64, u32)]) -> io::Result<()> {
         let mut sorted = gens.to_vec();
         sorted.sort_unstable();
         let text: String = sorted.iter().map(|(g, p)| format!("{g}:{p}\n")).collect();
-        let mut tmp = self.path.as_os_str().to_owned();
-        tmp.push(format!(".{}", std::process::id()));
-        let tmp = PathBuf::from(tmp);
-        let result = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(text.as_bytes()))
-            .and_then(|()| fs::rename(&tmp, &self.path));
+        let (dir, name) = SafeDir::parent_of(&self.path)?;
+        let prefix = format!(".{}.", name.to_string_lossy());
+        let (fd, tmp) = dir.create_temp(&prefix, 0o644)?;
+        let mut file = File::from(fd);
+        let result = file
+            .write_all(text.as_bytes())
+            .and_then(|()| file.metadata())
+            .and_then(|meta| dir.rename(&tmp, &dir, &name, true).map(|()| (meta.dev(), meta.ino())));
         match result {
-            Ok(()) => {
+            Ok(identity) => {
                 self.written = true;
+                self.identity = Some(identity);
                 Ok(())
             }
             Err(e) => {
-                let _ = fs::remove_file(&tmp);
+                let _ = dir.remove(&tmp);
                 Err(e)
             }
         }
     }
 
-    /// Removes the file if this process ever wrote it (start_server PR #32).
+    /// Removes the file if this process wrote it (start_server PR #32),
+    /// and only while the path still names what it wrote.
     pub fn remove(self) -> io::Result<()> {
         if !self.written {
             return Ok(());
         }
-        match fs::remove_file(&self.path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        let (dir, name) = SafeDir::parent_of(&self.path)?;
+        match self.identity {
+            Some(identity) => dir.remove_if(&name, identity),
+            None => dir.remove(&name),
         }
     }
 }
@@ -99,7 +111,7 @@ mod tests {
     fn status_is_numeric_atomic_and_owned() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("status");
-        let mut st = StatusFile::new(&path);
+        let mut st = StatusFile::new(&path).unwrap();
         st.write(&[(10, 200), (9, 100)]).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "9:100\n10:200\n");
         assert_eq!(read_status(&path).unwrap(), vec![(9, 100), (10, 200)]);
@@ -116,7 +128,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("status");
         fs::write(&path, "1:5\n").unwrap();
-        StatusFile::new(&path).remove().unwrap();
+        StatusFile::new(&path).unwrap().remove().unwrap();
         assert!(path.exists());
     }
 

@@ -45,10 +45,8 @@
 //!   went away is dropped.
 
 use std::collections::VecDeque;
-use std::fs;
 use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -59,6 +57,7 @@ use serde::Serialize;
 
 use crate::error::io_text;
 use crate::state::OwnedPath;
+use crate::state::SafeDir;
 use crate::supervisor::lines::{LineConn, listen_at};
 pub use crate::supervisor::lines::{MAX_LINE, MAX_OUTPUT};
 use crate::wire::control::{Command, Request, Verdict, encode, parse_request};
@@ -383,10 +382,11 @@ fn clear_stale(path: &Path) -> io::Result<()> {
     let fail = |what: &str, e: io::Error| {
         io::Error::other(format!("cannot {what} control socket {shown}: {}", io_text(&e)))
     };
-    match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+    let (dir, name) = SafeDir::parent_of(path).map_err(|e| fail("bind", e))?;
+    match dir.stat(&name) {
+        Ok(None) => return Ok(()),
         Err(e) => return Err(fail("inspect", e)),
-        Ok(meta) if !meta.file_type().is_socket() => {
+        Ok(Some(st)) if st.st_mode & libc::S_IFMT != libc::S_IFSOCK => {
             let text = "a file that is not a socket is in the way";
             return Err(io::Error::other(format!("cannot bind control socket {shown}: {text}")));
         }
@@ -396,10 +396,7 @@ fn clear_stale(path: &Path) -> io::Result<()> {
         let hint = format!("is another supervisor running with --control {shown}?");
         return Err(io::Error::other(format!("control socket {shown} is in use ({hint})")));
     }
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != ErrorKind::NotFound => Err(fail("remove stale", e)),
-        _ => Ok(()),
-    }
+    dir.remove(&name).map_err(|e| fail("remove stale", e))
 }
 
 mod carry;

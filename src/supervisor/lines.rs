@@ -3,18 +3,17 @@
 //! anyone can connect, and connections that cut input into lines and write
 //! output as the peer takes it, never blocking the supervisor's loop.
 
-use std::fs;
 use std::io::{self, ErrorKind, Read};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
 use nix::errno::Errno;
 use nix::poll::PollFlags;
 use nix::sys::socket::{MsgFlags, send};
-use socket2::{Domain, SockAddr, Socket, Type};
+use socket2::{Domain, Socket, Type};
 
+use crate::state::SafeDir;
 use crate::supervisor::upgrade::record::ConnRecord;
 
 const BACKLOG: i32 = 128;
@@ -26,18 +25,19 @@ pub const MAX_OUTPUT: usize = 1 << 20;
 /// Empty buffers larger than this are given back.
 const SPARE: usize = 64 * 1024;
 
-/// A unix stream socket at `path`, mode `mode` before anyone can connect,
+/// A unix stream socket at `path`, created with mode `mode` in its
+/// checked directory (`SafeDir::bind_socket`) before anyone can connect,
 /// close-on-exec and non-blocking.
 pub(crate) fn listen_at(path: &Path, mode: u32) -> io::Result<UnixListener> {
+    let (dir, name) = SafeDir::parent_of(path)?;
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-    socket.bind(&SockAddr::unix(path)?)?;
+    let identity = dir.bind_socket(&socket, &name, mode, None, None)?;
     let finish = || {
-        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
         socket.listen(BACKLOG)?;
         socket.set_nonblocking(true)
     };
     if let Err(e) = finish() {
-        let _ = fs::remove_file(path);
+        let _ = dir.remove_if(&name, identity);
         return Err(e);
     }
     Ok(UnixListener::from(socket))

@@ -5,15 +5,15 @@
 //! go to the terminal. The `| COMMAND` logger runs in its own process group
 //! so a Ctrl-C meant for the supervisor does not cut the log short; it ends
 //! when the last writer closes the pipe.
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
+use nix::fcntl::OFlag;
 use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout};
 
 use crate::config::LogTarget;
 use crate::error::{Context, Error, Result};
+use crate::state::SafeDir;
 use crate::sys::process;
 
 /// Returns the pid of the `| COMMAND` logger, which must outlive every
@@ -21,12 +21,10 @@ use crate::sys::process;
 pub fn redirect(target: &LogTarget) -> Result<Option<i32>, Error> {
     let mut logger = None;
     let fd = match target {
-        LogTarget::File(path) => OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o644)
-            .open(path)
-            .map(std::os::fd::OwnedFd::from)
+        LogTarget::File(path) => SafeDir::parent_of(path)
+            .and_then(|(dir, name)| {
+                dir.open_log(&name, OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT, 0o644)
+            })
             .context(|| format!("cannot open log file {}", path.display()))?,
         LogTarget::Pipe(command) => {
             let mut child = Command::new("/bin/sh")

@@ -22,10 +22,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{Flock, FlockArg, OFlag, openat};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg, setsockopt, sockopt};
+use nix::sys::stat::Mode;
 
 use crate::machine::Upward;
+use crate::state::SafeDir;
 use crate::supervisor::upgrade::Carried;
 use crate::supervisor::upgrade::record::NotifyRecord;
 use crate::wire::sd_notify::{Message, parse};
@@ -46,19 +48,40 @@ const MAX_DATAGRAMS: usize = 256;
 /// creator may not have locked it yet.
 const STALE_AFTER: Duration = Duration::from_secs(10);
 
-/// Where the private directory goes: short enough for `sun_path` (108 bytes).
+/// Where the private directory goes: `$XDG_RUNTIME_DIR` when it is ours
+/// and private (mode 0700, as pam_systemd makes it), else the temp dir
+/// when a checked walk accepts it (writable only by its owner, or sticky
+/// as `/tmp`); short enough for `sun_path` (108 bytes). `/tmp` when none
+/// is, and then the bind says why.
 pub fn runtime_dir() -> PathBuf {
-    let candidates = [std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from), Some(std::env::temp_dir())];
-    candidates
+    let euid = nix::unistd::geteuid().as_raw();
+    let private = |dir: &PathBuf| {
+        SafeDir::open(dir)
+            .and_then(|d| Ok(nix::sys::stat::fstat(d.fd())?))
+            .is_ok_and(|st| st.st_uid == euid && st.st_mode & 0o077 == 0)
+    };
+    let xdg = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(private);
+    [xdg, Some(std::env::temp_dir())]
         .into_iter()
         .flatten()
         .find(|dir| {
-            dir.is_dir()
-                && dir.as_os_str().len() < 60
+            dir.as_os_str().len() < 60
+                && SafeDir::open(dir).is_ok()
                 && nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok()
         })
         .unwrap_or_else(|| PathBuf::from("/tmp"))
 }
+
+/// Whether `name` is one of ours: `handover-` and 16 hex digits (6 letters
+/// from versions that used mkdtemp).
+fn is_runtime_name(name: &str) -> bool {
+    match name.strip_prefix(PREFIX) {
+        Some(rest) => rest.len() == 6 || (rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_hexdigit())),
+        None => false,
+    }
+}
+
+const PREFIX: &str = "handover-";
 
 /// Removes the private directories under `parent` that supervisors which
 /// are gone (killed with SIGKILL) left behind: ours by name and owner,
@@ -66,13 +89,16 @@ pub fn runtime_dir() -> PathBuf {
 /// while it lives) and with a notify socket nobody answers on (a
 /// supervisor of an older version holds no lock). Returns how many.
 pub fn clean_stale(parent: &Path) -> usize {
+    if SafeDir::open(parent).is_err() {
+        return 0;
+    }
     let Ok(entries) = std::fs::read_dir(parent) else { return 0 };
     let euid = nix::unistd::geteuid().as_raw();
     let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if !(name.starts_with("handover-") && name.len() == "handover-XXXXXX".len()) {
+        if !is_runtime_name(&name) {
             continue;
         }
         let dir = entry.path();
@@ -99,19 +125,26 @@ impl NotifySocket {
         NotifySocket::bind_in(&runtime_dir())
     }
 
-    /// The socket in a new private directory under `parent`.
+    /// The socket in a new private directory (0700, an unpredictable
+    /// name, `SafeDir::make_private`) under `parent`, which a checked walk
+    /// must accept.
     pub fn bind_in(parent: &Path) -> io::Result<NotifySocket> {
-        let dir = nix::unistd::mkdtemp(&parent.join("handover-XXXXXX"))?;
-        let bound = File::open(&dir)
-            .and_then(|handle| {
-                Flock::lock(handle, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e.into())
-            })
-            .and_then(|lock| {
-                let socket = UnixDatagram::bind(dir.join("notify"))?;
-                socket.set_nonblocking(true)?;
-                setsockopt(&socket, sockopt::PassCred, &true)?;
-                Ok((socket, lock))
-            });
+        let parent_dir = SafeDir::open(parent)?;
+        let (private, name) = parent_dir.make_private(PREFIX)?;
+        let dir = parent.join(&name);
+        let bound =
+            openat(private.fd(), ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(io::Error::from)
+                .and_then(|handle| {
+                    Flock::lock(File::from(handle), FlockArg::LockExclusiveNonblock)
+                        .map_err(|(_, e)| e.into())
+                })
+                .and_then(|lock| {
+                    let socket = UnixDatagram::bind(dir.join("notify"))?;
+                    socket.set_nonblocking(true)?;
+                    setsockopt(&socket, sockopt::PassCred, &true)?;
+                    Ok((socket, lock))
+                });
         match bound {
             Ok((socket, lock)) => {
                 let name = dir.join("notify").to_string_lossy().into_owned();
@@ -148,11 +181,12 @@ impl NotifySocket {
 
     /// Let workers running as `uid`/`gid` reach the socket (and the einhorn
     /// socket beside it): the directory becomes traversable, the sockets theirs.
+    /// The mode is set on the directory's open file, the owners without
+    /// following a link.
     pub fn grant(&self, uid: u32, gid: u32, others: &[&Path]) -> io::Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o711))?;
+        nix::sys::stat::fchmod(self._lock.as_fd(), Mode::from_bits_truncate(0o711))?;
         for path in std::iter::once(self.path()).chain(others.iter().copied()) {
-            std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+            std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
         }
         Ok(())
     }

@@ -16,7 +16,7 @@ use super::log::Log;
 use super::logger::Logger;
 use super::{output, reaper};
 use crate::config::Config;
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Error, Result, io_text};
 use crate::listen::{self, Listener};
 use crate::machine::Machine;
 use crate::state::{PidFile, StatusFile};
@@ -70,6 +70,12 @@ pub fn run(mut config: Config) -> Result<u8> {
         let pid = std::process::id();
         let _ = writeln!(std::io::stderr(), "start_server (pid:{pid}) starting now...");
     }
+    let status_file = match config.status_file.as_deref() {
+        Some(path) => Some(StatusFile::new(path).map_err(|e| {
+            Error::runtime(format!("cannot use status file {}: {}", path.display(), io_text(&e)))
+        })?),
+        None => None,
+    };
     let pid_file = config.pid_file.as_deref().map(PidFile::acquire).transpose()?;
     let mut started = Started { pid_file, listeners: Vec::new(), control: None, armed: true };
     // Sockets our own service manager passed are adopted before anything binds.
@@ -130,7 +136,7 @@ pub fn run(mut config: Config) -> Result<u8> {
         log.extra(&format!("listening on {} as fd {fd} ({}{adopted})", listener.local, listener.key));
     }
     let mut supervisor = Supervisor {
-        status_file: config.status_file.as_deref().map(StatusFile::new),
+        status_file,
         machine: Machine::new(config.policy.clone()),
         capture: config.capture.map(super::capture::Capture::new),
         config,

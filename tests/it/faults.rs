@@ -242,9 +242,7 @@ fn a_process_limit_too_low_for_the_workers_is_said_once() {
 /// supervisor. It says so, once, first thing.
 #[test]
 fn a_log_that_may_block_is_said_to_at_start() {
-    let root = nix::unistd::Uid::effective().is_root();
-    if !root || std::process::Command::new("unshare").arg("--help").output().is_err() {
-        eprintln!("skipped: needs root and unshare(1)");
+    if !root_and_unshare() {
         return;
     }
     let b = handover();

@@ -165,6 +165,23 @@ impl Builder {
 }
 
 /// A handover command line in a fresh temp dir.
+/// Whether a test that needs `what` can run here; it cannot is a skip,
+/// except under CI, where it fails: CI must provide what its tests need.
+pub fn can_run(what: &str, ok: bool) -> bool {
+    assert!(ok || std::env::var_os("CI").is_none(), "this test needs {what}, and CI must provide it");
+    if !ok {
+        eprintln!("skipped: needs {what}");
+    }
+    ok
+}
+
+/// Root and unshare(1), for the tests in their own namespaces.
+pub fn root_and_unshare() -> bool {
+    let root = nix::unistd::Uid::effective().is_root();
+    let unshare = std::process::Command::new("unshare").arg("--help").output().is_ok();
+    can_run("root and unshare(1)", root && unshare)
+}
+
 pub fn handover() -> Builder {
     Builder {
         program: binary(),

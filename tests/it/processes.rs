@@ -123,13 +123,12 @@ fn usr1_reopens_the_log_file_and_reaches_the_worker() {
 
 #[test]
 fn workers_run_as_the_given_user() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: --user needs root");
+    if !can_run("root", nix::unistd::Uid::effective().is_root()) {
         return;
     }
     let b = handover();
     // The worker (nobody) appends to the journal in the test's directory.
-    fs::set_permissions(b.dir(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    fs::set_permissions(b.dir(), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
     let s = b
         .args(["--port", "127.0.0.1:0", "--user", "nobody", "--ready", "notify"])
         .args(["--status-file", "{dir}/status", "--"])
@@ -146,9 +145,7 @@ fn workers_run_as_the_given_user() {
 
 #[test]
 fn as_pid_1_in_a_pid_namespace_every_zombie_is_reaped() {
-    let root = nix::unistd::Uid::effective().is_root();
-    if !root || std::process::Command::new("unshare").arg("--help").output().is_err() {
-        eprintln!("skipped: needs root and unshare(1)");
+    if !root_and_unshare() {
         return;
     }
     let b = handover();

@@ -199,9 +199,7 @@ fn a_partial_line_of_captured_output_is_carried_across() {
 
 #[test]
 fn an_upgrade_as_pid_1_in_a_pid_namespace() {
-    let root = nix::unistd::Uid::effective().is_root();
-    if !root || std::process::Command::new("unshare").arg("--help").output().is_err() {
-        eprintln!("skipped: needs root and unshare(1)");
+    if !root_and_unshare() {
         return;
     }
     let b = handover();

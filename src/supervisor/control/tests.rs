@@ -1,3 +1,4 @@
+use std::fs;
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -6,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::client::control::call;
 use crate::error::Error;
 use serde_json::{Value, json};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
 use super::*;
 use std::io::{BufRead, BufReader, Read, Write};
