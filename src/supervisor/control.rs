@@ -61,7 +61,7 @@ use crate::error::io_text;
 use crate::state::OwnedPath;
 use crate::supervisor::lines::{LineConn, listen_at};
 pub use crate::supervisor::lines::{MAX_LINE, MAX_OUTPUT};
-use crate::wire::control::{Command, Request, Verdict, encode, parse_request};
+use crate::wire::control::{Command, Request, Verdict, encode, parse_request, peer_allowed};
 
 const MAX_CONNECTIONS: usize = 64;
 /// Unanswered requests per connection before it stops being read.
@@ -74,11 +74,6 @@ const THROTTLE: Duration = Duration::from_secs(10);
 /// One request, to be answered with `ControlServer::reply`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RequestId(pub u64);
-
-/// Who may use the control socket: root, and the supervisor's own user.
-pub fn peer_allowed(peer_uid: u32, our_euid: u32) -> bool {
-    peer_uid == 0 || peer_uid == our_euid
-}
 
 struct Slot {
     /// None for an error this module answered by itself.
