@@ -3,9 +3,14 @@
 //! clients, and clients waiting on restarts cannot keep `status` and
 //! `stop` from being answered.
 use std::fs;
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 use crate::control::setpriv;
 use crate::errors::run_in;
@@ -104,4 +109,61 @@ fn clients_refuse_a_control_socket_served_by_another_user() {
         assert_eq!(o.stderr_lines(), [expected.as_str()], "{}", o.dossier());
         assert_eq!(o.stdout, "", "{}", o.dossier());
     }
+}
+
+/// A connection with a request sent, and the reply read with `timeout`.
+struct Waiting {
+    reader: BufReader<UnixStream>,
+}
+
+impl Waiting {
+    fn send(path: &Path, command: &str) -> Waiting {
+        let mut stream = UnixStream::connect(path).unwrap();
+        stream.write_all(format!("{{\"command\":\"{command}\"}}\n").as_bytes()).unwrap();
+        Waiting { reader: BufReader::new(stream) }
+    }
+
+    /// The reply, or a panic naming `what` after `timeout`.
+    fn reply(&mut self, what: &str, timeout: Duration) -> Value {
+        self.reader.get_ref().set_read_timeout(Some(timeout)).unwrap();
+        let mut line = String::new();
+        let start = Instant::now();
+        match self.reader.read_line(&mut line) {
+            Ok(n) if n > 0 => serde_json::from_str(&line).unwrap_or_else(|e| panic!("{what}: {e}: {line:?}")),
+            other => panic!("{what}: no reply within {timeout:?} ({:?} after {:?})", other, start.elapsed()),
+        }
+    }
+}
+
+/// How many clients may wait on a restart or an upgrade (README).
+const MAX_WAITING: usize = 64;
+/// Longer than any prompt answer takes; far shorter than the restart.
+const PROMPT: Duration = Duration::from_secs(5);
+
+/// Failure 13 of issue 17: 64 clients waiting on a restart whose new
+/// generation takes 20 s to be ready; `status` is answered at once, one
+/// more waiting client is refused at once, and `stop` is answered at once.
+#[test]
+fn waiting_clients_do_not_hold_up_status_or_stop() {
+    let s = handover()
+        .args(["--port", "127.0.0.1:0", "--control", "{dir}/ctl", "--ready", "notify", "--"])
+        .arg(example("hello"))
+        .args(["--quiet", "--startup-delay", "20000"])
+        .start();
+    let control = s.path("ctl");
+    wait_for("the control socket", || s.dossier(), || control.exists().then_some(()));
+    let _waiting: Vec<Waiting> = (0..MAX_WAITING).map(|_| Waiting::send(&control, "restart")).collect();
+
+    // Sent after the 64: its refusal says they are all waiting.
+    let reply = Waiting::send(&control, "restart").reply("one restart too many", PROMPT);
+    assert_eq!(reply["ok"], false, "{reply}");
+    let error = reply["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("too many clients are waiting"), "{reply}\n{}", s.dossier());
+
+    for _ in 0..3 {
+        let status = Waiting::send(&control, "status").reply("status", PROMPT);
+        assert_eq!(status["ok"], true, "{status}");
+    }
+    let stopping = Waiting::send(&control, "stop").reply("stop", PROMPT);
+    assert_eq!(stopping["ok"], true, "{stopping}");
 }
