@@ -40,10 +40,10 @@
 //!   unanswered requests or 1 MiB of unsent output, instead of costing
 //!   memory.
 //! - `status` and `stop` are answered at once whoever else waits: at most
-//!   64 connections wait (for a `restart` or `upgrade` reply, or for the
+//!   32 connections wait (for a `restart` or `upgrade` reply, or for the
 //!   exit after a `stop`; the first `stop` goes through the bound), and a
 //!   request that would make one more wait is refused at once. The table
-//!   holds twice that (128), so it always has connections owed nothing to
+//!   holds twice that (64), so it always has connections owed nothing to
 //!   close for a newcomer (the one idle the longest); only a table full of
 //!   connections that wait would stop `accept`, and there is none.
 //! - A connection is polled only while it wants something (input, or room

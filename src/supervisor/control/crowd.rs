@@ -9,7 +9,7 @@ use crate::wire::control::Command;
 /// Connections that may wait at once. With at most one stop beyond it,
 /// the table (`MAX_CONNECTIONS`, larger) always holds connections that
 /// can be closed for a newcomer.
-pub const MAX_WAITING: usize = 64;
+pub const MAX_WAITING: usize = 32;
 
 /// The waiting connections, counted at the start of a turn and as
 /// requests are taken.
@@ -68,7 +68,8 @@ mod tests {
         }
         assert_eq!(crowd.waiting, MAX_WAITING);
         let refused = crowd.admit(false, Command::Upgrade).unwrap_err();
-        assert!(refused.starts_with("too many clients are waiting: 64 wait for"), "{refused}");
+        let text = format!("too many clients are waiting: {MAX_WAITING} wait for");
+        assert!(refused.starts_with(&text), "{refused}");
         assert_eq!(crowd.admit(false, Command::Restart), Err(refused));
         assert_eq!(crowd.admit(true, Command::Restart), Ok(()), "a connection that waits is counted once");
         assert_eq!(crowd.admit(false, Command::Status), Ok(()));
@@ -81,7 +82,8 @@ mod tests {
         assert_eq!(crowd.admit(false, Command::Stop), Ok(()));
         assert_eq!(crowd, Crowd { waiting: MAX_WAITING + 1, stopping: true });
         let refused = crowd.admit(false, Command::Stop).unwrap_err();
-        assert!(refused.contains("already stopping and 65 clients wait for its exit"), "{refused}");
+        let text = format!("already stopping and {} clients wait for its exit", MAX_WAITING + 1);
+        assert!(refused.contains(&text), "{refused}");
         assert_eq!(crowd.admit(true, Command::Stop), Ok(()));
 
         // Under the bound, every stop waits.

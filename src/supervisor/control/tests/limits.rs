@@ -97,7 +97,8 @@ fn waiting_clients_are_bounded_apart_and_status_and_stop_still_get_in() {
     let refused = late.reply().unwrap();
     assert_eq!(refused["ok"], false, "{refused}");
     let error = refused["error"].as_str().unwrap();
-    assert!(error.starts_with("too many clients are waiting: 64 wait for"), "{refused}");
+    let text = format!("too many clients are waiting: {MAX_WAITING} wait for");
+    assert!(error.starts_with(&text), "{refused}");
     assert_eq!(late.reply(), Some(json!({"ok": true})), "its status is answered all the same");
 
     // Every other slot taken by clients that say nothing.
