@@ -1,4 +1,6 @@
-//! The control socket's client: `handover restart|stop|status --control PATH`.
+//! The control socket's client: `handover restart|stop|status|upgrade
+//! --control PATH`, and the drill's. It sends nothing to, and believes
+//! nothing from, a socket that another user than root or ours listens on.
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
