@@ -1,15 +1,19 @@
-//! The control socket's client: `handover restart|stop|status --control PATH`.
+//! The control socket's client: `handover restart|stop|status|upgrade
+//! --control PATH`, and the drill's. It sends nothing to, and believes
+//! nothing from, a socket that another user than root or ours listens on.
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use nix::sys::socket::{getsockopt, sockopt};
+use nix::unistd::geteuid;
 use serde::de::DeserializeOwned;
 
 use super::show;
 use crate::error::{Error, Result, io_text};
-use crate::wire::control::{Command, Request, decode, encode};
+use crate::wire::control::{Command, Request, decode, encode, peer_allowed};
 
 fn runtime(message: String) -> Error {
     Error::runtime(message)
@@ -31,16 +35,7 @@ pub fn request<T: DeserializeOwned>(path: &Path, request: &Request, timeout: Opt
     let shown = path.display();
     let fail =
         |what: &str, e: &io::Error| runtime(format!("cannot {what} control socket {shown}: {}", io_text(e)));
-    let mut stream = UnixStream::connect(path).map_err(|e| {
-        let hint = match e.kind() {
-            ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
-                format!(" (is the supervisor running with --control {shown}?)")
-            }
-            ErrorKind::PermissionDenied => " (only its owner and root may use it)".into(),
-            _ => String::new(),
-        };
-        runtime(format!("cannot connect to control socket {shown}: {}{hint}", io_text(&e)))
-    })?;
+    let mut stream = connect(path)?;
     // `stop` keeps its side open: the end of the connection says the supervisor is gone.
     (stream.write_all(&encode(request)))
         .and_then(|()| match command {
@@ -81,15 +76,45 @@ pub fn request<T: DeserializeOwned>(path: &Path, request: &Request, timeout: Opt
 /// (`handover restart` without `--wait`).
 pub fn send(path: &Path, command: Command) -> Result<()> {
     let shown = path.display();
-    let mut stream = UnixStream::connect(path).map_err(|e| {
-        runtime(format!(
-            "cannot connect to control socket {shown}: {} (is the supervisor running with --control {shown}?)",
-            io_text(&e)
-        ))
-    })?;
+    let mut stream = connect(path)?;
     stream
         .write_all(&encode(&Request::new(command)))
         .map_err(|e| runtime(format!("cannot send to control socket {shown}: {}", io_text(&e))))
+}
+
+/// Connects to the control socket and checks who serves it: the user that
+/// listens on it (`SO_PEERCRED`) must be root or ours. Anyone else could
+/// have put a socket of theirs at the path (in a directory they can
+/// write), and its replies would say whatever they like: "stopped",
+/// "upgraded".
+fn connect(path: &Path) -> Result<UnixStream> {
+    let shown = path.display();
+    let stream = UnixStream::connect(path).map_err(|e| {
+        let hint = match e.kind() {
+            ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
+                format!(" (is the supervisor running with --control {shown}?)")
+            }
+            ErrorKind::PermissionDenied => " (only its owner and root may use it)".into(),
+            _ => String::new(),
+        };
+        runtime(format!("cannot connect to control socket {shown}: {}{hint}", io_text(&e)))
+    })?;
+    let server = getsockopt(&stream, sockopt::PeerCredentials)
+        .map_err(|e| runtime(format!("cannot tell who serves control socket {shown}: {}", e.desc())))?;
+    trust(path, server.uid(), geteuid().as_raw())?;
+    Ok(stream)
+}
+
+/// The refusal of a server running as `server_uid`, if we are not to
+/// trust it.
+fn trust(path: &Path, server_uid: u32, our_euid: u32) -> Result<()> {
+    if peer_allowed(server_uid, our_euid) {
+        return Ok(());
+    }
+    Err(runtime(format!(
+        "control socket {} is served by uid {server_uid}, not by this user or root; refusing to trust its replies",
+        path.display()
+    )))
 }
 
 /// The next line, with its `\n`, before `deadline`; None at end of stream.
@@ -119,4 +144,20 @@ fn read_line(
 
 fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusts_a_server_run_by_root_or_by_us_only() {
+        let path = Path::new("/run/app/ctl");
+        assert_eq!(trust(path, 1000, 1000), Ok(()));
+        assert_eq!(trust(path, 0, 1000), Ok(()));
+        assert_eq!(trust(path, 0, 0), Ok(()));
+        let refused = "control socket /run/app/ctl is served by uid 65534, not by this user or root; refusing to trust its replies";
+        assert_eq!(trust(path, 65534, 0), Err(Error::runtime(refused)));
+        assert_eq!(trust(path, 65534, 1000).unwrap_err().code, 1);
+    }
 }

@@ -38,7 +38,14 @@
 //!   buffer written as the peer reads (with `MSG_NOSIGNAL`). A client that
 //!   stops reading, or floods requests, stops being read once it has 64
 //!   unanswered requests or 1 MiB of unsent output, instead of costing
-//!   memory; a full connection table (64) stops `accept`.
+//!   memory.
+//! - `status` and `stop` are answered at once whoever else waits: at most
+//!   32 connections wait (for a `restart` or `upgrade` reply, or for the
+//!   exit after a `stop`; the first `stop` goes through the bound), and a
+//!   request that would make one more wait is refused at once. The table
+//!   holds twice that (64), so it always has connections owed nothing to
+//!   close for a newcomer (the one idle the longest); only a table full of
+//!   connections that wait would stop `accept`, and there is none.
 //! - A connection is polled only while it wants something (input, or room
 //!   for output), so a hung-up peer cannot make `poll(2)` spin.
 //! - A `RequestId` stays valid until replied to; a reply for a client that
@@ -60,57 +67,28 @@ use crate::state::OwnedPath;
 use crate::state::SafeDir;
 use crate::supervisor::lines::{LineConn, listen_at};
 pub use crate::supervisor::lines::{MAX_LINE, MAX_OUTPUT};
-use crate::wire::control::{Command, Request, Verdict, encode, parse_request};
+use crate::wire::control::{Command, Request, Verdict, encode, parse_request, peer_allowed};
+use crowd::{Crowd, MAX_WAITING};
+use throttle::Throttle;
 
-const MAX_CONNECTIONS: usize = 64;
+/// The connection table: twice what may wait (`MAX_WAITING`), so that
+/// there are always connections to close for a newcomer.
+const MAX_CONNECTIONS: usize = 2 * MAX_WAITING;
 /// Unanswered requests per connection before it stops being read.
 const MAX_PENDING: usize = 64;
 /// A connection that owes and is owed nothing, silent this long, is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Log lines of one kind (refused peers, dropped clients) at most this often.
-const THROTTLE: Duration = Duration::from_secs(10);
 
 /// One request, to be answered with `ControlServer::reply`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RequestId(pub u64);
 
-/// Who may use the control socket: root, and the supervisor's own user.
-pub fn peer_allowed(peer_uid: u32, our_euid: u32) -> bool {
-    peer_uid == 0 || peer_uid == our_euid
-}
-
 struct Slot {
     /// None for an error this module answered by itself.
     id: Option<RequestId>,
     reply: Option<Vec<u8>>,
-}
-
-/// Admits a log line of one kind at most once per `THROTTLE`, counting
-/// the ones held back, so a flood of refused peers costs one line.
-#[derive(Default)]
-struct Throttle {
-    last: Option<Instant>,
-    held: u64,
-}
-
-impl Throttle {
-    /// Some(lines held back since the last one) when a line may go now.
-    fn admit(&mut self, now: Instant) -> Option<u64> {
-        if self.last.is_some_and(|last| now.saturating_duration_since(last) < THROTTLE) {
-            self.held += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.held))
-    }
-
-    fn note(&mut self, now: Instant, line: String, logs: &mut Vec<String>) {
-        match self.admit(now) {
-            Some(0) => logs.push(line),
-            Some(held) => logs.push(format!("{line} (and {held} more like it)")),
-            None => {}
-        }
-    }
+    /// Its reply comes later (`restart`, `upgrade`), not in this turn.
+    deferred: bool,
 }
 
 struct Conn {
@@ -129,6 +107,12 @@ impl Conn {
     /// has neither sent nor taken a byte for `IDLE_TIMEOUT`.
     fn idle(&self) -> bool {
         self.waiting.is_empty() && !self.stopping
+    }
+
+    /// Waits for a reply still to come, or for the supervisor's exit: it
+    /// counts against `MAX_WAITING`.
+    fn waits(&self) -> bool {
+        self.stopping || self.waiting.iter().any(|s| s.deferred && s.reply.is_none())
     }
 
     fn idle_deadline(&self) -> Option<Instant> {
@@ -150,21 +134,24 @@ impl Conn {
 
     /// Turns buffered lines into requests, as many as may be pending; lines
     /// left in the buffer make `next_deadline` say "now", so they are taken
-    /// on the next turn even if no more input comes.
-    fn take_requests(&mut self, next_id: &mut u64, out: &mut Vec<(RequestId, Request)>) {
+    /// on the next turn even if no more input comes. A request that would
+    /// make one client too many wait is answered at once with the refusal.
+    fn take_requests(&mut self, next_id: &mut u64, crowd: &mut Crowd, out: &mut Vec<(RequestId, Request)>) {
         // At most what may be pending: the rest waits for the next turn,
         // so a client with thousands of requests queued cannot fill one.
         let room = MAX_PENDING.saturating_sub(self.waiting.len());
         let (lines, too_long) = self.io.lines_up_to(room);
         for line in lines {
-            match parse_request(&line) {
-                Ok(command) => {
-                    self.stopping |= command.command == Command::Stop;
+            let admitted = parse_request(&line)
+                .and_then(|request| crowd.admit(self.waits(), request.command).map(|()| request));
+            match admitted {
+                Ok(request) => {
+                    self.stopping |= request.command == Command::Stop;
                     let id = RequestId(*next_id);
                     *next_id += 1;
-                    let reply = None;
-                    self.waiting.push_back(Slot { id: Some(id), reply });
-                    out.push((id, command));
+                    let deferred = matches!(request.command, Command::Restart | Command::Upgrade);
+                    self.waiting.push_back(Slot { id: Some(id), reply: None, deferred });
+                    out.push((id, request));
                 }
                 Err(message) => self.answer_now(&message),
             }
@@ -176,7 +163,7 @@ impl Conn {
 
     fn answer_now(&mut self, error: &str) {
         let reply = Some(encode(&Verdict::refused(error)));
-        self.waiting.push_back(Slot { id: None, reply });
+        self.waiting.push_back(Slot { id: None, reply, deferred: false });
         self.release();
     }
 
@@ -261,12 +248,16 @@ impl ControlServer {
         let (mut requests, mut logs) = (Vec::new(), std::mem::take(&mut self.notes));
         self.accept_paused = false;
         self.accept(now, &mut logs);
+        let mut crowd = Crowd {
+            waiting: self.conns.iter().filter(|c| c.waits()).count(),
+            stopping: self.conns.iter().any(|c| c.stopping),
+        };
         for conn in &mut self.conns {
             if conn.wants_input() && conn.io.fill() {
                 conn.heard_at = now;
             }
             if conn.waiting.len() < MAX_PENDING {
-                conn.take_requests(&mut self.next_id, &mut requests);
+                conn.take_requests(&mut self.next_id, &mut crowd, &mut requests);
             }
             if conn.io.flush() {
                 conn.heard_at = now;
@@ -400,5 +391,7 @@ fn clear_stale(path: &Path) -> io::Result<()> {
 }
 
 mod carry;
+mod crowd;
 #[cfg(test)]
 mod tests;
+mod throttle;

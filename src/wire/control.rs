@@ -51,6 +51,14 @@ impl Request {
     }
 }
 
+/// Who may be at the other end of the control socket, either way: root
+/// and the user we run as (effective uid). The supervisor closes other
+/// clients; the clients refuse a socket that another user serves, whose
+/// replies could say anything (both by `SO_PEERCRED`).
+pub fn peer_allowed(peer_uid: u32, our_euid: u32) -> bool {
+    peer_uid == 0 || peer_uid == our_euid
+}
+
 /// The request a line holds, or the error to answer it with. Checked by
 /// hand, not derived, so that each refusal says what was wrong.
 pub fn parse_request(line: &[u8]) -> Result<Request, String> {

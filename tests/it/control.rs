@@ -265,24 +265,29 @@ fn stop_returns_after_the_supervisor_has_exited() {
 }
 
 /// `setpriv` on PATH, if this test can switch users at all (root only).
+/// Under CI (`CI` set) a test that cannot is a failure, not a skip.
 pub fn setpriv() -> Option<PathBuf> {
+    let skip = |why: String| {
+        assert!(std::env::var_os("CI").is_none(), "{why}: this test cannot run, and CI must run it");
+        // One write, so the line stays whole among libtest's own output.
+        let _ = std::io::stderr().write_all(format!("skipped: {why}\n").as_bytes());
+        None
+    };
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("note: not root: cannot run a client as another user; skipped");
-        return None;
+        return skip("not root: cannot run a process as another user".into());
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path).map(|d| d.join("setpriv")).find(|p| p.exists());
-    if found.is_none() {
-        eprintln!("note: setpriv not found: cannot run a client as another user; skipped");
-    }
+    let Some(found) = std::env::split_paths(&path).map(|d| d.join("setpriv")).find(|p| p.exists()) else {
+        return skip("setpriv not found (util-linux): cannot run a process as another user".into());
+    };
     // uid 65534 must reach the binary.
     let reachable = binary().ancestors().skip(1).all(|d| {
         fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0) || d.as_os_str().is_empty()
     });
     if !reachable {
-        eprintln!("note: {} is not reachable by other users; skipped", binary().display());
+        return skip(format!("{} is not reachable by other users", binary().display()));
     }
-    found.filter(|_| reachable)
+    Some(found)
 }
 
 fn read_all(stream: Option<impl Read>) -> String {

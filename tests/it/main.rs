@@ -4,6 +4,7 @@ mod harness;
 mod activation;
 mod compat;
 mod control;
+mod control_abuse;
 mod drill;
 mod errors;
 mod faults;

@@ -37,7 +37,13 @@ impl ControlServer {
         for c in record.conns {
             let stream = UnixStream::from(take.fd(c.conn.fd)?);
             let waiting = (c.waiting.into_iter())
-                .map(|(id, reply)| Slot { id: id.map(RequestId), reply: reply.map(|r| r.0) })
+                // Replies to `status` are made in the turn it is read:
+                // any other one still to make is a restart's or an upgrade's.
+                .map(|(id, reply)| Slot {
+                    deferred: id.is_some() && reply.is_none(),
+                    id: id.map(RequestId),
+                    reply: reply.map(|r| r.0),
+                })
                 .collect();
             let io = LineConn::resume(stream, c.conn)?;
             conns.push(Conn { io, waiting, heard_at: now, stopping: c.stopping });
