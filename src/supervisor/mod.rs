@@ -142,8 +142,9 @@ impl Supervisor {
                 PollFd::new(self.signals.fd(), PollFlags::POLLIN),
                 PollFd::new(self.notify.fd(), PollFlags::POLLIN),
             ];
-            // Captured output is read only while the log has room for it.
-            let capture = self.capture.as_ref().filter(|_| self.log.sink().has_room());
+            // Captured output is read only while the log has room for it
+            // (or its command is down: then the sink drops beyond its bound).
+            let capture = self.capture.as_ref().filter(|_| self.log.sink().may_capture());
             let sockets = (self.einhorn.poll_fds().into_iter())
                 .chain(self.control.iter().flat_map(|c| c.poll_fds()))
                 .chain(capture.into_iter().flat_map(|c| c.poll_fds()));
@@ -161,7 +162,7 @@ impl Supervisor {
             // Before exits are handled: a worker's last lines precede the line saying it exited.
             if let Some(capture) = &mut self.capture {
                 let mut sink = self.log.sink();
-                if sink.has_room() {
+                if sink.may_capture() {
                     capture.service(&mut *sink);
                 }
             }

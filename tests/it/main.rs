@@ -11,6 +11,7 @@ mod files;
 mod layers;
 mod lifecycle;
 mod listeners;
+mod logger;
 mod logs;
 mod packaging;
 mod processes;

@@ -1,0 +1,127 @@
+//! The `--log-file "| COMMAND"` logger that dies, and log reopening: no
+//! worker dies of it, no request fails, no line is lost or torn, and the
+//! supervisor does not spin while no logger runs.
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::control::Raw;
+use crate::harness::*;
+
+/// `GET /` on a new connection: the body, or what went wrong.
+fn get(addr: &str) -> Result<String, String> {
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    let request = "GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    stream.write_all(request.as_bytes()).map_err(|e| format!("write: {e}"))?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).map_err(|e| format!("read: {e}"))?;
+    match answer.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
+        _ => Err(format!("not a 200 answer: {answer:?}")),
+    }
+}
+
+/// The supervisor's CPU time so far, in clock ticks (utime + stime).
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    // After the name: state is 0, utime 11, stime 12.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A log command that exits after five lines: workers that print at start
+/// are not killed by SIGPIPE, and every restart succeeds.
+#[test]
+fn workers_outlive_a_log_command_that_exits() {
+    let hello = example("hello").display().to_string();
+    let s = handover()
+        .args(["--port", "127.0.0.1:0", "--ready", "notify", "--control", "{dir}/ctl"])
+        .args(["--log-file", "| head -n 5 >> {dir}/log", "--status-file", "{dir}/status", "--"])
+        .args(["sh", "-c"])
+        .arg(format!("echo hi; exec {hello} --quiet"))
+        .start();
+    s.wait_generations(&[1]);
+    let mut control = Raw::connect(&s.path("ctl"));
+    for n in 0..6u64 {
+        let reply = control.ask("restart");
+        assert_eq!(reply["ok"], true, "restart {n}: {reply}\n{}", s.dossier());
+    }
+    let status = control.ask("status");
+    assert_eq!(status["generations"].as_array().unwrap().len(), 1, "{status}");
+}
+
+/// hello logs each request before answering it; the log command takes 20
+/// lines and exits: every request is still answered.
+#[test]
+fn requests_are_answered_while_the_log_command_is_down() {
+    let s = handover()
+        .args(["--port", "127.0.0.1:0", "--ready", "notify", "--control", "{dir}/ctl"])
+        .args(["--log-file", "| head -n 20 >> {dir}/log", "--status-file", "{dir}/status", "--"])
+        .arg(example("hello"))
+        .args(["--quiet", "--log-requests"])
+        .start();
+    let pid = s.wait_generations(&[1])[0].1;
+    // head writes its lines only when it exits: the address from `status`.
+    let status = Raw::connect(&s.path("ctl")).ask("status");
+    let addr = status["listeners"][0]["address"].as_str().unwrap();
+    let addr = addr.trim_start_matches("tcp ").to_string();
+    for n in 1..=60 {
+        let body = get(&addr).unwrap_or_else(|e| panic!("request {n}: {e}\n{}", s.dossier()));
+        assert!(body.contains(&format!("pid {pid}")), "request {n}: {body:?}");
+    }
+    assert!(alive(pid), "the worker died\n{}", s.dossier());
+}
+
+/// With `--log-capture`, a log command that exits after 1000 lines while
+/// the worker prints 3000: every line arrives once, whole, in order.
+#[test]
+fn captured_lines_wait_for_the_next_log_command() {
+    let logger = "| n=0; while IFS= read -r l; do printf '%s\\n' \"$l\" >> {dir}/log; \
+                  n=$((n+1)); [ $n -lt 1000 ] || exit 0; done";
+    let hello = example("hello").display().to_string();
+    let s = handover()
+        .args(["--port", "127.0.0.1:0", "--log-capture", "--log-file", logger])
+        .args(["--status-file", "{dir}/status", "--", "sh", "-c"])
+        .arg(format!("seq 1 3000; exec {hello} --quiet"))
+        .start();
+    let log = s.path("log");
+    let text = wait_for(
+        "the last line in the log",
+        || format!("{}\n--- log:\n{}", s.dossier(), fs::read_to_string(&log).unwrap_or_default()),
+        || fs::read_to_string(&log).ok().filter(|t| t.contains("stdout] 3000\n")),
+    );
+    let mut numbers = Vec::new();
+    for line in text.lines() {
+        assert!(
+            line.starts_with("handover[") || line.starts_with("[gen 1 pid "),
+            "torn line {line:?}\n{text}"
+        );
+        if let Some(number) = line.split("stdout] ").nth(1) {
+            numbers.push(number.parse::<u32>().unwrap_or_else(|_| panic!("torn line {line:?}")));
+        }
+    }
+    assert_eq!(numbers, (1..=3000).collect::<Vec<_>>(), "lost, torn or reordered lines");
+}
+
+/// A log command that always fails: the supervisor waits for its next
+/// start in poll, using next to no CPU.
+#[test]
+fn a_log_command_that_keeps_failing_costs_no_cpu() {
+    let s = handover()
+        .args(["--port", "127.0.0.1:0", "--ready", "notify", "--log-file", "| exit 3"])
+        .args(["--status-file", "{dir}/status", "--"])
+        .arg(example("hello"))
+        .arg("--quiet")
+        .start();
+    let pid = s.wait_generations(&[1])[0].1;
+    let before = cpu_ticks(s.pid());
+    let start = Instant::now();
+    // A measurement over a fixed interval, not a wait: spinning costs
+    // about 100 ticks per second.
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_ticks(s.pid()) - before;
+    assert!(used < 30, "{used} ticks of CPU in {:?}\n{}", start.elapsed(), s.dossier());
+    assert!(alive(pid) && s.status_file() == [(1, pid)], "{}", s.dossier());
+}
