@@ -115,7 +115,7 @@ impl LogPipe {
     }
 }
 
-/// SIGUSR1: open `--log-file` again (after logrotate moved it) and point
+/// SIGUSR1 (`--on-usr1`): open `--log-file` again (after logrotate moved it) and point
 /// fds 1 and 2 at the new file. Workers keep the old one until their next
 /// generation, or use `--log-capture`, whose lines handover writes itself.
 pub fn reopen(target: &LogTarget) -> Result<()> {

@@ -1,10 +1,13 @@
 //! The `--log-file "| COMMAND"` logger that dies, and log reopening: no
 //! worker dies of it, no request fails, no line is lost or torn, and the
 //! supervisor does not spin while no logger runs.
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
 
 use crate::control::Raw;
 use crate::harness::*;
@@ -74,6 +77,13 @@ fn requests_are_answered_while_the_log_command_is_down() {
     assert!(alive(pid), "the worker died\n{}", s.dossier());
 }
 
+/// The `listening on tcp ADDR` line of a log file, once it is there.
+fn listening(log: &std::path::Path) -> Option<String> {
+    let text = fs::read_to_string(log).ok()?;
+    let line = text.lines().find(|l| l.contains("listening on tcp "))?;
+    Some(line.split("listening on tcp ").nth(1)?.split(' ').next()?.to_string())
+}
+
 /// With `--log-capture`, a log command that exits after 1000 lines while
 /// the worker prints 3000: every line arrives once, whole, in order.
 #[test]
@@ -124,4 +134,115 @@ fn a_log_command_that_keeps_failing_costs_no_cpu() {
     let used = cpu_ticks(s.pid()) - before;
     assert!(used < 30, "{used} ticks of CPU in {:?}\n{}", start.elapsed(), s.dossier());
     assert!(alive(pid) && s.status_file() == [(1, pid)], "{}", s.dossier());
+}
+
+/// USR1 with a log file reopens it and leaves hello (which does not
+/// handle USR1) alone.
+#[test]
+fn usr1_reopens_the_log_file_and_does_not_kill_the_server() {
+    let s = handover()
+        .args(["--port", "127.0.0.1:0", "--ready", "notify", "--log-file", "{dir}/log"])
+        .args(["--status-file", "{dir}/status", "--"])
+        .arg(example("hello"))
+        .arg("--quiet")
+        .start();
+    let pid = s.wait_generations(&[1])[0].1;
+    let addr = wait_for("the address in the log", || s.dossier(), || listening(&s.path("log")));
+    fs::rename(s.path("log"), s.path("log.1")).unwrap();
+    s.signal(Signal::SIGUSR1);
+    wait_for("the log file reopened", || s.dossier(), || s.path("log").exists().then_some(()));
+    for n in 1..=20 {
+        let body = get(&addr).unwrap_or_else(|e| panic!("request {n}: {e}\n{}", s.dossier()));
+        assert!(body.contains(&format!("pid {pid}")), "request {n}: {body:?}");
+    }
+    assert!(alive(pid), "the worker died of USR1\n{}", s.dossier());
+    assert_eq!(s.status_file(), [(1, pid)]);
+}
+
+/// The README's logrotate recipe under load: the log is renamed and
+/// `handover reopen` asked for (or USR1 sent), five times; no request
+/// fails and every request's line is in one of the files, once.
+#[test]
+fn logrotate_under_load_loses_no_request_and_no_line() {
+    let mut s = handover()
+        .args(["--port", "127.0.0.1:0", "--ready", "notify", "--control", "{dir}/ctl"])
+        .args(["--log-capture", "--log-file", "{dir}/log", "--status-file", "{dir}/status", "--"])
+        .arg(example("hello"))
+        .args(["--quiet", "--log-requests"])
+        .start();
+    s.wait_generations(&[1]);
+    let addr = wait_for("the address in the log", || s.dossier(), || listening(&s.path("log")));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let (addr, stop) = (addr.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u64, Vec::new());
+            let start = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst)
+                && ok + (failed.len() as u64) < 20_000
+                && start.elapsed() < Duration::from_secs(30)
+            {
+                match get(&addr) {
+                    Ok(_) => ok += 1,
+                    Err(e) => failed.push(e),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    let reopen = || {
+        let out = std::process::Command::new(binary())
+            .args(["reopen", "--control"])
+            .arg(s.path("ctl"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "handover reopen: {out:?}");
+    };
+    for n in 1..=5 {
+        let served = requests_logged(&s.path("log"));
+        wait_for(
+            "requests in the current log",
+            || s.dossier(),
+            || (requests_logged(&s.path("log")).len() > served.len() + 500).then_some(()),
+        );
+        fs::rename(s.path("log"), s.path(&format!("log.{n}"))).unwrap();
+        if n % 2 == 0 {
+            s.signal(Signal::SIGUSR1);
+            wait_for("the log file reopened", || s.dossier(), || s.path("log").exists().then_some(()));
+        } else {
+            reopen();
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed) = client.join().unwrap();
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait_exit().code(), Some(0), "{}", s.dossier());
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        ok + failed.len() as u64,
+        &failed[..failed.len().min(5)]
+    );
+    let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
+    for name in ["log", "log.1", "log.2", "log.3", "log.4", "log.5"] {
+        let requests = requests_logged(&s.path(name));
+        assert!(!requests.is_empty() || name == "log", "no request in {name}");
+        for number in requests {
+            *seen.entry(number).or_default() += 1;
+        }
+    }
+    let numbers: Vec<u64> = seen.keys().copied().collect();
+    assert_eq!(numbers, (1..=ok).collect::<Vec<_>>(), "every answered request logged");
+    assert!(seen.values().all(|&n| n == 1), "a request logged twice");
+    eprintln!("{ok} requests across five reopened logs, none failed, every line kept");
+}
+
+/// The request numbers of `hello: request N ...` lines in a log file.
+fn requests_logged(path: &std::path::Path) -> Vec<u64> {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split("hello: request ").nth(1))
+        .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+        .collect()
 }
