@@ -78,9 +78,14 @@ impl LogPipe {
     /// (Fd 1 is a writer of it, so the open does not wait for one.)
     pub fn from_fd1() -> std::io::Result<LogPipe> {
         let read = OpenOptions::new().read(true).custom_flags(libc::O_CLOEXEC).open("/proc/self/fd/1")?;
-        let read = OwnedFd::from(read);
-        let null = || OpenOptions::new().write(true).custom_flags(libc::O_CLOEXEC).open("/dev/null");
-        Ok(LogPipe::resume(read, null()?.into(), null()?.into()))
+        Ok(LogPipe::resume(read.into(), null()?, null()?))
+    }
+
+    /// `--daemonize`: the command's output goes to /dev/null, not to the
+    /// terminal (or the caller's pipe) the daemon leaves.
+    pub fn detach(&mut self) -> std::io::Result<()> {
+        (self.stdout, self.stderr) = (null()?, null()?);
+        Ok(())
     }
 
     /// Fds 1 and 2 lead to the pipe from now on.
@@ -113,6 +118,11 @@ impl LogPipe {
             .context(|| format!("cannot start log command {command:?}"))?;
         Ok(child.id() as i32)
     }
+}
+
+fn null() -> std::io::Result<OwnedFd> {
+    let file = OpenOptions::new().write(true).custom_flags(libc::O_CLOEXEC).open("/dev/null")?;
+    Ok(file.into())
 }
 
 /// SIGUSR1 (`--on-usr1`): open `--log-file` again (after logrotate moved it) and point

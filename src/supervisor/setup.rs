@@ -93,7 +93,10 @@ pub fn run(mut config: Config) -> Result<u8> {
         None => None,
     };
     let logger = match (pipe, &config.log) {
-        (Some(pipe), Some(LogTarget::Pipe(command))) => {
+        (Some(mut pipe), Some(LogTarget::Pipe(command))) => {
+            if config.daemonize {
+                pipe.detach().context(|| "cannot open /dev/null".into())?;
+            }
             Some(Logger::start(command, pipe, std::time::Instant::now())?)
         }
         _ => None,

@@ -246,3 +246,96 @@ fn requests_logged(path: &std::path::Path) -> Vec<u64> {
         .filter_map(|rest| rest.split(' ').next()?.parse().ok())
         .collect()
 }
+
+/// The pipe `fd` of process `pid` leads to (`pipe:[INODE]`).
+fn pipe_of(pid: i32, fd: i32) -> String {
+    fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap().to_string_lossy().into_owned()
+}
+
+/// How many of `pid`'s fds are read ends of `pipe`.
+fn read_ends(pid: i32, pipe: &str) -> usize {
+    let fds = fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten();
+    let of_pipe = fds.filter(|e| fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == pipe));
+    let flags = |name: &std::ffi::OsStr| {
+        let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", name.to_string_lossy())).unwrap();
+        let flags = info.lines().find_map(|l| l.strip_prefix("flags:")).unwrap().trim().to_string();
+        u32::from_str_radix(&flags, 8).unwrap()
+    };
+    of_pipe.filter(|e| flags(&e.file_name()) & 3 == 0).count()
+}
+
+/// The log pipe's read end is carried across upgrades and adopted once:
+/// the log command, which exits after five lines, is started again on the
+/// same pipe after each upgrade, and new workers never get SIGPIPE.
+#[test]
+fn the_log_pipe_is_carried_across_upgrades() {
+    let hello = example("hello").display().to_string();
+    let s = handover()
+        .args(["--port", "127.0.0.1:0", "--ready", "notify", "--control", "{dir}/ctl"])
+        .args(["--log-file", "| head -n 5 >> {dir}/log", "--status-file", "{dir}/status", "--"])
+        .args(["sh", "-c"])
+        .arg(format!("echo hi; exec {hello} --quiet"))
+        .start();
+    s.wait_generations(&[1]);
+    let pipe = pipe_of(s.pid(), 1);
+    assert!(pipe.starts_with("pipe:"), "{pipe}");
+    assert_eq!(read_ends(s.pid(), &pipe), 1, "the supervisor keeps one read end");
+    let mut control = Raw::connect(&s.path("ctl"));
+    for n in 1..=3 {
+        control.send(r#"{"command":"upgrade","wait":true}"#);
+        let reply = control.reply();
+        assert_eq!(reply["ok"], true, "upgrade {n}: {reply}");
+        assert_eq!(pipe_of(s.pid(), 1), pipe, "the same pipe after upgrade {n}");
+        assert_eq!(read_ends(s.pid(), &pipe), 1, "one read end after upgrade {n}");
+        for _ in 0..2 {
+            let reply = control.ask("restart");
+            assert_eq!(reply["ok"], true, "restart after upgrade {n}: {reply}\n{}", s.dossier());
+        }
+    }
+}
+
+/// `--daemonize` with a log command: once the foreground process has
+/// exited, nothing holds the caller's output open (an ssh session or a
+/// `$(...)` would wait for it), and the daemon logs through the command.
+#[test]
+fn a_daemon_leaves_the_callers_output_to_its_log_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let mut child = std::process::Command::new(binary())
+        .args(["--daemonize", "--port", "127.0.0.1:0", "--pid-file"])
+        .arg(path("pid"))
+        .arg("--log-file")
+        .arg(format!("| cat >> {}", path("log").display()))
+        .arg("--")
+        .arg(example("hello"))
+        .arg("--quiet")
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let (done, closed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = out.read_to_string(&mut text);
+        let _ = err.read_to_string(&mut text);
+        let _ = done.send(text);
+    });
+    assert!(child.wait().unwrap().success());
+    let daemon: i32 = wait_for(
+        "the daemon's pid file",
+        String::new,
+        || fs::read_to_string(path("pid")).ok()?.trim().parse().ok(),
+    );
+    let ended = closed.recv_timeout(Duration::from_secs(10));
+    let logged = wait_for(
+        "the daemon's lines through the log command",
+        || fs::read_to_string(path("log")).unwrap_or_default(),
+        || fs::read_to_string(path("log")).ok().filter(|t| t.contains("starting new worker")),
+    );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon), Signal::SIGTERM).unwrap();
+    wait_for("the daemon to exit", || logged.clone(), || (!alive(daemon)).then_some(()));
+    assert_eq!(ended.as_deref(), Ok(""), "the caller's output was held open after the foreground exited");
+}
