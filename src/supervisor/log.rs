@@ -160,7 +160,7 @@ impl Log {
     pub fn flush(&self) {
         let dropped = self.sink.borrow_mut().take_dropped_captured();
         if let Some(dropped) = dropped {
-            let kib = super::sink::CAPACITY / 1024;
+            let kib = super::sink::LOSSY_CAPACITY / 1024;
             self.line(&format!(
                 "dropped {dropped} captured lines while the log command was down ({kib} KiB were waiting)"
             ));

@@ -22,7 +22,7 @@
 //!   `--log-capture` reads the workers' pipes only while less than
 //!   `HIGH_WATER` bytes are pending, so a stalled reader stalls the
 //!   workers' own writes instead. While the `| COMMAND` logger is down
-//!   (`lossy`), they are read on and kept up to `CAPACITY` bytes pending;
+//!   (`lossy`), they are read on and kept up to `LOSSY_CAPACITY` bytes pending;
 //!   records beyond that are dropped whole, counted and reported, so
 //!   workers do not wait for a command that may be down for a while.
 //! - A reader that is gone for good (EPIPE without a log command to start
@@ -43,6 +43,10 @@ use nix::sys::socket::{MsgFlags, send};
 pub const CAPACITY: usize = 1 << 20;
 /// Pending bytes below which captured output is read.
 pub const HIGH_WATER: usize = 256 * 1024;
+/// Pending bytes beyond which captured records are dropped while the log
+/// command is down: less than `CAPACITY`, so the supervisor's own lines
+/// (the count of those dropped among them) still have room.
+pub const LOSSY_CAPACITY: usize = CAPACITY - 64 * 1024;
 
 enum Target {
     /// A private non-blocking open file of the same pipe or device.
@@ -162,13 +166,13 @@ impl Sink {
     }
 
     /// A captured record: kept (capture reads only with room), unless
-    /// the log command is down and `CAPACITY` bytes are pending.
+    /// the log command is down and `LOSSY_CAPACITY` bytes are pending.
     pub fn captured(&mut self, record: &[u8]) {
         if self.off {
             self.discarded += record.len() as u64;
             return;
         }
-        if self.lossy && self.len() + record.len() > CAPACITY {
+        if self.lossy && self.len() + record.len() > LOSSY_CAPACITY {
             self.dropped_captured += 1;
             return;
         }
@@ -336,6 +340,7 @@ mod tests {
         assert!(sink.may_capture(), "read on while the command is down");
         sink.captured(&record);
         assert_eq!(sink.dropped_captured, 2);
+        assert!(sink.own(&record), "the supervisor's own lines still have room");
         assert_eq!(sink.take_dropped_captured(), None, "no room to say so yet");
         sink.set_lossy(false);
         assert!(!sink.may_capture(), "a running command takes them first");
@@ -349,7 +354,7 @@ mod tests {
             }
         }
         assert_eq!(got % 1000, 0, "whole records only");
-        assert!(got <= CAPACITY + 64 * 1024, "{got} bytes");
+        assert!(got <= LOSSY_CAPACITY + 64 * 1024 + 1000, "{got} bytes");
         assert_eq!(sink.take_dropped_captured(), Some(2));
     }
 

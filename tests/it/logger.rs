@@ -324,11 +324,9 @@ fn a_daemon_leaves_the_callers_output_to_its_log_command() {
         let _ = done.send(text);
     });
     assert!(child.wait().unwrap().success());
-    let daemon: i32 = wait_for(
-        "the daemon's pid file",
-        String::new,
-        || fs::read_to_string(path("pid")).ok()?.trim().parse().ok(),
-    );
+    let daemon: i32 = wait_for("the daemon's pid file", String::new, || {
+        fs::read_to_string(path("pid")).ok()?.trim().parse().ok()
+    });
     let ended = closed.recv_timeout(Duration::from_secs(10));
     let logged = wait_for(
         "the daemon's lines through the log command",
