@@ -337,3 +337,36 @@ fn a_daemon_leaves_the_callers_output_to_its_log_command() {
     wait_for("the daemon to exit", || logged.clone(), || (!alive(daemon)).then_some(()));
     assert_eq!(ended.as_deref(), Ok(""), "the caller's output was held open after the foreground exited");
 }
+
+/// A log file that cannot be opened again: `handover reopen` fails with
+/// one line saying why, and the supervisor goes on writing to the old one.
+#[test]
+fn a_reopen_that_fails_keeps_the_old_log() {
+    let b = handover();
+    fs::create_dir(b.dir().join("logs")).unwrap();
+    let s = b
+        .args(["--port", "127.0.0.1:0", "--ready", "notify", "--control", "{dir}/ctl"])
+        .args(["--log-file", "{dir}/logs/app.log", "--status-file", "{dir}/status", "--"])
+        .arg(example("hello"))
+        .arg("--quiet")
+        .start();
+    s.wait_generations(&[1]);
+    fs::rename(s.path("logs"), s.path("rotated")).unwrap();
+    let out = std::process::Command::new(binary())
+        .args(["reopen", "--control"])
+        .arg(s.path("ctl"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stderr.starts_with("handover: cannot open log file ") && stderr.lines().count() == 1, "{stderr}");
+    let before = fs::read_to_string(s.path("rotated/app.log")).unwrap();
+    let mut control = Raw::connect(&s.path("ctl"));
+    assert_eq!(control.ask("restart")["ok"], true);
+    wait_for(
+        "more lines in the old log",
+        || format!("{}\n--- old log:\n{before}", s.dossier()),
+        || fs::read_to_string(s.path("rotated/app.log")).ok().filter(|t| t.len() > before.len()).map(drop),
+    );
+    assert!(!s.path("logs").exists());
+}
