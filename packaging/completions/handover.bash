@@ -19,6 +19,9 @@ _handover() {
             handover,drill)
                 cmd="handover__subcmd__drill"
                 ;;
+            handover,reopen)
+                cmd="handover__subcmd__reopen"
+                ;;
             handover,restart)
                 cmd="handover__subcmd__restart"
                 ;;
@@ -38,7 +41,7 @@ _handover() {
 
     case "${cmd}" in
         handover)
-            opts="-h -V --port --path --dir --interval --signal-on-hup --signal-on-term --pid-file --status-file --envdir --log-file --daemonize --enable-auto-restart --auto-restart-interval --kill-old-delay --backlog --restart --stop --ready --ready-timeout --drain-timeout --stop-timeout --listen --workers --stop-on-exit --max-start-attempts --signal-target --log-capture --log-format --watch --user --group --control --announce --no-tcp-nodelay --help --version restart stop upgrade status drill"
+            opts="-h -V --port --path --dir --interval --signal-on-hup --signal-on-term --pid-file --status-file --envdir --log-file --daemonize --enable-auto-restart --auto-restart-interval --kill-old-delay --backlog --restart --stop --ready --ready-timeout --drain-timeout --stop-timeout --listen --workers --stop-on-exit --max-start-attempts --signal-target --log-capture --log-format --on-usr1 --watch --user --group --control --announce --no-tcp-nodelay --help --version restart stop upgrade reopen status drill"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -134,6 +137,10 @@ _handover() {
                     ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --on-usr1)
+                    COMPREPLY=($(compgen -W "reopen forward both" -- "${cur}"))
                     return 0
                     ;;
                 --watch)
@@ -255,6 +262,24 @@ _handover() {
                     return 0
                     ;;
                 --keep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        handover__subcmd__reopen)
+            opts="-h --control --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --control)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

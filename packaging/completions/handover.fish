@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_handover_global_optspecs
-    string join \n port= path= dir= interval= signal-on-hup= signal-on-term= pid-file= status-file= envdir= log-file= daemonize enable-auto-restart auto-restart-interval= kill-old-delay= backlog= restart stop ready= ready-timeout= drain-timeout= stop-timeout= listen= workers= stop-on-exit= max-start-attempts= signal-target= log-capture log-format= watch= user= group= control= announce= no-tcp-nodelay h/help V/version
+    string join \n port= path= dir= interval= signal-on-hup= signal-on-term= pid-file= status-file= envdir= log-file= daemonize enable-auto-restart auto-restart-interval= kill-old-delay= backlog= restart stop ready= ready-timeout= drain-timeout= stop-timeout= listen= workers= stop-on-exit= max-start-attempts= signal-target= log-capture log-format= on-usr1= watch= user= group= control= announce= no-tcp-nodelay h/help V/version
 end
 
 function __fish_handover_needs_command
@@ -51,6 +51,9 @@ complete -c handover -n "__fish_handover_needs_command" -l signal-target -d 'Whe
 group\t'The worker\'s whole process group'"
 complete -c handover -n "__fish_handover_needs_command" -l log-format -d 'With --log-capture: `text` (`[gen 2 pid 123 stdout] ...`) or `json` lines' -r -f -a "text\t''
 json\t''"
+complete -c handover -n "__fish_handover_needs_command" -l on-usr1 -d 'What SIGUSR1 and `handover reopen` do [default: reopen with --log-file FILE, else forward]' -r -f -a "reopen\t'Reopen --log-file FILE (after logrotate moved it); the workers are left alone'
+forward\t'Forward USR1 to the serving generation (servers that reopen their own logs on it)'
+both\t'Reopen --log-file FILE, then forward USR1'"
 complete -c handover -n "__fish_handover_needs_command" -l watch -d 'Restart when this file or directory changes (development; repeatable). Editors\' temporary files are ignored; changes within 300ms count once' -r -F
 complete -c handover -n "__fish_handover_needs_command" -l user -d 'Run the workers as this user (name or uid; its groups too). handover keeps running as root and keeps the sockets it bound' -r
 complete -c handover -n "__fish_handover_needs_command" -l group -d 'Run the workers with this group (name or gid) [default: the --user\'s]' -r
@@ -67,6 +70,7 @@ complete -c handover -n "__fish_handover_needs_command" -s V -l version -d 'Prin
 complete -c handover -n "__fish_handover_needs_command" -a "restart" -d 'Ask a running supervisor for a hot restart'
 complete -c handover -n "__fish_handover_needs_command" -a "stop" -d 'Stop a running supervisor gracefully; returns once it has exited'
 complete -c handover -n "__fish_handover_needs_command" -a "upgrade" -d 'Replace the running supervisor\'s program in place (same pid, same workers, same sockets) with a new handover binary'
+complete -c handover -n "__fish_handover_needs_command" -a "reopen" -d 'Do what SIGUSR1 does (--on-usr1): reopen the supervisor\'s --log-file (logrotate\'s postrotate), forward USR1 to the workers, or both'
 complete -c handover -n "__fish_handover_needs_command" -a "status" -d 'Show the supervisor\'s generations'
 complete -c handover -n "__fish_handover_needs_command" -a "drill" -d 'Run a server under handover (or another supervisor), drive load at its listeners through hot restarts, and report whether any client noticed'
 complete -c handover -n "__fish_handover_using_subcommand restart" -l control -d 'The supervisor\'s --control socket (preferred: exact outcomes)' -r -F
@@ -85,6 +89,8 @@ complete -c handover -n "__fish_handover_using_subcommand upgrade" -l binary -d 
 complete -c handover -n "__fish_handover_using_subcommand upgrade" -l timeout -d 'Give up waiting for the answer after this long' -r
 complete -c handover -n "__fish_handover_using_subcommand upgrade" -l wait -d 'Wait until the new program serves, and say how long it took'
 complete -c handover -n "__fish_handover_using_subcommand upgrade" -s h -l help -d 'Print help'
+complete -c handover -n "__fish_handover_using_subcommand reopen" -l control -d 'The supervisor\'s --control socket' -r -F
+complete -c handover -n "__fish_handover_using_subcommand reopen" -s h -l help -d 'Print help'
 complete -c handover -n "__fish_handover_using_subcommand status" -l control -d 'The supervisor\'s --control socket (preferred: exact outcomes)' -r -F
 complete -c handover -n "__fish_handover_using_subcommand status" -l pid-file -d 'The supervisor\'s --pid-file' -r -F
 complete -c handover -n "__fish_handover_using_subcommand status" -l status-file -d 'The supervisor\'s --status-file' -r -F

@@ -1,5 +1,5 @@
 //! From parsed arguments to what runs: the supervisor, a client command
-//! (`restart`, `stop`, `status`, `upgrade`, start_server's
+//! (`restart`, `stop`, `status`, `upgrade`, `reopen`, start_server's
 //! `--restart`/`--stop`), the new program of a self-upgrade, its verify
 //! run, or the drill. Returns the exit code; failures are `Error`s.
 use std::ffi::OsString;
@@ -14,7 +14,7 @@ use crate::client;
 use crate::config::{Config, parse_duration};
 use crate::error::{Error, Result};
 use crate::supervisor;
-use crate::wire::control::{Command, Request, Restarted, Status, Stopping, Upgraded, encode};
+use crate::wire::control::{Command, Reopened, Request, Restarted, Status, Stopping, Upgraded, encode};
 
 /// `carried`: the value of `HANDOVER_UPGRADE_STATE`, when this process is
 /// a supervisor that just executed a new handover binary.
@@ -158,6 +158,11 @@ fn run_client(client: Client) -> Result<u8> {
             let request = Request { command: Command::Upgrade, binary, wait };
             let done: Upgraded = client::control::request(&control, &request, Some(timeout))?;
             println!("{}", client::show::upgrade_text(&done));
+        }
+        Client::Reopen { control } => {
+            let done: Reopened =
+                client::control::call(&control, Command::Reopen, Some(Duration::from_secs(10)))?;
+            println!("{}", client::show::reopen_text(&done));
         }
         Client::Status { target, json } => {
             if let Some(path) = over_control(&target) {

@@ -3,7 +3,7 @@
 //! Under the name `start_server` only start_server 0.35's options exist, so
 //! its unique-prefix abbreviations (`--ver`, `--re`) mean exactly what they
 //! meant there. Under any other name handover adds its own options and the
-//! `restart`, `stop`, `status` and `upgrade` subcommands. Both accept `--opt=v`,
+//! `restart`, `stop`, `status`, `upgrade` and `reopen` subcommands. Both accept `--opt=v`,
 //! `--opt v`, `-opt` (Getopt::Long's single dash) and unique prefixes.
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -46,7 +46,7 @@ pub struct StartServerCli {
     version,
     about = "Zero-downtime restarts for network servers: binds the sockets once, \
              replaces the worker on SIGHUP without closing them.",
-    override_usage = "handover [OPTIONS] -- COMMAND [ARGS...]\n       handover restart|stop|status|upgrade [OPTIONS]\n       handover drill [OPTIONS] -- COMMAND [ARGS...]   (see handover drill --help)",
+    override_usage = "handover [OPTIONS] -- COMMAND [ARGS...]\n       handover restart|stop|status|upgrade|reopen [OPTIONS]\n       handover drill [OPTIONS] -- COMMAND [ARGS...]   (see handover drill --help)",
     infer_long_args = true,
     args_conflicts_with_subcommands = true
 )]
@@ -118,6 +118,13 @@ pub enum Client {
         /// Give up waiting for the answer after this long.
         #[arg(long, value_name = "DURATION", default_value = "60s")]
         timeout: String,
+    },
+    /// Do what SIGUSR1 does (--on-usr1): reopen the supervisor's --log-file
+    /// (logrotate's postrotate), forward USR1 to the workers, or both.
+    Reopen {
+        /// The supervisor's --control socket.
+        #[arg(long, value_name = "PATH", required = true)]
+        control: PathBuf,
     },
     /// Show the supervisor's generations.
     Status {

@@ -52,8 +52,13 @@ Stop: send \fB\-\-signal\-on\-term\fR (INT: always TERM) to every worker,
 wait for them (or \fB\-\-stop\-timeout\fR), remove the pid, status and
 socket files, exit 0.
 .TP
-\fBQUIT\fR, \fBUSR1\fR, \fBUSR2\fR, \fBWINCH\fR, \fBTTIN\fR, \fBTTOU\fR
-Forwarded to the serving generation. USR1 also reopens \fB\-\-log\-file\fR.
+\fBUSR1\fR
+What \fB\-\-on\-usr1\fR says: reopen \fB\-\-log\-file\fR (the default with a
+log file), forward it to the serving generation (the default otherwise), or
+both. \fBhandover reopen \-\-control\fR \fIPATH\fR does the same.
+.TP
+\fBQUIT\fR, \fBUSR2\fR, \fBWINCH\fR, \fBTTIN\fR, \fBTTOU\fR
+Forwarded to the serving generation.
 .SH "EXIT STATUS"
 .TP
 \fB0\fR

@@ -1,6 +1,6 @@
 //! Control-socket replies for people: `handover restart --wait` and
 //! `handover status` without `--json`.
-use crate::wire::control::{Restart, Restarted, Status, Upgraded};
+use crate::wire::control::{Reopened, Restart, Restarted, Status, Upgraded};
 
 fn join(pids: &[i32]) -> String {
     let items: Vec<String> = pids.iter().map(i32::to_string).collect();
@@ -25,6 +25,16 @@ pub fn upgrade_text(done: &Upgraded) -> String {
             format!("supervisor pid {pid} upgraded from handover {from} to {to} ({binary}) in {ms} ms")
         }
         None => format!("supervisor pid {pid} is upgrading from handover {from} to {to} ({binary})"),
+    }
+}
+
+/// The `reopen` answer for people.
+pub fn reopen_text(done: &Reopened) -> String {
+    match (&done.log_file, done.forwarded) {
+        (Some(path), true) => format!("reopened {path}; sent USR1 to the serving generation"),
+        (Some(path), false) => format!("reopened {path}"),
+        (None, true) => "sent USR1 to the serving generation".to_string(),
+        (None, false) => "nothing to reopen".to_string(),
     }
 }
 

@@ -15,6 +15,7 @@ use crate::listen::ListenSpec;
 use crate::machine::{Policy, ReadyMode};
 use crate::state;
 use crate::wire::env as protocol;
+pub use options::OnUsr1;
 use options::{HandoverOpts, LogFormat, ReadyArg, SignalTarget, StartServerOpts};
 #[cfg(test)]
 pub use values::MAX_DURATION;
@@ -47,6 +48,8 @@ pub struct Config {
     pub status_file: Option<PathBuf>,
     pub envdir: Option<PathBuf>,
     pub log: Option<LogTarget>,
+    /// `--on-usr1`, its default resolved.
+    pub on_usr1: OnUsr1,
     /// Sockets our own service manager passed us (LISTEN_PID is ours).
     pub activation: Option<protocol::Activation>,
     /// `--signal-target group`: signals go to the worker's process group.
@@ -238,6 +241,18 @@ impl Config {
         {
             return fail("--log-file \"|\" names no command: give \"| COMMAND\" or a file");
         }
+        let file = matches!(log, Some(LogTarget::File(_)));
+        let on_usr1 = match more.on_usr1 {
+            Some(what @ (OnUsr1::Reopen | OnUsr1::Both)) if !file => {
+                let name = if what == OnUsr1::Reopen { "reopen" } else { "both" };
+                return fail(format!(
+                    "--on-usr1 {name} needs --log-file FILE: there is no log file to reopen (use --on-usr1 forward)"
+                ));
+            }
+            Some(what) => what,
+            None if file => OnUsr1::Reopen,
+            None => OnUsr1::Forward,
+        };
         let backlog = match opts.backlog {
             Some(n) if n < 0 => {
                 return fail(format!("invalid --backlog value {n}: must be 0 (default) or more"));
@@ -257,6 +272,7 @@ impl Config {
             status_file: opts.status_file,
             envdir,
             log,
+            on_usr1,
             activation,
             signal_group: more.signal_target == SignalTarget::Group,
             announce: match &more.announce {

@@ -90,6 +90,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// What SIGUSR1 (and `handover reopen`) does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnUsr1 {
+    /// Reopen --log-file FILE (after logrotate moved it); the workers are left alone.
+    Reopen,
+    /// Forward USR1 to the serving generation (servers that reopen their own logs on it).
+    Forward,
+    /// Reopen --log-file FILE, then forward USR1.
+    Both,
+}
+
 /// handover's own options, beyond start_server's.
 #[derive(Args, Debug, Clone)]
 pub struct HandoverOpts {
@@ -129,6 +140,9 @@ pub struct HandoverOpts {
     /// With --log-capture: `text` (`[gen 2 pid 123 stdout] ...`) or `json` lines.
     #[arg(long, value_enum, default_value_t)]
     pub log_format: LogFormat,
+    /// What SIGUSR1 and `handover reopen` do [default: reopen with --log-file FILE, else forward].
+    #[arg(long, value_enum, value_name = "WHAT")]
+    pub on_usr1: Option<OnUsr1>,
     /// Restart when this file or directory changes (development; repeatable).
     /// Editors' temporary files are ignored; changes within 300ms count once.
     #[arg(long, value_name = "PATH")]
@@ -170,6 +184,7 @@ impl Default for HandoverOpts {
             watch: Vec::new(),
             log_capture: false,
             log_format: LogFormat::Text,
+            on_usr1: None,
             user: None,
             group: None,
             control: None,

@@ -126,9 +126,6 @@ impl Machine {
             Input::Restart { request } => self.restart(now, Some(request), &mut fx),
             Input::Terminate(signal) => self.terminate(now, signal, &mut fx),
             Input::Forward(signal) => {
-                if signal == Signal::SIGUSR1 {
-                    fx.push(Effect::ReopenLog);
-                }
                 let pids = self.current.as_ref().map(Generation::pids).unwrap_or_default();
                 fx.extend(pids.iter().map(|&pid| Effect::Signal { pid, signal }));
                 fx.push(Effect::Log(Event::Forwarded { signal, pids }));

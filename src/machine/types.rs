@@ -147,8 +147,6 @@ pub enum Effect {
         pid: Pid,
     },
     Log(Event),
-    /// Reopen the `--log-file` (after log rotation).
-    ReopenLog,
     WriteStatus(Vec<(u64, Pid)>),
     Notify(Upward),
     Reply {

@@ -4,9 +4,12 @@
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, RawFd};
 
+use nix::sys::signal::Signal;
+
 use super::capture::Capture;
 use super::replies;
 use super::{Supervisor, output, reaper};
+use crate::config::{LogTarget, OnUsr1};
 use crate::machine::{self, Input};
 use crate::state;
 use crate::supervisor::control::RequestId;
@@ -122,12 +125,28 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn reopen_log(&mut self) {
-        let Some(target) = &self.config.log else { return };
-        match output::reopen(target) {
-            Ok(()) => self.log.retarget(self.logger.is_some()),
-            Err(e) => self.log.line(&format!("{}; still writing to the old log", e.message)),
-        }
+    /// SIGUSR1 or `reopen`: what `--on-usr1` says. Reopens `--log-file`
+    /// if it says to (the path, or why not); the input that forwards USR1
+    /// to the serving generation if it says to.
+    pub(super) fn on_usr1(&mut self) -> (Result<Option<String>, String>, Option<Input>) {
+        let reopen = matches!(self.config.on_usr1, OnUsr1::Reopen | OnUsr1::Both);
+        let forward = matches!(self.config.on_usr1, OnUsr1::Forward | OnUsr1::Both);
+        let reopened = match &self.config.log {
+            Some(target @ LogTarget::File(path)) if reopen => match output::reopen(target) {
+                Ok(()) => {
+                    self.log.retarget(false);
+                    let path = path.display().to_string();
+                    self.log.extra(&format!("reopened the log file {path}"));
+                    Ok(Some(path))
+                }
+                Err(e) => {
+                    self.log.line(&format!("{}; still writing to the old log", e.message));
+                    Err(e.message)
+                }
+            },
+            _ => Ok(None),
+        };
+        (reopened, forward.then_some(Input::Forward(Signal::SIGUSR1)))
     }
 
     /// Whatever workers left behind (re-parented to us) goes too.

@@ -155,8 +155,16 @@ impl Log {
         }
     }
 
-    /// Writes what the reader takes now.
+    /// Writes what the reader takes now, after saying how many captured
+    /// records went while the log command was down, if some did.
     pub fn flush(&self) {
+        let dropped = self.sink.borrow_mut().take_dropped_captured();
+        if let Some(dropped) = dropped {
+            let kib = super::sink::LOSSY_CAPACITY / 1024;
+            self.line(&format!(
+                "dropped {dropped} captured lines while the log command was down ({kib} KiB were waiting)"
+            ));
+        }
         self.sink.borrow_mut().flush(self.restartable);
     }
 

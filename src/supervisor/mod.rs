@@ -17,7 +17,7 @@ use crate::machine::driver::{self, Perform, Step};
 use crate::machine::event::{Event, ExitStatus, SpawnError};
 use crate::machine::{Effect, Input, Machine};
 use crate::state::{PidFile, StatusFile};
-use crate::wire::control::{Command, Stopping};
+use crate::wire::control::{Command, Reopened, Stopping, Verdict};
 use capture::Capture;
 use control::ControlServer;
 use einhorn::EinhornSocket;
@@ -93,7 +93,6 @@ impl Perform for Supervisor {
             // flushed, so that `exiting` stays the last line.
             Effect::Log(Event::Exiting) => {}
             Effect::Log(event) => self.log.event(&event),
-            Effect::ReopenLog => self.reopen_log(),
             Effect::WriteStatus(gens) => self.write_status(&gens),
             Effect::Notify(state) => readiness::upward(&state),
             Effect::Reply { request, outcome } => self.reply(request, &outcome),
@@ -142,8 +141,9 @@ impl Supervisor {
                 PollFd::new(self.signals.fd(), PollFlags::POLLIN),
                 PollFd::new(self.notify.fd(), PollFlags::POLLIN),
             ];
-            // Captured output is read only while the log has room for it.
-            let capture = self.capture.as_ref().filter(|_| self.log.sink().has_room());
+            // Captured output is read only while the log has room for it
+            // (or its command is down: then the sink drops beyond its bound).
+            let capture = self.capture.as_ref().filter(|_| self.log.sink().may_capture());
             let sockets = (self.einhorn.poll_fds().into_iter())
                 .chain(self.control.iter().flat_map(|c| c.poll_fds()))
                 .chain(capture.into_iter().flat_map(|c| c.poll_fds()));
@@ -161,7 +161,7 @@ impl Supervisor {
             // Before exits are handled: a worker's last lines precede the line saying it exited.
             if let Some(capture) = &mut self.capture {
                 let mut sink = self.log.sink();
-                if sink.has_room() {
+                if sink.may_capture() {
                     capture.service(&mut *sink);
                 }
             }
@@ -172,6 +172,8 @@ impl Supervisor {
                     SignalEvent::Child => inputs.extend(self.child_exits()),
                     SignalEvent::Terminate(signal) => inputs.push(Input::Terminate(signal)),
                     SignalEvent::Hup => inputs.push(Input::Hup),
+                    // What `--on-usr1` says: reopen the log, forward it, or both.
+                    SignalEvent::Forward(Signal::SIGUSR1) => inputs.extend(self.on_usr1().1),
                     SignalEvent::Forward(signal) => inputs.push(Input::Forward(signal)),
                 }
             }
@@ -233,9 +235,10 @@ impl Supervisor {
         let (requests, lines) = control.service(Instant::now());
         lines.iter().for_each(|line| self.log.line(line));
         let mut inputs = Vec::new();
-        let mut upgrades = Vec::new();
+        let (mut upgrades, mut reopens) = (Vec::new(), Vec::new());
         for (id, request) in requests {
             match request.command {
+                Command::Reopen => reopens.push(id),
                 Command::Upgrade => upgrades.push((id, request.binary, request.wait)),
                 Command::Restart => inputs.push(Input::Restart { request: id.0 }),
                 Command::Stop => {
@@ -251,6 +254,18 @@ impl Supervisor {
         }
         for (id, binary, wait) in upgrades {
             self.upgrade_requested(id, binary, wait);
+        }
+        for id in reopens {
+            let (reopened, forward) = self.on_usr1();
+            let reply =
+                reopened.map(|log_file| Reopened { ok: true, log_file, forwarded: forward.is_some() });
+            if let Some(control) = self.control.as_mut() {
+                match reply {
+                    Ok(reopened) => control.reply(id, &reopened),
+                    Err(error) => control.reply(id, &Verdict::refused(error)),
+                }
+            }
+            inputs.extend(forward);
         }
         inputs
     }

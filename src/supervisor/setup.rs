@@ -15,7 +15,7 @@ use super::control::ControlServer;
 use super::log::Log;
 use super::logger::Logger;
 use super::{output, reaper};
-use crate::config::Config;
+use crate::config::{Config, LogTarget};
 use crate::error::{Context, Error, Result, io_text};
 use crate::listen::{self, Listener};
 use crate::machine::Machine;
@@ -94,15 +94,23 @@ pub fn run(mut config: Config) -> Result<u8> {
         started.control = Some(ControlServer::bind(path).map_err(|e| Error::runtime(e.to_string()))?);
     }
     let signals = Signals::install().context(creating("signal handlers"))?;
-    let logger = match &config.log {
+    let pipe = match &config.log {
         Some(target) => output::redirect(target)?,
         None => None,
+    };
+    let logger = match (pipe, &config.log) {
+        (Some(mut pipe), Some(LogTarget::Pipe(command))) => {
+            if config.daemonize {
+                pipe.detach().context(|| "cannot open /dev/null".into())?;
+            }
+            Some(Logger::start(command, pipe, std::time::Instant::now())?)
+        }
+        _ => None,
     };
     if config.daemonize {
         output::detach()?;
     }
     log.retarget(logger.is_some());
-    let logger = logger.map(|pid| Logger::started(pid, std::time::Instant::now()));
     let watcher = match config.watch.is_empty() {
         true => None,
         false => Some(Watcher::new(&config.watch).map_err(Error::runtime)?),

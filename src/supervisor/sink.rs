@@ -18,9 +18,13 @@
 //! - The supervisor's own lines are kept up to `CAPACITY` bytes pending;
 //!   beyond that they are dropped and counted, and the count is reported
 //!   in a line of its own once the reader catches up.
-//! - Captured worker lines are never dropped: `--log-capture` reads the
-//!   workers' pipes only while less than `HIGH_WATER` bytes are pending,
-//!   so a stalled reader stalls the workers' own writes instead.
+//! - Captured worker lines are never dropped while the log has a reader:
+//!   `--log-capture` reads the workers' pipes only while less than
+//!   `HIGH_WATER` bytes are pending, so a stalled reader stalls the
+//!   workers' own writes instead. While the `| COMMAND` logger is down
+//!   (`lossy`), they are read on and kept up to `LOSSY_CAPACITY` bytes pending;
+//!   records beyond that are dropped whole, counted and reported, so
+//!   workers do not wait for a command that may be down for a while.
 //! - A reader that is gone for good (EPIPE without a log command to start
 //!   again, or any other write error) turns the sink off: pending bytes
 //!   are discarded and counted, so no worker waits on a log nobody reads.
@@ -39,6 +43,10 @@ use nix::sys::socket::{MsgFlags, send};
 pub const CAPACITY: usize = 1 << 20;
 /// Pending bytes below which captured output is read.
 pub const HIGH_WATER: usize = 256 * 1024;
+/// Pending bytes beyond which captured records are dropped while the log
+/// command is down: less than `CAPACITY`, so the supervisor's own lines
+/// (the count of those dropped among them) still have room.
+pub const LOSSY_CAPACITY: usize = CAPACITY - 64 * 1024;
 
 enum Target {
     /// A private non-blocking open file of the same pipe or device.
@@ -82,11 +90,24 @@ pub struct Sink {
     off: bool,
     /// Bytes discarded since the sink went off.
     discarded: u64,
+    /// The log command is down: captured records beyond `CAPACITY` go.
+    lossy: bool,
+    /// Captured records dropped since the last report.
+    dropped_captured: u64,
 }
 
 impl Sink {
     pub fn new() -> Sink {
-        Sink { target: Target::inspect(), pending: Vec::new(), sent: 0, dropped: 0, off: false, discarded: 0 }
+        Sink {
+            target: Target::inspect(),
+            pending: Vec::new(),
+            sent: 0,
+            dropped: 0,
+            off: false,
+            discarded: 0,
+            lossy: false,
+            dropped_captured: 0,
+        }
     }
 
     /// Why writes may block, when they may: said once at start and after
@@ -113,9 +134,20 @@ impl Sink {
         &self.pending[self.sent..]
     }
 
-    /// Whether captured output may be read now.
+    /// Whether captured output must wait for the log to take some.
     pub fn has_room(&self) -> bool {
         self.len() < HIGH_WATER
+    }
+
+    /// Whether captured output may be read now: with room, or while the
+    /// log command is down (records beyond `CAPACITY` are dropped).
+    pub fn may_capture(&self) -> bool {
+        self.lossy || self.has_room()
+    }
+
+    /// The log command is down (`true`) or running again.
+    pub fn set_lossy(&mut self, lossy: bool) {
+        self.lossy = lossy;
     }
 
     /// One of the supervisor's own lines; dropped (and counted) when
@@ -133,13 +165,23 @@ impl Sink {
         true
     }
 
-    /// A captured record: always kept (capture reads only with room).
+    /// A captured record: kept (capture reads only with room), unless
+    /// the log command is down and `LOSSY_CAPACITY` bytes are pending.
     pub fn captured(&mut self, record: &[u8]) {
         if self.off {
             self.discarded += record.len() as u64;
             return;
         }
+        if self.lossy && self.len() + record.len() > LOSSY_CAPACITY {
+            self.dropped_captured += 1;
+            return;
+        }
         self.pending.extend_from_slice(record);
+    }
+
+    /// Captured records dropped since the last call, once there is room to say so.
+    pub fn take_dropped_captured(&mut self) -> Option<u64> {
+        (self.dropped_captured > 0 && self.has_room()).then(|| std::mem::take(&mut self.dropped_captured))
     }
 
     /// Own lines dropped since the last call, once there is room to say so.
@@ -248,6 +290,8 @@ mod tests {
             dropped: 0,
             off: false,
             discarded: 0,
+            lossy: false,
+            dropped_captured: 0,
         };
         (sink, read.into())
     }
@@ -282,6 +326,36 @@ mod tests {
         assert_eq!(got.len(), (kept + 1) * 1000, "own lines kept and the captured one");
         assert_eq!(sink.take_dropped(), Some(2));
         assert_eq!(sink.take_dropped(), None);
+    }
+
+    #[test]
+    fn while_the_log_command_is_down_captured_records_beyond_the_bound_go_whole() {
+        let (mut sink, mut reader) = stalled();
+        sink.set_lossy(true);
+        let record = [b'y'; 1000];
+        while sink.may_capture() && sink.dropped_captured == 0 {
+            sink.captured(&record);
+            sink.flush(false);
+        }
+        assert!(sink.may_capture(), "read on while the command is down");
+        sink.captured(&record);
+        assert_eq!(sink.dropped_captured, 2);
+        assert!(sink.own(&record), "the supervisor's own lines still have room");
+        assert_eq!(sink.take_dropped_captured(), None, "no room to say so yet");
+        sink.set_lossy(false);
+        assert!(!sink.may_capture(), "a running command takes them first");
+        let mut got = 0;
+        let mut chunk = vec![0u8; 1 << 16];
+        while sink.poll_fd().is_some() {
+            sink.flush(false);
+            while let Ok(n) = reader.read(&mut chunk) {
+                assert!(chunk[..n].iter().all(|&b| b == b'y'));
+                got += n;
+            }
+        }
+        assert_eq!(got % 1000, 0, "whole records only");
+        assert!(got <= LOSSY_CAPACITY + 64 * 1024 + 1000, "{got} bytes");
+        assert_eq!(sink.take_dropped_captured(), Some(2));
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! replies), `handover restart|stop|status` and the drill (which read them).
 //!
 //! One JSON object per line each way. Requests: `{"command":"status"}`,
-//! `{"command":"restart"}`, `{"command":"stop"}`; other fields are
-//! ignored. Every reply carries `"ok"`; when it is false, `"error"` says
+//! `{"command":"restart"}`, `{"command":"stop"}`, `{"command":"upgrade"}`,
+//! `{"command":"reopen"}`; other fields are ignored. Every reply carries `"ok"`; when it is false, `"error"` says
 //! why. The shapes below are the README's "Control protocol" section, and
 //! `tests::recorded_exchange` holds them on the wire.
 use serde::de::DeserializeOwned;
@@ -17,10 +17,13 @@ pub enum Command {
     Restart,
     Stop,
     Upgrade,
+    /// What SIGUSR1 does (`--on-usr1`): reopen `--log-file`, forward USR1.
+    Reopen,
 }
 
 impl Command {
-    pub const ALL: [Command; 4] = [Command::Status, Command::Restart, Command::Stop, Command::Upgrade];
+    pub const ALL: [Command; 5] =
+        [Command::Status, Command::Restart, Command::Stop, Command::Upgrade, Command::Reopen];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -28,6 +31,7 @@ impl Command {
             Command::Restart => "restart",
             Command::Stop => "stop",
             Command::Upgrade => "upgrade",
+            Command::Reopen => "reopen",
         }
     }
 }
@@ -65,8 +69,9 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
     let value: Value = serde_json::from_slice(line).map_err(|e| format!("request is not JSON: {e}"))?;
     let name = (value.get("command").and_then(Value::as_str))
         .ok_or_else(|| "request has no \"command\" string".to_string())?;
-    let command = (Command::ALL.into_iter().find(|c| c.name() == name))
-        .ok_or_else(|| format!("unknown command {name:?}: expected status, restart, stop or upgrade"))?;
+    let command = (Command::ALL.into_iter().find(|c| c.name() == name)).ok_or_else(|| {
+        format!("unknown command {name:?}: expected status, restart, stop, upgrade or reopen")
+    })?;
     if command != Command::Upgrade {
         // Other fields of other requests are ignored.
         return Ok(Request::new(command));
@@ -121,6 +126,16 @@ pub struct Upgraded {
     /// From the request to the new image serving (`"wait":true` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub took_ms: Option<f64>,
+}
+
+/// The answer to `reopen`, once done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reopened {
+    pub ok: bool,
+    /// The `--log-file` opened again, if `--on-usr1` says to.
+    pub log_file: Option<String>,
+    /// Whether USR1 went to the serving generation (`--on-usr1`).
+    pub forwarded: bool,
 }
 
 /// The answer to `restart`, and the status's `last_restart`.
@@ -290,8 +305,8 @@ mod tests {
     const FAILED: &str =
         r#"{"ok":false,"generation":3,"error":"generation 3 failed: worker 901 exited with 3"}"#;
     const STOPPING: &str = r#"{"ok":true,"pid":4242}"#;
-    const REFUSED: &str =
-        r#"{"ok":false,"error":"unknown command \"reload\": expected status, restart, stop or upgrade"}"#;
+    const REFUSED: &str = r#"{"ok":false,"error":"unknown command \"reload\": expected status, restart, stop, upgrade or reopen"}"#;
+    const REOPENED: &str = r#"{"ok":true,"log_file":"/var/log/app.log","forwarded":false}"#;
 
     fn round_trip<T: Serialize + DeserializeOwned>(recorded: &str) -> T {
         let message: T = serde_json::from_str(recorded).unwrap();
@@ -319,6 +334,8 @@ mod tests {
         assert_eq!(failed.generation, Some(3));
         assert_eq!(round_trip::<Stopping>(STOPPING).pid, 4242);
         assert!(!round_trip::<Verdict>(REFUSED).ok);
+        assert_eq!(round_trip::<Reopened>(REOPENED).log_file.as_deref(), Some("/var/log/app.log"));
+        assert_eq!(parse_request(br#"{"command":"reopen"}"#), Ok(Request::new(Command::Reopen)));
         assert_eq!(encode(&Request::new(Command::Restart)), b"{\"command\":\"restart\"}\n");
         let upgrade =
             Request { command: Command::Upgrade, binary: Some("/usr/bin/handover".into()), wait: true };

@@ -12,6 +12,7 @@ mod files;
 mod layers;
 mod lifecycle;
 mod listeners;
+mod logger;
 mod logs;
 mod packaging;
 mod processes;

@@ -106,8 +106,11 @@ fn exits_are_logged_with_their_meaning() {
 }
 
 #[test]
-fn usr1_reopens_the_log_file_and_reaches_the_worker() {
-    let s = with_worker(&["--port", "127.0.0.1:0", "--log-file", "{dir}/log"], &["--notify"]);
+fn usr1_with_on_usr1_both_reopens_the_log_file_and_reaches_the_worker() {
+    let s = with_worker(
+        &["--port", "127.0.0.1:0", "--log-file", "{dir}/log", "--on-usr1", "both"],
+        &["--notify"],
+    );
     let pid = s.wait_generations(&[1])[0].1;
     fs::rename(s.path("log"), s.path("log.1")).unwrap();
     s.signal(Signal::SIGUSR1);

@@ -111,13 +111,18 @@ fn handover_opts() -> impl Strategy<Value = HandoverOpts> {
     let target = select(&[SignalTarget::Pid, SignalTarget::Group][..]);
     let format = select(&[LogFormat::Text, LogFormat::Json][..]);
     let announce = maybe(&["systemd", "server-starter, einhorn"], &["systemd", ",", "upstart", " "]);
+    let on_usr1 = prop::option::of(select(&[OnUsr1::Reopen, OnUsr1::Forward, OnUsr1::Both][..]));
     (
         (ready, durations(), durations(), durations(), listen, workers, stop_on_exit),
         (any::<Option<u32>>(), target, any::<bool>(), format, names.clone(), names),
-        (announce, any::<bool>()),
+        (announce, any::<bool>(), on_usr1),
     )
         .prop_map(
-            |((ready, ready_timeout, drain, stop, listen, workers, codes), rest, (announce, no_nodelay))| {
+            |(
+                (ready, ready_timeout, drain, stop, listen, workers, codes),
+                rest,
+                (announce, no_nodelay, on_usr1),
+            )| {
                 let (max_start_attempts, signal_target, log_capture, log_format, user, group) = rest;
                 HandoverOpts {
                     ready,
@@ -131,6 +136,7 @@ fn handover_opts() -> impl Strategy<Value = HandoverOpts> {
                     signal_target,
                     log_capture,
                     log_format,
+                    on_usr1,
                     watch: Vec::new(),
                     user: user.map(str::to_owned),
                     group: group.map(str::to_owned),

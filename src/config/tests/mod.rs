@@ -77,6 +77,24 @@ fn log_file_pipe_form() {
     assert_eq!(build(opts, &[]).unwrap().log, Some(LogTarget::Pipe("cat >> x.log".into())));
 }
 
+#[test]
+fn usr1_reopens_a_log_file_and_is_forwarded_otherwise_unless_told() {
+    let on_usr1 = |log: Option<&str>, asked: Option<OnUsr1>| {
+        let opts = StartServerOpts { log_file: log.map(str::to_owned), ..Default::default() };
+        let more = HandoverOpts { on_usr1: asked, ..HandoverOpts::default() };
+        Config::new(false, opts, more, vec!["prog".into()], Vec::new()).map(|c| c.on_usr1)
+    };
+    assert_eq!(on_usr1(Some("app.log"), None), Ok(OnUsr1::Reopen));
+    assert_eq!(on_usr1(None, None), Ok(OnUsr1::Forward));
+    assert_eq!(on_usr1(Some("| logger"), None), Ok(OnUsr1::Forward));
+    assert_eq!(on_usr1(Some("app.log"), Some(OnUsr1::Both)), Ok(OnUsr1::Both));
+    assert_eq!(on_usr1(Some("app.log"), Some(OnUsr1::Forward)), Ok(OnUsr1::Forward));
+    let refused = on_usr1(Some("| logger"), Some(OnUsr1::Reopen)).unwrap_err();
+    assert_eq!(refused.code, crate::error::USAGE);
+    assert!(refused.message.starts_with("--on-usr1 reopen needs --log-file FILE"), "{}", refused.message);
+    assert!(on_usr1(None, Some(OnUsr1::Both)).is_err());
+}
+
 mod fuzz;
 mod fuzz_new;
 

@@ -157,6 +157,13 @@ pub struct LoggerRecord {
     /// Offsets, ns.
     pub started: i64,
     pub restart_at: Option<i64>,
+    /// The log pipe's read end and the command's stdout and stderr
+    /// (absent from older records).
+    #[serde(default)]
+    pub pipe: Option<[RawFd; 3]>,
+    /// The least time between this start and the next, in ms.
+    #[serde(default)]
+    pub delay_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -186,6 +193,7 @@ impl Record {
             fds.extend(control.conns.iter().map(|c| c.conn.fd));
         }
         fds.extend(self.pid_file.iter().map(|p| p.fd));
+        fds.extend(self.logger.iter().flat_map(|l| l.pipe.into_iter().flatten()));
         fds.extend(self.capture.iter().flat_map(|c| c.streams.iter().map(|s| s.fd)));
         fds.extend(self.binary_fd);
         fds

@@ -149,10 +149,12 @@ fn take_over(mut config: Config, record: &Record, signals: Signals) -> Result<Su
         (Some(format), Some(carried)) => Some(Capture::resume(format, carried, &mut fds).map_err(io)?),
         (format, _) => format.map(Capture::new),
     };
-    let logger = record.logger.as_ref().map(|l| Logger::resume(l, then));
+    let logger =
+        (record.logger.as_ref().map(|l| Logger::resume(l, &mut fds, then)).transpose()).map_err(io)?;
     let json = config.capture == Some(crate::supervisor::capture::Format::Json);
     let mut log = Log::new(config.compat, json);
     log.retarget(logger.is_some());
+    log.sink().set_lossy(logger.as_ref().is_some_and(|l| l.pid.is_none()));
     log.sink().captured(&record.log_pending);
     let watcher = match config.watch.is_empty() {
         true => None,

@@ -66,7 +66,13 @@ fn sample() -> Record {
         }),
         pid_file: Some(PidFileRecord { fd: 11, path: "/run/app.pid".into() }),
         status_written: true,
-        logger: Some(LoggerRecord { pid: Some(99), started: -5_000_000_000, restart_at: None }),
+        logger: Some(LoggerRecord {
+            pid: Some(99),
+            started: -5_000_000_000,
+            restart_at: None,
+            pipe: None,
+            delay_ms: 1000,
+        }),
         capture: Some(CaptureRecord {
             next_token: 3,
             streams: vec![StreamRecord {
@@ -156,4 +162,17 @@ proptest! {
             Err(why) => prop_assert!(one_line(&why), "{}", why),
         }
     }
+}
+
+#[test]
+fn the_log_pipe_is_carried_by_its_fds() {
+    let mut record = sample();
+    let logger = record.logger.as_mut().unwrap();
+    logger.pipe = Some([14, 15, 16]);
+    assert_eq!(record.fds(), [3, 4, 5, 6, 7, 8, 9, 10, 11, 14, 15, 16, 12, 13]);
+    // A record without them (an older handover's) still reads.
+    let older = V1.replacen(",\"pipe\":null,\"delay_ms\":1000", "", 1);
+    assert_ne!(older, V1);
+    let read = Record::decode(older.as_bytes()).unwrap();
+    assert_eq!(read.logger.unwrap().pipe, None);
 }
