@@ -20,4 +20,6 @@ mod servers;
 mod servers_drilled;
 mod systemd;
 mod upgrade;
+mod upgrade_config;
 mod upgrade_refused;
+mod upgrade_rollback;
