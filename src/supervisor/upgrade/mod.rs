@@ -6,8 +6,11 @@
 //! 1. A request (`{"command":"upgrade"}` on the control socket) names the
 //!    binary, by default the path this image was executed from (after a
 //!    package upgrade, the new file).
-//! 2. Verify: the binary runs as a child, `BINARY --verify-upgrade-state`,
-//!    with a state record of this moment on stdin. It must read it (format,
+//! 2. Verify: the binary runs as a child as the exec would run it (the
+//!    supervisor's command line and environment) with
+//!    `HANDOVER_UPGRADE_STATE=verify` and a state record of this moment on
+//!    stdin (a handover before roll-back was run `BINARY
+//!    --verify-upgrade-state`, which this one still answers). It must read it (format,
 //!    command line, machine) and print `VERIFY_OK` within `VERIFY_TIMEOUT`.
 //!    Anything else (missing, not executable, another architecture, an
 //!    older handover without this mode, a record it cannot read) refuses
@@ -18,18 +21,22 @@
 //!    the time the run answers (replaced meanwhile), the upgrade is refused.
 //! 3. Exec, at the end of a turn, every input handled: every signal is
 //!    blocked (they stay pending across `execve`; those that had arrived
-//!    are raised again), the record is written to a memfd, close-on-exec
-//!    is cleared on every fd it names, and the binary is executed with the
+//!    are raised again) and those that would end the process are also
+//!    ignored (a wrapper shell may unblock them), the record, no larger
+//!    than a program reads, is written to a memfd, close-on-exec is
+//!    cleared on every fd it names, and the binary is executed with the
 //!    supervisor's own argv and environment plus `HANDOVER_UPGRADE_STATE`
-//!    (`execveat` on the open file).
+//!    and `HANDOVER_UPGRADE_ROLLBACK` (`execveat` on the open file).
 //!    If `execve` fails, the flags and the mask are put back and the
 //!    supervisor goes on as it was.
 //! 4. The new image (`resume`) takes the fds, rebuilds every part from the
-//!    record, installs its signal handlers, unblocks signals, reaps
-//!    children that exited in between, and serves.
+//!    record (its configuration included), installs its signal handlers,
+//!    unblocks signals, reaps children that exited in between, and serves.
+//!    Should any of that fail, it executes the previous image's binary
+//!    again with the same record, which takes over and refuses the upgrade.
 //!
-//! Steps 1–2 are `verify.rs`, 3 is `exec.rs`, 4 is `resume.rs`; the
-//! record's format is `record.rs`.
+//! Steps 1–2 are `verify.rs`, 3 is `exec.rs`, 4 is `resume.rs` and
+//! `rollback.rs`; the record's format is `record.rs`.
 //!
 //! The service manager is told `RELOADING=1` before the exec and `READY=1`
 //! after, when it had been told `READY=1` (a supervisor still starting, or
