@@ -77,3 +77,50 @@ fn a_socket_activated_supervisor_upgrades_with_its_listeners() {
     upgrade(&s);
     assert_eq!(status(&s)["image"]["upgrades"], 2);
 }
+
+/// A new program that refuses the configuration it is handed (here: the
+/// record's envdir value edited on the way to `abc`, as a newer handover
+/// with stricter rules might) rolls back to the previous one.
+#[test]
+fn a_configuration_the_new_program_refuses_rolls_back() {
+    let b = handover();
+    let env = b.dir().join("env");
+    fs::create_dir(&env).unwrap();
+    fs::write(env.join("KILL_OLD_DELAY"), "0\n").unwrap();
+    let s = b
+        .env("REAL_HANDOVER", binary().to_str().unwrap())
+        .args(["--port", "127.0.0.1:0", "--control", "{dir}/ctl", "--status-file", "{dir}/status"])
+        .args(["--envdir", "{dir}/env", "--"])
+        .arg(example("worker"))
+        .args(["--notify", "--journal", "{dir}/journal"])
+        .start();
+    let before = s.wait_generations(&[1]);
+    // "KILL_OLD_DELAY" and "0", then "abc", in the record's hex.
+    let (name, zero, abc) = ("4b494c4c5f4f4c445f44454c4159", "30", "616263");
+    let edited = s.path("edited");
+    let script = format!(
+        "#!/bin/bash\nif [ \"$HANDOVER_UPGRADE_STATE\" = verify ]; then exec \"$REAL_HANDOVER\" \"$@\"; fi\n\
+         sed 's/\\[\"{name}\",\"{zero}\"\\]/[\"{name}\",\"{abc}\"]/' < /dev/fd/$HANDOVER_UPGRADE_STATE > {}\n\
+         exec {{fd}}< {}\nHANDOVER_UPGRADE_STATE=$fd exec \"$REAL_HANDOVER\" \"$@\"\n",
+        edited.display(),
+        edited.display()
+    );
+    let stricter = s.path("stricter");
+    fs::write(&stricter, script).unwrap();
+    fs::set_permissions(&stricter, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let o = crate::upgrade::client(&s, &["upgrade", "--wait", "--binary", stricter.to_str().unwrap()]);
+    assert_eq!(o.code, Some(1), "{}\n{}", o.dossier(), s.dossier());
+    let said = o.stderr.trim_end();
+    assert!(said.starts_with("handover: upgrade refused: "), "{said}");
+    assert!(
+        said.contains("invalid KILL_OLD_DELAY value \"abc\"") && said.contains("; rolled back to handover "),
+        "{said}"
+    );
+    assert!(fs::read_to_string(&edited).unwrap().contains(abc), "the wrapper edited the record");
+    let st = status(&s);
+    assert_eq!((st["pid"].as_i64(), st["image"]["upgrades"].as_u64()), (Some(s.pid().into()), Some(0)));
+    assert_eq!(s.status_file(), before);
+    upgrade(&s);
+    s.signal(Signal::SIGHUP);
+    s.wait_generations(&[2]);
+}
