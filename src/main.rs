@@ -24,13 +24,16 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     // A self-upgrade's state record: taken out of the environment before
     // anything else runs, so that nothing started from here sees it.
-    let carried = sys::process::take_env(wire::env::HANDOVER_UPGRADE_STATE);
+    let handed = supervisor::upgrade::Handed::take();
     let args = cli::normalize_args(std::env::args_os().collect());
     let compat = cli::invoked_as_start_server(&args);
     let outcome = match args.get(1) {
         Some(word) if word == supervisor::upgrade::VERIFY_FLAG => cli::commands::verify_upgrade(),
+        _ if handed.as_ref().is_some_and(supervisor::upgrade::Handed::verifying) => {
+            cli::commands::verify_upgrade()
+        }
         Some(word) if word == "drill" && !compat => drill::main(args.into_iter().skip(2).collect()),
-        _ => cli::commands::run(compat, args, carried),
+        _ => cli::commands::run(compat, args, handed),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

@@ -16,9 +16,13 @@ use crate::error::{Error, Result};
 use crate::supervisor;
 use crate::wire::control::{Command, Reopened, Request, Restarted, Status, Stopping, Upgraded, encode};
 
-/// `carried`: the value of `HANDOVER_UPGRADE_STATE`, when this process is
-/// a supervisor that just executed a new handover binary.
-pub fn run(compat: bool, args: Vec<OsString>, carried: Option<OsString>) -> Result<u8> {
+/// `handed`: what the previous image handed over, when this process is a
+/// supervisor that just executed a new handover binary: it takes over with
+/// the configuration its record carries.
+pub fn run(compat: bool, args: Vec<OsString>, handed: Option<supervisor::upgrade::Handed>) -> Result<u8> {
+    if let Some(handed) = handed {
+        return supervisor::upgrade::resume(handed, supervisor_config);
+    }
     let (opts, more, client, command) = match parse(compat, args) {
         Ok(parsed) => parsed,
         Err(e) => return usage(e, compat),
@@ -31,9 +35,26 @@ pub fn run(compat: bool, args: Vec<OsString>, carried: Option<OsString>) -> Resu
     }
     let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let config = Config::new(compat, opts, more, command, env)?;
-    match carried {
-        Some(state) => supervisor::upgrade::resume(config, state),
-        None => supervisor::setup::run(config),
+    supervisor::setup::run(config)
+}
+
+/// The configuration of the supervisor a state record describes: its
+/// command line and environment, parsed by this handover, with what the
+/// record says the first start took from elsewhere (the envdir, socket
+/// activation, users). A record without it (an older handover's) has
+/// those looked up again.
+pub fn supervisor_config(record: &supervisor::upgrade::record::Record) -> Result<Config> {
+    let args = super::normalize_args(record.argv.clone());
+    let compat = super::invoked_as_start_server(&args);
+    let not_supervisor = || Error::runtime("the recorded command line does not run a supervisor");
+    let (opts, more, client, command) = parse(compat, args).map_err(|_| not_supervisor())?;
+    if client.is_some() || opts.restart || opts.stop {
+        return Err(not_supervisor());
+    }
+    let env = record.env.clone();
+    match &record.config {
+        Some(carried) => Config::carried(compat, opts, more, command, env, carried.given()),
+        None => Config::new(compat, opts, more, command, env),
     }
 }
 
@@ -48,21 +69,16 @@ fn parse(compat: bool, args: Vec<OsString>) -> std::result::Result<Parsed, clap:
     }
 }
 
-/// `handover --verify-upgrade-state`, run by a supervisor before it
-/// upgrades to this binary: reads the state record on stdin, checks that
+/// The verify run, by a supervisor before it upgrades to this binary
+/// (`HANDOVER_UPGRADE_STATE=verify` with the supervisor's own command
+/// line, as the exec would run it; `--verify-upgrade-state` from a
+/// handover before roll-back): reads the state record on stdin, checks that
 /// this handover can take over with it (its format, its command line, its
 /// state machine), and says so on stdout. Exit 0 only then.
 pub fn verify_upgrade() -> Result<u8> {
     use supervisor::upgrade::{self, VERIFY_OK, VERSION, record::FORMAT};
     let record = upgrade::resume::read_record(std::io::stdin().lock()).map_err(Error::runtime)?;
-    let args = super::normalize_args(record.argv.clone());
-    let compat = super::invoked_as_start_server(&args);
-    let not_supervisor = || Error::runtime("the recorded command line does not run a supervisor");
-    let (opts, more, client, command) = parse(compat, args).map_err(|_| not_supervisor())?;
-    if client.is_some() || opts.restart || opts.stop {
-        return Err(not_supervisor());
-    }
-    let config = Config::new(compat, opts, more, command, record.env.clone())?;
+    let config = supervisor_config(&record)?;
     upgrade::check(&config, &record, std::time::Instant::now()).map_err(Error::runtime)?;
     println!("{VERIFY_OK} {VERSION} format={FORMAT}");
     Ok(0)

@@ -68,6 +68,22 @@ pub struct Config {
     /// The supervisor's environment at startup, minus its private variables,
     /// plus the variables start_server exports (ENVDIR, KILL_OLD_DELAY, ...).
     pub base_env: Vec<(OsString, OsString)>,
+    /// What was taken from outside the command line and the environment.
+    pub given: Given,
+}
+
+/// What the configuration took from outside its command line and
+/// environment at the first start: carried across a self-upgrade, so that
+/// the new program builds the same configuration without looking again
+/// (an upgrade changes the program, never the policy).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Given {
+    /// The envdir's values of the variables the configuration reads.
+    pub envdir: Vec<(OsString, OsString)>,
+    /// Socket activation addressed to the supervisor at its start.
+    pub activation: Option<protocol::Activation>,
+    /// `--user`/`--group` as they were looked up.
+    pub credentials: Option<crate::sys::spawn::Credentials>,
 }
 
 /// The most workers a generation may have: each is a process, and all N
@@ -82,6 +98,32 @@ impl Config {
         more: HandoverOpts,
         command: Vec<OsString>,
         env: Vec<(OsString, OsString)>,
+    ) -> Result<Config> {
+        Config::build(compat, opts, more, command, env, None)
+    }
+
+    /// The configuration a self-upgrade's new program takes over with: the
+    /// same command line and environment, and what `given` says instead of
+    /// reading the envdir, decoding socket activation and looking up users
+    /// again (nor checking that `--dir` is still there).
+    pub fn carried(
+        compat: bool,
+        opts: StartServerOpts,
+        more: HandoverOpts,
+        command: Vec<OsString>,
+        env: Vec<(OsString, OsString)>,
+        given: Given,
+    ) -> Result<Config> {
+        Config::build(compat, opts, more, command, env, Some(given))
+    }
+
+    fn build(
+        compat: bool,
+        opts: StartServerOpts,
+        more: HandoverOpts,
+        command: Vec<OsString>,
+        env: Vec<(OsString, OsString)>,
+        carried: Option<Given>,
     ) -> Result<Config> {
         if opts.daemonize && opts.log_file.is_none() {
             return fail("--daemonize needs --log-file: a daemon's output has to go somewhere");
@@ -123,7 +165,10 @@ impl Config {
                 spec.nodelay = Some(nodelay);
             }
         }
-        let activation = protocol::decode_activation(&env, std::process::id()).map_err(Error::usage)?;
+        let activation = match &carried {
+            Some(given) => given.activation.clone(),
+            None => protocol::decode_activation(&env, std::process::id()).map_err(Error::usage)?,
+        };
         let names: Vec<Option<&str>> = match &activation {
             Some(a) if listeners.is_empty() => a.names.iter().map(Option::as_deref).collect(),
             _ => listeners.iter().map(|l| l.name.as_deref()).collect(),
@@ -134,7 +179,7 @@ impl Config {
         if more.log_capture && fds.iter().any(|fd| (1..=2).contains(fd)) {
             return fail("--log-capture needs fds 1 and 2: do not pin a listener there (=1, =2)");
         }
-        if let Some(dir) = &opts.dir
+        if let Some(dir) = opts.dir.as_ref().filter(|_| carried.is_none())
             && !dir.is_dir()
         {
             return fail(format!("--dir {}: not a directory", printable(&dir.to_string_lossy())));
@@ -149,10 +194,22 @@ impl Config {
         };
         let envdir = opts.envdir.clone().or_else(|| lookup(&env, protocol::ENVDIR).map(PathBuf::from));
         let mut startup = env.clone();
+        let mut from_envdir = Vec::new();
         if let Some(dir) = &envdir {
             export(protocol::ENVDIR, dir.clone().into());
-            let loaded = state::read_envdir(dir).map_err(Error::usage)?;
-            startup = state::overlay_env(&env, &loaded.vars);
+            from_envdir = match &carried {
+                Some(given) => given.envdir.clone(),
+                None => {
+                    let read = state::read_envdir(dir).map_err(Error::usage)?.vars;
+                    let policy = [
+                        protocol::ENABLE_AUTO_RESTART,
+                        protocol::AUTO_RESTART_INTERVAL,
+                        protocol::KILL_OLD_DELAY,
+                    ];
+                    read.into_iter().filter(|(k, _)| policy.iter().any(|p| k == *p)).collect()
+                }
+            };
+            startup = state::overlay_env(&env, &from_envdir);
         }
         let auto =
             opts.enable_auto_restart || lookup(&startup, protocol::ENABLE_AUTO_RESTART).is_some_and(truthy);
@@ -260,7 +317,16 @@ impl Config {
             Some(n) if n > 0 => n,
             _ => 4096,
         };
+        let credentials = match &carried {
+            Some(given) => given.credentials.clone(),
+            None => credentials(more.user.as_deref(), more.group.as_deref())?,
+        };
         Ok(Config {
+            given: Given {
+                envdir: from_envdir,
+                activation: activation.clone(),
+                credentials: credentials.clone(),
+            },
             compat,
             listeners,
             fds,
@@ -279,7 +345,7 @@ impl Config {
                 Some(text) => protocol::Announce::parse(text).map_err(Error::usage)?,
                 None => protocol::Announce::ALL,
             },
-            credentials: credentials(more.user.as_deref(), more.group.as_deref())?,
+            credentials,
             capture: more.log_capture.then_some(more.log_format),
             watch: more.watch.clone(),
             control: more.control.clone(),

@@ -88,3 +88,31 @@ pub fn set_cloexec(fds: &[RawFd], on: bool) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Reads at most `limit + 1` bytes of the file open at `fd` from its start
+/// (`pread`), without taking the fd: a self-upgrade's record is read so,
+/// and stays where it is should the program roll back.
+pub fn read_from_start(fd: RawFd, limit: usize) -> io::Result<Vec<u8>> {
+    let mut bytes = vec![0u8; 64 * 1024];
+    let mut len = 0;
+    loop {
+        if len == bytes.len() {
+            if len > limit {
+                break;
+            }
+            bytes.resize((len * 2).min(limit + 1).max(len + 1), 0);
+        }
+        let rest = &mut bytes[len..];
+        // SAFETY: pread writes at most `rest.len()` bytes into `rest`, which
+        // is valid for writes; `fd` is only a number to the kernel.
+        let n = unsafe { libc::pread(fd, rest.as_mut_ptr().cast(), rest.len(), len as libc::off_t) };
+        match n {
+            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
+            -1 => return Err(io::Error::last_os_error()),
+            0 => break,
+            n => len += n as usize,
+        }
+    }
+    bytes.truncate(len);
+    Ok(bytes)
+}

@@ -66,3 +66,78 @@ pub fn take_env(name: &str) -> Option<std::ffi::OsString> {
     unsafe { std::env::remove_var(name) };
     Some(value)
 }
+
+/// Executes the file open at `fd` (an `O_PATH` fd of a program, kept by
+/// number across an `execve`): `execveat(fd, "", ..., AT_EMPTY_PATH)`.
+/// Returns only if that failed.
+pub fn execute_fd(
+    fd: std::os::fd::RawFd,
+    argv: &[std::ffi::CString],
+    env: &[std::ffi::CString],
+) -> io::Error {
+    let mut argv: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut env: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+    env.push(std::ptr::null());
+    // SAFETY: both arrays are NUL-terminated arrays of pointers to
+    // NUL-terminated strings that outlive the call; the path is an empty C
+    // string; `fd` is only a number to the kernel (EBADF if not open).
+    unsafe {
+        libc::syscall(libc::SYS_execveat, fd, c"".as_ptr(), argv.as_ptr(), env.as_ptr(), libc::AT_EMPTY_PATH)
+    };
+    io::Error::last_os_error()
+}
+
+/// Dispositions set aside by [`ignore_blocked`], to be put back.
+pub struct Ignored(Vec<(nix::sys::signal::Signal, nix::sys::signal::SigAction)>);
+
+/// With every signal blocked, before an `execve`: sets `signals` to be
+/// ignored, so that a program in between that unblocks signals (dash
+/// clears its mask once it has waited for a command) drops them instead
+/// of taking their default action, which would end the process. Ignored
+/// dispositions survive `execve` and a shell keeps them. Setting one
+/// discards what is pending, so those pending are raised again: blocked,
+/// a signal stays pending even while ignored (Linux), for the next
+/// program's handlers.
+pub fn ignore_blocked(signals: &[nix::sys::signal::Signal]) -> io::Result<Ignored> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, raise, sigaction};
+    let pending = pending_signals()?;
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    let mut saved = Vec::with_capacity(signals.len());
+    for &signal in signals {
+        // SAFETY: SIG_IGN runs no code in this process; the previous
+        // action is kept and put back by `restore`.
+        match unsafe { sigaction(signal, &ignore) } {
+            Ok(old) => saved.push((signal, old)),
+            Err(e) => {
+                restore(Ignored(saved));
+                return Err(e.into());
+            }
+        }
+    }
+    // SAFETY: sigismember only reads the set, initialised by sigpending.
+    let is_pending = |s: nix::sys::signal::Signal| unsafe { libc::sigismember(&pending, s as i32) } == 1;
+    for &signal in signals.iter().filter(|&&s| is_pending(s)) {
+        let _ = raise(signal);
+    }
+    Ok(Ignored(saved))
+}
+
+/// Puts back the dispositions [`ignore_blocked`] set aside (the exec failed).
+pub fn restore(ignored: Ignored) {
+    for (signal, action) in ignored.0 {
+        // SAFETY: the action is the one this process had installed for
+        // `signal` just before (signal-hook's handler, or a default).
+        let _ = unsafe { nix::sys::signal::sigaction(signal, &action) };
+    }
+}
+
+fn pending_signals() -> io::Result<libc::sigset_t> {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigpending writes a full sigset_t to the pointer given.
+    if unsafe { libc::sigpending(set.as_mut_ptr()) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: initialised by the successful call above.
+    Ok(unsafe { set.assume_init() })
+}

@@ -22,4 +22,6 @@ mod servers;
 mod servers_drilled;
 mod systemd;
 mod upgrade;
+mod upgrade_config;
 mod upgrade_refused;
+mod upgrade_rollback;

@@ -237,7 +237,7 @@ pub fn with_real_handover() -> Supervisor {
 pub fn passes_then(s: &Supervisor, name: &str, after: &str) -> std::path::PathBuf {
     let path = s.path(name);
     let script = format!(
-        "#!/bin/sh\nif [ \"$1\" = --verify-upgrade-state ]; then\n  \
+        "#!/bin/sh\nif [ \"$HANDOVER_UPGRADE_STATE\" = verify ]; then\n  \
          \"$REAL_HANDOVER\" \"$@\" && {after}\n  exit $?\nfi\nexec \"$REAL_HANDOVER\" \"$@\"\n"
     );
     fs::write(&path, script).unwrap();

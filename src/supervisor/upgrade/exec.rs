@@ -7,17 +7,46 @@ use std::os::fd::AsRawFd;
 use std::time::{Instant, SystemTime};
 
 use nix::fcntl::AtFlags;
-use nix::sys::signal::{SigSet, SigmaskHow, raise, sigprocmask};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, raise, sigprocmask};
 
-use super::record::{self, ListenerRecord, PidFileRecord, Record};
+use super::record::{self, ConfigRecord, ControlRecord, ListenerRecord, MAX_RECORD, PidFileRecord, Record};
 use super::verify::{Asked, Verified};
-use super::{VERSION, memfd, monotonic_ns, offset};
+use super::{ROLLBACK, VERSION, memfd, monotonic_ns, offset};
 use crate::error::io_text;
 use crate::machine::Upward;
 use crate::supervisor::{Supervisor, readiness};
 use crate::sys;
 use crate::wire::control::Upgraded;
 use crate::wire::env::HANDOVER_UPGRADE_STATE;
+
+/// The signals the supervisor handles whose default action ends a
+/// process: set to be ignored across the exec (see
+/// `sys::process::ignore_blocked`). SIGCHLD is not among them: ignoring it
+/// would have the kernel reap the workers.
+const FATAL_BY_DEFAULT: &[Signal] = &[
+    Signal::SIGHUP,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGALRM,
+];
+
+/// A control connection owed more replies than this when the record is
+/// written is closed by the exec instead of carried: its client reads
+/// none of them, and 64 such would make a record too large to carry.
+pub(super) const MAX_CARRIED_REPLIES: usize = 256 * 1024;
+
+/// Why an encoded record cannot be carried, if it cannot.
+pub(super) fn too_large(encoded: &[u8]) -> Option<String> {
+    (encoded.len() > MAX_RECORD).then(|| {
+        format!(
+            "the state record would be {} bytes, more than the {MAX_RECORD} a program reads",
+            encoded.len()
+        )
+    })
+}
 
 impl Supervisor {
     /// At the end of a turn: execute the verified binary. Returns only if
@@ -63,7 +92,19 @@ impl Supervisor {
         // `written_at` reading of the clock names for the new image.
         let mut record = self.record(Instant::now(), waiting, reloading, asked.at);
         record.binary_fd = Some(asked.file.as_raw_fd());
-        let why = exec(&asked, &record);
+        let encoded = record.encode();
+        let why = match too_large(&encoded) {
+            Some(why) => why,
+            // Ignored as well as blocked while a wrapper script may run.
+            None => match sys::process::ignore_blocked(FATAL_BY_DEFAULT) {
+                Ok(ignored) => {
+                    let why = exec(&asked, &record, &encoded);
+                    sys::process::restore(ignored);
+                    why
+                }
+                Err(e) => format!("cannot hold signals: {}", io_text(&e)),
+            },
+        };
         let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&mask), None);
         self.upgrade_failed(&asked, reloading, &why);
     }
@@ -111,7 +152,7 @@ impl Supervisor {
             listeners,
             notify: self.notify.carry(),
             einhorn: self.einhorn.carry(),
-            control: self.control.as_ref().map(|c| c.carry()),
+            control: self.control.as_ref().map(|c| bounded(c.carry())),
             pid_file: self.pid_file.as_ref().map(|p| PidFileRecord { fd: p.fd(), path: p.path().to_owned() }),
             status_written: self.status_file.as_ref().is_some_and(|f| f.written()),
             logger: self.logger.as_ref().map(|l| l.carry(now)),
@@ -122,19 +163,35 @@ impl Supervisor {
             waiting,
             requested_at: offset(asked, now),
             binary_fd: None,
+            config: Some(ConfigRecord::of(&self.config.given)),
+            previous_binary: self.upgrades.own_fd(),
+            image_started_ms: Some(ms(self.upgrades.image_started)),
         }
     }
 }
 
-/// Executes the binary asked for (its open file) with the record; returns
-/// only if that failed, with every fd as it was, saying why.
-fn exec(asked: &Asked, record: &Record) -> String {
+/// The control server's record without the connections owed more than
+/// `MAX_CARRIED_REPLIES`: left out, their fds stay close-on-exec and the
+/// exec closes them (a failed exec leaves them as they were).
+fn bounded(mut control: ControlRecord) -> ControlRecord {
+    control.conns.retain(|c| {
+        let made: usize = c.waiting.iter().filter_map(|(_, reply)| reply.as_ref()).map(|r| r.0.len()).sum();
+        c.conn.output.len() + made <= MAX_CARRIED_REPLIES
+    });
+    control
+}
+
+/// Executes the binary asked for (its open file) with the record (and
+/// `encoded`, its bytes); returns only if that failed, with every fd as
+/// it was, saying why. The new program is told this image's binary and
+/// the record's fd, to roll back to should it fail to take over.
+fn exec(asked: &Asked, record: &Record, encoded: &[u8]) -> String {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
     let binary = &asked.binary;
     // The binary's own fd among them: a script's interpreter opens it as /dev/fd/N.
     let fds = record.fds();
-    let state = match memfd(record, false) {
+    let state = match memfd(encoded, false) {
         Ok(file) => file,
         Err(e) => return format!("cannot write the state record: {}", io_text(&e)),
     };
@@ -146,6 +203,9 @@ fn exec(asked: &Asked, record: &Record) -> String {
         };
         let mut env: Vec<CString> = record.env.iter().map(pair).collect::<Result<_, _>>()?;
         env.push(c(format!("{HANDOVER_UPGRADE_STATE}={}", state.as_raw_fd()).as_bytes())?);
+        if let Some(previous) = record.previous_binary {
+            env.push(c(format!("{ROLLBACK}={previous}:{}", state.as_raw_fd()).as_bytes())?);
+        }
         Ok((argv, env))
     };
     let (argv, env) = match strings() {

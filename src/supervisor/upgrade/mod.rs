@@ -6,8 +6,11 @@
 //! 1. A request (`{"command":"upgrade"}` on the control socket) names the
 //!    binary, by default the path this image was executed from (after a
 //!    package upgrade, the new file).
-//! 2. Verify: the binary runs as a child, `BINARY --verify-upgrade-state`,
-//!    with a state record of this moment on stdin. It must read it (format,
+//! 2. Verify: the binary runs as a child as the exec would run it (the
+//!    supervisor's command line and environment) with
+//!    `HANDOVER_UPGRADE_STATE=verify` and a state record of this moment on
+//!    stdin (a handover before roll-back was run `BINARY
+//!    --verify-upgrade-state`, which this one still answers). It must read it (format,
 //!    command line, machine) and print `VERIFY_OK` within `VERIFY_TIMEOUT`.
 //!    Anything else (missing, not executable, another architecture, an
 //!    older handover without this mode, a record it cannot read) refuses
@@ -18,25 +21,30 @@
 //!    the time the run answers (replaced meanwhile), the upgrade is refused.
 //! 3. Exec, at the end of a turn, every input handled: every signal is
 //!    blocked (they stay pending across `execve`; those that had arrived
-//!    are raised again), the record is written to a memfd, close-on-exec
-//!    is cleared on every fd it names, and the binary is executed with the
+//!    are raised again) and those that would end the process are also
+//!    ignored (a wrapper shell may unblock them), the record, no larger
+//!    than a program reads, is written to a memfd, close-on-exec is
+//!    cleared on every fd it names, and the binary is executed with the
 //!    supervisor's own argv and environment plus `HANDOVER_UPGRADE_STATE`
-//!    (`execveat` on the open file).
+//!    and `HANDOVER_UPGRADE_ROLLBACK` (`execveat` on the open file).
 //!    If `execve` fails, the flags and the mask are put back and the
 //!    supervisor goes on as it was.
 //! 4. The new image (`resume`) takes the fds, rebuilds every part from the
-//!    record, installs its signal handlers, unblocks signals, reaps
-//!    children that exited in between, and serves.
+//!    record (its configuration included), installs its signal handlers,
+//!    unblocks signals, reaps children that exited in between, and serves.
+//!    Should any of that fail, it executes the previous image's binary
+//!    again with the same record, which takes over and refuses the upgrade.
 //!
-//! Steps 1–2 are `verify.rs`, 3 is `exec.rs`, 4 is `resume.rs`; the
-//! record's format is `record.rs`.
+//! Steps 1–2 are `verify.rs`, 3 is `exec.rs`, 4 is `resume.rs` and
+//! `rollback.rs`; the record's format is `record.rs`.
 //!
 //! The service manager is told `RELOADING=1` before the exec and `READY=1`
 //! after, when it had been told `READY=1` (a supervisor still starting, or
 //! in a restart, tells it nothing more).
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Seek, Write};
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -45,12 +53,12 @@ use super::control::RequestId;
 use crate::error::io_text;
 use crate::sys;
 use crate::wire::control::Verdict;
-use record::Record;
 use verify::{Verified, Verifying};
 
 mod exec;
 pub mod record;
 pub mod resume;
+mod rollback;
 mod verify;
 
 pub use resume::{check, resume};
@@ -59,6 +67,13 @@ pub use resume::{check, resume};
 pub const VERIFY_FLAG: &str = "--verify-upgrade-state";
 /// The first word a verify run prints when the record is fine.
 pub const VERIFY_OK: &str = "handover-upgrade-state-ok";
+/// `HANDOVER_UPGRADE_STATE` of a verify run (the record is on stdin).
+pub const VERIFY_STATE: &str = "verify";
+/// `PREVIOUS:STATE`: the previous image's binary and the record, by fd, to
+/// execute again should the new program fail to take over.
+pub const ROLLBACK: &str = "HANDOVER_UPGRADE_ROLLBACK";
+/// Set by a program that rolled back to the previous one: why.
+pub const ROLLED_BACK: &str = "HANDOVER_UPGRADE_ROLLED_BACK";
 /// How long a verify run may take.
 pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -72,6 +87,9 @@ pub struct Upgrades {
     pub supervisor_started: SystemTime,
     /// Upgrades since the supervisor first started.
     pub count: u64,
+    /// This image's own binary (`O_PATH`, opened at its start): executed
+    /// again should an upgrade's new program fail to take over.
+    own: Option<OwnedFd>,
     verifying: Option<Verifying>,
     verified: Option<Verified>,
 }
@@ -83,6 +101,7 @@ impl Upgrades {
             image_started: SystemTime::now(),
             supervisor_started: started,
             count: 0,
+            own: own_file(),
             verifying: None,
             verified: None,
         }
@@ -118,6 +137,45 @@ fn own_binary() -> PathBuf {
     }
 }
 
+/// This image's binary, open (`O_PATH`): `/proc/self/exe` still opens it
+/// after a package upgrade replaced the file. None without `/proc`: an
+/// upgrade then cannot roll back.
+fn own_file() -> Option<OwnedFd> {
+    use nix::fcntl::{OFlag, open};
+    open("/proc/self/exe", OFlag::O_PATH | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).ok()
+}
+
+impl Upgrades {
+    fn own_fd(&self) -> Option<RawFd> {
+        self.own.as_ref().map(AsRawFd::as_raw_fd)
+    }
+}
+
+/// What a previous image of this process handed over in its environment,
+/// taken out first thing in `main`, so that nothing started here sees it.
+pub struct Handed {
+    /// `HANDOVER_UPGRADE_STATE`: the record's fd, or `verify`.
+    pub state: OsString,
+    rollback: Option<OsString>,
+    rolled_back: Option<OsString>,
+}
+
+impl Handed {
+    /// Call at the very start of `main`, before any thread exists.
+    pub fn take() -> Option<Handed> {
+        let state = sys::process::take_env(crate::wire::env::HANDOVER_UPGRADE_STATE);
+        let rollback = sys::process::take_env(ROLLBACK);
+        let rolled_back = sys::process::take_env(ROLLED_BACK);
+        state.map(|state| Handed { state, rollback, rolled_back })
+    }
+
+    /// A verify run of the new protocol: the command line is the
+    /// supervisor's, as for the exec.
+    pub fn verifying(&self) -> bool {
+        self.state == VERIFY_STATE
+    }
+}
+
 pub use crate::machine::snapshot::{instant, offset};
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock `Instant` reads, the same
@@ -150,19 +208,19 @@ impl Carried {
     }
 }
 
-/// The record as a memfd, positioned at its start, close-on-exec or not.
-fn memfd(record: &Record, cloexec: bool) -> io::Result<File> {
+/// An encoded record as a memfd, positioned at its start, close-on-exec or not.
+fn memfd(record: &[u8], cloexec: bool) -> io::Result<File> {
     use nix::sys::memfd::{MFdFlags, memfd_create};
     let flags = if cloexec { MFdFlags::MFD_CLOEXEC } else { MFdFlags::empty() };
     let mut file = File::from(memfd_create(c"handover-state", flags)?);
-    file.write_all(&record.encode())?;
+    file.write_all(record)?;
     file.rewind()?;
     Ok(file)
 }
 
 impl Supervisor {
     /// Logs why, and answers each request with it.
-    fn refuse_upgrade(&mut self, requests: &[(RequestId, bool)], why: &str) {
+    pub(super) fn refuse_upgrade(&mut self, requests: &[(RequestId, bool)], why: &str) {
         self.log.line(&format!("upgrade refused: {why}"));
         if let Some(control) = &mut self.control {
             for &(id, _) in requests {

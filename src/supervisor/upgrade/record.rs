@@ -82,6 +82,48 @@ pub struct Record {
     /// takes it and closes it like the others.
     #[serde(default)]
     pub binary_fd: Option<RawFd>,
+    /// What the configuration took from outside its command line and
+    /// environment at the first start (absent: written by a handover
+    /// that did not carry it, and the new program looks again).
+    #[serde(default)]
+    pub config: Option<ConfigRecord>,
+    /// The writing image's own binary (`O_PATH`), executed again should
+    /// the new program fail to take over.
+    #[serde(default)]
+    pub previous_binary: Option<RawFd>,
+    /// Wall-clock milliseconds since the epoch when the writing image started.
+    #[serde(default)]
+    pub image_started_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConfigRecord {
+    /// The envdir's values of the variables the configuration reads.
+    #[serde(with = "os_pairs")]
+    pub envdir: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    /// Socket activation's fd names, when it was addressed to the supervisor.
+    pub activation: Option<Vec<Option<String>>>,
+    /// `--user`/`--group`: uid, gid and groups as they were looked up.
+    pub credentials: Option<(u32, u32, Vec<u32>)>,
+}
+
+impl ConfigRecord {
+    pub fn of(given: &crate::config::Given) -> ConfigRecord {
+        ConfigRecord {
+            envdir: given.envdir.clone(),
+            activation: given.activation.as_ref().map(|a| a.names.clone()),
+            credentials: given.credentials.as_ref().map(|c| (c.uid, c.gid, c.groups.clone())),
+        }
+    }
+
+    pub fn given(&self) -> crate::config::Given {
+        crate::config::Given {
+            envdir: self.envdir.clone(),
+            activation: self.activation.clone().map(|names| crate::wire::env::Activation { names }),
+            credentials: (self.credentials.clone())
+                .map(|(uid, gid, groups)| crate::sys::spawn::Credentials { uid, gid, groups }),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -196,6 +238,7 @@ impl Record {
         fds.extend(self.logger.iter().flat_map(|l| l.pipe.into_iter().flatten()));
         fds.extend(self.capture.iter().flat_map(|c| c.streams.iter().map(|s| s.fd)));
         fds.extend(self.binary_fd);
+        fds.extend(self.previous_binary);
         fds
     }
 

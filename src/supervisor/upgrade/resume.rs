@@ -1,10 +1,10 @@
 //! The new image's side of an upgrade: the state record read back, every
 //! part of the supervisor rebuilt on its carried fds, and the loop entered
-//! without a new generation. A failure here is fatal (the old image is
-//! gone): the processes are stopped and the files removed (`give_up`). The
-//! verify run, which makes the same checks (`check`) before the old image
-//! executes, is what keeps it from happening.
-use std::ffi::OsString;
+//! without a new generation. A failure here executes the previous program
+//! again (`rollback.rs`); where that cannot be, the processes are stopped
+//! and the files removed (`give_up`). The verify run, which makes the same
+//! checks (`check`) before the old image executes, is what keeps it from
+//! happening.
 use std::io::Read;
 use std::os::fd::RawFd;
 use std::time::{Instant, SystemTime};
@@ -12,8 +12,10 @@ use std::time::{Instant, SystemTime};
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 
 use super::record::{MAX_RECORD, Record};
-use super::{Carried, Upgrades, VERSION, instant, monotonic_ns};
+use super::rollback::Rollback;
+use super::{Carried, Handed, Upgrades, VERSION, instant, monotonic_ns, own_binary};
 use crate::config::Config;
+use crate::error::io_text;
 use crate::error::{Error, Result};
 use crate::listen::{self, Listener};
 use crate::machine::{Input, Machine};
@@ -27,6 +29,7 @@ use crate::supervisor::readiness::{self, NotifySocket};
 use crate::supervisor::signals::Signals;
 use crate::supervisor::watch::Watcher;
 use crate::supervisor::{Supervisor, reaper, setup};
+use crate::sys;
 use crate::wire::control::Upgraded;
 
 /// Reads a record (at most `MAX_RECORD` bytes).
@@ -34,10 +37,14 @@ pub fn read_record(from: impl Read) -> std::result::Result<Record, String> {
     let mut bytes = Vec::new();
     let read = from.take(MAX_RECORD as u64 + 1).read_to_end(&mut bytes);
     read.map_err(|e| format!("cannot read the state record: {e}"))?;
+    decode(&bytes)
+}
+
+fn decode(bytes: &[u8]) -> std::result::Result<Record, String> {
     if bytes.len() > MAX_RECORD {
         return Err(format!("the state record is larger than {MAX_RECORD} bytes"));
     }
-    Record::decode(&bytes)
+    Record::decode(bytes)
 }
 
 /// Whether this handover can take over with `record` and `config` (the
@@ -56,26 +63,44 @@ pub fn check(config: &Config, record: &Record, then: Instant) -> std::result::Re
         .map_err(|e| format!("the record's state machine is not valid here: {e}"))
 }
 
-/// Takes over from the previous image: `state` is the value of
-/// `HANDOVER_UPGRADE_STATE`, the fd of the record. Should that fail, the
-/// workers are stopped and the files the record names removed, so that
-/// nothing is left behind by a supervisor that cannot go on.
-pub fn resume(config: Config, state: OsString) -> Result<u8> {
-    let fail = |what: String| Error::runtime(format!("cannot take over after an upgrade: {what}"));
-    // Handlers first, then the signals held since before the exec come in.
-    let signals = Signals::install()
-        .map_err(|e| give_up(None, fail(format!("cannot install signal handlers: {e}"))))?;
-    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&SigSet::all()), None);
+/// Takes over from the previous image: `handed.state` is the fd of the
+/// record, `configure` builds the configuration it carries. Should that
+/// fail, the previous program is executed again (`rollback`), or when
+/// there is none (a roll-back itself, or a handover before roll-back
+/// wrote the record) the workers are stopped and the files the record
+/// names removed, so that nothing is left behind by a supervisor that
+/// cannot go on. Signals stay blocked until the new program serves.
+pub fn resume(handed: Handed, configure: impl Fn(&Record) -> Result<Config>) -> Result<u8> {
+    let rollback = Rollback::of(&handed);
+    let rolled_back = handed.rolled_back.as_ref().map(|why| why.to_string_lossy().into_owned());
+    let undo = |record: Option<&Record>, what: String| -> Error {
+        let text = format!("cannot take over after an upgrade: {what}");
+        let Some(rollback) = &rollback else { return give_up(record, Error::runtime(text)) };
+        let binary = own_binary();
+        let why =
+            format!("handover {VERSION} ({}) could not take over after the exec: {what}", binary.display());
+        let failed = rollback.exec(record, &why);
+        give_up(record, Error::runtime(format!("{text}; {failed}")))
+    };
+    let state = &handed.state;
     let fd: Option<RawFd> = state.to_str().and_then(|s| s.parse().ok());
     let record = fd
         .ok_or_else(|| format!("{} is not an fd: {state:?}", crate::wire::env::HANDOVER_UPGRADE_STATE))
-        .and_then(|fd| Carried::take_all(&[fd]).and_then(|mut c| c.fd(fd)).map_err(|e| e.to_string()))
-        .and_then(|memfd| read_record(std::fs::File::from(memfd)))
-        .map_err(|e| give_up(None, fail(e)))?;
-    match take_over(config, &record, signals) {
-        Ok(mut supervisor) => supervisor.serve(false),
-        Err(e) => Err(give_up(Some(&record), fail(e.message))),
-    }
+        .and_then(|fd| {
+            let bytes = sys::fd::read_from_start(fd, MAX_RECORD);
+            bytes.map_err(|e| format!("carried fd {fd}: {}", io_text(&e))).and_then(|b| decode(&b))
+        })
+        .map_err(|e| undo(None, e))?;
+    let config = configure(&record).map_err(|e| undo(Some(&record), e.message))?;
+    // Handlers first; the signals held since before the exec come in once it serves.
+    let signals = (Signals::install())
+        .map_err(|e| undo(Some(&record), format!("cannot install signal handlers: {e}")))?;
+    let undo_here = |what: String| undo(Some(&record), what);
+    let mut supervisor = take_over(config, &record, signals, rolled_back.as_deref(), &undo_here)?;
+    // The record's memfd, read: closed now.
+    drop(fd.map(|fd| Carried::take_all(&[fd])));
+    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&SigSet::all()), None);
+    supervisor.serve(false)
 }
 
 /// How long the workers of a supervisor that cannot take over get to stop.
@@ -109,8 +134,16 @@ fn give_up(record: Option<&Record>, error: Error) -> Error {
 }
 
 /// Every part of the supervisor, rebuilt from `record` on the fds it names.
-fn take_over(mut config: Config, record: &Record, signals: Signals) -> Result<Supervisor> {
-    let fail = |what: String| Error::runtime(what);
+/// `rolled_back`: why the program after this one gave up (this is the
+/// previous program, taking over again). `fail` rolls back, or gives up:
+/// it is called while every part built so far still holds its fds.
+fn take_over(
+    mut config: Config,
+    record: &Record,
+    signals: Signals,
+    rolled_back: Option<&str>,
+    fail: &dyn Fn(String) -> Error,
+) -> Result<Supervisor> {
     // The same moment as the record's `now`, on this image's clock.
     let since = std::time::Duration::from_nanos(monotonic_ns().saturating_sub(record.written_at));
     let now = Instant::now();
@@ -133,7 +166,7 @@ fn take_over(mut config: Config, record: &Record, signals: Signals) -> Result<Su
         };
         listeners.push(listen::resume(config.listeners.get(at), carried).map_err(|e| fail(e.to_string()))?);
     }
-    setup::place(&mut config, &listeners)?;
+    setup::place(&mut config, &listeners).map_err(|e| fail(e.message))?;
     let machine = check(&config, record, then).map_err(fail)?;
     let notify = NotifySocket::resume(record.notify.clone(), &mut fds).map_err(io)?;
     let einhorn = EinhornSocket::resume(record.einhorn.clone(), &mut fds).map_err(io)?;
@@ -158,14 +191,17 @@ fn take_over(mut config: Config, record: &Record, signals: Signals) -> Result<Su
     log.sink().captured(&record.log_pending);
     let watcher = match config.watch.is_empty() {
         true => None,
-        false => Some(Watcher::new(&config.watch).map_err(Error::runtime)?),
+        false => Some(Watcher::new(&config.watch).map_err(fail)?),
     };
     if let Err(e) = reaper::become_subreaper() {
         log.line(&format!("cannot become a subreaper ({e}): orphans of workers go to init"));
     }
     let started = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(record.started_ms);
     let mut upgrades = Upgrades::new(started);
-    upgrades.count = record.upgrades + 1;
+    upgrades.count = record.upgrades + u64::from(rolled_back.is_none());
+    if let Some(ms) = record.image_started_ms.filter(|_| rolled_back.is_some()) {
+        upgrades.image_started = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    }
     let mut supervisor = Supervisor {
         status_file: config
             .status_file
@@ -191,15 +227,20 @@ fn take_over(mut config: Config, record: &Record, signals: Signals) -> Result<Su
         supervisor.machine.views().iter().map(|v| v.generation.to_string()).collect();
     let shown = if generations.is_empty() { "none".to_string() } else { generations.join(", ") };
     let pid = std::process::id();
-    supervisor.log.line(&format!(
-        "upgraded from handover {} to {VERSION} (pid {pid}, generations {shown})",
-        record.version
-    ));
+    if rolled_back.is_none() {
+        supervisor.log.line(&format!(
+            "upgraded from handover {} to {VERSION} (pid {pid}, generations {shown})",
+            record.version
+        ));
+    }
     if record.reloading {
         readiness::upward(&crate::machine::Upward::Ready);
     }
     let took = Instant::now().saturating_duration_since(instant(record.requested_at, then));
-    if let Some(control) = &mut supervisor.control {
+    if let Some(why) = rolled_back {
+        let waiting: Vec<_> = record.waiting.iter().map(|&id| (RequestId(id), true)).collect();
+        supervisor.refuse_upgrade(&waiting, &format!("{why}; rolled back to handover {VERSION}"));
+    } else if let Some(control) = &mut supervisor.control {
         let binary = supervisor.upgrades.binary.display().to_string();
         for &id in &record.waiting {
             let reply = Upgraded {

@@ -14,11 +14,12 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use super::{VERIFY_FLAG, VERIFY_OK, VERIFY_TIMEOUT, memfd};
+use super::{VERIFY_OK, VERIFY_STATE, VERIFY_TIMEOUT, VERSION, memfd};
 use crate::error::io_text;
 use crate::machine::event::ExitStatus;
 use crate::supervisor::Supervisor;
 use crate::supervisor::control::RequestId;
+use crate::wire::env::HANDOVER_UPGRADE_STATE;
 
 /// Of a verify run's output, at most this much is read.
 const MAX_OUTPUT: usize = 64 * 1024;
@@ -124,17 +125,27 @@ impl Supervisor {
         }
     }
 
-    /// Runs `binary --verify-upgrade-state` with this moment's record on
-    /// stdin; its pid and its stdout and stderr, or why it cannot run.
+    /// Runs `binary` as the exec would (the supervisor's command line and
+    /// environment), with `HANDOVER_UPGRADE_STATE=verify` and this
+    /// moment's record on stdin: a wrapper script that would exit instead
+    /// of executing handover does so here, and is refused. Its pid and its
+    /// stdout and stderr, or why it cannot run.
     fn start_verify(&mut self, binary: &Path, now: Instant) -> Result<(i32, File, File), String> {
         let record = self.record(now, Vec::new(), false, now);
+        let encoded = record.encode();
+        if let Some(why) = super::exec::too_large(&encoded) {
+            return Err(why);
+        }
         let stdin =
-            memfd(&record, true).map_err(|e| format!("cannot write the state record: {}", io_text(&e)))?;
+            memfd(&encoded, true).map_err(|e| format!("cannot write the state record: {}", io_text(&e)))?;
         let argv0 = record.argv.first().cloned().unwrap_or_else(|| binary.as_os_str().to_owned());
         let cannot_run = |e: io::Error| format!("cannot run {}: {}", binary.display(), io_text(&e));
         let mut child = std::process::Command::new(binary)
             .arg0(argv0)
-            .arg(VERIFY_FLAG)
+            .args(record.argv.iter().skip(1))
+            .env_clear()
+            .envs(record.env.iter().map(|(k, v)| (k, v)))
+            .env(HANDOVER_UPGRADE_STATE, VERIFY_STATE)
             .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -179,7 +190,12 @@ impl Supervisor {
                 let why = (err.lines().rev().map(str::trim).find(|l| !l.is_empty()))
                     .map(|l| l.strip_prefix("handover: ").or(l.strip_prefix("start_server: ")).unwrap_or(l));
                 let binary = run.asked.binary.display();
+                let older = format!("is not an fd: \"{VERIFY_STATE}\"");
                 let text = match why {
+                    Some(why) if why.ends_with(&older) => format!(
+                        "{binary} cannot take over: it is a handover without roll-back (older than \
+                         {VERSION}), which cannot be checked the way the exec would run it"
+                    ),
                     Some(why) => format!("{binary} cannot take over: {why}"),
                     None => format!(
                         "{binary} cannot take over: it is no handover that reads this state ({status})"

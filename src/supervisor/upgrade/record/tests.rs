@@ -89,6 +89,13 @@ fn sample() -> Record {
         waiting: vec![3],
         requested_at: -2_000_000,
         binary_fd: Some(13),
+        config: Some(ConfigRecord {
+            envdir: vec![("KILL_OLD_DELAY".into(), "3".into())],
+            activation: Some(vec![Some("web".into()), None]),
+            credentials: Some((33, 33, vec![33, 4])),
+        }),
+        previous_binary: Some(14),
+        image_started_ms: Some(1_796_000_100_000),
     }
 }
 
@@ -110,11 +117,15 @@ fn the_format_1_record_reads_and_is_what_this_version_writes() {
     let read = Record::decode(V1.as_bytes()).unwrap();
     assert_eq!(read.env[1].1, std::ffi::OsString::from_vec(vec![0xff]));
     assert_eq!(read.capture.as_ref().unwrap().streams[0].pending, b"half a li");
-    assert_eq!(read.fds(), [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
-    // Fields added later default: a record without `binary_fd` still reads.
-    let before = V1.replacen(",\"binary_fd\":13", "", 1);
-    assert_ne!(before, V1);
-    assert_eq!(Record::decode(before.as_bytes()).unwrap().binary_fd, None);
+    assert_eq!(read.fds(), [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
+    let given = read.config.as_ref().unwrap().given();
+    assert_eq!(given.activation.unwrap().names, [Some("web".to_string()), None]);
+    assert_eq!(given.credentials.unwrap().groups, [33, 4]);
+    // Fields added later default: a record without them still reads.
+    let at = V1.find(",\"binary_fd\":13").unwrap();
+    let before = format!("{}}}", &V1[..at]);
+    let read = Record::decode(before.as_bytes()).unwrap();
+    assert_eq!((read.binary_fd, read.config.is_none(), read.previous_binary), (None, true, None));
 }
 
 #[test]
@@ -168,8 +179,8 @@ proptest! {
 fn the_log_pipe_is_carried_by_its_fds() {
     let mut record = sample();
     let logger = record.logger.as_mut().unwrap();
-    logger.pipe = Some([14, 15, 16]);
-    assert_eq!(record.fds(), [3, 4, 5, 6, 7, 8, 9, 10, 11, 14, 15, 16, 12, 13]);
+    logger.pipe = Some([20, 21, 22]);
+    assert_eq!(record.fds(), [3, 4, 5, 6, 7, 8, 9, 10, 11, 20, 21, 22, 12, 13, 14]);
     // A record without them (an older handover's) still reads.
     let older = V1.replacen(",\"pipe\":null,\"delay_ms\":1000", "", 1);
     assert_ne!(older, V1);
