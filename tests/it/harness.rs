@@ -164,7 +164,6 @@ impl Builder {
     }
 }
 
-/// A handover command line in a fresh temp dir.
 /// Whether a test that needs `what` can run here; it cannot is a skip,
 /// except under CI, where it fails: CI must provide what its tests need.
 pub fn can_run(what: &str, ok: bool) -> bool {
@@ -182,6 +181,7 @@ pub fn root_and_unshare() -> bool {
     can_run("root and unshare(1)", root && unshare)
 }
 
+/// A handover command line in a fresh temp dir.
 pub fn handover() -> Builder {
     Builder {
         program: binary(),

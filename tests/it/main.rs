@@ -2,6 +2,7 @@
 mod harness;
 
 mod activation;
+mod attacks;
 mod compat;
 mod control;
 mod control_abuse;
