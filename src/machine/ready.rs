@@ -173,6 +173,7 @@ impl Machine {
             w.respawn_at = None;
             w.spawned_at = now;
             fx.push(running.spawn(current.number, w.index));
+            self.counters.respawns += 1;
         }
     }
 
