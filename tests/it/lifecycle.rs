@@ -274,3 +274,26 @@ fn a_term_at_once_after_start_is_never_lost() {
         assert!(ended, "{status:?}\n{}", s.dossier());
     }
 }
+
+/// A generation that never became ready serves no one: a worker that
+/// ignores TERM during its start-up does not keep a stop waiting for ever
+/// (no --stop-timeout here); its group is killed after --ready-timeout.
+#[test]
+fn a_stop_kills_a_generation_that_never_became_ready_after_the_ready_timeout() {
+    let before = std::time::Instant::now();
+    let mut s = with_worker(
+        &["--port", "127.0.0.1:0", "--ready", "notify", "--ready-timeout", "2s"],
+        &["--ignore-term", "forever"],
+    );
+    // Its handlers are in place; it never sends READY=1.
+    let line = s.wait_journal(&["ready", "gen=1"]);
+    let pid: i32 = line.split(' ').find_map(|w| w.strip_prefix("pid=")).unwrap().parse().unwrap();
+    s.signal(Signal::SIGTERM);
+    s.wait_journal(&["term", &format!("pid={pid}")]);
+    assert!(s.wait_exit().success(), "{}", s.dossier());
+    // The kill comes --ready-timeout after the TERM, itself after the spawn.
+    let took = before.elapsed();
+    assert!(took >= std::time::Duration::from_secs(2), "killed after {took:?}\n{}", s.dossier());
+    assert!(!alive(pid), "{}", s.dossier());
+    assert!(!s.journal().iter().any(|l| l.starts_with("exit ")), "it never exited itself\n{}", s.dossier());
+}

@@ -176,4 +176,5 @@ mod requests;
 mod restarts;
 mod shutdown;
 mod snapshot;
+mod unready;
 mod workers;
