@@ -226,10 +226,26 @@ fn kill_old_delay_keeps_the_old_generation_serving_a_while() {
     let s = with_worker(&["--port", "127.0.0.1:0", "--kill-old-delay", "1"], &["--notify"]);
     s.wait_generations(&[1]);
     s.signal(Signal::SIGHUP);
-    s.wait_line("sleeping 1 secs before killing old workers");
+    // The last look at the journal that did not show generation 2 ready:
+    // its `ready` line, then its READY=1, came after that look, and the
+    // TERM of generation 1 at least the delay after that.
+    let mut not_yet = std::time::Instant::now();
+    wait_for(
+        "generation 2 ready",
+        || s.dossier(),
+        || {
+            let looked = std::time::Instant::now();
+            let ready = s.journal().iter().any(|l| l.starts_with("ready ") && l.ends_with(" gen=2"));
+            if !ready {
+                not_yet = looked;
+            }
+            ready.then_some(())
+        },
+    );
     assert!(!s.journal().iter().any(|l| l.starts_with("term ")), "signalled before the delay");
-    s.wait_line("killing old workers");
     s.wait_journal(&["term", "gen=1"]);
+    let delay = not_yet.elapsed();
+    assert!(delay >= std::time::Duration::from_secs(1), "TERM after {delay:?}\n{}", s.dossier());
 }
 
 #[test]
