@@ -120,6 +120,7 @@ pub enum Event {
     ReadyTimeout { generation: u64, pids: Vec<Pid>, after: Duration, learned: bool },
     ReadyLearned { pid: Pid, timeout: Option<Duration> },
     DrainTimeout { pid: Pid, after: Duration },
+    UnreadyStopTimeout { pid: Pid, generation: u64, after: Duration },
     StopTimeout { pids: Vec<Pid>, after: Duration },
     Forwarded { signal: Signal, pids: Vec<Pid> },
     IgnoredDuringShutdown { signal: Signal },
@@ -157,6 +158,7 @@ impl Event {
                 | Event::Diagnosis { .. }
                 | Event::ReadyTimeout { .. }
                 | Event::DrainTimeout { .. }
+                | Event::UnreadyStopTimeout { .. }
                 | Event::StopTimeout { .. }
                 | Event::StopOnExit { .. }
                 | Event::GaveUp { .. }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::generation::Generation;
-use super::state::{Manager, Phase, Stopping};
+use super::state::{Manager, Phase, Slot, Stopping};
 use super::*;
 use crate::machine::event::{Event, ExitStatus, Failure, Hint, Pid, SpawnError};
 
@@ -175,7 +175,6 @@ impl Machine {
                 return self.finish_if_done(fx);
             }
             fx.push(Effect::Log(Event::DiedUnexpectedly { pid, status }));
-            self.counters.respawns += 1;
             if current.any_alive_besides(pid) {
                 let interval = self.policy.interval;
                 if let Some(w) = current.worker(pid) {
@@ -188,6 +187,11 @@ impl Machine {
                 if let Phase::Running(running) = &mut self.phase
                     && !running.slot.is_starting()
                 {
+                    // A generation starting or waiting for its turn (a
+                    // retry) replaces it: that one is no respawn.
+                    if matches!(running.slot, Slot::Empty) {
+                        self.counters.respawns += 1;
+                    }
                     running.schedule(now, self.policy.interval);
                 }
             }

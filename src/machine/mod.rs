@@ -34,6 +34,9 @@
 //!   (start_server's numbering). Spawns of a slot or a generation happen at
 //!   most once per `interval`, except restarts asked for, which start at once.
 //! - A draining generation holds live workers only and goes with the last.
+//! - Nothing told to stop is waited for without bound unless it served:
+//!   a generation that never became ready is killed `--ready-timeout`
+//!   after it was told (or as `--drain-timeout`/`--stop-timeout` say).
 //! - After a `Tick` at `now`, `next_deadline()` is later than `now`: nothing
 //!   due is left for later.
 use std::time::Instant;
@@ -55,6 +58,7 @@ mod types;
 use exits::stopping_outcome;
 
 use generation::Generation;
+use ready::Told;
 use state::{Manager, Phase, Running, Slot};
 pub use types::*;
 
@@ -149,6 +153,9 @@ impl Machine {
                 if !stopping.killed {
                     deadlines.extend(self.policy.stop_timeout.map(|t| stopping.since + t));
                 }
+                if let Some(g) = &stopping.starting {
+                    deadlines.extend(ready::kill_at(&self.policy, true, Told::Starting, g).map(|(at, _)| at));
+                }
             }
             Phase::Running(running) => {
                 deadlines.extend(running.slot.scheduled_at());
@@ -165,9 +172,7 @@ impl Machine {
         }
         for old in &self.old {
             deadlines.extend(old.signal_at);
-            if !old.killed {
-                deadlines.extend(old.signalled_at.zip(self.policy.drain_timeout).map(|(at, t)| at + t));
-            }
+            deadlines.extend(ready::kill_at(&self.policy, self.stopping(), Told::Old, old).map(|(at, _)| at));
         }
         deadlines.into_iter().min()
     }

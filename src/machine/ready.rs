@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::generation::Generation;
+use super::state::Stopping;
 use super::*;
 use crate::machine::event::{Event, Failure, Pid};
 
@@ -173,10 +174,15 @@ impl Machine {
             w.respawn_at = None;
             w.spawned_at = now;
             fx.push(running.spawn(current.number, w.index));
+            self.counters.respawns += 1;
         }
     }
 
     pub(super) fn tick_old(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        let stopping = self.stopping();
+        if let Phase::Stopping(Stopping { starting: Some(g), .. }) = &mut self.phase {
+            kill_if_due(&self.policy, stopping, Told::Starting, g, now, fx);
+        }
         let signal = self.policy.signal_on_hup;
         if self.old.iter().any(|g| g.signal_at.is_some_and(|at| at <= now)) {
             fx.push(Effect::Log(Event::KillingOld));
@@ -190,14 +196,65 @@ impl Machine {
                 old.signalled_at = Some(now);
                 fx.extend(old.pids().into_iter().map(|pid| Effect::Signal { pid, signal }));
             }
-            let Some(drain) = self.policy.drain_timeout else { continue };
-            if let Some(at) = old.signalled_at.filter(|at| !old.killed && *at + drain <= now) {
-                old.killed = true;
-                for pid in old.pids() {
-                    fx.push(Effect::Log(Event::DrainTimeout { pid, after: now - at }));
-                    fx.push(Effect::KillGroup { pid });
-                }
-            }
+            kill_if_due(&self.policy, stopping, Told::Old, old, now, fx);
         }
+    }
+}
+
+/// A generation told to stop: draining, or the one starting when the stop came.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Told {
+    Old,
+    Starting,
+}
+
+/// How long a generation that never became ready is given to stop when
+/// there is no `--ready-timeout` to go by.
+const UNREADY_GRACE: Duration = Duration::from_secs(10);
+
+/// When SIGKILL goes to the process groups of `g`, told to stop and not
+/// killed yet, and whether for want of readiness: an old generation
+/// `--drain-timeout` after it was told; one that never became ready (a
+/// failed start, or the one starting when the stop came) serves no one
+/// and has nothing to drain, so without `--drain-timeout` it gets
+/// `--ready-timeout`, as long as it had to start, unless `--stop-timeout`
+/// bounds the stop under way.
+pub(super) fn kill_at(
+    policy: &Policy,
+    stopping: bool,
+    told: Told,
+    g: &Generation,
+) -> Option<(Instant, bool)> {
+    let at = g.signalled_at.filter(|_| !g.killed)?;
+    match policy.drain_timeout.filter(|_| told == Told::Old) {
+        Some(drain) => Some((at + drain, false)),
+        None if g.ready_at.is_none() && !(stopping && policy.stop_timeout.is_some()) => {
+            Some((at + policy.ready_timeout.unwrap_or(UNREADY_GRACE), true))
+        }
+        None => None,
+    }
+}
+
+fn kill_if_due(
+    policy: &Policy,
+    stopping: bool,
+    told: Told,
+    g: &mut Generation,
+    now: Instant,
+    fx: &mut Vec<Effect>,
+) {
+    let Some((due, unready)) = kill_at(policy, stopping, told, g).filter(|(due, _)| *due <= now) else {
+        return;
+    };
+    let after = now - g.signalled_at.unwrap_or(due);
+    g.killed = true;
+    for pid in g.pids() {
+        let event = if unready {
+            Event::UnreadyStopTimeout { pid, generation: g.number, after }
+        } else {
+            Event::DrainTimeout { pid, after }
+        };
+        fx.push(Effect::Log(event));
+        fx.push(Effect::KillGroup { pid });
     }
 }

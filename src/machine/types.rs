@@ -163,7 +163,9 @@ pub struct Counters {
     pub restarts: u64,
     /// Generations that failed to start.
     pub failures: u64,
-    /// Serving workers that died and were started again.
+    /// Serving workers that died and were started again: alone, in their
+    /// generation, or as a new generation when none was left (not when a
+    /// generation already starting or retried replaces theirs).
     pub respawns: u64,
 }
 

@@ -220,6 +220,12 @@ impl fmt::Display for Event {
                 "old worker {pid} still running {} after it was told to stop; sending KILL to its process group",
                 humantime::format_duration(round_ms(*after))
             ),
+            Event::UnreadyStopTimeout { pid, generation, after } => write!(
+                f,
+                "worker {pid} of generation {generation}, which never became ready, still running {} after it \
+                 was told to stop; sending KILL to its process group (--ready-timeout)",
+                humantime::format_duration(round_ms(*after))
+            ),
             Event::StopTimeout { pids, after } => write!(
                 f,
                 "workers {} still running {} after shutdown began; sending KILL to their process groups",

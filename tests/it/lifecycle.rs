@@ -226,10 +226,26 @@ fn kill_old_delay_keeps_the_old_generation_serving_a_while() {
     let s = with_worker(&["--port", "127.0.0.1:0", "--kill-old-delay", "1"], &["--notify"]);
     s.wait_generations(&[1]);
     s.signal(Signal::SIGHUP);
-    s.wait_line("sleeping 1 secs before killing old workers");
+    // The last look at the journal that did not show generation 2 ready:
+    // its `ready` line, then its READY=1, came after that look, and the
+    // TERM of generation 1 at least the delay after that.
+    let mut not_yet = std::time::Instant::now();
+    wait_for(
+        "generation 2 ready",
+        || s.dossier(),
+        || {
+            let looked = std::time::Instant::now();
+            let ready = s.journal().iter().any(|l| l.starts_with("ready ") && l.ends_with(" gen=2"));
+            if !ready {
+                not_yet = looked;
+            }
+            ready.then_some(())
+        },
+    );
     assert!(!s.journal().iter().any(|l| l.starts_with("term ")), "signalled before the delay");
-    s.wait_line("killing old workers");
     s.wait_journal(&["term", "gen=1"]);
+    let delay = not_yet.elapsed();
+    assert!(delay >= std::time::Duration::from_secs(1), "TERM after {delay:?}\n{}", s.dossier());
 }
 
 #[test]
@@ -273,4 +289,27 @@ fn a_term_at_once_after_start_is_never_lost() {
         let ended = status.success() || status.signal() == Some(Signal::SIGTERM as i32);
         assert!(ended, "{status:?}\n{}", s.dossier());
     }
+}
+
+/// A generation that never became ready serves no one: a worker that
+/// ignores TERM during its start-up does not keep a stop waiting for ever
+/// (no --stop-timeout here); its group is killed after --ready-timeout.
+#[test]
+fn a_stop_kills_a_generation_that_never_became_ready_after_the_ready_timeout() {
+    let before = std::time::Instant::now();
+    let mut s = with_worker(
+        &["--port", "127.0.0.1:0", "--ready", "notify", "--ready-timeout", "2s"],
+        &["--ignore-term", "forever"],
+    );
+    // Its handlers are in place; it never sends READY=1.
+    let line = s.wait_journal(&["ready", "gen=1"]);
+    let pid: i32 = line.split(' ').find_map(|w| w.strip_prefix("pid=")).unwrap().parse().unwrap();
+    s.signal(Signal::SIGTERM);
+    s.wait_journal(&["term", &format!("pid={pid}")]);
+    assert!(s.wait_exit().success(), "{}", s.dossier());
+    // The kill comes --ready-timeout after the TERM, itself after the spawn.
+    let took = before.elapsed();
+    assert!(took >= std::time::Duration::from_secs(2), "killed after {took:?}\n{}", s.dossier());
+    assert!(!alive(pid), "{}", s.dossier());
+    assert!(!s.journal().iter().any(|l| l.starts_with("exit ")), "it never exited itself\n{}", s.dossier());
 }

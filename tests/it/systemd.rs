@@ -89,6 +89,7 @@ fn a_failed_reload_ends_with_ready_and_says_it_was_rolled_back() {
 fn watchdog_is_fed_at_half_its_period() {
     let b = handover();
     let manager = Manager::bind(b.dir());
+    let before = std::time::Instant::now();
     let notify = b.dir().join("notify").display().to_string();
     let _s = b
         .env("NOTIFY_SOCKET", &notify)
@@ -98,9 +99,13 @@ fn watchdog_is_fed_at_half_its_period() {
         .arg("--notify")
         .start();
     manager.socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    for _ in 0..2 {
+    // 200 ms period: a ping every 100 ms, so the fifth cannot have been sent
+    // (and received) less than 400 ms after the supervisor started.
+    for _ in 0..5 {
         while manager.next() != "WATCHDOG=1" {}
     }
+    let took = before.elapsed();
+    assert!(took >= Duration::from_millis(400), "5 pings within {took:?}");
 }
 
 #[test]

@@ -125,6 +125,11 @@ impl Watch {
                 Effect::Log(Event::DrainTimeout { after, .. }) if Some(*after) < policy.drain_timeout => {
                     return Err(format!("drain cut short after {after:?}"));
                 }
+                Effect::Log(Event::UnreadyStopTimeout { after, .. })
+                    if *after < policy.ready_timeout.unwrap_or(Duration::from_secs(10)) =>
+                {
+                    return Err(format!("a stop that never became ready cut short after {after:?}"));
+                }
                 Effect::Log(Event::StopTimeout { after, .. }) if Some(*after) < policy.stop_timeout => {
                     return Err(format!("stop cut short after {after:?}"));
                 }

@@ -167,6 +167,7 @@ fn workers(n: usize) -> Policy {
     Policy { workers: n, ready: ReadyMode::Notify, ..policy() }
 }
 
+mod counters;
 mod feed;
 mod invariants;
 mod learned;
@@ -175,4 +176,5 @@ mod requests;
 mod restarts;
 mod shutdown;
 mod snapshot;
+mod unready;
 mod workers;

@@ -10,7 +10,7 @@ fn term_stops_everyone_and_spawns_nothing_more() {
     assert_eq!(events(&fx), [Event::ShutdownReceived { received, sending, pids: vec![101, 102] }]);
     assert_eq!(signals(&fx), [(101, Signal::SIGTERM), (102, Signal::SIGTERM)]);
     assert_eq!(notes(&fx), [Upward::Stopping]);
-    assert_eq!(run.deadline_ms(), None);
+    assert_eq!(run.deadline_ms(), Some(12_500), "only for 102, which never became ready (--ready-timeout)");
     let fx = run.step(2600, Input::Exited { pid: 102, status: ExitStatus::Code(0) });
     assert_eq!(events(&fx), [Event::WorkerDied { pid: 102, status: ExitStatus::Code(0) }]);
     assert!(spawns(&run.step(2700, Input::Hup)).is_empty());

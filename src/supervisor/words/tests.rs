@@ -115,6 +115,11 @@ fn handovers_own_lines() {
             "old worker 101 still running 2s after it was told to stop; sending KILL to its process group",
         ),
         (
+            Event::UnreadyStopTimeout { pid: 102, generation: 2, after: ms(60_000) },
+            "worker 102 of generation 2, which never became ready, still running 1m after it was told to stop; \
+             sending KILL to its process group (--ready-timeout)",
+        ),
+        (
             Event::StopTimeout { pids: vec![101, 102], after: ms(3_000) },
             "workers 101,102 still running 3s after shutdown began; sending KILL to their process groups",
         ),
