@@ -98,8 +98,12 @@ pub struct Sink {
 
 impl Sink {
     pub fn new() -> Sink {
+        Sink::to(Target::inspect())
+    }
+
+    fn to(target: Target) -> Sink {
         Sink {
-            target: Target::inspect(),
+            target,
             pending: Vec::new(),
             sent: 0,
             dropped: 0,
@@ -283,16 +287,7 @@ mod tests {
     fn stalled() -> (Sink, std::fs::File) {
         let (read, write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK).unwrap();
-        let sink = Sink {
-            target: Target::Own(write),
-            pending: Vec::new(),
-            sent: 0,
-            dropped: 0,
-            off: false,
-            discarded: 0,
-            lossy: false,
-            dropped_captured: 0,
-        };
+        let sink = Sink::to(Target::Own(write));
         (sink, read.into())
     }
 

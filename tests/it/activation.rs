@@ -13,18 +13,6 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-/// The peer, or `None` (with a note) where it is not installed.
-fn socket_activate() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .map(|dir| dir.join("systemd-socket-activate"))
-        .find(|candidate| candidate.is_file());
-    if found.is_none() {
-        eprintln!("note: systemd-socket-activate not found (apt-get install systemd); skipped");
-    }
-    found
-}
-
 /// `systemd-socket-activate ACTIVATE_ARGS handover OPTIONS -- probe`, with
 /// the first connection to `{dir}/TRIGGER` made so that handover starts.
 /// Returns the supervisor and the connection (kept open, never accepted).

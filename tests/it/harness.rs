@@ -181,6 +181,17 @@ pub fn root_and_unshare() -> bool {
     can_run("root and unshare(1)", root && unshare)
 }
 
+/// `systemd-socket-activate`, a real socket-activation peer, or `None`
+/// where it is not installed (a failure under CI).
+pub fn socket_activate() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .map(|dir| dir.join("systemd-socket-activate"))
+        .find(|candidate| candidate.is_file());
+    can_run("systemd-socket-activate (apt-get install systemd)", found.is_some());
+    found
+}
+
 /// A handover command line in a fresh temp dir.
 pub fn handover() -> Builder {
     Builder {

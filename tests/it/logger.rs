@@ -34,17 +34,23 @@ fn cpu_ticks(pid: i32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-/// A log command that exits after five lines: workers that print at start
-/// are not killed by SIGPIPE, and every restart succeeds.
-#[test]
-fn workers_outlive_a_log_command_that_exits() {
+/// hello, printing a line at each start, behind a log command that exits
+/// after five lines; a control socket at `{dir}/ctl`.
+fn behind_head_of_five() -> Supervisor {
     let hello = example("hello").display().to_string();
-    let s = handover()
+    handover()
         .args(["--port", "127.0.0.1:0", "--ready", "notify", "--control", "{dir}/ctl"])
         .args(["--log-file", "| head -n 5 >> {dir}/log", "--status-file", "{dir}/status", "--"])
         .args(["sh", "-c"])
         .arg(format!("echo hi; exec {hello} --quiet"))
-        .start();
+        .start()
+}
+
+/// A log command that exits after five lines: workers that print at start
+/// are not killed by SIGPIPE, and every restart succeeds.
+#[test]
+fn workers_outlive_a_log_command_that_exits() {
+    let s = behind_head_of_five();
     s.wait_generations(&[1]);
     let mut control = Raw::connect(&s.path("ctl"));
     for n in 0..6u64 {
@@ -269,13 +275,7 @@ fn read_ends(pid: i32, pipe: &str) -> usize {
 /// same pipe after each upgrade, and new workers never get SIGPIPE.
 #[test]
 fn the_log_pipe_is_carried_across_upgrades() {
-    let hello = example("hello").display().to_string();
-    let s = handover()
-        .args(["--port", "127.0.0.1:0", "--ready", "notify", "--control", "{dir}/ctl"])
-        .args(["--log-file", "| head -n 5 >> {dir}/log", "--status-file", "{dir}/status", "--"])
-        .args(["sh", "-c"])
-        .arg(format!("echo hi; exec {hello} --quiet"))
-        .start();
+    let s = behind_head_of_five();
     s.wait_generations(&[1]);
     let pipe = pipe_of(s.pid(), 1);
     assert!(pipe.starts_with("pipe:"), "{pipe}");

@@ -4,7 +4,6 @@
 //! the envdir again nor decode the activation variables against itself.
 use std::fs;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 
 use nix::sys::signal::Signal;
 
@@ -33,20 +32,6 @@ fn the_envdir_is_not_read_again_at_an_upgrade() {
     assert_eq!(status(&s)["image"]["upgrades"], 2);
     s.signal(Signal::SIGHUP);
     s.wait_generations(&[2]);
-}
-
-/// `systemd-socket-activate`, or `None` with a note where it is not
-/// installed (a failure under CI=true).
-fn socket_activate() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .map(|dir| dir.join("systemd-socket-activate"))
-        .find(|candidate| candidate.is_file());
-    if found.is_none() {
-        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "systemd-socket-activate is needed");
-        eprintln!("note: systemd-socket-activate not found (apt-get install systemd); skipped");
-    }
-    found
 }
 
 #[test]
