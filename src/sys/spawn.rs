@@ -47,6 +47,18 @@ pub struct Request<'a> {
     pub fds: &'a [(RawFd, RawFd)],
     /// Run as this user (`--user`, `--group`).
     pub credentials: Option<&'a Credentials>,
+    /// How the worker is contained.
+    pub contain: Contain,
+}
+
+/// Where the child puts itself before anything else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Contain {
+    /// A session of its own (`setsid`): it leads it and its process group.
+    Session,
+    /// A process group of its own, and the cgroup `<pid>` created below
+    /// this open cgroup directory.
+    Cgroup(RawFd),
 }
 
 /// Who the worker runs as: supplementary groups, then gid, then uid are
@@ -119,6 +131,7 @@ struct Plan {
     open_max: RawFd,
     nsig: libc::c_int,
     credentials: Option<Credentials>,
+    contain: Contain,
 }
 
 impl Plan {
@@ -179,6 +192,7 @@ impl Plan {
             open_max,
             nsig: libc::SIGRTMAX() + 1,
             credentials: req.credentials.cloned(),
+            contain: req.contain,
         })
     }
 }
@@ -205,8 +219,11 @@ pub fn spawn(req: &Request) -> Result<Pid, SpawnError> {
         return Err(failed("fork", fork_error));
     }
     let pid = Pid::from_raw(pid);
-    // Also here, so the group exists before anyone signals it.
-    let _ = nix::unistd::setpgid(pid, pid);
+    // Also here, so the group exists before anyone signals it (not for a
+    // session: a group leader cannot call setsid; the exec is waited for).
+    if req.contain != Contain::Session {
+        let _ = nix::unistd::setpgid(pid, pid);
+    }
     let mut report = [0u8; 8];
     let n = read_full(&report_read, &mut report);
     if n < report.len() {
@@ -219,6 +236,7 @@ pub fn spawn(req: &Request) -> Result<Pid, SpawnError> {
         (STAGE_CHDIR, Some(dir)) => format!("chdir {}", dir.display()),
         (STAGE_FDS, _) => "place the listening sockets".to_string(),
         (STAGE_USER, _) => "switch to the worker's user and groups".to_string(),
+        (STAGE_CGROUP, _) => "join the worker's cgroup".to_string(),
         _ => what,
     };
     Err(SpawnError { what, errno })
@@ -241,11 +259,12 @@ const STAGE_CHDIR: i32 = 1;
 const STAGE_FDS: i32 = 2;
 const STAGE_EXEC: i32 = 3;
 const STAGE_USER: i32 = 4;
+const STAGE_CGROUP: i32 = 5;
 
 /// Between fork and exec. Only async-signal-safe calls; never returns.
 fn child(plan: &mut Plan, report: RawFd) -> ! {
     // SAFETY: all calls below are async-signal-safe system calls (rt_sigaction,
-    // setpgid, setgroups, setgid, setuid, getpid, chdir, fcntl, dup2, close_range, sigprocmask,
+    // setpgid, setsid, mkdirat, openat, setgroups, setgid, setuid, getpid, chdir, fcntl, dup2, close_range, sigprocmask,
     // execve, write, _exit) on data prepared before the fork.
     unsafe {
         // The raw system call: glibc's signal() refuses 32 and 33, which
@@ -256,7 +275,17 @@ fn child(plan: &mut Plan, report: RawFd) -> ! {
                 libc::syscall(libc::SYS_rt_sigaction, signal, default.as_ptr(), 0usize, 8usize);
             }
         }
-        libc::setpgid(0, 0);
+        match plan.contain {
+            Contain::Session => {
+                libc::setsid();
+            }
+            Contain::Cgroup(base) => {
+                libc::setpgid(0, 0);
+                if !join_cgroup(base) {
+                    fail(report, STAGE_CGROUP);
+                }
+            }
+        }
         // libc's wrappers: they make the 32-bit-id calls on every
         // architecture (the raw SYS_setuid of i686 and armv7 takes 16 bits),
         // and after fork this thread is the process, so glibc has no other
@@ -310,6 +339,33 @@ fn child(plan: &mut Plan, report: RawFd) -> ! {
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         libc::execve(plan.path.as_ptr(), plan.argv_ptrs.as_ptr(), plan.env_ptrs.as_ptr());
         fail(report, STAGE_EXEC);
+    }
+}
+
+/// Create `<pid>` below the cgroup directory `base` and move this process
+/// into it, before the privileges go. Async-signal-safe.
+fn join_cgroup(base: RawFd) -> bool {
+    let mut name = [0u8; 24];
+    // SAFETY: getpid, mkdirat, openat, write and close are plain system
+    // calls on NUL-terminated names and a buffer on the stack.
+    unsafe {
+        write_decimal(&mut name, libc::getpid() as u64);
+        if libc::mkdirat(base, name.as_ptr().cast(), 0o755) != 0 && Errno::last_raw() != libc::EEXIST {
+            return false;
+        }
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+        let dir = libc::openat(base, name.as_ptr().cast(), flags);
+        if dir < 0 {
+            return false;
+        }
+        let procs = libc::openat(dir, c"cgroup.procs".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        libc::close(dir);
+        if procs < 0 {
+            return false;
+        }
+        let joined = libc::write(procs, b"0".as_ptr().cast(), 1) == 1;
+        libc::close(procs);
+        joined
     }
 }
 
