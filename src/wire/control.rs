@@ -283,8 +283,12 @@ pub struct Counters {
     /// Serving workers that died and were started again.
     pub respawns: u64,
     /// READY=1 and acks from processes of no current worker, ignored.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub foreign_ready: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A message as one line, `\n` included.
