@@ -17,9 +17,8 @@
 //! own, never join another); at a deadline the group and the pid itself
 //! get KILL.
 use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::{Pid, getsid};
@@ -33,9 +32,8 @@ pub enum Containment {
 }
 
 pub struct Cgroups {
-    /// The base directory, as a path and open (for the children).
+    /// The base directory.
     base: PathBuf,
-    dir: File,
     /// The base as `/proc/PID/cgroup` names it.
     name: String,
     /// Workers that have exited whose cgroups are still to be removed.
@@ -62,19 +60,23 @@ impl Containment {
         }
     }
 
-    pub fn spawn_mode(&self) -> spawn::Contain {
+    pub fn spawn_mode(&self) -> spawn::Contain<'_> {
         match self {
-            Containment::Cgroup(c) => spawn::Contain::Cgroup(c.dir.as_raw_fd()),
+            Containment::Cgroup(c) => spawn::Contain::Cgroup(&c.base),
             Containment::Session => spawn::Contain::Session,
         }
     }
 
     /// `--signal-target group`: every member of the worker's cgroup, or its group.
+    /// (Once each: a member is not also signalled through its group.)
     pub fn signal_all(&self, pid: i32, signal: Signal) {
-        if let Containment::Cgroup(c) = self {
+        if let Containment::Cgroup(c) = self
+            && c.populated(pid).is_some()
+        {
             for member in c.members(pid) {
                 let _ = kill(Pid::from_raw(member), signal);
             }
+            return;
         }
         let _ = killpg(Pid::from_raw(pid), signal);
     }
@@ -134,15 +136,14 @@ impl Containment {
     /// At exit: every worker cgroup killed and removed, then the base.
     pub fn finish(&mut self) {
         let Containment::Cgroup(c) = self else { return };
-        let Ok(entries) = std::fs::read_dir(&c.base) else { return };
-        let pids: Vec<i32> = entries.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
+        let pids = c.exited.iter().copied().chain(children(&c.base)).collect::<Vec<i32>>();
         for &pid in &pids {
             c.kill(pid);
         }
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         for pid in pids {
-            while c.populated(pid) == Some(true) && start.elapsed() < std::time::Duration::from_secs(2) {
-                std::thread::sleep(std::time::Duration::from_millis(5));
+            while c.populated(pid) == Some(true) && start.elapsed() < Duration::from_secs(2) {
+                std::thread::sleep(Duration::from_millis(5));
             }
             let _ = std::fs::remove_dir(c.base.join(pid.to_string()));
         }
@@ -153,25 +154,30 @@ impl Containment {
 impl Cgroups {
     fn create() -> Result<Cgroups, String> {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
-        let mount = cgroup2_mount(&mountinfo).ok_or("no cgroup v2 is mounted")?;
+        let (root, mount) = cgroup2_mount(&mountinfo).ok_or("no cgroup v2 is mounted")?;
         let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| e.to_string())?;
         let ours = unified_path(&own).ok_or("this process is in no cgroup v2")?;
+        // A mount of a subtree (a container without a cgroup namespace):
+        // our path below the mount's root.
+        let below = match root.as_str() {
+            "/" => ours,
+            root => ours.strip_prefix(root).ok_or("our cgroup is not below the cgroup v2 mount")?,
+        };
         let ns = std::fs::read_link("/proc/self/ns/pid").map_err(|e| e.to_string())?;
         let ns: String = ns.to_string_lossy().chars().filter(char::is_ascii_digit).collect();
-        let leaf = format!("handover-{ns}-{}", std::process::id());
+        let prefix = format!("handover-{ns}-");
+        let leaf = format!("{prefix}{}", std::process::id());
         let name = format!("{}/{leaf}", ours.trim_end_matches('/'));
-        let base = mount.join(name.trim_start_matches('/'));
+        let base = mount.join(format!("{}/{leaf}", below.trim_end_matches('/')).trim_start_matches('/'));
+        if let Some(parent) = base.parent() {
+            remove_stale(parent, &prefix);
+        }
         match std::fs::create_dir(&base) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(format!("cannot create the cgroup {} ({e})", base.display())),
         }
-        let dir = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY)
-            .open(&base)
-            .map_err(|e| format!("cannot open the cgroup {} ({e})", base.display()))?;
-        Ok(Cgroups { base, dir, name, exited: Vec::new() })
+        Ok(Cgroups { base, name, exited: Vec::new() })
     }
 
     fn file(&self, pid: i32, name: &str) -> PathBuf {
@@ -213,6 +219,60 @@ impl Cgroups {
     }
 }
 
+/// The numeric subdirectories of `dir` (workers' cgroups), at most 100000.
+fn children(dir: &Path) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries.flatten().take(100_000).filter_map(|e| e.file_name().to_str()?.parse().ok()).collect()
+}
+
+/// Base directories left by supervisors of our pid namespace that are
+/// gone (killed): their empty cgroups, then themselves.
+fn remove_stale(parent: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten().take(10_000) {
+        let name = entry.file_name();
+        let Some(pid) =
+            name.to_str().and_then(|n| n.strip_prefix(prefix)).and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if kill(Pid::from_raw(pid), None) != Err(nix::errno::Errno::ESRCH) {
+            continue;
+        }
+        let base = entry.path();
+        for worker in children(&base) {
+            let _ = std::fs::remove_dir(base.join(worker.to_string()));
+        }
+        let _ = std::fs::remove_dir(&base);
+    }
+}
+
+/// Members and memory, looked at again at most every `CENSUS_AGE`: a
+/// flood of `status` requests does not read /proc for each.
+#[derive(Default)]
+pub struct Census {
+    taken: Vec<(Instant, Vec<i32>, Vec<i32>, u64)>,
+}
+
+const CENSUS_AGE: Duration = Duration::from_millis(100);
+
+impl Census {
+    /// The members of the workers `pids` and their resident memory.
+    pub fn of(&mut self, contain: &Containment, pids: &[i32], now: Instant) -> (Vec<i32>, u64) {
+        self.taken.retain(|(at, ..)| now.saturating_duration_since(*at) < CENSUS_AGE);
+        if let Some((_, _, members, rss)) = self.taken.iter().find(|(_, p, ..)| p == pids) {
+            return (members.clone(), *rss);
+        }
+        let members: Vec<i32> = pids.iter().flat_map(|&p| contain.members(p)).collect();
+        let rss = rss_bytes(&members);
+        // At most one entry per generation of a status: a bound.
+        if self.taken.len() < 64 {
+            self.taken.push((now, pids.to_vec(), members.clone(), rss));
+        }
+        (members, rss)
+    }
+}
+
 /// The resident memory of `pids` (`/proc/PID/statm`), summed.
 pub fn rss_bytes(pids: &[i32]) -> u64 {
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u64;
@@ -230,14 +290,15 @@ fn read_bounded(path: &Path) -> Option<String> {
     Some(text)
 }
 
-/// The mount point of the cgroup2 file system in a mountinfo text.
-fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+/// The root and mount point of the cgroup2 file system in a mountinfo text.
+fn cgroup2_mount(mountinfo: &str) -> Option<(String, PathBuf)> {
     mountinfo.lines().find_map(|line| {
         let (fields, tail) = line.split_once(" - ")?;
         if tail.split(' ').next() != Some("cgroup2") {
             return None;
         }
-        fields.split(' ').nth(4).map(PathBuf::from)
+        let mut fields = fields.split(' ').skip(3);
+        Some((fields.next()?.to_string(), PathBuf::from(fields.next()?)))
     })
 }
 
@@ -253,7 +314,7 @@ mod tests {
     #[test]
     fn finds_the_cgroup2_mount_in_a_hybrid_layout() {
         let text = "30 24 0:26 / /sys/fs/cgroup ro - tmpfs tmpfs ro\n41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
-        assert_eq!(cgroup2_mount(text), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        assert_eq!(cgroup2_mount(text), Some(("/".into(), PathBuf::from("/sys/fs/cgroup/unified"))));
         assert_eq!(cgroup2_mount("30 24 0:26 / /sys/fs/cgroup ro - tmpfs tmpfs ro\n"), None);
     }
 

@@ -71,6 +71,8 @@ pub struct Supervisor {
     pub contain: Containment,
     /// READY=1 and acks from no worker's processes: ignored, counted.
     pub foreign_ready: u64,
+    /// The generations' members and memory, as last looked at.
+    pub census: contain::Census,
     /// A generation whose spawn failed in the batch being fed, and why.
     pub failed_spawn: Option<(u64, SpawnError)>,
     /// This image, and a self-upgrade under way.
@@ -289,9 +291,8 @@ impl Supervisor {
                     status.containment = Some(self.contain.describe());
                     status.counters.foreign_ready = self.foreign_ready;
                     for generation in &mut status.generations {
-                        generation.members =
-                            generation.pids.iter().flat_map(|&p| self.contain.members(p)).collect();
-                        generation.rss_bytes = Some(contain::rss_bytes(&generation.members));
+                        let (members, rss) = self.census.of(&self.contain, &generation.pids, Instant::now());
+                        (generation.members, generation.rss_bytes) = (members, Some(rss));
                     }
                     control.reply(id, &status);
                 }

@@ -165,6 +165,7 @@ pub fn run(mut config: Config) -> Result<u8> {
         lingering: Vec::new(),
         contain,
         foreign_ready: 0,
+        census: Default::default(),
         failed_spawn: None,
         upgrades: super::upgrade::Upgrades::new(std::time::SystemTime::now()),
     };

@@ -48,17 +48,17 @@ pub struct Request<'a> {
     /// Run as this user (`--user`, `--group`).
     pub credentials: Option<&'a Credentials>,
     /// How the worker is contained.
-    pub contain: Contain,
+    pub contain: Contain<'a>,
 }
 
 /// Where the child puts itself before anything else.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Contain {
+pub enum Contain<'a> {
     /// A session of its own (`setsid`): it leads it and its process group.
     Session,
     /// A process group of its own, and the cgroup `<pid>` created below
-    /// this open cgroup directory.
-    Cgroup(RawFd),
+    /// this cgroup directory.
+    Cgroup(&'a Path),
 }
 
 /// Who the worker runs as: supplementary groups, then gid, then uid are
@@ -131,7 +131,11 @@ struct Plan {
     open_max: RawFd,
     nsig: libc::c_int,
     credentials: Option<Credentials>,
-    contain: Contain,
+    /// Session mode: no cgroup.
+    session: bool,
+    /// `<base>/` and room for the pid and `/cgroup.procs`, filled in by the
+    /// child; the length of `<base>/`.
+    cgroup: Option<(Vec<u8>, usize)>,
 }
 
 impl Plan {
@@ -192,7 +196,17 @@ impl Plan {
             open_max,
             nsig: libc::SIGRTMAX() + 1,
             credentials: req.credentials.cloned(),
-            contain: req.contain,
+            session: req.contain == Contain::Session,
+            cgroup: match req.contain {
+                Contain::Session => None,
+                Contain::Cgroup(base) => {
+                    let mut path = base.as_os_str().as_bytes().to_vec();
+                    path.push(b'/');
+                    let len = path.len();
+                    path.resize(len + 24 + CGROUP_PROCS.len(), 0);
+                    Some((path, len))
+                }
+            },
         })
     }
 }
@@ -260,6 +274,7 @@ const STAGE_FDS: i32 = 2;
 const STAGE_EXEC: i32 = 3;
 const STAGE_USER: i32 = 4;
 const STAGE_CGROUP: i32 = 5;
+const CGROUP_PROCS: &[u8] = b"/cgroup.procs\0";
 
 /// Between fork and exec. Only async-signal-safe calls; never returns.
 fn child(plan: &mut Plan, report: RawFd) -> ! {
@@ -275,16 +290,16 @@ fn child(plan: &mut Plan, report: RawFd) -> ! {
                 libc::syscall(libc::SYS_rt_sigaction, signal, default.as_ptr(), 0usize, 8usize);
             }
         }
-        match plan.contain {
-            Contain::Session => {
-                libc::setsid();
-            }
-            Contain::Cgroup(base) => {
-                libc::setpgid(0, 0);
-                if !join_cgroup(base) {
-                    fail(report, STAGE_CGROUP);
-                }
-            }
+        if plan.session {
+            libc::setsid();
+        } else {
+            libc::setpgid(0, 0);
+        }
+        // One fd at a time, closed before the fds are placed.
+        if let Some((path, len)) = plan.cgroup.as_mut()
+            && !join_cgroup(path, *len)
+        {
+            fail(report, STAGE_CGROUP);
         }
         // libc's wrappers: they make the 32-bit-id calls on every
         // architecture (the raw SYS_setuid of i686 and armv7 takes 16 bits),
@@ -342,24 +357,23 @@ fn child(plan: &mut Plan, report: RawFd) -> ! {
     }
 }
 
-/// Create `<pid>` below the cgroup directory `base` and move this process
-/// into it, before the privileges go. Async-signal-safe.
-fn join_cgroup(base: RawFd) -> bool {
-    let mut name = [0u8; 24];
-    // SAFETY: getpid, mkdirat, openat, write and close are plain system
-    // calls on NUL-terminated names and a buffer on the stack.
+/// Create `<base>/<pid>` and move this process into it, before the
+/// privileges go. `path` holds `<base>/` (`len` bytes) and room for the
+/// rest. Async-signal-safe: no allocation.
+fn join_cgroup(path: &mut [u8], len: usize) -> bool {
+    let mut digits = [0u8; 24];
+    // SAFETY: getpid, mkdir, open, write and close are plain system calls
+    // on NUL-terminated names in memory prepared before the fork.
     unsafe {
-        write_decimal(&mut name, libc::getpid() as u64);
-        if libc::mkdirat(base, name.as_ptr().cast(), 0o755) != 0 && Errno::last_raw() != libc::EEXIST {
+        write_decimal(&mut digits, libc::getpid() as u64);
+        let n = digits.iter().take_while(|&&b| b != 0).count();
+        path[len..len + n].copy_from_slice(&digits[..n]);
+        path[len + n] = 0;
+        if libc::mkdir(path.as_ptr().cast(), 0o755) != 0 && Errno::last_raw() != libc::EEXIST {
             return false;
         }
-        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
-        let dir = libc::openat(base, name.as_ptr().cast(), flags);
-        if dir < 0 {
-            return false;
-        }
-        let procs = libc::openat(dir, c"cgroup.procs".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        libc::close(dir);
+        path[len + n..len + n + CGROUP_PROCS.len()].copy_from_slice(CGROUP_PROCS);
+        let procs = libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC);
         if procs < 0 {
             return false;
         }

@@ -226,6 +226,7 @@ fn take_over(
         lingering: record.lingering.clone(),
         contain,
         foreign_ready: 0,
+        census: Default::default(),
         failed_spawn: None,
         upgrades,
     };
