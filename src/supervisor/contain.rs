@@ -141,11 +141,16 @@ impl Containment {
             c.kill(pid);
         }
         let start = Instant::now();
+        // Emptied by the kill, a cgroup may still be busy a moment (its
+        // members not yet released): tried again until the deadline.
         for pid in pids {
-            while c.populated(pid) == Some(true) && start.elapsed() < Duration::from_secs(2) {
+            let dir = c.base.join(pid.to_string());
+            while let Err(e) = std::fs::remove_dir(&dir) {
+                if e.raw_os_error() != Some(libc::EBUSY) || start.elapsed() > Duration::from_secs(2) {
+                    break;
+                }
                 std::thread::sleep(Duration::from_millis(5));
             }
-            let _ = std::fs::remove_dir(c.base.join(pid.to_string()));
         }
         let _ = std::fs::remove_dir(&c.base);
     }
