@@ -117,3 +117,45 @@ fn a_setsid_child_does_not_outlive_the_drain() {
     s.signal(Signal::SIGTERM);
     assert_eq!(s.wait_exit().code(), Some(0), "{}", s.dossier());
 }
+
+/// READY=1 from a process of no worker (here the test itself) while
+/// generation 2 starts: ignored, counted in `status`.
+fn readiness_from_no_worker_is_counted(mode: &str) {
+    let mut s = supervised(mode, &["--never-ready-from-generation", "2"]);
+    let first = s.wait_generations(&[1])[0].1;
+    let environ = std::fs::read(format!("/proc/{first}/environ")).unwrap();
+    let path = (environ.split(|&b| b == 0))
+        .find_map(|v| v.strip_prefix(b"NOTIFY_SOCKET="))
+        .map(|p| std::path::PathBuf::from(String::from_utf8_lossy(p).into_owned()))
+        .expect("NOTIFY_SOCKET in the worker's environment");
+    s.signal(Signal::SIGHUP);
+    s.wait_journal(&["start", "gen=2"]);
+    let socket = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    socket.send_to(b"READY=1", &path).unwrap();
+    let mut control = Raw::connect(&s.path("ctl"));
+    let status = wait_for(
+        "the foreign READY=1 counted",
+        || s.dossier(),
+        || {
+            let status = control.ask("status");
+            (status["counters"]["foreign_ready"] == 1).then_some(status)
+        },
+    );
+    let phases: Vec<&str> =
+        status["generations"].as_array().unwrap().iter().map(|g| g["phase"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["serving", "starting"], "{status}");
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait_exit().code(), Some(0), "{}", s.dossier());
+}
+
+#[test]
+fn readiness_from_no_worker_is_counted_in_cgroup_mode() {
+    if can_run("a writable cgroup v2 (root)", nix::unistd::Uid::effective().is_root()) {
+        readiness_from_no_worker_is_counted("auto");
+    }
+}
+
+#[test]
+fn readiness_from_no_worker_is_counted_in_session_mode() {
+    readiness_from_no_worker_is_counted("off");
+}
