@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_handover_global_optspecs
-    string join \n port= path= dir= interval= signal-on-hup= signal-on-term= pid-file= status-file= envdir= log-file= daemonize enable-auto-restart auto-restart-interval= kill-old-delay= backlog= restart stop ready= ready-timeout= drain-timeout= stop-timeout= listen= workers= stop-on-exit= max-start-attempts= signal-target= log-capture log-format= on-usr1= watch= user= group= control= announce= no-tcp-nodelay h/help V/version
+    string join \n port= path= dir= interval= signal-on-hup= signal-on-term= pid-file= status-file= envdir= log-file= daemonize enable-auto-restart auto-restart-interval= kill-old-delay= backlog= restart stop ready= ready-timeout= drain-timeout= stop-timeout= listen= workers= stop-on-exit= max-start-attempts= signal-target= cgroup= log-capture log-format= on-usr1= watch= user= group= control= announce= no-tcp-nodelay h/help V/version
 end
 
 function __fish_handover_needs_command
@@ -49,6 +49,8 @@ complete -c handover -n "__fish_handover_needs_command" -l stop-on-exit -d 'A wo
 complete -c handover -n "__fish_handover_needs_command" -l max-start-attempts -d 'Exit 1 when the first generation fails to start this many times in a row [default: retry for ever]' -r
 complete -c handover -n "__fish_handover_needs_command" -l signal-target -d 'Where --signal-on-hup and --signal-on-term go: the worker, or its whole process group' -r -f -a "pid\t'The worker process only (start_server)'
 group\t'The worker\'s whole process group'"
+complete -c handover -n "__fish_handover_needs_command" -l cgroup -d 'How workers are contained: `auto`, a cgroup v2 of their own where handover may create one (root, or a systemd unit with Delegate=yes), else a session of their own; `off`: always a session' -r -f -a "auto\t'Each worker in a cgroup of its own where cgroup v2 is writable, else in a session of its own'
+off\t'Never cgroups: each worker leads a session of its own'"
 complete -c handover -n "__fish_handover_needs_command" -l log-format -d 'With --log-capture: `text` (`[gen 2 pid 123 stdout] ...`) or `json` lines' -r -f -a "text\t''
 json\t''"
 complete -c handover -n "__fish_handover_needs_command" -l on-usr1 -d 'What SIGUSR1 and `handover reopen` do [default: reopen with --log-file FILE, else forward]' -r -f -a "reopen\t'Reopen --log-file FILE (after logrotate moved it); the workers are left alone'

@@ -63,7 +63,14 @@ pub fn status_text(status: &Status) -> String {
     }
     for g in &status.generations {
         let (phase, pids) = (g.phase.name(), join(&g.pids));
-        out += &format!("generation {}  {phase:<8}  pids {pids}  started {}\n", g.generation, g.started);
+        out += &format!("generation {}  {phase:<8}  pids {pids}  started {}", g.generation, g.started);
+        if !g.members.is_empty() && g.members != g.pids {
+            out += &format!("  members {}", join(&g.members));
+        }
+        if let Some(rss) = g.rss_bytes {
+            out += &format!("  rss {} KiB", rss / 1024);
+        }
+        out.push('\n');
     }
     match &status.last_restart {
         Some(Restart::Done(done)) => out += &format!("last restart: {}\n", outcome_text(done)),
@@ -73,8 +80,15 @@ pub fn status_text(status: &Status) -> String {
     if let Some(ready) = status.ready {
         out += &format!("readiness: {}\n", ready.name());
     }
+    if let Some(containment) = &status.containment {
+        out += &format!("containment: {containment}\n");
+    }
     let c = &status.counters;
-    out += &format!("restarts {}, failures {}, respawns {}\n", c.restarts, c.failures, c.respawns);
+    out += &format!("restarts {}, failures {}, respawns {}", c.restarts, c.failures, c.respawns);
+    if c.foreign_ready > 0 {
+        out += &format!(", ignored readiness from no worker {}", c.foreign_ready);
+    }
+    out.push('\n');
     out
 }
 
@@ -115,9 +129,11 @@ mod tests {
                 started: "T".into(),
                 ready: None,
                 told_to_stop: None,
+                members: vec![12, 13, 14],
+                rss_bytes: Some(4096 * 1024),
             }],
             last_restart: Some(Restart::Done(done)),
-            counters: Counters { restarts: 1, failures: 2, respawns: 3 },
+            counters: Counters { restarts: 1, failures: 2, respawns: 3, foreign_ready: 4 },
             image: Some(Image {
                 version: "0.2.0".into(),
                 binary: "/usr/bin/handover".into(),
@@ -125,6 +141,7 @@ mod tests {
                 supervisor_started: "T0".into(),
                 upgrades: 2,
             }),
+            containment: Some("session".into()),
         };
         let text = status_text(&status);
         assert_eq!(
@@ -133,11 +150,12 @@ mod tests {
                 "supervisor pid 7 (stopping)",
                 "handover 0.2.0 (/usr/bin/handover) running since T2, upgraded 2 times since T0",
                 "listener fd 3  tcp 0.0.0.0:8080 name web",
-                "generation 4  serving   pids 12,13  started T",
+                "generation 4  serving   pids 12,13  started T  members 12,13,14  rss 4096 KiB",
                 "last restart: generation 4 is serving (pids 12,13): ready 35.25 ms after spawn, \
                  old generation gone 120 ms after it was told to stop",
                 "readiness: auto, learned notify",
-                "restarts 1, failures 2, respawns 3",
+                "containment: session",
+                "restarts 1, failures 2, respawns 3, ignored readiness from no worker 4",
             ]
         );
         let upgraded = |took_ms| Upgraded {

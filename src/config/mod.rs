@@ -16,7 +16,7 @@ use crate::machine::{Policy, ReadyMode};
 use crate::state;
 use crate::wire::env as protocol;
 pub use options::OnUsr1;
-use options::{HandoverOpts, LogFormat, ReadyArg, SignalTarget, StartServerOpts};
+use options::{CgroupMode, HandoverOpts, LogFormat, ReadyArg, SignalTarget, StartServerOpts};
 #[cfg(test)]
 pub use values::MAX_DURATION;
 use values::{credentials, exit_codes, lookup, parse_duration_of, truthy, watchdog};
@@ -54,6 +54,8 @@ pub struct Config {
     pub activation: Option<protocol::Activation>,
     /// `--signal-target group`: signals go to the worker's process group.
     pub signal_group: bool,
+    /// `--cgroup auto`: workers in cgroups of their own where possible.
+    pub cgroups: bool,
     /// `--announce`: the fd protocols the workers are told about.
     pub announce: protocol::Announce,
     /// `--user`/`--group`: who the workers run as.
@@ -341,6 +343,7 @@ impl Config {
             on_usr1,
             activation,
             signal_group: more.signal_target == SignalTarget::Group,
+            cgroups: more.cgroup == CgroupMode::Auto,
             announce: match &more.announce {
                 Some(text) => protocol::Announce::parse(text).map_err(Error::usage)?,
                 None => protocol::Announce::ALL,

@@ -83,6 +83,16 @@ pub enum SignalTarget {
     Group,
 }
 
+/// `--cgroup`: how the workers are contained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
+pub enum CgroupMode {
+    /// Each worker in a cgroup of its own where cgroup v2 is writable, else in a session of its own.
+    #[default]
+    Auto,
+    /// Never cgroups: each worker leads a session of its own.
+    Off,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
 pub enum LogFormat {
     #[default]
@@ -133,6 +143,11 @@ pub struct HandoverOpts {
     /// Where --signal-on-hup and --signal-on-term go: the worker, or its whole process group.
     #[arg(long, value_enum, default_value_t)]
     pub signal_target: SignalTarget,
+    /// How workers are contained: `auto`, a cgroup v2 of their own where handover may create
+    /// one (root, or a systemd unit with Delegate=yes), else a session of their own; `off`:
+    /// always a session.
+    #[arg(long, value_enum, value_name = "auto|off", default_value_t)]
+    pub cgroup: CgroupMode,
     /// Read the workers' stdout and stderr through pipes and write each line to the
     /// log with its generation, pid and stream.
     #[arg(long)]
@@ -181,6 +196,7 @@ impl Default for HandoverOpts {
             stop_on_exit: Vec::new(),
             max_start_attempts: None,
             signal_target: SignalTarget::Pid,
+            cgroup: CgroupMode::Auto,
             watch: Vec::new(),
             log_capture: false,
             log_format: LogFormat::Text,

@@ -51,6 +51,7 @@ impl Supervisor {
             dir: self.config.dir.as_deref(),
             fds: &fds,
             credentials: self.config.credentials.as_ref(),
+            contain: self.contain.spawn_mode(),
         };
         let result = spawn::spawn(&request);
         // Our copies of the write ends go now: a stream ends when the worker's do.

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::config::Config;
@@ -19,6 +19,7 @@ use crate::machine::{Effect, Input, Machine};
 use crate::state::{PidFile, StatusFile};
 use crate::wire::control::{Command, Reopened, Stopping, Verdict};
 use capture::Capture;
+use contain::Containment;
 use control::ControlServer;
 use einhorn::EinhornSocket;
 use log::Log;
@@ -28,6 +29,7 @@ use signals::{SignalEvent, Signals};
 use watch::Watcher;
 
 pub mod capture;
+mod contain;
 mod control;
 mod effects;
 mod einhorn;
@@ -65,6 +67,12 @@ pub struct Supervisor {
     /// Workers told to stop that have exited while others of their process
     /// group live on: reported to the machine once the group is empty.
     pub lingering: Vec<(i32, ExitStatus)>,
+    /// cgroups or sessions: what belongs to which worker.
+    pub contain: Containment,
+    /// READY=1 and acks from no worker's processes: ignored, counted.
+    pub foreign_ready: u64,
+    /// The generations' members and memory, as last looked at.
+    pub census: contain::Census,
     /// A generation whose spawn failed in the batch being fed, and why.
     pub failed_spawn: Option<(u64, SpawnError)>,
     /// This image, and a self-upgrade under way.
@@ -81,14 +89,12 @@ impl Perform for Supervisor {
             // The worker's pid, or why it did not start, is the next input.
             Effect::Spawn { generation, index } => return Step::Then(self.spawn(generation, index)),
             Effect::Signal { pid, signal } if self.config.signal_group => {
-                let _ = killpg(Pid::from_raw(pid), signal);
+                self.contain.signal_all(pid, signal)
             }
             Effect::Signal { pid, signal } => {
                 let _ = kill(Pid::from_raw(pid), signal);
             }
-            Effect::KillGroup { pid } => {
-                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-            }
+            Effect::KillGroup { pid } => self.contain.kill(pid),
             // Held until the orphans are stopped and the captured output
             // flushed, so that `exiting` stays the last line.
             Effect::Log(Event::Exiting) => {}
@@ -102,6 +108,7 @@ impl Perform for Supervisor {
                     capture.finish(&mut *self.log.sink());
                 }
                 self.clean_up();
+                self.contain.finish();
                 self.log.event(&Event::Exiting);
                 self.log.finish(EXIT_FLUSH);
                 return Step::Exit(code);
@@ -182,14 +189,15 @@ impl Supervisor {
             self.log.tick(Instant::now());
             // Reported once the group is empty, or once it no longer has to
             // be (stopping without a stop timeout: the orphans' grace takes over).
-            let machine = &self.machine;
+            let (machine, contain) = (&self.machine, &self.contain);
             let (gone, still): (Vec<_>, Vec<_>) = (self.lingering.drain(..))
-                .partition(|&(pid, _)| !reaper::group_alive(pid) || !machine.told_to_stop(pid));
+                .partition(|&(pid, _)| !contain.alive(pid) || !machine.told_to_stop(pid));
             self.lingering = still;
             inputs.extend(gone.into_iter().map(|(pid, status)| Input::Exited { pid, status }));
+            self.contain.sweep();
             let ready = self.notify.receive().into_iter().filter(|m| m.ready).map(|m| m.pid);
             let acked: Vec<i32> = ready.chain(self.einhorn.service()).collect();
-            inputs.extend(acked.into_iter().map(|pid| Input::Ready { pid: reaper::group_leader(pid) }));
+            inputs.extend(self.credit(acked));
             inputs.extend(self.control_requests());
             if self.watcher.as_mut().is_some_and(Watcher::drain) {
                 inputs.push(Input::Changed);
@@ -219,14 +227,45 @@ impl Supervisor {
                 Input::Exited { pid, status } if self.logger_exited(pid, status, Instant::now()) => {}
                 Input::Exited { pid, status } if self.upgrade_child_exited(pid, status) => {}
                 Input::Exited { pid, status }
-                    if self.machine.told_to_stop(pid) && reaper::group_alive(pid) =>
+                    if self.machine.told_to_stop(pid) && self.contain.alive(pid) =>
                 {
+                    self.contain.exited(pid);
                     self.lingering.push((pid, status));
+                }
+                Input::Exited { pid, status } => {
+                    self.contain.exited(pid);
+                    inputs.push(Input::Exited { pid, status });
                 }
                 other => inputs.push(other),
             }
         }
         inputs
+    }
+
+    /// READY=1 and acks, each credited to the worker whose processes sent
+    /// it (decided now, by cgroup or session); the others are counted, and
+    /// said once per `FOREIGN_READY_SAID` of them.
+    fn credit(&mut self, senders: Vec<i32>) -> Vec<Input> {
+        let mut inputs = Vec::new();
+        for sender in senders {
+            match self.contain.worker_of(sender).filter(|&pid| self.is_worker(pid)) {
+                Some(pid) => inputs.push(Input::Ready { pid }),
+                None => {
+                    if self.foreign_ready.is_power_of_two() || self.foreign_ready == 0 {
+                        self.log.line(&format!(
+                            "ignored READY=1 or ack from pid {sender}, a process of no current worker ({} so far)",
+                            self.foreign_ready + 1
+                        ));
+                    }
+                    self.foreign_ready += 1;
+                }
+            }
+        }
+        inputs
+    }
+
+    fn is_worker(&self, pid: i32) -> bool {
+        self.machine.views().iter().any(|v| v.pids.contains(&pid))
     }
 
     /// Answer what can be answered at once; the rest become inputs.
@@ -247,7 +286,14 @@ impl Supervisor {
                 }
                 Command::Status => {
                     let (fds, image) = (&self.config.fds, self.upgrades.image());
-                    let status = replies::status(&self.machine, &self.listeners, fds, image, Instant::now());
+                    let mut status =
+                        replies::status(&self.machine, &self.listeners, fds, image, Instant::now());
+                    status.containment = Some(self.contain.describe());
+                    status.counters.foreign_ready = self.foreign_ready;
+                    for generation in &mut status.generations {
+                        let (members, rss) = self.census.of(&self.contain, &generation.pids, Instant::now());
+                        (generation.members, generation.rss_bytes) = (members, Some(rss));
+                    }
                     control.reply(id, &status);
                 }
             }

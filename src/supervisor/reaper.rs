@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{Pid, getpgid};
+use nix::unistd::Pid;
 
 use crate::machine::Input;
 use crate::machine::event::ExitStatus;
@@ -80,12 +80,6 @@ pub fn stop_orphans(keep: &[i32], grace: Duration) -> Vec<i32> {
         // Polling /proc: these processes are not ours to be told about.
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-/// A worker's children may report for it: the sender's process group
-/// leader is the worker (each worker leads its own group).
-pub fn group_leader(pid: i32) -> i32 {
-    getpgid(Some(Pid::from_raw(pid))).map_or(pid, Pid::as_raw)
 }
 
 /// Every child that has exited, as inputs.

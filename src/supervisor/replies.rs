@@ -76,6 +76,8 @@ pub fn status(
             started: stamp(now, v.spawned_at),
             ready: v.ready_at.map(|t| stamp(now, t)),
             told_to_stop: v.signalled_at.map(|t| stamp(now, t)),
+            members: Vec::new(),
+            rss_bytes: None,
         })
         .collect();
     let listeners = (listeners.iter().zip(fds))
@@ -99,8 +101,10 @@ pub fn status(
             restarts: counters.restarts,
             failures: counters.failures,
             respawns: counters.respawns,
+            foreign_ready: 0,
         },
         image: Some(image),
+        containment: None,
     }
 }
 

@@ -123,6 +123,11 @@ pub fn run(mut config: Config) -> Result<u8> {
     if let Err(e) = reaper::become_subreaper() {
         log.line(&format!("cannot become a subreaper ({e}): orphans of workers go to init"));
     }
+    let (contain, why) = super::contain::Containment::choose(config.cgroups);
+    match why {
+        Some(why) => log.line(&format!("containment: session per worker ({why})")),
+        None => log.extra(&format!("containment: {}", contain.describe())),
+    }
     if let Some(pid_file) = &mut pid_file
         && let Err(e) = pid_file.write_pid(std::process::id())
     {
@@ -158,6 +163,9 @@ pub fn run(mut config: Config) -> Result<u8> {
         logger,
         watcher,
         lingering: Vec::new(),
+        contain,
+        foreign_ready: 0,
+        census: Default::default(),
         failed_spawn: None,
         upgrades: super::upgrade::Upgrades::new(std::time::SystemTime::now()),
     };

@@ -47,6 +47,18 @@ pub struct Request<'a> {
     pub fds: &'a [(RawFd, RawFd)],
     /// Run as this user (`--user`, `--group`).
     pub credentials: Option<&'a Credentials>,
+    /// How the worker is contained.
+    pub contain: Contain<'a>,
+}
+
+/// Where the child puts itself before anything else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Contain<'a> {
+    /// A session of its own (`setsid`): it leads it and its process group.
+    Session,
+    /// A process group of its own, and the cgroup `<pid>` created below
+    /// this cgroup directory.
+    Cgroup(&'a Path),
 }
 
 /// Who the worker runs as: supplementary groups, then gid, then uid are
@@ -119,6 +131,11 @@ struct Plan {
     open_max: RawFd,
     nsig: libc::c_int,
     credentials: Option<Credentials>,
+    /// Session mode: no cgroup.
+    session: bool,
+    /// `<base>/` and room for the pid and `/cgroup.procs`, filled in by the
+    /// child; the length of `<base>/`.
+    cgroup: Option<(Vec<u8>, usize)>,
 }
 
 impl Plan {
@@ -179,6 +196,17 @@ impl Plan {
             open_max,
             nsig: libc::SIGRTMAX() + 1,
             credentials: req.credentials.cloned(),
+            session: req.contain == Contain::Session,
+            cgroup: match req.contain {
+                Contain::Session => None,
+                Contain::Cgroup(base) => {
+                    let mut path = base.as_os_str().as_bytes().to_vec();
+                    path.push(b'/');
+                    let len = path.len();
+                    path.resize(len + 24 + CGROUP_PROCS.len(), 0);
+                    Some((path, len))
+                }
+            },
         })
     }
 }
@@ -205,8 +233,11 @@ pub fn spawn(req: &Request) -> Result<Pid, SpawnError> {
         return Err(failed("fork", fork_error));
     }
     let pid = Pid::from_raw(pid);
-    // Also here, so the group exists before anyone signals it.
-    let _ = nix::unistd::setpgid(pid, pid);
+    // Also here, so the group exists before anyone signals it (not for a
+    // session: a group leader cannot call setsid; the exec is waited for).
+    if req.contain != Contain::Session {
+        let _ = nix::unistd::setpgid(pid, pid);
+    }
     let mut report = [0u8; 8];
     let n = read_full(&report_read, &mut report);
     if n < report.len() {
@@ -219,6 +250,7 @@ pub fn spawn(req: &Request) -> Result<Pid, SpawnError> {
         (STAGE_CHDIR, Some(dir)) => format!("chdir {}", dir.display()),
         (STAGE_FDS, _) => "place the listening sockets".to_string(),
         (STAGE_USER, _) => "switch to the worker's user and groups".to_string(),
+        (STAGE_CGROUP, _) => "join the worker's cgroup".to_string(),
         _ => what,
     };
     Err(SpawnError { what, errno })
@@ -241,11 +273,13 @@ const STAGE_CHDIR: i32 = 1;
 const STAGE_FDS: i32 = 2;
 const STAGE_EXEC: i32 = 3;
 const STAGE_USER: i32 = 4;
+const STAGE_CGROUP: i32 = 5;
+const CGROUP_PROCS: &[u8] = b"/cgroup.procs\0";
 
 /// Between fork and exec. Only async-signal-safe calls; never returns.
 fn child(plan: &mut Plan, report: RawFd) -> ! {
     // SAFETY: all calls below are async-signal-safe system calls (rt_sigaction,
-    // setpgid, setgroups, setgid, setuid, getpid, chdir, fcntl, dup2, close_range, sigprocmask,
+    // setpgid, setsid, mkdirat, openat, setgroups, setgid, setuid, getpid, chdir, fcntl, dup2, close_range, sigprocmask,
     // execve, write, _exit) on data prepared before the fork.
     unsafe {
         // The raw system call: glibc's signal() refuses 32 and 33, which
@@ -256,7 +290,17 @@ fn child(plan: &mut Plan, report: RawFd) -> ! {
                 libc::syscall(libc::SYS_rt_sigaction, signal, default.as_ptr(), 0usize, 8usize);
             }
         }
-        libc::setpgid(0, 0);
+        if plan.session {
+            libc::setsid();
+        } else {
+            libc::setpgid(0, 0);
+        }
+        // One fd at a time, closed before the fds are placed.
+        if let Some((path, len)) = plan.cgroup.as_mut()
+            && !join_cgroup(path, *len)
+        {
+            fail(report, STAGE_CGROUP);
+        }
         // libc's wrappers: they make the 32-bit-id calls on every
         // architecture (the raw SYS_setuid of i686 and armv7 takes 16 bits),
         // and after fork this thread is the process, so glibc has no other
@@ -310,6 +354,32 @@ fn child(plan: &mut Plan, report: RawFd) -> ! {
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         libc::execve(plan.path.as_ptr(), plan.argv_ptrs.as_ptr(), plan.env_ptrs.as_ptr());
         fail(report, STAGE_EXEC);
+    }
+}
+
+/// Create `<base>/<pid>` and move this process into it, before the
+/// privileges go. `path` holds `<base>/` (`len` bytes) and room for the
+/// rest. Async-signal-safe: no allocation.
+fn join_cgroup(path: &mut [u8], len: usize) -> bool {
+    let mut digits = [0u8; 24];
+    // SAFETY: getpid, mkdir, open, write and close are plain system calls
+    // on NUL-terminated names in memory prepared before the fork.
+    unsafe {
+        write_decimal(&mut digits, libc::getpid() as u64);
+        let n = digits.iter().take_while(|&&b| b != 0).count();
+        path[len..len + n].copy_from_slice(&digits[..n]);
+        path[len + n] = 0;
+        if libc::mkdir(path.as_ptr().cast(), 0o755) != 0 && Errno::last_raw() != libc::EEXIST {
+            return false;
+        }
+        path[len + n..len + n + CGROUP_PROCS.len()].copy_from_slice(CGROUP_PROCS);
+        let procs = libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if procs < 0 {
+            return false;
+        }
+        let joined = libc::write(procs, b"0".as_ptr().cast(), 1) == 1;
+        libc::close(procs);
+        joined
     }
 }
 

@@ -182,6 +182,10 @@ pub struct Status {
     /// The running image. None: a supervisor older than the field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<Image>,
+    /// How workers are contained: `cgroup PATH` or `session`. None: a
+    /// supervisor older than the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containment: Option<String>,
 }
 
 /// The supervisor's program as it runs now.
@@ -243,6 +247,13 @@ pub struct Generation {
     pub started: String,
     pub ready: Option<String>,
     pub told_to_stop: Option<String>,
+    /// Every process of the generation's workers (their cgroups; in
+    /// session mode the workers), looked at when asked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<i32>,
+    /// The members' resident memory, summed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -271,6 +282,13 @@ pub struct Counters {
     pub failures: u64,
     /// Serving workers that died and were started again.
     pub respawns: u64,
+    /// READY=1 and acks from processes of no current worker, ignored.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub foreign_ready: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A message as one line, `\n` included.

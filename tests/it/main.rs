@@ -4,6 +4,7 @@ mod harness;
 mod activation;
 mod attacks;
 mod compat;
+mod contain;
 mod control;
 mod control_abuse;
 mod drill;

@@ -134,6 +134,7 @@ fn handover_opts() -> impl Strategy<Value = HandoverOpts> {
                     stop_on_exit: codes,
                     max_start_attempts,
                     signal_target,
+                    cgroup: Default::default(),
                     log_capture,
                     log_format,
                     on_usr1,

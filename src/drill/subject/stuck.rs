@@ -96,6 +96,8 @@ mod tests {
             started: "2026-01-01T00:00:00.000Z".into(),
             ready: None,
             told_to_stop: told.then(|| "2026-01-01T00:00:01.000Z".into()),
+            members: Vec::new(),
+            rss_bytes: None,
         }
     }
 
@@ -111,6 +113,7 @@ mod tests {
             last_restart,
             counters,
             image: None,
+            containment: None,
         }
     }
 

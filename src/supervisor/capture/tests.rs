@@ -380,6 +380,7 @@ fn spawn_puts_the_write_ends_on_stdout_and_stderr() {
         dir: None,
         fds: &fds,
         credentials: None,
+        contain: crate::sys::spawn::Contain::Session,
     };
     let spawned = crate::sys::spawn::spawn(&request);
     let token = pipes.token;

@@ -196,6 +196,10 @@ fn take_over(
     if let Err(e) = reaper::become_subreaper() {
         log.line(&format!("cannot become a subreaper ({e}): orphans of workers go to init"));
     }
+    let (contain, why) = crate::supervisor::contain::Containment::choose(config.cgroups);
+    if let Some(why) = why {
+        log.line(&format!("containment: session per worker ({why})"));
+    }
     let started = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(record.started_ms);
     let mut upgrades = Upgrades::new(started);
     upgrades.count = record.upgrades + u64::from(rolled_back.is_none());
@@ -220,6 +224,9 @@ fn take_over(
         logger,
         watcher,
         lingering: record.lingering.clone(),
+        contain,
+        foreign_ready: 0,
+        census: Default::default(),
         failed_spawn: None,
         upgrades,
     };

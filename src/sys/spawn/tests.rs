@@ -30,3 +30,25 @@ fn resolves_like_execvp() {
     assert_eq!(resolve(OsStr::new("no-such-program-x"), &env), Err(libc::ENOENT));
     assert_eq!(resolve(OsStr::new("./relative"), &env), Ok(PathBuf::from("./relative")));
 }
+
+fn request<'a>(command: &'a [OsString], contain: Contain<'a>) -> Request<'a> {
+    Request { command, env: &[], listen_pid: false, dir: None, fds: &[], credentials: None, contain }
+}
+
+#[test]
+fn a_cgroup_that_cannot_be_joined_is_a_failed_spawn() {
+    let command = [OsString::from("/bin/true")];
+    let missing = Path::new("/nonexistent/handover-test");
+    let error = spawn(&request(&command, Contain::Cgroup(missing))).unwrap_err();
+    assert_eq!((error.what.as_str(), error.errno), ("join the worker's cgroup", libc::ENOENT));
+}
+
+#[test]
+fn in_session_mode_the_worker_leads_a_session() {
+    let command = ["/bin/sleep", "5"].map(OsString::from);
+    let pid = spawn(&request(&command, Contain::Session)).unwrap();
+    let sid = nix::unistd::getsid(Some(pid)).unwrap();
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(pid, None);
+    assert_eq!(sid, pid);
+}
