@@ -12,6 +12,7 @@ mod faults;
 mod files;
 mod layers;
 mod lifecycle;
+mod listener_repair;
 mod listeners;
 mod logger;
 mod logs;
