@@ -23,6 +23,7 @@
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsFd;
+use std::time::Instant;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -36,8 +37,8 @@ use crate::sys::sockfilter;
 pub struct Watch {
     /// `O_NONBLOCK` as the socket should be: `None` until first seen.
     nonblocking: Option<bool>,
-    /// The findings logged last, so the same change is logged once.
-    reported: String,
+    /// The findings of the last check, so the same change is logged once.
+    reported: Vec<String>,
     /// The generation checked last: its later spawns (more workers,
     /// respawns) find the listener as its own workers left it.
     checked: Option<u64>,
@@ -131,7 +132,7 @@ fn check(l: &mut Listener, backlog: i32, lines: &mut Vec<String>) {
     match sockfilter::filter_len(l.socket.as_fd()) {
         Ok(0) => {}
         Ok(n) => {
-            found.push(format!("a socket filter of {n} instructions was attached"));
+            found.push(format!("a socket filter was attached ({n} BPF instructions)"));
             let locked = sockfilter::filter_locked(l.socket.as_fd()).unwrap_or(true);
             match sockfilter::detach_filter(l.socket.as_fd()) {
                 Ok(()) => done.push("filter detached".to_owned()),
@@ -148,8 +149,12 @@ fn check(l: &mut Listener, backlog: i32, lines: &mut Vec<String>) {
 
     if let Some(why) = replace {
         let old = l.local.clone();
+        let started = Instant::now();
         match replace_socket(l, backlog) {
-            Ok(()) => done.push(format!("{why}: replaced by a new socket on the same address")),
+            Ok(()) => done.push(format!(
+                "{why}: replaced by a new socket on the same address (not listening for {} µs)",
+                started.elapsed().as_micros()
+            )),
             Err(e) => {
                 lines.push(format!(
                     "listener {old} is broken ({why}) and cannot be replaced: {e}; \
@@ -161,22 +166,22 @@ fn check(l: &mut Listener, backlog: i32, lines: &mut Vec<String>) {
         }
     }
 
-    let summary = found.join(", ");
-    if !found.is_empty() && summary != l.repair.reported {
+    if found.iter().any(|f| !l.repair.reported.contains(f)) {
         let repaired =
             if done.is_empty() { String::new() } else { format!("; repaired: {}", done.join(", ")) };
-        lines.push(format!("a worker changed listener {}: {summary}{repaired}", l.local));
+        lines.push(format!("a worker changed listener {}: {}{repaired}", l.local, found.join(", ")));
     }
-    l.repair.reported = summary;
+    l.repair.reported = found;
 }
 
 /// A unix listener shut down for reading refuses connections while still
 /// listening; poll reports it as POLLRDHUP.
 fn read_shut(l: &Listener) -> bool {
-    // nix names no POLLRDHUP.
-    let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
-    let mut fds = [PollFd::new(l.socket.as_fd(), rdhup)];
-    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1)) && fds[0].revents().is_some_and(|r| r.contains(rdhup))
+    // nix names no POLLRDHUP (and its revents() drops unknown bits): only
+    // POLLRDHUP is asked for, and a listener shows POLLERR/POLLHUP only
+    // when shut down too, so any event at all means shut down.
+    let mut fds = [PollFd::new(l.socket.as_fd(), PollFlags::from_bits_retain(libc::POLLRDHUP))];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
 }
 
 /// A TCP socket bound to port 0 loses its port when shut down (the kernel

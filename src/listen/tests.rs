@@ -133,3 +133,27 @@ fn binds_named_listen_specs_like_ports_and_paths() {
     let mode = fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o777, "the --path default");
 }
+
+#[test]
+fn a_shut_down_non_blocking_listener_is_repaired_once_per_generation_and_logged_once() {
+    let mut listeners = bind_all(&[ListenSpec::parse_port("127.0.0.1:0").unwrap()], 0).unwrap();
+    let port = port_of(&listeners[0]);
+    let sabotage = |l: &Listener| {
+        l.socket.shutdown(std::net::Shutdown::Read).unwrap();
+        l.socket.set_nonblocking(true).unwrap();
+    };
+    assert!(check_all(&mut listeners, 0, 1).is_empty(), "a socket as bound needs nothing");
+    sabotage(&listeners[0]);
+    assert!(!listeners[0].socket.is_listener().unwrap());
+    assert!(check_all(&mut listeners, 0, 1).is_empty(), "generation 1 was checked already");
+    let lines = check_all(&mut listeners, 0, 2);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("stopped listening") && lines[0].contains("O_NONBLOCK cleared"), "{lines:?}");
+    let l = &listeners[0];
+    assert!(l.socket.is_listener().unwrap() && !l.socket.nonblocking().unwrap());
+    let _client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // The same again: repaired, not logged again.
+    sabotage(&listeners[0]);
+    assert!(check_all(&mut listeners, 0, 3).is_empty());
+    assert!(listeners[0].socket.is_listener().unwrap() && broken(&listeners).is_empty());
+}

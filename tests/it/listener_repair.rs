@@ -4,6 +4,7 @@
 //! the listener is replaced, or reported broken.
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::Duration;
 
@@ -131,4 +132,48 @@ fn a_udp_listener_with_a_locked_filter_is_reported_broken() {
     assert!(broken.contains("locked"), "{st:#}");
     let text = client(&s, "status");
     assert!(text.stdout.contains("BROKEN: "), "{}", text.dossier());
+}
+
+#[test]
+fn a_unix_listener_shut_down_by_a_worker_is_replaced_on_the_same_path() {
+    let s = sabotaged(&["--listen", "unix:{dir}/app.sock"], "shutdown-rd", &[]);
+    let path = s.path("app.sock");
+    s.wait_journal(&["sabotage", "gen=1"]);
+    let o = client(&s, "restart --wait");
+    assert_eq!((o.code, o.stderr.as_str()), (Some(0), ""), "{}\n{}", o.dossier(), s.dossier());
+    let mut stream = UnixStream::connect(&path).unwrap_or_else(|e| panic!("{e}\n{}", s.dossier()));
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert_eq!(generation_of(answer.trim()), Some(2), "{answer}\n{}", s.dossier());
+    assert!(status(&s)["listeners"][0]["broken"].is_null(), "{}", s.dossier());
+}
+
+#[test]
+fn a_socket_activated_listener_with_a_locked_filter_is_reported_broken() {
+    let Some(activate) = socket_activate() else {
+        return;
+    };
+    let s = handover()
+        .program(activate)
+        .args(["-l", "{dir}/act.sock"])
+        .arg(binary())
+        .args(["--control", "{dir}/ctl", "--"])
+        .arg(example("worker"))
+        .args(["--journal", "{dir}/journal", "--notify", "--sabotage", "locked-filter"])
+        .start();
+    let trigger = s.path("act.sock");
+    let _first =
+        wait_for("systemd-socket-activate to listen", || s.dossier(), || UnixStream::connect(&trigger).ok());
+    s.wait_journal(&["sabotage", "gen=1"]);
+    let o = client(&s, "restart --wait");
+    assert_eq!(o.code, Some(0), "{}\n{}", o.dossier(), s.dossier());
+    assert!(
+        o.stdout.contains("warning: listener unix ") && o.stdout.contains("is broken"),
+        "{}",
+        o.dossier()
+    );
+    let st = status(&s);
+    let broken = st["listeners"][0]["broken"].as_str().unwrap_or_else(|| panic!("{st:#}"));
+    assert!(broken.contains("socket activation"), "{st:#}");
 }
