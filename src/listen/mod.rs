@@ -42,7 +42,7 @@ use crate::error::io_text;
 use crate::state::OwnedPath;
 
 pub use inherit::{Inherited, take_inherited};
-pub use repair::{Watch, broken, check_all};
+pub use repair::{Watch, broken, check_all, not_started};
 pub use spec::{Address, ListenSpec, UnixOptions, check_unique_names};
 pub use unix::is_live;
 

@@ -42,6 +42,9 @@ pub struct Watch {
     /// The generation checked last: its later spawns (more workers,
     /// respawns) find the listener as its own workers left it.
     checked: Option<u64>,
+    /// `O_NONBLOCK` as the running generations had it, when the check for
+    /// the generation being started changed it: put back if it never runs.
+    nonblocking_before: Option<(u64, bool)>,
     /// Why this listener no longer accepts anything, once it could be
     /// neither repaired nor replaced.
     pub broken: Option<String>,
@@ -65,10 +68,23 @@ pub fn check_all(listeners: &mut [Listener], backlog: i32, generation: u64) -> V
         if listener.repair.checked == Some(generation) {
             continue;
         }
-        check(listener, listener.spec.backlog.unwrap_or(backlog), &mut lines);
+        listener.repair.nonblocking_before = None;
+        check(listener, listener.spec.backlog.unwrap_or(backlog), generation, &mut lines);
         listener.repair.checked = Some(generation);
     }
     lines
+}
+
+/// `generation` could not be started (its program did not run): the
+/// workers still serving get `O_NONBLOCK` back as they had it.
+pub fn not_started(listeners: &[Listener], generation: u64) {
+    for l in listeners {
+        if let Some((g, before)) = l.repair.nonblocking_before
+            && g == generation
+        {
+            let _ = set_nonblocking(l, before);
+        }
+    }
 }
 
 /// Names of the listeners that are broken, with why.
@@ -78,7 +94,7 @@ pub fn broken(listeners: &[Listener]) -> Vec<String> {
         .collect()
 }
 
-fn check(l: &mut Listener, backlog: i32, lines: &mut Vec<String>) {
+fn check(l: &mut Listener, backlog: i32, generation: u64, lines: &mut Vec<String>) {
     if let Some(why) = &l.repair.broken {
         lines.push(format!(
             "listener {} is broken ({why}): connections to it fail in this generation too; \
@@ -121,7 +137,10 @@ fn check(l: &mut Listener, backlog: i32, lines: &mut Vec<String>) {
                 let (set, cleared) = if now { ("set", "cleared") } else { ("cleared", "set") };
                 found.push(format!("O_NONBLOCK was {set}"));
                 match set_nonblocking(l, want) {
-                    Ok(()) => done.push(format!("O_NONBLOCK {cleared}")),
+                    Ok(()) => {
+                        done.push(format!("O_NONBLOCK {cleared}"));
+                        l.repair.nonblocking_before = l.repair.checked.map(|_| (generation, now));
+                    }
                     Err(e) => lines.push(format!("cannot reset O_NONBLOCK on {}: {}", l.local, io_text(&e))),
                 }
             }

@@ -69,6 +69,7 @@ impl Supervisor {
         match result {
             Ok(pid) => Input::Spawned { generation, index, pid: pid.as_raw() },
             Err(error) => {
+                crate::listen::not_started(&self.listeners, generation);
                 self.failed_spawn = Some((generation, error.clone()));
                 Input::SpawnFailed { generation, index, error }
             }
