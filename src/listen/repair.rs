@@ -58,14 +58,16 @@ impl Watch {
 }
 
 /// Checks and repairs every listener before the first spawn of
-/// `generation` (later spawns of the same generation leave them as its
-/// own workers made them); returns the lines to log. `backlog` is
-/// `--backlog` (0: [`DEFAULT_BACKLOG`]).
-pub fn check_all(listeners: &mut [Listener], backlog: i32, generation: u64) -> Vec<String> {
+/// `generation`; later spawns of the same generation (more workers,
+/// respawns) leave them as its own workers made them, unless `alone` (no
+/// worker of any generation runs: nobody relies on the listener as it
+/// is). Returns the lines to log. `backlog` is `--backlog` (0:
+/// [`DEFAULT_BACKLOG`]).
+pub fn check_all(listeners: &mut [Listener], backlog: i32, generation: u64, alone: bool) -> Vec<String> {
     let backlog = if backlog == 0 { DEFAULT_BACKLOG } else { backlog };
     let mut lines = Vec::new();
     for listener in listeners {
-        if listener.repair.checked == Some(generation) {
+        if listener.repair.checked == Some(generation) && !alone {
             continue;
         }
         listener.repair.nonblocking_before = None;

@@ -27,7 +27,8 @@ impl Supervisor {
             return Input::SpawnFailed { generation, index, error: error.clone() };
         }
         // Listeners are ours: undo what an earlier generation did to them.
-        for line in crate::listen::check_all(&mut self.listeners, self.config.backlog, generation) {
+        let alone = self.machine.views().iter().all(|v| v.pids.is_empty());
+        for line in crate::listen::check_all(&mut self.listeners, self.config.backlog, generation, alone) {
             self.log.line(&line);
         }
         let env = self.worker_env(generation, index);
