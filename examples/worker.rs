@@ -29,6 +29,10 @@
 //! signal pid=P gen=G name=USR1   HUP USR1 USR2 QUIT WINCH TTIN TTOU
 //! term pid=P gen=G               every SIGTERM received, ignored or not
 //! exit pid=P gen=G code=N        just before every deliberate exit
+//! listener pid=P gen=G fd=N nonblocking=B
+//!                                --journal-listeners: each inherited fd
+//!                                as found at start (B: 0 or 1)
+//! sabotage pid=P gen=G what=W    --sabotage, once applied to every fd
 //! ```
 //!
 //! G is `SERVER_STARTER_GENERATION` (0 when absent). Signals that arrive
@@ -50,6 +54,8 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, poll};
 use signal_hook::consts::signal::{SIGHUP, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH};
 
+#[path = "support/sabotage.rs"]
+mod sabotage;
 #[path = "support/mod.rs"]
 mod support;
 use support::say;
@@ -93,6 +99,18 @@ struct Opts {
     /// exit 1 when that fails (EADDRINUSE under a supervisor).
     #[arg(long, value_name = "ADDR")]
     bind_itself: Option<String>,
+    // Hostile listener knobs (listener repair tests).
+    /// In generation 1 only, once serving: do WHAT to every inherited fd
+    /// (shutdown-rd, nonblock, backlog1, filter, locked-filter).
+    #[arg(long, value_name = "WHAT")]
+    sabotage: Option<String>,
+    /// Journal each inherited fd's O_NONBLOCK as found at start.
+    #[arg(long)]
+    journal_listeners: bool,
+    /// Exit 3 at start when an inherited fd is O_NONBLOCK, as a server
+    /// with blocking accept(2) fails (BlockingIOError).
+    #[arg(long)]
+    require_blocking: bool,
     #[command(flatten)]
     hostile: Hostile,
 }
@@ -257,6 +275,22 @@ fn main() {
         journal.exit(1)
     });
 
+    // Hostile listener knobs, before the listeners are made non-blocking.
+    for (_, fd) in &inherited {
+        let nonblocking = sabotage::nonblocking(sabotage::borrow(*fd));
+        if opts.journal_listeners {
+            journal.log(
+                "listener",
+                &[("fd", &fd.to_string()), ("nonblocking", if nonblocking { "1" } else { "0" })],
+            );
+        }
+        if opts.require_blocking && nonblocking {
+            say!("worker: fd {fd} is non-blocking; blocking accept fails (BlockingIOError)");
+            journal.exit(3);
+        }
+    }
+    let sabotage_fds: Vec<i32> = inherited.iter().map(|(_, fd)| *fd).collect();
+
     let mut listeners: Vec<Listener> = Vec::new();
     for (name, fd) in inherited {
         let (listener, what) = Listener::open(support::adopt(fd));
@@ -287,6 +321,7 @@ fn main() {
         if ready_at.is_some_and(|t| now >= t) {
             ready_at = None;
             become_ready(&opts, generation, &journal);
+            sabotage_listeners(&opts, generation, &sabotage_fds, &journal);
             exit_at = opts.exit_after.map(|ms| Instant::now() + Duration::from_millis(ms));
         }
         if exit_at.is_some_and(|t| now >= t) {
@@ -323,6 +358,18 @@ fn main() {
             serve(&listeners[i], reply.as_bytes());
         }
     }
+}
+
+/// `--sabotage`, in generation 1.
+fn sabotage_listeners(opts: &Opts, generation: u64, fds: &[i32], journal: &Journal) {
+    let Some(what) = opts.sabotage.as_deref().filter(|_| generation == 1) else { return };
+    for &fd in fds {
+        if let Err(e) = sabotage::apply(sabotage::borrow(fd), what) {
+            say!("worker: cannot sabotage fd {fd} ({what}): {e}");
+            journal.exit(1);
+        }
+    }
+    journal.log("sabotage", &[("what", what)]);
 }
 
 fn become_ready(opts: &Opts, generation: u64, journal: &Journal) {

@@ -14,6 +14,9 @@ pub fn outcome_text(done: &Restarted) -> String {
     if let Some(gone) = done.signal_to_old_gone_ms {
         text += &format!(", old generation gone {gone} ms after it was told to stop");
     }
+    for warning in &done.warnings {
+        text += &format!("; warning: {warning}");
+    }
     text
 }
 
@@ -59,7 +62,8 @@ pub fn status_text(status: &Status) -> String {
     }
     for l in &status.listeners {
         let name = l.name.as_ref().map(|n| format!(" name {n}")).unwrap_or_default();
-        out += &format!("listener fd {}  {}{name}\n", l.fd, l.address);
+        let broken = l.broken.as_ref().map(|why| format!("  BROKEN: {why}")).unwrap_or_default();
+        out += &format!("listener fd {}  {}{name}{broken}\n", l.fd, l.address);
     }
     for g in &status.generations {
         let (phase, pids) = (g.phase.name(), join(&g.pids));
@@ -105,6 +109,7 @@ mod tests {
             pids: vec![12, 13],
             spawn_to_ready_ms: 35.25,
             signal_to_old_gone_ms: Some(120.0),
+            warnings: Vec::new(),
         };
         assert_eq!(
             outcome_text(&done),
@@ -121,6 +126,7 @@ mod tests {
                 name: Some("web".into()),
                 key: "8080".into(),
                 address: "tcp 0.0.0.0:8080".into(),
+                broken: None,
             }],
             generations: vec![Generation {
                 generation: 4,

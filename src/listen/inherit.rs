@@ -236,6 +236,7 @@ fn listener(spec: &ListenSpec, inherited: Inherited, found: &Found) -> Listener 
         created_path: None,
         inherited_fd: Some(inherited.fd),
         replaced_stale: false,
+        repair: super::Watch::default(),
     }
 }
 

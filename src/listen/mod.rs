@@ -26,6 +26,7 @@
 //! their first IPv4 address, and unix keys of non-UTF-8 paths are lossy.
 
 mod inherit;
+mod repair;
 mod spec;
 mod unix;
 
@@ -41,6 +42,7 @@ use crate::error::io_text;
 use crate::state::OwnedPath;
 
 pub use inherit::{Inherited, take_inherited};
+pub use repair::{Watch, broken, check_all, not_started};
 pub use spec::{Address, ListenSpec, UnixOptions, check_unique_names};
 pub use unix::is_live;
 
@@ -65,6 +67,8 @@ pub struct Listener {
     /// A stale socket file was removed to make room for this one
     /// (start_server logs `removing existing socket file:PATH`).
     pub replaced_stale: bool,
+    /// What the supervisor checks and repairs before each spawn (see [`repair`]).
+    pub repair: Watch,
 }
 
 impl Listener {
@@ -237,6 +241,7 @@ pub fn resume(spec: Option<&ListenSpec>, carried: Carried) -> Result<Listener, B
         key: carried.key,
         local: carried.local,
         created_path: carried.created_path,
+        repair: if carried.inherited_fd.is_some() { Watch::default() } else { Watch::bound() },
         inherited_fd: carried.inherited_fd,
         replaced_stale: false,
     })
@@ -289,6 +294,7 @@ fn bind_inet(
         created_path: None,
         inherited_fd: None,
         replaced_stale: false,
+        repair: Watch::bound(),
     })
 }
 

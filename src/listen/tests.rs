@@ -133,3 +133,32 @@ fn binds_named_listen_specs_like_ports_and_paths() {
     let mode = fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o777, "the --path default");
 }
+
+#[test]
+fn a_shut_down_non_blocking_listener_is_repaired_once_per_generation_and_logged_once() {
+    let mut listeners = bind_all(&[ListenSpec::parse_port("127.0.0.1:0").unwrap()], 0).unwrap();
+    let port = port_of(&listeners[0]);
+    let sabotage = |l: &Listener| {
+        l.socket.shutdown(std::net::Shutdown::Read).unwrap();
+        l.socket.set_nonblocking(true).unwrap();
+    };
+    assert!(check_all(&mut listeners, 0, 1, true).is_empty(), "a socket as bound needs nothing");
+    sabotage(&listeners[0]);
+    assert!(!listeners[0].socket.is_listener().unwrap());
+    assert!(check_all(&mut listeners, 0, 1, false).is_empty(), "generation 1 was checked already");
+    assert!(!listeners[0].socket.is_listener().unwrap(), "left as generation 1 made it");
+    let lines = check_all(&mut listeners, 0, 2, false);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("stopped listening") && lines[0].contains("O_NONBLOCK cleared"), "{lines:?}");
+    let l = &listeners[0];
+    assert!(l.socket.is_listener().unwrap() && !l.socket.nonblocking().unwrap());
+    let _client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // The same again: repaired, not logged again.
+    sabotage(&listeners[0]);
+    assert!(check_all(&mut listeners, 0, 3, false).is_empty());
+    assert!(listeners[0].socket.is_listener().unwrap() && broken(&listeners).is_empty());
+    // A respawn in generation 3 with no worker left running: checked again.
+    sabotage(&listeners[0]);
+    assert!(check_all(&mut listeners, 0, 3, true).is_empty(), "the same findings, not logged again");
+    assert!(listeners[0].socket.is_listener().unwrap() && !listeners[0].socket.nonblocking().unwrap());
+}

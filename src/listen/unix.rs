@@ -59,6 +59,7 @@ pub(super) fn bind_unix(
         created_path: Some(OwnedPath::known(path.to_owned(), identity)),
         inherited_fd: None,
         replaced_stale,
+        repair: super::Watch::bound(),
     })
 }
 

@@ -14,6 +14,7 @@ use crate::machine::{self, Input};
 use crate::state;
 use crate::supervisor::control::RequestId;
 use crate::sys::spawn;
+use crate::wire::control;
 use crate::wire::env as protocol;
 
 impl Supervisor {
@@ -24,6 +25,11 @@ impl Supervisor {
             && *failed == generation
         {
             return Input::SpawnFailed { generation, index, error: error.clone() };
+        }
+        // Listeners are ours: undo what an earlier generation did to them.
+        let alone = self.machine.views().iter().all(|v| v.pids.is_empty());
+        for line in crate::listen::check_all(&mut self.listeners, self.config.backlog, generation, alone) {
+            self.log.line(&line);
         }
         let env = self.worker_env(generation, index);
         let mut fds: Vec<(RawFd, RawFd)> = (self.listeners.iter())
@@ -65,6 +71,7 @@ impl Supervisor {
         match result {
             Ok(pid) => Input::Spawned { generation, index, pid: pid.as_raw() },
             Err(error) => {
+                crate::listen::not_started(&self.listeners, generation);
                 self.failed_spawn = Some((generation, error.clone()));
                 Input::SpawnFailed { generation, index, error }
             }
@@ -121,8 +128,13 @@ impl Supervisor {
     }
 
     pub(super) fn reply(&mut self, request: machine::RequestId, outcome: &machine::Outcome) {
+        let mut reply = replies::outcome(outcome);
+        if let control::Restart::Done(done) = &mut reply {
+            // A generation serving on a broken listener is no plain success.
+            done.warnings = crate::listen::broken(&self.listeners);
+        }
         if let Some(control) = self.control.as_mut() {
-            control.reply(RequestId(request), &replies::outcome(outcome));
+            control.reply(RequestId(request), &reply);
         }
     }
 

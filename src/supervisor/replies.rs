@@ -30,6 +30,7 @@ pub fn outcome(outcome: &Outcome) -> Restart {
                 pids: pids.clone(),
                 spawn_to_ready_ms: ms(*spawn_to_ready),
                 signal_to_old_gone_ms: signal_to_old_gone.map(ms),
+                warnings: Vec::new(),
             })
         }
         Outcome::Failed { generation, failure } => Restart::Failed(RestartFailed {
@@ -86,6 +87,7 @@ pub fn status(
             name: l.spec.name.clone(),
             key: l.key.clone(),
             address: l.local.clone(),
+            broken: l.repair.broken.clone(),
         })
         .collect();
     let counters = machine.counters();

@@ -9,4 +9,5 @@
 
 pub mod fd;
 pub mod process;
+pub mod sockfilter;
 pub mod spawn;

@@ -155,6 +155,9 @@ pub struct Restarted {
     pub spawn_to_ready_ms: f64,
     /// From telling the old generation to stop until its last worker exited.
     pub signal_to_old_gone_ms: Option<f64>,
+    /// What is wrong although the generation serves (a broken listener).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The new generation failed (or the supervisor is stopping: no generation).
@@ -236,6 +239,10 @@ pub struct Listener {
     pub key: String,
     /// `tcp 127.0.0.1:8080`, `udp [::1]:53`, `unix /run/app.sock`.
     pub address: String,
+    /// Why it no longer accepts anything, when a worker broke it beyond
+    /// repair (absent while it works).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broken: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,6 +13,7 @@ mod faults;
 mod files;
 mod layers;
 mod lifecycle;
+mod listener_repair;
 mod listeners;
 mod logger;
 mod logs;
