@@ -158,6 +158,7 @@ fn usage_errors_are_one_line_and_exit_2() {
         (&["--bogus"], &["--bogus", "--help"]),
         (&["--dir", "{dir}/missing"], &["--dir {dir}/missing", "not a directory"]),
         (&["--port", "127.0.0.1:0=5", "--port", "127.0.0.1:0=5"], &["fd 5", "=FD"]),
+        (&["--group", "0"], &["--group without --user", "add --user"]),
     ];
     for (options, needles) in cases {
         let (o, dir) = run_once(&case_args(options, &worker));
