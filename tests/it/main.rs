@@ -10,6 +10,7 @@ mod drill;
 mod errors;
 mod faults;
 mod files;
+mod hostile_files;
 mod layers;
 mod lifecycle;
 mod listeners;
