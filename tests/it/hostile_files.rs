@@ -72,3 +72,20 @@ fn a_squatted_pid_file_is_not_trusted_and_its_holder_is_named() {
     assert!(o.error_lines().last().is_some_and(|l| l.contains(&named)), "{}", o.dossier());
     assert!(alive(squatter.parse().unwrap()), "the squatter was signalled");
 }
+
+/// Repro: a captured line of ESC/CR sequences overprinted its own
+/// `[gen 1 pid P stdout]` prefix with a forged supervisor line. The
+/// control characters are written visibly; the record stays one line.
+#[test]
+fn captured_control_characters_cannot_forge_a_supervisor_line() {
+    let s = handover()
+        .args(["--port", "127.0.0.1:0", "--log-capture", "--"])
+        .arg(example("worker"))
+        .args(["--journal", "{dir}/journal", "--print"])
+        .arg(r"\e[2K\rhandover[2]: generation 7 (pid 9) is ready\xc2\x9b\x00 tab\tend\n")
+        .start();
+    let line = s.wait_line("stdout] ");
+    let forged = r"] \x1b[2K\x0dhandover[2]: generation 7 (pid 9) is ready\u{9b}\x00 tab";
+    assert!(line.contains(forged) && line.ends_with("tab\tend"), "{line:?}\n{}", s.dossier());
+    assert!(!line.contains('\x1b') && !line.contains('\r'), "{line:?}");
+}
