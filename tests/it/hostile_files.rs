@@ -89,3 +89,37 @@ fn captured_control_characters_cannot_forge_a_supervisor_line() {
     assert!(line.contains(forged) && line.ends_with("tab\tend"), "{line:?}\n{}", s.dossier());
     assert!(!line.contains('\x1b') && !line.contains('\r'), "{line:?}");
 }
+
+/// Repro: the notify and einhorn sockets were chowned to the `--user`
+/// worker, which could chmod them 0777. They stay root's, reachable
+/// through their group and a directory only that group may enter; the
+/// worker's READY=1 and einhorn ack still get through.
+#[test]
+fn a_worker_as_nobody_does_not_own_its_readiness_sockets() {
+    use std::os::unix::fs::MetadataExt;
+    if !root() {
+        return;
+    }
+    let b = handover();
+    fs::set_permissions(b.dir(), fs::Permissions::from_mode(0o1777)).unwrap();
+    let s = b
+        .args(["--port", "127.0.0.1:0", "--user", "nobody", "--ready", "notify", "--"])
+        .arg(example("worker"))
+        .args(["--journal", "{dir}/journal", "--notify", "--einhorn-ack"])
+        .start();
+    let worker: i32 = squatter(&s.wait_journal(&["ack", "result=sent"])).parse().unwrap();
+    s.wait_line("is ready (READY=1");
+    let environ = fs::read(format!("/proc/{worker}/environ")).unwrap();
+    let var = |name: &str| {
+        let entry = environ.split(|&b| b == 0).find_map(|e| e.strip_prefix(format!("{name}=").as_bytes()));
+        std::path::PathBuf::from(String::from_utf8(entry.expect(name).to_vec()).unwrap())
+    };
+    let nobody_group = fs::metadata(format!("/proc/{worker}")).unwrap().gid();
+    for socket in [var("NOTIFY_SOCKET"), var("EINHORN_SOCK_PATH")] {
+        let meta = fs::symlink_metadata(&socket).unwrap();
+        let shown = (meta.uid(), meta.gid(), meta.mode() & 0o7777);
+        assert_eq!(shown, (0, nobody_group, 0o660), "{}", socket.display());
+        let dir = fs::metadata(socket.parent().unwrap()).unwrap();
+        assert_eq!((dir.uid(), dir.gid(), dir.mode() & 0o7777), (0, nobody_group, 0o710));
+    }
+}
