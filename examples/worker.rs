@@ -111,6 +111,20 @@ struct Opts {
     /// with blocking accept(2) fails (BlockingIOError).
     #[arg(long)]
     require_blocking: bool,
+    // Hostile worker knobs (pid file squatting, forged output).
+    /// At startup, start a child (this program with --squat-lock) that opens
+    /// PATH read-only and blocks in flock(LOCK_EX) on it, journaling
+    /// `squat pid=P gen=G open=ok|ERROR` and, once it has the lock,
+    /// `squat-locked pid=P gen=G`; it then sleeps until killed.
+    #[arg(long, value_name = "PATH")]
+    flock_pid_file: Option<PathBuf>,
+    /// Be that child: squat on PATH as described above, nothing else.
+    #[arg(long, value_name = "PATH", hide = true)]
+    squat_lock: Option<PathBuf>,
+    /// At startup write TEXT to stdout, with `\e`, `\r`, `\n`, `\t` and
+    /// `\xNN` decoded (control characters that could forge log lines).
+    #[arg(long, value_name = "TEXT")]
+    print: Option<String>,
     #[command(flatten)]
     hostile: Hostile,
 }
@@ -266,7 +280,11 @@ fn main() {
     let index = std::env::var("HANDOVER_WORKER_INDEX").unwrap_or_default();
     let einhorn_index = std::env::var("EINHORN_CHILD_INDEX").unwrap_or_default();
     let fields = [("fds", &fds.join(",")), ("index", &index), ("einhorn_index", &einhorn_index)];
+    if let Some(path) = &opts.squat_lock {
+        squat(path, &journal);
+    }
     journal.log("start", &fields.map(|(k, v)| (k, v.as_str())));
+    hostile(&opts);
     say!("worker: pid {pid} gen {generation} fds [{}]", fds.join(","));
 
     let numbers: Vec<i32> = SIGNALS.iter().map(|(n, _)| *n).collect();
@@ -463,4 +481,78 @@ fn serve(listener: &Listener, reply: &[u8]) {
             }
         }
     }
+}
+
+// Hostile worker knobs: --flock-pid-file, --squat-lock, --print.
+
+fn hostile(opts: &Opts) {
+    if let Some(path) = &opts.flock_pid_file {
+        let exe = std::env::current_exe().expect("own path");
+        let mut child = process::Command::new(exe);
+        child.arg("--squat-lock").arg(path);
+        if let Some(journal) = &opts.journal {
+            child.arg("--journal").arg(journal);
+        }
+        if let Err(e) = child.spawn() {
+            say!("worker: cannot start the squatter: {e}");
+        }
+    }
+    if let Some(text) = &opts.print {
+        let mut out = io::stdout().lock();
+        let _ = out.write_all(&decode_escapes(text));
+        let _ = out.flush();
+    }
+}
+
+/// Opens `path` read-only, blocks in flock(LOCK_EX), then sleeps until killed.
+fn squat(path: &std::path::Path, journal: &Journal) -> ! {
+    match std::fs::File::open(path) {
+        Ok(file) => {
+            journal.log("squat", &[("open", "ok")]);
+            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive) {
+                Ok(_held) => {
+                    journal.log("squat-locked", &[]);
+                    loop {
+                        std::thread::sleep(Duration::from_secs(3600));
+                    }
+                }
+                Err((_, e)) => journal.log("squat", &[("flock", e.desc())]),
+            }
+        }
+        Err(e) => journal
+            .log("squat", &[("open", &format!("{:?}", Errno::from_raw(e.raw_os_error().unwrap_or(0))))]),
+    }
+    process::exit(0)
+}
+
+/// `\e`, `\r`, `\n`, `\t`, `\\` and `\xNN` as bytes; anything else as is.
+fn decode_escapes(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = |c| match c {
+            b'e' => Some((0x1b, 2)),
+            b'r' => Some((b'\r', 2)),
+            b'n' => Some((b'\n', 2)),
+            b't' => Some((b'\t', 2)),
+            b'\\' => Some((b'\\', 2)),
+            b'x' => std::str::from_utf8(bytes.get(i + 2..i + 4)?)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .map(|b| (b, 4)),
+            _ => None,
+        };
+        match (bytes[i], bytes.get(i + 1).and_then(|&c| escaped(c))) {
+            (b'\\', Some((byte, len))) => {
+                out.push(byte);
+                i += len;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    out
 }

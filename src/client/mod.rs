@@ -6,7 +6,9 @@
 //!   signalled, and its lock tells whether the supervisor is alive: an
 //!   unlocked pid file is stale, and we refuse to signal the pid it names
 //!   (it may belong to an unrelated process by now). start_server signalled
-//!   it anyway.
+//!   it anyway. A locked one is trusted only while the pid it names holds
+//!   the lock (`PidFileWatch::holder`): a worker that took the lock over
+//!   after the supervisor died is named in one line, never signalled.
 //! - `restart` succeeds when the status file lists exactly one generation
 //!   and it is at least the one after the highest generation seen before
 //!   the HUP. start_server waited for exactly that number, forever, so one
@@ -64,6 +66,7 @@ fn open_live(pid_file: &Path) -> Result<(PidFileWatch, u32), Error> {
             pid_file.display()
         )));
     }
+    watch.holder(pid).map_err(Error::runtime)?;
     Ok((watch, pid))
 }
 
@@ -276,7 +279,15 @@ pub fn status(pid_file: Option<&Path>, status_file: Option<&Path>) -> Result<Sta
     let (pid, running) = match pid_file {
         None => (None, status_exists),
         Some(path) => match PidFileWatch::open(path) {
-            Ok(watch) => (watch.read_pid().ok(), watch.is_locked().map_err(|e| lock_error(path, e))?),
+            Ok(watch) => {
+                let pid = watch.read_pid().ok();
+                let locked = watch.is_locked().map_err(|e| lock_error(path, e))?;
+                // Locked by anyone but the pid it names: not a live supervisor.
+                if let (true, Some(pid)) = (locked, pid) {
+                    watch.holder(pid).map_err(Error::runtime)?;
+                }
+                (pid, locked)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => (None, false),
             Err(e) => {
                 return Err(Error::runtime(format!(

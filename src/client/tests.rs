@@ -172,30 +172,33 @@ fn status_reports_the_files() {
     assert_eq!(absent, Status { pid: None, running: false, generations: vec![], stale: vec![] });
     assert_eq!(absent.to_text(), "supervisor not running\n");
 
+    // The file must name its lock holder, this process, to be trusted.
+    let me = std::process::id();
     let mut pid_file = PidFile::acquire(&pid_path).unwrap();
-    pid_file.write_pid(123).unwrap();
+    pid_file.write_pid(me).unwrap();
     fs::write(&status_path, "5:6000\n4:5678\n").unwrap();
     let live = status(Some(&pid_path), Some(&status_path)).unwrap();
     assert_eq!(
         live.to_text(),
-        "supervisor pid 123 running\ngeneration 4  pid 5678\ngeneration 5  pid 6000\n"
+        format!("supervisor pid {me} running\ngeneration 4  pid 5678\ngeneration 5  pid 6000\n")
     );
     assert_eq!(
         serde_json::to_string(&live).unwrap(),
-        r#"{"pid":123,"running":true,"generations":[{"generation":4,"pid":5678},{"generation":5,"pid":6000}]}"#
+        format!(
+            r#"{{"pid":{me},"running":true,"generations":[{{"generation":4,"pid":5678}},{{"generation":5,"pid":6000}}]}}"#
+        )
     );
     drop(pid_file);
     let stale = status(Some(&pid_path), None).unwrap();
-    assert_eq!(stale.to_text(), "supervisor pid 123 not running (stale pid file)\n");
+    assert_eq!(stale.to_text(), format!("supervisor pid {me} not running (stale pid file)\n"));
     // A killed supervisor's status file: its generations are not served.
-    let me = std::process::id();
     fs::write(&status_path, format!("4:{me}\n5:999999999\n")).unwrap();
     let dead = status(Some(&pid_path), Some(&status_path)).unwrap();
     assert!(!dead.running && dead.generations.is_empty());
     assert_eq!(
         dead.to_text(),
         format!(
-            "supervisor pid 123 not running (stale pid file)\nthe status file is stale: its supervisor is gone\n\
+            "supervisor pid {me} not running (stale pid file)\nthe status file is stale: its supervisor is gone\n\
              generation 4  pid {me}  still running, orphaned\ngeneration 5  pid 999999999  gone\n"
         )
     );

@@ -139,7 +139,13 @@ pub(super) fn credentials(user: Option<&str>, group: Option<&str>) -> Result<Opt
             let groups = getgrouplist(&name, gid).unwrap_or_else(|_| vec![gid]);
             (user.uid, gid, groups)
         }
-        None => (Uid::effective(), gid.unwrap_or(Gid::effective()), vec![gid.unwrap_or(Gid::effective())]),
+        // Only the gid would change: the worker would keep uid 0 and every
+        // capability, which is not what anyone asking for a group means.
+        None => {
+            return Err(Error::usage(
+                "--group without --user would leave the workers running as root; add --user USER",
+            ));
+        }
     };
     if !Uid::effective().is_root() && (uid != Uid::effective() || gid != Gid::effective()) {
         return fail("--user and --group need handover to run as root");

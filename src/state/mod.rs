@@ -6,12 +6,14 @@
 
 mod dir;
 mod envdir;
+mod lock_holder;
 mod owned;
 mod pid_file;
 mod status_file;
 
 pub use dir::SafeDir;
 pub use envdir::{overlay_env, read_envdir};
+pub use lock_holder::{flock_holders, holds_flock};
 pub use owned::OwnedPath;
 pub use pid_file::{PidFile, PidFileWatch};
 #[cfg(test)]

@@ -2,7 +2,11 @@
 //! clients' read-only watch on it.
 //!
 //! Invariants:
-//! - `PidFile::acquire` opens (or creates, mode 0644) the file WITHOUT
+//! - The file is 0600 (also an existing one, once locked): a worker running
+//!   as another user cannot open it, so cannot queue for its lock and take
+//!   it over when the supervisor dies. Clients trust the file only while
+//!   the pid it names holds the lock (`PidFileWatch::holder`).
+//! - `PidFile::acquire` opens (or creates, mode 0600) the file WITHOUT
 //!   truncating it, takes `flock(LOCK_EX | LOCK_NB)`, and only then may the
 //!   content change (`write_pid`). A second instance therefore fails at once
 //!   with the first one's pid intact (start_server truncated first and then
@@ -27,7 +31,7 @@
 use std::fs;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -35,7 +39,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag};
 
 use crate::error::io_text;
-use crate::state::SafeDir;
+use crate::state::{SafeDir, flock_holders, holds_flock};
 
 fn errno_io(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
@@ -43,8 +47,10 @@ fn errno_io(e: Errno) -> io::Error {
 
 #[derive(Debug)]
 pub enum PidFileError {
-    /// Another process holds the lock; `pid` is what the file says, if readable.
-    Running { path: PathBuf, pid: Option<u32> },
+    /// Another process holds the lock; `pid` is what the file says, if
+    /// readable; `holder` is who /proc/locks says holds it when that is
+    /// not `pid`.
+    Running { path: PathBuf, pid: Option<u32>, holder: Option<u32> },
     /// Opening or locking failed; `action` is `open` or `lock`.
     Io { path: PathBuf, action: &'static str, error: io::Error },
 }
@@ -52,7 +58,16 @@ pub enum PidFileError {
 impl std::fmt::Display for PidFileError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PidFileError::Running { path, pid } => {
+            PidFileError::Running { path, pid, holder: Some(holder) } => {
+                let named = pid.map(|p| format!(", not pid {p} it names,")).unwrap_or_default();
+                write!(
+                    f,
+                    "pid file {} is locked by pid {holder}{named} (a leftover worker of a dead supervisor?); \
+                     stop that process or choose another --pid-file",
+                    path.display()
+                )
+            }
+            PidFileError::Running { path, pid, holder: None } => {
                 write!(f, "another instance is running with pid file {}", path.display())?;
                 if let Some(pid) = pid {
                     write!(f, " (pid {pid})")?;
@@ -89,14 +104,24 @@ impl PidFile {
         let io_err = |action, error| PidFileError::Io { path: path.to_path_buf(), action, error };
         let (dir, name) = SafeDir::parent_of(path).map_err(|e| io_err("open", e))?;
         let file = dir
-            .open_file(&name, OFlag::O_RDWR | OFlag::O_CREAT, 0o644)
+            .open_file(&name, OFlag::O_RDWR | OFlag::O_CREAT, 0o600)
             .map(File::from)
             .map_err(|e| io_err("open", e))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(file) => Ok(PidFile { path: path.to_path_buf(), file }),
+            Ok(file) => {
+                // A file left by an older version (0644) is closed to others now.
+                file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| io_err("open", e))?;
+                Ok(PidFile { path: path.to_path_buf(), file })
+            }
             Err((file, Errno::EWOULDBLOCK)) => {
                 let pid = read_pid_at(&file, path).ok();
-                Err(PidFileError::Running { path: path.to_path_buf(), pid })
+                // Named only when the pid the file names is not the holder.
+                let holder = match pid {
+                    Some(pid) if holds_flock(pid, &file).unwrap_or(true) => None,
+                    _ => flock_holders(&file).ok().and_then(|h| h.first().copied()),
+                };
+                Err(PidFileError::Running { path: path.to_path_buf(), pid, holder })
             }
             Err((_, e)) => Err(io_err("lock", errno_io(e))),
         }
@@ -191,13 +216,42 @@ pub struct PidFileWatch {
 }
 
 impl PidFileWatch {
+    /// Opens the pid file as the supervisor made it: through a checked
+    /// walk (no directory another user can write, unless sticky), not
+    /// through a symlink, and in a shared directory only a file of ours.
+    /// A pid file someone else could plant would make this client signal
+    /// whatever pid it names.
     pub fn open(path: &Path) -> io::Result<PidFileWatch> {
-        Ok(PidFileWatch { path: path.to_path_buf(), file: File::open(path)? })
+        let (dir, name) = SafeDir::parent_of(path)?;
+        let file = File::from(dir.open_file(&name, OFlag::O_RDONLY, 0)?);
+        Ok(PidFileWatch { path: path.to_path_buf(), file })
     }
 
     /// The pid written in the file this watch opened.
     pub fn read_pid(&self) -> Result<u32, String> {
         read_pid_at(&self.file, &self.path)
+    }
+
+    /// Whether the pid the file names holds its lock: `Err` with one line
+    /// when the file is locked by someone else (a process that took it over
+    /// after the supervisor died), so the pid must not be trusted or
+    /// signalled.
+    pub fn holder(&self, pid: u32) -> Result<(), String> {
+        let path = self.path.display();
+        match holds_flock(pid, &self.file) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                let by = match flock_holders(&self.file).ok().and_then(|h| h.first().copied()) {
+                    Some(holder) if holder != pid => format!("pid {holder}"),
+                    _ => "another process".to_string(),
+                };
+                Err(format!(
+                    "pid file {path} names pid {pid}, but its lock is held by {by}: the supervisor is gone; \
+                     not trusting it (stop that process, then remove the file)"
+                ))
+            }
+            Err(e) => Err(format!("cannot check who holds pid file {path}: {}", io_text(&e))),
+        }
     }
 
     /// One attempt at a shared lock; `true` if it was free (then released again).
@@ -242,108 +296,4 @@ impl PidFileWatch {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pid_file_is_exclusive_and_keeps_the_holders_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pid");
-        let mut first = PidFile::acquire(&path).unwrap();
-        first.write_pid(1234).unwrap();
-        // flock is per open file description: a second open in this process conflicts.
-        let err = PidFile::acquire(&path).unwrap_err();
-        assert!(matches!(err, PidFileError::Running { pid: Some(1234), .. }), "{err:?}");
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "another instance is running with pid file {} (pid 1234); stop it first or choose another --pid-file",
-                path.display()
-            )
-        );
-        assert_eq!(fs::read_to_string(&path).unwrap(), "1234\n", "the failed acquire truncated");
-        assert!(is_locked(&path).unwrap());
-        assert_eq!(read_pid(&path), Ok(1234));
-    }
-
-    #[test]
-    fn running_without_a_readable_pid_omits_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pid");
-        let _first = PidFile::acquire(&path).unwrap();
-        let err = PidFile::acquire(&path).unwrap_err();
-        assert!(matches!(err, PidFileError::Running { pid: None, .. }));
-        assert!(!err.to_string().contains("(pid"));
-    }
-
-    #[test]
-    fn write_pid_replaces_the_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pid");
-        fs::write(&path, "99999999 stale and long\nsecond line\n").unwrap();
-        let mut pf = PidFile::acquire(&path).unwrap();
-        pf.write_pid(42).unwrap();
-        pf.write_pid(7).unwrap();
-        assert_eq!(fs::read_to_string(&path).unwrap(), "7\n");
-    }
-
-    #[test]
-    fn remove_unlinks_and_keeps_the_lock_until_exit() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pid");
-        let mut pf = PidFile::acquire(&path).unwrap();
-        pf.write_pid(1).unwrap();
-        let watch = PidFileWatch::open(&path).unwrap();
-        assert!(watch.is_locked().unwrap());
-        pf.remove().unwrap();
-        assert!(!path.exists());
-        assert!(watch.is_locked().unwrap(), "released only when the process exits");
-        assert!(!watch.wait_timeout(Duration::ZERO).unwrap());
-        assert!(!is_locked(&path).unwrap(), "a missing pid file is not locked");
-    }
-
-    #[test]
-    fn remove_leaves_a_file_that_replaced_ours() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pid");
-        let pf = PidFile::acquire(&path).unwrap();
-        fs::remove_file(&path).unwrap();
-        fs::write(&path, "5\n").unwrap();
-        pf.remove().unwrap();
-        assert_eq!(fs::read_to_string(&path).unwrap(), "5\n");
-    }
-
-    #[test]
-    fn watch_times_out_while_held() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pid");
-        let _pf = PidFile::acquire(&path).unwrap();
-        let watch = PidFileWatch::open(&path).unwrap();
-        assert!(!watch.wait_timeout(Duration::from_millis(30)).unwrap());
-    }
-
-    #[test]
-    fn pid_file_errors_are_one_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("no/such/pid");
-        let err = PidFile::acquire(&missing).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!("cannot open pid file {}: No such file or directory", missing.display())
-        );
-        assert_eq!(
-            read_pid(&missing).unwrap_err(),
-            format!("cannot read pid file {}: No such file or directory", missing.display())
-        );
-        let path = dir.path().join("pid");
-        for bad in ["", "\n", "abc\n", "0\n", "-5\n", "99999999999\n"] {
-            fs::write(&path, bad).unwrap();
-            let err = read_pid(&path).unwrap_err();
-            assert!(err.starts_with(&format!("pid file {} ", path.display())), "{bad:?}: {err}");
-        }
-        fs::write(&path, " 321 \nrest\n").unwrap();
-        assert_eq!(read_pid(&path), Ok(321));
-    }
-
-    mod fuzz;
-}
+mod tests;

@@ -14,15 +14,17 @@
 //!
 //! - text: `[gen 2 pid 1234 stdout] the line`; the line's bytes go out as
 //!   they came (invalid UTF-8 included), without the `\n` and a `\r` right
-//!   before it. A marker after the stream name, inside the brackets, tells
-//!   a record that is not a whole line: `[gen 2 pid 1234 stdout continued]`
+//!   before it, except control characters, written visibly (`\x1b`, see
+//!   `escape::controls`) so that a line cannot overprint its prefix. A
+//!   marker after the stream name, inside the brackets, tells a record that is not a whole line: `[gen 2 pid 1234 stdout continued]`
 //!   or `[gen 2 pid 1234 stdout partial]`. `grep 'pid 1234 stdout'` finds
 //!   them all; handover's own lines start with `handover[PID]: ` instead.
 //! - json: `{"time":"2026-11-26T12:00:00.123Z","generation":2,"pid":1234,
 //!   "stream":"stdout","line":"..."}`, plus `"continued":true` or
 //!   `"partial":true`. `time` is when handover read the line (UTC,
 //!   milliseconds). Invalid UTF-8 becomes U+FFFD: JSON strings cannot
-//!   carry raw bytes.
+//!   carry raw bytes. serde_json escapes C0 controls (`\u001b`), so a
+//!   record is always one line.
 //!
 //! `continued`: the line is longer than `MAX_PIECE` (16 KiB) and goes on in
 //! this stream's next record; pieces are cut at a UTF-8 character boundary
@@ -47,6 +49,8 @@
 //!   wait in the kernel's pipe.
 //! - The order of a worker's stdout lines relative to its stderr lines is
 //!   not kept: they are two pipes. Lines of one stream keep their order.
+
+mod escape;
 
 use std::borrow::Cow;
 use std::io::{self, Write};
@@ -143,7 +147,7 @@ pub fn encode(format: Format, time: SystemTime, label: Label, line: &[u8], kind:
             };
             let (generation, pid, stream) = (label.generation, label.pid, label.which.name());
             let _ = write!(buf, "[gen {generation} pid {pid} {stream}{marker}] ");
-            buf.extend_from_slice(line);
+            escape::controls(line, buf);
         }
         Format::Json => {
             let record = Record {

@@ -94,9 +94,13 @@ impl Supervisor {
             match state::read_envdir(dir) {
                 Ok(loaded) => {
                     loaded.warnings.iter().for_each(|w| self.log.line(w));
-                    env = state::overlay_env(&env, &loaded.vars);
-                    // The protocols' variables are handover's to set, never the envdir's.
-                    env.retain(|(name, _)| !protocol::is_supervisor_private(name));
+                    // The protocols' variables and ENVDIR are handover's to
+                    // set, never the envdir's.
+                    let mut vars = loaded.vars;
+                    vars.retain(|(name, _)| {
+                        !protocol::is_supervisor_private(name) && name != protocol::ENVDIR
+                    });
+                    env = state::overlay_env(&env, &vars);
                 }
                 Err(e) => self.log.line(&format!("{e}; using the startup environment")),
             }

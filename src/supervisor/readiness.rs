@@ -179,15 +179,23 @@ impl NotifySocket {
         Path::new(&self.name)
     }
 
-    /// Let workers running as `uid`/`gid` reach the socket (and the einhorn
-    /// socket beside it): the directory becomes traversable, the sockets theirs.
-    /// The mode is set on the directory's open file, the owners without
-    /// following a link.
-    pub fn grant(&self, uid: u32, gid: u32, others: &[&Path]) -> io::Result<()> {
-        nix::sys::stat::fchmod(self._lock.as_fd(), Mode::from_bits_truncate(0o711))?;
+    /// Let workers running with group `gid` reach the socket (and the
+    /// einhorn socket beside it) without owning anything: the sockets stay
+    /// ours, group `gid`, mode 0660, and the directory ours, group `gid`,
+    /// mode 0710, so only that group may enter it. A worker that owned its
+    /// socket could chmod it 0777 for anyone to send readiness. The sockets
+    /// are set while the directory is still 0700 (nobody else can have
+    /// replaced them: the chmod follows no link of anyone else's), the
+    /// directory last, on its open file.
+    pub fn grant(&self, gid: u32, others: &[&Path]) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let group = Some(nix::unistd::Gid::from_raw(gid));
         for path in std::iter::once(self.path()).chain(others.iter().copied()) {
-            std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+            std::os::unix::fs::lchown(path, None, Some(gid))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
         }
+        nix::unistd::fchown(self._lock.as_fd(), None, group)?;
+        nix::sys::stat::fchmod(self._lock.as_fd(), Mode::from_bits_truncate(0o710))?;
         Ok(())
     }
 

@@ -88,7 +88,7 @@ pub fn run(mut config: Config) -> Result<u8> {
     let einhorn =
         EinhornSocket::bind(&notify.path().with_file_name("einhorn")).context(creating("einhorn socket"))?;
     if let Some(c) = &config.credentials {
-        notify.grant(c.uid, c.gid, &[einhorn.path()]).context(creating("worker sockets for --user"))?;
+        notify.grant(c.gid, &[einhorn.path()]).context(creating("worker sockets for --user"))?;
     }
     if let Some(path) = config.control.as_deref() {
         started.control = Some(ControlServer::bind(path).map_err(|e| Error::runtime(e.to_string()))?);

@@ -279,7 +279,8 @@ const CGROUP_PROCS: &[u8] = b"/cgroup.procs\0";
 /// Between fork and exec. Only async-signal-safe calls; never returns.
 fn child(plan: &mut Plan, report: RawFd) -> ! {
     // SAFETY: all calls below are async-signal-safe system calls (rt_sigaction,
-    // setpgid, setsid, mkdirat, openat, setgroups, setgid, setuid, getpid, chdir, fcntl, dup2, close_range, sigprocmask,
+    // setpgid, setsid, mkdirat, openat, setgroups, setgid, setuid, prctl, getpid, chdir, fcntl, dup2,
+    // close_range, sigprocmask,
     // execve, write, _exit) on data prepared before the fork.
     unsafe {
         // The raw system call: glibc's signal() refuses 32 and 33, which
@@ -310,6 +311,11 @@ fn child(plan: &mut Plan, report: RawFd) -> ! {
                 || libc::setgid(c.gid) != 0
                 || libc::setuid(c.uid) != 0)
         {
+            fail(report, STAGE_USER);
+        }
+        // A dropped worker cannot gain privileges back through a setuid or
+        // file-capability program it executes.
+        if plan.credentials.is_some() && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             fail(report, STAGE_USER);
         }
         if let Some(slot) = plan.listen_pid.as_deref_mut() {

@@ -155,11 +155,17 @@ pub fn generation_env(generation: u64) -> (&'static str, String) {
 }
 
 /// Variables a worker must never inherit from the supervisor's own
-/// environment: handover re-defines them for the worker (or deliberately
-/// leaves them out), or they belong to the supervisor's own manager.
+/// environment or an envdir: handover re-defines them for the worker (or
+/// deliberately leaves them out, as a protocol `--announce` does not name),
+/// or they belong to the supervisor's own manager. Every protocol's
+/// variables are here whether it is announced or not.
 pub fn is_supervisor_private(name: &OsStr) -> bool {
     let name = name.as_bytes();
     let fixed = [
+        SERVER_STARTER_PORT,
+        SERVER_STARTER_GENERATION,
+        EINHORN_CHILD_INDEX,
+        HANDOVER_WORKER_INDEX,
         LISTEN_FDS,
         LISTEN_PID,
         LISTEN_FDNAMES,

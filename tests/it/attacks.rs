@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::errors::run_in;
 use crate::harness::*;
 
 const NOBODY: u32 = 65534;
@@ -264,4 +265,52 @@ fn a_runtime_directory_others_can_write_is_not_used() {
         let socket_dir = Path::new(text.trim()).parent().unwrap();
         assert_eq!(fs::metadata(socket_dir).unwrap().mode() & 0o777, 0o700);
     }
+}
+
+/// A pid file `nobody` planted, in a directory it owns and in a sticky
+/// one, naming a root process that holds the file's lock (so the lock
+/// check alone is satisfied): root's `stop` and `restart` used to signal
+/// that process. The client now trusts a pid file only where the
+/// supervisor could have made it.
+#[test]
+fn a_planted_pid_file_makes_no_client_signal_its_pid() {
+    if !root() {
+        return;
+    }
+    let top = tempfile::tempdir().unwrap();
+    let (owned, sticky) = (top.path().join("owned"), top.path().join("sticky"));
+    theirs(&owned, 0o755);
+    fs::create_dir(&sticky).unwrap();
+    chmod(&sticky, 0o1777);
+    for dir in [&owned, &sticky] {
+        let file = dir.join("app.pid");
+        fs::write(&file, "").unwrap();
+        std::os::unix::fs::lchown(&file, Some(NOBODY), Some(NOBODY)).unwrap();
+        // The victim: root's, holding the file's lock, its pid in the file.
+        let mut victim = (Command::new("flock").arg("--no-fork").arg(&file).args(["sleep", "1000"]))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        fs::write(&file, format!("{}\n", victim.id())).unwrap();
+        wait_for("the victim's lock on the pid file", String::new, || locked(&file).then_some(()));
+        for command in ["stop", "restart"] {
+            let out = run_in(top.path(), &[command, "--pid-file", file.to_str().unwrap(), "--timeout", "1s"]);
+            assert_ne!(out.code, Some(0), "{command} trusted {}: {}", file.display(), out.dossier());
+            assert_eq!(out.stderr.lines().count(), 1, "{}", out.dossier());
+            assert!(
+                victim.try_wait().unwrap().is_none(),
+                "{command} signalled the victim: {}",
+                out.dossier()
+            );
+        }
+        victim.kill().unwrap();
+        victim.wait().unwrap();
+    }
+}
+
+/// Whether someone holds a lock on `file` (a non-blocking try fails).
+fn locked(file: &Path) -> bool {
+    use nix::fcntl::{Flock, FlockArg};
+    Flock::lock(fs::File::open(file).unwrap(), FlockArg::LockSharedNonblock).is_err()
 }

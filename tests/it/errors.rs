@@ -158,6 +158,7 @@ fn usage_errors_are_one_line_and_exit_2() {
         (&["--bogus"], &["--bogus", "--help"]),
         (&["--dir", "{dir}/missing"], &["--dir {dir}/missing", "not a directory"]),
         (&["--port", "127.0.0.1:0=5", "--port", "127.0.0.1:0=5"], &["fd 5", "=FD"]),
+        (&["--group", "0"], &["--group without --user", "add --user"]),
     ];
     for (options, needles) in cases {
         let (o, dir) = run_once(&case_args(options, &worker));
@@ -272,14 +273,17 @@ fn a_failed_bind_removes_the_socket_files_already_made() {
 fn a_locked_pid_file_exits_1_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pid");
-    fs::write(&path, "12345\n").unwrap();
+    // Held by the pid it names (this test), as a running supervisor holds it.
+    let me = std::process::id();
+    fs::write(&path, format!("{me}\n")).unwrap();
     let _held = Flock::lock(fs::File::open(&path).unwrap(), FlockArg::LockExclusive).unwrap();
     let worker = example("worker").display().to_string();
     let o = run_in(dir.path(), &case_args(&["--port", "127.0.0.1:0"], &worker));
-    let needles = ["handover: ", "pid file {dir}/pid (pid 12345)", "stop it first"];
+    let named = format!("pid file {{dir}}/pid (pid {me})");
+    let needles = ["handover: ", &named, "stop it first"];
     assert_failed(&o, dir.path(), 1, &needles, &["pid"]);
     assert_eq!(o.error_lines().len(), 1, "{}", o.dossier());
-    assert_eq!(fs::read_to_string(&path).unwrap(), "12345\n");
+    assert_eq!(fs::read_to_string(&path).unwrap(), format!("{me}\n"));
 }
 
 #[test]

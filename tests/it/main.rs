@@ -11,6 +11,7 @@ mod drill;
 mod errors;
 mod faults;
 mod files;
+mod hostile_files;
 mod layers;
 mod lifecycle;
 mod listener_repair;

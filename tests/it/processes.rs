@@ -142,6 +142,8 @@ fn workers_run_as_the_given_user() {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap().to_string();
     assert!(uid.split_whitespace().skip(1).all(|id| id == "65534"), "{uid}");
+    // A dropped worker cannot regain privileges through setuid programs.
+    assert!(status.lines().any(|l| l.split_whitespace().eq(["NoNewPrivs:", "1"])), "{status}");
     // The status file is written before the line is read from the pipe: wait for it.
     s.wait_line("is ready (READY=1");
 }

@@ -338,3 +338,28 @@ fn announce_leaves_out_the_protocols_not_named() {
     assert!(report["server_starter_port"].is_null(), "{report:#}");
     assert_eq!(report["einhorn"], serde_json::json!([3]));
 }
+
+/// A protocol that is not announced does not leak in from the supervisor's
+/// environment or an envdir, and an envdir cannot set `ENVDIR` itself.
+#[test]
+fn unannounced_protocol_variables_stay_out_of_the_environment_and_envdir() {
+    let builder = handover();
+    let envdir = builder.dir().join("env");
+    fs::create_dir(&envdir).unwrap();
+    fs::write(envdir.join("EINHORN_FD_COUNT"), "9").unwrap();
+    fs::write(envdir.join("ENVDIR"), "/forged").unwrap();
+    fs::write(envdir.join("HANDOVER_WORKER_INDEX"), "7").unwrap();
+    let builder = builder.env("SERVER_STARTER_PORT", "80=9").env("EINHORN_CHILD_INDEX", "5");
+    let options = format!("--port 127.0.0.1:0 --announce systemd --envdir {}", envdir.display());
+    let s = start_probe(
+        builder,
+        &options,
+        &["--env", "ENVDIR", "--env", "EINHORN_CHILD_INDEX", "--env", "HANDOVER_WORKER_INDEX"],
+    );
+    let report = probe_report(&s, 1);
+    assert!(report["server_starter_port"].is_null(), "{report:#}");
+    assert!(report["einhorn"].is_null(), "{report:#}");
+    assert_eq!(report["env"]["ENVDIR"], envdir.display().to_string(), "{report:#}");
+    assert_eq!(report["env"]["EINHORN_CHILD_INDEX"], "0", "{report:#}");
+    assert_eq!(report["env"]["HANDOVER_WORKER_INDEX"], "0", "{report:#}");
+}

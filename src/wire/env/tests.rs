@@ -99,6 +99,13 @@ fn generation() {
 #[test]
 fn supervisor_private_variables() {
     let private = [
+        "SERVER_STARTER_PORT",
+        "SERVER_STARTER_GENERATION",
+        "EINHORN_CHILD_INDEX",
+        "HANDOVER_WORKER_INDEX",
+        "EINHORN_SOCK_PATH",
+        "EINHORN_MASTER_PID",
+        "HANDOVER_UPGRADE_STATE",
         "LISTEN_FDS",
         "LISTEN_PID",
         "LISTEN_FDNAMES",
@@ -114,8 +121,6 @@ fn supervisor_private_variables() {
     }
     let inherited = [
         "PATH",
-        "SERVER_STARTER_PORT",
-        "SERVER_STARTER_GENERATION",
         "ENVDIR",
         "KILL_OLD_DELAY",
         "EINHORN_FD_",

@@ -2,7 +2,8 @@
 //! encoded: no panic; records hold no `\n` and at most `MAX_PIECE` bytes,
 //! pieces of valid UTF-8 stay valid, `pending` stays bounded, and the
 //! records put together give back the input's lines exactly; every
-//! encoded record is one line that says what it holds.
+//! encoded record is one line that says what it holds, its control
+//! characters written visibly.
 use proptest::prelude::*;
 use proptest::sample::select;
 use serde_json::Value;
@@ -74,7 +75,12 @@ fn check_encoded(line: &[u8], kind: Kind) -> Result<(), TestCaseError> {
     let marker = [(Kind::Line, ""), (Kind::Continued, " continued"), (Kind::Partial, " partial")];
     let marker = marker.iter().find(|(k, _)| *k == kind).unwrap().1;
     let prefix = format!("[gen {} pid -1 stderr{marker}] ", u64::MAX);
-    prop_assert_eq!(&buf, &[prefix.as_bytes(), line, b"\n"].concat());
+    let mut escaped = Vec::new();
+    super::super::escape::controls(line, &mut escaped);
+    prop_assert_eq!(&buf, &[prefix.as_bytes(), &escaped, b"\n"].concat());
+    // No control character a terminal acts on but the final `\n`.
+    let controls = buf[..buf.len() - 1].iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f);
+    prop_assert!(!controls && !buf.windows(2).any(|w| w[0] == 0xc2 && (0x80..=0x9f).contains(&w[1])));
     encode(Format::Json, SystemTime::now(), label, line, kind, &mut buf);
     prop_assert_eq!(buf.iter().position(|&b| b == b'\n'), Some(buf.len() - 1));
     let record: Value = serde_json::from_slice(&buf).expect("a JSON record");
