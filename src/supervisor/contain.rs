@@ -81,13 +81,21 @@ impl Containment {
         let _ = killpg(Pid::from_raw(pid), signal);
     }
 
-    /// KILL for the worker and everything it started.
-    pub fn kill(&self, pid: i32) {
+    /// KILL for the worker and everything it started. `reaped`: the worker
+    /// itself has been waited for, so its pid may be another process's now:
+    /// only its cgroup, or without one its group (whose id is not reused
+    /// while it has members), is signalled.
+    pub fn kill(&self, pid: i32, reaped: bool) {
         if let Containment::Cgroup(c) = self {
             c.kill(pid);
+            if reaped {
+                return;
+            }
         }
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        if !reaped {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
     }
 
     /// Whether anything the worker started (itself reaped) is left.

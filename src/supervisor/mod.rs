@@ -94,7 +94,10 @@ impl Perform for Supervisor {
             Effect::Signal { pid, signal } => {
                 let _ = kill(Pid::from_raw(pid), signal);
             }
-            Effect::KillGroup { pid } => self.contain.kill(pid),
+            Effect::KillGroup { pid } => {
+                let reaped = self.lingering.iter().any(|&(p, _)| p == pid);
+                self.contain.kill(pid, reaped);
+            }
             // Held until the orphans are stopped and the captured output
             // flushed, so that `exiting` stays the last line.
             Effect::Log(Event::Exiting) => {}
