@@ -16,6 +16,10 @@
 //! its session (a process can leave a session only for a new one of its
 //! own, never join another); at a deadline the group and the pid itself
 //! get KILL.
+//!
+//! The `| COMMAND` logger has a cgroup of its own too, `<base>/logger`:
+//! its processes are never taken for orphans of workers, and at exit they
+//! go back to the supervisor's cgroup (the logger outlives it).
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -126,6 +130,26 @@ impl Containment {
         }
     }
 
+    /// The `| COMMAND` logger's cgroup, `<base>/logger`, created if
+    /// needed; None in session mode or when it cannot be created (the
+    /// logger then runs in the supervisor's cgroup).
+    pub fn logger_cgroup(&self) -> Option<PathBuf> {
+        let Containment::Cgroup(c) = self else { return None };
+        let dir = c.base.join(LOGGER);
+        match std::fs::create_dir(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => None,
+            _ => Some(dir),
+        }
+    }
+
+    /// The processes of the logger's cgroup (none in session mode).
+    pub fn logger_members(&self) -> Vec<i32> {
+        match self {
+            Containment::Cgroup(c) => pids(&c.base.join(LOGGER)),
+            Containment::Session => Vec::new(),
+        }
+    }
+
     /// A reaped pid: its cgroup (if it was a worker's) goes once empty.
     pub fn exited(&mut self, pid: i32) {
         if let Containment::Cgroup(c) = self {
@@ -160,6 +184,7 @@ impl Containment {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
+        c.release_logger();
         let _ = std::fs::remove_dir(&c.base);
     }
 }
@@ -198,8 +223,26 @@ impl Cgroups {
     }
 
     fn members(&self, pid: i32) -> Vec<i32> {
-        let text = read_bounded(&self.file(pid, "cgroup.procs")).unwrap_or_default();
-        text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+        pids(&self.base.join(pid.to_string()))
+    }
+
+    /// At exit: the logger outlives us (it reads our last lines), so its
+    /// processes go back to our own cgroup and its cgroup is removed, then
+    /// the base can be. Bounded: a logger forking meanwhile is followed a
+    /// few rounds.
+    fn release_logger(&self) {
+        let dir = self.base.join(LOGGER);
+        let Some(ours) = self.base.parent().map(|p| p.join("cgroup.procs")) else { return };
+        for _ in 0..10 {
+            let members = pids(&dir);
+            if members.is_empty() {
+                break;
+            }
+            for member in members {
+                let _ = std::fs::write(&ours, member.to_string());
+            }
+        }
+        let _ = std::fs::remove_dir(&dir);
     }
 
     /// None: no such cgroup.
@@ -232,6 +275,15 @@ impl Cgroups {
     }
 }
 
+/// The logger's cgroup below the base.
+const LOGGER: &str = "logger";
+
+/// The processes in the cgroup `dir`.
+fn pids(dir: &Path) -> Vec<i32> {
+    let text = read_bounded(&dir.join("cgroup.procs")).unwrap_or_default();
+    text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
 /// The numeric subdirectories of `dir` (workers' cgroups), at most 100000.
 fn children(dir: &Path) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
@@ -256,6 +308,7 @@ fn remove_stale(parent: &Path, prefix: &str) {
         for worker in children(&base) {
             let _ = std::fs::remove_dir(base.join(worker.to_string()));
         }
+        let _ = std::fs::remove_dir(base.join(LOGGER));
         let _ = std::fs::remove_dir(&base);
     }
 }

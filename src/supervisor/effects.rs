@@ -168,7 +168,9 @@ impl Supervisor {
 
     /// Whatever workers left behind (re-parented to us) goes too.
     pub(super) fn stop_orphans(&mut self) {
-        let keep: Vec<i32> = self.logger.iter().filter_map(|l| l.pid).collect();
+        let mut keep: Vec<i32> = self.logger.iter().filter_map(|l| l.pid).collect();
+        // A log pipeline's own processes re-parented to us are the logger's.
+        keep.extend(self.contain.logger_members());
         let stopped = reaper::stop_orphans(&keep, self.config.policy.orphan_grace);
         if !stopped.is_empty() {
             let pids: Vec<String> = stopped.iter().map(i32::to_string).collect();

@@ -40,9 +40,15 @@ pub struct Logger {
 }
 
 impl Logger {
-    /// Starts `command` on `pipe` (the supervisor's fds 1 and 2 lead to it).
-    pub fn start(command: &str, mut pipe: LogPipe, now: Instant) -> crate::error::Result<Logger> {
-        let pid = pipe.start(command)?;
+    /// Starts `command` on `pipe` (the supervisor's fds 1 and 2 lead to
+    /// it), in the cgroup `cgroup` if given.
+    pub fn start(
+        command: &str,
+        mut pipe: LogPipe,
+        cgroup: Option<&std::path::Path>,
+        now: Instant,
+    ) -> crate::error::Result<Logger> {
+        let pid = pipe.start(command, cgroup)?;
         pipe.install()?;
         Ok(Logger { pid: Some(pid), started: now, restart_at: None, delay: FIRST_DELAY, pipe })
     }
@@ -114,7 +120,7 @@ impl Supervisor {
         if logger.restart_at.is_none_or(|at| now < at) {
             return;
         }
-        match logger.pipe.start(command) {
+        match logger.pipe.start(command, self.contain.logger_cgroup().as_deref()) {
             Ok(pid) => {
                 (logger.pid, logger.started, logger.restart_at) = (Some(pid), now, None);
                 self.log.sink().set_lossy(false);

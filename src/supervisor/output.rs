@@ -9,6 +9,7 @@ use std::fs::OpenOptions;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use nix::fcntl::OFlag;
@@ -101,21 +102,31 @@ impl LogPipe {
         [self.read.as_raw_fd(), self.stdout.as_raw_fd(), self.stderr.as_raw_fd()]
     }
 
-    /// Starts `command` reading the pipe, in its own process group; its pid.
-    pub fn start(&self, command: &str) -> Result<i32, Error> {
+    /// Starts `command` reading the pipe, in its own process group (and
+    /// the cgroup `cgroup`, a directory, before its exec); its pid.
+    pub fn start(&self, command: &str, cgroup: Option<&Path>) -> Result<i32, Error> {
         let fds = || -> std::io::Result<[OwnedFd; 3]> {
             Ok([self.read.try_clone()?, self.stdout.try_clone()?, self.stderr.try_clone()?])
         };
         let [stdin, stdout, stderr] = fds().context(|| format!("cannot start log command {command:?}"))?;
-        let child = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(command)
-            .stdin(Stdio::from(stdin))
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(stderr))
-            .process_group(0)
-            .spawn()
-            .context(|| format!("cannot start log command {command:?}"))?;
+        let mut sh = Command::new("/bin/sh");
+        sh.arg("-c").arg(command).stdin(Stdio::from(stdin)).stdout(Stdio::from(stdout));
+        sh.stderr(Stdio::from(stderr)).process_group(0);
+        // Open until the spawn has returned: the child writes to it.
+        let procs = match cgroup {
+            Some(dir) => Some(
+                OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                    .open(dir.join("cgroup.procs"))
+                    .context(|| format!("cannot open the log command's cgroup {}", dir.display()))?,
+            ),
+            None => None,
+        };
+        if let Some(procs) = &procs {
+            process::join_cgroup_at_exec(&mut sh, procs.as_raw_fd());
+        }
+        let child = sh.spawn().context(|| format!("cannot start log command {command:?}"))?;
         Ok(child.id() as i32)
     }
 }

@@ -20,6 +20,7 @@ use crate::error::{Context, Error, Result, io_text};
 use crate::listen::{self, Listener};
 use crate::machine::Machine;
 use crate::state::{PidFile, StatusFile};
+use crate::supervisor::contain::Containment;
 use crate::supervisor::einhorn::EinhornSocket;
 use crate::supervisor::readiness::{self, NotifySocket};
 use crate::supervisor::signals::Signals;
@@ -34,14 +35,21 @@ struct Started {
     pid_file: Option<PidFile>,
     listeners: Vec<Listener>,
     control: Option<ControlServer>,
+    /// Session until chosen (whose `finish` does nothing).
+    contain: Containment,
     armed: bool,
 }
 
 impl Started {
     /// Set-up succeeded: the supervisor owns these now.
-    fn disarm(mut self) -> (Option<PidFile>, Vec<Listener>, Option<ControlServer>) {
+    fn disarm(mut self) -> (Option<PidFile>, Vec<Listener>, Option<ControlServer>, Containment) {
         self.armed = false;
-        (self.pid_file.take(), std::mem::take(&mut self.listeners), self.control.take())
+        (
+            self.pid_file.take(),
+            std::mem::take(&mut self.listeners),
+            self.control.take(),
+            std::mem::replace(&mut self.contain, Containment::Session),
+        )
     }
 }
 
@@ -57,6 +65,7 @@ impl Drop for Started {
         if let Some(pid_file) = self.pid_file.take() {
             let _ = pid_file.remove();
         }
+        self.contain.finish();
     }
 }
 
@@ -77,7 +86,13 @@ pub fn run(mut config: Config) -> Result<u8> {
         None => None,
     };
     let pid_file = config.pid_file.as_deref().map(PidFile::acquire).transpose()?;
-    let mut started = Started { pid_file, listeners: Vec::new(), control: None, armed: true };
+    let mut started = Started {
+        pid_file,
+        listeners: Vec::new(),
+        control: None,
+        contain: Containment::Session,
+        armed: true,
+    };
     // Sockets our own service manager passed are adopted before anything binds.
     let inherited = config.activation.as_ref().map_or(Ok(Vec::new()), listen::take_inherited)?;
     let opened = listen::open_all(&config.listeners, config.backlog, inherited)?;
@@ -98,12 +113,15 @@ pub fn run(mut config: Config) -> Result<u8> {
         Some(target) => output::redirect(target)?,
         None => None,
     };
+    let (contain, why) = Containment::choose(config.cgroups);
+    started.contain = contain;
     let logger = match (pipe, &config.log) {
         (Some(mut pipe), Some(LogTarget::Pipe(command))) => {
             if config.daemonize {
                 pipe.detach().context(|| "cannot open /dev/null".into())?;
             }
-            Some(Logger::start(command, pipe, std::time::Instant::now())?)
+            let cgroup = started.contain.logger_cgroup();
+            Some(Logger::start(command, pipe, cgroup.as_deref(), std::time::Instant::now())?)
         }
         _ => None,
     };
@@ -115,7 +133,7 @@ pub fn run(mut config: Config) -> Result<u8> {
         true => None,
         false => Some(Watcher::new(&config.watch).map_err(Error::runtime)?),
     };
-    let (mut pid_file, listeners, control) = started.disarm();
+    let (mut pid_file, listeners, control, contain) = started.disarm();
     if cleaned > 0 {
         let what = if cleaned == 1 { "directory" } else { "directories" };
         log.extra(&format!("removed {cleaned} runtime {what} left by supervisors that are gone"));
@@ -123,7 +141,6 @@ pub fn run(mut config: Config) -> Result<u8> {
     if let Err(e) = reaper::become_subreaper() {
         log.line(&format!("cannot become a subreaper ({e}): orphans of workers go to init"));
     }
-    let (contain, why) = super::contain::Containment::choose(config.cgroups);
     match why {
         Some(why) => log.line(&format!("containment: session per worker ({why})")),
         None => log.extra(&format!("containment: {}", contain.describe())),

@@ -56,6 +56,23 @@ pub fn stop_with_parent(command: &mut std::process::Command) {
     }
 }
 
+/// Makes the child `command` starts join the cgroup whose `cgroup.procs`
+/// is open at `procs` before its exec (writing "0" moves the writer), so
+/// everything it starts is in that cgroup from the first instruction.
+/// The caller keeps `procs` open until the spawn has returned; a failed
+/// write fails the spawn.
+pub fn join_cgroup_at_exec(command: &mut std::process::Command, procs: std::os::fd::RawFd) {
+    // SAFETY: the closure runs between fork and exec and makes one
+    // async-signal-safe system call (write) on an fd the parent holds open;
+    // its error is a bare errno, so it allocates nothing.
+    unsafe {
+        command.pre_exec(move || match libc::write(procs, b"0".as_ptr().cast(), 1) {
+            1 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        });
+    }
+}
+
 /// Reads and removes an environment variable: the self-upgrade's state
 /// record is named in one, which nothing this process starts may see.
 /// Call at the very start of `main`, before any thread exists.

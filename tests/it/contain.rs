@@ -159,3 +159,39 @@ fn readiness_from_no_worker_is_counted_in_cgroup_mode() {
 fn readiness_from_no_worker_is_counted_in_session_mode() {
     readiness_from_no_worker_is_counted("off");
 }
+
+/// The cgroup v2 mount point, from our mountinfo.
+fn cgroup2_mount() -> std::path::PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line =
+        info.lines().find(|l| l.split(" - ").nth(1).is_some_and(|t| t.starts_with("cgroup2 "))).unwrap();
+    line.split(' ').nth(4).unwrap().into()
+}
+
+/// The `| COMMAND` logger runs in a cgroup of its own next to the
+/// workers' (never one of theirs, never the supervisor's); at exit its
+/// processes go back to the supervisor's cgroup and no cgroup is left.
+#[test]
+fn the_logger_has_a_cgroup_of_its_own() {
+    if !can_run("a writable cgroup v2 (root)", nix::unistd::Uid::effective().is_root()) {
+        return;
+    }
+    let logger = "| cat /proc/self/cgroup > {dir}/logger-cgroup; exec cat >> {dir}/log";
+    let mut s = with_worker(&["--port", "127.0.0.1:0", "--cgroup", "auto", "--log-file", logger], &[]);
+    let worker = s.wait_generations(&[1])[0].1;
+    let of = |text: &str| text.lines().find_map(|l| l.strip_prefix("0::")).unwrap().to_string();
+    let worker_cgroup = of(&std::fs::read_to_string(format!("/proc/{worker}/cgroup")).unwrap());
+    let logger_cgroup = wait_for(
+        "the logger's cgroup",
+        || s.dossier(),
+        || std::fs::read_to_string(s.path("logger-cgroup")).ok().filter(|t| t.ends_with('\n')),
+    );
+    let logger_cgroup = of(&logger_cgroup);
+    let base = worker_cgroup.rsplit_once('/').unwrap().0.to_string();
+    assert_eq!(worker_cgroup, format!("{base}/{worker}"));
+    assert_eq!(logger_cgroup, format!("{base}/logger"), "{}", s.dossier());
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait_exit().code(), Some(0), "{}", s.dossier());
+    let dir = cgroup2_mount().join(base.trim_start_matches('/'));
+    assert!(!dir.exists(), "{} left behind\n{}", dir.display(), s.dossier());
+}
