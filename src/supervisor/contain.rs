@@ -14,8 +14,9 @@
 //! session mode (no writable cgroup v2, or `--cgroup off`): each worker
 //! leads a session of its own; a sender belongs to the worker that leads
 //! its session (a process can leave a session only for a new one of its
-//! own, never join another); at a deadline the group and the pid itself
-//! get KILL.
+//! own, never join another); what leaves it is followed by parentage and,
+//! once orphaned, as the supervisor's child (`session.rs`); at a deadline
+//! all of it gets KILL.
 //!
 //! The `| COMMAND` logger has a cgroup of its own too, `<base>/logger`:
 //! its processes are never taken for orphans of workers, and at exit they
@@ -30,9 +31,12 @@ use nix::unistd::{Pid, getsid};
 use super::reaper;
 use crate::sys::spawn;
 
+mod session;
+use session::Orphans;
+
 pub enum Containment {
     Cgroup(Cgroups),
-    Session,
+    Session(Orphans),
 }
 
 pub struct Cgroups {
@@ -45,14 +49,19 @@ pub struct Cgroups {
 }
 
 impl Containment {
+    /// session mode, no orphan adopted yet.
+    pub fn session() -> Containment {
+        Containment::Session(Orphans::default())
+    }
+
     /// cgroup mode if `cgroups` and possible; else session mode, and why.
     pub fn choose(cgroups: bool) -> (Containment, Option<String>) {
         if !cgroups {
-            return (Containment::Session, None);
+            return (Containment::session(), None);
         }
         match Cgroups::create() {
             Ok(c) => (Containment::Cgroup(c), None),
-            Err(why) => (Containment::Session, Some(why)),
+            Err(why) => (Containment::session(), Some(why)),
         }
     }
 
@@ -60,14 +69,14 @@ impl Containment {
     pub fn describe(&self) -> String {
         match self {
             Containment::Cgroup(c) => format!("cgroup {}", c.base.display()),
-            Containment::Session => "session".into(),
+            Containment::Session(_) => "session".into(),
         }
     }
 
     pub fn spawn_mode(&self) -> spawn::Contain<'_> {
         match self {
             Containment::Cgroup(c) => spawn::Contain::Cgroup(&c.base),
-            Containment::Session => spawn::Contain::Session,
+            Containment::Session(_) => spawn::Contain::Session,
         }
     }
 
@@ -89,16 +98,19 @@ impl Containment {
     /// itself has been waited for, so its pid may be another process's now:
     /// only its cgroup, or without one its group (whose id is not reused
     /// while it has members), is signalled.
-    pub fn kill(&self, pid: i32, reaped: bool) {
-        if let Containment::Cgroup(c) = self {
-            c.kill(pid);
-            if reaped {
-                return;
+    /// Returns the processes killed that had left the worker's session
+    /// (session mode; in cgroup mode no process leaves).
+    pub fn kill(&self, pid: i32, reaped: bool) -> Vec<i32> {
+        match self {
+            Containment::Cgroup(c) => {
+                c.kill(pid);
+                if !reaped {
+                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                Vec::new()
             }
-        }
-        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-        if !reaped {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            Containment::Session(orphans) => orphans.kill(pid, reaped),
         }
     }
 
@@ -106,7 +118,7 @@ impl Containment {
     pub fn alive(&self, pid: i32) -> bool {
         match self {
             Containment::Cgroup(c) => c.populated(pid).unwrap_or_else(|| reaper::group_alive(pid)),
-            Containment::Session => reaper::group_alive(pid),
+            Containment::Session(orphans) => orphans.alive(pid),
         }
     }
 
@@ -114,7 +126,7 @@ impl Containment {
     pub fn worker_of(&self, sender: i32) -> Option<i32> {
         match self {
             Containment::Cgroup(c) => c.worker_of(sender),
-            Containment::Session => {
+            Containment::Session(_) => {
                 let sid = getsid(Some(Pid::from_raw(sender))).ok()?.as_raw();
                 let ours = getsid(None).map_or(0, Pid::as_raw);
                 (sid != ours).then_some(sid)
@@ -126,7 +138,7 @@ impl Containment {
     pub fn members(&self, pid: i32) -> Vec<i32> {
         match self {
             Containment::Cgroup(c) => c.members(pid),
-            Containment::Session => vec![pid],
+            Containment::Session(orphans) => orphans.members(pid),
         }
     }
 
@@ -146,14 +158,27 @@ impl Containment {
     pub fn logger_members(&self) -> Vec<i32> {
         match self {
             Containment::Cgroup(c) => pids(&c.base.join(LOGGER)),
-            Containment::Session => Vec::new(),
+            Containment::Session(_) => Vec::new(),
         }
     }
 
-    /// A reaped pid: its cgroup (if it was a worker's) goes once empty.
-    pub fn exited(&mut self, pid: i32) {
-        if let Containment::Cgroup(c) = self {
-            c.exited.push(pid);
+    /// A reaped worker: its cgroup goes once empty; in session mode the
+    /// processes that became our children (not in `known`: workers, the
+    /// logger) are its orphans, returned to be named.
+    pub fn exited(&mut self, pid: i32, known: &[i32]) -> Vec<i32> {
+        match self {
+            Containment::Cgroup(c) => {
+                c.exited.push(pid);
+                Vec::new()
+            }
+            Containment::Session(orphans) => orphans.adopt(pid, known),
+        }
+    }
+
+    /// Any reaped pid: an orphan is no one's any more.
+    pub fn reaped(&mut self, pid: i32) {
+        if let Containment::Session(orphans) = self {
+            orphans.reaped(pid);
         }
     }
 

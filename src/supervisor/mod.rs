@@ -96,7 +96,14 @@ impl Perform for Supervisor {
             }
             Effect::KillGroup { pid } => {
                 let reaped = self.lingering.iter().any(|&(p, _)| p == pid);
-                self.contain.kill(pid, reaped);
+                let escaped = self.contain.kill(pid, reaped);
+                if !escaped.is_empty() {
+                    let pids: Vec<String> = escaped.iter().map(i32::to_string).collect();
+                    self.log.line(&format!(
+                        "killed processes of worker {pid} outside its session: {}",
+                        pids.join(",")
+                    ));
+                }
             }
             // Held until the orphans are stopped and the captured output
             // flushed, so that `exiting` stays the last line.
@@ -226,20 +233,21 @@ impl Supervisor {
     fn child_exits(&mut self) -> Vec<Input> {
         let mut inputs = Vec::new();
         for exit in reaper::reap() {
-            match exit {
-                Input::Exited { pid, status } if self.logger_exited(pid, status, Instant::now()) => {}
-                Input::Exited { pid, status } if self.upgrade_child_exited(pid, status) => {}
-                Input::Exited { pid, status }
-                    if self.machine.told_to_stop(pid) && self.contain.alive(pid) =>
-                {
-                    self.contain.exited(pid);
-                    self.lingering.push((pid, status));
-                }
-                Input::Exited { pid, status } => {
-                    self.contain.exited(pid);
-                    inputs.push(Input::Exited { pid, status });
-                }
-                other => inputs.push(other),
+            let Input::Exited { pid, status } = exit else {
+                inputs.push(exit);
+                continue;
+            };
+            self.contain.reaped(pid);
+            if self.logger_exited(pid, status, Instant::now()) || self.upgrade_child_exited(pid, status) {
+                continue;
+            }
+            if self.is_worker(pid) {
+                self.adopt_orphans(pid);
+            }
+            if self.machine.told_to_stop(pid) && self.contain.alive(pid) {
+                self.lingering.push((pid, status));
+            } else {
+                inputs.push(Input::Exited { pid, status });
             }
         }
         inputs
@@ -265,6 +273,22 @@ impl Supervisor {
             }
         }
         inputs
+    }
+
+    /// A worker was reaped: in session mode, what it left re-parented to
+    /// us is its own (killed at its deadline), named once in the log.
+    fn adopt_orphans(&mut self, pid: i32) {
+        let mut known: Vec<i32> = self.machine.views().iter().flat_map(|v| v.pids.clone()).collect();
+        known.extend(self.logger.iter().filter_map(|l| l.pid));
+        known.extend(self.upgrades.verify_pid());
+        let orphans = self.contain.exited(pid, &known);
+        if !orphans.is_empty() {
+            let pids: Vec<String> = orphans.iter().map(i32::to_string).collect();
+            self.log.line(&format!(
+                "worker {pid} left processes {} running outside its session; they count as its own until they exit",
+                pids.join(",")
+            ));
+        }
     }
 
     fn is_worker(&self, pid: i32) -> bool {

@@ -48,7 +48,7 @@ impl Started {
             self.pid_file.take(),
             std::mem::take(&mut self.listeners),
             self.control.take(),
-            std::mem::replace(&mut self.contain, Containment::Session),
+            std::mem::replace(&mut self.contain, Containment::session()),
         )
     }
 }
@@ -90,7 +90,7 @@ pub fn run(mut config: Config) -> Result<u8> {
         pid_file,
         listeners: Vec::new(),
         control: None,
-        contain: Containment::Session,
+        contain: Containment::session(),
         armed: true,
     };
     // Sockets our own service manager passed are adopted before anything binds.

@@ -95,13 +95,10 @@ fn a_worker_in_the_supervisors_group_is_killed_in_session_mode() {
 
 /// A worker's child in a session of its own that ignores TERM: the old
 /// generation counts as gone only once it is gone too, at the drain
-/// deadline, and `status` lists it meanwhile.
-#[test]
-fn a_setsid_child_does_not_outlive_the_drain() {
-    if !can_run("a writable cgroup v2 (root)", nix::unistd::Uid::effective().is_root()) {
-        return;
-    }
-    let mut s = supervised("auto", &["--setsid-child"]);
+/// deadline, and `status` lists it meanwhile. (In session mode the worker
+/// exits on TERM, its child is re-parented to the supervisor and adopted.)
+fn a_setsid_child_does_not_outlive_the_drain(mode: &str) {
+    let mut s = supervised(mode, &["--setsid-child"]);
     s.wait_generations(&[1]);
     let escapee = pid_in(&s.wait_journal(&["escapee"]), "child");
     s.wait_journal(&["start", &format!("pid={escapee}")]);
@@ -114,6 +111,43 @@ fn a_setsid_child_does_not_outlive_the_drain() {
     assert!(!alive(escapee), "the escapee outlived the restart's answer\n{}", s.dossier());
     let gone_ms = reply["signal_to_old_gone_ms"].as_f64().unwrap();
     assert!(gone_ms >= 900.0, "the old generation counted as gone after {gone_ms} ms");
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait_exit().code(), Some(0), "{}", s.dossier());
+}
+
+#[test]
+fn a_setsid_child_does_not_outlive_the_drain_in_cgroup_mode() {
+    if can_run("a writable cgroup v2 (root)", nix::unistd::Uid::effective().is_root()) {
+        a_setsid_child_does_not_outlive_the_drain("auto");
+    }
+}
+
+#[test]
+fn a_setsid_child_does_not_outlive_the_drain_in_session_mode() {
+    a_setsid_child_does_not_outlive_the_drain("off");
+}
+
+/// Both a worker that ignores TERM and its child in a session of its own
+/// (still attached by parentage, not yet an orphan) end at the deadline.
+#[test]
+fn a_setsid_child_of_a_worker_ignoring_term_is_killed_with_it() {
+    let mut s = with_worker(
+        &["--port", "127.0.0.1:0", "--ready", "notify", "--drain-timeout", "1s", "--stop-timeout", "1s"]
+            .into_iter()
+            .chain(["--cgroup", "off"])
+            .collect::<Vec<_>>(),
+        &["--notify", "--setsid-child", "--ignore-term", "forever"],
+    );
+    let first = s.wait_generations(&[1])[0].1;
+    let escapee = pid_in(&s.wait_journal(&["escapee"]), "child");
+    s.wait_journal(&["start", &format!("pid={escapee}")]);
+    s.signal(Signal::SIGHUP);
+    s.wait_generations(&[2]);
+    wait_for(
+        "the old worker and its escapee gone",
+        || s.dossier(),
+        || (!alive(first) && !alive(escapee)).then_some(()),
+    );
     s.signal(Signal::SIGTERM);
     assert_eq!(s.wait_exit().code(), Some(0), "{}", s.dossier());
 }

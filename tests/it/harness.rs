@@ -450,6 +450,10 @@ impl Drop for Supervisor {
             }
             std::thread::sleep(Duration::from_millis(5));
         };
+        // Ended either way (a failed test leaves nothing behind either).
+        for &pid in &left {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
         if !left.is_empty() && !std::thread::panicking() {
             panic!("processes outlived the test: {left:?}\n{}", self.dossier());
         }

@@ -95,6 +95,11 @@ pub struct Upgrades {
 }
 
 impl Upgrades {
+    /// The pid of the new program's verify run, while it runs.
+    pub fn verify_pid(&self) -> Option<i32> {
+        self.verifying.as_ref().map(|v| v.pid)
+    }
+
     pub fn new(started: SystemTime) -> Upgrades {
         Upgrades {
             binary: own_binary(),

@@ -36,7 +36,7 @@ pub(super) struct Asked {
 
 pub(super) struct Verifying {
     pub(super) asked: Asked,
-    pid: i32,
+    pub(super) pid: i32,
     out: File,
     err: File,
     pub(super) deadline: Instant,
