@@ -246,8 +246,9 @@ impl PidFileWatch {
                     _ => "another process".to_string(),
                 };
                 Err(format!(
-                    "pid file {path} names pid {pid}, but its lock is held by {by}: the supervisor is gone; \
-                     not trusting it (stop that process, then remove the file)"
+                    "pid file {path} names pid {pid}, but its lock is held by {by}: not trusting it (the file \
+                     was rewritten, the supervisor runs in another pid namespace, or it is gone and {by} took \
+                     the lock; find out what {by} is before signalling anything)"
                 ))
             }
             Err(e) => Err(format!("cannot check who holds pid file {path}: {}", io_text(&e))),

@@ -3,26 +3,40 @@
 use std::io::Write;
 
 /// `line` into `buf` with every control character a terminal acts on
-/// written visibly: C0 but TAB, and DEL, as `\x1b`; C1 (U+0080..U+009F,
-/// UTF-8 `c2 80`..`c2 9f`) as `\u{9b}`. Everything else, invalid UTF-8
-/// included, goes out as it came. A worker cannot overprint its record's
-/// prefix with ESC or CR sequences, nor start a line of its own.
+/// written visibly: C0 but TAB, and DEL, as `\x1b`; C1 (U+0080..U+009F)
+/// and the characters that reorder or break a line on display (bidi
+/// embeddings, overrides and isolates U+202A..U+202E, U+2066..U+2069; the
+/// line and paragraph separators U+2028, U+2029) as `\u{9b}`; a byte
+/// 0x80..0x9F outside valid UTF-8 (C1 to an 8-bit terminal) as `\x9b`.
+/// Everything else, other invalid UTF-8 included, goes out as it came. A
+/// worker cannot overprint its record's prefix, reorder it, nor start a
+/// line of its own.
 pub(super) fn controls(line: &[u8], buf: &mut Vec<u8>) {
-    let mut i = 0;
-    while i < line.len() {
-        let byte = line[i];
-        match (byte, line.get(i + 1)) {
-            (b'\t', _) => buf.push(byte),
-            (0..=0x1f | 0x7f, _) => {
-                let _ = write!(buf, "\\x{byte:02x}");
+    for chunk in line.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\t' => buf.push(b'\t'),
+                '\0'..='\x1f' | '\x7f' => {
+                    let _ = write!(buf, "\\x{:02x}", c as u32);
+                }
+                '\u{80}'..='\u{9f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{2028}'
+                | '\u{2029}' => {
+                    let _ = write!(buf, "\\u{{{:x}}}", c as u32);
+                }
+                c => buf.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
             }
-            (0xc2, Some(&next @ 0x80..=0x9f)) => {
-                let _ = write!(buf, "\\u{{{next:x}}}");
-                i += 1;
-            }
-            _ => buf.push(byte),
         }
-        i += 1;
+        for &byte in chunk.invalid() {
+            match byte {
+                0x80..=0x9f => {
+                    let _ = write!(buf, "\\x{byte:02x}");
+                }
+                _ => buf.push(byte),
+            }
+        }
     }
 }
 
@@ -42,5 +56,7 @@ mod tests {
         assert_eq!(escaped(b"a\tb\x00\x7f\x08"), b"a\tb\\x00\\x7f\\x08");
         assert_eq!(escaped("csi \u{9b}2K caf\u{e9}".as_bytes()), "csi \\u{9b}2K caf\u{e9}".as_bytes());
         assert_eq!(escaped(b"raw \xff\xc2"), b"raw \xff\xc2");
+        assert_eq!(escaped(b"8-bit csi \x9b2K latin \xe9"), b"8-bit csi \\x9b2K latin \xe9");
+        assert_eq!(escaped("\u{202e}gnp.exe \u{2028}x".as_bytes()), b"\\u{202e}gnp.exe \\u{2028}x");
     }
 }
