@@ -5,6 +5,7 @@ mod activation;
 mod attacks;
 mod compat;
 mod contain;
+mod container;
 mod control;
 mod control_abuse;
 mod drill;
