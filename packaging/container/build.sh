@@ -17,7 +17,6 @@
 # PODMAN is the podman command line (default `podman`), e.g.
 # PODMAN="podman --runtime runc --cgroup-manager=cgroupfs".
 set -euo pipefail
-cd "$(dirname "$0")/../.."
 
 tag=localhost/handover-hello:latest
 binaries=
@@ -31,6 +30,10 @@ while (($#)); do
     *) echo "build.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
+# Paths given are the caller's; the build runs at the repository's root.
+[ -z "$binaries" ] || binaries=$(realpath -m "$binaries")
+[ -z "$tar_out" ] || tar_out=$(realpath -m "$tar_out")
+cd "$(dirname "$0")/../.."
 
 if [ -z "$binaries" ]; then
     cargo build --release --locked --bin handover --example hello
@@ -67,6 +70,7 @@ trap 'rm -rf "$root" "$tarball"' EXIT
 ${PODMAN:-podman} import --quiet \
     --change 'ENTRYPOINT ["/usr/local/bin/handover"]' \
     --change 'CMD ["--port", "0.0.0.0:8080", "--ready", "notify", "--control", "/dev/shm/handover.control", "--", "/usr/local/bin/hello"]' \
+    --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' \
     --change 'USER 10001:10001' \
     --change 'EXPOSE 8080' \
     --change 'STOPSIGNAL SIGTERM' \
