@@ -28,8 +28,13 @@ fn the_probe_fails_while_the_only_generation_is_starting() {
         .args(["--port", "127.0.0.1:0", "--ready", "notify", "--control", "{dir}/ctl"])
         .args(["--pid-file", "{dir}/pid", "--status-file", "{dir}/status", "--", "sleep", "1000"])
         .start();
-    let o = wait_probe(&s, &CONTROL, 1);
-    assert_eq!(o.stdout, "", "{}", o.dossier());
+    // Until the control socket is there, the probe fails for that reason.
+    let o = wait_for(
+        "the probe's answer from the supervisor",
+        || s.dossier(),
+        || Some(probe(&s, &CONTROL)).filter(|o| !o.stderr.contains("cannot connect")),
+    );
+    assert_eq!((o.code, o.stdout.as_str()), (Some(1), ""), "{}", o.dossier());
     assert_eq!(
         o.error_lines(),
         ["handover: no generation is serving: generation 1 starting"],
