@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::harness::*;
 
 mod podman;
-use podman::{CONTROL, Container, generation, get, http_load, ready, run, text};
+use podman::{CONTROL, Container, generation, get, http_load, one_at_a_time, ready, run, text};
 
 /// Hot restarts from outside under load (`podman kill -s HUP`, then
 /// `podman exec ... restart --wait`, three times), no failed request; the
@@ -30,11 +30,12 @@ fn pid1_in_the_image_restarts_under_load_and_stops_with_exit_0() {
     if !ready() {
         return;
     }
+    let _one = one_at_a_time();
     let c = Container::start("pid1", &[], &[]);
     let status = c.wait_serving(CONTROL);
     assert_eq!(status["pid"], 1, "handover is PID 1: {status}");
     let addr = c.addr();
-    assert_eq!(get(&addr).ok().as_deref().and_then(generation), Some(1), "{}", c.dossier());
+    assert_eq!(generation_at(&c, &addr), Some(1), "{}", c.dossier());
     let stop = Arc::new(AtomicBool::new(false));
     let clients = http_load(&addr, 4, &stop);
     let mut generation_now = 1;
@@ -66,8 +67,16 @@ fn pid1_in_the_image_restarts_under_load_and_stops_with_exit_0() {
         c.dossier()
     );
     assert!(answered > 0);
-    assert_eq!(get(&addr).ok().as_deref().and_then(generation), Some(generation_now));
+    assert_eq!(generation_at(&c, &addr), Some(generation_now), "{}", c.dossier());
     c.stop_clean();
+}
+
+/// The generation that answers a GET at `addr`; a failed GET panics.
+fn generation_at(c: &Container, addr: &str) -> Option<u64> {
+    match get(addr) {
+        Ok(body) => generation(&body),
+        Err(e) => panic!("GET {addr}: {e}\n{}", c.dossier()),
+    }
 }
 
 /// What the container's PID 1 sees at `path`, from the host.
@@ -84,6 +93,7 @@ fn a_read_only_image_without_tmp_runs_as_any_uid() {
     if !ready() {
         return;
     }
+    let _one = one_at_a_time();
     for (test, uid) in [("nobody", 65534), ("root", 0)] {
         let user = format!("{uid}:{uid}");
         let options = ["--read-only", "--read-only-tmpfs=false", "--passwd=false", "--user", &user];
@@ -104,7 +114,7 @@ fn a_read_only_image_without_tmp_runs_as_any_uid() {
         c.wait_alone(CONTROL, 2);
         let output = c.client(CONTROL, &["restart", "--wait"]);
         assert!(output.status.success(), "{}\n{}", text(&output), c.dossier());
-        assert_eq!(get(&c.addr()).ok().as_deref().and_then(generation), Some(3), "{}", c.dossier());
+        assert_eq!(generation_at(&c, &c.addr()), Some(3), "{}", c.dossier());
         c.stop_clean();
     }
 }
@@ -116,6 +126,7 @@ fn without_dev_shm_the_failure_names_the_paths_and_handover_runtime_dir_is_the_f
     if !ready() {
         return;
     }
+    let _one = one_at_a_time();
     let bare = ["--ipc=none", "--read-only", "--read-only-tmpfs=false", "--user", "65534:65534"];
     let c = Container::start("noshm", &bare, &["--port", "0.0.0.0:8080", "--", "/usr/local/bin/hello"]);
     wait_for(
@@ -168,7 +179,7 @@ fn without_dev_shm_the_failure_names_the_paths_and_handover_runtime_dir_is_the_f
     c.wait_serving(control);
     let output = c.client(control, &["restart", "--wait"]);
     assert!(output.status.success(), "{}\n{}", text(&output), c.dossier());
-    assert_eq!(get(&c.addr()).ok().as_deref().and_then(generation), Some(2), "{}", c.dossier());
+    assert_eq!(generation_at(&c, &c.addr()), Some(2), "{}", c.dossier());
     c.stop_clean();
 }
 
@@ -181,6 +192,7 @@ fn stop_timeout_below_the_grace_period_ends_in_exit_0_not_137() {
     if !ready() {
         return;
     }
+    let _one = one_at_a_time();
     let worker = format!("{}:/usr/local/bin/worker:ro", example("worker").display());
     let stubborn = ["--", "/usr/local/bin/worker", "--notify", "--ignore-term", "forever"];
     for (test, timeout, grace, code) in

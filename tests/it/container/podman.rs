@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,14 @@ pub fn text(output: &Output) -> String {
 
 pub fn run(args: &[&str]) -> Output {
     podman(args).output().unwrap_or_else(|e| panic!("podman {args:?}: {e}"))
+}
+
+/// Held for a whole test (declared before its containers, so dropped
+/// after them): one container test at a time, so that their networks are
+/// not set up and torn down at once and their load does not add up.
+pub fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static ONE: Mutex<()> = Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// podman can run a container here and the image is built (once per
@@ -196,7 +204,7 @@ impl Drop for Container {
 /// One `GET /` on a new connection: hello's body, or why not.
 pub fn get(addr: &str) -> Result<String, String> {
     let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(DEADLINE)).map_err(|e| e.to_string())?;
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: it\r\nConnection: close\r\n\r\n")
         .map_err(|e| format!("send: {e}"))?;
