@@ -67,6 +67,8 @@ if [ -n "$tar_out" ]; then
 fi
 trap 'rm -rf "$root" "$tarball"' EXIT
 # shellcheck disable=SC2086 # PODMAN is a command line
+previous=$(${PODMAN:-podman} image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
+# shellcheck disable=SC2086
 ${PODMAN:-podman} import --quiet \
     --change 'ENTRYPOINT ["/usr/local/bin/handover"]' \
     --change 'CMD ["--port", "0.0.0.0:8080", "--ready", "notify", "--control", "/dev/shm/handover.control", "--", "/usr/local/bin/hello"]' \
@@ -75,4 +77,8 @@ ${PODMAN:-podman} import --quiet \
     --change 'EXPOSE 8080' \
     --change 'STOPSIGNAL SIGTERM' \
     "$tarball" "$tag" >/dev/null
+# The image this tag named before, if no container uses it.
+if [ -n "$previous" ] && [ "$previous" != "$(${PODMAN:-podman} image inspect --format '{{.Id}}' "$tag")" ]; then
+    ${PODMAN:-podman} rmi "$previous" >/dev/null 2>&1 || true
+fi
 echo "build.sh: built $tag" >&2
