@@ -325,7 +325,7 @@ _handover() {
             return 0
             ;;
         handover__subcmd__status)
-            opts="-h --control --pid-file --status-file --json --help"
+            opts="-h --control --pid-file --status-file --json --serving --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -97,6 +97,7 @@ complete -c handover -n "__fish_handover_using_subcommand status" -l control -d 
 complete -c handover -n "__fish_handover_using_subcommand status" -l pid-file -d 'The supervisor\'s --pid-file' -r -F
 complete -c handover -n "__fish_handover_using_subcommand status" -l status-file -d 'The supervisor\'s --status-file' -r -F
 complete -c handover -n "__fish_handover_using_subcommand status" -l json -d 'One JSON object instead of text'
+complete -c handover -n "__fish_handover_using_subcommand status" -l serving -d 'A health probe: print nothing, exit 1 with the reason unless a generation is serving (and the supervisor is not stopping)'
 complete -c handover -n "__fish_handover_using_subcommand status" -s h -l help -d 'Print help'
 complete -c handover -n "__fish_handover_using_subcommand drill" -l restarts -d 'Hot restarts to perform' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l upgrades -d 'Upgrades of handover in place to perform, in turns with the restarts; each must keep the pids and the log lines' -r

@@ -180,10 +180,13 @@ fn run_client(client: Client) -> Result<u8> {
                 client::control::call(&control, Command::Reopen, Some(Duration::from_secs(10)))?;
             println!("{}", client::show::reopen_text(&done));
         }
-        Client::Status { target, json } => {
+        Client::Status { target, json, serving } => {
             if let Some(path) = over_control(&target) {
                 let status: Status =
                     client::control::call(&path, Command::Status, Some(Duration::from_secs(10)))?;
+                if serving {
+                    return client::show::not_serving(&status).map_or(Ok(0), |why| Err(Error::runtime(why)));
+                }
                 match json {
                     true => println!("{}", String::from_utf8_lossy(&encode(&status)).trim_end()),
                     false => print!("{}", client::show::status_text(&status)),
@@ -191,6 +194,17 @@ fn run_client(client: Client) -> Result<u8> {
                 return Ok(0);
             }
             let status = client::status(target.pid_file.as_deref(), target.status_file.as_deref())?;
+            if serving {
+                return match (status.running, status.generations.is_empty()) {
+                    (true, false) => Ok(0),
+                    (true, true) => {
+                        Err(Error::runtime("no generation is serving: the status file lists none"))
+                    }
+                    (false, _) => {
+                        Err(Error::runtime("no generation is serving: the supervisor is not running"))
+                    }
+                };
+            }
             if json {
                 println!("{}", serde_json::to_string(&status).unwrap_or_default());
             } else {

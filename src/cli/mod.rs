@@ -133,6 +133,10 @@ pub enum Client {
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// A health probe: print nothing, exit 1 with the reason unless a
+        /// generation is serving (and the supervisor is not stopping).
+        #[arg(long)]
+        serving: bool,
     },
 }
 

@@ -1,6 +1,6 @@
 //! Control-socket replies for people: `handover restart --wait` and
 //! `handover status` without `--json`.
-use crate::wire::control::{Reopened, Restart, Restarted, Status, Upgraded};
+use crate::wire::control::{Phase, Reopened, Restart, Restarted, Status, Upgraded};
 
 fn join(pids: &[i32]) -> String {
     let items: Vec<String> = pids.iter().map(i32::to_string).collect();
@@ -39,6 +39,20 @@ pub fn reopen_text(done: &Reopened) -> String {
         (None, true) => "sent USR1 to the serving generation".to_string(),
         (None, false) => "nothing to reopen".to_string(),
     }
+}
+
+/// `status --serving`: why no generation serves (what there is instead),
+/// or `None` when one does and the supervisor is not stopping.
+pub fn not_serving(status: &Status) -> Option<String> {
+    if status.stopping {
+        return Some(format!("the supervisor (pid {}) is stopping", status.pid));
+    }
+    if status.generations.iter().any(|g| g.phase == Phase::Serving) {
+        return None;
+    }
+    let each = status.generations.iter().map(|g| format!("generation {} {}", g.generation, g.phase.name()));
+    let what = each.collect::<Vec<_>>().join(", ");
+    Some(format!("no generation is serving: {}", if what.is_empty() { "none is running" } else { &what }))
 }
 
 /// The `status` answer for people.
@@ -99,7 +113,7 @@ pub fn status_text(status: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::control::{Counters, Generation, Image, Listener, Phase, Readiness};
+    use crate::wire::control::{Counters, Generation, Image, Listener, Readiness};
 
     #[test]
     fn a_restart_and_a_status_for_people() {
@@ -116,7 +130,7 @@ mod tests {
             "generation 4 is serving (pids 12,13): ready 35.25 ms after spawn, \
              old generation gone 120 ms after it was told to stop"
         );
-        let status = Status {
+        let mut status = Status {
             ok: true,
             pid: 7,
             stopping: true,
@@ -164,6 +178,13 @@ mod tests {
                 "restarts 1, failures 2, respawns 3, ignored readiness from no worker 4",
             ]
         );
+        assert_eq!(not_serving(&status).as_deref(), Some("the supervisor (pid 7) is stopping"));
+        status.stopping = false;
+        assert_eq!(not_serving(&status), None);
+        status.generations[0].phase = Phase::Starting;
+        assert_eq!(not_serving(&status).as_deref(), Some("no generation is serving: generation 4 starting"));
+        status.generations.clear();
+        assert_eq!(not_serving(&status).as_deref(), Some("no generation is serving: none is running"));
         let upgraded = |took_ms| Upgraded {
             ok: true,
             pid: 7,

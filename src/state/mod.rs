@@ -1,7 +1,7 @@
 //! The supervisor's files, one per module, each reached through a checked
 //! directory (`dir`, `SafeDir`): the pid file (flock) in
 //! `pid_file`, the status file (atomic rename) in `status_file`, the envdir
-//! in `envdir`, files it created and may remove in `owned`; each states
+//! in `envdir`, where the private runtime directory goes in `runtime`, files it created and may remove in `owned`; each states
 //! its invariants.
 
 mod dir;
@@ -9,6 +9,7 @@ mod envdir;
 mod lock_holder;
 mod owned;
 mod pid_file;
+mod runtime;
 mod status_file;
 
 pub use dir::SafeDir;
@@ -18,4 +19,5 @@ pub use owned::OwnedPath;
 pub use pid_file::{PidFile, PidFileWatch};
 #[cfg(test)]
 pub use pid_file::{is_locked, read_pid};
+pub use runtime::runtime_dir;
 pub use status_file::{StatusFile, read_status};

@@ -2,7 +2,7 @@
 //!
 //! Downward, the supervisor owns a datagram socket that every worker gets
 //! as `NOTIFY_SOCKET`. It is a path in a private directory (mode 0700) under
-//! `$XDG_RUNTIME_DIR` or the temp dir, not an abstract name: several
+//! the runtime directory (`state::runtime_dir`), not an abstract name: several
 //! client libraries (the Rust sd-notify crate among them) only speak paths.
 //! The directory is removed when the socket is dropped, and locked while
 //! it lives, so that a later start can remove what a killed supervisor
@@ -28,6 +28,8 @@ use nix::sys::stat::Mode;
 
 use crate::machine::Upward;
 use crate::state::SafeDir;
+/// Where the private directory goes.
+pub use crate::state::runtime_dir;
 use crate::supervisor::upgrade::Carried;
 use crate::supervisor::upgrade::record::NotifyRecord;
 use crate::wire::sd_notify::{Message, parse};
@@ -47,30 +49,6 @@ const MAX_DATAGRAMS: usize = 256;
 /// A runtime directory younger than this is never taken for stale: its
 /// creator may not have locked it yet.
 const STALE_AFTER: Duration = Duration::from_secs(10);
-
-/// Where the private directory goes: `$XDG_RUNTIME_DIR` when it is ours
-/// and private (mode 0700, as pam_systemd makes it), else the temp dir
-/// when a checked walk accepts it (writable only by its owner, or sticky
-/// as `/tmp`); short enough for `sun_path` (108 bytes). `/tmp` when none
-/// is, and then the bind says why.
-pub fn runtime_dir() -> PathBuf {
-    let euid = nix::unistd::geteuid().as_raw();
-    let private = |dir: &PathBuf| {
-        SafeDir::open(dir)
-            .and_then(|d| Ok(nix::sys::stat::fstat(d.fd())?))
-            .is_ok_and(|st| st.st_uid == euid && st.st_mode & 0o077 == 0)
-    };
-    let xdg = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(private);
-    [xdg, Some(std::env::temp_dir())]
-        .into_iter()
-        .flatten()
-        .find(|dir| {
-            dir.as_os_str().len() < 60
-                && SafeDir::open(dir).is_ok()
-                && nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok()
-        })
-        .unwrap_or_else(|| PathBuf::from("/tmp"))
-}
 
 /// Whether `name` is one of ours: `handover-` and 16 hex digits (6 letters
 /// from versions that used mkdtemp).
@@ -122,7 +100,10 @@ pub fn clean_stale(parent: &Path) -> usize {
 
 impl NotifySocket {
     pub fn bind() -> io::Result<NotifySocket> {
-        NotifySocket::bind_in(&runtime_dir())
+        let parent = runtime_dir()?;
+        NotifySocket::bind_in(&parent).map_err(|e| {
+            io::Error::new(e.kind(), format!("in {}: {}", parent.display(), crate::error::io_text(&e)))
+        })
     }
 
     /// The socket in a new private directory (0700, an unpredictable

@@ -98,7 +98,7 @@ pub fn run(mut config: Config) -> Result<u8> {
     let opened = listen::open_all(&config.listeners, config.backlog, inherited)?;
     started.listeners = opened.listeners;
     place(&mut config, &started.listeners)?;
-    let cleaned = readiness::clean_stale(&readiness::runtime_dir());
+    let cleaned = readiness::runtime_dir().map_or(0, |dir| readiness::clean_stale(&dir));
     let notify = NotifySocket::bind().context(creating("notify socket"))?;
     let einhorn =
         EinhornSocket::bind(&notify.path().with_file_name("einhorn")).context(creating("einhorn socket"))?;
