@@ -5,11 +5,11 @@ use std::process::{Command, Output};
 
 use crate::harness::*;
 
-fn drill(args: &[&str]) -> Output {
+pub(crate) fn drill(args: &[&str]) -> Output {
     drill_with(Command::new(binary()), args)
 }
 
-fn drill_with(mut command: Command, args: &[&str]) -> Output {
+pub(crate) fn drill_with(mut command: Command, args: &[&str]) -> Output {
     let out = command.arg("drill").args(args).output().unwrap();
     let dossier =
         format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -17,7 +17,7 @@ fn drill_with(mut command: Command, args: &[&str]) -> Output {
     out
 }
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 

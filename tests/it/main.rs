@@ -8,6 +8,8 @@ mod contain;
 mod control;
 mod control_abuse;
 mod drill;
+mod drill_findings;
+mod drill_startup;
 mod errors;
 mod faults;
 mod files;

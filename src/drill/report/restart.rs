@@ -49,6 +49,8 @@ pub struct RestartReport {
     pub answered_after_ms: f64,
     pub ready_after_ms: Option<f64>,
     pub old_gone_after_ms: Option<f64>,
+    /// Workers of its old generation the supervisor had to KILL.
+    pub killed: Vec<i32>,
     #[serde(flatten)]
     pub window: WindowReport,
 }
@@ -68,6 +70,7 @@ impl RestartReport {
             answered_after_ms: ms(r.answered_at.saturating_duration_since(r.requested_at)),
             ready_after_ms: r.ready_after.map(ms),
             old_gone_after_ms: r.old_gone_after.map(ms),
+            killed: Vec::new(),
             window: WindowReport::of(w),
         };
         (report, span)

@@ -14,6 +14,12 @@ use crate::wire::control::{self, Command as Request};
 impl Subject {
     /// One hot restart, given up after `timeout`.
     pub fn restart(&mut self, number: usize, timeout: Duration) -> RestartRecord {
+        let mut record = self.restart_by_driver(number, timeout);
+        record.error = record.error.map(|e| self.explain(&e));
+        record
+    }
+
+    fn restart_by_driver(&mut self, number: usize, timeout: Duration) -> RestartRecord {
         match &self.driver {
             Driver::Control { socket, .. } => {
                 let mut record = restart_by_control(socket, number, timeout);
