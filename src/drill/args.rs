@@ -77,6 +77,11 @@ struct DrillCli {
     /// The report as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Write DIR/report.html (the run drawn: requests per second, latency,
+    /// the restarts, accept gaps and failed requests; self-contained) and
+    /// DIR/report.json (the report with the series it is drawn from).
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
     /// Also write the report as JUnit XML.
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
@@ -219,6 +224,7 @@ pub fn parse(own: Vec<OsString>) -> Result<Drill, clap::Error> {
         request_timeout: duration("request-timeout", &cli.request_timeout)?,
         json: cli.json,
         junit: cli.junit,
+        report: cli.report,
         max_failures: cli.max_failures,
         max_p99: optional("max-p99", &cli.max_p99)?,
         max_retried: cli.max_retried,

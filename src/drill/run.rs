@@ -40,6 +40,8 @@ pub struct Drill {
     pub request_timeout: Duration,
     pub json: bool,
     pub junit: Option<PathBuf>,
+    /// `--report DIR`: report.html and report.json there.
+    pub report: Option<PathBuf>,
     pub max_failures: u64,
     pub max_p99: Option<Duration>,
     /// Retried keep-alive requests tolerated.
@@ -266,6 +268,7 @@ fn conclude(
         startup: run.startup,
         kills: output.kills(),
         stop_signal,
+        series: drill.report.is_some(),
         restarts: &run.restarts,
         upgrades: &run.upgrades,
         upgrade_log,
@@ -285,6 +288,12 @@ fn conclude(
         && let Err(e) = std::fs::write(path, report.to_junit("handover drill"))
     {
         eprintln!("handover drill: cannot write --junit {}: {e}", path.display());
+        code = 1;
+    }
+    if let Some(dir) = &drill.report
+        && let Err(e) = write_report(dir, &report)
+    {
+        eprintln!("handover drill: {e}");
         code = 1;
     }
     if drill.json {
@@ -310,6 +319,16 @@ pub fn schedule(restarts: usize, upgrades: usize) -> Vec<Step> {
         steps.extend((i <= upgrades).then_some(Step::Upgrade(i)));
     }
     steps
+}
+
+/// `--report DIR`: DIR/report.html and DIR/report.json (created, or replaced).
+fn write_report(dir: &Path, report: &super::report::Report) -> Result<()> {
+    let text = |path: PathBuf| move || format!("cannot write --report {}", path.display());
+    std::fs::create_dir_all(dir).context(text(dir.to_path_buf()))?;
+    let html = dir.join("report.html");
+    std::fs::write(&html, report.to_html("handover drill")).context(text(html.clone()))?;
+    let json = dir.join("report.json");
+    std::fs::write(&json, format!("{:#}\n", report.to_json())).context(text(json.clone()))
 }
 
 /// The drill's directory: `keep` (created if missing, made absolute so the

@@ -50,10 +50,12 @@ use serde_json::Value;
 use super::load::{Outcome, Sample, Unsampled};
 
 mod gap;
+mod html;
 mod kill;
 mod numbers;
 mod render;
 mod restart;
+mod series;
 mod timeline;
 mod upgrade;
 mod verdict;
@@ -61,6 +63,7 @@ use gap::gap_outside;
 pub use kill::{Kill, parse as parse_kill};
 pub use numbers::{Failures, Latency};
 pub use restart::{RestartRecord, RestartReport};
+pub use series::Series;
 use timeline::Timeline;
 pub use upgrade::{LogLines, Snapshot, UpgradeRecord, Upgrades};
 use verdict::{Case, findings};
@@ -130,6 +133,8 @@ pub struct Inputs<'a> {
     pub kills: Vec<Kill>,
     /// The signal an old generation is told to stop with (`TERM`).
     pub stop_signal: String,
+    /// Whether to compute the run over time (`Report::series`).
+    pub series: bool,
     pub restarts: &'a [RestartRecord],
     pub upgrades: &'a [UpgradeRecord],
     /// The supervisor's log lines about upgrades; None: not checked (no
@@ -218,6 +223,9 @@ pub struct Report {
     pub max_retried_percent: Option<f64>,
     /// `--max-retried N`.
     pub max_retried_per_connection_restart: Option<f64>,
+    /// The run over time, for `--report DIR`'s picture.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series: Option<Series>,
     #[serde(skip)]
     findings: Vec<(Case, String)>,
 }
@@ -312,7 +320,10 @@ pub fn compute(inputs: &Inputs) -> Report {
         RetryLimit::Percent(p) => (Some(p), None),
         RetryLimit::PerConnectionRestart(n) => (None, Some(n)),
     };
+    let capped = unsampled.requests > 0;
+    let series = inputs.series.then(|| series::series(samples, &timeline, &restarts, &upgrades.each, capped));
     let mut report = Report {
+        series,
         passed: true,
         verdicts: Vec::new(),
         startup_error: inputs.startup.clone(),

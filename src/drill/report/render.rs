@@ -202,7 +202,7 @@ fn belongs(finding: Case, case: Case) -> bool {
 
 /// Text for an XML attribute or element: markup escaped, characters XML
 /// 1.0 forbids replaced by U+FFFD.
-fn xml(text: &str) -> String {
+pub(super) fn xml(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

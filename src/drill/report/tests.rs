@@ -53,6 +53,7 @@ pub(super) fn inputs<'a>(base: Instant, samples: &'a [Sample], restarts: &'a [Re
         startup: None,
         kills: vec![],
         stop_signal: "TERM".into(),
+        series: false,
         restarts,
         upgrades: &[],
         upgrade_log: None,
