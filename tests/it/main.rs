@@ -9,6 +9,7 @@ mod control;
 mod control_abuse;
 mod drill;
 mod drill_findings;
+mod drill_recipes;
 mod drill_report;
 mod drill_startup;
 mod errors;
