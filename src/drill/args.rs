@@ -41,7 +41,8 @@ struct DrillCli {
     /// drill, as log lines lost.
     #[arg(long, value_name = "TEXT")]
     log_line: Option<String>,
-    /// Wait this long between restarts and upgrades [default: as fast as they complete].
+    /// Wait this long between restarts and upgrades [default: 600ms, which
+    /// keeps each one's window of requests apart from the next one's].
     #[arg(long, value_name = "DURATION")]
     restart_every: Option<String>,
     /// Concurrent client connections.

@@ -118,6 +118,18 @@ fn the_start_failure_hint_comes_only_when_the_log_says_so() {
 }
 
 #[test]
+fn a_new_generation_that_does_not_serve_the_inherited_socket_is_named() {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/drill/own_socket.py");
+    let args = ["--port", "127.0.0.1:0", "--ready", "alive", "--interval", "300ms", "--restarts", "1"];
+    let out = drill(&[&args[..], &["--request-timeout", "1s", "--json", "--", "python3", fixture]].concat());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = verdicts(&report(&out));
+    let first = said.first().cloned().unwrap_or_default();
+    assert!(first.starts_with("restart 1: generation 2 (pid "), "{said:?}");
+    assert!(first.contains("does not hold the listening socket the supervisor passed"), "{said:?}");
+}
+
+#[test]
 fn back_to_back_restarts_have_windows_of_their_own() {
     let hello = example("hello").display().to_string();
     let args = ["--port", "127.0.0.1:0", "--ready", "notify", "--restarts", "6", "--json"];

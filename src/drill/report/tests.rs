@@ -19,6 +19,7 @@ pub(super) fn restart(base: Instant, number: usize, requested_ms: u64, answered_
         old_gone_after: Some(Duration::from_millis(120)),
         answered_at: t(base, answered_ms),
         error: None,
+        findings: vec![],
     }
 }
 

@@ -96,9 +96,13 @@ pub(super) fn findings(
     retried_in_restarts: u64,
 ) -> Vec<(Case, String)> {
     let mut out = first;
-    for r in report.restarts.iter().filter(|r| !r.ok) {
-        let error = r.error.as_deref().unwrap_or("no reason given");
-        out.push((Case::Step(Step::Restart(r.number)), format!("restart {} failed: {error}", r.number)));
+    for r in &report.restarts {
+        let step = Step::Restart(r.number);
+        if !r.ok {
+            let error = r.error.as_deref().unwrap_or("no reason given");
+            out.push((Case::Step(step), format!("{step} failed: {error}")));
+        }
+        out.extend(r.findings.iter().map(|f| (Case::Step(step), format!("{step}: {f}"))));
     }
     out.extend(report.upgrades.findings());
     if report.requests == 0 && report.startup_error.is_none() {
