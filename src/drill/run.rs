@@ -63,7 +63,8 @@ pub struct Drill {
 /// window (answer + 500 ms) from the next one's (request − 100 ms).
 pub const SPACING: Duration = WINDOW_BEFORE.saturating_add(WINDOW_AFTER);
 /// The drill waits this long at most for the supervisor to stop (less
-/// with a shorter `--restart-timeout`), then kills it.
+/// with a shorter `--restart-timeout`, more with a longer `--stop-timeout`
+/// of the supervisor's), then kills it.
 const STOP_BOUND: Duration = Duration::from_secs(60);
 
 /// What the drill measured, for the report.
@@ -100,7 +101,7 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
             return Err(e);
         }
     };
-    let stop_bound = drill.restart_timeout.min(STOP_BOUND);
+    let stop_bound = subject.stop_bound(drill.restart_timeout.min(STOP_BOUND));
     if let Err(e) = subject.wait_serving(drill.startup_timeout) {
         let supervisor = subject.describe();
         let signal = subject.stop_signal().to_owned();

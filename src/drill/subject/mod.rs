@@ -74,6 +74,8 @@ pub struct Subject {
     driver: Driver,
     /// The signal that tells an old generation to stop (`--signal-on-hup`).
     stop_signal: String,
+    /// Its `--stop-timeout`, when given.
+    stop_timeout: Option<Duration>,
     /// Worker pids seen in the status file or `status` replies.
     seen: BTreeSet<i32>,
     /// The listeners of the last `status` reply (with `Driver::Control`).
@@ -143,12 +145,19 @@ impl Subject {
             output,
             driver,
             stop_signal: stuck::stop_signal(args),
+            stop_timeout: stuck::stop_timeout(args),
             seen: BTreeSet::new(),
             listeners: Vec::new(),
             log_here: upgrade::log_here(args),
             dir: dir.to_path_buf(),
             keep,
         })
+    }
+
+    /// How long to wait for it to stop: `bound`, or longer when its own
+    /// `--stop-timeout` needs more (10 s more).
+    pub fn stop_bound(&self, bound: Duration) -> Duration {
+        bound.max(self.stop_timeout.map_or(Duration::ZERO, |t| t.saturating_add(Duration::from_secs(10))))
     }
 
     /// The signal an old generation is told to stop with (`TERM`, `QUIT`).
