@@ -81,6 +81,8 @@ struct Run {
     idle: Option<super::report::Idle>,
     cut_short: Option<String>,
     startup: Option<String>,
+    /// What is wrong with the first generation, though it serves.
+    first_generation: Option<String>,
 }
 
 /// Run the drill; the exit code is 0 only when it passed.
@@ -116,6 +118,7 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
         let run = Run { startup: Some(e.message), ..Run::default() };
         return Ok(conclude(&drill, run, supervisor, signal, leftovers, &output, false));
     }
+    let first_generation = subject.unused_socket(1);
     let targets = subject.targets();
     if targets.is_empty() {
         let _ = subject.stop(stop_bound);
@@ -166,15 +169,15 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
     pause(Duration::from_millis(200));
     let mut cut_short = None;
     for (i, step) in schedule(drill.restarts, drill.upgrades).into_iter().enumerate() {
+        if i > 0 {
+            pause(drill.restart_every.unwrap_or(SPACING));
+        }
         if interrupted().is_some() {
             break;
         }
         if load.finished() {
             cut_short = Some(not_run(&drill, records.len(), upgrades.len()));
             break;
-        }
-        if i > 0 {
-            pause(drill.restart_every.unwrap_or(SPACING));
         }
         match step {
             Step::Restart(number) => {
@@ -221,6 +224,7 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
         idle,
         cut_short,
         startup: None,
+        first_generation,
     };
     Ok(conclude(&drill, run, supervisor, signal, leftovers, &output, log_here))
 }
@@ -267,6 +271,7 @@ fn conclude(
         asked: (drill.restarts, drill.upgrades),
         cut_short: run.cut_short,
         startup: run.startup,
+        first_generation: run.first_generation,
         kills: output.kills(),
         stop_signal,
         series: drill.report.is_some(),

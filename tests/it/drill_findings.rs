@@ -130,6 +130,18 @@ fn a_new_generation_that_does_not_serve_the_inherited_socket_is_named() {
 }
 
 #[test]
+fn a_first_generation_that_does_not_serve_the_inherited_socket_is_named() {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/drill/own_socket.py");
+    let args = ["--port", "127.0.0.1:0", "--ready", "alive", "--interval", "300ms", "--restarts", "0"];
+    let out =
+        drill(&[&args[..], &["--request-timeout", "1s", "--json", "--", "python3", fixture, "1"]].concat());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = verdicts(&report(&out));
+    let first = said.first().cloned().unwrap_or_default();
+    assert!(first.starts_with("startup: generation 1 (pid "), "{said:?}");
+}
+
+#[test]
 fn back_to_back_restarts_have_windows_of_their_own() {
     let hello = example("hello").display().to_string();
     let args = ["--port", "127.0.0.1:0", "--ready", "notify", "--restarts", "6", "--json"];

@@ -129,6 +129,8 @@ pub struct Inputs<'a> {
     pub cut_short: Option<String>,
     /// Why the first generation never served, when it did not.
     pub startup: Option<String>,
+    /// What is wrong with the first generation, though it serves.
+    pub first_generation: Option<String>,
     /// Workers the supervisor had to KILL.
     pub kills: Vec<Kill>,
     /// The signal an old generation is told to stop with (`TERM`).
@@ -371,6 +373,9 @@ pub fn compute(inputs: &Inputs) -> Report {
     let mut first = Vec::new();
     if let Some(why) = &inputs.startup {
         first.push((verdict::Case::Startup, format!("startup failed: {why}")));
+    }
+    if let Some(what) = &inputs.first_generation {
+        first.push((verdict::Case::Startup, format!("startup: {what}")));
     }
     if let Some(why) = &inputs.cut_short {
         first.push((verdict::Case::Requests, why.clone()));

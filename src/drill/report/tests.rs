@@ -52,6 +52,7 @@ pub(super) fn inputs<'a>(base: Instant, samples: &'a [Sample], restarts: &'a [Re
         asked: (restarts.len(), 0),
         cut_short: None,
         startup: None,
+        first_generation: None,
         kills: vec![],
         stop_signal: "TERM".into(),
         series: false,
