@@ -15,6 +15,11 @@ use crate::harness::*;
 /// The test worker answers `gen=G pid=P` to any connection: loaded raw.
 const RAW: [&str; 3] = ["--raw-send=", "--raw-expect", "gen="];
 
+/// A paced load: a connection per request at full speed leaves tens of
+/// thousands of loopback sockets in TIME_WAIT, which later tests' connects
+/// can collide with (a SYN answered by a stale ACK, retried after 1 s).
+const PACED: [&str; 2] = ["--rate", "1000"];
+
 fn report(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
 }
@@ -28,7 +33,8 @@ fn verdicts(report: &Value) -> Vec<String> {
 fn the_sample_cap_stops_the_detail_never_the_restarts() {
     let hello = example("hello").display().to_string();
     let args = ["--port", "127.0.0.1:0", "--ready", "notify", "--restarts", "4", "--restart-every", "150ms"];
-    let out = drill(&[&args[..], &["--max-samples", "300", "--json", "--", &hello, "--quiet"]].concat());
+    let out =
+        drill(&[&args[..], &PACED, &["--max-samples", "300", "--json", "--", &hello, "--quiet"]].concat());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let report = report(&out);
     assert_eq!(report["restarts"].as_array().map(Vec::len), Some(4), "{report:#}");
@@ -56,7 +62,7 @@ fn ignoring_term(supervisor: &[&str], rest: &[&str]) -> std::process::Output {
     let worker = example("worker").display().to_string();
     let args = ["--port", "127.0.0.1:0", "--ready", "notify", "--json"];
     let server = ["--", &worker, "--notify", "--ignore-term", "forever"];
-    drill_with(Command::new(binary()), &[supervisor, &args[..], &RAW, rest, &server[..]].concat())
+    drill_with(Command::new(binary()), &[supervisor, &args[..], &RAW, &PACED, rest, &server[..]].concat())
 }
 
 #[test]
@@ -105,7 +111,7 @@ fn the_start_failure_hint_comes_only_when_the_log_says_so() {
     let worker = example("worker").display().to_string();
     let args = ["--port", "127.0.0.1:0", "--restarts", "1", "--json"];
     let server = ["--", &worker, "--notify", "--crash-if-generation-at-least", "2"];
-    let out = drill(&[&args[..], &RAW, &server[..]].concat());
+    let out = drill(&[&args[..], &RAW, &PACED, &server[..]].concat());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let said = verdicts(&report(&out));
     let failed =
@@ -145,7 +151,7 @@ fn a_first_generation_that_does_not_serve_the_inherited_socket_is_named() {
 fn back_to_back_restarts_have_windows_of_their_own() {
     let hello = example("hello").display().to_string();
     let args = ["--port", "127.0.0.1:0", "--ready", "notify", "--restarts", "6", "--json"];
-    let out = drill(&[&args[..], &["--", &hello, "--quiet"]].concat());
+    let out = drill(&[&args[..], &PACED, &["--", &hello, "--quiet"]].concat());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let report = report(&out);
     let restarts = report["restarts"].as_array().unwrap();

@@ -65,7 +65,9 @@ fn drilled(supervisor: &[&str], keepalive: bool, worker: &[&str]) -> (Output, Va
     let mut command = Command::new(binary());
     command.env("PATH", debian_path()).current_dir(FIXTURES);
     let (c, r) = (CONNECTIONS.to_string(), RESTARTS.to_string());
-    let mut args = vec!["--port", "127.0.0.1:0", "--restarts", &r, "--connections", &c, "--json"];
+    // Paced: see `drill_findings::PACED`.
+    let mut args =
+        vec!["--port", "127.0.0.1:0", "--restarts", &r, "--connections", &c, "--json", "--rate", "1000"];
     args.extend(keepalive.then_some("--keepalive"));
     let out = drill_with(command, &[supervisor, &args[..], &["--"], worker].concat());
     let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
