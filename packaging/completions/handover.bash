@@ -175,7 +175,7 @@ _handover() {
             return 0
             ;;
         handover__subcmd__drill)
-            opts="-h --restarts --upgrades --upgrade-binary --log-line --restart-every --connections --keepalive --duration --rate --requests --get --expect-status --raw-send --raw-expect --request-timeout --json --junit --max-failures --max-p99 --max-retried --restart-timeout --idle --supervisor --keep --help"
+            opts="-h --restarts --upgrades --upgrade-binary --log-line --restart-every --connections --keepalive --duration --rate --requests --get --expect-status --raw-send --raw-expect --request-timeout --json --report --junit --max-failures --max-p99 --max-retried --restart-timeout --startup-timeout --max-samples --idle --supervisor --keep --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -237,6 +237,10 @@ _handover() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --report)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --junit)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -254,6 +258,14 @@ _handover() {
                     return 0
                     ;;
                 --restart-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --startup-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-samples)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -103,7 +103,7 @@ complete -c handover -n "__fish_handover_using_subcommand drill" -l restarts -d 
 complete -c handover -n "__fish_handover_using_subcommand drill" -l upgrades -d 'Upgrades of handover in place to perform, in turns with the restarts; each must keep the pids and the log lines' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l upgrade-binary -d 'Upgrade to this handover binary; given more than once, to each in turn [default: the one the supervisor was started from]' -r -F
 complete -c handover -n "__fish_handover_using_subcommand drill" -l log-line -d 'Every answered request must leave a line containing TEXT in the supervisor\'s output (a server that logs each request, under --log-capture): fewer such lines than answered requests fail the drill, as log lines lost' -r
-complete -c handover -n "__fish_handover_using_subcommand drill" -l restart-every -d 'Wait this long between restarts and upgrades [default: as fast as they complete]' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l restart-every -d 'Wait this long between restarts and upgrades [default: 600ms, which keeps each one\'s window of requests apart from the next one\'s]' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l connections -d 'Concurrent client connections' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l duration -d 'Load for this long [default: until the restarts and upgrades are done]' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l rate -d 'Pace the load at this many requests per second in all [default: as fast as answered]' -r
@@ -113,11 +113,14 @@ complete -c handover -n "__fish_handover_using_subcommand drill" -l expect-statu
 complete -c handover -n "__fish_handover_using_subcommand drill" -l raw-send -d 'Raw TCP mode: send this (instead of HTTP) on each connection' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l raw-expect -d 'Raw TCP mode: the answer must start with this' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l request-timeout -d 'A request taking longer counts as a timeout' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l report -d 'Write DIR/report.html (the run drawn: requests per second, latency, the restarts, accept gaps and failed requests; self-contained) and DIR/report.json (the report with the series it is drawn from)' -r -F
 complete -c handover -n "__fish_handover_using_subcommand drill" -l junit -d 'Also write the report as JUnit XML' -r -F
 complete -c handover -n "__fish_handover_using_subcommand drill" -l max-failures -d 'Failed requests tolerated' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l max-p99 -d 'Fail when the p99 latency exceeds this' -r
-complete -c handover -n "__fish_handover_using_subcommand drill" -l max-retried -d 'Fail when more than this share of the requests (in percent) found their keep-alive connection closed and were retried' -r
-complete -c handover -n "__fish_handover_using_subcommand drill" -l restart-timeout -d 'A restart or upgrade not done after this long has failed' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l max-retried -d 'Keep-alive requests found closed and retried tolerated: N per connection and restart (what a server that closes idle connections when it stops costs: 1), or with `%` a share of all requests' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l restart-timeout -d 'A restart or upgrade not done after this long has failed [default: 120s]' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l startup-timeout -d 'The first generation not serving after this long fails the drill [default: --restart-timeout if given, else 60s]' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l max-samples -d 'Keep every request\'s detail up to this many (then only counts)' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l idle -d 'After the load, measure the supervisor\'s CPU time and wake-ups over this long' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l supervisor -d 'Drill this start_server-compatible program instead of handover: restarts by SIGHUP, timed from its --status-file' -r -F
 complete -c handover -n "__fish_handover_using_subcommand drill" -l keep -d 'Use DIR for the drill\'s files and keep it (created if missing): output.log holds the supervisor\'s and workers\' output [default: a temporary directory, removed at the end]' -r -F

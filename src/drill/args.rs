@@ -8,8 +8,13 @@ use std::sync::LazyLock;
 
 use clap::{CommandFactory, Parser};
 
+use super::load::MAX_SAMPLES;
+use super::report::RetryLimit;
 use super::run::Drill;
 use crate::config::parse_duration;
+
+mod unknown;
+pub use unknown::unknown;
 
 /// Run a server under handover (or another supervisor), drive load at its listeners
 /// through hot restarts, and report whether any client noticed.
@@ -36,7 +41,8 @@ struct DrillCli {
     /// drill, as log lines lost.
     #[arg(long, value_name = "TEXT")]
     log_line: Option<String>,
-    /// Wait this long between restarts and upgrades [default: as fast as they complete].
+    /// Wait this long between restarts and upgrades [default: 600ms, which
+    /// keeps each one's window of requests apart from the next one's].
     #[arg(long, value_name = "DURATION")]
     restart_every: Option<String>,
     /// Concurrent client connections.
@@ -72,6 +78,11 @@ struct DrillCli {
     /// The report as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Write DIR/report.html (the run drawn: requests per second, latency,
+    /// the restarts, accept gaps and failed requests; self-contained) and
+    /// DIR/report.json (the report with the series it is drawn from).
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
     /// Also write the report as JUnit XML.
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
@@ -81,13 +92,21 @@ struct DrillCli {
     /// Fail when the p99 latency exceeds this.
     #[arg(long, value_name = "DURATION")]
     max_p99: Option<String>,
-    /// Fail when more than this share of the requests (in percent) found
-    /// their keep-alive connection closed and were retried.
-    #[arg(long, value_name = "PERCENT", default_value = "1%", value_parser = percent)]
-    max_retried: f64,
-    /// A restart or upgrade not done after this long has failed.
-    #[arg(long, value_name = "DURATION", default_value = "120s")]
-    restart_timeout: String,
+    /// Keep-alive requests found closed and retried tolerated: N per
+    /// connection and restart (what a server that closes idle connections
+    /// when it stops costs: 1), or with `%` a share of all requests.
+    #[arg(long, value_name = "N|PERCENT%", default_value = "1", value_parser = retry_limit)]
+    max_retried: RetryLimit,
+    /// A restart or upgrade not done after this long has failed [default: 120s].
+    #[arg(long, value_name = "DURATION")]
+    restart_timeout: Option<String>,
+    /// The first generation not serving after this long fails the drill
+    /// [default: --restart-timeout if given, else 60s].
+    #[arg(long, value_name = "DURATION")]
+    startup_timeout: Option<String>,
+    /// Keep every request's detail up to this many (then only counts).
+    #[arg(long, value_name = "N", default_value_t = MAX_SAMPLES, hide = true)]
+    max_samples: u64,
     /// After the load, measure the supervisor's CPU time and wake-ups over this long.
     #[arg(long, value_name = "DURATION")]
     idle: Option<String>,
@@ -102,12 +121,27 @@ struct DrillCli {
     keep: Option<PathBuf>,
 }
 
-/// `1`, `0.5%`: a share from 0 to 100 percent.
-fn percent(text: &str) -> Result<f64, String> {
-    let number = text.trim().strip_suffix('%').unwrap_or(text.trim());
-    match number.trim().parse::<f64>() {
-        Ok(share) if (0.0..=100.0).contains(&share) => Ok(share),
-        _ => Err(format!("expected a percentage from 0 to 100, such as 1 or 0.5%, got {text:?}")),
+/// `--restart-timeout`'s default.
+pub const DEFAULT_RESTART_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// `--startup-timeout`'s default without `--restart-timeout`.
+pub const DEFAULT_STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `1`: per connection and restart; `0.5%`: a share from 0 to 100 percent.
+fn retry_limit(text: &str) -> Result<RetryLimit, String> {
+    let bad = || {
+        format!(
+            "expected retries per connection and restart (such as 1) or a percentage from 0 to 100 (such as 0.5%), got {text:?}"
+        )
+    };
+    let (number, percent) = match text.trim().strip_suffix('%') {
+        Some(number) => (number, true),
+        None => (text.trim(), false),
+    };
+    let value = number.trim().parse::<f64>().map_err(|_| bad())?;
+    match (percent, value) {
+        (true, share) if (0.0..=100.0).contains(&share) => Ok(RetryLimit::Percent(share)),
+        (false, n) if n.is_finite() && n >= 0.0 => Ok(RetryLimit::PerConnectionRestart(n)),
+        _ => Err(bad()),
     }
 }
 
@@ -191,10 +225,17 @@ pub fn parse(own: Vec<OsString>) -> Result<Drill, clap::Error> {
         request_timeout: duration("request-timeout", &cli.request_timeout)?,
         json: cli.json,
         junit: cli.junit,
+        report: cli.report,
         max_failures: cli.max_failures,
         max_p99: optional("max-p99", &cli.max_p99)?,
         max_retried: cli.max_retried,
-        restart_timeout: duration("restart-timeout", &cli.restart_timeout)?,
+        restart_timeout: optional("restart-timeout", &cli.restart_timeout)?
+            .unwrap_or(DEFAULT_RESTART_TIMEOUT),
+        startup_timeout: match optional("startup-timeout", &cli.startup_timeout)? {
+            Some(timeout) => timeout,
+            None => optional("restart-timeout", &cli.restart_timeout)?.unwrap_or(DEFAULT_STARTUP_TIMEOUT),
+        },
+        max_samples: cli.max_samples.max(1),
         idle: optional("idle", &cli.idle)?,
         supervisor: cli.supervisor,
         keep: cli.keep,
@@ -248,7 +289,16 @@ mod tests {
         let declared = crate::cli::long_options(command());
         assert_eq!(*OWN, declared);
         assert!(OWN.contains(&("help".to_owned(), false)));
-        let valued = ["restarts", "rate", "junit", "supervisor", "restart-timeout", "keep", "max-retried"];
+        let valued = [
+            "restarts",
+            "rate",
+            "junit",
+            "supervisor",
+            "restart-timeout",
+            "keep",
+            "max-retried",
+            "startup-timeout",
+        ];
         for name in valued.into_iter().chain(["upgrades", "upgrade-binary"]) {
             assert!(OWN.contains(&(name.to_owned(), true)), "{name}");
         }
@@ -267,19 +317,34 @@ mod tests {
     }
 
     #[test]
-    fn max_retried_is_a_percentage() {
+    fn max_retried_is_per_connection_and_restart_or_a_percentage() {
+        use RetryLimit::{PerConnectionRestart as Per, Percent};
         let parsed = |args: &[&str]| {
             let own = ["handover drill"].iter().chain(args).map(OsString::from).collect();
             parse(own).map(|d| d.max_retried)
         };
-        assert_eq!(parsed(&[]).unwrap(), crate::drill::report::DEFAULT_MAX_RETRIED_PERCENT);
-        assert_eq!(parsed(&["--max-retried", "0.5%"]).unwrap(), 0.5);
-        assert_eq!(parsed(&["--max-retried=0"]).unwrap(), 0.0);
-        assert_eq!(parsed(&["--max-retried", "100"]).unwrap(), 100.0);
-        for bad in ["101", "-1", "NaN", "one", "%"] {
+        assert_eq!(parsed(&[]).unwrap(), crate::drill::report::DEFAULT_MAX_RETRIED);
+        assert_eq!(parsed(&[]).unwrap(), Per(1.0));
+        assert_eq!(parsed(&["--max-retried", "0.5%"]).unwrap(), Percent(0.5));
+        assert_eq!(parsed(&["--max-retried=0"]).unwrap(), Per(0.0));
+        assert_eq!(parsed(&["--max-retried", "100%"]).unwrap(), Percent(100.0));
+        assert_eq!(parsed(&["--max-retried", "2.5"]).unwrap(), Per(2.5));
+        for bad in ["101%", "-1", "NaN", "one", "%", "inf"] {
             let e = parsed(&[&format!("--max-retried={bad}")]).unwrap_err().to_string();
-            assert!(e.contains("expected a percentage from 0 to 100"), "{bad}: {e}");
+            assert!(e.contains("expected retries per connection and restart"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn the_startup_timeout_defaults_to_the_restart_timeout_given_else_60_s() {
+        let parsed = |args: &[&str]| {
+            let own = ["handover drill"].iter().chain(args).map(OsString::from).collect();
+            parse(own).map(|d| (d.startup_timeout.as_secs(), d.restart_timeout.as_secs())).unwrap()
+        };
+        assert_eq!(parsed(&[]), (60, 120));
+        assert_eq!(parsed(&["--restart-timeout", "5s"]), (5, 5));
+        assert_eq!(parsed(&["--restart-timeout", "5s", "--startup-timeout=9s"]), (9, 5));
+        assert_eq!(parsed(&["--startup-timeout", "2s"]), (2, 120));
     }
 
     #[test]

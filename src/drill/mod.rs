@@ -83,6 +83,9 @@ pub fn main(args: Vec<OsString>) -> Result<u8> {
             return Err(Error::usage(format!("drill: {first} (see handover drill --help)")));
         }
     };
+    if let Some(line) = args::unknown(&supervisor, drill.supervisor.is_some()) {
+        return Err(Error::usage(line));
+    }
     if !supervisor.iter().any(|a| a == "--")
         && supervisor.iter().all(|a| a.to_string_lossy().starts_with('-'))
     {

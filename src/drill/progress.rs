@@ -183,6 +183,7 @@ mod tests {
             duration: None,
             timeout: Duration::from_secs(1),
             rate: None,
+            max_samples: 10,
         };
         let load = Load::start(plan).unwrap();
         let counters = load.counters();

@@ -7,10 +7,10 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::load::{Load, Mode, Plan};
+use super::load::{Load, Mode, Plan, Sample, Unsampled};
 use super::progress::Progress;
-use super::report::{Inputs, Step, Thresholds, compute};
-use super::subject::Subject;
+use super::report::{Inputs, RetryLimit, Step, Thresholds, WINDOW_AFTER, WINDOW_BEFORE, compute};
+use super::subject::{Output, Subject};
 use super::{interrupted, interruption, pause};
 use crate::error::{Context, Error, Result};
 
@@ -25,6 +25,7 @@ pub struct Drill {
     pub upgrade_binaries: Vec<PathBuf>,
     /// Every answered request leaves a line with this text in the output.
     pub log_line: Option<String>,
+    /// The pause between restarts and upgrades; `None`: [`SPACING`].
     pub restart_every: Option<Duration>,
     pub connections: usize,
     pub keepalive: bool,
@@ -39,17 +40,49 @@ pub struct Drill {
     pub request_timeout: Duration,
     pub json: bool,
     pub junit: Option<PathBuf>,
+    /// `--report DIR`: report.html and report.json there.
+    pub report: Option<PathBuf>,
     pub max_failures: u64,
     pub max_p99: Option<Duration>,
-    /// Retried keep-alive requests tolerated, in percent of all requests.
-    pub max_retried: f64,
+    /// Retried keep-alive requests tolerated.
+    pub max_retried: RetryLimit,
     pub restart_timeout: Duration,
+    /// How long the first generation may take to serve.
+    pub startup_timeout: Duration,
+    /// Requests whose every detail is kept, at most.
+    pub max_samples: u64,
     pub idle: Option<Duration>,
     /// A start_server-compatible program to drill instead of handover.
     pub supervisor: Option<PathBuf>,
     /// The directory for the drill's files, kept afterwards (`--keep`);
     /// `None`: a temporary one, removed.
     pub keep: Option<PathBuf>,
+}
+
+/// The default pause between restarts (and upgrades): enough to keep one's
+/// window (answer + 500 ms) from the next one's (request − 100 ms).
+pub const SPACING: Duration = WINDOW_BEFORE.saturating_add(WINDOW_AFTER);
+/// The drill waits this long at most for the supervisor to stop (less
+/// with a shorter `--restart-timeout`, more with a longer `--stop-timeout`
+/// of the supervisor's), then kills it.
+const STOP_BOUND: Duration = Duration::from_secs(60);
+
+/// What the drill measured, for the report.
+#[derive(Default)]
+struct Run {
+    samples: Vec<Sample>,
+    unsampled: Unsampled,
+    restarts: Vec<super::report::RestartRecord>,
+    upgrades: Vec<super::report::UpgradeRecord>,
+    started: Option<Instant>,
+    ended: Option<Instant>,
+    load_cpu: Option<Duration>,
+    memory: (Option<u64>, Option<u64>),
+    idle: Option<super::report::Idle>,
+    cut_short: Option<String>,
+    startup: Option<String>,
+    /// What is wrong with the first generation, though it serves.
+    first_generation: Option<String>,
 }
 
 /// Run the drill; the exit code is 0 only when it passed.
@@ -70,16 +103,25 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
             return Err(e);
         }
     };
-    if let Err(e) = subject.wait_serving(Duration::from_secs(120)) {
-        let (_, output) = subject.stop();
-        return Err(match interrupted() {
-            Some(_) => e,
-            None => Error::new(e.code, format!("{}\n{}", e.message, output.tail())),
-        });
+    let stop_bound = subject.stop_bound(drill.restart_timeout.min(STOP_BOUND));
+    if let Err(e) = subject.wait_serving(drill.startup_timeout) {
+        let supervisor = subject.describe();
+        let signal = subject.stop_signal().to_owned();
+        let (leftovers, output) = subject.stop(stop_bound);
+        if interrupted().is_some() {
+            return Err(e);
+        }
+        if e.code == 2 {
+            eprintln!("handover drill: {}", output.tail());
+            return Err(Error::usage(format!("drill: the supervisor refused its options: {}", e.message)));
+        }
+        let run = Run { startup: Some(e.message), ..Run::default() };
+        return Ok(conclude(&drill, run, supervisor, signal, leftovers, &output, false));
     }
+    let first_generation = subject.unused_socket(1);
     let targets = subject.targets();
     if targets.is_empty() {
-        let _ = subject.stop();
+        let _ = subject.stop(stop_bound);
         let options =
             if drill.supervisor.is_some() { "--port or --path" } else { "--port, --path or --listen" };
         return Err(Error::usage(format!(
@@ -105,6 +147,7 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
         duration: drill.duration,
         timeout: drill.request_timeout,
         rate: drill.rate,
+        max_samples: drill.max_samples,
     };
     let tty = std::io::stderr().is_terminal();
     let started = Instant::now();
@@ -112,7 +155,7 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
     let load = match Load::start(plan) {
         Ok(load) => load,
         Err(e) => {
-            let _ = subject.stop();
+            let _ = subject.stop(stop_bound);
             return Err(Error::runtime(format!("cannot start the load: {e}")));
         }
     };
@@ -124,8 +167,16 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
     };
     // A little load before the first restart, so it has something to disturb.
     pause(Duration::from_millis(200));
-    for step in schedule(drill.restarts, drill.upgrades) {
-        if load.finished() || interrupted().is_some() {
+    let mut cut_short = None;
+    for (i, step) in schedule(drill.restarts, drill.upgrades).into_iter().enumerate() {
+        if i > 0 {
+            pause(drill.restart_every.unwrap_or(SPACING));
+        }
+        if interrupted().is_some() {
+            break;
+        }
+        if load.finished() {
+            cut_short = Some(not_run(&drill, records.len(), upgrades.len()));
             break;
         }
         match step {
@@ -140,9 +191,6 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
                 progress.upgraded(number);
             }
         }
-        if let Some(every) = drill.restart_every {
-            pause(every);
-        }
     }
     // Without a bound of its own the load ends half a second after the last restart.
     if drill.duration.is_none() && drill.requests.is_none() {
@@ -151,44 +199,108 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
         while !load.finished() && pause(Duration::from_millis(20)) {}
     }
     progress.finish();
-    let (peak_rss_kib, private_kib) = subject.memory();
-    let samples = load.stop();
+    let memory = subject.memory();
+    let (samples, unsampled) = load.stop_all();
     let ended = Instant::now();
     let load_cpu = own_cpu().zip(cpu_before).map(|(after, before)| after.saturating_sub(before));
     let idle = drill.idle.and_then(|period| subject.idle(period));
     if let Some(signal) = interrupted() {
-        let _ = subject.stop();
+        let _ = subject.stop(stop_bound);
         return Err(interruption(signal));
     }
     let supervisor = subject.describe();
     let log_here = subject.log_here();
-    let (leftovers, output) = subject.stop();
-    let upgrade_log = (log_here && !upgrades.is_empty()).then(|| output.log_lines());
-    let request_lines = drill.log_line.clone().map(|text| (text, output.log_lines().matched));
+    let signal = subject.stop_signal().to_owned();
+    let (leftovers, output) = subject.stop(stop_bound);
+    let run = Run {
+        samples,
+        unsampled,
+        restarts: records,
+        upgrades,
+        started: Some(started),
+        ended: Some(ended),
+        load_cpu,
+        memory,
+        idle,
+        cut_short,
+        startup: None,
+        first_generation,
+    };
+    Ok(conclude(&drill, run, supervisor, signal, leftovers, &output, log_here))
+}
+
+/// Why not every restart and upgrade asked for ran: the load ended first.
+fn not_run(drill: &Drill, restarts: usize, upgrades: usize) -> String {
+    let mut ran = format!("only {restarts} of {} restarts", drill.restarts);
+    if drill.upgrades > 0 {
+        ran += &format!(" and {upgrades} of {} upgrades", drill.upgrades);
+    }
+    let bound = match (drill.requests, drill.duration) {
+        (Some(n), _) => format!("--requests {n}"),
+        (None, Some(d)) => format!("--duration {}", humantime::format_duration(d)),
+        (None, None) => "its bound".into(),
+    };
+    format!("{ran} ran: the load ended first ({bound}); give more --requests or a longer --duration")
+}
+
+/// The report of `run`: JUnit, JSON or the table, the verdicts and, when
+/// it failed, the output's last lines; the exit code.
+fn conclude(
+    drill: &Drill,
+    run: Run,
+    supervisor: String,
+    stop_signal: String,
+    leftovers: Vec<String>,
+    output: &Output,
+    log_here: bool,
+) -> u8 {
+    let upgrade_log = (log_here && !run.upgrades.is_empty()).then(|| output.log_lines());
+    let request_lines = (drill.log_line.clone())
+        .filter(|_| run.startup.is_none())
+        .map(|text| (text, output.log_lines().matched));
     let thresholds = Thresholds {
         max_failures: drill.max_failures,
         max_p99: drill.max_p99,
-        max_retried_percent: drill.max_retried,
+        max_retried: drill.max_retried,
     };
+    let now = Instant::now();
     let report = compute(&Inputs {
-        samples: &samples,
-        restarts: &records,
-        upgrades: &upgrades,
+        samples: &run.samples,
+        unsampled: run.unsampled,
+        connections: drill.connections,
+        asked: (drill.restarts, drill.upgrades),
+        cut_short: run.cut_short,
+        startup: run.startup,
+        first_generation: run.first_generation,
+        kills: output.kills(),
+        stop_signal,
+        series: drill.report.is_some(),
+        restarts: &run.restarts,
+        upgrades: &run.upgrades,
         upgrade_log,
         request_lines,
-        started,
-        ended,
+        started: run.started.unwrap_or(now),
+        ended: run.ended.unwrap_or(now),
         supervisor,
-        load_cpu,
-        peak_rss_kib,
-        private_kib,
-        idle,
+        load_cpu: run.load_cpu,
+        peak_rss_kib: run.memory.0,
+        private_kib: run.memory.1,
+        idle: run.idle,
         leftovers,
         thresholds,
     });
-    if let Some(path) = &drill.junit {
-        std::fs::write(path, report.to_junit("handover drill"))
-            .context(|| format!("cannot write {}", path.display()))?;
+    let mut code = if report.passed() { 0 } else { 1 };
+    if let Some(path) = &drill.junit
+        && let Err(e) = std::fs::write(path, report.to_junit("handover drill"))
+    {
+        eprintln!("handover drill: cannot write --junit {}: {e}", path.display());
+        code = 1;
+    }
+    if let Some(dir) = &drill.report
+        && let Err(e) = write_report(dir, &report)
+    {
+        eprintln!("handover drill: {e}");
+        code = 1;
     }
     if drill.json {
         println!("{}", report.to_json());
@@ -201,7 +313,7 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
     if !report.passed() {
         eprintln!("handover drill: {}", output.tail());
     }
-    Ok(if report.passed() { 0 } else { 1 })
+    code
 }
 
 /// The restarts and upgrades in the order they are done: in turns, a
@@ -213,6 +325,16 @@ pub fn schedule(restarts: usize, upgrades: usize) -> Vec<Step> {
         steps.extend((i <= upgrades).then_some(Step::Upgrade(i)));
     }
     steps
+}
+
+/// `--report DIR`: DIR/report.html and DIR/report.json (created, or replaced).
+fn write_report(dir: &Path, report: &super::report::Report) -> Result<()> {
+    let text = |path: PathBuf| move || format!("cannot write --report {}", path.display());
+    std::fs::create_dir_all(dir).context(text(dir.to_path_buf()))?;
+    let html = dir.join("report.html");
+    std::fs::write(&html, report.to_html("handover drill")).context(text(html.clone()))?;
+    let json = dir.join("report.json");
+    std::fs::write(&json, format!("{:#}\n", report.to_json())).context(text(json.clone()))
 }
 
 /// The drill's directory: `keep` (created if missing, made absolute so the

@@ -5,11 +5,22 @@ use std::process::{Command, Output};
 
 use crate::harness::*;
 
-fn drill(args: &[&str]) -> Output {
+/// A drill paced at 1000 requests a second (unless `args` set `--rate`):
+/// a connection per request at full speed leaves tens of thousands of
+/// loopback sockets in TIME_WAIT, which later tests' connects collide
+/// with (a SYN answered by a stale ACK is retried after 1 s, then again).
+pub(crate) fn drill(args: &[&str]) -> Output {
+    let paced = ["--rate", "1000"];
+    let given = args.iter().any(|a| a.starts_with("--rate"));
+    drill_with(Command::new(binary()), &[&paced[..(if given { 0 } else { 2 })], args].concat())
+}
+
+/// A drill as fast as the server answers.
+fn unpaced(args: &[&str]) -> Output {
     drill_with(Command::new(binary()), args)
 }
 
-fn drill_with(mut command: Command, args: &[&str]) -> Output {
+pub(crate) fn drill_with(mut command: Command, args: &[&str]) -> Output {
     let out = command.arg("drill").args(args).output().unwrap();
     let dossier =
         format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -17,7 +28,7 @@ fn drill_with(mut command: Command, args: &[&str]) -> Output {
     out
 }
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
@@ -82,7 +93,7 @@ fn a_server_that_drops_requests_on_sigterm_fails_the_drill() {
     }
     let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/rude_server.py");
     let args = ["--port", "127.0.0.1:0", "--interval", "300ms", "--restarts", "3", "--connections", "16"];
-    let out = drill(&[&args[..], &["--", "python3", fixture]].concat());
+    let out = unpaced(&[&args[..], &["--", "python3", fixture]].concat());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let said = text(&out);
     assert!(said.contains("during restart") && said.contains("FAILED"), "{said}");
@@ -256,7 +267,7 @@ fn a_restart_by_sighup_that_never_completes_fails_after_the_restart_timeout() {
 fn stuck_drill(command: Command, supervisor: &[&str], rest: &[&str]) -> Output {
     let worker = example("worker").display().to_string();
     let once = ["--port", "127.0.0.1:0", "--ready", "notify", "--stop-timeout", "1s", "--restarts", "1"];
-    let timeout = ["--restart-timeout", "5s", "--raw-send=", "--raw-expect", "gen="];
+    let timeout = ["--restart-timeout", "5s", "--raw-send=", "--raw-expect", "gen=", "--rate", "1000"];
     let server = [&worker, "--notify", "--ignore-term", "forever"];
     drill_with(command, &[supervisor, &once[..], &timeout[..], rest, &["--"], &server[..]].concat())
 }

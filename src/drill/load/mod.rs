@@ -3,8 +3,13 @@
 //!
 //! Invariants and limits:
 //! - Bounded: at most `requests` (a shared ticket counter, exact), until
-//!   `duration`, and never more than [`MAX_SAMPLES`] samples; `stop` ends
-//!   it early. A thread blocked in a read leaves within `timeout`.
+//!   `duration`; `stop` ends it early. A thread blocked in a read leaves
+//!   within `timeout`. The sample cap (`max_samples`, [`MAX_SAMPLES`] by
+//!   default) bounds the detail kept, never the load: past it a request
+//!   that succeeded first time is only counted ([`Unsampled`], with its
+//!   completion time to the millisecond per connection, for the accept
+//!   gap), while failed and retried ones are still kept up to as many
+//!   again.
 //! - `timeout` bounds the connect and every single read or write, and a
 //!   request whose reads add up to more than `timeout` ends as `Timeout`
 //!   at its next read: a request takes less than twice `timeout` (four
@@ -88,6 +93,40 @@ pub struct Plan {
     /// Requests per second over all connections; `None`: as fast as they
     /// are answered.
     pub rate: Option<u64>,
+    /// Samples kept in full at most (failed and retried ones: twice as many).
+    pub max_samples: u64,
+}
+
+/// What the load counted past its sample cap without keeping the detail.
+#[derive(Debug, Clone, Default)]
+pub struct Unsampled {
+    /// Requests not kept as samples.
+    pub requests: u64,
+    /// Of which succeeded (the rest failed, past even the failures' cap).
+    pub ok: u64,
+    pub retried: u64,
+    /// Successful completions, at most one per connection and millisecond.
+    pub beats: Vec<Instant>,
+}
+
+impl Unsampled {
+    fn merge(&mut self, other: Unsampled) {
+        self.requests += other.requests;
+        self.ok += other.ok;
+        self.retried += other.retried;
+        self.beats.extend(other.beats);
+    }
+
+    /// Counts one request not kept, ended at `ended`.
+    fn count(&mut self, ok: bool, retried: bool, ended: Instant) {
+        self.requests += 1;
+        self.ok += u64::from(ok);
+        self.retried += u64::from(retried);
+        let beat = self.beats.last().is_none_or(|&last| ended >= last + Duration::from_millis(1));
+        if ok && beat {
+            self.beats.push(ended);
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +167,10 @@ struct Shared {
     stop: AtomicBool,
     tickets: AtomicU64,
     limit: u64,
+    /// Samples kept so far, and failed or retried ones kept past the cap.
+    kept: AtomicU64,
+    kept_extra: AtomicU64,
+    max_samples: u64,
     deadline: Option<Instant>,
     done: AtomicU64,
     failures: AtomicU64,
@@ -138,7 +181,7 @@ struct Shared {
 /// A running load.
 pub struct Load {
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<Vec<Sample>>>,
+    threads: Vec<JoinHandle<(Vec<Sample>, Unsampled)>>,
 }
 
 impl Load {
@@ -151,7 +194,10 @@ impl Load {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             tickets: AtomicU64::new(0),
-            limit: plan.requests.unwrap_or(MAX_SAMPLES).min(MAX_SAMPLES),
+            limit: plan.requests.unwrap_or(u64::MAX),
+            kept: AtomicU64::new(0),
+            kept_extra: AtomicU64::new(0),
+            max_samples: plan.max_samples,
             deadline: plan.duration.map(|d| Instant::now() + d),
             done: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -170,7 +216,7 @@ impl Load {
             match spawned {
                 Ok(t) => load.threads.push(t),
                 Err(e) => {
-                    load.stop();
+                    load.stop_all();
                     return Err(e);
                 }
             }
@@ -189,16 +235,26 @@ impl Load {
     }
 
     /// Stops the threads (each ends its request in flight), joins them and
-    /// returns every sample, in no particular order.
-    pub fn stop(self) -> Vec<Sample> {
+    /// returns every sample kept, in no particular order, and what was
+    /// counted past the cap.
+    pub fn stop_all(self) -> (Vec<Sample>, Unsampled) {
         self.shared.stop.store(true, Relaxed);
-        let mut all = Vec::new();
+        let (mut all, mut unsampled) = (Vec::new(), Unsampled::default());
         for t in self.threads {
-            if let Ok(mut samples) = t.join() {
+            if let Ok((mut samples, more)) = t.join() {
                 all.append(&mut samples);
+                unsampled.merge(more);
             }
         }
-        all
+        all.sort_unstable_by_key(|s| s.started);
+        unsampled.beats.sort_unstable();
+        (all, unsampled)
+    }
+
+    /// [`stop_all`](Load::stop_all)'s samples.
+    #[cfg(test)]
+    pub fn stop(self) -> Vec<Sample> {
+        self.stop_all().0
     }
 }
 
@@ -244,10 +300,11 @@ impl Counters {
 /// staggered, and a request's latency counts from when it was due: a stall
 /// shows in every request that waited for it, not only in the one that met
 /// it (no coordinated omission).
-fn run(shared: &Shared, plan: &Plan, index: usize, origin: Instant) -> Vec<Sample> {
+fn run(shared: &Shared, plan: &Plan, index: usize, origin: Instant) -> (Vec<Sample>, Unsampled) {
     let target = index % plan.targets.len();
     let mut client = Client::new(&plan.targets[target], &plan.mode, plan.timeout);
     let mut samples = Vec::with_capacity(1024);
+    let mut unsampled = Unsampled::default();
     let interval =
         plan.rate.map(|rate| Duration::from_secs_f64(plan.connections as f64 / rate.max(1) as f64));
     let mut due = interval.map(|every| origin + every.mul_f64(index as f64 / plan.connections as f64));
@@ -270,7 +327,13 @@ fn run(shared: &Shared, plan: &Plan, index: usize, origin: Instant) -> Vec<Sampl
         due = due.zip(interval).map(|(at, every)| at + every);
         let latency = started.elapsed();
         let failed = outcome != Outcome::Ok;
-        samples.push(Sample { started, latency, outcome, target, retried });
+        let keep = shared.kept.fetch_add(1, Relaxed) < shared.max_samples
+            || ((failed || retried) && shared.kept_extra.fetch_add(1, Relaxed) < shared.max_samples);
+        if keep {
+            samples.push(Sample { started, latency, outcome, target, retried });
+        } else {
+            unsampled.count(!failed, retried, started + latency);
+        }
         shared.done.fetch_add(1, Relaxed);
         if retried {
             shared.retried.fetch_add(1, Relaxed);
@@ -281,7 +344,7 @@ fn run(shared: &Shared, plan: &Plan, index: usize, origin: Instant) -> Vec<Sampl
         }
     }
     shared.running.fetch_sub(1, Relaxed);
-    samples
+    (samples, unsampled)
 }
 
 /// Sleeps until `at`, in slices short enough to notice a stop; false when

@@ -32,7 +32,16 @@ fn serve(mut s: TcpStream, once: bool) {
 
 fn plan(targets: Vec<Target>, connections: usize, requests: Option<u64>, duration: Option<Duration>) -> Plan {
     let mode = Mode::Http { path: "/".into(), expect_status: 200, keepalive: true };
-    Plan { targets, mode, connections, requests, duration, timeout: Duration::from_secs(5), rate: None }
+    Plan {
+        targets,
+        mode,
+        connections,
+        requests,
+        duration,
+        timeout: Duration::from_secs(5),
+        rate: None,
+        max_samples: MAX_SAMPLES,
+    }
 }
 
 /// Polls until every thread has reached its bound (a watchdog: 20 s).
@@ -55,6 +64,19 @@ fn bounded_by_requests_over_every_target() {
     assert_eq!(counters.done(), 50, "the counters outlive the load");
     assert!(samples.iter().all(|s| s.outcome == Outcome::Ok && !s.retried));
     assert!(samples.iter().any(|s| s.target == 0) && samples.iter().any(|s| s.target == 1));
+}
+
+#[test]
+fn past_the_sample_cap_requests_are_counted_not_kept() {
+    let mut plan = plan(vec![server(false)], 2, Some(50), None);
+    plan.max_samples = 10;
+    let load = Load::start(plan).unwrap();
+    until_finished(&load);
+    assert_eq!(load.counters().done(), 50);
+    let (samples, unsampled) = load.stop_all();
+    assert_eq!((samples.len(), unsampled.requests, unsampled.ok, unsampled.retried), (10, 40, 40, 0));
+    assert!(!unsampled.beats.is_empty() && unsampled.beats.len() <= 40);
+    assert!(unsampled.beats.windows(2).all(|w| w[0] <= w[1]));
 }
 
 #[test]

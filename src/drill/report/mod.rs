@@ -5,9 +5,16 @@
 //! Definitions:
 //! - Latency percentiles are nearest-rank, over successful requests only.
 //! - A restart's (or an upgrade's) window is [requested − 100 ms,
-//!   answered + 500 ms]; a request belongs to it when its lifetime overlaps
-//!   the window. A failed request is attributed (in the verdict) to the
-//!   earliest restart or upgrade whose window it overlaps, else to none.
+//!   answered + 500 ms], cut where it would overlap the next one's (or
+//!   the previous one's): two windows meet halfway between the one's
+//!   answer and the next one's request, so windows never overlap. A
+//!   request belongs to a window when its lifetime overlaps it. A failed
+//!   request is attributed (in the verdict) to the earliest restart or
+//!   upgrade whose window it overlaps, else to none.
+//! - Past the load's sample cap, requests that succeeded first time are
+//!   only counted (`unsampled`): they count in the totals and their
+//!   completions (to the millisecond) in the accept gap, not in the
+//!   latencies or a window's requests.
 //! - The accept gap is the longest time without a successful completion
 //!   while the load ran. The events are the start of the first request,
 //!   every successful completion and the end of the last request; a
@@ -16,10 +23,15 @@
 //!   (closed on the right too, so a stall that begins in the window counts
 //!   in full). "Outside restarts" is the longest gap that touches no
 //!   window (of a restart or an upgrade): the noise floor of the machine.
-//! - The retried share is the retried requests over all requests; above
-//!   `--max-retried` (equal passes) it fails the drill, and the verdict
-//!   counts the retried requests that overlap a restart's (or an
-//!   upgrade's) window.
+//! - Retries are measured per connection and restart: the retried requests
+//!   over the connections times the restarts done (at least one); the
+//!   retried share is the retried requests over all requests. Above
+//!   `--max-retried` (N: per connection and restart; N%: the share; equal
+//!   passes) they fail the drill, and the verdict counts the retried
+//!   requests that overlap a restart's (or an upgrade's) window.
+//! - Findings first name what stopped the drill (a failed start, restarts
+//!   not run), then each restart and upgrade that failed or whose old
+//!   generation had to be killed, then the requests.
 //! - Upgrades (`upgrade`): took ms is the supervisor's own measure (from
 //!   the request to the new image serving), round trip the drill's; their
 //!   spreads are over the upgrades that succeeded, the median nearest-rank.
@@ -29,23 +41,29 @@
 //! sums up the upgrades; `verdict` words the reasons a drill failed;
 //! `render` draws the table and the JUnit XML.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::Value;
 
-use super::load::{Outcome, Sample};
+use super::load::{Outcome, Sample, Unsampled};
 
 mod gap;
+mod html;
+mod kill;
+mod numbers;
 mod render;
 mod restart;
+mod series;
 mod timeline;
 mod upgrade;
 mod verdict;
 use gap::gap_outside;
+pub use kill::{Kill, parse as parse_kill};
+pub use numbers::{Failures, Latency};
 pub use restart::{RestartRecord, RestartReport};
+pub use series::Series;
 use timeline::Timeline;
 pub use upgrade::{LogLines, Snapshot, UpgradeRecord, Upgrades};
 use verdict::{Case, findings};
@@ -71,26 +89,54 @@ impl fmt::Display for Step {
     }
 }
 
-/// `--max-retried`'s default: a keep-alive client retries more than one
-/// request in a hundred only when the server closes connections unasked.
-pub const DEFAULT_MAX_RETRIED_PERCENT: f64 = 1.0;
+/// `--max-retried`: keep-alive requests retried on a fresh connection
+/// tolerated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RetryLimit {
+    /// Per client connection and restart.
+    PerConnectionRestart(f64),
+    /// In percent of all requests.
+    Percent(f64),
+}
+
+/// `--max-retried`'s default: a server that closes its idle keep-alive
+/// connections when told to stop costs each connection one retry per
+/// restart, at any rate.
+pub const DEFAULT_MAX_RETRIED: RetryLimit = RetryLimit::PerConnectionRestart(1.0);
 
 #[derive(Debug, Clone, Copy)]
 pub struct Thresholds {
     pub max_failures: u64,
     pub max_p99: Option<Duration>,
-    /// Retried requests tolerated, in percent of all requests.
-    pub max_retried_percent: f64,
+    pub max_retried: RetryLimit,
 }
 
 impl Default for Thresholds {
     fn default() -> Thresholds {
-        Thresholds { max_failures: 0, max_p99: None, max_retried_percent: DEFAULT_MAX_RETRIED_PERCENT }
+        Thresholds { max_failures: 0, max_p99: None, max_retried: DEFAULT_MAX_RETRIED }
     }
 }
 
 pub struct Inputs<'a> {
     pub samples: &'a [Sample],
+    /// What the load counted past its sample cap.
+    pub unsampled: Unsampled,
+    /// The load's client connections.
+    pub connections: usize,
+    /// The restarts and upgrades asked for.
+    pub asked: (usize, usize),
+    /// Why not all of them ran, when they did not.
+    pub cut_short: Option<String>,
+    /// Why the first generation never served, when it did not.
+    pub startup: Option<String>,
+    /// What is wrong with the first generation, though it serves.
+    pub first_generation: Option<String>,
+    /// Workers the supervisor had to KILL.
+    pub kills: Vec<Kill>,
+    /// The signal an old generation is told to stop with (`TERM`).
+    pub stop_signal: String,
+    /// Whether to compute the run over time (`Report::series`).
+    pub series: bool,
     pub restarts: &'a [RestartRecord],
     pub upgrades: &'a [UpgradeRecord],
     /// The supervisor's log lines about upgrades; None: not checked (no
@@ -122,65 +168,6 @@ pub struct Idle {
     pub wakeups: u64,
 }
 
-/// Failed requests by kind; `statuses` and `errors` detail `bad_status`
-/// (status → count; 0 is a raw reply without the expected prefix) and
-/// `other` (error text → count).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Failures {
-    pub total: u64,
-    pub refused: u64,
-    pub reset: u64,
-    pub timeout: u64,
-    pub bad_status: u64,
-    pub short_read: u64,
-    pub other: u64,
-    pub statuses: BTreeMap<String, u64>,
-    pub errors: BTreeMap<String, u64>,
-}
-
-impl Failures {
-    fn add(&mut self, outcome: &Outcome) {
-        let count = match outcome {
-            Outcome::Ok => return,
-            Outcome::Refused => &mut self.refused,
-            Outcome::Reset => &mut self.reset,
-            Outcome::Timeout => &mut self.timeout,
-            Outcome::ShortRead => &mut self.short_read,
-            Outcome::BadStatus(status) => {
-                *self.statuses.entry(status.to_string()).or_default() += 1;
-                &mut self.bad_status
-            }
-            Outcome::Other(text) => {
-                *self.errors.entry(text.clone()).or_default() += 1;
-                &mut self.other
-            }
-        };
-        *count += 1;
-        self.total += 1;
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Latency {
-    pub p50_ms: Option<f64>,
-    pub p90_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
-    pub max_ms: Option<f64>,
-}
-
-impl Latency {
-    /// Of latencies in ns, sorted.
-    fn of(sorted: &[u64]) -> Latency {
-        let p = |pct| percentile(sorted, pct).map(ms_of);
-        Latency {
-            p50_ms: p(50.0),
-            p90_ms: p(90.0),
-            p99_ms: p(99.0),
-            max_ms: sorted.last().map(|&ns| ms_of(ns)),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct AcceptGap {
     pub max_ms: Option<f64>,
@@ -199,12 +186,21 @@ pub struct RequestLines {
 pub struct Report {
     pub passed: bool,
     pub verdicts: Vec<String>,
+    /// Why the first generation never served (then nothing else ran).
+    pub startup_error: Option<String>,
+    pub restarts_asked: usize,
+    pub upgrades_asked: usize,
     pub requests: u64,
     pub ok: u64,
+    /// Requests counted past the sample cap, without their detail.
+    pub unsampled: u64,
+    pub connections: usize,
     /// Keep-alive requests sent again on a fresh connection (counted once).
     pub retried: u64,
     /// `retried` in percent of `requests`, to 0.01.
     pub retried_percent: f64,
+    /// `retried` per connection and restart done (at least one), to 0.001.
+    pub retried_per_connection_restart: f64,
     pub duration_s: f64,
     pub rate_per_s: f64,
     /// The drill's own CPU time per request: what the load generator costs.
@@ -221,9 +217,17 @@ pub struct Report {
     pub private_kib: Option<u64>,
     pub idle: Option<Idle>,
     pub leftovers: Vec<String>,
+    /// Workers the supervisor had to KILL at the stop (`--stop-timeout`).
+    pub killed_at_stop: Vec<i32>,
     pub max_failures: u64,
     pub max_p99_ms: Option<f64>,
-    pub max_retried_percent: f64,
+    /// `--max-retried N%`.
+    pub max_retried_percent: Option<f64>,
+    /// `--max-retried N`.
+    pub max_retried_per_connection_restart: Option<f64>,
+    /// The run over time, for `--report DIR`'s picture.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series: Option<Series>,
     #[serde(skip)]
     findings: Vec<(Case, String)>,
 }
@@ -247,7 +251,12 @@ fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
 /// sample (an index sorted by start, completion times, latencies).
 pub fn compute(inputs: &Inputs) -> Report {
     let samples = inputs.samples;
-    let timeline = Timeline::new(samples, inputs.started);
+    let mut steps: Vec<(Instant, Instant)> =
+        (inputs.restarts.iter().map(|r| (r.requested_at, r.answered_at)))
+            .chain(inputs.upgrades.iter().map(|u| (u.requested_at, u.answered_at)))
+            .collect();
+    steps.sort_unstable();
+    let timeline = Timeline::new(samples, inputs.started, &inputs.unsampled.beats, &steps);
     let mut failures = Failures::default();
     let mut latencies = Vec::with_capacity(samples.len());
     for s in samples {
@@ -267,6 +276,8 @@ pub fn compute(inputs: &Inputs) -> Report {
         windows.push((from, to, Step::Restart(r.number)));
         restarts.push(report);
     }
+    let (early, killed_at_stop) =
+        kill::findings(&inputs.kills, inputs.restarts, &mut restarts, &inputs.stop_signal);
     let upgrades = Upgrades::compute(inputs.upgrades, inputs.upgrade_log, &timeline, &mut windows);
     windows.sort_by_key(|w| w.0);
     let events = &timeline.events;
@@ -297,18 +308,40 @@ pub fn compute(inputs: &Inputs) -> Report {
     }
 
     let duration = inputs.ended.saturating_duration_since(inputs.started);
-    let requests = samples.len() as u64;
+    let unsampled = &inputs.unsampled;
+    let requests = samples.len() as u64 + unsampled.requests;
+    retried += unsampled.retried;
+    if unsampled.requests > unsampled.ok {
+        let lost = "failed past the sample cap (not kept)".to_string();
+        *failures.errors.entry(lost).or_default() += unsampled.requests - unsampled.ok;
+        failures.other += unsampled.requests - unsampled.ok;
+        failures.total += unsampled.requests - unsampled.ok;
+    }
+    let per_connection_restart = inputs.connections.max(1) * inputs.restarts.len().max(1);
+    let (max_retried_percent, max_retried_per_connection_restart) = match inputs.thresholds.max_retried {
+        RetryLimit::Percent(p) => (Some(p), None),
+        RetryLimit::PerConnectionRestart(n) => (None, Some(n)),
+    };
+    let capped = unsampled.requests > 0;
+    let series = inputs.series.then(|| series::series(samples, &timeline, &restarts, &upgrades.each, capped));
     let mut report = Report {
+        series,
         passed: true,
         verdicts: Vec::new(),
+        startup_error: inputs.startup.clone(),
+        restarts_asked: inputs.asked.0,
+        upgrades_asked: inputs.asked.1,
         requests,
-        ok: latencies.len() as u64,
+        ok: latencies.len() as u64 + unsampled.ok,
+        unsampled: unsampled.requests,
+        connections: inputs.connections,
         retried,
         retried_percent: if requests == 0 {
             0.0
         } else {
             (retried as f64 * 1e4 / requests as f64).round() / 100.0
         },
+        retried_per_connection_restart: (retried as f64 * 1e3 / per_connection_restart as f64).round() / 1e3,
         duration_s: (duration.as_secs_f64() * 1e3).round() / 1e3,
         rate_per_s: if duration.is_zero() { 0.0 } else { (requests as f64 / duration.as_secs_f64()).round() },
         load_cpu_us_per_request: inputs
@@ -330,12 +363,25 @@ pub fn compute(inputs: &Inputs) -> Report {
         private_kib: inputs.private_kib,
         idle: inputs.idle.clone(),
         leftovers: inputs.leftovers.clone(),
+        killed_at_stop,
         max_failures: inputs.thresholds.max_failures,
         max_p99_ms: inputs.thresholds.max_p99.map(ms),
-        max_retried_percent: inputs.thresholds.max_retried_percent,
+        max_retried_percent,
+        max_retried_per_connection_restart,
         findings: Vec::new(),
     };
-    report.findings = findings(&report, &attributed, &outside, retried_in_restarts);
+    let mut first = Vec::new();
+    if let Some(why) = &inputs.startup {
+        first.push((verdict::Case::Startup, format!("startup failed: {why}")));
+    }
+    if let Some(what) = &inputs.first_generation {
+        first.push((verdict::Case::Startup, format!("startup: {what}")));
+    }
+    if let Some(why) = &inputs.cut_short {
+        first.push((verdict::Case::Requests, why.clone()));
+    }
+    first.extend(early);
+    report.findings = findings(&report, first, &attributed, &outside, retried_in_restarts);
     report.verdicts = report.findings.iter().map(|f| f.1.clone()).collect();
     report.passed = report.findings.is_empty();
     report

@@ -34,10 +34,29 @@ impl Report {
     pub fn to_text(&self) -> String {
         let f = &self.failures;
         let l = &self.latency;
-        let mut out = format!(
-            "requests     {} in {:.2} s ({}/s), {} failed, {} retried on a fresh connection ({}%)\n",
-            self.requests, self.duration_s, self.rate_per_s, f.total, self.retried, self.retried_percent
+        let mut out = String::new();
+        if let Some(why) = &self.startup_error {
+            let _ = writeln!(out, "startup      FAILED: {why}");
+        }
+        let _ = writeln!(
+            out,
+            "requests     {} in {:.2} s ({}/s), {} failed, {} retried on a fresh connection ({}%, {} per connection and restart)",
+            self.requests,
+            self.duration_s,
+            self.rate_per_s,
+            f.total,
+            self.retried,
+            self.retried_percent,
+            self.retried_per_connection_restart
         );
+        if self.unsampled > 0 {
+            let kept = self.requests - self.unsampled;
+            let _ = writeln!(
+                out,
+                "detail       of the first {kept} requests and every failed one; {} more only counted (the sample cap)",
+                self.unsampled
+            );
+        }
         if let Some(us) = self.load_cpu_us_per_request {
             let _ = writeln!(out, "load cost    {us} µs of the drill's CPU per request");
         }
@@ -110,12 +129,15 @@ impl Report {
     }
 
     /// JUnit XML: one testsuite "handover drill"; `name` (the drill's
-    /// command, say) is every testcase's classname. Testcases: requests,
+    /// command, say) is every testcase's classname. Testcases: startup, requests,
     /// restart N and upgrade N (one each), the log across upgrades (when
     /// checked), keep-alive retries, latency p99, nothing left behind; a
     /// failure's message is its first verdict, its text all of them.
     pub fn to_junit(&self, name: &str) -> String {
-        let mut cases = vec![(Case::Requests, "requests".to_string(), self.duration_s)];
+        let mut cases = vec![
+            (Case::Startup, "startup".to_string(), 0.0),
+            (Case::Requests, "requests".to_string(), self.duration_s),
+        ];
         for r in &self.restarts {
             let step = Step::Restart(r.number);
             cases.push((Case::Step(step), step.to_string(), r.answered_after_ms / 1e3));
@@ -180,7 +202,7 @@ fn belongs(finding: Case, case: Case) -> bool {
 
 /// Text for an XML attribute or element: markup escaped, characters XML
 /// 1.0 forbids replaced by U+FFFD.
-fn xml(text: &str) -> String {
+pub(super) fn xml(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -213,7 +235,7 @@ mod tests {
         let report = compute(&inputs(base, &samples, &[restart(base, 1, 200, 360)]));
         assert_eq!(
             report.to_text(),
-            "requests     1000 in 1.00 s (1000/s), 0 failed, 1 retried on a fresh connection (0.1%)\n\
+            "requests     1000 in 1.00 s (1000/s), 0 failed, 1 retried on a fresh connection (0.1%, 1 per connection and restart)\n\
              load cost    42 µs of the drill's CPU per request\n\
              failures     refused 0, reset 0, timeout 0, bad status 0, short read 0, other 0\n\
              latency ms   p50 1.00  p90 1.00  p99 1.00  max 1.00\n\
@@ -281,7 +303,7 @@ mod tests {
         inputs.leftovers = vec!["/tmp/x's <socket>".into()];
         let xml = compute(&inputs).to_junit("hello --port \"8080\" & <more>");
         well_formed(&xml).unwrap();
-        assert!(xml.contains("tests=\"6\" failures=\"4\" time=\"1.000\""), "{xml}");
+        assert!(xml.contains("tests=\"7\" failures=\"4\" time=\"1.000\""), "{xml}");
         assert!(xml.contains("name=\"keep-alive retries\" time=\"0.000\"/>"), "{xml}");
         assert!(xml.contains(
             "name=\"requests\" time=\"1.000\">\n      <failure message=\"1 request reset during restart 1"

@@ -20,6 +20,9 @@ pub struct RestartRecord {
     pub answered_at: Instant,
     /// The control reply's error text, passed through.
     pub error: Option<String>,
+    /// What is wrong though it succeeded (its generation does not hold
+    /// the inherited socket), each fails the drill.
+    pub findings: Vec<String>,
 }
 
 impl RestartRecord {
@@ -34,6 +37,7 @@ impl RestartRecord {
             old_gone_after: None,
             answered_at: requested_at,
             error: None,
+            findings: Vec::new(),
         }
     }
 }
@@ -44,11 +48,15 @@ pub struct RestartReport {
     pub ok: bool,
     pub generation: Option<u64>,
     pub error: Option<String>,
+    /// What is wrong though it succeeded.
+    pub findings: Vec<String>,
     /// Since the load started.
     pub requested_at_ms: f64,
     pub answered_after_ms: f64,
     pub ready_after_ms: Option<f64>,
     pub old_gone_after_ms: Option<f64>,
+    /// Workers of its old generation the supervisor had to KILL.
+    pub killed: Vec<i32>,
     #[serde(flatten)]
     pub window: WindowReport,
 }
@@ -64,10 +72,12 @@ impl RestartReport {
             ok: r.ok,
             generation: r.generation,
             error: r.error.clone(),
+            findings: r.findings.clone(),
             requested_at_ms: ms_of(timeline.at(r.requested_at)),
             answered_after_ms: ms(r.answered_at.saturating_duration_since(r.requested_at)),
             ready_after_ms: r.ready_after.map(ms),
             old_gone_after_ms: r.old_gone_after.map(ms),
+            killed: Vec::new(),
             window: WindowReport::of(w),
         };
         (report, span)

@@ -19,6 +19,7 @@ pub(super) fn restart(base: Instant, number: usize, requested_ms: u64, answered_
         old_gone_after: Some(Duration::from_millis(120)),
         answered_at: t(base, answered_ms),
         error: None,
+        findings: vec![],
     }
 }
 
@@ -46,6 +47,15 @@ pub(super) fn inputs<'a>(base: Instant, samples: &'a [Sample], restarts: &'a [Re
     let ended = samples.iter().map(Sample::ended).max().unwrap_or(base);
     Inputs {
         samples,
+        unsampled: Default::default(),
+        connections: 1,
+        asked: (restarts.len(), 0),
+        cut_short: None,
+        startup: None,
+        first_generation: None,
+        kills: vec![],
+        stop_signal: "TERM".into(),
+        series: false,
         restarts,
         upgrades: &[],
         upgrade_log: None,
@@ -125,14 +135,17 @@ fn json_shape() {
         keys,
         [
             "accept_gap",
+            "connections",
             "duration_s",
             "failures",
             "idle",
+            "killed_at_stop",
             "latency",
             "leftovers",
             "load_cpu_us_per_request",
             "max_failures",
             "max_p99_ms",
+            "max_retried_per_connection_restart",
             "max_retried_percent",
             "ok",
             "passed",
@@ -142,10 +155,15 @@ fn json_shape() {
             "request_lines",
             "requests",
             "restarts",
+            "restarts_asked",
             "retried",
+            "retried_per_connection_restart",
             "retried_percent",
+            "startup_error",
             "supervisor",
+            "unsampled",
             "upgrades",
+            "upgrades_asked",
             "verdicts",
         ]
     );
@@ -172,7 +190,7 @@ fn json_shape() {
     assert_eq!(r["failures"]["reset"], 0);
     assert_eq!(json["verdicts"], serde_json::json!([]));
     assert_eq!(
-        (json["retried_percent"].as_f64(), json["max_retried_percent"].as_f64()),
+        (json["retried_percent"].as_f64(), json["max_retried_per_connection_restart"].as_f64()),
         (Some(0.0), Some(1.0))
     );
 }

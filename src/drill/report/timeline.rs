@@ -19,9 +19,12 @@ pub(super) struct Timeline<'a> {
     order: Vec<u32>,
     /// The longest latency, in ns.
     longest: u64,
-    /// The start of the first request, every successful completion and
-    /// the end of the last request, sorted.
+    /// The start of the first request, every successful completion (those
+    /// past the sample cap to the millisecond) and the end of the last
+    /// request, sorted.
     pub events: Vec<u64>,
+    /// Every restart's and upgrade's request and answer, on the axis, by request.
+    steps: Vec<(u64, u64)>,
 }
 
 /// What a window `[from, to]` of the timeline holds.
@@ -80,20 +83,40 @@ impl WindowReport {
 }
 
 impl<'a> Timeline<'a> {
-    /// The samples of a load that started at `started`.
-    pub fn new(samples: &'a [Sample], started: Instant) -> Timeline<'a> {
+    /// The samples of a load that started at `started`, with the
+    /// successful completions past the sample cap (`beats`) and the
+    /// restarts' and upgrades' (request, answer) `steps`, whose windows it
+    /// keeps apart.
+    pub fn new(
+        samples: &'a [Sample],
+        started: Instant,
+        beats: &[Instant],
+        steps: &[(Instant, Instant)],
+    ) -> Timeline<'a> {
         let origin = samples.iter().map(|s| s.started).fold(started, Instant::min);
         let mut order: Vec<u32> = (0..samples.len() as u32).collect();
         order.sort_unstable_by_key(|&i| samples[i as usize].started);
         let longest = samples.iter().map(|s| s.latency.as_nanos() as u64).max().unwrap_or_default();
-        let mut timeline = Timeline { samples, origin, order, longest, events: Vec::new() };
-        let mut events = Vec::with_capacity(samples.len() + 2);
+        let mut timeline =
+            Timeline { samples, origin, order, longest, events: Vec::new(), steps: Vec::new() };
+        let mut events = Vec::with_capacity(samples.len() + beats.len() + 2);
         events.extend((0..samples.len() as u32).filter(|&i| timeline.ok(i)).map(|i| timeline.end(i)));
+        events.extend(beats.iter().map(|&b| timeline.at(b)));
         events.extend(timeline.order.first().map(|&i| timeline.start(i)));
-        events.extend(timeline.order.iter().map(|&i| timeline.end(i)).max());
+        let last = timeline.order.iter().map(|&i| timeline.end(i)).max();
+        events.extend(last.into_iter().chain(beats.last().map(|&b| timeline.at(b))).max());
         events.sort_unstable();
         timeline.events = events;
+        timeline.steps = steps.iter().map(|&(r, a)| (timeline.at(r), timeline.at(a))).collect();
+        timeline.steps.sort_unstable();
         timeline
+    }
+
+    /// Where the window of a step answered at `answered` meets the next
+    /// one's, requested at `next`, when they would overlap.
+    fn meet(answered: u64, next: u64) -> Option<u64> {
+        let (before, after) = (WINDOW_BEFORE.as_nanos() as u64, WINDOW_AFTER.as_nanos() as u64);
+        (next.saturating_sub(before) < answered + after).then(|| answered.midpoint(next.max(answered)))
     }
 
     /// `t` on the axis.
@@ -117,10 +140,25 @@ impl<'a> Timeline<'a> {
 
     /// The window of something requested at `requested` and answered at
     /// `answered`: from [`WINDOW_BEFORE`] before the one to
-    /// [`WINDOW_AFTER`] after the other.
+    /// [`WINDOW_AFTER`] after the other, cut where it meets the previous
+    /// or the next step's (`meet`).
     pub fn window(&self, requested: Instant, answered: Instant) -> Window {
-        let from = self.at(requested).saturating_sub(WINDOW_BEFORE.as_nanos() as u64);
-        let to = self.at(answered) + WINDOW_AFTER.as_nanos() as u64;
+        let (r, a) = (self.at(requested), self.at(answered));
+        let mut from = r.saturating_sub(WINDOW_BEFORE.as_nanos() as u64);
+        let mut to = a + WINDOW_AFTER.as_nanos() as u64;
+        for &(r2, a2) in &self.steps {
+            if r2 < r
+                && let Some(at) = Self::meet(a2, r)
+            {
+                from = from.max(at);
+            }
+            if r2 > r
+                && let Some(at) = Self::meet(a, r2)
+            {
+                to = to.min(at);
+            }
+        }
+        let to = to.max(from);
         // The requests whose lifetime overlaps [from, to].
         let first = self.order.partition_point(|&i| self.start(i) + self.longest < from);
         let last = self.order.partition_point(|&i| self.start(i) <= to).max(first);

@@ -7,6 +7,8 @@ use super::{Failures, Report, Step};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Case {
+    /// The first generation never served.
+    Startup,
     Requests,
     /// Failed requests attributed to a restart or an upgrade: both
     /// testcases fail.
@@ -80,18 +82,30 @@ impl Failures {
     }
 }
 
-/// Why the drill failed, each line with the case it belongs to (JUnit).
-/// `attributed`: the failed requests of each restart's and upgrade's
-/// window; `retried_in_restarts`: how many of the retried requests
-/// overlap any of those windows.
+/// Why the drill failed, each line with the case it belongs to (JUnit):
+/// `first` (what stopped the drill, and the kills of restarts), the
+/// restarts and upgrades that failed, then the requests. `attributed`:
+/// the failed requests of each restart's and upgrade's window;
+/// `retried_in_restarts`: how many of the retried requests overlap any of
+/// those windows.
 pub(super) fn findings(
     report: &Report,
+    first: Vec<(Case, String)>,
     attributed: &[(Step, Failures)],
     outside: &Failures,
     retried_in_restarts: u64,
 ) -> Vec<(Case, String)> {
-    let mut out = Vec::new();
-    if report.requests == 0 {
+    let mut out = first;
+    for r in &report.restarts {
+        let step = Step::Restart(r.number);
+        if !r.ok {
+            let error = r.error.as_deref().unwrap_or("no reason given");
+            out.push((Case::Step(step), format!("{step} failed: {error}")));
+        }
+        out.extend(r.findings.iter().map(|f| (Case::Step(step), format!("{step}: {f}"))));
+    }
+    out.extend(report.upgrades.findings());
+    if report.requests == 0 && report.startup_error.is_none() {
         out.push((Case::Requests, "no request was made: no listener to drive, or the load never ran".into()));
     }
     if report.failures.total > report.max_failures {
@@ -122,16 +136,14 @@ pub(super) fn findings(
             out.push((Case::Requests, format!("{n} {} {what} outside {any}: {}", plural(n), hints[2])));
         }
     }
-    // A share equal to the limit passes (give or take a rounding error).
+    // A measure equal to the limit passes (give or take a rounding error).
     let share = report.retried as f64 * 100.0 / report.requests.max(1) as f64;
-    if share > report.max_retried_percent + 1e-9 {
+    let each = report.retried as f64 / (report.connections.max(1) * report.restarts.len().max(1)) as f64;
+    let over = report.max_retried_percent.is_some_and(|max| share > max + 1e-9)
+        || report.max_retried_per_connection_restart.is_some_and(|max| each > max + 1e-9);
+    if over {
         out.push((Case::Retried, retried(report, retried_in_restarts)));
     }
-    for r in report.restarts.iter().filter(|r| !r.ok) {
-        let error = r.error.as_deref().unwrap_or("no reason given");
-        out.push((Case::Step(Step::Restart(r.number)), format!("restart {} failed: {error}", r.number)));
-    }
-    out.extend(report.upgrades.findings());
     if let Some(lines) = report.request_lines.as_ref().filter(|l| l.seen < l.answered) {
         let (lost, of, text) = (lines.answered - lines.seen, lines.answered, &lines.text);
         let requests = if of == 1 { "request" } else { "requests" };
@@ -162,18 +174,28 @@ pub(super) fn findings(
 /// The requests a keep-alive connection closed under: a server that closes
 /// one without `Connection: close` leaves the client to find out by trying.
 fn retried(report: &Report, in_restarts: u64) -> String {
-    let (n, of, share, max) =
-        (report.retried, report.requests, report.retried_percent, report.max_retried_percent);
+    let (n, of, share) = (report.retried, report.requests, report.retried_percent);
     let restarts = if report.upgrades.count > 0 { "restarts or upgrades" } else { "restarts" };
     let during = match in_restarts {
         0 => String::new(),
         k if k == n => format!(", all during {restarts}"),
         k => format!(", {k} during {restarts}"),
     };
+    let measure = match (report.max_retried_percent, report.max_retried_per_connection_restart) {
+        (Some(max), _) => format!("{share}%, more than --max-retried {max}%"),
+        (None, max) => {
+            let (each, c, r) =
+                (report.retried_per_connection_restart, report.connections, report.restarts.len());
+            let max = max.unwrap_or_default();
+            format!(
+                "{each} per connection and restart over {c} connections and {r} restarts, more than --max-retried {max}"
+            )
+        }
+    };
     format!(
-        "{n} of {of} keep-alive requests ({share}%, more than --max-retried {max}%) found their connection \
-         closed without `Connection: close` and were retried{during}: the server closes idle keep-alive \
-         connections on its own (or at restart) without saying so"
+        "{n} of {of} keep-alive requests ({measure}) found their connection closed without \
+         `Connection: close` and were retried{during}: the server closes idle keep-alive connections on its \
+         own (or more than once a restart) without saying so"
     )
 }
 
@@ -182,7 +204,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::super::tests::{inputs, restart, sample, steady};
-    use super::super::{Inputs, compute};
+    use super::super::{Inputs, RetryLimit, compute};
     use super::*;
     use crate::drill::load::Outcome;
 
@@ -205,12 +227,12 @@ mod tests {
         assert_eq!(
             report.verdicts(),
             [
+                "restart 1 failed: generation 2 failed: worker 901 exited with 1",
                 "1 request failed (Cannot assign requested address ×1) during restart 1 (generation 2): see the error",
                 "3 requests reset during restart 2 (generation 3): \
                  the old generation dropped in-flight requests on SIGTERM?",
                 "1 request answered another status (503 ×1) during restart 2 (generation 3): \
                  a generation answered before it was ready, or while stopping?",
-                "restart 1 failed: generation 2 failed: worker 901 exited with 1",
                 "latency p99 1 ms is over --max-p99 0.5 ms (worst around restart 1: p99 1 ms)",
                 "left behind: process 4242 (hello)",
             ]
@@ -229,7 +251,7 @@ mod tests {
                 samples[ms as usize].retried = true;
             }
             let mut inputs = inputs(base, &samples, &restarts);
-            inputs.thresholds.max_retried_percent = max;
+            inputs.thresholds.max_retried = RetryLimit::Percent(max);
             let report = compute(&inputs);
             (report.retried_percent, report.passed(), report.verdicts())
         };
@@ -238,7 +260,7 @@ mod tests {
             format!(
                 "{n} of 1000 keep-alive requests ({share}%, more than --max-retried {max}%) found their \
                  connection closed without `Connection: close` and were retried{during}: the server closes \
-                 idle keep-alive connections on its own (or at restart) without saying so"
+                 idle keep-alive connections on its own (or more than once a restart) without saying so"
             )
         };
         let cases: [(&[u64], f64, f64, Vec<String>); 6] = [
@@ -253,6 +275,36 @@ mod tests {
             let (got_share, passed, got) = verdicts(at, max);
             assert_eq!((got_share, passed, &got), (share, want.is_empty(), &want), "{at:?} over {max}%");
         }
+    }
+
+    #[test]
+    fn retries_are_held_to_one_per_connection_and_restart_at_any_rate() {
+        let base = Instant::now();
+        let restarts = [restart(base, 1, 200, 220), restart(base, 2, 700, 720)];
+        // 8 connections, 2 restarts: 16 retries at most, whatever the rate.
+        let check = |requests: u64, retries: usize| {
+            let mut samples = steady(base, 0, requests);
+            for s in samples.iter_mut().skip(205).take(retries) {
+                s.retried = true;
+            }
+            let mut inputs = inputs(base, &samples, &restarts);
+            inputs.connections = 8;
+            let report = compute(&inputs);
+            (report.retried_per_connection_restart, report.verdicts())
+        };
+        assert_eq!(check(1000, 16), (1.0, vec![]));
+        assert_eq!(check(300, 16), (1.0, vec![]), "2.28% of a slow load passes");
+        let (each, said) = check(1000, 17);
+        assert_eq!(each, 1.063);
+        assert_eq!(
+            said,
+            [
+                "17 of 1000 keep-alive requests (1.063 per connection and restart over 8 connections and 2 restarts, \
+              more than --max-retried 1) found their connection closed without `Connection: close` and were \
+              retried, all during restarts: the server closes idle keep-alive connections on its own (or more \
+              than once a restart) without saying so"
+            ]
+        );
     }
 
     #[test]

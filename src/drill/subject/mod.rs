@@ -74,6 +74,8 @@ pub struct Subject {
     driver: Driver,
     /// The signal that tells an old generation to stop (`--signal-on-hup`).
     stop_signal: String,
+    /// Its `--stop-timeout`, when given.
+    stop_timeout: Option<Duration>,
     /// Worker pids seen in the status file or `status` replies.
     seen: BTreeSet<i32>,
     /// The listeners of the last `status` reply (with `Driver::Control`).
@@ -143,12 +145,24 @@ impl Subject {
             output,
             driver,
             stop_signal: stuck::stop_signal(args),
+            stop_timeout: stuck::stop_timeout(args),
             seen: BTreeSet::new(),
             listeners: Vec::new(),
             log_here: upgrade::log_here(args),
             dir: dir.to_path_buf(),
             keep,
         })
+    }
+
+    /// How long to wait for it to stop: `bound`, or longer when its own
+    /// `--stop-timeout` needs more (10 s more).
+    pub fn stop_bound(&self, bound: Duration) -> Duration {
+        bound.max(self.stop_timeout.map_or(Duration::ZERO, |t| t.saturating_add(Duration::from_secs(10))))
+    }
+
+    /// The signal an old generation is told to stop with (`TERM`, `QUIT`).
+    pub fn stop_signal(&self) -> &str {
+        &self.stop_signal
     }
 
     /// What is under test and how it is restarted, for the report.
@@ -208,12 +222,19 @@ impl Subject {
         }
     }
 
-    /// Wait until the first generation serves (or the supervisor gave up).
+    /// Wait until the first generation serves (or the supervisor gave
+    /// up); the error says why not, with code 2 when the supervisor
+    /// refused its options (exited 2).
     pub fn wait_serving(&mut self, deadline: Duration) -> Result<()> {
         let start = Instant::now();
         loop {
             if let Some(status) = self.exited() {
-                return Err(Error::new(1, format!("the supervisor exited ({status}) before serving")));
+                self.output.finish(OUTPUT_END);
+                let code = if status.code() == Some(2) { 2 } else { 1 };
+                let said = self.output.last_line_of(None).map(|l| format!(": {}", self.explain(&l)));
+                let why =
+                    format!("the supervisor exited ({status}) before serving{}", said.unwrap_or_default());
+                return Err(Error::new(code, why));
             }
             if self.serving() {
                 return Ok(());
@@ -225,7 +246,12 @@ impl Subject {
                 let why =
                     self.control_status().and_then(|s| stuck::from_status(&s, deadline, &self.stop_signal));
                 let why = why.unwrap_or_else(|| {
-                    format!("generation 1 not serving after {}", stuck::seconds(deadline))
+                    let line = self.output.last_line_of(None).map(|l| format!("; the last line: {l}"));
+                    let after = stuck::seconds(deadline);
+                    format!(
+                        "no generation serving after {after} (see --startup-timeout){}",
+                        line.unwrap_or_default()
+                    )
                 });
                 return Err(Error::new(1, why));
             }
@@ -254,14 +280,32 @@ impl Subject {
         })
     }
 
-    /// Stop it (control request, or SIGTERM as for start_server); what it
-    /// left behind, if anything, and its output once that has ended.
-    pub fn stop(mut self) -> (Vec<String>, Output) {
+    /// A failure's text with the supervisor's start-failure hint ("If its
+    /// log says "Address already in use"...") kept only when the output
+    /// said so; else the hint makes way for the worker's last line.
+    fn explain(&self, text: &str) -> String {
+        const HINT: &str = "; it failed during startup. If its log says";
+        let Some((head, _)) = text.split_once(HINT) else { return text.to_owned() };
+        // The worker's last words may still be on their way through the pipe.
+        std::thread::sleep(Duration::from_millis(100));
+        if self.output.address_in_use() {
+            return text.to_owned();
+        }
+        let pid = head.split("worker ").nth(1).and_then(|rest| rest.split(' ').next()?.parse().ok());
+        match self.output.last_line_of(pid) {
+            Some(line) => format!("{head}; it failed during startup, its last line: {line}"),
+            None => format!("{head}; it failed during startup, and wrote nothing"),
+        }
+    }
+
+    /// Stop it (control request, or SIGTERM as for start_server), waiting
+    /// up to `bound` for it to exit (then it is killed); what it left
+    /// behind, if anything, and its output once that has ended.
+    pub fn stop(mut self, bound: Duration) -> (Vec<String>, Output) {
         self.control_status();
         match &self.driver {
             Driver::Control { socket, .. } => {
-                let stop =
-                    client::control::call::<Stopping>(socket, Request::Stop, Some(Duration::from_secs(60)));
+                let stop = client::control::call::<Stopping>(socket, Request::Stop, Some(bound));
                 drop(stop);
             }
             Driver::Signal { .. } => {
@@ -276,21 +320,30 @@ impl Subject {
             if let Some(status) = self.exited() {
                 break Some(status);
             }
-            if start.elapsed() > Duration::from_secs(60) {
+            if start.elapsed() > bound {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
                 break None;
             }
             std::thread::sleep(Duration::from_millis(10));
         };
+        let after = stuck::seconds(bound);
+        let killed = status.is_none();
         match status {
             Some(s) if s.success() => {}
             Some(s) => leftovers.push(format!("the supervisor exited with {s}")),
-            None => leftovers.push("the supervisor did not stop within 60 s (killed)".into()),
+            None => leftovers.push(format!(
+                "the supervisor did not stop within {after} (killed): its workers did not exit on TERM? \
+                 give it --stop-timeout"
+            )),
         }
+        let how = if killed { "was killed" } else { "stopped" };
         for pid in self.seen.iter().copied() {
             if is_alive(pid) {
-                leftovers.push(format!("worker {pid} still running"));
+                leftovers.push(format!(
+                    "worker {pid} still running after the supervisor {how}: it does not exit on TERM; give \
+                     the supervisor --stop-timeout DURATION to kill it"
+                ));
                 let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }

@@ -12,16 +12,18 @@
 //!
 //! Every line, kept or not, is also looked at for the supervisor's own
 //! lines about upgrades (`upgraded from handover`, `dropped N of its own
-//! log lines`), which are counted ([`LogLines`]), and for the text of
-//! `--log-line`.
+//! log lines`), which are counted ([`LogLines`]), for the text of
+//! `--log-line`, for the supervisor's KILLs (up to [`MAX_KILLS`], each
+//! with when it was read) and for "Address already in use" (a worker that
+//! binds the port itself).
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::drill::report::LogLines;
+use crate::drill::report::{Kill, LogLines, parse_kill};
 use crate::error::{Context, Result};
 
 /// The file in the drill's directory that holds the output.
@@ -32,6 +34,8 @@ const LIMIT: u64 = 256 << 20;
 const TAIL: usize = 20;
 /// A longer line is kept in pieces of this size.
 const MAX_LINE: u64 = 64 << 10;
+/// KILLs remembered at most.
+const MAX_KILLS: usize = 1000;
 
 struct State {
     /// `None` once the limit is reached.
@@ -43,6 +47,9 @@ struct State {
     log_lines: LogLines,
     /// `--log-line`: lines containing it are counted.
     pattern: Option<String>,
+    kills: Vec<Kill>,
+    /// A line said "Address already in use" (not the supervisor's hint).
+    address_in_use: bool,
 }
 
 pub struct Output {
@@ -71,6 +78,8 @@ impl Output {
             open: streams.len(),
             log_lines: LogLines::default(),
             pattern: pattern.map(str::to_owned),
+            kills: Vec::new(),
+            address_in_use: false,
         };
         let state = Arc::new((Mutex::new(state), Condvar::new()));
         for stream in streams {
@@ -96,6 +105,33 @@ impl Output {
     /// [`finish`](Output::finish) has seen the streams end).
     pub fn log_lines(&self) -> LogLines {
         self.state.0.lock().unwrap_or_else(|e| e.into_inner()).log_lines
+    }
+
+    /// The supervisor's KILLs so far.
+    pub fn kills(&self) -> Vec<Kill> {
+        self.state.0.lock().unwrap_or_else(|e| e.into_inner()).kills.clone()
+    }
+
+    /// Whether any line so far said "Address already in use".
+    pub fn address_in_use(&self) -> bool {
+        self.state.0.lock().unwrap_or_else(|e| e.into_inner()).address_in_use
+    }
+
+    /// The last line among the last ones that is worker `pid`'s, as
+    /// `--log-capture` tags it (`[gen G pid P stderr]`), else the last
+    /// that is not the supervisor's own.
+    pub fn last_line_of(&self, pid: Option<i32>) -> Option<String> {
+        let state = self.state.0.lock().unwrap_or_else(|e| e.into_inner());
+        let theirs = |l: &&String| !l.starts_with("handover[") && !l.starts_with("{\"");
+        let mentions = |l: &&String, pid: i32| {
+            l.match_indices(&format!("pid {pid}"))
+                .any(|(i, m)| !l[i + m.len()..].starts_with(|c: char| c.is_ascii_digit()))
+        };
+        let captured = |l: &&String| l.starts_with('[');
+        let own = pid.and_then(|pid| {
+            state.tail.iter().rev().filter(theirs).filter(captured).find(|l| mentions(l, pid))
+        });
+        own.or_else(|| state.tail.iter().rev().find(theirs)).cloned()
     }
 
     /// The last lines, and where the rest is: for a failure message.
@@ -155,6 +191,14 @@ fn record(state: &mut State, line: &[u8], caught_up: bool) {
     }
     let shown = String::from_utf8_lossy(text).into_owned();
     count(&mut state.log_lines, &shown);
+    if state.kills.len() < MAX_KILLS
+        && let Some(kill) = parse_kill(&shown, Instant::now())
+    {
+        state.kills.push(kill);
+    }
+    if shown.contains("Address already in use") && !shown.contains("If its log says") {
+        state.address_in_use = true;
+    }
     if state.pattern.as_deref().is_some_and(|p| shown.contains(p)) {
         state.log_lines.matched += 1;
     }
@@ -251,6 +295,8 @@ mod tests {
             open: 1,
             log_lines,
             pattern: None,
+            kills: Vec::new(),
+            address_in_use: false,
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
@@ -277,5 +323,24 @@ mod tests {
         let (output, _) = kept(dir.path(), input);
         // And the `--log-line` text ("hello: request"), wherever it is in a line.
         assert_eq!(output.log_lines(), LogLines { upgraded: 5, dropped: 12, matched: 2 });
+    }
+
+    #[test]
+    fn kills_a_workers_last_line_and_address_in_use_are_noted() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = b"[gen 2 pid 91 stderr] listening\n\
+            worker: pid 91 gen 1 up\n\
+            [gen 2 pid 912 stderr] other worker\n\
+            handover[7]: old worker 90 still running 1s after it was told to stop; sending KILL to its process group\n\
+            handover[7]: worker 91 exited with 1; it failed during startup. If its log says \"Address already in use\", ...\n";
+        let (output, _) = kept(dir.path(), input);
+        let kills = output.kills();
+        assert_eq!(kills.len(), 1);
+        assert_eq!((kills[0].pids.as_slice(), kills[0].after), (&[90][..], Duration::from_secs(1)));
+        assert!(!output.address_in_use(), "the supervisor's hint is not the worker's word");
+        assert_eq!(output.last_line_of(Some(91)).as_deref(), Some("[gen 2 pid 91 stderr] listening"));
+        assert_eq!(output.last_line_of(Some(5)).as_deref(), Some("[gen 2 pid 912 stderr] other worker"));
+        let (output, _) = kept(dir.path(), b"bind: Address already in use\n");
+        assert!(output.address_in_use());
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 
-use super::{Driver, STATUS_POLL, Subject, stuck};
+use super::{Driver, STATUS_POLL, Subject, proc, stuck};
 use crate::client;
 use crate::drill::report::RestartRecord;
 use crate::wire::control::{self, Command as Request};
@@ -14,6 +14,44 @@ use crate::wire::control::{self, Command as Request};
 impl Subject {
     /// One hot restart, given up after `timeout`.
     pub fn restart(&mut self, number: usize, timeout: Duration) -> RestartRecord {
+        let mut record = self.restart_by_driver(number, timeout);
+        record.error = record.error.map(|e| self.explain(&e));
+        if let (true, Some(generation)) = (record.ok, record.generation) {
+            record.findings.extend(self.unused_socket(generation));
+        }
+        record
+    }
+
+    /// Why generation `generation` serves the drill nothing, if it does
+    /// not: none of its workers (nor their children) holds a socket the
+    /// supervisor holds, the listeners it passed down. None when it
+    /// does, or when that cannot be told (no pids, /proc unreadable).
+    pub fn unused_socket(&mut self, generation: u64) -> Option<String> {
+        let pids: Vec<i32> = match &self.driver {
+            Driver::Control { .. } => (self.control_status()?.generations.into_iter())
+                .find(|g| g.generation == generation)
+                .map(|g| g.pids)
+                .unwrap_or_default(),
+            Driver::Signal { .. } => {
+                self.status().into_iter().filter(|g| g.0 == generation).map(|g| g.1 as i32).collect()
+            }
+        };
+        let supervisor = proc::sockets(self.live_pid()?.as_raw()).filter(|s| !s.is_empty())?;
+        let family = proc::with_descendants(&pids);
+        let held: Vec<_> = family.iter().filter_map(|&pid| proc::sockets(pid)).collect();
+        if pids.is_empty() || held.is_empty() || held.iter().any(|s| !s.is_disjoint(&supervisor)) {
+            return None;
+        }
+        let list: Vec<String> = pids.iter().map(i32::to_string).collect();
+        Some(format!(
+            "generation {generation} (pid {}) does not hold the listening socket the supervisor passed: it \
+             closed it, and serves a socket of its own or none; make it serve the inherited one \
+             (LISTEN_FDS, SERVER_STARTER_PORT or fd 3)",
+            list.join(", ")
+        ))
+    }
+
+    fn restart_by_driver(&mut self, number: usize, timeout: Duration) -> RestartRecord {
         match &self.driver {
             Driver::Control { socket, .. } => {
                 let mut record = restart_by_control(socket, number, timeout);

@@ -16,23 +16,35 @@ pub fn seconds(period: Duration) -> String {
 /// The signal an old generation is told to stop with: `--signal-on-hup`
 /// among the supervisor's options (before `--`), TERM by default.
 pub fn stop_signal(args: &[OsString]) -> String {
+    let Some(value) = option(args, "signal-on-hup") else { return "TERM".into() };
+    match crate::config::parse_signal("signal-on-hup", &value) {
+        Ok(signal) => signal.as_str().trim_start_matches("SIG").to_owned(),
+        Err(_) => value,
+    }
+}
+
+/// The value of the supervisor's option `--NAME` (the last one given,
+/// before `--`).
+fn option(args: &[OsString], name: &str) -> Option<String> {
+    let (long, prefixed) = (format!("--{name}"), format!("--{name}="));
     let mut value = None;
     let mut iter = args.iter().map(|a| a.to_string_lossy());
     while let Some(arg) = iter.next() {
         if arg == "--" {
             break;
         }
-        if arg == "--signal-on-hup" {
+        if arg == long {
             value = iter.next().map(|v| v.into_owned());
-        } else if let Some(v) = arg.strip_prefix("--signal-on-hup=") {
+        } else if let Some(v) = arg.strip_prefix(&prefixed) {
             value = Some(v.to_owned());
         }
     }
-    let Some(value) = value else { return "TERM".into() };
-    match crate::config::parse_signal("signal-on-hup", &value) {
-        Ok(signal) => signal.as_str().trim_start_matches("SIG").to_owned(),
-        Err(_) => value,
-    }
+    value
+}
+
+/// The supervisor's `--stop-timeout`, if given and valid.
+pub fn stop_timeout(args: &[OsString]) -> Option<Duration> {
+    crate::config::parse_duration("stop-timeout", &option(args, "stop-timeout")?).ok()
 }
 
 /// `pid 812`, `pids 812, 813`.
@@ -183,5 +195,9 @@ mod tests {
         assert_eq!(signal(&["--signal-on-hup=SIGUSR2", "--", "app"]), "USR2");
         assert_eq!(signal(&["--signal-on-hup=3"]), "QUIT");
         assert_eq!(signal(&["--signal-on-hup=BOGUS"]), "BOGUS");
+        let stop = |args: &[&str]| stop_timeout(&args.iter().map(OsString::from).collect::<Vec<_>>());
+        assert_eq!(stop(&["--stop-timeout", "90s", "--", "app"]), Some(Duration::from_secs(90)));
+        assert_eq!(stop(&["--stop-timeout=2", "--", "app"]), Some(Duration::from_secs(2)));
+        assert_eq!(stop(&["--", "app", "--stop-timeout", "9"]), None);
     }
 }
