@@ -8,6 +8,8 @@
 #![allow(unsafe_code)]
 
 pub mod fd;
+#[allow(dead_code)] // Used by the supervisor from the next change.
+pub mod observe;
 pub mod process;
 pub mod sockfilter;
 pub mod spawn;
