@@ -65,13 +65,17 @@ pub struct StartServerOpts {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
 pub enum ReadyArg {
-    /// READY=1 if it comes, else alive after --interval.
+    /// READY=1, einhorn's ack or seen accepting, whichever comes first
+    /// (alive after --interval where workers cannot be seen).
     #[default]
     Auto,
     /// Alive after --interval (start_server).
     Alive,
     /// Wait for READY=1 on NOTIFY_SOCKET.
     Notify,
+    /// Seen accepting on an inherited listener (alive after --interval
+    /// where workers cannot be seen).
+    Accepting,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]

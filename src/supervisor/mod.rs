@@ -36,6 +36,7 @@ mod einhorn;
 mod lines;
 mod log;
 mod logger;
+mod observer;
 pub mod output;
 mod readiness;
 mod reaper;
@@ -73,6 +74,8 @@ pub struct Supervisor {
     pub foreign_ready: u64,
     /// The generations' members and memory, as last looked at.
     pub census: contain::Census,
+    /// A starting generation watched for accepting.
+    pub observer: observer::Observer,
     /// A generation whose spawn failed in the batch being fed, and why.
     pub failed_spawn: Option<(u64, SpawnError)>,
     /// This image, and a self-upgrade under way.
@@ -101,6 +104,12 @@ impl Perform for Supervisor {
             // Held until the orphans are stopped and the captured output
             // flushed, so that `exiting` stays the last line.
             Effect::Log(Event::Exiting) => {}
+            Effect::Log(event @ Event::Ready { .. }) => {
+                if let Event::Ready { generation, pids, how, .. } = &event {
+                    self.observer.ready(*generation, words::ready_by(*how, pids));
+                }
+                self.log.event(&event);
+            }
             Effect::Log(event) => self.log.event(&event),
             Effect::WriteStatus(gens) => self.write_status(&gens),
             Effect::Notify(state) => readiness::upward(&state),
@@ -136,8 +145,16 @@ impl Supervisor {
             // subreaper): look again now and then while there are some.
             let lingering = (!self.lingering.is_empty()).then(|| Instant::now() + LINGER_CHECK);
             let upgrade = self.upgrades.deadline();
-            let deadlines =
-                [self.machine.next_deadline(), control, logger, lingering, self.log.deadline(), upgrade];
+            let observe = self.observer.deadline(&self.machine, &self.listeners, &self.config.fds);
+            let deadlines = [
+                self.machine.next_deadline(),
+                control,
+                logger,
+                lingering,
+                self.log.deadline(),
+                upgrade,
+                observe,
+            ];
             let timeout = match deadlines.into_iter().flatten().min() {
                 None => PollTimeout::NONE,
                 Some(at) => {
@@ -205,6 +222,9 @@ impl Supervisor {
             if self.watcher.as_mut().is_some_and(Watcher::drain) {
                 inputs.push(Input::Changed);
             }
+            let (seen, lines) = self.observer.look(&self.machine, &self.contain, Instant::now());
+            lines.iter().for_each(|line| self.log.line(line));
+            inputs.extend(seen);
             inputs.push(Input::Tick);
             if let Some(code) = self.feed(Instant::now(), inputs) {
                 return Ok(exit_code(code));
@@ -296,7 +316,10 @@ impl Supervisor {
                     for generation in &mut status.generations {
                         let (members, rss) = self.census.of(&self.contain, &generation.pids, Instant::now());
                         (generation.members, generation.rss_bytes) = (members, Some(rss));
+                        let ready_by = self.observer.evidence_of(generation.generation).map(str::to_string);
+                        generation.ready_by = ready_by.filter(|_| generation.ready.is_some());
                     }
+                    status.observation = self.observer.blind.clone();
                     control.reply(id, &status);
                 }
             }

@@ -227,6 +227,7 @@ fn take_over(
         contain,
         foreign_ready: 0,
         census: Default::default(),
+        observer: Default::default(),
         failed_spawn: None,
         upgrades,
     };

@@ -1,0 +1,181 @@
+//! Watching a starting generation for the moment it accepts connections
+//! (`--ready auto` and `--ready accepting`), for servers that send no
+//! `READY=1`: what `sys::observe` sees becomes `Input::Accepting`.
+//!
+//! Only while a generation is starting, and only while the rule in force
+//! lets a sighting count (auto mode not learned, accepting mode): the
+//! first look 1 ms after the spawn, then after 2, 4, 8, 10, 10, ... ms
+//! (100 ms once the generation has been starting 5 s), each look bounded
+//! by `sys::observe`'s limits. At rest there
+//! is no deadline, so the loop never wakes for it. The members looked at
+//! are the worker's cgroup (cgroup containment) and its descendants
+//! (prefork servers accept in children).
+//!
+//! Where a worker cannot be looked at, the machine is told
+//! (`Input::Unobservable`: alive after `--interval` holds for it) and the
+//! log says why, once; a process of the generation listening on a
+//! listener's address with a socket of its own is named, once per
+//! generation.
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use crate::listen::Listener;
+use crate::machine::event::Sighting;
+use crate::machine::{Input, Machine, ReadyMode};
+use crate::sys::observe::{self, Seen};
+
+use super::contain::Containment;
+
+const FIRST_LOOK: Duration = Duration::from_millis(1);
+/// The longest wait between looks in a generation's first `EARLY`...
+const MAX_STEP: Duration = Duration::from_millis(10);
+const EARLY: Duration = Duration::from_secs(5);
+/// ... and after it: a worker that takes longer costs less.
+const LATE_STEP: Duration = Duration::from_millis(100);
+/// Evidence kept for `status`: the last generations'.
+const KEPT: usize = 8;
+
+#[derive(Default)]
+pub struct Observer {
+    watch: Option<Watch>,
+    /// Why workers could not be looked at, as said in the log (once).
+    pub blind: Option<String>,
+    /// How each of the last generations was found ready, for `status`.
+    pub evidence: Vec<(u64, String)>,
+}
+
+struct Watch {
+    generation: u64,
+    listeners: Vec<observe::Listener>,
+    /// Workers still to be seen (those seen, or blind, are done).
+    done: Vec<i32>,
+    spawned_at: Instant,
+    next_at: Instant,
+    step: Duration,
+    said_own_bind: bool,
+}
+
+impl Observer {
+    /// When to look next (None: nothing starting to watch). Starts or ends
+    /// a watch as the machine's starting generation comes and goes.
+    pub fn deadline(&mut self, machine: &Machine, listeners: &[Listener], fds: &[i32]) -> Option<Instant> {
+        let starting = watched(machine);
+        match (&self.watch, starting) {
+            (Some(w), Some((generation, _, _))) if w.generation == generation => {}
+            (_, Some((generation, _, spawned_at))) => {
+                self.watch = Some(Watch {
+                    generation,
+                    listeners: inodes(listeners, fds),
+                    done: Vec::new(),
+                    spawned_at,
+                    next_at: spawned_at + FIRST_LOOK,
+                    step: FIRST_LOOK,
+                    said_own_bind: false,
+                })
+            }
+            (_, None) => self.watch = None,
+        }
+        self.watch.as_ref().map(|w| w.next_at)
+    }
+
+    /// Look, if it is time: the inputs for the machine and the lines to log.
+    pub fn look(
+        &mut self,
+        machine: &Machine,
+        contain: &Containment,
+        now: Instant,
+    ) -> (Vec<Input>, Vec<String>) {
+        let (mut inputs, mut lines) = (Vec::new(), Vec::new());
+        let Some((generation, pids, _)) = watched(machine) else { return (inputs, lines) };
+        let Some(watch) = self.watch.as_mut().filter(|w| w.generation == generation && w.next_at <= now)
+        else {
+            return (inputs, lines);
+        };
+        let cap = if now.saturating_duration_since(watch.spawned_at) < EARLY { MAX_STEP } else { LATE_STEP };
+        watch.step = (watch.step * 2).min(cap);
+        watch.next_at = now + watch.step;
+        let waiting: Vec<i32> = pids.into_iter().filter(|pid| !watch.done.contains(pid)).collect();
+        for pid in waiting {
+            let mut members = contain.members(pid);
+            for member in observe::descendants(pid) {
+                if !members.contains(&member) && members.len() < observe::MAX_PROCESSES {
+                    members.push(member);
+                }
+            }
+            let mut report = observe::look(&members, &watch.listeners);
+            if report.seen.is_none() && report.blind.is_none() && hidden(pid) {
+                report.blind = Some(format!("/proc/{pid} cannot be seen (is /proc mounted with hidepid?)"));
+            }
+            if let Some(bind) = report.own_bind.filter(|_| !watch.said_own_bind) {
+                watch.said_own_bind = true;
+                lines.push(format!(
+                    "generation {generation}: pid {} listens on {} with a socket of its own and ignores the inherited listener on fd {}; \
+                     pass the socket instead (see Readiness in the README)",
+                    bind.pid, bind.address, bind.fd
+                ));
+            }
+            if let Some((member, seen)) = report.seen {
+                watch.done.push(pid);
+                let sighting = match seen {
+                    Seen::Waiting { call, fd } => Sighting::Waiting { call: call.name(), fd },
+                    Seen::Accepted { fd } => Sighting::Accepted { fd },
+                };
+                inputs.push(Input::Accepting { pid, member, sighting });
+            } else if let Some(why) = report.blind {
+                watch.done.push(pid);
+                if self.blind.is_none() {
+                    lines.push(format!(
+                        "cannot see whether worker {pid} accepts connections ({why}); \
+                         it counts as ready when alive after --interval"
+                    ));
+                }
+                self.blind = Some(why);
+                inputs.push(Input::Unobservable { pid });
+            }
+        }
+        (inputs, lines)
+    }
+
+    /// Keep how generation `generation` was found ready, for `status`.
+    pub fn ready(&mut self, generation: u64, how: String) {
+        if self.evidence.len() >= KEPT {
+            self.evidence.remove(0);
+        }
+        self.evidence.push((generation, how));
+    }
+
+    pub fn evidence_of(&self, generation: u64) -> Option<&str> {
+        self.evidence.iter().rev().find(|(g, _)| *g == generation).map(|(_, how)| how.as_str())
+    }
+}
+
+/// The starting generation, its live workers and its spawn time, when a
+/// sighting would count for it.
+fn watched(machine: &Machine) -> Option<(u64, Vec<i32>, Instant)> {
+    let (mode, learned) = machine.readiness();
+    let counts =
+        machine.observes() && (mode == ReadyMode::Accepting || (mode == ReadyMode::Auto && !learned));
+    if !counts {
+        return None;
+    }
+    let views = machine.views();
+    let starting = views.into_iter().find(|v| v.phase == "starting")?;
+    Some((starting.generation, starting.pids, starting.spawned_at))
+}
+
+/// The listeners as the workers have them: fd and inode, and a TCP one's address.
+fn inodes(listeners: &[Listener], fds: &[i32]) -> Vec<observe::Listener> {
+    let listener = |(l, &fd): (&Listener, &i32)| {
+        let stat = nix::sys::stat::fstat(l.socket.as_fd()).ok()?;
+        let address = l.socket.local_addr().ok().and_then(|a| a.as_socket());
+        let tcp = address.filter(|_| l.socket.r#type().is_ok_and(|t| t == socket2::Type::STREAM));
+        Some(observe::Listener { fd, inode: stat.st_ino, tcp })
+    };
+    listeners.iter().zip(fds).filter_map(listener).collect()
+}
+
+/// A live worker whose /proc directory is not there.
+fn hidden(pid: i32) -> bool {
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
