@@ -222,7 +222,8 @@ impl Supervisor {
             if self.watcher.as_mut().is_some_and(Watcher::drain) {
                 inputs.push(Input::Changed);
             }
-            let (seen, lines) = self.observer.look(&self.machine, &self.contain, Instant::now());
+            let interval = self.config.policy.interval;
+            let (seen, lines) = self.observer.look(&self.machine, &self.contain, interval, Instant::now());
             lines.iter().for_each(|line| self.log.line(line));
             inputs.extend(seen);
             inputs.push(Input::Tick);

@@ -52,6 +52,8 @@ struct Watch {
     spawned_at: Instant,
     next_at: Instant,
     step: Duration,
+    /// A process of it listening with a socket of its own, and whether that was said.
+    own_bind: Option<observe::OwnBind>,
     said_own_bind: bool,
 }
 
@@ -70,6 +72,7 @@ impl Observer {
                     spawned_at,
                     next_at: spawned_at + FIRST_LOOK,
                     step: FIRST_LOOK,
+                    own_bind: None,
                     said_own_bind: false,
                 })
             }
@@ -78,11 +81,15 @@ impl Observer {
         self.watch.as_ref().map(|w| w.next_at)
     }
 
-    /// Look, if it is time: the inputs for the machine and the lines to log.
+    /// Look, if it is time: the inputs for the machine and the lines to
+    /// log. A process listening with a socket of its own is named once the
+    /// generation has been starting `interval` unseen (a server may bind
+    /// an admin port of its own before it serves the inherited one).
     pub fn look(
         &mut self,
         machine: &Machine,
         contain: &Containment,
+        interval: Duration,
         now: Instant,
     ) -> (Vec<Input>, Vec<String>) {
         let (mut inputs, mut lines) = (Vec::new(), Vec::new());
@@ -106,13 +113,8 @@ impl Observer {
             if report.seen.is_none() && report.blind.is_none() && hidden(pid) {
                 report.blind = Some(format!("/proc/{pid} cannot be seen (is /proc mounted with hidepid?)"));
             }
-            if let Some(bind) = report.own_bind.filter(|_| !watch.said_own_bind) {
-                watch.said_own_bind = true;
-                lines.push(format!(
-                    "generation {generation}: pid {} listens on {} with a socket of its own and ignores the inherited listener on fd {}; \
-                     pass the socket instead (see Readiness in the README)",
-                    bind.pid, bind.address, bind.fd
-                ));
+            if report.seen.is_none() && watch.own_bind.is_none() {
+                watch.own_bind = report.own_bind;
             }
             if let Some((member, seen)) = report.seen {
                 watch.done.push(pid);
@@ -132,6 +134,15 @@ impl Observer {
                 self.blind = Some(why);
                 inputs.push(Input::Unobservable { pid });
             }
+        }
+        let unseen = now.saturating_duration_since(watch.spawned_at) >= interval;
+        if let Some(bind) = watch.own_bind.filter(|_| unseen && !watch.said_own_bind) {
+            watch.said_own_bind = true;
+            lines.push(format!(
+                "generation {generation}: pid {} listens on {} with a socket of its own, not on the inherited \
+                 listener fd {}; give it the inherited socket (see Readiness in the README)",
+                bind.pid, bind.address, bind.fd
+            ));
         }
         (inputs, lines)
     }

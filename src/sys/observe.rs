@@ -13,8 +13,9 @@
 //!   is `socket:[INODE]` with the inode of our own fd (fstat).
 //! - a connection it accepted is a socket of the process, not a listener,
 //!   whose local address is a TCP listener's (`/proc/PID/net/tcp{,6}`);
-//!   a listening socket there with a listener's address and another inode
-//!   is the process binding the address itself.
+//!   a listening TCP socket there that is not one of ours is the process
+//!   binding an address itself (the same as a listener's with
+//!   SO_REUSEPORT, or its own default port).
 //!
 //! What it cannot see: a process it may not inspect (another user's, not
 //! dumpable, /proc mounted with `hidepid`, ptrace restrictions): said as
@@ -56,12 +57,12 @@ pub enum Seen {
     Accepted { fd: i32 },
 }
 
-/// A process listening on a listener's address with a socket of its own.
+/// A process listening on an address with a TCP socket of its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OwnBind {
     pub pid: i32,
     pub address: SocketAddr,
-    /// The inherited listener it ignores.
+    /// The inherited listener it does not wait on (the first TCP one).
     pub fd: i32,
 }
 
@@ -198,13 +199,17 @@ fn connections(
         let entries =
             parse::tcp_table(&text).filter(|e| ours.contains_key(&e.inode) && !inherited.contains(&e.inode));
         for entry in entries {
+            if entry.state == parse::TCP_LISTEN {
+                if let Some(first) = listeners.iter().find(|l| l.tcp.is_some()) {
+                    report.own_bind.get_or_insert(OwnBind { pid, address: entry.local, fd: first.fd });
+                }
+                continue;
+            }
             let through =
                 listeners.iter().find(|l| l.tcp.is_some_and(|a| parse::came_through(entry.local, a)));
-            let Some(listener) = through else { continue };
-            if entry.state != parse::TCP_LISTEN {
+            if let Some(listener) = through {
                 return Ok(Some(Seen::Accepted { fd: listener.fd }));
             }
-            report.own_bind.get_or_insert(OwnBind { pid, address: entry.local, fd: listener.fd });
         }
     }
     Ok(None)

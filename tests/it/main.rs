@@ -22,6 +22,7 @@ mod packaging;
 mod processes;
 mod protocols;
 mod readiness;
+mod readiness_observed;
 mod servers;
 mod servers_drilled;
 mod systemd;

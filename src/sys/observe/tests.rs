@@ -82,8 +82,21 @@ fn a_socket_of_its_own_on_the_listeners_address_is_named() {
     // The inherited listener is another socket (here: gone).
     listener.inode = u64::MAX;
     let report = look(&[std::process::id() as i32], std::slice::from_ref(&listener));
+    // (Another test's listener of this process may be named first.)
     let bind = report.own_bind.expect("own bind");
-    assert_eq!((bind.address, bind.fd), (addr, listener.fd), "{report:?}");
+    assert_eq!(bind.fd, listener.fd, "{report:?}");
+    assert_eq!(bind.pid, std::process::id() as i32);
+    drop(own);
+}
+
+#[test]
+fn a_listening_socket_of_its_own_on_another_port_is_named_too() {
+    let (_socket, mut listener) = listener();
+    let own = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.inode = u64::MAX - 1;
+    let report = look(&[std::process::id() as i32], std::slice::from_ref(&listener));
+    assert!(report.own_bind.is_some(), "{report:?}");
+    drop(own);
 }
 
 #[test]
