@@ -129,7 +129,9 @@ fn a_slow_start_keeps_the_old_generation_serving_until_the_new_one_accepts() {
         s.dossier()
     );
     assert!(seen.contains(&1), "generation 1 answered none\n{}", s.dossier());
-    assert_eq!(ready_by(&s, 2), "waiting in poll on fd 3", "{}", s.dossier());
+    // Under load it may be caught with a connection in hand first.
+    let how = ready_by(&s, 2);
+    assert!(["waiting in poll on fd 3", "accepted a connection on fd 3"].contains(&how.as_str()), "{how}");
 }
 
 /// Where the journal line `EVENT pid=.. gen=G` is.

@@ -2,7 +2,7 @@
 //! what was read, for any text (the files are outside input: a process
 //! may be replaced while it is read, and a later kernel may write more).
 //! None of them panics, and each bounds what it returns.
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 /// Targets read from one epoll fdinfo, at most.
 pub const MAX_TARGETS: usize = 65_536;
@@ -88,58 +88,6 @@ pub fn fd_set(bytes: &[u8], nfds: u64) -> Vec<i32> {
         }
     }
     fds
-}
-
-/// A TCP socket as `/proc/PID/net/tcp` or `tcp6` lists it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TcpEntry {
-    pub local: SocketAddr,
-    /// The kernel's state number: 0x0A is LISTEN, 0x01 ESTABLISHED.
-    pub state: u8,
-    pub inode: u64,
-}
-
-/// LISTEN in a `/proc/net/tcp` state column.
-pub const TCP_LISTEN: u8 = 0x0A;
-
-/// The entries of a `/proc/PID/net/tcp` or `tcp6` text, header skipped,
-/// unreadable lines left out.
-pub fn tcp_table(text: &str) -> impl Iterator<Item = TcpEntry> + '_ {
-    text.lines().skip(1).filter_map(tcp_line)
-}
-
-fn tcp_line(line: &str) -> Option<TcpEntry> {
-    let mut words = line.split_ascii_whitespace();
-    let _slot = words.next()?;
-    let local = hex_address(words.next()?)?;
-    let _remote = words.next()?;
-    let state = u8::from_str_radix(words.next()?, 16).ok()?;
-    // tx:rx, tr:when, retrnsmt, uid, timeout, then the inode.
-    let inode = words.nth(5)?.parse().ok()?;
-    Some(TcpEntry { local, state, inode })
-}
-
-/// `0100007F:1F90` (IPv4) or 32 hex digits and a port (IPv6): the
-/// address as the kernel writes it, in 32-bit words of host byte order.
-fn hex_address(text: &str) -> Option<SocketAddr> {
-    let (ip, port) = text.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let word = |i: usize| -> Option<[u8; 4]> {
-        let hex = ip.get(i * 8..i * 8 + 8)?;
-        Some(u32::from_str_radix(hex, 16).ok()?.to_ne_bytes())
-    };
-    let ip = match ip.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
-        32 => {
-            let mut bytes = [0u8; 16];
-            for i in 0..4 {
-                bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
-            }
-            IpAddr::V6(Ipv6Addr::from(bytes))
-        }
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
 }
 
 /// Whether a connection whose local end is `local` came through a

@@ -1,5 +1,6 @@
-//! The /proc texts and memory the observer reads (any bytes, made text
-//! with U+FFFD where text is read): no panic, and results within bounds.
+//! The /proc texts and the memory the observer reads (any bytes, made
+//! text with U+FFFD where text is read): no panic, and results within
+//! bounds.
 use proptest::prelude::*;
 
 use super::parse;
@@ -9,13 +10,12 @@ use crate::fuzz_tests::{bytes, config, mutated, text};
 const TOKENS: &[&str] = &[
     "tfd:", "events:", "data:", "pos:", "ino:", "sdev:", " ", "  ", "\n", "0x", "0x7ffe5951",
     "270", "43", "232", "-1", "running", "socket:[", "]", "12345", "19", "1d5078b", "0A", "01",
-    "0100007F:1F90", "00000000:0000", "00000000000000000000000001000000:1F90", ":", "sl",
+    ":",
 ];
 
 const SEEN: &[&str] = &[
     "270 0xfb 0x7ffe59510120 0x0 0x0 0x7ffe59510030 0x7ffe59510040 0x7ffe59510000 0x7fd913250aec\n",
     "pos:\t0\nflags:\t02000002\nmnt_id:\t17\nino:\t18\ntfd:        3 events:       19 data:                3  pos:0 ino:1d5078b sdev:9\n",
-    "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:B703 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 30738315 1 00000000c3459001 100 0 0 10 0\n",
     "socket:[30738315]",
     "812 813 814\n",
 ];
@@ -25,9 +25,6 @@ fn check(text: &str) -> Result<(), TestCaseError> {
         let _ = super::calls::decode(number, &args);
     }
     prop_assert!(parse::epoll_targets(text).len() <= parse::MAX_TARGETS);
-    for entry in parse::tcp_table(text) {
-        let _ = parse::came_through(entry.local, entry.local);
-    }
     let _ = parse::socket_inode(text);
     prop_assert!(parse::pids(text).all(|p| p > 0));
     Ok(())
