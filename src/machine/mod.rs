@@ -26,6 +26,12 @@
 //!   respawned later) is ready only on its own `READY=1`, as in notify
 //!   mode, for the rest of the supervisor's life. Learning adds a
 //!   condition; it never makes a probation shorter.
+//! - Seen accepting (`Input::Accepting`, a process of a starting worker
+//!   waiting for connections on a listener) makes the worker ready in auto
+//!   mode until learned and in accepting mode. Where the supervisor
+//!   watches (`Policy::observe`), alive after `interval` holds in those
+//!   modes only for a worker it cannot see (`Input::Unobservable`); the
+//!   others wait for evidence, within the ready timeout.
 //! - The serving generation is told to stop only after all N workers of
 //!   its successor are ready; a successor that fails is stopped and the
 //!   serving one is untouched.

@@ -4,9 +4,9 @@
 //!
 //! Only while a generation is starting, and only while the rule in force
 //! lets a sighting count (auto mode not learned, accepting mode): the
-//! first look 1 ms after the spawn, then after 2, 4, 8, 10, 10, ... ms
-//! (100 ms once the generation has been starting 5 s), each look bounded
-//! by `sys::observe`'s limits. At rest there
+//! first look 1 ms after the spawn, then every 2 ms for 50 ms, every 5 ms
+//! until 5 s, every 100 ms after that (`step`); a look is well under a
+//! millisecond, bounded by `sys::observe`'s limits. At rest there
 //! is no deadline, so the loop never wakes for it. The members looked at
 //! are the worker's cgroup (cgroup containment) and its descendants
 //! (prefork servers accept in children).
@@ -27,11 +27,18 @@ use crate::sys::observe::{self, Seen};
 use super::contain::Containment;
 
 const FIRST_LOOK: Duration = Duration::from_millis(1);
-/// The longest wait between looks in a generation's first `EARLY`...
-const MAX_STEP: Duration = Duration::from_millis(10);
-const EARLY: Duration = Duration::from_secs(5);
-/// ... and after it: a worker that takes longer costs less.
-const LATE_STEP: Duration = Duration::from_millis(100);
+
+/// The wait before the next look, by how long the generation has been
+/// starting: often at first (most servers are up within milliseconds),
+/// then at most 5 ms late for one that takes its time, and a worker that
+/// takes more than 5 s costs less.
+fn step(age: Duration) -> Duration {
+    match age.as_millis() {
+        0..50 => Duration::from_millis(2),
+        50..5000 => Duration::from_millis(5),
+        _ => Duration::from_millis(100),
+    }
+}
 /// Evidence kept for `status`: the last generations'.
 const KEPT: usize = 8;
 
@@ -51,7 +58,6 @@ struct Watch {
     done: Vec<i32>,
     spawned_at: Instant,
     next_at: Instant,
-    step: Duration,
     /// A process of it listening with a socket of its own, and whether that was said.
     own_bind: Option<observe::OwnBind>,
     said_own_bind: bool,
@@ -62,23 +68,28 @@ impl Observer {
     /// a watch as the machine's starting generation comes and goes.
     pub fn deadline(&mut self, machine: &Machine, listeners: &[Listener], fds: &[i32]) -> Option<Instant> {
         let starting = watched(machine);
-        match (&self.watch, starting) {
-            (Some(w), Some((generation, _, _))) if w.generation == generation => {}
-            (_, Some((generation, _, spawned_at))) => {
+        match (&self.watch, &starting) {
+            (Some(w), Some((generation, _, _))) if w.generation == *generation => {}
+            (_, &Some((generation, _, spawned_at))) => {
                 self.watch = Some(Watch {
                     generation,
                     listeners: inodes(listeners, fds),
                     done: Vec::new(),
                     spawned_at,
                     next_at: spawned_at + FIRST_LOOK,
-                    step: FIRST_LOOK,
                     own_bind: None,
                     said_own_bind: false,
                 })
             }
             (_, None) => self.watch = None,
         }
-        self.watch.as_ref().map(|w| w.next_at)
+        // Every worker seen (or found blind): nothing to look for, unless a
+        // socket of its own is still to be named.
+        let pids = starting.map(|(_, pids, _)| pids).unwrap_or_default();
+        let watch = self.watch.as_ref()?;
+        let settled =
+            pids.iter().all(|p| watch.done.contains(p)) && (watch.own_bind.is_none() || watch.said_own_bind);
+        (!settled).then_some(watch.next_at)
     }
 
     /// Look, if it is time: the inputs for the machine and the lines to
@@ -98,9 +109,7 @@ impl Observer {
         else {
             return (inputs, lines);
         };
-        let cap = if now.saturating_duration_since(watch.spawned_at) < EARLY { MAX_STEP } else { LATE_STEP };
-        watch.step = (watch.step * 2).min(cap);
-        watch.next_at = now + watch.step;
+        watch.next_at = now + step(now.saturating_duration_since(watch.spawned_at));
         let waiting: Vec<i32> = pids.into_iter().filter(|pid| !watch.done.contains(pid)).collect();
         for pid in waiting {
             let mut members = contain.members(pid);
@@ -113,11 +122,13 @@ impl Observer {
             if report.seen.is_none() && report.blind.is_none() && hidden(pid) {
                 report.blind = Some(format!("/proc/{pid} cannot be seen (is /proc mounted with hidepid?)"));
             }
-            if report.seen.is_none() && watch.own_bind.is_none() {
+            if report.seen.is_none() && watch.own_bind.is_none() && watch.done.is_empty() {
                 watch.own_bind = report.own_bind;
             }
             if let Some((member, seen)) = report.seen {
                 watch.done.push(pid);
+                // It serves the inherited socket: a port of its own is its business.
+                watch.own_bind = None;
                 let sighting = match seen {
                     Seen::Waiting { call, fd } => Sighting::Waiting { call: call.name(), fd },
                     Seen::Accepted { fd } => Sighting::Accepted { fd },

@@ -200,3 +200,41 @@ fn a_worker_that_listens_on_a_socket_of_its_own_is_named_and_not_switched_to() {
     let timeout = s.wait_line("not ready after");
     assert!(timeout.contains("never seen waiting for connections on an inherited listener"), "{timeout}");
 }
+
+/// gunicorn with its `READY=1` taken away (it sends one when it finds
+/// `NOTIFY_SOCKET`): `sync` workers wait in select, `gthread` ones in epoll.
+fn gunicorn_without_ready(worker_class: &str) -> Supervisor {
+    let script =
+        format!("unset NOTIFY_SOCKET; exec gunicorn --workers 2 --worker-class {worker_class} app:app");
+    handover()
+        .cwd(crate::servers::FIXTURES)
+        .args(["--port", "127.0.0.1:0", "--status-file", "{dir}/status", "--control", "{dir}/ctl"])
+        .args(["--interval", "60", "--", "sh", "-c", &script])
+        .env("PATH", &crate::servers::debian_path())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .start()
+}
+
+#[test]
+fn gunicorn_workers_are_seen_waiting_in_select_or_epoll() {
+    let installed = std::process::Command::new("gunicorn")
+        .arg("--version")
+        .env("PATH", crate::servers::debian_path())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !can_run("gunicorn (apt-get install -y gunicorn)", installed) {
+        return;
+    }
+    for (class, call) in [("sync", "pselect6"), ("gthread", "epoll_wait")] {
+        let s = gunicorn_without_ready(class);
+        s.wait_generations(&[1]);
+        let o = run_in(s.dir.path(), &["restart", "--wait", "--timeout", "20s", "--control", "{dir}/ctl"]);
+        assert_eq!(o.code, Some(0), "{class}: {}\n{}", o.dossier(), s.dossier());
+        let how = ready_by(&s, 2);
+        // A worker process of the master, not the master itself.
+        assert!(
+            how.starts_with("pid ") && how.ends_with(&format!(" waiting in {call} on fd 3")),
+            "{class}: {how}"
+        );
+    }
+}
