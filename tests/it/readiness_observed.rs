@@ -238,3 +238,43 @@ fn gunicorn_workers_are_seen_waiting_in_select_or_epoll() {
         );
     }
 }
+
+#[test]
+fn a_worker_that_cannot_be_seen_is_ready_alive_after_the_interval_and_says_why() {
+    // A supervisor that is not root cannot look into a worker that made
+    // itself non-dumpable (its /proc files become root's).
+    let ok = nix::unistd::geteuid().is_root() && std::path::Path::new("/usr/bin/setpriv").exists();
+    if !can_run("root and setpriv(1)", ok) || !can_run("python3", which("python3")) {
+        return;
+    }
+    let program = "import ctypes, socket\nctypes.CDLL(None).prctl(4, 0, 0, 0, 0)\ns = socket.socket(fileno=3)\nwhile True:\n    c, _ = s.accept()\n    c.close()\n";
+    let builder = handover();
+    std::fs::set_permissions(builder.dir(), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let s = builder
+        .program("/usr/bin/setpriv".into())
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(binary())
+        .args(["--port", "127.0.0.1:0", "--control", "{dir}/ctl", "--cgroup", "off", "--"])
+        .args(["python3", "-c", program])
+        .env("TMPDIR", "/tmp")
+        .start();
+    let line = s.wait_line("cannot see whether worker");
+    assert!(line.ends_with("it counts as ready when alive after --interval"), "{line}\n{}", s.dossier());
+    s.wait_line("is ready (alive after");
+    // The client as the same user: root does not trust another user's socket.
+    let out = std::process::Command::new("/usr/bin/setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(binary())
+        .args(["status", "--json", "--control"])
+        .arg(s.path("ctl"))
+        .output()
+        .unwrap();
+    let reply: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let why = reply["observation"].as_str().unwrap_or_default();
+    assert!(why.contains("Permission denied"), "{reply:#} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(s.count_lines("cannot see whether worker"), 1, "said once\n{}", s.dossier());
+}
+
+fn which(program: &str) -> bool {
+    std::process::Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success())
+}
