@@ -58,6 +58,9 @@ struct Watch {
     done: Vec<i32>,
     spawned_at: Instant,
     next_at: Instant,
+    /// Per worker, where the next look starts among its processes (a look
+    /// that runs out of time leaves the rest for the next).
+    cursors: Vec<(i32, usize)>,
     /// A process of it listening with a socket of its own, and whether that was said.
     own_bind: Option<observe::OwnBind>,
     said_own_bind: bool,
@@ -77,6 +80,7 @@ impl Observer {
                     done: Vec::new(),
                     spawned_at,
                     next_at: spawned_at + FIRST_LOOK,
+                    cursors: Vec::new(),
                     own_bind: None,
                     said_own_bind: false,
                 })
@@ -118,7 +122,12 @@ impl Observer {
                     members.push(member);
                 }
             }
+            let at =
+                watch.cursors.iter().find(|(p, _)| *p == pid).map_or(0, |&(_, at)| at) % members.len().max(1);
+            members.rotate_left(at);
             let mut report = observe::look(&members, &watch.listeners);
+            watch.cursors.retain(|(p, _)| *p != pid);
+            watch.cursors.push((pid, at + report.looked));
             if report.seen.is_none() && report.blind.is_none() && hidden(pid) {
                 report.blind = Some(format!("/proc/{pid} cannot be seen (is /proc mounted with hidepid?)"));
             }

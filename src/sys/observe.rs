@@ -25,12 +25,14 @@
 //! dumpable, /proc mounted with `hidepid`, ptrace restrictions): said as
 //! `blind`, with the first reason; a wait in io_uring; a thread busy
 //! between two waits (looked at again later). Every read is bounded:
-//! threads, fds, bytes of each file, entries of each set.
+//! threads, fds, bytes of each file, entries of each set, and a look's
+//! time (`BUDGET`).
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, IoSliceMut, Read};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
 use nix::sys::uio::{RemoteIoVec, process_vm_readv};
 use nix::unistd::Pid;
@@ -79,14 +81,20 @@ pub struct Report {
     pub own_bind: Option<OwnBind>,
     /// Why a process could not be looked at (the first reason), when none was seen.
     pub blind: Option<String>,
+    /// How many of the processes given were looked at (the others wait
+    /// for the next look: `BUDGET`).
+    pub looked: usize,
 }
 
 /// Processes looked at in one report, at most.
 pub const MAX_PROCESSES: usize = 256;
+/// The time one look may take: the processes it did not reach are the
+/// caller's to look at next time (a prefork server with many children).
+pub const BUDGET: Duration = Duration::from_millis(2);
 /// Threads of one process looked at, at most.
 const MAX_THREADS: usize = 1024;
 /// fds of one process looked at, at most.
-const MAX_FDS: usize = 4096;
+const MAX_FDS: usize = 1024;
 /// Sockets of one process duplicated to see whether one is an accepted connection, at most.
 const MAX_SOCKETS: usize = 64;
 /// Bytes read of a small /proc file.
@@ -94,15 +102,21 @@ const SMALL: u64 = 4096;
 /// Bytes read of an epoll fdinfo.
 const LARGE: u64 = 8 << 20;
 
-/// Look at `pids` (at most `MAX_PROCESSES` of them) for a wait on, or a
-/// connection from, one of `listeners`.
+/// Look at `pids` in order (at most `MAX_PROCESSES` of them, and no more
+/// once `BUDGET` has passed) for a wait on, or a connection from, one of
+/// `listeners`.
 pub fn look(pids: &[i32], listeners: &[Listener]) -> Report {
     let mut report = Report::default();
     if !calls::KNOWN_ARCH {
         report.blind = Some(format!("the system calls of {} are not known here", std::env::consts::ARCH));
         return report;
     }
+    let start = Instant::now();
     for &pid in pids.iter().take(MAX_PROCESSES) {
+        if report.looked > 0 && start.elapsed() > BUDGET {
+            break;
+        }
+        report.looked += 1;
         match look_at(pid, listeners, &mut report) {
             Ok(Some(seen)) => {
                 report.seen = Some((pid, seen));
