@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::listen::Listener;
 use crate::machine::driver::{self, Perform, Step};
-use crate::machine::event::{Event, ExitStatus, SpawnError};
+use crate::machine::event::{Event, ExitStatus, Hint, SpawnError};
 use crate::machine::{Effect, Input, Machine};
 use crate::state::{PidFile, StatusFile};
 use crate::wire::control::{Command, Reopened, Stopping, Verdict};
@@ -76,6 +76,8 @@ pub struct Supervisor {
     pub census: contain::Census,
     /// A starting generation watched for accepting.
     pub observer: observer::Observer,
+    /// The worker whose failed start was logged last (for the line that may follow).
+    pub failed_pid: Option<i32>,
     /// A generation whose spawn failed in the batch being fed, and why.
     pub failed_spawn: Option<(u64, SpawnError)>,
     /// This image, and a self-upgrade under way.
@@ -104,6 +106,17 @@ impl Perform for Supervisor {
             // Held until the orphans are stopped and the captured output
             // flushed, so that `exiting` stays the last line.
             Effect::Log(Event::Exiting) => {}
+            Effect::Log(Event::Diagnosis { generation, status, hint: Hint::FailedDuringStartup }) => {
+                self.log.event(&Event::Diagnosis { generation, status, hint: Hint::FailedDuringStartup });
+                let exited = self.failed_pid.take();
+                if let Some(line) = exited.and_then(|pid| self.observer.exited_unseen(generation, pid)) {
+                    self.log.line(&line);
+                }
+            }
+            Effect::Log(Event::FailedToStart { pid, status }) => {
+                self.failed_pid = Some(pid);
+                self.log.event(&Event::FailedToStart { pid, status });
+            }
             Effect::Log(event @ Event::Ready { .. }) => {
                 if let Event::Ready { generation, pids, how, .. } = &event {
                     self.observer.ready(*generation, words::ready_by(*how, pids));

@@ -167,6 +167,20 @@ impl Observer {
         (inputs, lines)
     }
 
+    /// The line for worker `pid` of the watched generation, which exited
+    /// during its start before any of its processes was seen waiting on a
+    /// listener: most often a server that binds the address itself and
+    /// fails with EADDRINUSE. None: it was seen, or nothing was watched.
+    pub fn exited_unseen(&self, generation: u64, pid: i32) -> Option<String> {
+        let watch = self.watch.as_ref().filter(|w| w.generation == generation && w.done.is_empty())?;
+        let (fd, address) = watch.listeners.iter().find_map(|l| Some((l.fd, l.tcp?)))?;
+        Some(format!(
+            "generation {generation}: pid {pid} exited before it ever waited on the inherited listener fd {fd} \
+             ({address}); a worker that binds that address itself fails with EADDRINUSE: give it the inherited \
+             socket (see Readiness in the README)"
+        ))
+    }
+
     /// Keep how generation `generation` was found ready, for `status`.
     pub fn ready(&mut self, generation: u64, how: String) {
         if self.evidence.len() >= KEPT {

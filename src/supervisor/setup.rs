@@ -167,6 +167,7 @@ pub fn run(mut config: Config) -> Result<u8> {
         foreign_ready: 0,
         census: Default::default(),
         observer: Default::default(),
+        failed_pid: None,
         failed_spawn: None,
         upgrades: super::upgrade::Upgrades::new(std::time::SystemTime::now()),
     };

@@ -278,3 +278,16 @@ fn a_worker_that_cannot_be_seen_is_ready_alive_after_the_interval_and_says_why()
 fn which(program: &str) -> bool {
     std::process::Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success())
 }
+
+#[test]
+fn a_worker_that_binds_the_listeners_address_itself_is_named_with_the_fd_it_ignored() {
+    // The address handover listens on, which the worker binds again: EADDRINUSE.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut s = with_worker(&["--port", &addr, "--max-start-attempts", "1"], &["--bind-itself", &addr]);
+    let line = s.wait_line("exited before it ever waited on the inherited listener");
+    let named =
+        format!("listener fd 3 ({addr}); a worker that binds that address itself fails with EADDRINUSE");
+    assert!(line.contains(&named) && line.contains(": pid "), "{line}\n{}", s.dossier());
+    assert_eq!(s.wait_exit().code(), Some(1), "{}", s.dossier());
+}

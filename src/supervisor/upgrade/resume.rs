@@ -228,6 +228,7 @@ fn take_over(
         foreign_ready: 0,
         census: Default::default(),
         observer: Default::default(),
+        failed_pid: None,
         failed_spawn: None,
         upgrades,
     };
