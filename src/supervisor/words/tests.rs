@@ -81,6 +81,34 @@ fn handovers_own_lines() {
             "generation 1 (pids 101,1101,2101) is ready (alive after 30ms)",
         ),
         (
+            Event::Ready {
+                generation: 4,
+                pids: vec![812],
+                after: ms(212),
+                how: ReadyBy::Seen { member: 812, sighting: Sighting::Waiting { call: "epoll_wait", fd: 3 } },
+            },
+            "generation 4 (pid 812) is ready (waiting in epoll_wait on fd 3 after 212ms)",
+        ),
+        (
+            Event::Ready {
+                generation: 5,
+                pids: vec![901],
+                after: ms(82),
+                how: ReadyBy::Seen { member: 903, sighting: Sighting::Accepted { fd: 3 } },
+            },
+            "generation 5 (pid 901) is ready (pid 903 accepted a connection on fd 3 after 82ms)",
+        ),
+        (
+            Event::ReadyTimeout {
+                generation: 6,
+                pids: vec![950],
+                after: ms(60_000),
+                awaited: Awaited::AcceptingOrNotify,
+            },
+            "generation 6 (pid 950) not ready after 1m; stopping it, the serving generation is untouched \
+             (no READY=1, and never seen waiting for connections on an inherited listener)",
+        ),
+        (
             Event::HupCoalesced { generation: 2 },
             "received HUP while generation 2 is starting; one more restart will follow it",
         ),
