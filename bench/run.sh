@@ -28,19 +28,23 @@ fast=${RESTARTS:-50}
 slow=${RESTARTS:-20}
 hello="$bin/examples/hello --quiet"
 slow_hello="$bin/examples/hello --quiet --startup-delay 1500"
+silent_hello="$bin/examples/hello --quiet --no-notify"
+silent_slow_hello="$bin/examples/hello --quiet --no-notify --startup-delay 1500"
 
 # name | label | restarts | supervisor and its options (before --) | worker
 scenarios="\
 ho|handover --ready notify|$fast|--ready notify|$hello
 ho-slow|handover --ready notify, worker takes 1.5 s to start|$slow|--ready notify|$slow_hello
 ho-auto-slow|handover (no --ready: auto, learns READY=1), 1.5 s start|$slow||$slow_hello
+ho-seen|handover (no --ready), worker sends no READY=1: seen accepting|$fast||$silent_hello
+ho-seen-slow|handover (no --ready), no READY=1, 1.5 s start: seen accepting|$slow||$silent_slow_hello
 ho-w4|handover --ready notify --workers 4|$fast|--ready notify --workers 4|$hello
 ho-w4-slow|handover --ready notify --workers 4, 1.5 s start|$slow|--ready notify --workers 4|$slow_hello
 ho-hup|handover --ready notify, by SIGHUP as start_server|$fast|--supervisor $bin/handover --ready notify|$hello
 ss|start_server|$fast|--supervisor $start_server|$hello
 ss-slow|start_server, 1.5 s start|$slow|--supervisor $start_server|$slow_hello"
 
-wanted=" ${*:-ho ho-slow ho-auto-slow ho-w4 ho-w4-slow ho-hup ss ss-slow} "
+wanted=" ${*:-ho ho-slow ho-auto-slow ho-seen ho-seen-slow ho-w4 ho-w4-slow ho-hup ss ss-slow} "
 rm -f "$out/rows"
 echo "bench: reports in $out" >&2
 echo "$scenarios" | while IFS='|' read -r name label restarts options worker; do

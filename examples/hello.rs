@@ -62,6 +62,10 @@ struct Opts {
     /// request, before answering it (for `handover drill --log-line`).
     #[arg(long)]
     log_requests: bool,
+    /// Send no READY=1, as most servers (readiness is then seen from
+    /// outside, or judged alive after --interval).
+    #[arg(long)]
+    no_notify: bool,
 }
 
 struct Shared {
@@ -131,7 +135,7 @@ fn main() -> ExitCode {
         log_requests: opts.log_requests.then(|| generation_note.clone()),
     });
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
-    if !stop {
+    if !stop && !opts.no_notify {
         support::notify_ready();
     }
     while !stop {

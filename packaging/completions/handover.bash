@@ -100,7 +100,7 @@ _handover() {
                     return 0
                     ;;
                 --ready)
-                    COMPREPLY=($(compgen -W "auto alive notify" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "auto alive notify accepting" -- "${cur}"))
                     return 0
                     ;;
                 --ready-timeout)

@@ -37,10 +37,11 @@ complete -c handover -n "__fish_handover_needs_command" -l log-file -d 'Append s
 complete -c handover -n "__fish_handover_needs_command" -l auto-restart-interval -d 'Interval of --enable-auto-restart [default: 360]' -r
 complete -c handover -n "__fish_handover_needs_command" -l kill-old-delay -d 'Wait this long after a new generation is ready before signalling the old one [default: 0, or 5 with --enable-auto-restart]' -r
 complete -c handover -n "__fish_handover_needs_command" -l backlog -d 'listen(2) backlog; 0 means the default [default: 4096]' -r
-complete -c handover -n "__fish_handover_needs_command" -l ready -d 'When a new worker counts as ready' -r -f -a "auto\t'READY=1 if it comes, else alive after --interval'
+complete -c handover -n "__fish_handover_needs_command" -l ready -d 'When a new worker counts as ready' -r -f -a "auto\t'READY=1, einhorn\'s ack or seen accepting, whichever comes first (alive after --interval where workers cannot be seen)'
 alive\t'Alive after --interval (start_server)'
-notify\t'Wait for READY=1 on NOTIFY_SOCKET'"
-complete -c handover -n "__fish_handover_needs_command" -l ready-timeout -d 'With --ready notify: stop a worker that has not sent READY=1 by then [default: 60s]' -r
+notify\t'Wait for READY=1 on NOTIFY_SOCKET'
+accepting\t'Seen accepting on an inherited listener (alive after --interval where workers cannot be seen)'"
+complete -c handover -n "__fish_handover_needs_command" -l ready-timeout -d 'Stop a new worker not ready by then where it waits for evidence (READY=1, seen accepting), not time [default: 60s]' -r
 complete -c handover -n "__fish_handover_needs_command" -l drain-timeout -d 'SIGKILL an old generation\'s process group this long after it was told to stop [default: never]' -r
 complete -c handover -n "__fish_handover_needs_command" -l stop-timeout -d 'At shutdown, SIGKILL the workers\' process groups after this long [default: never]' -r
 complete -c handover -n "__fish_handover_needs_command" -l listen -d 'Named, typed listener: [NAME=]tcp://HOST:PORT, udp://HOST:PORT or unix:PATH, with options ?backlog=N (and for unix mode=0660&owner=U&group=G). Repeatable' -r

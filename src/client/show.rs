@@ -88,6 +88,9 @@ pub fn status_text(status: &Status) -> String {
         if let Some(rss) = g.rss_bytes {
             out += &format!("  rss {} KiB", rss / 1024);
         }
+        if let Some(how) = &g.ready_by {
+            out += &format!("  ready: {how}");
+        }
         out.push('\n');
     }
     match &status.last_restart {
@@ -97,6 +100,9 @@ pub fn status_text(status: &Status) -> String {
     }
     if let Some(ready) = status.ready {
         out += &format!("readiness: {}\n", ready.name());
+    }
+    if let Some(why) = &status.observation {
+        out += &format!("not watched for accepting: {why}\n");
     }
     if let Some(containment) = &status.containment {
         out += &format!("containment: {containment}\n");
@@ -151,6 +157,7 @@ mod tests {
                 told_to_stop: None,
                 members: vec![12, 13, 14],
                 rss_bytes: Some(4096 * 1024),
+                ready_by: Some("waiting in epoll_wait on fd 3".into()),
             }],
             last_restart: Some(Restart::Done(done)),
             counters: Counters { restarts: 1, failures: 2, respawns: 3, foreign_ready: 4 },
@@ -162,6 +169,7 @@ mod tests {
                 upgrades: 2,
             }),
             containment: Some("session".into()),
+            observation: Some("cannot inspect pid 12: Permission denied (os error 13)".into()),
         };
         let text = status_text(&status);
         assert_eq!(
@@ -170,10 +178,12 @@ mod tests {
                 "supervisor pid 7 (stopping)",
                 "handover 0.2.0 (/usr/bin/handover) running since T2, upgraded 2 times since T0",
                 "listener fd 3  tcp 0.0.0.0:8080 name web",
-                "generation 4  serving   pids 12,13  started T  members 12,13,14  rss 4096 KiB",
+                "generation 4  serving   pids 12,13  started T  members 12,13,14  rss 4096 KiB  \
+                 ready: waiting in epoll_wait on fd 3",
                 "last restart: generation 4 is serving (pids 12,13): ready 35.25 ms after spawn, \
                  old generation gone 120 ms after it was told to stop",
                 "readiness: auto, learned notify",
+                "not watched for accepting: cannot inspect pid 12: Permission denied (os error 13)",
                 "containment: session",
                 "restarts 1, failures 2, respawns 3, ignored readiness from no worker 4",
             ]

@@ -265,7 +265,10 @@ impl Config {
                 ReadyArg::Auto => ReadyMode::Auto,
                 ReadyArg::Alive => ReadyMode::Alive,
                 ReadyArg::Notify => ReadyMode::Notify,
+                ReadyArg::Accepting => ReadyMode::Accepting,
             },
+            // start_server's name keeps its timer; nothing to watch without listeners.
+            observe: !compat && (!listeners.is_empty() || activation.is_some()),
             ready_timeout: Some(
                 optional("ready-timeout", &more.ready_timeout)?.unwrap_or(Duration::from_secs(60)),
             ),

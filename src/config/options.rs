@@ -65,13 +65,17 @@ pub struct StartServerOpts {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
 pub enum ReadyArg {
-    /// READY=1 if it comes, else alive after --interval.
+    /// READY=1, einhorn's ack or seen accepting, whichever comes first
+    /// (alive after --interval where workers cannot be seen).
     #[default]
     Auto,
     /// Alive after --interval (start_server).
     Alive,
     /// Wait for READY=1 on NOTIFY_SOCKET.
     Notify,
+    /// Seen accepting on an inherited listener (alive after --interval
+    /// where workers cannot be seen).
+    Accepting,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
@@ -117,7 +121,7 @@ pub struct HandoverOpts {
     /// When a new worker counts as ready.
     #[arg(long, value_enum, default_value_t)]
     pub ready: ReadyArg,
-    /// With --ready notify: stop a worker that has not sent READY=1 by then [default: 60s].
+    /// Stop a new worker not ready by then where it waits for evidence (READY=1, seen accepting), not time [default: 60s].
     #[arg(long, value_name = "DURATION", allow_negative_numbers = true)]
     pub ready_timeout: Option<String>,
     /// SIGKILL an old generation's process group this long after it was told to stop [default: never].

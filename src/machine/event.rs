@@ -94,8 +94,42 @@ pub enum Failure {
     Stopping,
 }
 
-/// A line of the log. `ReadyTimeout::learned`: auto mode waited for
-/// `READY=1` because an earlier worker sent it; `ReadyLearned`: worker `pid`
+/// What a process of a starting worker was seen doing with a listener
+/// (`fd`: the listener's, as the workers have it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sighting {
+    /// Blocked in this call (`accept`, `epoll_wait`, ...) on a set that holds it.
+    Waiting { call: &'static str, fd: i32 },
+    /// Holding a connection accepted from it.
+    Accepted { fd: i32 },
+}
+
+/// How a generation was found ready: the evidence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadyBy {
+    /// `READY=1` or an einhorn ack.
+    Notified,
+    /// Alive after the interval.
+    Alive,
+    /// Process `member` seen accepting.
+    Seen { member: Pid, sighting: Sighting },
+}
+
+/// What a generation that missed `--ready-timeout` was waited for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Awaited {
+    /// `READY=1` (notify mode).
+    Notify,
+    /// `READY=1`, because an earlier worker sent it (auto mode).
+    Learned,
+    /// Seen accepting, or `READY=1` (auto mode).
+    AcceptingOrNotify,
+    /// Seen accepting (accepting mode).
+    Accepting,
+}
+
+/// A line of the log. `ReadyTimeout::awaited`: what was waited for;
+/// `ReadyLearned`: worker `pid`
 /// was the first to send it, so from now on new workers must too.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -113,11 +147,11 @@ pub enum Event {
     WorkerDied { pid: Pid, status: ExitStatus },
     Exiting,
     // handover's own lines.
-    Ready { generation: u64, pids: Vec<Pid>, after: Duration, notified: bool },
+    Ready { generation: u64, pids: Vec<Pid>, after: Duration, how: ReadyBy },
     HupCoalesced { generation: u64 },
     SpawnFailed { generation: u64, error: SpawnError },
     Diagnosis { generation: u64, status: ExitStatus, hint: Hint },
-    ReadyTimeout { generation: u64, pids: Vec<Pid>, after: Duration, learned: bool },
+    ReadyTimeout { generation: u64, pids: Vec<Pid>, after: Duration, awaited: Awaited },
     ReadyLearned { pid: Pid, timeout: Option<Duration> },
     DrainTimeout { pid: Pid, after: Duration },
     UnreadyStopTimeout { pid: Pid, generation: u64, after: Duration },

@@ -15,6 +15,8 @@ pub struct Worker {
     pub pid: Option<Pid>,
     pub spawned_at: Instant,
     pub ready: bool,
+    /// Cannot be watched for accepting: the alive rule holds for it.
+    pub blind: bool,
     /// A dead serving worker is started again, alone, at this time.
     pub respawn_at: Option<Instant>,
 }
@@ -37,7 +39,14 @@ pub struct Generation {
 
 impl Generation {
     pub fn new(number: u64, workers: usize, now: Instant) -> Generation {
-        let worker = |index| Worker { index, pid: None, spawned_at: now, ready: false, respawn_at: None };
+        let worker = |index| Worker {
+            index,
+            pid: None,
+            spawned_at: now,
+            ready: false,
+            blind: false,
+            respawn_at: None,
+        };
         Generation {
             number,
             workers: (0..workers).map(worker).collect(),

@@ -26,6 +26,12 @@
 //!   respawned later) is ready only on its own `READY=1`, as in notify
 //!   mode, for the rest of the supervisor's life. Learning adds a
 //!   condition; it never makes a probation shorter.
+//! - Seen accepting (`Input::Accepting`, a process of a starting worker
+//!   waiting for connections on a listener) makes the worker ready in auto
+//!   mode until learned and in accepting mode. Where the supervisor
+//!   watches (`Policy::observe`), alive after `interval` holds in those
+//!   modes only for a worker it cannot see (`Input::Unobservable`); the
+//!   others wait for evidence, within the ready timeout.
 //! - The serving generation is told to stop only after all N workers of
 //!   its successor are ready; a successor that fails is stopped and the
 //!   serving one is untouched.
@@ -126,6 +132,10 @@ impl Machine {
             }
             Input::Exited { pid, status } => self.exited(now, pid, status, &mut fx),
             Input::Ready { pid } => self.ready_message(now, pid, &mut fx),
+            Input::Accepting { pid, member, sighting } => self.accepting(now, pid, member, sighting, &mut fx),
+            Input::Unobservable { pid } => {
+                self.generations_mut().filter_map(|g| g.worker(pid)).for_each(|w| w.blind = true);
+            }
             Input::Hup => self.restart(now, None, &mut fx),
             Input::Restart { request } => self.restart(now, Some(request), &mut fx),
             Input::Terminate(signal) => self.terminate(now, signal, &mut fx),
@@ -165,7 +175,7 @@ impl Machine {
                 }
                 if let Some(current) = &self.current {
                     deadlines.extend(current.workers.iter().filter_map(|w| w.respawn_at));
-                    deadlines.extend(self.probation_ends(current));
+                    deadlines.extend(self.probation_ends(current, false));
                 }
                 deadlines.extend(self.auto_restart_at());
             }
@@ -212,6 +222,11 @@ impl Machine {
     /// workers send `READY=1`.
     pub fn readiness(&self) -> (ReadyMode, bool) {
         (self.policy.ready, self.learned)
+    }
+
+    /// Whether starting workers are watched for accepting (`Policy::observe`).
+    pub fn observes(&self) -> bool {
+        self.policy.observe && !self.stopping()
     }
 
     /// The rule for workers not ready yet: auto mode turns into notify mode
@@ -297,19 +312,36 @@ impl Machine {
         }
     }
 
+    /// When the candidate's probation ends for a worker, or it misses the
+    /// ready timeout, whichever is first.
     fn candidate_deadline(&self, c: &Generation) -> Option<Instant> {
+        let timeout = self.policy.ready_timeout.filter(|_| self.awaits_evidence(c)).map(|t| c.spawned_at + t);
+        self.probation_ends(c, true).into_iter().chain(timeout).min()
+    }
+
+    /// Whether a worker of the candidate `c` not ready yet waits for
+    /// evidence (`READY=1`, seen accepting) rather than for time.
+    fn awaits_evidence(&self, c: &Generation) -> bool {
+        c.workers.iter().any(|w| !w.ready && !self.alive_counts(w, true))
+    }
+
+    /// Whether worker `w` not ready yet becomes ready by being alive an
+    /// interval: in alive mode; in auto and accepting modes when it cannot
+    /// be watched (or nothing is), and always for a serving generation's
+    /// respawned workers (the generation serves already).
+    fn alive_counts(&self, w: &generation::Worker, candidate: bool) -> bool {
         match self.rule() {
-            ReadyMode::Alive | ReadyMode::Auto => self.probation_ends(c),
-            ReadyMode::Notify => self.policy.ready_timeout.map(|t| c.spawned_at + t),
+            ReadyMode::Alive => true,
+            ReadyMode::Notify => false,
+            ReadyMode::Auto | ReadyMode::Accepting => !candidate || !self.policy.observe || w.blind,
         }
     }
 
-    /// When the next worker of `g` that is not ready yet has been alive an interval.
-    fn probation_ends(&self, g: &Generation) -> Option<Instant> {
-        if self.rule() == ReadyMode::Notify {
-            return None;
-        }
-        let waiting = g.workers.iter().filter(|w| w.pid.is_some() && !w.ready);
+    /// When the next worker of `g` that is not ready yet and that the alive
+    /// rule holds for has been alive an interval.
+    fn probation_ends(&self, g: &Generation, candidate: bool) -> Option<Instant> {
+        let waiting =
+            g.workers.iter().filter(|w| w.pid.is_some() && !w.ready && self.alive_counts(w, candidate));
         waiting.map(|w| w.spawned_at + self.policy.interval).min()
     }
 

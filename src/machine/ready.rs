@@ -5,11 +5,11 @@ use std::time::{Duration, Instant};
 use super::generation::Generation;
 use super::state::Stopping;
 use super::*;
-use crate::machine::event::{Event, Failure, Pid};
+use crate::machine::event::{Awaited, Event, Failure, Pid, ReadyBy, Sighting};
 
 impl Machine {
     pub(super) fn ready_message(&mut self, now: Instant, pid: Pid, fx: &mut Vec<Effect>) {
-        if self.policy.ready == ReadyMode::Alive || self.stopping() {
+        if matches!(self.policy.ready, ReadyMode::Alive | ReadyMode::Accepting) || self.stopping() {
             return;
         }
         if self.policy.ready == ReadyMode::Auto && !self.learned && self.generations().any(|g| g.has(pid)) {
@@ -24,16 +24,38 @@ impl Machine {
         let Some(worker) = candidate.worker(pid) else { return };
         worker.ready = true;
         if candidate.all_ready() {
-            self.generation_ready(now, true, fx);
+            self.generation_ready(now, ReadyBy::Notified, fx);
         }
     }
 
-    pub(super) fn generation_ready(&mut self, now: Instant, notified: bool, fx: &mut Vec<Effect>) {
+    /// Process `member` of starting worker `pid` was seen accepting: ready
+    /// in auto mode (not learned) and accepting mode.
+    pub(super) fn accepting(
+        &mut self,
+        now: Instant,
+        pid: Pid,
+        member: Pid,
+        sighting: Sighting,
+        fx: &mut Vec<Effect>,
+    ) {
+        if !matches!(self.rule(), ReadyMode::Auto | ReadyMode::Accepting) {
+            return;
+        }
+        let Phase::Running(running) = &mut self.phase else { return };
+        let Some(candidate) = running.slot.candidate_mut() else { return };
+        let Some(worker) = candidate.worker(pid) else { return };
+        worker.ready = true;
+        if candidate.all_ready() {
+            self.generation_ready(now, ReadyBy::Seen { member, sighting }, fx);
+        }
+    }
+
+    pub(super) fn generation_ready(&mut self, now: Instant, how: ReadyBy, fx: &mut Vec<Effect>) {
         let Phase::Running(running) = &mut self.phase else { return };
         let Some((mut next, pending)) = running.slot.take() else { return };
         next.ready_at = Some(now);
         let (generation, pids) = (next.number, next.pids());
-        fx.push(Effect::Log(Event::Ready { generation, pids, after: now - next.spawned_at, notified }));
+        fx.push(Effect::Log(Event::Ready { generation, pids, after: now - next.spawned_at, how }));
         if let Some(mut prev) = self.current.replace(next) {
             self.counters.restarts += 1;
             // A worker waiting to be respawned is not: its generation is replaced.
@@ -139,29 +161,43 @@ impl Machine {
         }
     }
 
-    /// Alive-readiness for starting workers; the ready timeout in notify
-    /// mode (and in auto mode once learned).
+    /// Alive-readiness for the workers the alive rule holds for; the
+    /// ready timeout for a candidate that waits for evidence.
     pub(super) fn tick_probation(&mut self, now: Instant, fx: &mut Vec<Effect>) {
         let interval = self.policy.interval;
-        let alive = |g: &mut Generation| {
-            for w in g.workers.iter_mut().filter(|w| w.pid.is_some() && w.spawned_at + interval <= now) {
-                w.ready = true;
-            }
+        let Phase::Running(running) = &self.phase else { return };
+        let due = |g: &Generation, candidate: bool| -> Vec<usize> {
+            let alive = |w: &&generation::Worker| w.pid.is_some() && w.spawned_at + interval <= now;
+            let counts = |w: &&generation::Worker| self.alive_counts(w, candidate);
+            g.workers.iter().enumerate().filter(|(_, w)| alive(w) && counts(w)).map(|(i, _)| i).collect()
         };
-        if self.rule() != ReadyMode::Notify {
-            let Phase::Running(running) = &mut self.phase else { return };
-            self.current.iter_mut().chain(running.slot.candidate_mut()).for_each(alive);
-            if running.slot.candidate().is_some_and(Generation::all_ready) {
-                self.generation_ready(now, false, fx);
-            }
+        let current = self.current.as_ref().map(|g| due(g, false)).unwrap_or_default();
+        let candidate = running.slot.candidate().map(|g| due(g, true)).unwrap_or_default();
+        let Phase::Running(running) = &mut self.phase else { return };
+        for (g, due) in self
+            .current
+            .iter_mut()
+            .map(|g| (g, &current))
+            .chain(running.slot.candidate_mut().map(|g| (g, &candidate)))
+        {
+            due.iter().for_each(|&i| g.workers[i].ready = true);
+        }
+        if running.slot.candidate().is_some_and(Generation::all_ready) {
+            self.generation_ready(now, ReadyBy::Alive, fx);
         } else if let Phase::Running(running) = &self.phase
             && let Some(c) = running.slot.candidate()
-            && self.candidate_deadline(c).is_some_and(|at| at <= now)
+            && self.awaits_evidence(c)
+            && self.policy.ready_timeout.is_some_and(|t| c.spawned_at + t <= now)
         {
             let (generation, after) = (c.number, now - c.spawned_at);
             let pids = c.workers.iter().filter(|w| !w.ready).filter_map(|w| w.pid).collect();
-            let learned = self.policy.ready == ReadyMode::Auto;
-            fx.push(Effect::Log(Event::ReadyTimeout { generation, pids, after, learned }));
+            let awaited = match (self.policy.ready, self.learned) {
+                (ReadyMode::Auto, true) => Awaited::Learned,
+                (ReadyMode::Auto, false) => Awaited::AcceptingOrNotify,
+                (ReadyMode::Accepting, _) => Awaited::Accepting,
+                _ => Awaited::Notify,
+            };
+            fx.push(Effect::Log(Event::ReadyTimeout { generation, pids, after, awaited }));
             self.fail_candidate(now, Failure::NotReady { after }, fx);
         }
     }

@@ -131,6 +131,10 @@ pub struct SavedWorker {
     pub ready: bool,
     #[serde(default)]
     pub respawn_at: Option<i64>,
+    /// Cannot be watched for accepting (written only when true: format 1
+    /// as it was).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub blind: bool,
 }
 
 /// A restart request and the generation that answers it (None: not spawned yet).
@@ -270,6 +274,7 @@ fn save(g: &Generation, now: Instant) -> SavedGeneration {
         spawned_at: at(w.spawned_at),
         ready: w.ready,
         respawn_at: w.respawn_at.map(at),
+        blind: w.blind,
     };
     SavedGeneration {
         number: g.number,
@@ -294,6 +299,7 @@ fn load(g: SavedGeneration, now: Instant) -> Result<Generation, String> {
             pid: w.pid,
             spawned_at: past(w.spawned_at, "a worker's spawned_at")?,
             ready: w.ready,
+            blind: w.blind,
             respawn_at: w.respawn_at.map(|t| instant(t, now)),
         });
     }

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
-use crate::machine::event::{Event, ExitStatus, Failure, Pid, SpawnError};
+use crate::machine::event::{Event, ExitStatus, Failure, Pid, Sighting, SpawnError};
 
 /// When a new worker counts as ready.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,17 +13,26 @@ pub enum ReadyMode {
     Alive,
     /// `READY=1` on the notify socket (or einhorn's ack).
     Notify,
-    /// `READY=1` if it comes first, else alive after `interval`; once a
-    /// worker has sent `READY=1`, as `Notify` for every worker not ready yet.
+    /// `READY=1`, an einhorn ack or the worker seen accepting, whichever
+    /// comes first (alive after `interval` for a worker that cannot be
+    /// seen, or when `Policy::observe` is off); once a worker has sent
+    /// `READY=1`, as `Notify` for every worker not ready yet.
     Auto,
+    /// Seen accepting only (alive after `interval` for a worker that
+    /// cannot be seen, or when `Policy::observe` is off).
+    Accepting,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
     pub interval: Duration,
     pub ready: ReadyMode,
-    /// Notify mode (and auto mode once learned): give up on a generation
-    /// not ready by then.
+    /// Starting workers are watched for accepting (there are listeners and
+    /// this is not start_server's name): in auto and accepting modes the
+    /// alive rule then holds only for a worker said to be unobservable.
+    pub observe: bool,
+    /// Give up on a generation not ready by then, where it waits for
+    /// evidence (`READY=1`, seen accepting) rather than for time.
     pub ready_timeout: Option<Duration>,
     pub kill_old_delay: Duration,
     pub drain_timeout: Option<Duration>,
@@ -69,6 +78,18 @@ pub enum Input {
     },
     /// `READY=1` from this worker (or a process in its group).
     Ready {
+        pid: Pid,
+    },
+    /// Process `member` of worker `pid` was seen waiting for connections
+    /// on a listener, or holding one it accepted.
+    Accepting {
+        pid: Pid,
+        member: Pid,
+        sighting: Sighting,
+    },
+    /// Worker `pid` cannot be watched (the supervisor says why): the alive
+    /// rule holds for it.
+    Unobservable {
         pid: Pid,
     },
     Hup,

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::listen::Listener;
 use crate::machine::driver::{self, Perform, Step};
-use crate::machine::event::{Event, ExitStatus, SpawnError};
+use crate::machine::event::{Event, ExitStatus, Hint, SpawnError};
 use crate::machine::{Effect, Input, Machine};
 use crate::state::{PidFile, StatusFile};
 use crate::wire::control::{Command, Reopened, Stopping, Verdict};
@@ -36,6 +36,7 @@ mod einhorn;
 mod lines;
 mod log;
 mod logger;
+mod observer;
 pub mod output;
 mod readiness;
 mod reaper;
@@ -73,6 +74,10 @@ pub struct Supervisor {
     pub foreign_ready: u64,
     /// The generations' members and memory, as last looked at.
     pub census: contain::Census,
+    /// A starting generation watched for accepting.
+    pub observer: observer::Observer,
+    /// The worker whose failed start was logged last (for the line that may follow).
+    pub failed_pid: Option<i32>,
     /// A generation whose spawn failed in the batch being fed, and why.
     pub failed_spawn: Option<(u64, SpawnError)>,
     /// This image, and a self-upgrade under way.
@@ -108,6 +113,23 @@ impl Perform for Supervisor {
             // Held until the orphans are stopped and the captured output
             // flushed, so that `exiting` stays the last line.
             Effect::Log(Event::Exiting) => {}
+            Effect::Log(Event::Diagnosis { generation, status, hint: Hint::FailedDuringStartup }) => {
+                self.log.event(&Event::Diagnosis { generation, status, hint: Hint::FailedDuringStartup });
+                let exited = self.failed_pid.take();
+                if let Some(line) = exited.and_then(|pid| self.observer.exited_unseen(generation, pid)) {
+                    self.log.line(&line);
+                }
+            }
+            Effect::Log(Event::FailedToStart { pid, status }) => {
+                self.failed_pid = Some(pid);
+                self.log.event(&Event::FailedToStart { pid, status });
+            }
+            Effect::Log(event @ Event::Ready { .. }) => {
+                if let Event::Ready { generation, pids, how, .. } = &event {
+                    self.observer.ready(*generation, words::ready_by(*how, pids));
+                }
+                self.log.event(&event);
+            }
             Effect::Log(event) => self.log.event(&event),
             Effect::WriteStatus(gens) => self.write_status(&gens),
             Effect::Notify(state) => readiness::upward(&state),
@@ -143,8 +165,16 @@ impl Supervisor {
             // subreaper): look again now and then while there are some.
             let lingering = (!self.lingering.is_empty()).then(|| Instant::now() + LINGER_CHECK);
             let upgrade = self.upgrades.deadline();
-            let deadlines =
-                [self.machine.next_deadline(), control, logger, lingering, self.log.deadline(), upgrade];
+            let observe = self.observer.deadline(&self.machine, &self.listeners, &self.config.fds);
+            let deadlines = [
+                self.machine.next_deadline(),
+                control,
+                logger,
+                lingering,
+                self.log.deadline(),
+                upgrade,
+                observe,
+            ];
             let timeout = match deadlines.into_iter().flatten().min() {
                 None => PollTimeout::NONE,
                 Some(at) => {
@@ -212,6 +242,10 @@ impl Supervisor {
             if self.watcher.as_mut().is_some_and(Watcher::drain) {
                 inputs.push(Input::Changed);
             }
+            let interval = self.config.policy.interval;
+            let (seen, lines) = self.observer.look(&self.machine, &self.contain, interval, Instant::now());
+            lines.iter().for_each(|line| self.log.line(line));
+            inputs.extend(seen);
             inputs.push(Input::Tick);
             if let Some(code) = self.feed(Instant::now(), inputs) {
                 return Ok(exit_code(code));
@@ -320,7 +354,10 @@ impl Supervisor {
                     for generation in &mut status.generations {
                         let (members, rss) = self.census.of(&self.contain, &generation.pids, Instant::now());
                         (generation.members, generation.rss_bytes) = (members, Some(rss));
+                        let ready_by = self.observer.evidence_of(generation.generation).map(str::to_string);
+                        generation.ready_by = ready_by.filter(|_| generation.ready.is_some());
                     }
+                    status.observation = self.observer.blind.clone();
                     control.reply(id, &status);
                 }
             }

@@ -58,6 +58,7 @@ fn readiness(machine: &Machine) -> Readiness {
         (ReadyMode::Auto, true) => Readiness::AutoLearnedNotify,
         (ReadyMode::Notify, _) => Readiness::Notify,
         (ReadyMode::Alive, _) => Readiness::Alive,
+        (ReadyMode::Accepting, _) => Readiness::Accepting,
     }
 }
 
@@ -79,6 +80,7 @@ pub fn status(
             told_to_stop: v.signalled_at.map(|t| stamp(now, t)),
             members: Vec::new(),
             rss_bytes: None,
+            ready_by: None,
         })
         .collect();
     let listeners = (listeners.iter().zip(fds))
@@ -107,6 +109,7 @@ pub fn status(
         },
         image: Some(image),
         containment: None,
+        observation: None,
     }
 }
 

@@ -183,6 +183,8 @@ pub fn run(mut config: Config) -> Result<u8> {
         contain,
         foreign_ready: 0,
         census: Default::default(),
+        observer: Default::default(),
+        failed_pid: None,
         failed_spawn: None,
         upgrades: super::upgrade::Upgrades::new(std::time::SystemTime::now()),
     };

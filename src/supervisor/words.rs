@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 
 use crate::error::io_text;
 use crate::machine::StatusLine;
-use crate::machine::event::{Event, ExitStatus, Failure, Hint, Pid, SpawnError};
+use crate::machine::event::{Awaited, Event, ExitStatus, Failure, Hint, Pid, ReadyBy, Sighting, SpawnError};
 
 /// The line as printed: start_server's exact text under its name;
 /// under handover's, exits read as words, not raw wait statuses.
@@ -46,6 +46,23 @@ fn pids_phrase(pids: &[Pid]) -> String {
     match pids {
         [pid] => format!("pid {pid}"),
         _ => format!("pids {}", pid_list(pids)),
+    }
+}
+
+/// The evidence of readiness: `READY=1`, `alive`, `waiting in epoll_wait
+/// on fd 3` (`pid 813 waiting ...` when another process than the worker
+/// was seen), `accepted a connection on fd 3`.
+pub fn ready_by(how: ReadyBy, pids: &[Pid]) -> String {
+    match how {
+        ReadyBy::Notified => "READY=1".into(),
+        ReadyBy::Alive => "alive".into(),
+        ReadyBy::Seen { member, sighting } => {
+            let who = if pids.contains(&member) { String::new() } else { format!("pid {member} ") };
+            match sighting {
+                Sighting::Waiting { call, fd } => format!("{who}waiting in {call} on fd {fd}"),
+                Sighting::Accepted { fd } => format!("{who}accepted a connection on fd {fd}"),
+            }
+        }
     }
 }
 
@@ -172,8 +189,8 @@ impl fmt::Display for Event {
                 write!(f, "worker {pid} died, status:{}", status.raw())
             }
             Event::Exiting => f.write_str("exiting"),
-            Event::Ready { generation, pids, after, notified } => {
-                let how = if *notified { "READY=1" } else { "alive" };
+            Event::Ready { generation, pids, after, how } => {
+                let how = ready_by(*how, pids);
                 write!(
                     f,
                     "generation {generation} ({}) is ready ({how} after {})",
@@ -191,17 +208,23 @@ impl fmt::Display for Event {
             Event::Diagnosis { generation, status, hint } => {
                 write!(f, "generation {generation} {status}: {hint}")
             }
-            Event::ReadyTimeout { generation, pids, after, learned } => {
+            Event::ReadyTimeout { generation, pids, after, awaited } => {
                 write!(
                     f,
                     "generation {generation} ({}) not ready after {}; stopping it, the serving generation is untouched",
                     pids_phrase(pids),
                     humantime::format_duration(round_ms(*after))
                 )?;
-                if *learned {
-                    f.write_str(" (no READY=1: --ready auto waits for it since an earlier worker sent it)")?;
-                }
-                Ok(())
+                f.write_str(match awaited {
+                    Awaited::Notify => "",
+                    Awaited::Learned => {
+                        " (no READY=1: --ready auto waits for it since an earlier worker sent it)"
+                    }
+                    Awaited::AcceptingOrNotify => {
+                        " (no READY=1, and never seen waiting for connections on an inherited listener)"
+                    }
+                    Awaited::Accepting => " (never seen waiting for connections on an inherited listener)",
+                })
             }
             Event::ReadyLearned { pid, timeout } => {
                 write!(

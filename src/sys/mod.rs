@@ -3,11 +3,13 @@
 //! manager, or from this process's previous image after a self-upgrade)
 //! and their close-on-exec flags, reading a carried record by number,
 //! executing an fd kept by number, signal dispositions held across an
-//! exec, and taking a variable out of the environment. Every block
-//! carries a `// SAFETY:` line; the functions offered are safe to call.
+//! exec, taking a variable out of the environment, and reading what other
+//! processes wait in (`observe`). Every block carries a `// SAFETY:` line;
+//! the functions offered are safe to call.
 #![allow(unsafe_code)]
 
 pub mod fd;
+pub mod observe;
 pub mod process;
 pub mod sockfilter;
 pub mod spawn;

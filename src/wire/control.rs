@@ -189,6 +189,11 @@ pub struct Status {
     /// supervisor older than the field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub containment: Option<String>,
+    /// Why starting workers could not be watched for accepting (the last
+    /// reason), so that alive after `--interval` held for them. None: they
+    /// could, or nothing was watched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observation: Option<String>,
 }
 
 /// The supervisor's program as it runs now.
@@ -217,6 +222,8 @@ pub enum Readiness {
     Notify,
     #[serde(rename = "alive")]
     Alive,
+    #[serde(rename = "accepting")]
+    Accepting,
 }
 
 impl Readiness {
@@ -226,6 +233,7 @@ impl Readiness {
             Readiness::AutoLearnedNotify => "auto, learned notify",
             Readiness::Notify => "notify",
             Readiness::Alive => "alive",
+            Readiness::Accepting => "accepting",
         }
     }
 }
@@ -261,6 +269,11 @@ pub struct Generation {
     /// The members' resident memory, summed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rss_bytes: Option<u64>,
+    /// How it was found ready: `READY=1`, `alive`, `waiting in epoll_wait
+    /// on fd 3`, `accepted a connection on fd 3`. None: not known (not
+    /// ready, or ready under an earlier image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

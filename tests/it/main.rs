@@ -28,6 +28,7 @@ mod packaging;
 mod processes;
 mod protocols;
 mod readiness;
+mod readiness_observed;
 mod runtime_dir;
 mod servers;
 mod servers_drilled;

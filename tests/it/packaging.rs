@@ -156,7 +156,7 @@ fn postinst_upgrades_running_supervisors_in_place() {
     fs::create_dir_all(root.join("run/handover/app")).unwrap();
     let control = root.join("run/handover/app/control");
     let s = crate::harness::handover()
-        .args(["--port", "127.0.0.1:0", "--status-file", "{dir}/status", "--control"])
+        .args(["--port", "127.0.0.1:0", "--ready", "alive", "--status-file", "{dir}/status", "--control"])
         .arg(&control)
         .args(["--", "sleep", "1000"])
         .start();

@@ -110,6 +110,7 @@ mod tests {
             told_to_stop: told.then(|| "2026-01-01T00:00:01.000Z".into()),
             members: Vec::new(),
             rss_bytes: None,
+            ready_by: None,
         }
     }
 
@@ -126,6 +127,7 @@ mod tests {
             counters,
             image: None,
             containment: None,
+            observation: None,
         }
     }
 

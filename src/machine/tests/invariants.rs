@@ -12,6 +12,9 @@ pub(super) struct Watch {
     spawned: HashMap<Pid, (u64, Instant)>,
     /// Pids that said `READY=1`.
     said_ready: HashSet<Pid>,
+    /// Pids seen accepting before auto mode learned, and pids that cannot be watched.
+    seen: HashSet<Pid>,
+    blind: HashSet<Pid>,
     requested: BTreeSet<RequestId>,
     answered: BTreeSet<RequestId>,
     last_generation: u64,
@@ -34,13 +37,21 @@ impl Watch {
             Input::Ready { pid } => {
                 self.said_ready.insert(pid);
             }
+            Input::Accepting { pid, .. } if !self.learned => {
+                self.seen.insert(pid);
+            }
+            Input::Unobservable { pid } => {
+                self.blind.insert(pid);
+            }
             _ => {}
         }
     }
 
     /// A generation is ready only when each of its workers is: it said
-    /// `READY=1` (unless alive mode) or has lived a whole interval (unless
-    /// notify mode, or auto mode once learned).
+    /// `READY=1` (notify and auto modes), was seen accepting (auto mode
+    /// until learned, accepting mode) or has lived a whole interval (alive
+    /// mode; auto mode until learned and accepting mode, when nothing is
+    /// watched or it cannot be).
     fn all_ready(&self, policy: &Policy, pids: &[Pid], now: Instant) -> Result<(), String> {
         if pids.len() != policy.workers {
             return Err(format!("ready with {} of {} workers", pids.len(), policy.workers));
@@ -49,9 +60,15 @@ impl Watch {
             let Some(&(_, at)) = self.spawned.get(pid) else {
                 return Err(format!("pid {pid} never spawned"));
             };
-            let said = policy.ready != ReadyMode::Alive && self.said_ready.contains(pid);
-            let alive = policy.ready != ReadyMode::Notify && !self.learned && now - at >= policy.interval;
-            if !said && !alive {
+            let said =
+                matches!(policy.ready, ReadyMode::Notify | ReadyMode::Auto) && self.said_ready.contains(pid);
+            let watching = matches!(policy.ready, ReadyMode::Auto | ReadyMode::Accepting) && !self.learned;
+            let seen =
+                matches!(policy.ready, ReadyMode::Auto | ReadyMode::Accepting) && self.seen.contains(pid);
+            let timer = policy.ready == ReadyMode::Alive
+                || (watching && (!policy.observe || self.blind.contains(pid)));
+            let alive = timer && now - at >= policy.interval;
+            if !said && !alive && !seen {
                 return Err(format!("worker {pid} counted ready after {:?}", now - at));
             }
         }
@@ -92,17 +109,25 @@ impl Watch {
                     }
                 }
                 Effect::Reply { request, .. } => self.answer(*request)?,
-                Effect::Log(Event::Ready { generation, pids, after, notified }) => {
+                Effect::Log(Event::Ready { generation, pids, after, how }) => {
                     self.all_ready(policy, pids, now)?;
                     if *generation <= self.last_ready {
                         return Err(format!("generation {generation} ready after {}", self.last_ready));
                     }
                     self.last_ready = *generation;
                     self.ready.insert(*generation);
-                    if *notified && policy.ready == ReadyMode::Alive {
-                        return Err("READY=1 counted in alive mode".into());
+                    let notified = *how == ReadyBy::Notified;
+                    if notified && matches!(policy.ready, ReadyMode::Alive | ReadyMode::Accepting) {
+                        return Err(format!("READY=1 counted in {:?} mode", policy.ready));
                     }
-                    if !*notified && (*after < policy.interval || self.learned) {
+                    let watching = matches!(policy.ready, ReadyMode::Auto | ReadyMode::Accepting);
+                    if matches!(how, ReadyBy::Seen { .. }) && (!watching || self.learned) {
+                        return Err(format!(
+                            "seen accepting counted in {:?} mode (learned: {})",
+                            policy.ready, self.learned
+                        ));
+                    }
+                    if *how == ReadyBy::Alive && (*after < policy.interval || self.learned) {
                         return Err(format!(
                             "generation {generation} alive-ready after {after:?} (learned: {})",
                             self.learned
@@ -115,10 +140,18 @@ impl Watch {
                     }
                     self.learned = true;
                 }
-                Effect::Log(Event::ReadyTimeout { generation, after, learned, .. }) => {
+                Effect::Log(Event::ReadyTimeout { generation, after, awaited, .. }) => {
                     let timeout = policy.ready_timeout.unwrap_or_default();
-                    let waits = policy.ready == ReadyMode::Notify || self.learned;
-                    if !waits || *after < timeout || *learned != (policy.ready == ReadyMode::Auto) {
+                    let watching = matches!(policy.ready, ReadyMode::Auto | ReadyMode::Accepting);
+                    let waits =
+                        policy.ready == ReadyMode::Notify || self.learned || (watching && policy.observe);
+                    let expected = match (policy.ready, self.learned) {
+                        (ReadyMode::Auto, true) => Awaited::Learned,
+                        (ReadyMode::Auto, false) => Awaited::AcceptingOrNotify,
+                        (ReadyMode::Accepting, _) => Awaited::Accepting,
+                        _ => Awaited::Notify,
+                    };
+                    if !waits || *after < timeout || *awaited != expected {
                         return Err(format!("generation {generation} timed out after only {after:?}"));
                     }
                 }

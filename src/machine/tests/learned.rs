@@ -25,7 +25,7 @@ fn the_first_ready_message_is_learned_and_logged_once() {
     run.step(0, Input::Start);
     assert_eq!(run.machine.readiness(), (ReadyMode::Auto, false));
     let fx = run.step(20, Input::Ready { pid: 101 });
-    let ready = Event::Ready { generation: 1, pids: vec![101], after: ms(20), notified: true };
+    let ready = Event::Ready { generation: 1, pids: vec![101], after: ms(20), how: ReadyBy::Notified };
     assert_eq!(events(&fx), [learned_event(101), ready]);
     assert_eq!(run.machine.readiness(), (ReadyMode::Auto, true));
     assert!(run.step(30, Input::Ready { pid: 101 }).is_empty(), "said once");
@@ -58,7 +58,7 @@ fn once_learned_a_generation_is_switched_to_at_ready_not_after_the_interval() {
     assert!(fx.is_empty(), "alive for an interval is not enough: {fx:?}");
     let fx = run.step(3500, Input::Ready { pid: 102 });
     assert_eq!(signals(&fx), [(101, Signal::SIGTERM)]);
-    let ready = Event::Ready { generation: 2, pids: vec![102], after: ms(1500), notified: true };
+    let ready = Event::Ready { generation: 2, pids: vec![102], after: ms(1500), how: ReadyBy::Notified };
     assert_eq!(events(&fx)[0], ready);
 }
 
@@ -71,7 +71,8 @@ fn once_learned_a_silent_generation_fails_at_the_ready_timeout_and_the_old_one_i
         assert!(run.tick(ms).is_empty(), "at {ms} ms");
     }
     let fx = run.tick(12 * SEC);
-    let timeout = Event::ReadyTimeout { generation: 2, pids: vec![102], after: ms(10_000), learned: true };
+    let timeout =
+        Event::ReadyTimeout { generation: 2, pids: vec![102], after: ms(10_000), awaited: Awaited::Learned };
     assert_eq!(events(&fx)[0], timeout);
     assert_eq!(signals(&fx), [(102, Signal::SIGTERM)], "the new generation only");
     assert_eq!(status(&fx), Some(vec![(1, 101), (2, 102)]));
@@ -90,7 +91,7 @@ fn a_slow_starter_is_switched_to_at_its_ready_message_not_at_the_interval() {
     let mut run = Run::new(policy());
     run.step(0, Input::Start);
     let fx = run.tick(SEC);
-    let alive = Event::Ready { generation: 1, pids: vec![101], after: ms(1000), notified: false };
+    let alive = Event::Ready { generation: 1, pids: vec![101], after: ms(1000), how: ReadyBy::Alive };
     assert_eq!(events(&fx), [alive]);
     let fx = run.step(1500, Input::Ready { pid: 101 });
     assert_eq!(fx, [Effect::Log(learned_event(101))]);
@@ -99,7 +100,7 @@ fn a_slow_starter_is_switched_to_at_its_ready_message_not_at_the_interval() {
     assert!(signals(&fx).is_empty(), "not at the interval: {fx:?}");
     let fx = run.step(6500, Input::Ready { pid: 102 });
     assert_eq!(signals(&fx), [(101, Signal::SIGTERM)], "at READY=1");
-    let ready = Event::Ready { generation: 2, pids: vec![102], after: ms(1500), notified: true };
+    let ready = Event::Ready { generation: 2, pids: vec![102], after: ms(1500), how: ReadyBy::Notified };
     assert_eq!(events(&fx)[0], ready);
 }
 

@@ -7,7 +7,7 @@ use nix::sys::signal::Signal;
 
 use super::driver::{self, Perform, Step};
 use super::*;
-use crate::machine::event::{ExitStatus, Failure, Hint, Pid, SpawnError};
+use crate::machine::event::{Awaited, ExitStatus, Failure, Hint, Pid, ReadyBy, Sighting, SpawnError};
 
 const SEC: u64 = 1000;
 
@@ -15,6 +15,7 @@ fn policy() -> Policy {
     Policy {
         interval: Duration::from_secs(1),
         ready: ReadyMode::Auto,
+        observe: false,
         ready_timeout: Some(Duration::from_secs(10)),
         kill_old_delay: Duration::ZERO,
         drain_timeout: None,
@@ -171,6 +172,7 @@ mod counters;
 mod feed;
 mod invariants;
 mod learned;
+mod observed;
 mod properties;
 mod requests;
 mod restarts;

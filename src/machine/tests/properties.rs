@@ -25,6 +25,8 @@ pub(super) enum Op {
     Hup,
     Restart,
     Ready(Pick),
+    Accepting(Pick),
+    Unobservable(Pick),
     Exited(Pick, ExitStatus),
     Terminate(Signal),
     Forward(Signal),
@@ -54,6 +56,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Hup),
         1 => Just(Op::Restart),
         3 => pick().prop_map(Op::Ready),
+        2 => pick().prop_map(Op::Accepting),
+        1 => pick().prop_map(Op::Unobservable),
         3 => (pick(), exit_status()).prop_map(|(p, s)| Op::Exited(p, s)),
         1 => prop_oneof![Just(Signal::SIGTERM), Just(Signal::SIGINT)].prop_map(Op::Terminate),
         1 => prop_oneof![Just(Signal::SIGUSR1), Just(Signal::SIGUSR2), Just(Signal::SIGWINCH)]
@@ -64,26 +68,34 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 pub(super) fn policies() -> impl Strategy<Value = Policy> {
-    let ready = prop_oneof![Just(ReadyMode::Alive), Just(ReadyMode::Notify), Just(ReadyMode::Auto)];
+    let ready = prop_oneof![
+        Just(ReadyMode::Alive),
+        Just(ReadyMode::Notify),
+        Just(ReadyMode::Auto),
+        Just(ReadyMode::Accepting)
+    ];
     let secs = |s: u64| prop::option::of(Just(Duration::from_secs(s)));
     (
         (ready, 1..=3usize, prop::bool::ANY, secs(3), secs(5)),
-        (secs(20), secs(7), prop::bool::ANY, prop::option::of(Just(3u32))),
+        (secs(20), secs(7), prop::bool::ANY, prop::option::of(Just(3u32)), prop::bool::ANY),
     )
-        .prop_map(|((ready, workers, delay, drain, stop), (auto, watchdog, stop_on_78, attempts))| {
-            Policy {
-                ready,
-                workers,
-                kill_old_delay: if delay { Duration::from_secs(2) } else { Duration::ZERO },
-                drain_timeout: drain,
-                stop_timeout: stop,
-                auto_restart: auto,
-                watchdog,
-                stop_on_exit: if stop_on_78 { vec![78] } else { Vec::new() },
-                max_start_attempts: attempts,
-                ..policy()
-            }
-        })
+        .prop_map(
+            |((ready, workers, delay, drain, stop), (auto, watchdog, stop_on_78, attempts, observe))| {
+                Policy {
+                    ready,
+                    observe,
+                    workers,
+                    kill_old_delay: if delay { Duration::from_secs(2) } else { Duration::ZERO },
+                    drain_timeout: drain,
+                    stop_timeout: stop,
+                    auto_restart: auto,
+                    watchdog,
+                    stop_on_exit: if stop_on_78 { vec![78] } else { Vec::new() },
+                    max_start_attempts: attempts,
+                    ..policy()
+                }
+            },
+        )
 }
 
 /// Which spawns fail (cycled).
@@ -180,6 +192,11 @@ impl Sim {
             Op::Hup => Input::Hup,
             Op::Restart => Input::Restart { request },
             Op::Ready(pick) => Input::Ready { pid: self.pid(pick) },
+            Op::Accepting(pick) => {
+                let pid = self.pid(pick);
+                Input::Accepting { pid, member: pid, sighting: Sighting::Waiting { call: "accept", fd: 3 } }
+            }
+            Op::Unobservable(pick) => Input::Unobservable { pid: self.pid(pick) },
             Op::Exited(pick, status) => Input::Exited { pid: self.pid(pick), status: *status },
             Op::Terminate(signal) => Input::Terminate(*signal),
             Op::Forward(signal) => Input::Forward(*signal),

@@ -23,7 +23,7 @@ fn ready_message_ends_probation_at_once_but_not_in_alive_mode() {
     assert!(run.step(10, Input::Ready { pid: 999 }).is_empty(), "stranger ignored");
     let fx = run.step(20, Input::Ready { pid: 101 });
     assert_eq!(status(&fx), Some(vec![(1, 101)]));
-    let ready = Event::Ready { generation: 1, pids: vec![101], after: ms(20), notified: true };
+    let ready = Event::Ready { generation: 1, pids: vec![101], after: ms(20), how: ReadyBy::Notified };
     let learned = Event::ReadyLearned { pid: 101, timeout: Some(Duration::from_secs(10)) };
     assert_eq!(events(&fx), [learned, ready]);
 

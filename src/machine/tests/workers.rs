@@ -11,7 +11,7 @@ fn a_generation_of_n_workers_is_ready_when_all_are() {
     let fx = run.step(30, Input::Ready { pid: pid_of(1, 1) });
     assert_eq!(status(&fx), Some(vec![(1, 101), (1, 1101), (1, 2101)]));
     let pids = vec![101, 1101, 2101];
-    assert_eq!(events(&fx), [Event::Ready { generation: 1, pids, after: ms(30), notified: true }]);
+    assert_eq!(events(&fx), [Event::Ready { generation: 1, pids, after: ms(30), how: ReadyBy::Notified }]);
 }
 
 #[test]

@@ -227,6 +227,8 @@ fn take_over(
         contain,
         foreign_ready: 0,
         census: Default::default(),
+        observer: Default::default(),
+        failed_pid: None,
         failed_spawn: None,
         upgrades,
     };

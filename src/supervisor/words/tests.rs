@@ -68,7 +68,7 @@ fn handovers_own_lines() {
     let error = SpawnError { what: "exec /nope".into(), errno: libc::ENOENT };
     let table: Vec<(Event, &str)> = vec![
         (
-            Event::Ready { generation: 1, pids: vec![101], after: ms(20), notified: true },
+            Event::Ready { generation: 1, pids: vec![101], after: ms(20), how: ReadyBy::Notified },
             "generation 1 (pid 101) is ready (READY=1 after 20ms)",
         ),
         (
@@ -76,9 +76,37 @@ fn handovers_own_lines() {
                 generation: 1,
                 pids: vec![101, 1101, 2101],
                 after: Duration::from_micros(30_400),
-                notified: false,
+                how: ReadyBy::Alive,
             },
             "generation 1 (pids 101,1101,2101) is ready (alive after 30ms)",
+        ),
+        (
+            Event::Ready {
+                generation: 4,
+                pids: vec![812],
+                after: ms(212),
+                how: ReadyBy::Seen { member: 812, sighting: Sighting::Waiting { call: "epoll_wait", fd: 3 } },
+            },
+            "generation 4 (pid 812) is ready (waiting in epoll_wait on fd 3 after 212ms)",
+        ),
+        (
+            Event::Ready {
+                generation: 5,
+                pids: vec![901],
+                after: ms(82),
+                how: ReadyBy::Seen { member: 903, sighting: Sighting::Accepted { fd: 3 } },
+            },
+            "generation 5 (pid 901) is ready (pid 903 accepted a connection on fd 3 after 82ms)",
+        ),
+        (
+            Event::ReadyTimeout {
+                generation: 6,
+                pids: vec![950],
+                after: ms(60_000),
+                awaited: Awaited::AcceptingOrNotify,
+            },
+            "generation 6 (pid 950) not ready after 1m; stopping it, the serving generation is untouched \
+             (no READY=1, and never seen waiting for connections on an inherited listener)",
         ),
         (
             Event::HupCoalesced { generation: 2 },
@@ -93,11 +121,21 @@ fn handovers_own_lines() {
             "generation 2 exited with 127: exit 127 is how a shell or an exec wrapper says a command was not found",
         ),
         (
-            Event::ReadyTimeout { generation: 2, pids: vec![102], after: ms(10_000), learned: false },
+            Event::ReadyTimeout {
+                generation: 2,
+                pids: vec![102],
+                after: ms(10_000),
+                awaited: Awaited::Notify,
+            },
             "generation 2 (pid 102) not ready after 10s; stopping it, the serving generation is untouched",
         ),
         (
-            Event::ReadyTimeout { generation: 3, pids: vec![103], after: ms(60_000), learned: true },
+            Event::ReadyTimeout {
+                generation: 3,
+                pids: vec![103],
+                after: ms(60_000),
+                awaited: Awaited::Learned,
+            },
             "generation 3 (pid 103) not ready after 1m; stopping it, the serving generation is untouched \
              (no READY=1: --ready auto waits for it since an earlier worker sent it)",
         ),

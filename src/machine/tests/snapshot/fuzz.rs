@@ -81,13 +81,14 @@ fn maybe_at() -> impl Strategy<Value = Option<i64>> {
 }
 
 fn worker() -> BoxedStrategy<SavedWorker> {
-    (0..4usize, prop::option::weighted(0.8, -1..8 as Pid), at(), any::<bool>(), maybe_at())
-        .prop_map(|(index, pid, spawned_at, ready, respawn_at)| SavedWorker {
+    (0..4usize, prop::option::weighted(0.8, -1..8 as Pid), at(), any::<bool>(), maybe_at(), any::<bool>())
+        .prop_map(|(index, pid, spawned_at, ready, respawn_at, blind)| SavedWorker {
             index,
             pid,
             spawned_at,
             ready,
             respawn_at,
+            blind,
         })
         .boxed()
 }
