@@ -316,8 +316,16 @@ impl Supervisor {
         if let Some(status) = self.status {
             return status;
         }
-        let child = self.child.as_mut().unwrap();
-        let status = wait_for("the supervisor to exit", String::new, || child.try_wait().unwrap());
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > DEADLINE {
+                panic!("timed out waiting for the supervisor to exit\n{}", self.dossier());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
         self.status = Some(status);
         self.wait_output_closed();
         status
