@@ -2,7 +2,7 @@
 # The project's benchmark: hot restarts under load, handover and
 # start_server side by side in one run, every row a `handover drill`.
 #
-#   bench/run.sh                 # every scenario, about 4 minutes
+#   bench/run.sh                 # every scenario, about 5 minutes
 #   bench/run.sh ho ss           # only these (names below)
 #   RESTARTS=5 bench/run.sh      # fewer restarts per row, for a quick look
 #   RATE=2000 bench/run.sh       # paced load (requests/s in all) instead of full speed
@@ -30,6 +30,13 @@ hello="$bin/examples/hello --quiet"
 slow_hello="$bin/examples/hello --quiet --startup-delay 1500"
 silent_hello="$bin/examples/hello --quiet --no-notify"
 silent_slow_hello="$bin/examples/hello --quiet --no-notify --startup-delay 1500"
+# The Go net/http server of the drill recipes (tests/fixtures/drill), built
+# when Go is installed (apt-get install -y golang-go); its rows are skipped
+# otherwise. It sends no READY=1.
+go_server="$out/go_server"
+if command -v go >/dev/null; then
+    GOCACHE="$out/go-cache" GOPATH="$out/go-path" go build -o "$go_server" tests/fixtures/drill/go_server.go
+fi
 
 # name | label | restarts | supervisor and its options (before --) | worker
 scenarios="\
@@ -42,9 +49,11 @@ ho-w4|handover --ready notify --workers 4|$fast|--ready notify --workers 4|$hell
 ho-w4-slow|handover --ready notify --workers 4, 1.5 s start|$slow|--ready notify --workers 4|$slow_hello
 ho-hup|handover --ready notify, by SIGHUP as start_server|$fast|--supervisor $bin/handover --ready notify|$hello
 ss|start_server|$fast|--supervisor $start_server|$hello
-ss-slow|start_server, 1.5 s start|$slow|--supervisor $start_server|$slow_hello"
+ss-slow|start_server, 1.5 s start|$slow|--supervisor $start_server|$slow_hello
+go-seen|handover (no --ready), Go net/http from LISTEN_FDS: seen accepting|$fast||$go_server -from listen-fds
+go-ss|start_server, Go net/http from SERVER_STARTER_PORT|$fast|--supervisor $start_server|$go_server -from server-starter"
 
-wanted=" ${*:-ho ho-slow ho-auto-slow ho-seen ho-seen-slow ho-w4 ho-w4-slow ho-hup ss ss-slow} "
+wanted=" ${*:-ho ho-slow ho-auto-slow ho-seen ho-seen-slow ho-w4 ho-w4-slow ho-hup ss ss-slow go-seen go-ss} "
 rm -f "$out/rows"
 echo "bench: reports in $out" >&2
 echo "$scenarios" | while IFS='|' read -r name label restarts options worker; do
@@ -53,6 +62,14 @@ echo "$scenarios" | while IFS='|' read -r name label restarts options worker; do
     *"$start_server"*)
         if [ ! -x "$start_server" ]; then
             echo "bench: $name skipped: $start_server not found (apt-get install -y libserver-starter-perl)" >&2
+            continue
+        fi
+        ;;
+    esac
+    case "$worker" in
+    "$go_server"*)
+        if [ ! -x "$go_server" ]; then
+            echo "bench: $name skipped: go not found (apt-get install -y golang-go)" >&2
             continue
         fi
         ;;

@@ -35,7 +35,7 @@ fn available(what: &str, package: &str, check: &[&str]) -> bool {
 }
 
 /// The Go fixture, built once into the tests' scratch directory.
-fn go_server() -> Option<PathBuf> {
+pub fn go_server() -> Option<PathBuf> {
     static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
     if !available("go", "golang-go", &["go", "version"]) {
         return None;
@@ -97,14 +97,12 @@ fn resets_at_its_stop(report: &Value) {
     assert_eq!(during, total, "every reset during a restart: {report:#}");
 }
 
-const GO_READY: [&str; 4] = ["--ready", "alive", "--interval", "300ms"];
-
 #[test]
 fn a_go_server_from_listen_fds_is_drilled_clean() {
     let Some(go) = go_server() else { return };
     let go = go.display().to_string();
     for keepalive in [false, true] {
-        let (out, report) = drilled(&GO_READY, keepalive, &[&go, "-from", "listen-fds"]);
+        let (out, report) = drilled(&[], keepalive, &[&go, "-from", "listen-fds"]);
         clean(&out, &report);
     }
 }
@@ -127,10 +125,9 @@ fn aiohttp_through_fd_is_drilled() {
         return;
     }
     let app = ["python3", "aiohttp_app.py", "--fd", "{fd}"];
-    let ready = ["--ready", "alive", "--interval", "1"];
-    let (out, report) = drilled(&ready, true, &app);
+    let (out, report) = drilled(&[], true, &app);
     clean(&out, &report);
-    let (_, report) = drilled(&ready, false, &app);
+    let (_, report) = drilled(&[], false, &app);
     resets_at_its_stop(&report);
 }
 
@@ -139,7 +136,7 @@ fn starman_with_quit_is_drilled() {
     if !available("starman", "starman", &["starman", "--version"]) {
         return;
     }
-    let options = ["--signal-on-hup", "QUIT", "--ready", "alive", "--interval", "1"];
+    let options = ["--signal-on-hup", "QUIT"];
     let (_, report) = drilled(&options, false, &["starman", "--workers", "2", "../app.psgi"]);
     resets_at_its_stop(&report);
 }

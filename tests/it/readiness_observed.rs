@@ -112,6 +112,28 @@ fn hello_without_ready_is_switched_to_once_it_accepts_not_after_the_interval() {
 }
 
 #[test]
+fn a_go_server_is_switched_to_once_it_accepts_from_either_protocol() {
+    // net/http waits in epoll on the listener; --interval 60 as above.
+    let Some(go) = crate::drill_recipes::go_server() else { return };
+    for from in ["listen-fds", "server-starter"] {
+        let s = handover()
+            .args(["--port", "127.0.0.1:0", "--status-file", "{dir}/status", "--control", "{dir}/ctl"])
+            .args(["--interval", "60", "--"])
+            .arg(go.to_str().unwrap())
+            .args(["-from", from])
+            .start();
+        s.wait_generations(&[1]);
+        let o = run_in(s.dir.path(), &["restart", "--wait", "--timeout", "20s", "--control", "{dir}/ctl"]);
+        assert_eq!(o.code, Some(0), "{from}: {}\n{}", o.dossier(), s.dossier());
+        let how = ready_by(&s, 2);
+        assert!(
+            how.starts_with("waiting in epoll") || how.starts_with("accepted a connection"),
+            "{from}: {how}"
+        );
+    }
+}
+
+#[test]
 fn a_slow_start_keeps_the_old_generation_serving_until_the_new_one_accepts() {
     let s = hello_without_ready(&[], "--startup-delay 1500");
     s.wait_generations(&[1]);
