@@ -4,35 +4,18 @@
 //! through `{fd}`; Starman with `--signal-on-hup QUIT`. Each needs its
 //! Debian package and fails under CI when it is missing.
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Mutex;
 
 use serde_json::Value;
 
 use crate::drill::{drill_with, text};
 use crate::harness::*;
-use crate::servers::debian_path;
+use crate::servers::{available, debian_path};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/drill");
 const CONNECTIONS: u64 = 4;
 const RESTARTS: u64 = 2;
-
-/// Whether `check` runs here; under CI its absence fails the test.
-fn available(what: &str, package: &str, check: &[&str]) -> bool {
-    let ok = Command::new(check[0])
-        .args(&check[1..])
-        .env("PATH", debian_path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(std::env::var_os("CI").is_none(), "{what} missing: .ci/run must install {package}");
-        eprintln!("skipped: {what} is not installed (apt-get install -y {package})");
-    }
-    ok
-}
 
 /// The Go fixture, built once into the tests' scratch directory.
 pub fn go_server() -> Option<PathBuf> {

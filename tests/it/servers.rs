@@ -283,23 +283,25 @@ fn hot_restart_under_load(server: &Server) {
     );
 }
 
-/// Whether `server.check` succeeds; if not, says what is skipped (on the
-/// real stderr, which the test harness does not capture), or fails under CI.
+/// Whether `server.check` succeeds; if not, says what is skipped, or
+/// fails under CI.
 pub fn installed(server: &Server) -> bool {
-    let ok = Command::new(server.check[0])
-        .args(&server.check[1..])
+    available(server.name, server.packages, server.check)
+}
+
+/// Whether `check` succeeds; if not, says what is skipped (on the real
+/// stderr, which the test harness does not capture), or fails under CI.
+pub fn available(what: &str, packages: &str, check: &[&str]) -> bool {
+    let ok = Command::new(check[0])
+        .args(&check[1..])
         .env("PATH", debian_path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    let message = format!(
-        "{} is not installed (apt-get install -y {}): `{}` failed",
-        server.name,
-        server.packages,
-        server.check.join(" ")
-    );
+    let message =
+        format!("{what} is not installed (apt-get install -y {packages}): `{}` failed", check.join(" "));
     if !ok && std::env::var_os("CI").is_some() {
         panic!("{message}; .ci/run must install it");
     }
