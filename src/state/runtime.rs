@@ -2,6 +2,9 @@
 //! sockets, `supervisor::readiness`) is made.
 //!
 //! Invariants:
+//! - Every path is absolute (a relative one is taken from the current
+//!   directory at start): workers get the sockets' paths, and `--dir`
+//!   starts them elsewhere.
 //! - `$HANDOVER_RUNTIME_DIR`, when set, is the only place tried: a
 //!   directory the user chose is never silently replaced by another.
 //! - Otherwise the first usable of `$XDG_RUNTIME_DIR` (only when it is this
@@ -34,12 +37,14 @@ const FIX: &str = "a directory that this user can write and no other user can (o
 
 /// The directory to make the private one in.
 pub fn runtime_dir() -> io::Result<PathBuf> {
-    choose(
-        std::env::var_os(RUNTIME_DIR_ENV).filter(|v| !v.is_empty()).map(PathBuf::from),
-        std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()).map(PathBuf::from),
-        std::env::temp_dir(),
-        Path::new(DEV_SHM),
-    )
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from).map(absolute);
+    choose(var(RUNTIME_DIR_ENV), var("XDG_RUNTIME_DIR"), absolute(std::env::temp_dir()), Path::new(DEV_SHM))
+}
+
+/// `dir` from the current directory when relative: the sockets' paths are
+/// handed to workers, which may run elsewhere (`--dir`).
+fn absolute(dir: PathBuf) -> PathBuf {
+    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 fn choose(explicit: Option<PathBuf>, xdg: Option<PathBuf>, temp: PathBuf, shm: &Path) -> io::Result<PathBuf> {
@@ -111,6 +116,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("set it to a directory that this user can write"), "{text}");
+    }
+
+    #[test]
+    fn a_relative_directory_is_taken_from_the_current_one() {
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(absolute(PathBuf::from("run/x")), here.join("run/x"));
+        assert_eq!(absolute(PathBuf::from("/run/x")), PathBuf::from("/run/x"));
     }
 
     #[test]

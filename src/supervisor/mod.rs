@@ -198,6 +198,7 @@ impl Supervisor {
             let sink = self.log.sink();
             fds.extend(sink.poll_fd().map(|(fd, events)| PollFd::new(fd, events)));
             fds.extend(self.watcher.iter().map(|w| PollFd::new(w.fd(), PollFlags::POLLIN)));
+            fds.extend(self.observer.poll_fd().map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(Error::runtime(format!("poll failed: {e}"))),

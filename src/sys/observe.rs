@@ -186,10 +186,20 @@ fn waits_on(
             target.and_then(|fd| waiting(call, fd))
         }
         Wait::Poll(call, address, count) => {
-            let bytes = read_memory(pid, address, count.min(parse::MAX_POLL_FDS) * 8)?;
             let readable = |(_, events): &(i32, i16)| events & libc::POLLIN != 0;
-            let target =
-                parse::pollfds(&bytes).into_iter().filter(readable).find_map(|(fd, _)| listener_of(fd));
+            let mut target = None;
+            let mut at = 0;
+            // A chunk at a time: a large set is read only as far as the listener.
+            while target.is_none() && at < count.min(parse::MAX_POLL_FDS) {
+                let entries = (count.min(parse::MAX_POLL_FDS) - at).min(parse::POLL_CHUNK);
+                let bytes = read_memory(pid, address.saturating_add(at * 8), entries * 8)?;
+                if bytes.is_empty() {
+                    break;
+                }
+                target =
+                    parse::pollfds(&bytes).into_iter().filter(readable).find_map(|(fd, _)| listener_of(fd));
+                at += entries;
+            }
             target.and_then(|fd| waiting(call, fd))
         }
         Wait::Select(call, address, nfds) => {

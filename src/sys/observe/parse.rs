@@ -6,8 +6,11 @@ use std::net::{IpAddr, SocketAddr};
 
 /// Targets read from one epoll fdinfo, at most.
 pub const MAX_TARGETS: usize = 65_536;
-/// fds of one poll set looked at, at most.
-pub const MAX_POLL_FDS: u64 = 4096;
+/// fds of one poll set looked at, at most (read `POLL_CHUNK` at a time:
+/// 512 KiB of a set in all, 32 KiB at once).
+pub const MAX_POLL_FDS: u64 = 65_536;
+/// `struct pollfd` entries read from a task at once.
+pub const POLL_CHUNK: u64 = 4096;
 /// fds of one select set looked at, at most (FD_SETSIZE is 1024; some
 /// programs allocate larger sets).
 pub const MAX_SELECT_FDS: u64 = 65_536;
@@ -63,7 +66,7 @@ pub fn socket_inode(link: &str) -> Option<u64> {
 pub fn pollfds(bytes: &[u8]) -> Vec<(i32, i16)> {
     bytes
         .chunks_exact(8)
-        .take(MAX_POLL_FDS as usize)
+        .take(POLL_CHUNK as usize)
         .map(|c| (i32::from_ne_bytes([c[0], c[1], c[2], c[3]]), i16::from_ne_bytes([c[4], c[5]])))
         .collect()
 }
