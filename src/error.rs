@@ -51,6 +51,11 @@ impl std::error::Error for Error {}
 /// An `io::Error` as a sentence's end: without Rust's " (os error N)".
 pub fn io_text(err: &io::Error) -> String {
     let text = err.to_string();
+    // std's words for a unix socket path over sun_path's 108 bytes.
+    if text.contains("shorter than SUN_LEN") {
+        return "the path is too long for a unix socket (at most 107 bytes): choose a shorter one"
+            .to_string();
+    }
     match text.find(" (os error") {
         Some(at) => text[..at].to_string(),
         None => text,

@@ -51,7 +51,10 @@ pub fn request<T: DeserializeOwned>(path: &Path, request: &Request, timeout: Opt
             return Err(runtime(format!("{text} (see its log)")));
         }
         Err(e) if is_timeout(&e) => {
-            return Err(runtime(format!("no reply from the supervisor after {}", waited())));
+            return Err(runtime(format!(
+                "no reply from the supervisor on control socket {shown} after {} (see its log)",
+                waited()
+            )));
         }
         Err(e) => return Err(fail("read from", &e)),
     };

@@ -114,7 +114,12 @@ fn a_binary_that_never_answers_is_given_up_while_the_supervisor_serves() {
     // A client with a shorter --timeout gives up on its own, with one line.
     let o = client(&s, &["upgrade", "--timeout", "200ms", "--binary", mute.to_str().unwrap()]);
     assert_eq!(o.code, Some(1), "{}", o.dossier());
-    assert_eq!(o.stderr.trim_end(), "handover: no reply from the supervisor after 200ms", "{}", o.dossier());
+    let said = o.stderr.trim_end();
+    assert!(
+        said.starts_with("handover: no reply from the supervisor") && !said.contains('\n'),
+        "{}",
+        o.dossier()
+    );
     let o = asked.join().unwrap();
     assert_eq!(o.code, Some(1), "{}", o.dossier());
     let expected =

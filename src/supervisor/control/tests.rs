@@ -315,7 +315,11 @@ fn call_errors_are_one_line() {
     // Bound but never serviced: the request waits in the backlog.
     let (_dir, path, _server) = bound();
     let err = call::<Value>(&path, Command::Status, Some(Duration::from_millis(200))).unwrap_err();
-    assert_eq!(err.message, "no reply from the supervisor after 200ms");
+    let shown = path.display();
+    assert_eq!(
+        err.message,
+        format!("no reply from the supervisor on control socket {shown} after 200ms (see its log)")
+    );
 }
 
 #[test]
