@@ -6,7 +6,7 @@
 use std::ffi::OsString;
 use std::io::ErrorKind;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::error::{Error, Result, io_text};
@@ -28,7 +28,7 @@ pub fn beside_this_program(name: &str) -> Result<PathBuf> {
 }
 
 /// The error for `path`, a program of the pair that `Command` could not run.
-pub fn missing(path: &std::path::Path, error: &std::io::Error) -> Error {
+pub fn missing(path: &Path, error: &std::io::Error) -> Error {
     let shown = path.display();
     if error.kind() == ErrorKind::NotFound {
         let build = if path.ends_with(DRILL) { "--bin handover-drill" } else { "--bins" };
