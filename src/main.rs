@@ -1,47 +1,9 @@
 //! handover: zero-downtime restarts for network servers.
 //!
-//! The entry point only: the name it runs under (`start_server` gives the
-//! compatible mode), the command line to `cli`, and the outcome to an exit
-//! code with at most one line on stderr. Exit codes: 0 clean stop; 1
-//! runtime failure; 2 usage or configuration error; 126/127 the worker
-//! cannot be executed / found at the first start; 128+N ended by signal N.
-mod cli;
-mod client;
-mod config;
-mod drill;
-mod error;
-#[cfg(test)]
-mod fuzz_tests;
-mod listen;
-mod machine;
-mod state;
-mod supervisor;
-mod sys;
-mod wire;
-
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    // A self-upgrade's state record: taken out of the environment before
-    // anything else runs, so that nothing started from here sees it.
-    let handed = supervisor::upgrade::Handed::take();
-    let args = cli::normalize_args(std::env::args_os().collect());
-    let compat = cli::invoked_as_start_server(&args);
-    let outcome = match args.get(1) {
-        Some(word) if word == supervisor::upgrade::VERIFY_FLAG => cli::commands::verify_upgrade(),
-        _ if handed.as_ref().is_some_and(supervisor::upgrade::Handed::verifying) => {
-            cli::commands::verify_upgrade()
-        }
-        Some(word) if word == "drill" && !compat => drill::main(args.into_iter().skip(2).collect()),
-        _ => cli::commands::run(compat, args, handed),
-    };
-    match outcome {
-        Ok(code) => ExitCode::from(code),
-        Err(error) => {
-            let name = if compat { "start_server" } else { "handover" };
-            // One line, whatever a value quoted in the message holds.
-            eprintln!("{name}: {}", error::printable(&error.message));
-            ExitCode::from(error.code)
-        }
-    }
+//! The entry point only (see `handover::supervisor_main`). Exit codes: 0
+//! clean stop; 1 runtime failure; 2 usage or configuration error; 126/127
+//! the worker cannot be executed / found at the first start (or `handover
+//! drill`'s executable); 128+N ended by signal N.
+fn main() -> std::process::ExitCode {
+    handover::supervisor_main()
 }

@@ -6,6 +6,7 @@
 #
 # 1. `cargo deb` (cargo-deb $CARGO_DEB_VERSION is installed first if missing).
 # 2. `dpkg -i`; the files are where they belong; `handover --version`;
+#    `handover drill --help` runs the drill installed beside it;
 #    `start_server --version` prints 0.35 through the alternative. Where
 #    another package owns /usr/bin/start_server (libserver-starter-perl),
 #    the check is instead that postinst left that file untouched, and
@@ -100,7 +101,7 @@ cat "$tmp/dpkg.err" >&2
 installed || die "dpkg -i did not install handover"
 step "installed"
 
-for path in /usr/bin/handover \
+for path in /usr/bin/handover /usr/bin/handover-drill \
     /usr/share/man/man1/handover.1.gz /usr/share/man/man1/handover-restart.1.gz \
     /usr/share/man/man1/handover-drill.1.gz \
     /usr/share/bash-completion/completions/handover \
@@ -118,6 +119,8 @@ version=$(/usr/bin/handover --version)
 echo "handover --version: $version"
 [ "$version" = "handover $(dpkg-query -W -f='${Version}' handover | sed 's/-[^-]*$//')" ] ||
     die "handover --version printed '$version'"
+drill_usage=$(/usr/bin/handover drill --help) || die "handover drill --help failed"
+[[ "$drill_usage" == *"Usage: handover drill "* ]] || die "handover drill --help printed '$drill_usage'"
 
 if [ -z "$foreign" ]; then
     [ "$(readlink -f "$LINK")" = /usr/bin/handover ] || die "$LINK does not lead to /usr/bin/handover"
@@ -198,6 +201,7 @@ step "remove"
 dpkg -r handover
 ! installed || die "dpkg -r left handover installed"
 [ ! -e /usr/bin/handover ] || die "/usr/bin/handover is still there"
+[ ! -e /usr/bin/handover-drill ] || die "/usr/bin/handover-drill is still there"
 if update-alternatives --query start_server >/dev/null 2>&1; then
     die "the start_server alternative is still registered"
 fi

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod argv;
 pub mod commands;
+pub mod drill;
 
 pub use crate::config::options::{HandoverOpts, StartServerOpts};
 pub use argv::{long_options, normalize_args, takes_value};

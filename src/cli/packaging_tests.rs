@@ -5,7 +5,7 @@
 //! there is no build script and no generator binary. After changing an
 //! option, regenerate and commit:
 //!
-//!     UPDATE_PACKAGING=1 cargo test --bin handover packaging
+//!     UPDATE_PACKAGING=1 cargo test --lib packaging
 //!
 //! The pages are `handover.1` and one per subcommand (`handover-restart.1`,
 //! ..., and `handover-drill.1`: see `documented`); `start_server.1` is not
@@ -117,10 +117,11 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
     files
 }
 
-/// The command line as documented: handover's, plus `drill`. main.rs hands
-/// `handover drill ...` to the drill before clap parses anything, so drill
-/// is a subcommand here only, for its page and the completions. Its about
-/// (a usage line in `--help`) is replaced by a sentence for the NAME line.
+/// The command line as documented: handover's, plus `drill`. handover
+/// executes `handover-drill` for `handover drill ...` before clap parses
+/// anything (`cli/drill.rs`), so drill is a subcommand here only, for its
+/// page and the completions. Its about (a usage line in `--help`) is
+/// replaced by a sentence for the NAME line.
 fn documented() -> clap::Command {
     HandoverCli::command()
         .disable_help_subcommand(true)
@@ -185,7 +186,7 @@ fn man_pages_and_completions_match_the_cli() {
     }
     assert!(
         drift.is_empty(),
-        "{}\nregenerate with `{UPDATE_VAR}=1 cargo test --bin handover packaging` and commit the result",
+        "{}\nregenerate with `{UPDATE_VAR}=1 cargo test --lib packaging` and commit the result",
         drift.join("\n")
     );
 }

@@ -10,6 +10,7 @@ mod control;
 mod control_abuse;
 mod drill;
 mod drill_findings;
+mod drill_program;
 mod drill_recipes;
 mod drill_report;
 mod drill_startup;

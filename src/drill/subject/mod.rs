@@ -1,10 +1,10 @@
 //! The supervisor under test, a child of the drill, in one of two ways.
 //!
-//! By default it is this handover binary with a private `--control` socket
-//! in the drill's temporary directory: restarts are requests on that
-//! socket, each answered with its outcome and the supervisor's own timings,
-//! and the listeners and worker pids are read from its `status` replies,
-//! whatever its output options.
+//! By default it is the `handover` beside the drill's program, with a
+//! private `--control` socket in the drill's temporary directory: restarts
+//! are requests on that socket, each answered with its outcome and the
+//! supervisor's own timings, and the listeners and worker pids are read
+//! from its `status` replies, whatever its output options.
 //!
 //! With `--supervisor PROGRAM` it is any start_server-compatible program
 //! (start_server itself, or handover driven as start_server is). The drill
@@ -45,7 +45,7 @@ use nix::unistd::Pid;
 use super::load::Target;
 use super::report::Idle;
 use crate::client;
-use crate::error::{Context, Error, Result};
+use crate::error::{Error, Result};
 use crate::state::read_status;
 use crate::wire::control::{self, Command as Request, Stopping};
 pub use output::Output;
@@ -88,9 +88,9 @@ pub struct Subject {
 }
 
 impl Subject {
-    /// Starts `program` (this handover when `None`) with `args`, the
-    /// supervisor options and the worker command, using `dir` for its files
-    /// (and removing it when it stops, unless `keep`).
+    /// Starts `program` (the handover beside the drill when `None`) with
+    /// `args`, the supervisor options and the worker command, using `dir`
+    /// for its files (and removing it when it stops, unless `keep`).
     pub fn start(
         program: Option<&OsStr>,
         args: &[OsString],
@@ -100,7 +100,7 @@ impl Subject {
     ) -> Result<Subject, Error> {
         let (mut command, driver) = match program {
             None => {
-                let exe = std::env::current_exe().context(|| "cannot find handover itself".into())?;
+                let exe = crate::cli::drill::beside_this_program(crate::cli::drill::HANDOVER)?;
                 let socket = dir.join("control");
                 let mut command = Command::new(&exe);
                 command.arg("--control").arg(&socket).args(args);
@@ -127,7 +127,7 @@ impl Subject {
                     p.to_string_lossy()
                 ),
             ),
-            None => Error::runtime(format!("cannot start the supervisor: {e}")),
+            None => crate::cli::drill::missing(command.get_program().as_ref(), &e),
         })?;
         let mut streams: Vec<Box<dyn Read + Send>> = Vec::new();
         streams.extend(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
