@@ -1,6 +1,8 @@
 //! Processes that end: failed starts, dead workers, drained generations,
 //! and the supervisor's own stop.
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::time::Moment;
 
 use nix::sys::signal::Signal;
 
@@ -10,7 +12,7 @@ use super::*;
 use crate::machine::event::{Event, ExitStatus, Failure, Hint, Pid, SpawnError};
 
 impl Machine {
-    pub(super) fn terminate(&mut self, now: Instant, received: Signal, fx: &mut Vec<Effect>) {
+    pub(super) fn terminate(&mut self, now: Moment, received: Signal, fx: &mut Vec<Effect>) {
         if self.stopping() {
             fx.push(Effect::Log(Event::IgnoredDuringShutdown { signal: received }));
             return;
@@ -22,7 +24,7 @@ impl Machine {
     }
 
     /// Stop every worker with `sending`; exit with `code` once all are gone.
-    pub(super) fn stop(&mut self, now: Instant, sending: Signal, code: i32, fx: &mut Vec<Effect>) {
+    pub(super) fn stop(&mut self, now: Moment, sending: Signal, code: i32, fx: &mut Vec<Effect>) {
         debug_assert!(!self.stopping(), "stopped twice");
         let Phase::Running(running) = &mut self.phase else { return };
         let starting = running.slot.take().map(|(candidate, _)| candidate);
@@ -75,7 +77,7 @@ impl Machine {
 
     pub(super) fn spawn_failed(
         &mut self,
-        now: Instant,
+        now: Moment,
         generation: u64,
         index: usize,
         error: SpawnError,
@@ -113,7 +115,7 @@ impl Machine {
 
     /// The starting generation failed: stop what runs of it, answer those
     /// waiting for it, try again.
-    pub(super) fn fail_candidate(&mut self, now: Instant, failure: Failure, fx: &mut Vec<Effect>) {
+    pub(super) fn fail_candidate(&mut self, now: Moment, failure: Failure, fx: &mut Vec<Effect>) {
         let Phase::Running(running) = &mut self.phase else { return };
         // A pending restart needs nothing more: the retry runs the newest code.
         let Some((mut failed, _pending)) = running.slot.take() else { return };
@@ -152,7 +154,7 @@ impl Machine {
         running.schedule(now, self.policy.interval);
     }
 
-    pub(super) fn exited(&mut self, now: Instant, pid: Pid, status: ExitStatus, fx: &mut Vec<Effect>) {
+    pub(super) fn exited(&mut self, now: Moment, pid: Pid, status: ExitStatus, fx: &mut Vec<Effect>) {
         let stopping = self.stopping();
         let code = status.shell_code();
         let ours = self.candidate().into_iter().chain(self.current.iter()).any(|g| g.has(pid));
@@ -212,7 +214,7 @@ impl Machine {
 
     /// A worker of the starting generation exited: the generation failed
     /// (or, once stopping, is one worker closer to gone).
-    fn candidate_exited(&mut self, now: Instant, pid: Pid, status: ExitStatus, fx: &mut Vec<Effect>) {
+    fn candidate_exited(&mut self, now: Moment, pid: Pid, status: ExitStatus, fx: &mut Vec<Effect>) {
         match &mut self.phase {
             Phase::Stopping(stopping) => {
                 if let Some(c) = stopping.starting.as_mut() {

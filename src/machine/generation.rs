@@ -4,41 +4,52 @@
 //! candidate), serving (current), draining (old). Workers of a draining
 //! generation are removed as they are reaped; the generation goes with its
 //! last worker.
-use std::time::Instant;
+use serde::{Deserialize, Serialize};
+
+use super::time::Moment;
 
 use crate::machine::event::Pid;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Worker {
     pub index: usize,
     /// None while its spawn is in flight or it waits to be respawned.
+    #[serde(default)]
     pub pid: Option<Pid>,
-    pub spawned_at: Instant,
+    pub spawned_at: Moment,
+    #[serde(default)]
     pub ready: bool,
     /// Cannot be watched for accepting: the alive rule holds for it.
+    #[serde(default)]
     pub blind: bool,
     /// A dead serving worker is started again, alone, at this time.
-    pub respawn_at: Option<Instant>,
+    #[serde(default)]
+    pub respawn_at: Option<Moment>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Generation {
     pub number: u64,
     pub workers: Vec<Worker>,
-    pub spawned_at: Instant,
-    pub ready_at: Option<Instant>,
+    pub spawned_at: Moment,
+    #[serde(default)]
+    pub ready_at: Option<Moment>,
     /// When the generation it replaced was told to stop.
-    pub predecessor_signalled_at: Option<Instant>,
+    #[serde(default)]
+    pub predecessor_signalled_at: Option<Moment>,
     /// Draining: when to send `signal_on_hup` (kill-old-delay).
-    pub signal_at: Option<Instant>,
+    #[serde(default)]
+    pub signal_at: Option<Moment>,
     /// Draining: when it was told to stop.
-    pub signalled_at: Option<Instant>,
+    #[serde(default)]
+    pub signalled_at: Option<Moment>,
     /// Draining: SIGKILL went to its groups.
+    #[serde(default)]
     pub killed: bool,
 }
 
 impl Generation {
-    pub fn new(number: u64, workers: usize, now: Instant) -> Generation {
+    pub fn new(number: u64, workers: usize, now: Moment) -> Generation {
         let worker = |index| Worker {
             index,
             pid: None,

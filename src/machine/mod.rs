@@ -1,7 +1,8 @@
 //! The lifecycle policy as a pure state machine.
 //!
 //! `Machine::handle(now, input)` returns the effects to perform; it makes no
-//! syscalls and reads no clock, so every rule below is tested by tables and
+//! syscalls and reads no clock (`now` is a `Moment` of `time.rs`, read by
+//! the supervisor through `sys`), so every rule below is tested by tables and
 //! by random runs (`machine/tests/`). The event loop feeds it inputs
 //! (signals, exits, READY=1, control requests, timer ticks) through
 //! `driver::feed`, which the tests use too, performs the effects, and
@@ -38,16 +39,19 @@
 //! - A dead serving worker with live siblings is respawned alone, in its
 //!   generation; a generation left with no worker is replaced by a new one
 //!   (start_server's numbering). Spawns of a slot or a generation happen at
-//!   most once per `interval`, except restarts asked for, which start at once.
+//!   most once per `interval`, except restarts asked for, which start at
+//!   once unless a generation waits for its turn (a retry, a replacement):
+//!   they wait with it, as it runs the newest code.
 //! - A draining generation holds live workers only and goes with the last.
 //! - Nothing told to stop is waited for without bound unless it served:
 //!   a generation that never became ready is killed `--ready-timeout`
 //!   after it was told (or as `--drain-timeout`/`--stop-timeout` say).
 //! - After a `Tick` at `now`, `next_deadline()` is later than `now`: nothing
 //!   due is left for later.
-use std::time::Instant;
+pub use time::Moment;
 
 use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
 
 use event::{Event, Pid};
 
@@ -59,6 +63,7 @@ mod generation;
 mod ready;
 pub mod snapshot;
 mod state;
+pub mod time;
 mod types;
 
 use exits::stopping_outcome;
@@ -68,22 +73,34 @@ use ready::Told;
 use state::{Manager, Phase, Running, Slot};
 pub use types::*;
 
-#[derive(Debug)]
+/// The machine's state derives serde: it is what a self-upgrade carries
+/// (`snapshot.rs`), every field but the policy, which the new image
+/// rebuilds from its command line. A field added later needs
+/// `#[serde(default)]`: records written before it lack it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Machine {
+    #[serde(skip, default = "snapshot::unset_policy")]
     policy: Policy,
     phase: Phase,
     /// The serving generation.
+    #[serde(default)]
     current: Option<Generation>,
     /// Generations told to stop (or about to be): replaced ones draining,
     /// failed starts being stopped.
+    #[serde(default)]
     old: Vec<Generation>,
     /// Control requests and the generation that answers them (None: not spawned yet).
+    #[serde(default)]
     waiters: Vec<(RequestId, Option<u64>)>,
     manager: Manager,
-    next_watchdog: Option<Instant>,
+    #[serde(default)]
+    next_watchdog: Option<Moment>,
+    #[serde(default)]
     counters: Counters,
+    #[serde(default)]
     last_outcome: Option<Outcome>,
     /// Auto mode: a worker sent `READY=1`, so new workers must too.
+    #[serde(default)]
     learned: bool,
 }
 
@@ -103,7 +120,7 @@ impl Machine {
         }
     }
 
-    pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Effect> {
+    pub fn handle(&mut self, now: Moment, input: Input) -> Vec<Effect> {
         let mut fx = Vec::new();
         match input {
             Input::Start => {
@@ -155,8 +172,8 @@ impl Machine {
     }
 
     /// The earliest instant at which a `Tick` has something to do.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        let mut deadlines: Vec<Instant> = Vec::new();
+    pub fn next_deadline(&self) -> Option<Moment> {
+        let mut deadlines: Vec<Moment> = Vec::new();
         deadlines.extend(self.next_watchdog);
         match &self.phase {
             Phase::Stopping(stopping) => {
@@ -287,7 +304,7 @@ impl Machine {
         Effect::WriteStatus(lines)
     }
 
-    fn restart(&mut self, now: Instant, request: Option<RequestId>, fx: &mut Vec<Effect>) {
+    fn restart(&mut self, now: Moment, request: Option<RequestId>, fx: &mut Vec<Effect>) {
         let Phase::Running(running) = &mut self.phase else {
             match request {
                 Some(request) => fx.push(Effect::Reply { request, outcome: stopping_outcome() }),
@@ -314,7 +331,7 @@ impl Machine {
 
     /// When the candidate's probation ends for a worker, or it misses the
     /// ready timeout, whichever is first.
-    fn candidate_deadline(&self, c: &Generation) -> Option<Instant> {
+    fn candidate_deadline(&self, c: &Generation) -> Option<Moment> {
         let timeout = self.policy.ready_timeout.filter(|_| self.awaits_evidence(c)).map(|t| c.spawned_at + t);
         self.probation_ends(c, true).into_iter().chain(timeout).min()
     }
@@ -339,13 +356,13 @@ impl Machine {
 
     /// When the next worker of `g` that is not ready yet and that the alive
     /// rule holds for has been alive an interval.
-    fn probation_ends(&self, g: &Generation, candidate: bool) -> Option<Instant> {
+    fn probation_ends(&self, g: &Generation, candidate: bool) -> Option<Moment> {
         let waiting =
             g.workers.iter().filter(|w| w.pid.is_some() && !w.ready && self.alive_counts(w, candidate));
         waiting.map(|w| w.spawned_at + self.policy.interval).min()
     }
 
-    fn auto_restart_at(&self) -> Option<Instant> {
+    fn auto_restart_at(&self) -> Option<Moment> {
         let interval = self.policy.auto_restart?;
         let Phase::Running(running) = &self.phase else { return None };
         let idle = matches!(running.slot, Slot::Empty);

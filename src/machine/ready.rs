@@ -1,6 +1,8 @@
 //! Becoming ready, retiring the old generation, answering restart
 //! requests, and the timers (probation, respawns, drains, auto-restart).
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::time::Moment;
 
 use super::generation::Generation;
 use super::state::Stopping;
@@ -8,7 +10,7 @@ use super::*;
 use crate::machine::event::{Awaited, Event, Failure, Pid, ReadyBy, Sighting};
 
 impl Machine {
-    pub(super) fn ready_message(&mut self, now: Instant, pid: Pid, fx: &mut Vec<Effect>) {
+    pub(super) fn ready_message(&mut self, now: Moment, pid: Pid, fx: &mut Vec<Effect>) {
         if matches!(self.policy.ready, ReadyMode::Alive | ReadyMode::Accepting) || self.stopping() {
             return;
         }
@@ -32,7 +34,7 @@ impl Machine {
     /// in auto mode (not learned) and accepting mode.
     pub(super) fn accepting(
         &mut self,
-        now: Instant,
+        now: Moment,
         pid: Pid,
         member: Pid,
         sighting: Sighting,
@@ -50,7 +52,7 @@ impl Machine {
         }
     }
 
-    pub(super) fn generation_ready(&mut self, now: Instant, how: ReadyBy, fx: &mut Vec<Effect>) {
+    pub(super) fn generation_ready(&mut self, now: Moment, how: ReadyBy, fx: &mut Vec<Effect>) {
         let Phase::Running(running) = &mut self.phase else { return };
         let Some((mut next, pending)) = running.slot.take() else { return };
         next.ready_at = Some(now);
@@ -76,7 +78,7 @@ impl Machine {
     }
 
     /// Tell every old generation not yet told to stop, now or after the delay.
-    pub(super) fn retire_old(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+    pub(super) fn retire_old(&mut self, now: Moment, fx: &mut Vec<Effect>) {
         let signal = self.policy.signal_on_hup;
         let delay = self.policy.kill_old_delay;
         let waiting = |g: &&mut Generation| g.signalled_at.is_none() && g.signal_at.is_none();
@@ -101,7 +103,7 @@ impl Machine {
     }
 
     /// Answer the restart requests whose generation serves alone (or was overtaken).
-    pub(super) fn answer_waiters(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+    pub(super) fn answer_waiters(&mut self, now: Moment, fx: &mut Vec<Effect>) {
         let Some(current) = &self.current else { return };
         let older_alive = self.old.iter().any(|g| g.number < current.number);
         let outcome = Outcome::Restarted {
@@ -123,7 +125,7 @@ impl Machine {
         }
     }
 
-    pub(super) fn tick(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+    pub(super) fn tick(&mut self, now: Moment, fx: &mut Vec<Effect>) {
         if self.next_watchdog.is_some_and(|at| at <= now) {
             fx.push(Effect::Notify(Upward::Watchdog));
             self.next_watchdog = self.policy.watchdog.map(|every| now + every);
@@ -163,7 +165,7 @@ impl Machine {
 
     /// Alive-readiness for the workers the alive rule holds for; the
     /// ready timeout for a candidate that waits for evidence.
-    pub(super) fn tick_probation(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+    pub(super) fn tick_probation(&mut self, now: Moment, fx: &mut Vec<Effect>) {
         let interval = self.policy.interval;
         let Phase::Running(running) = &self.phase else { return };
         let due = |g: &Generation, candidate: bool| -> Vec<usize> {
@@ -203,7 +205,7 @@ impl Machine {
     }
 
     /// Start again, alone, the serving workers whose turn has come.
-    pub(super) fn tick_respawns(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+    pub(super) fn tick_respawns(&mut self, now: Moment, fx: &mut Vec<Effect>) {
         let Phase::Running(running) = &self.phase else { return };
         let Some(current) = self.current.as_mut() else { return };
         for w in current.workers.iter_mut().filter(|w| w.respawn_at.is_some_and(|at| at <= now)) {
@@ -214,7 +216,7 @@ impl Machine {
         }
     }
 
-    pub(super) fn tick_old(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+    pub(super) fn tick_old(&mut self, now: Moment, fx: &mut Vec<Effect>) {
         let stopping = self.stopping();
         if let Phase::Stopping(Stopping { starting: Some(g), .. }) = &mut self.phase {
             kill_if_due(&self.policy, stopping, Told::Starting, g, now, fx);
@@ -255,12 +257,7 @@ const UNREADY_GRACE: Duration = Duration::from_secs(10);
 /// and has nothing to drain, so without `--drain-timeout` it gets
 /// `--ready-timeout`, as long as it had to start, unless `--stop-timeout`
 /// bounds the stop under way.
-pub(super) fn kill_at(
-    policy: &Policy,
-    stopping: bool,
-    told: Told,
-    g: &Generation,
-) -> Option<(Instant, bool)> {
+pub(super) fn kill_at(policy: &Policy, stopping: bool, told: Told, g: &Generation) -> Option<(Moment, bool)> {
     let at = g.signalled_at.filter(|_| !g.killed)?;
     match policy.drain_timeout.filter(|_| told == Told::Old) {
         Some(drain) => Some((at + drain, false)),
@@ -276,7 +273,7 @@ fn kill_if_due(
     stopping: bool,
     told: Told,
     g: &mut Generation,
-    now: Instant,
+    now: Moment,
     fx: &mut Vec<Effect>,
 ) {
     let Some((due, unready)) = kill_at(policy, stopping, told, g).filter(|(due, _)| *due <= now) else {

@@ -10,61 +10,74 @@
 //!   (`Slot::Scheduled`) and a starting one exclude each other.
 //! - What the service manager was told is one `Manager` value: `RELOADING=1`
 //!   cannot be said before the first `READY=1`.
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::time::Moment;
 
 use super::generation::Generation;
 use super::{Effect, Policy, RequestId, Upward};
 
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub(super) enum Phase {
     Running(Running),
     Stopping(Stopping),
 }
 
 /// Serving, starting, restarting: the only phase that spawns.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Running {
     /// The last `SERVER_STARTER_GENERATION` handed out; failed ones count.
     generation: u64,
-    last_spawn_at: Option<Instant>,
+    #[serde(default)]
+    last_spawn_at: Option<Moment>,
     pub slot: Slot,
     /// Failed starts of the first generation, in a row.
+    #[serde(default)]
     pub start_failures: u32,
     /// A watched change restarts at this time (pushed back by each change).
-    pub restart_on_change_at: Option<Instant>,
+    #[serde(default)]
+    pub restart_on_change_at: Option<Moment>,
 }
 
 /// Where the next generation is: starting, waiting for its turn, or nowhere.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub(super) enum Slot {
     Empty,
     /// A new generation waits for the rate limit (a retry, or a replacement
     /// for a serving generation left with no worker).
     Scheduled {
-        at: Instant,
+        at: Moment,
     },
     /// `pending`: a restart was asked for meanwhile; it follows this one.
     Starting {
         candidate: Generation,
+        #[serde(default)]
         pending: bool,
     },
 }
 
 /// Shutting down: every worker was told to stop; the machine exits with
 /// `code` when the last one is gone.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Stopping {
-    pub since: Instant,
+    pub since: Moment,
     /// The stop timeout passed: SIGKILL went to every group.
+    #[serde(default)]
     pub killed: bool,
     pub code: i32,
     /// The generation that was starting when the stop began: stopped with
     /// the others, never promoted.
+    #[serde(default)]
     pub starting: Option<Generation>,
 }
 
 /// What the supervisor's own service manager was told last.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub(super) enum Manager {
     /// Nothing: the first generation is not ready yet.
     Starting,
@@ -89,7 +102,7 @@ impl Running {
     /// request not yet bound to a generation is answered by this one.
     pub fn start(
         &mut self,
-        now: Instant,
+        now: Moment,
         policy: &Policy,
         waiters: &mut [(RequestId, Option<u64>)],
         fx: &mut Vec<Effect>,
@@ -115,29 +128,17 @@ impl Running {
         Effect::Spawn { generation, index }
     }
 
-    /// A `Running` as it was before a re-exec: `snapshot.rs` checks the
-    /// result with the machine's invariants.
-    pub fn resume(
-        generation: u64,
-        last_spawn_at: Option<Instant>,
-        slot: Slot,
-        start_failures: u32,
-        restart_on_change_at: Option<Instant>,
-    ) -> Running {
-        Running { generation, last_spawn_at, slot, start_failures, restart_on_change_at }
-    }
-
     /// The last generation number handed out.
     pub fn last_generation(&self) -> u64 {
         self.generation
     }
 
-    pub fn last_spawn_at(&self) -> Option<Instant> {
+    pub fn last_spawn_at(&self) -> Option<Moment> {
         self.last_spawn_at
     }
 
     /// A new generation, no sooner than one interval after the last one.
-    pub fn schedule(&mut self, now: Instant, interval: Duration) {
+    pub fn schedule(&mut self, now: Moment, interval: Duration) {
         debug_assert!(!self.slot.is_starting(), "scheduled while one starts: {:?}", self.slot);
         if self.slot.is_starting() {
             return;
@@ -166,7 +167,7 @@ impl Slot {
         }
     }
 
-    pub fn scheduled_at(&self) -> Option<Instant> {
+    pub fn scheduled_at(&self) -> Option<Moment> {
         match self {
             Slot::Scheduled { at } => Some(*at),
             _ => None,
