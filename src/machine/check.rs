@@ -9,6 +9,7 @@
 //! generation that can never be ready or never be gone.
 use std::collections::HashSet;
 
+use super::generation::Worker;
 use super::state::{Manager, Phase, Slot};
 use super::*;
 
@@ -29,17 +30,15 @@ impl Machine {
         for g in self.generations() {
             let mut indices: HashSet<usize> = HashSet::new();
             for w in &g.workers {
-                if w.index >= self.policy.workers || !indices.insert(w.index) {
+                if w.index() >= self.policy.workers || !indices.insert(w.index()) {
                     let n = self.policy.workers;
                     return Err(format!(
                         "generation {}: worker {} is out of 0..{n} or twice",
-                        g.number, w.index
+                        g.number,
+                        w.index()
                     ));
                 }
-                if w.ready && w.pid.is_none() {
-                    return Err(format!("generation {}: a worker without a process is ready", g.number));
-                }
-                if let Some(pid) = w.pid {
+                if let Some(pid) = w.pid() {
                     if pid <= 0 {
                         return Err(format!("generation {}: pid {pid} is not a process", g.number));
                     }
@@ -66,11 +65,11 @@ impl Machine {
             if g.signal_at.is_some() == g.signalled_at.is_some() {
                 return Err(format!("old generation {} is either to be told to stop or told", g.number));
             }
-            if g.workers.is_empty() || g.workers.iter().any(|w| w.pid.is_none()) {
+            if g.workers.is_empty() || g.workers.iter().any(|w| w.live().is_none()) {
                 return Err(format!("old generation {} holds a worker that is not alive, or none", g.number));
             }
         }
-        if self.candidate().is_some_and(|c| c.workers.iter().any(|w| w.respawn_at.is_some())) {
+        if self.candidate().is_some_and(|c| c.workers.iter().any(|w| w.respawn_at().is_some())) {
             return Err("a starting generation waits to respawn a worker".into());
         }
         if let Some(current) = &self.current {
@@ -107,7 +106,7 @@ impl Machine {
             if self.current.as_ref().is_some_and(|c| c.number >= candidate.number) {
                 return Err("the serving generation is not older than the starting one".into());
             }
-            let spawned = candidate.workers.iter().filter(|w| w.pid.is_some()).count();
+            let spawned = candidate.workers.iter().filter(|w| w.live().is_some()).count();
             if spawned != self.policy.workers {
                 return Err(format!("starting generation {} runs {spawned} workers", candidate.number));
             }
@@ -120,12 +119,9 @@ impl Machine {
             if current.workers.is_empty() {
                 return Err(format!("serving generation {} has no worker", current.number));
             }
-            if let Some(w) = current.workers.iter().find(|w| w.pid.is_some() == w.respawn_at.is_some()) {
+            if let Some(w) = current.workers.iter().find(|w| matches!(w, Worker::Starting { .. })) {
                 let n = current.number;
-                return Err(format!(
-                    "serving generation {n}: worker {} runs and is respawned, or neither",
-                    w.index
-                ));
+                return Err(format!("serving generation {n}: worker {} is being spawned", w.index()));
             }
             if current.signal_at.is_some() || current.signalled_at.is_some() || current.killed {
                 return Err(format!("serving generation {} was told to stop", current.number));
@@ -141,7 +137,7 @@ impl Machine {
         if !self.waiters.is_empty() {
             return Err("requests left unanswered while stopping".into());
         }
-        if self.generations().any(|g| g.workers.iter().any(|w| w.pid.is_none())) {
+        if self.generations().any(|g| g.workers.iter().any(|w| w.live().is_none())) {
             return Err("a worker waits to be spawned while stopping".into());
         }
         if let Some(g) = self.generations().find(|g| g.signal_at.is_some() || g.signalled_at.is_none()) {

@@ -6,7 +6,7 @@ use super::time::Moment;
 
 use nix::sys::signal::Signal;
 
-use super::generation::Generation;
+use super::generation::{Generation, Worker};
 use super::state::{Manager, Phase, Slot, Stopping};
 use super::*;
 use crate::machine::event::{Event, ExitStatus, Failure, Hint, Pid, SpawnError};
@@ -49,7 +49,7 @@ impl Machine {
     /// Remove a worker that has exited from whichever generation held it.
     pub(super) fn forget(&mut self, pid: Pid) {
         for g in self.generations_mut() {
-            g.workers.retain(|w| w.pid != Some(pid));
+            g.workers.retain(|w| w.pid() != Some(pid));
         }
         if let Phase::Running(running) = &mut self.phase
             && running.slot.candidate().is_some_and(|g| g.workers.is_empty())
@@ -98,7 +98,7 @@ impl Machine {
         }
         let Phase::Running(running) = &mut self.phase else { return };
         if let Some(c) = running.slot.candidate_mut().filter(|c| c.number == generation) {
-            c.workers.retain(|w| w.index != index);
+            c.workers.retain(|w| w.index() != index);
             let first = !self.manager.announced() && self.current.is_none();
             self.fail_candidate(now, Failure::SpawnFailed(error), fx);
             if first && !self.stopping() {
@@ -107,8 +107,10 @@ impl Machine {
             }
         } else if let Some(current) = self.current.as_mut().filter(|g| g.number == generation) {
             let interval = self.policy.interval;
-            if let Some(w) = current.workers.iter_mut().find(|w| w.index == index) {
-                w.respawn_at = Some(now + interval);
+            if let Some(w) = current.workers.iter_mut().find(|w| w.index() == index)
+                && let Worker::Starting { index, .. } = *w
+            {
+                *w = Worker::Respawning { index, at: now + interval };
             }
         }
     }
@@ -168,7 +170,7 @@ impl Machine {
             self.candidate_exited(now, pid, status, fx);
         } else if let Some(current) = self.current.as_mut().filter(|g| g.has(pid)) {
             if stopping {
-                current.workers.retain(|w| w.pid != Some(pid));
+                current.workers.retain(|w| w.pid() != Some(pid));
                 if current.workers.is_empty() {
                     self.current = None;
                 }
@@ -179,10 +181,10 @@ impl Machine {
             fx.push(Effect::Log(Event::DiedUnexpectedly { pid, status }));
             if current.any_alive_besides(pid) {
                 let interval = self.policy.interval;
-                if let Some(w) = current.worker(pid) {
-                    w.respawn_at = Some((w.spawned_at + interval).max(now));
-                    w.pid = None;
-                    w.ready = false;
+                if let Some(w) = current.worker(pid)
+                    && let Worker::Live(live) = w
+                {
+                    *w = Worker::Respawning { index: live.index, at: (live.spawned_at + interval).max(now) };
                 }
             } else {
                 self.current = None;
@@ -199,7 +201,7 @@ impl Machine {
             }
             fx.push(self.status());
         } else if let Some(at) = self.old.iter().position(|g| g.has(pid)) {
-            self.old[at].workers.retain(|w| w.pid != Some(pid));
+            self.old[at].workers.retain(|w| w.pid() != Some(pid));
             if self.old[at].workers.is_empty() {
                 self.old.remove(at);
             }
@@ -218,7 +220,7 @@ impl Machine {
         match &mut self.phase {
             Phase::Stopping(stopping) => {
                 if let Some(c) = stopping.starting.as_mut() {
-                    c.workers.retain(|w| w.pid != Some(pid));
+                    c.workers.retain(|w| w.pid() != Some(pid));
                 }
                 stopping.starting.take_if(|c| c.workers.is_empty());
                 fx.push(Effect::Log(Event::WorkerDied { pid, status }));
@@ -227,7 +229,7 @@ impl Machine {
             Phase::Running(running) => {
                 let Some(c) = running.slot.candidate_mut() else { return };
                 let (generation, lived) = (c.number, now - c.spawned_at);
-                c.workers.retain(|w| w.pid != Some(pid));
+                c.workers.retain(|w| w.pid() != Some(pid));
                 fx.push(Effect::Log(Event::FailedToStart { pid, status }));
                 let hint = diagnose(status, lived, self.policy.interval);
                 if let Some(hint) = hint {

@@ -68,7 +68,7 @@ mod types;
 
 use exits::stopping_outcome;
 
-use generation::Generation;
+use generation::{Generation, Live, Worker};
 use ready::Told;
 use state::{Manager, Phase, Running, Slot};
 pub use types::*;
@@ -132,9 +132,11 @@ impl Machine {
             Input::Spawned { generation, index, pid } => {
                 let slot = self
                     .generation_mut(generation)
-                    .and_then(|g| g.workers.iter_mut().find(|w| w.index == index));
-                if let Some(worker) = slot {
-                    worker.pid = Some(pid);
+                    .and_then(|g| g.workers.iter_mut().find(|w| w.index() == index));
+                if let Some(worker) = slot
+                    && let Worker::Starting { spawned_at, .. } = *worker
+                {
+                    *worker = Worker::Live(Live { index, pid, spawned_at, ready: false, blind: false });
                     fx.push(Effect::Log(Event::StartingWorker { pid }));
                     if self.current.as_ref().is_some_and(|g| g.number == generation) {
                         fx.push(self.status());
@@ -151,7 +153,7 @@ impl Machine {
             Input::Ready { pid } => self.ready_message(now, pid, &mut fx),
             Input::Accepting { pid, member, sighting } => self.accepting(now, pid, member, sighting, &mut fx),
             Input::Unobservable { pid } => {
-                self.generations_mut().filter_map(|g| g.worker(pid)).for_each(|w| w.blind = true);
+                self.generations_mut().filter_map(|g| g.live(pid)).for_each(|w| w.blind = true);
             }
             Input::Hup => self.restart(now, None, &mut fx),
             Input::Restart { request } => self.restart(now, Some(request), &mut fx),
@@ -191,7 +193,7 @@ impl Machine {
                     deadlines.extend(self.candidate_deadline(c));
                 }
                 if let Some(current) = &self.current {
-                    deadlines.extend(current.workers.iter().filter_map(|w| w.respawn_at));
+                    deadlines.extend(current.workers.iter().filter_map(Worker::respawn_at));
                     deadlines.extend(self.probation_ends(current, false));
                 }
                 deadlines.extend(self.auto_restart_at());
@@ -339,26 +341,26 @@ impl Machine {
     /// Whether a worker of the candidate `c` not ready yet waits for
     /// evidence (`READY=1`, seen accepting) rather than for time.
     fn awaits_evidence(&self, c: &Generation) -> bool {
-        c.workers.iter().any(|w| !w.ready && !self.alive_counts(w, true))
+        c.workers.iter().any(|w| !w.ready() && !self.alive_counts(w.blind(), true))
     }
 
     /// Whether worker `w` not ready yet becomes ready by being alive an
     /// interval: in alive mode; in auto and accepting modes when it cannot
     /// be watched (or nothing is), and always for a serving generation's
     /// respawned workers (the generation serves already).
-    fn alive_counts(&self, w: &generation::Worker, candidate: bool) -> bool {
+    fn alive_counts(&self, blind: bool, candidate: bool) -> bool {
         match self.rule() {
             ReadyMode::Alive => true,
             ReadyMode::Notify => false,
-            ReadyMode::Auto | ReadyMode::Accepting => !candidate || !self.policy.observe || w.blind,
+            ReadyMode::Auto | ReadyMode::Accepting => !candidate || !self.policy.observe || blind,
         }
     }
 
     /// When the next worker of `g` that is not ready yet and that the alive
     /// rule holds for has been alive an interval.
     fn probation_ends(&self, g: &Generation, candidate: bool) -> Option<Moment> {
-        let waiting =
-            g.workers.iter().filter(|w| w.pid.is_some() && !w.ready && self.alive_counts(w, candidate));
+        let live = g.workers.iter().filter_map(Worker::live);
+        let waiting = live.filter(|w| !w.ready && self.alive_counts(w.blind, candidate));
         waiting.map(|w| w.spawned_at + self.policy.interval).min()
     }
 

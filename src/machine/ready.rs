@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::time::Moment;
 
-use super::generation::Generation;
+use super::generation::{Generation, Worker};
 use super::state::Stopping;
 use super::*;
 use crate::machine::event::{Awaited, Event, Failure, Pid, ReadyBy, Sighting};
@@ -19,11 +19,11 @@ impl Machine {
             fx.push(Effect::Log(Event::ReadyLearned { pid, timeout: self.policy.ready_timeout }));
         }
         let Phase::Running(running) = &mut self.phase else { return };
-        if let Some(worker) = self.current.as_mut().and_then(|g| g.worker(pid)) {
+        if let Some(worker) = self.current.as_mut().and_then(|g| g.live(pid)) {
             worker.ready = true;
         }
         let Some(candidate) = running.slot.candidate_mut() else { return };
-        let Some(worker) = candidate.worker(pid) else { return };
+        let Some(worker) = candidate.live(pid) else { return };
         worker.ready = true;
         if candidate.all_ready() {
             self.generation_ready(now, ReadyBy::Notified, fx);
@@ -45,7 +45,7 @@ impl Machine {
         }
         let Phase::Running(running) = &mut self.phase else { return };
         let Some(candidate) = running.slot.candidate_mut() else { return };
-        let Some(worker) = candidate.worker(pid) else { return };
+        let Some(worker) = candidate.live(pid) else { return };
         worker.ready = true;
         if candidate.all_ready() {
             self.generation_ready(now, ReadyBy::Seen { member, sighting }, fx);
@@ -169,9 +169,11 @@ impl Machine {
         let interval = self.policy.interval;
         let Phase::Running(running) = &self.phase else { return };
         let due = |g: &Generation, candidate: bool| -> Vec<usize> {
-            let alive = |w: &&generation::Worker| w.pid.is_some() && w.spawned_at + interval <= now;
-            let counts = |w: &&generation::Worker| self.alive_counts(w, candidate);
-            g.workers.iter().enumerate().filter(|(_, w)| alive(w) && counts(w)).map(|(i, _)| i).collect()
+            let due = |w: &Worker| {
+                w.live()
+                    .is_some_and(|w| w.spawned_at + interval <= now && self.alive_counts(w.blind, candidate))
+            };
+            g.workers.iter().enumerate().filter(|(_, w)| due(w)).map(|(i, _)| i).collect()
         };
         let current = self.current.as_ref().map(|g| due(g, false)).unwrap_or_default();
         let candidate = running.slot.candidate().map(|g| due(g, true)).unwrap_or_default();
@@ -182,7 +184,11 @@ impl Machine {
             .map(|g| (g, &current))
             .chain(running.slot.candidate_mut().map(|g| (g, &candidate)))
         {
-            due.iter().for_each(|&i| g.workers[i].ready = true);
+            for &i in due {
+                if let Some(w) = g.workers[i].live_mut() {
+                    w.ready = true;
+                }
+            }
         }
         if running.slot.candidate().is_some_and(Generation::all_ready) {
             self.generation_ready(now, ReadyBy::Alive, fx);
@@ -192,7 +198,8 @@ impl Machine {
             && self.policy.ready_timeout.is_some_and(|t| c.spawned_at + t <= now)
         {
             let (generation, after) = (c.number, now - c.spawned_at);
-            let pids = c.workers.iter().filter(|w| !w.ready).filter_map(|w| w.pid).collect();
+            let pids =
+                c.workers.iter().filter_map(Worker::live).filter(|w| !w.ready).map(|w| w.pid).collect();
             let awaited = match (self.policy.ready, self.learned) {
                 (ReadyMode::Auto, true) => Awaited::Learned,
                 (ReadyMode::Auto, false) => Awaited::AcceptingOrNotify,
@@ -208,10 +215,9 @@ impl Machine {
     pub(super) fn tick_respawns(&mut self, now: Moment, fx: &mut Vec<Effect>) {
         let Phase::Running(running) = &self.phase else { return };
         let Some(current) = self.current.as_mut() else { return };
-        for w in current.workers.iter_mut().filter(|w| w.respawn_at.is_some_and(|at| at <= now)) {
-            w.respawn_at = None;
-            w.spawned_at = now;
-            fx.push(running.spawn(current.number, w.index));
+        for w in current.workers.iter_mut().filter(|w| w.respawn_at().is_some_and(|at| at <= now)) {
+            *w = Worker::Starting { index: w.index(), spawned_at: now };
+            fx.push(running.spawn(current.number, w.index()));
             self.counters.respawns += 1;
         }
     }

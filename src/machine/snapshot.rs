@@ -30,6 +30,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::generation::{Live, Worker};
 use super::state::Phase;
 use super::time::Moment;
 use super::{Machine, Policy, ReadyMode};
@@ -96,7 +97,13 @@ impl Machine {
             late(g.predecessor_signalled_at, &what("predecessor_signalled_at"))?;
             late(g.signalled_at, &what("signalled_at"))?;
             for w in &g.workers {
-                late(Some(w.spawned_at), &what("a worker's spawned_at"))?;
+                let spawned_at = match w {
+                    Worker::Starting { spawned_at, .. } | Worker::Live(Live { spawned_at, .. }) => {
+                        Some(*spawned_at)
+                    }
+                    Worker::Respawning { .. } => None,
+                };
+                late(spawned_at, &what("a worker's spawned_at"))?;
             }
         }
         Ok(())
@@ -133,6 +140,7 @@ pub fn from_v1(mut v1: Value, taken: Moment) -> Result<Snapshot, String> {
         return Err(format!("format {} is not 1", v1.get("format").unwrap_or(&Value::Null)));
     }
     moments(&mut v1, taken);
+    workers(&mut v1);
     if let Some(waiters) = v1.get_mut("waiters").and_then(Value::as_array_mut) {
         for w in waiters {
             let mut field = |name| w.get_mut(name).map(Value::take).unwrap_or_default();
@@ -156,6 +164,33 @@ fn moments(v: &mut Value, taken: Moment) {
         Value::Array(items) => items.iter_mut().for_each(|item| moments(item, taken)),
         _ => {}
     }
+}
+
+/// Every worker of format 1 (`pid`, `respawn_at`: either, or neither while
+/// spawned) in the state it was in.
+fn workers(v: &mut Value) {
+    match v {
+        Value::Object(fields) => {
+            if let Some(Value::Array(workers)) = fields.get_mut("workers") {
+                workers.iter_mut().filter_map(Value::as_object_mut).for_each(worker);
+            }
+            fields.iter_mut().filter(|(name, _)| *name != "workers").for_each(|(_, field)| workers(field));
+        }
+        Value::Array(items) => items.iter_mut().for_each(workers),
+        _ => {}
+    }
+}
+
+fn worker(w: &mut serde_json::Map<String, Value>) {
+    let state = match (w.get("pid").is_some_and(|p| !p.is_null()), w.remove("respawn_at")) {
+        (true, _) => "live",
+        (false, Some(at)) if !at.is_null() => {
+            w.insert("at".into(), at);
+            "respawning"
+        }
+        _ => "starting",
+    };
+    w.insert("state".into(), state.into());
 }
 
 /// The moment `offset` nanoseconds after `taken` (before, if negative).
