@@ -7,7 +7,7 @@ use super::time::Moment;
 use nix::sys::signal::Signal;
 
 use super::generation::{Generation, Worker};
-use super::state::{Manager, Phase, Slot, Stopping};
+use super::state::{Manager, Phase, Stopping};
 use super::*;
 use crate::machine::event::{Event, ExitStatus, Failure, Hint, Pid, SpawnError};
 
@@ -153,7 +153,9 @@ impl Machine {
                 return self.stop(now, Signal::SIGTERM, 1, fx);
             }
         }
-        running.schedule(now, self.policy.interval);
+        if let Some(vacancy) = running.vacancy() {
+            vacancy.schedule(now, self.policy.interval);
+        }
     }
 
     pub(super) fn exited(&mut self, now: Moment, pid: Pid, status: ExitStatus, fx: &mut Vec<Effect>) {
@@ -189,14 +191,14 @@ impl Machine {
             } else {
                 self.current = None;
                 if let Phase::Running(running) = &mut self.phase
-                    && !running.slot.is_starting()
+                    && let Some(vacancy) = running.vacancy()
                 {
                     // A generation starting or waiting for its turn (a
                     // retry) replaces it: that one is no respawn.
-                    if matches!(running.slot, Slot::Empty) {
+                    if vacancy.empty() {
                         self.counters.respawns += 1;
                     }
-                    running.schedule(now, self.policy.interval);
+                    vacancy.schedule(now, self.policy.interval);
                 }
             }
             fx.push(self.status());

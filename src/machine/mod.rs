@@ -70,7 +70,7 @@ use exits::stopping_outcome;
 
 use generation::{Generation, Live, Worker};
 use ready::Told;
-use state::{Manager, Phase, Running, Slot};
+use state::{Manager, Phase, Running, Slot, Vacancy};
 pub use types::*;
 
 /// The machine's state derives serde: it is what a self-upgrade carries
@@ -125,8 +125,10 @@ impl Machine {
         match input {
             Input::Start => {
                 self.next_watchdog = self.policy.watchdog.map(|every| now + every);
-                if let Phase::Running(running) = &mut self.phase {
-                    running.start(now, &self.policy, &mut self.waiters, &mut fx);
+                if let Phase::Running(running) = &mut self.phase
+                    && let Some(vacancy) = running.vacancy()
+                {
+                    vacancy.start(now, &self.policy, &mut self.waiters, &mut fx);
                 }
             }
             Input::Spawned { generation, index, pid } => {
@@ -326,8 +328,8 @@ impl Machine {
         fx.push(Effect::Log(if request.is_some() { Event::RestartRequested } else { Event::ReceivedHup }));
         self.manager.reloading(fx);
         // A generation waiting for its slot will run the newest code anyway.
-        if matches!(running.slot, Slot::Empty) {
-            running.start(now, &self.policy, &mut self.waiters, fx);
+        if let Some(vacancy) = running.vacancy().filter(Vacancy::empty) {
+            vacancy.start(now, &self.policy, &mut self.waiters, fx);
         }
     }
 

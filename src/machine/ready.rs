@@ -71,9 +71,12 @@ impl Machine {
         self.manager.ready(fx);
         fx.push(Effect::Notify(Upward::Status(StatusLine::Serving { generation })));
         self.answer_waiters(now, fx);
-        if pending && let Phase::Running(running) = &mut self.phase {
+        if pending
+            && let Phase::Running(running) = &mut self.phase
+            && let Some(vacancy) = running.vacancy()
+        {
             self.manager.reloading(fx);
-            running.start(now, &self.policy, &mut self.waiters, fx);
+            vacancy.start(now, &self.policy, &mut self.waiters, fx);
         }
     }
 
@@ -152,15 +155,15 @@ impl Machine {
         }
         let auto_restart = self.auto_restart_at().is_some_and(|at| at <= now);
         let Phase::Running(running) = &mut self.phase else { return };
-        if running.slot.scheduled_at().is_some_and(|at| at <= now) {
-            running.start(now, &self.policy, &mut self.waiters, fx);
-        } else if auto_restart {
+        let scheduled = running.slot.scheduled_at().is_some_and(|at| at <= now);
+        let Some(vacancy) = running.vacancy().filter(|_| scheduled || auto_restart) else { return };
+        if !scheduled {
             let interval = self.policy.auto_restart.unwrap_or_default().as_secs();
             let forced = !self.old.is_empty();
             fx.push(Effect::Log(Event::AutoRestart { interval, forced }));
             self.manager.reloading(fx);
-            running.start(now, &self.policy, &mut self.waiters, fx);
         }
+        vacancy.start(now, &self.policy, &mut self.waiters, fx);
     }
 
     /// Alive-readiness for the workers the alive rule holds for; the

@@ -4,10 +4,12 @@
 //! - Only `Running` holds the means to spawn (`Running::start`,
 //!   `Running::spawn`): once the machine is `Stopping`, there is no
 //!   `Running` to call them on, so nothing is spawned.
-//! - A starting generation lives only in `Slot::Starting`, and
-//!   `Running::start` requires the slot not to hold one: there is never a
-//!   second candidate. A generation waiting for the rate limit
-//!   (`Slot::Scheduled`) and a starting one exclude each other.
+//! - A starting generation lives only in `Slot::Starting`. A generation is
+//!   started (or scheduled) only through a `Vacancy`, which
+//!   `Running::vacancy` gives only while the slot holds none and which
+//!   borrows the `Running` until it is used: there is never a second
+//!   candidate. A generation waiting for the rate limit (`Slot::Scheduled`)
+//!   and a starting one exclude each other.
 //! - What the service manager was told is one `Manager` value: `RELOADING=1`
 //!   cannot be said before the first `READY=1`.
 use std::time::Duration;
@@ -98,28 +100,9 @@ impl Running {
         }
     }
 
-    /// Spawn a new generation into the slot, which must not hold one; every
-    /// request not yet bound to a generation is answered by this one.
-    pub fn start(
-        &mut self,
-        now: Moment,
-        policy: &Policy,
-        waiters: &mut [(RequestId, Option<u64>)],
-        fx: &mut Vec<Effect>,
-    ) {
-        debug_assert!(!self.slot.is_starting(), "a second generation would start: {:?}", self.slot);
-        if self.slot.is_starting() {
-            return;
-        }
-        self.generation += 1;
-        let generation = self.generation;
-        self.slot =
-            Slot::Starting { candidate: Generation::new(generation, policy.workers, now), pending: false };
-        self.last_spawn_at = Some(now);
-        for waiter in waiters.iter_mut().filter(|(_, g)| g.is_none()) {
-            waiter.1 = Some(generation);
-        }
-        fx.extend((0..policy.workers).map(|index| self.spawn(generation, index)));
+    /// The slot, when no generation is starting in it.
+    pub fn vacancy(&mut self) -> Option<Vacancy<'_>> {
+        (!self.slot.is_starting()).then_some(Vacancy(self))
     }
 
     /// The one way to a spawn: there is no `Running` once stopping.
@@ -136,15 +119,43 @@ impl Running {
     pub fn last_spawn_at(&self) -> Option<Moment> {
         self.last_spawn_at
     }
+}
+
+/// A `Running` whose slot holds no starting generation, held until a
+/// generation is started or scheduled in it.
+pub(super) struct Vacancy<'a>(&'a mut Running);
+
+impl Vacancy<'_> {
+    /// Whether nothing waits for its turn either.
+    pub fn empty(&self) -> bool {
+        matches!(self.0.slot, Slot::Empty)
+    }
+
+    /// Spawn a new generation into the slot; every request not yet bound
+    /// to a generation is answered by this one.
+    pub fn start(
+        self,
+        now: Moment,
+        policy: &Policy,
+        waiters: &mut [(RequestId, Option<u64>)],
+        fx: &mut Vec<Effect>,
+    ) {
+        let running = self.0;
+        running.generation += 1;
+        let generation = running.generation;
+        let candidate = Generation::new(generation, policy.workers, now);
+        running.slot = Slot::Starting { candidate, pending: false };
+        running.last_spawn_at = Some(now);
+        for waiter in waiters.iter_mut().filter(|(_, g)| g.is_none()) {
+            waiter.1 = Some(generation);
+        }
+        fx.extend((0..policy.workers).map(|index| running.spawn(generation, index)));
+    }
 
     /// A new generation, no sooner than one interval after the last one.
-    pub fn schedule(&mut self, now: Moment, interval: Duration) {
-        debug_assert!(!self.slot.is_starting(), "scheduled while one starts: {:?}", self.slot);
-        if self.slot.is_starting() {
-            return;
-        }
-        let earliest = self.last_spawn_at.map_or(now, |t| t + interval);
-        self.slot = Slot::Scheduled { at: earliest.max(now) };
+    pub fn schedule(self, now: Moment, interval: Duration) {
+        let earliest = self.0.last_spawn_at.map_or(now, |t| t + interval);
+        self.0.slot = Slot::Scheduled { at: earliest.max(now) };
     }
 }
 
