@@ -57,14 +57,8 @@ impl Machine {
             if g.number == 0 || !numbers.insert(g.number) {
                 return Err(format!("generation {} is numbered 0 or held twice", g.number));
             }
-            if g.killed && g.signalled_at.is_none() {
-                return Err(format!("generation {} was killed without being told to stop", g.number));
-            }
         }
-        for g in &self.old {
-            if g.signal_at.is_some() == g.signalled_at.is_some() {
-                return Err(format!("old generation {} is either to be told to stop or told", g.number));
-            }
+        for g in self.old.iter().map(|d| &d.generation) {
             if g.workers.is_empty() || g.workers.iter().any(|w| w.live().is_none()) {
                 return Err(format!("old generation {} holds a worker that is not alive, or none", g.number));
             }
@@ -110,9 +104,8 @@ impl Machine {
             if spawned != self.policy.workers {
                 return Err(format!("starting generation {} runs {spawned} workers", candidate.number));
             }
-            let c = candidate;
-            if c.ready_at.is_some() || c.signal_at.is_some() || c.signalled_at.is_some() {
-                return Err(format!("starting generation {} was ready or told to stop", c.number));
+            if candidate.ready_at.is_some() {
+                return Err(format!("starting generation {} was ready", candidate.number));
             }
         }
         if let Some(current) = &self.current {
@@ -122,9 +115,6 @@ impl Machine {
             if let Some(w) = current.workers.iter().find(|w| matches!(w, Worker::Starting { .. })) {
                 let n = current.number;
                 return Err(format!("serving generation {n}: worker {} is being spawned", w.index()));
-            }
-            if current.signal_at.is_some() || current.signalled_at.is_some() || current.killed {
-                return Err(format!("serving generation {} was told to stop", current.number));
             }
         }
         if let Some((request, g)) = self.waiters.iter().find(|(_, g)| g.is_some_and(|g| g > last)) {
@@ -140,8 +130,8 @@ impl Machine {
         if self.generations().any(|g| g.workers.iter().any(|w| w.live().is_none())) {
             return Err("a worker waits to be spawned while stopping".into());
         }
-        if let Some(g) = self.generations().find(|g| g.signal_at.is_some() || g.signalled_at.is_none()) {
-            return Err(format!("generation {} was not told to stop while stopping", g.number));
+        if let Some(d) = self.old.iter().find(|d| d.due_at().is_some()) {
+            return Err(format!("generation {} was not told to stop while stopping", d.generation.number));
         }
         Ok(())
     }

@@ -6,7 +6,7 @@ use super::time::Moment;
 
 use nix::sys::signal::Signal;
 
-use super::generation::{Generation, Worker};
+use super::generation::{Draining, Generation, Stop, Worker};
 use super::state::{Manager, Phase, Stopping};
 use super::*;
 use crate::machine::event::{Event, ExitStatus, Failure, Hint, Pid, SpawnError};
@@ -27,7 +27,7 @@ impl Machine {
     pub(super) fn stop(&mut self, now: Moment, sending: Signal, code: i32, fx: &mut Vec<Effect>) {
         debug_assert!(!self.stopping(), "stopped twice");
         let Phase::Running(running) = &mut self.phase else { return };
-        let starting = running.slot.take().map(|(candidate, _)| candidate);
+        let starting = running.slot.take().map(|(candidate, _)| Draining::told(candidate, now));
         self.phase = Phase::Stopping(Stopping { since: now, killed: false, code, starting });
         let pids = self.live_pids();
         fx.push(Effect::Notify(Upward::Stopping));
@@ -38,10 +38,9 @@ impl Machine {
         for (request, _) in self.waiters.drain(..) {
             fx.push(Effect::Reply { request, outcome: stopping_outcome() });
         }
-        for g in self.generations_mut() {
-            g.drop_unborn();
-            g.signal_at = None;
-            g.signalled_at.get_or_insert(now);
+        self.generations_mut().for_each(Generation::drop_unborn);
+        for old in self.old.iter_mut().filter(|d| d.due_at().is_some()) {
+            old.stop = Stop::Told { at: now, killed: false };
         }
         self.finish_if_done(fx);
     }
@@ -57,7 +56,7 @@ impl Machine {
             running.slot.take();
         }
         self.current.take_if(|g| g.workers.is_empty());
-        self.old.retain(|g| !g.workers.is_empty());
+        self.old.retain(|d| !d.generation.workers.is_empty());
     }
 
     pub(super) fn live_pids(&self) -> Vec<Pid> {
@@ -134,8 +133,7 @@ impl Machine {
         failed.drop_unborn();
         if !failed.workers.is_empty() {
             fx.extend(failed.pids().into_iter().map(|pid| Effect::Signal { pid, signal: Signal::SIGTERM }));
-            failed.signalled_at = Some(now);
-            self.old.push(failed);
+            self.old.push(Draining::told(failed, now));
             fx.push(self.status());
         }
         if self.manager == Manager::Reloading {
@@ -202,9 +200,10 @@ impl Machine {
                 }
             }
             fx.push(self.status());
-        } else if let Some(at) = self.old.iter().position(|g| g.has(pid)) {
-            self.old[at].workers.retain(|w| w.pid() != Some(pid));
-            if self.old[at].workers.is_empty() {
+        } else if let Some(at) = self.old.iter().position(|d| d.generation.has(pid)) {
+            let old = &mut self.old[at].generation;
+            old.workers.retain(|w| w.pid() != Some(pid));
+            if old.workers.is_empty() {
                 self.old.remove(at);
             }
             let event =
@@ -222,9 +221,9 @@ impl Machine {
         match &mut self.phase {
             Phase::Stopping(stopping) => {
                 if let Some(c) = stopping.starting.as_mut() {
-                    c.workers.retain(|w| w.pid() != Some(pid));
+                    c.generation.workers.retain(|w| w.pid() != Some(pid));
                 }
-                stopping.starting.take_if(|c| c.workers.is_empty());
+                stopping.starting.take_if(|c| c.generation.workers.is_empty());
                 fx.push(Effect::Log(Event::WorkerDied { pid, status }));
                 self.finish_if_done(fx);
             }

@@ -1,7 +1,8 @@
 //! A generation: the N workers started together from one `SERVER_STARTER_GENERATION`.
 //!
 //! It goes through three roles, held by the machine: starting (the
-//! candidate), serving (current), draining (old). Workers of a draining
+//! candidate), serving (current), draining (old, a `Draining`: what only a
+//! generation told to stop has is there). Workers of a draining
 //! generation are removed as they are reaped; the generation goes with its
 //! last worker.
 use serde::{Deserialize, Serialize};
@@ -93,15 +94,47 @@ pub struct Generation {
     /// When the generation it replaced was told to stop.
     #[serde(default)]
     pub predecessor_signalled_at: Option<Moment>,
-    /// Draining: when to send `signal_on_hup` (kill-old-delay).
-    #[serde(default)]
-    pub signal_at: Option<Moment>,
-    /// Draining: when it was told to stop.
-    #[serde(default)]
-    pub signalled_at: Option<Moment>,
-    /// Draining: SIGKILL went to its groups.
-    #[serde(default)]
-    pub killed: bool,
+}
+
+/// A generation told to stop, or about to be: replaced and draining, a
+/// failed start, or the one starting when the supervisor began to stop.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Draining {
+    pub generation: Generation,
+    pub stop: Stop,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Stop {
+    /// `signal_on_hup` goes at this time (`--kill-old-delay`).
+    Due { at: Moment },
+    /// Told at this time; `killed`: SIGKILL went to its groups since.
+    Told {
+        at: Moment,
+        #[serde(default)]
+        killed: bool,
+    },
+}
+
+impl Draining {
+    pub fn told(generation: Generation, now: Moment) -> Draining {
+        Draining { generation, stop: Stop::Told { at: now, killed: false } }
+    }
+
+    pub fn told_at(&self) -> Option<Moment> {
+        match self.stop {
+            Stop::Told { at, .. } => Some(at),
+            Stop::Due { .. } => None,
+        }
+    }
+
+    pub fn due_at(&self) -> Option<Moment> {
+        match self.stop {
+            Stop::Due { at } => Some(at),
+            Stop::Told { .. } => None,
+        }
+    }
 }
 
 impl Generation {
@@ -112,9 +145,6 @@ impl Generation {
             spawned_at: now,
             ready_at: None,
             predecessor_signalled_at: None,
-            signal_at: None,
-            signalled_at: None,
-            killed: false,
         }
     }
 

@@ -68,7 +68,7 @@ mod types;
 
 use exits::stopping_outcome;
 
-use generation::{Generation, Live, Worker};
+use generation::{Draining, Generation, Live, Worker};
 use ready::Told;
 use state::{Manager, Phase, Running, Slot, Vacancy};
 pub use types::*;
@@ -88,7 +88,7 @@ pub struct Machine {
     /// Generations told to stop (or about to be): replaced ones draining,
     /// failed starts being stopped.
     #[serde(default)]
-    old: Vec<Generation>,
+    old: Vec<Draining>,
     /// Control requests and the generation that answers them (None: not spawned yet).
     #[serde(default)]
     waiters: Vec<(RequestId, Option<u64>)>,
@@ -202,7 +202,7 @@ impl Machine {
             }
         }
         for old in &self.old {
-            deadlines.extend(old.signal_at);
+            deadlines.extend(old.due_at());
             deadlines.extend(ready::kill_at(&self.policy, self.stopping(), Told::Old, old).map(|(at, _)| at));
         }
         deadlines.into_iter().min()
@@ -220,7 +220,7 @@ impl Machine {
     pub fn told_to_stop(&self, pid: Pid) -> bool {
         match self.phase {
             Phase::Stopping(_) => self.policy.stop_timeout.is_some(),
-            Phase::Running(_) => self.old.iter().any(|g| g.has(pid)),
+            Phase::Running(_) => self.old.iter().any(|g| g.generation.has(pid)),
         }
     }
 
@@ -261,17 +261,24 @@ impl Machine {
 
     /// Every generation with a live or starting worker, oldest first.
     pub fn views(&self) -> Vec<View> {
-        let view = |g: &Generation, phase| View {
+        let view = |g: &Generation, phase, signalled_at| View {
             generation: g.number,
             phase,
             pids: g.pids(),
             spawned_at: g.spawned_at,
             ready_at: g.ready_at,
-            signalled_at: g.signalled_at,
+            signalled_at,
         };
-        let mut views: Vec<View> = self.old.iter().map(|g| view(g, "draining")).collect();
-        views.extend(self.current.iter().map(|g| view(g, "serving")));
-        views.extend(self.candidate().map(|g| view(g, "starting")));
+        let told = |d: &Draining| d.told_at();
+        let mut views: Vec<View> =
+            self.old.iter().map(|d| view(&d.generation, "draining", told(d))).collect();
+        // Once stopping, every generation was told when it began.
+        let since = match &self.phase {
+            Phase::Stopping(stopping) => Some(stopping.since),
+            Phase::Running(_) => None,
+        };
+        views.extend(self.current.iter().map(|g| view(g, "serving", since)));
+        views.extend(self.candidate().map(|g| view(g, "starting", since)));
         views.sort_by_key(|v| v.generation);
         views
     }
@@ -280,20 +287,22 @@ impl Machine {
     fn candidate(&self) -> Option<&Generation> {
         match &self.phase {
             Phase::Running(running) => running.slot.candidate(),
-            Phase::Stopping(stopping) => stopping.starting.as_ref(),
+            Phase::Stopping(stopping) => stopping.starting.as_ref().map(|d| &d.generation),
         }
     }
 
     fn generations_mut(&mut self) -> impl Iterator<Item = &mut Generation> {
         let candidate = match &mut self.phase {
             Phase::Running(running) => running.slot.candidate_mut(),
-            Phase::Stopping(stopping) => stopping.starting.as_mut(),
+            Phase::Stopping(stopping) => stopping.starting.as_mut().map(|d| &mut d.generation),
         };
-        candidate.into_iter().chain(self.current.iter_mut()).chain(self.old.iter_mut())
+        let old = self.old.iter_mut().map(|d| &mut d.generation);
+        candidate.into_iter().chain(self.current.iter_mut()).chain(old)
     }
 
     fn generations(&self) -> impl Iterator<Item = &Generation> {
-        self.candidate().into_iter().chain(self.current.iter()).chain(self.old.iter())
+        let old = self.old.iter().map(|d| &d.generation);
+        self.candidate().into_iter().chain(self.current.iter()).chain(old)
     }
 
     fn generation_mut(&mut self, number: u64) -> Option<&mut Generation> {
@@ -303,7 +312,7 @@ impl Machine {
     /// Live generations for the status file: serving and draining.
     fn status(&self) -> Effect {
         let mut lines: Vec<(u64, Pid)> = self.current.iter().flat_map(Generation::lines).collect();
-        lines.extend(self.old.iter().flat_map(Generation::lines));
+        lines.extend(self.old.iter().flat_map(|d| d.generation.lines()));
         lines.sort_unstable();
         Effect::WriteStatus(lines)
     }

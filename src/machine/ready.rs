@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::time::Moment;
 
-use super::generation::{Generation, Worker};
+use super::generation::{Draining, Generation, Stop, Worker};
 use super::state::Stopping;
 use super::*;
 use crate::machine::event::{Awaited, Event, Failure, Pid, ReadyBy, Sighting};
@@ -62,10 +62,7 @@ impl Machine {
             self.counters.restarts += 1;
             // A worker waiting to be respawned is not: its generation is replaced.
             prev.drop_unborn();
-            if !prev.workers.is_empty() {
-                self.old.push(prev);
-            }
-            self.retire_old(now, fx);
+            self.retire(now, Some(prev).filter(|g| !g.workers.is_empty()), fx);
         }
         fx.push(self.status());
         self.manager.ready(fx);
@@ -80,25 +77,26 @@ impl Machine {
         }
     }
 
-    /// Tell every old generation not yet told to stop, now or after the delay.
-    pub(super) fn retire_old(&mut self, now: Moment, fx: &mut Vec<Effect>) {
+    /// The replaced generation (None: none of its workers is left) drains:
+    /// told to stop now or after the delay.
+    pub(super) fn retire(&mut self, now: Moment, prev: Option<Generation>, fx: &mut Vec<Effect>) {
         let signal = self.policy.signal_on_hup;
         let delay = self.policy.kill_old_delay;
-        let waiting = |g: &&mut Generation| g.signalled_at.is_none() && g.signal_at.is_none();
-        let pids: Vec<Pid> = self.old.iter_mut().filter(waiting).flat_map(|g| g.pids()).collect();
-        fx.push(Effect::Log(Event::NowRunning { signal, old: pids }));
+        let pids: Vec<Pid> = prev.iter().flat_map(Generation::pids).collect();
+        fx.push(Effect::Log(Event::NowRunning { signal, old: pids.clone() }));
         if delay.is_zero() {
             fx.push(Effect::Log(Event::KillingOld));
         } else {
             fx.push(Effect::Log(Event::SleepingBeforeKill { secs: delay.as_secs() }));
         }
-        for old in self.old.iter_mut().filter(waiting) {
-            if delay.is_zero() {
-                old.signalled_at = Some(now);
-                fx.extend(old.pids().into_iter().map(|pid| Effect::Signal { pid, signal }));
+        if let Some(generation) = prev {
+            let stop = if delay.is_zero() {
+                fx.extend(pids.into_iter().map(|pid| Effect::Signal { pid, signal }));
+                Stop::Told { at: now, killed: false }
             } else {
-                old.signal_at = Some(now + delay);
-            }
+                Stop::Due { at: now + delay }
+            };
+            self.old.push(Draining { generation, stop });
         }
         if let Some(current) = self.current.as_mut().filter(|_| delay.is_zero()) {
             current.predecessor_signalled_at = Some(now);
@@ -108,7 +106,7 @@ impl Machine {
     /// Answer the restart requests whose generation serves alone (or was overtaken).
     pub(super) fn answer_waiters(&mut self, now: Moment, fx: &mut Vec<Effect>) {
         let Some(current) = &self.current else { return };
-        let older_alive = self.old.iter().any(|g| g.number < current.number);
+        let older_alive = self.old.iter().any(|d| d.generation.number < current.number);
         let outcome = Outcome::Restarted {
             generation: current.number,
             pids: current.pids(),
@@ -231,17 +229,16 @@ impl Machine {
             kill_if_due(&self.policy, stopping, Told::Starting, g, now, fx);
         }
         let signal = self.policy.signal_on_hup;
-        if self.old.iter().any(|g| g.signal_at.is_some_and(|at| at <= now)) {
+        if self.old.iter().any(|d| d.due_at().is_some_and(|at| at <= now)) {
             fx.push(Effect::Log(Event::KillingOld));
             if let Some(current) = self.current.as_mut() {
                 current.predecessor_signalled_at = Some(now);
             }
         }
         for old in &mut self.old {
-            if old.signal_at.is_some_and(|at| at <= now) {
-                old.signal_at = None;
-                old.signalled_at = Some(now);
-                fx.extend(old.pids().into_iter().map(|pid| Effect::Signal { pid, signal }));
+            if old.due_at().is_some_and(|at| at <= now) {
+                old.stop = Stop::Told { at: now, killed: false };
+                fx.extend(old.generation.pids().into_iter().map(|pid| Effect::Signal { pid, signal }));
             }
             kill_if_due(&self.policy, stopping, Told::Old, old, now, fx);
         }
@@ -266,11 +263,11 @@ const UNREADY_GRACE: Duration = Duration::from_secs(10);
 /// and has nothing to drain, so without `--drain-timeout` it gets
 /// `--ready-timeout`, as long as it had to start, unless `--stop-timeout`
 /// bounds the stop under way.
-pub(super) fn kill_at(policy: &Policy, stopping: bool, told: Told, g: &Generation) -> Option<(Moment, bool)> {
-    let at = g.signalled_at.filter(|_| !g.killed)?;
+pub(super) fn kill_at(policy: &Policy, stopping: bool, told: Told, g: &Draining) -> Option<(Moment, bool)> {
+    let Stop::Told { at, killed: false } = g.stop else { return None };
     match policy.drain_timeout.filter(|_| told == Told::Old) {
         Some(drain) => Some((at + drain, false)),
-        None if g.ready_at.is_none() && !(stopping && policy.stop_timeout.is_some()) => {
+        None if g.generation.ready_at.is_none() && !(stopping && policy.stop_timeout.is_some()) => {
             Some((at + policy.ready_timeout.unwrap_or(UNREADY_GRACE), true))
         }
         None => None,
@@ -281,18 +278,19 @@ fn kill_if_due(
     policy: &Policy,
     stopping: bool,
     told: Told,
-    g: &mut Generation,
+    g: &mut Draining,
     now: Moment,
     fx: &mut Vec<Effect>,
 ) {
-    let Some((due, unready)) = kill_at(policy, stopping, told, g).filter(|(due, _)| *due <= now) else {
+    let Some((_, unready)) = kill_at(policy, stopping, told, g).filter(|(due, _)| *due <= now) else {
         return;
     };
-    let after = now - g.signalled_at.unwrap_or(due);
-    g.killed = true;
-    for pid in g.pids() {
+    let Stop::Told { at, killed } = &mut g.stop else { return };
+    let after = now - *at;
+    *killed = true;
+    for pid in g.generation.pids() {
         let event = if unready {
-            Event::UnreadyStopTimeout { pid, generation: g.number, after }
+            Event::UnreadyStopTimeout { pid, generation: g.generation.number, after }
         } else {
             Event::DrainTimeout { pid, after }
         };

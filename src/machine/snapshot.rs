@@ -28,7 +28,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::generation::{Live, Worker};
 use super::state::Phase;
@@ -86,16 +86,24 @@ impl Machine {
             Some(t) => Err(format!("{what} is {} ns after now", (t - now).as_nanos())),
             None => Ok(()),
         };
-        match &self.phase {
-            Phase::Running(running) => late(running.last_spawn_at(), "last_spawn_at")?,
-            Phase::Stopping(stopping) => late(Some(stopping.since), "since")?,
+        let starting = match &self.phase {
+            Phase::Running(running) => {
+                late(running.last_spawn_at(), "last_spawn_at")?;
+                None
+            }
+            Phase::Stopping(stopping) => {
+                late(Some(stopping.since), "since")?;
+                stopping.starting.as_ref()
+            }
+        };
+        for d in self.old.iter().chain(starting) {
+            late(d.told_at(), &format!("generation {}: told to stop", d.generation.number))?;
         }
         for g in self.generations() {
             let what = |field: &str| format!("generation {}: {field}", g.number);
             late(Some(g.spawned_at), &what("spawned_at"))?;
             late(g.ready_at, &what("ready_at"))?;
             late(g.predecessor_signalled_at, &what("predecessor_signalled_at"))?;
-            late(g.signalled_at, &what("signalled_at"))?;
             for w in &g.workers {
                 let spawned_at = match w {
                     Worker::Starting { spawned_at, .. } | Worker::Live(Live { spawned_at, .. }) => {
@@ -141,6 +149,14 @@ pub fn from_v1(mut v1: Value, taken: Moment) -> Result<Snapshot, String> {
     }
     moments(&mut v1, taken);
     workers(&mut v1);
+    if let Some(old) = v1.get_mut("old").and_then(Value::as_array_mut) {
+        old.iter_mut().try_for_each(draining)?;
+    }
+    if let Some(phase) = v1.get_mut("phase").filter(|p| p.get("state") == Some(&"stopping".into()))
+        && let Some(starting) = phase.get_mut("starting").filter(|s| !s.is_null())
+    {
+        draining(starting)?;
+    }
     if let Some(waiters) = v1.get_mut("waiters").and_then(Value::as_array_mut) {
         for w in waiters {
             let mut field = |name| w.get_mut(name).map(Value::take).unwrap_or_default();
@@ -191,6 +207,25 @@ fn worker(w: &mut serde_json::Map<String, Value>) {
         _ => "starting",
     };
     w.insert("state".into(), state.into());
+}
+
+/// A generation told to stop (`signalled_at`, `killed`) or to be
+/// (`signal_at`) as a `Draining`.
+fn draining(g: &mut Value) -> Result<(), String> {
+    let Some(fields) = g.as_object_mut() else { return Ok(()) };
+    let mut take = |name| fields.remove(name).filter(|v: &Value| !v.is_null());
+    let stop = match (take("signal_at"), take("signalled_at"), take("killed")) {
+        (Some(at), None, _) => json!({"state": "due", "at": at}),
+        (None, Some(at), killed) => {
+            json!({"state": "told", "at": at, "killed": killed.unwrap_or(false.into())})
+        }
+        _ => {
+            let number = fields.get("number").unwrap_or(&Value::Null);
+            return Err(format!("old generation {number} is either to be told to stop or told"));
+        }
+    };
+    *g = json!({"generation": g.take(), "stop": stop});
+    Ok(())
 }
 
 /// The moment `offset` nanoseconds after `taken` (before, if negative).

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::time::Moment;
 
-use super::generation::Generation;
+use super::generation::{Draining, Generation};
 use super::{Effect, Policy, RequestId, Upward};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,7 +74,7 @@ pub(super) struct Stopping {
     /// The generation that was starting when the stop began: stopped with
     /// the others, never promoted.
     #[serde(default)]
-    pub starting: Option<Generation>,
+    pub starting: Option<Draining>,
 }
 
 /// What the supervisor's own service manager was told last.

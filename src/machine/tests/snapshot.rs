@@ -246,10 +246,7 @@ fn a_snapshot_no_machine_could_be_in_is_refused_in_one_line() {
             "snapshot refused: generation 3 was never handed out (last 2)",
         ),
         (|r| r["current"]["number"] = json!(2), "snapshot refused: generation 2 is numbered 0 or held twice"),
-        (
-            |r| r["old"][0]["signal_at"] = json!(-1),
-            "snapshot refused: old generation 2 is either to be told to stop or told",
-        ),
+        (|r| r["old"][0]["signal_at"] = json!(-1), "old generation 2 is either to be told to stop or told"),
         (
             |r| r["old"][0]["spawned_at"] = json!(1),
             "snapshot refused: generation 2: spawned_at is 1 ns after now",
