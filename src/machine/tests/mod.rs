@@ -185,5 +185,6 @@ mod requests;
 mod restarts;
 mod shutdown;
 mod snapshot;
+mod time;
 mod unready;
 mod workers;
