@@ -79,7 +79,7 @@ pub fn verify_upgrade() -> Result<u8> {
     use supervisor::upgrade::{self, VERIFY_OK, VERSION, record::FORMAT};
     let record = upgrade::resume::read_record(std::io::stdin().lock()).map_err(Error::runtime)?;
     let config = supervisor_config(&record)?;
-    upgrade::check(&config, &record, std::time::Instant::now()).map_err(Error::runtime)?;
+    upgrade::check(&config, &record).map_err(Error::runtime)?;
     println!("{VERIFY_OK} {VERSION} format={FORMAT}");
     Ok(0)
 }

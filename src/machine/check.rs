@@ -9,6 +9,7 @@
 //! generation that can never be ready or never be gone.
 use std::collections::HashSet;
 
+use super::generation::Worker;
 use super::state::{Manager, Phase, Slot};
 use super::*;
 
@@ -29,17 +30,15 @@ impl Machine {
         for g in self.generations() {
             let mut indices: HashSet<usize> = HashSet::new();
             for w in &g.workers {
-                if w.index >= self.policy.workers || !indices.insert(w.index) {
+                if w.index() >= self.policy.workers || !indices.insert(w.index()) {
                     let n = self.policy.workers;
                     return Err(format!(
                         "generation {}: worker {} is out of 0..{n} or twice",
-                        g.number, w.index
+                        g.number,
+                        w.index()
                     ));
                 }
-                if w.ready && w.pid.is_none() {
-                    return Err(format!("generation {}: a worker without a process is ready", g.number));
-                }
-                if let Some(pid) = w.pid {
+                if let Some(pid) = w.pid() {
                     if pid <= 0 {
                         return Err(format!("generation {}: pid {pid} is not a process", g.number));
                     }
@@ -58,19 +57,13 @@ impl Machine {
             if g.number == 0 || !numbers.insert(g.number) {
                 return Err(format!("generation {} is numbered 0 or held twice", g.number));
             }
-            if g.killed && g.signalled_at.is_none() {
-                return Err(format!("generation {} was killed without being told to stop", g.number));
-            }
         }
-        for g in &self.old {
-            if g.signal_at.is_some() == g.signalled_at.is_some() {
-                return Err(format!("old generation {} is either to be told to stop or told", g.number));
-            }
-            if g.workers.is_empty() || g.workers.iter().any(|w| w.pid.is_none()) {
+        for g in self.old.iter().map(|d| &d.generation) {
+            if g.workers.is_empty() || g.workers.iter().any(|w| w.live().is_none()) {
                 return Err(format!("old generation {} holds a worker that is not alive, or none", g.number));
             }
         }
-        if self.candidate().is_some_and(|c| c.workers.iter().any(|w| w.respawn_at.is_some())) {
+        if self.candidate().is_some_and(|c| c.workers.iter().any(|w| w.respawn_at().is_some())) {
             return Err("a starting generation waits to respawn a worker".into());
         }
         if let Some(current) = &self.current {
@@ -107,28 +100,21 @@ impl Machine {
             if self.current.as_ref().is_some_and(|c| c.number >= candidate.number) {
                 return Err("the serving generation is not older than the starting one".into());
             }
-            let spawned = candidate.workers.iter().filter(|w| w.pid.is_some()).count();
+            let spawned = candidate.workers.iter().filter(|w| w.live().is_some()).count();
             if spawned != self.policy.workers {
                 return Err(format!("starting generation {} runs {spawned} workers", candidate.number));
             }
-            let c = candidate;
-            if c.ready_at.is_some() || c.signal_at.is_some() || c.signalled_at.is_some() {
-                return Err(format!("starting generation {} was ready or told to stop", c.number));
+            if candidate.ready_at.is_some() {
+                return Err(format!("starting generation {} was ready", candidate.number));
             }
         }
         if let Some(current) = &self.current {
             if current.workers.is_empty() {
                 return Err(format!("serving generation {} has no worker", current.number));
             }
-            if let Some(w) = current.workers.iter().find(|w| w.pid.is_some() == w.respawn_at.is_some()) {
+            if let Some(w) = current.workers.iter().find(|w| matches!(w, Worker::Starting { .. })) {
                 let n = current.number;
-                return Err(format!(
-                    "serving generation {n}: worker {} runs and is respawned, or neither",
-                    w.index
-                ));
-            }
-            if current.signal_at.is_some() || current.signalled_at.is_some() || current.killed {
-                return Err(format!("serving generation {} was told to stop", current.number));
+                return Err(format!("serving generation {n}: worker {} is being spawned", w.index()));
             }
         }
         if let Some((request, g)) = self.waiters.iter().find(|(_, g)| g.is_some_and(|g| g > last)) {
@@ -141,11 +127,11 @@ impl Machine {
         if !self.waiters.is_empty() {
             return Err("requests left unanswered while stopping".into());
         }
-        if self.generations().any(|g| g.workers.iter().any(|w| w.pid.is_none())) {
+        if self.generations().any(|g| g.workers.iter().any(|w| w.live().is_none())) {
             return Err("a worker waits to be spawned while stopping".into());
         }
-        if let Some(g) = self.generations().find(|g| g.signal_at.is_some() || g.signalled_at.is_none()) {
-            return Err(format!("generation {} was not told to stop while stopping", g.number));
+        if let Some(d) = self.old.iter().find(|d| d.due_at().is_some()) {
+            return Err(format!("generation {} was not told to stop while stopping", d.generation.number));
         }
         Ok(())
     }

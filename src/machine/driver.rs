@@ -5,8 +5,8 @@
 //! not start); those are handled right after the input whose effects made
 //! them, in the order of those effects, before the rest of the batch. Once
 //! an effect says to exit, nothing more is performed or handled.
+use super::time::Moment;
 use std::collections::VecDeque;
-use std::time::Instant;
 
 use super::{Effect, Input, Machine};
 
@@ -29,7 +29,7 @@ pub trait Perform {
 /// Hand `inputs` to the machine at `now` and perform every effect,
 /// including those of the inputs that effects produce. Returns the exit
 /// code once an effect says to exit.
-pub fn feed(owner: &mut impl Perform, now: Instant, inputs: impl IntoIterator<Item = Input>) -> Option<i32> {
+pub fn feed(owner: &mut impl Perform, now: Moment, inputs: impl IntoIterator<Item = Input>) -> Option<i32> {
     let mut queue: VecDeque<Input> = inputs.into_iter().collect();
     while let Some(input) = queue.pop_front() {
         let mut produced = Vec::new();

@@ -1,16 +1,18 @@
 //! Processes that end: failed starts, dead workers, drained generations,
 //! and the supervisor's own stop.
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::time::Moment;
 
 use nix::sys::signal::Signal;
 
-use super::generation::Generation;
-use super::state::{Manager, Phase, Slot, Stopping};
+use super::generation::{Draining, Generation, Stop, Worker};
+use super::state::{Manager, Phase, Stopping};
 use super::*;
 use crate::machine::event::{Event, ExitStatus, Failure, Hint, Pid, SpawnError};
 
 impl Machine {
-    pub(super) fn terminate(&mut self, now: Instant, received: Signal, fx: &mut Vec<Effect>) {
+    pub(super) fn terminate(&mut self, now: Moment, received: Signal, fx: &mut Vec<Effect>) {
         if self.stopping() {
             fx.push(Effect::Log(Event::IgnoredDuringShutdown { signal: received }));
             return;
@@ -22,10 +24,10 @@ impl Machine {
     }
 
     /// Stop every worker with `sending`; exit with `code` once all are gone.
-    pub(super) fn stop(&mut self, now: Instant, sending: Signal, code: i32, fx: &mut Vec<Effect>) {
+    pub(super) fn stop(&mut self, now: Moment, sending: Signal, code: i32, fx: &mut Vec<Effect>) {
         debug_assert!(!self.stopping(), "stopped twice");
         let Phase::Running(running) = &mut self.phase else { return };
-        let starting = running.slot.take().map(|(candidate, _)| candidate);
+        let starting = running.slot.take().map(|(candidate, _)| Draining::told(candidate, now));
         self.phase = Phase::Stopping(Stopping { since: now, killed: false, code, starting });
         let pids = self.live_pids();
         fx.push(Effect::Notify(Upward::Stopping));
@@ -36,10 +38,9 @@ impl Machine {
         for (request, _) in self.waiters.drain(..) {
             fx.push(Effect::Reply { request, outcome: stopping_outcome() });
         }
-        for g in self.generations_mut() {
-            g.drop_unborn();
-            g.signal_at = None;
-            g.signalled_at.get_or_insert(now);
+        self.generations_mut().for_each(Generation::drop_unborn);
+        for old in self.old.iter_mut().filter(|d| d.due_at().is_some()) {
+            old.stop = Stop::Told { at: now, killed: false };
         }
         self.finish_if_done(fx);
     }
@@ -47,7 +48,7 @@ impl Machine {
     /// Remove a worker that has exited from whichever generation held it.
     pub(super) fn forget(&mut self, pid: Pid) {
         for g in self.generations_mut() {
-            g.workers.retain(|w| w.pid != Some(pid));
+            g.workers.retain(|w| w.pid() != Some(pid));
         }
         if let Phase::Running(running) = &mut self.phase
             && running.slot.candidate().is_some_and(|g| g.workers.is_empty())
@@ -55,7 +56,7 @@ impl Machine {
             running.slot.take();
         }
         self.current.take_if(|g| g.workers.is_empty());
-        self.old.retain(|g| !g.workers.is_empty());
+        self.old.retain(|d| !d.generation.workers.is_empty());
     }
 
     pub(super) fn live_pids(&self) -> Vec<Pid> {
@@ -75,7 +76,7 @@ impl Machine {
 
     pub(super) fn spawn_failed(
         &mut self,
-        now: Instant,
+        now: Moment,
         generation: u64,
         index: usize,
         error: SpawnError,
@@ -96,7 +97,7 @@ impl Machine {
         }
         let Phase::Running(running) = &mut self.phase else { return };
         if let Some(c) = running.slot.candidate_mut().filter(|c| c.number == generation) {
-            c.workers.retain(|w| w.index != index);
+            c.workers.retain(|w| w.index() != index);
             let first = !self.manager.announced() && self.current.is_none();
             self.fail_candidate(now, Failure::SpawnFailed(error), fx);
             if first && !self.stopping() {
@@ -105,15 +106,17 @@ impl Machine {
             }
         } else if let Some(current) = self.current.as_mut().filter(|g| g.number == generation) {
             let interval = self.policy.interval;
-            if let Some(w) = current.workers.iter_mut().find(|w| w.index == index) {
-                w.respawn_at = Some(now + interval);
+            if let Some(w) = current.workers.iter_mut().find(|w| w.index() == index)
+                && let Worker::Starting { index, .. } = *w
+            {
+                *w = Worker::Respawning { index, at: now + interval };
             }
         }
     }
 
     /// The starting generation failed: stop what runs of it, answer those
     /// waiting for it, try again.
-    pub(super) fn fail_candidate(&mut self, now: Instant, failure: Failure, fx: &mut Vec<Effect>) {
+    pub(super) fn fail_candidate(&mut self, now: Moment, failure: Failure, fx: &mut Vec<Effect>) {
         let Phase::Running(running) = &mut self.phase else { return };
         // A pending restart needs nothing more: the retry runs the newest code.
         let Some((mut failed, _pending)) = running.slot.take() else { return };
@@ -130,8 +133,7 @@ impl Machine {
         failed.drop_unborn();
         if !failed.workers.is_empty() {
             fx.extend(failed.pids().into_iter().map(|pid| Effect::Signal { pid, signal: Signal::SIGTERM }));
-            failed.signalled_at = Some(now);
-            self.old.push(failed);
+            self.old.push(Draining::told(failed, now));
             fx.push(self.status());
         }
         if self.manager == Manager::Reloading {
@@ -149,10 +151,12 @@ impl Machine {
                 return self.stop(now, Signal::SIGTERM, 1, fx);
             }
         }
-        running.schedule(now, self.policy.interval);
+        if let Some(vacancy) = running.vacancy() {
+            vacancy.schedule(now, self.policy.interval);
+        }
     }
 
-    pub(super) fn exited(&mut self, now: Instant, pid: Pid, status: ExitStatus, fx: &mut Vec<Effect>) {
+    pub(super) fn exited(&mut self, now: Moment, pid: Pid, status: ExitStatus, fx: &mut Vec<Effect>) {
         let stopping = self.stopping();
         let code = status.shell_code();
         let ours = self.candidate().into_iter().chain(self.current.iter()).any(|g| g.has(pid));
@@ -166,7 +170,7 @@ impl Machine {
             self.candidate_exited(now, pid, status, fx);
         } else if let Some(current) = self.current.as_mut().filter(|g| g.has(pid)) {
             if stopping {
-                current.workers.retain(|w| w.pid != Some(pid));
+                current.workers.retain(|w| w.pid() != Some(pid));
                 if current.workers.is_empty() {
                     self.current = None;
                 }
@@ -177,28 +181,29 @@ impl Machine {
             fx.push(Effect::Log(Event::DiedUnexpectedly { pid, status }));
             if current.any_alive_besides(pid) {
                 let interval = self.policy.interval;
-                if let Some(w) = current.worker(pid) {
-                    w.respawn_at = Some((w.spawned_at + interval).max(now));
-                    w.pid = None;
-                    w.ready = false;
+                if let Some(w) = current.worker(pid)
+                    && let Worker::Live(live) = w
+                {
+                    *w = Worker::Respawning { index: live.index, at: (live.spawned_at + interval).max(now) };
                 }
             } else {
                 self.current = None;
                 if let Phase::Running(running) = &mut self.phase
-                    && !running.slot.is_starting()
+                    && let Some(vacancy) = running.vacancy()
                 {
                     // A generation starting or waiting for its turn (a
                     // retry) replaces it: that one is no respawn.
-                    if matches!(running.slot, Slot::Empty) {
+                    if vacancy.empty() {
                         self.counters.respawns += 1;
                     }
-                    running.schedule(now, self.policy.interval);
+                    vacancy.schedule(now, self.policy.interval);
                 }
             }
             fx.push(self.status());
-        } else if let Some(at) = self.old.iter().position(|g| g.has(pid)) {
-            self.old[at].workers.retain(|w| w.pid != Some(pid));
-            if self.old[at].workers.is_empty() {
+        } else if let Some(at) = self.old.iter().position(|d| d.generation.has(pid)) {
+            let old = &mut self.old[at].generation;
+            old.workers.retain(|w| w.pid() != Some(pid));
+            if old.workers.is_empty() {
                 self.old.remove(at);
             }
             let event =
@@ -212,20 +217,20 @@ impl Machine {
 
     /// A worker of the starting generation exited: the generation failed
     /// (or, once stopping, is one worker closer to gone).
-    fn candidate_exited(&mut self, now: Instant, pid: Pid, status: ExitStatus, fx: &mut Vec<Effect>) {
+    fn candidate_exited(&mut self, now: Moment, pid: Pid, status: ExitStatus, fx: &mut Vec<Effect>) {
         match &mut self.phase {
             Phase::Stopping(stopping) => {
                 if let Some(c) = stopping.starting.as_mut() {
-                    c.workers.retain(|w| w.pid != Some(pid));
+                    c.generation.workers.retain(|w| w.pid() != Some(pid));
                 }
-                stopping.starting.take_if(|c| c.workers.is_empty());
+                stopping.starting.take_if(|c| c.generation.workers.is_empty());
                 fx.push(Effect::Log(Event::WorkerDied { pid, status }));
                 self.finish_if_done(fx);
             }
             Phase::Running(running) => {
                 let Some(c) = running.slot.candidate_mut() else { return };
                 let (generation, lived) = (c.number, now - c.spawned_at);
-                c.workers.retain(|w| w.pid != Some(pid));
+                c.workers.retain(|w| w.pid() != Some(pid));
                 fx.push(Effect::Log(Event::FailedToStart { pid, status }));
                 let hint = diagnose(status, lived, self.policy.interval);
                 if let Some(hint) = hint {

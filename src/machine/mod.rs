@@ -1,7 +1,8 @@
 //! The lifecycle policy as a pure state machine.
 //!
 //! `Machine::handle(now, input)` returns the effects to perform; it makes no
-//! syscalls and reads no clock, so every rule below is tested by tables and
+//! syscalls and reads no clock (`now` is a `Moment` of `time.rs`, read by
+//! the supervisor through `sys`), so every rule below is tested by tables and
 //! by random runs (`machine/tests/`). The event loop feeds it inputs
 //! (signals, exits, READY=1, control requests, timer ticks) through
 //! `driver::feed`, which the tests use too, performs the effects, and
@@ -38,16 +39,19 @@
 //! - A dead serving worker with live siblings is respawned alone, in its
 //!   generation; a generation left with no worker is replaced by a new one
 //!   (start_server's numbering). Spawns of a slot or a generation happen at
-//!   most once per `interval`, except restarts asked for, which start at once.
+//!   most once per `interval`, except restarts asked for, which start at
+//!   once unless a generation waits for its turn (a retry, a replacement):
+//!   they wait with it, as it runs the newest code.
 //! - A draining generation holds live workers only and goes with the last.
 //! - Nothing told to stop is waited for without bound unless it served:
 //!   a generation that never became ready is killed `--ready-timeout`
 //!   after it was told (or as `--drain-timeout`/`--stop-timeout` say).
 //! - After a `Tick` at `now`, `next_deadline()` is later than `now`: nothing
 //!   due is left for later.
-use std::time::Instant;
+pub use time::Moment;
 
 use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
 
 use event::{Event, Pid};
 
@@ -59,31 +63,44 @@ mod generation;
 mod ready;
 pub mod snapshot;
 mod state;
+pub mod time;
 mod types;
 
 use exits::stopping_outcome;
 
-use generation::Generation;
+use generation::{Draining, Generation, Live, Worker};
 use ready::Told;
-use state::{Manager, Phase, Running, Slot};
+use state::{Manager, Phase, Running, Slot, Vacancy};
 pub use types::*;
 
-#[derive(Debug)]
+/// The machine's state derives serde: it is what a self-upgrade carries
+/// (`snapshot.rs`), every field but the policy, which the new image
+/// rebuilds from its command line. A field added later needs
+/// `#[serde(default)]`: records written before it lack it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Machine {
+    #[serde(skip, default = "snapshot::unset_policy")]
     policy: Policy,
     phase: Phase,
     /// The serving generation.
+    #[serde(default)]
     current: Option<Generation>,
     /// Generations told to stop (or about to be): replaced ones draining,
     /// failed starts being stopped.
-    old: Vec<Generation>,
+    #[serde(default)]
+    old: Vec<Draining>,
     /// Control requests and the generation that answers them (None: not spawned yet).
+    #[serde(default)]
     waiters: Vec<(RequestId, Option<u64>)>,
     manager: Manager,
-    next_watchdog: Option<Instant>,
+    #[serde(default)]
+    next_watchdog: Option<Moment>,
+    #[serde(default)]
     counters: Counters,
+    #[serde(default)]
     last_outcome: Option<Outcome>,
     /// Auto mode: a worker sent `READY=1`, so new workers must too.
+    #[serde(default)]
     learned: bool,
 }
 
@@ -103,21 +120,25 @@ impl Machine {
         }
     }
 
-    pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Effect> {
+    pub fn handle(&mut self, now: Moment, input: Input) -> Vec<Effect> {
         let mut fx = Vec::new();
         match input {
             Input::Start => {
                 self.next_watchdog = self.policy.watchdog.map(|every| now + every);
-                if let Phase::Running(running) = &mut self.phase {
-                    running.start(now, &self.policy, &mut self.waiters, &mut fx);
+                if let Phase::Running(running) = &mut self.phase
+                    && let Some(vacancy) = running.vacancy()
+                {
+                    vacancy.start(now, &self.policy, &mut self.waiters, &mut fx);
                 }
             }
             Input::Spawned { generation, index, pid } => {
                 let slot = self
                     .generation_mut(generation)
-                    .and_then(|g| g.workers.iter_mut().find(|w| w.index == index));
-                if let Some(worker) = slot {
-                    worker.pid = Some(pid);
+                    .and_then(|g| g.workers.iter_mut().find(|w| w.index() == index));
+                if let Some(worker) = slot
+                    && let Worker::Starting { spawned_at, .. } = *worker
+                {
+                    *worker = Worker::Live(Live { index, pid, spawned_at, ready: false, blind: false });
                     fx.push(Effect::Log(Event::StartingWorker { pid }));
                     if self.current.as_ref().is_some_and(|g| g.number == generation) {
                         fx.push(self.status());
@@ -134,7 +155,7 @@ impl Machine {
             Input::Ready { pid } => self.ready_message(now, pid, &mut fx),
             Input::Accepting { pid, member, sighting } => self.accepting(now, pid, member, sighting, &mut fx),
             Input::Unobservable { pid } => {
-                self.generations_mut().filter_map(|g| g.worker(pid)).for_each(|w| w.blind = true);
+                self.generations_mut().filter_map(|g| g.live(pid)).for_each(|w| w.blind = true);
             }
             Input::Hup => self.restart(now, None, &mut fx),
             Input::Restart { request } => self.restart(now, Some(request), &mut fx),
@@ -155,8 +176,8 @@ impl Machine {
     }
 
     /// The earliest instant at which a `Tick` has something to do.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        let mut deadlines: Vec<Instant> = Vec::new();
+    pub fn next_deadline(&self) -> Option<Moment> {
+        let mut deadlines: Vec<Moment> = Vec::new();
         deadlines.extend(self.next_watchdog);
         match &self.phase {
             Phase::Stopping(stopping) => {
@@ -174,14 +195,14 @@ impl Machine {
                     deadlines.extend(self.candidate_deadline(c));
                 }
                 if let Some(current) = &self.current {
-                    deadlines.extend(current.workers.iter().filter_map(|w| w.respawn_at));
+                    deadlines.extend(current.workers.iter().filter_map(Worker::respawn_at));
                     deadlines.extend(self.probation_ends(current, false));
                 }
                 deadlines.extend(self.auto_restart_at());
             }
         }
         for old in &self.old {
-            deadlines.extend(old.signal_at);
+            deadlines.extend(old.due_at());
             deadlines.extend(ready::kill_at(&self.policy, self.stopping(), Told::Old, old).map(|(at, _)| at));
         }
         deadlines.into_iter().min()
@@ -199,7 +220,7 @@ impl Machine {
     pub fn told_to_stop(&self, pid: Pid) -> bool {
         match self.phase {
             Phase::Stopping(_) => self.policy.stop_timeout.is_some(),
-            Phase::Running(_) => self.old.iter().any(|g| g.has(pid)),
+            Phase::Running(_) => self.old.iter().any(|g| g.generation.has(pid)),
         }
     }
 
@@ -240,17 +261,24 @@ impl Machine {
 
     /// Every generation with a live or starting worker, oldest first.
     pub fn views(&self) -> Vec<View> {
-        let view = |g: &Generation, phase| View {
+        let view = |g: &Generation, phase, signalled_at| View {
             generation: g.number,
             phase,
             pids: g.pids(),
             spawned_at: g.spawned_at,
             ready_at: g.ready_at,
-            signalled_at: g.signalled_at,
+            signalled_at,
         };
-        let mut views: Vec<View> = self.old.iter().map(|g| view(g, "draining")).collect();
-        views.extend(self.current.iter().map(|g| view(g, "serving")));
-        views.extend(self.candidate().map(|g| view(g, "starting")));
+        let told = |d: &Draining| d.told_at();
+        let mut views: Vec<View> =
+            self.old.iter().map(|d| view(&d.generation, "draining", told(d))).collect();
+        // Once stopping, every generation was told when it began.
+        let since = match &self.phase {
+            Phase::Stopping(stopping) => Some(stopping.since),
+            Phase::Running(_) => None,
+        };
+        views.extend(self.current.iter().map(|g| view(g, "serving", since)));
+        views.extend(self.candidate().map(|g| view(g, "starting", since)));
         views.sort_by_key(|v| v.generation);
         views
     }
@@ -259,20 +287,22 @@ impl Machine {
     fn candidate(&self) -> Option<&Generation> {
         match &self.phase {
             Phase::Running(running) => running.slot.candidate(),
-            Phase::Stopping(stopping) => stopping.starting.as_ref(),
+            Phase::Stopping(stopping) => stopping.starting.as_ref().map(|d| &d.generation),
         }
     }
 
     fn generations_mut(&mut self) -> impl Iterator<Item = &mut Generation> {
         let candidate = match &mut self.phase {
             Phase::Running(running) => running.slot.candidate_mut(),
-            Phase::Stopping(stopping) => stopping.starting.as_mut(),
+            Phase::Stopping(stopping) => stopping.starting.as_mut().map(|d| &mut d.generation),
         };
-        candidate.into_iter().chain(self.current.iter_mut()).chain(self.old.iter_mut())
+        let old = self.old.iter_mut().map(|d| &mut d.generation);
+        candidate.into_iter().chain(self.current.iter_mut()).chain(old)
     }
 
     fn generations(&self) -> impl Iterator<Item = &Generation> {
-        self.candidate().into_iter().chain(self.current.iter()).chain(self.old.iter())
+        let old = self.old.iter().map(|d| &d.generation);
+        self.candidate().into_iter().chain(self.current.iter()).chain(old)
     }
 
     fn generation_mut(&mut self, number: u64) -> Option<&mut Generation> {
@@ -282,12 +312,12 @@ impl Machine {
     /// Live generations for the status file: serving and draining.
     fn status(&self) -> Effect {
         let mut lines: Vec<(u64, Pid)> = self.current.iter().flat_map(Generation::lines).collect();
-        lines.extend(self.old.iter().flat_map(Generation::lines));
+        lines.extend(self.old.iter().flat_map(|d| d.generation.lines()));
         lines.sort_unstable();
         Effect::WriteStatus(lines)
     }
 
-    fn restart(&mut self, now: Instant, request: Option<RequestId>, fx: &mut Vec<Effect>) {
+    fn restart(&mut self, now: Moment, request: Option<RequestId>, fx: &mut Vec<Effect>) {
         let Phase::Running(running) = &mut self.phase else {
             match request {
                 Some(request) => fx.push(Effect::Reply { request, outcome: stopping_outcome() }),
@@ -307,14 +337,14 @@ impl Machine {
         fx.push(Effect::Log(if request.is_some() { Event::RestartRequested } else { Event::ReceivedHup }));
         self.manager.reloading(fx);
         // A generation waiting for its slot will run the newest code anyway.
-        if matches!(running.slot, Slot::Empty) {
-            running.start(now, &self.policy, &mut self.waiters, fx);
+        if let Some(vacancy) = running.vacancy().filter(Vacancy::empty) {
+            vacancy.start(now, &self.policy, &mut self.waiters, fx);
         }
     }
 
     /// When the candidate's probation ends for a worker, or it misses the
     /// ready timeout, whichever is first.
-    fn candidate_deadline(&self, c: &Generation) -> Option<Instant> {
+    fn candidate_deadline(&self, c: &Generation) -> Option<Moment> {
         let timeout = self.policy.ready_timeout.filter(|_| self.awaits_evidence(c)).map(|t| c.spawned_at + t);
         self.probation_ends(c, true).into_iter().chain(timeout).min()
     }
@@ -322,30 +352,30 @@ impl Machine {
     /// Whether a worker of the candidate `c` not ready yet waits for
     /// evidence (`READY=1`, seen accepting) rather than for time.
     fn awaits_evidence(&self, c: &Generation) -> bool {
-        c.workers.iter().any(|w| !w.ready && !self.alive_counts(w, true))
+        c.workers.iter().any(|w| !w.ready() && !self.alive_counts(w.blind(), true))
     }
 
     /// Whether worker `w` not ready yet becomes ready by being alive an
     /// interval: in alive mode; in auto and accepting modes when it cannot
     /// be watched (or nothing is), and always for a serving generation's
     /// respawned workers (the generation serves already).
-    fn alive_counts(&self, w: &generation::Worker, candidate: bool) -> bool {
+    fn alive_counts(&self, blind: bool, candidate: bool) -> bool {
         match self.rule() {
             ReadyMode::Alive => true,
             ReadyMode::Notify => false,
-            ReadyMode::Auto | ReadyMode::Accepting => !candidate || !self.policy.observe || w.blind,
+            ReadyMode::Auto | ReadyMode::Accepting => !candidate || !self.policy.observe || blind,
         }
     }
 
     /// When the next worker of `g` that is not ready yet and that the alive
     /// rule holds for has been alive an interval.
-    fn probation_ends(&self, g: &Generation, candidate: bool) -> Option<Instant> {
-        let waiting =
-            g.workers.iter().filter(|w| w.pid.is_some() && !w.ready && self.alive_counts(w, candidate));
+    fn probation_ends(&self, g: &Generation, candidate: bool) -> Option<Moment> {
+        let live = g.workers.iter().filter_map(Worker::live);
+        let waiting = live.filter(|w| !w.ready && self.alive_counts(w.blind, candidate));
         waiting.map(|w| w.spawned_at + self.policy.interval).min()
     }
 
-    fn auto_restart_at(&self) -> Option<Instant> {
+    fn auto_restart_at(&self) -> Option<Moment> {
         let interval = self.policy.auto_restart?;
         let Phase::Running(running) = &self.phase else { return None };
         let idle = matches!(running.slot, Slot::Empty);

@@ -1,14 +1,16 @@
 //! Becoming ready, retiring the old generation, answering restart
 //! requests, and the timers (probation, respawns, drains, auto-restart).
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::generation::Generation;
+use super::time::Moment;
+
+use super::generation::{Draining, Generation, Stop, Worker};
 use super::state::Stopping;
 use super::*;
 use crate::machine::event::{Awaited, Event, Failure, Pid, ReadyBy, Sighting};
 
 impl Machine {
-    pub(super) fn ready_message(&mut self, now: Instant, pid: Pid, fx: &mut Vec<Effect>) {
+    pub(super) fn ready_message(&mut self, now: Moment, pid: Pid, fx: &mut Vec<Effect>) {
         if matches!(self.policy.ready, ReadyMode::Alive | ReadyMode::Accepting) || self.stopping() {
             return;
         }
@@ -17,11 +19,11 @@ impl Machine {
             fx.push(Effect::Log(Event::ReadyLearned { pid, timeout: self.policy.ready_timeout }));
         }
         let Phase::Running(running) = &mut self.phase else { return };
-        if let Some(worker) = self.current.as_mut().and_then(|g| g.worker(pid)) {
+        if let Some(worker) = self.current.as_mut().and_then(|g| g.live(pid)) {
             worker.ready = true;
         }
         let Some(candidate) = running.slot.candidate_mut() else { return };
-        let Some(worker) = candidate.worker(pid) else { return };
+        let Some(worker) = candidate.live(pid) else { return };
         worker.ready = true;
         if candidate.all_ready() {
             self.generation_ready(now, ReadyBy::Notified, fx);
@@ -32,7 +34,7 @@ impl Machine {
     /// in auto mode (not learned) and accepting mode.
     pub(super) fn accepting(
         &mut self,
-        now: Instant,
+        now: Moment,
         pid: Pid,
         member: Pid,
         sighting: Sighting,
@@ -43,14 +45,14 @@ impl Machine {
         }
         let Phase::Running(running) = &mut self.phase else { return };
         let Some(candidate) = running.slot.candidate_mut() else { return };
-        let Some(worker) = candidate.worker(pid) else { return };
+        let Some(worker) = candidate.live(pid) else { return };
         worker.ready = true;
         if candidate.all_ready() {
             self.generation_ready(now, ReadyBy::Seen { member, sighting }, fx);
         }
     }
 
-    pub(super) fn generation_ready(&mut self, now: Instant, how: ReadyBy, fx: &mut Vec<Effect>) {
+    pub(super) fn generation_ready(&mut self, now: Moment, how: ReadyBy, fx: &mut Vec<Effect>) {
         let Phase::Running(running) = &mut self.phase else { return };
         let Some((mut next, pending)) = running.slot.take() else { return };
         next.ready_at = Some(now);
@@ -60,40 +62,41 @@ impl Machine {
             self.counters.restarts += 1;
             // A worker waiting to be respawned is not: its generation is replaced.
             prev.drop_unborn();
-            if !prev.workers.is_empty() {
-                self.old.push(prev);
-            }
-            self.retire_old(now, fx);
+            self.retire(now, Some(prev).filter(|g| !g.workers.is_empty()), fx);
         }
         fx.push(self.status());
         self.manager.ready(fx);
         fx.push(Effect::Notify(Upward::Status(StatusLine::Serving { generation })));
         self.answer_waiters(now, fx);
-        if pending && let Phase::Running(running) = &mut self.phase {
+        if pending
+            && let Phase::Running(running) = &mut self.phase
+            && let Some(vacancy) = running.vacancy()
+        {
             self.manager.reloading(fx);
-            running.start(now, &self.policy, &mut self.waiters, fx);
+            vacancy.start(now, &self.policy, &mut self.waiters, fx);
         }
     }
 
-    /// Tell every old generation not yet told to stop, now or after the delay.
-    pub(super) fn retire_old(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+    /// The replaced generation (None: none of its workers is left) drains:
+    /// told to stop now or after the delay.
+    pub(super) fn retire(&mut self, now: Moment, prev: Option<Generation>, fx: &mut Vec<Effect>) {
         let signal = self.policy.signal_on_hup;
         let delay = self.policy.kill_old_delay;
-        let waiting = |g: &&mut Generation| g.signalled_at.is_none() && g.signal_at.is_none();
-        let pids: Vec<Pid> = self.old.iter_mut().filter(waiting).flat_map(|g| g.pids()).collect();
-        fx.push(Effect::Log(Event::NowRunning { signal, old: pids }));
+        let pids: Vec<Pid> = prev.iter().flat_map(Generation::pids).collect();
+        fx.push(Effect::Log(Event::NowRunning { signal, old: pids.clone() }));
         if delay.is_zero() {
             fx.push(Effect::Log(Event::KillingOld));
         } else {
             fx.push(Effect::Log(Event::SleepingBeforeKill { secs: delay.as_secs() }));
         }
-        for old in self.old.iter_mut().filter(waiting) {
-            if delay.is_zero() {
-                old.signalled_at = Some(now);
-                fx.extend(old.pids().into_iter().map(|pid| Effect::Signal { pid, signal }));
+        if let Some(generation) = prev {
+            let stop = if delay.is_zero() {
+                fx.extend(pids.into_iter().map(|pid| Effect::Signal { pid, signal }));
+                Stop::Told { at: now, killed: false }
             } else {
-                old.signal_at = Some(now + delay);
-            }
+                Stop::Due { at: now + delay }
+            };
+            self.old.push(Draining { generation, stop });
         }
         if let Some(current) = self.current.as_mut().filter(|_| delay.is_zero()) {
             current.predecessor_signalled_at = Some(now);
@@ -101,9 +104,9 @@ impl Machine {
     }
 
     /// Answer the restart requests whose generation serves alone (or was overtaken).
-    pub(super) fn answer_waiters(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+    pub(super) fn answer_waiters(&mut self, now: Moment, fx: &mut Vec<Effect>) {
         let Some(current) = &self.current else { return };
-        let older_alive = self.old.iter().any(|g| g.number < current.number);
+        let older_alive = self.old.iter().any(|d| d.generation.number < current.number);
         let outcome = Outcome::Restarted {
             generation: current.number,
             pids: current.pids(),
@@ -123,7 +126,7 @@ impl Machine {
         }
     }
 
-    pub(super) fn tick(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+    pub(super) fn tick(&mut self, now: Moment, fx: &mut Vec<Effect>) {
         if self.next_watchdog.is_some_and(|at| at <= now) {
             fx.push(Effect::Notify(Upward::Watchdog));
             self.next_watchdog = self.policy.watchdog.map(|every| now + every);
@@ -150,26 +153,28 @@ impl Machine {
         }
         let auto_restart = self.auto_restart_at().is_some_and(|at| at <= now);
         let Phase::Running(running) = &mut self.phase else { return };
-        if running.slot.scheduled_at().is_some_and(|at| at <= now) {
-            running.start(now, &self.policy, &mut self.waiters, fx);
-        } else if auto_restart {
+        let scheduled = running.slot.scheduled_at().is_some_and(|at| at <= now);
+        let Some(vacancy) = running.vacancy().filter(|_| scheduled || auto_restart) else { return };
+        if !scheduled {
             let interval = self.policy.auto_restart.unwrap_or_default().as_secs();
             let forced = !self.old.is_empty();
             fx.push(Effect::Log(Event::AutoRestart { interval, forced }));
             self.manager.reloading(fx);
-            running.start(now, &self.policy, &mut self.waiters, fx);
         }
+        vacancy.start(now, &self.policy, &mut self.waiters, fx);
     }
 
     /// Alive-readiness for the workers the alive rule holds for; the
     /// ready timeout for a candidate that waits for evidence.
-    pub(super) fn tick_probation(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+    pub(super) fn tick_probation(&mut self, now: Moment, fx: &mut Vec<Effect>) {
         let interval = self.policy.interval;
         let Phase::Running(running) = &self.phase else { return };
         let due = |g: &Generation, candidate: bool| -> Vec<usize> {
-            let alive = |w: &&generation::Worker| w.pid.is_some() && w.spawned_at + interval <= now;
-            let counts = |w: &&generation::Worker| self.alive_counts(w, candidate);
-            g.workers.iter().enumerate().filter(|(_, w)| alive(w) && counts(w)).map(|(i, _)| i).collect()
+            let due = |w: &Worker| {
+                w.live()
+                    .is_some_and(|w| w.spawned_at + interval <= now && self.alive_counts(w.blind, candidate))
+            };
+            g.workers.iter().enumerate().filter(|(_, w)| due(w)).map(|(i, _)| i).collect()
         };
         let current = self.current.as_ref().map(|g| due(g, false)).unwrap_or_default();
         let candidate = running.slot.candidate().map(|g| due(g, true)).unwrap_or_default();
@@ -180,7 +185,11 @@ impl Machine {
             .map(|g| (g, &current))
             .chain(running.slot.candidate_mut().map(|g| (g, &candidate)))
         {
-            due.iter().for_each(|&i| g.workers[i].ready = true);
+            for &i in due {
+                if let Some(w) = g.workers[i].live_mut() {
+                    w.ready = true;
+                }
+            }
         }
         if running.slot.candidate().is_some_and(Generation::all_ready) {
             self.generation_ready(now, ReadyBy::Alive, fx);
@@ -190,7 +199,8 @@ impl Machine {
             && self.policy.ready_timeout.is_some_and(|t| c.spawned_at + t <= now)
         {
             let (generation, after) = (c.number, now - c.spawned_at);
-            let pids = c.workers.iter().filter(|w| !w.ready).filter_map(|w| w.pid).collect();
+            let pids =
+                c.workers.iter().filter_map(Worker::live).filter(|w| !w.ready).map(|w| w.pid).collect();
             let awaited = match (self.policy.ready, self.learned) {
                 (ReadyMode::Auto, true) => Awaited::Learned,
                 (ReadyMode::Auto, false) => Awaited::AcceptingOrNotify,
@@ -203,34 +213,32 @@ impl Machine {
     }
 
     /// Start again, alone, the serving workers whose turn has come.
-    pub(super) fn tick_respawns(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+    pub(super) fn tick_respawns(&mut self, now: Moment, fx: &mut Vec<Effect>) {
         let Phase::Running(running) = &self.phase else { return };
         let Some(current) = self.current.as_mut() else { return };
-        for w in current.workers.iter_mut().filter(|w| w.respawn_at.is_some_and(|at| at <= now)) {
-            w.respawn_at = None;
-            w.spawned_at = now;
-            fx.push(running.spawn(current.number, w.index));
+        for w in current.workers.iter_mut().filter(|w| w.respawn_at().is_some_and(|at| at <= now)) {
+            *w = Worker::Starting { index: w.index(), spawned_at: now };
+            fx.push(running.spawn(current.number, w.index()));
             self.counters.respawns += 1;
         }
     }
 
-    pub(super) fn tick_old(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+    pub(super) fn tick_old(&mut self, now: Moment, fx: &mut Vec<Effect>) {
         let stopping = self.stopping();
         if let Phase::Stopping(Stopping { starting: Some(g), .. }) = &mut self.phase {
             kill_if_due(&self.policy, stopping, Told::Starting, g, now, fx);
         }
         let signal = self.policy.signal_on_hup;
-        if self.old.iter().any(|g| g.signal_at.is_some_and(|at| at <= now)) {
+        if self.old.iter().any(|d| d.due_at().is_some_and(|at| at <= now)) {
             fx.push(Effect::Log(Event::KillingOld));
             if let Some(current) = self.current.as_mut() {
                 current.predecessor_signalled_at = Some(now);
             }
         }
         for old in &mut self.old {
-            if old.signal_at.is_some_and(|at| at <= now) {
-                old.signal_at = None;
-                old.signalled_at = Some(now);
-                fx.extend(old.pids().into_iter().map(|pid| Effect::Signal { pid, signal }));
+            if old.due_at().is_some_and(|at| at <= now) {
+                old.stop = Stop::Told { at: now, killed: false };
+                fx.extend(old.generation.pids().into_iter().map(|pid| Effect::Signal { pid, signal }));
             }
             kill_if_due(&self.policy, stopping, Told::Old, old, now, fx);
         }
@@ -255,16 +263,11 @@ const UNREADY_GRACE: Duration = Duration::from_secs(10);
 /// and has nothing to drain, so without `--drain-timeout` it gets
 /// `--ready-timeout`, as long as it had to start, unless `--stop-timeout`
 /// bounds the stop under way.
-pub(super) fn kill_at(
-    policy: &Policy,
-    stopping: bool,
-    told: Told,
-    g: &Generation,
-) -> Option<(Instant, bool)> {
-    let at = g.signalled_at.filter(|_| !g.killed)?;
+pub(super) fn kill_at(policy: &Policy, stopping: bool, told: Told, g: &Draining) -> Option<(Moment, bool)> {
+    let Stop::Told { at, killed: false } = g.stop else { return None };
     match policy.drain_timeout.filter(|_| told == Told::Old) {
         Some(drain) => Some((at + drain, false)),
-        None if g.ready_at.is_none() && !(stopping && policy.stop_timeout.is_some()) => {
+        None if g.generation.ready_at.is_none() && !(stopping && policy.stop_timeout.is_some()) => {
             Some((at + policy.ready_timeout.unwrap_or(UNREADY_GRACE), true))
         }
         None => None,
@@ -275,18 +278,19 @@ fn kill_if_due(
     policy: &Policy,
     stopping: bool,
     told: Told,
-    g: &mut Generation,
-    now: Instant,
+    g: &mut Draining,
+    now: Moment,
     fx: &mut Vec<Effect>,
 ) {
-    let Some((due, unready)) = kill_at(policy, stopping, told, g).filter(|(due, _)| *due <= now) else {
+    let Some((_, unready)) = kill_at(policy, stopping, told, g).filter(|(due, _)| *due <= now) else {
         return;
     };
-    let after = now - g.signalled_at.unwrap_or(due);
-    g.killed = true;
-    for pid in g.pids() {
+    let Stop::Told { at, killed } = &mut g.stop else { return };
+    let after = now - *at;
+    *killed = true;
+    for pid in g.generation.pids() {
         let event = if unready {
-            Event::UnreadyStopTimeout { pid, generation: g.number, after }
+            Event::UnreadyStopTimeout { pid, generation: g.generation.number, after }
         } else {
             Event::DrainTimeout { pid, after }
         };

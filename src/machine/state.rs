@@ -4,67 +4,82 @@
 //! - Only `Running` holds the means to spawn (`Running::start`,
 //!   `Running::spawn`): once the machine is `Stopping`, there is no
 //!   `Running` to call them on, so nothing is spawned.
-//! - A starting generation lives only in `Slot::Starting`, and
-//!   `Running::start` requires the slot not to hold one: there is never a
-//!   second candidate. A generation waiting for the rate limit
-//!   (`Slot::Scheduled`) and a starting one exclude each other.
+//! - A starting generation lives only in `Slot::Starting`. A generation is
+//!   started (or scheduled) only through a `Vacancy`, which
+//!   `Running::vacancy` gives only while the slot holds none and which
+//!   borrows the `Running` until it is used: there is never a second
+//!   candidate. A generation waiting for the rate limit (`Slot::Scheduled`)
+//!   and a starting one exclude each other.
 //! - What the service manager was told is one `Manager` value: `RELOADING=1`
 //!   cannot be said before the first `READY=1`.
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::generation::Generation;
+use serde::{Deserialize, Serialize};
+
+use super::time::Moment;
+
+use super::generation::{Draining, Generation};
 use super::{Effect, Policy, RequestId, Upward};
 
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub(super) enum Phase {
     Running(Running),
     Stopping(Stopping),
 }
 
 /// Serving, starting, restarting: the only phase that spawns.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Running {
     /// The last `SERVER_STARTER_GENERATION` handed out; failed ones count.
     generation: u64,
-    last_spawn_at: Option<Instant>,
+    #[serde(default)]
+    last_spawn_at: Option<Moment>,
     pub slot: Slot,
     /// Failed starts of the first generation, in a row.
+    #[serde(default)]
     pub start_failures: u32,
     /// A watched change restarts at this time (pushed back by each change).
-    pub restart_on_change_at: Option<Instant>,
+    #[serde(default)]
+    pub restart_on_change_at: Option<Moment>,
 }
 
 /// Where the next generation is: starting, waiting for its turn, or nowhere.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub(super) enum Slot {
     Empty,
     /// A new generation waits for the rate limit (a retry, or a replacement
     /// for a serving generation left with no worker).
     Scheduled {
-        at: Instant,
+        at: Moment,
     },
     /// `pending`: a restart was asked for meanwhile; it follows this one.
     Starting {
         candidate: Generation,
+        #[serde(default)]
         pending: bool,
     },
 }
 
 /// Shutting down: every worker was told to stop; the machine exits with
 /// `code` when the last one is gone.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Stopping {
-    pub since: Instant,
+    pub since: Moment,
     /// The stop timeout passed: SIGKILL went to every group.
+    #[serde(default)]
     pub killed: bool,
     pub code: i32,
     /// The generation that was starting when the stop began: stopped with
     /// the others, never promoted.
-    pub starting: Option<Generation>,
+    #[serde(default)]
+    pub starting: Option<Draining>,
 }
 
 /// What the supervisor's own service manager was told last.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub(super) enum Manager {
     /// Nothing: the first generation is not ready yet.
     Starting,
@@ -85,28 +100,9 @@ impl Running {
         }
     }
 
-    /// Spawn a new generation into the slot, which must not hold one; every
-    /// request not yet bound to a generation is answered by this one.
-    pub fn start(
-        &mut self,
-        now: Instant,
-        policy: &Policy,
-        waiters: &mut [(RequestId, Option<u64>)],
-        fx: &mut Vec<Effect>,
-    ) {
-        debug_assert!(!self.slot.is_starting(), "a second generation would start: {:?}", self.slot);
-        if self.slot.is_starting() {
-            return;
-        }
-        self.generation += 1;
-        let generation = self.generation;
-        self.slot =
-            Slot::Starting { candidate: Generation::new(generation, policy.workers, now), pending: false };
-        self.last_spawn_at = Some(now);
-        for waiter in waiters.iter_mut().filter(|(_, g)| g.is_none()) {
-            waiter.1 = Some(generation);
-        }
-        fx.extend((0..policy.workers).map(|index| self.spawn(generation, index)));
+    /// The slot, when no generation is starting in it.
+    pub fn vacancy(&mut self) -> Option<Vacancy<'_>> {
+        (!self.slot.is_starting()).then_some(Vacancy(self))
     }
 
     /// The one way to a spawn: there is no `Running` once stopping.
@@ -115,35 +111,51 @@ impl Running {
         Effect::Spawn { generation, index }
     }
 
-    /// A `Running` as it was before a re-exec: `snapshot.rs` checks the
-    /// result with the machine's invariants.
-    pub fn resume(
-        generation: u64,
-        last_spawn_at: Option<Instant>,
-        slot: Slot,
-        start_failures: u32,
-        restart_on_change_at: Option<Instant>,
-    ) -> Running {
-        Running { generation, last_spawn_at, slot, start_failures, restart_on_change_at }
-    }
-
     /// The last generation number handed out.
     pub fn last_generation(&self) -> u64 {
         self.generation
     }
 
-    pub fn last_spawn_at(&self) -> Option<Instant> {
+    pub fn last_spawn_at(&self) -> Option<Moment> {
         self.last_spawn_at
+    }
+}
+
+/// A `Running` whose slot holds no starting generation, held until a
+/// generation is started or scheduled in it.
+pub(super) struct Vacancy<'a>(&'a mut Running);
+
+impl Vacancy<'_> {
+    /// Whether nothing waits for its turn either.
+    pub fn empty(&self) -> bool {
+        matches!(self.0.slot, Slot::Empty)
+    }
+
+    /// Spawn a new generation into the slot; every request not yet bound
+    /// to a generation is answered by this one.
+    pub fn start(
+        self,
+        now: Moment,
+        policy: &Policy,
+        waiters: &mut [(RequestId, Option<u64>)],
+        fx: &mut Vec<Effect>,
+    ) {
+        let running = self.0;
+        running.generation += 1;
+        let generation = running.generation;
+        let candidate = Generation::new(generation, policy.workers, now);
+        running.slot = Slot::Starting { candidate, pending: false };
+        running.last_spawn_at = Some(now);
+        for waiter in waiters.iter_mut().filter(|(_, g)| g.is_none()) {
+            waiter.1 = Some(generation);
+        }
+        fx.extend((0..policy.workers).map(|index| running.spawn(generation, index)));
     }
 
     /// A new generation, no sooner than one interval after the last one.
-    pub fn schedule(&mut self, now: Instant, interval: Duration) {
-        debug_assert!(!self.slot.is_starting(), "scheduled while one starts: {:?}", self.slot);
-        if self.slot.is_starting() {
-            return;
-        }
-        let earliest = self.last_spawn_at.map_or(now, |t| t + interval);
-        self.slot = Slot::Scheduled { at: earliest.max(now) };
+    pub fn schedule(self, now: Moment, interval: Duration) {
+        let earliest = self.0.last_spawn_at.map_or(now, |t| t + interval);
+        self.0.slot = Slot::Scheduled { at: earliest.max(now) };
     }
 }
 
@@ -166,7 +178,7 @@ impl Slot {
         }
     }
 
-    pub fn scheduled_at(&self) -> Option<Instant> {
+    pub fn scheduled_at(&self) -> Option<Moment> {
         match self {
             Slot::Scheduled { at } => Some(*at),
             _ => None,

@@ -1,5 +1,7 @@
 //! What goes in and out of the state machine.
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::time::Moment;
 
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
@@ -196,7 +198,7 @@ pub struct View {
     pub generation: u64,
     pub phase: &'static str,
     pub pids: Vec<Pid>,
-    pub spawned_at: Instant,
-    pub ready_at: Option<Instant>,
-    pub signalled_at: Option<Instant>,
+    pub spawned_at: Moment,
+    pub ready_at: Option<Moment>,
+    pub signalled_at: Option<Moment>,
 }

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::listen::Listener;
 use crate::machine::driver::{self, Perform, Step};
 use crate::machine::event::{Event, ExitStatus, Hint, SpawnError};
-use crate::machine::{Effect, Input, Machine};
+use crate::machine::{Effect, Input, Machine, Moment};
 use crate::state::{PidFile, StatusFile};
 use crate::wire::control::{Command, Reopened, Stopping, Verdict};
 use capture::Capture;
@@ -150,12 +150,24 @@ impl Perform for Supervisor {
     }
 }
 
+/// The machine's clock, read now (`CLOCK_MONOTONIC`).
+pub fn moment() -> Moment {
+    Moment::from_nanos(crate::sys::clock::monotonic_ns())
+}
+
+/// A moment of the machine's clock as an `Instant`, the same clock.
+pub fn instant(at: Moment) -> Instant {
+    let (now, moment) = (Instant::now(), moment());
+    let at = if at >= moment { now.checked_add(at - moment) } else { now.checked_sub(moment - at) };
+    at.unwrap_or(now)
+}
+
 impl Supervisor {
     /// Runs the loop until the machine exits. `start`: a first start (not
     /// the new image of an upgrade, whose machine is under way).
     pub fn serve(&mut self, start: bool) -> Result<u8> {
         let first = if start { vec![Input::Start] } else { self.resumed_inputs() };
-        if let Some(code) = self.feed(Instant::now(), first) {
+        if let Some(code) = self.feed(moment(), first) {
             return Ok(exit_code(code));
         }
         loop {
@@ -167,7 +179,7 @@ impl Supervisor {
             let upgrade = self.upgrades.deadline();
             let observe = self.observer.deadline(&self.machine, &self.listeners, &self.config.fds);
             let deadlines = [
-                self.machine.next_deadline(),
+                self.machine.next_deadline().map(instant),
                 control,
                 logger,
                 lingering,
@@ -248,7 +260,7 @@ impl Supervisor {
             lines.iter().for_each(|line| self.log.line(line));
             inputs.extend(seen);
             inputs.push(Input::Tick);
-            if let Some(code) = self.feed(Instant::now(), inputs) {
+            if let Some(code) = self.feed(moment(), inputs) {
                 return Ok(exit_code(code));
             }
             // Every input handled: the one moment a verified upgrade may go.
@@ -258,7 +270,7 @@ impl Supervisor {
 
     /// Hand inputs to the machine and perform the effects (`driver::feed`).
     /// Returns the exit code once the machine says to exit.
-    fn feed(&mut self, now: Instant, inputs: Vec<Input>) -> Option<i32> {
+    fn feed(&mut self, now: Moment, inputs: Vec<Input>) -> Option<i32> {
         self.failed_spawn = None;
         driver::feed(self, now, inputs)
     }
@@ -348,8 +360,7 @@ impl Supervisor {
                 }
                 Command::Status => {
                     let (fds, image) = (&self.config.fds, self.upgrades.image());
-                    let mut status =
-                        replies::status(&self.machine, &self.listeners, fds, image, Instant::now());
+                    let mut status = replies::status(&self.machine, &self.listeners, fds, image, moment());
                     status.containment = Some(self.contain.describe());
                     status.counters.foreign_ready = self.foreign_ready;
                     for generation in &mut status.generations {

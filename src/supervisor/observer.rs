@@ -283,7 +283,7 @@ fn watched(machine: &Machine) -> Option<(u64, Vec<i32>, Instant)> {
     }
     let views = machine.views();
     let starting = views.into_iter().find(|v| v.phase == "starting")?;
-    Some((starting.generation, starting.pids, starting.spawned_at))
+    Some((starting.generation, starting.pids, super::instant(starting.spawned_at)))
 }
 
 /// The listeners as the workers have them: fd and inode, and a TCP one's address.

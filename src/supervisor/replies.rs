@@ -1,13 +1,13 @@
 //! What the supervisor says about itself on the control socket: the
 //! machine's state and outcomes as `wire::control` messages.
 //!
-//! Times inside the machine are `Instant`s; here they become wall-clock
+//! Times inside the machine are `Moment`s; here they become wall-clock
 //! RFC 3339 stamps (for people and logs) and durations in milliseconds
 //! (for scripts).
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use crate::listen::Listener;
-use crate::machine::{Machine, Outcome, ReadyMode};
+use crate::machine::{Machine, Moment, Outcome, ReadyMode};
 use crate::wire::control::{self, Phase, Readiness, Restart, RestartFailed, Restarted};
 
 fn ms(d: Duration) -> f64 {
@@ -15,7 +15,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// The wall-clock time of `at`, now being `now`.
-fn stamp(now: Instant, at: Instant) -> String {
+fn stamp(now: Moment, at: Moment) -> String {
     let wall = SystemTime::now() - now.saturating_duration_since(at);
     humantime::format_rfc3339_millis(wall).to_string()
 }
@@ -68,7 +68,7 @@ pub fn status(
     listeners: &[Listener],
     fds: &[i32],
     image: control::Image,
-    now: Instant,
+    now: Moment,
 ) -> control::Status {
     let generations = (machine.views().iter())
         .map(|v| control::Generation {

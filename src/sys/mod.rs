@@ -8,6 +8,7 @@
 //! the functions offered are safe to call.
 #![allow(unsafe_code)]
 
+pub mod clock;
 pub mod fd;
 pub mod observe;
 pub mod process;

@@ -132,17 +132,17 @@ fn a_binary_that_never_answers_is_given_up_while_the_supervisor_serves() {
 fn a_handover_that_cannot_read_the_record_format_is_refused_with_its_reason() {
     let s = with_real_handover();
     let before = s.wait_generations(&[1]);
-    // A handover that reads format 1 only, shown a record of format 2.
+    // A handover that reads formats 1 and 2 only, shown a record of format 3.
     let older = s.path("older");
-    let script = "#!/bin/sh\nsed 's/^{\"format\":1,/{\"format\":2,/' | \"$REAL_HANDOVER\" \"$@\"\n";
+    let script = "#!/bin/sh\nsed 's/^{\"format\":2,/{\"format\":3,/' | \"$REAL_HANDOVER\" \"$@\"\n";
     fs::write(&older, script).unwrap();
     fs::set_permissions(&older, fs::Permissions::from_mode(0o755)).unwrap();
     let o = client(&s, &["upgrade", "--binary", older.to_str().unwrap()]);
     assert_eq!(o.code, Some(1), "{}\n{}", o.dossier(), s.dossier());
     let version = env!("CARGO_PKG_VERSION");
     let expected = format!(
-        "handover: upgrade refused: {} cannot take over: state record format 2 (written by handover {version}) \
-         is newer than this handover {version} reads ([1])",
+        "handover: upgrade refused: {} cannot take over: state record format 3 (written by handover {version}) \
+         is newer than this handover {version} reads ([1, 2])",
         older.display()
     );
     assert_eq!(o.stderr.trim_end(), expected);

@@ -39,7 +39,7 @@ fn nothing_is_fed_after_an_exit() {
         }
     }
     let mut failing = Failing(Machine::new(policy()), Vec::new());
-    let code = driver::feed(&mut failing, Instant::now(), [Input::Start, Input::Hup]);
+    let code = driver::feed(&mut failing, Moment::from_nanos(T0), [Input::Start, Input::Hup]);
     assert_eq!(code, Some(127));
     assert_eq!(failing.1.last(), Some(&Effect::Exit(127)));
     assert!(!failing.1.iter().any(|e| matches!(e, Effect::Log(Event::IgnoredDuringShutdown { .. }))));

@@ -9,7 +9,7 @@ use super::*;
 #[derive(Clone, Default)]
 pub(super) struct Watch {
     /// The generation of every pid handed out, and when.
-    spawned: HashMap<Pid, (u64, Instant)>,
+    spawned: HashMap<Pid, (u64, Moment)>,
     /// Pids that said `READY=1`.
     said_ready: HashSet<Pid>,
     /// Pids seen accepting before auto mode learned, and pids that cannot be watched.
@@ -22,10 +22,12 @@ pub(super) struct Watch {
     ready: BTreeSet<u64>,
     /// Auto mode learned that workers send `READY=1`.
     learned: bool,
+    /// When it learned.
+    learned_at: Option<Moment>,
 }
 
 impl Watch {
-    pub fn spawned(&mut self, pid: Pid, generation: u64, now: Instant) {
+    pub fn spawned(&mut self, pid: Pid, generation: u64, now: Moment) {
         self.spawned.insert(pid, (generation, now));
     }
 
@@ -52,7 +54,7 @@ impl Watch {
     /// until learned, accepting mode) or has lived a whole interval (alive
     /// mode; auto mode until learned and accepting mode, when nothing is
     /// watched or it cannot be).
-    fn all_ready(&self, policy: &Policy, pids: &[Pid], now: Instant) -> Result<(), String> {
+    fn all_ready(&self, policy: &Policy, pids: &[Pid], now: Moment) -> Result<(), String> {
         if pids.len() != policy.workers {
             return Err(format!("ready with {} of {} workers", pids.len(), policy.workers));
         }
@@ -62,7 +64,9 @@ impl Watch {
             };
             let said =
                 matches!(policy.ready, ReadyMode::Notify | ReadyMode::Auto) && self.said_ready.contains(pid);
-            let watching = matches!(policy.ready, ReadyMode::Auto | ReadyMode::Accepting) && !self.learned;
+            // A worker alive an interval before auto mode learned may have been counted then.
+            let watching = matches!(policy.ready, ReadyMode::Auto | ReadyMode::Accepting)
+                && self.learned_at.is_none_or(|learned| at + policy.interval <= learned);
             let seen =
                 matches!(policy.ready, ReadyMode::Auto | ReadyMode::Accepting) && self.seen.contains(pid);
             let timer = policy.ready == ReadyMode::Alive
@@ -86,7 +90,7 @@ impl Watch {
     pub fn step(
         &mut self,
         policy: &Policy,
-        now: Instant,
+        now: Moment,
         mut stopping: bool,
         fx: &[Effect],
     ) -> Result<(), String> {
@@ -139,6 +143,7 @@ impl Watch {
                         return Err(format!("learned from pid {pid} in {:?} mode, or twice", policy.ready));
                     }
                     self.learned = true;
+                    self.learned_at = Some(now);
                 }
                 Effect::Log(Event::ReadyTimeout { generation, after, awaited, .. }) => {
                     let timeout = policy.ready_timeout.unwrap_or_default();

@@ -1,7 +1,7 @@
 //! Table tests for the lifecycle: given these inputs at these times, these
 //! effects, as values (their text is tested in `supervisor/words`). No
 //! processes, no sleeps, no clock.
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
@@ -10,6 +10,8 @@ use super::*;
 use crate::machine::event::{Awaited, ExitStatus, Failure, Hint, Pid, ReadyBy, Sighting, SpawnError};
 
 const SEC: u64 = 1000;
+/// The machine clock's reading at the start of a test: an hour after boot.
+const T0: u64 = 3600 * 1_000_000_000;
 
 fn policy() -> Policy {
     Policy {
@@ -34,7 +36,7 @@ fn policy() -> Policy {
 
 struct Run {
     machine: Machine,
-    t0: Instant,
+    t0: Moment,
     /// The generation of every spawn, in order.
     spawned: Vec<u64>,
     /// The effects of the step under way.
@@ -68,10 +70,15 @@ fn pid_of(generation: u64, index: usize) -> Pid {
 
 impl Run {
     fn new(policy: Policy) -> Run {
-        Run { machine: Machine::new(policy), t0: Instant::now(), spawned: Vec::new(), out: Vec::new() }
+        Run {
+            machine: Machine::new(policy),
+            t0: Moment::from_nanos(T0),
+            spawned: Vec::new(),
+            out: Vec::new(),
+        }
     }
 
-    fn at(&self, ms: u64) -> Instant {
+    fn at(&self, ms: u64) -> Moment {
         self.t0 + Duration::from_millis(ms)
     }
 
@@ -178,5 +185,6 @@ mod requests;
 mod restarts;
 mod shutdown;
 mod snapshot;
+mod time;
 mod unready;
 mod workers;

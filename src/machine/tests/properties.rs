@@ -117,7 +117,7 @@ pub(super) struct Sim {
     next_pid: Pid,
     watch: Watch,
     out: Vec<Effect>,
-    pub now: Instant,
+    pub now: Moment,
     /// The effects of the last step.
     pub fx: Vec<Effect>,
 }
@@ -159,13 +159,13 @@ impl Sim {
             next_pid: 1000,
             watch: Watch::default(),
             out: Vec::new(),
-            now: Instant::now(),
+            now: Moment::from_nanos(T0),
             fx: Vec::new(),
         }
     }
 
-    /// Another `machine` with this one's executor, clock shifted by `shift`.
-    pub fn twin(&self, machine: Machine, shift: Duration) -> Sim {
+    /// Another `machine` with this one's executor and clock.
+    pub fn twin(&self, machine: Machine) -> Sim {
         Sim {
             machine,
             fails: self.fails.clone(),
@@ -173,7 +173,7 @@ impl Sim {
             next_pid: self.next_pid,
             watch: self.watch.clone(),
             out: Vec::new(),
-            now: self.now + shift,
+            now: self.now,
             fx: Vec::new(),
         }
     }

@@ -1,19 +1,22 @@
 //! Snapshots (`machine/snapshot.rs`): a machine carried through JSON is the
 //! same machine, at once and for every input after, however long the exec
-//! took; the record of format 1 still reads; what no machine could be is
-//! refused in one line, and garbage never panics (`snapshot/fuzz.rs`).
+//! took; the record of format 2 is what this version writes and the one of
+//! format 1 still reads; what no machine could be is refused in one line,
+//! and garbage never panics (`snapshot/fuzz.rs`).
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{Value, json};
 
 use super::properties::{Sim, fails, ops, policies, run};
 use super::*;
-use crate::machine::snapshot::{FORMAT, Snapshot};
+use crate::machine::snapshot::{Snapshot, from_v1};
 
 mod fuzz;
 
-/// A format 1 snapshot, as `recorded_machine` writes it at 5.5 s.
-const RECORDED: &str = include_str!("snapshot/v1.json");
+/// A format 1 snapshot, as `recorded_machine` wrote it at 5.5 s.
+const RECORDED_V1: &str = include_str!("snapshot/v1.json");
+/// The same machine as this version writes it (format 2).
+const RECORDED: &str = include_str!("snapshot/v2.json");
 
 /// `snapshot` through JSON text and back.
 fn through_json(snapshot: &Snapshot) -> Snapshot {
@@ -21,21 +24,16 @@ fn through_json(snapshot: &Snapshot) -> Snapshot {
     serde_json::from_str(&text).expect("a written snapshot parses")
 }
 
-/// `machine` as a new image gets it: taken at `taken`, restored at `now`.
-fn carried(
-    policy: &Policy,
-    machine: &Machine,
-    taken: Instant,
-    now: Instant,
-) -> Result<Machine, TestCaseError> {
-    let snapshot = through_json(&machine.snapshot(taken));
+/// `machine` as a new image gets it, restored at `now`.
+fn carried(policy: &Policy, machine: &Machine, now: Moment) -> Result<Machine, TestCaseError> {
+    let snapshot = through_json(&machine.snapshot());
     Machine::restore(policy.clone(), snapshot, now)
         .map_err(|e| TestCaseError::fail(format!("a real machine refused: {e}")))
 }
 
 /// A random run; before each step of `splits`, a copy of the machine
-/// restored `exec` later (its clock `exec` ahead) joins it, and from then
-/// on gets the same inputs and must give the same effects.
+/// restored `exec` later joins it, and from then on gets the same inputs
+/// and must give the same effects.
 fn split_run(
     policy: Policy,
     fails: Vec<bool>,
@@ -46,24 +44,24 @@ fn split_run(
     if sim.step(&policy, 0, Input::Start)? {
         return Ok(());
     }
-    let mut twins: Vec<(Sim, Duration)> = Vec::new();
+    let mut twins: Vec<Sim> = Vec::new();
     for (n, (op, ms)) in (1..).zip(ops) {
         for &(_, exec) in splits.iter().filter(|(at, _)| *at == n) {
-            let restored = carried(&policy, &sim.machine, sim.now, sim.now + exec)?;
-            prop_assert_eq!(restored.next_deadline(), sim.machine.next_deadline().map(|t| t + exec));
-            twins.push((sim.twin(restored, exec), exec));
+            let restored = carried(&policy, &sim.machine, sim.now + exec)?;
+            prop_assert_eq!(restored.next_deadline(), sim.machine.next_deadline());
+            twins.push(sim.twin(restored));
         }
         let pause = Duration::from_millis(ms);
         sim.now += pause;
         let input = sim.input(&op, n as RequestId);
         let exited = sim.step(&policy, n, input.clone())?;
-        for (twin, exec) in &mut twins {
+        for twin in &mut twins {
             twin.now += pause;
             prop_assert_eq!(&twin.input(&op, n as RequestId), &input);
             prop_assert_eq!(twin.step(&policy, n, input.clone())?, exited);
             prop_assert_eq!(&twin.fx, &sim.fx, "step {}: {:?}", n, input);
-            prop_assert_eq!(twin.machine.next_deadline(), sim.machine.next_deadline().map(|t| t + *exec));
-            prop_assert_eq!(twin.machine.snapshot(twin.now), sim.machine.snapshot(sim.now));
+            prop_assert_eq!(twin.machine.next_deadline(), sim.machine.next_deadline());
+            prop_assert_eq!(twin.machine.snapshot(), sim.machine.snapshot());
         }
         if exited {
             break;
@@ -78,8 +76,8 @@ proptest! {
     #[test]
     fn snapshots_survive_json_at_every_step(policy in policies(), fails in fails(), ops in ops()) {
         run(policy.clone(), fails, ops, |sim| {
-            let restored = carried(&policy, &sim.machine, sim.now, sim.now)?;
-            prop_assert_eq!(restored.snapshot(sim.now), sim.machine.snapshot(sim.now));
+            let restored = carried(&policy, &sim.machine, sim.now)?;
+            prop_assert_eq!(restored.snapshot(), sim.machine.snapshot());
             prop_assert_eq!(restored.all_pids(), sim.machine.all_pids());
             prop_assert_eq!(restored.views(), sim.machine.views());
             prop_assert_eq!(restored.next_deadline(), sim.machine.next_deadline());
@@ -122,12 +120,22 @@ fn recorded_machine() -> Run {
 }
 
 fn recorded() -> Snapshot {
-    serde_json::from_str(RECORDED).expect("the format 1 record parses")
+    serde_json::from_str(RECORDED).expect("the format 2 record parses")
+}
+
+/// The moment the records were taken: 5.5 s into `recorded_machine`.
+fn taken() -> Moment {
+    Moment::from_nanos(T0) + ms(5500)
+}
+
+/// The format 1 record, read as it was taken at `taken()`.
+fn recorded_v1() -> Result<Snapshot, String> {
+    from_v1(serde_json::from_str(RECORDED_V1).expect("the format 1 record parses"), taken())
 }
 
 #[test]
-fn the_format_1_record_restores_to_the_machine_it_was() {
-    let now = Instant::now();
+fn the_format_2_record_restores_to_the_machine_it_was() {
+    let now = taken();
     let mut machine = Machine::restore(recorded_policy(), recorded(), now).expect("the record restores");
     let s = Duration::from_secs;
     let view = |generation, phase, pids, spawned, ready, signalled: Option<u64>| View {
@@ -150,7 +158,7 @@ fn the_format_1_record_restores_to_the_machine_it_was() {
     };
     assert_eq!(machine.last_outcome(), Some(&first));
     assert_eq!(machine.next_deadline(), Some(now + ms(29_500)), "generation 2's drain timeout");
-    assert_eq!(machine.snapshot(now), recorded(), "nothing lost");
+    assert_eq!(machine.snapshot(), recorded(), "nothing lost");
     let fx = machine.handle(now + s(1), Input::Exited { pid: 102, status: ExitStatus::Code(0) });
     let second = Outcome::Restarted {
         generation: 3,
@@ -161,40 +169,56 @@ fn the_format_1_record_restores_to_the_machine_it_was() {
     assert_eq!(replies(&fx), [(2, second)]);
 }
 
-/// If the machine grows a field, this fails: record a `v2.json` for the new
-/// format and keep `v1.json` for the tests that read it.
+/// If the machine's shape changes, this fails: a change that an older
+/// handover could not read needs a new record format (and a file for it).
 #[test]
-fn the_format_1_record_is_what_this_version_writes() {
+fn the_format_2_record_is_what_this_version_writes() {
     let run = recorded_machine();
-    assert_eq!(run.machine.snapshot(run.at(5500)), recorded());
-    let written = serde_json::to_value(run.machine.snapshot(run.at(5500))).unwrap();
-    assert_eq!(written, serde_json::from_str::<Value>(RECORDED).unwrap());
+    assert_eq!(run.at(5500), taken());
+    let written = serde_json::to_string_pretty(&run.machine.snapshot()).unwrap();
+    if std::env::var_os("UPDATE_RECORD").is_some() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/machine/tests/snapshot/v2.json");
+        std::fs::write(path, format!("{written}\n")).unwrap();
+    }
+    assert_eq!(run.machine.snapshot(), recorded(), "UPDATE_RECORD=1 rewrites v2.json");
+    assert_eq!(written.trim_end(), RECORDED.trim_end());
+}
+
+/// A handover before format 2 wrote this: it reads as the same machine.
+#[test]
+fn the_format_1_record_reads_as_the_same_machine() {
+    assert_eq!(recorded_v1(), Ok(recorded()));
+    let restored = Machine::restore(recorded_policy(), recorded_v1().unwrap(), taken());
+    assert_eq!(restored.map(|m| m.snapshot()), Ok(recorded()));
 }
 
 /// A newer writer's fields are skipped; fields that a newer one may drop take their default.
 #[test]
 fn unknown_fields_are_ignored_and_missing_ones_default() {
-    let mut newer: Value = serde_json::from_str(RECORDED).unwrap();
-    newer["cgroup"] = json!({"path": "/sys/fs/cgroup/x"});
-    newer["phase"]["budget"] = json!(3);
-    newer["current"]["workers"][0]["rss"] = json!(1 << 20);
-    assert_eq!(serde_json::from_value::<Snapshot>(newer.clone()).unwrap(), recorded());
-    for dropped in ["learned", "counters", "last_outcome", "next_watchdog", "waiters"] {
-        newer.as_object_mut().unwrap().remove(dropped);
+    for text in [RECORDED, RECORDED_V1] {
+        let read = |value: Value| match text == RECORDED {
+            true => serde_json::from_value::<Snapshot>(value).map_err(|e| e.to_string()),
+            false => from_v1(value, taken()),
+        };
+        let mut newer: Value = serde_json::from_str(text).unwrap();
+        newer["cgroup"] = json!({"path": "/sys/fs/cgroup/x"});
+        newer["phase"]["budget"] = json!(3);
+        newer["current"]["workers"][0]["rss"] = json!(1 << 20);
+        assert_eq!(read(newer.clone()), Ok(recorded()));
+        for dropped in ["learned", "counters", "last_outcome", "next_watchdog", "waiters"] {
+            newer.as_object_mut().unwrap().remove(dropped);
+        }
+        let json = serde_json::to_value(read(newer).unwrap()).unwrap();
+        let fields = ["learned", "counters", "last_outcome", "waiters"].map(|f| json[f].clone());
+        assert_eq!(fields, [json!(false), json!(Counters::default()), json!(null), json!([])]);
     }
-    let read: Snapshot = serde_json::from_value(newer).unwrap();
-    assert_eq!(
-        (read.learned, read.counters, read.last_outcome, read.waiters),
-        (false, Counters::default(), None, vec![])
-    );
 }
 
-/// The record with `edit` made, restored.
+/// The format 1 record with `edit` made, restored.
 fn edited(edit: impl FnOnce(&mut Value)) -> Result<Machine, String> {
-    let mut record: Value = serde_json::from_str(RECORDED).unwrap();
+    let mut record: Value = serde_json::from_str(RECORDED_V1).unwrap();
     edit(&mut record);
-    let snapshot: Snapshot = serde_json::from_value(record).map_err(|e| e.to_string())?;
-    Machine::restore(recorded_policy(), snapshot, Instant::now())
+    Machine::restore(recorded_policy(), from_v1(record, taken())?, taken())
 }
 
 /// A change to the record, as a table entry.
@@ -203,23 +227,32 @@ type Change = fn(&mut Value);
 #[test]
 fn a_snapshot_no_machine_could_be_in_is_refused_in_one_line() {
     let cases: [(Change, &str); 9] = [
-        (|r| r["format"] = json!(FORMAT + 1), "format 2 is not 1, the one this handover reads"),
-        (|r| r["current"]["workers"][0]["pid"] = json!(0), "generation 3: pid 0 is not a process"),
-        (|r| r["current"]["workers"][0]["pid"] = json!(-1), "generation 3: pid -1 is not a process"),
-        (|r| r["current"]["workers"][0]["pid"] = json!(102), "pid 102 held twice"),
+        (|r| r["format"] = json!(2), "format 2 is not 1"),
+        (
+            |r| r["current"]["workers"][0]["pid"] = json!(0),
+            "snapshot refused: generation 3: pid 0 is not a process",
+        ),
+        (
+            |r| r["current"]["workers"][0]["pid"] = json!(-1),
+            "snapshot refused: generation 3: pid -1 is not a process",
+        ),
+        (|r| r["current"]["workers"][0]["pid"] = json!(102), "snapshot refused: pid 102 held twice"),
         (
             |r| r["current"]["workers"][0]["index"] = json!(1),
-            "generation 3: worker 1 is out of 0..1 or twice",
+            "snapshot refused: generation 3: worker 1 is out of 0..1 or twice",
         ),
-        (|r| r["phase"]["generation"] = json!(2), "generation 3 was never handed out (last 2)"),
-        (|r| r["current"]["number"] = json!(2), "generation 2 is numbered 0 or held twice"),
+        (
+            |r| r["phase"]["generation"] = json!(2),
+            "snapshot refused: generation 3 was never handed out (last 2)",
+        ),
+        (|r| r["current"]["number"] = json!(2), "snapshot refused: generation 2 is numbered 0 or held twice"),
         (|r| r["old"][0]["signal_at"] = json!(-1), "old generation 2 is either to be told to stop or told"),
         (
             |r| r["old"][0]["spawned_at"] = json!(1),
-            "generation 2: spawned_at is 1 ns after the snapshot was taken",
+            "snapshot refused: generation 2: spawned_at is 1 ns after now",
         ),
     ];
     for (edit, why) in cases {
-        assert_eq!(edited(edit).expect_err(why), format!("snapshot refused: {why}"));
+        assert_eq!(edited(edit).expect_err(why), why);
     }
 }

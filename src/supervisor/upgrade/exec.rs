@@ -11,7 +11,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, raise, sigprocmask};
 
 use super::record::{self, ConfigRecord, ControlRecord, ListenerRecord, MAX_RECORD, PidFileRecord, Record};
 use super::verify::{Asked, Verified};
-use super::{ROLLBACK, VERSION, memfd, monotonic_ns, offset};
+use super::{ROLLBACK, VERSION, memfd, offset};
 use crate::error::io_text;
 use crate::machine::Upward;
 use crate::supervisor::{Supervisor, readiness};
@@ -143,12 +143,12 @@ impl Supervisor {
         Record {
             format: record::FORMAT,
             version: VERSION.to_string(),
-            written_at: monotonic_ns(),
+            written_at: crate::sys::clock::monotonic_ns(),
             argv: std::env::args_os().collect(),
             env: std::env::vars_os().collect(),
             started_ms: ms(self.upgrades.supervisor_started),
             upgrades: self.upgrades.count,
-            machine: self.machine.snapshot(now),
+            machine: self.machine.snapshot(),
             listeners,
             notify: self.notify.carry(),
             einhorn: self.einhorn.carry(),

@@ -181,14 +181,21 @@ impl Handed {
     }
 }
 
-pub use crate::machine::snapshot::{instant, offset};
+/// `t` as nanoseconds after `now` (negative: before), saturated: the
+/// record's times outside the machine, read against `written_at`.
+pub fn offset(t: Instant, now: Instant) -> i64 {
+    match t.checked_duration_since(now) {
+        Some(after) => i64::try_from(after.as_nanos()).unwrap_or(i64::MAX),
+        None => i64::try_from((now - t).as_nanos()).map_or(i64::MIN, |before| -before),
+    }
+}
 
-/// `CLOCK_MONOTONIC` in nanoseconds: the clock `Instant` reads, the same
-/// for every image of the process.
-pub fn monotonic_ns() -> u64 {
-    let Ok(now) = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) else { return 0 };
-    let (secs, nanos) = (now.tv_sec().max(0) as u64, now.tv_nsec().max(0) as u64);
-    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+/// The instant `off` nanoseconds after `now` (before, if negative); `now`
+/// if the clock cannot represent it.
+pub fn instant(off: i64, now: Instant) -> Instant {
+    let span = Duration::from_nanos(off.unsigned_abs());
+    let t = if off >= 0 { now.checked_add(span) } else { now.checked_sub(span) };
+    t.unwrap_or(now)
 }
 
 /// The fds a record names, owned again: each part of the supervisor takes

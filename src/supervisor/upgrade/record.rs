@@ -6,28 +6,35 @@
 //! cleared just before the exec); the new image takes them all at once
 //! (`sys::fd::take_carried`) and makes them close-on-exec again.
 //!
-//! Instants are offsets in nanoseconds from `written_at`, a reading of
+//! The machine's times are its own `Moment`s, readings of
 //! `CLOCK_MONOTONIC` (the same clock for both images: the process is the
-//! same), so the time the exec took is accounted for. Bytes (partial lines,
-//! unsent replies, pending log output) are hex strings.
+//! same). The other parts' instants are offsets in nanoseconds from
+//! `written_at`, a reading of the same clock, so the time the exec took is
+//! accounted for. Bytes (partial lines, unsent replies, pending log
+//! output) are hex strings.
 //!
 //! Compatibility: `format` says which shape this is. A handover reads its
 //! own format and every older one it lists in `READS`; fields added later
 //! carry `#[serde(default)]`, and unknown fields are ignored, so a record
 //! one version newer with only added fields still reads. A format it does
 //! not list is refused by the verify step, before the old image execs.
+//! Format 2 differs from 1 in its machine part only: the machine as it is
+//! (`machine::snapshot`), where format 1 had a snapshot of its own with
+//! offsets from `written_at`; `decode` reads both.
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
+use crate::machine::Moment;
 use crate::machine::event::ExitStatus;
-use crate::machine::snapshot::Snapshot;
+use crate::machine::snapshot::{self, Snapshot};
 
 /// The format this handover writes.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 /// The formats this handover reads.
-pub const READS: &[u32] = &[1];
+pub const READS: &[u32] = &[1, 2];
 /// The largest record read: 10000 workers with full capture buffers fit.
 pub const MAX_RECORD: usize = 64 << 20;
 
@@ -265,7 +272,19 @@ impl Record {
                 env!("CARGO_PKG_VERSION"),
             ));
         }
-        serde_json::from_slice(bytes).map_err(|e| format!("cannot read the state record: {e}"))
+        let cannot = |e: String| format!("cannot read the state record: {e}");
+        if head.format != 1 {
+            return serde_json::from_slice(bytes).map_err(|e| cannot(e.to_string()));
+        }
+        // Format 1: its machine part read as format 2 says it.
+        let mut record: Map<String, Value> =
+            serde_json::from_slice(bytes).map_err(|e| cannot(e.to_string()))?;
+        let written_at = record.get("written_at").and_then(Value::as_u64);
+        let written_at = Moment::from_nanos(written_at.ok_or_else(|| cannot("no written_at".into()))?);
+        let machine = record.get_mut("machine").map(Value::take).unwrap_or_default();
+        let machine = snapshot::from_v1(machine, written_at).map_err(cannot)?;
+        record.insert("machine".into(), serde_json::to_value(machine).map_err(|e| cannot(e.to_string()))?);
+        serde_json::from_value(Value::Object(record)).map_err(|e| cannot(e.to_string()))
     }
 }
 

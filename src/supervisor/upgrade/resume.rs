@@ -13,7 +13,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 
 use super::record::{MAX_RECORD, Record};
 use super::rollback::Rollback;
-use super::{Carried, Handed, Upgrades, VERSION, instant, monotonic_ns, own_binary};
+use super::{Carried, Handed, Upgrades, VERSION, instant, own_binary};
 use crate::config::Config;
 use crate::error::io_text;
 use crate::error::{Error, Result};
@@ -50,8 +50,7 @@ fn decode(bytes: &[u8]) -> std::result::Result<Record, String> {
 /// Whether this handover can take over with `record` and `config` (the
 /// command line the record carries, parsed by this handover): the verify
 /// run's question, asked again by `resume`.
-/// The machine is restored as of `then`, the moment the record was written.
-pub fn check(config: &Config, record: &Record, then: Instant) -> std::result::Result<Machine, String> {
+pub fn check(config: &Config, record: &Record) -> std::result::Result<Machine, String> {
     let (asked, carried) = (config.listeners.len(), record.listeners.len());
     if asked != 0 && asked != carried {
         return Err(format!("the command line asks for {asked} listeners, the record carries {carried}"));
@@ -59,7 +58,7 @@ pub fn check(config: &Config, record: &Record, then: Instant) -> std::result::Re
     if config.capture.is_some() != record.capture.is_some() {
         return Err("--log-capture differs between the command line and the record".into());
     }
-    Machine::restore(config.policy.clone(), record.machine.clone(), then)
+    Machine::restore(config.policy.clone(), record.machine.clone(), crate::supervisor::moment())
         .map_err(|e| format!("the record's state machine is not valid here: {e}"))
 }
 
@@ -145,7 +144,7 @@ fn take_over(
     fail: &dyn Fn(String) -> Error,
 ) -> Result<Supervisor> {
     // The same moment as the record's `now`, on this image's clock.
-    let since = std::time::Duration::from_nanos(monotonic_ns().saturating_sub(record.written_at));
+    let since = std::time::Duration::from_nanos(sys::clock::monotonic_ns().saturating_sub(record.written_at));
     let now = Instant::now();
     let then = now.checked_sub(since).unwrap_or(now);
     let mut fds = Carried::take_all(&record.fds()).map_err(|e| fail(e.to_string()))?;
@@ -167,7 +166,7 @@ fn take_over(
         listeners.push(listen::resume(config.listeners.get(at), carried).map_err(|e| fail(e.to_string()))?);
     }
     setup::place(&mut config, &listeners).map_err(|e| fail(e.message))?;
-    let machine = check(&config, record, then).map_err(fail)?;
+    let machine = check(&config, record).map_err(fail)?;
     let notify = NotifySocket::resume(record.notify.clone(), &mut fds).map_err(io)?;
     let einhorn = EinhornSocket::resume(record.einhorn.clone(), &mut fds).map_err(io)?;
     let control =

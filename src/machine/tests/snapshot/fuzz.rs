@@ -1,18 +1,16 @@
 //! `Machine::restore` on what a broken or hostile writer could hand it:
-//! arbitrary snapshots, the record's fields set to odd values or dropped,
-//! the record's text mangled. Restoring never panics, and a machine it
-//! accepts keeps its invariants through the inputs that follow.
+//! arbitrary snapshots (written as format 1, read through `from_v1`), the
+//! records' fields set to odd values or dropped, their text mangled.
+//! Reading and restoring never panic, and a machine restored keeps its
+//! invariants through the inputs that follow.
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use serde_json::{Value, json};
 
 use super::*;
 use crate::fuzz_tests::{config, mutated};
-use crate::machine::snapshot::{
-    SavedGeneration, SavedManager, SavedPhase, SavedSlot, SavedWaiter, SavedWorker,
-};
 
-const SEEDS: &[&str] = &[RECORDED];
+const SEEDS: &[&str] = &[RECORDED, RECORDED_V1];
 
 /// Spawns get fresh pids, far from the snapshots' own.
 struct Exec {
@@ -41,9 +39,9 @@ impl Perform for Exec {
 /// on: readiness, a restart, the workers' exits, a stop, with time passing;
 /// the invariants hold after each.
 fn restore_and_live(policy: &Policy, snapshot: Snapshot) -> Result<(), TestCaseError> {
-    let now = Instant::now();
+    let now = taken();
     let Ok(machine) = Machine::restore(policy.clone(), snapshot.clone(), now) else { return Ok(()) };
-    prop_assert_eq!(machine.snapshot(now), snapshot);
+    prop_assert_eq!(machine.snapshot(), snapshot);
     let pids = machine.all_pids();
     let mut inputs = vec![(0, Input::Tick)];
     inputs.extend(pids.iter().map(|&pid| (10, Input::Ready { pid })));
@@ -80,81 +78,64 @@ fn maybe_at() -> impl Strategy<Value = Option<i64>> {
     prop::option::of(at())
 }
 
-fn worker() -> BoxedStrategy<SavedWorker> {
+fn worker() -> BoxedStrategy<Value> {
     (0..4usize, prop::option::weighted(0.8, -1..8 as Pid), at(), any::<bool>(), maybe_at(), any::<bool>())
-        .prop_map(|(index, pid, spawned_at, ready, respawn_at, blind)| SavedWorker {
-            index,
-            pid,
-            spawned_at,
-            ready,
-            respawn_at,
-            blind,
+        .prop_map(|(index, pid, spawned_at, ready, respawn_at, blind)| {
+            json!({"index": index, "pid": pid, "spawned_at": spawned_at, "ready": ready,
+                   "respawn_at": respawn_at, "blind": blind})
         })
         .boxed()
 }
 
-fn generation() -> BoxedStrategy<SavedGeneration> {
+fn generation() -> BoxedStrategy<Value> {
     let times = (maybe_at(), maybe_at(), maybe_at(), maybe_at());
     (0..5u64, prop::collection::vec(worker(), 0..4), at(), times, any::<bool>())
-        .prop_map(
-            |(
-                number,
-                workers,
-                spawned_at,
-                (ready_at, predecessor_signalled_at, signal_at, signalled_at),
-                killed,
-            )| {
-                SavedGeneration {
-                    number,
-                    workers,
-                    spawned_at,
-                    ready_at,
-                    predecessor_signalled_at,
-                    signal_at,
-                    signalled_at,
-                    killed,
-                }
-            },
-        )
+        .prop_map(|(number, workers, spawned_at, (ready, predecessor, signal, signalled), killed)| {
+            json!({"number": number, "workers": workers, "spawned_at": spawned_at, "ready_at": ready,
+                   "predecessor_signalled_at": predecessor, "signal_at": signal,
+                   "signalled_at": signalled, "killed": killed})
+        })
         .boxed()
 }
 
-fn phase() -> BoxedStrategy<SavedPhase> {
+fn phase() -> BoxedStrategy<Value> {
     let slot = prop_oneof![
-        Just(SavedSlot::Empty),
-        at().prop_map(|at| SavedSlot::Scheduled { at }),
-        (generation(), any::<bool>())
-            .prop_map(|(candidate, pending)| SavedSlot::Starting { candidate, pending }),
+        Just(json!({"state": "empty"})),
+        at().prop_map(|at| json!({"state": "scheduled", "at": at})),
+        (generation(), any::<bool>()).prop_map(|(candidate, pending)| {
+            json!({"state": "starting", "candidate": candidate, "pending": pending})
+        }),
     ];
     let generations = prop_oneof![4 => 0..6u64, 1 => Just(u64::MAX)];
     let failures = prop_oneof![4 => 0..4u32, 1 => Just(u32::MAX)];
     prop_oneof![
         (generations, maybe_at(), slot, failures, maybe_at()).prop_map(
-            |(generation, last_spawn_at, slot, start_failures, restart_on_change_at)| SavedPhase::Running {
-                generation,
-                last_spawn_at,
-                slot,
-                start_failures,
-                restart_on_change_at,
-            }
+            |(generation, last_spawn_at, slot, start_failures, restart_on_change_at)| json!({
+                "state": "running", "generation": generation, "last_spawn_at": last_spawn_at,
+                "slot": slot, "start_failures": start_failures,
+                "restart_on_change_at": restart_on_change_at,
+            })
         ),
         (at(), any::<bool>(), -1..256i32, prop::option::of(generation())).prop_map(
-            |(since, killed, code, starting)| SavedPhase::Stopping { since, killed, code, starting }
+            |(since, killed, code, starting)| json!({
+                "state": "stopping", "since": since, "killed": killed, "code": code, "starting": starting,
+            })
         ),
     ]
     .boxed()
 }
 
-fn snapshot() -> BoxedStrategy<Snapshot> {
+/// A snapshot as format 1 wrote it.
+fn snapshot() -> BoxedStrategy<Value> {
     let waiter = (0..4u64, prop::option::of(0..6u64))
-        .prop_map(|(request, generation)| SavedWaiter { request, generation });
-    let manager = select(&[SavedManager::Starting, SavedManager::Ready, SavedManager::Reloading][..]);
+        .prop_map(|(request, generation)| json!({"request": request, "generation": generation}));
+    let manager = select(&["starting", "ready", "reloading"][..]);
     let count = prop_oneof![4 => 0..3u64, 1 => Just(u64::MAX)];
     let counters = (count.clone(), count.clone(), count)
         .prop_map(|(restarts, failures, respawns)| Counters { restarts, failures, respawns });
     let outcome = prop::option::of(Just(Outcome::Failed { generation: Some(1), failure: Failure::Stopping }));
     (
-        (prop_oneof![9 => Just(FORMAT), 1 => any::<u32>()], phase(), prop::option::of(generation())),
+        (prop_oneof![9 => Just(1u32), 1 => any::<u32>()], phase(), prop::option::of(generation())),
         (prop::collection::vec(generation(), 0..3), prop::collection::vec(waiter, 0..3), manager),
         (maybe_at(), counters, outcome, any::<bool>()),
     )
@@ -164,21 +145,20 @@ fn snapshot() -> BoxedStrategy<Snapshot> {
                 (old, waiters, manager),
                 (next_watchdog, counters, last_outcome, learned),
             )| {
-                Snapshot {
-                    format,
-                    phase,
-                    current,
-                    old,
-                    waiters,
-                    manager,
-                    next_watchdog,
-                    counters,
-                    last_outcome,
-                    learned,
-                }
+                json!({"format": format, "phase": phase, "current": current, "old": old,
+                       "waiters": waiters, "manager": manager, "next_watchdog": next_watchdog,
+                       "counters": counters, "last_outcome": last_outcome, "learned": learned})
             },
         )
         .boxed()
+}
+
+/// A record of either format, read.
+fn read(record: Value, v1: bool) -> Option<Snapshot> {
+    match v1 {
+        true => from_v1(record, taken()).ok(),
+        false => serde_json::from_value(record).ok(),
+    }
 }
 
 /// One change to the record's JSON: a node set to an odd value, or dropped.
@@ -249,22 +229,26 @@ proptest! {
 
     #[test]
     fn fuzz_snapshot_restore_arbitrary(policy in policies(), snapshot in snapshot()) {
-        restore_and_live(&policy, snapshot)?;
+        if let Some(snapshot) = read(snapshot, true) {
+            restore_and_live(&policy, snapshot)?;
+        }
     }
 
     #[test]
-    fn fuzz_snapshot_restore_edited_fields(edits in prop::collection::vec(edit(), 1..4)) {
-        let mut record: Value = serde_json::from_str(RECORDED).unwrap();
+    fn fuzz_snapshot_restore_edited_fields(v1: bool, edits in prop::collection::vec(edit(), 1..4)) {
+        let mut record: Value = serde_json::from_str(if v1 { RECORDED_V1 } else { RECORDED }).unwrap();
         edits.iter().for_each(|edit| apply(&mut record, edit));
-        if let Ok(snapshot) = serde_json::from_value::<Snapshot>(record) {
+        if let Some(snapshot) = read(record, v1) {
             restore_and_live(&recorded_policy(), snapshot)?;
         }
     }
 
     #[test]
     fn fuzz_snapshot_restore_mutated_json(text in mutated(SEEDS)) {
-        if let Ok(snapshot) = serde_json::from_slice::<Snapshot>(&text) {
-            restore_and_live(&recorded_policy(), snapshot)?;
+        if let Ok(record) = serde_json::from_slice::<Value>(&text) {
+            for snapshot in [read(record.clone(), true), read(record, false)].into_iter().flatten() {
+                restore_and_live(&recorded_policy(), snapshot)?;
+            }
         }
     }
 }

@@ -6,11 +6,13 @@ use crate::fuzz_tests::{config, mutated, one_line};
 /// A record as this version writes it: two listeners (one a unix socket
 /// file it created), a control connection owed a reply, a captured stream
 /// with half a line, a lingering worker, unsent log output.
+const V2: &str = include_str!("v2.json");
+/// The same as the handovers before format 2 wrote it.
 const V1: &str = include_str!("v1.json");
 
 fn sample() -> Record {
     let machine: Snapshot =
-        serde_json::from_str(include_str!("../../../machine/tests/snapshot/v1.json")).unwrap();
+        serde_json::from_str(include_str!("../../../machine/tests/snapshot/v2.json")).unwrap();
     let conn = |fd, input: &[u8], output: &[u8]| ConnRecord {
         fd,
         input: input.to_vec(),
@@ -18,7 +20,7 @@ fn sample() -> Record {
         eof: false,
     };
     Record {
-        format: 1,
+        format: 2,
         version: "0.1.0".into(),
         written_at: 123_456_789,
         argv: vec!["handover".into(), "--port".into(), "8080".into(), "--".into(), "app".into()],
@@ -102,42 +104,59 @@ fn sample() -> Record {
 use std::os::unix::ffi::OsStringExt;
 
 #[test]
-fn the_format_1_record_reads_and_is_what_this_version_writes() {
+fn the_format_2_record_reads_and_is_what_this_version_writes() {
     let written = String::from_utf8(sample().encode()).unwrap();
     if std::env::var_os("UPDATE_RECORD").is_some() {
         std::fs::write(
-            concat!(env!("CARGO_MANIFEST_DIR"), "/src/supervisor/upgrade/record/v1.json"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/src/supervisor/upgrade/record/v2.json"),
             &written,
         )
         .unwrap();
     }
-    // A change here needs a new format number (and v2.json) if an older
+    // A change here needs a new format number (and v3.json) if an older
     // handover could not read what this one writes.
-    assert_eq!(written.trim_end(), V1.trim_end(), "UPDATE_RECORD=1 rewrites v1.json");
-    let read = Record::decode(V1.as_bytes()).unwrap();
-    assert_eq!(read.env[1].1, std::ffi::OsString::from_vec(vec![0xff]));
-    assert_eq!(read.capture.as_ref().unwrap().streams[0].pending, b"half a li");
-    assert_eq!(read.fds(), [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
-    let given = read.config.as_ref().unwrap().given();
-    assert_eq!(given.activation.unwrap().names, [Some("web".to_string()), None]);
-    assert_eq!(given.credentials.unwrap().groups, [33, 4]);
-    // Fields added later default: a record without them still reads.
-    let at = V1.find(",\"binary_fd\":13").unwrap();
-    let before = format!("{}}}", &V1[..at]);
-    let read = Record::decode(before.as_bytes()).unwrap();
-    assert_eq!((read.binary_fd, read.config.is_none(), read.previous_binary), (None, true, None));
+    assert_eq!(written.trim_end(), V2.trim_end(), "UPDATE_RECORD=1 rewrites v2.json");
+    for text in [V2, V1] {
+        let read = Record::decode(text.as_bytes()).unwrap();
+        assert_eq!(read.env[1].1, std::ffi::OsString::from_vec(vec![0xff]));
+        assert_eq!(read.capture.as_ref().unwrap().streams[0].pending, b"half a li");
+        assert_eq!(read.fds(), [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
+        let given = read.config.as_ref().unwrap().given();
+        assert_eq!(given.activation.unwrap().names, [Some("web".to_string()), None]);
+        assert_eq!(given.credentials.unwrap().groups, [33, 4]);
+        // Fields added later default: a record without them still reads.
+        let at = text.find(",\"binary_fd\":13").unwrap();
+        let before = format!("{}}}", &text[..at]);
+        let read = Record::decode(before.as_bytes()).unwrap();
+        assert_eq!((read.binary_fd, read.config.is_none(), read.previous_binary), (None, true, None));
+    }
+}
+
+/// Format 1's machine, its times offsets from `written_at`, is read as
+/// the machine it was: the one format 2 writes with its times as they are.
+#[test]
+fn the_format_1_record_reads_as_the_same_machine() {
+    // The machine of the fixtures was taken 5.5 s into a run that began an hour after boot.
+    let taken = (3600 * 1000 + 5500) * 1_000_000u64;
+    let v1 = V1.replacen("\"written_at\":123456789", &format!("\"written_at\":{taken}"), 1);
+    assert_ne!(v1, V1);
+    let read = Record::decode(v1.as_bytes()).unwrap();
+    assert_eq!(read.machine, sample().machine);
+    let garbled = V1.replacen("\"format\":1,\"phase\"", "\"format\":1,\"phase\":7,\"was\"", 1);
+    let why = Record::decode(garbled.as_bytes()).unwrap_err();
+    assert!(why.starts_with("cannot read the state record: format 1 snapshot: "), "{why}");
 }
 
 #[test]
 fn a_newer_or_older_format_is_refused_in_one_line() {
-    let newer = V1.replacen("\"format\":1", "\"format\":2", 1).replacen(
+    let newer = V2.replacen("\"format\":2", "\"format\":3", 1).replacen(
         "\"version\":\"0.1.0\"",
         "\"version\":\"9.0.0\"",
         1,
     );
     let why = Record::decode(newer.as_bytes()).unwrap_err();
     let expected = format!(
-        "state record format 2 (written by handover 9.0.0) is newer than this handover {} reads ([1])",
+        "state record format 3 (written by handover 9.0.0) is newer than this handover {} reads ([1, 2])",
         env!("CARGO_PKG_VERSION")
     );
     assert_eq!(why, expected);
@@ -145,8 +164,10 @@ fn a_newer_or_older_format_is_refused_in_one_line() {
     assert!(Record::decode(older.as_bytes()).unwrap_err().contains("is older than this handover"));
     assert!(Record::decode(b"{}").unwrap_err().starts_with("not a state record: missing field `format`"));
     // Fields a newer version adds are ignored.
-    let extra = V1.replacen('{', "{\"added_later\":[1,2],", 1);
-    assert!(Record::decode(extra.as_bytes()).is_ok());
+    for text in [V1, V2] {
+        let extra = text.replacen('{', "{\"added_later\":[1,2],", 1);
+        assert!(Record::decode(extra.as_bytes()).is_ok());
+    }
 }
 
 #[test]
@@ -160,7 +181,7 @@ fn bytes_go_as_hex_both_ways() {
     }
 }
 
-static SEEDS: &[&str] = &[V1];
+static SEEDS: &[&str] = &[V2, V1];
 
 proptest! {
     #![proptest_config(config(256))]
@@ -182,8 +203,8 @@ fn the_log_pipe_is_carried_by_its_fds() {
     logger.pipe = Some([20, 21, 22]);
     assert_eq!(record.fds(), [3, 4, 5, 6, 7, 8, 9, 10, 11, 20, 21, 22, 12, 13, 14]);
     // A record without them (an older handover's) still reads.
-    let older = V1.replacen(",\"pipe\":null,\"delay_ms\":1000", "", 1);
-    assert_ne!(older, V1);
+    let older = V2.replacen(",\"pipe\":null,\"delay_ms\":1000", "", 1);
+    assert_ne!(older, V2);
     let read = Record::decode(older.as_bytes()).unwrap();
     assert_eq!(read.logger.unwrap().pipe, None);
 }
