@@ -74,6 +74,8 @@ complete -c handover -n "__fish_handover_needs_command" -a "restart" -d 'Ask a r
 complete -c handover -n "__fish_handover_needs_command" -a "stop" -d 'Stop a running supervisor gracefully; returns once it has exited'
 complete -c handover -n "__fish_handover_needs_command" -a "upgrade" -d 'Replace the running supervisor\'s program in place (same pid, same workers, same sockets) with a new handover binary'
 complete -c handover -n "__fish_handover_needs_command" -a "reopen" -d 'Do what SIGUSR1 does (--on-usr1): reopen the supervisor\'s --log-file (logrotate\'s postrotate), forward USR1 to the workers, or both'
+complete -c handover -n "__fish_handover_needs_command" -a "events" -d 'Print the supervisor\'s event records, one JSON object per line: the last ones it keeps, then with --follow every new one as it happens'
+complete -c handover -n "__fish_handover_needs_command" -a "metrics" -d 'Print the supervisor\'s metrics in the Prometheus text format'
 complete -c handover -n "__fish_handover_needs_command" -a "status" -d 'Show the supervisor\'s generations'
 complete -c handover -n "__fish_handover_needs_command" -a "drill" -d 'Run a server under handover (or another supervisor), drive load at its listeners through hot restarts, and report whether any client noticed'
 complete -c handover -n "__fish_handover_using_subcommand restart" -l control -d 'The supervisor\'s --control socket (preferred: exact outcomes)' -r -F
@@ -94,6 +96,11 @@ complete -c handover -n "__fish_handover_using_subcommand upgrade" -l wait -d 'W
 complete -c handover -n "__fish_handover_using_subcommand upgrade" -s h -l help -d 'Print help'
 complete -c handover -n "__fish_handover_using_subcommand reopen" -l control -d 'The supervisor\'s --control socket' -r -F
 complete -c handover -n "__fish_handover_using_subcommand reopen" -s h -l help -d 'Print help'
+complete -c handover -n "__fish_handover_using_subcommand events" -l control -d 'The supervisor\'s --control socket' -r -F
+complete -c handover -n "__fish_handover_using_subcommand events" -l follow -d 'Keep printing new records until the supervisor exits (across `handover upgrade`)'
+complete -c handover -n "__fish_handover_using_subcommand events" -s h -l help -d 'Print help'
+complete -c handover -n "__fish_handover_using_subcommand metrics" -l control -d 'The supervisor\'s --control socket' -r -F
+complete -c handover -n "__fish_handover_using_subcommand metrics" -s h -l help -d 'Print help'
 complete -c handover -n "__fish_handover_using_subcommand status" -l control -d 'The supervisor\'s --control socket (preferred: exact outcomes)' -r -F
 complete -c handover -n "__fish_handover_using_subcommand status" -l pid-file -d 'The supervisor\'s --pid-file' -r -F
 complete -c handover -n "__fish_handover_using_subcommand status" -l status-file -d 'The supervisor\'s --status-file' -r -F

@@ -62,6 +62,8 @@ pub struct Config {
     pub credentials: Option<crate::sys::spawn::Credentials>,
     /// `--log-capture`: workers' output through our pipes, in this format.
     pub capture: Option<LogFormat>,
+    /// `--log-format json`: the supervisor's own lines as JSON records.
+    pub log_json: bool,
     /// `--watch`: paths whose changes restart the worker.
     pub watch: Vec<PathBuf>,
     /// `--control`: the control socket's path.
@@ -353,6 +355,7 @@ impl Config {
             },
             credentials,
             capture: more.log_capture.then_some(more.log_format),
+            log_json: more.log_format == LogFormat::Json,
             watch: more.watch.clone(),
             control: more.control.clone(),
             daemonize: opts.daemonize,

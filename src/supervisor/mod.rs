@@ -33,9 +33,11 @@ mod contain;
 mod control;
 mod effects;
 mod einhorn;
+pub mod events;
 mod lines;
 mod log;
 mod logger;
+pub mod metrics;
 mod observer;
 pub mod output;
 mod readiness;
@@ -44,6 +46,7 @@ mod replies;
 pub mod setup;
 mod signals;
 mod sink;
+mod stream;
 pub mod upgrade;
 mod watch;
 mod words;
@@ -114,7 +117,7 @@ impl Perform for Supervisor {
             // flushed, so that `exiting` stays the last line.
             Effect::Log(Event::Exiting) => {}
             Effect::Log(Event::Diagnosis { generation, status, hint: Hint::FailedDuringStartup }) => {
-                self.log.event(&Event::Diagnosis { generation, status, hint: Hint::FailedDuringStartup });
+                self.log_event(&Event::Diagnosis { generation, status, hint: Hint::FailedDuringStartup });
                 let exited = self.failed_pid.take();
                 if let Some(line) = exited.and_then(|pid| self.observer.exited_unseen(generation, pid)) {
                     self.log.line(&line);
@@ -122,15 +125,15 @@ impl Perform for Supervisor {
             }
             Effect::Log(Event::FailedToStart { pid, status }) => {
                 self.failed_pid = Some(pid);
-                self.log.event(&Event::FailedToStart { pid, status });
+                self.log_event(&Event::FailedToStart { pid, status });
             }
             Effect::Log(event @ Event::Ready { .. }) => {
                 if let Event::Ready { generation, pids, how, .. } = &event {
                     self.observer.ready(*generation, words::ready_by(*how, pids));
                 }
-                self.log.event(&event);
+                self.log_event(&event);
             }
-            Effect::Log(event) => self.log.event(&event),
+            Effect::Log(event) => self.log_event(&event),
             Effect::WriteStatus(gens) => self.write_status(&gens),
             Effect::Notify(state) => readiness::upward(&state),
             Effect::Reply { request, outcome } => self.reply(request, &outcome),
@@ -141,7 +144,11 @@ impl Perform for Supervisor {
                 }
                 self.clean_up();
                 self.contain.finish();
-                self.log.event(&Event::Exiting);
+                self.log_event(&Event::Exiting);
+                self.publish();
+                if let Some(control) = self.control.as_mut() {
+                    control.flush();
+                }
                 self.log.finish(EXIT_FLUSH);
                 return Step::Exit(code);
             }
@@ -250,6 +257,7 @@ impl Supervisor {
             if let Some(code) = self.feed(Instant::now(), inputs) {
                 return Ok(exit_code(code));
             }
+            self.publish();
             // Every input handled: the one moment a verified upgrade may go.
             self.upgrade_now();
         }
@@ -259,7 +267,9 @@ impl Supervisor {
     /// Returns the exit code once the machine says to exit.
     fn feed(&mut self, now: Instant, inputs: Vec<Input>) -> Option<i32> {
         self.failed_spawn = None;
-        driver::feed(self, now, inputs)
+        let code = driver::feed(self, now, inputs);
+        self.note_outcome();
+        code
     }
 
     /// Children reaped, as inputs: the log command's exit is handled here,
@@ -336,9 +346,12 @@ impl Supervisor {
         lines.iter().for_each(|line| self.log.line(line));
         let mut inputs = Vec::new();
         let (mut upgrades, mut reopens) = (Vec::new(), Vec::new());
+        let (mut follows, mut metrics) = (Vec::new(), Vec::new());
         for (id, request) in requests {
             match request.command {
                 Command::Reopen => reopens.push(id),
+                Command::Events | Command::Follow => follows.push((id, request.command == Command::Follow)),
+                Command::Metrics => metrics.push(id),
                 Command::Upgrade => upgrades.push((id, request.binary, request.wait)),
                 Command::Restart => inputs.push(Input::Restart { request: id.0 }),
                 Command::Stop => {
@@ -361,6 +374,12 @@ impl Supervisor {
                     control.reply(id, &status);
                 }
             }
+        }
+        for (id, follow) in follows {
+            self.answer_events(id, follow);
+        }
+        for id in metrics {
+            self.answer_metrics(id);
         }
         for (id, binary, wait) in upgrades {
             self.upgrade_requested(id, binary, wait);

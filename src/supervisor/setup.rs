@@ -71,8 +71,7 @@ impl Drop for Started {
 
 /// Run until stopped; returns the exit code.
 pub fn run(mut config: Config) -> Result<u8> {
-    let json = config.capture == Some(super::capture::Format::Json);
-    let mut log = Log::new(config.compat, json);
+    let mut log = Log::new(config.compat, config.log_json);
     spawn::check(&config.command[0], &config.base_env, config.dir.as_deref())?;
     if config.compat {
         // start_server's banner, on the terminal even with --log-file.

@@ -29,7 +29,10 @@ impl Crowd {
     /// begun, a `stop` beyond the bound is told so.
     pub fn admit(&mut self, waits: bool, command: Command) -> Result<(), String> {
         let stop = command == Command::Stop;
-        if command == Command::Status || waits {
+        // Answered at once (`follow` streams, bounded on its own).
+        let at_once =
+            matches!(command, Command::Status | Command::Events | Command::Follow | Command::Metrics);
+        if at_once || waits {
             self.stopping |= stop;
             return Ok(());
         }
