@@ -47,7 +47,7 @@ _handover() {
 
     case "${cmd}" in
         handover)
-            opts="-h -V --port --path --dir --interval --signal-on-hup --signal-on-term --pid-file --status-file --envdir --log-file --daemonize --enable-auto-restart --auto-restart-interval --kill-old-delay --backlog --restart --stop --ready --ready-timeout --drain-timeout --stop-timeout --listen --workers --stop-on-exit --max-start-attempts --signal-target --cgroup --log-capture --log-format --on-usr1 --watch --user --group --control --announce --no-tcp-nodelay --help --version restart stop upgrade reopen events metrics status drill"
+            opts="-h -V --port --path --dir --interval --signal-on-hup --signal-on-term --pid-file --status-file --envdir --log-file --daemonize --enable-auto-restart --auto-restart-interval --kill-old-delay --backlog --restart --stop --ready --ready-timeout --drain-timeout --stop-timeout --listen --workers --stop-on-exit --max-start-attempts --signal-target --cgroup --log-capture --log-format --on-usr1 --watch --user --group --control --metrics-listen --announce --no-tcp-nodelay --help --version restart stop upgrade reopen events metrics status drill"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -166,6 +166,10 @@ _handover() {
                     return 0
                     ;;
                 --control)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-listen)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

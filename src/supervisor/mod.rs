@@ -43,6 +43,7 @@ pub mod output;
 mod readiness;
 mod reaper;
 mod replies;
+pub mod scrape;
 pub mod setup;
 mod signals;
 mod sink;
@@ -85,6 +86,8 @@ pub struct Supervisor {
     pub failed_spawn: Option<(u64, SpawnError)>,
     /// This image, and a self-upgrade under way.
     pub upgrades: upgrade::Upgrades,
+    /// `--metrics-listen`: the metrics over HTTP.
+    pub scrape: Option<scrape::MetricsServer>,
 }
 
 impl Perform for Supervisor {
@@ -181,6 +184,7 @@ impl Supervisor {
                 self.log.deadline(),
                 upgrade,
                 observe,
+                self.scrape.as_ref().and_then(scrape::MetricsServer::deadline),
             ];
             let timeout = match deadlines.into_iter().flatten().min() {
                 None => PollTimeout::NONE,
@@ -205,6 +209,8 @@ impl Supervisor {
             let sink = self.log.sink();
             fds.extend(sink.poll_fd().map(|(fd, events)| PollFd::new(fd, events)));
             fds.extend(self.watcher.iter().map(|w| PollFd::new(w.fd(), PollFlags::POLLIN)));
+            let scrape = self.scrape.iter().flat_map(|s| s.poll_fds());
+            fds.extend(scrape.map(|(fd, events)| PollFd::new(fd, events)));
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(Error::runtime(format!("poll failed: {e}"))),
@@ -246,6 +252,7 @@ impl Supervisor {
             let acked: Vec<i32> = ready.chain(self.einhorn.service()).collect();
             inputs.extend(self.credit(acked));
             inputs.extend(self.control_requests());
+            self.serve_metrics();
             if self.watcher.as_mut().is_some_and(Watcher::drain) {
                 inputs.push(Input::Changed);
             }

@@ -107,6 +107,11 @@ pub fn run(mut config: Config) -> Result<u8> {
     if let Some(path) = config.control.as_deref() {
         started.control = Some(ControlServer::bind(path).map_err(|e| Error::runtime(e.to_string()))?);
     }
+    let scrape = config.metrics_listen.map(super::scrape::MetricsServer::bind).transpose();
+    let scrape = scrape.map_err(|e| Error::runtime(e.to_string()))?;
+    if let Some(addr) = scrape.as_ref().and_then(super::scrape::MetricsServer::local_addr) {
+        log.extra(&format!("serving metrics on http://{addr}/metrics"));
+    }
     let signals = Signals::install().context(creating("signal handlers"))?;
     let pipe = match &config.log {
         Some(target) => output::redirect(target)?,
@@ -186,6 +191,7 @@ pub fn run(mut config: Config) -> Result<u8> {
         failed_pid: None,
         failed_spawn: None,
         upgrades: super::upgrade::Upgrades::new(std::time::SystemTime::now()),
+        scrape,
     };
     supervisor.serve(true)
 }

@@ -104,6 +104,18 @@ impl Supervisor {
         })
     }
 
+    /// `--metrics-listen`: serves what is ready, the page once per turn
+    /// at most (only when asked for).
+    pub(super) fn serve_metrics(&mut self) {
+        let wanted = self.scrape.as_mut().is_some_and(|s| s.service(std::time::Instant::now()));
+        if wanted {
+            let page = self.metrics_text();
+            if let Some(scrape) = self.scrape.as_mut() {
+                scrape.answer(&page);
+            }
+        }
+    }
+
     pub(super) fn answer_metrics(&mut self, id: RequestId) {
         let reply = Metrics { ok: true, text: self.metrics_text() };
         if let Some(control) = self.control.as_mut() {

@@ -26,6 +26,7 @@ mod listeners;
 mod log_format;
 mod logger;
 mod logs;
+mod metrics;
 mod packaging;
 mod processes;
 mod protocols;

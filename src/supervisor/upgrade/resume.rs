@@ -199,6 +199,14 @@ fn take_over(
     if let Some(why) = why {
         log.line(&format!("containment: session per worker ({why})"));
     }
+    // Not carried: bound again (see `scrape`).
+    let scrape = match config.metrics_listen.map(crate::supervisor::scrape::MetricsServer::bind) {
+        Some(Err(e)) => {
+            log.line(&format!("{e}; the metrics are still on the control socket"));
+            None
+        }
+        bound => bound.and_then(Result::ok),
+    };
     let started = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(record.started_ms);
     let mut upgrades = Upgrades::new(started);
     upgrades.count = record.upgrades + u64::from(rolled_back.is_none());
@@ -230,6 +238,7 @@ fn take_over(
         failed_pid: None,
         failed_spawn: None,
         upgrades,
+        scrape,
     };
     let generations: Vec<String> =
         supervisor.machine.views().iter().map(|v| v.generation.to_string()).collect();
