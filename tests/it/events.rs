@@ -177,3 +177,28 @@ fn kill_and_wait(child: &mut std::process::Child, wait: bool) -> Option<std::pro
     let _ = child.wait();
     None
 }
+
+#[test]
+fn a_failed_restart_is_rolled_back_with_its_reason_and_counted() {
+    let s =
+        controlled(&[], &["--notify", "--crash-if-generation-at-least", "2", "--crash-before-ready", "3"]);
+    s.wait_generations(&[1]);
+    let reply = Raw::connect(&s.path("ctl")).ask("restart");
+    assert_eq!(reply["ok"], false, "{reply}");
+    let records = events(&s);
+    let rolled_back = of_kind(&records, "rolled_back", 2);
+    assert_eq!(rolled_back.len(), 1, "{records:#?}");
+    assert!(rolled_back[0]["reason"].as_str().unwrap().contains("exited with 3"), "{records:#?}");
+    let exited = of_kind(&records, "exited", 2);
+    assert_eq!((exited[0]["code"].as_i64(), exited[0]["role"].as_str()), (Some(3), Some("starting")));
+    // Failed generations are tried again every --interval: counted at least once.
+    let page = client(&s, &["metrics"]).stdout;
+    let value = |name: &str| -> f64 {
+        let line = page.lines().find(|l| l.rsplit_once(' ').is_some_and(|(n, _)| n == name));
+        line.unwrap_or_else(|| panic!("no {name} in {page}")).rsplit_once(' ').unwrap().1.parse().unwrap()
+    };
+    assert_eq!(value("handover_last_restart_success"), 0.0);
+    assert!(value("handover_restart_failures_total") >= 1.0, "{page}");
+    assert!(value("handover_worker_exits_by_code_total{code=\"3\"}") >= 1.0, "{page}");
+    assert_eq!(value("handover_generation"), 1.0);
+}
