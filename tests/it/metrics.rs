@@ -143,3 +143,66 @@ fn metrics_listen_serves_get_metrics_and_refuses_what_it_should_without_blocking
         matches!(&read, Ok(0)) || read.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionReset);
     assert!(closed, "a silent connection was left open: {read:?}");
 }
+
+/// A child process killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn a_real_prometheus_scrapes_metrics_listen() {
+    let found = Command::new("prometheus").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !can_run("prometheus (Debian's prometheus package)", found) {
+        return;
+    }
+    let target = format!("127.0.0.1:{}", free_port());
+    let s = controlled(&["--metrics-listen", &target], &["--notify"]);
+    s.wait_generations(&[1]);
+    restart(&s);
+    let config = s.path("prometheus.yml");
+    let yml = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: handover\n    static_configs:\n      - targets: ['{target}']\n"
+    );
+    std::fs::write(&config, yml).unwrap();
+    let web = format!("127.0.0.1:{}", free_port());
+    let log = std::fs::File::create(s.path("prometheus.log")).unwrap();
+    let _prometheus = Killed(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", s.path("tsdb").display()))
+            .arg(format!("--web.listen-address={web}"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let dossier = || {
+        format!(
+            "{}\n--- prometheus:\n{}",
+            s.dossier(),
+            std::fs::read_to_string(s.path("prometheus.log")).unwrap_or_default()
+        )
+    };
+    // What Prometheus stored from its scrapes, through its own query API.
+    let value = wait_for("Prometheus to have scraped handover_restarts_total", dossier, || {
+        let mut stream = TcpStream::connect(&web).ok()?;
+        stream.set_read_timeout(Some(DEADLINE)).ok()?;
+        let request = "GET /api/v1/query?query=handover_restarts_total HTTP/1.0\r\nHost: x\r\n\r\n";
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        let body: serde_json::Value = serde_json::from_str(answer.split_once("\r\n\r\n")?.1).ok()?;
+        let result = body["data"]["result"].as_array()?.first()?.clone();
+        Some(result["value"][1].as_str()?.to_string())
+    });
+    assert_eq!(value, "1");
+}
