@@ -148,10 +148,7 @@ impl Perform for Supervisor {
                 self.clean_up();
                 self.contain.finish();
                 self.log_event(&Event::Exiting);
-                self.publish();
-                if let Some(control) = self.control.as_mut() {
-                    control.flush();
-                }
+                self.publish_last();
                 self.log.finish(EXIT_FLUSH);
                 return Step::Exit(code);
             }
@@ -353,12 +350,11 @@ impl Supervisor {
         lines.iter().for_each(|line| self.log.line(line));
         let mut inputs = Vec::new();
         let (mut upgrades, mut reopens) = (Vec::new(), Vec::new());
-        let (mut follows, mut metrics) = (Vec::new(), Vec::new());
+        let mut watching = Vec::new();
         for (id, request) in requests {
             match request.command {
                 Command::Reopen => reopens.push(id),
-                Command::Events | Command::Follow => follows.push((id, request.command == Command::Follow)),
-                Command::Metrics => metrics.push(id),
+                Command::Events | Command::Follow | Command::Metrics => watching.push((id, request.command)),
                 Command::Upgrade => upgrades.push((id, request.binary, request.wait)),
                 Command::Restart => inputs.push(Input::Restart { request: id.0 }),
                 Command::Stop => {
@@ -382,11 +378,8 @@ impl Supervisor {
                 }
             }
         }
-        for (id, follow) in follows {
-            self.answer_events(id, follow);
-        }
-        for id in metrics {
-            self.answer_metrics(id);
+        for (id, command) in watching {
+            self.answer_watching(id, command);
         }
         for (id, binary, wait) in upgrades {
             self.upgrade_requested(id, binary, wait);

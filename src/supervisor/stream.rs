@@ -9,7 +9,7 @@ use super::events::{Carried, Events, ms};
 use super::metrics::{self, Sources};
 use crate::machine::Outcome;
 use crate::machine::event::Event;
-use crate::wire::control::Metrics;
+use crate::wire::control::{Command, Metrics};
 use crate::wire::event::{Retained, What};
 
 /// A restart outcome as recorded once: success or not, its generation.
@@ -76,9 +76,26 @@ impl Supervisor {
         }
     }
 
+    /// At exit: the last records (`exiting`) to the followers, written as
+    /// far as they take them now.
+    pub(super) fn publish_last(&mut self) {
+        self.publish();
+        if let Some(control) = self.control.as_mut() {
+            control.flush();
+        }
+    }
+
+    /// Answers `events`, `follow` or `metrics`.
+    pub(super) fn answer_watching(&mut self, id: RequestId, command: Command) {
+        match command {
+            Command::Metrics => self.answer_metrics(id),
+            command => self.answer_events(id, command == Command::Follow),
+        }
+    }
+
     /// Answers `events` (the retained records) or `follow` (the same, then
     /// every new record).
-    pub(super) fn answer_events(&mut self, id: RequestId, follow: bool) {
+    fn answer_events(&mut self, id: RequestId, follow: bool) {
         self.publish();
         let (events, missed) = self.log.events.borrow().retained_after(0);
         let retained = Retained { ok: true, events, missed };
@@ -116,7 +133,7 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn answer_metrics(&mut self, id: RequestId) {
+    fn answer_metrics(&mut self, id: RequestId) {
         let reply = Metrics { ok: true, text: self.metrics_text() };
         if let Some(control) = self.control.as_mut() {
             control.reply(id, &reply);

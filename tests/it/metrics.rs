@@ -206,3 +206,35 @@ fn a_real_prometheus_scrapes_metrics_listen() {
     });
     assert_eq!(value, "1");
 }
+
+#[test]
+fn a_bad_or_taken_metrics_address_is_one_line_and_its_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = crate::errors::run_in(
+        dir.path(),
+        &["--metrics-listen", "nowhere", "--port", "127.0.0.1:0", "--", "true"],
+    );
+    assert_eq!(bad.code, Some(2), "{}", bad.dossier());
+    assert_eq!(
+        bad.stderr_lines(),
+        ["handover: --metrics-listen nowhere: not an address such as 127.0.0.1:9100"],
+        "{}",
+        bad.dossier()
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let o = crate::errors::run_in(
+        dir.path(),
+        &["--metrics-listen", &addr, "--port", "127.0.0.1:0", "--", "true"],
+    );
+    assert_eq!(o.code, Some(1), "{}", o.dossier());
+    let line = format!("cannot listen for metrics on {addr}: ");
+    let lines = o.stderr_lines();
+    assert!(
+        lines.len() == 1
+            && lines[0].contains(&line)
+            && lines[0].ends_with("choose another --metrics-listen address"),
+        "{}",
+        o.dossier()
+    );
+}
