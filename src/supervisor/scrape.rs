@@ -244,4 +244,33 @@ mod tests {
         let long = [&b"GET /metrics HTTP/1.1\r\nX: "[..], &[b'a'; MAX_REQUEST]].concat();
         assert_eq!(parse(&long), Asked::Answer("431 Request Header Fields Too Large"));
     }
+
+    use crate::fuzz_tests::{Bytes, config, mutated};
+    use proptest::prelude::*;
+
+    const VALID: &[&str] = &[
+        "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET /metrics?x=1 HTTP/1.0\n\n",
+        "HEAD / HTTP/1.1\r\n\r\n",
+    ];
+
+    proptest! {
+        #![proptest_config(config(512))]
+
+        /// Any bytes: no panic; the page only for a complete `GET /metrics`
+        /// head; more is waited for only while under `MAX_REQUEST` bytes.
+        #[test]
+        fn fuzz_http_requests(Bytes(input) in mutated(VALID)) {
+            let complete = input.windows(4).any(|w| w == b"\r\n\r\n") || input.windows(2).any(|w| w == b"\n\n");
+            match parse(&input) {
+                Asked::More => prop_assert!(!complete && input.len() <= MAX_REQUEST),
+                Asked::Page => {
+                    let first = input.split(|&b| b == b'\n').next().unwrap_or_default();
+                    let has = |word: &[u8]| first.windows(word.len()).any(|w| w == word);
+                    prop_assert!(complete && has(b"GET ") && has(b" /metrics"));
+                }
+                Asked::Answer(_) => {}
+            }
+        }
+    }
 }

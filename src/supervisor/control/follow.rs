@@ -23,6 +23,9 @@ use crate::wire::event::{Record, Retained, What};
 
 /// Connections that may follow at once.
 pub const MAX_FOLLOWERS: usize = 16;
+// Followers cannot be closed for a newcomer: with every waiting client and a
+// stop they still leave connections that can.
+const _: () = assert!(MAX_FOLLOWERS + super::MAX_WAITING + 1 < super::MAX_CONNECTIONS);
 /// Bytes queued for a follower before records are dropped for it.
 pub const FOLLOW_BUFFER: usize = 64 * 1024;
 /// The kernel's send buffer asked for a follower's socket.
