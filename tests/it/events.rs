@@ -202,3 +202,27 @@ fn a_failed_restart_is_rolled_back_with_its_reason_and_counted() {
     assert!(value("handover_worker_exits_by_code_total{code=\"3\"}") >= 1.0, "{page}");
     assert_eq!(value("handover_generation"), 1.0);
 }
+
+#[test]
+fn an_old_generation_killed_at_its_drain_deadline_is_recorded() {
+    let s = controlled(&["--drain-timeout", "100ms"], &["--notify", "--ignore-term", "forever"]);
+    s.wait_generations(&[1]);
+    let old = generations(&status(&s))[0].2.clone();
+    restart(&mut Raw::connect(&s.path("ctl")));
+    let records = wait_for(
+        "the old worker's exit record",
+        || s.dossier(),
+        || {
+            let records = events(&s);
+            (!of_kind(&records, "exited", 1).is_empty()).then_some(records)
+        },
+    );
+    let killed = of_kind(&records, "killed", 1);
+    assert_eq!(killed.len(), 1, "{records:#?}");
+    assert_eq!((killed[0]["deadline"].as_str(), pids(killed[0], "pids")), (Some("drain"), old.clone()));
+    let exited = of_kind(&records, "exited", 1)[0];
+    assert_eq!((exited["signal"].as_str(), exited["role"].as_str()), (Some("KILL"), Some("draining")));
+    let page = client(&s, &["metrics"]).stdout;
+    assert!(page.contains("\nhandover_deadline_kills_total{deadline=\"drain\"} 1\n"), "{page}");
+    assert!(page.contains("\nhandover_worker_exits_by_signal_total{signal=\"KILL\"} 1\n"), "{page}");
+}
