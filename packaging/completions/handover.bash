@@ -19,6 +19,12 @@ _handover() {
             handover,drill)
                 cmd="handover__subcmd__drill"
                 ;;
+            handover,events)
+                cmd="handover__subcmd__events"
+                ;;
+            handover,metrics)
+                cmd="handover__subcmd__metrics"
+                ;;
             handover,reopen)
                 cmd="handover__subcmd__reopen"
                 ;;
@@ -41,7 +47,7 @@ _handover() {
 
     case "${cmd}" in
         handover)
-            opts="-h -V --port --path --dir --interval --signal-on-hup --signal-on-term --pid-file --status-file --envdir --log-file --daemonize --enable-auto-restart --auto-restart-interval --kill-old-delay --backlog --restart --stop --ready --ready-timeout --drain-timeout --stop-timeout --listen --workers --stop-on-exit --max-start-attempts --signal-target --cgroup --log-capture --log-format --on-usr1 --watch --user --group --control --announce --no-tcp-nodelay --help --version restart stop upgrade reopen status drill"
+            opts="-h -V --port --path --dir --interval --signal-on-hup --signal-on-term --pid-file --status-file --envdir --log-file --daemonize --enable-auto-restart --auto-restart-interval --kill-old-delay --backlog --restart --stop --ready --ready-timeout --drain-timeout --stop-timeout --listen --workers --stop-on-exit --max-start-attempts --signal-target --cgroup --log-capture --log-format --on-usr1 --watch --user --group --control --metrics-listen --announce --no-tcp-nodelay --help --version restart stop upgrade reopen events metrics status drill"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -163,6 +169,10 @@ _handover() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --metrics-listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --announce)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -278,6 +288,42 @@ _handover() {
                     return 0
                     ;;
                 --keep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        handover__subcmd__events)
+            opts="-h --control --follow --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --control)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        handover__subcmd__metrics)
+            opts="-h --control --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --control)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_handover_global_optspecs
-    string join \n port= path= dir= interval= signal-on-hup= signal-on-term= pid-file= status-file= envdir= log-file= daemonize enable-auto-restart auto-restart-interval= kill-old-delay= backlog= restart stop ready= ready-timeout= drain-timeout= stop-timeout= listen= workers= stop-on-exit= max-start-attempts= signal-target= cgroup= log-capture log-format= on-usr1= watch= user= group= control= announce= no-tcp-nodelay h/help V/version
+    string join \n port= path= dir= interval= signal-on-hup= signal-on-term= pid-file= status-file= envdir= log-file= daemonize enable-auto-restart auto-restart-interval= kill-old-delay= backlog= restart stop ready= ready-timeout= drain-timeout= stop-timeout= listen= workers= stop-on-exit= max-start-attempts= signal-target= cgroup= log-capture log-format= on-usr1= watch= user= group= control= metrics-listen= announce= no-tcp-nodelay h/help V/version
 end
 
 function __fish_handover_needs_command
@@ -52,7 +52,7 @@ complete -c handover -n "__fish_handover_needs_command" -l signal-target -d 'Whe
 group\t'The worker\'s whole process group'"
 complete -c handover -n "__fish_handover_needs_command" -l cgroup -d 'How workers are contained: `auto`, a cgroup v2 of their own where handover may create one (root, or a systemd unit with Delegate=yes), else a session of their own; `off`: always a session' -r -f -a "auto\t'Each worker in a cgroup of its own where cgroup v2 is writable, else in a session of its own'
 off\t'Never cgroups: each worker leads a session of its own'"
-complete -c handover -n "__fish_handover_needs_command" -l log-format -d 'With --log-capture: `text` (`[gen 2 pid 123 stdout] ...`) or `json` lines' -r -f -a "text\t''
+complete -c handover -n "__fish_handover_needs_command" -l log-format -d '`text`, or `json`: the supervisor\'s own lines as JSON objects (level, event, message, fields); with --log-capture the workers\' lines too' -r -f -a "text\t''
 json\t''"
 complete -c handover -n "__fish_handover_needs_command" -l on-usr1 -d 'What SIGUSR1 and `handover reopen` do [default: reopen with --log-file FILE, else forward]' -r -f -a "reopen\t'Reopen --log-file FILE (after logrotate moved it); the workers are left alone'
 forward\t'Forward USR1 to the serving generation (servers that reopen their own logs on it)'
@@ -61,6 +61,7 @@ complete -c handover -n "__fish_handover_needs_command" -l watch -d 'Restart whe
 complete -c handover -n "__fish_handover_needs_command" -l user -d 'Run the workers as this user (name or uid; its groups too). handover keeps running as root and keeps the sockets it bound' -r
 complete -c handover -n "__fish_handover_needs_command" -l group -d 'Run the workers with this group (name or gid) [default: the --user\'s]' -r
 complete -c handover -n "__fish_handover_needs_command" -l control -d 'Unix socket for `handover restart|stop|status --control PATH` (mode 0600)' -r -F
+complete -c handover -n "__fish_handover_needs_command" -l metrics-listen -d 'Serve the metrics (`handover metrics`) over HTTP at `GET /metrics` on this address, e.g. 127.0.0.1:9100 [default: off]' -r
 complete -c handover -n "__fish_handover_needs_command" -l announce -d 'The fd protocols the listeners are announced in: a comma-separated list of server-starter, systemd, einhorn [default: all three]' -r
 complete -c handover -n "__fish_handover_needs_command" -l daemonize -d 'Detach into the background (needs --log-file)'
 complete -c handover -n "__fish_handover_needs_command" -l enable-auto-restart -d 'Restart the worker every --auto-restart-interval'
@@ -74,6 +75,8 @@ complete -c handover -n "__fish_handover_needs_command" -a "restart" -d 'Ask a r
 complete -c handover -n "__fish_handover_needs_command" -a "stop" -d 'Stop a running supervisor gracefully; returns once it has exited'
 complete -c handover -n "__fish_handover_needs_command" -a "upgrade" -d 'Replace the running supervisor\'s program in place (same pid, same workers, same sockets) with a new handover binary'
 complete -c handover -n "__fish_handover_needs_command" -a "reopen" -d 'Do what SIGUSR1 does (--on-usr1): reopen the supervisor\'s --log-file (logrotate\'s postrotate), forward USR1 to the workers, or both'
+complete -c handover -n "__fish_handover_needs_command" -a "events" -d 'Print the supervisor\'s event records, one JSON object per line: the last ones it keeps, then with --follow every new one as it happens'
+complete -c handover -n "__fish_handover_needs_command" -a "metrics" -d 'Print the supervisor\'s metrics in the Prometheus text format'
 complete -c handover -n "__fish_handover_needs_command" -a "status" -d 'Show the supervisor\'s generations'
 complete -c handover -n "__fish_handover_needs_command" -a "drill" -d 'Run a server under handover (or another supervisor), drive load at its listeners through hot restarts, and report whether any client noticed'
 complete -c handover -n "__fish_handover_using_subcommand restart" -l control -d 'The supervisor\'s --control socket (preferred: exact outcomes)' -r -F
@@ -94,6 +97,11 @@ complete -c handover -n "__fish_handover_using_subcommand upgrade" -l wait -d 'W
 complete -c handover -n "__fish_handover_using_subcommand upgrade" -s h -l help -d 'Print help'
 complete -c handover -n "__fish_handover_using_subcommand reopen" -l control -d 'The supervisor\'s --control socket' -r -F
 complete -c handover -n "__fish_handover_using_subcommand reopen" -s h -l help -d 'Print help'
+complete -c handover -n "__fish_handover_using_subcommand events" -l control -d 'The supervisor\'s --control socket' -r -F
+complete -c handover -n "__fish_handover_using_subcommand events" -l follow -d 'Keep printing new records until the supervisor exits (across `handover upgrade`)'
+complete -c handover -n "__fish_handover_using_subcommand events" -s h -l help -d 'Print help'
+complete -c handover -n "__fish_handover_using_subcommand metrics" -l control -d 'The supervisor\'s --control socket' -r -F
+complete -c handover -n "__fish_handover_using_subcommand metrics" -s h -l help -d 'Print help'
 complete -c handover -n "__fish_handover_using_subcommand status" -l control -d 'The supervisor\'s --control socket (preferred: exact outcomes)' -r -F
 complete -c handover -n "__fish_handover_using_subcommand status" -l pid-file -d 'The supervisor\'s --pid-file' -r -F
 complete -c handover -n "__fish_handover_using_subcommand status" -l status-file -d 'The supervisor\'s --status-file' -r -F

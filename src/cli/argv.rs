@@ -16,7 +16,7 @@ use clap::CommandFactory;
 use super::{HandoverCli, StartServerCli};
 
 /// The words that start a client subcommand instead of the worker command.
-const SUBCOMMANDS: [&str; 5] = ["restart", "stop", "status", "upgrade", "reopen"];
+const SUBCOMMANDS: [&str; 7] = ["restart", "stop", "status", "upgrade", "reopen", "events", "metrics"];
 
 /// Every long option name of `command` and of its subcommands, aliases
 /// included, with whether it takes a value; sorted, each pair once.

@@ -14,7 +14,9 @@ use crate::client;
 use crate::config::{Config, parse_duration};
 use crate::error::{Error, Result};
 use crate::supervisor;
-use crate::wire::control::{Command, Reopened, Request, Restarted, Status, Stopping, Upgraded, encode};
+use crate::wire::control::{
+    Command, Metrics, Reopened, Request, Restarted, Status, Stopping, Upgraded, encode,
+};
 
 /// `handed`: what the previous image handed over, when this process is a
 /// supervisor that just executed a new handover binary: it takes over with
@@ -174,6 +176,12 @@ fn run_client(client: Client) -> Result<u8> {
             let request = Request { command: Command::Upgrade, binary, wait };
             let done: Upgraded = client::control::request(&control, &request, Some(timeout))?;
             println!("{}", client::show::upgrade_text(&done));
+        }
+        Client::Events { control, follow } => return client::events::run(&control, follow),
+        Client::Metrics { control } => {
+            let page: Metrics =
+                client::control::call(&control, Command::Metrics, Some(Duration::from_secs(10)))?;
+            print!("{}", page.text);
         }
         Client::Reopen { control } => {
             let done: Reopened =

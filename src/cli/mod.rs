@@ -127,6 +127,23 @@ pub enum Client {
         #[arg(long, value_name = "PATH", required = true)]
         control: PathBuf,
     },
+    /// Print the supervisor's event records, one JSON object per line: the
+    /// last ones it keeps, then with --follow every new one as it happens.
+    Events {
+        /// The supervisor's --control socket.
+        #[arg(long, value_name = "PATH", required = true)]
+        control: PathBuf,
+        /// Keep printing new records until the supervisor exits (across
+        /// `handover upgrade`).
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Print the supervisor's metrics in the Prometheus text format.
+    Metrics {
+        /// The supervisor's --control socket.
+        #[arg(long, value_name = "PATH", required = true)]
+        control: PathBuf,
+    },
     /// Show the supervisor's generations.
     Status {
         #[command(flatten)]

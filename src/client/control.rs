@@ -90,7 +90,7 @@ pub fn send(path: &Path, command: Command) -> Result<()> {
 /// have put a socket of theirs at the path (in a directory they can
 /// write), and its replies would say whatever they like: "stopped",
 /// "upgraded".
-fn connect(path: &Path) -> Result<UnixStream> {
+pub(super) fn connect(path: &Path) -> Result<UnixStream> {
     let shown = path.display();
     let stream = UnixStream::connect(path).map_err(|e| {
         let hint = match e.kind() {
@@ -121,7 +121,7 @@ fn trust(path: &Path, server_uid: u32, our_euid: u32) -> Result<()> {
 }
 
 /// The next line, with its `\n`, before `deadline`; None at end of stream.
-fn read_line(
+pub(super) fn read_line(
     stream: &mut UnixStream,
     deadline: Option<Instant>,
     buf: &mut Vec<u8>,

@@ -24,6 +24,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub mod control;
+pub mod events;
 pub mod show;
 
 use nix::errno::Errno;

@@ -62,6 +62,10 @@ pub struct Config {
     pub credentials: Option<crate::sys::spawn::Credentials>,
     /// `--log-capture`: workers' output through our pipes, in this format.
     pub capture: Option<LogFormat>,
+    /// `--log-format json`: the supervisor's own lines as JSON records.
+    pub log_json: bool,
+    /// `--metrics-listen`: where to serve the metrics over HTTP.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// `--watch`: paths whose changes restart the worker.
     pub watch: Vec<PathBuf>,
     /// `--control`: the control socket's path.
@@ -353,6 +357,16 @@ impl Config {
             },
             credentials,
             capture: more.log_capture.then_some(more.log_format),
+            log_json: more.log_format == LogFormat::Json,
+            metrics_listen: (more.metrics_listen.as_deref())
+                .map(|addr| {
+                    addr.parse().map_err(|_| {
+                        Error::usage(format!(
+                            "--metrics-listen {addr}: not an address such as 127.0.0.1:9100"
+                        ))
+                    })
+                })
+                .transpose()?,
             watch: more.watch.clone(),
             control: more.control.clone(),
             daemonize: opts.daemonize,

@@ -156,7 +156,8 @@ pub struct HandoverOpts {
     /// log with its generation, pid and stream.
     #[arg(long)]
     pub log_capture: bool,
-    /// With --log-capture: `text` (`[gen 2 pid 123 stdout] ...`) or `json` lines.
+    /// `text`, or `json`: the supervisor's own lines as JSON objects (level, event,
+    /// message, fields); with --log-capture the workers' lines too.
     #[arg(long, value_enum, default_value_t)]
     pub log_format: LogFormat,
     /// What SIGUSR1 and `handover reopen` do [default: reopen with --log-file FILE, else forward].
@@ -176,6 +177,10 @@ pub struct HandoverOpts {
     /// Unix socket for `handover restart|stop|status --control PATH` (mode 0600).
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
+    /// Serve the metrics (`handover metrics`) over HTTP at `GET /metrics` on this
+    /// address, e.g. 127.0.0.1:9100 [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// The fd protocols the listeners are announced in: a comma-separated
     /// list of server-starter, systemd, einhorn [default: all three].
     #[arg(long, value_name = "LIST")]
@@ -208,6 +213,7 @@ impl Default for HandoverOpts {
             user: None,
             group: None,
             control: None,
+            metrics_listen: None,
             announce: None,
             no_tcp_nodelay: false,
         }

@@ -99,6 +99,8 @@ struct Conn {
     heard_at: Instant,
     /// It asked to stop: it waits, silent, for the supervisor to exit.
     stopping: bool,
+    /// It follows the event stream (`follow`): takes no more requests.
+    follow: Option<follow::Follow>,
 }
 
 impl Conn {
@@ -106,7 +108,7 @@ impl Conn {
     /// client do not count): it may be closed to make room, and is once it
     /// has neither sent nor taken a byte for `IDLE_TIMEOUT`.
     fn idle(&self) -> bool {
-        self.waiting.is_empty() && !self.stopping
+        self.waiting.is_empty() && !self.stopping && self.follow.is_none()
     }
 
     /// Waits for a reply still to come, or for the supervisor's exit: it
@@ -125,7 +127,7 @@ impl Conn {
 
     /// Requests are buffered and may be taken now.
     fn has_work(&self) -> bool {
-        self.waiting.len() < MAX_PENDING && self.io.has_line()
+        self.waiting.len() < MAX_PENDING && self.io.has_line() && self.follow.is_none()
     }
 
     fn done(&self) -> bool {
@@ -256,9 +258,13 @@ impl ControlServer {
             if conn.wants_input() && conn.io.fill() {
                 conn.heard_at = now;
             }
-            if conn.waiting.len() < MAX_PENDING {
+            if conn.follow.is_some() {
+                // A follower says nothing more: its input is read only to see it go.
+                drop(conn.io.lines());
+            } else if conn.waiting.len() < MAX_PENDING {
                 conn.take_requests(&mut self.next_id, &mut crowd, &mut requests);
             }
+            follow::catch_up(conn);
             if conn.io.flush() {
                 conn.heard_at = now;
             }
@@ -337,7 +343,8 @@ impl ControlServer {
                 (Some(refusal), _) => self.refused.note(now, format!("control: {refusal}"), logs),
                 (None, Ok(io)) => {
                     self.make_room();
-                    self.conns.push(Conn { io, waiting: VecDeque::new(), heard_at: now, stopping: false })
+                    let waiting = VecDeque::new();
+                    self.conns.push(Conn { io, waiting, heard_at: now, stopping: false, follow: None })
                 }
                 (None, Err(e)) => logs.push(format!("control: dropped a connection: {e}")),
             }
@@ -392,6 +399,7 @@ fn clear_stale(path: &Path) -> io::Result<()> {
 
 mod carry;
 mod crowd;
+mod follow;
 #[cfg(test)]
 mod tests;
 mod throttle;

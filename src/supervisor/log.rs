@@ -7,9 +7,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use super::events::{self, Events};
 use super::sink::Sink;
 use super::words;
+use crate::machine::View;
 use crate::machine::event::Event;
+use crate::wire::event::{Record, What};
 
 /// How lines are printed: start_server's bare texts, or prefixed.
 pub struct Log {
@@ -21,6 +24,8 @@ pub struct Log {
     restartable: bool,
     /// The last line, and how often it came again since it was printed.
     repeat: RefCell<Repeat>,
+    /// The lines that are events, as records (`handover events`, metrics).
+    pub events: RefCell<Events>,
 }
 
 /// Identical lines in a row (a HUP storm, a fork failing for every worker)
@@ -33,20 +38,47 @@ struct Repeat {
     since: Option<Instant>,
 }
 
+/// An event's record, and whether its line is a warning.
+type Said<'a> = Option<(&'a Record, bool)>;
+
+/// `--log-format json`: the event's kind (`line` for a line that is no
+/// event), the level (`warning` for the machine's warnings and lines that
+/// say something could not be done, `info` otherwise) and the fields.
+fn json_fields(text: &str, said: Said) -> (String, &'static str, serde_json::Value) {
+    let failed = ["cannot ", "refused ", "upgrade refused", "ignored "].iter().any(|p| text.starts_with(p));
+    let level = |warning: bool| if warning || failed { "warning" } else { "info" };
+    let Some((record, warning)) = said else { return ("line".into(), level(false), json!({})) };
+    let mut fields = serde_json::to_value(&record.what).unwrap_or_default();
+    if let Some(map) = fields.as_object_mut() {
+        map.remove("event");
+        map.insert("seq".into(), record.seq.into());
+        map.insert("generation".into(), json!(record.generation));
+        map.insert("pids".into(), json!(record.pids));
+    }
+    let warning = warning || matches!(record.what, What::RolledBack { .. } | What::Killed { .. });
+    (record.what.name(), level(warning), fields)
+}
+
 /// How long repeats of a line are counted before the count is printed.
 pub const REPEAT_EVERY: Duration = Duration::from_secs(1);
 
 impl Log {
     pub fn new(compat: bool, json: bool) -> Log {
         let sink = RefCell::new(Sink::new());
-        Log { compat, json, sink, restartable: false, repeat: RefCell::default() }
+        let (restartable, repeat, events) = (false, RefCell::default(), RefCell::default());
+        Log { compat, json, sink, restartable, repeat, events }
     }
 
-    fn format(&self, text: &str) -> String {
+    /// The line as written: JSON (with the event's kind and fields when it
+    /// is an event's), start_server's bare text, or prefixed.
+    fn format(&self, text: &str, said: Said) -> String {
         if self.json {
             let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-            let record = json!({"time": time, "source": "handover", "pid": std::process::id(), "line": text});
-            format!("{record}\n")
+            let (event, level, fields) = json_fields(text, said);
+            let pid = std::process::id();
+            let line = json!({"time": time, "source": "handover", "pid": pid, "level": level, "event": event,
+                "message": text, "fields": fields, "line": text});
+            format!("{line}\n")
         } else if self.compat {
             format!("{text}\n")
         } else {
@@ -55,6 +87,11 @@ impl Log {
     }
 
     pub fn line(&self, text: &str) {
+        self.line_of(text, None);
+    }
+
+    /// A line, and the event record it says, if it says one.
+    fn line_of(&self, text: &str, said: Said) {
         // Under start_server's name every line is its own, as there.
         if !self.compat {
             let mut repeat = self.repeat.borrow_mut();
@@ -66,10 +103,10 @@ impl Log {
             *repeat = Repeat { text: text.to_owned(), count: 0, since: Some(Instant::now()) };
             drop(repeat);
             if let Some(said) = said {
-                self.write(&said);
+                self.write(&said, None);
             }
         }
-        self.write(text);
+        self.write(text, said);
     }
 
     /// The line saying how often the last one came again, if it did.
@@ -87,7 +124,7 @@ impl Log {
             repeat.since = None;
             drop(repeat);
             if let Some(said) = said {
-                self.write(&said);
+                self.write(&said, None);
             }
         }
     }
@@ -100,7 +137,7 @@ impl Log {
         *repeat = Repeat::default();
         drop(repeat);
         if let Some(said) = said {
-            self.write(&said);
+            self.write(&said, None);
         }
     }
 
@@ -110,21 +147,51 @@ impl Log {
         repeat.since.filter(|_| repeat.count > 0).map(|since| since + REPEAT_EVERY)
     }
 
-    fn write(&self, text: &str) {
-        let line = self.format(text);
+    fn write(&self, text: &str, said: Said) {
+        let line = self.format(text, said);
         let mut sink = self.sink.borrow_mut();
         if let Some(dropped) = sink.take_dropped() {
             let note = format!("dropped {dropped} of its own log lines while the log was not read");
-            sink.own(self.format(&note).as_bytes());
+            sink.own(self.format(&note, None).as_bytes());
+            self.record(What::LinesDropped { count: dropped, of: "own".into() }, None, vec![], &note);
         }
         sink.own(line.as_bytes());
         sink.flush(self.restartable);
     }
 
-    pub fn event(&self, event: &Event) {
-        if !self.compat || !event.is_extra() || event.is_warning() {
-            self.line(&words::line(event, self.compat));
+    /// A machine event: recorded, and printed as its line. `views`: the
+    /// generations now, for the generation of the workers it names.
+    pub fn event(&self, event: &Event, views: &[View]) {
+        let in_views = |pid| views.iter().find(|v| v.pids.contains(&pid)).map(|v| v.generation);
+        let serving =
+            views.iter().rev().find(|v| v.phase == "serving").map(|v| (v.generation, v.pids.clone()));
+        let (what, generation, pids) = {
+            let events = self.events.borrow();
+            events::describe(event, |pid| events.generation_of(pid).or_else(|| in_views(pid)), serving)
+        };
+        let respawned = matches!(event, Event::DiedUnexpectedly { .. }).then(|| pids.clone());
+        self.record(what, generation, pids, &words::line(event, false));
+        let record = self.events.borrow().last().cloned();
+        if let Some(pids) = respawned {
+            let text = format!("worker {} is started again", pids.first().copied().unwrap_or(0));
+            self.record(What::Respawned, generation, pids, &text);
         }
+        if !self.compat || !event.is_extra() || event.is_warning() {
+            let said = record.as_ref().map(|r| (r, event.is_warning()));
+            self.line_of(&words::line(event, self.compat), said);
+        }
+    }
+
+    /// Keeps an event's record, without printing it.
+    pub fn record(&self, what: What, generation: Option<u64>, pids: Vec<i32>, text: &str) {
+        self.events.borrow_mut().push(what, generation, pids, text.to_string());
+    }
+
+    /// A line of the supervisor's own that is an event: recorded and printed.
+    pub fn said(&self, what: What, generation: Option<u64>, pids: Vec<i32>, text: &str) {
+        self.record(what, generation, pids, text);
+        let record = self.events.borrow().last().cloned();
+        self.line_of(text, record.as_ref().map(|r| (r, false)));
     }
 
     /// A line of handover's own, not printed under the name start_server.
@@ -161,9 +228,10 @@ impl Log {
         let dropped = self.sink.borrow_mut().take_dropped_captured();
         if let Some(dropped) = dropped {
             let kib = super::sink::LOSSY_CAPACITY / 1024;
-            self.line(&format!(
+            let text = format!(
                 "dropped {dropped} captured lines while the log command was down ({kib} KiB were waiting)"
-            ));
+            );
+            self.said(What::LinesDropped { count: dropped, of: "captured".into() }, None, vec![], &text);
         }
         self.sink.borrow_mut().flush(self.restartable);
     }

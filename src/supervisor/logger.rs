@@ -108,7 +108,9 @@ impl Supervisor {
         logger.pid = None;
         let at = logger.schedule(now);
         self.log.sink().set_lossy(true);
-        self.log.line(&format!("the log command (pid {pid}) {status}; {}", again(at, now)));
+        let text = format!("the log command (pid {pid}) {status}; {}", again(at, now));
+        let what = crate::wire::event::What::LoggerExited { status: status.to_string() };
+        self.log.said(what, None, vec![pid], &text);
         true
     }
 

@@ -33,17 +33,21 @@ mod contain;
 mod control;
 mod effects;
 mod einhorn;
+pub mod events;
 mod lines;
 mod log;
 mod logger;
+pub mod metrics;
 mod observer;
 pub mod output;
 mod readiness;
 mod reaper;
 mod replies;
+pub mod scrape;
 pub mod setup;
 mod signals;
 mod sink;
+mod stream;
 pub mod upgrade;
 mod watch;
 mod words;
@@ -82,6 +86,8 @@ pub struct Supervisor {
     pub failed_spawn: Option<(u64, SpawnError)>,
     /// This image, and a self-upgrade under way.
     pub upgrades: upgrade::Upgrades,
+    /// `--metrics-listen`: the metrics over HTTP.
+    pub scrape: Option<scrape::MetricsServer>,
 }
 
 impl Perform for Supervisor {
@@ -114,7 +120,7 @@ impl Perform for Supervisor {
             // flushed, so that `exiting` stays the last line.
             Effect::Log(Event::Exiting) => {}
             Effect::Log(Event::Diagnosis { generation, status, hint: Hint::FailedDuringStartup }) => {
-                self.log.event(&Event::Diagnosis { generation, status, hint: Hint::FailedDuringStartup });
+                self.log_event(&Event::Diagnosis { generation, status, hint: Hint::FailedDuringStartup });
                 let exited = self.failed_pid.take();
                 if let Some(line) = exited.and_then(|pid| self.observer.exited_unseen(generation, pid)) {
                     self.log.line(&line);
@@ -122,15 +128,15 @@ impl Perform for Supervisor {
             }
             Effect::Log(Event::FailedToStart { pid, status }) => {
                 self.failed_pid = Some(pid);
-                self.log.event(&Event::FailedToStart { pid, status });
+                self.log_event(&Event::FailedToStart { pid, status });
             }
             Effect::Log(event @ Event::Ready { .. }) => {
                 if let Event::Ready { generation, pids, how, .. } = &event {
                     self.observer.ready(*generation, words::ready_by(*how, pids));
                 }
-                self.log.event(&event);
+                self.log_event(&event);
             }
-            Effect::Log(event) => self.log.event(&event),
+            Effect::Log(event) => self.log_event(&event),
             Effect::WriteStatus(gens) => self.write_status(&gens),
             Effect::Notify(state) => readiness::upward(&state),
             Effect::Reply { request, outcome } => self.reply(request, &outcome),
@@ -141,7 +147,8 @@ impl Perform for Supervisor {
                 }
                 self.clean_up();
                 self.contain.finish();
-                self.log.event(&Event::Exiting);
+                self.log_event(&Event::Exiting);
+                self.publish_last();
                 self.log.finish(EXIT_FLUSH);
                 return Step::Exit(code);
             }
@@ -186,6 +193,7 @@ impl Supervisor {
                 self.log.deadline(),
                 upgrade,
                 observe,
+                self.scrape.as_ref().and_then(scrape::MetricsServer::deadline),
             ];
             let timeout = match deadlines.into_iter().flatten().min() {
                 None => PollTimeout::NONE,
@@ -211,6 +219,8 @@ impl Supervisor {
             fds.extend(sink.poll_fd().map(|(fd, events)| PollFd::new(fd, events)));
             fds.extend(self.watcher.iter().map(|w| PollFd::new(w.fd(), PollFlags::POLLIN)));
             fds.extend(self.observer.poll_fd().map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+            let scrape = self.scrape.iter().flat_map(|s| s.poll_fds());
+            fds.extend(scrape.map(|(fd, events)| PollFd::new(fd, events)));
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(Error::runtime(format!("poll failed: {e}"))),
@@ -252,6 +262,7 @@ impl Supervisor {
             let acked: Vec<i32> = ready.chain(self.einhorn.service()).collect();
             inputs.extend(self.credit(acked));
             inputs.extend(self.control_requests());
+            self.serve_metrics();
             if self.watcher.as_mut().is_some_and(Watcher::drain) {
                 inputs.push(Input::Changed);
             }
@@ -263,6 +274,7 @@ impl Supervisor {
             if let Some(code) = self.feed(moment(), inputs) {
                 return Ok(exit_code(code));
             }
+            self.publish();
             // Every input handled: the one moment a verified upgrade may go.
             self.upgrade_now();
         }
@@ -272,7 +284,9 @@ impl Supervisor {
     /// Returns the exit code once the machine says to exit.
     fn feed(&mut self, now: Moment, inputs: Vec<Input>) -> Option<i32> {
         self.failed_spawn = None;
-        driver::feed(self, now, inputs)
+        let code = driver::feed(self, now, inputs);
+        self.note_outcome();
+        code
     }
 
     /// Children reaped, as inputs: the log command's exit is handled here,
@@ -349,9 +363,11 @@ impl Supervisor {
         lines.iter().for_each(|line| self.log.line(line));
         let mut inputs = Vec::new();
         let (mut upgrades, mut reopens) = (Vec::new(), Vec::new());
+        let mut watching = Vec::new();
         for (id, request) in requests {
             match request.command {
                 Command::Reopen => reopens.push(id),
+                Command::Events | Command::Follow | Command::Metrics => watching.push((id, request.command)),
                 Command::Upgrade => upgrades.push((id, request.binary, request.wait)),
                 Command::Restart => inputs.push(Input::Restart { request: id.0 }),
                 Command::Stop => {
@@ -373,6 +389,9 @@ impl Supervisor {
                     control.reply(id, &status);
                 }
             }
+        }
+        for (id, command) in watching {
+            self.answer_watching(id, command);
         }
         for (id, binary, wait) in upgrades {
             self.upgrade_requested(id, binary, wait);

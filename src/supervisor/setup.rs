@@ -71,8 +71,7 @@ impl Drop for Started {
 
 /// Run until stopped; returns the exit code.
 pub fn run(mut config: Config) -> Result<u8> {
-    let json = config.capture == Some(super::capture::Format::Json);
-    let mut log = Log::new(config.compat, json);
+    let mut log = Log::new(config.compat, config.log_json);
     spawn::check(&config.command[0], &config.base_env, config.dir.as_deref())?;
     if config.compat {
         // start_server's banner, on the terminal even with --log-file.
@@ -107,6 +106,11 @@ pub fn run(mut config: Config) -> Result<u8> {
     }
     if let Some(path) = config.control.as_deref() {
         started.control = Some(ControlServer::bind(path).map_err(|e| Error::runtime(e.to_string()))?);
+    }
+    let scrape = config.metrics_listen.map(super::scrape::MetricsServer::bind).transpose();
+    let scrape = scrape.map_err(|e| Error::runtime(e.to_string()))?;
+    if let Some(addr) = scrape.as_ref().and_then(super::scrape::MetricsServer::local_addr) {
+        log.extra(&format!("serving metrics on http://{addr}/metrics"));
     }
     let signals = Signals::install().context(creating("signal handlers"))?;
     let pipe = match &config.log {
@@ -187,6 +191,7 @@ pub fn run(mut config: Config) -> Result<u8> {
         failed_pid: None,
         failed_spawn: None,
         upgrades: super::upgrade::Upgrades::new(std::time::SystemTime::now()),
+        scrape,
     };
     supervisor.serve(true)
 }

@@ -3,7 +3,8 @@
 //!
 //! One JSON object per line each way. Requests: `{"command":"status"}`,
 //! `{"command":"restart"}`, `{"command":"stop"}`, `{"command":"upgrade"}`,
-//! `{"command":"reopen"}`; other fields are ignored. Every reply carries `"ok"`; when it is false, `"error"` says
+//! `{"command":"reopen"}`, `{"command":"events"}`, `{"command":"follow"}`
+//! (`wire::event`), `{"command":"metrics"}`; other fields are ignored. Every reply carries `"ok"`; when it is false, `"error"` says
 //! why. The shapes below are the README's "Control protocol" section, and
 //! `tests::recorded_exchange` holds them on the wire.
 use serde::de::DeserializeOwned;
@@ -19,11 +20,25 @@ pub enum Command {
     Upgrade,
     /// What SIGUSR1 does (`--on-usr1`): reopen `--log-file`, forward USR1.
     Reopen,
+    /// The retained event records (`wire::event::Retained`).
+    Events,
+    /// The retained event records, then every new one, one per line.
+    Follow,
+    /// The metrics page (`Metrics`).
+    Metrics,
 }
 
 impl Command {
-    pub const ALL: [Command; 5] =
-        [Command::Status, Command::Restart, Command::Stop, Command::Upgrade, Command::Reopen];
+    pub const ALL: [Command; 8] = [
+        Command::Status,
+        Command::Restart,
+        Command::Stop,
+        Command::Upgrade,
+        Command::Reopen,
+        Command::Events,
+        Command::Follow,
+        Command::Metrics,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -32,6 +47,9 @@ impl Command {
             Command::Stop => "stop",
             Command::Upgrade => "upgrade",
             Command::Reopen => "reopen",
+            Command::Events => "events",
+            Command::Follow => "follow",
+            Command::Metrics => "metrics",
         }
     }
 }
@@ -70,7 +88,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
     let name = (value.get("command").and_then(Value::as_str))
         .ok_or_else(|| "request has no \"command\" string".to_string())?;
     let command = (Command::ALL.into_iter().find(|c| c.name() == name)).ok_or_else(|| {
-        format!("unknown command {name:?}: expected status, restart, stop, upgrade or reopen")
+        format!("unknown command {name:?}: expected status, restart, stop, upgrade, reopen, events, follow or metrics")
     })?;
     if command != Command::Upgrade {
         // Other fields of other requests are ignored.
@@ -136,6 +154,13 @@ pub struct Reopened {
     pub log_file: Option<String>,
     /// Whether USR1 went to the serving generation (`--on-usr1`).
     pub forwarded: bool,
+}
+
+/// The answer to `metrics`: the page in the Prometheus text format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub ok: bool,
+    pub text: String,
 }
 
 /// The answer to `restart`, and the status's `last_restart`.
@@ -343,7 +368,7 @@ mod tests {
     const FAILED: &str =
         r#"{"ok":false,"generation":3,"error":"generation 3 failed: worker 901 exited with 3"}"#;
     const STOPPING: &str = r#"{"ok":true,"pid":4242}"#;
-    const REFUSED: &str = r#"{"ok":false,"error":"unknown command \"reload\": expected status, restart, stop, upgrade or reopen"}"#;
+    const REFUSED: &str = r#"{"ok":false,"error":"unknown command \"reload\": expected status, restart, stop, upgrade, reopen, events, follow or metrics"}"#;
     const REOPENED: &str = r#"{"ok":true,"log_file":"/var/log/app.log","forwarded":false}"#;
 
     fn round_trip<T: Serialize + DeserializeOwned>(recorded: &str) -> T {

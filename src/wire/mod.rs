@@ -3,4 +3,5 @@
 pub mod control;
 pub mod einhorn;
 pub mod env;
+pub mod event;
 pub mod sd_notify;

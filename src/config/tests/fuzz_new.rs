@@ -142,6 +142,7 @@ fn handover_opts() -> impl Strategy<Value = HandoverOpts> {
                     user: user.map(str::to_owned),
                     group: group.map(str::to_owned),
                     control: None,
+                    metrics_listen: None,
                     announce,
                     no_tcp_nodelay: no_nodelay,
                 }

@@ -15,7 +15,8 @@ impl ControlServer {
     /// its buffers and the requests it waits on (the machine's waiters name
     /// them by id), and the next id.
     pub fn carry(&self) -> ControlRecord {
-        let conns = (self.conns.iter())
+        // Followers are not carried: they are told to reconnect (`follow`).
+        let conns = (self.conns.iter().filter(|c| c.follow.is_none()))
             .map(|c| ControlConnRecord {
                 conn: c.io.carry(),
                 waiting: c
@@ -46,7 +47,7 @@ impl ControlServer {
                 })
                 .collect();
             let io = LineConn::resume(stream, c.conn)?;
-            conns.push(Conn { io, waiting, heard_at: now, stopping: c.stopping });
+            conns.push(Conn { io, waiting, heard_at: now, stopping: c.stopping, follow: None });
         }
         Ok(ControlServer {
             listener,

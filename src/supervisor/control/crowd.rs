@@ -6,9 +6,10 @@
 //! once.
 use crate::wire::control::Command;
 
-/// Connections that may wait at once. With at most one stop beyond it,
-/// the table (`MAX_CONNECTIONS`, larger) always holds connections that
-/// can be closed for a newcomer.
+/// Connections that may wait at once. With at most one stop beyond it
+/// and the followers of the event stream (`follow::MAX_FOLLOWERS`), the
+/// table (`MAX_CONNECTIONS`, larger than all three) always holds
+/// connections that can be closed for a newcomer.
 pub const MAX_WAITING: usize = 32;
 
 /// The waiting connections, counted at the start of a turn and as
@@ -29,7 +30,10 @@ impl Crowd {
     /// begun, a `stop` beyond the bound is told so.
     pub fn admit(&mut self, waits: bool, command: Command) -> Result<(), String> {
         let stop = command == Command::Stop;
-        if command == Command::Status || waits {
+        // Answered at once (`follow` streams, bounded on its own).
+        let at_once =
+            matches!(command, Command::Status | Command::Events | Command::Follow | Command::Metrics);
+        if at_once || waits {
             self.stopping |= stop;
             return Ok(());
         }

@@ -183,7 +183,9 @@ fn answers_garbage_and_unknown_commands_with_errors() {
     assert_eq!(client.reply(), error("request is not JSON: expected ident at line 1 column 2"));
     assert_eq!(
         client.reply(),
-        error("unknown command \"reboot\": expected status, restart, stop, upgrade or reopen")
+        error(
+            "unknown command \"reboot\": expected status, restart, stop, upgrade, reopen, events, follow or metrics"
+        )
     );
     assert_eq!(client.reply(), error("request has no \"command\" string"));
     assert_eq!(client.reply(), Some(json!({"ok": true})));

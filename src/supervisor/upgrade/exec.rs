@@ -18,6 +18,7 @@ use crate::supervisor::{Supervisor, readiness};
 use crate::sys;
 use crate::wire::control::Upgraded;
 use crate::wire::env::HANDOVER_UPGRADE_STATE;
+use crate::wire::event::What;
 
 /// The signals the supervisor handles whose default action ends a
 /// process: set to be ignored across the exec (see
@@ -58,8 +59,12 @@ impl Supervisor {
             return self.refuse_upgrade(&asked.requests, "the supervisor is stopping");
         }
         let binary = asked.binary.display().to_string();
-        self.log.line(&format!("upgrading from handover {VERSION} to {to} ({binary})"));
+        let text = format!("upgrading from handover {VERSION} to {to} ({binary})");
+        let what = What::Upgrading { from: VERSION.to_string(), to: to.clone(), binary: binary.clone() };
+        self.log.said(what, None, Vec::new(), &text);
         self.log.settle();
+        // Followers are not carried: this is the last record they get from this image.
+        self.publish();
         let reply = |took_ms| Upgraded {
             ok: true,
             pid: std::process::id(),
@@ -166,6 +171,7 @@ impl Supervisor {
             config: Some(ConfigRecord::of(&self.config.given)),
             previous_binary: self.upgrades.own_fd(),
             image_started_ms: Some(ms(self.upgrades.image_started)),
+            events: Some(self.log.events.borrow().carry()),
         }
     }
 }

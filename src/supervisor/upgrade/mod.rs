@@ -233,7 +233,8 @@ fn memfd(record: &[u8], cloexec: bool) -> io::Result<File> {
 impl Supervisor {
     /// Logs why, and answers each request with it.
     pub(super) fn refuse_upgrade(&mut self, requests: &[(RequestId, bool)], why: &str) {
-        self.log.line(&format!("upgrade refused: {why}"));
+        let what = crate::wire::event::What::UpgradeRefused { reason: why.to_string() };
+        self.log.said(what, None, Vec::new(), &format!("upgrade refused: {why}"));
         if let Some(control) = &mut self.control {
             for &(id, _) in requests {
                 control.reply(id, &Verdict::refused(format!("upgrade refused: {why}")));

@@ -101,6 +101,10 @@ pub struct Record {
     /// Wall-clock milliseconds since the epoch when the writing image started.
     #[serde(default)]
     pub image_started_ms: Option<u64>,
+    /// The event records' numbering, the retained records and the metrics
+    /// counted from them (absent: written by a handover without them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<crate::supervisor::events::Carried>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -183,8 +183,7 @@ fn take_over(
     };
     let logger =
         (record.logger.as_ref().map(|l| Logger::resume(l, &mut fds, then)).transpose()).map_err(io)?;
-    let json = config.capture == Some(crate::supervisor::capture::Format::Json);
-    let mut log = Log::new(config.compat, json);
+    let mut log = Log::new(config.compat, config.log_json);
     log.retarget(logger.is_some());
     log.sink().set_lossy(logger.as_ref().is_some_and(|l| l.pid.is_none()));
     log.sink().captured(&record.log_pending);
@@ -199,6 +198,14 @@ fn take_over(
     if let Some(why) = why {
         log.line(&format!("containment: session per worker ({why})"));
     }
+    // Not carried: bound again (see `scrape`).
+    let scrape = match config.metrics_listen.map(crate::supervisor::scrape::MetricsServer::bind) {
+        Some(Err(e)) => {
+            log.line(&format!("{e}; the metrics are still on the control socket"));
+            None
+        }
+        bound => bound.and_then(Result::ok),
+    };
     let started = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(record.started_ms);
     let mut upgrades = Upgrades::new(started);
     upgrades.count = record.upgrades + u64::from(rolled_back.is_none());
@@ -230,16 +237,21 @@ fn take_over(
         failed_pid: None,
         failed_spawn: None,
         upgrades,
+        scrape,
     };
     let generations: Vec<String> =
         supervisor.machine.views().iter().map(|v| v.generation.to_string()).collect();
     let shown = if generations.is_empty() { "none".to_string() } else { generations.join(", ") };
     let pid = std::process::id();
+    supervisor.resume_events(record.events.clone());
     if rolled_back.is_none() {
-        supervisor.log.line(&format!(
+        let text = format!(
             "upgraded from handover {} to {VERSION} (pid {pid}, generations {shown})",
             record.version
-        ));
+        );
+        let what =
+            crate::wire::event::What::Upgraded { from: record.version.clone(), to: VERSION.to_string() };
+        supervisor.log.said(what, None, Vec::new(), &text);
     }
     if record.reloading {
         readiness::upward(&crate::machine::Upward::Ready);

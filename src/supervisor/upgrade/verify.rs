@@ -105,7 +105,8 @@ impl Supervisor {
             return self.refuse_upgrade(&[(id, wait)], &text);
         }
         let now = Instant::now();
-        self.log.line(&format!("upgrade asked for: checking {}", binary.display()));
+        let what = crate::wire::event::What::UpgradeAsked { binary: binary.display().to_string() };
+        self.log.said(what, None, Vec::new(), &format!("upgrade asked for: checking {}", binary.display()));
         let flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
         let file = match nix::fcntl::open(&binary, flags, nix::sys::stat::Mode::empty()) {
             Ok(file) => file,

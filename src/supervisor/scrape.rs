@@ -1,0 +1,276 @@
+//! `--metrics-listen ADDR`: `GET /metrics` over HTTP/1.x, read-only, for
+//! a Prometheus scraper. Off by default.
+//!
+//! Invariants, so that no client can cost the loop anything: the listener
+//! and connections are non-blocking and polled with the rest; at most
+//! `MAX_CONNS` connections are open (a newcomer closes the oldest); a
+//! request head is at most `MAX_REQUEST` bytes (beyond: `431`, closed);
+//! a connection gets `TIMEOUT` from its accept to be answered and to take
+//! the answer (a slow or silent client is closed then); each answer is
+//! one page, then the connection is closed (`Connection: close`). `GET
+//! /metrics` is answered `200` with the page, another path `404`, another
+//! method `405`. At most `MAX_CONNS` accepts per turn.
+//!
+//! Across `handover upgrade` the socket is not carried: the new image
+//! binds `ADDR` again (a scrape during the exec is refused; a failure to
+//! bind is one line in the log, and the metrics are still on the control
+//! socket).
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+use nix::poll::PollFlags;
+
+use crate::error::io_text;
+
+pub const MAX_CONNS: usize = 8;
+pub const MAX_REQUEST: usize = 8 * 1024;
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+struct Conn {
+    stream: TcpStream,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    /// Answered (the output is all there is to send).
+    answered: bool,
+    /// The client has sent all it will.
+    eof: bool,
+    /// All sent and our side shut down: what the client still sends is
+    /// read and dropped until it closes (closing with unread input would
+    /// reset the connection, and the answer could be lost).
+    closing: bool,
+    done: bool,
+    deadline: Instant,
+}
+
+pub struct MetricsServer {
+    listener: TcpListener,
+    conns: Vec<Conn>,
+}
+
+/// What a request head asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Asked {
+    /// Not complete yet.
+    More,
+    Page,
+    Answer(&'static str),
+}
+
+fn parse(input: &[u8]) -> Asked {
+    let end = input
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .or_else(|| input.windows(2).position(|w| w == b"\n\n"));
+    if end.is_none() {
+        return match input.len() > MAX_REQUEST {
+            true => Asked::Answer("431 Request Header Fields Too Large"),
+            false => Asked::More,
+        };
+    }
+    let line = input.split(|&b| b == b'\n').next().unwrap_or_default();
+    let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
+    let (method, target) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+    match (method, path) {
+        (b"GET", b"/metrics") => Asked::Page,
+        (b"GET", _) => Asked::Answer("404 Not Found"),
+        _ => Asked::Answer("405 Method Not Allowed"),
+    }
+}
+
+fn response(status: &str, body: &str) -> Vec<u8> {
+    let kind =
+        if status.starts_with("200") { "text/plain; version=0.0.4; charset=utf-8" } else { "text/plain" };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    [head.as_bytes(), body.as_bytes()].concat()
+}
+
+impl MetricsServer {
+    pub fn bind(addr: SocketAddr) -> io::Result<MetricsServer> {
+        let listener = TcpListener::bind(addr).map_err(|e| {
+            io::Error::other(format!(
+                "cannot listen for metrics on {addr}: {}; choose another --metrics-listen address",
+                io_text(&e)
+            ))
+        })?;
+        listener.set_nonblocking(true)?;
+        Ok(MetricsServer { listener, conns: Vec::new() })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
+        let mut fds = vec![(self.listener.as_fd(), PollFlags::POLLIN)];
+        for conn in &self.conns {
+            let flags = match conn.answered && !conn.closing {
+                true => PollFlags::POLLOUT,
+                false => PollFlags::POLLIN,
+            };
+            fds.push((conn.stream.as_fd(), flags));
+        }
+        fds
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        self.conns.iter().map(|c| c.deadline).min()
+    }
+
+    /// Accepts, reads and writes what is ready; closes what is done or
+    /// late. Returns whether a connection waits for the page (`answer`).
+    pub fn service(&mut self, now: Instant) -> bool {
+        for _ in 0..MAX_CONNS {
+            let Ok((stream, _)) = self.listener.accept() else { break };
+            if stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            if self.conns.len() >= MAX_CONNS {
+                self.conns.remove(0);
+            }
+            let deadline = now + TIMEOUT;
+            let (input, output) = (Vec::new(), Vec::new());
+            let (answered, eof, closing, done) = (false, false, false, false);
+            let conn = Conn { stream, input, output, answered, eof, closing, done, deadline };
+            self.conns.push(conn);
+        }
+        let mut wanted = false;
+        for conn in &mut self.conns {
+            if conn.closing {
+                conn.discard();
+                continue;
+            }
+            if !conn.answered {
+                conn.read();
+                match parse(&conn.input) {
+                    // Closed before a whole request: nothing to answer.
+                    Asked::More => conn.done |= conn.eof,
+                    Asked::Page => wanted = true,
+                    Asked::Answer(status) => {
+                        conn.output = response(status, &format!("{status}\n"));
+                        conn.answered = true;
+                    }
+                }
+            }
+            conn.write();
+        }
+        self.conns.retain(|c| !c.done && now < c.deadline);
+        wanted
+    }
+
+    /// Answers every connection that asked for the page.
+    pub fn answer(&mut self, page: &str) {
+        for conn in self.conns.iter_mut().filter(|c| !c.answered && parse(&c.input) == Asked::Page) {
+            conn.output = response("200 OK", page);
+            conn.answered = true;
+            conn.write();
+        }
+        self.conns.retain(|c| !c.done);
+    }
+}
+
+impl Conn {
+    fn read(&mut self) {
+        let mut chunk = [0u8; 4096];
+        while self.input.len() <= MAX_REQUEST {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => self.input.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.done = true;
+                    break;
+                }
+            }
+        }
+    }
+
+    fn write(&mut self) {
+        while self.answered && !self.output.is_empty() {
+            match self.stream.write(&self.output) {
+                Ok(n) => drop(self.output.drain(..n)),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.done = true;
+                    return;
+                }
+            }
+        }
+        if self.answered && self.output.is_empty() && !self.closing {
+            self.closing = true;
+            if self.stream.shutdown(std::net::Shutdown::Write).is_err() {
+                self.done = true;
+            }
+            self.discard();
+        }
+    }
+
+    /// Reads and drops what the client sends after its answer; done at its end.
+    fn discard(&mut self) {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => break self.done = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => break self.done = true,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_get_metrics_gets_the_page() {
+        assert_eq!(parse(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), Asked::Page);
+        assert_eq!(parse(b"GET /metrics?x=1 HTTP/1.0\n\n"), Asked::Page);
+        assert_eq!(parse(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"), Asked::More);
+        assert_eq!(parse(b"GET / HTTP/1.1\r\n\r\n"), Asked::Answer("404 Not Found"));
+        assert_eq!(parse(b"POST /metrics HTTP/1.1\r\n\r\n"), Asked::Answer("405 Method Not Allowed"));
+        let long = [&b"GET /metrics HTTP/1.1\r\nX: "[..], &[b'a'; MAX_REQUEST]].concat();
+        assert_eq!(parse(&long), Asked::Answer("431 Request Header Fields Too Large"));
+    }
+
+    use crate::fuzz_tests::{Bytes, config, mutated};
+    use proptest::prelude::*;
+
+    const VALID: &[&str] = &[
+        "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET /metrics?x=1 HTTP/1.0\n\n",
+        "HEAD / HTTP/1.1\r\n\r\n",
+    ];
+
+    proptest! {
+        #![proptest_config(config(512))]
+
+        /// Any bytes: no panic; the page only for a complete `GET /metrics`
+        /// head; more is waited for only while under `MAX_REQUEST` bytes.
+        #[test]
+        fn fuzz_http_requests(Bytes(input) in mutated(VALID)) {
+            let complete = input.windows(4).any(|w| w == b"\r\n\r\n") || input.windows(2).any(|w| w == b"\n\n");
+            match parse(&input) {
+                Asked::More => prop_assert!(!complete && input.len() <= MAX_REQUEST),
+                Asked::Page => {
+                    let first = input.split(|&b| b == b'\n').next().unwrap_or_default();
+                    let has = |word: &[u8]| first.windows(word.len()).any(|w| w == word);
+                    prop_assert!(complete && has(b"GET ") && has(b" /metrics"));
+                }
+                Asked::Answer(_) => {}
+            }
+        }
+    }
+}
