@@ -128,7 +128,8 @@ pub enum Awaited {
     Accepting,
 }
 
-/// A line of the log. `ReadyTimeout::awaited`: what was waited for;
+/// A line of the log. `ReadyTimeout::awaited`: what was waited for,
+/// `serving`: whether another generation serves meanwhile;
 /// `ReadyLearned`: worker `pid`
 /// was the first to send it, so from now on new workers must too.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,7 +152,7 @@ pub enum Event {
     HupCoalesced { generation: u64 },
     SpawnFailed { generation: u64, error: SpawnError },
     Diagnosis { generation: u64, status: ExitStatus, hint: Hint },
-    ReadyTimeout { generation: u64, pids: Vec<Pid>, after: Duration, awaited: Awaited },
+    ReadyTimeout { generation: u64, pids: Vec<Pid>, after: Duration, awaited: Awaited, serving: bool },
     ReadyLearned { pid: Pid, timeout: Option<Duration> },
     DrainTimeout { pid: Pid, after: Duration },
     UnreadyStopTimeout { pid: Pid, generation: u64, after: Duration },

@@ -207,7 +207,8 @@ impl Machine {
                 (ReadyMode::Accepting, _) => Awaited::Accepting,
                 _ => Awaited::Notify,
             };
-            fx.push(Effect::Log(Event::ReadyTimeout { generation, pids, after, awaited }));
+            let serving = self.current.is_some();
+            fx.push(Effect::Log(Event::ReadyTimeout { generation, pids, after, awaited, serving }));
             self.fail_candidate(now, Failure::NotReady { after }, fx);
         }
     }

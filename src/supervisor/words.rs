@@ -208,12 +208,13 @@ impl fmt::Display for Event {
             Event::Diagnosis { generation, status, hint } => {
                 write!(f, "generation {generation} {status}: {hint}")
             }
-            Event::ReadyTimeout { generation, pids, after, awaited } => {
+            Event::ReadyTimeout { generation, pids, after, awaited, serving } => {
                 write!(
                     f,
-                    "generation {generation} ({}) not ready after {}; stopping it, the serving generation is untouched",
+                    "generation {generation} ({}) not ready after {}; stopping it, {}",
                     pids_phrase(pids),
-                    humantime::format_duration(round_ms(*after))
+                    humantime::format_duration(round_ms(*after)),
+                    if *serving { "the serving generation is untouched" } else { "no generation serves" }
                 )?;
                 f.write_str(match awaited {
                     Awaited::Notify => "",

@@ -71,8 +71,13 @@ fn once_learned_a_silent_generation_fails_at_the_ready_timeout_and_the_old_one_i
         assert!(run.tick(ms).is_empty(), "at {ms} ms");
     }
     let fx = run.tick(12 * SEC);
-    let timeout =
-        Event::ReadyTimeout { generation: 2, pids: vec![102], after: ms(10_000), awaited: Awaited::Learned };
+    let timeout = Event::ReadyTimeout {
+        generation: 2,
+        pids: vec![102],
+        after: ms(10_000),
+        awaited: Awaited::Learned,
+        serving: true,
+    };
     assert_eq!(events(&fx)[0], timeout);
     assert_eq!(signals(&fx), [(102, Signal::SIGTERM)], "the new generation only");
     assert_eq!(status(&fx), Some(vec![(1, 101), (2, 102)]));

@@ -54,7 +54,8 @@ fn a_worker_never_seen_fails_at_the_ready_timeout_and_is_named() {
         let mut run = serving(mode);
         run.step(2 * SEC, Input::Hup);
         let fx = run.tick(12 * SEC);
-        let timeout = Event::ReadyTimeout { generation: 2, pids: vec![102], after: ms(10_000), awaited };
+        let timeout =
+            Event::ReadyTimeout { generation: 2, pids: vec![102], after: ms(10_000), awaited, serving: true };
         assert_eq!(events(&fx)[0], timeout, "{mode:?}");
         assert_eq!(signals(&fx), [(102, Signal::SIGTERM)], "the new generation only");
     }

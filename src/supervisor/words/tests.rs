@@ -104,6 +104,7 @@ fn handovers_own_lines() {
                 pids: vec![950],
                 after: ms(60_000),
                 awaited: Awaited::AcceptingOrNotify,
+                serving: true,
             },
             "generation 6 (pid 950) not ready after 1m; stopping it, the serving generation is untouched \
              (no READY=1, and never seen waiting for connections on an inherited listener)",
@@ -126,8 +127,19 @@ fn handovers_own_lines() {
                 pids: vec![102],
                 after: ms(10_000),
                 awaited: Awaited::Notify,
+                serving: true,
             },
             "generation 2 (pid 102) not ready after 10s; stopping it, the serving generation is untouched",
+        ),
+        (
+            Event::ReadyTimeout {
+                generation: 1,
+                pids: vec![101],
+                after: ms(10_000),
+                awaited: Awaited::Notify,
+                serving: false,
+            },
+            "generation 1 (pid 101) not ready after 10s; stopping it, no generation serves",
         ),
         (
             Event::ReadyTimeout {
@@ -135,6 +147,7 @@ fn handovers_own_lines() {
                 pids: vec![103],
                 after: ms(60_000),
                 awaited: Awaited::Learned,
+                serving: true,
             },
             "generation 3 (pid 103) not ready after 1m; stopping it, the serving generation is untouched \
              (no READY=1: --ready auto waits for it since an earlier worker sent it)",
