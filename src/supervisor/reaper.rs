@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::machine::Input;
 use crate::machine::event::ExitStatus;
+use crate::sys::process::{self, Ended};
 
 /// Whether any process is left in process group `pgid` (one we may not
 /// signal counts: it is there).
@@ -47,13 +47,7 @@ fn parent_of(pid: i32) -> Option<i32> {
 }
 
 fn reap_all() {
-    loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-            Ok(_) | Err(Errno::EINTR) => continue,
-            Err(_) => break,
-        }
-    }
+    while let Ok(Some(_)) = process::reap_one() {}
 }
 
 /// SIGTERM every remaining child but `keep`, then SIGKILL after `grace`;
@@ -85,19 +79,12 @@ pub fn stop_orphans(keep: &[i32], grace: Duration) -> Vec<i32> {
 /// Every child that has exited, as inputs.
 pub fn reap() -> Vec<Input> {
     let mut exits = Vec::new();
-    loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => {
-                exits.push(Input::Exited { pid: pid.as_raw(), status: ExitStatus::Code(code) })
-            }
-            Ok(WaitStatus::Signaled(pid, signal, core)) => exits.push(Input::Exited {
-                pid: pid.as_raw(),
-                status: ExitStatus::Signal { signal: signal as i32, core },
-            }),
-            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-            Ok(_) | Err(Errno::EINTR) => continue,
-            Err(_) => break,
-        }
+    while let Ok(Some((pid, ended))) = process::reap_one() {
+        let status = match ended {
+            Ended::Code(code) => ExitStatus::Code(code),
+            Ended::Signal { signal, core } => ExitStatus::Signal { signal, core },
+        };
+        exits.push(Input::Exited { pid, status });
     }
     exits
 }

@@ -158,3 +158,42 @@ fn pending_signals() -> io::Result<libc::sigset_t> {
     // SAFETY: initialised by the successful call above.
     Ok(unsafe { set.assume_init() })
 }
+
+/// How a reaped child ended: its exit code, or the signal (any number,
+/// real-time ones included) and whether it dumped core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    Code(i32),
+    Signal { signal: i32, core: bool },
+}
+
+/// One child that has ended, reaped (`waitpid(-1, WNOHANG)`): Ok(None)
+/// when none has (or there are no children). Decoded here rather than by
+/// nix, whose `WaitStatus` has no value for a real-time signal and
+/// returns an error for a child it has already reaped.
+pub fn reap_one() -> io::Result<Option<(i32, Ended)>> {
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: waitpid writes only the int it is given.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid == 0 {
+            return Ok(None);
+        }
+        if pid < 0 {
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ECHILD) => return Ok(None),
+                _ => return Err(err),
+            }
+        }
+        if libc::WIFEXITED(status) {
+            return Ok(Some((pid, Ended::Code(libc::WEXITSTATUS(status)))));
+        }
+        if libc::WIFSIGNALED(status) {
+            let ended = Ended::Signal { signal: libc::WTERMSIG(status), core: libc::WCOREDUMP(status) };
+            return Ok(Some((pid, ended)));
+        }
+        // Stopped or continued: not asked for (no WUNTRACED), not an end.
+    }
+}

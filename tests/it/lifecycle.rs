@@ -67,6 +67,21 @@ fn dead_worker_is_respawned() {
 }
 
 #[test]
+fn a_worker_killed_by_a_real_time_signal_is_respawned_and_the_stop_ends() {
+    // waitpid's status for signals 34-64 has no name in nix's Signal: the
+    // exit was reaped and lost, and a stop waited for it for ever.
+    let mut s = with_worker(&["--port", "127.0.0.1:0"], &["--notify"]);
+    let first = s.wait_generations(&[1]);
+    // 37: SIGRTMIN+3 under glibc.
+    let kill =
+        std::process::Command::new("kill").args(["-s", "37", &first[0].1.to_string()]).status().unwrap();
+    assert!(kill.success());
+    s.wait_generations(&[2]);
+    s.signal(Signal::SIGTERM);
+    assert!(s.wait_exit().success(), "{}", s.dossier());
+}
+
+#[test]
 fn hups_during_a_restart_coalesce_into_one() {
     let s =
         with_worker(&["--port", "127.0.0.1:0", "--ready", "notify"], &["--notify", "--startup-delay", "300"]);
