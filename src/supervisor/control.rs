@@ -397,7 +397,7 @@ fn clear_stale(path: &Path) -> io::Result<()> {
     dir.remove(&name).map_err(|e| fail("remove stale", e))
 }
 
-mod carry;
+pub mod carry;
 mod crowd;
 mod follow;
 #[cfg(test)]

@@ -32,16 +32,18 @@
 
 use std::fs;
 use std::io::ErrorKind;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use nix::poll::PollFlags;
 use nix::sys::socket::{getsockopt, sockopt};
+use serde::{Deserialize, Serialize};
 
+use crate::config::Config;
+use crate::supervisor::carry::{Carry, Resuming, Written};
+use crate::supervisor::lines::ConnRecord;
 use crate::supervisor::lines::{LineConn, listen_at};
-use crate::supervisor::upgrade::Carried;
-use crate::supervisor::upgrade::record::EinhornRecord;
 use crate::wire::einhorn::{ack_pid, answer, decode, encode_reply};
 
 const MAX_CONNECTIONS: usize = 256;
@@ -150,23 +152,6 @@ impl EinhornSocket {
         }
     }
 
-    /// What a self-upgrade carries over.
-    pub fn carry(&self) -> EinhornRecord {
-        let conns = self.conns.iter().map(|c| (c.io.carry(), c.peer_pid)).collect();
-        EinhornRecord { fd: self.listener.as_raw_fd(), path: self.path.clone(), conns }
-    }
-
-    /// The socket as `carry` described it; `take` gives back a carried fd.
-    pub fn resume(record: EinhornRecord, take: &mut Carried) -> std::io::Result<EinhornSocket> {
-        let listener = UnixListener::from(take.fd(record.fd)?);
-        let mut conns = Vec::with_capacity(record.conns.len());
-        for (conn, peer_pid) in record.conns {
-            let stream = UnixStream::from(take.fd(conn.fd)?);
-            conns.push(Conn { io: LineConn::resume(stream, conn)?, peer_pid, heard: 0 });
-        }
-        Ok(EinhornSocket { listener, path: record.path, conns, accept_paused: false, tick: 0 })
-    }
-
     #[cfg(test)]
     fn connections(&self) -> usize {
         self.conns.len()
@@ -179,11 +164,44 @@ impl Drop for EinhornSocket {
     }
 }
 
+/// What a self-upgrade carries of the einhorn socket: the listener and
+/// every connection with its peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EinhornRecord {
+    pub fd: RawFd,
+    pub path: PathBuf,
+    pub conns: Vec<(ConnRecord, Option<i32>)>,
+}
+
+impl Carry for EinhornSocket {
+    type Record = EinhornRecord;
+
+    fn carry(&self, at: Written) -> EinhornRecord {
+        let conns = self.conns.iter().map(|c| (c.io.carry(at), c.peer_pid)).collect();
+        EinhornRecord { fd: self.listener.as_raw_fd(), path: self.path.clone(), conns }
+    }
+
+    fn fds(record: &EinhornRecord) -> Vec<RawFd> {
+        let conns = record.conns.iter().map(|(c, _)| c.fd);
+        std::iter::once(record.fd).chain(conns).collect()
+    }
+
+    fn resume(record: EinhornRecord, from: &mut Resuming, config: &Config) -> std::io::Result<EinhornSocket> {
+        let listener = UnixListener::from(from.fd(record.fd)?);
+        let mut conns = Vec::with_capacity(record.conns.len());
+        for (conn, peer_pid) in record.conns {
+            conns.push(Conn { io: LineConn::resume(conn, from, config)?, peer_pid, heard: 0 });
+        }
+        Ok(EinhornSocket { listener, path: record.path, conns, accept_paused: false, tick: 0 })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::{BufRead, BufReader, Write};
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::net::UnixStream;
     use std::time::Duration;
 
     use nix::poll::{PollFd, PollTimeout, poll};

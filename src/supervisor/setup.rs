@@ -10,10 +10,10 @@
 //! behind.
 use std::io::Write;
 
-use super::Supervisor;
 use super::control::ControlServer;
 use super::log::Log;
 use super::logger::Logger;
+use super::{Parts, Supervisor};
 use super::{output, reaper};
 use crate::config::{Config, LogTarget};
 use crate::error::{Context, Error, Result, io_text};
@@ -169,31 +169,24 @@ pub fn run(mut config: Config) -> Result<u8> {
         let adopted = listener.inherited_fd.map(|n| format!(", inherited fd {n}")).unwrap_or_default();
         log.extra(&format!("listening on {} as fd {fd} ({}{adopted})", listener.local, listener.key));
     }
-    let mut supervisor = Supervisor {
-        status_file,
+    let parts = Parts {
         machine: Machine::new(config.policy.clone()),
-        capture: config.capture.map(super::capture::Capture::new),
-        config,
-        log,
         listeners,
         notify,
         einhorn,
         control,
         signals,
         pid_file,
+        status_file,
         logger,
+        capture: None,
         watcher,
         lingering: Vec::new(),
         contain,
-        foreign_ready: 0,
-        census: Default::default(),
-        observer: Default::default(),
-        failed_pid: None,
-        failed_spawn: None,
         upgrades: super::upgrade::Upgrades::new(std::time::SystemTime::now()),
         scrape,
     };
-    supervisor.serve(true)
+    Supervisor::assemble(config, log, parts).serve(true)
 }
 
 /// The listeners' fds in the workers and the command's `{fd:NAME}`
