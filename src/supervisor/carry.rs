@@ -34,6 +34,9 @@ pub trait Carry: Sized {
     /// The part as `carry` described it, on the fds taken from `from`;
     /// `config`: this image's configuration.
     fn resume(record: Self::Record, from: &mut Resuming, config: &Config) -> io::Result<Self>;
+    /// The files the part made (socket files, the pid file) removed: the
+    /// new image cannot take over, and nobody will. Most parts made none.
+    fn remove_files(_: &Self::Record) {}
 }
 
 /// The record of part `T`.

@@ -66,6 +66,12 @@ impl Carry for Vec<Listener> {
         }
         Ok(listeners)
     }
+
+    fn remove_files(record: &Vec<ListenerRecord>) {
+        for (path, dev, ino) in record.iter().filter_map(|l| l.created.clone()) {
+            let _ = OwnedPath::known(path, (dev, ino)).remove();
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,5 +94,13 @@ impl Carry for PidFile {
     fn resume(record: PidFileRecord, from: &mut Resuming, _: &Config) -> io::Result<PidFile> {
         let fd = from.fd(record.fd)?;
         PidFile::resume(record.path, fd).map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    /// Only while it still names this process.
+    fn remove_files(record: &PidFileRecord) {
+        let watch = crate::state::PidFileWatch::open(&record.path).ok();
+        if watch.and_then(|w| w.read_pid().ok()) == Some(std::process::id()) {
+            let _ = std::fs::remove_file(&record.path);
+        }
     }
 }

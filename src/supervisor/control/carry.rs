@@ -83,4 +83,22 @@ impl Carry for ControlServer {
             notes: Vec::new(),
         })
     }
+
+    fn remove_files(record: &ControlRecord) {
+        let _ = OwnedPath::known(record.path.clone(), record.identity).remove();
+    }
+}
+
+impl ControlRecord {
+    /// Without the connections owed more than `max` bytes of replies: left
+    /// out, their fds stay close-on-exec and the exec closes them (a failed
+    /// exec leaves them as they were).
+    pub fn bounded(mut self, max: usize) -> ControlRecord {
+        self.conns.retain(|c| {
+            let made: usize =
+                c.waiting.iter().filter_map(|(_, reply)| reply.as_ref()).map(|r| r.0.len()).sum();
+            c.conn.output.len() + made <= max
+        });
+        self
+    }
 }

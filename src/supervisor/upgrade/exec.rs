@@ -14,8 +14,7 @@ use super::verify::{Asked, Verified};
 use super::{ROLLBACK, VERSION, memfd};
 use crate::error::io_text;
 use crate::machine::Upward;
-use crate::supervisor::carry::{Carry, Part, Written};
-use crate::supervisor::control::ControlServer;
+use crate::supervisor::carry::{Carry, Written};
 use crate::supervisor::{Supervisor, readiness};
 use crate::sys;
 use crate::wire::control::Upgraded;
@@ -141,7 +140,7 @@ impl Supervisor {
             listeners: self.listeners.carry(at),
             notify: self.notify.carry(at),
             einhorn: self.einhorn.carry(at),
-            control: self.control.as_ref().map(|c| bounded(c.carry(at))),
+            control: self.control.as_ref().map(|c| c.carry(at).bounded(MAX_CARRIED_REPLIES)),
             pid_file: self.pid_file.as_ref().map(|p| p.carry(at)),
             status_written: self.status_file.as_ref().is_some_and(|f| f.written()),
             logger: self.logger.as_ref().map(|l| l.carry(at)),
@@ -158,17 +157,6 @@ impl Supervisor {
             events: Some(self.log.events.borrow().carry(at)),
         }
     }
-}
-
-/// The control server's record without the connections owed more than
-/// `MAX_CARRIED_REPLIES`: left out, their fds stay close-on-exec and the
-/// exec closes them (a failed exec leaves them as they were).
-fn bounded(mut control: Part<ControlServer>) -> Part<ControlServer> {
-    control.conns.retain(|c| {
-        let made: usize = c.waiting.iter().filter_map(|(_, reply)| reply.as_ref()).map(|r| r.0.len()).sum();
-        c.conn.output.len() + made <= MAX_CARRIED_REPLIES
-    });
-    control
 }
 
 /// Executes the binary asked for (its open file) with the record (and

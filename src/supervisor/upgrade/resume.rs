@@ -113,18 +113,9 @@ const GIVE_UP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 fn give_up(record: Option<&Record>, error: Error) -> Error {
     let stopped = reaper::stop_orphans(&[], GIVE_UP_GRACE);
     if let Some(record) = record {
-        let made = (record.listeners.iter().filter_map(|l| l.created.clone()))
-            .chain(record.control.iter().map(|c| (c.path.clone(), c.identity.0, c.identity.1)));
-        for (path, dev, ino) in made {
-            let _ = crate::state::OwnedPath::known(path, (dev, ino)).remove();
-        }
-        let ours = |path: &std::path::Path| {
-            let watch = crate::state::PidFileWatch::open(path).ok();
-            watch.and_then(|w| w.read_pid().ok()) == Some(std::process::id())
-        };
-        if let Some(p) = record.pid_file.as_ref().filter(|p| ours(&p.path)) {
-            let _ = std::fs::remove_file(&p.path);
-        }
+        Vec::<Listener>::remove_files(&record.listeners);
+        record.control.iter().for_each(ControlServer::remove_files);
+        record.pid_file.iter().for_each(PidFile::remove_files);
     }
     let processes = match stopped.len() {
         0 => return error,

@@ -2,7 +2,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::fuzz_tests::{config, mutated, one_line};
-use crate::supervisor::capture::{CaptureRecord, StreamRecord};
+use crate::supervisor::capture::carry::{CaptureRecord, StreamRecord};
 use crate::supervisor::carry::HexBytes;
 use crate::supervisor::carry::foreign::{ListenerRecord, PidFileRecord};
 use crate::supervisor::control::carry::{ControlConnRecord, ControlRecord};
