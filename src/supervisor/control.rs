@@ -70,10 +70,10 @@ use serde::Serialize;
 use crate::error::io_text;
 use crate::state::OwnedPath;
 use crate::state::SafeDir;
-use crate::supervisor::lines::{LineConn, listen_at};
-pub use crate::supervisor::lines::{MAX_LINE, MAX_OUTPUT};
+use crate::supervisor::line_conn::{LineConn, listen_at};
+pub use crate::supervisor::line_conn::{MAX_LINE, MAX_OUTPUT};
 use crate::wire::control::{Request, encode, peer_allowed};
-use conn::{Conn, Slot};
+use conn::{Answer, Conn};
 use crowd::{Crowd, MAX_WAITING};
 use throttle::Throttle;
 

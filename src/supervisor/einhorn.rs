@@ -42,13 +42,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::supervisor::carry::{Carry, Resuming, Written};
-use crate::supervisor::lines::ConnRecord;
-use crate::supervisor::lines::{LineConn, listen_at};
+use crate::supervisor::line_conn::ConnRecord;
+use crate::supervisor::line_conn::{LineConn, listen_at};
 use crate::wire::einhorn::{ack_pid, answer, decode, encode_reply};
 
 const MAX_CONNECTIONS: usize = 256;
 
-struct Conn {
+struct Peer {
     io: LineConn,
     /// The connecting process, as the kernel saw it.
     peer_pid: Option<i32>,
@@ -59,7 +59,7 @@ struct Conn {
 pub struct EinhornSocket {
     listener: UnixListener,
     path: PathBuf,
-    conns: Vec<Conn>,
+    conns: Vec<Peer>,
     /// `accept` failed (EMFILE...): the listener is left out of the next poll.
     accept_paused: bool,
     /// Counts connections made and inputs heard: orders them by recency.
@@ -147,7 +147,7 @@ impl EinhornSocket {
                     silent.map(|at| self.conns.swap_remove(at));
                 }
                 self.tick += 1;
-                self.conns.push(Conn { io, peer_pid, heard: self.tick });
+                self.conns.push(Peer { io, peer_pid, heard: self.tick });
             }
         }
     }
@@ -190,7 +190,7 @@ impl Carry for EinhornSocket {
         let listener = UnixListener::from(from.fd(record.fd)?);
         let mut conns = Vec::with_capacity(record.conns.len());
         for (conn, peer_pid) in record.conns {
-            conns.push(Conn { io: LineConn::resume(conn, from, config)?, peer_pid, heard: 0 });
+            conns.push(Peer { io: LineConn::resume(conn, from, config)?, peer_pid, heard: 0 });
         }
         Ok(EinhornSocket { listener, path: record.path, conns, accept_paused: false, tick: 0 })
     }
@@ -315,7 +315,7 @@ mod tests {
     fn an_over_long_line_closes_the_connection() {
         let (_dir, mut socket) = bound();
         let mut worker = UnixStream::connect(socket.path()).unwrap();
-        worker.write_all(&vec![b'a'; crate::supervisor::lines::MAX_LINE + 1]).unwrap();
+        worker.write_all(&vec![b'a'; crate::supervisor::line_conn::MAX_LINE + 1]).unwrap();
         let acks = pump(&mut socket, |s, _| s.connections() == 0);
         assert!(acks.is_empty());
         worker.set_read_timeout(Some(GUARD)).unwrap();

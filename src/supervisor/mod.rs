@@ -23,7 +23,7 @@ use control::ControlServer;
 use einhorn::EinhornSocket;
 use log::Log;
 use logger::Logger;
-use readiness::NotifySocket;
+use notify_socket::NotifySocket;
 use signals::{SignalEvent, Signals};
 use watch::Watcher;
 
@@ -35,13 +35,13 @@ mod effects;
 mod einhorn;
 pub mod events;
 mod inputs;
-mod lines;
+mod line_conn;
 mod log;
 mod logger;
 pub mod metrics;
+mod notify_socket;
 mod observer;
 pub mod output;
-mod readiness;
 mod reaper;
 mod replies;
 pub mod scrape;
@@ -208,7 +208,7 @@ impl Perform for Supervisor {
             }
             Effect::Log(event) => self.log_event(&event),
             Effect::WriteStatus(gens) => self.write_status(&gens),
-            Effect::Notify(state) => readiness::upward(&state),
+            Effect::Notify(state) => notify_socket::upward(&state),
             Effect::Reply { request, outcome } => self.reply(request, &outcome),
             Effect::Exit(code) => {
                 self.stop_orphans();

@@ -22,7 +22,7 @@ use crate::machine::Machine;
 use crate::state::{PidFile, StatusFile};
 use crate::supervisor::contain::Containment;
 use crate::supervisor::einhorn::EinhornSocket;
-use crate::supervisor::readiness::{self, NotifySocket};
+use crate::supervisor::notify_socket::{self, NotifySocket};
 use crate::supervisor::signals::Signals;
 use crate::supervisor::watch::Watcher;
 use crate::sys::spawn;
@@ -97,7 +97,7 @@ pub fn run(mut config: Config) -> Result<u8> {
     let opened = listen::open_all(&config.listeners, config.backlog, inherited)?;
     started.listeners = opened.listeners;
     place(&mut config, &started.listeners)?;
-    let cleaned = readiness::runtime_dir().map_or(0, |dir| readiness::clean_stale(&dir));
+    let cleaned = notify_socket::runtime_dir().map_or(0, |dir| notify_socket::clean_stale(&dir));
     let notify = NotifySocket::bind().context(creating("notify socket"))?;
     let einhorn =
         EinhornSocket::bind(&notify.path().with_file_name("einhorn")).context(creating("einhorn socket"))?;

@@ -8,10 +8,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Conn, ControlServer, LineConn, OwnedPath, RequestId, Slot, Throttle};
+use super::{Answer, Conn, ControlServer, LineConn, OwnedPath, RequestId, Throttle};
 use crate::config::Config;
 use crate::supervisor::carry::{Carry, HexBytes, Resuming, Written};
-use crate::supervisor::lines::ConnRecord;
+use crate::supervisor::line_conn::ConnRecord;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ControlRecord {
@@ -62,7 +62,7 @@ impl Carry for ControlServer {
             let waiting = (c.waiting.into_iter())
                 // Replies to `status` are made in the turn it is read:
                 // any other one still to make is a restart's or an upgrade's.
-                .map(|(id, reply)| Slot {
+                .map(|(id, reply)| Answer {
                     deferred: id.is_some() && reply.is_none(),
                     id: id.map(RequestId),
                     reply: reply.map(|r| r.0),

@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use super::crowd::Crowd;
 use super::{IDLE_TIMEOUT, MAX_LINE, MAX_PENDING, RequestId, follow};
-use crate::supervisor::lines::LineConn;
+use crate::supervisor::line_conn::LineConn;
 use crate::wire::control::{Command, Request, Verdict, encode, parse_request};
 
-pub(super) struct Slot {
+pub(super) struct Answer {
     /// None for an error this module answered by itself.
     pub(super) id: Option<RequestId>,
     pub(super) reply: Option<Vec<u8>>,
@@ -19,7 +19,7 @@ pub(super) struct Slot {
 pub(super) struct Conn {
     pub(super) io: LineConn,
     /// Requests in arrival order; replies leave from the front only.
-    pub(super) waiting: VecDeque<Slot>,
+    pub(super) waiting: VecDeque<Answer>,
     /// When it last sent a byte, took one of its replies, or was accepted.
     pub(super) heard_at: Instant,
     /// It asked to stop: it waits, silent, for the supervisor to exit.
@@ -82,7 +82,7 @@ impl Conn {
                     let id = RequestId(*next_id);
                     *next_id += 1;
                     let deferred = matches!(request.command, Command::Restart | Command::Upgrade);
-                    self.waiting.push_back(Slot { id: Some(id), reply: None, deferred });
+                    self.waiting.push_back(Answer { id: Some(id), reply: None, deferred });
                     out.push((id, request));
                 }
                 Err(message) => self.answer_now(&message),
@@ -95,7 +95,7 @@ impl Conn {
 
     pub(super) fn answer_now(&mut self, error: &str) {
         let reply = Some(encode(&Verdict::refused(error)));
-        self.waiting.push_back(Slot { id: None, reply, deferred: false });
+        self.waiting.push_back(Answer { id: None, reply, deferred: false });
         self.release();
     }
 

@@ -15,7 +15,7 @@ use super::{ROLLBACK, VERSION, memfd};
 use crate::error::io_text;
 use crate::machine::Upward;
 use crate::supervisor::carry::{Carry, Written};
-use crate::supervisor::{Supervisor, readiness};
+use crate::supervisor::{Supervisor, notify_socket};
 use crate::sys;
 use crate::wire::control::Upgraded;
 use crate::wire::env::HANDOVER_UPGRADE_STATE;
@@ -82,7 +82,7 @@ impl Supervisor {
         }
         let reloading = self.machine.manager_ready();
         if reloading {
-            readiness::upward(&Upward::Reloading);
+            notify_socket::upward(&Upward::Reloading);
         }
         // From here until the new image unblocks them, signals wait.
         let mut mask = SigSet::empty();
@@ -115,7 +115,7 @@ impl Supervisor {
 
     fn upgrade_failed(&mut self, asked: &Asked, reloading: bool, why: &str) {
         if reloading {
-            readiness::upward(&Upward::Ready);
+            notify_socket::upward(&Upward::Ready);
         }
         let waiting: Vec<_> = asked.requests.iter().filter(|(_, wait)| *wait).copied().collect();
         self.refuse_upgrade(&waiting, why);

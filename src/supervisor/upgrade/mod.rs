@@ -159,7 +159,7 @@ impl Upgrades {
 /// taken out first thing in `main`, so that nothing started here sees it.
 pub struct Handed {
     /// `HANDOVER_UPGRADE_STATE`: the record's fd, or `verify`.
-    pub state: OsString,
+    pub record: OsString,
     rollback: Option<OsString>,
     rolled_back: Option<OsString>,
 }
@@ -170,13 +170,13 @@ impl Handed {
         let state = sys::process::take_env(crate::wire::env::HANDOVER_UPGRADE_STATE);
         let rollback = sys::process::take_env(ROLLBACK);
         let rolled_back = sys::process::take_env(ROLLED_BACK);
-        state.map(|state| Handed { state, rollback, rolled_back })
+        state.map(|record| Handed { record, rollback, rolled_back })
     }
 
     /// A verify run of the new protocol: the command line is the
     /// supervisor's, as for the exec.
     pub fn verifying(&self) -> bool {
-        self.state == VERIFY_STATE
+        self.record == VERIFY_STATE
     }
 }
 

@@ -38,7 +38,7 @@ use crate::supervisor::control::ControlServer;
 use crate::supervisor::einhorn::EinhornSocket;
 use crate::supervisor::events::Events;
 use crate::supervisor::logger::Logger;
-use crate::supervisor::readiness::NotifySocket;
+use crate::supervisor::notify_socket::NotifySocket;
 
 /// The format this handover writes.
 pub const FORMAT: u32 = 2;

@@ -27,7 +27,7 @@ use crate::supervisor::einhorn::EinhornSocket;
 use crate::supervisor::events::Events;
 use crate::supervisor::log::Log;
 use crate::supervisor::logger::Logger;
-use crate::supervisor::readiness::{self, NotifySocket};
+use crate::supervisor::notify_socket::{self, NotifySocket};
 use crate::supervisor::signals::Signals;
 use crate::supervisor::watch::Watcher;
 use crate::supervisor::{Parts, Supervisor, reaper, setup};
@@ -64,7 +64,7 @@ pub fn check(config: &Config, record: &Record) -> std::result::Result<Machine, S
         .map_err(|e| format!("the record's state machine is not valid here: {e}"))
 }
 
-/// Takes over from the previous image: `handed.state` is the fd of the
+/// Takes over from the previous image: `handed.record` is the fd of the
 /// record, `configure` builds the configuration it carries. Should that
 /// fail, the previous program is executed again (`rollback`), or when
 /// there is none (a roll-back itself, or a handover before roll-back
@@ -83,7 +83,7 @@ pub fn resume(handed: Handed, configure: impl Fn(&Record) -> Result<Config>) -> 
         let failed = rollback.exec(record, &why);
         give_up(record, Error::runtime(format!("{text}; {failed}")))
     };
-    let state = &handed.state;
+    let state = &handed.record;
     let fd: Option<RawFd> = state.to_str().and_then(|s| s.parse().ok());
     let record = fd
         .ok_or_else(|| format!("{} is not an fd: {state:?}", crate::wire::env::HANDOVER_UPGRADE_STATE))
@@ -219,7 +219,7 @@ fn take_over(
         supervisor.log.said(what, None, Vec::new(), &text);
     }
     if record.reloading {
-        readiness::upward(&crate::machine::Upward::Ready);
+        notify_socket::upward(&crate::machine::Upward::Ready);
     }
     let took = Instant::now().saturating_duration_since(from.written.instant(record.requested_at));
     if let Some(why) = rolled_back {
