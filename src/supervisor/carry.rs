@@ -83,16 +83,23 @@ impl Written {
     }
 }
 
-/// The fds a record names, owned again: each part takes its own by number.
-pub struct Fds {
+/// What the parts are resumed from: the fds the record names, owned
+/// again (each part takes its own by number), the moment the record was
+/// written and the moment it is read.
+pub struct Resuming {
     fds: Vec<(RawFd, Option<OwnedFd>)>,
+    pub written: Written,
+    pub now: Instant,
 }
 
-impl Fds {
-    pub fn take_all(numbers: &[RawFd]) -> io::Result<Fds> {
+impl Resuming {
+    /// Takes every fd in `numbers` (`sys::fd::take_carried`), for a
+    /// record written at `written_at`.
+    pub fn take(numbers: &[RawFd], written_at: u64) -> io::Result<Resuming> {
         let owned = sys::fd::take_carried(numbers)
             .map_err(|(fd, e)| io::Error::other(format!("carried fd {fd}: {}", io_text(&e))))?;
-        Ok(Fds { fds: numbers.iter().copied().zip(owned.into_iter().map(Some)).collect() })
+        let fds = numbers.iter().copied().zip(owned.into_iter().map(Some)).collect();
+        Ok(Resuming { fds, written: Written::at(written_at), now: Instant::now() })
     }
 
     /// The carried fd `number`; an error if the record did not name it.
@@ -101,21 +108,6 @@ impl Fds {
         slot.ok_or_else(|| {
             io::Error::other(format!("the state record names fd {number} twice or not at all"))
         })
-    }
-}
-
-/// What the parts are resumed from: the carried fds, the moment the
-/// record was written and the moment it is read.
-pub struct Resuming {
-    pub fds: Fds,
-    pub written: Written,
-    pub now: Instant,
-}
-
-impl Resuming {
-    /// The carried fd `number` (`Fds::fd`).
-    pub fn fd(&mut self, number: RawFd) -> io::Result<OwnedFd> {
-        self.fds.fd(number)
     }
 }
 

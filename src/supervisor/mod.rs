@@ -115,47 +115,30 @@ pub struct Parts {
 
 impl Supervisor {
     /// The one way a supervisor is built, for a first start and a resume.
-    pub fn assemble(config: Config, log: Log, parts: Parts) -> Supervisor {
-        let Parts {
-            machine,
-            listeners,
-            notify,
-            einhorn,
-            control,
-            signals,
-            pid_file,
-            status_file,
-            logger,
-            capture,
-            watcher,
-            lingering,
-            contain,
-            upgrades,
-            scrape,
-        } = parts;
+    pub fn assemble(config: Config, log: Log, p: Parts) -> Supervisor {
         Supervisor {
-            capture: capture.or_else(|| config.capture.map(Capture::new)),
+            capture: p.capture.or_else(|| config.capture.map(Capture::new)),
             config,
             log,
-            listeners,
-            notify,
-            einhorn,
-            control,
-            signals,
-            machine,
-            pid_file,
-            status_file,
-            logger,
-            watcher,
-            lingering,
-            contain,
+            listeners: p.listeners,
+            notify: p.notify,
+            einhorn: p.einhorn,
+            control: p.control,
+            signals: p.signals,
+            machine: p.machine,
+            pid_file: p.pid_file,
+            status_file: p.status_file,
+            logger: p.logger,
+            watcher: p.watcher,
+            lingering: p.lingering,
+            contain: p.contain,
             foreign_ready: 0,
             census: Default::default(),
             observer: Default::default(),
             failed_pid: None,
             failed_spawn: None,
-            upgrades,
-            scrape,
+            upgrades: p.upgrades,
+            scrape: p.scrape,
         }
     }
 }

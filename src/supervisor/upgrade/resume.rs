@@ -21,7 +21,7 @@ use crate::listen::Listener;
 use crate::machine::{Input, Machine};
 use crate::state::{PidFile, StatusFile};
 use crate::supervisor::capture::Capture;
-use crate::supervisor::carry::{Carry, Fds, Part, Resuming, Written};
+use crate::supervisor::carry::{Carry, Part, Resuming};
 use crate::supervisor::control::{ControlServer, RequestId};
 use crate::supervisor::einhorn::EinhornSocket;
 use crate::supervisor::events::Events;
@@ -99,7 +99,7 @@ pub fn resume(handed: Handed, configure: impl Fn(&Record) -> Result<Config>) -> 
     let undo_here = |what: String| undo(Some(&record), what);
     let mut supervisor = take_over(config, &record, signals, rolled_back.as_deref(), &undo_here)?;
     // The record's memfd, read: closed now.
-    drop(fd.map(|fd| Fds::take_all(&[fd])));
+    drop(fd.map(|fd| sys::fd::take_carried(&[fd])));
     let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&SigSet::all()), None);
     supervisor.serve(false)
 }
@@ -136,8 +136,7 @@ fn take_over(
     rolled_back: Option<&str>,
     fail: &dyn Fn(String) -> Error,
 ) -> Result<Supervisor> {
-    let fds = Fds::take_all(&record.fds()).map_err(|e| fail(e.to_string()))?;
-    let from = &mut Resuming { fds, written: Written::at(record.written_at), now: Instant::now() };
+    let from = &mut Resuming::take(&record.fds(), record.written_at).map_err(|e| fail(e.to_string()))?;
     let io = |e: std::io::Error| fail(e.to_string());
     let listeners = Vec::<Listener>::resume(record.listeners.clone(), from, &config).map_err(io)?;
     setup::place(&mut config, &listeners).map_err(|e| fail(e.message))?;
