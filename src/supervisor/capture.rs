@@ -54,7 +54,7 @@ mod escape;
 
 use std::borrow::Cow;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::SystemTime;
 
 use nix::errno::Errno;
@@ -62,9 +62,6 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::PollFlags;
 use nix::unistd::{pipe2, read};
 use serde::Serialize;
-
-use crate::supervisor::upgrade::Carried;
-use crate::supervisor::upgrade::record::{CaptureRecord, StreamRecord};
 
 /// The longest record's line, in bytes; longer lines are cut into pieces.
 pub const MAX_PIECE: usize = 16 * 1024;
@@ -317,38 +314,6 @@ impl Capture {
         self.streams.retain(|s| s.token != token);
     }
 
-    /// What a self-upgrade carries over: every open stream's read end and
-    /// the part of a line read so far. Streams not attached yet belong to
-    /// a spawn in progress, which never spans a turn: there are none.
-    pub fn carry(&self) -> CaptureRecord {
-        let streams = (self.streams.iter())
-            .filter(|s| s.owner.is_some())
-            .map(|s| StreamRecord {
-                fd: s.fd.as_raw_fd(),
-                token: s.token.0,
-                stderr: s.which == Which::Stderr,
-                owner: s.owner,
-                pending: s.splitter.pending.clone(),
-            })
-            .collect();
-        CaptureRecord { next_token: self.next_token, streams }
-    }
-
-    /// The streams as `carry` described them, reading on where the
-    /// previous image stopped.
-    pub fn resume(format: Format, record: CaptureRecord, take: &mut Carried) -> io::Result<Capture> {
-        let mut capture = Capture::new(format);
-        capture.next_token = record.next_token;
-        for s in record.streams {
-            let fd = take.fd(s.fd)?;
-            fcntl(&fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
-            let which = if s.stderr { Which::Stderr } else { Which::Stdout };
-            let splitter = Splitter { pending: s.pending };
-            capture.streams.push(Stream { token: Token(s.token), which, owner: s.owner, fd, splitter });
-        }
-        Ok(capture)
-    }
-
     /// Streams still open, attached or not.
     #[cfg(test)]
     pub fn open_streams(&self) -> usize {
@@ -393,6 +358,8 @@ impl Capture {
         });
     }
 }
+
+pub mod carry;
 
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
-//! The control socket (`--control PATH`) and its client (`handover status`,
-//! `restart --wait`, `stop` with `--control PATH`).
+//! The control socket (`--control PATH`), the supervisor's side; the
+//! client (`handover status`, `restart --wait`, `stop` with `--control
+//! PATH`) is `client/control.rs`.
 //!
 //! Protocol: a unix stream socket, one JSON object per line (UTF-8, `\n`
 //! terminated, at most 64 KiB per line). The client sends requests
@@ -11,6 +12,7 @@
 //! {"command":"upgrade","binary":"/usr/bin/handover","wait":true}
 //! ```
 //!
+//! (and `reopen`, `events`, `follow`, `metrics`: `wire::control`)
 //! and the server answers each with exactly one JSON object on one line, in
 //! the order of the requests, whatever order their outcomes are known in.
 //! Other fields of a request are ignored; blank lines are skipped; a last
@@ -23,9 +25,12 @@
 //! does not know its shape; by convention it carries `"ok"`). A connection
 //! carries any number of requests. Once the client has half-closed
 //! (`shutdown(SHUT_WR)`), the server closes the connection after the last
-//! reply; until then it stays open, at most as long as the supervisor
-//! lives. `handover stop` relies on that: it does not half-close, and
-//! returns when the connection ends, i.e. when the supervisor has exited.
+//! reply. Until then it stays open while it waits for a reply still to be
+//! made, for the supervisor's exit (after a `stop`) or follows the events;
+//! one owed nothing that has neither sent nor taken a byte for
+//! `IDLE_TIMEOUT` (5 s) is closed. `handover stop` relies on that: it does
+//! not half-close, and returns when the connection ends, i.e. when the
+//! supervisor has exited.
 //!
 //! Invariants:
 //! - The socket file is mode 0600 before `listen(2)`, so nobody ever
@@ -65,9 +70,10 @@ use serde::Serialize;
 use crate::error::io_text;
 use crate::state::OwnedPath;
 use crate::state::SafeDir;
-use crate::supervisor::lines::{LineConn, listen_at};
-pub use crate::supervisor::lines::{MAX_LINE, MAX_OUTPUT};
-use crate::wire::control::{Command, Request, Verdict, encode, parse_request, peer_allowed};
+use crate::supervisor::line_conn::{LineConn, listen_at};
+pub use crate::supervisor::line_conn::{MAX_LINE, MAX_OUTPUT};
+use crate::wire::control::{Request, encode, peer_allowed};
+use conn::{Answer, Conn};
 use crowd::{Crowd, MAX_WAITING};
 use throttle::Throttle;
 
@@ -82,101 +88,6 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// One request, to be answered with `ControlServer::reply`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RequestId(pub u64);
-
-struct Slot {
-    /// None for an error this module answered by itself.
-    id: Option<RequestId>,
-    reply: Option<Vec<u8>>,
-    /// Its reply comes later (`restart`, `upgrade`), not in this turn.
-    deferred: bool,
-}
-
-struct Conn {
-    io: LineConn,
-    /// Requests in arrival order; replies leave from the front only.
-    waiting: VecDeque<Slot>,
-    /// When it last sent a byte, took one of its replies, or was accepted.
-    heard_at: Instant,
-    /// It asked to stop: it waits, silent, for the supervisor to exit.
-    stopping: bool,
-    /// It follows the event stream (`follow`): takes no more requests.
-    follow: Option<follow::Follow>,
-}
-
-impl Conn {
-    /// Is owed no reply still to be made (replies not yet read by the
-    /// client do not count): it may be closed to make room, and is once it
-    /// has neither sent nor taken a byte for `IDLE_TIMEOUT`.
-    fn idle(&self) -> bool {
-        self.waiting.is_empty() && !self.stopping && self.follow.is_none()
-    }
-
-    /// Waits for a reply still to come, or for the supervisor's exit: it
-    /// counts against `MAX_WAITING`.
-    fn waits(&self) -> bool {
-        self.stopping || self.waiting.iter().any(|s| s.deferred && s.reply.is_none())
-    }
-
-    fn idle_deadline(&self) -> Option<Instant> {
-        self.idle().then(|| self.heard_at + IDLE_TIMEOUT)
-    }
-
-    fn wants_input(&self) -> bool {
-        self.waiting.len() < MAX_PENDING && self.io.can_read()
-    }
-
-    /// Requests are buffered and may be taken now.
-    fn has_work(&self) -> bool {
-        self.waiting.len() < MAX_PENDING && self.io.has_line() && self.follow.is_none()
-    }
-
-    fn done(&self) -> bool {
-        self.io.broken || (self.io.eof && self.waiting.is_empty() && !self.io.has_output())
-    }
-
-    /// Turns buffered lines into requests, as many as may be pending; lines
-    /// left in the buffer make `next_deadline` say "now", so they are taken
-    /// on the next turn even if no more input comes. A request that would
-    /// make one client too many wait is answered at once with the refusal.
-    fn take_requests(&mut self, next_id: &mut u64, crowd: &mut Crowd, out: &mut Vec<(RequestId, Request)>) {
-        // At most what may be pending: the rest waits for the next turn,
-        // so a client with thousands of requests queued cannot fill one.
-        let room = MAX_PENDING.saturating_sub(self.waiting.len());
-        let (lines, too_long) = self.io.lines_up_to(room);
-        for line in lines {
-            let admitted = parse_request(&line)
-                .and_then(|request| crowd.admit(self.waits(), request.command).map(|()| request));
-            match admitted {
-                Ok(request) => {
-                    self.stopping |= request.command == Command::Stop;
-                    let id = RequestId(*next_id);
-                    *next_id += 1;
-                    let deferred = matches!(request.command, Command::Restart | Command::Upgrade);
-                    self.waiting.push_back(Slot { id: Some(id), reply: None, deferred });
-                    out.push((id, request));
-                }
-                Err(message) => self.answer_now(&message),
-            }
-        }
-        if too_long {
-            self.answer_now(&format!("request line longer than {MAX_LINE} bytes"));
-        }
-    }
-
-    fn answer_now(&mut self, error: &str) {
-        let reply = Some(encode(&Verdict::refused(error)));
-        self.waiting.push_back(Slot { id: None, reply, deferred: false });
-        self.release();
-    }
-
-    /// Moves the answered requests at the front to the output.
-    fn release(&mut self) {
-        while let Some(bytes) = self.waiting.front_mut().and_then(|s| s.reply.take()) {
-            self.waiting.pop_front();
-            self.io.queue(&bytes);
-        }
-    }
-}
 
 pub struct ControlServer {
     listener: UnixListener,
@@ -397,7 +308,8 @@ fn clear_stale(path: &Path) -> io::Result<()> {
     dir.remove(&name).map_err(|e| fail("remove stale", e))
 }
 
-mod carry;
+pub mod carry;
+mod conn;
 mod crowd;
 mod follow;
 #[cfg(test)]

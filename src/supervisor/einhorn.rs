@@ -32,21 +32,23 @@
 
 use std::fs;
 use std::io::ErrorKind;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use nix::poll::PollFlags;
 use nix::sys::socket::{getsockopt, sockopt};
+use serde::{Deserialize, Serialize};
 
-use crate::supervisor::lines::{LineConn, listen_at};
-use crate::supervisor::upgrade::Carried;
-use crate::supervisor::upgrade::record::EinhornRecord;
+use crate::config::Config;
+use crate::supervisor::carry::{Carry, Resuming, Written};
+use crate::supervisor::line_conn::ConnRecord;
+use crate::supervisor::line_conn::{LineConn, listen_at};
 use crate::wire::einhorn::{ack_pid, answer, decode, encode_reply};
 
 const MAX_CONNECTIONS: usize = 256;
 
-struct Conn {
+struct Peer {
     io: LineConn,
     /// The connecting process, as the kernel saw it.
     peer_pid: Option<i32>,
@@ -57,7 +59,7 @@ struct Conn {
 pub struct EinhornSocket {
     listener: UnixListener,
     path: PathBuf,
-    conns: Vec<Conn>,
+    conns: Vec<Peer>,
     /// `accept` failed (EMFILE...): the listener is left out of the next poll.
     accept_paused: bool,
     /// Counts connections made and inputs heard: orders them by recency.
@@ -145,26 +147,9 @@ impl EinhornSocket {
                     silent.map(|at| self.conns.swap_remove(at));
                 }
                 self.tick += 1;
-                self.conns.push(Conn { io, peer_pid, heard: self.tick });
+                self.conns.push(Peer { io, peer_pid, heard: self.tick });
             }
         }
-    }
-
-    /// What a self-upgrade carries over.
-    pub fn carry(&self) -> EinhornRecord {
-        let conns = self.conns.iter().map(|c| (c.io.carry(), c.peer_pid)).collect();
-        EinhornRecord { fd: self.listener.as_raw_fd(), path: self.path.clone(), conns }
-    }
-
-    /// The socket as `carry` described it; `take` gives back a carried fd.
-    pub fn resume(record: EinhornRecord, take: &mut Carried) -> std::io::Result<EinhornSocket> {
-        let listener = UnixListener::from(take.fd(record.fd)?);
-        let mut conns = Vec::with_capacity(record.conns.len());
-        for (conn, peer_pid) in record.conns {
-            let stream = UnixStream::from(take.fd(conn.fd)?);
-            conns.push(Conn { io: LineConn::resume(stream, conn)?, peer_pid, heard: 0 });
-        }
-        Ok(EinhornSocket { listener, path: record.path, conns, accept_paused: false, tick: 0 })
     }
 
     #[cfg(test)]
@@ -179,11 +164,44 @@ impl Drop for EinhornSocket {
     }
 }
 
+/// What a self-upgrade carries of the einhorn socket: the listener and
+/// every connection with its peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EinhornRecord {
+    pub fd: RawFd,
+    pub path: PathBuf,
+    pub conns: Vec<(ConnRecord, Option<i32>)>,
+}
+
+impl Carry for EinhornSocket {
+    type Record = EinhornRecord;
+
+    fn carry(&self, at: Written) -> EinhornRecord {
+        let conns = self.conns.iter().map(|c| (c.io.carry(at), c.peer_pid)).collect();
+        EinhornRecord { fd: self.listener.as_raw_fd(), path: self.path.clone(), conns }
+    }
+
+    fn fds(record: &EinhornRecord) -> Vec<RawFd> {
+        let conns = record.conns.iter().map(|(c, _)| c.fd);
+        std::iter::once(record.fd).chain(conns).collect()
+    }
+
+    fn resume(record: EinhornRecord, from: &mut Resuming, config: &Config) -> std::io::Result<EinhornSocket> {
+        let listener = UnixListener::from(from.fd(record.fd)?);
+        let mut conns = Vec::with_capacity(record.conns.len());
+        for (conn, peer_pid) in record.conns {
+            conns.push(Peer { io: LineConn::resume(conn, from, config)?, peer_pid, heard: 0 });
+        }
+        Ok(EinhornSocket { listener, path: record.path, conns, accept_paused: false, tick: 0 })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::{BufRead, BufReader, Write};
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::net::UnixStream;
     use std::time::Duration;
 
     use nix::poll::{PollFd, PollTimeout, poll};
@@ -297,7 +315,7 @@ mod tests {
     fn an_over_long_line_closes_the_connection() {
         let (_dir, mut socket) = bound();
         let mut worker = UnixStream::connect(socket.path()).unwrap();
-        worker.write_all(&vec![b'a'; crate::supervisor::lines::MAX_LINE + 1]).unwrap();
+        worker.write_all(&vec![b'a'; crate::supervisor::line_conn::MAX_LINE + 1]).unwrap();
         let acks = pump(&mut socket, |s, _| s.connections() == 0);
         assert!(acks.is_empty());
         worker.set_read_timeout(Some(GUARD)).unwrap();

@@ -14,13 +14,16 @@
 //! events reaches it: the excess counts as dropped for every follower);
 //! the pid-to-generation map holds `MAX_PIDS` workers.
 use std::collections::VecDeque;
+use std::os::fd::RawFd;
 use std::time::{Duration, SystemTime};
 
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
+use super::carry::{Carry, Resuming, Written};
 use super::metrics::Tally;
 use super::words;
+use crate::config::Config;
 use crate::machine::event::{Event, ExitStatus, Pid};
 use crate::wire::event::{Record, What};
 
@@ -49,7 +52,7 @@ pub struct Events {
 /// records and the counters.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
-pub struct Carried {
+pub struct EventsRecord {
     pub seq: u64,
     pub retained: Vec<Record>,
     pub tally: Tally,
@@ -79,15 +82,6 @@ fn note(what: &str) -> What {
 }
 
 impl Events {
-    pub fn resume(carried: Carried) -> Events {
-        let ring = carried.retained.into_iter().rev().take(RETAINED).rev().collect();
-        Events { ring, seq: carried.seq, tally: carried.tally, ..Events::default() }
-    }
-
-    pub fn carry(&self) -> Carried {
-        Carried { seq: self.seq, retained: self.ring.iter().cloned().collect(), tally: self.tally.clone() }
-    }
-
     /// The generation worker `pid` was started in, if it is remembered.
     pub fn generation_of(&self, pid: Pid) -> Option<u64> {
         self.generations.iter().rev().find(|(p, _)| *p == pid).map(|&(_, g)| g)
@@ -202,6 +196,34 @@ pub fn describe(
     (what, generation, pids)
 }
 
+impl Carry for Events {
+    type Record = EventsRecord;
+
+    fn carry(&self, _: Written) -> EventsRecord {
+        EventsRecord {
+            seq: self.seq,
+            retained: self.ring.iter().cloned().collect(),
+            tally: self.tally.clone(),
+        }
+    }
+
+    fn fds(_: &EventsRecord) -> Vec<RawFd> {
+        Vec::new()
+    }
+
+    fn resume(record: EventsRecord, _: &mut Resuming, _: &Config) -> std::io::Result<Events> {
+        Ok(Events::of(record))
+    }
+}
+
+impl Events {
+    /// The events as the record has them, the last `RETAINED` kept.
+    fn of(record: EventsRecord) -> Events {
+        let ring = record.retained.into_iter().rev().take(RETAINED).rev().collect();
+        Events { ring, seq: record.seq, tally: record.tally, ..Events::default() }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,7 +243,7 @@ mod tests {
         assert_eq!(events.generation_of(104), Some(1));
         let (fresh, lost) = events.take_fresh();
         assert_eq!((fresh.len(), lost), (RETAINED + 5, 0));
-        let carried = Events::resume(events.carry());
+        let carried = Events::of(events.carry(Written::now().0));
         assert_eq!((carried.seq, carried.ring.len()), (RETAINED as u64 + 5, RETAINED));
     }
 

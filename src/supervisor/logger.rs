@@ -11,14 +11,16 @@
 //! is started again at once and its delay starts over. Each exit is one
 //! line in the log, so a command that keeps dying is reported once per
 //! delay, and the loop sleeps in between.
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 use super::Supervisor;
 use super::output::LogPipe;
-use crate::config::LogTarget;
+use crate::config::{Config, LogTarget};
 use crate::machine::event::ExitStatus;
-use crate::supervisor::upgrade::record::LoggerRecord;
-use crate::supervisor::upgrade::{Carried, instant, offset};
+use crate::supervisor::carry::{Carry, Resuming, Written};
 
 /// The least time between two starts of the log command.
 pub const FIRST_DELAY: Duration = Duration::from_secs(1);
@@ -51,30 +53,6 @@ impl Logger {
         let pid = pipe.start(command, cgroup)?;
         pipe.install()?;
         Ok(Logger { pid: Some(pid), started: now, restart_at: None, delay: FIRST_DELAY, pipe })
-    }
-
-    /// What a self-upgrade carries over (times as offsets from `now`).
-    pub fn carry(&self, now: Instant) -> LoggerRecord {
-        LoggerRecord {
-            pid: self.pid,
-            started: offset(self.started, now),
-            restart_at: self.restart_at.map(|at| offset(at, now)),
-            pipe: Some(self.pipe.fds()),
-            delay_ms: self.delay.as_millis() as u64,
-        }
-    }
-
-    /// The logger as the previous image left it; the pipe's fds are taken
-    /// from `fds` (a record of an older handover has none: the read end is
-    /// opened again through /proc).
-    pub fn resume(record: &LoggerRecord, fds: &mut Carried, now: Instant) -> std::io::Result<Logger> {
-        let pipe = match record.pipe {
-            Some([read, stdout, stderr]) => LogPipe::resume(fds.fd(read)?, fds.fd(stdout)?, fds.fd(stderr)?),
-            None => LogPipe::from_fd1()?,
-        };
-        let delay = Duration::from_millis(record.delay_ms).clamp(FIRST_DELAY, MAX_DELAY);
-        let restart_at = record.restart_at.map(|at| instant(at, now));
-        Ok(Logger { pid: record.pid, started: instant(record.started, now), restart_at, delay, pipe })
     }
 
     pub fn deadline(&self) -> Option<Instant> {
@@ -133,5 +111,60 @@ impl Supervisor {
                 self.log.line(&format!("{}; {}", e.message, again(at, now)));
             }
         }
+    }
+}
+
+/// What a self-upgrade carries of the log command: its process, times
+/// and pipe.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoggerRecord {
+    pub pid: Option<i32>,
+    /// Offsets from the record's writing, ns.
+    pub started: i64,
+    pub restart_at: Option<i64>,
+    /// The log pipe's read end and the command's stdout and stderr
+    /// (absent from older records).
+    #[serde(default)]
+    pub pipe: Option<[RawFd; 3]>,
+    /// The least time between this start and the next, in ms.
+    #[serde(default)]
+    pub delay_ms: u64,
+}
+
+impl Carry for Logger {
+    type Record = LoggerRecord;
+
+    fn carry(&self, at: Written) -> LoggerRecord {
+        LoggerRecord {
+            pid: self.pid,
+            started: at.offset(self.started),
+            restart_at: self.restart_at.map(|t| at.offset(t)),
+            pipe: Some(self.pipe.fds()),
+            delay_ms: self.delay.as_millis() as u64,
+        }
+    }
+
+    fn fds(record: &LoggerRecord) -> Vec<RawFd> {
+        record.pipe.into_iter().flatten().collect()
+    }
+
+    /// The pipe's fds are carried (a record of an older handover has
+    /// none: the read end is opened again through /proc).
+    fn resume(record: LoggerRecord, from: &mut Resuming, _: &Config) -> std::io::Result<Logger> {
+        let pipe = match record.pipe {
+            Some([read, stdout, stderr]) => {
+                LogPipe::resume(from.fd(read)?, from.fd(stdout)?, from.fd(stderr)?)
+            }
+            None => LogPipe::from_fd1()?,
+        };
+        let delay = Duration::from_millis(record.delay_ms).clamp(FIRST_DELAY, MAX_DELAY);
+        let (started, restart_at) = (from.written.instant(record.started), record.restart_at);
+        Ok(Logger {
+            pid: record.pid,
+            started,
+            restart_at: restart_at.map(|t| from.written.instant(t)),
+            delay,
+            pipe,
+        })
     }
 }

@@ -10,10 +10,10 @@
 //! behind.
 use std::io::Write;
 
-use super::Supervisor;
 use super::control::ControlServer;
 use super::log::Log;
 use super::logger::Logger;
+use super::{Parts, Supervisor};
 use super::{output, reaper};
 use crate::config::{Config, LogTarget};
 use crate::error::{Context, Error, Result, io_text};
@@ -22,7 +22,7 @@ use crate::machine::Machine;
 use crate::state::{PidFile, StatusFile};
 use crate::supervisor::contain::Containment;
 use crate::supervisor::einhorn::EinhornSocket;
-use crate::supervisor::readiness::{self, NotifySocket};
+use crate::supervisor::notify_socket::{self, NotifySocket};
 use crate::supervisor::signals::Signals;
 use crate::supervisor::watch::Watcher;
 use crate::sys::spawn;
@@ -97,7 +97,7 @@ pub fn run(mut config: Config) -> Result<u8> {
     let opened = listen::open_all(&config.listeners, config.backlog, inherited)?;
     started.listeners = opened.listeners;
     place(&mut config, &started.listeners)?;
-    let cleaned = readiness::runtime_dir().map_or(0, |dir| readiness::clean_stale(&dir));
+    let cleaned = notify_socket::runtime_dir().map_or(0, |dir| notify_socket::clean_stale(&dir));
     let notify = NotifySocket::bind().context(creating("notify socket"))?;
     let einhorn =
         EinhornSocket::bind(&notify.path().with_file_name("einhorn")).context(creating("einhorn socket"))?;
@@ -169,31 +169,24 @@ pub fn run(mut config: Config) -> Result<u8> {
         let adopted = listener.inherited_fd.map(|n| format!(", inherited fd {n}")).unwrap_or_default();
         log.extra(&format!("listening on {} as fd {fd} ({}{adopted})", listener.local, listener.key));
     }
-    let mut supervisor = Supervisor {
-        status_file,
+    let parts = Parts {
         machine: Machine::new(config.policy.clone()),
-        capture: config.capture.map(super::capture::Capture::new),
-        config,
-        log,
         listeners,
         notify,
         einhorn,
         control,
         signals,
         pid_file,
+        status_file,
         logger,
+        capture: None,
         watcher,
         lingering: Vec::new(),
         contain,
-        foreign_ready: 0,
-        census: Default::default(),
-        observer: Default::default(),
-        failed_pid: None,
-        failed_spawn: None,
         upgrades: super::upgrade::Upgrades::new(std::time::SystemTime::now()),
         scrape,
     };
-    supervisor.serve(true)
+    Supervisor::assemble(config, log, parts).serve(true)
 }
 
 /// The listeners' fds in the workers and the command's `{fd:NAME}`

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Supervisor;
 use super::control::RequestId;
-use super::events::{Carried, Events, ms};
+use super::events::ms;
 use super::metrics::{self, Sources};
 use crate::machine::Outcome;
 use crate::machine::event::Event;
@@ -21,13 +21,10 @@ fn outcome_key(outcome: &Outcome) -> Option<(bool, u64)> {
 }
 
 impl Supervisor {
-    /// The new image of an upgrade: the records and counters the old one
-    /// carried; the restart outcome it had recorded is not recorded again.
-    pub(in crate::supervisor) fn resume_events(&mut self, carried: Option<Carried>) {
+    /// The new image of an upgrade (its events resumed): the restart
+    /// outcome the old one had recorded is not recorded again.
+    pub(in crate::supervisor) fn resume_events(&mut self) {
         let mut events = self.log.events.borrow_mut();
-        if let Some(carried) = carried {
-            *events = Events::resume(carried);
-        }
         events.outcome_seen = self.machine.last_outcome().and_then(outcome_key);
     }
 

@@ -2,23 +2,43 @@
 //! with its buffers and the requests it waits on (the machine's waiters
 //! name them by id), and the next id.
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::time::Instant;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
 
-use super::{Conn, ControlServer, LineConn, OwnedPath, RequestId, Slot, Throttle};
-use crate::supervisor::upgrade::Carried;
-use crate::supervisor::upgrade::record::{ControlConnRecord, ControlRecord, HexBytes};
+use serde::{Deserialize, Serialize};
 
-impl ControlServer {
-    /// What a self-upgrade carries over: the socket, every connection with
-    /// its buffers and the requests it waits on (the machine's waiters name
-    /// them by id), and the next id.
-    pub fn carry(&self) -> ControlRecord {
+use super::{Answer, Conn, ControlServer, LineConn, OwnedPath, RequestId, Throttle};
+use crate::config::Config;
+use crate::supervisor::carry::{Carry, HexBytes, Resuming, Written};
+use crate::supervisor::line_conn::ConnRecord;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlRecord {
+    pub fd: RawFd,
+    pub path: PathBuf,
+    pub identity: (u64, u64),
+    pub next_id: u64,
+    pub conns: Vec<ControlConnRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlConnRecord {
+    pub conn: ConnRecord,
+    /// Requests in order: the id (None for an error already answered) and
+    /// the reply, once made.
+    pub waiting: Vec<(Option<u64>, Option<HexBytes>)>,
+    pub stopping: bool,
+}
+
+impl Carry for ControlServer {
+    type Record = ControlRecord;
+
+    fn carry(&self, at: Written) -> ControlRecord {
         // Followers are not carried: they are told to reconnect (`follow`).
         let conns = (self.conns.iter().filter(|c| c.follow.is_none()))
             .map(|c| ControlConnRecord {
-                conn: c.io.carry(),
+                conn: c.io.carry(at),
                 waiting: c
                     .waiting
                     .iter()
@@ -31,23 +51,25 @@ impl ControlServer {
         ControlRecord { fd: self.listener.as_raw_fd(), path, identity, next_id: self.next_id, conns }
     }
 
-    /// The server as `carry` described it; `take` gives back a carried fd.
-    pub fn resume(record: ControlRecord, take: &mut Carried, now: Instant) -> io::Result<ControlServer> {
-        let listener = UnixListener::from(take.fd(record.fd)?);
+    fn fds(record: &ControlRecord) -> Vec<RawFd> {
+        std::iter::once(record.fd).chain(record.conns.iter().map(|c| c.conn.fd)).collect()
+    }
+
+    fn resume(record: ControlRecord, from: &mut Resuming, config: &Config) -> io::Result<ControlServer> {
+        let listener = UnixListener::from(from.fd(record.fd)?);
         let mut conns = Vec::with_capacity(record.conns.len());
         for c in record.conns {
-            let stream = UnixStream::from(take.fd(c.conn.fd)?);
             let waiting = (c.waiting.into_iter())
                 // Replies to `status` are made in the turn it is read:
                 // any other one still to make is a restart's or an upgrade's.
-                .map(|(id, reply)| Slot {
+                .map(|(id, reply)| Answer {
                     deferred: id.is_some() && reply.is_none(),
                     id: id.map(RequestId),
                     reply: reply.map(|r| r.0),
                 })
                 .collect();
-            let io = LineConn::resume(stream, c.conn)?;
-            conns.push(Conn { io, waiting, heard_at: now, stopping: c.stopping, follow: None });
+            let io = LineConn::resume(c.conn, from, config)?;
+            conns.push(Conn { io, waiting, heard_at: from.now, stopping: c.stopping, follow: None });
         }
         Ok(ControlServer {
             listener,
@@ -60,5 +82,23 @@ impl ControlServer {
             dropped: Throttle::default(),
             notes: Vec::new(),
         })
+    }
+
+    fn remove_files(record: &ControlRecord) {
+        let _ = OwnedPath::known(record.path.clone(), record.identity).remove();
+    }
+}
+
+impl ControlRecord {
+    /// Without the connections owed more than `max` bytes of replies: left
+    /// out, their fds stay close-on-exec and the exec closes them (a failed
+    /// exec leaves them as they were).
+    pub fn bounded(mut self, max: usize) -> ControlRecord {
+        self.conns.retain(|c| {
+            let made: usize =
+                c.waiting.iter().filter_map(|(_, reply)| reply.as_ref()).map(|r| r.0.len()).sum();
+            c.conn.output.len() + made <= max
+        });
+        self
     }
 }

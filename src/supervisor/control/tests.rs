@@ -11,6 +11,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
 use super::throttle::THROTTLE;
 use super::*;
+use crate::wire::control::Command;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::thread;
 

@@ -9,12 +9,13 @@ use std::time::{Instant, SystemTime};
 use nix::fcntl::AtFlags;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, raise, sigprocmask};
 
-use super::record::{self, ConfigRecord, ControlRecord, ListenerRecord, MAX_RECORD, PidFileRecord, Record};
+use super::record::{self, ConfigRecord, MAX_RECORD, Record};
 use super::verify::{Asked, Verified};
-use super::{ROLLBACK, VERSION, memfd, offset};
+use super::{ROLLBACK, VERSION, memfd};
 use crate::error::io_text;
 use crate::machine::Upward;
-use crate::supervisor::{Supervisor, readiness};
+use crate::supervisor::carry::{Carry, Written};
+use crate::supervisor::{Supervisor, notify_socket};
 use crate::sys;
 use crate::wire::control::Upgraded;
 use crate::wire::env::HANDOVER_UPGRADE_STATE;
@@ -81,7 +82,7 @@ impl Supervisor {
         }
         let reloading = self.machine.manager_ready();
         if reloading {
-            readiness::upward(&Upward::Reloading);
+            notify_socket::upward(&Upward::Reloading);
         }
         // From here until the new image unblocks them, signals wait.
         let mut mask = SigSet::empty();
@@ -93,9 +94,7 @@ impl Supervisor {
         }
         self.log.flush();
         let waiting = asked.requests.iter().filter(|(_, wait)| *wait).map(|(id, _)| id.0).collect();
-        // The record's instants are offsets from this moment, which its
-        // `written_at` reading of the clock names for the new image.
-        let mut record = self.record(Instant::now(), waiting, reloading, asked.at);
+        let mut record = self.record(waiting, reloading, asked.at);
         record.binary_fd = Some(asked.file.as_raw_fd());
         let encoded = record.encode();
         let why = match too_large(&encoded) {
@@ -116,7 +115,7 @@ impl Supervisor {
 
     fn upgrade_failed(&mut self, asked: &Asked, reloading: bool, why: &str) {
         if reloading {
-            readiness::upward(&Upward::Ready);
+            notify_socket::upward(&Upward::Ready);
         }
         let waiting: Vec<_> = asked.requests.iter().filter(|(_, wait)| *wait).copied().collect();
         self.refuse_upgrade(&waiting, why);
@@ -124,67 +123,40 @@ impl Supervisor {
 
     /// The state record of this moment. `waiting`: the requests the new
     /// image answers; `asked`: when the upgrade was asked for.
-    pub(in crate::supervisor) fn record(
-        &self,
-        now: Instant,
-        waiting: Vec<u64>,
-        reloading: bool,
-        asked: Instant,
-    ) -> Record {
+    pub(in crate::supervisor) fn record(&self, waiting: Vec<u64>, reloading: bool, asked: Instant) -> Record {
         let ms = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let listeners = (self.listeners.iter())
-            .map(|l| ListenerRecord {
-                fd: l.socket.as_raw_fd(),
-                key: l.key.clone(),
-                local: l.local.clone(),
-                name: l.spec.name.clone(),
-                created: l.created_path.as_ref().map(|p| {
-                    let (dev, ino) = p.identity();
-                    (p.path().to_owned(), dev, ino)
-                }),
-                inherited_fd: l.inherited_fd,
-            })
-            .collect();
+        // The record's instants are offsets from this moment, which its
+        // `written_at` reading of the clock names for the new image.
+        let (at, written_at) = Written::now();
         Record {
             format: record::FORMAT,
             version: VERSION.to_string(),
-            written_at: crate::sys::clock::monotonic_ns(),
+            written_at,
             argv: std::env::args_os().collect(),
             env: std::env::vars_os().collect(),
             started_ms: ms(self.upgrades.supervisor_started),
             upgrades: self.upgrades.count,
             machine: self.machine.snapshot(),
-            listeners,
-            notify: self.notify.carry(),
-            einhorn: self.einhorn.carry(),
-            control: self.control.as_ref().map(|c| bounded(c.carry())),
-            pid_file: self.pid_file.as_ref().map(|p| PidFileRecord { fd: p.fd(), path: p.path().to_owned() }),
+            listeners: self.listeners.carry(at),
+            notify: self.notify.carry(at),
+            einhorn: self.einhorn.carry(at),
+            control: self.control.as_ref().map(|c| c.carry(at).bounded(MAX_CARRIED_REPLIES)),
+            pid_file: self.pid_file.as_ref().map(|p| p.carry(at)),
             status_written: self.status_file.as_ref().is_some_and(|f| f.written()),
-            logger: self.logger.as_ref().map(|l| l.carry(now)),
-            capture: self.capture.as_ref().map(|c| c.carry()),
+            logger: self.logger.as_ref().map(|l| l.carry(at)),
+            capture: self.capture.as_ref().map(|c| c.carry(at)),
             lingering: self.lingering.clone(),
             log_pending: self.log.sink().unsent().to_vec(),
             reloading,
             waiting,
-            requested_at: offset(asked, now),
+            requested_at: at.offset(asked),
             binary_fd: None,
             config: Some(ConfigRecord::of(&self.config.given)),
             previous_binary: self.upgrades.own_fd(),
             image_started_ms: Some(ms(self.upgrades.image_started)),
-            events: Some(self.log.events.borrow().carry()),
+            events: Some(self.log.events.borrow().carry(at)),
         }
     }
-}
-
-/// The control server's record without the connections owed more than
-/// `MAX_CARRIED_REPLIES`: left out, their fds stay close-on-exec and the
-/// exec closes them (a failed exec leaves them as they were).
-fn bounded(mut control: ControlRecord) -> ControlRecord {
-    control.conns.retain(|c| {
-        let made: usize = c.waiting.iter().filter_map(|(_, reply)| reply.as_ref()).map(|r| r.0.len()).sum();
-        c.conn.output.len() + made <= MAX_CARRIED_REPLIES
-    });
-    control
 }
 
 /// Executes the binary asked for (its open file) with the record (and

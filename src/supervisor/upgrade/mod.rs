@@ -50,7 +50,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::Supervisor;
 use super::control::RequestId;
-use crate::error::io_text;
 use crate::sys;
 use crate::wire::control::Verdict;
 use verify::{Verified, Verifying};
@@ -160,7 +159,7 @@ impl Upgrades {
 /// taken out first thing in `main`, so that nothing started here sees it.
 pub struct Handed {
     /// `HANDOVER_UPGRADE_STATE`: the record's fd, or `verify`.
-    pub state: OsString,
+    pub record: OsString,
     rollback: Option<OsString>,
     rolled_back: Option<OsString>,
 }
@@ -171,52 +170,13 @@ impl Handed {
         let state = sys::process::take_env(crate::wire::env::HANDOVER_UPGRADE_STATE);
         let rollback = sys::process::take_env(ROLLBACK);
         let rolled_back = sys::process::take_env(ROLLED_BACK);
-        state.map(|state| Handed { state, rollback, rolled_back })
+        state.map(|record| Handed { record, rollback, rolled_back })
     }
 
     /// A verify run of the new protocol: the command line is the
     /// supervisor's, as for the exec.
     pub fn verifying(&self) -> bool {
-        self.state == VERIFY_STATE
-    }
-}
-
-/// `t` as nanoseconds after `now` (negative: before), saturated: the
-/// record's times outside the machine, read against `written_at`.
-pub fn offset(t: Instant, now: Instant) -> i64 {
-    match t.checked_duration_since(now) {
-        Some(after) => i64::try_from(after.as_nanos()).unwrap_or(i64::MAX),
-        None => i64::try_from((now - t).as_nanos()).map_or(i64::MIN, |before| -before),
-    }
-}
-
-/// The instant `off` nanoseconds after `now` (before, if negative); `now`
-/// if the clock cannot represent it.
-pub fn instant(off: i64, now: Instant) -> Instant {
-    let span = Duration::from_nanos(off.unsigned_abs());
-    let t = if off >= 0 { now.checked_add(span) } else { now.checked_sub(span) };
-    t.unwrap_or(now)
-}
-
-/// The fds a record names, owned again: each part of the supervisor takes
-/// its own by number.
-pub struct Carried {
-    fds: Vec<(RawFd, Option<OwnedFd>)>,
-}
-
-impl Carried {
-    pub fn take_all(numbers: &[RawFd]) -> io::Result<Carried> {
-        let owned = sys::fd::take_carried(numbers)
-            .map_err(|(fd, e)| io::Error::other(format!("carried fd {fd}: {}", io_text(&e))))?;
-        Ok(Carried { fds: numbers.iter().copied().zip(owned.into_iter().map(Some)).collect() })
-    }
-
-    /// The carried fd `number`; an error if the record did not name it.
-    pub fn fd(&mut self, number: RawFd) -> io::Result<OwnedFd> {
-        let slot = self.fds.iter_mut().find(|(n, _)| *n == number).and_then(|(_, fd)| fd.take());
-        slot.ok_or_else(|| {
-            io::Error::other(format!("the state record names fd {number} twice or not at all"))
-        })
+        self.record == VERIFY_STATE
     }
 }
 

@@ -6,12 +6,13 @@
 //! cleared just before the exec); the new image takes them all at once
 //! (`sys::fd::take_carried`) and makes them close-on-exec again.
 //!
-//! The machine's times are its own `Moment`s, readings of
-//! `CLOCK_MONOTONIC` (the same clock for both images: the process is the
-//! same). The other parts' instants are offsets in nanoseconds from
-//! `written_at`, a reading of the same clock, so the time the exec took is
-//! accounted for. Bytes (partial lines, unsent replies, pending log
-//! output) are hex strings.
+//! Each part of the supervisor is one field, its record declared beside it
+//! (`carry::Carry`). The machine's times are its own `Moment`s, readings
+//! of `CLOCK_MONOTONIC` (the same clock for both images: the process is
+//! the same). The other parts' instants are offsets in nanoseconds from
+//! `written_at`, a reading of the same clock (`carry::Written`), so the
+//! time the exec took is accounted for. Bytes (partial lines, unsent
+//! replies, pending log output) are hex strings.
 //!
 //! Compatibility: `format` says which shape this is. A handover reads its
 //! own format and every older one it lists in `READS`; fields added later
@@ -22,14 +23,22 @@
 //! (`machine::snapshot`), where format 1 had a snapshot of its own with
 //! offsets from `written_at`; `decode` reads both.
 use std::os::fd::RawFd;
-use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::listen::Listener;
 use crate::machine::Moment;
 use crate::machine::event::ExitStatus;
 use crate::machine::snapshot::{self, Snapshot};
+use crate::state::PidFile;
+use crate::supervisor::capture::Capture;
+use crate::supervisor::carry::{Carry, Part, fds_of, hex};
+use crate::supervisor::control::ControlServer;
+use crate::supervisor::einhorn::EinhornSocket;
+use crate::supervisor::events::Events;
+use crate::supervisor::logger::Logger;
+use crate::supervisor::notify_socket::NotifySocket;
 
 /// The format this handover writes.
 pub const FORMAT: u32 = 2;
@@ -56,20 +65,20 @@ pub struct Record {
     /// Upgrades before this one.
     pub upgrades: u64,
     pub machine: Snapshot,
-    pub listeners: Vec<ListenerRecord>,
-    pub notify: NotifyRecord,
-    pub einhorn: EinhornRecord,
+    pub listeners: Part<Vec<Listener>>,
+    pub notify: Part<NotifySocket>,
+    pub einhorn: Part<EinhornSocket>,
     #[serde(default)]
-    pub control: Option<ControlRecord>,
+    pub control: Option<Part<ControlServer>>,
     #[serde(default)]
-    pub pid_file: Option<PidFileRecord>,
+    pub pid_file: Option<Part<PidFile>>,
     /// Whether this process wrote the status file (it removes it at exit).
     #[serde(default)]
     pub status_written: bool,
     #[serde(default)]
-    pub logger: Option<LoggerRecord>,
+    pub logger: Option<Part<Logger>>,
     #[serde(default)]
-    pub capture: Option<CaptureRecord>,
+    pub capture: Option<Part<Capture>>,
     /// Workers told to stop that exited while their group lives on.
     #[serde(default)]
     pub lingering: Vec<(i32, ExitStatus)>,
@@ -82,7 +91,7 @@ pub struct Record {
     /// Control requests answered by the new image, once it serves.
     #[serde(default)]
     pub waiting: Vec<u64>,
-    /// When the upgrade was asked for (offset, ns).
+    /// When the upgrade was asked for (offset from `written_at`, ns).
     #[serde(default)]
     pub requested_at: i64,
     /// The new binary's own open file, executed through it: the new image
@@ -104,7 +113,7 @@ pub struct Record {
     /// The event records' numbering, the retained records and the metrics
     /// counted from them (absent: written by a handover without them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub events: Option<crate::supervisor::events::Carried>,
+    pub events: Option<Part<Events>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -137,117 +146,16 @@ impl ConfigRecord {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ListenerRecord {
-    pub fd: RawFd,
-    pub key: String,
-    pub local: String,
-    /// Its `LISTEN_FDNAMES` name.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// The unix socket file this supervisor created: path, device, inode.
-    #[serde(default)]
-    pub created: Option<(PathBuf, u64, u64)>,
-    #[serde(default)]
-    pub inherited_fd: Option<RawFd>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NotifyRecord {
-    pub fd: RawFd,
-    /// The private directory's fd, holding its lock.
-    pub lock_fd: RawFd,
-    pub dir: PathBuf,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ConnRecord {
-    pub fd: RawFd,
-    #[serde(with = "hex")]
-    pub input: Vec<u8>,
-    #[serde(with = "hex")]
-    pub output: Vec<u8>,
-    pub eof: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EinhornRecord {
-    pub fd: RawFd,
-    pub path: PathBuf,
-    pub conns: Vec<(ConnRecord, Option<i32>)>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ControlRecord {
-    pub fd: RawFd,
-    pub path: PathBuf,
-    pub identity: (u64, u64),
-    pub next_id: u64,
-    pub conns: Vec<ControlConnRecord>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ControlConnRecord {
-    pub conn: ConnRecord,
-    /// Requests in order: the id (None for an error already answered) and
-    /// the reply, once made.
-    pub waiting: Vec<(Option<u64>, Option<HexBytes>)>,
-    pub stopping: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HexBytes(#[serde(with = "hex")] pub Vec<u8>);
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PidFileRecord {
-    pub fd: RawFd,
-    pub path: PathBuf,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LoggerRecord {
-    pub pid: Option<i32>,
-    /// Offsets, ns.
-    pub started: i64,
-    pub restart_at: Option<i64>,
-    /// The log pipe's read end and the command's stdout and stderr
-    /// (absent from older records).
-    #[serde(default)]
-    pub pipe: Option<[RawFd; 3]>,
-    /// The least time between this start and the next, in ms.
-    #[serde(default)]
-    pub delay_ms: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CaptureRecord {
-    pub next_token: u64,
-    pub streams: Vec<StreamRecord>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StreamRecord {
-    pub fd: RawFd,
-    pub token: u64,
-    pub stderr: bool,
-    pub owner: Option<(u64, i32)>,
-    #[serde(with = "hex")]
-    pub pending: Vec<u8>,
-}
-
 impl Record {
     /// Every fd the record names, each once.
     pub fn fds(&self) -> Vec<RawFd> {
-        let mut fds: Vec<RawFd> = self.listeners.iter().map(|l| l.fd).collect();
-        fds.extend([self.notify.fd, self.notify.lock_fd, self.einhorn.fd]);
-        fds.extend(self.einhorn.conns.iter().map(|(c, _)| c.fd));
-        if let Some(control) = &self.control {
-            fds.push(control.fd);
-            fds.extend(control.conns.iter().map(|c| c.conn.fd));
-        }
-        fds.extend(self.pid_file.iter().map(|p| p.fd));
-        fds.extend(self.logger.iter().flat_map(|l| l.pipe.into_iter().flatten()));
-        fds.extend(self.capture.iter().flat_map(|c| c.streams.iter().map(|s| s.fd)));
+        let mut fds = Vec::<Listener>::fds(&self.listeners);
+        fds.extend(NotifySocket::fds(&self.notify));
+        fds.extend(EinhornSocket::fds(&self.einhorn));
+        fds.extend(fds_of::<ControlServer>(self.control.as_ref()));
+        fds.extend(fds_of::<PidFile>(self.pid_file.as_ref()));
+        fds.extend(fds_of::<Logger>(self.logger.as_ref()));
+        fds.extend(fds_of::<Capture>(self.capture.as_ref()));
         fds.extend(self.binary_fd);
         fds.extend(self.previous_binary);
         fds
@@ -292,34 +200,6 @@ impl Record {
     }
 }
 
-/// Bytes as a lowercase hex string.
-mod hex {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        let mut text = String::with_capacity(bytes.len() * 2);
-        for b in bytes {
-            text.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
-            text.push(char::from_digit(u32::from(b & 15), 16).unwrap_or('0'));
-        }
-        s.serialize_str(&text)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(d)?;
-        decode(&text).ok_or_else(|| serde::de::Error::custom("invalid hex string"))
-    }
-
-    pub fn decode(text: &str) -> Option<Vec<u8>> {
-        let digits = text.as_bytes();
-        if !digits.len().is_multiple_of(2) {
-            return None;
-        }
-        let digit = |c: u8| char::from(c).to_digit(16);
-        digits.chunks(2).map(|pair| Some((digit(pair[0])? << 4 | digit(pair[1])?) as u8)).collect()
-    }
-}
-
 /// OS strings as hex (they need not be UTF-8).
 mod os_strings {
     use std::ffi::OsString;
@@ -327,7 +207,7 @@ mod os_strings {
 
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use super::HexBytes;
+    use crate::supervisor::carry::HexBytes;
 
     pub fn serialize<S: Serializer>(strings: &[OsString], s: S) -> Result<S::Ok, S::Error> {
         let hexed: Vec<HexBytes> = strings.iter().map(|o| HexBytes(o.as_bytes().to_vec())).collect();
@@ -346,7 +226,7 @@ mod os_pairs {
 
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use super::HexBytes;
+    use crate::supervisor::carry::HexBytes;
 
     pub fn serialize<S: Serializer>(pairs: &[(OsString, OsString)], s: S) -> Result<S::Ok, S::Error> {
         let hex = |o: &OsString| HexBytes(o.as_bytes().to_vec());

@@ -13,22 +13,24 @@ use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 
 use super::record::{MAX_RECORD, Record};
 use super::rollback::Rollback;
-use super::{Carried, Handed, Upgrades, VERSION, instant, own_binary};
+use super::{Handed, Upgrades, VERSION, own_binary};
 use crate::config::Config;
 use crate::error::io_text;
 use crate::error::{Error, Result};
-use crate::listen::{self, Listener};
+use crate::listen::Listener;
 use crate::machine::{Input, Machine};
 use crate::state::{PidFile, StatusFile};
 use crate::supervisor::capture::Capture;
+use crate::supervisor::carry::{Carry, Part, Resuming};
 use crate::supervisor::control::{ControlServer, RequestId};
 use crate::supervisor::einhorn::EinhornSocket;
+use crate::supervisor::events::Events;
 use crate::supervisor::log::Log;
 use crate::supervisor::logger::Logger;
-use crate::supervisor::readiness::{self, NotifySocket};
+use crate::supervisor::notify_socket::{self, NotifySocket};
 use crate::supervisor::signals::Signals;
 use crate::supervisor::watch::Watcher;
-use crate::supervisor::{Supervisor, reaper, setup};
+use crate::supervisor::{Parts, Supervisor, reaper, setup};
 use crate::sys;
 use crate::wire::control::Upgraded;
 
@@ -62,7 +64,7 @@ pub fn check(config: &Config, record: &Record) -> std::result::Result<Machine, S
         .map_err(|e| format!("the record's state machine is not valid here: {e}"))
 }
 
-/// Takes over from the previous image: `handed.state` is the fd of the
+/// Takes over from the previous image: `handed.record` is the fd of the
 /// record, `configure` builds the configuration it carries. Should that
 /// fail, the previous program is executed again (`rollback`), or when
 /// there is none (a roll-back itself, or a handover before roll-back
@@ -81,7 +83,7 @@ pub fn resume(handed: Handed, configure: impl Fn(&Record) -> Result<Config>) -> 
         let failed = rollback.exec(record, &why);
         give_up(record, Error::runtime(format!("{text}; {failed}")))
     };
-    let state = &handed.state;
+    let state = &handed.record;
     let fd: Option<RawFd> = state.to_str().and_then(|s| s.parse().ok());
     let record = fd
         .ok_or_else(|| format!("{} is not an fd: {state:?}", crate::wire::env::HANDOVER_UPGRADE_STATE))
@@ -97,7 +99,7 @@ pub fn resume(handed: Handed, configure: impl Fn(&Record) -> Result<Config>) -> 
     let undo_here = |what: String| undo(Some(&record), what);
     let mut supervisor = take_over(config, &record, signals, rolled_back.as_deref(), &undo_here)?;
     // The record's memfd, read: closed now.
-    drop(fd.map(|fd| Carried::take_all(&[fd])));
+    drop(fd.map(|fd| sys::fd::take_carried(&[fd])));
     let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&SigSet::all()), None);
     supervisor.serve(false)
 }
@@ -111,18 +113,9 @@ const GIVE_UP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 fn give_up(record: Option<&Record>, error: Error) -> Error {
     let stopped = reaper::stop_orphans(&[], GIVE_UP_GRACE);
     if let Some(record) = record {
-        let made = (record.listeners.iter().filter_map(|l| l.created.clone()))
-            .chain(record.control.iter().map(|c| (c.path.clone(), c.identity.0, c.identity.1)));
-        for (path, dev, ino) in made {
-            let _ = crate::state::OwnedPath::known(path, (dev, ino)).remove();
-        }
-        let ours = |path: &std::path::Path| {
-            let watch = crate::state::PidFileWatch::open(path).ok();
-            watch.and_then(|w| w.read_pid().ok()) == Some(std::process::id())
-        };
-        if let Some(p) = record.pid_file.as_ref().filter(|p| ours(&p.path)) {
-            let _ = std::fs::remove_file(&p.path);
-        }
+        Vec::<Listener>::remove_files(&record.listeners);
+        record.control.iter().for_each(ControlServer::remove_files);
+        record.pid_file.iter().for_each(PidFile::remove_files);
     }
     let processes = match stopped.len() {
         0 => return error,
@@ -143,47 +136,25 @@ fn take_over(
     rolled_back: Option<&str>,
     fail: &dyn Fn(String) -> Error,
 ) -> Result<Supervisor> {
-    // The same moment as the record's `now`, on this image's clock.
-    let since = std::time::Duration::from_nanos(sys::clock::monotonic_ns().saturating_sub(record.written_at));
-    let now = Instant::now();
-    let then = now.checked_sub(since).unwrap_or(now);
-    let mut fds = Carried::take_all(&record.fds()).map_err(|e| fail(e.to_string()))?;
+    let from = &mut Resuming::take(&record.fds(), record.written_at).map_err(|e| fail(e.to_string()))?;
     let io = |e: std::io::Error| fail(e.to_string());
-
-    let mut listeners: Vec<Listener> = Vec::with_capacity(record.listeners.len());
-    for (at, l) in record.listeners.iter().enumerate() {
-        let carried = listen::Carried {
-            socket: socket2::Socket::from(fds.fd(l.fd).map_err(io)?),
-            key: l.key.clone(),
-            local: l.local.clone(),
-            name: l.name.clone(),
-            created_path: l
-                .created
-                .clone()
-                .map(|(path, dev, ino)| crate::state::OwnedPath::known(path, (dev, ino))),
-            inherited_fd: l.inherited_fd,
-        };
-        listeners.push(listen::resume(config.listeners.get(at), carried).map_err(|e| fail(e.to_string()))?);
-    }
+    let listeners = Vec::<Listener>::resume(record.listeners.clone(), from, &config).map_err(io)?;
     setup::place(&mut config, &listeners).map_err(|e| fail(e.message))?;
     let machine = check(&config, record).map_err(fail)?;
-    let notify = NotifySocket::resume(record.notify.clone(), &mut fds).map_err(io)?;
-    let einhorn = EinhornSocket::resume(record.einhorn.clone(), &mut fds).map_err(io)?;
-    let control =
-        (record.control.clone().map(|c| ControlServer::resume(c, &mut fds, now)).transpose()).map_err(io)?;
-    let pid_file = match &record.pid_file {
-        Some(p) => Some(
-            PidFile::resume(p.path.clone(), fds.fd(p.fd).map_err(io)?).map_err(|e| fail(e.to_string()))?,
-        ),
+    let notify = NotifySocket::resume(record.notify.clone(), from, &config).map_err(io)?;
+    let einhorn = EinhornSocket::resume(record.einhorn.clone(), from, &config).map_err(io)?;
+    let control = resume_some::<ControlServer>(record.control.clone(), from, &config).map_err(io)?;
+    let pid_file = resume_some::<PidFile>(record.pid_file.clone(), from, &config).map_err(io)?;
+    let capture = match config.capture {
+        Some(_) => resume_some::<Capture>(record.capture.clone(), from, &config).map_err(io)?,
         None => None,
     };
-    let capture = match (config.capture, record.capture.clone()) {
-        (Some(format), Some(carried)) => Some(Capture::resume(format, carried, &mut fds).map_err(io)?),
-        (format, _) => format.map(Capture::new),
-    };
-    let logger =
-        (record.logger.as_ref().map(|l| Logger::resume(l, &mut fds, then)).transpose()).map_err(io)?;
+    let logger = resume_some::<Logger>(record.logger.clone(), from, &config).map_err(io)?;
+    let events = resume_some::<Events>(record.events.clone(), from, &config).map_err(io)?;
     let mut log = Log::new(config.compat, config.log_json);
+    if let Some(events) = events {
+        *log.events.borrow_mut() = events;
+    }
     log.retarget(logger.is_some());
     log.sink().set_lossy(logger.as_ref().is_some_and(|l| l.pid.is_none()));
     log.sink().captured(&record.log_pending);
@@ -212,38 +183,31 @@ fn take_over(
     if let Some(ms) = record.image_started_ms.filter(|_| rolled_back.is_some()) {
         upgrades.image_started = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     }
-    let mut supervisor = Supervisor {
-        status_file: config
-            .status_file
-            .as_deref()
-            .map(|path| StatusFile::resume(path, record.status_written)),
+    let status_file =
+        (config.status_file.as_deref()).map(|path| StatusFile::resume(path, record.status_written));
+    let parts = Parts {
         machine,
-        capture,
-        config,
-        log,
         listeners,
         notify,
         einhorn,
         control,
         signals,
         pid_file,
+        status_file,
         logger,
+        capture,
         watcher,
         lingering: record.lingering.clone(),
         contain,
-        foreign_ready: 0,
-        census: Default::default(),
-        observer: Default::default(),
-        failed_pid: None,
-        failed_spawn: None,
         upgrades,
         scrape,
     };
+    let mut supervisor = Supervisor::assemble(config, log, parts);
     let generations: Vec<String> =
         supervisor.machine.views().iter().map(|v| v.generation.to_string()).collect();
     let shown = if generations.is_empty() { "none".to_string() } else { generations.join(", ") };
     let pid = std::process::id();
-    supervisor.resume_events(record.events.clone());
+    supervisor.resume_events();
     if rolled_back.is_none() {
         let text = format!(
             "upgraded from handover {} to {VERSION} (pid {pid}, generations {shown})",
@@ -254,9 +218,9 @@ fn take_over(
         supervisor.log.said(what, None, Vec::new(), &text);
     }
     if record.reloading {
-        readiness::upward(&crate::machine::Upward::Ready);
+        notify_socket::upward(&crate::machine::Upward::Ready);
     }
-    let took = Instant::now().saturating_duration_since(instant(record.requested_at, then));
+    let took = Instant::now().saturating_duration_since(from.written.instant(record.requested_at));
     if let Some(why) = rolled_back {
         let waiting: Vec<_> = record.waiting.iter().map(|&id| (RequestId(id), true)).collect();
         supervisor.refuse_upgrade(&waiting, &format!("{why}; rolled back to handover {VERSION}"));
@@ -275,6 +239,15 @@ fn take_over(
         }
     }
     Ok(supervisor)
+}
+
+/// Part `T` from its record, if the record has one.
+fn resume_some<T: Carry>(
+    record: Option<Part<T>>,
+    from: &mut Resuming,
+    config: &Config,
+) -> std::io::Result<Option<T>> {
+    record.map(|r| T::resume(r, from, config)).transpose()
 }
 
 impl Supervisor {

@@ -25,7 +25,7 @@ const MAX_WHY: usize = 2000;
 
 pub struct Rollback {
     previous: RawFd,
-    state: RawFd,
+    record: RawFd,
 }
 
 impl Rollback {
@@ -35,8 +35,8 @@ impl Rollback {
         if handed.rolled_back.is_some() {
             return None;
         }
-        let (previous, state) = handed.rollback.as_ref()?.to_str()?.split_once(':')?;
-        Some(Rollback { previous: previous.parse().ok()?, state: state.parse().ok()? })
+        let (previous, record) = handed.rollback.as_ref()?.to_str()?.split_once(':')?;
+        Some(Rollback { previous: previous.parse().ok()?, record: record.parse().ok()? })
     }
 
     /// Executes the previous binary with the record, saying `why`; returns
@@ -44,7 +44,7 @@ impl Rollback {
     /// names the fds to leave open and the command line; else they are
     /// this process's own (as the exec left them).
     pub fn exec(&self, record: Option<&Record>, why: &str) -> String {
-        if let Err(e) = sys::fd::set_cloexec(&[self.previous, self.state], false) {
+        if let Err(e) = sys::fd::set_cloexec(&[self.previous, self.record], false) {
             return format!("cannot keep the previous program's fds: {}", io_text(&e));
         }
         for fd in record.map(Record::fds).unwrap_or_default() {
@@ -64,7 +64,7 @@ impl Rollback {
             pairs.iter().filter_map(|(k, v)| c(&[k.as_bytes(), b"=", v.as_bytes()].concat()).ok()).collect();
         let why = why.as_bytes();
         let why = &why[..why.len().min(MAX_WHY)];
-        env.extend(c(format!("{HANDOVER_UPGRADE_STATE}={}", self.state).as_bytes()).ok());
+        env.extend(c(format!("{HANDOVER_UPGRADE_STATE}={}", self.record).as_bytes()).ok());
         env.extend(c(&[ROLLED_BACK.as_bytes(), b"=", why].concat()).ok());
         let e = sys::process::execute_fd(self.previous, &argv, &env);
         format!("cannot execute the previous program again: {}", io_text(&e))

@@ -132,7 +132,7 @@ impl Supervisor {
     /// of executing handover does so here, and is refused. Its pid and its
     /// stdout and stderr, or why it cannot run.
     fn start_verify(&mut self, binary: &Path, now: Instant) -> Result<(i32, File, File), String> {
-        let record = self.record(now, Vec::new(), false, now);
+        let record = self.record(Vec::new(), false, now);
         let encoded = record.encode();
         if let Some(why) = super::exec::too_large(&encoded) {
             return Err(why);

@@ -2,6 +2,14 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::fuzz_tests::{config, mutated, one_line};
+use crate::supervisor::capture::carry::{CaptureRecord, StreamRecord};
+use crate::supervisor::carry::HexBytes;
+use crate::supervisor::carry::foreign::{ListenerRecord, PidFileRecord};
+use crate::supervisor::control::carry::{ControlConnRecord, ControlRecord};
+use crate::supervisor::einhorn::EinhornRecord;
+use crate::supervisor::line_conn::ConnRecord;
+use crate::supervisor::logger::LoggerRecord;
+use crate::supervisor::notify_socket::NotifyRecord;
 
 /// A record as this version writes it: two listeners (one a unix socket
 /// file it created), a control connection owed a reply, a captured stream

@@ -15,6 +15,7 @@
 //! What a datagram says is read by `wire::sd_notify`.
 use std::fs::File;
 use std::io::{self, IoSliceMut};
+use std::os::fd::RawFd;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
@@ -25,13 +26,14 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag, openat};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg, setsockopt, sockopt};
 use nix::sys::stat::Mode;
+use serde::{Deserialize, Serialize};
 
+use crate::config::Config;
 use crate::machine::Upward;
 use crate::state::SafeDir;
 /// Where the private directory goes.
 pub use crate::state::runtime_dir;
-use crate::supervisor::upgrade::Carried;
-use crate::supervisor::upgrade::record::NotifyRecord;
+use crate::supervisor::carry::{Carry, Resuming, Written};
 use crate::wire::sd_notify::{Message, parse};
 
 pub struct NotifySocket {
@@ -138,23 +140,6 @@ impl NotifySocket {
         }
     }
 
-    /// What a self-upgrade carries over: the socket and the directory's lock.
-    pub fn carry(&self) -> NotifyRecord {
-        NotifyRecord { fd: self.socket.as_raw_fd(), lock_fd: self._lock.as_raw_fd(), dir: self.dir.clone() }
-    }
-
-    /// The socket as `carry` described it, its directory still locked.
-    pub fn resume(record: NotifyRecord, take: &mut Carried) -> io::Result<NotifySocket> {
-        let socket = UnixDatagram::from(take.fd(record.fd)?);
-        let handle = File::from(take.fd(record.lock_fd)?);
-        // The lock belongs to the open file, which the previous image held:
-        // taking it again on the same file succeeds at once.
-        let lock =
-            Flock::lock(handle, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| io::Error::from(e))?;
-        let name = record.dir.join("notify").to_string_lossy().into_owned();
-        Ok(NotifySocket { socket, name, dir: record.dir, _lock: lock })
-    }
-
     /// The value of the workers' `NOTIFY_SOCKET`.
     pub fn path(&self) -> &Path {
         Path::new(&self.name)
@@ -239,6 +224,40 @@ pub fn upward(state: &Upward) {
     };
     // A manager that went away is no reason to stop serving.
     let _ = result;
+}
+
+/// What a self-upgrade carries of the notify socket: the socket and its
+/// private directory's lock.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NotifyRecord {
+    pub fd: RawFd,
+    /// The private directory's fd, holding its lock.
+    pub lock_fd: RawFd,
+    pub dir: PathBuf,
+}
+
+impl Carry for NotifySocket {
+    type Record = NotifyRecord;
+
+    fn carry(&self, _: Written) -> NotifyRecord {
+        NotifyRecord { fd: self.socket.as_raw_fd(), lock_fd: self._lock.as_raw_fd(), dir: self.dir.clone() }
+    }
+
+    fn fds(record: &NotifyRecord) -> Vec<RawFd> {
+        vec![record.fd, record.lock_fd]
+    }
+
+    /// The socket, its directory still locked.
+    fn resume(record: NotifyRecord, from: &mut Resuming, _: &Config) -> io::Result<NotifySocket> {
+        let socket = UnixDatagram::from(from.fd(record.fd)?);
+        let handle = File::from(from.fd(record.lock_fd)?);
+        // The lock belongs to the open file, which the previous image held:
+        // taking it again on the same file succeeds at once.
+        let lock =
+            Flock::lock(handle, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| io::Error::from(e))?;
+        let name = record.dir.join("notify").to_string_lossy().into_owned();
+        Ok(NotifySocket { socket, name, dir: record.dir, _lock: lock })
+    }
 }
 
 #[cfg(test)]

@@ -4,17 +4,19 @@
 //! output as the peer takes it, never blocking the supervisor's loop.
 
 use std::io::{self, ErrorKind, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
 use nix::errno::Errno;
 use nix::poll::PollFlags;
 use nix::sys::socket::{MsgFlags, send};
+use serde::{Deserialize, Serialize};
 use socket2::{Domain, Socket, Type};
 
+use crate::config::Config;
 use crate::state::SafeDir;
-use crate::supervisor::upgrade::record::ConnRecord;
+use crate::supervisor::carry::{Carry, Resuming, Written, hex};
 
 const BACKLOG: i32 = 128;
 /// The longest request line, without its `\n`.
@@ -59,19 +61,6 @@ impl LineConn {
     pub fn new(stream: UnixStream) -> io::Result<LineConn> {
         stream.set_nonblocking(true)?;
         Ok(LineConn { stream, input: Vec::new(), output: Vec::new(), eof: false, broken: false })
-    }
-
-    /// What a self-upgrade carries over: the fd, buffers and state.
-    pub fn carry(&self) -> ConnRecord {
-        let (input, output) = (self.input.clone(), self.output.clone());
-        ConnRecord { fd: self.stream.as_raw_fd(), input, output, eof: self.eof }
-    }
-
-    /// The connection as `carry` described it, on its fd taken back.
-    pub fn resume(stream: UnixStream, record: ConnRecord) -> io::Result<LineConn> {
-        let mut conn = LineConn::new(stream)?;
-        (conn.input, conn.output, conn.eof) = (record.input, record.output, record.eof);
-        Ok(conn)
     }
 
     pub fn stream(&self) -> &UnixStream {
@@ -201,6 +190,36 @@ fn take_lines(input: &mut Vec<u8>, eof: bool, max: usize) -> (Vec<Vec<u8>>, bool
     };
     input.drain(..start);
     (lines, too_long)
+}
+
+/// What a self-upgrade carries of a connection: the fd, buffers and state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConnRecord {
+    pub fd: RawFd,
+    #[serde(with = "hex")]
+    pub input: Vec<u8>,
+    #[serde(with = "hex")]
+    pub output: Vec<u8>,
+    pub eof: bool,
+}
+
+impl Carry for LineConn {
+    type Record = ConnRecord;
+
+    fn carry(&self, _: Written) -> ConnRecord {
+        let (input, output) = (self.input.clone(), self.output.clone());
+        ConnRecord { fd: self.stream.as_raw_fd(), input, output, eof: self.eof }
+    }
+
+    fn fds(record: &ConnRecord) -> Vec<RawFd> {
+        vec![record.fd]
+    }
+
+    fn resume(record: ConnRecord, from: &mut Resuming, _: &Config) -> io::Result<LineConn> {
+        let mut conn = LineConn::new(UnixStream::from(from.fd(record.fd)?))?;
+        (conn.input, conn.output, conn.eof) = (record.input, record.output, record.eof);
+        Ok(conn)
+    }
 }
 
 #[cfg(test)]
