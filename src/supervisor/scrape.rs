@@ -11,18 +11,21 @@
 //! /metrics` is answered `200` with the page, another path `404`, another
 //! method `405`. At most `MAX_CONNS` accepts per turn.
 //!
-//! Across `handover upgrade` the socket is not carried: the new image
-//! binds `ADDR` again (a scrape during the exec is refused; a failure to
-//! bind is one line in the log, and the metrics are still on the control
-//! socket).
+//! Across `handover upgrade` the listening socket is carried (`Carry`):
+//! nobody can take the address while the images change, and a scrape
+//! waits in its backlog; the connections in hand are closed by the exec.
+//! A new image given another `--metrics-listen` binds that one instead.
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
+use serde::{Deserialize, Serialize};
 
+use crate::config::Config;
 use crate::error::io_text;
+use crate::supervisor::carry::{Carry, Resuming, Written};
 
 pub const MAX_CONNS: usize = 8;
 pub const MAX_REQUEST: usize = 8 * 1024;
@@ -46,7 +49,47 @@ struct Conn {
 
 pub struct MetricsServer {
     listener: TcpListener,
+    /// The address it was asked to listen on (port 0 stays 0).
+    asked: SocketAddr,
     conns: Vec<Conn>,
+}
+
+/// What the upgrade's record holds of it: the listening socket and the
+/// address it was asked for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetricsRecord {
+    pub fd: RawFd,
+    pub asked: SocketAddr,
+}
+
+impl Carry for MetricsServer {
+    type Record = MetricsRecord;
+
+    fn carry(&self, _: Written) -> MetricsRecord {
+        MetricsRecord { fd: self.listener.as_raw_fd(), asked: self.asked }
+    }
+
+    fn fds(record: &MetricsRecord) -> Vec<RawFd> {
+        vec![record.fd]
+    }
+
+    /// The carried socket, if this image listens on the address it was
+    /// bound for; else the one this image asks for, bound now (and the
+    /// carried one closed).
+    fn resume(record: MetricsRecord, from: &mut Resuming, config: &Config) -> io::Result<MetricsServer> {
+        let carried = TcpListener::from(from.fd(record.fd)?);
+        match config.metrics_listen {
+            Some(asked) if asked == record.asked => {
+                carried.set_nonblocking(true)?;
+                Ok(MetricsServer { listener: carried, asked, conns: Vec::new() })
+            }
+            Some(asked) => {
+                drop(carried);
+                MetricsServer::bind(asked)
+            }
+            None => Err(io::Error::other("--metrics-listen is not given any more")),
+        }
+    }
 }
 
 /// What a request head asks for.
@@ -99,7 +142,7 @@ impl MetricsServer {
             ))
         })?;
         listener.set_nonblocking(true)?;
-        Ok(MetricsServer { listener, conns: Vec::new() })
+        Ok(MetricsServer { listener, asked: addr, conns: Vec::new() })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {

@@ -238,3 +238,27 @@ fn a_bad_or_taken_metrics_address_is_one_line_and_its_exit_code() {
         o.dossier()
     );
 }
+
+/// The inode of the socket listening on 127.0.0.1:`port` (/proc/net/tcp).
+fn listening_inode(port: u16) -> Option<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!("0100007F:{port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A"))
+            .then(|| fields[9].to_string())
+    })
+}
+
+#[test]
+fn the_metrics_socket_is_carried_across_an_upgrade_not_bound_again() {
+    // Bound again, the address was free for anyone while the images changed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let s = controlled(&["--metrics-listen", &addr], &["--notify"]);
+    s.wait_generations(&[1]);
+    let before = listening_inode(port).expect("a listening socket");
+    upgrade(&s);
+    assert_eq!(listening_inode(port), Some(before), "{}", s.dossier());
+    assert!(http(&addr, b"GET /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200 "));
+}

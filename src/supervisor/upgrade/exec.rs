@@ -155,6 +155,7 @@ impl Supervisor {
             previous_binary: self.upgrades.own_fd(),
             image_started_ms: Some(ms(self.upgrades.image_started)),
             events: Some(self.log.events.borrow().carry(at)),
+            metrics: self.scrape.as_ref().map(|s| s.carry(at)),
         }
     }
 }

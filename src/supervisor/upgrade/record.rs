@@ -39,6 +39,7 @@ use crate::supervisor::einhorn::EinhornSocket;
 use crate::supervisor::events::Events;
 use crate::supervisor::logger::Logger;
 use crate::supervisor::notify_socket::NotifySocket;
+use crate::supervisor::scrape::MetricsServer;
 
 /// The format this handover writes.
 pub const FORMAT: u32 = 2;
@@ -114,6 +115,10 @@ pub struct Record {
     /// counted from them (absent: written by a handover without them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<Part<Events>>,
+    /// The `--metrics-listen` socket (absent: none, or written by a
+    /// handover that bound it again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Part<MetricsServer>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -156,6 +161,7 @@ impl Record {
         fds.extend(fds_of::<PidFile>(self.pid_file.as_ref()));
         fds.extend(fds_of::<Logger>(self.logger.as_ref()));
         fds.extend(fds_of::<Capture>(self.capture.as_ref()));
+        fds.extend(fds_of::<MetricsServer>(self.metrics.as_ref()));
         fds.extend(self.binary_fd);
         fds.extend(self.previous_binary);
         fds

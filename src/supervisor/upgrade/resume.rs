@@ -28,6 +28,7 @@ use crate::supervisor::events::Events;
 use crate::supervisor::log::Log;
 use crate::supervisor::logger::Logger;
 use crate::supervisor::notify_socket::{self, NotifySocket};
+use crate::supervisor::scrape::MetricsServer;
 use crate::supervisor::signals::Signals;
 use crate::supervisor::watch::Watcher;
 use crate::supervisor::{Parts, Supervisor, reaper, setup};
@@ -169,9 +170,13 @@ fn take_over(
     if let Some(why) = why {
         log.line(&format!("containment: session per worker ({why})"));
     }
-    // Not carried: bound again (see `scrape`).
-    let scrape = match config.metrics_listen.map(crate::supervisor::scrape::MetricsServer::bind) {
-        Some(Err(e)) => {
+    // Carried (a record without it: bound again, see `scrape`).
+    let scrape = match record.metrics.clone() {
+        Some(carried) => Some(MetricsServer::resume(carried, from, &config)),
+        None => config.metrics_listen.map(MetricsServer::bind),
+    };
+    let scrape = match scrape {
+        Some(Err(e)) if config.metrics_listen.is_some() => {
             log.line(&format!("{e}; the metrics are still on the control socket"));
             None
         }

@@ -107,6 +107,7 @@ fn sample() -> Record {
         previous_binary: Some(14),
         image_started_ms: Some(1_796_000_100_000),
         events: None,
+        metrics: None,
     }
 }
 
