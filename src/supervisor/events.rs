@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::metrics::Tally;
 use super::words;
-use crate::machine::event::{Event, ExitStatus, Pid};
+use crate::machine::event::{Awaited, Event, ExitStatus, Pid};
 use crate::wire::event::{Record, What};
 
 /// Records kept for `events` without `--follow` and for reconnecting followers.
@@ -175,8 +175,15 @@ pub fn describe(
         Event::SpawnFailed { generation, error } => {
             (What::SpawnFailed { error: error.to_string() }, (Some(*generation), vec![]))
         }
-        Event::ReadyTimeout { generation, pids, after, .. } => {
-            (What::NotReady { after_ms: ms(*after) }, (Some(*generation), pids.clone()))
+        Event::ReadyTimeout { generation, pids, after, awaited } => {
+            let awaited = match awaited {
+                Awaited::Notify => "notify",
+                Awaited::Learned => "learned",
+                Awaited::AcceptingOrNotify => "accepting_or_notify",
+                Awaited::Accepting => "accepting",
+            };
+            let what = What::NotReady { after_ms: ms(*after), awaited: awaited.into() };
+            (what, (Some(*generation), pids.clone()))
         }
         Event::DrainTimeout { pid, after } => {
             (What::Killed { deadline: "drain".into(), after_ms: ms(*after) }, of(*pid))
