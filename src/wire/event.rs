@@ -14,7 +14,7 @@
 //! `killed` (`deadline`: drain, ready or stop; `after_ms`), `not_ready`
 //! (`after_ms`, `awaited`), `spawn_failed` (`error`), `forwarded` (`signal`),
 //! `upgrade_asked` (`binary`), `upgrade_refused` (`reason`), `upgrading`
-//! (`from`, `to`, `binary`), `upgraded` (`from`, `to`), `logger_exited`
+//! (`from`, `to`, `binary`), `upgraded` (`from`, `to`, `generations`), `logger_exited`
 //! (`status`), `lines_dropped` (`count`, `of`: own or captured), `exiting`,
 //! `note` (`what`: another line of the machine's), and on a follower's
 //! stream only, `dropped` (`count`: records it missed for not reading).
@@ -100,6 +100,9 @@ pub enum What {
     Upgraded {
         from: String,
         to: String,
+        /// The generations the new image took over.
+        #[serde(default)]
+        generations: Vec<u64>,
     },
     LoggerExited {
         status: String,
