@@ -4,6 +4,11 @@
 //! the command, its stderr so far, the journal and the status file. A
 //! `Supervisor` is stopped on drop (TERM, then KILL of it and of every
 //! worker group it logged), so no process outlives its test.
+//!
+//! What the supervisor did is waited on as its event records (run it with
+//! `--log-format json`; `wait_event`, `count_events`), not as the wording
+//! of its lines: `wait_line` is for the lines no event carries and for
+//! tests of the text itself (start_server's lines, `--log-capture`'s).
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
