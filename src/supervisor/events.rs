@@ -24,7 +24,7 @@ use super::carry::{Carry, Resuming, Written};
 use super::metrics::Tally;
 use super::words;
 use crate::config::Config;
-use crate::machine::event::{Event, ExitStatus, Pid};
+use crate::machine::event::{Awaited, Event, ExitStatus, Pid};
 use crate::wire::event::{Record, What};
 
 /// Records kept for `events` without `--follow` and for reconnecting followers.
@@ -169,8 +169,15 @@ pub fn describe(
         Event::SpawnFailed { generation, error } => {
             (What::SpawnFailed { error: error.to_string() }, (Some(*generation), vec![]))
         }
-        Event::ReadyTimeout { generation, pids, after, .. } => {
-            (What::NotReady { after_ms: ms(*after) }, (Some(*generation), pids.clone()))
+        Event::ReadyTimeout { generation, pids, after, awaited, .. } => {
+            let awaited = match awaited {
+                Awaited::Notify => "notify",
+                Awaited::Learned => "learned",
+                Awaited::AcceptingOrNotify => "accepting_or_notify",
+                Awaited::Accepting => "accepting",
+            };
+            let what = What::NotReady { after_ms: ms(*after), awaited: awaited.into() };
+            (what, (Some(*generation), pids.clone()))
         }
         Event::DrainTimeout { pid, after } => {
             (What::Killed { deadline: "drain".into(), after_ms: ms(*after) }, of(*pid))

@@ -12,9 +12,9 @@
 //! `rolled_back` (`reason`), `restart_requested` (`by`), `stop_requested`
 //! (`signal`), `exited` (`code` or `signal`, `core`, `role`), `respawned`,
 //! `killed` (`deadline`: drain, ready or stop; `after_ms`), `not_ready`
-//! (`after_ms`), `spawn_failed` (`error`), `forwarded` (`signal`),
+//! (`after_ms`, `awaited`), `spawn_failed` (`error`), `forwarded` (`signal`),
 //! `upgrade_asked` (`binary`), `upgrade_refused` (`reason`), `upgrading`
-//! (`from`, `to`, `binary`), `upgraded` (`from`, `to`), `logger_exited`
+//! (`from`, `to`, `binary`), `upgraded` (`from`, `to`, `generations`), `logger_exited`
 //! (`status`), `lines_dropped` (`count`, `of`: own or captured), `exiting`,
 //! `note` (`what`: another line of the machine's), and on a follower's
 //! stream only, `dropped` (`count`: records it missed for not reading).
@@ -75,6 +75,10 @@ pub enum What {
     },
     NotReady {
         after_ms: f64,
+        /// What it was waited for: `notify` (READY=1), `learned` (READY=1,
+        /// as an earlier worker sent it), `accepting_or_notify`, `accepting`.
+        #[serde(default)]
+        awaited: String,
     },
     SpawnFailed {
         error: String,
@@ -96,6 +100,9 @@ pub enum What {
     Upgraded {
         from: String,
         to: String,
+        /// The generations the new image took over.
+        #[serde(default)]
+        generations: Vec<u64>,
     },
     LoggerExited {
         status: String,

@@ -197,7 +197,10 @@ fn failed_restart_wait_exits_1_and_the_old_generation_keeps_serving() {
 fn status_and_a_second_restart_while_old_generations_drain() {
     // The old workers ignore TERM and no drain timeout ends them: they
     // drain until the test kills them.
-    let s = controlled(&["--stop-timeout", "100ms"], &["--notify", "--ignore-term", "forever"]);
+    let s = controlled(
+        &["--stop-timeout", "100ms", "--log-format", "json"],
+        &["--notify", "--ignore-term", "forever"],
+    );
     let first = s.wait_generations(&[1])[0].1;
     assert_eq!(client(&s, "restart").code, Some(0));
     s.wait_journal(&["term", &format!("pid={first}")]);
@@ -218,7 +221,7 @@ fn status_and_a_second_restart_while_old_generations_drain() {
     assert!(restart.quiet(), "answered while generations 1 and 2 run\n{}", s.dossier());
 
     kill(Pid::from_raw(first), Signal::SIGKILL).unwrap();
-    s.wait_line(&format!("old worker {first} died"));
+    s.wait_event("exited", |r| pids_of(r, "pids") == [first] && r["role"] == "draining");
     assert_eq!(phases(&status(&s)), phase_list(&[(2, "draining"), (3, "serving")]));
     assert!(restart.quiet(), "answered while generation 2 runs\n{}", s.dossier());
 
@@ -235,7 +238,7 @@ fn status_and_a_second_restart_while_old_generations_drain() {
 #[test]
 fn restart_wait_meanwhile_is_answered_once_the_drain_timeout_ended_the_old_ones() {
     let s = controlled(
-        &["--drain-timeout", "300ms", "--stop-timeout", "100ms"],
+        &["--drain-timeout", "300ms", "--stop-timeout", "100ms", "--log-format", "json"],
         &["--notify", "--ignore-term", "forever"],
     );
     let first = s.wait_generations(&[1])[0].1;
@@ -247,7 +250,7 @@ fn restart_wait_meanwhile_is_answered_once_the_drain_timeout_ended_the_old_ones(
     let pids = s.worker_pids();
     for old in &pids[..2] {
         assert!(!alive(*old), "worker {old} still runs\n{}", s.dossier());
-        s.wait_line(&format!("old worker {old} still running"));
+        s.wait_event("killed", |r| r["deadline"] == "drain" && pids_of(r, "pids") == [*old]);
     }
     assert_eq!(phases(&status(&s)), phase_list(&[(3, "serving")]));
 }

@@ -125,6 +125,13 @@ fn drain_means_the_whole_process_group() {
     }
 }
 
+/// The errors of the `spawn_failed` records in `--log-format json` output.
+fn spawn_failures(output: &str) -> Vec<String> {
+    let records = output.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
+    let failed = records.filter(|r| r["event"] == "spawn_failed");
+    failed.map(|r| r["fields"]["error"].as_str().unwrap_or_default().to_string()).collect()
+}
+
 /// With 20 listeners and 43 fds (one is the supervisor's own binary, kept
 /// open for an upgrade's roll-back), a worker cannot be given its sockets:
 /// one clear line, the resource-exhaustion exit code, nothing left.
@@ -137,11 +144,15 @@ fn an_fd_limit_too_low_for_the_listeners_is_said_so() {
         command.args(["--port", "127.0.0.1:0"]);
     }
     let status_file = dir.path().join("status");
-    command.arg("--status-file").arg(&status_file).arg("--").arg(example("worker"));
+    command
+        .arg("--status-file")
+        .arg(&status_file)
+        .args(["--log-format", "json", "--"])
+        .arg(example("worker"));
     let output = command.stdin(std::process::Stdio::null()).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(71), "{stderr}");
-    let failed: Vec<&str> = stderr.lines().filter(|l| l.contains("failed to start")).collect();
+    let failed = spawn_failures(&stderr);
     assert_eq!(failed.len(), 1, "one line for the failure: {stderr}");
     // (In cgroup mode the child's first need of an fd is to join its cgroup.)
     let said = ["cannot place the listening sockets", "cannot join the worker's cgroup"];
@@ -231,11 +242,12 @@ fn a_process_limit_too_low_for_the_workers_is_said_once() {
     };
     let mut command = std::process::Command::new(setpriv);
     command.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(prlimit).arg("--nproc=8:8");
-    command.arg(binary()).args(["--port", "127.0.0.1:0", "--workers", "50", "--"]).arg(example("worker"));
-    let output = command.current_dir("/").stdin(std::process::Stdio::null()).output().unwrap();
+    command.arg(binary()).args(["--port", "127.0.0.1:0", "--workers", "50", "--log-format", "json", "--"]);
+    let output =
+        command.arg(example("worker")).current_dir("/").stdin(std::process::Stdio::null()).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(71), "{stderr}");
-    let failed: Vec<&str> = stderr.lines().filter(|l| l.contains("failed to start")).collect();
+    let failed = spawn_failures(&stderr);
     assert_eq!(failed.len(), 1, "{stderr}");
     assert!(failed[0].contains("cannot fork: Resource temporarily unavailable"), "{stderr}");
     assert!(stderr.lines().count() < 40, "{stderr}");

@@ -192,7 +192,7 @@ fn exec_failure_in_a_later_generation_removes_no_file() {
     let b = handover();
     let link = b.dir().join("w");
     std::os::unix::fs::symlink(example("worker"), &link).unwrap();
-    let options = words("--port 127.0.0.1:0 --path {dir}/s.sock --interval 100ms");
+    let options = words("--port 127.0.0.1:0 --path {dir}/s.sock --interval 100ms --log-format json");
     let s = command(b, &options, &link, &["--notify"]).start();
     let addr = s.tcp_addr();
     let status = s.wait_generations(&[1]);
@@ -200,8 +200,8 @@ fn exec_failure_in_a_later_generation_removes_no_file() {
     std::os::unix::fs::symlink(s.path("nonexistent"), &link).unwrap();
     s.signal(Signal::SIGHUP);
     let cause = format!("cannot exec {}: No such file or directory", link.display());
-    s.wait_line(&format!("generation 2 failed to start: {cause}"));
-    s.wait_line(&format!("generation 3 failed to start: {cause}"));
+    s.wait_event("spawn_failed", |r| r["generation"] == 2 && r["error"] == cause.as_str());
+    s.wait_event("spawn_failed", |r| r["generation"] == 3 && r["error"] == cause.as_str());
     assert_eq!(read(&s.path("pid")), format!("{}\n", s.pid()));
     assert_eq!(s.status_file(), status);
     assert!(s.path("s.sock").exists(), "{}", s.dossier());
@@ -299,13 +299,16 @@ fn stop_with_a_timeout_fails_when_the_workers_ignore_term() {
 
 #[test]
 fn restart_wait_fails_when_every_new_generation_crashes() {
-    let s = with_worker(&["--port", "127.0.0.1:0"], &["--notify", "--crash-if-generation-at-least", "2"]);
+    let s = with_worker(
+        &["--port", "127.0.0.1:0", "--log-format", "json"],
+        &["--notify", "--crash-if-generation-at-least", "2"],
+    );
     let addr = s.tcp_addr();
     let first = s.wait_generations(&[1]);
     let args = [&words("restart --wait --timeout 500ms"), &TARGET[..]].concat();
     let restart = run_in(s.dir.path(), &args);
     assert_one_line(&restart, 1, &["after 500ms", "generation 1 still running"]);
-    s.wait_line("generation 2 exited with");
+    s.wait_event("note", |r| r["generation"] == 2 && r["what"] == "diagnosis");
     assert_eq!(s.status_file(), first);
     assert_eq!(generation_of(&ask(&addr).unwrap()), Some(1));
 }

@@ -4,6 +4,11 @@
 //! the command, its stderr so far, the journal and the status file. A
 //! `Supervisor` is stopped on drop (TERM, then KILL of it and of every
 //! worker group it logged), so no process outlives its test.
+//!
+//! What the supervisor did is waited on as its event records (run it with
+//! `--log-format json`; `wait_event`, `count_events`), not as the wording
+//! of its lines: `wait_line` is for the lines no event carries and for
+//! tests of the text itself (start_server's lines, `--log-capture`'s).
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
@@ -259,20 +264,47 @@ impl Supervisor {
 
     /// Like `wait_line`, ignoring the first `skip` lines; returns the line.
     pub fn wait_line_after(&self, skip: usize, needle: &str) -> String {
+        let what = format!("an output line with {needle:?}");
+        self.wait_output(&what, |lines| lines.iter().skip(skip).find(|l| l.contains(needle)).cloned())
+    }
+
+    /// Wait until `fact` holds of the output lines so far (woken by every
+    /// new line); panic with `what` once the output ended or at DEADLINE.
+    fn wait_output<T>(&self, what: &str, mut fact: impl FnMut(&[String]) -> Option<T>) -> T {
         let (lock, cond) = &*self.stderr;
         let start = Instant::now();
         let mut lines = lock.lock().unwrap();
         loop {
-            if let Some(line) = lines.lines.iter().skip(skip).find(|l| l.contains(needle)) {
-                return line.clone();
+            if let Some(value) = fact(&lines.lines) {
+                return value;
             }
             let left = DEADLINE.checked_sub(start.elapsed());
             if lines.closed == 2 || left.is_none() {
                 drop(lines);
-                panic!("no output line with {needle:?}\n{}", self.dossier());
+                panic!("timed out waiting for {what}\n{}", self.dossier());
             }
             lines = cond.wait_timeout(lines, left.unwrap()).unwrap().0;
         }
+    }
+
+    /// The supervisor's event records so far, read from its
+    /// `--log-format json` lines (start it with that option): each as
+    /// the stream's record (`handover events`), `event`, `seq`,
+    /// `generation`, `pids`, the kind's fields and `message`. Lines that
+    /// are no event (`"event":"line"`) are not records.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        records(&self.stderr.0.lock().unwrap().lines)
+    }
+
+    /// Wait for an event record of `kind` for which `fact` holds; returns it.
+    pub fn wait_event(&self, kind: &str, fact: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let what = format!("a {kind:?} event record (is the supervisor run with --log-format json?)");
+        self.wait_output(&what, |lines| records(lines).into_iter().find(|r| r["event"] == kind && fact(r)))
+    }
+
+    /// How many event records of `kind` so far `fact` holds for.
+    pub fn count_events(&self, kind: &str, fact: impl Fn(&serde_json::Value) -> bool) -> usize {
+        self.events().iter().filter(|r| r["event"] == kind && fact(r)).count()
     }
 
     pub fn count_lines(&self, needle: &str) -> usize {
@@ -343,19 +375,44 @@ impl Supervisor {
         }
     }
 
-    /// Pids of every worker the supervisor said it started.
+    /// Pids of every worker the supervisor said it started (its `spawned`
+    /// records under `--log-format json`, its text lines otherwise).
     pub fn worker_pids(&self) -> Vec<i32> {
-        self.lines()
-            .iter()
+        let lines = self.lines();
+        let said = (lines.iter())
             .filter_map(|l| l.split("starting new worker ").nth(1))
-            .filter_map(|p| p.trim().parse().ok())
-            .collect()
+            .filter_map(|p| p.trim().parse().ok());
+        let spawned = records(&lines).into_iter().filter(|r| r["event"] == "spawned");
+        let recorded = spawned.flat_map(|r| pids_of(&r, "pids"));
+        said.chain(recorded).collect()
     }
 
     /// Ask for the worker's line over TCP: `gen=G pid=P`.
     pub fn ask(&self, addr: &str) -> std::io::Result<String> {
         ask(addr)
     }
+}
+
+/// The event records among `--log-format json` output lines (see
+/// `Supervisor::events`).
+fn records(lines: &[String]) -> Vec<serde_json::Value> {
+    let parsed = lines.iter().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
+    let ours = parsed.filter(|r| r["source"] == "handover" && r["event"] != "line");
+    ours.map(|line| {
+        let mut record = line["fields"].clone();
+        if let Some(map) = record.as_object_mut() {
+            map.insert("event".into(), line["event"].clone());
+            map.insert("message".into(), line["message"].clone());
+        }
+        record
+    })
+    .collect()
+}
+
+/// A record's list of pids `field` (`pids`, `old_pids`).
+pub fn pids_of(record: &serde_json::Value, field: &str) -> Vec<i32> {
+    let pids = record[field].as_array().map(Vec::as_slice).unwrap_or_default();
+    pids.iter().filter_map(|p| p.as_i64()).map(|p| p as i32).collect()
 }
 
 /// Bounded client loop: connects, reads the worker's line, until told to

@@ -103,12 +103,22 @@ fn a_worker_as_nobody_does_not_own_its_readiness_sockets() {
     let b = handover();
     fs::set_permissions(b.dir(), fs::Permissions::from_mode(0o1777)).unwrap();
     let s = b
-        .args(["--port", "127.0.0.1:0", "--user", "nobody", "--ready", "notify", "--"])
+        .args([
+            "--port",
+            "127.0.0.1:0",
+            "--user",
+            "nobody",
+            "--ready",
+            "notify",
+            "--log-format",
+            "json",
+            "--",
+        ])
         .arg(example("worker"))
         .args(["--journal", "{dir}/journal", "--notify", "--einhorn-ack"])
         .start();
     let worker: i32 = squatter(&s.wait_journal(&["ack", "result=sent"])).parse().unwrap();
-    s.wait_line("is ready (READY=1");
+    s.wait_event("ready", |r| r["how"] == "READY=1");
     let environ = fs::read(format!("/proc/{worker}/environ")).unwrap();
     let var = |name: &str| {
         let entry = environ.split(|&b| b == 0).find_map(|e| e.strip_prefix(format!("{name}=").as_bytes()));

@@ -8,7 +8,7 @@ use crate::harness::*;
 
 #[test]
 fn hot_restart_refuses_and_resets_nothing() {
-    let s = with_worker(&["--port", "127.0.0.1:0"], &["--notify"]);
+    let s = with_worker(&["--port", "127.0.0.1:0", "--log-format", "json"], &["--notify"]);
     let addr = s.tcp_addr();
     s.wait_journal(&["ready", "gen=1"]);
     let (stop, done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
@@ -33,17 +33,20 @@ fn hot_restart_refuses_and_resets_nothing() {
         seen.extend(gens);
     }
     assert!(seen.contains(&1) && seen.contains(&2), "{seen:?}");
-    assert!(s.lines().iter().any(|l| l.contains("is ready (READY=1")), "{}", s.dossier());
+    assert!(s.count_events("ready", |r| r["how"] == "READY=1") > 0, "{}", s.dossier());
 }
 
 #[test]
 fn failing_new_generation_leaves_the_old_one_serving() {
-    let s = with_worker(&["--port", "127.0.0.1:0"], &["--notify", "--crash-if-generation-at-least", "2"]);
+    let s = with_worker(
+        &["--port", "127.0.0.1:0", "--log-format", "json"],
+        &["--notify", "--crash-if-generation-at-least", "2"],
+    );
     let addr = s.tcp_addr();
     let first = s.wait_generations(&[1]);
     s.signal(Signal::SIGHUP);
-    s.wait_line("seems to have failed to start");
-    s.wait_line("generation 2 exited with");
+    s.wait_event("exited", |r| r["generation"] == 2 && r["role"] == "starting");
+    s.wait_event("note", |r| r["generation"] == 2 && r["what"] == "diagnosis");
     assert_eq!(generation_of(&s.ask(&addr).unwrap()), Some(1));
     assert_eq!(s.status_file(), first, "status untouched");
     assert!(
@@ -52,16 +55,18 @@ fn failing_new_generation_leaves_the_old_one_serving() {
         s.dossier()
     );
     // Retried every --interval with a new generation number, as start_server.
-    s.wait_line("generation 3 exited with");
+    s.wait_event("note", |r| r["generation"] == 3 && r["what"] == "diagnosis");
 }
 
 #[test]
 fn dead_worker_is_respawned() {
-    let s = with_worker(&["--port", "127.0.0.1:0"], &["--notify"]);
+    let s = with_worker(&["--port", "127.0.0.1:0", "--log-format", "json"], &["--notify"]);
     let addr = s.tcp_addr();
     let first = s.wait_generations(&[1]);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(first[0].1), Signal::SIGKILL).unwrap();
-    s.wait_line(&format!("worker {} died unexpectedly (killed by SIGKILL), restarting", first[0].1));
+    s.wait_event("exited", |r| {
+        pids_of(r, "pids") == [first[0].1] && r["role"] == "serving" && r["signal"] == "KILL"
+    });
     s.wait_generations(&[2]);
     assert_eq!(generation_of(&s.ask(&addr).unwrap()), Some(2));
 }
@@ -83,8 +88,10 @@ fn a_worker_killed_by_a_real_time_signal_is_respawned_and_the_stop_ends() {
 
 #[test]
 fn hups_during_a_restart_coalesce_into_one() {
-    let s =
-        with_worker(&["--port", "127.0.0.1:0", "--ready", "notify"], &["--notify", "--startup-delay", "300"]);
+    let s = with_worker(
+        &["--port", "127.0.0.1:0", "--ready", "notify", "--log-format", "json"],
+        &["--notify", "--startup-delay", "300"],
+    );
     s.wait_generations(&[1]);
     s.signal(Signal::SIGHUP);
     s.wait_journal(&["start", "gen=2"]);
@@ -93,23 +100,23 @@ fn hups_during_a_restart_coalesce_into_one() {
     }
     s.wait_generations(&[3]);
     s.wait_journal(&["ready", "gen=3"]);
-    assert_eq!(s.count_lines("starting new worker"), 3, "{}", s.dossier());
+    assert_eq!(s.count_events("spawned", |_| true), 3, "{}", s.dossier());
 }
 
 #[test]
 fn term_stops_every_worker_and_removes_every_file() {
     for (signal, word) in [(Signal::SIGTERM, "TERM"), (Signal::SIGINT, "INT")] {
-        let mut s = with_worker(&["--port", "127.0.0.1:0", "--path", "{dir}/app.sock"], &["--notify"]);
+        let mut s = with_worker(
+            &["--port", "127.0.0.1:0", "--path", "{dir}/app.sock", "--log-format", "json"],
+            &["--notify"],
+        );
         let pid = s.wait_generations(&[1])[0].1;
         assert!(s.path("app.sock").exists() && s.path("pid").exists());
         s.signal(signal);
         assert!(s.wait_exit().success(), "{}", s.dossier());
-        assert!(
-            s.lines()
-                .iter()
-                .any(|l| l.ends_with(&format!("received {word}, sending TERM to all workers:{pid}")))
-        );
-        assert!(s.lines().last().unwrap().ends_with("exiting"), "{}", s.dossier());
+        let stop = |r: &serde_json::Value| r["signal"] == word && pids_of(r, "pids") == [pid];
+        assert_eq!(s.count_events("stop_requested", stop), 1, "{}", s.dossier());
+        assert_eq!(s.events().last().unwrap()["event"], "exiting", "{}", s.dossier());
         s.wait_journal(&["term", &format!("pid={pid}")]);
         assert!(!alive(pid));
         for file in ["pid", "status", "app.sock"] {
@@ -137,13 +144,24 @@ fn other_signals_are_forwarded_to_the_serving_generation() {
 #[test]
 fn drain_timeout_kills_an_old_generation_that_ignores_term() {
     let s = with_worker(
-        &["--port", "127.0.0.1:0", "--drain-timeout", "200ms", "--stop-timeout", "100ms"],
+        &[
+            "--port",
+            "127.0.0.1:0",
+            "--drain-timeout",
+            "200ms",
+            "--stop-timeout",
+            "100ms",
+            "--log-format",
+            "json",
+        ],
         &["--notify", "--ignore-term", "forever"],
     );
     let old = s.wait_generations(&[1])[0].1;
     s.signal(Signal::SIGHUP);
-    s.wait_line(&format!("old worker {old} still running"));
-    s.wait_line(&format!("old worker {old} died (killed by SIGKILL)"));
+    s.wait_event("killed", |r| r["deadline"] == "drain" && pids_of(r, "pids") == [old]);
+    s.wait_event("exited", |r| {
+        pids_of(r, "pids") == [old] && r["role"] == "draining" && r["signal"] == "KILL"
+    });
     s.wait_generations(&[2]);
 }
 
@@ -188,7 +206,7 @@ fn several_workers_per_generation_are_replaced_together() {
 #[test]
 fn a_watched_file_that_changes_restarts_without_dropping_a_request() {
     let s = with_worker(
-        &["--port", "127.0.0.1:0", "--ready", "notify", "--watch", "{dir}/app.conf"],
+        &["--port", "127.0.0.1:0", "--ready", "notify", "--watch", "{dir}/app.conf", "--log-format", "json"],
         &["--notify"],
     );
     let addr = s.tcp_addr();
@@ -206,14 +224,14 @@ fn a_watched_file_that_changes_restarts_without_dropping_a_request() {
     // An editor's scratch file does not count; the file itself does.
     std::fs::write(s.path(".app.conf.swp"), "x").unwrap();
     std::fs::write(s.path("app.conf"), "workers = 2\n").unwrap();
-    s.wait_line("watched files changed, restarting");
+    s.wait_event("restart_requested", |r| r["by"] == "watch");
     s.wait_generations(&[2]);
     at_least(done.load(Ordering::SeqCst) + 100);
     stop.store(true, Ordering::SeqCst);
     let (seen, errors) = client.join().unwrap();
     assert!(errors.is_empty(), "{errors:?}\n{}", s.dossier());
     assert!(seen.contains(&1) && seen.contains(&2));
-    assert_eq!(s.count_lines("watched files changed"), 1, "{}", s.dossier());
+    assert_eq!(s.count_events("restart_requested", |r| r["by"] == "watch"), 1, "{}", s.dossier());
 }
 
 #[test]
@@ -227,11 +245,13 @@ fn auto_restart_replaces_the_generation_on_its_own() {
             "1",
             "--kill-old-delay",
             "0",
+            "--log-format",
+            "json",
         ],
         &["--notify"],
     );
     s.wait_generations(&[1]);
-    s.wait_line("autorestart triggered (interval=1)");
+    s.wait_event("restart_requested", |r| r["by"] == "autorestart");
     s.wait_generations(&[2]);
     s.wait_journal(&["term", "gen=1"]);
 }
@@ -275,16 +295,18 @@ fn signal_on_hup_and_signal_on_term_choose_what_workers_get() {
             "usr2",
             "--stop-timeout",
             "200ms",
+            "--log-format",
+            "json",
         ],
         &["--notify"],
     );
     let first = s.wait_generations(&[1])[0].1;
     s.signal(Signal::SIGHUP);
-    s.wait_line("sending USR1 to old workers");
+    s.wait_event("switched", |r| r["signal"] == "USR1" && pids_of(r, "old_pids") == [first]);
     s.wait_journal(&["signal", &format!("pid={first}"), "name=USR1"]);
     let second = s.wait_generations(&[1, 2])[1].1;
     s.signal(Signal::SIGTERM);
-    s.wait_line("received TERM, sending USR2 to all workers");
+    s.wait_event("stop_requested", |r| r["signal"] == "TERM" && pids_of(r, "pids").contains(&second));
     s.wait_journal(&["signal", &format!("pid={second}"), "name=USR2"]);
     assert!(s.wait_exit().success(), "{}", s.dossier());
     assert!(!alive(first) && !alive(second));

@@ -151,23 +151,32 @@ fn three_workers_get_their_indices_and_are_replaced_once_all_are_ready() {
 
 #[test]
 fn an_einhorn_ack_counts_as_ready() {
-    let s = with_worker(&["--port", "127.0.0.1:0", "--ready", "notify"], &["--einhorn-ack"]);
+    let s = with_worker(
+        &["--port", "127.0.0.1:0", "--ready", "notify", "--log-format", "json"],
+        &["--einhorn-ack"],
+    );
     let first = s.wait_generations(&[1])[0].1;
-    s.wait_line(&format!("generation 1 (pid {first}) is ready (READY=1 after"));
+    let ready = |generation: u64, pid: i32| {
+        s.wait_event("ready", |r| {
+            r["generation"] == generation && pids_of(r, "pids") == [pid] && r["how"] == "READY=1"
+        })
+    };
+    ready(1, first);
     s.wait_journal(&["ack", "gen=1", "result=sent"]);
     s.signal(Signal::SIGHUP);
     let second = s.wait_generations(&[2])[0].1;
-    s.wait_line(&format!("generation 2 (pid {second}) is ready (READY=1 after"));
+    ready(2, second);
     s.wait_journal(&["ack", "gen=2", "result=sent"]);
 }
 
 #[test]
 fn without_an_ack_the_generation_is_not_ready_in_time() {
-    let options = ["--port", "127.0.0.1:0", "--ready", "notify", "--ready-timeout", "300ms"];
+    let options =
+        ["--port", "127.0.0.1:0", "--ready", "notify", "--ready-timeout", "300ms", "--log-format", "json"];
     let s = with_worker(&options, &[]);
-    let line = s.wait_line("not ready after ");
+    let record = s.wait_event("not_ready", |_| true);
     let pid = s.worker_pids()[0];
-    assert!(line.contains(&format!("generation 1 (pid {pid}) not ready after ")), "{}", s.dossier());
+    assert_eq!((&record["generation"], pids_of(&record, "pids")), (&1.into(), vec![pid]), "{}", s.dossier());
     s.wait_journal(&["term", &format!("pid={pid}")]);
-    assert_eq!(s.count_lines("is ready"), 0, "{}", s.dossier());
+    assert_eq!(s.count_events("ready", |_| true), 0, "{}", s.dossier());
 }

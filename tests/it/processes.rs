@@ -53,7 +53,7 @@ fn orphans_are_reaped_while_running_and_stopped_at_exit() {
 fn signal_target_group_reaches_the_whole_pipeline_and_pid_only_the_leader() {
     let script = "sleep 1000 & echo $! > {dir}/child; wait";
     for (target, child_survives_restart) in [("group", false), ("pid", true)] {
-        let mut s = shell(&["--signal-target", target], script);
+        let mut s = shell(&["--signal-target", target, "--log-format", "json"], script);
         let leader = s.wait_generations(&[1])[0].1;
         let child = read_pid(&s, "child");
         fs::remove_file(s.path("child")).unwrap();
@@ -66,7 +66,7 @@ fn signal_target_group_reaches_the_whole_pipeline_and_pid_only_the_leader() {
             s.wait_generations(&[1, 2]);
         } else {
             wait_for("the old pipeline to stop", || s.dossier(), || (!alive(child)).then_some(()));
-            s.wait_line("old worker");
+            s.wait_event("exited", |r| r["generation"] == 1 && r["role"] == "draining");
             s.wait_generations(&[2]);
         }
         s.signal(Signal::SIGTERM);
@@ -78,11 +78,11 @@ fn signal_target_group_reaches_the_whole_pipeline_and_pid_only_the_leader() {
 #[test]
 fn stop_on_exit_passes_the_workers_code_on() {
     let mut s = with_worker(
-        &["--port", "127.0.0.1:0", "--stop-on-exit", "78,79"],
+        &["--port", "127.0.0.1:0", "--stop-on-exit", "78,79", "--log-format", "json"],
         &["--notify", "--exit-after", "50", "--exit-code", "78"],
     );
     assert_eq!(s.wait_exit().code(), Some(78), "{}", s.dossier());
-    assert!(s.lines().iter().any(|l| l.contains("which --stop-on-exit lists")));
+    assert_eq!(s.count_events("note", |r| r["what"] == "stop_on_exit"), 1, "{}", s.dossier());
     assert!(!s.path("pid").exists() && !s.path("status").exists());
 }
 
@@ -91,12 +91,24 @@ fn max_start_attempts_ends_a_start_that_never_succeeds() {
     let mut s = with_worker(
         // Ready only by READY=1, which never comes: however slow the
         // machine, the crash counts as a failed start.
-        &["--port", "127.0.0.1:0", "--interval", "50ms", "--ready", "notify", "--max-start-attempts", "3"],
+        &[
+            "--port",
+            "127.0.0.1:0",
+            "--interval",
+            "50ms",
+            "--ready",
+            "notify",
+            "--max-start-attempts",
+            "3",
+            "--log-format",
+            "json",
+        ],
         &["--crash-before-ready", "3"],
     );
     assert_eq!(s.wait_exit().code(), Some(1), "{}", s.dossier());
-    assert_eq!(s.count_lines("seems to have failed to start: exited with 3"), 3, "{}", s.dossier());
-    s.wait_line("failed to start 3 times in a row");
+    let failed = |r: &serde_json::Value| r["role"] == "starting" && r["code"] == 3;
+    assert_eq!(s.count_events("exited", failed), 3, "{}", s.dossier());
+    s.wait_event("note", |r| r["what"] == "gave_up");
 }
 
 #[test]
@@ -133,7 +145,7 @@ fn workers_run_as_the_given_user() {
     // The worker (nobody) appends to the journal in the test's directory.
     fs::set_permissions(b.dir(), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
     let s = b
-        .args(["--port", "127.0.0.1:0", "--user", "nobody", "--ready", "notify"])
+        .args(["--port", "127.0.0.1:0", "--user", "nobody", "--ready", "notify", "--log-format", "json"])
         .args(["--status-file", "{dir}/status", "--"])
         .arg(example("worker"))
         .args(["--journal", "{dir}/journal", "--notify"])
@@ -145,7 +157,7 @@ fn workers_run_as_the_given_user() {
     // A dropped worker cannot regain privileges through setuid programs.
     assert!(status.lines().any(|l| l.split_whitespace().eq(["NoNewPrivs:", "1"])), "{status}");
     // The status file is written before the line is read from the pipe: wait for it.
-    s.wait_line("is ready (READY=1");
+    s.wait_event("ready", |r| r["how"] == "READY=1");
 }
 
 #[test]
@@ -161,7 +173,7 @@ fn as_pid_1_in_a_pid_namespace_every_zombie_is_reaped() {
         .program("unshare".into())
         .args(["--pid", "--fork", "--kill-child", "--mount-proc"])
         .arg(binary())
-        .args(["--interval", "100ms", "--", "sh", "-c"])
+        .args(["--interval", "100ms", "--log-format", "json", "--", "sh", "-c"])
         .arg(script)
         .start();
     wait_for("the orphans", || s.dossier(), || s.path("spawned").exists().then_some(()));
@@ -185,7 +197,7 @@ fn as_pid_1_in_a_pid_namespace_every_zombie_is_reaped() {
     wait_for("the orphans re-parented to pid 1", || s.dossier(), || (orphans() == 5).then_some(()));
     wait_for("every orphan reaped by pid 1", || s.dossier(), || (orphans() == 0).then_some(()));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), Signal::SIGTERM).unwrap();
-    s.wait_line("exiting");
+    s.wait_event("exiting", |_| true);
 }
 
 /// handover running one of the process examples with a journal.
@@ -235,10 +247,10 @@ fn pipeline_group_signals_stop_the_whole_pipeline_pid_signals_only_the_leader() 
 fn exit_codes_are_respawned_or_passed_on_with_stop_on_exit() {
     let s = example_worker(
         "exit_codes",
-        &["--interval", "50ms"],
+        &["--interval", "50ms", "--log-format", "json"],
         &["--code", "3", "--after", "100", "--only-generation", "1"],
     );
-    s.wait_line("died unexpectedly (exited with 3), restarting");
+    s.wait_event("exited", |r| r["generation"] == 1 && r["role"] == "serving" && r["code"] == 3);
     s.wait_generations(&[2]);
     for (args, code) in [(["--code", "78"], 78), (["--signal", "SEGV"], 139)] {
         let mut s = example_worker("exit_codes", &["--interval", "50ms", "--stop-on-exit", "78,139"], &args);

@@ -10,7 +10,7 @@ use crate::harness::*;
 
 /// The default command line (no `--ready`) with a control socket at `{dir}/ctl`.
 fn default_ready(worker: &[&str]) -> Supervisor {
-    with_worker(&["--port", "127.0.0.1:0", "--control", "{dir}/ctl"], worker)
+    with_worker(&["--port", "127.0.0.1:0", "--control", "{dir}/ctl", "--log-format", "json"], worker)
 }
 
 /// `handover status [--json] --control {dir}/ctl`: its stdout.
@@ -40,7 +40,7 @@ fn a_slow_worker_that_sends_ready_is_switched_to_at_its_ready_message_not_after_
     // READY=1 after 1.5 s, --interval 1 s (the default): the old generation
     // must be told to stop only once the new one has said it is ready.
     let s = default_ready(&["--notify", "--startup-delay", "1500"]);
-    s.wait_line("sent READY=1: later generations are switched to only when they send it too");
+    s.wait_event("note", |r| r["what"] == "ready_learned");
     assert_eq!(ready_rule(&s), "auto, learned notify");
     assert!(status(&s, false).contains("\nreadiness: auto, learned notify\n"), "{}", s.dossier());
     s.wait_generations(&[1]);
@@ -52,9 +52,9 @@ fn a_slow_worker_that_sends_ready_is_switched_to_at_its_ready_message_not_after_
         "generation 1 stopped before generation 2 was ready\n{}",
         s.dossier()
     );
-    s.wait_line("generation 2 (pid");
-    assert!(s.lines().iter().any(|l| l.contains("is ready (READY=1 after")), "{}", s.dossier());
-    assert_eq!(s.count_lines("sent READY=1: later generations"), 1, "logged once\n{}", s.dossier());
+    s.wait_event("ready", |r| r["generation"] == 2 && r["how"] == "READY=1");
+    let learned = s.count_events("note", |r| r["what"] == "ready_learned");
+    assert_eq!(learned, 1, "logged once\n{}", s.dossier());
 }
 
 #[test]
@@ -68,6 +68,6 @@ fn a_worker_that_never_sends_ready_is_switched_to_when_seen_waiting_for_connecti
     let reply: Value = serde_json::from_str(&status(&s, true)).unwrap();
     let how = reply["generations"][0]["ready_by"].as_str().unwrap_or_default().to_string();
     assert!(how.starts_with("waiting in ") && how.ends_with(" on fd 3"), "{reply:#}\n{}", s.dossier());
-    assert_eq!(s.count_lines("sent READY=1"), 0, "{}", s.dossier());
+    assert_eq!(s.count_events("note", |r| r["what"] == "ready_learned"), 0, "{}", s.dossier());
     assert!(status(&s, false).contains("\nreadiness: auto\n"), "{}", s.dossier());
 }

@@ -214,13 +214,24 @@ fn a_worker_that_listens_on_a_socket_of_its_own_is_named_and_not_switched_to() {
     let program =
         "import socket, time\ns = socket.socket()\ns.bind(('127.0.0.1', 0))\ns.listen()\ntime.sleep(60)\n";
     let s = handover()
-        .args(["--port", "127.0.0.1:0", "--control", "{dir}/ctl", "--ready-timeout", "2s"])
+        .args([
+            "--port",
+            "127.0.0.1:0",
+            "--control",
+            "{dir}/ctl",
+            "--ready-timeout",
+            "2s",
+            "--log-format",
+            "json",
+        ])
         .args(["--", "python3", "-c", program])
         .start();
+    // No event says it: the line is read.
     let line = s.wait_line("with a socket of its own, not on the inherited listener fd 3");
     assert!(line.contains("listens on 127.0.0.1:"), "{line}\n{}", s.dossier());
-    let timeout = s.wait_line("not ready after");
-    assert!(timeout.contains("never seen waiting for connections on an inherited listener"), "{timeout}");
+    // --ready auto, no READY=1: it waited to see it accepting.
+    let timeout = s.wait_event("not_ready", |r| r["generation"] == 1);
+    assert_eq!(timeout["awaited"], "accepting_or_notify", "{timeout}");
 }
 
 /// gunicorn with its `READY=1` taken away (it sends one when it finds
@@ -276,13 +287,25 @@ fn a_worker_that_cannot_be_seen_is_ready_alive_after_the_interval_and_says_why()
         .program("/usr/bin/setpriv".into())
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(binary())
-        .args(["--port", "127.0.0.1:0", "--control", "{dir}/ctl", "--cgroup", "off", "--"])
+        .args([
+            "--port",
+            "127.0.0.1:0",
+            "--control",
+            "{dir}/ctl",
+            "--cgroup",
+            "off",
+            "--log-format",
+            "json",
+            "--",
+        ])
         .args(["python3", "-c", program])
         .env("TMPDIR", "/tmp")
         .start();
-    let line = s.wait_line("cannot see whether worker");
+    // No event says it: the line is read (its message, under --log-format json).
+    let line: Value = serde_json::from_str(&s.wait_line("cannot see whether worker")).unwrap();
+    let line = line["message"].as_str().unwrap();
     assert!(line.ends_with("it counts as ready when alive after --interval"), "{line}\n{}", s.dossier());
-    s.wait_line("is ready (alive after");
+    s.wait_event("ready", |r| r["how"] == "alive");
     // The client as the same user: root does not trust another user's socket.
     let out = std::process::Command::new("/usr/bin/setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])

@@ -56,8 +56,8 @@ pub struct Server {
     packages: &'static str,
     /// How the README's command line for it begins, after `--`.
     pub worker: &'static str,
-    /// What the log may say of how generation 2 got ready: `(READY=1 after`
-    /// (sd_notify or einhorn's ack), or seen waiting for connections or
+    /// What its `ready` record may say of how generation 2 got ready:
+    /// `READY=1` (sd_notify or einhorn's ack), or seen waiting for connections or
     /// holding one (a server busy under load is seldom caught waiting);
     /// checked by `hot_restart_under_load`, as is `restart`.
     ready_by: &'static [&'static str],
@@ -78,7 +78,7 @@ const GUNICORN: Server = Server {
     check: &["gunicorn", "--version"],
     packages: "gunicorn",
     worker: "gunicorn",
-    ready_by: &["(READY=1 after"],
+    ready_by: &["READY=1"],
     restart: Restart::Control,
 };
 
@@ -96,7 +96,7 @@ const EINHORN: Server = Server {
     check: &["python3", "--version"],
     packages: "python3",
     worker: "python3 einhorn_worker.py",
-    ready_by: &["(READY=1 after"],
+    ready_by: &["READY=1"],
     restart: Restart::Control,
 };
 
@@ -105,7 +105,7 @@ pub const PUMA: Server = Server {
     check: &["ruby", "-rpuma", "-rsd_notify", "-e1"],
     packages: "puma ruby-sd-notify",
     worker: "puma",
-    ready_by: &["(READY=1 after"],
+    ready_by: &["READY=1"],
     restart: Restart::Control,
 };
 
@@ -132,7 +132,7 @@ pub const UWSGI: Server = Server {
     check: &["uwsgi", "--need-plugin", "python3", "--version"],
     packages: "uwsgi-plugin-python3",
     worker: "uwsgi",
-    ready_by: &["(READY=1 after"],
+    ready_by: &["READY=1"],
     restart: Restart::Control,
 };
 
@@ -233,6 +233,7 @@ fn hot_restart_under_load(server: &Server) {
     let mut s = handover()
         .cwd(FIXTURES)
         .args(["--port", "127.0.0.1:0", "--status-file", "{dir}/status", "--control", "{dir}/control"])
+        .args(["--log-format", "json"])
         .args(&recipe.options)
         .arg("--")
         .args(&recipe.command)
@@ -267,8 +268,9 @@ fn hot_restart_under_load(server: &Server) {
     assert!(from(1) > 0 && from(2) > 0, "answers: {} from 1, {} from 2\n{}", from(1), from(2), s.dossier());
     let late: Vec<_> = answers.iter().filter(|(a, gone)| *gone && a.generation != 2).take(10).collect();
     assert!(late.is_empty(), "answered after generation 1 was gone: {late:?}\n{}", s.dossier());
-    let ready = s.wait_line("generation 2 (");
-    assert!(server.ready_by.iter().any(|how| ready.contains(how)), "{}", s.dossier());
+    let ready = s.wait_event("ready", |r| r["generation"] == 2);
+    let how = ready["how"].as_str().unwrap_or_default();
+    assert!(server.ready_by.iter().any(|by| how.contains(by)), "{ready}\n{}", s.dossier());
 
     s.signal(Signal::SIGTERM);
     assert!(s.wait_exit().success(), "{}", s.dossier());

@@ -110,9 +110,9 @@ fn watchdog_is_fed_at_half_its_period() {
 
 #[test]
 fn the_managers_notify_socket_is_not_the_workers() {
-    let (s, _manager) = supervised(&["--port", "127.0.0.1:0"], &["--notify"]);
+    let (s, _manager) = supervised(&["--port", "127.0.0.1:0", "--log-format", "json"], &["--notify"]);
     // The worker's READY=1 went to handover's own socket: it became ready by message.
-    s.wait_line("is ready (READY=1");
+    s.wait_event("ready", |r| r["how"] == "READY=1");
 }
 
 #[test]

@@ -58,7 +58,7 @@ fn locked(path: &std::path::Path) -> bool {
 
 #[test]
 fn an_idle_upgrade_keeps_the_pid_workers_sockets_and_pid_file_lock() {
-    let mut s = controlled(&["--workers", "2"], &["--notify"]);
+    let mut s = controlled(&["--workers", "2", "--log-format", "json"], &["--notify"]);
     let addr = s.tcp_addr();
     let before = s.wait_generations(&[1, 1]);
     let journal = s.journal().len();
@@ -66,11 +66,10 @@ fn an_idle_upgrade_keeps_the_pid_workers_sockets_and_pid_file_lock() {
 
     let said = upgrade(&s);
     assert!(said.starts_with(&format!("supervisor pid {} upgraded from handover ", s.pid())), "{said}");
-    s.wait_line(&format!(
-        "upgraded from handover {0} to {0} (pid {1}, generations 1)",
-        env!("CARGO_PKG_VERSION"),
-        s.pid()
-    ));
+    let version = env!("CARGO_PKG_VERSION");
+    let upgraded = s.wait_event("upgraded", |_| true);
+    assert_eq!((upgraded["from"].as_str(), upgraded["to"].as_str()), (Some(version), Some(version)));
+    assert_eq!(upgraded["generations"], serde_json::json!([1]), "{upgraded}");
     let st = status(&s);
     assert_eq!(st["pid"], s.pid());
     assert_eq!(st["image"]["upgrades"], 1, "{st:#}");
@@ -94,7 +93,8 @@ fn an_idle_upgrade_keeps_the_pid_workers_sockets_and_pid_file_lock() {
 
 #[test]
 fn an_upgrade_while_a_generation_starts_carries_the_candidate() {
-    let s = controlled(&["--ready", "notify"], &["--notify", "--startup-delay", "1500"]);
+    let s =
+        controlled(&["--ready", "notify", "--log-format", "json"], &["--notify", "--startup-delay", "1500"]);
     s.wait_generations(&[1]);
     s.signal(Signal::SIGHUP);
     let starting = wait_for(
@@ -108,7 +108,7 @@ fn an_upgrade_while_a_generation_starts_carries_the_candidate() {
         },
     );
     upgrade(&s);
-    s.wait_line("generations 1, 2)");
+    s.wait_event("upgraded", |r| r["generations"] == serde_json::json!([1, 2]));
     s.wait_generations(&[2]);
     let after = generations(&status(&s));
     assert_eq!(after, [(2, "serving".to_string(), starting.2)], "{}", s.dossier());
@@ -116,7 +116,7 @@ fn an_upgrade_while_a_generation_starts_carries_the_candidate() {
 
 #[test]
 fn an_upgrade_while_the_old_generation_drains_reaps_it_later() {
-    let s = controlled(&[], &["--notify", "--ignore-term", "1500"]);
+    let s = controlled(&["--log-format", "json"], &["--notify", "--ignore-term", "1500"]);
     s.wait_generations(&[1]);
     s.signal(Signal::SIGHUP);
     let draining = wait_for(
@@ -129,7 +129,7 @@ fn an_upgrade_while_the_old_generation_drains_reaps_it_later() {
         },
     );
     upgrade(&s);
-    s.wait_line("generations 1, 2)");
+    s.wait_event("upgraded", |r| r["generations"] == serde_json::json!([1, 2]));
     // Gone after the upgrade, reaped and reported by the new image.
     s.wait_generations(&[2]);
     let old = draining[0].2[0];
@@ -226,7 +226,8 @@ fn an_upgrade_as_pid_1_in_a_pid_namespace() {
 pub fn with_real_handover() -> Supervisor {
     handover()
         .env("REAL_HANDOVER", binary().to_str().unwrap())
-        .args(["--port", "127.0.0.1:0", "--control", "{dir}/ctl", "--status-file", "{dir}/status", "--"])
+        .args(["--port", "127.0.0.1:0", "--control", "{dir}/ctl", "--status-file", "{dir}/status"])
+        .args(["--log-format", "json", "--"])
         .arg(example("worker"))
         .args(["--notify", "--journal", "{dir}/journal"])
         .start()
@@ -352,7 +353,7 @@ fn a_stop_after_an_upgrade_removes_every_file_the_supervisor_made() {
 #[test]
 fn a_term_racing_an_upgrade_still_stops_cleanly() {
     for round in 0..6 {
-        let mut s = controlled(&[], &["--notify"]);
+        let mut s = controlled(&["--log-format", "json"], &["--notify"]);
         s.wait_generations(&[1]);
         let dir = s.dir.path().to_owned();
         let asked =
@@ -360,7 +361,7 @@ fn a_term_racing_an_upgrade_still_stops_cleanly() {
         // At once, or once the upgrade is under way (the verify run, the
         // exec): the stop is never lost.
         if round % 2 == 1 {
-            s.wait_line("upgrade asked for");
+            s.wait_event("upgrade_asked", |_| true);
         }
         s.signal(Signal::SIGTERM);
         assert!(s.wait_exit().success(), "{}", s.dossier());
@@ -406,7 +407,7 @@ fn requests_for_the_binary_being_checked_join_it_and_others_wait_their_turn() {
         raw
     };
     let mut first = ask(&held);
-    s.wait_line("upgrade asked for: checking");
+    s.wait_event("upgrade_asked", |r| r["binary"] == held.display().to_string());
     let mut second = ask(&held);
     let mut other = ask(&binary());
     // Another binary is refused at once, while the first is still checked.
@@ -425,10 +426,13 @@ fn requests_for_the_binary_being_checked_join_it_and_others_wait_their_turn() {
 
 #[test]
 fn watched_files_are_watched_again_after_an_upgrade() {
-    let s = controlled(&["--ready", "notify", "--watch", "{dir}/app.conf"], &["--notify"]);
+    let s = controlled(
+        &["--ready", "notify", "--watch", "{dir}/app.conf", "--log-format", "json"],
+        &["--notify"],
+    );
     s.wait_generations(&[1]);
     upgrade(&s);
     fs::write(s.path("app.conf"), "workers = 2\n").unwrap();
-    s.wait_line("watched files changed, restarting");
+    s.wait_event("restart_requested", |r| r["by"] == "watch");
     s.wait_generations(&[2]);
 }

@@ -208,9 +208,9 @@ fn take_over(
         scrape,
     };
     let mut supervisor = Supervisor::assemble(config, log, parts);
-    let generations: Vec<String> =
-        supervisor.machine.views().iter().map(|v| v.generation.to_string()).collect();
-    let shown = if generations.is_empty() { "none".to_string() } else { generations.join(", ") };
+    let generations: Vec<u64> = supervisor.machine.views().iter().map(|v| v.generation).collect();
+    let shown: Vec<String> = generations.iter().map(u64::to_string).collect();
+    let shown = if shown.is_empty() { "none".to_string() } else { shown.join(", ") };
     let pid = std::process::id();
     supervisor.resume_events();
     if rolled_back.is_none() {
@@ -218,8 +218,8 @@ fn take_over(
             "upgraded from handover {} to {VERSION} (pid {pid}, generations {shown})",
             record.version
         );
-        let what =
-            crate::wire::event::What::Upgraded { from: record.version.clone(), to: VERSION.to_string() };
+        let (from, to) = (record.version.clone(), VERSION.to_string());
+        let what = crate::wire::event::What::Upgraded { from, to, generations };
         supervisor.log.said(what, None, Vec::new(), &text);
     }
     if record.reloading {
