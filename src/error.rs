@@ -11,6 +11,8 @@
 use std::fmt;
 use std::io;
 
+use crate::sys::error::SpawnError;
+
 /// A runtime failure.
 pub const RUNTIME: u8 = 1;
 /// A usage or configuration error.
@@ -47,6 +49,13 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// The worker cannot be run at the first start: 126 or 127, as a shell says it.
+impl From<SpawnError> for Error {
+    fn from(e: SpawnError) -> Self {
+        Error::new(e.exit_code() as u8, e.to_string())
+    }
+}
 
 /// An `io::Error` as a sentence's end: without Rust's " (os error N)".
 pub fn io_text(err: &io::Error) -> String {

@@ -9,6 +9,7 @@
 #![allow(unsafe_code)]
 
 pub mod clock;
+pub mod error;
 pub mod fd;
 pub mod observe;
 pub mod process;
