@@ -11,6 +11,8 @@
 use std::fmt;
 use std::io;
 
+use crate::listen::{BindError, SpecError};
+use crate::state::PidFileError;
 use crate::sys::error::SpawnError;
 
 /// A runtime failure.
@@ -49,6 +51,25 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// A bad listener spec is a usage error.
+impl From<SpecError> for Error {
+    fn from(e: SpecError) -> Self {
+        Error::usage(e.0)
+    }
+}
+
+impl From<BindError> for Error {
+    fn from(e: BindError) -> Self {
+        Error::runtime(e.to_string())
+    }
+}
+
+impl From<PidFileError> for Error {
+    fn from(e: PidFileError) -> Self {
+        Error::runtime(e.to_string())
+    }
+}
 
 /// The worker cannot be run at the first start: 126 or 127, as a shell says it.
 impl From<SpawnError> for Error {

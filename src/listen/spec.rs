@@ -76,13 +76,6 @@ impl fmt::Display for SpecError {
 
 impl std::error::Error for SpecError {}
 
-/// A bad listener spec is a usage error.
-impl From<SpecError> for crate::error::Error {
-    fn from(e: SpecError) -> Self {
-        crate::error::Error::usage(e.0)
-    }
-}
-
 impl ListenSpec {
     pub(super) fn new(address: Address) -> ListenSpec {
         ListenSpec { address, pin: None, name: None, backlog: None, nodelay: None }

@@ -20,7 +20,7 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::{Mode, SFlag, fstat};
 
-use crate::error::{io_text, printable};
+use crate::error::{Error, Result, io_text, printable};
 use crate::state::SafeDir;
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -86,9 +86,9 @@ fn envdir_value(dir: &SafeDir, name: &OsStr) -> Result<OsString, String> {
 /// Reads every variable of an envdir (see the module header for the rules).
 /// The directory is reached by a checked walk (`SafeDir`): one that another
 /// user can change is refused.
-pub fn read_envdir(dir: &Path) -> Result<Envdir, String> {
+pub fn read_envdir(dir: &Path) -> Result<Envdir> {
     let shown = printable(&dir.to_string_lossy());
-    let fail = |e: io::Error| format!("cannot read envdir {shown}: {}", io_text(&e));
+    let fail = |e: io::Error| Error::usage(format!("cannot read envdir {shown}: {}", io_text(&e)));
     let safe = SafeDir::open(dir).map_err(fail)?;
     let listing =
         openat(safe.fd(), ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
@@ -244,8 +244,8 @@ mod tests {
             // A directory another user owns is not read at all.
             std::os::unix::fs::lchown(d, Some(65534), Some(65534)).unwrap();
             let e = read_envdir(d).unwrap_err();
-            assert!(e.starts_with(&format!("cannot read envdir {shown}: ")), "{e}");
-            assert!(e.contains("uid 65534"), "{e}");
+            assert!(e.message.starts_with(&format!("cannot read envdir {shown}: ")), "{e}");
+            assert!(e.message.contains("uid 65534"), "{e}");
         }
         assert_eq!(got.warnings, want);
     }
@@ -256,7 +256,7 @@ mod tests {
         let missing = dir.path().join("nope");
         assert_eq!(
             read_envdir(&missing).unwrap_err(),
-            format!("cannot read envdir {}: No such file or directory", missing.display())
+            Error::usage(format!("cannot read envdir {}: No such file or directory", missing.display()))
         );
     }
 

@@ -206,7 +206,7 @@ pub(super) fn place(config: &mut Config, listeners: &[Listener]) -> Result<()> {
     let slots: Vec<protocol::Slot> = (listeners.iter().zip(&config.fds))
         .map(|(l, &fd)| protocol::Slot { key: &l.key, name: l.spec.name.as_deref(), fd })
         .collect();
-    config.command = protocol::expand_placeholders(&config.command, &slots).map_err(Error::usage)?;
+    config.command = protocol::expand_placeholders(&config.command, &slots)?;
     Ok(())
 }
 
