@@ -43,7 +43,7 @@ use crate::state::OwnedPath;
 
 pub use inherit::{Inherited, take_inherited};
 pub use repair::{Watch, broken, check_all, not_started};
-pub use spec::{Address, ListenSpec, SpecError, UnixOptions, check_unique_names};
+pub use spec::{Address, ListenSpec, UnixOptions, check_unique_names};
 pub use unix::is_live;
 
 /// `listen(2)` backlog used for `--backlog=0` (glibc's SOMAXCONN; the
@@ -123,6 +123,12 @@ pub enum BindError {
         name: Option<String>,
         problem: String,
     },
+}
+
+impl From<BindError> for crate::error::Error {
+    fn from(e: BindError) -> Self {
+        crate::error::Error::runtime(e.to_string())
+    }
 }
 
 impl fmt::Display for BindError {

@@ -16,12 +16,11 @@
 //!   `LISTEN_FDNAMES` (1-255 printable ASCII characters, no `:`), and has
 //!   no `=` (it ends the name).
 
-use std::fmt;
 use std::net::Ipv6Addr;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 
-use crate::error::printable;
+use crate::error::{Error, Result, printable};
 use crate::wire::env::UNNAMED_FD;
 
 const PORT_SYNTAX: &str = "expected PORT, HOST:PORT or [IPV6]:PORT, optionally u-prefixed and =FD";
@@ -65,25 +64,14 @@ pub struct ListenSpec {
     pub nodelay: Option<bool>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SpecError(pub String);
-
-impl fmt::Display for SpecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for SpecError {}
-
 impl ListenSpec {
     pub(super) fn new(address: Address) -> ListenSpec {
         ListenSpec { address, pin: None, name: None, backlog: None, nodelay: None }
     }
 
     /// Parses a `--port` value (see the module docs for the grammar).
-    pub fn parse_port(s: &str) -> Result<ListenSpec, SpecError> {
-        let invalid = |why: String| SpecError(format!("invalid --port value {s:?}: {why}"));
+    pub fn parse_port(s: &str) -> Result<ListenSpec> {
+        let invalid = |why: String| Error::usage(format!("invalid --port value {s:?}: {why}"));
         let (addr, pin) = match s.rsplit_once('=') {
             Some((addr, fd)) => (addr, Some(parse_fd(fd.trim()).map_err(invalid)?)),
             None => (s, None),
@@ -102,8 +90,8 @@ impl ListenSpec {
     }
 
     /// Parses a `--listen` value (see the module docs for the grammar).
-    pub fn parse_listen(s: &str) -> Result<ListenSpec, SpecError> {
-        listen_value(s).map_err(|why| SpecError(format!("invalid --listen value {s:?}: {why}")))
+    pub fn parse_listen(s: &str) -> Result<ListenSpec> {
+        listen_value(s).map_err(|why| Error::usage(format!("invalid --listen value {s:?}: {why}")))
     }
 
     /// The `SERVER_STARTER_PORT` key, with `bound_port` in place of the
@@ -136,11 +124,11 @@ impl ListenSpec {
 
 /// Two listeners with one name could not be told apart (`{fd:NAME}`,
 /// socket activation): refused at startup.
-pub fn check_unique_names(specs: &[ListenSpec]) -> Result<(), SpecError> {
+pub fn check_unique_names(specs: &[ListenSpec]) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for name in specs.iter().filter_map(|s| s.name.as_deref()) {
         if !seen.insert(name) {
-            return Err(SpecError(format!("two listeners are named {name:?}: names must be unique")));
+            return Err(Error::usage(format!("two listeners are named {name:?}: names must be unique")));
         }
     }
     Ok(())

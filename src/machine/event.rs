@@ -11,14 +11,14 @@
 //! machine snapshots (`snapshot.rs`), by their serde names: renaming a
 //! variant or a field breaks the snapshots of older handovers.
 //!
-//! `SpawnError` is `sys`'s, which produces it; the machine only carries it
-//! and reads its exit code (plain data: no I/O comes with it).
+//! `SpawnError` is `crate::error`'s (the layer below both `sys`, which
+//! makes it, and the machine, which carries it and reads its exit code).
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
-pub use crate::sys::error::SpawnError;
+pub use crate::error::SpawnError;
 
 pub type Pid = i32;
 

@@ -16,7 +16,7 @@ pub use dir::SafeDir;
 pub use envdir::{overlay_env, read_envdir};
 pub use lock_holder::{flock_holders, holds_flock};
 pub use owned::OwnedPath;
-pub use pid_file::{PidFile, PidFileError, PidFileWatch};
+pub use pid_file::{PidFile, PidFileWatch};
 #[cfg(test)]
 pub use pid_file::{is_locked, read_pid};
 pub use runtime::runtime_dir;

@@ -83,6 +83,12 @@ impl std::fmt::Display for PidFileError {
 
 impl std::error::Error for PidFileError {}
 
+impl From<PidFileError> for Error {
+    fn from(e: PidFileError) -> Self {
+        Error::runtime(e.to_string())
+    }
+}
+
 /// The supervisor's pid file, exclusively locked for the life of the value.
 #[derive(Debug)]
 pub struct PidFile {

@@ -9,7 +9,6 @@
 #![allow(unsafe_code)]
 
 pub mod clock;
-pub mod error;
 pub mod fd;
 pub mod observe;
 pub mod process;

@@ -1,6 +1,6 @@
 //! The text of every line, byte for byte.
 use super::*;
-use crate::sys::error::SpawnError;
+use crate::error::SpawnError;
 
 #[test]
 fn start_server_lines_are_byte_identical() {
