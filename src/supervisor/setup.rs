@@ -135,7 +135,7 @@ pub fn run(mut config: Config) -> Result<u8> {
     log.retarget(logger.is_some());
     let watcher = match config.watch.is_empty() {
         true => None,
-        false => Some(Watcher::new(&config.watch).map_err(Error::runtime)?),
+        false => Some(Watcher::new(&config.watch)?),
     };
     let (mut pid_file, listeners, control, contain) = started.disarm();
     if cleaned > 0 {
