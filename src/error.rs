@@ -127,6 +127,13 @@ impl<T> Context<T> for io::Result<T> {
     }
 }
 
+/// An `Error` named by what was attempted keeps its exit code.
+impl<T> Context<T> for Result<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::new(e.code, format!("{}: {}", what(), e.message)))
+    }
+}
+
 impl<T> Context<T> for nix::Result<T> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|e| Error::runtime(format!("{}: {}", what(), e.desc())))
@@ -157,6 +164,8 @@ mod tests {
         assert_eq!(err, Error::runtime("cannot open /x: Permission denied"));
         let failed: nix::Result<()> = Err(nix::errno::Errno::EBADF);
         assert_eq!(failed.context(|| "cannot poll".into()).unwrap_err().code, RUNTIME);
+        let failed: Result<()> = Err(Error::usage("no such user"));
+        assert_eq!(failed.context(|| "cannot chown".into()), Err(Error::usage("cannot chown: no such user")));
     }
 
     #[test]

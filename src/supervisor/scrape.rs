@@ -15,14 +15,14 @@
 //! binds `ADDR` again (a scrape during the exec is refused; a failure to
 //! bind is one line in the log, and the metrics are still on the control
 //! socket).
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
 
-use crate::error::io_text;
+use crate::error::{Error, Result, io_text};
 
 pub const MAX_CONNS: usize = 8;
 pub const MAX_REQUEST: usize = 8 * 1024;
@@ -91,14 +91,14 @@ fn response(status: &str, body: &str) -> Vec<u8> {
 }
 
 impl MetricsServer {
-    pub fn bind(addr: SocketAddr) -> io::Result<MetricsServer> {
+    pub fn bind(addr: SocketAddr) -> Result<MetricsServer> {
         let listener = TcpListener::bind(addr).map_err(|e| {
-            io::Error::other(format!(
+            Error::runtime(format!(
                 "cannot listen for metrics on {addr}: {}; choose another --metrics-listen address",
                 io_text(&e)
             ))
         })?;
-        listener.set_nonblocking(true)?;
+        listener.set_nonblocking(true).map_err(|e| Error::runtime(e.to_string()))?;
         Ok(MetricsServer { listener, conns: Vec::new() })
     }
 

@@ -105,10 +105,9 @@ pub fn run(mut config: Config) -> Result<u8> {
         notify.grant(c.gid, &[einhorn.path()]).context(creating("worker sockets for --user"))?;
     }
     if let Some(path) = config.control.as_deref() {
-        started.control = Some(ControlServer::bind(path).map_err(|e| Error::runtime(e.to_string()))?);
+        started.control = Some(ControlServer::bind(path)?);
     }
-    let scrape = config.metrics_listen.map(super::scrape::MetricsServer::bind).transpose();
-    let scrape = scrape.map_err(|e| Error::runtime(e.to_string()))?;
+    let scrape = config.metrics_listen.map(super::scrape::MetricsServer::bind).transpose()?;
     if let Some(addr) = scrape.as_ref().and_then(super::scrape::MetricsServer::local_addr) {
         log.extra(&format!("serving metrics on http://{addr}/metrics"));
     }
