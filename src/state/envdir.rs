@@ -44,41 +44,47 @@ pub const MAX_ENTRIES: usize = 1000;
 /// placed or linked there would hand its content, read with this
 /// process's rights, to the workers. Only its first `MAX_VALUE + 1` bytes
 /// are read, whatever its size.
-fn envdir_value(dir: &SafeDir, name: &OsStr) -> Result<OsString, String> {
+fn envdir_value(dir: &SafeDir, name: &OsStr) -> Result<OsString> {
     if name.as_bytes().contains(&b'=') {
-        return Err("a variable name cannot contain '='".into());
+        return Err(Error::runtime("a variable name cannot contain '='"));
     }
     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
     let fd = match openat(dir.fd(), name, flags, Mode::empty()) {
         Ok(fd) => fd,
-        Err(Errno::ELOOP) => return Err("a symbolic link (not followed)".into()),
-        Err(e) => return Err(io_text(&e.into())),
+        Err(Errno::ELOOP) => return Err(Error::runtime("a symbolic link (not followed)")),
+        Err(e) => return Err(Error::runtime(io_text(&e.into()))),
     };
-    let st = fstat(&fd).map_err(|e| io_text(&e.into()))?;
+    let st = fstat(&fd).map_err(|e| Error::runtime(io_text(&e.into())))?;
     match st.st_mode & SFlag::S_IFMT.bits() {
-        m if m == SFlag::S_IFDIR.bits() => return Err("a directory".into()),
-        m if m != SFlag::S_IFREG.bits() => return Err("not a regular file".into()),
+        m if m == SFlag::S_IFDIR.bits() => return Err(Error::runtime("a directory")),
+        m if m != SFlag::S_IFREG.bits() => return Err(Error::runtime("not a regular file")),
         _ => {}
     }
     let euid = nix::unistd::geteuid().as_raw();
     if st.st_uid != 0 && st.st_uid != euid {
-        return Err(format!("owned by uid {}, not by root or this user", st.st_uid));
+        return Err(Error::runtime(format!("owned by uid {}, not by root or this user", st.st_uid)));
     }
     if st.st_nlink != 1 {
-        return Err(format!("a file with {} links (another name could change it)", st.st_nlink));
+        return Err(Error::runtime(format!(
+            "a file with {} links (another name could change it)",
+            st.st_nlink
+        )));
     }
     let mut bytes = Vec::new();
-    File::from(fd).take(MAX_VALUE as u64 + 1).read_to_end(&mut bytes).map_err(|e| io_text(&e))?;
+    File::from(fd)
+        .take(MAX_VALUE as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::runtime(io_text(&e)))?;
     if bytes.is_empty() {
-        return Err("empty file".into());
+        return Err(Error::runtime("empty file"));
     }
     let line = match bytes.iter().position(|&b| b == b'\n') {
         Some(end) if end <= MAX_VALUE => &bytes[..end],
         None if bytes.len() <= MAX_VALUE => &bytes[..],
-        _ => return Err(format!("the first line is longer than {MAX_VALUE} bytes")),
+        _ => return Err(Error::runtime(format!("the first line is longer than {MAX_VALUE} bytes"))),
     };
     if line.contains(&0) {
-        return Err("the value contains a NUL byte".into());
+        return Err(Error::runtime("the value contains a NUL byte"));
     }
     Ok(OsString::from_vec(line.to_vec()))
 }
