@@ -79,9 +79,9 @@ fn parse(compat: bool, args: Vec<OsString>) -> std::result::Result<Parsed, clap:
 /// state machine), and says so on stdout. Exit 0 only then.
 pub fn verify_upgrade() -> Result<u8> {
     use supervisor::upgrade::{self, VERIFY_OK, VERSION, record::FORMAT};
-    let record = upgrade::resume::read_record(std::io::stdin().lock()).map_err(Error::runtime)?;
+    let record = upgrade::resume::read_record(std::io::stdin().lock())?;
     let config = supervisor_config(&record)?;
-    upgrade::check(&config, &record).map_err(Error::runtime)?;
+    upgrade::check(&config, &record)?;
     println!("{VERIFY_OK} {VERSION} format={FORMAT}");
     Ok(0)
 }

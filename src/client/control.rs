@@ -58,7 +58,7 @@ pub fn request<T: DeserializeOwned>(path: &Path, request: &Request, timeout: Opt
         }
         Err(e) => return Err(fail("read from", &e)),
     };
-    let reply: T = decode(&line).map_err(runtime)?;
+    let reply: T = decode(&line)?;
     if command == Command::Stop {
         loop {
             match read_line(&mut stream, deadline, &mut buf) {

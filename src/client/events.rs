@@ -52,7 +52,7 @@ pub fn run(path: &Path, follow: bool) -> Result<u8> {
             Err(e) => return Err(fail("read from", &e)),
         };
         first = false;
-        let retained: Retained = decode(&line).map_err(Error::runtime)?;
+        let retained: Retained = decode(&line)?;
         let seen = last;
         for record in retained.events.iter().filter(|r| r.seq > seen) {
             last = record.seq;

@@ -60,14 +60,14 @@ fn open_live(pid_file: &Path) -> Result<(PidFileWatch, u32), Error> {
         let hint = if e.kind() == io::ErrorKind::NotFound { " (is the supervisor running?)" } else { "" };
         Error::runtime(format!("cannot open pid file {}: {}{hint}", pid_file.display(), io_text(&e)))
     })?;
-    let pid = watch.read_pid().map_err(Error::runtime)?;
+    let pid = watch.read_pid()?;
     if !watch.is_locked().map_err(|e| lock_error(pid_file, e))? {
         return Err(Error::runtime(format!(
             "pid file {} is stale (pid {pid}, not locked): no supervisor is running; remove the file",
             pid_file.display()
         )));
     }
-    watch.holder(pid).map_err(Error::runtime)?;
+    watch.holder(pid)?;
     Ok((watch, pid))
 }
 
@@ -285,7 +285,7 @@ pub fn status(pid_file: Option<&Path>, status_file: Option<&Path>) -> Result<Sta
                 let locked = watch.is_locked().map_err(|e| lock_error(path, e))?;
                 // Locked by anyone but the pid it names: not a live supervisor.
                 if let (true, Some(pid)) = (locked, pid) {
-                    watch.holder(pid).map_err(Error::runtime)?;
+                    watch.holder(pid)?;
                 }
                 (pid, locked)
             }

@@ -173,15 +173,15 @@ impl Config {
         }
         let activation = match &carried {
             Some(given) => given.activation.clone(),
-            None => protocol::decode_activation(&env, std::process::id()).map_err(Error::usage)?,
+            None => protocol::decode_activation(&env, std::process::id())?,
         };
         let names: Vec<Option<&str>> = match &activation {
             Some(a) if listeners.is_empty() => a.names.iter().map(Option::as_deref).collect(),
             _ => listeners.iter().map(|l| l.name.as_deref()).collect(),
         };
-        protocol::check_placeholders(&command, &names).map_err(Error::usage)?;
+        protocol::check_placeholders(&command, &names)?;
         let pins: Vec<Option<i32>> = listeners.iter().map(|l| l.pin).collect();
-        let fds = protocol::place(&pins).map_err(Error::usage)?;
+        let fds = protocol::place(&pins)?;
         if more.log_capture && fds.iter().any(|fd| (1..=2).contains(fd)) {
             return fail("--log-capture needs fds 1 and 2: do not pin a listener there (=1, =2)");
         }
@@ -206,7 +206,7 @@ impl Config {
             from_envdir = match &carried {
                 Some(given) => given.envdir.clone(),
                 None => {
-                    let read = state::read_envdir(dir).map_err(Error::usage)?.vars;
+                    let read = state::read_envdir(dir)?.vars;
                     let policy = [
                         protocol::ENABLE_AUTO_RESTART,
                         protocol::AUTO_RESTART_INTERVAL,
@@ -352,7 +352,7 @@ impl Config {
             signal_group: more.signal_target == SignalTarget::Group,
             cgroups: more.cgroup == CgroupMode::Auto,
             announce: match &more.announce {
-                Some(text) => protocol::Announce::parse(text).map_err(Error::usage)?,
+                Some(text) => protocol::Announce::parse(text)?,
                 None => protocol::Announce::ALL,
             },
             credentials,

@@ -32,7 +32,7 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::{Address, DEFAULT_BACKLOG, Listener, bind};
-use crate::error::io_text;
+use crate::error::{Error, Result, io_text};
 use crate::sys::sockfilter;
 
 /// What the supervisor remembers of one listener between spawns.
@@ -243,14 +243,14 @@ fn set_nonblocking(l: &Listener, on: bool) -> io::Result<()> {
 /// Binds a new socket where `l` is (its real port for port 0), after
 /// shutting the old one down so the address is free; the old fd is
 /// closed here, the workers that hold it see it stop listening.
-fn replace_socket(l: &mut Listener, backlog: i32) -> Result<(), String> {
+fn replace_socket(l: &mut Listener, backlog: i32) -> Result<()> {
     if l.inherited_fd.is_some() {
-        return Err("it came from socket activation and only its manager can bind it again".to_owned());
+        return Err(Error::runtime("it came from socket activation and only its manager can bind it again"));
     }
     let mut spec = l.spec.clone();
     match &mut spec.address {
         Address::Inet { udp: true, .. } => {
-            return Err("a UDP socket cannot be replaced while old workers hold its address".to_owned());
+            return Err(Error::runtime("a UDP socket cannot be replaced while old workers hold its address"));
         }
         Address::Inet { port, .. } => {
             let bound = l.socket.local_addr().ok().and_then(|a| a.as_socket());
@@ -259,7 +259,7 @@ fn replace_socket(l: &mut Listener, backlog: i32) -> Result<(), String> {
         Address::Unix { .. } => {}
     }
     let _ = l.socket.shutdown(Shutdown::Read);
-    let new = bind(&spec, backlog).map_err(|e| e.to_string())?;
+    let new = bind(&spec, backlog)?;
     let fresh = Listener {
         spec: l.spec.clone(),
         key: l.key.clone(),

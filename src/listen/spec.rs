@@ -16,12 +16,11 @@
 //!   `LISTEN_FDNAMES` (1-255 printable ASCII characters, no `:`), and has
 //!   no `=` (it ends the name).
 
-use std::fmt;
 use std::net::Ipv6Addr;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 
-use crate::error::printable;
+use crate::error::{Error, Result, printable};
 use crate::wire::env::UNNAMED_FD;
 
 const PORT_SYNTAX: &str = "expected PORT, HOST:PORT or [IPV6]:PORT, optionally u-prefixed and =FD";
@@ -65,32 +64,14 @@ pub struct ListenSpec {
     pub nodelay: Option<bool>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SpecError(pub String);
-
-impl fmt::Display for SpecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for SpecError {}
-
-/// A bad listener spec is a usage error.
-impl From<SpecError> for crate::error::Error {
-    fn from(e: SpecError) -> Self {
-        crate::error::Error::usage(e.0)
-    }
-}
-
 impl ListenSpec {
     pub(super) fn new(address: Address) -> ListenSpec {
         ListenSpec { address, pin: None, name: None, backlog: None, nodelay: None }
     }
 
     /// Parses a `--port` value (see the module docs for the grammar).
-    pub fn parse_port(s: &str) -> Result<ListenSpec, SpecError> {
-        let invalid = |why: String| SpecError(format!("invalid --port value {s:?}: {why}"));
+    pub fn parse_port(s: &str) -> Result<ListenSpec> {
+        let invalid = |why: Error| Error::usage(format!("invalid --port value {s:?}: {why}"));
         let (addr, pin) = match s.rsplit_once('=') {
             Some((addr, fd)) => (addr, Some(parse_fd(fd.trim()).map_err(invalid)?)),
             None => (s, None),
@@ -109,8 +90,8 @@ impl ListenSpec {
     }
 
     /// Parses a `--listen` value (see the module docs for the grammar).
-    pub fn parse_listen(s: &str) -> Result<ListenSpec, SpecError> {
-        listen_value(s).map_err(|why| SpecError(format!("invalid --listen value {s:?}: {why}")))
+    pub fn parse_listen(s: &str) -> Result<ListenSpec> {
+        listen_value(s).map_err(|why| Error::usage(format!("invalid --listen value {s:?}: {why}")))
     }
 
     /// The `SERVER_STARTER_PORT` key, with `bound_port` in place of the
@@ -143,17 +124,17 @@ impl ListenSpec {
 
 /// Two listeners with one name could not be told apart (`{fd:NAME}`,
 /// socket activation): refused at startup.
-pub fn check_unique_names(specs: &[ListenSpec]) -> Result<(), SpecError> {
+pub fn check_unique_names(specs: &[ListenSpec]) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for name in specs.iter().filter_map(|s| s.name.as_deref()) {
         if !seen.insert(name) {
-            return Err(SpecError(format!("two listeners are named {name:?}: names must be unique")));
+            return Err(Error::usage(format!("two listeners are named {name:?}: names must be unique")));
         }
     }
     Ok(())
 }
 
-fn listen_value(s: &str) -> Result<ListenSpec, String> {
+fn listen_value(s: &str) -> Result<ListenSpec> {
     // A name has no ':', every address has one: the first '=' ends a name
     // only when nothing before it is an address.
     let (name, rest) = match s.split_once('=') {
@@ -172,11 +153,11 @@ fn listen_value(s: &str) -> Result<ListenSpec, String> {
         ListenSpec::new(Address::Inet { host: Some(host), port, udp: true })
     } else if let Some(path) = (address.strip_prefix("unix://")).or(address.strip_prefix("unix:")) {
         if path.is_empty() {
-            return Err("unix: needs a PATH".to_owned());
+            return Err(Error::usage("unix: needs a PATH"));
         }
         ListenSpec::parse_path(path)
     } else {
-        return Err(match address.split_once(':') {
+        return Err(Error::usage(match address.split_once(':') {
             Some((scheme @ ("tcp" | "udp"), _)) => {
                 format!("expected {scheme}://HOST:PORT or {scheme}://[IPV6]:PORT")
             }
@@ -184,7 +165,7 @@ fn listen_value(s: &str) -> Result<ListenSpec, String> {
                 format!("unknown scheme {scheme:?} (expected tcp://, udp:// or unix:)")
             }
             _ => LISTEN_SYNTAX.to_owned(),
-        });
+        }));
     };
     spec.name = name;
     if let Some(query) = query {
@@ -195,56 +176,62 @@ fn listen_value(s: &str) -> Result<ListenSpec, String> {
 
 /// systemd's `fdname_is_valid`, minus the empty name, plus no `=`; and not
 /// `unknown`, which `LISTEN_FDNAMES` uses for "no name".
-fn parse_name(name: &str) -> Result<String, String> {
+fn parse_name(name: &str) -> Result<String> {
     if name.is_empty() {
-        return Err("the listener name before '=' is empty".to_owned());
+        return Err(Error::usage("the listener name before '=' is empty"));
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(format!("the listener name is longer than {MAX_NAME_LEN} characters"));
+        return Err(Error::usage(format!("the listener name is longer than {MAX_NAME_LEN} characters")));
     }
     if !name.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b':') {
-        return Err(format!("listener name {name:?} may hold printable ASCII characters only, without ':'"));
+        return Err(Error::usage(format!(
+            "listener name {name:?} may hold printable ASCII characters only, without ':'"
+        )));
     }
     if name == UNNAMED_FD {
-        return Err(format!(
+        return Err(Error::usage(format!(
             "listener name {UNNAMED_FD:?} is systemd's word for an unnamed socket; choose another"
-        ));
+        )));
     }
     Ok(name.to_owned())
 }
 
 /// `HOST:PORT` or `[IPV6]:PORT` -> (host without brackets, port).
-fn parse_authority(scheme: &str, authority: &str) -> Result<(String, u16), String> {
-    let syntax = || format!("expected {scheme}://HOST:PORT or {scheme}://[IPV6]:PORT");
+fn parse_authority(scheme: &str, authority: &str) -> Result<(String, u16)> {
+    let syntax = || Error::usage(format!("expected {scheme}://HOST:PORT or {scheme}://[IPV6]:PORT"));
     let (host, port) = authority.rsplit_once(':').ok_or_else(syntax)?;
     let host = match host.strip_prefix('[') {
         Some(inner) => {
             let inner = inner.strip_suffix(']').ok_or_else(syntax)?;
             if inner.parse::<Ipv6Addr>().is_err() {
-                return Err(format!("{inner:?} is not a numeric IPv6 address"));
+                return Err(Error::usage(format!("{inner:?} is not a numeric IPv6 address")));
             }
             inner
         }
         None if host.contains(':') => {
             let (host, port) = (printable(host), printable(port));
-            return Err(format!("an IPv6 address goes in brackets: {scheme}://[{host}]:{port}"));
+            return Err(Error::usage(format!(
+                "an IPv6 address goes in brackets: {scheme}://[{host}]:{port}"
+            )));
         }
         None => host,
     };
     if host.is_empty() {
         let port = printable(port);
-        return Err(format!("HOST is required ({scheme}://0.0.0.0:{port} for every IPv4 address)"));
+        return Err(Error::usage(format!(
+            "HOST is required ({scheme}://0.0.0.0:{port} for every IPv4 address)"
+        )));
     }
     let bad = |c: char| c.is_whitespace() || c.is_control() || "[]/@#".contains(c);
     if host.contains(bad) || !is_number(port) {
         return Err(syntax());
     }
-    let port = port.parse().map_err(|_| format!("port {port} is out of range (0-65535)"))?;
+    let port = port.parse().map_err(|_| Error::usage(format!("port {port} is out of range (0-65535)")))?;
     Ok((host.to_owned(), port))
 }
 
 /// `OPTION=VALUE&...`, each option at most once, checked against the kind.
-fn apply_options(spec: &mut ListenSpec, query: &str) -> Result<(), String> {
+fn apply_options(spec: &mut ListenSpec, query: &str) -> Result<()> {
     let (kind, allowed): (&str, &[&str]) = match &spec.address {
         Address::Inet { udp: false, .. } => ("tcp", &["backlog", "nodelay"]),
         Address::Inet { udp: true, .. } => ("udp", &[]),
@@ -257,19 +244,19 @@ fn apply_options(spec: &mut ListenSpec, query: &str) -> Result<(), String> {
     let mut seen = Vec::new();
     for item in query.split('&') {
         let Some((option, value)) = item.split_once('=') else {
-            return Err(format!("expected OPTION=VALUE, found {item:?}"));
+            return Err(Error::usage(format!("expected OPTION=VALUE, found {item:?}")));
         };
         if !allowed.contains(&option) {
             let known = ["mode", "owner", "group", "backlog", "nodelay"].contains(&option);
             let what = if known { "option" } else { "unknown option" };
-            return Err(format!("{what} {option:?} ({takes})"));
+            return Err(Error::usage(format!("{what} {option:?} ({takes})")));
         }
         if seen.contains(&option) {
-            return Err(format!("option {option:?} is given twice"));
+            return Err(Error::usage(format!("option {option:?} is given twice")));
         }
         seen.push(option);
         if value.is_empty() {
-            return Err(format!("option {option:?} needs a value"));
+            return Err(Error::usage(format!("option {option:?} needs a value")));
         }
         let options = match &mut spec.address {
             Address::Unix { options, .. } => Some(options),
@@ -287,61 +274,62 @@ fn apply_options(spec: &mut ListenSpec, query: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn parse_flag(option: &str, value: &str) -> Result<bool, String> {
+fn parse_flag(option: &str, value: &str) -> Result<bool> {
     match value {
         "1" | "on" | "yes" | "true" => Ok(true),
         "0" | "off" | "no" | "false" => Ok(false),
-        _ => Err(format!("{option} {value:?} is not 1 or 0")),
+        _ => Err(Error::usage(format!("{option} {value:?} is not 1 or 0"))),
     }
 }
 
-fn parse_backlog(value: &str) -> Result<i32, String> {
+fn parse_backlog(value: &str) -> Result<i32> {
     match value.parse::<i32>() {
         Ok(n) if n > 0 && is_number(value) => Ok(n),
-        _ => Err(format!("backlog {value:?} is not a number from 1 to {}", i32::MAX)),
+        _ => Err(Error::usage(format!("backlog {value:?} is not a number from 1 to {}", i32::MAX))),
     }
 }
 
 /// Octal permission bits, `0660` or `660`, at most `0777`.
-fn parse_mode(value: &str) -> Result<u32, String> {
+fn parse_mode(value: &str) -> Result<u32> {
     let octal = value.len() <= 4 && value.bytes().all(|b| (b'0'..=b'7').contains(&b));
     match u32::from_str_radix(value, 8) {
         Ok(mode) if octal && mode <= 0o777 => Ok(mode),
-        _ => Err(format!("mode {value:?} is not an octal permission mode like 0660")),
+        _ => Err(Error::usage(format!("mode {value:?} is not an octal permission mode like 0660"))),
     }
 }
 
 /// `[u]DIGITS` -> (udp, port).
-fn parse_port_number(s: &str) -> Result<(bool, u16), String> {
+fn parse_port_number(s: &str) -> Result<(bool, u16)> {
     let (udp, digits) = match s.strip_prefix('u') {
         Some(digits) => (true, digits),
         None => (false, s),
     };
     if !is_number(digits) {
-        return Err(PORT_SYNTAX.to_owned());
+        return Err(Error::usage(PORT_SYNTAX));
     }
-    let port = digits.parse().map_err(|_| format!("port {digits} is out of range (0-65535)"))?;
+    let port =
+        digits.parse().map_err(|_| Error::usage(format!("port {digits} is out of range (0-65535)")))?;
     Ok((udp, port))
 }
 
-fn parse_fd(s: &str) -> Result<RawFd, String> {
+fn parse_fd(s: &str) -> Result<RawFd> {
     if !is_number(s) {
-        return Err(PORT_SYNTAX.to_owned());
+        return Err(Error::usage(PORT_SYNTAX));
     }
-    s.parse().map_err(|_| format!("fd {s} is out of range"))
+    s.parse().map_err(|_| Error::usage(format!("fd {s} is out of range")))
 }
 
 /// `host`, `[host]` -> host without brackets; IPv6 must be numeric.
-fn parse_host(s: &str) -> Result<String, String> {
+fn parse_host(s: &str) -> Result<String> {
     let host = match s.strip_prefix('[') {
-        Some(rest) => rest.strip_suffix(']').ok_or(PORT_SYNTAX)?.trim(),
+        Some(rest) => rest.strip_suffix(']').ok_or_else(|| Error::usage(PORT_SYNTAX))?.trim(),
         None => s,
     };
     if host.is_empty() || host.contains(['[', ']']) {
-        return Err(PORT_SYNTAX.to_owned());
+        return Err(Error::usage(PORT_SYNTAX));
     }
     if host.contains(':') && host.parse::<Ipv6Addr>().is_err() {
-        return Err(format!("{host:?} is not a numeric IPv6 address"));
+        return Err(Error::usage(format!("{host:?} is not a numeric IPv6 address")));
     }
     Ok(host.to_owned())
 }

@@ -10,10 +10,15 @@
 //! `ExitStatus`, `SpawnError`, `Hint` and `Failure` are also written in
 //! machine snapshots (`snapshot.rs`), by their serde names: renaming a
 //! variant or a field breaks the snapshots of older handovers.
+//!
+//! `SpawnError` is `crate::error`'s (the layer below both `sys`, which
+//! makes it, and the machine, which carries it and reads its exit code).
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
+
+pub use crate::error::SpawnError;
 
 pub type Pid = i32;
 
@@ -39,28 +44,6 @@ impl ExitStatus {
         match self {
             ExitStatus::Code(code) => code,
             ExitStatus::Signal { signal, .. } => 128 + signal,
-        }
-    }
-}
-
-/// Why starting a worker failed before it could run the command.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SpawnError {
-    /// What failed: `exec /usr/bin/x`, `chdir /srv/app`, `fork`.
-    pub what: String,
-    pub errno: i32,
-}
-
-impl SpawnError {
-    /// Exit code when the first generation cannot be started: 127 the
-    /// program is not found and 126 it cannot be executed (as a shell
-    /// says it), 71 (EX_OSERR) the system is out of a resource (fork, fds,
-    /// memory): nothing is wrong with the program.
-    pub fn exit_code(&self) -> i32 {
-        match self.errno {
-            libc::ENOENT if !self.what.starts_with("chdir") => 127,
-            libc::EAGAIN | libc::ENOMEM | libc::EMFILE | libc::ENFILE => 71,
-            _ => 126,
         }
     }
 }
@@ -212,20 +195,6 @@ mod tests {
         assert_eq!(ExitStatus::Code(0).raw(), 0);
         let kill = ExitStatus::Signal { signal: 9, core: false };
         assert_eq!(kill.raw(), 9);
-    }
-
-    #[test]
-    fn spawn_errors_map_to_shell_exit_codes() {
-        let missing = SpawnError { what: "exec /nope".into(), errno: libc::ENOENT };
-        assert_eq!(missing.exit_code(), 127);
-        let denied = SpawnError { what: "exec /etc/passwd".into(), errno: libc::EACCES };
-        assert_eq!(denied.exit_code(), 126);
-        let no_dir = SpawnError { what: "chdir /nope".into(), errno: libc::ENOENT };
-        let no_fork = SpawnError { what: "fork".into(), errno: libc::EAGAIN };
-        assert_eq!(no_fork.exit_code(), 71);
-        let no_fds = SpawnError { what: "place the listening sockets".into(), errno: libc::EMFILE };
-        assert_eq!(no_fds.exit_code(), 71);
-        assert_eq!(no_dir.exit_code(), 126);
     }
 
     #[test]

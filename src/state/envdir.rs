@@ -20,7 +20,7 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::{Mode, SFlag, fstat};
 
-use crate::error::{io_text, printable};
+use crate::error::{Error, Result, io_text, printable};
 use crate::state::SafeDir;
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -44,41 +44,47 @@ pub const MAX_ENTRIES: usize = 1000;
 /// placed or linked there would hand its content, read with this
 /// process's rights, to the workers. Only its first `MAX_VALUE + 1` bytes
 /// are read, whatever its size.
-fn envdir_value(dir: &SafeDir, name: &OsStr) -> Result<OsString, String> {
+fn envdir_value(dir: &SafeDir, name: &OsStr) -> Result<OsString> {
     if name.as_bytes().contains(&b'=') {
-        return Err("a variable name cannot contain '='".into());
+        return Err(Error::runtime("a variable name cannot contain '='"));
     }
     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
     let fd = match openat(dir.fd(), name, flags, Mode::empty()) {
         Ok(fd) => fd,
-        Err(Errno::ELOOP) => return Err("a symbolic link (not followed)".into()),
-        Err(e) => return Err(io_text(&e.into())),
+        Err(Errno::ELOOP) => return Err(Error::runtime("a symbolic link (not followed)")),
+        Err(e) => return Err(Error::runtime(io_text(&e.into()))),
     };
-    let st = fstat(&fd).map_err(|e| io_text(&e.into()))?;
+    let st = fstat(&fd).map_err(|e| Error::runtime(io_text(&e.into())))?;
     match st.st_mode & SFlag::S_IFMT.bits() {
-        m if m == SFlag::S_IFDIR.bits() => return Err("a directory".into()),
-        m if m != SFlag::S_IFREG.bits() => return Err("not a regular file".into()),
+        m if m == SFlag::S_IFDIR.bits() => return Err(Error::runtime("a directory")),
+        m if m != SFlag::S_IFREG.bits() => return Err(Error::runtime("not a regular file")),
         _ => {}
     }
     let euid = nix::unistd::geteuid().as_raw();
     if st.st_uid != 0 && st.st_uid != euid {
-        return Err(format!("owned by uid {}, not by root or this user", st.st_uid));
+        return Err(Error::runtime(format!("owned by uid {}, not by root or this user", st.st_uid)));
     }
     if st.st_nlink != 1 {
-        return Err(format!("a file with {} links (another name could change it)", st.st_nlink));
+        return Err(Error::runtime(format!(
+            "a file with {} links (another name could change it)",
+            st.st_nlink
+        )));
     }
     let mut bytes = Vec::new();
-    File::from(fd).take(MAX_VALUE as u64 + 1).read_to_end(&mut bytes).map_err(|e| io_text(&e))?;
+    File::from(fd)
+        .take(MAX_VALUE as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::runtime(io_text(&e)))?;
     if bytes.is_empty() {
-        return Err("empty file".into());
+        return Err(Error::runtime("empty file"));
     }
     let line = match bytes.iter().position(|&b| b == b'\n') {
         Some(end) if end <= MAX_VALUE => &bytes[..end],
         None if bytes.len() <= MAX_VALUE => &bytes[..],
-        _ => return Err(format!("the first line is longer than {MAX_VALUE} bytes")),
+        _ => return Err(Error::runtime(format!("the first line is longer than {MAX_VALUE} bytes"))),
     };
     if line.contains(&0) {
-        return Err("the value contains a NUL byte".into());
+        return Err(Error::runtime("the value contains a NUL byte"));
     }
     Ok(OsString::from_vec(line.to_vec()))
 }
@@ -86,9 +92,9 @@ fn envdir_value(dir: &SafeDir, name: &OsStr) -> Result<OsString, String> {
 /// Reads every variable of an envdir (see the module header for the rules).
 /// The directory is reached by a checked walk (`SafeDir`): one that another
 /// user can change is refused.
-pub fn read_envdir(dir: &Path) -> Result<Envdir, String> {
+pub fn read_envdir(dir: &Path) -> Result<Envdir> {
     let shown = printable(&dir.to_string_lossy());
-    let fail = |e: io::Error| format!("cannot read envdir {shown}: {}", io_text(&e));
+    let fail = |e: io::Error| Error::usage(format!("cannot read envdir {shown}: {}", io_text(&e)));
     let safe = SafeDir::open(dir).map_err(fail)?;
     let listing =
         openat(safe.fd(), ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
@@ -244,8 +250,8 @@ mod tests {
             // A directory another user owns is not read at all.
             std::os::unix::fs::lchown(d, Some(65534), Some(65534)).unwrap();
             let e = read_envdir(d).unwrap_err();
-            assert!(e.starts_with(&format!("cannot read envdir {shown}: ")), "{e}");
-            assert!(e.contains("uid 65534"), "{e}");
+            assert!(e.message.starts_with(&format!("cannot read envdir {shown}: ")), "{e}");
+            assert!(e.message.contains("uid 65534"), "{e}");
         }
         assert_eq!(got.warnings, want);
     }
@@ -256,7 +262,7 @@ mod tests {
         let missing = dir.path().join("nope");
         assert_eq!(
             read_envdir(&missing).unwrap_err(),
-            format!("cannot read envdir {}: No such file or directory", missing.display())
+            Error::usage(format!("cannot read envdir {}: No such file or directory", missing.display()))
         );
     }
 

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag};
 
-use crate::error::io_text;
+use crate::error::{Error, io_text};
 use crate::state::{SafeDir, flock_holders, holds_flock};
 
 fn errno_io(e: Errno) -> io::Error {
@@ -83,9 +83,9 @@ impl std::fmt::Display for PidFileError {
 
 impl std::error::Error for PidFileError {}
 
-impl From<PidFileError> for crate::error::Error {
+impl From<PidFileError> for Error {
     fn from(e: PidFileError) -> Self {
-        crate::error::Error::runtime(e.to_string())
+        Error::runtime(e.to_string())
     }
 }
 
@@ -170,30 +170,34 @@ impl PidFile {
     }
 }
 
-fn parse_pid(text: &str, path: &Path) -> Result<u32, String> {
+fn parse_pid(text: &str, path: &Path) -> crate::error::Result<u32> {
     let first = text.lines().next().unwrap_or("").trim();
-    let pid: u32 =
-        first.parse().map_err(|_| format!("pid file {} is empty or not a number", path.display()))?;
+    let pid: u32 = first
+        .parse()
+        .map_err(|_| Error::runtime(format!("pid file {} is empty or not a number", path.display())))?;
     if pid == 0 || pid > i32::MAX as u32 {
-        return Err(format!("pid file {} holds {pid}, which is not a valid process id", path.display()));
+        return Err(Error::runtime(format!(
+            "pid file {} holds {pid}, which is not a valid process id",
+            path.display()
+        )));
     }
     Ok(pid)
 }
 
 /// Reads the pid from an open pid file, at offset 0 (the position is unused).
-fn read_pid_at(file: &File, path: &Path) -> Result<u32, String> {
+fn read_pid_at(file: &File, path: &Path) -> crate::error::Result<u32> {
     let mut buf = [0u8; 64];
     let n = file
         .read_at(&mut buf, 0)
-        .map_err(|e| format!("cannot read pid file {}: {}", path.display(), io_text(&e)))?;
+        .map_err(|e| Error::runtime(format!("cannot read pid file {}: {}", path.display(), io_text(&e))))?;
     parse_pid(&String::from_utf8_lossy(&buf[..n]), path)
 }
 
 /// Reads the pid on the first line of a pid file.
 #[cfg(test)]
-pub fn read_pid(path: &Path) -> Result<u32, String> {
+pub fn read_pid(path: &Path) -> crate::error::Result<u32> {
     let text = fs::read_to_string(path)
-        .map_err(|e| format!("cannot read pid file {}: {}", path.display(), io_text(&e)))?;
+        .map_err(|e| Error::runtime(format!("cannot read pid file {}: {}", path.display(), io_text(&e))))?;
     parse_pid(&text, path)
 }
 
@@ -228,7 +232,7 @@ impl PidFileWatch {
     }
 
     /// The pid written in the file this watch opened.
-    pub fn read_pid(&self) -> Result<u32, String> {
+    pub fn read_pid(&self) -> crate::error::Result<u32> {
         read_pid_at(&self.file, &self.path)
     }
 
@@ -236,7 +240,7 @@ impl PidFileWatch {
     /// when the file is locked by someone else (a process that took it over
     /// after the supervisor died), so the pid must not be trusted or
     /// signalled.
-    pub fn holder(&self, pid: u32) -> Result<(), String> {
+    pub fn holder(&self, pid: u32) -> crate::error::Result<()> {
         let path = self.path.display();
         match holds_flock(pid, &self.file) {
             Ok(true) => Ok(()),
@@ -245,13 +249,13 @@ impl PidFileWatch {
                     Some(holder) if holder != pid => format!("pid {holder}"),
                     _ => "another process".to_string(),
                 };
-                Err(format!(
+                Err(Error::runtime(format!(
                     "pid file {path} names pid {pid}, but its lock is held by {by}: not trusting it (the file \
                      was rewritten, the supervisor runs in another pid namespace, or it is gone and {by} took \
                      the lock; find out what {by} is before signalling anything)"
-                ))
+                )))
             }
-            Err(e) => Err(format!("cannot check who holds pid file {path}: {}", io_text(&e))),
+            Err(e) => Err(Error::runtime(format!("cannot check who holds pid file {path}: {}", io_text(&e)))),
         }
     }
 

@@ -18,10 +18,10 @@
 //!   read-only mount).
 //! - When none is, the error is one line naming every path tried, why
 //!   each failed, and the fix.
-use std::io;
 use std::path::{Path, PathBuf};
 
 use super::SafeDir;
+use crate::error::{Error, Result, io_text};
 
 /// The variable that names the directory outright.
 pub const RUNTIME_DIR_ENV: &str = "HANDOVER_RUNTIME_DIR";
@@ -36,7 +36,7 @@ const MAX_LEN: usize = 60;
 const FIX: &str = "a directory that this user can write and no other user can (or a sticky one, as /tmp)";
 
 /// The directory to make the private one in.
-pub fn runtime_dir() -> io::Result<PathBuf> {
+pub fn runtime_dir() -> Result<PathBuf> {
     let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from).map(absolute);
     choose(var(RUNTIME_DIR_ENV), var("XDG_RUNTIME_DIR"), absolute(std::env::temp_dir()), Path::new(DEV_SHM))
 }
@@ -47,12 +47,12 @@ fn absolute(dir: PathBuf) -> PathBuf {
     std::path::absolute(&dir).unwrap_or(dir)
 }
 
-fn choose(explicit: Option<PathBuf>, xdg: Option<PathBuf>, temp: PathBuf, shm: &Path) -> io::Result<PathBuf> {
+fn choose(explicit: Option<PathBuf>, xdg: Option<PathBuf>, temp: PathBuf, shm: &Path) -> Result<PathBuf> {
     if let Some(dir) = explicit {
         return match usable(&dir) {
             Ok(()) => Ok(dir),
             Err(why) => {
-                Err(io::Error::other(format!("{RUNTIME_DIR_ENV}={}: {why}; set it to {FIX}", dir.display())))
+                Err(Error::runtime(format!("{RUNTIME_DIR_ENV}={}: {why}; set it to {FIX}", dir.display())))
             }
         };
     }
@@ -66,7 +66,7 @@ fn choose(explicit: Option<PathBuf>, xdg: Option<PathBuf>, temp: PathBuf, shm: &
             Err(why) => tried.push(format!("{}: {why}", dir.display())),
         }
     }
-    Err(io::Error::other(format!(
+    Err(Error::runtime(format!(
         "no usable directory for it ({}); set {RUNTIME_DIR_ENV} to {FIX}",
         tried.join("; ")
     )))
@@ -81,14 +81,15 @@ fn private(dir: &Path) -> bool {
 }
 
 /// Why `dir` cannot hold the private directory, in a few words.
-fn usable(dir: &Path) -> Result<(), String> {
+fn usable(dir: &Path) -> Result<()> {
     let len = dir.as_os_str().len();
     if len >= MAX_LEN {
-        return Err(format!("{len} bytes, too long for a unix socket's path (at most {})", MAX_LEN - 1));
+        let why = format!("{len} bytes, too long for a unix socket's path (at most {})", MAX_LEN - 1);
+        return Err(Error::runtime(why));
     }
-    SafeDir::open(dir).map_err(|e| crate::error::io_text(&e))?;
+    SafeDir::open(dir).map_err(|e| Error::runtime(io_text(&e)))?;
     nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK)
-        .map_err(|e| format!("not writable: {}", e.desc()))
+        .map_err(|e| Error::runtime(format!("not writable: {}", e.desc())))
 }
 
 #[cfg(test)]
@@ -158,6 +159,6 @@ mod tests {
         );
         assert!(text.contains("; set HANDOVER_RUNTIME_DIR to "), "{text}");
         let long = shm.path().join("x".repeat(MAX_LEN));
-        assert!(usable(&long).unwrap_err().contains("too long"));
+        assert!(usable(&long).unwrap_err().message.contains("too long"));
     }
 }

@@ -29,6 +29,7 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::{Pid, getsid};
 
 use super::reaper;
+use crate::error::{Error, Result};
 use crate::sys::spawn;
 
 mod census;
@@ -63,7 +64,7 @@ impl Containment {
         }
         match Cgroups::create() {
             Ok(c) => (Containment::Cgroup(c), None),
-            Err(why) => (Containment::session(), Some(why)),
+            Err(why) => (Containment::session(), Some(why.message)),
         }
     }
 
@@ -217,18 +218,22 @@ impl Containment {
 }
 
 impl Cgroups {
-    fn create() -> Result<Cgroups, String> {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
-        let (root, mount) = cgroup2_mount(&mountinfo).ok_or("no cgroup v2 is mounted")?;
-        let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| e.to_string())?;
-        let ours = unified_path(&own).ok_or("this process is in no cgroup v2")?;
+    fn create() -> Result<Cgroups> {
+        let mountinfo =
+            std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| Error::runtime(e.to_string()))?;
+        let (root, mount) =
+            cgroup2_mount(&mountinfo).ok_or_else(|| Error::runtime("no cgroup v2 is mounted"))?;
+        let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| Error::runtime(e.to_string()))?;
+        let ours = unified_path(&own).ok_or_else(|| Error::runtime("this process is in no cgroup v2"))?;
         // A mount of a subtree (a container without a cgroup namespace):
         // our path below the mount's root.
         let below = match root.as_str() {
             "/" => ours,
-            root => ours.strip_prefix(root).ok_or("our cgroup is not below the cgroup v2 mount")?,
+            root => ours
+                .strip_prefix(root)
+                .ok_or_else(|| Error::runtime("our cgroup is not below the cgroup v2 mount"))?,
         };
-        let ns = std::fs::read_link("/proc/self/ns/pid").map_err(|e| e.to_string())?;
+        let ns = std::fs::read_link("/proc/self/ns/pid").map_err(|e| Error::runtime(e.to_string()))?;
         let ns: String = ns.to_string_lossy().chars().filter(char::is_ascii_digit).collect();
         let prefix = format!("handover-{ns}-");
         let leaf = format!("{prefix}{}", std::process::id());
@@ -240,7 +245,9 @@ impl Cgroups {
         match std::fs::create_dir(&base) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(format!("cannot create the cgroup {} ({e})", base.display())),
+            Err(e) => {
+                return Err(Error::runtime(format!("cannot create the cgroup {} ({e})", base.display())));
+            }
         }
         Ok(Cgroups { base, name, exited: Vec::new() })
     }

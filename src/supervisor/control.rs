@@ -67,7 +67,7 @@ use nix::poll::PollFlags;
 use nix::sys::socket::{getsockopt, sockopt};
 use serde::Serialize;
 
-use crate::error::io_text;
+use crate::error::{Error, Result, io_text};
 use crate::state::OwnedPath;
 use crate::state::SafeDir;
 use crate::supervisor::line_conn::{LineConn, listen_at};
@@ -108,10 +108,10 @@ impl ControlServer {
     /// Binds at `path`: a stale socket file (nobody listening) is replaced,
     /// a live one or any other file is refused. Mode 0600, close-on-exec,
     /// non-blocking. Errors are one line naming the path.
-    pub fn bind(path: &Path) -> io::Result<ControlServer> {
+    pub fn bind(path: &Path) -> Result<ControlServer> {
         let fail = |what: &str, e: io::Error| {
             let text = io_text(&e);
-            io::Error::other(format!("cannot {what} control socket {}: {text}", path.display()))
+            Error::runtime(format!("cannot {what} control socket {}: {text}", path.display()))
         };
         clear_stale(path)?;
         let listener = listen_at(path, 0o600).map_err(|e| fail("bind", e))?;
@@ -286,10 +286,10 @@ impl ControlServer {
 
 /// Makes room at `path`: nothing there is fine, a stale socket is removed,
 /// a live socket or any other file is refused.
-fn clear_stale(path: &Path) -> io::Result<()> {
+fn clear_stale(path: &Path) -> Result<()> {
     let shown = path.display();
     let fail = |what: &str, e: io::Error| {
-        io::Error::other(format!("cannot {what} control socket {shown}: {}", io_text(&e)))
+        Error::runtime(format!("cannot {what} control socket {shown}: {}", io_text(&e)))
     };
     let (dir, name) = SafeDir::parent_of(path).map_err(|e| fail("bind", e))?;
     match dir.stat(&name) {
@@ -297,13 +297,13 @@ fn clear_stale(path: &Path) -> io::Result<()> {
         Err(e) => return Err(fail("inspect", e)),
         Ok(Some(st)) if st.st_mode & libc::S_IFMT != libc::S_IFSOCK => {
             let text = "a file that is not a socket is in the way";
-            return Err(io::Error::other(format!("cannot bind control socket {shown}: {text}")));
+            return Err(Error::runtime(format!("cannot bind control socket {shown}: {text}")));
         }
         Ok(_) => {}
     }
     if crate::listen::is_live(path).map_err(|e| fail("probe", e))? {
         let hint = format!("is another supervisor running with --control {shown}?");
-        return Err(io::Error::other(format!("control socket {shown} is in use ({hint})")));
+        return Err(Error::runtime(format!("control socket {shown} is in use ({hint})")));
     }
     dir.remove(&name).map_err(|e| fail("remove stale", e))
 }

@@ -145,7 +145,7 @@ impl Supervisor {
     /// SIGUSR1 or `reopen`: what `--on-usr1` says. Reopens `--log-file`
     /// if it says to (the path, or why not); the input that forwards USR1
     /// to the serving generation if it says to.
-    pub(super) fn on_usr1(&mut self) -> (Result<Option<String>, String>, Option<Input>) {
+    pub(super) fn on_usr1(&mut self) -> (crate::error::Result<Option<String>>, Option<Input>) {
         let reopen = matches!(self.config.on_usr1, OnUsr1::Reopen | OnUsr1::Both);
         let forward = matches!(self.config.on_usr1, OnUsr1::Forward | OnUsr1::Both);
         let reopened = match &self.config.log {
@@ -158,7 +158,7 @@ impl Supervisor {
                 }
                 Err(e) => {
                     self.log.line(&format!("{}; still writing to the old log", e.message));
-                    Err(e.message)
+                    Err(e)
                 }
             },
             _ => Ok(None),

@@ -124,7 +124,7 @@ impl Supervisor {
             if let Some(control) = self.control.as_mut() {
                 match reply {
                     Ok(reopened) => control.reply(id, &reopened),
-                    Err(error) => control.reply(id, &Verdict::refused(error)),
+                    Err(error) => control.reply(id, &Verdict::refused(error.message)),
                 }
             }
             inputs.extend(forward);

@@ -11,10 +11,11 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::config::Config;
+use crate::error::SpawnError;
 use crate::error::{Error, Result};
 use crate::listen::Listener;
 use crate::machine::driver::{self, Perform, Step};
-use crate::machine::event::{Event, ExitStatus, Hint, SpawnError};
+use crate::machine::event::{Event, ExitStatus, Hint};
 use crate::machine::{Effect, Input, Machine, Moment};
 use crate::state::{PidFile, StatusFile};
 use capture::Capture;

@@ -101,10 +101,10 @@ pub fn clean_stale(parent: &Path) -> usize {
 }
 
 impl NotifySocket {
-    pub fn bind() -> io::Result<NotifySocket> {
+    pub fn bind() -> crate::error::Result<NotifySocket> {
         let parent = runtime_dir()?;
         NotifySocket::bind_in(&parent).map_err(|e| {
-            io::Error::new(e.kind(), format!("in {}: {}", parent.display(), crate::error::io_text(&e)))
+            crate::error::Error::runtime(format!("in {}: {}", parent.display(), crate::error::io_text(&e)))
         })
     }
 

@@ -24,7 +24,7 @@ use nix::poll::PollFlags;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::error::io_text;
+use crate::error::{Error, Result, io_text};
 use crate::supervisor::carry::{Carry, Resuming, Written};
 
 pub const MAX_CONNS: usize = 8;
@@ -85,7 +85,7 @@ impl Carry for MetricsServer {
             }
             Some(asked) => {
                 drop(carried);
-                MetricsServer::bind(asked)
+                MetricsServer::bind(asked).map_err(|e| io::Error::other(e.message))
             }
             None => Err(io::Error::other("--metrics-listen is not given any more")),
         }
@@ -134,14 +134,14 @@ fn response(status: &str, body: &str) -> Vec<u8> {
 }
 
 impl MetricsServer {
-    pub fn bind(addr: SocketAddr) -> io::Result<MetricsServer> {
+    pub fn bind(addr: SocketAddr) -> Result<MetricsServer> {
         let listener = TcpListener::bind(addr).map_err(|e| {
-            io::Error::other(format!(
+            Error::runtime(format!(
                 "cannot listen for metrics on {addr}: {}; choose another --metrics-listen address",
                 io_text(&e)
             ))
         })?;
-        listener.set_nonblocking(true)?;
+        listener.set_nonblocking(true).map_err(|e| Error::runtime(e.to_string()))?;
         Ok(MetricsServer { listener, asked: addr, conns: Vec::new() })
     }
 

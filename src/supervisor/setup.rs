@@ -105,10 +105,9 @@ pub fn run(mut config: Config) -> Result<u8> {
         notify.grant(c.gid, &[einhorn.path()]).context(creating("worker sockets for --user"))?;
     }
     if let Some(path) = config.control.as_deref() {
-        started.control = Some(ControlServer::bind(path).map_err(|e| Error::runtime(e.to_string()))?);
+        started.control = Some(ControlServer::bind(path)?);
     }
-    let scrape = config.metrics_listen.map(super::scrape::MetricsServer::bind).transpose();
-    let scrape = scrape.map_err(|e| Error::runtime(e.to_string()))?;
+    let scrape = config.metrics_listen.map(super::scrape::MetricsServer::bind).transpose()?;
     if let Some(addr) = scrape.as_ref().and_then(super::scrape::MetricsServer::local_addr) {
         log.extra(&format!("serving metrics on http://{addr}/metrics"));
     }
@@ -135,7 +134,7 @@ pub fn run(mut config: Config) -> Result<u8> {
     log.retarget(logger.is_some());
     let watcher = match config.watch.is_empty() {
         true => None,
-        false => Some(Watcher::new(&config.watch).map_err(Error::runtime)?),
+        false => Some(Watcher::new(&config.watch)?),
     };
     let (mut pid_file, listeners, control, contain) = started.disarm();
     if cleaned > 0 {
@@ -199,7 +198,7 @@ pub(super) fn place(config: &mut Config, listeners: &[Listener]) -> Result<()> {
     let slots: Vec<protocol::Slot> = (listeners.iter().zip(&config.fds))
         .map(|(l, &fd)| protocol::Slot { key: &l.key, name: l.spec.name.as_deref(), fd })
         .collect();
-    config.command = protocol::expand_placeholders(&config.command, &slots).map_err(Error::usage)?;
+    config.command = protocol::expand_placeholders(&config.command, &slots)?;
     Ok(())
 }
 

@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use notify::{EventKind, RecursiveMode, Watcher as _};
 
+use crate::error::{Error, Result};
+
 pub struct Watcher {
     _watcher: notify::RecommendedWatcher,
     wake: UnixStream,
@@ -37,10 +39,10 @@ pub fn counts(path: &Path) -> bool {
 }
 
 impl Watcher {
-    pub fn new(paths: &[PathBuf]) -> Result<Watcher, String> {
-        let (wake, waker) = UnixStream::pair().map_err(|e| e.to_string())?;
-        wake.set_nonblocking(true).map_err(|e| e.to_string())?;
-        waker.set_nonblocking(true).map_err(|e| e.to_string())?;
+    pub fn new(paths: &[PathBuf]) -> Result<Watcher> {
+        let (wake, waker) = UnixStream::pair().map_err(|e| Error::runtime(e.to_string()))?;
+        wake.set_nonblocking(true).map_err(|e| Error::runtime(e.to_string()))?;
+        waker.set_nonblocking(true).map_err(|e| Error::runtime(e.to_string()))?;
         let changed = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&changed);
         let (dirs, files): (Vec<PathBuf>, Vec<PathBuf>) =
@@ -54,7 +56,7 @@ impl Watcher {
                 let _ = (&waker).write(&[1]);
             }
         };
-        let mut watcher = notify::recommended_watcher(handler).map_err(|e| e.to_string())?;
+        let mut watcher = notify::recommended_watcher(handler).map_err(|e| Error::runtime(e.to_string()))?;
         for path in paths {
             let (target, mode) = if path.is_dir() {
                 (path.clone(), RecursiveMode::Recursive)
@@ -64,7 +66,7 @@ impl Watcher {
                 (parent, RecursiveMode::NonRecursive)
             };
             watcher.watch(&target, mode).map_err(|e| {
-                format!("cannot watch {} (--watch {}): {e}", target.display(), path.display())
+                Error::runtime(format!("cannot watch {} (--watch {}): {e}", target.display(), path.display()))
             })?;
         }
         Ok(Watcher { _watcher: watcher, wake, changed })

@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::error::io_text;
 use crate::machine::StatusLine;
-use crate::machine::event::{Awaited, Event, ExitStatus, Failure, Hint, Pid, ReadyBy, Sighting, SpawnError};
+use crate::machine::event::{Awaited, Event, ExitStatus, Failure, Hint, Pid, ReadyBy, Sighting};
 
 /// The line as printed: start_server's exact text under its name;
 /// under handover's, exits read as words, not raw wait statuses.
@@ -89,20 +88,6 @@ impl fmt::Display for ExitStatus {
                 Ok(())
             }
         }
-    }
-}
-
-impl fmt::Display for SpawnError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let err = std::io::Error::from_raw_os_error(self.errno);
-        write!(f, "cannot {}: {}", self.what, io_text(&err))
-    }
-}
-
-/// The worker cannot be run at the first start: 126 or 127, as a shell says it.
-impl From<SpawnError> for crate::error::Error {
-    fn from(e: SpawnError) -> Self {
-        crate::error::Error::new(e.exit_code() as u8, e.to_string())
     }
 }
 

@@ -31,7 +31,7 @@ use nix::fcntl::OFlag;
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 use nix::unistd::{Pid, pipe2};
 
-use crate::machine::event::SpawnError;
+use crate::error::SpawnError;
 use safe::{CGROUP_PROCS, each_open_fd, join_cgroup, mark_cloexec, write_decimal};
 
 mod safe;

@@ -11,6 +11,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::error::{Error, Result};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Command {
@@ -83,12 +85,15 @@ pub fn peer_allowed(peer_uid: u32, our_euid: u32) -> bool {
 
 /// The request a line holds, or the error to answer it with. Checked by
 /// hand, not derived, so that each refusal says what was wrong.
-pub fn parse_request(line: &[u8]) -> Result<Request, String> {
-    let value: Value = serde_json::from_slice(line).map_err(|e| format!("request is not JSON: {e}"))?;
+pub fn parse_request(line: &[u8]) -> Result<Request> {
+    let value: Value =
+        serde_json::from_slice(line).map_err(|e| Error::usage(format!("request is not JSON: {e}")))?;
     let name = (value.get("command").and_then(Value::as_str))
-        .ok_or_else(|| "request has no \"command\" string".to_string())?;
+        .ok_or_else(|| Error::usage("request has no \"command\" string"))?;
     let command = (Command::ALL.into_iter().find(|c| c.name() == name)).ok_or_else(|| {
-        format!("unknown command {name:?}: expected status, restart, stop, upgrade, reopen, events, follow or metrics")
+        Error::usage(format!(
+            "unknown command {name:?}: expected status, restart, stop, upgrade, reopen, events, follow or metrics"
+        ))
     })?;
     if command != Command::Upgrade {
         // Other fields of other requests are ignored.
@@ -97,12 +102,12 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
     let binary = match value.get("binary") {
         None | Some(Value::Null) => None,
         Some(Value::String(path)) if path.starts_with('/') => Some(path.clone()),
-        Some(_) => return Err("\"binary\" must be an absolute path, as a string".to_string()),
+        Some(_) => return Err(Error::usage("\"binary\" must be an absolute path, as a string")),
     };
     let wait = match value.get("wait") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(wait)) => *wait,
-        Some(_) => return Err("\"wait\" must be true or false".to_string()),
+        Some(_) => return Err(Error::usage("\"wait\" must be true or false")),
     };
     Ok(Request { command, binary, wait })
 }
@@ -346,12 +351,13 @@ pub fn encode(message: &impl Serialize) -> Vec<u8> {
 
 /// A reply line as `T`, or the refusal it carries (`"ok":false`) as `Err`.
 /// A reply that is not JSON, or not a `T`, is an `Err` saying so.
-pub fn decode<T: DeserializeOwned>(line: &[u8]) -> Result<T, String> {
-    let invalid = |e: serde_json::Error| format!("the supervisor sent an invalid reply: {e}");
+pub fn decode<T: DeserializeOwned>(line: &[u8]) -> Result<T> {
+    let invalid = |e: serde_json::Error| Error::runtime(format!("the supervisor sent an invalid reply: {e}"));
     let verdict: Verdict = serde_json::from_slice(line).map_err(invalid)?;
     if !verdict.ok {
         let text = String::from_utf8_lossy(line);
-        return Err(verdict.error.unwrap_or_else(|| format!("the supervisor refused: {}", text.trim_end())));
+        let refusal = verdict.error.unwrap_or_else(|| format!("the supervisor refused: {}", text.trim_end()));
+        return Err(Error::runtime(refusal));
     }
     serde_json::from_slice(line).map_err(invalid)
 }
@@ -411,29 +417,34 @@ mod tests {
     fn decode_gives_the_refusal_or_the_message() {
         assert_eq!(decode::<Stopping>(STOPPING.as_bytes()), Ok(Stopping { ok: true, pid: 4242 }));
         let failed = decode::<Restart>(FAILED.as_bytes()).unwrap_err();
-        assert_eq!(failed, "generation 3 failed: worker 901 exited with 3");
+        assert_eq!(failed.message, "generation 3 failed: worker 901 exited with 3");
         assert_eq!(
-            decode::<Status>(br#"{"ok":false}"#).unwrap_err(),
+            decode::<Status>(br#"{"ok":false}"#).unwrap_err().message,
             r#"the supervisor refused: {"ok":false}"#
         );
         assert!(
-            decode::<Status>(b"nonsense").unwrap_err().starts_with("the supervisor sent an invalid reply")
+            decode::<Status>(b"nonsense")
+                .unwrap_err()
+                .message
+                .starts_with("the supervisor sent an invalid reply")
         );
-        assert!(decode::<Status>(STOPPING.as_bytes()).unwrap_err().contains("invalid reply"));
+        assert!(decode::<Status>(STOPPING.as_bytes()).unwrap_err().message.contains("invalid reply"));
     }
 
     #[test]
     fn requests_name_a_known_command() {
         assert_eq!(parse_request(br#"{"command":"stop","extra":1}"#), Ok(Request::new(Command::Stop)));
         let relative = parse_request(br#"{"command":"upgrade","binary":"bin/handover"}"#);
-        assert_eq!(relative.unwrap_err(), "\"binary\" must be an absolute path, as a string");
+        assert_eq!(relative.unwrap_err().message, "\"binary\" must be an absolute path, as a string");
         let wait = parse_request(br#"{"command":"upgrade","wait":"yes"}"#);
-        assert_eq!(wait.unwrap_err(), "\"wait\" must be true or false");
+        assert_eq!(wait.unwrap_err().message, "\"wait\" must be true or false");
         let other = parse_request(br#"{"command":"status","wait":"yes","binary":5}"#);
         assert_eq!(other, Ok(Request::new(Command::Status)));
-        assert!(parse_request(b"{}").unwrap_err().contains("no \"command\""));
-        assert!(parse_request(br#"{"command":"x"}"#).unwrap_err().starts_with("unknown command \"x\""));
-        assert!(parse_request(b"[").unwrap_err().starts_with("request is not JSON"));
+        assert!(parse_request(b"{}").unwrap_err().message.contains("no \"command\""));
+        assert!(
+            parse_request(br#"{"command":"x"}"#).unwrap_err().message.starts_with("unknown command \"x\"")
+        );
+        assert!(parse_request(b"[").unwrap_err().message.starts_with("request is not JSON"));
     }
 
     mod fuzz;

@@ -26,7 +26,7 @@ use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
-use crate::error::printable;
+use crate::error::{Error, Result, printable};
 
 pub const SERVER_STARTER_PORT: &str = "SERVER_STARTER_PORT";
 pub const SERVER_STARTER_GENERATION: &str = "SERVER_STARTER_GENERATION";
@@ -103,7 +103,7 @@ impl Announce {
     pub const NAMES: [&'static str; 3] = ["server-starter", "systemd", "einhorn"];
 
     /// `server-starter,systemd`: a comma-separated list of `NAMES`, at least one.
-    pub fn parse(text: &str) -> Result<Announce, String> {
+    pub fn parse(text: &str) -> Result<Announce> {
         let mut announce = Announce { server_starter: false, systemd: false, einhorn: false };
         for name in text.split(',').map(str::trim) {
             match name {
@@ -112,7 +112,9 @@ impl Announce {
                 "einhorn" => announce.einhorn = true,
                 _ => {
                     let known = Announce::NAMES.join(", ");
-                    return Err(format!("invalid --announce value {text:?}: {name:?} is not one of {known}"));
+                    return Err(Error::usage(format!(
+                        "invalid --announce value {text:?}: {name:?} is not one of {known}"
+                    )));
                 }
             }
         }
@@ -186,14 +188,16 @@ pub fn is_supervisor_private(name: &OsStr) -> bool {
 
 /// Places listeners on worker fds: a pinned listener gets its pin, the
 /// others get 3, 4, 5, ... in order, skipping every pinned number.
-pub fn place(pins: &[Option<i32>]) -> Result<Vec<i32>, String> {
+pub fn place(pins: &[Option<i32>]) -> Result<Vec<i32>> {
     let mut pinned = HashSet::new();
     for &fd in pins.iter().flatten() {
         if fd < 0 {
-            return Err(format!("cannot pin a listener to fd {fd}"));
+            return Err(Error::usage(format!("cannot pin a listener to fd {fd}")));
         }
         if !pinned.insert(fd) {
-            return Err(format!("two listeners are pinned to fd {fd} (check the =FD suffixes)"));
+            return Err(Error::usage(format!(
+                "two listeners are pinned to fd {fd} (check the =FD suffixes)"
+            )));
         }
     }
     let mut free = (FIRST_LISTEN_FD..).filter(|fd| !pinned.contains(fd));
@@ -220,7 +224,7 @@ impl Activation {
 /// environment: `None` unless `LISTEN_PID` is exactly `own_pid` and
 /// `LISTEN_FDS` is more than 0 (the fds are then someone else's, or none).
 /// Malformed values addressed to us are an error naming the variable.
-pub fn decode_activation(env: &[(OsString, OsString)], own_pid: u32) -> Result<Option<Activation>, String> {
+pub fn decode_activation(env: &[(OsString, OsString)], own_pid: u32) -> Result<Option<Activation>> {
     let var = |name: &str| env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v);
     let addressed = var(LISTEN_PID)
         .and_then(|pid| pid.to_str())
@@ -236,7 +240,9 @@ pub fn decode_activation(env: &[(OsString, OsString)], own_pid: u32) -> Result<O
             .and_then(|v| v.parse::<usize>().ok())
             .filter(|&n| n <= MAX_LISTEN_FDS)
             .ok_or_else(|| {
-                format!("invalid {LISTEN_FDS} value {value:?}: expected the number of passed fds")
+                Error::usage(format!(
+                    "invalid {LISTEN_FDS} value {value:?}: expected the number of passed fds"
+                ))
             })?,
     };
     if count == 0 {
@@ -254,7 +260,10 @@ pub fn decode_activation(env: &[(OsString, OsString)], own_pid: u32) -> Result<O
                 })
                 .collect();
             if names.len() != count {
-                return Err(format!("{LISTEN_FDNAMES} has {} names for {LISTEN_FDS}={count}", names.len()));
+                return Err(Error::usage(format!(
+                    "{LISTEN_FDNAMES} has {} names for {LISTEN_FDS}={count}",
+                    names.len()
+                )));
             }
             names
         }
@@ -273,7 +282,7 @@ const FD_PLACEHOLDER: &[u8] = b"{fd";
 /// inside an argument (`fd://{fd}`). The program itself is left alone.
 /// Nothing else changes: there are no escapes, and `{fd` not followed by
 /// `}` or `:NAME}` stays as it is.
-pub fn expand_placeholders(argv: &[OsString], slots: &[Slot]) -> Result<Vec<OsString>, String> {
+pub fn expand_placeholders(argv: &[OsString], slots: &[Slot]) -> Result<Vec<OsString>> {
     let mut expanded = argv.to_vec();
     for arg in expanded.iter_mut().skip(1) {
         if arg.as_bytes().windows(FD_PLACEHOLDER.len()).any(|w| w == FD_PLACEHOLDER) {
@@ -286,13 +295,13 @@ pub fn expand_placeholders(argv: &[OsString], slots: &[Slot]) -> Result<Vec<OsSt
 /// Startup check of the placeholders in `argv` against the listeners'
 /// names, in order (`None` for an unnamed listener): the errors
 /// [`expand_placeholders`] would give.
-pub fn check_placeholders(argv: &[OsString], names: &[Option<&str>]) -> Result<(), String> {
+pub fn check_placeholders(argv: &[OsString], names: &[Option<&str>]) -> Result<()> {
     let slots: Vec<Slot> =
         (FIRST_LISTEN_FD..).zip(names).map(|(fd, &name)| Slot { key: "", name, fd }).collect();
     expand_placeholders(argv, &slots).map(drop)
 }
 
-fn expand_arg(mut rest: &[u8], slots: &[Slot]) -> Result<Vec<u8>, String> {
+fn expand_arg(mut rest: &[u8], slots: &[Slot]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(rest.len());
     while let Some(start) = (rest.windows(FD_PLACEHOLDER.len())).position(|w| w == FD_PLACEHOLDER) {
         out.extend_from_slice(&rest[..start]);
@@ -300,7 +309,7 @@ fn expand_arg(mut rest: &[u8], slots: &[Slot]) -> Result<Vec<u8>, String> {
         let (slot, tail) = if let Some(tail) = rest.strip_prefix(b"}") {
             let first = slots
                 .first()
-                .ok_or_else(|| "the worker command uses {fd}, but there is no listener".to_owned())?;
+                .ok_or_else(|| Error::usage("the worker command uses {fd}, but there is no listener"))?;
             (first, tail)
         } else if let Some((name, tail)) = rest
             .strip_prefix(b":")
@@ -318,7 +327,7 @@ fn expand_arg(mut rest: &[u8], slots: &[Slot]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-fn find_named<'s, 'a>(slots: &'s [Slot<'a>], name: &[u8]) -> Result<&'s Slot<'a>, String> {
+fn find_named<'s, 'a>(slots: &'s [Slot<'a>], name: &[u8]) -> Result<&'s Slot<'a>> {
     if let Some(slot) = slots.iter().find(|s| s.name.map(str::as_bytes) == Some(name)) {
         return Ok(slot);
     }
@@ -331,7 +340,9 @@ fn find_named<'s, 'a>(slots: &'s [Slot<'a>], name: &[u8]) -> Result<&'s Slot<'a>
         format!("the names are {}", names.join(", "))
     };
     let typed = printable(&name);
-    Err(format!("the worker command uses {{fd:{typed}}}, but no listener is named {name:?}; {known}"))
+    Err(Error::usage(format!(
+        "the worker command uses {{fd:{typed}}}, but no listener is named {name:?}; {known}"
+    )))
 }
 
 #[cfg(test)]

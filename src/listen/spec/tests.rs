@@ -52,7 +52,7 @@ fn rejects_malformed_ports() {
         ("[1:2]:80", r#""1:2" is not a numeric IPv6 address"#.to_owned()),
     ];
     for (input, why) in cases {
-        let want = SpecError(format!("invalid --port value {input:?}: {why}"));
+        let want = Error::usage(format!("invalid --port value {input:?}: {why}"));
         assert_eq!(ListenSpec::parse_port(input), Err(want), "{input:?}");
     }
 }
@@ -191,7 +191,7 @@ fn rejects_malformed_listen_values() {
         ("tcp://h:1?backlog=+5", r#"backlog "+5" is not a number from 1 to 2147483647"#),
     ];
     for (input, why) in cases {
-        let want = SpecError(format!("invalid --listen value {input:?}: {why}"));
+        let want = Error::usage(format!("invalid --listen value {input:?}: {why}"));
         assert_eq!(ListenSpec::parse_listen(input), Err(want), "{input:?}");
     }
 }
@@ -229,7 +229,7 @@ fn names_must_be_unique() {
     let twice = specs(&["a=tcp://h:1", "b=tcp://h:2", "a=unix:/x"]);
     assert_eq!(
         check_unique_names(&twice),
-        Err(SpecError(r#"two listeners are named "a": names must be unique"#.into()))
+        Err(Error::usage(r#"two listeners are named "a": names must be unique"#))
     );
 }
 
@@ -246,7 +246,7 @@ fn refusals_stay_on_one_line_whatever_the_value() {
         ),
     ];
     for (input, why) in cases {
-        let want = SpecError(format!("invalid --listen value {input:?}: {why}"));
+        let want = Error::usage(format!("invalid --listen value {input:?}: {why}"));
         assert_eq!(ListenSpec::parse_listen(input), Err(want), "{input:?}");
     }
 }

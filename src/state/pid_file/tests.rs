@@ -52,7 +52,7 @@ fn a_lock_the_named_pid_does_not_hold_is_not_trusted() {
     assert!(err.to_string().contains(&format!("is locked by pid {me}, not pid 1 it names")), "{err}");
     let watch = PidFileWatch::open(&path).unwrap();
     let refused = watch.holder(1).unwrap_err();
-    assert!(refused.contains(&format!("names pid 1, but its lock is held by pid {me}")), "{refused}");
+    assert!(refused.message.contains(&format!("names pid 1, but its lock is held by pid {me}")), "{refused}");
     assert_eq!(watch.holder(me), Ok(()));
 }
 
@@ -113,13 +113,13 @@ fn pid_file_errors_are_one_line() {
     );
     assert_eq!(
         read_pid(&missing).unwrap_err(),
-        format!("cannot read pid file {}: No such file or directory", missing.display())
+        Error::runtime(format!("cannot read pid file {}: No such file or directory", missing.display()))
     );
     let path = dir.path().join("pid");
     for bad in ["", "\n", "abc\n", "0\n", "-5\n", "99999999999\n"] {
         fs::write(&path, bad).unwrap();
         let err = read_pid(&path).unwrap_err();
-        assert!(err.starts_with(&format!("pid file {} ", path.display())), "{bad:?}: {err}");
+        assert!(err.message.starts_with(&format!("pid file {} ", path.display())), "{bad:?}: {err}");
     }
     fs::write(&path, " 321 \nrest\n").unwrap();
     assert_eq!(read_pid(&path), Ok(321));

@@ -85,7 +85,7 @@ impl Conn {
                     self.waiting.push_back(Answer { id: Some(id), reply: None, deferred });
                     out.push((id, request));
                 }
-                Err(message) => self.answer_now(&message),
+                Err(refusal) => self.answer_now(&refusal.message),
             }
         }
         if too_long {

@@ -4,6 +4,7 @@
 //! below the connection table: however many wait, the table keeps slots
 //! that can be freed for a `status` or a `stop`, which are answered at
 //! once.
+use crate::error::{Error, Result};
 use crate::wire::control::Command;
 
 /// Connections that may wait at once. With at most one stop beyond it
@@ -28,7 +29,7 @@ impl Crowd {
     /// `MAX_PENDING`). A `status` never waits. The first `stop` always
     /// goes through (it also ends the restarts that wait); once one has
     /// begun, a `stop` beyond the bound is told so.
-    pub fn admit(&mut self, waits: bool, command: Command) -> Result<(), String> {
+    pub fn admit(&mut self, waits: bool, command: Command) -> Result<()> {
         let stop = command == Command::Stop;
         // Answered at once (`follow` streams, bounded on its own).
         let at_once =
@@ -40,7 +41,7 @@ impl Crowd {
         // The first stop goes through: it is the one that ends the waits.
         let first_stop = stop && !self.stopping;
         if self.waiting >= MAX_WAITING && !first_stop {
-            return Err(match stop {
+            return Err(Error::runtime(match stop {
                 true => format!(
                     "too many clients are waiting: the supervisor is already stopping and {} clients wait \
                      for its exit; wait for its pid to exit instead",
@@ -51,7 +52,7 @@ impl Crowd {
                      {MAX_WAITING}); try again once they are answered (status is answered at any time)",
                     self.waiting
                 ),
-            });
+            }));
         }
         self.waiting += 1;
         self.stopping |= stop;
@@ -73,7 +74,7 @@ mod tests {
         assert_eq!(crowd.waiting, MAX_WAITING);
         let refused = crowd.admit(false, Command::Upgrade).unwrap_err();
         let text = format!("too many clients are waiting: {MAX_WAITING} wait for");
-        assert!(refused.starts_with(&text), "{refused}");
+        assert!(refused.message.starts_with(&text), "{refused}");
         assert_eq!(crowd.admit(false, Command::Restart), Err(refused));
         assert_eq!(crowd.admit(true, Command::Restart), Ok(()), "a connection that waits is counted once");
         assert_eq!(crowd.admit(false, Command::Status), Ok(()));
@@ -87,7 +88,7 @@ mod tests {
         assert_eq!(crowd, Crowd { waiting: MAX_WAITING + 1, stopping: true });
         let refused = crowd.admit(false, Command::Stop).unwrap_err();
         let text = format!("already stopping and {} clients wait for its exit", MAX_WAITING + 1);
-        assert!(refused.contains(&text), "{refused}");
+        assert!(refused.message.contains(&text), "{refused}");
         assert_eq!(crowd.admit(true, Command::Stop), Ok(()));
 
         // Under the bound, every stop waits.

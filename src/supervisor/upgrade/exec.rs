@@ -12,7 +12,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, raise, sigprocmask};
 use super::record::{self, ConfigRecord, MAX_RECORD, Record};
 use super::verify::{Asked, Verified};
 use super::{ROLLBACK, VERSION, memfd};
-use crate::error::io_text;
+use crate::error::{Error, Result, io_text};
 use crate::machine::Upward;
 use crate::supervisor::carry::{Carry, Written};
 use crate::supervisor::{Supervisor, notify_socket};
@@ -174,8 +174,8 @@ fn exec(asked: &Asked, record: &Record, encoded: &[u8]) -> String {
         Ok(file) => file,
         Err(e) => return format!("cannot write the state record: {}", io_text(&e)),
     };
-    let c = |bytes: &[u8]| CString::new(bytes).map_err(|_| "a NUL byte in the command line".to_string());
-    let strings = || -> Result<(Vec<CString>, Vec<CString>), String> {
+    let c = |bytes: &[u8]| CString::new(bytes).map_err(|_| Error::runtime("a NUL byte in the command line"));
+    let strings = || -> Result<(Vec<CString>, Vec<CString>)> {
         let argv = record.argv.iter().map(|a| c(a.as_bytes())).collect::<Result<_, _>>()?;
         let pair = |(k, v): &(std::ffi::OsString, std::ffi::OsString)| {
             c(&[k.as_bytes(), b"=", v.as_bytes()].concat())
@@ -189,7 +189,7 @@ fn exec(asked: &Asked, record: &Record, encoded: &[u8]) -> String {
     };
     let (argv, env) = match strings() {
         Ok(strings) => strings,
-        Err(why) => return why,
+        Err(why) => return why.message,
     };
     if let Err(e) = sys::fd::set_cloexec(&fds, false) {
         let _ = sys::fd::set_cloexec(&fds, true);

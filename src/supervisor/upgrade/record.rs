@@ -27,6 +27,7 @@ use std::os::fd::RawFd;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::error::Error;
 use crate::listen::Listener;
 use crate::machine::Moment;
 use crate::machine::event::ExitStatus;
@@ -173,24 +174,25 @@ impl Record {
     }
 
     /// The record in `bytes`, or one line saying why it cannot be read.
-    pub fn decode(bytes: &[u8]) -> Result<Record, String> {
+    pub fn decode(bytes: &[u8]) -> crate::error::Result<Record> {
         #[derive(Deserialize)]
         struct Head {
             format: u32,
             #[serde(default)]
             version: String,
         }
-        let head: Head = serde_json::from_slice(bytes).map_err(|e| format!("not a state record: {e}"))?;
+        let head: Head =
+            serde_json::from_slice(bytes).map_err(|e| Error::runtime(format!("not a state record: {e}")))?;
         if !READS.contains(&head.format) {
             let newer = if head.format > FORMAT { "newer" } else { "older" };
-            return Err(format!(
+            return Err(Error::runtime(format!(
                 "state record format {} (written by handover {}) is {newer} than this handover {} reads ({READS:?})",
                 head.format,
                 head.version,
                 env!("CARGO_PKG_VERSION"),
-            ));
+            )));
         }
-        let cannot = |e: String| format!("cannot read the state record: {e}");
+        let cannot = |e: String| Error::runtime(format!("cannot read the state record: {e}"));
         if head.format != 1 {
             return serde_json::from_slice(bytes).map_err(|e| cannot(e.to_string()));
         }

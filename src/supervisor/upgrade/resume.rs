@@ -36,16 +36,16 @@ use crate::sys;
 use crate::wire::control::Upgraded;
 
 /// Reads a record (at most `MAX_RECORD` bytes).
-pub fn read_record(from: impl Read) -> std::result::Result<Record, String> {
+pub fn read_record(from: impl Read) -> Result<Record> {
     let mut bytes = Vec::new();
     let read = from.take(MAX_RECORD as u64 + 1).read_to_end(&mut bytes);
-    read.map_err(|e| format!("cannot read the state record: {e}"))?;
+    read.map_err(|e| Error::runtime(format!("cannot read the state record: {e}")))?;
     decode(&bytes)
 }
 
-fn decode(bytes: &[u8]) -> std::result::Result<Record, String> {
+fn decode(bytes: &[u8]) -> Result<Record> {
     if bytes.len() > MAX_RECORD {
-        return Err(format!("the state record is larger than {MAX_RECORD} bytes"));
+        return Err(Error::runtime(format!("the state record is larger than {MAX_RECORD} bytes")));
     }
     Record::decode(bytes)
 }
@@ -53,16 +53,17 @@ fn decode(bytes: &[u8]) -> std::result::Result<Record, String> {
 /// Whether this handover can take over with `record` and `config` (the
 /// command line the record carries, parsed by this handover): the verify
 /// run's question, asked again by `resume`.
-pub fn check(config: &Config, record: &Record) -> std::result::Result<Machine, String> {
+pub fn check(config: &Config, record: &Record) -> Result<Machine> {
     let (asked, carried) = (config.listeners.len(), record.listeners.len());
     if asked != 0 && asked != carried {
-        return Err(format!("the command line asks for {asked} listeners, the record carries {carried}"));
+        let why = format!("the command line asks for {asked} listeners, the record carries {carried}");
+        return Err(Error::runtime(why));
     }
     if config.capture.is_some() != record.capture.is_some() {
-        return Err("--log-capture differs between the command line and the record".into());
+        return Err(Error::runtime("--log-capture differs between the command line and the record"));
     }
     Machine::restore(config.policy.clone(), record.machine.clone(), crate::supervisor::moment())
-        .map_err(|e| format!("the record's state machine is not valid here: {e}"))
+        .map_err(|e| Error::runtime(format!("the record's state machine is not valid here: {e}")))
 }
 
 /// Takes over from the previous image: `handed.record` is the fd of the
@@ -90,7 +91,8 @@ pub fn resume(handed: Handed, configure: impl Fn(&Record) -> Result<Config>) -> 
         .ok_or_else(|| format!("{} is not an fd: {state:?}", crate::wire::env::HANDOVER_UPGRADE_STATE))
         .and_then(|fd| {
             let bytes = sys::fd::read_from_start(fd, MAX_RECORD);
-            bytes.map_err(|e| format!("carried fd {fd}: {}", io_text(&e))).and_then(|b| decode(&b))
+            let bytes = bytes.map_err(|e| format!("carried fd {fd}: {}", io_text(&e)))?;
+            decode(&bytes).map_err(|e| e.message)
         })
         .map_err(|e| undo(None, e))?;
     let config = configure(&record).map_err(|e| undo(Some(&record), e.message))?;
@@ -141,7 +143,7 @@ fn take_over(
     let io = |e: std::io::Error| fail(e.to_string());
     let listeners = Vec::<Listener>::resume(record.listeners.clone(), from, &config).map_err(io)?;
     setup::place(&mut config, &listeners).map_err(|e| fail(e.message))?;
-    let machine = check(&config, record).map_err(fail)?;
+    let machine = check(&config, record).map_err(|e| fail(e.message))?;
     let notify = NotifySocket::resume(record.notify.clone(), from, &config).map_err(io)?;
     let einhorn = EinhornSocket::resume(record.einhorn.clone(), from, &config).map_err(io)?;
     let control = resume_some::<ControlServer>(record.control.clone(), from, &config).map_err(io)?;
@@ -161,7 +163,7 @@ fn take_over(
     log.sink().captured(&record.log_pending);
     let watcher = match config.watch.is_empty() {
         true => None,
-        false => Some(Watcher::new(&config.watch).map_err(fail)?),
+        false => Some(Watcher::new(&config.watch).map_err(|e| fail(e.message))?),
     };
     if let Err(e) = reaper::become_subreaper() {
         log.line(&format!("cannot become a subreaper ({e}): orphans of workers go to init"));
@@ -173,7 +175,9 @@ fn take_over(
     // Carried (a record without it: bound again, see `scrape`).
     let scrape = match record.metrics.clone() {
         Some(carried) => Some(MetricsServer::resume(carried, from, &config)),
-        None => config.metrics_listen.map(MetricsServer::bind),
+        None => config
+            .metrics_listen
+            .map(|a| MetricsServer::bind(a).map_err(|e| std::io::Error::other(e.message))),
     };
     let scrape = match scrape {
         Some(Err(e)) if config.metrics_listen.is_some() => {

@@ -15,7 +15,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use super::{VERIFY_OK, VERIFY_STATE, VERIFY_TIMEOUT, VERSION, memfd};
-use crate::error::io_text;
+use crate::error::{Error, Result, io_text};
 use crate::machine::event::ExitStatus;
 use crate::supervisor::Supervisor;
 use crate::supervisor::control::RequestId;
@@ -52,7 +52,7 @@ pub(super) struct Verified {
 
 /// Whether the path asked for still names the file opened before the
 /// verify run (the one that answered, and the one to execute).
-fn still_the_same(asked: &Asked) -> Result<(), String> {
+fn still_the_same(asked: &Asked) -> Result<()> {
     let identity = |st: nix::sys::stat::FileStat| (st.st_dev, st.st_ino);
     let opened = nix::sys::stat::fstat(&asked.file).map(identity);
     let named = nix::sys::stat::stat(&asked.binary).map(identity);
@@ -60,9 +60,15 @@ fn still_the_same(asked: &Asked) -> Result<(), String> {
         (Ok(opened), Ok(named)) if opened == named => Ok(()),
         (_, Err(e)) => {
             let e = io_text(&io::Error::from(e));
-            Err(format!("{} changed while it was checked ({e}); ask again", asked.binary.display()))
+            Err(Error::runtime(format!(
+                "{} changed while it was checked ({e}); ask again",
+                asked.binary.display()
+            )))
         }
-        _ => Err(format!("{} was replaced while it was checked; ask again", asked.binary.display())),
+        _ => Err(Error::runtime(format!(
+            "{} was replaced while it was checked; ask again",
+            asked.binary.display()
+        ))),
     }
 }
 
@@ -122,7 +128,7 @@ impl Supervisor {
                 self.upgrades.verifying =
                     Some(Verifying { asked, pid, out, err, deadline, abandoned: false });
             }
-            Err(why) => self.refuse_upgrade(&asked.requests, &why),
+            Err(why) => self.refuse_upgrade(&asked.requests, &why.message),
         }
     }
 
@@ -131,16 +137,17 @@ impl Supervisor {
     /// moment's record on stdin: a wrapper script that would exit instead
     /// of executing handover does so here, and is refused. Its pid and its
     /// stdout and stderr, or why it cannot run.
-    fn start_verify(&mut self, binary: &Path, now: Instant) -> Result<(i32, File, File), String> {
+    fn start_verify(&mut self, binary: &Path, now: Instant) -> Result<(i32, File, File)> {
         let record = self.record(Vec::new(), false, now);
         let encoded = record.encode();
         if let Some(why) = super::exec::too_large(&encoded) {
-            return Err(why);
+            return Err(Error::runtime(why));
         }
-        let stdin =
-            memfd(&encoded, true).map_err(|e| format!("cannot write the state record: {}", io_text(&e)))?;
+        let stdin = memfd(&encoded, true)
+            .map_err(|e| Error::runtime(format!("cannot write the state record: {}", io_text(&e))))?;
         let argv0 = record.argv.first().cloned().unwrap_or_else(|| binary.as_os_str().to_owned());
-        let cannot_run = |e: io::Error| format!("cannot run {}: {}", binary.display(), io_text(&e));
+        let cannot_run =
+            |e: io::Error| Error::runtime(format!("cannot run {}: {}", binary.display(), io_text(&e)));
         let mut child = std::process::Command::new(binary)
             .arg0(argv0)
             .args(record.argv.iter().skip(1))
@@ -160,7 +167,7 @@ impl Supervisor {
             (Some(Ok(out)), Some(Ok(err))) => Ok((pid, out, err)),
             _ => {
                 let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                Err(format!("cannot read what {} answers", binary.display()))
+                Err(Error::runtime(format!("cannot read what {} answers", binary.display())))
             }
         }
     }
@@ -184,7 +191,7 @@ impl Supervisor {
                 Ok(()) => {
                     self.upgrades.verified = Some(Verified { asked: run.asked, to: version.to_string() })
                 }
-                Err(why) => self.refuse_upgrade(&run.asked.requests, &why),
+                Err(why) => self.refuse_upgrade(&run.asked.requests, &why.message),
             },
             _ => {
                 // Its last line, without the `handover: ` every error line starts with.

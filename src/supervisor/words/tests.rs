@@ -1,5 +1,6 @@
 //! The text of every line, byte for byte.
 use super::*;
+use crate::error::SpawnError;
 
 #[test]
 fn start_server_lines_are_byte_identical() {
@@ -209,12 +210,6 @@ fn exit_statuses_read_as_words() {
     let segv = ExitStatus::Signal { signal: 11, core: true };
     assert_eq!(segv.to_string(), "killed by SIGSEGV (core dumped)");
     assert_eq!(ExitStatus::Signal { signal: 99, core: false }.to_string(), "killed by signal 99");
-}
-
-#[test]
-fn spawn_errors_name_what_failed() {
-    let missing = SpawnError { what: "exec /nope".into(), errno: libc::ENOENT };
-    assert_eq!(missing.to_string(), "cannot exec /nope: No such file or directory");
 }
 
 #[test]

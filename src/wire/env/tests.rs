@@ -149,9 +149,9 @@ fn placement() {
 fn placement_errors() {
     assert_eq!(
         place(&[Some(5), None, Some(5)]),
-        Err("two listeners are pinned to fd 5 (check the =FD suffixes)".to_owned())
+        Err(Error::usage("two listeners are pinned to fd 5 (check the =FD suffixes)"))
     );
-    assert_eq!(place(&[Some(-1)]), Err("cannot pin a listener to fd -1".to_owned()));
+    assert_eq!(place(&[Some(-1)]), Err(Error::usage("cannot pin a listener to fd -1")));
 }
 
 fn os_env(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
@@ -218,7 +218,7 @@ fn malformed_activation_for_us_is_an_error() {
         ),
     ];
     for (vars, want) in cases {
-        assert_eq!(decode_activation(&os_env(vars), 42), Err(want.to_string()), "{vars:?}");
+        assert_eq!(decode_activation(&os_env(vars), 42), Err(Error::usage(*want)), "{vars:?}");
     }
     // Not addressed to us: not our business, whatever it holds.
     let theirs = os_env(&[("LISTEN_PID", "7"), ("LISTEN_FDS", "two")]);
@@ -289,7 +289,7 @@ fn unknown_placeholders_are_errors_naming_them() {
         ),
     ];
     for (input, slots, want) in cases {
-        assert_eq!(expand_placeholders(&argv(input), slots), Err(want.to_string()), "{input:?}");
+        assert_eq!(expand_placeholders(&argv(input), slots), Err(Error::usage(*want)), "{input:?}");
     }
 }
 
@@ -299,12 +299,13 @@ fn placeholders_are_checked_against_names_at_startup() {
     assert_eq!(check_placeholders(&command, &[None, Some("admin")]), Ok(()));
     assert_eq!(
         check_placeholders(&command, &[None, Some("web")]),
-        Err(r#"the worker command uses {fd:admin}, but no listener is named "admin"; the names are web"#
-            .to_owned())
+        Err(Error::usage(
+            r#"the worker command uses {fd:admin}, but no listener is named "admin"; the names are web"#
+        ))
     );
     assert_eq!(
         check_placeholders(&argv(&["w", "{fd}"]), &[]),
-        Err("the worker command uses {fd}, but there is no listener".to_owned())
+        Err(Error::usage("the worker command uses {fd}, but there is no listener"))
     );
     assert_eq!(check_placeholders(&argv(&["w", "plain"]), &[]), Ok(()));
 }
@@ -322,7 +323,7 @@ fn announce_chooses_the_protocols() {
     assert_eq!(Announce::parse("server-starter,systemd,einhorn"), Ok(Announce::ALL));
     let err = Announce::parse("systemd,upstart").unwrap_err();
     assert_eq!(
-        err,
+        err.message,
         "invalid --announce value \"systemd,upstart\": \"upstart\" is not one of server-starter, systemd, einhorn"
     );
     assert!(Announce::parse("").is_err());
@@ -334,8 +335,9 @@ fn announce_chooses_the_protocols() {
 #[test]
 fn an_impossible_fd_count_is_refused_before_anything_is_allocated() {
     let decode = |count: &str| decode_activation(&os_env(&[("LISTEN_PID", "42"), ("LISTEN_FDS", count)]), 42);
-    let invalid =
-        |count: &str| format!("invalid LISTEN_FDS value {count:?}: expected the number of passed fds");
+    let invalid = |count: &str| {
+        Error::usage(format!("invalid LISTEN_FDS value {count:?}: expected the number of passed fds"))
+    };
     assert_eq!(decode("2147483644"), Err(invalid("2147483644")));
     let over = (MAX_LISTEN_FDS + 1).to_string();
     assert_eq!(decode(&over), Err(invalid(&over)));
@@ -351,8 +353,9 @@ fn placeholder_errors_stay_on_one_line() {
     let slots = [Slot { key: "", name: Some("x\ny"), fd: 3 }];
     assert_eq!(
         expand_placeholders(&argv(&["w", "{fd:a\rb}"]), &slots),
-        Err(r#"the worker command uses {fd:a\rb}, but no listener is named "a\rb"; the names are x\ny"#
-            .to_owned())
+        Err(Error::usage(
+            r#"the worker command uses {fd:a\rb}, but no listener is named "a\rb"; the names are x\ny"#
+        ))
     );
 }
 

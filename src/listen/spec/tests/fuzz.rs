@@ -69,7 +69,7 @@ fn check_port(s: &str) -> Result<(), TestCaseError> {
             prop_assert_eq!(ListenSpec::parse_port(&again), Ok(spec.clone()), "printed as {:?}", again);
             let _ = (spec.key(0), spec.describe());
         }
-        Err(SpecError(message)) => {
+        Err(Error { message, .. }) => {
             prop_assert!(message.starts_with(&format!("invalid --port value {s:?}: ")), "{}", message);
             prop_assert!(one_line(&message), "{}", message);
         }
@@ -93,7 +93,7 @@ fn check_listen(s: &str) -> Result<(), TestCaseError> {
             prop_assert_eq!(ListenSpec::parse_listen(&again), Ok(spec.clone()), "printed as {:?}", again);
             let _ = (spec.key(0), spec.describe());
         }
-        Err(SpecError(message)) => {
+        Err(Error { message, .. }) => {
             prop_assert!(message.starts_with(&format!("invalid --listen value {s:?}: ")), "{}", message);
             prop_assert!(one_line(&message), "{}", message);
         }
@@ -140,7 +140,7 @@ proptest! {
         let unique = named.iter().collect::<std::collections::HashSet<_>>().len() == named.len();
         match check_unique_names(&specs) {
             Ok(()) => prop_assert!(unique),
-            Err(SpecError(message)) => {
+            Err(Error { message, .. }) => {
                 prop_assert!(!unique);
                 let named = message.starts_with("two listeners are named ");
                 prop_assert!(one_line(&message) && named, "{}", message);

@@ -22,7 +22,7 @@ fn check(contents: &[u8]) -> Result<(), TestCaseError> {
                 let first = text.lines().next().unwrap_or("").trim();
                 prop_assert_eq!(first.parse::<u32>(), Ok(pid));
             }
-            Err(why) => {
+            Err(crate::error::Error { message: why, .. }) => {
                 prop_assert!(one_line(&why), "{}", why);
                 prop_assert!(why.contains(&format!("pid file {}", path.display())), "{}", why);
             }

@@ -35,7 +35,7 @@ fn check_request(line: &[u8]) -> Result<(), TestCaseError> {
             let value: Value = serde_json::from_slice(line).expect("accepted, so JSON");
             prop_assert_eq!(value.get("command").and_then(Value::as_str), Some(request.command.name()));
         }
-        Err(why) => prop_assert!(one_line(&why), "{}", why),
+        Err(Error { message: why, .. }) => prop_assert!(one_line(&why), "{}", why),
     }
     Ok(())
 }
@@ -53,12 +53,13 @@ where
             prop_assert_eq!(decode::<T>(&again), Ok(message));
         }
         (Ok(message), Some(verdict)) => prop_assert!(false, "{:?} taken from {:?}", message, verdict),
-        (Err(why), Some(verdict)) => {
+        (Err(Error { message: why, code }), Some(verdict)) => {
+            prop_assert_eq!(code, crate::error::RUNTIME);
             let text = String::from_utf8_lossy(line);
             let said = format!("the supervisor refused: {}", text.trim_end());
             prop_assert_eq!(why, verdict.error.unwrap_or(said));
         }
-        (Err(why), None) => {
+        (Err(Error { message: why, .. }), None) => {
             prop_assert!(why.starts_with("the supervisor sent an invalid reply: "), "{}", why);
             prop_assert!(one_line(&why), "{}", why);
         }
@@ -98,7 +99,7 @@ proptest! {
         let known = Command::ALL.into_iter().find(|c| c.name() == name);
         match parse_request(line.as_bytes()) {
             Ok(request) => prop_assert_eq!(Some(request.command), known),
-            Err(why) => {
+            Err(Error { message: why, .. }) => {
                 prop_assert!(known.is_none() && one_line(&why), "{}", why);
                 prop_assert!(why.starts_with("unknown command "), "{}", why);
             }

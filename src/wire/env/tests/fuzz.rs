@@ -95,7 +95,7 @@ fn check_activation(env: &[(OsString, OsString)]) -> Result<(), TestCaseError> {
                 prop_assert_eq!(names.as_bytes().split(|&b| b == b':').count(), count);
             }
         }
-        (Some(count), Err(why)) => {
+        (Some(count), Err(Error { message: why, .. })) => {
             prop_assert!(one_line(&why), "{}", why);
             let bad_count = count.is_none_or(|n| n > MAX_LISTEN_FDS);
             let bad_names = why.starts_with(&format!("{LISTEN_FDNAMES} has "));
@@ -141,10 +141,10 @@ fn check_pieces(args: &[Vec<Piece>], names: &[Option<&'static str>]) -> Result<(
             prop_assert_eq!(expanded, want);
             prop_assert_eq!(checked, Ok(()));
         }
-        Err(why) => {
+        Err(Error { message: why, .. }) => {
             prop_assert!(missing);
             prop_assert!(one_line(&why), "{}", why);
-            prop_assert_eq!(checked, Err(why));
+            prop_assert_eq!(checked.map_err(|e| e.message), Err(why));
         }
     }
     Ok(())
@@ -161,7 +161,7 @@ fn check_argv(argv: &[OsString], names: &[Option<&'static str>]) -> Result<(), T
                 prop_assert!(typed || before == after, "{:?} became {:?}", before, after);
             }
         }
-        Err(why) => prop_assert!(one_line(&why), "{}", why),
+        Err(Error { message: why, .. }) => prop_assert!(one_line(&why), "{}", why),
     }
     Ok(())
 }
@@ -180,7 +180,7 @@ fn check_place(pins: &[Option<i32>]) -> Result<(), TestCaseError> {
                 prop_assert_eq!(*fd, pin.unwrap_or_else(|| free.next().unwrap()));
             }
         }
-        Err(why) => {
+        Err(Error { message: why, .. }) => {
             let twice = distinct.len() < pinned.len();
             prop_assert!(twice || pinned.iter().any(|&fd| fd < 0), "{}", why);
             prop_assert!(one_line(&why), "{}", why);
@@ -204,7 +204,7 @@ fn check_announce(text: &str) -> Result<(), TestCaseError> {
             };
             prop_assert_eq!(announce, want);
         }
-        Err(why) => {
+        Err(Error { message: why, .. }) => {
             prop_assert!(names.iter().any(|name| !Announce::NAMES.contains(name)), "{}", why);
             prop_assert!(why.starts_with(&format!("invalid --announce value {text:?}: ")), "{}", why);
             prop_assert!(one_line(&why), "{}", why);
