@@ -63,6 +63,29 @@ fn a_client_that_does_not_read_its_replies_is_dropped() {
 }
 
 #[test]
+fn requests_wait_while_their_client_leaves_its_replies_unread() {
+    let (_dir, path, mut server) = bound();
+    let client = Client::connect(&path);
+    (&client.stream).write_all(b"{\"command\":\"status\"}\n").unwrap();
+    let first = requests(&mut server, 1);
+    server.reply(first[0].0, &json!({"ok": true, "pad": "x".repeat(MAX_OUTPUT / 2)}));
+    (&client.stream).write_all("{\"command\":\"status\"}\n".repeat(10).as_bytes()).unwrap();
+    // Unread replies beyond REPLY_ROOM: the next requests are not taken.
+    for _ in 0..20 {
+        let (requests, _) = server.service(Instant::now());
+        assert!(requests.is_empty(), "{} more taken", requests.len());
+    }
+    // Once it reads, they are.
+    client.stream.set_nonblocking(true).unwrap();
+    let (mut taken, mut buf, start) = (0, vec![0u8; 1 << 16], Instant::now());
+    while taken < 10 {
+        assert!(start.elapsed() < Duration::from_secs(10), "{taken} of 10 taken");
+        let _ = std::io::Read::read(&mut &client.stream, &mut buf);
+        taken += server.service(Instant::now()).0.len();
+    }
+}
+
+#[test]
 fn a_client_that_stops_reading_is_closed_when_it_takes_nothing_for_the_idle_timeout() {
     let (_dir, path, mut server) = bound();
     let client = Client::connect(&path);
