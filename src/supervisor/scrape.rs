@@ -106,11 +106,12 @@ fn parse(input: &[u8]) -> Asked {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .or_else(|| input.windows(2).position(|w| w == b"\n\n"));
-    if end.is_none() {
-        return match input.len() > MAX_REQUEST {
-            true => Asked::Answer("431 Request Header Fields Too Large"),
-            false => Asked::More,
-        };
+    // A head is too large whether it came whole in one read or not.
+    match end {
+        Some(end) if end > MAX_REQUEST => return Asked::Answer("431 Request Header Fields Too Large"),
+        None if input.len() > MAX_REQUEST => return Asked::Answer("431 Request Header Fields Too Large"),
+        None => return Asked::More,
+        Some(_) => {}
     }
     let line = input.split(|&b| b == b'\n').next().unwrap_or_default();
     let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
@@ -286,6 +287,9 @@ mod tests {
         assert_eq!(parse(b"POST /metrics HTTP/1.1\r\n\r\n"), Asked::Answer("405 Method Not Allowed"));
         let long = [&b"GET /metrics HTTP/1.1\r\nX: "[..], &[b'a'; MAX_REQUEST]].concat();
         assert_eq!(parse(&long), Asked::Answer("431 Request Header Fields Too Large"));
+        // The same head complete, as one read brings it.
+        let whole = [&long[..], b"\r\n\r\n"].concat();
+        assert_eq!(parse(&whole), Asked::Answer("431 Request Header Fields Too Large"));
     }
 
     use crate::fuzz_tests::{Bytes, config, mutated};
