@@ -5,6 +5,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 
@@ -24,13 +25,13 @@ pub use unknown::unknown;
     override_usage = "handover drill [SUPERVISOR OPTIONS] [DRILL OPTIONS] -- COMMAND [ARGS...]"
 )]
 struct DrillCli {
-    /// Hot restarts to perform.
-    #[arg(long, default_value_t = 3)]
-    restarts: usize,
+    /// Hot restarts to perform (at most 100000).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=MAX_STEPS))]
+    restarts: u64,
     /// Upgrades of handover in place to perform, in turns with the restarts;
-    /// each must keep the pids and the log lines.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    upgrades: usize,
+    /// each must keep the pids and the log lines (at most 100000).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=MAX_STEPS))]
+    upgrades: u64,
     /// Upgrade to this handover binary; given more than once, to each in
     /// turn [default: the one the supervisor was started from].
     #[arg(long, value_name = "PATH")]
@@ -45,26 +46,27 @@ struct DrillCli {
     /// keeps each one's window of requests apart from the next one's].
     #[arg(long, value_name = "DURATION")]
     restart_every: Option<String>,
-    /// Concurrent client connections.
-    #[arg(long, default_value_t = 8)]
-    connections: usize,
+    /// Concurrent client connections (1 to 10000).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=MAX_CONNECTIONS))]
+    connections: u64,
     /// Reuse connections (HTTP keep-alive) instead of one connection per request.
     #[arg(long)]
     keepalive: bool,
     /// Load for this long [default: until the restarts and upgrades are done].
     #[arg(long, value_name = "DURATION")]
     duration: Option<String>,
-    /// Pace the load at this many requests per second in all [default: as fast as answered].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Pace the load at this many requests per second in all, 1 to 1000000
+    /// [default: as fast as answered].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_RATE))]
     rate: Option<u64>,
-    /// Stop the load after this many requests.
-    #[arg(long, value_name = "N")]
+    /// Stop the load after this many requests (1 to 1000000000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_REQUESTS))]
     requests: Option<u64>,
     /// HTTP path to GET.
     #[arg(long, value_name = "PATH", default_value = "/")]
     get: String,
-    /// HTTP status every answer must have.
-    #[arg(long, value_name = "CODE", default_value_t = 200)]
+    /// HTTP status every answer must have (100 to 999).
+    #[arg(long, value_name = "CODE", default_value_t = 200, value_parser = clap::value_parser!(u16).range(100..=999))]
     expect_status: u16,
     /// Raw TCP mode: send this (instead of HTTP) on each connection.
     #[arg(long, value_name = "TEXT")]
@@ -72,7 +74,7 @@ struct DrillCli {
     /// Raw TCP mode: the answer must start with this.
     #[arg(long, value_name = "TEXT", requires = "raw_send")]
     raw_expect: Option<String>,
-    /// A request taking longer counts as a timeout.
+    /// A request taking longer counts as a timeout (more than 0).
     #[arg(long, value_name = "DURATION", default_value = "5s")]
     request_timeout: String,
     /// The report as one JSON object.
@@ -105,7 +107,8 @@ struct DrillCli {
     #[arg(long, value_name = "DURATION")]
     startup_timeout: Option<String>,
     /// Keep every request's detail up to this many (then only counts).
-    #[arg(long, value_name = "N", default_value_t = MAX_SAMPLES, hide = true)]
+    #[arg(long, value_name = "N", default_value_t = MAX_SAMPLES, hide = true,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SAMPLES))]
     max_samples: u64,
     /// After the load, measure the supervisor's CPU time and wake-ups over this long.
     #[arg(long, value_name = "DURATION")]
@@ -120,6 +123,15 @@ struct DrillCli {
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
 }
+
+/// `--restarts` and `--upgrades` at most.
+pub const MAX_STEPS: u64 = 100_000;
+/// `--connections` at most: a thread each.
+pub const MAX_CONNECTIONS: u64 = 10_000;
+/// `--rate` at most, requests per second.
+pub const MAX_RATE: u64 = 1_000_000;
+/// `--requests` at most.
+pub const MAX_REQUESTS: u64 = 1_000_000_000;
 
 /// `--restart-timeout`'s default.
 pub const DEFAULT_RESTART_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
@@ -185,6 +197,15 @@ pub fn parse(own: Vec<OsString>) -> Result<Drill, clap::Error> {
     };
     let optional =
         |option: &str, text: &Option<String>| text.as_deref().map(|t| duration(option, t)).transpose();
+    // A bound of nothing would fail every request or restart, or load nothing.
+    let positive = |option: &str, value: Option<Duration>| match value {
+        Some(Duration::ZERO) => Err(clap::Error::raw(
+            clap::error::ErrorKind::ValueValidation,
+            format!("--{option} must be more than 0 (see handover drill --help)\n"),
+        )),
+        other => Ok(other),
+    };
+    let positive_optional = |option: &str, text: &Option<String>| positive(option, optional(option, text)?);
     let conflict =
         |text: &str| clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, format!("{text}\n"));
     let upgrading = cli.upgrades > 0 || !cli.upgrade_binary.is_empty();
@@ -208,34 +229,38 @@ pub fn parse(own: Vec<OsString>) -> Result<Drill, clap::Error> {
         })
         .collect::<Result<_, _>>()?;
     Ok(Drill {
-        restarts: cli.restarts,
-        upgrades: cli.upgrades,
+        restarts: cli.restarts as usize,
+        upgrades: cli.upgrades as usize,
         upgrade_binaries,
         log_line: cli.log_line,
         restart_every: optional("restart-every", &cli.restart_every)?,
-        connections: cli.connections.max(1),
+        connections: cli.connections as usize,
         keepalive: cli.keepalive,
-        duration: optional("duration", &cli.duration)?,
+        duration: positive_optional("duration", &cli.duration)?,
         requests: cli.requests,
         rate: cli.rate,
         get: cli.get,
         expect_status: cli.expect_status,
         raw_send: cli.raw_send,
         raw_expect: cli.raw_expect,
-        request_timeout: duration("request-timeout", &cli.request_timeout)?,
+        request_timeout: positive(
+            "request-timeout",
+            Some(duration("request-timeout", &cli.request_timeout)?),
+        )?
+        .unwrap_or_default(),
         json: cli.json,
         junit: cli.junit,
         report: cli.report,
         max_failures: cli.max_failures,
         max_p99: optional("max-p99", &cli.max_p99)?,
         max_retried: cli.max_retried,
-        restart_timeout: optional("restart-timeout", &cli.restart_timeout)?
+        restart_timeout: positive_optional("restart-timeout", &cli.restart_timeout)?
             .unwrap_or(DEFAULT_RESTART_TIMEOUT),
-        startup_timeout: match optional("startup-timeout", &cli.startup_timeout)? {
+        startup_timeout: match positive_optional("startup-timeout", &cli.startup_timeout)? {
             Some(timeout) => timeout,
             None => optional("restart-timeout", &cli.restart_timeout)?.unwrap_or(DEFAULT_STARTUP_TIMEOUT),
         },
-        max_samples: cli.max_samples.max(1),
+        max_samples: cli.max_samples,
         idle: optional("idle", &cli.idle)?,
         supervisor: cli.supervisor,
         keep: cli.keep,
@@ -382,6 +407,33 @@ mod tests {
         let theirs: Vec<_> = supervisor.get_arguments().filter_map(|a| a.get_long()).collect();
         let shared: Vec<_> = OWN.iter().filter(|(name, _)| theirs.contains(&name.as_str())).collect();
         assert_eq!(shared, [&("help".to_owned(), false)]);
+    }
+
+    #[test]
+    fn every_number_has_a_bound_and_nothing_is_zero_that_cannot_be() {
+        let refused = |args: &[&str]| {
+            let own = ["handover drill"].iter().chain(args).map(OsString::from).collect();
+            let e = parse(own).map(|_| ()).unwrap_err().render().to_string();
+            e.lines().next().unwrap_or_default().to_owned()
+        };
+        let huge = "18446744073709551615";
+        for option in ["--restarts", "--upgrades", "--connections", "--rate", "--requests"] {
+            let said = refused(&[option, huge]);
+            assert!(said.contains(option) && said.contains("is not in"), "{said}");
+        }
+        assert!(refused(&["--restarts", "100001"]).contains("is not in 0..=100000"));
+        assert!(refused(&["--connections", "10001"]).contains("is not in 1..=10000"));
+        assert!(refused(&["--connections", "0"]).contains("is not in 1..=10000"));
+        assert!(refused(&["--expect-status", "1000"]).contains("is not in 100..=999"));
+        for option in ["--request-timeout", "--restart-timeout", "--startup-timeout", "--duration"] {
+            assert_eq!(
+                refused(&[option, "0"]),
+                format!("error: {option} must be more than 0 (see handover drill --help)")
+            );
+        }
+        let own = ["handover drill", "--restarts", "100000", "--connections", "10000", "--rate", "1000000"];
+        let drill = parse(own.into_iter().map(OsString::from).collect()).unwrap();
+        assert_eq!((drill.restarts, drill.connections, drill.rate), (100_000, 10_000, Some(1_000_000)));
     }
 
     mod fuzz;
