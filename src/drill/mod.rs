@@ -66,6 +66,24 @@ pub fn interruption(signal: i32, stopped: &str) -> Error {
     Error::new((128 + signal) as u8, format!("interrupted by {name}; {stopped}"))
 }
 
+/// `call`'s outcome, made on a thread of its own; `None` as soon as the
+/// drill is interrupted (the thread is left to end when its connection
+/// does: the supervisor is stopped, or killed, next).
+pub fn unless_interrupted<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(call());
+    });
+    loop {
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(outcome) => return Some(outcome),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if interrupted().is_some() => return None,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
+}
+
 /// Sleeps for `period`, or less when the drill is interrupted; whether it
 /// slept it all.
 pub fn pause(period: Duration) -> bool {
