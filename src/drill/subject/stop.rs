@@ -17,7 +17,7 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 use super::proc::{is_alive, with_descendants};
-use super::{Driver, OUTPUT_END, Output, STATUS_TIMEOUT, Subject, stuck};
+use super::{Driver, OUTPUT_END, Output, Subject, stuck};
 use crate::client;
 use crate::drill::{hurried, interrupted};
 use crate::wire::control::{Command as Request, Stopping};
@@ -62,8 +62,12 @@ impl Subject {
         if !hurried() {
             match &self.driver {
                 Driver::Control { socket, .. } => {
-                    let wait = Some(bound.min(STATUS_TIMEOUT));
-                    drop(client::control::call::<Stopping>(socket, Request::Stop, wait));
+                    // Its reply is not waited for here (it may come only
+                    // once it has stopped): whether it exits is watched below.
+                    let (socket, wait) = (socket.clone(), Some(bound));
+                    std::thread::spawn(move || {
+                        client::control::call::<Stopping>(&socket, Request::Stop, wait)
+                    });
                 }
                 Driver::Signal { .. } => {
                     if let Some(pid) = supervisor {
