@@ -59,11 +59,9 @@ fn sigint_kills_a_supervisor_whose_workers_ignore_term_and_cleans_up() {
     assert!(took < Duration::from_secs(15), "took {took:?}\n{}", drill.dossier());
     let said: Vec<String> = drill.lines().into_iter().filter(|l| l.contains("interrupted")).collect();
     assert_eq!(said.len(), 1, "{}", drill.dossier());
-    assert!(
-        said[0].starts_with("handover drill: interrupted by SIGINT; killed the supervisor (pid "),
-        "{}",
-        drill.dossier()
-    );
+    // The supervisor, or (when it did stop, leaving them) the workers that ignore TERM.
+    assert!(said[0].starts_with("handover drill: interrupted by SIGINT; killed "), "{}", drill.dossier());
+    assert!(said[0].ends_with("which did not stop within 3 s"), "{}", drill.dossier());
     nothing_left(&drill, &tmp, &started);
 }
 
