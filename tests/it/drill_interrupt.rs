@@ -77,6 +77,9 @@ fn a_second_signal_kills_at_once_and_leaves_nothing() {
     assert!(matches!(status.code(), Some(130 | 143)), "{}", drill.dossier());
     // Without the second signal it would wait 3 s for the supervisor.
     assert!(took < Duration::from_millis(2500), "took {took:?}\n{}", drill.dossier());
-    assert!(drill.lines().iter().any(|l| l.contains("killed the supervisor")), "{}", drill.dossier());
+    let said = |l: &String| {
+        l.contains("killed the supervisor") && l.ends_with("on a second signal, without waiting")
+    };
+    assert!(drill.lines().iter().any(said), "{}", drill.dossier());
     nothing_left(&drill, &tmp, &started);
 }

@@ -135,7 +135,12 @@ impl Subject {
         if !self.keep {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
-        let killed = describe(supervisor_pid, &killed, after);
+        let why = if hurried() {
+            "on a second signal, without waiting".to_owned()
+        } else {
+            format!("which did not stop within {after}")
+        };
+        let killed = describe(supervisor_pid, &killed, &why);
         Stopped { leftovers, output: self.output, killed }
     }
 
@@ -180,9 +185,9 @@ fn wait_gone(pids: &[i32]) {
     }
 }
 
-/// "the supervisor (pid 5) and 2 of its processes (pids 6, 7), which did
-/// not stop within 3 s"; `None` when nothing was killed.
-fn describe(supervisor: Option<i32>, killed: &[i32], after: String) -> Option<String> {
+/// "killed the supervisor (pid 5) and 2 of its processes (pids 6, 7)",
+/// then `why`; `None` when nothing was killed.
+fn describe(supervisor: Option<i32>, killed: &[i32], why: &str) -> Option<String> {
     let (ours, theirs): (Vec<i32>, Vec<i32>) = killed.iter().partition(|&&p| Some(p) == supervisor);
     let list = |pids: &[i32]| pids.iter().map(i32::to_string).collect::<Vec<_>>().join(", ");
     let others = match theirs.len() {
@@ -196,7 +201,7 @@ fn describe(supervisor: Option<i32>, killed: &[i32], after: String) -> Option<St
         (Some(pid), Some(others)) => format!("the supervisor (pid {pid}) and {others}"),
         (None, Some(others)) => others.replacen(" of its", " of the supervisor's", 1),
     };
-    Some(format!("killed {what}, which did not stop within {after}"))
+    Some(format!("killed {what}, {why}"))
 }
 
 #[cfg(test)]
@@ -205,7 +210,7 @@ mod tests {
 
     #[test]
     fn what_was_killed_in_one_phrase() {
-        let after = || "3 s".to_owned();
+        let after = || "which did not stop within 3 s";
         assert_eq!(describe(Some(5), &[], after()), None);
         assert_eq!(
             describe(Some(5), &[5, 6, 7], after()).unwrap(),
