@@ -108,20 +108,20 @@ complete -c handover -n "__fish_handover_using_subcommand status" -l status-file
 complete -c handover -n "__fish_handover_using_subcommand status" -l json -d 'One JSON object instead of text'
 complete -c handover -n "__fish_handover_using_subcommand status" -l serving -d 'A health probe: print nothing, exit 1 with the reason unless a generation is serving (and the supervisor is not stopping)'
 complete -c handover -n "__fish_handover_using_subcommand status" -s h -l help -d 'Print help'
-complete -c handover -n "__fish_handover_using_subcommand drill" -l restarts -d 'Hot restarts to perform' -r
-complete -c handover -n "__fish_handover_using_subcommand drill" -l upgrades -d 'Upgrades of handover in place to perform, in turns with the restarts; each must keep the pids and the log lines' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l restarts -d 'Hot restarts to perform (at most 100000)' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l upgrades -d 'Upgrades of handover in place to perform, in turns with the restarts; each must keep the pids and the log lines (at most 100000)' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l upgrade-binary -d 'Upgrade to this handover binary; given more than once, to each in turn [default: the one the supervisor was started from]' -r -F
 complete -c handover -n "__fish_handover_using_subcommand drill" -l log-line -d 'Every answered request must leave a line containing TEXT in the supervisor\'s output (a server that logs each request, under --log-capture): fewer such lines than answered requests fail the drill, as log lines lost' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l restart-every -d 'Wait this long between restarts and upgrades [default: 600ms, which keeps each one\'s window of requests apart from the next one\'s]' -r
-complete -c handover -n "__fish_handover_using_subcommand drill" -l connections -d 'Concurrent client connections' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l connections -d 'Concurrent client connections (1 to 10000)' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l duration -d 'Load for this long [default: until the restarts and upgrades are done]' -r
-complete -c handover -n "__fish_handover_using_subcommand drill" -l rate -d 'Pace the load at this many requests per second in all [default: as fast as answered]' -r
-complete -c handover -n "__fish_handover_using_subcommand drill" -l requests -d 'Stop the load after this many requests' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l rate -d 'Pace the load at this many requests per second in all, 1 to 1000000 [default: as fast as answered]' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l requests -d 'Stop the load after this many requests (1 to 1000000000)' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l get -d 'HTTP path to GET' -r
-complete -c handover -n "__fish_handover_using_subcommand drill" -l expect-status -d 'HTTP status every answer must have' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l expect-status -d 'HTTP status every answer must have (100 to 999)' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l raw-send -d 'Raw TCP mode: send this (instead of HTTP) on each connection' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l raw-expect -d 'Raw TCP mode: the answer must start with this' -r
-complete -c handover -n "__fish_handover_using_subcommand drill" -l request-timeout -d 'A request taking longer counts as a timeout' -r
+complete -c handover -n "__fish_handover_using_subcommand drill" -l request-timeout -d 'A request taking longer counts as a timeout (more than 0)' -r
 complete -c handover -n "__fish_handover_using_subcommand drill" -l report -d 'Write DIR/report.html (the run drawn: requests per second, latency, the restarts, accept gaps and failed requests; self-contained) and DIR/report.json (the report with the series it is drawn from)' -r -F
 complete -c handover -n "__fish_handover_using_subcommand drill" -l junit -d 'Also write the report as JUnit XML' -r -F
 complete -c handover -n "__fish_handover_using_subcommand drill" -l max-failures -d 'Failed requests tolerated' -r

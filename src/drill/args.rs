@@ -5,6 +5,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 
@@ -24,13 +25,13 @@ pub use unknown::unknown;
     override_usage = "handover drill [SUPERVISOR OPTIONS] [DRILL OPTIONS] -- COMMAND [ARGS...]"
 )]
 struct DrillCli {
-    /// Hot restarts to perform.
-    #[arg(long, default_value_t = 3)]
-    restarts: usize,
+    /// Hot restarts to perform (at most 100000).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=MAX_STEPS))]
+    restarts: u64,
     /// Upgrades of handover in place to perform, in turns with the restarts;
-    /// each must keep the pids and the log lines.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    upgrades: usize,
+    /// each must keep the pids and the log lines (at most 100000).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=MAX_STEPS))]
+    upgrades: u64,
     /// Upgrade to this handover binary; given more than once, to each in
     /// turn [default: the one the supervisor was started from].
     #[arg(long, value_name = "PATH")]
@@ -45,26 +46,27 @@ struct DrillCli {
     /// keeps each one's window of requests apart from the next one's].
     #[arg(long, value_name = "DURATION")]
     restart_every: Option<String>,
-    /// Concurrent client connections.
-    #[arg(long, default_value_t = 8)]
-    connections: usize,
+    /// Concurrent client connections (1 to 10000).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=MAX_CONNECTIONS))]
+    connections: u64,
     /// Reuse connections (HTTP keep-alive) instead of one connection per request.
     #[arg(long)]
     keepalive: bool,
     /// Load for this long [default: until the restarts and upgrades are done].
     #[arg(long, value_name = "DURATION")]
     duration: Option<String>,
-    /// Pace the load at this many requests per second in all [default: as fast as answered].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Pace the load at this many requests per second in all, 1 to 1000000
+    /// [default: as fast as answered].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_RATE))]
     rate: Option<u64>,
-    /// Stop the load after this many requests.
-    #[arg(long, value_name = "N")]
+    /// Stop the load after this many requests (1 to 1000000000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_REQUESTS))]
     requests: Option<u64>,
     /// HTTP path to GET.
     #[arg(long, value_name = "PATH", default_value = "/")]
     get: String,
-    /// HTTP status every answer must have.
-    #[arg(long, value_name = "CODE", default_value_t = 200)]
+    /// HTTP status every answer must have (100 to 999).
+    #[arg(long, value_name = "CODE", default_value_t = 200, value_parser = clap::value_parser!(u16).range(100..=999))]
     expect_status: u16,
     /// Raw TCP mode: send this (instead of HTTP) on each connection.
     #[arg(long, value_name = "TEXT")]
@@ -72,7 +74,7 @@ struct DrillCli {
     /// Raw TCP mode: the answer must start with this.
     #[arg(long, value_name = "TEXT", requires = "raw_send")]
     raw_expect: Option<String>,
-    /// A request taking longer counts as a timeout.
+    /// A request taking longer counts as a timeout (more than 0).
     #[arg(long, value_name = "DURATION", default_value = "5s")]
     request_timeout: String,
     /// The report as one JSON object.
@@ -105,7 +107,8 @@ struct DrillCli {
     #[arg(long, value_name = "DURATION")]
     startup_timeout: Option<String>,
     /// Keep every request's detail up to this many (then only counts).
-    #[arg(long, value_name = "N", default_value_t = MAX_SAMPLES, hide = true)]
+    #[arg(long, value_name = "N", default_value_t = MAX_SAMPLES, hide = true,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SAMPLES))]
     max_samples: u64,
     /// After the load, measure the supervisor's CPU time and wake-ups over this long.
     #[arg(long, value_name = "DURATION")]
@@ -120,6 +123,15 @@ struct DrillCli {
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
 }
+
+/// `--restarts` and `--upgrades` at most.
+pub const MAX_STEPS: u64 = 100_000;
+/// `--connections` at most: a thread each.
+pub const MAX_CONNECTIONS: u64 = 10_000;
+/// `--rate` at most, requests per second.
+pub const MAX_RATE: u64 = 1_000_000;
+/// `--requests` at most.
+pub const MAX_REQUESTS: u64 = 1_000_000_000;
 
 /// `--restart-timeout`'s default.
 pub const DEFAULT_RESTART_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
@@ -185,6 +197,15 @@ pub fn parse(own: Vec<OsString>) -> Result<Drill, clap::Error> {
     };
     let optional =
         |option: &str, text: &Option<String>| text.as_deref().map(|t| duration(option, t)).transpose();
+    // A bound of nothing would fail every request or restart, or load nothing.
+    let positive = |option: &str, value: Option<Duration>| match value {
+        Some(Duration::ZERO) => Err(clap::Error::raw(
+            clap::error::ErrorKind::ValueValidation,
+            format!("--{option} must be more than 0 (see handover drill --help)\n"),
+        )),
+        other => Ok(other),
+    };
+    let positive_optional = |option: &str, text: &Option<String>| positive(option, optional(option, text)?);
     let conflict =
         |text: &str| clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, format!("{text}\n"));
     let upgrading = cli.upgrades > 0 || !cli.upgrade_binary.is_empty();
@@ -208,34 +229,38 @@ pub fn parse(own: Vec<OsString>) -> Result<Drill, clap::Error> {
         })
         .collect::<Result<_, _>>()?;
     Ok(Drill {
-        restarts: cli.restarts,
-        upgrades: cli.upgrades,
+        restarts: cli.restarts as usize,
+        upgrades: cli.upgrades as usize,
         upgrade_binaries,
         log_line: cli.log_line,
         restart_every: optional("restart-every", &cli.restart_every)?,
-        connections: cli.connections.max(1),
+        connections: cli.connections as usize,
         keepalive: cli.keepalive,
-        duration: optional("duration", &cli.duration)?,
+        duration: positive_optional("duration", &cli.duration)?,
         requests: cli.requests,
         rate: cli.rate,
         get: cli.get,
         expect_status: cli.expect_status,
         raw_send: cli.raw_send,
         raw_expect: cli.raw_expect,
-        request_timeout: duration("request-timeout", &cli.request_timeout)?,
+        request_timeout: positive(
+            "request-timeout",
+            Some(duration("request-timeout", &cli.request_timeout)?),
+        )?
+        .unwrap_or_default(),
         json: cli.json,
         junit: cli.junit,
         report: cli.report,
         max_failures: cli.max_failures,
         max_p99: optional("max-p99", &cli.max_p99)?,
         max_retried: cli.max_retried,
-        restart_timeout: optional("restart-timeout", &cli.restart_timeout)?
+        restart_timeout: positive_optional("restart-timeout", &cli.restart_timeout)?
             .unwrap_or(DEFAULT_RESTART_TIMEOUT),
-        startup_timeout: match optional("startup-timeout", &cli.startup_timeout)? {
+        startup_timeout: match positive_optional("startup-timeout", &cli.startup_timeout)? {
             Some(timeout) => timeout,
             None => optional("restart-timeout", &cli.restart_timeout)?.unwrap_or(DEFAULT_STARTUP_TIMEOUT),
         },
-        max_samples: cli.max_samples.max(1),
+        max_samples: cli.max_samples,
         idle: optional("idle", &cli.idle)?,
         supervisor: cli.supervisor,
         keep: cli.keep,
@@ -249,140 +274,4 @@ pub fn command() -> clap::Command {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn split_str(args: &[&str]) -> (Vec<String>, Vec<String>) {
-        let (own, theirs) = split(args.iter().map(OsString::from).collect());
-        let text = |v: Vec<OsString>| v.into_iter().map(|a| a.into_string().unwrap()).collect();
-        (text(own), text(theirs))
-    }
-
-    #[test]
-    fn drill_options_are_picked_out_the_rest_goes_to_the_supervisor() {
-        let (own, theirs) = split_str(&[
-            "--port",
-            "127.0.0.1:0",
-            "--restarts",
-            "5",
-            "--interval=2",
-            "--json",
-            "--workers",
-            "2",
-            "--",
-            "hello",
-            "--restarts",
-            "9",
-        ]);
-        assert_eq!(own, ["handover drill", "--restarts", "5", "--json"]);
-        assert_eq!(
-            theirs,
-            ["--port", "127.0.0.1:0", "--interval=2", "--workers", "2", "--", "hello", "--restarts", "9"]
-        );
-        let drill = parse(own.into_iter().map(OsString::from).collect()).unwrap();
-        assert_eq!(drill.restarts, 5);
-        assert!(drill.json);
-    }
-
-    #[test]
-    fn every_drill_option_is_picked_out_by_its_full_name_with_its_value() {
-        let declared = crate::cli::long_options(command());
-        assert_eq!(*OWN, declared);
-        assert!(OWN.contains(&("help".to_owned(), false)));
-        let valued = [
-            "restarts",
-            "rate",
-            "junit",
-            "supervisor",
-            "restart-timeout",
-            "keep",
-            "max-retried",
-            "startup-timeout",
-        ];
-        for name in valued.into_iter().chain(["upgrades", "upgrade-binary"]) {
-            assert!(OWN.contains(&(name.to_owned(), true)), "{name}");
-        }
-        for name in ["keepalive", "json"] {
-            assert!(OWN.contains(&(name.to_owned(), false)), "{name}");
-        }
-        for (name, valued) in OWN.iter() {
-            let option = format!("--{name}");
-            let (own, theirs) = split_str(&[&option, "v", "--port", "1"]);
-            let (own_value, their_value) = if *valued { (Some("v"), None) } else { (None, Some("v")) };
-            let expected: Vec<_> = ["handover drill", &option].into_iter().chain(own_value).collect();
-            assert_eq!(own, expected, "{option}");
-            let expected: Vec<_> = their_value.into_iter().chain(["--port", "1"]).collect();
-            assert_eq!(theirs, expected, "{option}");
-        }
-    }
-
-    #[test]
-    fn max_retried_is_per_connection_and_restart_or_a_percentage() {
-        use RetryLimit::{PerConnectionRestart as Per, Percent};
-        let parsed = |args: &[&str]| {
-            let own = ["handover drill"].iter().chain(args).map(OsString::from).collect();
-            parse(own).map(|d| d.max_retried)
-        };
-        assert_eq!(parsed(&[]).unwrap(), crate::drill::report::DEFAULT_MAX_RETRIED);
-        assert_eq!(parsed(&[]).unwrap(), Per(1.0));
-        assert_eq!(parsed(&["--max-retried", "0.5%"]).unwrap(), Percent(0.5));
-        assert_eq!(parsed(&["--max-retried=0"]).unwrap(), Per(0.0));
-        assert_eq!(parsed(&["--max-retried", "100%"]).unwrap(), Percent(100.0));
-        assert_eq!(parsed(&["--max-retried", "2.5"]).unwrap(), Per(2.5));
-        for bad in ["101%", "-1", "NaN", "one", "%", "inf"] {
-            let e = parsed(&[&format!("--max-retried={bad}")]).unwrap_err().to_string();
-            assert!(e.contains("expected retries per connection and restart"), "{bad}: {e}");
-        }
-    }
-
-    #[test]
-    fn the_startup_timeout_defaults_to_the_restart_timeout_given_else_60_s() {
-        let parsed = |args: &[&str]| {
-            let own = ["handover drill"].iter().chain(args).map(OsString::from).collect();
-            parse(own).map(|d| (d.startup_timeout.as_secs(), d.restart_timeout.as_secs())).unwrap()
-        };
-        assert_eq!(parsed(&[]), (60, 120));
-        assert_eq!(parsed(&["--restart-timeout", "5s"]), (5, 5));
-        assert_eq!(parsed(&["--restart-timeout", "5s", "--startup-timeout=9s"]), (9, 5));
-        assert_eq!(parsed(&["--startup-timeout", "2s"]), (2, 120));
-    }
-
-    #[test]
-    fn upgrades_take_turns_with_restarts_to_absolute_binaries() {
-        let parsed = |args: &[&str]| {
-            let own = ["handover drill"].iter().chain(args).map(OsString::from).collect();
-            parse(own).map_err(|e| e.render().to_string())
-        };
-        let drill = parsed(&[]).unwrap();
-        assert_eq!((drill.upgrades, drill.upgrade_binaries.len()), (0, 0));
-        let drill = parsed(&["--upgrades", "4", "--upgrade-binary", "/a/handover"]).unwrap();
-        assert_eq!(drill.upgrades, 4);
-        assert_eq!(drill.upgrade_binaries, [PathBuf::from("/a/handover")]);
-        let drill = parsed(&["--upgrades=2", "--upgrade-binary=b", "--upgrade-binary", "/c"]).unwrap();
-        let here = std::env::current_dir().unwrap();
-        assert_eq!(drill.upgrade_binaries, [here.join("b"), PathBuf::from("/c")]);
-        let e = parsed(&["--supervisor", "start_server", "--upgrades", "1"]).unwrap_err();
-        assert_eq!(
-            e.lines().next().unwrap(),
-            "error: --upgrades cannot be used with --supervisor start_server: only handover, \
-             through its control socket, can be upgraded in place"
-        );
-        let e = parsed(&["--supervisor=x", "--upgrade-binary", "/a"]).unwrap_err();
-        assert!(e.starts_with("error: --upgrade-binary cannot be used with --supervisor x: "), "{e}");
-        let e = parsed(&["--upgrade-binary", "/a"]).unwrap_err();
-        assert!(e.starts_with("error: --upgrade-binary needs --upgrades N"), "{e}");
-        assert!(parsed(&["--supervisor", "x", "--upgrades", "0"]).is_ok());
-        assert!(parsed(&["--upgrades", "-1"]).is_err());
-    }
-
-    #[test]
-    fn no_drill_option_hides_a_supervisor_option() {
-        let mut supervisor = crate::cli::HandoverCli::command();
-        supervisor.build();
-        let theirs: Vec<_> = supervisor.get_arguments().filter_map(|a| a.get_long()).collect();
-        let shared: Vec<_> = OWN.iter().filter(|(name, _)| theirs.contains(&name.as_str())).collect();
-        assert_eq!(shared, [&("help".to_owned(), false)]);
-    }
-
-    mod fuzz;
-}
+mod tests;

@@ -10,6 +10,7 @@
 //! the samples and the restarts' and upgrades' records into numbers, a
 //! verdict and the table, JSON and JUnit renderings.
 pub mod args;
+pub mod dest;
 pub mod load;
 pub mod progress;
 pub mod report;
@@ -17,39 +18,70 @@ pub mod run;
 pub mod subject;
 
 use std::ffi::OsString;
-use std::sync::Arc;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::error::{Error, Result};
 
-/// Set by SIGINT and SIGTERM: the drill stops what it is doing, stops the
-/// supervisor and exits 128 + the signal. A second one exits at once.
-static SIGNALLED: OnceLock<[(i32, Arc<AtomicBool>); 2]> = OnceLock::new();
+/// The first SIGINT or SIGTERM: the drill stops the load, stops the
+/// supervisor (killing what it started if it does not stop in a few
+/// seconds), removes its directory and exits 128 + the signal.
+static FIRST_SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// SIGINTs and SIGTERMs so far: from the second on, the drill kills what
+/// it started at once instead of waiting for it to stop.
+static SIGNALS: AtomicUsize = AtomicUsize::new(0);
 
+/// Catches SIGINT and SIGTERM on a thread of its own (signal-hook's
+/// self-pipe): they only set the flags above, which the drill looks at.
 fn catch_interrupts() {
-    let flags = SIGNALLED.get_or_init(|| [(SIGINT, Arc::default()), (SIGTERM, Arc::default())]);
-    for (signal, flag) in flags {
-        let any = flags.iter().map(|(_, f)| Arc::clone(f));
-        for other in any {
-            let _ = signal_hook::flag::register_conditional_shutdown(*signal, 128 + signal, other);
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else { return };
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            let _ = FIRST_SIGNAL.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+            SIGNALS.fetch_add(1, Ordering::SeqCst);
         }
-        let _ = signal_hook::flag::register(*signal, Arc::clone(flag));
-    }
+    });
 }
 
 /// The signal that interrupted the drill, if one did.
 pub fn interrupted() -> Option<i32> {
-    let flags = SIGNALLED.get()?;
-    flags.iter().find(|(_, flag)| flag.load(Ordering::Relaxed)).map(|(signal, _)| *signal)
+    Some(FIRST_SIGNAL.load(Ordering::SeqCst)).filter(|&signal| signal != 0)
 }
 
-/// The error an interrupted drill ends with.
-pub fn interruption(signal: i32) -> Error {
-    Error::new((128 + signal) as u8, "drill: interrupted; the supervisor and its workers are stopped")
+/// Whether a second signal came: what the drill started is killed now.
+pub fn hurried() -> bool {
+    SIGNALS.load(Ordering::SeqCst) >= 2
+}
+
+/// The error an interrupted drill ends with; `stopped` says how the
+/// supervisor and its workers ended.
+pub fn interruption(signal: i32, stopped: &str) -> Error {
+    let name = match signal {
+        SIGINT => "SIGINT",
+        SIGTERM => "SIGTERM",
+        _ => "a signal",
+    };
+    Error::new((128 + signal) as u8, format!("interrupted by {name}; {stopped}"))
+}
+
+/// `call`'s outcome, made on a thread of its own; `None` as soon as the
+/// drill is interrupted (the thread is left to end when its connection
+/// does: the supervisor is stopped, or killed, next).
+pub fn unless_interrupted<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(call());
+    });
+    loop {
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(outcome) => return Some(outcome),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if interrupted().is_some() => return None,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
 }
 
 /// Sleeps for `period`, or less when the drill is interrupted; whether it
@@ -68,8 +100,21 @@ pub fn pause(period: Duration) -> bool {
     }
 }
 
-/// `handover drill ARGS...` (the arguments after the word `drill`).
+/// `handover drill ARGS...` (the arguments after the word `drill`). Every
+/// line the drill says about itself starts `handover drill: `, its errors
+/// too (printed here; the exit code is the error's).
 pub fn main(args: Vec<OsString>) -> Result<u8> {
+    match drill(args) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            let text = e.message.strip_prefix("drill: ").unwrap_or(&e.message);
+            eprintln!("handover drill: {}", crate::error::printable(text));
+            Ok(e.code)
+        }
+    }
+}
+
+fn drill(args: Vec<OsString>) -> Result<u8> {
     let (own, supervisor) = args::split(args);
     let drill = match args::parse(own) {
         Ok(drill) => drill,
@@ -80,7 +125,12 @@ pub fn main(args: Vec<OsString>) -> Result<u8> {
         Err(e) => {
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
-            return Err(Error::usage(format!("drill: {first} (see handover drill --help)")));
+            let help = if first.contains("(see handover drill --help)") {
+                ""
+            } else {
+                " (see handover drill --help)"
+            };
+            return Err(Error::usage(format!("{first}{help}")));
         }
     };
     if let Some(line) = args::unknown(&supervisor, drill.supervisor.is_some()) {
@@ -89,9 +139,7 @@ pub fn main(args: Vec<OsString>) -> Result<u8> {
     if !supervisor.iter().any(|a| a == "--")
         && supervisor.iter().all(|a| a.to_string_lossy().starts_with('-'))
     {
-        return Err(Error::usage(
-            "drill: no server command given; usage: handover drill [OPTIONS] -- COMMAND",
-        ));
+        return Err(Error::usage("no server command given; usage: handover drill [OPTIONS] -- COMMAND"));
     }
     catch_interrupts();
     run::run(drill, supervisor)

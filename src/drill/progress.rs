@@ -141,7 +141,7 @@ fn counts(counters: &Counters) -> String {
 /// The plain line printed after each restart (`what`) or upgrade when
 /// there is no bar.
 fn line(counters: &Counters, what: &str, number: usize, of: usize) -> String {
-    format!("drill: {}, {what} {number}/{of}", counts(counters))
+    format!("handover drill: {}, {what} {number}/{of}", counts(counters))
 }
 
 /// Requests per second over the last [`RATE_WINDOW`] or so: the difference
@@ -202,12 +202,21 @@ mod tests {
     #[test]
     fn plain_line() {
         let (_load, counters) = counters();
-        assert_eq!(line(&counters, "restart", 0, 0), "drill: 0 requests, 0 failed, 0 retried, restart 0/0");
+        assert_eq!(
+            line(&counters, "restart", 0, 0),
+            "handover drill: 0 requests, 0 failed, 0 retried, restart 0/0"
+        );
         counters.count(false, false);
         counters.count(true, false);
         counters.count(false, true);
-        assert_eq!(line(&counters, "restart", 2, 5), "drill: 3 requests, 1 failed, 1 retried, restart 2/5");
-        assert_eq!(line(&counters, "upgrade", 1, 4), "drill: 3 requests, 1 failed, 1 retried, upgrade 1/4");
+        assert_eq!(
+            line(&counters, "restart", 2, 5),
+            "handover drill: 3 requests, 1 failed, 1 retried, restart 2/5"
+        );
+        assert_eq!(
+            line(&counters, "upgrade", 1, 4),
+            "handover drill: 3 requests, 1 failed, 1 retried, upgrade 1/4"
+        );
     }
 
     #[test]

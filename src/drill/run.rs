@@ -7,10 +7,11 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::dest::Outputs;
 use super::load::{Load, Mode, Plan, Sample, Unsampled};
 use super::progress::Progress;
 use super::report::{Inputs, RetryLimit, Step, Thresholds, WINDOW_AFTER, WINDOW_BEFORE, compute};
-use super::subject::{Output, Subject};
+use super::subject::{Output, Stopped, Subject};
 use super::{interrupted, interruption, pause};
 use crate::error::{Context, Error, Result};
 
@@ -87,13 +88,15 @@ struct Run {
 
 /// Run the drill; the exit code is 0 only when it passed.
 pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
+    if drill.log_line.is_some() && !super::subject::log_here(&supervisor_args) {
+        let text = "--log-line needs the supervisor's output, which --log-file sends elsewhere";
+        return Err(Error::usage(text));
+    }
+    // Every place written to is checked before anything starts.
+    let outputs = Outputs::check(&drill)?;
     let dir = directory(drill.keep.as_deref())?;
     let keep = drill.keep.is_some();
     let program = drill.supervisor.as_deref().map(|p| p.as_os_str());
-    if drill.log_line.is_some() && !super::subject::log_here(&supervisor_args) {
-        let text = "--log-line needs the supervisor's output, which --log-file sends elsewhere";
-        return Err(Error::usage(format!("drill: {text}")));
-    }
     let mut subject = match Subject::start(program, &supervisor_args, &dir, keep, drill.log_line.as_deref()) {
         Ok(subject) => subject,
         Err(e) => {
@@ -107,16 +110,17 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
     if let Err(e) = subject.wait_serving(drill.startup_timeout) {
         let supervisor = subject.describe();
         let signal = subject.stop_signal().to_owned();
-        let (leftovers, output) = subject.stop(stop_bound);
-        if interrupted().is_some() {
-            return Err(e);
+        let stopped = subject.stop(stop_bound);
+        if let Some(signal) = interrupted() {
+            return Err(interrupted_by(signal, stopped));
         }
+        let (leftovers, output) = (stopped.leftovers, stopped.output);
         if e.code == 2 {
             eprintln!("handover drill: {}", output.tail());
-            return Err(Error::usage(format!("drill: the supervisor refused its options: {}", e.message)));
+            return Err(Error::usage(format!("the supervisor refused its options: {}", e.message)));
         }
         let run = Run { startup: Some(e.message), ..Run::default() };
-        return Ok(conclude(&drill, run, supervisor, signal, leftovers, &output, false));
+        return Ok(conclude(&drill, &outputs, run, supervisor, signal, leftovers, &output, false));
     }
     let first_generation = subject.unused_socket(1);
     let targets = subject.targets();
@@ -205,13 +209,16 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
     let load_cpu = own_cpu().zip(cpu_before).map(|(after, before)| after.saturating_sub(before));
     let idle = drill.idle.and_then(|period| subject.idle(period));
     if let Some(signal) = interrupted() {
-        let _ = subject.stop(stop_bound);
-        return Err(interruption(signal));
+        return Err(interrupted_by(signal, subject.stop(stop_bound)));
     }
     let supervisor = subject.describe();
     let log_here = subject.log_here();
     let signal = subject.stop_signal().to_owned();
-    let (leftovers, output) = subject.stop(stop_bound);
+    let stopped = subject.stop(stop_bound);
+    if let Some(signal) = interrupted() {
+        return Err(interrupted_by(signal, stopped));
+    }
+    let (leftovers, output) = (stopped.leftovers, stopped.output);
     let run = Run {
         samples,
         unsampled,
@@ -226,7 +233,13 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
         startup: None,
         first_generation,
     };
-    Ok(conclude(&drill, run, supervisor, signal, leftovers, &output, log_here))
+    Ok(conclude(&drill, &outputs, run, supervisor, signal, leftovers, &output, log_here))
+}
+
+/// The error of a drill interrupted by `signal`, saying what had to be killed.
+fn interrupted_by(signal: i32, stopped: Stopped) -> Error {
+    let how = stopped.killed.unwrap_or_else(|| "the supervisor and its workers stopped".into());
+    interruption(signal, &how)
 }
 
 /// Why not every restart and upgrade asked for ran: the load ended first.
@@ -245,8 +258,10 @@ fn not_run(drill: &Drill, restarts: usize, upgrades: usize) -> String {
 
 /// The report of `run`: JUnit, JSON or the table, the verdicts and, when
 /// it failed, the output's last lines; the exit code.
+#[allow(clippy::too_many_arguments)]
 fn conclude(
     drill: &Drill,
+    outputs: &Outputs,
     run: Run,
     supervisor: String,
     stop_signal: String,
@@ -290,16 +305,17 @@ fn conclude(
         thresholds,
     });
     let mut code = if report.passed() { 0 } else { 1 };
-    if let Some(path) = &drill.junit
-        && let Err(e) = std::fs::write(path, report.to_junit("handover drill"))
+    if let Some(junit) = &outputs.junit
+        && let Err(e) = junit.write(report.to_junit("handover drill").as_bytes())
     {
-        eprintln!("handover drill: cannot write --junit {}: {e}", path.display());
+        eprintln!("handover drill: {}", e.message);
         code = 1;
     }
-    if let Some(dir) = &drill.report
-        && let Err(e) = write_report(dir, &report)
+    if let Some((html, json)) = &outputs.report
+        && let Err(e) = (html.write(report.to_html("handover drill").as_bytes()))
+            .and_then(|()| json.write(format!("{:#}\n", report.to_json()).as_bytes()))
     {
-        eprintln!("handover drill: {e}");
+        eprintln!("handover drill: {}", e.message);
         code = 1;
     }
     if drill.json {
@@ -327,24 +343,14 @@ pub fn schedule(restarts: usize, upgrades: usize) -> Vec<Step> {
     steps
 }
 
-/// `--report DIR`: DIR/report.html and DIR/report.json (created, or replaced).
-fn write_report(dir: &Path, report: &super::report::Report) -> Result<()> {
-    let text = |path: PathBuf| move || format!("cannot write --report {}", path.display());
-    std::fs::create_dir_all(dir).context(text(dir.to_path_buf()))?;
-    let html = dir.join("report.html");
-    std::fs::write(&html, report.to_html("handover drill")).context(text(html.clone()))?;
-    let json = dir.join("report.json");
-    std::fs::write(&json, format!("{:#}\n", report.to_json())).context(text(json.clone()))
-}
-
-/// The drill's directory: `keep` (created if missing, made absolute so the
-/// supervisor finds its files wherever it runs), or a new temporary one.
+/// The drill's directory: `keep` (created and checked by
+/// [`Outputs::check`], made absolute so the supervisor finds its files
+/// wherever it runs), or a new temporary one.
 fn directory(keep: Option<&Path>) -> Result<PathBuf> {
     let Some(dir) = keep else {
         return nix::unistd::mkdtemp(&std::env::temp_dir().join("handover-drill-XXXXXX"))
             .context(|| "cannot create a temporary directory".into());
     };
-    std::fs::create_dir_all(dir).context(|| format!("cannot create --keep directory {}", dir.display()))?;
     std::fs::canonicalize(dir).context(|| format!("cannot find --keep directory {}", dir.display()))
 }
 

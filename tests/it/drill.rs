@@ -150,7 +150,7 @@ fn upgrades_need_handover_itself() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         stderr,
-        "handover: drill: --upgrades cannot be used with --supervisor /usr/bin/start_server: only handover, \
+        "handover drill: --upgrades cannot be used with --supervisor /usr/bin/start_server: only handover, \
          through its control socket, can be upgraded in place (see handover drill --help)\n"
     );
 }
@@ -370,6 +370,6 @@ fn log_line_needs_the_supervisors_output() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         said,
-        "handover: drill: --log-line needs the supervisor's output, which --log-file sends elsewhere\n"
+        "handover drill: --log-line needs the supervisor's output, which --log-file sends elsewhere\n"
     );
 }

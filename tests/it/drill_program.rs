@@ -48,7 +48,7 @@ fn the_drill_without_its_handover_names_the_path_looked_at() {
     assert_eq!(out.status.code(), Some(127), "{}", text(&out));
     let said = one_line(&out.stderr);
     let looked = dir.path().join("handover").display().to_string();
-    assert!(said.starts_with(&format!("handover: drill: {looked} not found: ")), "{said}");
+    assert!(said.starts_with(&format!("handover drill: {looked} not found: ")), "{said}");
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(left, [drill.file_name().unwrap()], "left behind: {left:?}");
 }
@@ -58,7 +58,7 @@ fn handover_drill_passes_its_arguments_and_exit_code_through() {
     let out = drill_with(Command::new(binary()), &["--restarts", "x", "--", "true"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let said = one_line(&out.stderr);
-    assert!(said.starts_with("handover: drill: invalid value 'x' for '--restarts <RESTARTS>'"), "{said}");
+    assert!(said.starts_with("handover drill: invalid value 'x' for '--restarts <RESTARTS>'"), "{said}");
     let help = drill_with(Command::new(binary()), &["--help"]);
     assert_eq!(help.status.code(), Some(0), "{}", text(&help));
     assert!(String::from_utf8_lossy(&help.stdout).contains("Usage: handover drill "), "{}", text(&help));

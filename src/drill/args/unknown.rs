@@ -64,7 +64,7 @@ pub fn unknown(theirs: &[OsString], foreign: bool) -> Option<String> {
             None => String::new(),
         };
         return Some(format!(
-            "drill: unexpected argument '{option}': neither a drill nor a supervisor option{hint} \
+            "unexpected argument '{option}': neither a drill nor a supervisor option{hint} \
              (see handover drill --help)"
         ));
     }
@@ -84,7 +84,7 @@ mod tests {
         let said = check(&["--port", "0", "--keep-alive", "--", "app"], false).unwrap();
         assert_eq!(
             said,
-            "drill: unexpected argument '--keep-alive': neither a drill nor a supervisor option; \
+            "unexpected argument '--keep-alive': neither a drill nor a supervisor option; \
              did you mean '--keepalive'? (see handover drill --help)"
         );
         let said = check(&["--connection=4", "--", "app"], true).unwrap();

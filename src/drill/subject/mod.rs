@@ -28,6 +28,7 @@
 mod output;
 mod proc;
 mod restart;
+mod stop;
 mod stuck;
 mod targets;
 mod upgrade;
@@ -39,7 +40,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 use super::load::Target;
@@ -47,9 +47,10 @@ use super::report::Idle;
 use crate::client;
 use crate::error::{Error, Result};
 use crate::state::read_status;
-use crate::wire::control::{self, Command as Request, Stopping};
-pub use output::Output;
-use proc::{clock_ticks, is_alive, usage};
+use crate::wire::control::{self, Command as Request};
+pub use output::{FILE_NAME as OUTPUT_FILE, Output};
+use proc::{clock_ticks, usage};
+pub use stop::Stopped;
 use targets::{signal_listeners, target};
 pub use upgrade::log_here;
 
@@ -57,6 +58,11 @@ pub use upgrade::log_here;
 const STATUS_POLL: Duration = Duration::from_millis(1);
 /// How long the output may take to end once the supervisor has stopped.
 const OUTPUT_END: Duration = Duration::from_secs(5);
+/// handover's variable for its runtime directory (`state::runtime`).
+const RUNTIME_DIR_ENV: &str = "HANDOVER_RUNTIME_DIR";
+/// The longest runtime directory handover takes (its sockets' paths
+/// must fit in `sun_path`).
+const RUNTIME_DIR_MAX: usize = 60;
 /// How long a `status` request may take.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -118,12 +124,22 @@ impl Subject {
             }
         };
         crate::sys::process::stop_with_parent(&mut command);
+        // A process group of its own, which the drill may kill whole when
+        // it must (`stop`), and which a terminal's ^C does not reach: the
+        // drill stops it.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        // Its private runtime directory in the drill's, so that it goes
+        // with it even when the supervisor had to be killed (unless the
+        // user chose one, or the drill's path is too long for a socket's).
+        if std::env::var_os(RUNTIME_DIR_ENV).is_none() && dir.as_os_str().len() <= RUNTIME_DIR_MAX {
+            command.env(RUNTIME_DIR_ENV, dir);
+        }
         let spawned = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
         let mut child = spawned.map_err(|e| match program {
             Some(p) => Error::new(
                 2,
                 format!(
-                    "drill: cannot run --supervisor {}: {e} (give its path, or install it)",
+                    "cannot run --supervisor {}: {e} (give its path, or install it)",
                     p.to_string_lossy()
                 ),
             ),
@@ -240,7 +256,7 @@ impl Subject {
                 return Ok(());
             }
             if let Some(signal) = super::interrupted() {
-                return Err(super::interruption(signal));
+                return Err(super::interruption(signal, "not yet serving"));
             }
             if start.elapsed() > deadline {
                 let why =
@@ -296,69 +312,5 @@ impl Subject {
             Some(line) => format!("{head}; it failed during startup, its last line: {line}"),
             None => format!("{head}; it failed during startup, and wrote nothing"),
         }
-    }
-
-    /// Stop it (control request, or SIGTERM as for start_server), waiting
-    /// up to `bound` for it to exit (then it is killed); what it left
-    /// behind, if anything, and its output once that has ended.
-    pub fn stop(mut self, bound: Duration) -> (Vec<String>, Output) {
-        self.control_status();
-        match &self.driver {
-            Driver::Control { socket, .. } => {
-                let stop = client::control::call::<Stopping>(socket, Request::Stop, Some(bound));
-                drop(stop);
-            }
-            Driver::Signal { .. } => {
-                if let Some(pid) = self.live_pid() {
-                    let _ = kill(pid, Signal::SIGTERM);
-                }
-            }
-        }
-        let start = Instant::now();
-        let mut leftovers = Vec::new();
-        let status = loop {
-            if let Some(status) = self.exited() {
-                break Some(status);
-            }
-            if start.elapsed() > bound {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let after = stuck::seconds(bound);
-        let killed = status.is_none();
-        match status {
-            Some(s) if s.success() => {}
-            Some(s) => leftovers.push(format!("the supervisor exited with {s}")),
-            None => leftovers.push(format!(
-                "the supervisor did not stop within {after} (killed): its workers did not exit on TERM? \
-                 give it --stop-timeout"
-            )),
-        }
-        let how = if killed { "was killed" } else { "stopped" };
-        for pid in self.seen.iter().copied() {
-            if is_alive(pid) {
-                leftovers.push(format!(
-                    "worker {pid} still running after the supervisor {how}: it does not exit on TERM; give \
-                     the supervisor --stop-timeout DURATION to kill it"
-                ));
-                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        }
-        let file = match &self.driver {
-            Driver::Control { socket, .. } => ("control socket", socket),
-            Driver::Signal { status, .. } => ("status file", status),
-        };
-        if file.1.exists() {
-            leftovers.push(format!("{} {} left behind", file.0, file.1.display()));
-        }
-        self.output.finish(OUTPUT_END);
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-        (leftovers, self.output)
     }
 }

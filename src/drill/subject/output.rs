@@ -69,7 +69,9 @@ impl Output {
         pattern: Option<&str>,
     ) -> Result<Output> {
         let path = dir.join(FILE_NAME);
-        let file = File::create(&path).context(|| format!("cannot create {}", path.display()))?;
+        // Checked as every file the drill writes (a kept directory is the user's).
+        let dest = crate::drill::dest::DirDest::check("--keep", dir)?.file(FILE_NAME)?;
+        let file = dest.open().context(|| format!("cannot create {}", path.display()))?;
         let file = Some(BufWriter::new(file));
         let state = State {
             file,

@@ -122,7 +122,11 @@ impl Subject {
 
 fn restart_by_control(socket: &Path, number: usize, timeout: Duration) -> RestartRecord {
     let requested_at = Instant::now();
-    let reply = client::control::call::<control::Restarted>(socket, Request::Restart, Some(timeout));
+    let socket = socket.to_path_buf();
+    let reply = crate::drill::unless_interrupted(move || {
+        client::control::call::<control::Restarted>(&socket, Request::Restart, Some(timeout))
+    })
+    .unwrap_or_else(|| Err(crate::error::Error::runtime("interrupted")));
     let answered_at = Instant::now();
     let ms = |ms: f64| Duration::from_secs_f64(ms.max(0.0) / 1000.0);
     match reply {

@@ -61,7 +61,7 @@ pub fn signal_listeners(args: &[OsString]) -> Result<(Vec<OsString>, Vec<Target>
 
 /// One `--port` value: its target (TCP only), and the value to pass on.
 fn port_listener(value: &str, targets: &mut Vec<Target>) -> Result<String, Error> {
-    let spec = ListenSpec::parse_port(value).map_err(|e| Error::usage(format!("drill: {e}")))?;
+    let spec = ListenSpec::parse_port(value).map_err(|e| Error::usage(format!("{e}")))?;
     let Address::Inet { host, port, udp } = &spec.address else { return Ok(value.into()) };
     if *udp {
         return Ok(value.into());
@@ -70,7 +70,7 @@ fn port_listener(value: &str, targets: &mut Vec<Target>) -> Result<String, Error
     let port = match port {
         0 => TcpListener::bind((bind_host, 0))
             .and_then(|l| l.local_addr())
-            .map_err(|e| Error::runtime(format!("drill: no free port on {bind_host}: {e}")))?
+            .map_err(|e| Error::runtime(format!("no free port on {bind_host}: {e}")))?
             .port(),
         &port => port,
     };
@@ -83,7 +83,7 @@ fn port_listener(value: &str, targets: &mut Vec<Target>) -> Result<String, Error
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| Error::usage(format!("drill: cannot resolve {connect_host} (--port {value})")))?;
+        .ok_or_else(|| Error::usage(format!("cannot resolve {connect_host} (--port {value})")))?;
     targets.push(Target::Tcp(address));
     let pin = spec.pin.map_or(String::new(), |fd| format!("={fd}"));
     Ok(format!("{}{pin}", spec.key(port)))

@@ -57,7 +57,12 @@ impl Subject {
             Driver::Control { socket, .. } => {
                 let request =
                     Request { command: Command::Upgrade, binary: Some(record.binary.clone()), wait: true };
-                client::control::request::<Upgraded>(socket, &request, Some(timeout)).map_err(|e| e.message)
+                let socket = socket.clone();
+                crate::drill::unless_interrupted(move || {
+                    client::control::request::<Upgraded>(&socket, &request, Some(timeout))
+                        .map_err(|e| e.message)
+                })
+                .unwrap_or_else(|| Err("interrupted".into()))
             }
             Driver::Signal { program, .. } => Err(format!(
                 "{program} cannot be upgraded in place: only handover, through its control socket"

@@ -20,7 +20,20 @@ static WORDS: LazyLock<Vec<String>> = LazyLock::new(|| {
     words
 });
 
-const VALUES: &[&str] = &["3", "0", "-1", "1s", "5ms", "400", "18446744073709551616", "x"];
+const VALUES: &[&str] = &[
+    "3",
+    "0",
+    "-1",
+    "1s",
+    "0s",
+    "5ms",
+    "400",
+    "100001",
+    "10001",
+    "18446744073709551615",
+    "18446744073709551616",
+    "x",
+];
 
 fn arg() -> impl Strategy<Value = OsString> {
     prop_oneof![
@@ -42,6 +55,16 @@ fn check(args: Vec<OsString>) -> Result<(), TestCaseError> {
     prop_assert_eq!(own.len() - 1 + theirs.len(), args.len());
     prop_assert!(is_subsequence(&own[1..], &args) && is_subsequence(&theirs, &args));
     let drill = parse(own).map_err(|e| e.render().to_string());
+    // Whatever was given, what parses is within the documented bounds.
+    if let Ok(d) = &drill {
+        prop_assert!(d.restarts as u64 <= MAX_STEPS && d.upgrades as u64 <= MAX_STEPS);
+        prop_assert!((1..=MAX_CONNECTIONS).contains(&(d.connections as u64)));
+        prop_assert!(d.rate.is_none_or(|r| (1..=MAX_RATE).contains(&r)));
+        prop_assert!(d.requests.is_none_or(|r| (1..=MAX_REQUESTS).contains(&r)));
+        prop_assert!(!d.request_timeout.is_zero() && !d.restart_timeout.is_zero());
+        prop_assert!(!d.startup_timeout.is_zero() && d.duration.is_none_or(|t| !t.is_zero()));
+        prop_assert!((1..=MAX_SAMPLES).contains(&d.max_samples));
+    }
     // When both sides accept their arguments, the supervisor got everything
     // from `--` on. (`--` right after a valued option is taken as its value,
     // which clap then refuses.)
