@@ -126,7 +126,9 @@ fn the_start_failure_hint_comes_only_when_the_log_says_so() {
 #[test]
 fn a_new_generation_that_does_not_serve_the_inherited_socket_is_named() {
     let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/drill/own_socket.py");
-    let args = ["--port", "127.0.0.1:0", "--ready", "alive", "--interval", "300ms", "--restarts", "1"];
+    // --interval: the drill looks at the new generation's fds once it is
+    // ready (alive that long), by when Python must have closed fd 3.
+    let args = ["--port", "127.0.0.1:0", "--ready", "alive", "--interval", "2s", "--restarts", "1"];
     let out = drill(&[&args[..], &["--request-timeout", "1s", "--json", "--", "python3", fixture]].concat());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let said = verdicts(&report(&out));
@@ -138,7 +140,7 @@ fn a_new_generation_that_does_not_serve_the_inherited_socket_is_named() {
 #[test]
 fn a_first_generation_that_does_not_serve_the_inherited_socket_is_named() {
     let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/drill/own_socket.py");
-    let args = ["--port", "127.0.0.1:0", "--ready", "alive", "--interval", "300ms", "--restarts", "0"];
+    let args = ["--port", "127.0.0.1:0", "--ready", "alive", "--interval", "2s", "--restarts", "0"];
     let out =
         drill(&[&args[..], &["--request-timeout", "1s", "--json", "--", "python3", fixture, "1"]].concat());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
