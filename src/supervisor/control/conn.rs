@@ -83,7 +83,13 @@ impl Conn {
                     *next_id += 1;
                     let deferred = matches!(request.command, Command::Restart | Command::Upgrade);
                     self.waiting.push_back(Answer { id: Some(id), reply: None, deferred });
+                    let follows = request.command == Command::Follow;
                     out.push((id, request));
+                    if follows {
+                        // A follower takes no more requests, not even those
+                        // it sent along with `follow`.
+                        break;
+                    }
                 }
                 Err(refusal) => self.answer_now(&refusal.message),
             }

@@ -148,3 +148,16 @@ fn waiting_clients_are_bounded_apart_and_status_and_stop_still_get_in() {
     }
     drop(idle);
 }
+
+#[test]
+fn a_follower_takes_no_request_sent_along_with_follow() {
+    let (_dir, path, mut server) = bound();
+    let client = Client::connect(&path);
+    (&client.stream).write_all(b"{\"command\":\"follow\"}\n{\"command\":\"status\"}\n").unwrap();
+    let got = requests(&mut server, 1);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].1, Command::Follow);
+    for _ in 0..10 {
+        assert!(server.service(Instant::now()).0.is_empty());
+    }
+}
