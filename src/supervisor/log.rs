@@ -148,15 +148,21 @@ impl Log {
     }
 
     fn write(&self, text: &str, said: Said) {
+        self.report_dropped();
         let line = self.format(text, said);
         let mut sink = self.sink.borrow_mut();
-        if let Some(dropped) = sink.take_dropped() {
-            let note = format!("dropped {dropped} of its own log lines while the log was not read");
-            sink.own(self.format(&note, None).as_bytes());
-            self.record(What::LinesDropped { count: dropped, of: "own".into() }, None, vec![], &note);
-        }
         sink.own(line.as_bytes());
         sink.flush(self.restartable);
+    }
+
+    /// Own lines dropped while the log was not read, said (as their event)
+    /// once it has room again.
+    fn report_dropped(&self) {
+        let dropped = self.sink.borrow_mut().take_dropped();
+        if let Some(dropped) = dropped {
+            let note = format!("dropped {dropped} of its own log lines while the log was not read");
+            self.said(What::LinesDropped { count: dropped, of: "own".into() }, None, vec![], &note);
+        }
     }
 
     /// A machine event: recorded, and printed as its line. `views`: the
@@ -225,6 +231,7 @@ impl Log {
     /// Writes what the reader takes now, after saying how many captured
     /// records went while the log command was down, if some did.
     pub fn flush(&self) {
+        self.report_dropped();
         let dropped = self.sink.borrow_mut().take_dropped_captured();
         if let Some(dropped) = dropped {
             let kib = super::sink::LOSSY_CAPACITY / 1024;
