@@ -77,9 +77,9 @@ fn a_worker_killed_by_a_real_time_signal_is_respawned_and_the_stop_ends() {
     // exit was reaped and lost, and a stop waited for it for ever.
     let mut s = with_worker(&["--port", "127.0.0.1:0"], &["--notify"]);
     let first = s.wait_generations(&[1]);
-    // 37: SIGRTMIN+3 under glibc.
-    let kill =
-        std::process::Command::new("kill").args(["-s", "37", &first[0].1.to_string()]).status().unwrap();
+    // 37: SIGRTMIN+3 under glibc, sent by the shell's own kill.
+    let pid = first[0].1.to_string();
+    let kill = std::process::Command::new("sh").args(["-c", "kill -37 \"$1\"", "sh", &pid]).status().unwrap();
     assert!(kill.success());
     s.wait_generations(&[2]);
     s.signal(Signal::SIGTERM);
