@@ -85,7 +85,7 @@ impl Machine {
     }
 
     fn check_running(&self) -> Result<(), String> {
-        let Phase::Running(running) = &self.phase else { return Ok(()) };
+        let Some(running) = self.phase.running() else { return Ok(()) };
         let last = running.last_generation();
         if last == u64::MAX || running.start_failures == u32::MAX {
             return Err(format!("generation {last} or start failure {} is the last", running.start_failures));

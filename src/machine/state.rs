@@ -89,6 +89,16 @@ pub(super) enum Manager {
     Reloading,
 }
 
+impl Phase {
+    pub fn running(&self) -> Option<&Running> {
+        if let Phase::Running(running) = self { Some(running) } else { None }
+    }
+
+    pub fn running_mut(&mut self) -> Option<&mut Running> {
+        if let Phase::Running(running) = self { Some(running) } else { None }
+    }
+}
+
 impl Running {
     pub fn new() -> Running {
         Running {
