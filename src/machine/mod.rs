@@ -259,9 +259,9 @@ impl Machine {
 
     /// Every generation with a live or starting worker, oldest first.
     pub fn views(&self) -> Vec<View> {
-        let view = |g: &Generation, phase, signalled_at| View {
+        let view = |g: &Generation, role, signalled_at| View {
             generation: g.number,
-            phase,
+            role,
             pids: g.pids(),
             spawned_at: g.spawned_at,
             ready_at: g.ready_at,
@@ -269,14 +269,14 @@ impl Machine {
         };
         let told = |d: &Draining| d.told_at();
         let mut views: Vec<View> =
-            self.old.iter().map(|d| view(&d.generation, "draining", told(d))).collect();
+            self.old.iter().map(|d| view(&d.generation, Role::Draining, told(d))).collect();
         // Once stopping, every generation was told when it began.
         let since = match &self.phase {
             Phase::Stopping(stopping) => Some(stopping.since),
             Phase::Running(_) => None,
         };
-        views.extend(self.current.iter().map(|g| view(g, "serving", since)));
-        views.extend(self.candidate().map(|g| view(g, "starting", since)));
+        views.extend(self.current.iter().map(|g| view(g, Role::Serving, since)));
+        views.extend(self.candidate().map(|g| view(g, Role::Starting, since)));
         views.sort_by_key(|v| v.generation);
         views
     }

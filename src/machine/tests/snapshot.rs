@@ -138,16 +138,16 @@ fn the_format_2_record_restores_to_the_machine_it_was() {
     let now = taken();
     let mut machine = Machine::restore(recorded_policy(), recorded(), now).expect("the record restores");
     let s = Duration::from_secs;
-    let view = |generation, phase, pids, spawned, ready, signalled: Option<u64>| View {
+    let view = |generation, role, pids, spawned, ready, signalled: Option<u64>| View {
         generation,
-        phase,
+        role,
         pids,
         spawned_at: now - ms(spawned),
         ready_at: Some(now - ms(ready)),
         signalled_at: signalled.map(|t| now - ms(t)),
     };
-    let draining = view(2, "draining", vec![102], 3500, 2500, Some(500));
-    assert_eq!(machine.views(), [draining, view(3, "serving", vec![103], 1500, 500, None)]);
+    let draining = view(2, Role::Draining, vec![102], 3500, 2500, Some(500));
+    assert_eq!(machine.views(), [draining, view(3, Role::Serving, vec![103], 1500, 500, None)]);
     assert_eq!(machine.all_pids(), [102, 103]);
     assert_eq!(machine.counters(), Counters { restarts: 2, failures: 0, respawns: 0 });
     let first = Outcome::Restarted {

@@ -97,7 +97,7 @@ fn a_generation_replaced_while_a_worker_waits_for_its_respawn_goes_with_its_last
     assert_eq!(signals(&fx), [(101, Signal::SIGTERM)]);
     let fx = run.step(400, Input::Exited { pid: 101, status: ExitStatus::Code(0) });
     assert!(matches!(replies(&fx)[..], [(7, Outcome::Restarted { generation: 2, .. })]), "{fx:?}");
-    let phases: Vec<(u64, &str)> = run.machine.views().iter().map(|v| (v.generation, v.phase)).collect();
-    assert_eq!(phases, [(2, "serving")]);
+    let phases: Vec<(u64, Role)> = run.machine.views().iter().map(|v| (v.generation, v.role)).collect();
+    assert_eq!(phases, [(2, Role::Serving)]);
     assert!(spawns(&run.tick(SEC)).is_empty(), "no respawn for a replaced generation");
 }
