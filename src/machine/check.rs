@@ -59,12 +59,9 @@ impl Machine {
                 return broken(format!("generation {} is numbered 0 or held twice", g.number));
             }
         }
-        for g in self.old.iter().map(|d| &d.generation) {
-            if g.workers.is_empty() || g.workers.iter().any(|w| w.live().is_none()) {
-                return broken(format!(
-                    "old generation {} holds a worker that is not alive, or none",
-                    g.number
-                ));
+        for (n, workers) in self.old.iter().map(|d| (d.generation.number, &d.generation.workers)) {
+            if workers.is_empty() || workers.iter().any(|w| w.live().is_none()) {
+                return broken(format!("old generation {n} holds a worker that is not alive, or none"));
             }
         }
         if self.candidate().is_some_and(|c| c.workers.iter().any(|w| w.respawn_at().is_some())) {
@@ -90,12 +87,9 @@ impl Machine {
 
     fn check_running(&self) -> Result<()> {
         let Some(running) = self.phase.running() else { return Ok(()) };
-        let last = running.last_generation();
-        if last == u64::MAX || running.start_failures == u32::MAX {
-            return broken(format!(
-                "generation {last} or start failure {} is the last",
-                running.start_failures
-            ));
+        let (last, failures) = (running.last_generation(), running.start_failures);
+        if last == u64::MAX || failures == u32::MAX {
+            return broken(format!("generation {last} or start failure {failures} is the last"));
         }
         if let Some(g) = self.generations().find(|g| g.number > last) {
             return broken(format!("generation {} was never handed out (last {last})", g.number));
