@@ -125,10 +125,7 @@ impl Machine {
         self.counters.failures += 1;
         let generation = failed.number;
         let outcome = Outcome::Failed { generation: Some(generation), failure: failure.clone() };
-        let (answered, waiting): (Vec<_>, Vec<_>) =
-            self.waiters.drain(..).partition(|(_, g)| *g == Some(generation));
-        self.waiters = waiting;
-        for (request, _) in answered {
+        for (request, _) in self.waiters.extract_if(.., |(_, g)| *g == Some(generation)) {
             fx.push(Effect::Reply { request, outcome: outcome.clone() });
         }
         self.last_outcome = Some(outcome);

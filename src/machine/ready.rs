@@ -108,9 +108,7 @@ impl Machine {
             signal_to_old_gone: current.predecessor_signalled_at.map(|t| now - t),
         };
         let settled = |g: u64| g < current.number || (g == current.number && !older_alive);
-        let (done, waiting): (Vec<_>, Vec<_>) =
-            self.waiters.drain(..).partition(|(_, g)| g.is_some_and(settled));
-        self.waiters = waiting;
+        let done: Vec<_> = self.waiters.extract_if(.., |(_, g)| g.is_some_and(settled)).collect();
         let replaced = current.predecessor_signalled_at.is_some();
         if !done.is_empty() || (replaced && !older_alive) {
             self.last_outcome = Some(outcome.clone());
