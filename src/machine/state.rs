@@ -175,24 +175,15 @@ impl Slot {
     }
 
     pub fn candidate(&self) -> Option<&Generation> {
-        match self {
-            Slot::Starting { candidate, .. } => Some(candidate),
-            _ => None,
-        }
+        if let Slot::Starting { candidate, .. } = self { Some(candidate) } else { None }
     }
 
     pub fn candidate_mut(&mut self) -> Option<&mut Generation> {
-        match self {
-            Slot::Starting { candidate, .. } => Some(candidate),
-            _ => None,
-        }
+        if let Slot::Starting { candidate, .. } = self { Some(candidate) } else { None }
     }
 
     pub fn scheduled_at(&self) -> Option<Moment> {
-        match self {
-            Slot::Scheduled { at } => Some(*at),
-            _ => None,
-        }
+        if let Slot::Scheduled { at } = self { Some(*at) } else { None }
     }
 
     /// The starting generation and whether a restart is pending, leaving the slot empty.
