@@ -12,10 +12,11 @@ use std::collections::HashSet;
 use super::generation::Worker;
 use super::state::{Manager, Phase, Slot};
 use super::*;
+use crate::error::{Error, Result};
 
 impl Machine {
     /// What must hold between any two inputs; Err names the first thing that does not.
-    pub(super) fn check_invariants(&self) -> Result<(), String> {
+    pub(super) fn check_invariants(&self) -> Result<()> {
         self.check_workers()?;
         self.check_generations()?;
         match &self.phase {
@@ -25,14 +26,14 @@ impl Machine {
     }
 
     /// Every worker: a process of its own, one place in its generation.
-    fn check_workers(&self) -> Result<(), String> {
+    fn check_workers(&self) -> Result<()> {
         let mut pids: HashSet<Pid> = HashSet::new();
         for g in self.generations() {
             let mut indices: HashSet<usize> = HashSet::new();
             for w in &g.workers {
                 if w.index() >= self.policy.workers || !indices.insert(w.index()) {
                     let n = self.policy.workers;
-                    return Err(format!(
+                    return broken(format!(
                         "generation {}: worker {} is out of 0..{n} or twice",
                         g.number,
                         w.index()
@@ -40,10 +41,10 @@ impl Machine {
                 }
                 if let Some(pid) = w.pid() {
                     if pid <= 0 {
-                        return Err(format!("generation {}: pid {pid} is not a process", g.number));
+                        return broken(format!("generation {}: pid {pid} is not a process", g.number));
                     }
                     if !pids.insert(pid) {
-                        return Err(format!("pid {pid} held twice"));
+                        return broken(format!("pid {pid} held twice"));
                     }
                 }
             }
@@ -51,27 +52,27 @@ impl Machine {
         Ok(())
     }
 
-    fn check_generations(&self) -> Result<(), String> {
+    fn check_generations(&self) -> Result<()> {
         let mut numbers: HashSet<u64> = HashSet::new();
         for g in self.generations() {
             if g.number == 0 || !numbers.insert(g.number) {
-                return Err(format!("generation {} is numbered 0 or held twice", g.number));
+                return broken(format!("generation {} is numbered 0 or held twice", g.number));
             }
         }
-        for g in self.old.iter().map(|d| &d.generation) {
-            if g.workers.is_empty() || g.workers.iter().any(|w| w.live().is_none()) {
-                return Err(format!("old generation {} holds a worker that is not alive, or none", g.number));
+        for (n, workers) in self.old.iter().map(|d| (d.generation.number, &d.generation.workers)) {
+            if workers.is_empty() || workers.iter().any(|w| w.live().is_none()) {
+                return broken(format!("old generation {n} holds a worker that is not alive, or none"));
             }
         }
         if self.candidate().is_some_and(|c| c.workers.iter().any(|w| w.respawn_at().is_some())) {
-            return Err("a starting generation waits to respawn a worker".into());
+            return broken("a starting generation waits to respawn a worker");
         }
         if let Some(current) = &self.current {
             if current.ready_at.is_none() {
-                return Err(format!("serving generation {} was never ready", current.number));
+                return broken(format!("serving generation {} was never ready", current.number));
             }
             if self.manager == Manager::Starting {
-                return Err(format!(
+                return broken(format!(
                     "generation {} serves, yet the service manager was never told",
                     current.number
                 ));
@@ -79,60 +80,65 @@ impl Machine {
         }
         let Counters { restarts, failures, respawns } = self.counters;
         if [restarts, failures, respawns].contains(&u64::MAX) {
-            return Err(format!("a counter is at its limit: {:?}", self.counters));
+            return broken(format!("a counter is at its limit: {:?}", self.counters));
         }
         Ok(())
     }
 
-    fn check_running(&self) -> Result<(), String> {
-        let Phase::Running(running) = &self.phase else { return Ok(()) };
-        let last = running.last_generation();
-        if last == u64::MAX || running.start_failures == u32::MAX {
-            return Err(format!("generation {last} or start failure {} is the last", running.start_failures));
+    fn check_running(&self) -> Result<()> {
+        let Some(running) = self.phase.running() else { return Ok(()) };
+        let (last, failures) = (running.last_generation(), running.start_failures);
+        if last == u64::MAX || failures == u32::MAX {
+            return broken(format!("generation {last} or start failure {failures} is the last"));
         }
         if let Some(g) = self.generations().find(|g| g.number > last) {
-            return Err(format!("generation {} was never handed out (last {last})", g.number));
+            return broken(format!("generation {} was never handed out (last {last})", g.number));
         }
         if let Slot::Starting { candidate, .. } = &running.slot {
             if candidate.number != last {
-                return Err(format!("starting generation {} is not the last one", candidate.number));
+                return broken(format!("starting generation {} is not the last one", candidate.number));
             }
             if self.current.as_ref().is_some_and(|c| c.number >= candidate.number) {
-                return Err("the serving generation is not older than the starting one".into());
+                return broken("the serving generation is not older than the starting one");
             }
             let spawned = candidate.workers.iter().filter(|w| w.live().is_some()).count();
             if spawned != self.policy.workers {
-                return Err(format!("starting generation {} runs {spawned} workers", candidate.number));
+                return broken(format!("starting generation {} runs {spawned} workers", candidate.number));
             }
             if candidate.ready_at.is_some() {
-                return Err(format!("starting generation {} was ready", candidate.number));
+                return broken(format!("starting generation {} was ready", candidate.number));
             }
         }
         if let Some(current) = &self.current {
             if current.workers.is_empty() {
-                return Err(format!("serving generation {} has no worker", current.number));
+                return broken(format!("serving generation {} has no worker", current.number));
             }
             if let Some(w) = current.workers.iter().find(|w| matches!(w, Worker::Starting { .. })) {
                 let n = current.number;
-                return Err(format!("serving generation {n}: worker {} is being spawned", w.index()));
+                return broken(format!("serving generation {n}: worker {} is being spawned", w.index()));
             }
         }
         if let Some((request, g)) = self.waiters.iter().find(|(_, g)| g.is_some_and(|g| g > last)) {
-            return Err(format!("request {request} waits for generation {g:?}, not handed out"));
+            return broken(format!("request {request} waits for generation {g:?}, not handed out"));
         }
         Ok(())
     }
 
-    fn check_stopping(&self) -> Result<(), String> {
+    fn check_stopping(&self) -> Result<()> {
         if !self.waiters.is_empty() {
-            return Err("requests left unanswered while stopping".into());
+            return broken("requests left unanswered while stopping");
         }
         if self.generations().any(|g| g.workers.iter().any(|w| w.live().is_none())) {
-            return Err("a worker waits to be spawned while stopping".into());
+            return broken("a worker waits to be spawned while stopping");
         }
         if let Some(d) = self.old.iter().find(|d| d.due_at().is_some()) {
-            return Err(format!("generation {} was not told to stop while stopping", d.generation.number));
+            return broken(format!("generation {} was not told to stop while stopping", d.generation.number));
         }
         Ok(())
     }
+}
+
+/// A machine state refused: what does not hold, in one line.
+pub(super) fn broken<T>(what: impl Into<String>) -> Result<T> {
+    Err(Error::runtime(what))
 }

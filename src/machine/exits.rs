@@ -26,7 +26,7 @@ impl Machine {
     /// Stop every worker with `sending`; exit with `code` once all are gone.
     pub(super) fn stop(&mut self, now: Moment, sending: Signal, code: i32, fx: &mut Vec<Effect>) {
         debug_assert!(!self.stopping(), "stopped twice");
-        let Phase::Running(running) = &mut self.phase else { return };
+        let Some(running) = self.phase.running_mut() else { return };
         let starting = running.slot.take().map(|(candidate, _)| Draining::told(candidate, now));
         self.phase = Phase::Stopping(Stopping { since: now, killed: false, code, starting });
         let pids = self.live_pids();
@@ -50,7 +50,7 @@ impl Machine {
         for g in self.generations_mut() {
             g.workers.retain(|w| w.pid() != Some(pid));
         }
-        if let Phase::Running(running) = &mut self.phase
+        if let Some(running) = self.phase.running_mut()
             && running.slot.candidate().is_some_and(|g| g.workers.is_empty())
         {
             running.slot.take();
@@ -83,7 +83,7 @@ impl Machine {
         fx: &mut Vec<Effect>,
     ) {
         let code = error.exit_code();
-        let Phase::Running(running) = &mut self.phase else {
+        let Some(running) = self.phase.running() else {
             if self.candidate().is_some_and(|c| c.number == generation) {
                 fx.push(Effect::Log(Event::SpawnFailed { generation, error }));
             }
@@ -95,8 +95,9 @@ impl Machine {
         if starting || self.current.as_ref().is_some_and(|g| g.number == generation) {
             fx.push(Effect::Log(Event::SpawnFailed { generation, error: error.clone() }));
         }
-        let Phase::Running(running) = &mut self.phase else { return };
-        if let Some(c) = running.slot.candidate_mut().filter(|c| c.number == generation) {
+        if let Some(c) =
+            self.phase.running_mut().and_then(|r| r.slot.candidate_mut()).filter(|c| c.number == generation)
+        {
             c.workers.retain(|w| w.index() != index);
             let first = !self.manager.announced() && self.current.is_none();
             self.fail_candidate(now, Failure::SpawnFailed(error), fx);
@@ -117,16 +118,14 @@ impl Machine {
     /// The starting generation failed: stop what runs of it, answer those
     /// waiting for it, try again.
     pub(super) fn fail_candidate(&mut self, now: Moment, failure: Failure, fx: &mut Vec<Effect>) {
-        let Phase::Running(running) = &mut self.phase else { return };
         // A pending restart needs nothing more: the retry runs the newest code.
-        let Some((mut failed, _pending)) = running.slot.take() else { return };
+        let Some((mut failed, _pending)) = self.phase.running_mut().and_then(|r| r.slot.take()) else {
+            return;
+        };
         self.counters.failures += 1;
         let generation = failed.number;
         let outcome = Outcome::Failed { generation: Some(generation), failure: failure.clone() };
-        let (answered, waiting): (Vec<_>, Vec<_>) =
-            self.waiters.drain(..).partition(|(_, g)| *g == Some(generation));
-        self.waiters = waiting;
-        for (request, _) in answered {
+        for (request, _) in self.waiters.extract_if(.., |(_, g)| *g == Some(generation)) {
             fx.push(Effect::Reply { request, outcome: outcome.clone() });
         }
         self.last_outcome = Some(outcome);
@@ -142,7 +141,7 @@ impl Machine {
             fx.push(Effect::Notify(Upward::Status(line)));
             self.manager.ready(fx);
         }
-        let Phase::Running(running) = &mut self.phase else { return };
+        let Some(running) = self.phase.running_mut() else { return };
         if !self.manager.announced() {
             running.start_failures += 1;
             if self.policy.max_start_attempts.is_some_and(|max| running.start_failures >= max) {
@@ -188,9 +187,7 @@ impl Machine {
                 }
             } else {
                 self.current = None;
-                if let Phase::Running(running) = &mut self.phase
-                    && let Some(vacancy) = running.vacancy()
-                {
+                if let Some(vacancy) = self.phase.running_mut().and_then(Running::vacancy) {
                     // A generation starting or waiting for its turn (a
                     // retry) replaces it: that one is no respawn.
                     if vacancy.empty() {

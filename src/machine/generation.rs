@@ -51,17 +51,11 @@ impl Worker {
     }
 
     pub fn live(&self) -> Option<&Live> {
-        match self {
-            Worker::Live(live) => Some(live),
-            _ => None,
-        }
+        if let Worker::Live(live) = self { Some(live) } else { None }
     }
 
     pub fn live_mut(&mut self) -> Option<&mut Live> {
-        match self {
-            Worker::Live(live) => Some(live),
-            _ => None,
-        }
+        if let Worker::Live(live) = self { Some(live) } else { None }
     }
 
     pub fn pid(&self) -> Option<Pid> {
@@ -77,10 +71,7 @@ impl Worker {
     }
 
     pub fn respawn_at(&self) -> Option<Moment> {
-        match self {
-            Worker::Respawning { at, .. } => Some(*at),
-            _ => None,
-        }
+        if let Worker::Respawning { at, .. } = self { Some(*at) } else { None }
     }
 }
 
@@ -123,17 +114,11 @@ impl Draining {
     }
 
     pub fn told_at(&self) -> Option<Moment> {
-        match self.stop {
-            Stop::Told { at, .. } => Some(at),
-            Stop::Due { .. } => None,
-        }
+        if let Stop::Told { at, .. } = self.stop { Some(at) } else { None }
     }
 
     pub fn due_at(&self) -> Option<Moment> {
-        match self.stop {
-            Stop::Due { at } => Some(at),
-            Stop::Told { .. } => None,
-        }
+        if let Stop::Due { at } = self.stop { Some(at) } else { None }
     }
 }
 

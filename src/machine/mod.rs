@@ -125,9 +125,7 @@ impl Machine {
         match input {
             Input::Start => {
                 self.next_watchdog = self.policy.watchdog.map(|every| now + every);
-                if let Phase::Running(running) = &mut self.phase
-                    && let Some(vacancy) = running.vacancy()
-                {
+                if let Some(vacancy) = self.phase.running_mut().and_then(Running::vacancy) {
                     vacancy.start(now, &self.policy, &mut self.waiters, &mut fx);
                 }
             }
@@ -166,7 +164,7 @@ impl Machine {
                 fx.push(Effect::Log(Event::Forwarded { signal, pids }));
             }
             Input::Changed => {
-                if let Phase::Running(running) = &mut self.phase {
+                if let Some(running) = self.phase.running_mut() {
                     running.restart_on_change_at = Some(now + self.policy.watch_debounce);
                 }
             }
@@ -261,9 +259,9 @@ impl Machine {
 
     /// Every generation with a live or starting worker, oldest first.
     pub fn views(&self) -> Vec<View> {
-        let view = |g: &Generation, phase, signalled_at| View {
+        let view = |g: &Generation, role, signalled_at| View {
             generation: g.number,
-            phase,
+            role,
             pids: g.pids(),
             spawned_at: g.spawned_at,
             ready_at: g.ready_at,
@@ -271,14 +269,14 @@ impl Machine {
         };
         let told = |d: &Draining| d.told_at();
         let mut views: Vec<View> =
-            self.old.iter().map(|d| view(&d.generation, "draining", told(d))).collect();
+            self.old.iter().map(|d| view(&d.generation, Role::Draining, told(d))).collect();
         // Once stopping, every generation was told when it began.
         let since = match &self.phase {
             Phase::Stopping(stopping) => Some(stopping.since),
             Phase::Running(_) => None,
         };
-        views.extend(self.current.iter().map(|g| view(g, "serving", since)));
-        views.extend(self.candidate().map(|g| view(g, "starting", since)));
+        views.extend(self.current.iter().map(|g| view(g, Role::Serving, since)));
+        views.extend(self.candidate().map(|g| view(g, Role::Starting, since)));
         views.sort_by_key(|v| v.generation);
         views
     }
@@ -318,7 +316,7 @@ impl Machine {
     }
 
     fn restart(&mut self, now: Moment, request: Option<RequestId>, fx: &mut Vec<Effect>) {
-        let Phase::Running(running) = &mut self.phase else {
+        let Some(running) = self.phase.running_mut() else {
             match request {
                 Some(request) => fx.push(Effect::Reply { request, outcome: stopping_outcome() }),
                 None => fx.push(Effect::Log(Event::IgnoredDuringShutdown { signal: Signal::SIGHUP })),
@@ -377,8 +375,7 @@ impl Machine {
 
     fn auto_restart_at(&self) -> Option<Moment> {
         let interval = self.policy.auto_restart?;
-        let Phase::Running(running) = &self.phase else { return None };
-        let idle = matches!(running.slot, Slot::Empty);
+        let idle = matches!(self.phase.running()?.slot, Slot::Empty);
         let since = self.current.as_ref().filter(|_| idle)?.ready_at?;
         Some(if self.old.is_empty() { since + interval } else { since + 2 * interval })
     }

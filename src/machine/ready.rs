@@ -18,11 +18,10 @@ impl Machine {
             self.learned = true;
             fx.push(Effect::Log(Event::ReadyLearned { pid, timeout: self.policy.ready_timeout }));
         }
-        let Phase::Running(running) = &mut self.phase else { return };
         if let Some(worker) = self.current.as_mut().and_then(|g| g.live(pid)) {
             worker.ready = true;
         }
-        let Some(candidate) = running.slot.candidate_mut() else { return };
+        let Some(candidate) = self.phase.running_mut().and_then(|r| r.slot.candidate_mut()) else { return };
         let Some(worker) = candidate.live(pid) else { return };
         worker.ready = true;
         if candidate.all_ready() {
@@ -43,8 +42,7 @@ impl Machine {
         if !matches!(self.rule(), ReadyMode::Auto | ReadyMode::Accepting) {
             return;
         }
-        let Phase::Running(running) = &mut self.phase else { return };
-        let Some(candidate) = running.slot.candidate_mut() else { return };
+        let Some(candidate) = self.phase.running_mut().and_then(|r| r.slot.candidate_mut()) else { return };
         let Some(worker) = candidate.live(pid) else { return };
         worker.ready = true;
         if candidate.all_ready() {
@@ -53,8 +51,7 @@ impl Machine {
     }
 
     pub(super) fn generation_ready(&mut self, now: Moment, how: ReadyBy, fx: &mut Vec<Effect>) {
-        let Phase::Running(running) = &mut self.phase else { return };
-        let Some((mut next, pending)) = running.slot.take() else { return };
+        let Some((mut next, pending)) = self.phase.running_mut().and_then(|r| r.slot.take()) else { return };
         next.ready_at = Some(now);
         let (generation, pids) = (next.number, next.pids());
         fx.push(Effect::Log(Event::Ready { generation, pids, after: now - next.spawned_at, how }));
@@ -68,10 +65,7 @@ impl Machine {
         self.manager.ready(fx);
         fx.push(Effect::Notify(Upward::Status(StatusLine::Serving { generation })));
         self.answer_waiters(now, fx);
-        if pending
-            && let Phase::Running(running) = &mut self.phase
-            && let Some(vacancy) = running.vacancy()
-        {
+        if pending && let Some(vacancy) = self.phase.running_mut().and_then(Running::vacancy) {
             self.manager.reloading(fx);
             vacancy.start(now, &self.policy, &mut self.waiters, fx);
         }
@@ -114,9 +108,7 @@ impl Machine {
             signal_to_old_gone: current.predecessor_signalled_at.map(|t| now - t),
         };
         let settled = |g: u64| g < current.number || (g == current.number && !older_alive);
-        let (done, waiting): (Vec<_>, Vec<_>) =
-            self.waiters.drain(..).partition(|(_, g)| g.is_some_and(settled));
-        self.waiters = waiting;
+        let done: Vec<_> = self.waiters.extract_if(.., |(_, g)| g.is_some_and(settled)).collect();
         let replaced = current.predecessor_signalled_at.is_some();
         if !done.is_empty() || (replaced && !older_alive) {
             self.last_outcome = Some(outcome.clone());
@@ -145,14 +137,13 @@ impl Machine {
         // A first generation that never gets ready may stop the machine here.
         self.tick_probation(now, fx);
         self.tick_respawns(now, fx);
-        let Phase::Running(running) = &mut self.phase else { return };
-        if running.restart_on_change_at.is_some_and(|at| at <= now) {
-            running.restart_on_change_at = None;
+        let changed = self.phase.running_mut().and_then(|r| r.restart_on_change_at.take_if(|at| *at <= now));
+        if changed.is_some() {
             fx.push(Effect::Log(Event::FilesChanged));
             self.restart(now, None, fx);
         }
         let auto_restart = self.auto_restart_at().is_some_and(|at| at <= now);
-        let Phase::Running(running) = &mut self.phase else { return };
+        let Some(running) = self.phase.running_mut() else { return };
         let scheduled = running.slot.scheduled_at().is_some_and(|at| at <= now);
         let Some(vacancy) = running.vacancy().filter(|_| scheduled || auto_restart) else { return };
         if !scheduled {
@@ -168,7 +159,7 @@ impl Machine {
     /// ready timeout for a candidate that waits for evidence.
     pub(super) fn tick_probation(&mut self, now: Moment, fx: &mut Vec<Effect>) {
         let interval = self.policy.interval;
-        let Phase::Running(running) = &self.phase else { return };
+        let Some(running) = self.phase.running() else { return };
         let due = |g: &Generation, candidate: bool| -> Vec<usize> {
             let due = |w: &Worker| {
                 w.live()
@@ -178,23 +169,17 @@ impl Machine {
         };
         let current = self.current.as_ref().map(|g| due(g, false)).unwrap_or_default();
         let candidate = running.slot.candidate().map(|g| due(g, true)).unwrap_or_default();
-        let Phase::Running(running) = &mut self.phase else { return };
-        for (g, due) in self
-            .current
-            .iter_mut()
-            .map(|g| (g, &current))
-            .chain(running.slot.candidate_mut().map(|g| (g, &candidate)))
-        {
+        let starting = self.phase.running_mut().and_then(|r| r.slot.candidate_mut()).map(|g| (g, &candidate));
+        for (g, due) in self.current.iter_mut().map(|g| (g, &current)).chain(starting) {
             for &i in due {
                 if let Some(w) = g.workers[i].live_mut() {
                     w.ready = true;
                 }
             }
         }
-        if running.slot.candidate().is_some_and(Generation::all_ready) {
+        if self.candidate().is_some_and(Generation::all_ready) {
             self.generation_ready(now, ReadyBy::Alive, fx);
-        } else if let Phase::Running(running) = &self.phase
-            && let Some(c) = running.slot.candidate()
+        } else if let Some(c) = self.candidate()
             && self.awaits_evidence(c)
             && self.policy.ready_timeout.is_some_and(|t| c.spawned_at + t <= now)
         {
@@ -215,7 +200,7 @@ impl Machine {
 
     /// Start again, alone, the serving workers whose turn has come.
     pub(super) fn tick_respawns(&mut self, now: Moment, fx: &mut Vec<Effect>) {
-        let Phase::Running(running) = &self.phase else { return };
+        let Some(running) = self.phase.running() else { return };
         let Some(current) = self.current.as_mut() else { return };
         for w in current.workers.iter_mut().filter(|w| w.respawn_at().is_some_and(|at| at <= now)) {
             *w = Worker::Starting { index: w.index(), spawned_at: now };

@@ -30,10 +30,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::check::broken;
 use super::generation::{Live, Worker};
 use super::state::Phase;
 use super::time::Moment;
 use super::{Machine, Policy, ReadyMode};
+use crate::error::{Error, Result};
 
 /// A machine but its policy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,19 +73,19 @@ impl Machine {
 
     /// The machine of `snapshot`, at `now` on the same monotonic clock.
     /// Err: one line saying what is inconsistent.
-    pub fn restore(policy: Policy, snapshot: Snapshot, now: Moment) -> Result<Machine, String> {
+    pub fn restore(policy: Policy, snapshot: Snapshot, now: Moment) -> Result<Machine> {
         let machine = Machine { policy, ..snapshot.0 };
         machine
             .check_invariants()
             .and_then(|()| machine.check_past(now))
-            .map_err(|e| format!("snapshot refused: {e}"))?;
+            .map_err(|e| Error::runtime(format!("snapshot refused: {e}")))?;
         Ok(machine)
     }
 
     /// Nothing that has happened is dated after `now`.
-    fn check_past(&self, now: Moment) -> Result<(), String> {
+    fn check_past(&self, now: Moment) -> Result<()> {
         let late = |t: Option<Moment>, what: &str| match t.filter(|t| *t > now) {
-            Some(t) => Err(format!("{what} is {} ns after now", (t - now).as_nanos())),
+            Some(t) => broken(format!("{what} is {} ns after now", (t - now).as_nanos())),
             None => Ok(()),
         };
         let starting = match &self.phase {
@@ -142,10 +144,10 @@ const V1_TIMES: [&str; 11] = [
 ];
 
 /// A snapshot of format 1 taken at `taken`, as this format says it.
-pub fn from_v1(mut v1: Value, taken: Moment) -> Result<Snapshot, String> {
+pub fn from_v1(mut v1: Value, taken: Moment) -> Result<Snapshot> {
     let format = v1.get("format").and_then(Value::as_u64);
     if format != Some(1) {
-        return Err(format!("format {} is not 1", v1.get("format").unwrap_or(&Value::Null)));
+        return broken(format!("format {} is not 1", v1.get("format").unwrap_or(&Value::Null)));
     }
     moments(&mut v1, taken);
     workers(&mut v1);
@@ -163,7 +165,7 @@ pub fn from_v1(mut v1: Value, taken: Moment) -> Result<Snapshot, String> {
             *w = Value::Array(vec![field("request"), field("generation")]);
         }
     }
-    serde_json::from_value(v1).map_err(|e| format!("format 1 snapshot: {e}"))
+    serde_json::from_value(v1).map_err(|e| Error::runtime(format!("format 1 snapshot: {e}")))
 }
 
 /// Every offset of format 1 made a moment.
@@ -211,7 +213,7 @@ fn worker(w: &mut serde_json::Map<String, Value>) {
 
 /// A generation told to stop (`signalled_at`, `killed`) or to be
 /// (`signal_at`) as a `Draining`.
-fn draining(g: &mut Value) -> Result<(), String> {
+fn draining(g: &mut Value) -> Result<()> {
     let Some(fields) = g.as_object_mut() else { return Ok(()) };
     let mut take = |name| fields.remove(name).filter(|v: &Value| !v.is_null());
     let stop = match (take("signal_at"), take("signalled_at"), take("killed")) {
@@ -221,7 +223,7 @@ fn draining(g: &mut Value) -> Result<(), String> {
         }
         _ => {
             let number = fields.get("number").unwrap_or(&Value::Null);
-            return Err(format!("old generation {number} is either to be told to stop or told"));
+            return broken(format!("old generation {number} is either to be told to stop or told"));
         }
     };
     *g = json!({"generation": g.take(), "stop": stop});

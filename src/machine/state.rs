@@ -89,6 +89,16 @@ pub(super) enum Manager {
     Reloading,
 }
 
+impl Phase {
+    pub fn running(&self) -> Option<&Running> {
+        if let Phase::Running(running) = self { Some(running) } else { None }
+    }
+
+    pub fn running_mut(&mut self) -> Option<&mut Running> {
+        if let Phase::Running(running) = self { Some(running) } else { None }
+    }
+}
+
 impl Running {
     pub fn new() -> Running {
         Running {
@@ -165,24 +175,15 @@ impl Slot {
     }
 
     pub fn candidate(&self) -> Option<&Generation> {
-        match self {
-            Slot::Starting { candidate, .. } => Some(candidate),
-            _ => None,
-        }
+        if let Slot::Starting { candidate, .. } = self { Some(candidate) } else { None }
     }
 
     pub fn candidate_mut(&mut self) -> Option<&mut Generation> {
-        match self {
-            Slot::Starting { candidate, .. } => Some(candidate),
-            _ => None,
-        }
+        if let Slot::Starting { candidate, .. } = self { Some(candidate) } else { None }
     }
 
     pub fn scheduled_at(&self) -> Option<Moment> {
-        match self {
-            Slot::Scheduled { at } => Some(*at),
-            _ => None,
-        }
+        if let Slot::Scheduled { at } = self { Some(*at) } else { None }
     }
 
     /// The starting generation and whether a restart is pending, leaving the slot empty.

@@ -196,9 +196,30 @@ pub struct Counters {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct View {
     pub generation: u64,
-    pub phase: &'static str,
+    pub role: Role,
     pub pids: Vec<Pid>,
     pub spawned_at: Moment,
     pub ready_at: Option<Moment>,
     pub signalled_at: Option<Moment>,
+}
+
+/// What a generation of `views()` does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Starting,
+    Serving,
+    Draining,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Starting, Role::Serving, Role::Draining];
+
+    /// As the metrics and the event records say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Starting => "starting",
+            Role::Serving => "serving",
+            Role::Draining => "draining",
+        }
+    }
 }

@@ -10,8 +10,8 @@ use serde_json::json;
 use super::events::{self, Events};
 use super::sink::Sink;
 use super::words;
-use crate::machine::View;
 use crate::machine::event::Event;
+use crate::machine::{Role, View};
 use crate::wire::event::{Record, What};
 
 /// How lines are printed: start_server's bare texts, or prefixed.
@@ -170,7 +170,7 @@ impl Log {
     pub fn event(&self, event: &Event, views: &[View]) {
         let in_views = |pid| views.iter().find(|v| v.pids.contains(&pid)).map(|v| v.generation);
         let serving =
-            views.iter().rev().find(|v| v.phase == "serving").map(|v| (v.generation, v.pids.clone()));
+            views.iter().rev().find(|v| v.role == Role::Serving).map(|v| (v.generation, v.pids.clone()));
         let (what, generation, pids) = {
             let events = self.events.borrow();
             events::describe(event, |pid| events.generation_of(pid).or_else(|| in_views(pid)), serving)

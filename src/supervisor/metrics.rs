@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::machine::{Counters, View};
+use crate::machine::{Counters, Role, View};
 use crate::wire::event::{Record, What};
 
 /// Bucket bounds, in seconds, of both histograms.
@@ -129,18 +129,18 @@ fn with_zeros(map: &BTreeMap<String, u64>, keys: &[&str]) -> BTreeMap<String, u6
 /// The text format's page.
 pub fn render(s: &Sources) -> String {
     let mut out = String::new();
-    let serving = s.views.iter().filter(|v| v.phase == "serving").map(|v| v.generation).max();
+    let serving = s.views.iter().filter(|v| v.role == Role::Serving).map(|v| v.generation).max();
     family(&mut out, "handover_generation", "gauge", "The serving generation (0: none).");
     let _ = writeln!(out, "handover_generation {}", serving.unwrap_or(0));
     family(&mut out, "handover_generations", "gauge", "Generations alive, by state.");
-    for state in ["starting", "serving", "draining"] {
-        let n = s.views.iter().filter(|v| v.phase == state).count();
-        let _ = writeln!(out, "handover_generations{{state=\"{state}\"}} {n}");
+    for role in Role::ALL {
+        let n = s.views.iter().filter(|v| v.role == role).count();
+        let _ = writeln!(out, "handover_generations{{state=\"{}\"}} {n}", role.name());
     }
     family(&mut out, "handover_workers", "gauge", "Worker processes alive, by state of their generation.");
-    for state in ["starting", "serving", "draining"] {
-        let n: usize = s.views.iter().filter(|v| v.phase == state).map(|v| v.pids.len()).sum();
-        let _ = writeln!(out, "handover_workers{{state=\"{state}\"}} {n}");
+    for role in Role::ALL {
+        let n: usize = s.views.iter().filter(|v| v.role == role).map(|v| v.pids.len()).sum();
+        let _ = writeln!(out, "handover_workers{{state=\"{}\"}} {n}", role.name());
     }
     let help = "Whether the last restart succeeded (1) or was rolled back (0); absent before the first.";
     family(&mut out, "handover_last_restart_success", "gauge", help);

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::listen::Listener;
 use crate::machine::event::Sighting;
-use crate::machine::{Input, Machine, ReadyMode};
+use crate::machine::{Input, Machine, ReadyMode, Role};
 use crate::sys::observe::{self, Seen};
 
 use super::contain::Containment;
@@ -282,7 +282,7 @@ fn watched(machine: &Machine) -> Option<(u64, Vec<i32>, Instant)> {
         return None;
     }
     let views = machine.views();
-    let starting = views.into_iter().find(|v| v.phase == "starting")?;
+    let starting = views.into_iter().find(|v| v.role == Role::Starting)?;
     Some((starting.generation, starting.pids, super::instant(starting.spawned_at)))
 }
 

@@ -7,7 +7,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::listen::Listener;
-use crate::machine::{Machine, Moment, Outcome, ReadyMode};
+use crate::machine::{Machine, Moment, Outcome, ReadyMode, Role};
 use crate::wire::control::{self, Phase, Readiness, Restart, RestartFailed, Restarted};
 
 fn ms(d: Duration) -> f64 {
@@ -44,11 +44,11 @@ pub fn outcome(outcome: &Outcome) -> Restart {
     }
 }
 
-fn phase(name: &str) -> Phase {
-    match name {
-        "starting" => Phase::Starting,
-        "draining" => Phase::Draining,
-        _ => Phase::Serving,
+fn phase(role: Role) -> Phase {
+    match role {
+        Role::Starting => Phase::Starting,
+        Role::Serving => Phase::Serving,
+        Role::Draining => Phase::Draining,
     }
 }
 
@@ -73,7 +73,7 @@ pub fn status(
     let generations = (machine.views().iter())
         .map(|v| control::Generation {
             generation: v.generation,
-            phase: phase(v.phase),
+            phase: phase(v.role),
             pids: v.pids.clone(),
             started: stamp(now, v.spawned_at),
             ready: v.ready_at.map(|t| stamp(now, t)),

@@ -8,13 +8,7 @@ fn died(run: &mut Run, ms: u64, pid: Pid) {
 #[test]
 fn respawns_count_only_the_workers_started_again() {
     let one = || Run::serving();
-    let two = || {
-        let mut run = Run::new(workers(2));
-        run.step(0, Input::Start);
-        run.step(10, Input::Ready { pid: 101 });
-        run.step(10, Input::Ready { pid: 1101 });
-        run
-    };
+    let two = || Run::serving_two();
     type Scenario = fn(&mut Run);
     let table: [(&str, Run, Scenario, u64); 6] = [
         (

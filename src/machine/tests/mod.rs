@@ -104,6 +104,15 @@ impl Run {
         run.tick(SEC);
         run
     }
+
+    /// Two workers (`workers(2)`), both of generation 1 ready.
+    fn serving_two() -> Run {
+        let mut run = Run::new(workers(2));
+        run.step(0, Input::Start);
+        run.step(10, Input::Ready { pid: 101 });
+        run.step(10, Input::Ready { pid: 1101 });
+        run
+    }
 }
 
 fn spawns(fx: &[Effect]) -> Vec<u64> {

@@ -215,8 +215,10 @@ impl Sim {
         let exit = driver::feed(self, now, [input.clone()]);
         let fx = std::mem::take(&mut self.out);
         let context = || format!("step {n}: {input:?} -> {fx:#?}");
-        let checked =
-            self.watch.step(policy, now, stopping, &fx).and_then(|()| self.machine.check_invariants());
+        let checked = self
+            .watch
+            .step(policy, now, stopping, &fx)
+            .and_then(|()| self.machine.check_invariants().map_err(|e| e.message));
         if let Err(e) = checked {
             return Err(TestCaseError::fail(format!("{e}\n{}", context())));
         }

@@ -213,9 +213,9 @@ fn watched_changes_restart_once_after_they_settle() {
 fn views_show_each_generation_with_its_phase() {
     let mut run = Run::serving();
     run.step(2 * SEC, Input::Hup);
-    let phases: Vec<(u64, &str)> = run.machine.views().iter().map(|v| (v.generation, v.phase)).collect();
-    assert_eq!(phases, [(1, "serving"), (2, "starting")]);
+    let phases: Vec<(u64, Role)> = run.machine.views().iter().map(|v| (v.generation, v.role)).collect();
+    assert_eq!(phases, [(1, Role::Serving), (2, Role::Starting)]);
     run.tick(3 * SEC);
-    let phases: Vec<(u64, &str)> = run.machine.views().iter().map(|v| (v.generation, v.phase)).collect();
-    assert_eq!(phases, [(1, "draining"), (2, "serving")]);
+    let phases: Vec<(u64, Role)> = run.machine.views().iter().map(|v| (v.generation, v.role)).collect();
+    assert_eq!(phases, [(1, Role::Draining), (2, Role::Serving)]);
 }

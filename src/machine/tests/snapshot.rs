@@ -129,7 +129,7 @@ fn taken() -> Moment {
 }
 
 /// The format 1 record, read as it was taken at `taken()`.
-fn recorded_v1() -> Result<Snapshot, String> {
+fn recorded_v1() -> crate::error::Result<Snapshot> {
     from_v1(serde_json::from_str(RECORDED_V1).expect("the format 1 record parses"), taken())
 }
 
@@ -138,16 +138,16 @@ fn the_format_2_record_restores_to_the_machine_it_was() {
     let now = taken();
     let mut machine = Machine::restore(recorded_policy(), recorded(), now).expect("the record restores");
     let s = Duration::from_secs;
-    let view = |generation, phase, pids, spawned, ready, signalled: Option<u64>| View {
+    let view = |generation, role, pids, spawned, ready, signalled: Option<u64>| View {
         generation,
-        phase,
+        role,
         pids,
         spawned_at: now - ms(spawned),
         ready_at: Some(now - ms(ready)),
         signalled_at: signalled.map(|t| now - ms(t)),
     };
-    let draining = view(2, "draining", vec![102], 3500, 2500, Some(500));
-    assert_eq!(machine.views(), [draining, view(3, "serving", vec![103], 1500, 500, None)]);
+    let draining = view(2, Role::Draining, vec![102], 3500, 2500, Some(500));
+    assert_eq!(machine.views(), [draining, view(3, Role::Serving, vec![103], 1500, 500, None)]);
     assert_eq!(machine.all_pids(), [102, 103]);
     assert_eq!(machine.counters(), Counters { restarts: 2, failures: 0, respawns: 0 });
     let first = Outcome::Restarted {
@@ -198,7 +198,7 @@ fn unknown_fields_are_ignored_and_missing_ones_default() {
     for text in [RECORDED, RECORDED_V1] {
         let read = |value: Value| match text == RECORDED {
             true => serde_json::from_value::<Snapshot>(value).map_err(|e| e.to_string()),
-            false => from_v1(value, taken()),
+            false => from_v1(value, taken()).map_err(|e| e.message),
         };
         let mut newer: Value = serde_json::from_str(text).unwrap();
         newer["cgroup"] = json!({"path": "/sys/fs/cgroup/x"});
@@ -215,7 +215,7 @@ fn unknown_fields_are_ignored_and_missing_ones_default() {
 }
 
 /// The format 1 record with `edit` made, restored.
-fn edited(edit: impl FnOnce(&mut Value)) -> Result<Machine, String> {
+fn edited(edit: impl FnOnce(&mut Value)) -> crate::error::Result<Machine> {
     let mut record: Value = serde_json::from_str(RECORDED_V1).unwrap();
     edit(&mut record);
     Machine::restore(recorded_policy(), from_v1(record, taken())?, taken())
@@ -253,6 +253,6 @@ fn a_snapshot_no_machine_could_be_in_is_refused_in_one_line() {
         ),
     ];
     for (edit, why) in cases {
-        assert_eq!(edited(edit).expect_err(why), why);
+        assert_eq!(edited(edit).expect_err(why).message, why);
     }
 }

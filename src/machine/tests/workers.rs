@@ -16,10 +16,7 @@ fn a_generation_of_n_workers_is_ready_when_all_are() {
 
 #[test]
 fn a_crashed_worker_is_respawned_alone_in_its_generation() {
-    let mut run = Run::new(workers(2));
-    run.step(0, Input::Start);
-    run.step(10, Input::Ready { pid: 101 });
-    run.step(10, Input::Ready { pid: 1101 });
+    let mut run = Run::serving_two();
     let fx = run.step(500, Input::Exited { pid: 1101, status: ExitStatus::Code(1) });
     assert_eq!(status(&fx), Some(vec![(1, 101)]));
     assert_eq!(run.deadline_ms(), Some(SEC), "rate limit: one interval after its last spawn");
@@ -33,10 +30,7 @@ fn a_crashed_worker_is_respawned_alone_in_its_generation() {
 
 #[test]
 fn a_restart_replaces_every_worker_only_after_all_new_ones_are_ready() {
-    let mut run = Run::new(workers(2));
-    run.step(0, Input::Start);
-    run.step(10, Input::Ready { pid: 101 });
-    run.step(10, Input::Ready { pid: 1101 });
+    let mut run = Run::serving_two();
     run.step(SEC, Input::Hup);
     assert!(signals(&run.step(1010, Input::Ready { pid: 102 })).is_empty());
     let fx = run.step(1020, Input::Ready { pid: 1102 });
@@ -45,10 +39,7 @@ fn a_restart_replaces_every_worker_only_after_all_new_ones_are_ready() {
 
 #[test]
 fn one_failing_worker_fails_its_generation_and_stops_its_siblings() {
-    let mut run = Run::new(workers(2));
-    run.step(0, Input::Start);
-    run.step(10, Input::Ready { pid: 101 });
-    run.step(10, Input::Ready { pid: 1101 });
+    let mut run = Run::serving_two();
     run.step(SEC, Input::Hup);
     let fx = run.step(1100, Input::Exited { pid: 1102, status: ExitStatus::Code(2) });
     assert_eq!(signals(&fx), [(102, Signal::SIGTERM)], "the sibling, not the serving generation");
@@ -85,10 +76,7 @@ fn a_generation_whose_forks_all_fail_is_reported_once() {
 
 #[test]
 fn a_generation_replaced_while_a_worker_waits_for_its_respawn_goes_with_its_last_live_worker() {
-    let mut run = Run::new(workers(2));
-    run.step(0, Input::Start);
-    run.step(10, Input::Ready { pid: 101 });
-    run.step(10, Input::Ready { pid: 1101 });
+    let mut run = Run::serving_two();
     run.step(100, Input::Restart { request: 7 });
     run.step(200, Input::Exited { pid: 1101, status: ExitStatus::Code(1) });
     assert_eq!(run.deadline_ms(), Some(SEC), "respawned an interval after its spawn");
@@ -97,7 +85,7 @@ fn a_generation_replaced_while_a_worker_waits_for_its_respawn_goes_with_its_last
     assert_eq!(signals(&fx), [(101, Signal::SIGTERM)]);
     let fx = run.step(400, Input::Exited { pid: 101, status: ExitStatus::Code(0) });
     assert!(matches!(replies(&fx)[..], [(7, Outcome::Restarted { generation: 2, .. })]), "{fx:?}");
-    let phases: Vec<(u64, &str)> = run.machine.views().iter().map(|v| (v.generation, v.phase)).collect();
-    assert_eq!(phases, [(2, "serving")]);
+    let phases: Vec<(u64, Role)> = run.machine.views().iter().map(|v| (v.generation, v.role)).collect();
+    assert_eq!(phases, [(2, Role::Serving)]);
     assert!(spawns(&run.tick(SEC)).is_empty(), "no respawn for a replaced generation");
 }

@@ -202,7 +202,7 @@ impl Record {
         let written_at = record.get("written_at").and_then(Value::as_u64);
         let written_at = Moment::from_nanos(written_at.ok_or_else(|| cannot("no written_at".into()))?);
         let machine = record.get_mut("machine").map(Value::take).unwrap_or_default();
-        let machine = snapshot::from_v1(machine, written_at).map_err(cannot)?;
+        let machine = snapshot::from_v1(machine, written_at).map_err(|e| cannot(e.message))?;
         record.insert("machine".into(), serde_json::to_value(machine).map_err(|e| cannot(e.to_string()))?);
         serde_json::from_value(Value::Object(record)).map_err(|e| cannot(e.to_string()))
     }
