@@ -74,7 +74,9 @@ pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
             out.push(arg);
             continue;
         }
-        if text == "--" || !text.starts_with('-') {
+        // A lone `-` is a word, not an option (clap takes it so): the
+        // worker's command may start with it.
+        if text == "--" || text == "-" || !text.starts_with('-') {
             out.push(arg);
             if text == "--" || compat || !SUBCOMMANDS.contains(&text.as_str()) {
                 break;
@@ -105,6 +107,12 @@ mod tests {
 
     fn all_options() -> Vec<(String, bool)> {
         [HandoverCli::command(), StartServerCli::command()].into_iter().flat_map(long_options).collect()
+    }
+
+    #[test]
+    fn a_worker_command_named_dash_keeps_its_arguments() {
+        let args = ["handover", "-", "--kill-old-delay", "--", "-control"];
+        assert_eq!(norm(&args), args);
     }
 
     #[test]
