@@ -38,7 +38,10 @@ pub fn supervisor_main() -> ExitCode {
         _ if handed.as_ref().is_some_and(supervisor::upgrade::Handed::verifying) => {
             cli::commands::verify_upgrade()
         }
-        Some(word) if word == "drill" && !compat => cli::drill::exec(args.into_iter().skip(2).collect()),
+        // Its lines start `handover drill:`, as the drill's own do.
+        Some(word) if word == "drill" && !compat => {
+            return exit(cli::drill::exec(args.into_iter().skip(2).collect()), "handover drill");
+        }
         _ => cli::commands::run(compat, args, handed),
     };
     exit(outcome, if compat { "start_server" } else { "handover" })

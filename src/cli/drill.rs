@@ -35,12 +35,12 @@ pub fn missing(path: &Path, error: &std::io::Error) -> Error {
         return Error::new(
             NOT_FOUND,
             format!(
-                "drill: {shown} not found: handover and handover-drill are installed side by side \
+                "{shown} not found: handover and handover-drill are installed side by side \
                  (reinstall the package, or build both: cargo build {build})"
             ),
         );
     }
-    Error::new(NOT_EXECUTABLE, format!("drill: cannot execute {shown}: {}", io_text(error)))
+    Error::new(NOT_EXECUTABLE, format!("cannot execute {shown}: {}", io_text(error)))
 }
 
 /// Executes the drill with `args` (those after the word `drill`); returns

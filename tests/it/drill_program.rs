@@ -33,7 +33,7 @@ fn handover_without_its_drill_names_the_path_looked_at() {
     assert_eq!(out.status.code(), Some(127), "{}", text(&out));
     let said = one_line(&out.stderr);
     let looked = dir.path().join("handover-drill").display().to_string();
-    assert!(said.starts_with(&format!("handover: drill: {looked} not found: ")), "{said}");
+    assert!(said.starts_with(&format!("handover drill: {looked} not found: ")), "{said}");
     assert!(said.contains("cargo build --bin handover-drill"), "{said}");
 }
 
