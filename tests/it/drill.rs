@@ -193,7 +193,7 @@ fn start_server_can_be_drilled_side_by_side() {
 }
 
 /// The pids whose command line mentions `needle`, and their children.
-fn processes_mentioning(needle: &str) -> Vec<i32> {
+pub fn processes_mentioning(needle: &str) -> Vec<i32> {
     let pids = all_pids();
     let found: Vec<i32> = pids.iter().copied().filter(|&p| cmdline_of(p).contains(needle)).collect();
     let children = pids.iter().copied().filter(|&p| parent_of(p).is_some_and(|pp| found.contains(&pp)));

@@ -7,15 +7,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use crate::drill::processes_mentioning;
 use crate::harness::*;
-
-/// The pids whose command line mentions `needle`, and their children.
-fn processes_mentioning(needle: &str) -> Vec<i32> {
-    let pids = all_pids();
-    let found: Vec<i32> = pids.iter().copied().filter(|&p| cmdline_of(p).contains(needle)).collect();
-    let children = pids.iter().copied().filter(|&p| parent_of(p).is_some_and(|pp| found.contains(&pp)));
-    found.iter().copied().chain(children).collect()
-}
 
 /// A drill of a worker that ignores TERM, past its one restart (the old
 /// generation draining forever, the new one serving), with TMPDIR in its
