@@ -141,8 +141,9 @@ impl Observer {
         if self.watch.as_ref().is_none_or(|w| w.generation != generation) {
             return (inputs, lines);
         }
-        if let Some(done) = done {
-            let watch = self.watch.as_mut().expect("watched above");
+        if let Some(done) = done
+            && let Some(watch) = self.watch.as_mut()
+        {
             watch.next_at = watch.next_at.max(now + done.took * SPACING);
             if done.generation == generation {
                 for (pid, report) in done.reports {
@@ -158,7 +159,7 @@ impl Observer {
                 STUCK.as_secs()
             ));
         }
-        let watch = self.watch.as_mut().expect("watched above");
+        let Some(watch) = self.watch.as_mut() else { return (inputs, lines) };
         let waiting: Vec<i32> = pids.into_iter().filter(|pid| !watch.done.contains(pid)).collect();
         if let Some(why) = self.stuck.clone() {
             for pid in waiting {
@@ -181,7 +182,7 @@ impl Observer {
                 self.stuck = Some("its looking thread is gone".to_string());
             }
         }
-        let watch = self.watch.as_mut().expect("watched above");
+        let Some(watch) = self.watch.as_mut() else { return (inputs, lines) };
         let unseen = now.saturating_duration_since(watch.spawned_at) >= interval;
         if let Some(bind) = watch.own_bind.filter(|_| unseen && !watch.said_own_bind) {
             watch.said_own_bind = true;
