@@ -84,18 +84,14 @@ fn a_follower_that_does_not_read_slows_nothing_and_is_told_what_it_missed() {
     let mut follower = UnixStream::connect(s.path("ctl")).unwrap();
     follower.write_all(b"{\"command\":\"follow\"}\n").unwrap();
     let mut raw = Raw::connect(&s.path("ctl"));
-    let (mut slowest, mut restarts) = (Duration::ZERO, 0);
     // About 20 records a restart: the follower's buffers (64 KiB and the
-    // socket's) are full within 60; stop once records are being dropped.
-    while restarts < 60 {
+    // socket's) are full within 60. Every restart and status is answered
+    // (Raw::ask fails at its read deadline): a loop blocked on the follower,
+    // which never reads, would answer none of them.
+    for _ in 0..60 {
         restart(&mut raw);
-        restarts += 1;
-        let asked = Instant::now();
         assert_eq!(raw.ask("status")["ok"], true);
-        slowest = slowest.max(asked.elapsed());
     }
-    eprintln!("{restarts} restarts; the slowest status answer took {slowest:?}");
-    assert!(slowest < Duration::from_secs(2), "status took {slowest:?} with a follower not reading");
     // Now it reads: the records it got, one `dropped` record, then new ones.
     follower.set_read_timeout(Some(DEADLINE)).unwrap();
     let mut reader = BufReader::new(follower);
