@@ -53,11 +53,8 @@ pub fn supervisor_config(record: &supervisor::upgrade::record::Record) -> Result
     if client.is_some() || opts.restart || opts.stop {
         return Err(not_supervisor());
     }
-    let env = record.env.clone();
-    match &record.config {
-        Some(carried) => Config::carried(compat, opts, more, command, env, carried.given()),
-        None => Config::new(compat, opts, more, command, env),
-    }
+    let carried = record.config.as_ref().map(|config| config.given());
+    Config::build(compat, opts, more, command, record.env.clone(), carried)
 }
 
 type Parsed = (StartServerOpts, super::HandoverOpts, Option<Client>, Vec<OsString>);

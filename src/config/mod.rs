@@ -108,22 +108,12 @@ impl Config {
         Config::build(compat, opts, more, command, env, None)
     }
 
-    /// The configuration a self-upgrade's new program takes over with: the
-    /// same command line and environment, and what `given` says instead of
-    /// reading the envdir, decoding socket activation and looking up users
-    /// again (nor checking that `--dir` is still there).
-    pub fn carried(
-        compat: bool,
-        opts: StartServerOpts,
-        more: HandoverOpts,
-        command: Vec<OsString>,
-        env: Vec<(OsString, OsString)>,
-        given: Given,
-    ) -> Result<Config> {
-        Config::build(compat, opts, more, command, env, Some(given))
-    }
-
-    fn build(
+    /// With `carried`, the configuration a self-upgrade's new program
+    /// takes over with: the same command line and environment, and what
+    /// `carried` says instead of reading the envdir, decoding socket
+    /// activation and looking up users again (nor checking that `--dir` is
+    /// still there).
+    pub fn build(
         compat: bool,
         opts: StartServerOpts,
         more: HandoverOpts,
@@ -240,10 +230,6 @@ impl Config {
         }
 
         // A value from the environment is named as its variable.
-        let duration = |option: &str, value: Option<&OsStr>, default: Duration| match value {
-            Some(text) => parse_duration(option, &text.to_string_lossy()),
-            None => Ok(default),
-        };
         let either = |option: &str, given: &Option<String>, variable: &str, value: Option<&OsStr>| match value
         {
             Some(text) if given.is_none() => parse_duration_of(variable, &text.to_string_lossy()).map(Some),
@@ -253,8 +239,7 @@ impl Config {
         let optional = |option: &str, value: &Option<String>| {
             value.as_deref().map(|text| parse_duration(option, text)).transpose()
         };
-        let interval =
-            duration("interval", opts.interval.as_deref().map(OsStr::new), Duration::from_secs(1))?;
+        let interval = optional("interval", &opts.interval)?.unwrap_or(Duration::from_secs(1));
         // The option is checked even when auto-restart is off (a bad value is
         // a mistake either way); the variable only when it is used.
         let given = &opts.auto_restart_interval;

@@ -65,7 +65,7 @@ pub fn flock_holders(file: &File) -> io::Result<Vec<u32>> {
 /// `1: FLOCK  ADVISORY  WRITE 7286 fe:00:10051998 0 EOF`: the pid of each
 /// granted exclusive flock on (`dev`, `ino`). Device numbers are hex.
 fn parse_locks(text: &str, dev: u64, ino: u64) -> Vec<u32> {
-    let (major, minor) = (libc_major(dev), libc_minor(dev));
+    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
     let mut pids = Vec::new();
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
@@ -90,15 +90,6 @@ fn parse_locks(text: &str, dev: u64, ino: u64) -> Vec<u32> {
 fn is_write_flock(lock: &str) -> bool {
     let fields: Vec<&str> = lock.split_whitespace().collect();
     matches!(fields[..], [_, "FLOCK", _, "WRITE", ..])
-}
-
-/// glibc's `major(3)`/`minor(3)` encoding of a 64-bit `dev_t`.
-fn libc_major(dev: u64) -> u64 {
-    ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0x0000_0fff)
-}
-
-fn libc_minor(dev: u64) -> u64 {
-    ((dev >> 12) & 0xffff_ff00) | (dev & 0x0000_00ff)
 }
 
 #[cfg(test)]

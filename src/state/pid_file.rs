@@ -41,10 +41,6 @@ use nix::fcntl::{Flock, FlockArg, OFlag};
 use crate::error::{Error, io_text};
 use crate::state::{SafeDir, flock_holders, holds_flock};
 
-fn errno_io(e: Errno) -> io::Error {
-    io::Error::from_raw_os_error(e as i32)
-}
-
 #[derive(Debug)]
 pub enum PidFileError {
     /// Another process holds the lock; `pid` is what the file says, if
@@ -123,7 +119,7 @@ impl PidFile {
                 };
                 Err(PidFileError::Running { path: path.to_path_buf(), pid, holder })
             }
-            Err((_, e)) => Err(io_err("lock", errno_io(e))),
+            Err((_, e)) => Err(io_err("lock", e.into())),
         }
     }
 
@@ -142,7 +138,7 @@ impl PidFile {
     pub fn resume(path: PathBuf, fd: std::os::fd::OwnedFd) -> Result<PidFile, PidFileError> {
         match Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock) {
             Ok(file) => Ok(PidFile { path, file }),
-            Err((_, e)) => Err(PidFileError::Io { path, action: "lock", error: errno_io(e) }),
+            Err((_, e)) => Err(PidFileError::Io { path, action: "lock", error: e.into() }),
         }
     }
 
@@ -269,7 +265,7 @@ impl PidFileWatch {
                 Ok(_lock) => return Ok(true),
                 Err((_, Errno::EWOULDBLOCK)) => return Ok(false),
                 Err((_, Errno::EINTR)) => continue,
-                Err((_, e)) => return Err(errno_io(e)),
+                Err((_, e)) => return Err(e.into()),
             }
         }
     }
