@@ -229,14 +229,9 @@ fn listener(spec: &ListenSpec, inherited: Inherited, found: &Found) -> Listener 
         _ => spec.key(0),
     };
     Listener {
-        spec: spec.clone(),
-        socket: inherited.socket,
-        key,
-        local: found.describe(),
-        created_path: None,
         inherited_fd: Some(inherited.fd),
-        replaced_stale: false,
         repair: super::Watch::default(),
+        ..Listener::bound(spec, inherited.socket, key, found.describe())
     }
 }
 

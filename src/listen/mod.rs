@@ -72,6 +72,20 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// A socket bound here for `spec`, with no file of its own.
+    fn bound(spec: &ListenSpec, socket: Socket, key: String, local: String) -> Listener {
+        Listener {
+            spec: spec.clone(),
+            socket,
+            key,
+            local,
+            created_path: None,
+            inherited_fd: None,
+            replaced_stale: false,
+            repair: Watch::bound(),
+        }
+    }
+
     /// Removes the socket file this process created, if any (clean
     /// shutdown). A file already gone is not an error.
     pub fn remove_file(&self) -> io::Result<()> {
@@ -236,14 +250,10 @@ pub fn resume(spec: Option<&ListenSpec>, carried: Carried) -> Result<Listener, B
         });
     };
     Ok(Listener {
-        spec: spec.clone(),
-        socket: carried.socket,
-        key: carried.key,
-        local: carried.local,
         created_path: carried.created_path,
         repair: if carried.inherited_fd.is_some() { Watch::default() } else { Watch::bound() },
         inherited_fd: carried.inherited_fd,
-        replaced_stale: false,
+        ..Listener::bound(spec, carried.socket, carried.key, carried.local)
     })
 }
 
@@ -286,16 +296,7 @@ fn bind_inet(
         socket.listen(backlog).map_err(|e| io_err("listen on", e))?;
     }
     let bound = socket.local_addr().map_err(|e| io_err("get the address of", e))?.as_socket().unwrap_or(addr);
-    Ok(Listener {
-        spec: spec.clone(),
-        socket,
-        key: spec.key(bound.port()),
-        local: format!("{proto} {bound}"),
-        created_path: None,
-        inherited_fd: None,
-        replaced_stale: false,
-        repair: Watch::bound(),
-    })
+    Ok(Listener::bound(spec, socket, spec.key(bound.port()), format!("{proto} {bound}")))
 }
 
 /// No host: 0.0.0.0. IPv6 hosts are numeric; names take the first IPv4.

@@ -35,8 +35,11 @@ pub(super) fn bind_unix(
     options: &UnixOptions,
     backlog: i32,
 ) -> Result<Listener, BindError> {
-    let owner = options.owner.as_deref().map(|name| lookup_user(name, path)).transpose()?;
-    let group = options.group.as_deref().map(|name| lookup_group(name, path)).transpose()?;
+    let user = |name: &str| User::from_name(name).map(|user| user.map(|user| user.uid));
+    let owner = options.owner.as_deref().map(|name| lookup("user", name, path, Uid::from_raw, user));
+    let group = |name: &str| Group::from_name(name).map(|group| group.map(|group| group.gid));
+    let group = options.group.as_deref().map(|name| lookup("group", name, path, Gid::from_raw, group));
+    let (owner, group) = (owner.transpose()?, group.transpose()?);
     let io_err = |action, cause| BindError::Io { action, object: path.display().to_string(), cause };
     let (dir, name) = SafeDir::parent_of(path).map_err(|e| io_err("bind", e))?;
     let replaced_stale = clear_stale_socket(&dir, &name, path)?;
@@ -52,40 +55,26 @@ pub(super) fn bind_unix(
         return Err(io_err("listen on", e));
     }
     Ok(Listener {
-        spec: spec.clone(),
-        socket,
-        key: spec.key(0),
-        local: format!("unix {}", path.display()),
         created_path: Some(OwnedPath::known(path.to_owned(), identity)),
-        inherited_fd: None,
         replaced_stale,
-        repair: super::Watch::bound(),
+        ..Listener::bound(spec, socket, spec.key(0), format!("unix {}", path.display()))
     })
 }
 
-/// A user name, or a number taken as the uid itself (as chown(1) does).
-fn lookup_user(name: &str, path: &Path) -> Result<Uid, BindError> {
-    if let Ok(uid) = name.parse() {
-        return Ok(Uid::from_raw(uid));
+/// A user or group name, or a number taken as the id itself (as chown(1) does).
+fn lookup<T>(
+    what: &'static str,
+    name: &str,
+    path: &Path,
+    from_raw: fn(u32) -> T,
+    by_name: impl FnOnce(&str) -> nix::Result<Option<T>>,
+) -> Result<T, BindError> {
+    if let Ok(id) = name.parse() {
+        return Ok(from_raw(id));
     }
-    let failed =
-        |cause| BindError::Owner { what: "user", name: name.to_owned(), path: path.to_owned(), cause };
-    match User::from_name(name) {
-        Ok(Some(user)) => Ok(user.uid),
-        Ok(None) => Err(failed(None)),
-        Err(e) => Err(failed(Some(e.desc().to_owned()))),
-    }
-}
-
-/// A group name, or a number taken as the gid itself.
-fn lookup_group(name: &str, path: &Path) -> Result<Gid, BindError> {
-    if let Ok(gid) = name.parse() {
-        return Ok(Gid::from_raw(gid));
-    }
-    let failed =
-        |cause| BindError::Owner { what: "group", name: name.to_owned(), path: path.to_owned(), cause };
-    match Group::from_name(name) {
-        Ok(Some(group)) => Ok(group.gid),
+    let failed = |cause| BindError::Owner { what, name: name.to_owned(), path: path.to_owned(), cause };
+    match by_name(name) {
+        Ok(Some(id)) => Ok(id),
         Ok(None) => Err(failed(None)),
         Err(e) => Err(failed(Some(e.desc().to_owned()))),
     }
