@@ -141,10 +141,8 @@ impl Config {
         if command.is_empty() {
             return fail("no worker command given; usage: handover [OPTIONS] -- COMMAND [ARGS...]");
         }
-        let mut listeners = Vec::new();
-        for spec in &opts.port {
-            listeners.push(ListenSpec::parse_port(spec)?);
-        }
+        let mut listeners: Vec<_> =
+            opts.port.iter().map(|s| ListenSpec::parse_port(s)).collect::<Result<_>>()?;
         listeners.extend(opts.path.iter().map(|p| ListenSpec::parse_path(&p.to_string_lossy())));
         for spec in &more.listen {
             listeners.push(ListenSpec::parse_listen(spec)?);
@@ -212,19 +210,14 @@ impl Config {
         if opts.enable_auto_restart {
             export(protocol::ENABLE_AUTO_RESTART, "1".into());
         }
-        let auto_interval = opts
-            .auto_restart_interval
-            .clone()
-            .map(OsString::from)
-            .or_else(|| lookup(&startup, protocol::AUTO_RESTART_INTERVAL).map(OsStr::to_os_string));
+        let option_or_env = |given: &Option<String>, name| {
+            given.clone().map(OsString::from).or_else(|| lookup(&startup, name).map(OsStr::to_os_string))
+        };
+        let auto_interval = option_or_env(&opts.auto_restart_interval, protocol::AUTO_RESTART_INTERVAL);
         if let Some(value) = auto_interval.clone().filter(|_| auto) {
             export(protocol::AUTO_RESTART_INTERVAL, value);
         }
-        let kill_old_delay = opts
-            .kill_old_delay
-            .clone()
-            .map(OsString::from)
-            .or_else(|| lookup(&startup, protocol::KILL_OLD_DELAY).map(OsStr::to_os_string));
+        let kill_old_delay = option_or_env(&opts.kill_old_delay, protocol::KILL_OLD_DELAY);
         if let Some(value) = &kill_old_delay {
             export(protocol::KILL_OLD_DELAY, value.clone());
         }

@@ -21,8 +21,9 @@
 //!
 //! The parent reads that pipe: end-of-file means the exec succeeded.
 use std::ffi::{CString, OsStr, OsString};
+use std::io::Read;
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -241,9 +242,10 @@ pub fn spawn(req: &Request) -> Result<Pid, SpawnError> {
     if req.contain != Contain::Session {
         let _ = nix::unistd::setpgid(pid, pid);
     }
-    let mut report = [0u8; 8];
-    let n = read_full(&report_read, &mut report);
-    if n < report.len() {
+    // End of file before a whole report (or a failed read): the exec succeeded.
+    let mut report = Vec::with_capacity(8);
+    let _ = std::fs::File::from(report_read).take(8).read_to_end(&mut report);
+    if report.len() < 8 {
         return Ok(pid);
     }
     let _ = nix::sys::wait::waitpid(pid, None);
@@ -257,19 +259,6 @@ pub fn spawn(req: &Request) -> Result<Pid, SpawnError> {
         _ => what,
     };
     Err(SpawnError { what, errno })
-}
-
-fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
-    let mut done = 0;
-    while done < buf.len() {
-        match nix::unistd::read(fd, &mut buf[done..]) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(Errno::EINTR) => continue,
-            Err(_) => break,
-        }
-    }
-    done
 }
 
 const STAGE_CHDIR: i32 = 1;
