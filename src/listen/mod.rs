@@ -91,12 +91,6 @@ impl Listener {
     pub fn remove_file(&self) -> io::Result<()> {
         self.created_path.as_ref().map_or(Ok(()), OwnedPath::remove)
     }
-
-    /// TCP and unix sockets accept connections; UDP sockets do not.
-    #[cfg(test)]
-    pub fn is_stream(&self) -> bool {
-        !matches!(self.spec.address, Address::Inet { udp: true, .. })
-    }
 }
 
 /// Why `open_all` failed; `Display` is one line naming the object.
@@ -207,16 +201,10 @@ pub fn open_all(specs: &[ListenSpec], backlog: i32, inherited: Vec<Inherited>) -
     let backlog = if backlog == 0 { DEFAULT_BACKLOG } else { backlog };
     let mut listeners = Vec::with_capacity(specs.len());
     for (spec, adopted) in specs.iter().zip(adopted) {
-        let result = match adopted {
-            Some(listener) => Ok(listener),
-            None => bind(spec, backlog),
-        };
-        match result {
+        match adopted.map_or_else(|| bind(spec, backlog), Ok) {
             Ok(listener) => listeners.push(listener),
             Err(e) => {
-                for listener in &listeners {
-                    let _ = listener.remove_file();
-                }
+                listeners.iter().for_each(|listener| drop(listener.remove_file()));
                 return Err(e);
             }
         }
@@ -255,12 +243,6 @@ pub fn resume(spec: Option<&ListenSpec>, carried: Carried) -> Result<Listener, B
         inherited_fd: carried.inherited_fd,
         ..Listener::bound(spec, carried.socket, carried.key, carried.local)
     })
-}
-
-/// Binds every spec in order (no socket activation); see [`open_all`].
-#[cfg(test)]
-pub fn bind_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<Listener>, BindError> {
-    open_all(specs, backlog, Vec::new()).map(|opened| opened.listeners)
 }
 
 fn bind(spec: &ListenSpec, backlog: i32) -> Result<Listener, BindError> {

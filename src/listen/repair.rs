@@ -87,7 +87,7 @@ pub fn not_started(listeners: &[Listener], generation: u64) {
         if let Some((g, before)) = l.repair.nonblocking_before
             && g == generation
         {
-            let _ = set_nonblocking(l, before);
+            let _ = l.socket.set_nonblocking(before);
         }
     }
 }
@@ -147,7 +147,7 @@ fn check(l: &mut Listener, backlog: i32, generation: u64, alone: bool, lines: &m
             } else if now != want {
                 let (set, cleared) = if now { ("set", "cleared") } else { ("cleared", "set") };
                 found.push(format!("O_NONBLOCK was {set}"));
-                match set_nonblocking(l, want) {
+                match l.socket.set_nonblocking(want) {
                     Ok(()) => {
                         done.push(format!("O_NONBLOCK {cleared}"));
                         l.repair.nonblocking_before = l.repair.checked.map(|_| (generation, now));
@@ -234,10 +234,6 @@ fn rebind(l: &Listener) -> io::Result<()> {
 fn nonblocking(l: &Listener) -> io::Result<bool> {
     let flags = fcntl(&l.socket, FcntlArg::F_GETFL)?;
     Ok(OFlag::from_bits_truncate(flags).contains(OFlag::O_NONBLOCK))
-}
-
-fn set_nonblocking(l: &Listener, on: bool) -> io::Result<()> {
-    l.socket.set_nonblocking(on)
 }
 
 /// Binds a new socket where `l` is (its real port for port 0), after

@@ -122,7 +122,7 @@ pub fn is_live(path: &Path) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::listen::bind_all;
+    use crate::listen::tests::{bind_all, is_stream};
     use std::fs;
     use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
     use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
@@ -141,7 +141,7 @@ mod tests {
         assert_eq!(l.local, format!("unix {}", path.display()));
         assert_eq!(l.created_path.as_ref().map(OwnedPath::path), Some(path.as_path()));
         assert!(!l.replaced_stale);
-        assert!(l.is_stream());
+        assert!(is_stream(l));
         let mode = fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o777);
         UnixStream::connect(&path).unwrap();

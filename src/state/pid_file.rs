@@ -39,7 +39,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag};
 
 use crate::error::{Error, io_text};
-use crate::state::{SafeDir, flock_holders, holds_flock};
+use crate::state::{OwnedPath, SafeDir, flock_holders, holds_flock};
 
 #[derive(Debug)]
 pub enum PidFileError {
@@ -156,11 +156,7 @@ impl PidFile {
     /// for it returns only once the supervisor is gone.
     pub fn remove(self) -> io::Result<()> {
         let ours = self.file.metadata()?;
-        let result = match SafeDir::parent_of(&self.path) {
-            Ok((dir, name)) => dir.remove_if(&name, (ours.dev(), ours.ino())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        };
+        let result = OwnedPath::known(self.path.clone(), (ours.dev(), ours.ino())).remove();
         std::mem::forget(self.file);
         result
     }
