@@ -106,16 +106,10 @@ pub enum BindError {
         host: String,
         cause: String,
     },
-    NotASocket {
+    /// An existing file at a unix socket's path is left alone: `refusing to replace {path}: {why}`.
+    Refused {
         path: PathBuf,
-    },
-    Live {
-        path: PathBuf,
-    },
-    /// Connecting to an existing socket file failed in an unexpected way.
-    Probe {
-        path: PathBuf,
-        cause: io::Error,
+        why: String,
     },
     /// `?owner=` or `?group=` names nobody (`cause: None`), or the lookup failed.
     Owner {
@@ -146,20 +140,7 @@ impl fmt::Display for BindError {
                 write!(f, "cannot {action} {object}: {}", io_text(cause))
             }
             BindError::Resolve { host, cause } => write!(f, "cannot resolve {host}: {cause}"),
-            BindError::NotASocket { path } => write!(
-                f,
-                "refusing to replace {}: not a socket (remove it or choose another --path)",
-                path.display()
-            ),
-            BindError::Live { path } => {
-                write!(f, "refusing to replace {}: a server is listening on it", path.display())
-            }
-            BindError::Probe { path, cause } => write!(
-                f,
-                "refusing to replace {}: cannot tell whether a server is listening on it: {}",
-                path.display(),
-                io_text(cause)
-            ),
+            BindError::Refused { path, why } => write!(f, "refusing to replace {}: {why}", path.display()),
             BindError::Owner { what, name, path, cause: None } => {
                 write!(f, "unknown {what} {name:?} in --listen unix:{}", path.display())
             }

@@ -22,6 +22,7 @@ use nix::unistd::{Gid, Group, Uid, User};
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::{BindError, ListenSpec, Listener, UnixOptions};
+use crate::error::io_text;
 use crate::state::OwnedPath;
 use crate::state::SafeDir;
 
@@ -84,15 +85,17 @@ fn lookup<T>(
 /// is removed (returns true), a live socket or any other file is refused.
 fn clear_stale_socket(dir: &SafeDir, name: &OsStr, path: &Path) -> Result<bool, BindError> {
     let inspect = |cause| BindError::Io { action: "inspect", object: path.display().to_string(), cause };
+    let refused = |why| BindError::Refused { path: path.into(), why };
     match dir.stat(name).map_err(inspect)? {
         None => return Ok(false),
         Some(st) if st.st_mode & libc::S_IFMT != libc::S_IFSOCK => {
-            return Err(BindError::NotASocket { path: path.into() });
+            return Err(refused("not a socket (remove it or choose another --path)".into()));
         }
         Some(_) => {}
     }
-    if is_live(&dir.via_fd(name)).map_err(|cause| BindError::Probe { path: path.into(), cause })? {
-        return Err(BindError::Live { path: path.into() });
+    let probe = |e| refused(format!("cannot tell whether a server is listening on it: {}", io_text(&e)));
+    if is_live(&dir.via_fd(name)).map_err(probe)? {
+        return Err(refused("a server is listening on it".into()));
     }
     dir.remove(name).map_err(|cause| BindError::Io {
         action: "remove the stale socket",

@@ -149,13 +149,8 @@ impl Plan {
         let path = resolve(program, req.env)?;
         let path = cstring(path.as_os_str().as_bytes())?;
         let argv = req.command.iter().map(|a| cstring(a.as_bytes())).collect::<Result<Vec<_>, _>>()?;
-        let mut env = Vec::with_capacity(req.env.len());
-        for (name, value) in req.env {
-            let mut entry = name.as_bytes().to_vec();
-            entry.push(b'=');
-            entry.extend_from_slice(value.as_bytes());
-            env.push(cstring(&entry)?);
-        }
+        let entry = |(name, value): &(OsString, OsString)| [name.as_bytes(), b"=", value.as_bytes()].concat();
+        let env = req.env.iter().map(|pair| cstring(&entry(pair))).collect::<Result<Vec<_>, _>>()?;
         let mut argv_ptrs: Vec<_> = argv.iter().map(|a| a.as_ptr()).collect();
         argv_ptrs.push(std::ptr::null());
         let mut env_ptrs: Vec<_> = env.iter().map(|e| e.as_ptr()).collect();
@@ -168,10 +163,7 @@ impl Plan {
             env_ptrs.push(slot.as_ptr().cast());
         }
         env_ptrs.push(std::ptr::null());
-        let dir = match req.dir {
-            Some(dir) => Some(cstring(dir.as_os_str().as_bytes())?),
-            None => None,
-        };
+        let dir = req.dir.map(|dir| cstring(dir.as_os_str().as_bytes())).transpose()?;
         let mut targets: Vec<RawFd> = req.fds.iter().map(|&(_, target)| target).collect();
         targets.sort_unstable();
         let staging_floor = targets.last().map_or(3, |&t| (t + 1).max(3));
