@@ -71,12 +71,7 @@ fn parse_locks(text: &str, dev: u64, ino: u64) -> Vec<u32> {
         let fields: Vec<&str> = line.split_whitespace().collect();
         // Waiters are listed as `1: -> FLOCK ...`.
         let [_, "FLOCK", _, "WRITE", pid, id, ..] = fields[..] else { continue };
-        let mut parts = id.split(':');
-        let (Some(maj), Some(min), Some(inode), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
+        let [maj, min, inode] = id.split(':').collect::<Vec<_>>()[..] else { continue };
         let same = u64::from_str_radix(maj, 16) == Ok(major)
             && u64::from_str_radix(min, 16) == Ok(minor)
             && inode.parse::<u64>() == Ok(ino);
