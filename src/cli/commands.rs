@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use clap::error::ErrorKind;
 
-use super::{Client, HandoverCli, StartServerCli, StartServerOpts, Target};
+use super::{Client, HandoverCli, StartServerCli, StartServerOpts};
 use crate::client;
 use crate::config::{Config, parse_duration};
 use crate::error::{Error, Result};
@@ -53,11 +53,8 @@ pub fn supervisor_config(record: &supervisor::upgrade::record::Record) -> Result
     if client.is_some() || opts.restart || opts.stop {
         return Err(not_supervisor());
     }
-    let env = record.env.clone();
-    match &record.config {
-        Some(carried) => Config::carried(compat, opts, more, command, env, carried.given()),
-        None => Config::new(compat, opts, more, command, env),
-    }
+    let carried = record.config.as_ref().map(|config| config.given());
+    Config::build(compat, opts, more, command, record.env.clone(), carried)
 }
 
 type Parsed = (StartServerOpts, super::HandoverOpts, Option<Client>, Vec<OsString>);
@@ -132,16 +129,17 @@ fn announce_stop(target: u32) {
 
 fn run_client(client: Client) -> Result<u8> {
     let duration = parse_duration;
-    let over_control = |target: &Target| target.control.clone();
+    // What `reopen`, `metrics` and `status` wait for their answer.
+    let short = Some(Duration::from_secs(10));
     match client {
         Client::Restart { target, wait, timeout } => {
             let timeout = duration("timeout", &timeout)?;
-            if let Some(path) = over_control(&target) {
+            if let Some(path) = &target.control {
                 if !wait {
-                    client::control::send(&path, Command::Restart)?;
+                    client::control::send(path, Command::Restart)?;
                     return Ok(0);
                 }
-                let done: Restarted = client::control::call(&path, Command::Restart, Some(timeout))?;
+                let done: Restarted = client::control::call(path, Command::Restart, Some(timeout))?;
                 println!("{}", client::show::outcome_text(&done));
                 return Ok(0);
             }
@@ -156,8 +154,8 @@ fn run_client(client: Client) -> Result<u8> {
         }
         Client::Stop { target, timeout } => {
             let timeout = timeout.map(|t| duration("timeout", &t)).transpose()?;
-            if let Some(path) = over_control(&target) {
-                let stopping: Stopping = client::control::call(&path, Command::Stop, timeout)?;
+            if let Some(path) = &target.control {
+                let stopping: Stopping = client::control::call(path, Command::Stop, timeout)?;
                 client::wait_gone(stopping.pid);
                 return Ok(0);
             }
@@ -166,32 +164,27 @@ fn run_client(client: Client) -> Result<u8> {
         }
         Client::Upgrade { control, binary, wait, timeout } => {
             let timeout = duration("timeout", &timeout)?;
-            let binary = binary
-                .map(|b| {
-                    std::path::absolute(&b)
-                        .map_err(|e| Error::usage(format!("--binary {}: {e}", b.display())))
-                })
-                .transpose()?;
-            let binary = binary.map(|b| b.to_string_lossy().into_owned());
+            let absolute = |b: PathBuf| match std::path::absolute(&b) {
+                Ok(path) => Ok(path.to_string_lossy().into_owned()),
+                Err(e) => Err(Error::usage(format!("--binary {}: {e}", b.display()))),
+            };
+            let binary = binary.map(absolute).transpose()?;
             let request = Request { command: Command::Upgrade, binary, wait };
             let done: Upgraded = client::control::request(&control, &request, Some(timeout))?;
             println!("{}", client::show::upgrade_text(&done));
         }
         Client::Events { control, follow } => return client::events::run(&control, follow),
         Client::Metrics { control } => {
-            let page: Metrics =
-                client::control::call(&control, Command::Metrics, Some(Duration::from_secs(10)))?;
+            let page: Metrics = client::control::call(&control, Command::Metrics, short)?;
             print!("{}", page.text);
         }
         Client::Reopen { control } => {
-            let done: Reopened =
-                client::control::call(&control, Command::Reopen, Some(Duration::from_secs(10)))?;
+            let done: Reopened = client::control::call(&control, Command::Reopen, short)?;
             println!("{}", client::show::reopen_text(&done));
         }
         Client::Status { target, json, serving } => {
-            if let Some(path) = over_control(&target) {
-                let status: Status =
-                    client::control::call(&path, Command::Status, Some(Duration::from_secs(10)))?;
+            if let Some(path) = &target.control {
+                let status: Status = client::control::call(path, Command::Status, short)?;
                 if serving {
                     return client::show::not_serving(&status).map_or(Ok(0), |why| Err(Error::runtime(why)));
                 }
@@ -203,15 +196,12 @@ fn run_client(client: Client) -> Result<u8> {
             }
             let status = client::status(target.pid_file.as_deref(), target.status_file.as_deref())?;
             if serving {
-                return match (status.running, status.generations.is_empty()) {
-                    (true, false) => Ok(0),
-                    (true, true) => {
-                        Err(Error::runtime("no generation is serving: the status file lists none"))
-                    }
-                    (false, _) => {
-                        Err(Error::runtime("no generation is serving: the supervisor is not running"))
-                    }
+                let why = match (status.running, status.generations.is_empty()) {
+                    (true, false) => return Ok(0),
+                    (true, true) => "the status file lists none",
+                    (false, _) => "the supervisor is not running",
                 };
+                return Err(Error::runtime(format!("no generation is serving: {why}")));
             }
             if json {
                 println!("{}", serde_json::to_string(&status).unwrap_or_default());

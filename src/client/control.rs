@@ -15,10 +15,6 @@ use super::show;
 use crate::error::{Error, Result, io_text};
 use crate::wire::control::{Command, Request, decode, encode, peer_allowed};
 
-fn runtime(message: String) -> Error {
-    Error::runtime(message)
-}
-
 /// Sends one request and returns the supervisor's reply as `T`, or its
 /// refusal (`"ok":false`) as an `Error`. For `stop`, also waits until the
 /// supervisor has exited (the connection ends). `timeout` bounds the whole
@@ -33,8 +29,9 @@ pub fn request<T: DeserializeOwned>(path: &Path, request: &Request, timeout: Opt
     let deadline = timeout.map(|t| Instant::now() + t);
     let waited = || show(timeout.unwrap_or_default());
     let shown = path.display();
-    let fail =
-        |what: &str, e: &io::Error| runtime(format!("cannot {what} control socket {shown}: {}", io_text(e)));
+    let fail = |what: &str, e: &io::Error| {
+        Error::runtime(format!("cannot {what} control socket {shown}: {}", io_text(e)))
+    };
     let mut stream = connect(path)?;
     // `stop` keeps its side open: the end of the connection says the supervisor is gone.
     (stream.write_all(&encode(request)))
@@ -48,10 +45,10 @@ pub fn request<T: DeserializeOwned>(path: &Path, request: &Request, timeout: Opt
         Ok(Some(line)) => line,
         Ok(None) => {
             let text = "the supervisor closed the control connection without a reply";
-            return Err(runtime(format!("{text} (see its log)")));
+            return Err(Error::runtime(format!("{text} (see its log)")));
         }
         Err(e) if is_timeout(&e) => {
-            return Err(runtime(format!(
+            return Err(Error::runtime(format!(
                 "no reply from the supervisor on control socket {shown} after {} (see its log)",
                 waited()
             )));
@@ -65,7 +62,7 @@ pub fn request<T: DeserializeOwned>(path: &Path, request: &Request, timeout: Opt
                 Ok(Some(_)) => {}
                 Err(e) if is_timeout(&e) => {
                     let text = format!("supervisor still running after {}", waited());
-                    return Err(runtime(format!("{text} (see the supervisor's log)")));
+                    return Err(Error::runtime(format!("{text} (see the supervisor's log)")));
                 }
                 // The end, or ECONNRESET: the supervisor is gone.
                 _ => break,
@@ -82,7 +79,7 @@ pub fn send(path: &Path, command: Command) -> Result<()> {
     let mut stream = connect(path)?;
     stream
         .write_all(&encode(&Request::new(command)))
-        .map_err(|e| runtime(format!("cannot send to control socket {shown}: {}", io_text(&e))))
+        .map_err(|e| Error::runtime(format!("cannot send to control socket {shown}: {}", io_text(&e))))
 }
 
 /// Connects to the control socket and checks who serves it: the user that
@@ -100,10 +97,11 @@ pub(super) fn connect(path: &Path) -> Result<UnixStream> {
             ErrorKind::PermissionDenied => " (only its owner and root may use it)".into(),
             _ => String::new(),
         };
-        runtime(format!("cannot connect to control socket {shown}: {}{hint}", io_text(&e)))
+        Error::runtime(format!("cannot connect to control socket {shown}: {}{hint}", io_text(&e)))
     })?;
-    let server = getsockopt(&stream, sockopt::PeerCredentials)
-        .map_err(|e| runtime(format!("cannot tell who serves control socket {shown}: {}", e.desc())))?;
+    let server = getsockopt(&stream, sockopt::PeerCredentials).map_err(|e| {
+        Error::runtime(format!("cannot tell who serves control socket {shown}: {}", e.desc()))
+    })?;
     trust(path, server.uid(), geteuid().as_raw())?;
     Ok(stream)
 }
@@ -114,7 +112,7 @@ fn trust(path: &Path, server_uid: u32, our_euid: u32) -> Result<()> {
     if peer_allowed(server_uid, our_euid) {
         return Ok(());
     }
-    Err(runtime(format!(
+    Err(Error::runtime(format!(
         "control socket {} is served by uid {server_uid}, not by this user or root; refusing to trust its replies",
         path.display()
     )))

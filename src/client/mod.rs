@@ -50,8 +50,13 @@ pub fn show(d: Duration) -> String {
     }
 }
 
+/// `cannot {what} {path}: {why}`.
+fn failed(what: &str, path: &Path, e: &io::Error) -> Error {
+    Error::runtime(format!("cannot {what} {}: {}", path.display(), io_text(e)))
+}
+
 fn lock_error(path: &Path, e: io::Error) -> Error {
-    Error::runtime(format!("cannot lock pid file {}: {}", path.display(), io_text(&e)))
+    failed("lock pid file", path, &e)
 }
 
 /// Opens the pid file and checks that a live supervisor holds it.
@@ -71,12 +76,12 @@ fn open_live(pid_file: &Path) -> Result<(PidFileWatch, u32), Error> {
     Ok((watch, pid))
 }
 
-fn signal(pid: u32, sig: Signal) -> Result<(), Errno> {
-    kill(Pid::from_raw(pid as i32), sig)
-}
-
-fn signal_error(pid: u32, e: Errno) -> Error {
-    Error::runtime(format!("cannot signal supervisor pid {pid}: {}", e.desc()))
+/// Signals the supervisor; with `gone_ok`, one that exited meanwhile is no error.
+fn signal(pid: u32, sig: Signal, gone_ok: bool) -> Result<(), Error> {
+    match kill(Pid::from_raw(pid as i32), sig) {
+        Err(Errno::ESRCH) if gone_ok => Ok(()),
+        sent => sent.map_err(|e| Error::runtime(format!("cannot signal supervisor pid {pid}: {}", e.desc()))),
+    }
 }
 
 /// `generations 3,4 still running`, `generation 3 still running`, ...
@@ -92,7 +97,7 @@ fn still_running(gens: &[(u64, u32)]) -> String {
 /// Sends SIGHUP and returns at once: `handover restart` without `--wait`.
 pub fn hup(pid_file: &Path) -> Result<u32, Error> {
     let (_watch, pid) = open_live(pid_file)?;
-    signal(pid, Signal::SIGHUP).map_err(|e| signal_error(pid, e))?;
+    signal(pid, Signal::SIGHUP, false)?;
     Ok(pid)
 }
 
@@ -104,16 +109,14 @@ pub fn restart(
     timeout: Duration,
     mut progress: impl FnMut(&str),
 ) -> Result<u64, Error> {
-    let status_error = |e: io::Error| {
-        Error::runtime(format!("cannot read status file {}: {}", status_file.display(), io_text(&e)))
-    };
+    let status_error = |e: io::Error| failed("read status file", status_file, &e);
     let (watch, pid) = open_live(pid_file)?;
     let mut last = state::read_status(status_file).map_err(status_error)?;
     let Some(&(current, _)) = last.last() else {
         return Err(Error::runtime(format!("no active generation in status file {}", status_file.display())));
     };
     let target = current + 1;
-    signal(pid, Signal::SIGHUP).map_err(|e| signal_error(pid, e))?;
+    signal(pid, Signal::SIGHUP, false)?;
     progress(&format!(
         "sent SIGHUP to supervisor pid {pid}; waiting for generation {target} or later to serve alone"
     ));
@@ -165,11 +168,8 @@ pub fn restart(
 pub fn stop(pid_file: &Path, timeout: Option<Duration>, announce: impl FnOnce(u32)) -> Result<(), Error> {
     let (watch, pid) = open_live(pid_file)?;
     announce(pid);
-    match signal(pid, Signal::SIGTERM) {
-        // ESRCH: it exited on its own meanwhile; the wait returns at once.
-        Ok(()) | Err(Errno::ESRCH) => {}
-        Err(e) => return Err(signal_error(pid, e)),
-    }
+    // Exited on its own meanwhile: the wait returns at once.
+    signal(pid, Signal::SIGTERM, true)?;
     match timeout {
         None => watch.wait().map_err(|e| lock_error(pid_file, e))?,
         Some(t) => match watch.wait_timeout(t) {
@@ -268,13 +268,7 @@ pub fn status(pid_file: Option<&Path>, status_file: Option<&Path>) -> Result<Sta
         Some(path) => match state::read_status(path) {
             Ok(gens) => (gens, true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => (Vec::new(), false),
-            Err(e) => {
-                return Err(Error::runtime(format!(
-                    "cannot read status file {}: {}",
-                    path.display(),
-                    io_text(&e)
-                )));
-            }
+            Err(e) => return Err(failed("read status file", path, &e)),
         },
     };
     let (pid, running) = match pid_file {
@@ -290,13 +284,7 @@ pub fn status(pid_file: Option<&Path>, status_file: Option<&Path>) -> Result<Sta
                 (pid, locked)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => (None, false),
-            Err(e) => {
-                return Err(Error::runtime(format!(
-                    "cannot open pid file {}: {}",
-                    path.display(),
-                    io_text(&e)
-                )));
-            }
+            Err(e) => return Err(failed("open pid file", path, &e)),
         },
     };
     // With a pid file, an unlocked one means the status file is a dead

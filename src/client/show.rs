@@ -1,6 +1,6 @@
 //! Control-socket replies for people: `handover restart --wait` and
 //! `handover status` without `--json`.
-use crate::wire::control::{Phase, Reopened, Restart, Restarted, Status, Upgraded};
+use crate::wire::control::{Phase, Reopened, Restart, Restarted, Status, Upgraded, name_of};
 
 fn join(pids: &[i32]) -> String {
     let items: Vec<String> = pids.iter().map(i32::to_string).collect();
@@ -50,7 +50,8 @@ pub fn not_serving(status: &Status) -> Option<String> {
     if status.generations.iter().any(|g| g.phase == Phase::Serving) {
         return None;
     }
-    let each = status.generations.iter().map(|g| format!("generation {} {}", g.generation, g.phase.name()));
+    let each =
+        status.generations.iter().map(|g| format!("generation {} {}", g.generation, name_of(&g.phase)));
     let what = each.collect::<Vec<_>>().join(", ");
     Some(format!("no generation is serving: {}", if what.is_empty() { "none is running" } else { &what }))
 }
@@ -80,7 +81,7 @@ pub fn status_text(status: &Status) -> String {
         out += &format!("listener fd {}  {}{name}{broken}\n", l.fd, l.address);
     }
     for g in &status.generations {
-        let (phase, pids) = (g.phase.name(), join(&g.pids));
+        let (phase, pids) = (name_of(&g.phase), join(&g.pids));
         out += &format!("generation {}  {phase:<8}  pids {pids}  started {}", g.generation, g.started);
         if !g.members.is_empty() && g.members != g.pids {
             out += &format!("  members {}", join(&g.members));
@@ -99,7 +100,7 @@ pub fn status_text(status: &Status) -> String {
         None => {}
     }
     if let Some(ready) = status.ready {
-        out += &format!("readiness: {}\n", ready.name());
+        out += &format!("readiness: {}\n", name_of(&ready));
     }
     if let Some(why) = &status.observation {
         out += &format!("not watched for accepting: {why}\n");

@@ -108,22 +108,12 @@ impl Config {
         Config::build(compat, opts, more, command, env, None)
     }
 
-    /// The configuration a self-upgrade's new program takes over with: the
-    /// same command line and environment, and what `given` says instead of
-    /// reading the envdir, decoding socket activation and looking up users
-    /// again (nor checking that `--dir` is still there).
-    pub fn carried(
-        compat: bool,
-        opts: StartServerOpts,
-        more: HandoverOpts,
-        command: Vec<OsString>,
-        env: Vec<(OsString, OsString)>,
-        given: Given,
-    ) -> Result<Config> {
-        Config::build(compat, opts, more, command, env, Some(given))
-    }
-
-    fn build(
+    /// With `carried`, the configuration a self-upgrade's new program
+    /// takes over with: the same command line and environment, and what
+    /// `carried` says instead of reading the envdir, decoding socket
+    /// activation and looking up users again (nor checking that `--dir` is
+    /// still there).
+    pub fn build(
         compat: bool,
         opts: StartServerOpts,
         more: HandoverOpts,
@@ -151,10 +141,8 @@ impl Config {
         if command.is_empty() {
             return fail("no worker command given; usage: handover [OPTIONS] -- COMMAND [ARGS...]");
         }
-        let mut listeners = Vec::new();
-        for spec in &opts.port {
-            listeners.push(ListenSpec::parse_port(spec)?);
-        }
+        let mut listeners: Vec<_> =
+            opts.port.iter().map(|s| ListenSpec::parse_port(s)).collect::<Result<_>>()?;
         listeners.extend(opts.path.iter().map(|p| ListenSpec::parse_path(&p.to_string_lossy())));
         for spec in &more.listen {
             listeners.push(ListenSpec::parse_listen(spec)?);
@@ -222,28 +210,19 @@ impl Config {
         if opts.enable_auto_restart {
             export(protocol::ENABLE_AUTO_RESTART, "1".into());
         }
-        let auto_interval = opts
-            .auto_restart_interval
-            .clone()
-            .map(OsString::from)
-            .or_else(|| lookup(&startup, protocol::AUTO_RESTART_INTERVAL).map(OsStr::to_os_string));
+        let option_or_env = |given: &Option<String>, name| {
+            given.clone().map(OsString::from).or_else(|| lookup(&startup, name).map(OsStr::to_os_string))
+        };
+        let auto_interval = option_or_env(&opts.auto_restart_interval, protocol::AUTO_RESTART_INTERVAL);
         if let Some(value) = auto_interval.clone().filter(|_| auto) {
             export(protocol::AUTO_RESTART_INTERVAL, value);
         }
-        let kill_old_delay = opts
-            .kill_old_delay
-            .clone()
-            .map(OsString::from)
-            .or_else(|| lookup(&startup, protocol::KILL_OLD_DELAY).map(OsStr::to_os_string));
+        let kill_old_delay = option_or_env(&opts.kill_old_delay, protocol::KILL_OLD_DELAY);
         if let Some(value) = &kill_old_delay {
             export(protocol::KILL_OLD_DELAY, value.clone());
         }
 
         // A value from the environment is named as its variable.
-        let duration = |option: &str, value: Option<&OsStr>, default: Duration| match value {
-            Some(text) => parse_duration(option, &text.to_string_lossy()),
-            None => Ok(default),
-        };
         let either = |option: &str, given: &Option<String>, variable: &str, value: Option<&OsStr>| match value
         {
             Some(text) if given.is_none() => parse_duration_of(variable, &text.to_string_lossy()).map(Some),
@@ -253,8 +232,7 @@ impl Config {
         let optional = |option: &str, value: &Option<String>| {
             value.as_deref().map(|text| parse_duration(option, text)).transpose()
         };
-        let interval =
-            duration("interval", opts.interval.as_deref().map(OsStr::new), Duration::from_secs(1))?;
+        let interval = optional("interval", &opts.interval)?.unwrap_or(Duration::from_secs(1));
         // The option is checked even when auto-restart is off (a bad value is
         // a mistake either way); the variable only when it is used.
         let given = &opts.auto_restart_interval;

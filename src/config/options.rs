@@ -193,29 +193,13 @@ pub struct HandoverOpts {
 }
 
 impl Default for HandoverOpts {
-    /// As if no option was given (start_server's own name has none of these).
+    /// What no option given means, as clap fills it in.
     fn default() -> Self {
-        HandoverOpts {
-            ready: ReadyArg::Auto,
-            ready_timeout: None,
-            drain_timeout: None,
-            stop_timeout: None,
-            listen: Vec::new(),
-            workers: 1,
-            stop_on_exit: Vec::new(),
-            max_start_attempts: None,
-            signal_target: SignalTarget::Pid,
-            cgroup: CgroupMode::Auto,
-            watch: Vec::new(),
-            log_capture: false,
-            log_format: LogFormat::Text,
-            on_usr1: None,
-            user: None,
-            group: None,
-            control: None,
-            metrics_listen: None,
-            announce: None,
-            no_tcp_nodelay: false,
+        #[derive(clap::Parser)]
+        struct Bare {
+            #[command(flatten)]
+            opts: HandoverOpts,
         }
+        <Bare as clap::Parser>::parse_from(["handover"]).opts
     }
 }

@@ -96,62 +96,38 @@ pub(super) fn credentials(user: Option<&str>, group: Option<&str>) -> Result<Opt
     if user.is_none() && group.is_none() {
         return Ok(None);
     }
-    let user = match user {
-        None => None,
-        Some(name) => {
-            let found = match name.parse::<u32>() {
-                Ok(uid) => User::from_uid(Uid::from_raw(uid)),
-                Err(_) => User::from_name(name),
-            };
-            let hint = "give an existing user name or uid";
-            let name = printable(name);
-            Some(
-                found
-                    .ok()
-                    .flatten()
-                    .ok_or_else(|| Error::usage(format!("--user {name}: no such user; {hint}")))?,
-            )
-        }
+    // A number is the id itself; a name or number that names nobody is refused.
+    fn found<T>(option: &str, name: &str, id: &str, found: nix::Result<Option<T>>) -> Result<T> {
+        let name = printable(name);
+        found.ok().flatten().ok_or_else(|| {
+            Error::usage(format!(
+                "--{option} {name}: no such {option}; give an existing {option} name or {id}"
+            ))
+        })
+    }
+    let user = user.map(|name| {
+        let by =
+            name.parse().map_or_else(|_| User::from_name(name), |uid| User::from_uid(Uid::from_raw(uid)));
+        found("user", name, "uid", by)
+    });
+    let user = user.transpose()?;
+    let gid = group.map(|name| {
+        let by =
+            name.parse().map_or_else(|_| Group::from_name(name), |gid| Group::from_gid(Gid::from_raw(gid)));
+        found("group", name, "gid", by).map(|group| group.gid)
+    });
+    let gid = gid.transpose()?;
+    let Some(user) = user else {
+        return fail("--group without --user would leave the workers running as root; add --user USER");
     };
-    let gid = match group {
-        None => None,
-        Some(name) => {
-            let found = match name.parse::<u32>() {
-                Ok(gid) => Group::from_gid(Gid::from_raw(gid)),
-                Err(_) => Group::from_name(name),
-            };
-            let hint = "give an existing group name or gid";
-            let name = printable(name);
-            Some(
-                found
-                    .ok()
-                    .flatten()
-                    .ok_or_else(|| Error::usage(format!("--group {name}: no such group; {hint}")))?
-                    .gid,
-            )
-        }
-    };
-    let (uid, gid, groups) = match user {
-        Some(user) => {
-            let gid = gid.unwrap_or(user.gid);
-            let name =
-                std::ffi::CString::new(user.name.clone()).map_err(|_| Error::usage("bad user name"))?;
-            let groups = getgrouplist(&name, gid).unwrap_or_else(|_| vec![gid]);
-            (user.uid, gid, groups)
-        }
-        // Only the gid would change: the worker would keep uid 0 and every
-        // capability, which is not what anyone asking for a group means.
-        None => {
-            return Err(Error::usage(
-                "--group without --user would leave the workers running as root; add --user USER",
-            ));
-        }
-    };
-    if !Uid::effective().is_root() && (uid != Uid::effective() || gid != Gid::effective()) {
+    let gid = gid.unwrap_or(user.gid);
+    let name = std::ffi::CString::new(user.name.clone()).map_err(|_| Error::usage("bad user name"))?;
+    let groups = getgrouplist(&name, gid).unwrap_or_else(|_| vec![gid]);
+    if !Uid::effective().is_root() && (user.uid != Uid::effective() || gid != Gid::effective()) {
         return fail("--user and --group need handover to run as root");
     }
     Ok(Some(Credentials {
-        uid: uid.as_raw(),
+        uid: user.uid.as_raw(),
         gid: gid.as_raw(),
         groups: groups.iter().map(|g| g.as_raw()).collect(),
     }))

@@ -77,14 +77,10 @@ pub fn take_inherited(activation: &Activation) -> Result<Vec<Inherited>, BindErr
         };
         BindError::Inherited { fd, name: name_of(fd), problem }
     })?;
-    let taken = (activation.fds().zip(owned))
-        .map(|((fd, name), owned)| Inherited {
-            fd,
-            name: name.map(str::to_owned),
-            socket: Socket::from(owned),
-        })
-        .collect();
-    Ok(taken)
+    let taken = activation.fds().zip(owned);
+    Ok(taken
+        .map(|((fd, name), owned)| Inherited { fd, name: name.map(str::to_owned), socket: owned.into() })
+        .collect())
 }
 
 /// Adopts inherited sockets for the specs they serve (see the module
@@ -229,14 +225,9 @@ fn listener(spec: &ListenSpec, inherited: Inherited, found: &Found) -> Listener 
         _ => spec.key(0),
     };
     Listener {
-        spec: spec.clone(),
-        socket: inherited.socket,
-        key,
-        local: found.describe(),
-        created_path: None,
         inherited_fd: Some(inherited.fd),
-        replaced_stale: false,
         repair: super::Watch::default(),
+        ..Listener::bound(spec, inherited.socket, key, found.describe())
     }
 }
 

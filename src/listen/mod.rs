@@ -72,16 +72,24 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// A socket bound here for `spec`, with no file of its own.
+    fn bound(spec: &ListenSpec, socket: Socket, key: String, local: String) -> Listener {
+        Listener {
+            spec: spec.clone(),
+            socket,
+            key,
+            local,
+            created_path: None,
+            inherited_fd: None,
+            replaced_stale: false,
+            repair: Watch::bound(),
+        }
+    }
+
     /// Removes the socket file this process created, if any (clean
     /// shutdown). A file already gone is not an error.
     pub fn remove_file(&self) -> io::Result<()> {
         self.created_path.as_ref().map_or(Ok(()), OwnedPath::remove)
-    }
-
-    /// TCP and unix sockets accept connections; UDP sockets do not.
-    #[cfg(test)]
-    pub fn is_stream(&self) -> bool {
-        !matches!(self.spec.address, Address::Inet { udp: true, .. })
     }
 }
 
@@ -98,16 +106,10 @@ pub enum BindError {
         host: String,
         cause: String,
     },
-    NotASocket {
+    /// An existing file at a unix socket's path is left alone: `refusing to replace {path}: {why}`.
+    Refused {
         path: PathBuf,
-    },
-    Live {
-        path: PathBuf,
-    },
-    /// Connecting to an existing socket file failed in an unexpected way.
-    Probe {
-        path: PathBuf,
-        cause: io::Error,
+        why: String,
     },
     /// `?owner=` or `?group=` names nobody (`cause: None`), or the lookup failed.
     Owner {
@@ -138,20 +140,7 @@ impl fmt::Display for BindError {
                 write!(f, "cannot {action} {object}: {}", io_text(cause))
             }
             BindError::Resolve { host, cause } => write!(f, "cannot resolve {host}: {cause}"),
-            BindError::NotASocket { path } => write!(
-                f,
-                "refusing to replace {}: not a socket (remove it or choose another --path)",
-                path.display()
-            ),
-            BindError::Live { path } => {
-                write!(f, "refusing to replace {}: a server is listening on it", path.display())
-            }
-            BindError::Probe { path, cause } => write!(
-                f,
-                "refusing to replace {}: cannot tell whether a server is listening on it: {}",
-                path.display(),
-                io_text(cause)
-            ),
+            BindError::Refused { path, why } => write!(f, "refusing to replace {}: {why}", path.display()),
             BindError::Owner { what, name, path, cause: None } => {
                 write!(f, "unknown {what} {name:?} in --listen unix:{}", path.display())
             }
@@ -193,16 +182,10 @@ pub fn open_all(specs: &[ListenSpec], backlog: i32, inherited: Vec<Inherited>) -
     let backlog = if backlog == 0 { DEFAULT_BACKLOG } else { backlog };
     let mut listeners = Vec::with_capacity(specs.len());
     for (spec, adopted) in specs.iter().zip(adopted) {
-        let result = match adopted {
-            Some(listener) => Ok(listener),
-            None => bind(spec, backlog),
-        };
-        match result {
+        match adopted.map_or_else(|| bind(spec, backlog), Ok) {
             Ok(listener) => listeners.push(listener),
             Err(e) => {
-                for listener in &listeners {
-                    let _ = listener.remove_file();
-                }
+                listeners.iter().for_each(|listener| drop(listener.remove_file()));
                 return Err(e);
             }
         }
@@ -236,21 +219,11 @@ pub fn resume(spec: Option<&ListenSpec>, carried: Carried) -> Result<Listener, B
         });
     };
     Ok(Listener {
-        spec: spec.clone(),
-        socket: carried.socket,
-        key: carried.key,
-        local: carried.local,
         created_path: carried.created_path,
         repair: if carried.inherited_fd.is_some() { Watch::default() } else { Watch::bound() },
         inherited_fd: carried.inherited_fd,
-        replaced_stale: false,
+        ..Listener::bound(spec, carried.socket, carried.key, carried.local)
     })
-}
-
-/// Binds every spec in order (no socket activation); see [`open_all`].
-#[cfg(test)]
-pub fn bind_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<Listener>, BindError> {
-    open_all(specs, backlog, Vec::new()).map(|opened| opened.listeners)
 }
 
 fn bind(spec: &ListenSpec, backlog: i32) -> Result<Listener, BindError> {
@@ -286,16 +259,7 @@ fn bind_inet(
         socket.listen(backlog).map_err(|e| io_err("listen on", e))?;
     }
     let bound = socket.local_addr().map_err(|e| io_err("get the address of", e))?.as_socket().unwrap_or(addr);
-    Ok(Listener {
-        spec: spec.clone(),
-        socket,
-        key: spec.key(bound.port()),
-        local: format!("{proto} {bound}"),
-        created_path: None,
-        inherited_fd: None,
-        replaced_stale: false,
-        repair: Watch::bound(),
-    })
+    Ok(Listener::bound(spec, socket, spec.key(bound.port()), format!("{proto} {bound}")))
 }
 
 /// No host: 0.0.0.0. IPv6 hosts are numeric; names take the first IPv4.

@@ -87,7 +87,7 @@ pub fn not_started(listeners: &[Listener], generation: u64) {
         if let Some((g, before)) = l.repair.nonblocking_before
             && g == generation
         {
-            let _ = set_nonblocking(l, before);
+            let _ = l.socket.set_nonblocking(before);
         }
     }
 }
@@ -135,7 +135,8 @@ fn check(l: &mut Listener, backlog: i32, generation: u64, alone: bool, lines: &m
         }
     }
 
-    match nonblocking(l) {
+    let flags = fcntl(&l.socket, FcntlArg::F_GETFL).map_err(io::Error::from);
+    match flags.map(|flags| OFlag::from_bits_truncate(flags).contains(OFlag::O_NONBLOCK)) {
         Ok(now) => {
             let want = *l.repair.nonblocking.get_or_insert(now);
             if now != want && !alone {
@@ -147,7 +148,7 @@ fn check(l: &mut Listener, backlog: i32, generation: u64, alone: bool, lines: &m
             } else if now != want {
                 let (set, cleared) = if now { ("set", "cleared") } else { ("cleared", "set") };
                 found.push(format!("O_NONBLOCK was {set}"));
-                match set_nonblocking(l, want) {
+                match l.socket.set_nonblocking(want) {
                     Ok(()) => {
                         done.push(format!("O_NONBLOCK {cleared}"));
                         l.repair.nonblocking_before = l.repair.checked.map(|_| (generation, now));
@@ -231,15 +232,6 @@ fn rebind(l: &Listener) -> io::Result<()> {
     }
 }
 
-fn nonblocking(l: &Listener) -> io::Result<bool> {
-    let flags = fcntl(&l.socket, FcntlArg::F_GETFL)?;
-    Ok(OFlag::from_bits_truncate(flags).contains(OFlag::O_NONBLOCK))
-}
-
-fn set_nonblocking(l: &Listener, on: bool) -> io::Result<()> {
-    l.socket.set_nonblocking(on)
-}
-
 /// Binds a new socket where `l` is (its real port for port 0), after
 /// shutting the old one down so the address is free; the old fd is
 /// closed here, the workers that hold it see it stop listening.
@@ -260,13 +252,7 @@ fn replace_socket(l: &mut Listener, backlog: i32) -> Result<()> {
     }
     let _ = l.socket.shutdown(Shutdown::Read);
     let new = bind(&spec, backlog)?;
-    let fresh = Listener {
-        spec: l.spec.clone(),
-        key: l.key.clone(),
-        local: l.local.clone(),
-        repair: Watch::bound(),
-        ..new
-    };
-    *l = fresh;
+    // A socket bound anew: its own file and a fresh watch, under the old names.
+    *l = Listener { spec: l.spec.clone(), key: l.key.clone(), local: l.local.clone(), ..new };
     Ok(())
 }

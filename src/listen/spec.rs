@@ -111,11 +111,8 @@ impl ListenSpec {
         match &self.address {
             Address::Inet { host, port, udp } => {
                 let proto = if *udp { "udp" } else { "tcp" };
-                match host.as_deref() {
-                    None => format!("{proto} 0.0.0.0:{port}"),
-                    Some(h) if h.contains(':') => format!("{proto} [{h}]:{port}"),
-                    Some(h) => format!("{proto} {h}:{port}"),
-                }
+                let at = if host.is_some() { self.key(*port) } else { format!("0.0.0.0:{port}") };
+                format!("{proto} {at}")
             }
             Address::Unix { path, .. } => format!("unix {}", path.display()),
         }
@@ -145,12 +142,12 @@ fn listen_value(s: &str) -> Result<ListenSpec> {
         Some((address, query)) => (address, Some(query)),
         None => (rest, None),
     };
-    let mut spec = if let Some(authority) = address.strip_prefix("tcp://") {
-        let (host, port) = parse_authority("tcp", authority)?;
-        ListenSpec::new(Address::Inet { host: Some(host), port, udp: false })
-    } else if let Some(authority) = address.strip_prefix("udp://") {
-        let (host, port) = parse_authority("udp", authority)?;
-        ListenSpec::new(Address::Inet { host: Some(host), port, udp: true })
+    let inet = ["tcp", "udp"]
+        .into_iter()
+        .find_map(|scheme| Some((scheme, address.strip_prefix(scheme)?.strip_prefix("://")?)));
+    let mut spec = if let Some((scheme, authority)) = inet {
+        let (host, port) = parse_authority(scheme, authority)?;
+        ListenSpec::new(Address::Inet { host: Some(host), port, udp: scheme == "udp" })
     } else if let Some(path) = (address.strip_prefix("unix://")).or(address.strip_prefix("unix:")) {
         if path.is_empty() {
             return Err(Error::usage("unix: needs a PATH"));

@@ -3,6 +3,16 @@ use std::fs;
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 
+/// Binds every spec in order (no socket activation); see [`open_all`].
+pub fn bind_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<Listener>, BindError> {
+    open_all(specs, backlog, Vec::new()).map(|opened| opened.listeners)
+}
+
+/// TCP and unix sockets accept connections; UDP sockets do not.
+pub fn is_stream(l: &Listener) -> bool {
+    !matches!(l.spec.address, Address::Inet { udp: true, .. })
+}
+
 fn port_of(listener: &Listener) -> u16 {
     listener.socket.local_addr().unwrap().as_socket().unwrap().port()
 }
@@ -30,7 +40,7 @@ fn binds_tcp_on_port_zero() {
     assert_eq!(l.key, format!("127.0.0.1:{port}"));
     assert_eq!(l.local, format!("tcp 127.0.0.1:{port}"));
     assert_eq!(l.spec, specs[0]);
-    assert!(l.is_stream());
+    assert!(is_stream(l));
     assert!(l.socket.is_listener().unwrap());
     assert!(l.socket.reuse_address().unwrap());
     assert_eq!(l.created_path, None);
@@ -55,7 +65,7 @@ fn binds_udp_without_listening() {
     let port = port_of(l);
     assert_eq!(l.key, format!("127.0.0.1:{port}"));
     assert_eq!(l.local, format!("udp 127.0.0.1:{port}"));
-    assert!(!l.is_stream());
+    assert!(!is_stream(l));
     assert_eq!(l.socket.r#type().unwrap(), Type::DGRAM);
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
     sender.send_to(b"x", ("127.0.0.1", port)).unwrap();

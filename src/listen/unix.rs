@@ -22,6 +22,7 @@ use nix::unistd::{Gid, Group, Uid, User};
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::{BindError, ListenSpec, Listener, UnixOptions};
+use crate::error::io_text;
 use crate::state::OwnedPath;
 use crate::state::SafeDir;
 
@@ -35,8 +36,11 @@ pub(super) fn bind_unix(
     options: &UnixOptions,
     backlog: i32,
 ) -> Result<Listener, BindError> {
-    let owner = options.owner.as_deref().map(|name| lookup_user(name, path)).transpose()?;
-    let group = options.group.as_deref().map(|name| lookup_group(name, path)).transpose()?;
+    let user = |name: &str| User::from_name(name).map(|user| user.map(|user| user.uid));
+    let owner = options.owner.as_deref().map(|name| lookup("user", name, path, Uid::from_raw, user));
+    let group = |name: &str| Group::from_name(name).map(|group| group.map(|group| group.gid));
+    let group = options.group.as_deref().map(|name| lookup("group", name, path, Gid::from_raw, group));
+    let (owner, group) = (owner.transpose()?, group.transpose()?);
     let io_err = |action, cause| BindError::Io { action, object: path.display().to_string(), cause };
     let (dir, name) = SafeDir::parent_of(path).map_err(|e| io_err("bind", e))?;
     let replaced_stale = clear_stale_socket(&dir, &name, path)?;
@@ -52,40 +56,26 @@ pub(super) fn bind_unix(
         return Err(io_err("listen on", e));
     }
     Ok(Listener {
-        spec: spec.clone(),
-        socket,
-        key: spec.key(0),
-        local: format!("unix {}", path.display()),
         created_path: Some(OwnedPath::known(path.to_owned(), identity)),
-        inherited_fd: None,
         replaced_stale,
-        repair: super::Watch::bound(),
+        ..Listener::bound(spec, socket, spec.key(0), format!("unix {}", path.display()))
     })
 }
 
-/// A user name, or a number taken as the uid itself (as chown(1) does).
-fn lookup_user(name: &str, path: &Path) -> Result<Uid, BindError> {
-    if let Ok(uid) = name.parse() {
-        return Ok(Uid::from_raw(uid));
+/// A user or group name, or a number taken as the id itself (as chown(1) does).
+fn lookup<T>(
+    what: &'static str,
+    name: &str,
+    path: &Path,
+    from_raw: fn(u32) -> T,
+    by_name: impl FnOnce(&str) -> nix::Result<Option<T>>,
+) -> Result<T, BindError> {
+    if let Ok(id) = name.parse() {
+        return Ok(from_raw(id));
     }
-    let failed =
-        |cause| BindError::Owner { what: "user", name: name.to_owned(), path: path.to_owned(), cause };
-    match User::from_name(name) {
-        Ok(Some(user)) => Ok(user.uid),
-        Ok(None) => Err(failed(None)),
-        Err(e) => Err(failed(Some(e.desc().to_owned()))),
-    }
-}
-
-/// A group name, or a number taken as the gid itself.
-fn lookup_group(name: &str, path: &Path) -> Result<Gid, BindError> {
-    if let Ok(gid) = name.parse() {
-        return Ok(Gid::from_raw(gid));
-    }
-    let failed =
-        |cause| BindError::Owner { what: "group", name: name.to_owned(), path: path.to_owned(), cause };
-    match Group::from_name(name) {
-        Ok(Some(group)) => Ok(group.gid),
+    let failed = |cause| BindError::Owner { what, name: name.to_owned(), path: path.to_owned(), cause };
+    match by_name(name) {
+        Ok(Some(id)) => Ok(id),
         Ok(None) => Err(failed(None)),
         Err(e) => Err(failed(Some(e.desc().to_owned()))),
     }
@@ -95,15 +85,17 @@ fn lookup_group(name: &str, path: &Path) -> Result<Gid, BindError> {
 /// is removed (returns true), a live socket or any other file is refused.
 fn clear_stale_socket(dir: &SafeDir, name: &OsStr, path: &Path) -> Result<bool, BindError> {
     let inspect = |cause| BindError::Io { action: "inspect", object: path.display().to_string(), cause };
+    let refused = |why| BindError::Refused { path: path.into(), why };
     match dir.stat(name).map_err(inspect)? {
         None => return Ok(false),
         Some(st) if st.st_mode & libc::S_IFMT != libc::S_IFSOCK => {
-            return Err(BindError::NotASocket { path: path.into() });
+            return Err(refused("not a socket (remove it or choose another --path)".into()));
         }
         Some(_) => {}
     }
-    if is_live(&dir.via_fd(name)).map_err(|cause| BindError::Probe { path: path.into(), cause })? {
-        return Err(BindError::Live { path: path.into() });
+    let probe = |e| refused(format!("cannot tell whether a server is listening on it: {}", io_text(&e)));
+    if is_live(&dir.via_fd(name)).map_err(probe)? {
+        return Err(refused("a server is listening on it".into()));
     }
     dir.remove(name).map_err(|cause| BindError::Io {
         action: "remove the stale socket",
@@ -133,7 +125,7 @@ pub fn is_live(path: &Path) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::listen::bind_all;
+    use crate::listen::tests::{bind_all, is_stream};
     use std::fs;
     use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
     use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
@@ -152,7 +144,7 @@ mod tests {
         assert_eq!(l.local, format!("unix {}", path.display()));
         assert_eq!(l.created_path.as_ref().map(OwnedPath::path), Some(path.as_path()));
         assert!(!l.replaced_stale);
-        assert!(l.is_stream());
+        assert!(is_stream(l));
         let mode = fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o777);
         UnixStream::connect(&path).unwrap();

@@ -28,17 +28,16 @@
 use std::collections::VecDeque;
 use std::collections::hash_map::RandomState;
 use std::ffi::{OsStr, OsString};
-use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, RenameFlags, openat, readlinkat, renameat2};
-use nix::sys::stat::{FchmodatFlags, FileStat, Mode, SFlag, fchmodat, fstat, fstatat, mkdirat};
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat, readlinkat, renameat};
+use nix::sys::stat::{FchmodatFlags, FileStat, Mode, SFlag, fchmod, fchmodat, fstat, fstatat, mkdirat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, unlinkat};
 
 /// Symlinks followed in one walk before giving up (the kernel's own limit).
@@ -53,20 +52,9 @@ pub struct SafeDir {
     shared: bool,
 }
 
-/// Why a path is not trusted; the text of the `io::Error` it becomes.
-#[derive(Debug)]
-struct Untrusted(String);
-
-impl fmt::Display for Untrusted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Untrusted {}
-
+/// A refusal: `PermissionDenied` with the text naming the path and the fix.
 fn refuse(text: String) -> io::Error {
-    io::Error::new(io::ErrorKind::PermissionDenied, Untrusted(text))
+    io::Error::new(io::ErrorKind::PermissionDenied, text)
 }
 
 fn euid() -> u32 {
@@ -75,38 +63,6 @@ fn euid() -> u32 {
 
 fn trusted_owner(uid: u32) -> bool {
     uid == 0 || uid == euid()
-}
-
-/// Whether a directory is writable by a user other than its owner and
-/// root: a group other than root's, or everyone.
-fn writable_by_others(st: &FileStat) -> bool {
-    (st.st_mode & 0o020 != 0 && st.st_gid != 0) || st.st_mode & 0o002 != 0
-}
-
-/// Checks a directory met on the walk; whether it is shared (sticky and
-/// writable by others).
-fn check_dir(st: &FileStat, path: &Path) -> io::Result<bool> {
-    let (owner, mode) = (st.st_uid, st.st_mode & 0o7777);
-    if !trusted_owner(owner) {
-        return Err(refuse(format!(
-            "directory {} belongs to uid {owner} (mode {mode:04o}), so that user could swap what is in it; \
-             use a directory owned by root or by this user",
-            path.display()
-        )));
-    }
-    let shared = writable_by_others(st);
-    if shared && mode & 0o1000 == 0 {
-        return Err(refuse(format!(
-            "directory {} is writable by other users (owner uid {owner}, mode {mode:04o}); \
-             make it writable only by its owner (chmod go-w) or sticky (chmod +t), or use another directory",
-            path.display()
-        )));
-    }
-    Ok(shared)
-}
-
-fn stat_of(fd: impl AsFd) -> io::Result<FileStat> {
-    fstat(fd).map_err(io::Error::from)
 }
 
 fn is_type(st: &FileStat, kind: SFlag) -> bool {
@@ -124,67 +80,90 @@ pub fn random_name(prefix: &str) -> OsString {
     OsString::from(format!("{prefix}{:016x}", hasher.finish()))
 }
 
+/// Tries `make` with fresh names starting with `prefix` until one was not taken.
+fn fresh<T>(prefix: &str, mut make: impl FnMut(&OsStr) -> nix::Result<T>) -> io::Result<(T, OsString)> {
+    loop {
+        let name = random_name(prefix);
+        match make(&name) {
+            Err(Errno::EEXIST) => continue,
+            made => return Ok((made?, name)),
+        }
+    }
+}
+
 const DIR_FLAGS: OFlag =
     OFlag::O_PATH.union(OFlag::O_DIRECTORY).union(OFlag::O_NOFOLLOW).union(OFlag::O_CLOEXEC);
+
+/// Opens the directory `name` in `at` as a step of the walk, shown as
+/// `path`, and checks it: owned by root or this user, and writable by no
+/// other user (a group other than root's, or everyone) unless sticky.
+fn open_dir(at: impl AsFd, name: &OsStr, path: PathBuf) -> io::Result<SafeDir> {
+    let fd = openat(at, name, DIR_FLAGS, Mode::empty())?;
+    let st = fstat(&fd)?;
+    let (owner, mode, shown) = (st.st_uid, st.st_mode & 0o7777, path.display());
+    if !trusted_owner(owner) {
+        return Err(refuse(format!(
+            "directory {shown} belongs to uid {owner} (mode {mode:04o}), so that user could swap what is in it; \
+             use a directory owned by root or by this user"
+        )));
+    }
+    let shared = (st.st_mode & 0o020 != 0 && st.st_gid != 0) || st.st_mode & 0o002 != 0;
+    if shared && mode & 0o1000 == 0 {
+        return Err(refuse(format!(
+            "directory {shown} is writable by other users (owner uid {owner}, mode {mode:04o}); \
+             make it writable only by its owner (chmod go-w) or sticky (chmod +t), or use another directory"
+        )));
+    }
+    Ok(SafeDir { fd, path, shared })
+}
 
 impl SafeDir {
     /// Opens the directory `path`, checking every directory on the way.
     pub fn open(path: &Path) -> io::Result<SafeDir> {
         let absolute =
             if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) };
-        let root = Path::new("/");
-        let open_root = || -> io::Result<SafeDir> {
-            let fd = openat(nix::fcntl::AT_FDCWD, root, DIR_FLAGS, Mode::empty()).map_err(io::Error::from)?;
-            let shared = check_dir(&stat_of(&fd)?, root)?;
-            Ok(SafeDir { fd, path: root.to_path_buf(), shared })
-        };
+        let root = || open_dir(AT_FDCWD, OsStr::new("/"), PathBuf::from("/"));
         let mut todo: VecDeque<OsString> = components(&absolute);
-        let mut cur = open_root()?;
+        let mut cur = root()?;
         let mut links = 0;
         while let Some(name) = todo.pop_front() {
             match name.as_bytes() {
-                b"/" => cur = open_root()?,
+                b"/" => cur = root()?,
                 b"" | b"." => {}
                 b".." => {
-                    let fd = openat(&cur.fd, "..", DIR_FLAGS, Mode::empty()).map_err(io::Error::from)?;
-                    let mut path = cur.path.clone();
-                    path.pop();
-                    let shared = check_dir(&stat_of(&fd)?, &path)?;
-                    cur = SafeDir { fd, path, shared };
+                    let up = cur.path.parent().unwrap_or(&cur.path).to_path_buf();
+                    cur = open_dir(&cur.fd, &name, up)?;
                 }
                 _ => {
-                    let path = cur.path.join(&name);
-                    let st = fstatat(&cur.fd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
-                        .map_err(io::Error::from)?;
+                    let st = fstatat(&cur.fd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+                    let link = is_type(&st, SFlag::S_IFLNK);
                     if cur.shared && !trusted_owner(st.st_uid) {
                         let what = match () {
-                            _ if is_type(&st, SFlag::S_IFLNK) => "symbolic link",
+                            _ if link => "symbolic link",
                             _ if is_type(&st, SFlag::S_IFDIR) => "directory",
                             _ => "file",
                         };
                         return Err(refuse(format!(
                             "{} is a {what} of uid {} in directory {}, which others can write; \
                              remove it or use another path",
-                            path.display(),
+                            cur.path.join(&name).display(),
                             st.st_uid,
                             cur.path.display()
                         )));
                     }
-                    if is_type(&st, SFlag::S_IFLNK) {
-                        links += 1;
-                        if links > MAX_LINKS {
-                            return Err(io::Error::from(Errno::ELOOP));
-                        }
-                        let target = readlinkat(&cur.fd, name.as_os_str()).map_err(io::Error::from)?;
-                        for part in components(Path::new(&target)).into_iter().rev() {
-                            todo.push_front(part);
-                        }
+                    if !link {
+                        let path = cur.path.join(&name);
+                        cur = open_dir(&cur.fd, &name, path)?;
                         continue;
                     }
-                    let fd = openat(&cur.fd, name.as_os_str(), DIR_FLAGS, Mode::empty())
-                        .map_err(io::Error::from)?;
-                    let shared = check_dir(&stat_of(&fd)?, &path)?;
-                    cur = SafeDir { fd, path, shared };
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Err(io::Error::from(Errno::ELOOP));
+                    }
+                    let target = readlinkat(&cur.fd, name.as_os_str())?;
+                    for part in components(Path::new(&target)).into_iter().rev() {
+                        todo.push_front(part);
+                    }
                 }
             }
         }
@@ -314,7 +293,7 @@ impl SafeDir {
                 )),
                 e => io::Error::from(e),
             })?;
-        let st = stat_of(&fd)?;
+        let st = fstat(&fd)?;
         if !is_type(&st, SFlag::S_IFREG) {
             return Err(refuse(format!(
                 "{} is not a regular file; remove it or use another path",
@@ -352,52 +331,32 @@ impl SafeDir {
     /// A new empty file under an unpredictable name starting with
     /// `prefix`, created `O_EXCL`, mode `mode` set on its fd.
     pub fn create_temp(&self, prefix: &str, mode: u32) -> io::Result<(OwnedFd, OsString)> {
-        loop {
-            let name = random_name(prefix);
-            let flags =
-                OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-            match openat(&self.fd, name.as_os_str(), flags, Mode::from_bits_truncate(0o600)) {
-                Ok(fd) => {
-                    nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(mode)).map_err(io::Error::from)?;
-                    return Ok((fd, name));
-                }
-                Err(Errno::EEXIST) => continue,
-                Err(e) => return Err(io::Error::from(e)),
-            }
-        }
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let (fd, name) =
+            fresh(prefix, |name| openat(&self.fd, name, flags, Mode::from_bits_truncate(0o600)))?;
+        fchmod(&fd, Mode::from_bits_truncate(mode))?;
+        Ok((fd, name))
     }
 
     /// A new private directory (0700, ours) under an unpredictable name.
     pub fn make_private(&self, prefix: &str) -> io::Result<(SafeDir, OsString)> {
-        loop {
-            let name = random_name(prefix);
-            match mkdirat(&self.fd, name.as_os_str(), Mode::from_bits_truncate(0o700)) {
-                Ok(()) => {}
-                Err(Errno::EEXIST) => continue,
-                Err(e) => return Err(io::Error::from(e)),
+        let ((), name) = fresh(prefix, |name| mkdirat(&self.fd, name, Mode::from_bits_truncate(0o700)))?;
+        let private = openat(&self.fd, name.as_os_str(), DIR_FLAGS, Mode::empty()).and_then(|fd| {
+            let st = fstat(&fd)?;
+            if st.st_uid != euid() || st.st_mode & 0o077 != 0 { Err(Errno::EPERM) } else { Ok(fd) }
+        });
+        match private {
+            Ok(fd) => Ok((SafeDir { fd, path: self.shown(&name), shared: false }, name)),
+            Err(e) => {
+                let _ = unlinkat(&self.fd, name.as_os_str(), UnlinkatFlags::RemoveDir);
+                Err(e.into())
             }
-            let path = self.shown(&name);
-            let private = openat(&self.fd, name.as_os_str(), DIR_FLAGS, Mode::empty())
-                .and_then(|fd| {
-                    let st = fstat(&fd)?;
-                    if st.st_uid != euid() || st.st_mode & 0o077 != 0 { Err(Errno::EPERM) } else { Ok(fd) }
-                })
-                .map_err(io::Error::from);
-            return match private {
-                Ok(fd) => Ok((SafeDir { fd, path, shared: false }, name)),
-                Err(e) => {
-                    let _ = self.remove_dir(&name);
-                    Err(e)
-                }
-            };
         }
     }
 
-    /// Renames `from` in this directory to `to` in `into`; with
-    /// `replace` false, an existing `to` is an error (`EEXIST`).
-    pub fn rename(&self, from: &OsStr, into: &SafeDir, to: &OsStr, replace: bool) -> io::Result<()> {
-        let flags = if replace { RenameFlags::empty() } else { RenameFlags::RENAME_NOREPLACE };
-        renameat2(&self.fd, from, &into.fd, to, flags).map_err(io::Error::from)
+    /// Renames `from` to `to` in this directory, replacing what is there.
+    pub fn rename(&self, from: &OsStr, to: &OsStr) -> io::Result<()> {
+        Ok(renameat(&self.fd, from, &self.fd, to)?)
     }
 
     /// Removes `name` if it is still the file `identity` (device, inode)
@@ -416,14 +375,6 @@ impl SafeDir {
             Err(e) => Err(io::Error::from(e)),
         }
     }
-
-    /// Removes the empty directory `name`; gone already is fine.
-    pub fn remove_dir(&self, name: &OsStr) -> io::Result<()> {
-        match unlinkat(&self.fd, name, UnlinkatFlags::RemoveDir) {
-            Ok(()) | Err(Errno::ENOENT) => Ok(()),
-            Err(e) => Err(io::Error::from(e)),
-        }
-    }
 }
 
 /// Files are opened non-blocking, so that a FIFO planted at the name cannot
@@ -437,15 +388,7 @@ fn reset_status(fd: &OwnedFd, flags: OFlag) -> io::Result<()> {
 
 /// `path` cut into names, `/` first when absolute.
 fn components(path: &Path) -> VecDeque<OsString> {
-    path.components()
-        .map(|c| match c {
-            Component::RootDir => OsString::from("/"),
-            Component::CurDir => OsString::from("."),
-            Component::ParentDir => OsString::from(".."),
-            Component::Normal(name) => name.to_owned(),
-            Component::Prefix(p) => p.as_os_str().to_owned(),
-        })
-        .collect()
+    path.components().map(|c| c.as_os_str().to_owned()).collect()
 }
 
 #[cfg(test)]

@@ -65,18 +65,13 @@ pub fn flock_holders(file: &File) -> io::Result<Vec<u32>> {
 /// `1: FLOCK  ADVISORY  WRITE 7286 fe:00:10051998 0 EOF`: the pid of each
 /// granted exclusive flock on (`dev`, `ino`). Device numbers are hex.
 fn parse_locks(text: &str, dev: u64, ino: u64) -> Vec<u32> {
-    let (major, minor) = (libc_major(dev), libc_minor(dev));
+    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
     let mut pids = Vec::new();
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         // Waiters are listed as `1: -> FLOCK ...`.
         let [_, "FLOCK", _, "WRITE", pid, id, ..] = fields[..] else { continue };
-        let mut parts = id.split(':');
-        let (Some(maj), Some(min), Some(inode), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
+        let [maj, min, inode] = id.split(':').collect::<Vec<_>>()[..] else { continue };
         let same = u64::from_str_radix(maj, 16) == Ok(major)
             && u64::from_str_radix(min, 16) == Ok(minor)
             && inode.parse::<u64>() == Ok(ino);
@@ -90,15 +85,6 @@ fn parse_locks(text: &str, dev: u64, ino: u64) -> Vec<u32> {
 fn is_write_flock(lock: &str) -> bool {
     let fields: Vec<&str> = lock.split_whitespace().collect();
     matches!(fields[..], [_, "FLOCK", _, "WRITE", ..])
-}
-
-/// glibc's `major(3)`/`minor(3)` encoding of a 64-bit `dev_t`.
-fn libc_major(dev: u64) -> u64 {
-    ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0x0000_0fff)
-}
-
-fn libc_minor(dev: u64) -> u64 {
-    ((dev >> 12) & 0xffff_ff00) | (dev & 0x0000_00ff)
 }
 
 #[cfg(test)]

@@ -39,11 +39,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag};
 
 use crate::error::{Error, io_text};
-use crate::state::{SafeDir, flock_holders, holds_flock};
-
-fn errno_io(e: Errno) -> io::Error {
-    io::Error::from_raw_os_error(e as i32)
-}
+use crate::state::{OwnedPath, SafeDir, flock_holders, holds_flock};
 
 #[derive(Debug)]
 pub enum PidFileError {
@@ -123,7 +119,7 @@ impl PidFile {
                 };
                 Err(PidFileError::Running { path: path.to_path_buf(), pid, holder })
             }
-            Err((_, e)) => Err(io_err("lock", errno_io(e))),
+            Err((_, e)) => Err(io_err("lock", e.into())),
         }
     }
 
@@ -142,7 +138,7 @@ impl PidFile {
     pub fn resume(path: PathBuf, fd: std::os::fd::OwnedFd) -> Result<PidFile, PidFileError> {
         match Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock) {
             Ok(file) => Ok(PidFile { path, file }),
-            Err((_, e)) => Err(PidFileError::Io { path, action: "lock", error: errno_io(e) }),
+            Err((_, e)) => Err(PidFileError::Io { path, action: "lock", error: e.into() }),
         }
     }
 
@@ -160,11 +156,7 @@ impl PidFile {
     /// for it returns only once the supervisor is gone.
     pub fn remove(self) -> io::Result<()> {
         let ours = self.file.metadata()?;
-        let result = match SafeDir::parent_of(&self.path) {
-            Ok((dir, name)) => dir.remove_if(&name, (ours.dev(), ours.ino())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        };
+        let result = OwnedPath::known(self.path.clone(), (ours.dev(), ours.ino())).remove();
         std::mem::forget(self.file);
         result
     }
@@ -269,7 +261,7 @@ impl PidFileWatch {
                 Ok(_lock) => return Ok(true),
                 Err((_, Errno::EWOULDBLOCK)) => return Ok(false),
                 Err((_, Errno::EINTR)) => continue,
-                Err((_, e)) => return Err(errno_io(e)),
+                Err((_, e)) => return Err(e.into()),
             }
         }
     }

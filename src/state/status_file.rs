@@ -55,7 +55,7 @@ impl StatusFile {
         let result = file
             .write_all(text.as_bytes())
             .and_then(|()| file.metadata())
-            .and_then(|meta| dir.rename(&tmp, &dir, &name, true).map(|()| (meta.dev(), meta.ino())));
+            .and_then(|meta| dir.rename(&tmp, &name).map(|()| (meta.dev(), meta.ino())));
         match result {
             Ok(identity) => {
                 self.written = true;

@@ -22,21 +22,37 @@ pub fn take_inherited(first: RawFd, count: usize) -> Result<Vec<OwnedFd>, (RawFd
     if TAKEN.swap(true, Ordering::SeqCst) {
         return Err((first, io::Error::other("inherited fds were already taken")));
     }
-    let mut taken = Vec::with_capacity(count);
-    for fd in (first..).take(count) {
-        // SAFETY: F_GETFD only reads the flags of whatever number it is
-        // given; an fd that is not open gives EBADF.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
-            return Err((fd, io::Error::last_os_error()));
-        }
-        // SAFETY: `fd` is open (checked above), was handed to this process
-        // by its manager, and is owned only here: this function runs once
-        // and nothing else in the program adopts raw numbers.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| (fd, io::Error::from(e)))?;
-        taken.push(owned);
+    (first..)
+        .take(count)
+        .map(|fd| {
+            is_open(fd)?;
+            // SAFETY: `fd` is open (checked above), was handed to this process
+            // by its manager, and is owned only here: this function runs once
+            // and nothing else in the program adopts raw numbers.
+            unsafe { own(fd) }
+        })
+        .collect()
+}
+
+/// Fails on a number that is not open, with its error.
+fn is_open(fd: RawFd) -> Result<(), (RawFd, io::Error)> {
+    // SAFETY: F_GETFD only reads the flags of whatever number it is
+    // given; an fd that is not open gives EBADF.
+    match unsafe { libc::fcntl(fd, libc::F_GETFD) } {
+        -1 => Err((fd, io::Error::last_os_error())),
+        _ => Ok(()),
     }
-    Ok(taken)
+}
+
+/// Owns `fd` and makes it close-on-exec.
+///
+/// # Safety
+/// `fd` is open, and nothing else in the program owns it or will.
+unsafe fn own(fd: RawFd) -> Result<OwnedFd, (RawFd, io::Error)> {
+    // SAFETY: as the caller guarantees.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| (fd, io::Error::from(e)))?;
+    Ok(owned)
 }
 
 /// Numbers taken by [`take_carried`] so far.
@@ -53,24 +69,14 @@ pub fn take_carried(fds: &[RawFd]) -> Result<Vec<OwnedFd>, (RawFd, io::Error)> {
         if fd < 0 || fds[..at].contains(&fd) || carried.contains(&fd) {
             return Err((fd, io::Error::other("named twice")));
         }
-        // SAFETY: F_GETFD only reads the flags of whatever number it is
-        // given; an fd that is not open gives EBADF.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
-            return Err((fd, io::Error::last_os_error()));
-        }
+        is_open(fd)?;
     }
-    let mut taken: Vec<OwnedFd> = Vec::with_capacity(fds.len());
-    for &fd in fds {
-        // SAFETY: `fd` is open (checked above) and was left open for this
-        // image by the one before it, which owned it; it is named once here
-        // and in no earlier call (checked above, under the lock), and
-        // nothing else in the program adopts the numbers a record names.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        carried.push(fd);
-        fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| (fd, io::Error::from(e)))?;
-        taken.push(owned);
-    }
-    Ok(taken)
+    carried.extend_from_slice(fds);
+    // SAFETY: each `fd` is open (checked above) and was left open for this
+    // image by the one before it, which owned it; it is named once here
+    // and in no earlier call (checked above, under the lock), and nothing
+    // else in the program adopts the numbers a record names.
+    fds.iter().map(|&fd| unsafe { own(fd) }).collect()
 }
 
 /// Sets or clears close-on-exec on fds this process owns (a self-upgrade
@@ -93,26 +99,19 @@ pub fn set_cloexec(fds: &[RawFd], on: bool) -> io::Result<()> {
 /// (`pread`), without taking the fd: a self-upgrade's record is read so,
 /// and stays where it is should the program roll back.
 pub fn read_from_start(fd: RawFd, limit: usize) -> io::Result<Vec<u8>> {
-    let mut bytes = vec![0u8; 64 * 1024];
-    let mut len = 0;
-    loop {
-        if len == bytes.len() {
-            if len > limit {
-                break;
-            }
-            bytes.resize((len * 2).min(limit + 1).max(len + 1), 0);
-        }
-        let rest = &mut bytes[len..];
-        // SAFETY: pread writes at most `rest.len()` bytes into `rest`, which
-        // is valid for writes; `fd` is only a number to the kernel.
-        let n = unsafe { libc::pread(fd, rest.as_mut_ptr().cast(), rest.len(), len as libc::off_t) };
+    let mut bytes = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    while bytes.len() <= limit {
+        let want = chunk.len().min(limit + 1 - bytes.len());
+        // SAFETY: pread writes at most `want` bytes into `chunk`, which is
+        // valid for that many; `fd` is only a number to the kernel.
+        let n = unsafe { libc::pread(fd, chunk.as_mut_ptr().cast(), want, bytes.len() as libc::off_t) };
         match n {
             -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
             -1 => return Err(io::Error::last_os_error()),
             0 => break,
-            n => len += n as usize,
+            n => bytes.extend_from_slice(&chunk[..n as usize]),
         }
     }
-    bytes.truncate(len);
     Ok(bytes)
 }

@@ -5,47 +5,35 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+use nix::errno::Errno;
+
 /// The number of instructions of the attached classic filter, 0 for none
 /// (an eBPF program attached with `SO_ATTACH_BPF` is not seen here).
 pub fn filter_len(fd: BorrowedFd<'_>) -> io::Result<usize> {
     // With a zero length the kernel only reports the filter's length in
     // instructions back through `len` (`sk_get_filter`).
-    let mut len: libc::socklen_t = 0;
-    // SAFETY: with `len` 0 the kernel writes nothing through the (null)
-    // value pointer, only the length into `len`, a live local.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_GET_FILTER,
-            std::ptr::null_mut(),
-            &mut len,
-        )
-    };
-    if rc == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(len as usize)
+    get(fd, libc::SO_GET_FILTER, None)
 }
 
 /// Whether the socket's filter can no longer be changed or detached.
 pub fn filter_locked(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    let mut value: libc::c_int = 0;
-    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `value` is a live int of `len` bytes, as SO_LOCK_FILTER reads.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LOCK_FILTER,
-            (&raw mut value).cast(),
-            &mut len,
-        )
-    };
-    if rc == -1 {
-        return Err(io::Error::last_os_error());
-    }
+    let mut value = 0;
+    get(fd, libc::SO_LOCK_FILTER, Some(&mut value))?;
     Ok(value != 0)
+}
+
+/// `getsockopt(SOL_SOCKET, option)` into `value`, or into nothing with a
+/// zero length; the length the kernel reports back.
+fn get(fd: BorrowedFd<'_>, option: libc::c_int, value: Option<&mut libc::c_int>) -> io::Result<usize> {
+    let (ptr, mut len) = match value {
+        Some(value) => ((value as *mut libc::c_int).cast(), size_of::<libc::c_int>() as libc::socklen_t),
+        None => (std::ptr::null_mut(), 0),
+    };
+    // SAFETY: `ptr` is null with `len` 0 (the kernel then writes only the
+    // length into `len`, a live local), or a live int of `len` bytes.
+    let rc = unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, option, ptr, &mut len) };
+    Errno::result(rc)?;
+    Ok(len as usize)
 }
 
 /// Detaches the socket's filter (EPERM when locked, ENOENT when none).
@@ -62,8 +50,6 @@ pub fn detach_filter(fd: BorrowedFd<'_>) -> io::Result<()> {
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    if rc == -1 {
-        return Err(io::Error::last_os_error());
-    }
+    Errno::result(rc)?;
     Ok(())
 }

@@ -21,8 +21,9 @@
 //!
 //! The parent reads that pipe: end-of-file means the exec succeeded.
 use std::ffi::{CString, OsStr, OsString};
+use std::io::Read;
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -148,13 +149,8 @@ impl Plan {
         let path = resolve(program, req.env)?;
         let path = cstring(path.as_os_str().as_bytes())?;
         let argv = req.command.iter().map(|a| cstring(a.as_bytes())).collect::<Result<Vec<_>, _>>()?;
-        let mut env = Vec::with_capacity(req.env.len());
-        for (name, value) in req.env {
-            let mut entry = name.as_bytes().to_vec();
-            entry.push(b'=');
-            entry.extend_from_slice(value.as_bytes());
-            env.push(cstring(&entry)?);
-        }
+        let entry = |(name, value): &(OsString, OsString)| [name.as_bytes(), b"=", value.as_bytes()].concat();
+        let env = req.env.iter().map(|pair| cstring(&entry(pair))).collect::<Result<Vec<_>, _>>()?;
         let mut argv_ptrs: Vec<_> = argv.iter().map(|a| a.as_ptr()).collect();
         argv_ptrs.push(std::ptr::null());
         let mut env_ptrs: Vec<_> = env.iter().map(|e| e.as_ptr()).collect();
@@ -167,10 +163,7 @@ impl Plan {
             env_ptrs.push(slot.as_ptr().cast());
         }
         env_ptrs.push(std::ptr::null());
-        let dir = match req.dir {
-            Some(dir) => Some(cstring(dir.as_os_str().as_bytes())?),
-            None => None,
-        };
+        let dir = req.dir.map(|dir| cstring(dir.as_os_str().as_bytes())).transpose()?;
         let mut targets: Vec<RawFd> = req.fds.iter().map(|&(_, target)| target).collect();
         targets.sort_unstable();
         let staging_floor = targets.last().map_or(3, |&t| (t + 1).max(3));
@@ -241,9 +234,10 @@ pub fn spawn(req: &Request) -> Result<Pid, SpawnError> {
     if req.contain != Contain::Session {
         let _ = nix::unistd::setpgid(pid, pid);
     }
-    let mut report = [0u8; 8];
-    let n = read_full(&report_read, &mut report);
-    if n < report.len() {
+    // End of file before a whole report (or a failed read): the exec succeeded.
+    let mut report = Vec::with_capacity(8);
+    let _ = std::fs::File::from(report_read).take(8).read_to_end(&mut report);
+    if report.len() < 8 {
         return Ok(pid);
     }
     let _ = nix::sys::wait::waitpid(pid, None);
@@ -257,19 +251,6 @@ pub fn spawn(req: &Request) -> Result<Pid, SpawnError> {
         _ => what,
     };
     Err(SpawnError { what, errno })
-}
-
-fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
-    let mut done = 0;
-    while done < buf.len() {
-        match nix::unistd::read(fd, &mut buf[done..]) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(Errno::EINTR) => continue,
-            Err(_) => break,
-        }
-    }
-    done
 }
 
 const STAGE_CHDIR: i32 = 1;

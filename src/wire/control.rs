@@ -30,30 +30,10 @@ pub enum Command {
     Metrics,
 }
 
-impl Command {
-    pub const ALL: [Command; 8] = [
-        Command::Status,
-        Command::Restart,
-        Command::Stop,
-        Command::Upgrade,
-        Command::Reopen,
-        Command::Events,
-        Command::Follow,
-        Command::Metrics,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Command::Status => "status",
-            Command::Restart => "restart",
-            Command::Stop => "stop",
-            Command::Upgrade => "upgrade",
-            Command::Reopen => "reopen",
-            Command::Events => "events",
-            Command::Follow => "follow",
-            Command::Metrics => "metrics",
-        }
-    }
+/// The name a unit variant has on the wire: `status`, `serving`,
+/// `auto, learned notify`.
+pub fn name_of(value: &impl Serialize) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,7 +70,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request> {
         serde_json::from_slice(line).map_err(|e| Error::usage(format!("request is not JSON: {e}")))?;
     let name = (value.get("command").and_then(Value::as_str))
         .ok_or_else(|| Error::usage("request has no \"command\" string"))?;
-    let command = (Command::ALL.into_iter().find(|c| c.name() == name)).ok_or_else(|| {
+    let command = serde_json::from_value(Value::String(name.to_owned())).map_err(|_| {
         Error::usage(format!(
             "unknown command {name:?}: expected status, restart, stop, upgrade, reopen, events, follow or metrics"
         ))
@@ -242,30 +222,15 @@ pub struct Image {
 
 /// The `--ready` rule in force.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Readiness {
-    #[serde(rename = "auto")]
     Auto,
     /// `--ready auto` after a worker sent `READY=1`: new workers must too.
     #[serde(rename = "auto, learned notify")]
     AutoLearnedNotify,
-    #[serde(rename = "notify")]
     Notify,
-    #[serde(rename = "alive")]
     Alive,
-    #[serde(rename = "accepting")]
     Accepting,
-}
-
-impl Readiness {
-    pub fn name(self) -> &'static str {
-        match self {
-            Readiness::Auto => "auto",
-            Readiness::AutoLearnedNotify => "auto, learned notify",
-            Readiness::Notify => "notify",
-            Readiness::Alive => "alive",
-            Readiness::Accepting => "accepting",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -312,16 +277,6 @@ pub enum Phase {
     Starting,
     Serving,
     Draining,
-}
-
-impl Phase {
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Starting => "starting",
-            Phase::Serving => "serving",
-            Phase::Draining => "draining",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

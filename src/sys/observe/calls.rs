@@ -4,37 +4,14 @@
 //! decoded and observation says so).
 
 /// A call that waits for a listener to become readable, or takes a
-/// connection from it.
+/// connection from it, by the name `strace` gives it (`recv` for
+/// recvfrom, recvmsg, recvmmsg or read: a datagram listener's wait).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Call {
-    Accept,
-    Accept4,
-    EpollWait,
-    EpollPwait,
-    EpollPwait2,
-    Poll,
-    Ppoll,
-    Select,
-    Pselect6,
-    /// recvfrom, recvmsg, recvmmsg or read: a datagram listener's wait.
-    Recv,
-}
+pub struct Call(pub &'static str);
 
 impl Call {
-    /// The name `strace` gives it.
     pub fn name(self) -> &'static str {
-        match self {
-            Call::Accept => "accept",
-            Call::Accept4 => "accept4",
-            Call::EpollWait => "epoll_wait",
-            Call::EpollPwait => "epoll_pwait",
-            Call::EpollPwait2 => "epoll_pwait2",
-            Call::Poll => "poll",
-            Call::Ppoll => "ppoll",
-            Call::Select => "select",
-            Call::Pselect6 => "pselect6",
-            Call::Recv => "recv",
-        }
+        self.0
     }
 }
 
@@ -97,16 +74,16 @@ pub fn decode(number: u64, args: &[u64; 6]) -> Option<Wait> {
     // An fd argument is a C int: the low 32 bits.
     let fd = |i: usize| args[i] as u32 as i32;
     let wait = match number {
-        nr::ACCEPT => Wait::Fd(Call::Accept, fd(0)),
-        nr::ACCEPT4 => Wait::Fd(Call::Accept4, fd(0)),
-        nr::READ | nr::RECVFROM | nr::RECVMSG | nr::RECVMMSG => Wait::Fd(Call::Recv, fd(0)),
-        nr::EPOLL_WAIT => Wait::Epoll(Call::EpollWait, fd(0)),
-        nr::EPOLL_PWAIT => Wait::Epoll(Call::EpollPwait, fd(0)),
-        nr::EPOLL_PWAIT2 => Wait::Epoll(Call::EpollPwait2, fd(0)),
-        nr::POLL => Wait::Poll(Call::Poll, args[0], args[1]),
-        nr::PPOLL => Wait::Poll(Call::Ppoll, args[0], args[1]),
-        nr::SELECT => Wait::Select(Call::Select, args[1], args[0]),
-        nr::PSELECT6 => Wait::Select(Call::Pselect6, args[1], args[0]),
+        nr::ACCEPT => Wait::Fd(Call("accept"), fd(0)),
+        nr::ACCEPT4 => Wait::Fd(Call("accept4"), fd(0)),
+        nr::READ | nr::RECVFROM | nr::RECVMSG | nr::RECVMMSG => Wait::Fd(Call("recv"), fd(0)),
+        nr::EPOLL_WAIT => Wait::Epoll(Call("epoll_wait"), fd(0)),
+        nr::EPOLL_PWAIT => Wait::Epoll(Call("epoll_pwait"), fd(0)),
+        nr::EPOLL_PWAIT2 => Wait::Epoll(Call("epoll_pwait2"), fd(0)),
+        nr::POLL => Wait::Poll(Call("poll"), args[0], args[1]),
+        nr::PPOLL => Wait::Poll(Call("ppoll"), args[0], args[1]),
+        nr::SELECT => Wait::Select(Call("select"), args[1], args[0]),
+        nr::PSELECT6 => Wait::Select(Call("pselect6"), args[1], args[0]),
         _ => return None,
     };
     Some(wait)

@@ -23,9 +23,19 @@ fn recorded_exchange() {
     assert_eq!(status.generations[1].phase, Phase::Serving);
     assert_eq!(status.listeners[0].name.as_deref(), Some("web"));
     assert_eq!(status.ready, Some(Readiness::AutoLearnedNotify));
-    for ready in [Readiness::Auto, Readiness::AutoLearnedNotify, Readiness::Notify, Readiness::Alive] {
-        assert_eq!(encode(&ready), format!("\"{}\"\n", ready.name()).into_bytes());
+    let names = ["auto", "auto, learned notify", "notify", "alive", "accepting"];
+    let all = [
+        Readiness::Auto,
+        Readiness::AutoLearnedNotify,
+        Readiness::Notify,
+        Readiness::Alive,
+        Readiness::Accepting,
+    ];
+    for (ready, name) in all.into_iter().zip(names) {
+        assert_eq!(encode(&ready), format!("\"{name}\"\n").into_bytes());
+        assert_eq!(name_of(&ready), name);
     }
+    assert_eq!(name_of(&Phase::Draining), "draining");
     // A supervisor older than the field: read as unknown, not refused.
     let older: Status = serde_json::from_str(&STATUS.replace(r#""ready":"auto, learned notify","#, ""))
         .expect("a status without \"ready\"");

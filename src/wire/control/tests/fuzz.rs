@@ -33,7 +33,8 @@ fn check_request(line: &[u8]) -> Result<(), TestCaseError> {
     match parse_request(line) {
         Ok(request) => {
             let value: Value = serde_json::from_slice(line).expect("accepted, so JSON");
-            prop_assert_eq!(value.get("command").and_then(Value::as_str), Some(request.command.name()));
+            let name = name_of(&request.command);
+            prop_assert_eq!(value.get("command").and_then(Value::as_str), Some(name.as_str()));
         }
         Err(Error { message: why, .. }) => prop_assert!(one_line(&why), "{}", why),
     }
@@ -96,7 +97,8 @@ proptest! {
     #[test]
     fn fuzz_control_requests_with_any_command(name in any::<String>(), extra in any::<Option<i64>>()) {
         let line = serde_json::json!({ "command": name, "extra": extra }).to_string();
-        let known = Command::ALL.into_iter().find(|c| c.name() == name);
+        let names = ["status", "restart", "stop", "upgrade", "reopen", "events", "follow", "metrics"];
+        let known = names.contains(&name.as_str()).then(|| serde_json::from_value::<Command>(Value::String(name.clone())).unwrap());
         match parse_request(line.as_bytes()) {
             Ok(request) => prop_assert_eq!(Some(request.command), known),
             Err(Error { message: why, .. }) => {
