@@ -7,58 +7,14 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use super::args::Drill;
 use super::dest::Outputs;
 use super::load::{Load, Mode, Plan, Sample, Unsampled};
 use super::progress::Progress;
-use super::report::{Inputs, RetryLimit, Step, Thresholds, WINDOW_AFTER, WINDOW_BEFORE, compute};
+use super::report::{Inputs, Step, Thresholds, WINDOW_AFTER, WINDOW_BEFORE, compute};
 use super::subject::{Output, Stopped, Subject};
 use super::{interrupted, interruption, pause};
 use crate::error::{Context, Error, Result};
-
-/// Options of `handover drill` itself; everything else goes to the supervisor.
-#[derive(Clone, Debug)]
-pub struct Drill {
-    pub restarts: usize,
-    /// Upgrades of handover in place, in turns with the restarts.
-    pub upgrades: usize,
-    /// The binaries to upgrade to, in turn (absolute); empty: the one the
-    /// supervisor was started from.
-    pub upgrade_binaries: Vec<PathBuf>,
-    /// Every answered request leaves a line with this text in the output.
-    pub log_line: Option<String>,
-    /// The pause between restarts and upgrades; `None`: [`SPACING`].
-    pub restart_every: Option<Duration>,
-    pub connections: usize,
-    pub keepalive: bool,
-    pub duration: Option<Duration>,
-    pub requests: Option<u64>,
-    /// Requests per second in all; `None`: as fast as they are answered.
-    pub rate: Option<u64>,
-    pub get: String,
-    pub expect_status: u16,
-    pub raw_send: Option<String>,
-    pub raw_expect: Option<String>,
-    pub request_timeout: Duration,
-    pub json: bool,
-    pub junit: Option<PathBuf>,
-    /// `--report DIR`: report.html and report.json there.
-    pub report: Option<PathBuf>,
-    pub max_failures: u64,
-    pub max_p99: Option<Duration>,
-    /// Retried keep-alive requests tolerated.
-    pub max_retried: RetryLimit,
-    pub restart_timeout: Duration,
-    /// How long the first generation may take to serve.
-    pub startup_timeout: Duration,
-    /// Requests whose every detail is kept, at most.
-    pub max_samples: u64,
-    pub idle: Option<Duration>,
-    /// A start_server-compatible program to drill instead of handover.
-    pub supervisor: Option<PathBuf>,
-    /// The directory for the drill's files, kept afterwards (`--keep`);
-    /// `None`: a temporary one, removed.
-    pub keep: Option<PathBuf>,
-}
 
 /// The default pause between restarts (and upgrades): enough to keep one's
 /// window (answer + 500 ms) from the next one's (request − 100 ms).
@@ -106,8 +62,8 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
             return Err(e);
         }
     };
-    let stop_bound = subject.stop_bound(drill.restart_timeout.min(STOP_BOUND));
-    if let Err(e) = subject.wait_serving(drill.startup_timeout) {
+    let stop_bound = subject.stop_bound(drill.restart_timeout().min(STOP_BOUND));
+    if let Err(e) = subject.wait_serving(drill.startup_timeout()) {
         let supervisor = subject.describe();
         let signal = subject.stop_signal().to_owned();
         let stopped = subject.stop(stop_bound);
@@ -165,7 +121,7 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
     };
     let progress = Progress::new(load.counters(), drill.restarts, drill.upgrades, tty);
     let (mut records, mut upgrades) = (Vec::new(), Vec::new());
-    let binaries = match (drill.upgrade_binaries.as_slice(), subject.binary()) {
+    let binaries = match (drill.upgrade_binary.as_slice(), subject.binary()) {
         ([], Some(own)) => vec![own.to_path_buf()],
         (given, _) => given.to_vec(),
     };
@@ -185,13 +141,13 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
         }
         match step {
             Step::Restart(number) => {
-                records.push(subject.restart(number, drill.restart_timeout));
+                records.push(subject.restart(number, drill.restart_timeout()));
                 progress.restarted(number);
             }
             Step::Upgrade(number) => {
                 // None only without handover, where `upgrade` says it cannot be done.
                 let binary = binaries.iter().cycle().nth(number - 1).map_or(Path::new(""), PathBuf::as_path);
-                upgrades.push(subject.upgrade(number, binary, drill.restart_timeout));
+                upgrades.push(subject.upgrade(number, binary, drill.restart_timeout()));
                 progress.upgraded(number);
             }
         }
