@@ -3,7 +3,7 @@
 //! everything else, up to and including the worker command, is passed to
 //! the supervisor under test unchanged.
 use std::ffi::{OsStr, OsString};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ pub struct Drill {
     pub upgrades: usize,
     /// Upgrade to this handover binary; given more than once, to each in
     /// turn [default: the one the supervisor was started from].
-    #[arg(long, value_name = "PATH", value_parser = Checked(absolute))]
+    #[arg(long, value_name = "PATH")]
     pub upgrade_binary: Vec<PathBuf>,
     /// Every answered request must leave a line containing TEXT in the
     /// supervisor's output (a server that logs each request, under
@@ -217,11 +217,6 @@ fn positive(option: &str, value: &OsStr) -> Result<Duration, String> {
     }
 }
 
-fn absolute(option: &str, value: &OsStr) -> Result<PathBuf, String> {
-    let path = Path::new(value);
-    std::path::absolute(path).map_err(|e| format!("cannot make --{option} {} absolute: {e}", path.display()))
-}
-
 impl Drill {
     pub fn restart_timeout(&self) -> Duration {
         self.restart_timeout.unwrap_or(DEFAULT_RESTART_TIMEOUT)
@@ -235,19 +230,29 @@ impl Drill {
 
 /// Parse the drill's own options.
 pub fn parse(own: Vec<OsString>) -> Result<Drill, clap::Error> {
-    let drill = Drill::try_parse_from(own)?;
-    let conflict = |text: &str| clap::Error::raw(ErrorKind::ArgumentConflict, format!("{text}\n"));
+    let mut drill = Drill::try_parse_from(own)?;
+    let refuse = |kind, text: String| clap::Error::raw(kind, format!("{text}\n"));
     if let (true, Some(program)) = (drill.upgrades > 0 || !drill.upgrade_binary.is_empty(), &drill.supervisor)
     {
         let option = if drill.upgrades > 0 { "--upgrades" } else { "--upgrade-binary" };
-        return Err(conflict(&format!(
-            "{option} cannot be used with --supervisor {}: only handover, through its control socket, \
+        return Err(refuse(
+            ErrorKind::ArgumentConflict,
+            format!(
+                "{option} cannot be used with --supervisor {}: only handover, through its control socket, \
              can be upgraded in place",
-            program.display()
-        )));
+                program.display()
+            ),
+        ));
     }
     if drill.upgrades == 0 && !drill.upgrade_binary.is_empty() {
-        return Err(conflict("--upgrade-binary needs --upgrades N: there is nothing to upgrade"));
+        let text = "--upgrade-binary needs --upgrades N: there is nothing to upgrade";
+        return Err(refuse(ErrorKind::ArgumentConflict, text.into()));
+    }
+    for path in &mut drill.upgrade_binary {
+        *path = std::path::absolute(&*path).map_err(|e| {
+            let text = format!("cannot make --upgrade-binary {} absolute: {e}", path.display());
+            refuse(ErrorKind::ValueValidation, text)
+        })?;
     }
     Ok(drill)
 }

@@ -117,8 +117,8 @@ impl Default for Thresholds {
     }
 }
 
-pub struct Inputs<'a> {
-    pub samples: &'a [Sample],
+pub struct Inputs {
+    pub samples: Vec<Sample>,
     /// What the load counted past its sample cap.
     pub unsampled: Unsampled,
     /// The load's client connections.
@@ -137,8 +137,8 @@ pub struct Inputs<'a> {
     pub stop_signal: String,
     /// Whether to compute the run over time (`Report::series`).
     pub series: bool,
-    pub restarts: &'a [RestartRecord],
-    pub upgrades: &'a [UpgradeRecord],
+    pub restarts: Vec<RestartRecord>,
+    pub upgrades: Vec<UpgradeRecord>,
     /// The supervisor's log lines about upgrades; None: not checked (no
     /// upgrades, or its log does not come to the drill).
     pub upgrade_log: Option<LogLines>,
@@ -250,7 +250,7 @@ fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
 /// Computes the report. Memory beyond the samples: about 20 bytes per
 /// sample (an index sorted by start, completion times, latencies).
 pub fn compute(inputs: &Inputs) -> Report {
-    let samples = inputs.samples;
+    let samples = &inputs.samples;
     let mut steps: Vec<(Instant, Instant)> =
         (inputs.restarts.iter().map(|r| (r.requested_at, r.answered_at)))
             .chain(inputs.upgrades.iter().map(|u| (u.requested_at, u.answered_at)))
@@ -271,14 +271,14 @@ pub fn compute(inputs: &Inputs) -> Report {
     // Every restart's and upgrade's window, earliest first.
     let mut windows = Vec::new();
     let mut restarts = Vec::new();
-    for r in inputs.restarts {
+    for r in &inputs.restarts {
         let (report, (from, to)) = RestartReport::new(r, &timeline);
         windows.push((from, to, Step::Restart(r.number)));
         restarts.push(report);
     }
     let (early, killed_at_stop) =
-        kill::findings(&inputs.kills, inputs.restarts, &mut restarts, &inputs.stop_signal);
-    let upgrades = Upgrades::compute(inputs.upgrades, inputs.upgrade_log, &timeline, &mut windows);
+        kill::findings(&inputs.kills, &inputs.restarts, &mut restarts, &inputs.stop_signal);
+    let upgrades = Upgrades::compute(&inputs.upgrades, inputs.upgrade_log, &timeline, &mut windows);
     windows.sort_by_key(|w| w.0);
     let events = &timeline.events;
     let spans: Vec<(u64, u64)> = windows.iter().map(|w| (w.0, w.1)).collect();

@@ -43,10 +43,10 @@ pub(super) fn upgrade(base: Instant, number: usize, requested_ms: u64, answered_
     }
 }
 
-pub(super) fn inputs<'a>(base: Instant, samples: &'a [Sample], restarts: &'a [RestartRecord]) -> Inputs<'a> {
+pub(super) fn inputs(base: Instant, samples: &[Sample], restarts: &[RestartRecord]) -> Inputs {
     let ended = samples.iter().map(Sample::ended).max().unwrap_or(base);
     Inputs {
-        samples,
+        samples: samples.to_vec(),
         unsampled: Default::default(),
         connections: 1,
         asked: (restarts.len(), 0),
@@ -56,8 +56,8 @@ pub(super) fn inputs<'a>(base: Instant, samples: &'a [Sample], restarts: &'a [Re
         kills: vec![],
         stop_signal: "TERM".into(),
         series: false,
-        restarts,
-        upgrades: &[],
+        restarts: restarts.to_vec(),
+        upgrades: vec![],
         upgrade_log: None,
         request_lines: None,
         started: base,

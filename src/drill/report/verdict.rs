@@ -326,11 +326,11 @@ mod tests {
         assert!(compute(&inputs).passed(), "p99 equal to the limit passes");
         let mut more = samples.clone();
         more.push(sample(base, 900, 1, Outcome::Refused));
-        let mut inputs = Inputs { samples: &more, ..inputs };
+        let mut inputs = Inputs { samples: more, ..inputs };
         inputs.thresholds.max_failures = 1;
         assert_eq!(failed(&inputs)[0], "2 failed requests, more than --max-failures 1");
         assert_eq!(
-            failed(&Inputs { samples: &[], ..inputs }),
+            failed(&Inputs { samples: vec![], ..inputs }),
             ["no request was made: no listener to drive, or the load never ran"]
         );
     }

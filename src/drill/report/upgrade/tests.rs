@@ -25,7 +25,7 @@ fn report(change: impl FnOnce(&mut Inputs, &mut [UpgradeRecord])) -> Report {
     inputs.upgrade_log = Some(LogLines { upgraded: 2, dropped: 0, matched: 0 });
     inputs.thresholds.max_failures = 1;
     change(&mut inputs, &mut upgrades);
-    compute(&Inputs { upgrades: &upgrades, ..inputs })
+    compute(&Inputs { upgrades: upgrades.to_vec(), ..inputs })
 }
 
 #[test]
