@@ -7,6 +7,8 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use indicatif::ProgressDrawTarget;
+
 pub use super::args::Drill;
 use super::dest::Outputs;
 use super::load::{Load, Mode, Plan};
@@ -133,11 +135,11 @@ fn measure(drill: &Drill, subject: &mut Subject, inputs: &mut Inputs) -> Result<
         rate: drill.rate,
         max_samples: drill.max_samples,
     };
-    let tty = std::io::stderr().is_terminal();
     inputs.started = Instant::now();
     let cpu_before = own_cpu();
     let load = Load::start(plan).map_err(|e| Error::runtime(format!("cannot start the load: {e}")))?;
-    let progress = Progress::new(load.counters(), drill.restarts, drill.upgrades, tty);
+    let tty = std::io::stderr().is_terminal().then(ProgressDrawTarget::stderr);
+    let progress = Progress::new(load.counters(), (drill.restarts, drill.upgrades), tty);
     let binaries = match (drill.upgrade_binary.as_slice(), subject.binary()) {
         ([], Some(own)) => vec![own.to_path_buf()],
         (given, _) => given.to_vec(),
@@ -156,17 +158,14 @@ fn measure(drill: &Drill, subject: &mut Subject, inputs: &mut Inputs) -> Result<
             break;
         }
         match step {
-            Step::Restart(number) => {
-                inputs.restarts.push(subject.restart(number, drill.restart_timeout()));
-                progress.restarted(number);
-            }
+            Step::Restart(number) => inputs.restarts.push(subject.restart(number, drill.restart_timeout())),
             Step::Upgrade(number) => {
                 // None only without handover, where `upgrade` says it cannot be done.
                 let binary = binaries.iter().cycle().nth(number - 1).map_or(Path::new(""), PathBuf::as_path);
                 inputs.upgrades.push(subject.upgrade(number, binary, drill.restart_timeout()));
-                progress.upgraded(number);
             }
         }
+        progress.done(step);
     }
     // Without a bound of its own the load ends half a second after the last restart.
     if drill.duration.is_none() && drill.requests.is_none() {
@@ -174,7 +173,7 @@ fn measure(drill: &Drill, subject: &mut Subject, inputs: &mut Inputs) -> Result<
     } else {
         while !load.finished() && pause(Duration::from_millis(20)) {}
     }
-    progress.finish();
+    drop(progress);
     (inputs.peak_rss_kib, inputs.private_kib) = subject.memory();
     (inputs.samples, inputs.unsampled) = load.stop_all();
     inputs.ended = Instant::now();
@@ -212,7 +211,7 @@ fn conclude(drill: &Drill, outputs: &Outputs, mut inputs: Inputs, output: &Outpu
         .map(|text| (text, output.log_lines().matched));
     inputs.kills = output.kills();
     let report = compute(&inputs);
-    let mut code = if report.passed() { 0 } else { 1 };
+    let mut code = if report.passed { 0 } else { 1 };
     if let Some(junit) = &outputs.junit
         && let Err(e) = junit.write(report.to_junit("handover drill").as_bytes())
     {
@@ -231,10 +230,10 @@ fn conclude(drill: &Drill, outputs: &Outputs, mut inputs: Inputs, output: &Outpu
     } else {
         print!("{}", report.to_text());
     }
-    for verdict in report.verdicts() {
+    for verdict in &report.verdicts {
         eprintln!("handover drill: {verdict}");
     }
-    if !report.passed() {
+    if !report.passed {
         eprintln!("handover drill: {}", output.tail());
     }
     code

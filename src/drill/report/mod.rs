@@ -184,7 +184,12 @@ pub struct RequestLines {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
+    /// No more failures than allowed, every restart and upgrade succeeded,
+    /// every upgrade kept the pids and the log lines, p99 and the share of
+    /// retried requests within their limits, nothing left behind, and at
+    /// least one request made.
     pub passed: bool,
+    /// One line per reason the drill failed; empty when it passed.
     pub verdicts: Vec<String>,
     /// Why the first generation never served (then nothing else ran).
     pub startup_error: Option<String>,
@@ -388,19 +393,6 @@ pub fn compute(inputs: &Inputs) -> Report {
 }
 
 impl Report {
-    /// No more failures than allowed, every restart and upgrade succeeded,
-    /// every upgrade kept the pids and the log lines, p99 and the share of
-    /// retried requests within their limits, nothing left behind, and at
-    /// least one request made.
-    pub fn passed(&self) -> bool {
-        self.passed
-    }
-
-    /// One line per reason the drill failed; empty when it passed.
-    pub fn verdicts(&self) -> Vec<String> {
-        self.verdicts.clone()
-    }
-
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or_default()
     }

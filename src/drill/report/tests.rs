@@ -202,7 +202,7 @@ fn fewer_request_log_lines_than_answered_requests_fail_the_drill() {
     let mut inputs = inputs(base, &samples, &[]);
     inputs.request_lines = Some(("hello: request".into(), 10));
     let report = compute(&inputs);
-    assert!(report.passed(), "{:?}", report.verdicts());
+    assert!(report.passed, "{:?}", report.verdicts);
     assert_eq!(
         report.request_lines,
         Some(RequestLines { text: "hello: request".into(), seen: 10, answered: 10 })
@@ -211,7 +211,7 @@ fn fewer_request_log_lines_than_answered_requests_fail_the_drill() {
     inputs.request_lines = Some(("hello: request".into(), 7));
     let report = compute(&inputs);
     assert_eq!(
-        report.verdicts(),
+        report.verdicts,
         ["10 answered requests but 7 output lines with \"hello: request\": at least 3 log lines were lost"]
     );
     assert!(report.to_junit("d").contains("a log line per request"));
