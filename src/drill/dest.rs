@@ -147,13 +147,10 @@ impl FileDest {
 
     /// Writes `bytes` to it (created, or truncated once checked again).
     pub fn write(&self, bytes: &[u8]) -> Result<()> {
-        let shown = self.shown();
-        let mut file = self
-            .open()
-            .map_err(|e| Error::runtime(format!("cannot write {} {}: {e}", self.option, shown.display())))?;
-        file.write_all(bytes)
-            .and_then(|()| file.flush())
-            .map_err(|e| Error::runtime(format!("cannot write {} {}: {e}", self.option, shown.display())))
+        let written = self.open().and_then(|mut file| file.write_all(bytes).and_then(|()| file.flush()));
+        written.map_err(|e| {
+            Error::runtime(format!("cannot write {} {}: {e}", self.option, self.shown().display()))
+        })
     }
 
     /// Opens it for writing, empty: created, or an existing regular file

@@ -60,7 +60,7 @@ mod timeline;
 mod upgrade;
 mod verdict;
 use gap::gap_outside;
-pub use kill::{Kill, parse as parse_kill};
+pub use kill::{Kill, parse as parse_kill, pids};
 pub use numbers::{Failures, Latency};
 pub use restart::{RestartRecord, RestartReport};
 pub use series::Series;

@@ -164,8 +164,8 @@ impl Upgrades {
     ) -> Upgrades {
         let mut each = Vec::new();
         for r in records {
-            let w = timeline.window(r.requested_at, r.answered_at);
-            windows.push((w.from, w.to, Step::Upgrade(r.number)));
+            let (window, (from, to)) = timeline.window(r.requested_at, r.answered_at);
+            windows.push((from, to, Step::Upgrade(r.number)));
             let changes = changes(r);
             each.push(UpgradeReport {
                 number: r.number,
@@ -180,7 +180,7 @@ impl Upgrades {
                 supervisor_pid: r.after.as_ref().or(r.before.as_ref()).map(|s| s.pid),
                 pids_preserved: changes.is_empty(),
                 changes,
-                window: WindowReport::of(w),
+                window,
             });
         }
         let done = || each.iter().filter(|u| u.ok);

@@ -6,6 +6,7 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
+use crate::drill::report::pids;
 use crate::wire::control::{Phase, Status};
 
 /// `120 s`, `1.5 s`.
@@ -45,12 +46,6 @@ fn option(args: &[OsString], name: &str) -> Option<String> {
 /// The supervisor's `--stop-timeout`, if given and valid.
 pub fn stop_timeout(args: &[OsString]) -> Option<Duration> {
     crate::config::parse_duration("stop-timeout", &option(args, "stop-timeout")?).ok()
-}
-
-/// `pid 812`, `pids 812, 813`.
-fn pids(pids: &[i32]) -> String {
-    let list: Vec<String> = pids.iter().map(i32::to_string).collect();
-    format!("{} {}", if list.len() == 1 { "pid" } else { "pids" }, list.join(", "))
 }
 
 /// Every generation in `status` still starting or draining, `waited`
