@@ -47,36 +47,19 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
         }
     };
     let stop_bound = subject.stop_bound(drill.restart_timeout().min(STOP_BOUND));
-    let now = Instant::now();
     // What the drill measured, for the report.
     let mut inputs = Inputs {
-        samples: Vec::new(),
-        unsampled: Default::default(),
         connections: drill.connections,
         asked: (drill.restarts, drill.upgrades),
-        cut_short: None,
-        startup: None,
-        first_generation: None,
-        kills: Vec::new(),
         stop_signal: subject.stop_signal().to_owned(),
         series: drill.report.is_some(),
-        restarts: Vec::new(),
-        upgrades: Vec::new(),
-        upgrade_log: None,
-        request_lines: None,
-        started: now,
-        ended: now,
-        load_cpu: None,
         supervisor: subject.describe(),
-        peak_rss_kib: None,
-        private_kib: None,
-        idle: None,
-        leftovers: Vec::new(),
         thresholds: Thresholds {
             max_failures: drill.max_failures,
             max_p99: drill.max_p99,
             max_retried: drill.max_retried,
         },
+        ..Inputs::default()
     };
     let mut refused = None;
     match subject.wait_serving(drill.startup_timeout()) {
@@ -135,7 +118,7 @@ fn measure(drill: &Drill, subject: &mut Subject, inputs: &mut Inputs) -> Result<
         rate: drill.rate,
         max_samples: drill.max_samples,
     };
-    inputs.started = Instant::now();
+    inputs.started = Some(Instant::now());
     let cpu_before = own_cpu();
     let load = Load::start(plan).map_err(|e| Error::runtime(format!("cannot start the load: {e}")))?;
     let tty = std::io::stderr().is_terminal().then(ProgressDrawTarget::stderr);
@@ -176,7 +159,7 @@ fn measure(drill: &Drill, subject: &mut Subject, inputs: &mut Inputs) -> Result<
     drop(progress);
     (inputs.peak_rss_kib, inputs.private_kib) = subject.memory();
     (inputs.samples, inputs.unsampled) = load.stop_all();
-    inputs.ended = Instant::now();
+    inputs.ended = Some(Instant::now());
     inputs.load_cpu = own_cpu().zip(cpu_before).map(|(after, before)| after.saturating_sub(before));
     inputs.idle = drill.idle.and_then(|period| subject.idle(period));
     Ok(())

@@ -117,6 +117,7 @@ impl Default for Thresholds {
     }
 }
 
+#[derive(Default)]
 pub struct Inputs {
     pub samples: Vec<Sample>,
     /// What the load counted past its sample cap.
@@ -144,8 +145,9 @@ pub struct Inputs {
     pub upgrade_log: Option<LogLines>,
     /// `--log-line`: its text, and how many lines in the output had it.
     pub request_lines: Option<(String, u64)>,
-    pub started: Instant,
-    pub ended: Instant,
+    /// When the load started and ended; `None` when it did not run.
+    pub started: Option<Instant>,
+    pub ended: Option<Instant>,
     /// CPU time the drill itself spent while the load ran.
     pub load_cpu: Option<Duration>,
     /// What was drilled and how it was restarted.
@@ -312,7 +314,8 @@ pub fn compute(inputs: &Inputs) -> Report {
         }
     }
 
-    let duration = inputs.ended.saturating_duration_since(inputs.started);
+    let duration =
+        (inputs.started.zip(inputs.ended)).map_or(Duration::ZERO, |(a, b)| b.saturating_duration_since(a));
     let unsampled = &inputs.unsampled;
     let requests = samples.len() as u64 + unsampled.requests;
     retried += unsampled.retried;

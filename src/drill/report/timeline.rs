@@ -14,7 +14,7 @@ use crate::drill::load::{Outcome, Sample};
 
 pub(super) struct Timeline<'a> {
     samples: &'a [Sample],
-    origin: Instant,
+    origin: Option<Instant>,
     /// Sample indices, by start.
     order: Vec<u32>,
     /// The longest latency, in ns.
@@ -64,11 +64,11 @@ impl<'a> Timeline<'a> {
     /// keeps apart.
     pub fn new(
         samples: &'a [Sample],
-        started: Instant,
+        started: Option<Instant>,
         beats: &[Instant],
         steps: &[(Instant, Instant)],
     ) -> Timeline<'a> {
-        let origin = samples.iter().map(|s| s.started).fold(started, Instant::min);
+        let origin = samples.iter().map(|s| s.started).chain(started).min();
         let mut order: Vec<u32> = (0..samples.len() as u32).collect();
         order.sort_unstable_by_key(|&i| samples[i as usize].started);
         let longest = samples.iter().map(|s| s.latency.as_nanos() as u64).max().unwrap_or_default();
@@ -96,7 +96,7 @@ impl<'a> Timeline<'a> {
 
     /// `t` on the axis.
     pub fn at(&self, t: Instant) -> u64 {
-        t.saturating_duration_since(self.origin).as_nanos() as u64
+        self.origin.map_or(0, |origin| t.saturating_duration_since(origin).as_nanos() as u64)
     }
 
     /// When sample `i` started.
