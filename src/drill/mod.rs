@@ -104,14 +104,11 @@ pub fn pause(period: Duration) -> bool {
 /// line the drill says about itself starts `handover drill: `, its errors
 /// too (printed here; the exit code is the error's).
 pub fn main(args: Vec<OsString>) -> Result<u8> {
-    match drill(args) {
-        Ok(code) => Ok(code),
-        Err(e) => {
-            let text = e.message.strip_prefix("drill: ").unwrap_or(&e.message);
-            eprintln!("handover drill: {}", crate::error::printable(text));
-            Ok(e.code)
-        }
-    }
+    Ok(drill(args).unwrap_or_else(|e| {
+        let text = e.message.strip_prefix("drill: ").unwrap_or(&e.message);
+        eprintln!("handover drill: {}", crate::error::printable(text));
+        e.code
+    }))
 }
 
 fn drill(args: Vec<OsString>) -> Result<u8> {

@@ -110,13 +110,6 @@ pub struct Unsampled {
 }
 
 impl Unsampled {
-    fn merge(&mut self, other: Unsampled) {
-        self.requests += other.requests;
-        self.ok += other.ok;
-        self.retried += other.retried;
-        self.beats.extend(other.beats);
-    }
-
     /// Counts one request not kept, ended at `ended`.
     fn count(&mut self, ok: bool, retried: bool, ended: Instant) {
         self.requests += 1;
@@ -243,7 +236,10 @@ impl Load {
         for t in self.threads {
             if let Ok((mut samples, more)) = t.join() {
                 all.append(&mut samples);
-                unsampled.merge(more);
+                unsampled.requests += more.requests;
+                unsampled.ok += more.ok;
+                unsampled.retried += more.retried;
+                unsampled.beats.extend(more.beats);
             }
         }
         all.sort_unstable_by_key(|s| s.started);

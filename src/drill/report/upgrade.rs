@@ -280,21 +280,17 @@ impl Upgrades {
         if self.each.is_empty() {
             return String::new();
         }
-        let head =
-            "upgrade result took_ms round_trip_ms pids requests failed p50_ms p90_ms p99_ms max_ms gap_ms";
-        let mut rows = vec![head.split(' ').map(|h| h.replace('_', " ")).collect::<Vec<_>>()];
-        for u in &self.each {
-            let mut row = vec![
+        let rows = self.each.iter().map(|u| {
+            let row = vec![
                 u.number.to_string(),
                 if u.ok { "ok" } else { "FAILED" }.into(),
                 show(u.took_ms),
                 show(Some(u.round_trip_ms)),
                 if u.pids_preserved { "kept" } else { "CHANGED" }.into(),
             ];
-            row.extend(u.window.cells());
-            rows.push(row);
-        }
-        table(&rows)
+            (row, &u.window)
+        });
+        table("upgrade result took_ms round_trip_ms pids", rows)
     }
 }
 
