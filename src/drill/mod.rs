@@ -77,9 +77,8 @@ pub fn unless_interrupted<T: Send + 'static>(call: impl FnOnce() -> T + Send + '
     loop {
         match rx.recv_timeout(Duration::from_millis(20)) {
             Ok(outcome) => return Some(outcome),
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if interrupted().is_some() => return None,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if interrupted().is_none() => {}
+            Err(_) => return None,
         }
     }
 }

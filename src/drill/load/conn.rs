@@ -66,6 +66,13 @@ enum Attempt {
     Stale,
 }
 
+impl Attempt {
+    /// A reset before any of the response is a connection found closed.
+    fn of(outcome: Outcome) -> Attempt {
+        if outcome == Outcome::Reset { Attempt::Stale } else { Attempt::Done(outcome) }
+    }
+}
+
 /// One connection's client: the request bytes, the connection, the buffer.
 pub struct Client<'a> {
     target: &'a Target,
@@ -140,10 +147,7 @@ impl<'a> Client<'a> {
             },
         };
         if let Err(e) = send_all(&conn, &self.request) {
-            return match io_outcome(&e, 0) {
-                Outcome::Reset => Attempt::Stale,
-                outcome => Attempt::Done(outcome),
-            };
+            return Attempt::of(io_outcome(&e, 0));
         }
         let result = match self.mode {
             Mode::Http { expect_status, keepalive, .. } => self.http(&mut conn, *expect_status, *keepalive),
@@ -160,10 +164,7 @@ impl<'a> Client<'a> {
             Err(Fail::Malformed(what)) => Attempt::Done(Outcome::Other(what.into())),
             Err(Fail::Eof) if self.got == 0 => Attempt::Stale,
             Err(Fail::Eof) => Attempt::Done(Outcome::ShortRead),
-            Err(Fail::Io(e)) => match io_outcome(&e, self.got) {
-                Outcome::Reset => Attempt::Stale,
-                outcome => Attempt::Done(outcome),
-            },
+            Err(Fail::Io(e)) => Attempt::of(io_outcome(&e, self.got)),
         }
     }
 

@@ -32,16 +32,6 @@ fn short(v: f64) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
-struct Axes {
-    end_ms: f64,
-}
-
-impl Axes {
-    fn x(&self, ms: f64) -> f64 {
-        LEFT + WIDTH * (ms / self.end_ms.max(1.0)).clamp(0.0, 1.0)
-    }
-}
-
 /// A chart's frame, its y ticks from 0 to `max` and its title.
 fn frame(out: &mut String, top: f64, max: f64, title: &str, unit: &str) {
     let _ = write!(
@@ -67,12 +57,20 @@ fn frame(out: &mut String, top: f64, max: f64, title: &str, unit: &str) {
 }
 
 /// A polyline of `points` (ms, value) in a chart at `top` scaled to `max`.
-fn line(out: &mut String, axes: &Axes, top: f64, max: f64, points: &[(f64, f64)], color: &str, width: f64) {
+fn line(
+    out: &mut String,
+    x: impl Fn(f64) -> f64,
+    top: f64,
+    max: f64,
+    points: &[(f64, f64)],
+    color: &str,
+    width: f64,
+) {
     if points.is_empty() {
         return;
     }
     let coords: Vec<String> = (points.iter())
-        .map(|&(ms, v)| format!("{:.1},{:.1}", axes.x(ms), top + HEIGHT - HEIGHT * (v / max).min(1.0)))
+        .map(|&(ms, v)| format!("{:.1},{:.1}", x(ms), top + HEIGHT - HEIGHT * (v / max).min(1.0)))
         .collect();
     let _ = write!(
         out,
@@ -82,7 +80,8 @@ fn line(out: &mut String, axes: &Axes, top: f64, max: f64, points: &[(f64, f64)]
 }
 
 fn svg(series: &Series) -> String {
-    let axes = Axes { end_ms: series.end_ms };
+    // Where `ms` is on the x axis.
+    let x = |ms: f64| LEFT + WIDTH * (ms / series.end_ms.max(1.0)).clamp(0.0, 1.0);
     let mut out = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{SVG_HEIGHT}" viewBox="0 0 {} {SVG_HEIGHT}">"#,
         LEFT + WIDTH + 20.0,
@@ -99,7 +98,7 @@ fn svg(series: &Series) -> String {
     frame(&mut out, RATE_TOP, rate_max, "requests per second (by when each started)", "");
     frame(&mut out, LATENCY_TOP, latency_max, "latency of the requests that succeeded: p50, p99, max", " ms");
     for band in &series.bands {
-        let (a, b) = (axes.x(band.from_ms), axes.x(band.to_ms).max(axes.x(band.from_ms) + 1.5));
+        let (a, b) = (x(band.from_ms), x(band.to_ms).max(x(band.from_ms) + 1.5));
         let fill = if band.ok { "rgba(40,110,230,0.16)" } else { "rgba(220,30,30,0.25)" };
         for top in [RATE_TOP, LATENCY_TOP] {
             let _ = write!(
@@ -112,7 +111,7 @@ fn svg(series: &Series) -> String {
             write!(out, r#"<text x="{a:.1}" y="{}" class="b">{}</text>"#, RATE_TOP + 12.0, xml(&band.label));
     }
     for gap in &series.gaps {
-        let (a, b) = (axes.x(gap.from_ms), axes.x(gap.to_ms));
+        let (a, b) = (x(gap.from_ms), x(gap.to_ms));
         let _ = write!(
             out,
             r##"<rect x="{a:.1}" y="{RATE_TOP}" width="{:.1}" height="{HEIGHT}" fill="#888" fill-opacity="0.35"><title>accept gap {} ms</title></rect>"##,
@@ -120,12 +119,12 @@ fn svg(series: &Series) -> String {
             short(gap.to_ms - gap.from_ms)
         );
     }
-    line(&mut out, &axes, RATE_TOP, rate_max, &rate, "#1a7f37", 1.5);
-    line(&mut out, &axes, LATENCY_TOP, latency_max, &max, "#bbb", 1.0);
-    line(&mut out, &axes, LATENCY_TOP, latency_max, &p99, "#d4661c", 1.5);
-    line(&mut out, &axes, LATENCY_TOP, latency_max, &p50, "#2860c8", 1.5);
+    line(&mut out, x, RATE_TOP, rate_max, &rate, "#1a7f37", 1.5);
+    line(&mut out, x, LATENCY_TOP, latency_max, &max, "#bbb", 1.0);
+    line(&mut out, x, LATENCY_TOP, latency_max, &p99, "#d4661c", 1.5);
+    line(&mut out, x, LATENCY_TOP, latency_max, &p50, "#2860c8", 1.5);
     for failed in &series.failed {
-        let x = axes.x(failed.at_ms);
+        let x = x(failed.at_ms);
         let _ = write!(
             out,
             r#"<line x1="{x:.1}" x2="{x:.1}" y1="{}" y2="{}" stroke="red" stroke-width="1.5"><title>{} at {} ms</title></line>"#,
@@ -136,7 +135,7 @@ fn svg(series: &Series) -> String {
         );
     }
     if let Some(until) = series.detail_until_ms {
-        let x = axes.x(until);
+        let x = x(until);
         let _ = write!(
             out,
             r##"<line x1="{x:.1}" x2="{x:.1}" y1="{RATE_TOP}" y2="{}" stroke="#555" stroke-dasharray="4 3"/><text x="{:.1}" y="{}" class="b">detail ends (sample cap)</text>"##,
@@ -149,7 +148,7 @@ fn svg(series: &Series) -> String {
     let every = step(seconds, 10.0);
     let mut s = 0.0;
     while s <= seconds + 1e-9 {
-        let x = axes.x(s * 1000.0);
+        let x = x(s * 1000.0);
         let _ = write!(
             out,
             r#"<text x="{x:.1}" y="{}" class="x">{} s</text>"#,
