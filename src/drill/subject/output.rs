@@ -150,12 +150,8 @@ impl Output {
             1 => "line".into(),
             n => format!("{n} lines"),
         };
-        let mut text = format!("the last {lines} of the supervisor's and workers' output ({whole}):");
-        for line in &state.tail {
-            text += "\n  ";
-            text += line;
-        }
-        text
+        let shown: String = state.tail.iter().map(|line| format!("\n  {line}")).collect();
+        format!("the last {lines} of the supervisor's and workers' output ({whole}):{shown}")
     }
 }
 
