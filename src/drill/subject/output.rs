@@ -71,7 +71,7 @@ impl Output {
     ) -> Result<Output> {
         let path = dir.join(FILE_NAME);
         // Checked as every file the drill writes (a kept directory is the user's).
-        let dest = crate::drill::dest::DirDest::check("--keep", dir)?.file(FILE_NAME)?;
+        let dest = crate::drill::dest::FileDest::in_dir("--keep", dir, FILE_NAME)?;
         let file = dest.open().context(|| format!("cannot create {}", path.display()))?;
         let state = State {
             file: Some(BufWriter::new(file)),
