@@ -156,6 +156,7 @@ impl Sample {
     }
 }
 
+#[derive(Default)]
 struct Shared {
     stop: AtomicBool,
     tickets: AtomicU64,
@@ -185,17 +186,11 @@ impl Load {
     pub fn start(plan: Plan) -> io::Result<Load> {
         let connections = if plan.targets.is_empty() { 0 } else { plan.connections.max(1) };
         let shared = Arc::new(Shared {
-            stop: AtomicBool::new(false),
-            tickets: AtomicU64::new(0),
             limit: plan.requests.unwrap_or(u64::MAX),
-            kept: AtomicU64::new(0),
-            kept_extra: AtomicU64::new(0),
             max_samples: plan.max_samples,
             deadline: plan.duration.map(|d| Instant::now() + d),
-            done: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            retried: AtomicU64::new(0),
             running: AtomicUsize::new(connections),
+            ..Shared::default()
         });
         let plan = Arc::new(Plan { connections, ..plan });
         let origin = Instant::now();
