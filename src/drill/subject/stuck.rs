@@ -3,6 +3,7 @@
 //! start_server-compatible program's status file. A generation still
 //! starting never became ready; one still draining has workers that did
 //! not exit when told to stop. Pure: the caller asks, this words it.
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::time::Duration;
 
@@ -77,9 +78,7 @@ pub fn from_status(status: &Status, waited: Duration, signal: &str) -> Option<St
 /// status file `listed` (generation, pid) still holds, in one line; None
 /// when it holds none.
 pub fn from_status_file(listed: &[(u64, u32)], old: u64, waited: Duration, signal: &str) -> Option<String> {
-    let mut generations: Vec<u64> = listed.iter().map(|g| g.0).filter(|&g| g <= old).collect();
-    generations.sort_unstable();
-    generations.dedup();
+    let generations: BTreeSet<u64> = listed.iter().map(|g| g.0).filter(|&g| g <= old).collect();
     let after = seconds(waited);
     let lines: Vec<String> = (generations.iter())
         .map(|&n| {
