@@ -28,7 +28,9 @@ const STOP_BOUND: Duration = Duration::from_secs(60);
 
 /// Run the drill; the exit code is 0 only when it passed.
 pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
-    if drill.log_line.is_some() && !super::subject::log_here(&supervisor_args) {
+    // Whether the supervisor's own log comes to the drill (no `--log-file`).
+    let log_here = super::subject::log_here(&supervisor_args);
+    if drill.log_line.is_some() && !log_here {
         let text = "--log-line needs the supervisor's output, which --log-file sends elsewhere";
         return Err(Error::usage(text));
     }
@@ -72,7 +74,6 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
         Err(e) if e.code == 2 => refused = Some(e.message),
         Err(e) => inputs.startup = Some(e.message),
     }
-    let log_here = subject.log_here();
     let stopped = subject.stop(stop_bound);
     if let Some(signal) = interrupted() {
         return Err(interrupted_by(signal, stopped));

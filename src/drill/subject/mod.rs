@@ -86,8 +86,6 @@ pub struct Subject {
     seen: BTreeSet<i32>,
     /// The listeners of the last `status` reply (with `Driver::Control`).
     listeners: Vec<control::Listener>,
-    /// Whether its own log comes to the drill (no `--log-file`).
-    log_here: bool,
     dir: PathBuf,
     /// Whether `dir` is the user's (`--keep`), never removed.
     keep: bool,
@@ -164,7 +162,6 @@ impl Subject {
             stop_timeout: stuck::stop_timeout(args),
             seen: BTreeSet::new(),
             listeners: Vec::new(),
-            log_here: upgrade::log_here(args),
             dir: dir.to_path_buf(),
             keep,
         })

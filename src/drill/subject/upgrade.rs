@@ -29,11 +29,6 @@ impl Subject {
         }
     }
 
-    /// Whether the supervisor's own log comes to the drill's output.
-    pub fn log_here(&self) -> bool {
-        self.log_here
-    }
-
     /// Upgrade `number`, to `binary` (an absolute path), given up after
     /// `timeout`.
     pub fn upgrade(&mut self, number: usize, binary: &Path, timeout: Duration) -> UpgradeRecord {
