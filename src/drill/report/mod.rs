@@ -378,17 +378,12 @@ pub fn compute(inputs: &Inputs) -> Report {
         max_retried_per_connection_restart,
         findings: Vec::new(),
     };
-    let mut first = Vec::new();
-    if let Some(why) = &inputs.startup {
-        first.push((verdict::Case::Startup, format!("startup failed: {why}")));
-    }
-    if let Some(what) = &inputs.first_generation {
-        first.push((verdict::Case::Startup, format!("startup: {what}")));
-    }
-    if let Some(why) = &inputs.cut_short {
-        first.push((verdict::Case::Requests, why.clone()));
-    }
-    first.extend(early);
+    let first = [
+        inputs.startup.as_ref().map(|why| (Case::Startup, format!("startup failed: {why}"))),
+        inputs.first_generation.as_ref().map(|what| (Case::Startup, format!("startup: {what}"))),
+        inputs.cut_short.clone().map(|why| (Case::Requests, why)),
+    ];
+    let first = first.into_iter().flatten().chain(early).collect();
     report.findings = findings(&report, first, &attributed, &outside, retried_in_restarts);
     report.verdicts = report.findings.iter().map(|f| f.1.clone()).collect();
     report.passed = report.findings.is_empty();
