@@ -14,7 +14,7 @@ use super::dest::Outputs;
 use super::load::{Load, Mode, Plan};
 use super::progress::Progress;
 use super::report::{Inputs, Step, Thresholds, WINDOW_AFTER, WINDOW_BEFORE, compute};
-use super::subject::{Output, Stopped, Subject};
+use super::subject::{Output, Subject};
 use super::{interrupted, interruption, pause};
 use crate::error::{Context, Error, Result};
 
@@ -76,7 +76,8 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
     }
     let stopped = subject.stop(stop_bound);
     if let Some(signal) = interrupted() {
-        return Err(interrupted_by(signal, stopped));
+        let how = stopped.killed.unwrap_or_else(|| "the supervisor and its workers stopped".into());
+        return Err(interruption(signal, &how));
     }
     if let Some(why) = refused {
         eprintln!("handover drill: {}", stopped.output.tail());
@@ -164,12 +165,6 @@ fn measure(drill: &Drill, subject: &mut Subject, inputs: &mut Inputs) -> Result<
     inputs.load_cpu = own_cpu().zip(cpu_before).map(|(after, before)| after.saturating_sub(before));
     inputs.idle = drill.idle.and_then(|period| subject.idle(period));
     Ok(())
-}
-
-/// The error of a drill interrupted by `signal`, saying what had to be killed.
-fn interrupted_by(signal: i32, stopped: Stopped) -> Error {
-    let how = stopped.killed.unwrap_or_else(|| "the supervisor and its workers stopped".into());
-    interruption(signal, &how)
 }
 
 /// Why not every restart and upgrade asked for ran: the load ended first.

@@ -50,7 +50,6 @@ use crate::state::read_status;
 use crate::wire::control::{self, Command as Request};
 pub use output::{FILE_NAME as OUTPUT_FILE, Output};
 use proc::{clock_ticks, usage};
-pub use stop::Stopped;
 use targets::{signal_listeners, target};
 pub use upgrade::log_here;
 
