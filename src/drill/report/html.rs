@@ -19,11 +19,12 @@ const RATE_TOP: f64 = 30.0;
 const LATENCY_TOP: f64 = 270.0;
 const SVG_HEIGHT: f64 = 500.0;
 
-/// A round step for about `count` ticks up to `max`.
-fn step(max: f64, count: f64) -> f64 {
+/// About `count` ticks from 0 up to `max`, a round step apart.
+fn ticks(max: f64, count: f64) -> impl Iterator<Item = f64> {
     let raw = (max / count).max(1e-9);
     let unit = 10f64.powf(raw.log10().floor());
-    [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * unit).find(|&s| s >= raw).unwrap_or(10.0 * unit)
+    let step = [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * unit).find(|&s| s >= raw).unwrap_or(10.0 * unit);
+    std::iter::successors(Some(0.0), move |v| Some(v + step)).take_while(move |&v| v <= max + 1e-9)
 }
 
 /// `12`, `0.5`, `2.25`: short numbers for axis labels.
@@ -40,9 +41,7 @@ fn frame(out: &mut String, top: f64, max: f64, title: &str, unit: &str) {
         top - 8.0,
         xml(title)
     );
-    let every = step(max, 4.0);
-    let mut v = 0.0;
-    while v <= max + 1e-9 {
+    for v in ticks(max, 4.0) {
         let y = top + HEIGHT - HEIGHT * v / max;
         let _ = write!(
             out,
@@ -52,25 +51,16 @@ fn frame(out: &mut String, top: f64, max: f64, title: &str, unit: &str) {
             y + 4.0,
             short(v)
         );
-        v += every;
     }
 }
 
-/// A polyline of `points` (ms, value) in a chart at `top` scaled to `max`.
-fn line(
-    out: &mut String,
-    x: impl Fn(f64) -> f64,
-    top: f64,
-    max: f64,
-    points: &[(f64, f64)],
-    color: &str,
-    width: f64,
-) {
+/// A polyline of `points` (x, value) in a chart at `top` scaled to `max`.
+fn line(out: &mut String, top: f64, max: f64, points: &[(f64, f64)], color: &str, width: f64) {
     if points.is_empty() {
         return;
     }
     let coords: Vec<String> = (points.iter())
-        .map(|&(ms, v)| format!("{:.1},{:.1}", x(ms), top + HEIGHT - HEIGHT * (v / max).min(1.0)))
+        .map(|&(x, v)| format!("{x:.1},{:.1}", top + HEIGHT - HEIGHT * (v / max).min(1.0)))
         .collect();
     let _ = write!(
         out,
@@ -88,10 +78,10 @@ fn svg(series: &Series) -> String {
         LEFT + WIDTH + 20.0
     );
     let half = series.bucket_ms / 2.0;
-    let rate: Vec<(f64, f64)> = series.buckets.iter().map(|b| (b.from_ms + half, b.rate_per_s)).collect();
+    let rate: Vec<(f64, f64)> = series.buckets.iter().map(|b| (x(b.from_ms + half), b.rate_per_s)).collect();
     let rate_max = rate.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
     let pick = |f: fn(&super::series::Bucket) -> Option<f64>| -> Vec<(f64, f64)> {
-        series.buckets.iter().filter_map(|b| Some((b.from_ms + half, f(b)?))).collect()
+        series.buckets.iter().filter_map(|b| Some((x(b.from_ms + half), f(b)?))).collect()
     };
     let (p50, p99, max) = (pick(|b| b.p50_ms), pick(|b| b.p99_ms), pick(|b| b.max_ms));
     let latency_max = p99.iter().map(|p| p.1).fold(0.001, f64::max) * 1.5;
@@ -119,10 +109,10 @@ fn svg(series: &Series) -> String {
             short(gap.to_ms - gap.from_ms)
         );
     }
-    line(&mut out, x, RATE_TOP, rate_max, &rate, "#1a7f37", 1.5);
-    line(&mut out, x, LATENCY_TOP, latency_max, &max, "#bbb", 1.0);
-    line(&mut out, x, LATENCY_TOP, latency_max, &p99, "#d4661c", 1.5);
-    line(&mut out, x, LATENCY_TOP, latency_max, &p50, "#2860c8", 1.5);
+    line(&mut out, RATE_TOP, rate_max, &rate, "#1a7f37", 1.5);
+    line(&mut out, LATENCY_TOP, latency_max, &max, "#bbb", 1.0);
+    line(&mut out, LATENCY_TOP, latency_max, &p99, "#d4661c", 1.5);
+    line(&mut out, LATENCY_TOP, latency_max, &p50, "#2860c8", 1.5);
     for failed in &series.failed {
         let x = x(failed.at_ms);
         let _ = write!(
@@ -145,9 +135,7 @@ fn svg(series: &Series) -> String {
         );
     }
     let seconds = series.end_ms / 1000.0;
-    let every = step(seconds, 10.0);
-    let mut s = 0.0;
-    while s <= seconds + 1e-9 {
+    for s in ticks(seconds, 10.0) {
         let x = x(s * 1000.0);
         let _ = write!(
             out,
@@ -155,7 +143,6 @@ fn svg(series: &Series) -> String {
             LATENCY_TOP + HEIGHT + 16.0,
             short(s)
         );
-        s += every;
     }
     out += "</svg>";
     out
@@ -248,7 +235,7 @@ mod tests {
         assert_eq!(page.matches("<polyline").count(), 4, "rate, max, p99, p50");
         assert!(page.contains("<title>reset at 420 ms</title>"));
         assert!(page.contains(">restart 1</text>"));
-        assert_eq!(step(7.3, 4.0), 2.0);
+        assert_eq!(ticks(7.3, 4.0).collect::<Vec<_>>(), [0.0, 2.0, 4.0, 6.0]);
         assert_eq!(short(2.50), "2.5");
     }
 }
