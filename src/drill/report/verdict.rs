@@ -88,6 +88,7 @@ pub(super) fn findings(
     retried_in_restarts: u64,
 ) -> Vec<(Case, String)> {
     let mut out = first;
+    let plural = |n: u64| if n == 1 { "request" } else { "requests" };
     for r in &report.restarts {
         let step = Step::Restart(r.number);
         if !r.ok {
@@ -108,16 +109,10 @@ pub(super) fn findings(
             );
             out.push((Case::Requests, text));
         }
-        let plural = |n: u64| if n == 1 { "request" } else { "requests" };
         for (step, failures) in attributed {
-            let (generation, hint) = match step {
-                Step::Restart(number) => {
-                    let r = report.restarts.iter().find(|r| r.number == *number);
-                    (r.and_then(|r| r.generation).map(|g| format!(" (generation {g})")), 0)
-                }
-                Step::Upgrade(_) => (None, 1),
-            };
-            let generation = generation.unwrap_or_default();
+            let restart = report.restarts.iter().find(|r| Step::Restart(r.number) == *step);
+            let generation = restart.and_then(|r| r.generation).map(|g| format!(" (generation {g})"));
+            let (generation, hint) = (generation.unwrap_or_default(), usize::from(restart.is_none()));
             for (n, what, hints) in failures.kinds().filter(|k| k.0 > 0) {
                 let text = format!("{n} {} {what} during {step}{generation}: {}", plural(n), hints[hint]);
                 out.push((Case::RequestsIn(*step), text));
@@ -138,9 +133,9 @@ pub(super) fn findings(
     }
     if let Some(lines) = report.request_lines.as_ref().filter(|l| l.seen < l.answered) {
         let (lost, of, text) = (lines.answered - lines.seen, lines.answered, &lines.text);
-        let requests = if of == 1 { "request" } else { "requests" };
         let line = format!(
-            "{of} answered {requests} but {} output lines with {text:?}: at least {lost} log lines were lost",
+            "{of} answered {} but {} output lines with {text:?}: at least {lost} log lines were lost",
+            plural(of),
             lines.seen
         );
         out.push((Case::RequestLog, line));
