@@ -39,12 +39,6 @@ pub struct FileDest {
     option: &'static str,
 }
 
-/// A directory the drill writes files in (`--report`, `--keep`).
-pub struct DirDest {
-    path: PathBuf,
-    option: &'static str,
-}
-
 fn usage(option: &str, path: &Path, why: impl std::fmt::Display) -> Error {
     Error::usage(format!("{option} {}: {why}", path.display()))
 }
@@ -61,27 +55,6 @@ fn explain(option: &str, path: &Path, e: &io::Error) -> Error {
             usage(option, path, "a part of it is not a directory; give a directory")
         }
         _ => usage(option, path, format!("{e}; give another path")),
-    }
-}
-
-impl DirDest {
-    /// `path`, created if missing, checked.
-    pub fn check(option: &'static str, path: &Path) -> Result<DirDest> {
-        open_or_create(path, 0).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOTDIR) => {
-                usage(option, path, "is not a directory; give a directory (created if missing)")
-            }
-            _ => explain(option, path, &e),
-        })?;
-        Ok(DirDest { path: path.to_path_buf(), option })
-    }
-
-    /// The file `name` in it, checked now (see [`FileDest::check`]).
-    pub fn file(&self, name: &str) -> Result<FileDest> {
-        let dir = SafeDir::open(&self.path).map_err(|e| explain(self.option, &self.path, &e))?;
-        let dest = FileDest { dir, name: name.into(), option: self.option };
-        dest.check_existing()?;
-        Ok(dest)
     }
 }
 
@@ -114,21 +87,32 @@ impl FileDest {
             io::ErrorKind::InvalidInput => usage(option, path, "names no file; give a file's path"),
             _ => explain(option, path, &e),
         })?;
-        let dest = FileDest { dir, name, option };
-        dest.check_existing()?;
-        Ok(dest)
+        FileDest { dir, name, option }.check_existing()
+    }
+
+    /// The file `name` in the directory `path` (`--report`, `--keep`),
+    /// which is created if missing; both checked now.
+    pub fn in_dir(option: &'static str, path: &Path, name: &str) -> Result<FileDest> {
+        let dir = open_or_create(path, 0).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOTDIR) => {
+                usage(option, path, "is not a directory; give a directory (created if missing)")
+            }
+            _ => explain(option, path, &e),
+        })?;
+        FileDest { dir, name: name.into(), option }.check_existing()
     }
 
     fn shown(&self) -> PathBuf {
         self.dir.shown(&self.name)
     }
 
-    fn check_existing(&self) -> Result<()> {
+    /// Itself, when what is there now (if anything) may be replaced.
+    fn check_existing(self) -> Result<FileDest> {
         let shown = self.shown();
         let refuse = |why: String| Err(usage(self.option, &shown, why));
         let st = match self.dir.stat(&self.name) {
             Ok(Some(st)) => st,
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(self),
             Err(e) => return Err(explain(self.option, &shown, &e)),
         };
         let kind = st.st_mode & SFlag::S_IFMT.bits();
@@ -142,18 +126,16 @@ impl FileDest {
         if kind == SFlag::S_IFDIR.bits() {
             return refuse("is a directory; give a file's path".into());
         }
-        check_stat(&st).map_err(|why| usage(self.option, &shown, why))
+        check_stat(&st).map_err(|why| usage(self.option, &shown, why))?;
+        Ok(self)
     }
 
     /// Writes `bytes` to it (created, or truncated once checked again).
     pub fn write(&self, bytes: &[u8]) -> Result<()> {
-        let shown = self.shown();
-        let mut file = self
-            .open()
-            .map_err(|e| Error::runtime(format!("cannot write {} {}: {e}", self.option, shown.display())))?;
-        file.write_all(bytes)
-            .and_then(|()| file.flush())
-            .map_err(|e| Error::runtime(format!("cannot write {} {}: {e}", self.option, shown.display())))
+        let written = self.open().and_then(|mut file| file.write_all(bytes).and_then(|()| file.flush()));
+        written.map_err(|e| {
+            Error::runtime(format!("cannot write {} {}: {e}", self.option, self.shown().display()))
+        })
     }
 
     /// Opens it for writing, empty: created, or an existing regular file
@@ -198,13 +180,13 @@ impl Outputs {
         let junit = drill.junit.as_deref().map(|p| FileDest::check("--junit", p)).transpose()?;
         let report = match drill.report.as_deref() {
             Some(path) => {
-                let dir = DirDest::check("--report", path)?;
-                Some((dir.file("report.html")?, dir.file("report.json")?))
+                let file = |name| FileDest::in_dir("--report", path, name);
+                Some((file("report.html")?, file("report.json")?))
             }
             None => None,
         };
         if let Some(path) = drill.keep.as_deref() {
-            DirDest::check("--keep", path)?.file(super::subject::OUTPUT_FILE)?;
+            FileDest::in_dir("--keep", path, super::subject::OUTPUT_FILE)?;
         }
         Ok(Outputs { junit, report })
     }

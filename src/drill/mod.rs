@@ -77,9 +77,8 @@ pub fn unless_interrupted<T: Send + 'static>(call: impl FnOnce() -> T + Send + '
     loop {
         match rx.recv_timeout(Duration::from_millis(20)) {
             Ok(outcome) => return Some(outcome),
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if interrupted().is_some() => return None,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if interrupted().is_none() => {}
+            Err(_) => return None,
         }
     }
 }
@@ -104,14 +103,11 @@ pub fn pause(period: Duration) -> bool {
 /// line the drill says about itself starts `handover drill: `, its errors
 /// too (printed here; the exit code is the error's).
 pub fn main(args: Vec<OsString>) -> Result<u8> {
-    match drill(args) {
-        Ok(code) => Ok(code),
-        Err(e) => {
-            let text = e.message.strip_prefix("drill: ").unwrap_or(&e.message);
-            eprintln!("handover drill: {}", crate::error::printable(text));
-            Ok(e.code)
-        }
-    }
+    Ok(drill(args).unwrap_or_else(|e| {
+        let text = e.message.strip_prefix("drill: ").unwrap_or(&e.message);
+        eprintln!("handover drill: {}", crate::error::printable(text));
+        e.code
+    }))
 }
 
 fn drill(args: Vec<OsString>) -> Result<u8> {

@@ -10,7 +10,6 @@
 //!
 //! Otherwise (stderr is not a terminal): one plain line per restart and
 //! per upgrade, which tests and CI logs read, and nothing else.
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -20,6 +19,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::load::Counters;
+use super::report::Step;
 
 /// How often the bar's counters are refreshed.
 const TICK: Duration = Duration::from_millis(150);
@@ -35,8 +35,6 @@ pub struct Progress {
     counters: Counters,
     restarts: usize,
     upgrades: usize,
-    /// Restarts and upgrades answered so far.
-    done: Cell<(usize, usize)>,
     /// On a terminal only.
     bar: Option<ProgressBar>,
     /// Dropped to stop the ticker.
@@ -46,20 +44,14 @@ pub struct Progress {
 
 impl Progress {
     /// The progress of a drill of `restarts` restarts and `upgrades`
-    /// upgrades under the load whose counters are given; a bar when `tty`,
-    /// plain lines otherwise.
-    pub fn new(counters: Counters, restarts: usize, upgrades: usize, tty: bool) -> Progress {
-        Progress::with_target(counters, (restarts, upgrades), tty.then(ProgressDrawTarget::stderr))
-    }
-
-    fn with_target(
+    /// upgrades under the load whose counters are given; a bar drawn on
+    /// `target` (stderr when it is a terminal), else plain lines.
+    pub fn new(
         counters: Counters,
         (restarts, upgrades): (usize, usize),
         target: Option<ProgressDrawTarget>,
     ) -> Progress {
-        let done = Cell::new((0, 0));
-        let mut progress =
-            Progress { counters, restarts, upgrades, done, bar: None, stop: None, ticker: None };
+        let mut progress = Progress { counters, restarts, upgrades, bar: None, stop: None, ticker: None };
         let Some(target) = target else { return progress };
         let steps = restarts + upgrades;
         let (length, template) = if steps > 0 { (Some(steps as u64), BAR) } else { (None, SPINNER) };
@@ -90,34 +82,23 @@ impl Progress {
         progress
     }
 
-    /// Restart `number` (of `restarts`) has been answered.
-    pub fn restarted(&self, number: usize) {
-        self.done.set((number, self.done.get().1));
-        self.show("restart", number, self.restarts);
-    }
-
-    /// Upgrade `number` (of `upgrades`) has been answered.
-    pub fn upgraded(&self, number: usize) {
-        self.done.set((self.done.get().0, number));
-        self.show("upgrade", number, self.upgrades);
-    }
-
-    fn show(&self, what: &str, number: usize, of: usize) {
+    /// Restart or upgrade `step` has been answered (they come in order).
+    pub fn done(&self, step: Step) {
+        let (what, number, of) = match step {
+            Step::Restart(n) => ("restart", n, self.restarts),
+            Step::Upgrade(n) => ("upgrade", n, self.upgrades),
+        };
         match &self.bar {
-            Some(bar) => bar.set_position((self.done.get().0 + self.done.get().1) as u64),
+            Some(bar) => bar.inc(1),
             None => {
                 let _ = writeln!(std::io::stderr(), "{}", line(&self.counters, what, number, of));
             }
         }
     }
-
-    /// Stops the refreshing and leaves the bar with the final counters
-    /// (dropping the progress does the same).
-    pub fn finish(self) {
-        drop(self);
-    }
 }
 
+/// Dropped, the progress stops refreshing and leaves the bar with the
+/// final counters.
 impl Drop for Progress {
     fn drop(&mut self) {
         drop(self.stop.take());
@@ -222,17 +203,17 @@ mod tests {
     #[test]
     fn no_terminal_no_bar_no_thread() {
         let (_load, counters) = counters();
-        let progress = Progress::new(counters.clone(), 3, 1, false);
+        let progress = Progress::new(counters.clone(), (3, 1), None);
         assert!(progress.bar.is_none() && progress.ticker.is_none());
         assert_eq!(counters.handles(), 3);
-        progress.finish();
+        drop(progress);
         assert_eq!(counters.handles(), 2);
     }
 
     #[test]
     fn the_ticker_shows_live_counters_and_stops_with_the_progress() {
         let (_load, counters) = counters();
-        let progress = Progress::with_target(counters.clone(), (4, 0), Some(ProgressDrawTarget::hidden()));
+        let progress = Progress::new(counters.clone(), (4, 0), Some(ProgressDrawTarget::hidden()));
         let bar = progress.bar.clone().unwrap();
         assert_eq!(bar.length(), Some(4));
         assert_eq!(bar.message(), "0 requests, 0 failed, 0 retried");
@@ -243,11 +224,11 @@ mod tests {
             bar.message().starts_with("2 requests, 1 failed, 1 retried, ")
                 && bar.message().ends_with(" req/s")
         });
-        progress.restarted(3);
+        (1..=3).for_each(|n| progress.done(Step::Restart(n)));
         assert_eq!(bar.position(), 3);
         // The load, this test and the progress (its ticker too) hold the counters.
         assert_eq!(counters.handles(), 4);
-        progress.finish();
+        drop(progress);
         assert_eq!(counters.handles(), 2, "the ticker is gone");
         assert!(bar.is_finished());
         assert_eq!((bar.position(), bar.message().as_str()), (3, "2 requests, 1 failed, 1 retried"));
@@ -256,7 +237,7 @@ mod tests {
     #[test]
     fn a_spinner_without_restarts_and_dropping_stops_the_ticker() {
         let (_load, counters) = counters();
-        let progress = Progress::with_target(counters.clone(), (0, 0), Some(ProgressDrawTarget::hidden()));
+        let progress = Progress::new(counters.clone(), (0, 0), Some(ProgressDrawTarget::hidden()));
         let bar = progress.bar.clone().unwrap();
         assert_eq!(bar.length(), None);
         until(|| bar.message().ends_with(" req/s"));
@@ -268,16 +249,15 @@ mod tests {
     #[test]
     fn the_bar_counts_restarts_and_upgrades_together() {
         let (_load, counters) = counters();
-        let progress = Progress::with_target(counters.clone(), (2, 3), Some(ProgressDrawTarget::hidden()));
+        let progress = Progress::new(counters.clone(), (2, 3), Some(ProgressDrawTarget::hidden()));
         let bar = progress.bar.clone().unwrap();
         assert_eq!((bar.length(), bar.prefix().as_str()), (Some(5), "restarts+upgrades"));
-        progress.restarted(1);
-        progress.upgraded(1);
-        progress.restarted(2);
-        progress.upgraded(2);
+        for step in [Step::Restart(1), Step::Upgrade(1), Step::Restart(2), Step::Upgrade(2)] {
+            progress.done(step);
+        }
         assert_eq!(bar.position(), 4);
         drop(progress);
-        let only = Progress::with_target(counters.clone(), (0, 3), Some(ProgressDrawTarget::hidden()));
+        let only = Progress::new(counters.clone(), (0, 3), Some(ProgressDrawTarget::hidden()));
         assert_eq!(only.bar.as_ref().unwrap().prefix(), "upgrade");
     }
 

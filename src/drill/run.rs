@@ -7,58 +7,16 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use indicatif::ProgressDrawTarget;
+
+pub use super::args::Drill;
 use super::dest::Outputs;
-use super::load::{Load, Mode, Plan, Sample, Unsampled};
+use super::load::{Load, Mode, Plan};
 use super::progress::Progress;
-use super::report::{Inputs, RetryLimit, Step, Thresholds, WINDOW_AFTER, WINDOW_BEFORE, compute};
-use super::subject::{Output, Stopped, Subject};
+use super::report::{Inputs, Step, Thresholds, WINDOW_AFTER, WINDOW_BEFORE, compute};
+use super::subject::{Output, Subject};
 use super::{interrupted, interruption, pause};
 use crate::error::{Context, Error, Result};
-
-/// Options of `handover drill` itself; everything else goes to the supervisor.
-#[derive(Clone, Debug)]
-pub struct Drill {
-    pub restarts: usize,
-    /// Upgrades of handover in place, in turns with the restarts.
-    pub upgrades: usize,
-    /// The binaries to upgrade to, in turn (absolute); empty: the one the
-    /// supervisor was started from.
-    pub upgrade_binaries: Vec<PathBuf>,
-    /// Every answered request leaves a line with this text in the output.
-    pub log_line: Option<String>,
-    /// The pause between restarts and upgrades; `None`: [`SPACING`].
-    pub restart_every: Option<Duration>,
-    pub connections: usize,
-    pub keepalive: bool,
-    pub duration: Option<Duration>,
-    pub requests: Option<u64>,
-    /// Requests per second in all; `None`: as fast as they are answered.
-    pub rate: Option<u64>,
-    pub get: String,
-    pub expect_status: u16,
-    pub raw_send: Option<String>,
-    pub raw_expect: Option<String>,
-    pub request_timeout: Duration,
-    pub json: bool,
-    pub junit: Option<PathBuf>,
-    /// `--report DIR`: report.html and report.json there.
-    pub report: Option<PathBuf>,
-    pub max_failures: u64,
-    pub max_p99: Option<Duration>,
-    /// Retried keep-alive requests tolerated.
-    pub max_retried: RetryLimit,
-    pub restart_timeout: Duration,
-    /// How long the first generation may take to serve.
-    pub startup_timeout: Duration,
-    /// Requests whose every detail is kept, at most.
-    pub max_samples: u64,
-    pub idle: Option<Duration>,
-    /// A start_server-compatible program to drill instead of handover.
-    pub supervisor: Option<PathBuf>,
-    /// The directory for the drill's files, kept afterwards (`--keep`);
-    /// `None`: a temporary one, removed.
-    pub keep: Option<PathBuf>,
-}
 
 /// The default pause between restarts (and upgrades): enough to keep one's
 /// window (answer + 500 ms) from the next one's (request − 100 ms).
@@ -68,27 +26,11 @@ pub const SPACING: Duration = WINDOW_BEFORE.saturating_add(WINDOW_AFTER);
 /// of the supervisor's), then kills it.
 const STOP_BOUND: Duration = Duration::from_secs(60);
 
-/// What the drill measured, for the report.
-#[derive(Default)]
-struct Run {
-    samples: Vec<Sample>,
-    unsampled: Unsampled,
-    restarts: Vec<super::report::RestartRecord>,
-    upgrades: Vec<super::report::UpgradeRecord>,
-    started: Option<Instant>,
-    ended: Option<Instant>,
-    load_cpu: Option<Duration>,
-    memory: (Option<u64>, Option<u64>),
-    idle: Option<super::report::Idle>,
-    cut_short: Option<String>,
-    startup: Option<String>,
-    /// What is wrong with the first generation, though it serves.
-    first_generation: Option<String>,
-}
-
 /// Run the drill; the exit code is 0 only when it passed.
 pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
-    if drill.log_line.is_some() && !super::subject::log_here(&supervisor_args) {
+    // Whether the supervisor's own log comes to the drill (no `--log-file`).
+    let log_here = super::subject::log_here(&supervisor_args);
+    if drill.log_line.is_some() && !log_here {
         let text = "--log-line needs the supervisor's output, which --log-file sends elsewhere";
         return Err(Error::usage(text));
     }
@@ -106,26 +48,51 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
             return Err(e);
         }
     };
-    let stop_bound = subject.stop_bound(drill.restart_timeout.min(STOP_BOUND));
-    if let Err(e) = subject.wait_serving(drill.startup_timeout) {
-        let supervisor = subject.describe();
-        let signal = subject.stop_signal().to_owned();
-        let stopped = subject.stop(stop_bound);
-        if let Some(signal) = interrupted() {
-            return Err(interrupted_by(signal, stopped));
+    let stop_bound = subject.stop_bound(drill.restart_timeout().min(STOP_BOUND));
+    // What the drill measured, for the report.
+    let mut inputs = Inputs {
+        connections: drill.connections,
+        asked: (drill.restarts, drill.upgrades),
+        stop_signal: subject.stop_signal().to_owned(),
+        series: drill.report.is_some(),
+        supervisor: subject.describe(),
+        thresholds: Thresholds {
+            max_failures: drill.max_failures,
+            max_p99: drill.max_p99,
+            max_retried: drill.max_retried,
+        },
+        ..Inputs::default()
+    };
+    let mut refused = None;
+    match subject.wait_serving(drill.startup_timeout()) {
+        Ok(()) => {
+            if let Err(e) = measure(&drill, &mut subject, &mut inputs) {
+                let _ = subject.stop(stop_bound);
+                return Err(e);
+            }
         }
-        let (leftovers, output) = (stopped.leftovers, stopped.output);
-        if e.code == 2 {
-            eprintln!("handover drill: {}", output.tail());
-            return Err(Error::usage(format!("the supervisor refused its options: {}", e.message)));
-        }
-        let run = Run { startup: Some(e.message), ..Run::default() };
-        return Ok(conclude(&drill, &outputs, run, supervisor, signal, leftovers, &output, false));
+        Err(e) if e.code == 2 => refused = Some(e.message),
+        Err(e) => inputs.startup = Some(e.message),
     }
-    let first_generation = subject.unused_socket(1);
+    let stopped = subject.stop(stop_bound);
+    if let Some(signal) = interrupted() {
+        let how = stopped.killed.unwrap_or_else(|| "the supervisor and its workers stopped".into());
+        return Err(interruption(signal, &how));
+    }
+    if let Some(why) = refused {
+        eprintln!("handover drill: {}", stopped.output.tail());
+        return Err(Error::usage(format!("the supervisor refused its options: {why}")));
+    }
+    inputs.leftovers = stopped.leftovers;
+    Ok(conclude(&drill, &outputs, inputs, &stopped.output, log_here))
+}
+
+/// Loads the supervisor, serving, through the restarts and upgrades,
+/// and records what happened into `inputs`.
+fn measure(drill: &Drill, subject: &mut Subject, inputs: &mut Inputs) -> Result<()> {
+    inputs.first_generation = subject.unused_socket(1);
     let targets = subject.targets();
     if targets.is_empty() {
-        let _ = subject.stop(stop_bound);
         let options =
             if drill.supervisor.is_some() { "--port or --path" } else { "--port, --path or --listen" };
         return Err(Error::usage(format!(
@@ -153,25 +120,17 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
         rate: drill.rate,
         max_samples: drill.max_samples,
     };
-    let tty = std::io::stderr().is_terminal();
-    let started = Instant::now();
+    inputs.started = Some(Instant::now());
     let cpu_before = own_cpu();
-    let load = match Load::start(plan) {
-        Ok(load) => load,
-        Err(e) => {
-            let _ = subject.stop(stop_bound);
-            return Err(Error::runtime(format!("cannot start the load: {e}")));
-        }
-    };
-    let progress = Progress::new(load.counters(), drill.restarts, drill.upgrades, tty);
-    let (mut records, mut upgrades) = (Vec::new(), Vec::new());
-    let binaries = match (drill.upgrade_binaries.as_slice(), subject.binary()) {
+    let load = Load::start(plan).map_err(|e| Error::runtime(format!("cannot start the load: {e}")))?;
+    let tty = std::io::stderr().is_terminal().then(ProgressDrawTarget::stderr);
+    let progress = Progress::new(load.counters(), (drill.restarts, drill.upgrades), tty);
+    let binaries = match (drill.upgrade_binary.as_slice(), subject.binary()) {
         ([], Some(own)) => vec![own.to_path_buf()],
         (given, _) => given.to_vec(),
     };
     // A little load before the first restart, so it has something to disturb.
     pause(Duration::from_millis(200));
-    let mut cut_short = None;
     for (i, step) in schedule(drill.restarts, drill.upgrades).into_iter().enumerate() {
         if i > 0 {
             pause(drill.restart_every.unwrap_or(SPACING));
@@ -180,21 +139,18 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
             break;
         }
         if load.finished() {
-            cut_short = Some(not_run(&drill, records.len(), upgrades.len()));
+            inputs.cut_short = Some(not_run(drill, inputs.restarts.len(), inputs.upgrades.len()));
             break;
         }
         match step {
-            Step::Restart(number) => {
-                records.push(subject.restart(number, drill.restart_timeout));
-                progress.restarted(number);
-            }
+            Step::Restart(number) => inputs.restarts.push(subject.restart(number, drill.restart_timeout())),
             Step::Upgrade(number) => {
                 // None only without handover, where `upgrade` says it cannot be done.
                 let binary = binaries.iter().cycle().nth(number - 1).map_or(Path::new(""), PathBuf::as_path);
-                upgrades.push(subject.upgrade(number, binary, drill.restart_timeout));
-                progress.upgraded(number);
+                inputs.upgrades.push(subject.upgrade(number, binary, drill.restart_timeout()));
             }
         }
+        progress.done(step);
     }
     // Without a bound of its own the load ends half a second after the last restart.
     if drill.duration.is_none() && drill.requests.is_none() {
@@ -202,44 +158,13 @@ pub fn run(drill: Drill, supervisor_args: Vec<OsString>) -> Result<u8> {
     } else {
         while !load.finished() && pause(Duration::from_millis(20)) {}
     }
-    progress.finish();
-    let memory = subject.memory();
-    let (samples, unsampled) = load.stop_all();
-    let ended = Instant::now();
-    let load_cpu = own_cpu().zip(cpu_before).map(|(after, before)| after.saturating_sub(before));
-    let idle = drill.idle.and_then(|period| subject.idle(period));
-    if let Some(signal) = interrupted() {
-        return Err(interrupted_by(signal, subject.stop(stop_bound)));
-    }
-    let supervisor = subject.describe();
-    let log_here = subject.log_here();
-    let signal = subject.stop_signal().to_owned();
-    let stopped = subject.stop(stop_bound);
-    if let Some(signal) = interrupted() {
-        return Err(interrupted_by(signal, stopped));
-    }
-    let (leftovers, output) = (stopped.leftovers, stopped.output);
-    let run = Run {
-        samples,
-        unsampled,
-        restarts: records,
-        upgrades,
-        started: Some(started),
-        ended: Some(ended),
-        load_cpu,
-        memory,
-        idle,
-        cut_short,
-        startup: None,
-        first_generation,
-    };
-    Ok(conclude(&drill, &outputs, run, supervisor, signal, leftovers, &output, log_here))
-}
-
-/// The error of a drill interrupted by `signal`, saying what had to be killed.
-fn interrupted_by(signal: i32, stopped: Stopped) -> Error {
-    let how = stopped.killed.unwrap_or_else(|| "the supervisor and its workers stopped".into());
-    interruption(signal, &how)
+    drop(progress);
+    (inputs.peak_rss_kib, inputs.private_kib) = subject.memory();
+    (inputs.samples, inputs.unsampled) = load.stop_all();
+    inputs.ended = Some(Instant::now());
+    inputs.load_cpu = own_cpu().zip(cpu_before).map(|(after, before)| after.saturating_sub(before));
+    inputs.idle = drill.idle.and_then(|period| subject.idle(period));
+    Ok(())
 }
 
 /// Why not every restart and upgrade asked for ran: the load ended first.
@@ -258,53 +183,14 @@ fn not_run(drill: &Drill, restarts: usize, upgrades: usize) -> String {
 
 /// The report of `run`: JUnit, JSON or the table, the verdicts and, when
 /// it failed, the output's last lines; the exit code.
-#[allow(clippy::too_many_arguments)]
-fn conclude(
-    drill: &Drill,
-    outputs: &Outputs,
-    run: Run,
-    supervisor: String,
-    stop_signal: String,
-    leftovers: Vec<String>,
-    output: &Output,
-    log_here: bool,
-) -> u8 {
-    let upgrade_log = (log_here && !run.upgrades.is_empty()).then(|| output.log_lines());
-    let request_lines = (drill.log_line.clone())
-        .filter(|_| run.startup.is_none())
+fn conclude(drill: &Drill, outputs: &Outputs, mut inputs: Inputs, output: &Output, log_here: bool) -> u8 {
+    inputs.upgrade_log = (log_here && !inputs.upgrades.is_empty()).then(|| output.log_lines());
+    inputs.request_lines = (drill.log_line.clone())
+        .filter(|_| inputs.startup.is_none())
         .map(|text| (text, output.log_lines().matched));
-    let thresholds = Thresholds {
-        max_failures: drill.max_failures,
-        max_p99: drill.max_p99,
-        max_retried: drill.max_retried,
-    };
-    let now = Instant::now();
-    let report = compute(&Inputs {
-        samples: &run.samples,
-        unsampled: run.unsampled,
-        connections: drill.connections,
-        asked: (drill.restarts, drill.upgrades),
-        cut_short: run.cut_short,
-        startup: run.startup,
-        first_generation: run.first_generation,
-        kills: output.kills(),
-        stop_signal,
-        series: drill.report.is_some(),
-        restarts: &run.restarts,
-        upgrades: &run.upgrades,
-        upgrade_log,
-        request_lines,
-        started: run.started.unwrap_or(now),
-        ended: run.ended.unwrap_or(now),
-        supervisor,
-        load_cpu: run.load_cpu,
-        peak_rss_kib: run.memory.0,
-        private_kib: run.memory.1,
-        idle: run.idle,
-        leftovers,
-        thresholds,
-    });
-    let mut code = if report.passed() { 0 } else { 1 };
+    inputs.kills = output.kills();
+    let report = compute(&inputs);
+    let mut code = if report.passed { 0 } else { 1 };
     if let Some(junit) = &outputs.junit
         && let Err(e) = junit.write(report.to_junit("handover drill").as_bytes())
     {
@@ -323,10 +209,10 @@ fn conclude(
     } else {
         print!("{}", report.to_text());
     }
-    for verdict in report.verdicts() {
+    for verdict in &report.verdicts {
         eprintln!("handover drill: {verdict}");
     }
-    if !report.passed() {
+    if !report.passed {
         eprintln!("handover drill: {}", output.tail());
     }
     code

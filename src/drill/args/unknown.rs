@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use clap::CommandFactory;
 use clap::error::{ContextKind, ContextValue};
 
-use super::DrillCli;
+use super::Drill;
 
 /// Handover's long options (and its subcommands'), with whether each takes a value.
 static HANDOVER: LazyLock<Vec<(String, bool)>> =
@@ -49,7 +49,7 @@ pub fn unknown(theirs: &[OsString], foreign: bool) -> Option<String> {
             continue;
         }
         let option = format!("--{name}");
-        let ours = suggestion(DrillCli::command(), &option);
+        let ours = suggestion(Drill::command(), &option);
         if foreign && ours.is_none() {
             continue;
         }

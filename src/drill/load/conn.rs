@@ -60,12 +60,6 @@ enum Fail {
     Malformed(&'static str),
 }
 
-/// One attempt's result: `Stale` is a reused connection found closed.
-enum Attempt {
-    Done(Outcome),
-    Stale,
-}
-
 /// One connection's client: the request bytes, the connection, the buffer.
 pub struct Client<'a> {
     target: &'a Target,
@@ -115,19 +109,19 @@ impl<'a> Client<'a> {
         self.deadline = started + self.timeout;
         let reused = self.conn.is_some();
         match self.attempt() {
-            Attempt::Done(outcome) => (outcome, false),
-            Attempt::Stale if reused => {
+            // Reset before any of the response: a reused connection was
+            // found closed, and the request is sent again on a fresh one.
+            Outcome::Reset if reused => {
                 self.deadline = Instant::now() + self.timeout;
-                match self.attempt() {
-                    Attempt::Done(outcome) => (outcome, true),
-                    Attempt::Stale => (Outcome::Reset, true),
-                }
+                (self.attempt(), true)
             }
-            Attempt::Stale => (Outcome::Reset, false),
+            outcome => (outcome, false),
         }
     }
 
-    fn attempt(&mut self) -> Attempt {
+    /// One attempt: `Reset` when the connection was closed or reset before
+    /// any of the response came.
+    fn attempt(&mut self) -> Outcome {
         if self.start != self.end {
             self.conn = None; // bytes nobody asked for: start afresh
         }
@@ -136,14 +130,11 @@ impl<'a> Client<'a> {
             Some(conn) => conn,
             None => match connect(self.target, self.timeout) {
                 Ok(conn) => conn,
-                Err(e) => return Attempt::Done(io_outcome(&e, 0)),
+                Err(e) => return io_outcome(&e, 0),
             },
         };
         if let Err(e) = send_all(&conn, &self.request) {
-            return match io_outcome(&e, 0) {
-                Outcome::Reset => Attempt::Stale,
-                outcome => Attempt::Done(outcome),
-            };
+            return io_outcome(&e, 0);
         }
         let result = match self.mode {
             Mode::Http { expect_status, keepalive, .. } => self.http(&mut conn, *expect_status, *keepalive),
@@ -154,16 +145,13 @@ impl<'a> Client<'a> {
                 if keep {
                     self.conn = Some(conn);
                 }
-                Attempt::Done(outcome)
+                outcome
             }
-            Err(Fail::Slow) => Attempt::Done(Outcome::Timeout),
-            Err(Fail::Malformed(what)) => Attempt::Done(Outcome::Other(what.into())),
-            Err(Fail::Eof) if self.got == 0 => Attempt::Stale,
-            Err(Fail::Eof) => Attempt::Done(Outcome::ShortRead),
-            Err(Fail::Io(e)) => match io_outcome(&e, self.got) {
-                Outcome::Reset => Attempt::Stale,
-                outcome => Attempt::Done(outcome),
-            },
+            Err(Fail::Slow) => Outcome::Timeout,
+            Err(Fail::Malformed(what)) => Outcome::Other(what.into()),
+            Err(Fail::Eof) if self.got == 0 => Outcome::Reset,
+            Err(Fail::Eof) => Outcome::ShortRead,
+            Err(Fail::Io(e)) => io_outcome(&e, self.got),
         }
     }
 

@@ -110,13 +110,6 @@ pub struct Unsampled {
 }
 
 impl Unsampled {
-    fn merge(&mut self, other: Unsampled) {
-        self.requests += other.requests;
-        self.ok += other.ok;
-        self.retried += other.retried;
-        self.beats.extend(other.beats);
-    }
-
     /// Counts one request not kept, ended at `ended`.
     fn count(&mut self, ok: bool, retried: bool, ended: Instant) {
         self.requests += 1;
@@ -163,6 +156,7 @@ impl Sample {
     }
 }
 
+#[derive(Default)]
 struct Shared {
     stop: AtomicBool,
     tickets: AtomicU64,
@@ -192,17 +186,11 @@ impl Load {
     pub fn start(plan: Plan) -> io::Result<Load> {
         let connections = if plan.targets.is_empty() { 0 } else { plan.connections.max(1) };
         let shared = Arc::new(Shared {
-            stop: AtomicBool::new(false),
-            tickets: AtomicU64::new(0),
             limit: plan.requests.unwrap_or(u64::MAX),
-            kept: AtomicU64::new(0),
-            kept_extra: AtomicU64::new(0),
             max_samples: plan.max_samples,
             deadline: plan.duration.map(|d| Instant::now() + d),
-            done: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            retried: AtomicU64::new(0),
             running: AtomicUsize::new(connections),
+            ..Shared::default()
         });
         let plan = Arc::new(Plan { connections, ..plan });
         let origin = Instant::now();
@@ -243,7 +231,10 @@ impl Load {
         for t in self.threads {
             if let Ok((mut samples, more)) = t.join() {
                 all.append(&mut samples);
-                unsampled.merge(more);
+                unsampled.requests += more.requests;
+                unsampled.ok += more.ok;
+                unsampled.retried += more.retried;
+                unsampled.beats.extend(more.beats);
             }
         }
         all.sort_unstable_by_key(|s| s.started);

@@ -19,27 +19,18 @@ const RATE_TOP: f64 = 30.0;
 const LATENCY_TOP: f64 = 270.0;
 const SVG_HEIGHT: f64 = 500.0;
 
-/// A round step for about `count` ticks up to `max`.
-fn step(max: f64, count: f64) -> f64 {
+/// About `count` ticks from 0 up to `max`, a round step apart.
+fn ticks(max: f64, count: f64) -> impl Iterator<Item = f64> {
     let raw = (max / count).max(1e-9);
     let unit = 10f64.powf(raw.log10().floor());
-    [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * unit).find(|&s| s >= raw).unwrap_or(10.0 * unit)
+    let step = [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * unit).find(|&s| s >= raw).unwrap_or(10.0 * unit);
+    std::iter::successors(Some(0.0), move |v| Some(v + step)).take_while(move |&v| v <= max + 1e-9)
 }
 
 /// `12`, `0.5`, `2.25`: short numbers for axis labels.
 fn short(v: f64) -> String {
     let text = format!("{:.2}", v);
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
-}
-
-struct Axes {
-    end_ms: f64,
-}
-
-impl Axes {
-    fn x(&self, ms: f64) -> f64 {
-        LEFT + WIDTH * (ms / self.end_ms.max(1.0)).clamp(0.0, 1.0)
-    }
 }
 
 /// A chart's frame, its y ticks from 0 to `max` and its title.
@@ -50,9 +41,7 @@ fn frame(out: &mut String, top: f64, max: f64, title: &str, unit: &str) {
         top - 8.0,
         xml(title)
     );
-    let every = step(max, 4.0);
-    let mut v = 0.0;
-    while v <= max + 1e-9 {
+    for v in ticks(max, 4.0) {
         let y = top + HEIGHT - HEIGHT * v / max;
         let _ = write!(
             out,
@@ -62,17 +51,16 @@ fn frame(out: &mut String, top: f64, max: f64, title: &str, unit: &str) {
             y + 4.0,
             short(v)
         );
-        v += every;
     }
 }
 
-/// A polyline of `points` (ms, value) in a chart at `top` scaled to `max`.
-fn line(out: &mut String, axes: &Axes, top: f64, max: f64, points: &[(f64, f64)], color: &str, width: f64) {
+/// A polyline of `points` (x, value) in a chart at `top` scaled to `max`.
+fn line(out: &mut String, top: f64, max: f64, points: &[(f64, f64)], color: &str, width: f64) {
     if points.is_empty() {
         return;
     }
     let coords: Vec<String> = (points.iter())
-        .map(|&(ms, v)| format!("{:.1},{:.1}", axes.x(ms), top + HEIGHT - HEIGHT * (v / max).min(1.0)))
+        .map(|&(x, v)| format!("{x:.1},{:.1}", top + HEIGHT - HEIGHT * (v / max).min(1.0)))
         .collect();
     let _ = write!(
         out,
@@ -82,24 +70,25 @@ fn line(out: &mut String, axes: &Axes, top: f64, max: f64, points: &[(f64, f64)]
 }
 
 fn svg(series: &Series) -> String {
-    let axes = Axes { end_ms: series.end_ms };
+    // Where `ms` is on the x axis.
+    let x = |ms: f64| LEFT + WIDTH * (ms / series.end_ms.max(1.0)).clamp(0.0, 1.0);
     let mut out = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{SVG_HEIGHT}" viewBox="0 0 {} {SVG_HEIGHT}">"#,
         LEFT + WIDTH + 20.0,
         LEFT + WIDTH + 20.0
     );
     let half = series.bucket_ms / 2.0;
-    let rate: Vec<(f64, f64)> = series.buckets.iter().map(|b| (b.from_ms + half, b.rate_per_s)).collect();
+    let rate: Vec<(f64, f64)> = series.buckets.iter().map(|b| (x(b.from_ms + half), b.rate_per_s)).collect();
     let rate_max = rate.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
     let pick = |f: fn(&super::series::Bucket) -> Option<f64>| -> Vec<(f64, f64)> {
-        series.buckets.iter().filter_map(|b| Some((b.from_ms + half, f(b)?))).collect()
+        series.buckets.iter().filter_map(|b| Some((x(b.from_ms + half), f(b)?))).collect()
     };
     let (p50, p99, max) = (pick(|b| b.p50_ms), pick(|b| b.p99_ms), pick(|b| b.max_ms));
     let latency_max = p99.iter().map(|p| p.1).fold(0.001, f64::max) * 1.5;
     frame(&mut out, RATE_TOP, rate_max, "requests per second (by when each started)", "");
     frame(&mut out, LATENCY_TOP, latency_max, "latency of the requests that succeeded: p50, p99, max", " ms");
     for band in &series.bands {
-        let (a, b) = (axes.x(band.from_ms), axes.x(band.to_ms).max(axes.x(band.from_ms) + 1.5));
+        let (a, b) = (x(band.from_ms), x(band.to_ms).max(x(band.from_ms) + 1.5));
         let fill = if band.ok { "rgba(40,110,230,0.16)" } else { "rgba(220,30,30,0.25)" };
         for top in [RATE_TOP, LATENCY_TOP] {
             let _ = write!(
@@ -112,7 +101,7 @@ fn svg(series: &Series) -> String {
             write!(out, r#"<text x="{a:.1}" y="{}" class="b">{}</text>"#, RATE_TOP + 12.0, xml(&band.label));
     }
     for gap in &series.gaps {
-        let (a, b) = (axes.x(gap.from_ms), axes.x(gap.to_ms));
+        let (a, b) = (x(gap.from_ms), x(gap.to_ms));
         let _ = write!(
             out,
             r##"<rect x="{a:.1}" y="{RATE_TOP}" width="{:.1}" height="{HEIGHT}" fill="#888" fill-opacity="0.35"><title>accept gap {} ms</title></rect>"##,
@@ -120,12 +109,12 @@ fn svg(series: &Series) -> String {
             short(gap.to_ms - gap.from_ms)
         );
     }
-    line(&mut out, &axes, RATE_TOP, rate_max, &rate, "#1a7f37", 1.5);
-    line(&mut out, &axes, LATENCY_TOP, latency_max, &max, "#bbb", 1.0);
-    line(&mut out, &axes, LATENCY_TOP, latency_max, &p99, "#d4661c", 1.5);
-    line(&mut out, &axes, LATENCY_TOP, latency_max, &p50, "#2860c8", 1.5);
+    line(&mut out, RATE_TOP, rate_max, &rate, "#1a7f37", 1.5);
+    line(&mut out, LATENCY_TOP, latency_max, &max, "#bbb", 1.0);
+    line(&mut out, LATENCY_TOP, latency_max, &p99, "#d4661c", 1.5);
+    line(&mut out, LATENCY_TOP, latency_max, &p50, "#2860c8", 1.5);
     for failed in &series.failed {
-        let x = axes.x(failed.at_ms);
+        let x = x(failed.at_ms);
         let _ = write!(
             out,
             r#"<line x1="{x:.1}" x2="{x:.1}" y1="{}" y2="{}" stroke="red" stroke-width="1.5"><title>{} at {} ms</title></line>"#,
@@ -136,7 +125,7 @@ fn svg(series: &Series) -> String {
         );
     }
     if let Some(until) = series.detail_until_ms {
-        let x = axes.x(until);
+        let x = x(until);
         let _ = write!(
             out,
             r##"<line x1="{x:.1}" x2="{x:.1}" y1="{RATE_TOP}" y2="{}" stroke="#555" stroke-dasharray="4 3"/><text x="{:.1}" y="{}" class="b">detail ends (sample cap)</text>"##,
@@ -146,17 +135,14 @@ fn svg(series: &Series) -> String {
         );
     }
     let seconds = series.end_ms / 1000.0;
-    let every = step(seconds, 10.0);
-    let mut s = 0.0;
-    while s <= seconds + 1e-9 {
-        let x = axes.x(s * 1000.0);
+    for s in ticks(seconds, 10.0) {
+        let x = x(s * 1000.0);
         let _ = write!(
             out,
             r#"<text x="{x:.1}" y="{}" class="x">{} s</text>"#,
             LATENCY_TOP + HEIGHT + 16.0,
             short(s)
         );
-        s += every;
     }
     out += "</svg>";
     out
@@ -249,7 +235,7 @@ mod tests {
         assert_eq!(page.matches("<polyline").count(), 4, "rate, max, p99, p50");
         assert!(page.contains("<title>reset at 420 ms</title>"));
         assert!(page.contains(">restart 1</text>"));
-        assert_eq!(step(7.3, 4.0), 2.0);
+        assert_eq!(ticks(7.3, 4.0).collect::<Vec<_>>(), [0.0, 2.0, 4.0, 6.0]);
         assert_eq!(short(2.50), "2.5");
     }
 }

@@ -67,7 +67,7 @@ pub fn parse(line: &str, at: Instant) -> Option<Kill> {
 }
 
 /// `pid 812`, `pids 812, 813`.
-pub(super) fn pids(pids: &[i32]) -> String {
+pub fn pids(pids: &[i32]) -> String {
     let list: Vec<String> = pids.iter().map(i32::to_string).collect();
     format!("{} {}", if list.len() == 1 { "pid" } else { "pids" }, list.join(", "))
 }

@@ -60,7 +60,7 @@ mod timeline;
 mod upgrade;
 mod verdict;
 use gap::gap_outside;
-pub use kill::{Kill, parse as parse_kill};
+pub use kill::{Kill, parse as parse_kill, pids};
 pub use numbers::{Failures, Latency};
 pub use restart::{RestartRecord, RestartReport};
 pub use series::Series;
@@ -117,8 +117,9 @@ impl Default for Thresholds {
     }
 }
 
-pub struct Inputs<'a> {
-    pub samples: &'a [Sample],
+#[derive(Default)]
+pub struct Inputs {
+    pub samples: Vec<Sample>,
     /// What the load counted past its sample cap.
     pub unsampled: Unsampled,
     /// The load's client connections.
@@ -137,15 +138,16 @@ pub struct Inputs<'a> {
     pub stop_signal: String,
     /// Whether to compute the run over time (`Report::series`).
     pub series: bool,
-    pub restarts: &'a [RestartRecord],
-    pub upgrades: &'a [UpgradeRecord],
+    pub restarts: Vec<RestartRecord>,
+    pub upgrades: Vec<UpgradeRecord>,
     /// The supervisor's log lines about upgrades; None: not checked (no
     /// upgrades, or its log does not come to the drill).
     pub upgrade_log: Option<LogLines>,
     /// `--log-line`: its text, and how many lines in the output had it.
     pub request_lines: Option<(String, u64)>,
-    pub started: Instant,
-    pub ended: Instant,
+    /// When the load started and ended; `None` when it did not run.
+    pub started: Option<Instant>,
+    pub ended: Option<Instant>,
     /// CPU time the drill itself spent while the load ran.
     pub load_cpu: Option<Duration>,
     /// What was drilled and how it was restarted.
@@ -184,7 +186,12 @@ pub struct RequestLines {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
+    /// No more failures than allowed, every restart and upgrade succeeded,
+    /// every upgrade kept the pids and the log lines, p99 and the share of
+    /// retried requests within their limits, nothing left behind, and at
+    /// least one request made.
     pub passed: bool,
+    /// One line per reason the drill failed; empty when it passed.
     pub verdicts: Vec<String>,
     /// Why the first generation never served (then nothing else ran).
     pub startup_error: Option<String>,
@@ -250,7 +257,7 @@ fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
 /// Computes the report. Memory beyond the samples: about 20 bytes per
 /// sample (an index sorted by start, completion times, latencies).
 pub fn compute(inputs: &Inputs) -> Report {
-    let samples = inputs.samples;
+    let samples = &inputs.samples;
     let mut steps: Vec<(Instant, Instant)> =
         (inputs.restarts.iter().map(|r| (r.requested_at, r.answered_at)))
             .chain(inputs.upgrades.iter().map(|u| (u.requested_at, u.answered_at)))
@@ -271,14 +278,14 @@ pub fn compute(inputs: &Inputs) -> Report {
     // Every restart's and upgrade's window, earliest first.
     let mut windows = Vec::new();
     let mut restarts = Vec::new();
-    for r in inputs.restarts {
+    for r in &inputs.restarts {
         let (report, (from, to)) = RestartReport::new(r, &timeline);
         windows.push((from, to, Step::Restart(r.number)));
         restarts.push(report);
     }
     let (early, killed_at_stop) =
-        kill::findings(&inputs.kills, inputs.restarts, &mut restarts, &inputs.stop_signal);
-    let upgrades = Upgrades::compute(inputs.upgrades, inputs.upgrade_log, &timeline, &mut windows);
+        kill::findings(&inputs.kills, &inputs.restarts, &mut restarts, &inputs.stop_signal);
+    let upgrades = Upgrades::compute(&inputs.upgrades, inputs.upgrade_log, &timeline, &mut windows);
     windows.sort_by_key(|w| w.0);
     let events = &timeline.events;
     let spans: Vec<(u64, u64)> = windows.iter().map(|w| (w.0, w.1)).collect();
@@ -307,7 +314,8 @@ pub fn compute(inputs: &Inputs) -> Report {
         }
     }
 
-    let duration = inputs.ended.saturating_duration_since(inputs.started);
+    let duration =
+        (inputs.started.zip(inputs.ended)).map_or(Duration::ZERO, |(a, b)| b.saturating_duration_since(a));
     let unsampled = &inputs.unsampled;
     let requests = samples.len() as u64 + unsampled.requests;
     retried += unsampled.retried;
@@ -370,17 +378,12 @@ pub fn compute(inputs: &Inputs) -> Report {
         max_retried_per_connection_restart,
         findings: Vec::new(),
     };
-    let mut first = Vec::new();
-    if let Some(why) = &inputs.startup {
-        first.push((verdict::Case::Startup, format!("startup failed: {why}")));
-    }
-    if let Some(what) = &inputs.first_generation {
-        first.push((verdict::Case::Startup, format!("startup: {what}")));
-    }
-    if let Some(why) = &inputs.cut_short {
-        first.push((verdict::Case::Requests, why.clone()));
-    }
-    first.extend(early);
+    let first = [
+        inputs.startup.as_ref().map(|why| (Case::Startup, format!("startup failed: {why}"))),
+        inputs.first_generation.as_ref().map(|what| (Case::Startup, format!("startup: {what}"))),
+        inputs.cut_short.clone().map(|why| (Case::Requests, why)),
+    ];
+    let first = first.into_iter().flatten().chain(early).collect();
     report.findings = findings(&report, first, &attributed, &outside, retried_in_restarts);
     report.verdicts = report.findings.iter().map(|f| f.1.clone()).collect();
     report.passed = report.findings.is_empty();
@@ -388,19 +391,6 @@ pub fn compute(inputs: &Inputs) -> Report {
 }
 
 impl Report {
-    /// No more failures than allowed, every restart and upgrade succeeded,
-    /// every upgrade kept the pids and the log lines, p99 and the share of
-    /// retried requests within their limits, nothing left behind, and at
-    /// least one request made.
-    pub fn passed(&self) -> bool {
-        self.passed
-    }
-
-    /// One line per reason the drill failed; empty when it passed.
-    pub fn verdicts(&self) -> Vec<String> {
-        self.verdicts.clone()
-    }
-
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or_default()
     }

@@ -1,6 +1,7 @@
 //! The report for people (a table) and for CI systems (JUnit XML).
 use std::fmt::Write as _;
 
+use super::timeline::WindowReport;
 use super::verdict::Case;
 use super::{Report, Step};
 
@@ -14,8 +15,16 @@ pub(super) fn show(ms: Option<f64>) -> String {
     }
 }
 
-/// Right-aligned columns, two spaces apart.
-pub(super) fn table(rows: &[Vec<String>]) -> String {
+/// Right-aligned columns, two spaces apart, under `head` (`_` for a
+/// space): the rows' own cells, then their window's.
+pub(super) fn table<'a>(head: &str, rows: impl Iterator<Item = (Vec<String>, &'a WindowReport)>) -> String {
+    let head = format!("{head} requests failed p50_ms p90_ms p99_ms max_ms gap_ms");
+    let mut rows: Vec<Vec<String>> = (rows.map(|(mut row, window)| {
+        row.extend(window.cells());
+        row
+    }))
+    .collect();
+    rows.insert(0, head.split(' ').map(|h| h.replace('_', " ")).collect());
     let widths: Vec<usize> =
         (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
@@ -95,10 +104,8 @@ impl Report {
         }
         out += &self.upgrades.text();
         if !self.restarts.is_empty() {
-            let head = "restart generation result ready_ms old_gone_ms took_ms requests failed p50_ms p90_ms p99_ms max_ms gap_ms";
-            let mut rows = vec![head.split(' ').map(|h| h.replace('_', " ")).collect::<Vec<_>>()];
-            for r in &self.restarts {
-                let mut row = vec![
+            let rows = self.restarts.iter().map(|r| {
+                let row = vec![
                     r.number.to_string(),
                     r.generation.map_or("-".into(), |g| g.to_string()),
                     if r.ok { "ok" } else { "FAILED" }.into(),
@@ -106,11 +113,10 @@ impl Report {
                     show(r.old_gone_after_ms),
                     show(Some(r.answered_after_ms)),
                 ];
-                row.extend(r.window.cells());
-                rows.push(row);
-            }
+                (row, &r.window)
+            });
             out.push('\n');
-            out += &table(&rows);
+            out += &table("restart generation result ready_ms old_gone_ms took_ms", rows);
         }
         if self.upgrades.count > 0 {
             out.push('\n');

@@ -65,8 +65,7 @@ impl RestartReport {
     /// The restart `r` recorded, with the requests of its window of
     /// `timeline`; and that window, `(from, to)`.
     pub(super) fn new(r: &RestartRecord, timeline: &Timeline) -> (RestartReport, (u64, u64)) {
-        let w = timeline.window(r.requested_at, r.answered_at);
-        let span = (w.from, w.to);
+        let (window, span) = timeline.window(r.requested_at, r.answered_at);
         let report = RestartReport {
             number: r.number,
             ok: r.ok,
@@ -78,7 +77,7 @@ impl RestartReport {
             ready_after_ms: r.ready_after.map(ms),
             old_gone_after_ms: r.old_gone_after.map(ms),
             killed: Vec::new(),
-            window: WindowReport::of(w),
+            window,
         };
         (report, span)
     }

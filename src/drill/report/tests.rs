@@ -43,10 +43,10 @@ pub(super) fn upgrade(base: Instant, number: usize, requested_ms: u64, answered_
     }
 }
 
-pub(super) fn inputs<'a>(base: Instant, samples: &'a [Sample], restarts: &'a [RestartRecord]) -> Inputs<'a> {
+pub(super) fn inputs(base: Instant, samples: &[Sample], restarts: &[RestartRecord]) -> Inputs {
     let ended = samples.iter().map(Sample::ended).max().unwrap_or(base);
     Inputs {
-        samples,
+        samples: samples.to_vec(),
         unsampled: Default::default(),
         connections: 1,
         asked: (restarts.len(), 0),
@@ -56,12 +56,12 @@ pub(super) fn inputs<'a>(base: Instant, samples: &'a [Sample], restarts: &'a [Re
         kills: vec![],
         stop_signal: "TERM".into(),
         series: false,
-        restarts,
-        upgrades: &[],
+        restarts: restarts.to_vec(),
+        upgrades: vec![],
         upgrade_log: None,
         request_lines: None,
-        started: base,
-        ended,
+        started: Some(base),
+        ended: Some(ended),
         load_cpu: Some(Duration::from_millis(42)),
         supervisor: "handover".into(),
         peak_rss_kib: Some(3 * 1024 + 512),
@@ -202,7 +202,7 @@ fn fewer_request_log_lines_than_answered_requests_fail_the_drill() {
     let mut inputs = inputs(base, &samples, &[]);
     inputs.request_lines = Some(("hello: request".into(), 10));
     let report = compute(&inputs);
-    assert!(report.passed(), "{:?}", report.verdicts());
+    assert!(report.passed, "{:?}", report.verdicts);
     assert_eq!(
         report.request_lines,
         Some(RequestLines { text: "hello: request".into(), seen: 10, answered: 10 })
@@ -211,7 +211,7 @@ fn fewer_request_log_lines_than_answered_requests_fail_the_drill() {
     inputs.request_lines = Some(("hello: request".into(), 7));
     let report = compute(&inputs);
     assert_eq!(
-        report.verdicts(),
+        report.verdicts,
         ["10 answered requests but 7 output lines with \"hello: request\": at least 3 log lines were lost"]
     );
     assert!(report.to_junit("d").contains("a log line per request"));

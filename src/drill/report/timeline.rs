@@ -14,7 +14,7 @@ use crate::drill::load::{Outcome, Sample};
 
 pub(super) struct Timeline<'a> {
     samples: &'a [Sample],
-    origin: Instant,
+    origin: Option<Instant>,
     /// Sample indices, by start.
     order: Vec<u32>,
     /// The longest latency, in ns.
@@ -25,17 +25,6 @@ pub(super) struct Timeline<'a> {
     pub events: Vec<u64>,
     /// Every restart's and upgrade's request and answer, on the axis, by request.
     steps: Vec<(u64, u64)>,
-}
-
-/// What a window `[from, to]` of the timeline holds.
-pub(super) struct Window {
-    pub from: u64,
-    pub to: u64,
-    pub requests: u64,
-    pub failures: Failures,
-    pub latency: Latency,
-    /// The longest stretch without a successful completion, in ns.
-    pub gap: Option<u64>,
 }
 
 /// A window as a restart's or an upgrade's report shows it (its fields
@@ -54,20 +43,6 @@ pub struct WindowReport {
 }
 
 impl WindowReport {
-    pub(super) fn of(w: Window) -> WindowReport {
-        WindowReport {
-            window_from_ms: ms_of(w.from),
-            window_to_ms: ms_of(w.to),
-            requests: w.requests,
-            failures: w.failures,
-            latency_p50_ms: w.latency.p50_ms,
-            latency_p90_ms: w.latency.p90_ms,
-            latency_p99_ms: w.latency.p99_ms,
-            latency_max_ms: w.latency.max_ms,
-            accept_gap_ms: w.gap.map(ms_of),
-        }
-    }
-
     /// Its cells in a table: requests, failed, p50, p90, p99, max, gap.
     pub(super) fn cells(&self) -> [String; 7] {
         [
@@ -89,11 +64,11 @@ impl<'a> Timeline<'a> {
     /// keeps apart.
     pub fn new(
         samples: &'a [Sample],
-        started: Instant,
+        started: Option<Instant>,
         beats: &[Instant],
         steps: &[(Instant, Instant)],
     ) -> Timeline<'a> {
-        let origin = samples.iter().map(|s| s.started).fold(started, Instant::min);
+        let origin = samples.iter().map(|s| s.started).chain(started).min();
         let mut order: Vec<u32> = (0..samples.len() as u32).collect();
         order.sort_unstable_by_key(|&i| samples[i as usize].started);
         let longest = samples.iter().map(|s| s.latency.as_nanos() as u64).max().unwrap_or_default();
@@ -121,7 +96,7 @@ impl<'a> Timeline<'a> {
 
     /// `t` on the axis.
     pub fn at(&self, t: Instant) -> u64 {
-        t.saturating_duration_since(self.origin).as_nanos() as u64
+        self.origin.map_or(0, |origin| t.saturating_duration_since(origin).as_nanos() as u64)
     }
 
     /// When sample `i` started.
@@ -141,8 +116,8 @@ impl<'a> Timeline<'a> {
     /// The window of something requested at `requested` and answered at
     /// `answered`: from [`WINDOW_BEFORE`] before the one to
     /// [`WINDOW_AFTER`] after the other, cut where it meets the previous
-    /// or the next step's (`meet`).
-    pub fn window(&self, requested: Instant, answered: Instant) -> Window {
+    /// or the next step's (`meet`); and where it is on the axis.
+    pub fn window(&self, requested: Instant, answered: Instant) -> (WindowReport, (u64, u64)) {
         let (r, a) = (self.at(requested), self.at(answered));
         let mut from = r.saturating_sub(WINDOW_BEFORE.as_nanos() as u64);
         let mut to = a + WINDOW_AFTER.as_nanos() as u64;
@@ -171,13 +146,18 @@ impl<'a> Timeline<'a> {
             }
         }
         latencies.sort_unstable();
-        Window {
-            from,
-            to,
+        let latency = Latency::of(&latencies);
+        let report = WindowReport {
+            window_from_ms: ms_of(from),
+            window_to_ms: ms_of(to),
             requests: failures.total + latencies.len() as u64,
             failures,
-            latency: Latency::of(&latencies),
-            gap: gap_in(&self.events, from, to),
-        }
+            latency_p50_ms: latency.p50_ms,
+            latency_p90_ms: latency.p90_ms,
+            latency_p99_ms: latency.p99_ms,
+            latency_max_ms: latency.max_ms,
+            accept_gap_ms: gap_in(&self.events, from, to).map(ms_of),
+        };
+        (report, (from, to))
     }
 }

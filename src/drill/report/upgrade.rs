@@ -164,8 +164,8 @@ impl Upgrades {
     ) -> Upgrades {
         let mut each = Vec::new();
         for r in records {
-            let w = timeline.window(r.requested_at, r.answered_at);
-            windows.push((w.from, w.to, Step::Upgrade(r.number)));
+            let (window, (from, to)) = timeline.window(r.requested_at, r.answered_at);
+            windows.push((from, to, Step::Upgrade(r.number)));
             let changes = changes(r);
             each.push(UpgradeReport {
                 number: r.number,
@@ -180,7 +180,7 @@ impl Upgrades {
                 supervisor_pid: r.after.as_ref().or(r.before.as_ref()).map(|s| s.pid),
                 pids_preserved: changes.is_empty(),
                 changes,
-                window: WindowReport::of(w),
+                window,
             });
         }
         let done = || each.iter().filter(|u| u.ok);
@@ -280,21 +280,17 @@ impl Upgrades {
         if self.each.is_empty() {
             return String::new();
         }
-        let head =
-            "upgrade result took_ms round_trip_ms pids requests failed p50_ms p90_ms p99_ms max_ms gap_ms";
-        let mut rows = vec![head.split(' ').map(|h| h.replace('_', " ")).collect::<Vec<_>>()];
-        for u in &self.each {
-            let mut row = vec![
+        let rows = self.each.iter().map(|u| {
+            let row = vec![
                 u.number.to_string(),
                 if u.ok { "ok" } else { "FAILED" }.into(),
                 show(u.took_ms),
                 show(Some(u.round_trip_ms)),
                 if u.pids_preserved { "kept" } else { "CHANGED" }.into(),
             ];
-            row.extend(u.window.cells());
-            rows.push(row);
-        }
-        table(&rows)
+            (row, &u.window)
+        });
+        table("upgrade result took_ms round_trip_ms pids", rows)
     }
 }
 

@@ -24,61 +24,53 @@ pub(super) enum Case {
     Leftovers,
 }
 
+/// What probably happened, by kind of failure (as [`Failures::kinds`]
+/// lists them): during a restart, during an upgrade, outside both.
+const HINTS: [[&str; 3]; 6] = [
+    [
+        "nothing was accepting: was a listener closed or re-bound?",
+        "nothing was accepting: was a listener closed across the exec?",
+        "nothing was accepting: was the supervisor down or a listener closed?",
+    ],
+    [
+        "the old generation dropped in-flight requests on SIGTERM?",
+        "a worker closed connections without answering: was it signalled or killed?",
+        "a worker closed connections without answering: a crash, or an idle timeout?",
+    ],
+    [
+        "nobody answered: no generation accepting, or the old one hung while draining?",
+        "nobody answered: did the workers stop, or wait on the supervisor?",
+        "the server was too slow for --timeout, or hung?",
+    ],
+    [
+        "a generation answered before it was ready, or while stopping?",
+        "see the server's log",
+        "see the server's log",
+    ],
+    [
+        "a worker exited while writing a response instead of finishing it?",
+        "a worker died while answering: was it signalled or killed?",
+        "a worker died while answering?",
+    ],
+    ["see the error"; 3],
+];
+
 impl Failures {
-    /// (count, how the verdict says it, what probably happened: during a
-    /// restart, during an upgrade, outside both).
-    fn kinds(&self) -> [(u64, String, [&'static str; 3]); 6] {
+    /// (count, how the verdict says it, its [`HINTS`]) of each kind.
+    fn kinds(&self) -> impl Iterator<Item = (u64, String, [&'static str; 3])> {
         let detail = |map: &BTreeMap<String, u64>| {
             map.iter().map(|(k, n)| format!("{k} ×{n}")).collect::<Vec<_>>().join(", ")
         };
-        [
-            (
-                self.refused,
-                "refused".into(),
-                [
-                    "nothing was accepting: was a listener closed or re-bound?",
-                    "nothing was accepting: was a listener closed across the exec?",
-                    "nothing was accepting: was the supervisor down or a listener closed?",
-                ],
-            ),
-            (
-                self.reset,
-                "reset".into(),
-                [
-                    "the old generation dropped in-flight requests on SIGTERM?",
-                    "a worker closed connections without answering: was it signalled or killed?",
-                    "a worker closed connections without answering: a crash, or an idle timeout?",
-                ],
-            ),
-            (
-                self.timeout,
-                "timed out".into(),
-                [
-                    "nobody answered: no generation accepting, or the old one hung while draining?",
-                    "nobody answered: did the workers stop, or wait on the supervisor?",
-                    "the server was too slow for --timeout, or hung?",
-                ],
-            ),
-            (
-                self.bad_status,
-                format!("answered another status ({})", detail(&self.statuses)),
-                [
-                    "a generation answered before it was ready, or while stopping?",
-                    "see the server's log",
-                    "see the server's log",
-                ],
-            ),
-            (
-                self.short_read,
-                "cut short".into(),
-                [
-                    "a worker exited while writing a response instead of finishing it?",
-                    "a worker died while answering: was it signalled or killed?",
-                    "a worker died while answering?",
-                ],
-            ),
-            (self.other, format!("failed ({})", detail(&self.errors)), ["see the error"; 3]),
-        ]
+        let words = [
+            "refused".into(),
+            "reset".into(),
+            "timed out".into(),
+            format!("answered another status ({})", detail(&self.statuses)),
+            "cut short".into(),
+            format!("failed ({})", detail(&self.errors)),
+        ];
+        let counts = [self.refused, self.reset, self.timeout, self.bad_status, self.short_read, self.other];
+        counts.into_iter().zip(words).zip(HINTS).map(|((n, what), hints)| (n, what, hints))
     }
 }
 
@@ -96,6 +88,7 @@ pub(super) fn findings(
     retried_in_restarts: u64,
 ) -> Vec<(Case, String)> {
     let mut out = first;
+    let plural = |n: u64| if n == 1 { "request" } else { "requests" };
     for r in &report.restarts {
         let step = Step::Restart(r.number);
         if !r.ok {
@@ -116,23 +109,17 @@ pub(super) fn findings(
             );
             out.push((Case::Requests, text));
         }
-        let plural = |n: u64| if n == 1 { "request" } else { "requests" };
         for (step, failures) in attributed {
-            let (generation, hint) = match step {
-                Step::Restart(number) => {
-                    let r = report.restarts.iter().find(|r| r.number == *number);
-                    (r.and_then(|r| r.generation).map(|g| format!(" (generation {g})")), 0)
-                }
-                Step::Upgrade(_) => (None, 1),
-            };
-            let generation = generation.unwrap_or_default();
-            for (n, what, hints) in failures.kinds().into_iter().filter(|k| k.0 > 0) {
+            let restart = report.restarts.iter().find(|r| Step::Restart(r.number) == *step);
+            let generation = restart.and_then(|r| r.generation).map(|g| format!(" (generation {g})"));
+            let (generation, hint) = (generation.unwrap_or_default(), usize::from(restart.is_none()));
+            for (n, what, hints) in failures.kinds().filter(|k| k.0 > 0) {
                 let text = format!("{n} {} {what} during {step}{generation}: {}", plural(n), hints[hint]);
                 out.push((Case::RequestsIn(*step), text));
             }
         }
         let any = if report.upgrades.count > 0 { "any restart or upgrade" } else { "any restart" };
-        for (n, what, hints) in outside.kinds().into_iter().filter(|k| k.0 > 0) {
+        for (n, what, hints) in outside.kinds().filter(|k| k.0 > 0) {
             out.push((Case::Requests, format!("{n} {} {what} outside {any}: {}", plural(n), hints[2])));
         }
     }
@@ -146,9 +133,9 @@ pub(super) fn findings(
     }
     if let Some(lines) = report.request_lines.as_ref().filter(|l| l.seen < l.answered) {
         let (lost, of, text) = (lines.answered - lines.seen, lines.answered, &lines.text);
-        let requests = if of == 1 { "request" } else { "requests" };
         let line = format!(
-            "{of} answered {requests} but {} output lines with {text:?}: at least {lost} log lines were lost",
+            "{of} answered {} but {} output lines with {text:?}: at least {lost} log lines were lost",
+            plural(of),
             lines.seen
         );
         out.push((Case::RequestLog, line));
@@ -223,9 +210,9 @@ mod tests {
         inputs.leftovers = vec!["process 4242 (hello)".into()];
         inputs.thresholds.max_p99 = Some(Duration::from_micros(500));
         let report = compute(&inputs);
-        assert!(!report.passed());
+        assert!(!report.passed);
         assert_eq!(
-            report.verdicts(),
+            report.verdicts,
             [
                 "restart 1 failed: generation 2 failed: worker 901 exited with 1",
                 "1 request failed (Cannot assign requested address ×1) during restart 1 (generation 2): see the error",
@@ -253,7 +240,7 @@ mod tests {
             let mut inputs = inputs(base, &samples, &restarts);
             inputs.thresholds.max_retried = RetryLimit::Percent(max);
             let report = compute(&inputs);
-            (report.retried_percent, report.passed(), report.verdicts())
+            (report.retried_percent, report.passed, report.verdicts)
         };
         let during: Vec<u64> = (500..510).collect();
         let text = |n: u64, share: &str, max: &str, during: &str| {
@@ -290,7 +277,7 @@ mod tests {
             let mut inputs = inputs(base, &samples, &restarts);
             inputs.connections = 8;
             let report = compute(&inputs);
-            (report.retried_per_connection_restart, report.verdicts())
+            (report.retried_per_connection_restart, report.verdicts)
         };
         assert_eq!(check(1000, 16), (1.0, vec![]));
         assert_eq!(check(300, 16), (1.0, vec![]), "2.28% of a slow load passes");
@@ -314,23 +301,23 @@ mod tests {
         samples.push(sample(base, 800, 1, Outcome::Refused));
         let restarts = [restart(base, 1, 10, 20)];
         let mut inputs = inputs(base, &samples, &restarts);
-        let failed = |inputs: &Inputs| compute(inputs).verdicts();
+        let failed = |inputs: &Inputs| compute(inputs).verdicts;
         assert_eq!(
             failed(&inputs),
             ["1 request refused outside any restart: \
             nothing was accepting: was the supervisor down or a listener closed?"]
         );
         inputs.thresholds.max_failures = 1;
-        assert!(compute(&inputs).passed());
+        assert!(compute(&inputs).passed);
         inputs.thresholds.max_p99 = Some(Duration::from_millis(1));
-        assert!(compute(&inputs).passed(), "p99 equal to the limit passes");
+        assert!(compute(&inputs).passed, "p99 equal to the limit passes");
         let mut more = samples.clone();
         more.push(sample(base, 900, 1, Outcome::Refused));
-        let mut inputs = Inputs { samples: &more, ..inputs };
+        let mut inputs = Inputs { samples: more, ..inputs };
         inputs.thresholds.max_failures = 1;
         assert_eq!(failed(&inputs)[0], "2 failed requests, more than --max-failures 1");
         assert_eq!(
-            failed(&Inputs { samples: &[], ..inputs }),
+            failed(&Inputs { samples: vec![], ..inputs }),
             ["no request was made: no listener to drive, or the load never ran"]
         );
     }

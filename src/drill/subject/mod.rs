@@ -50,7 +50,6 @@ use crate::state::read_status;
 use crate::wire::control::{self, Command as Request};
 pub use output::{FILE_NAME as OUTPUT_FILE, Output};
 use proc::{clock_ticks, usage};
-pub use stop::Stopped;
 use targets::{signal_listeners, target};
 pub use upgrade::log_here;
 
@@ -86,8 +85,6 @@ pub struct Subject {
     seen: BTreeSet<i32>,
     /// The listeners of the last `status` reply (with `Driver::Control`).
     listeners: Vec<control::Listener>,
-    /// Whether its own log comes to the drill (no `--log-file`).
-    log_here: bool,
     dir: PathBuf,
     /// Whether `dir` is the user's (`--keep`), never removed.
     keep: bool,
@@ -164,7 +161,6 @@ impl Subject {
             stop_timeout: stuck::stop_timeout(args),
             seen: BTreeSet::new(),
             listeners: Vec::new(),
-            log_here: upgrade::log_here(args),
             dir: dir.to_path_buf(),
             keep,
         })

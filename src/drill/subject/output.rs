@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::drill::report::{Kill, LogLines, parse_kill};
@@ -37,6 +37,7 @@ const MAX_LINE: u64 = 64 << 10;
 /// KILLs remembered at most.
 const MAX_KILLS: usize = 1000;
 
+#[derive(Default)]
 struct State {
     /// `None` once the limit is reached.
     file: Option<BufWriter<File>>,
@@ -70,18 +71,13 @@ impl Output {
     ) -> Result<Output> {
         let path = dir.join(FILE_NAME);
         // Checked as every file the drill writes (a kept directory is the user's).
-        let dest = crate::drill::dest::DirDest::check("--keep", dir)?.file(FILE_NAME)?;
+        let dest = crate::drill::dest::FileDest::in_dir("--keep", dir, FILE_NAME)?;
         let file = dest.open().context(|| format!("cannot create {}", path.display()))?;
-        let file = Some(BufWriter::new(file));
         let state = State {
-            file,
-            written: 0,
-            tail: VecDeque::new(),
+            file: Some(BufWriter::new(file)),
             open: streams.len(),
-            log_lines: LogLines::default(),
             pattern: pattern.map(str::to_owned),
-            kills: Vec::new(),
-            address_in_use: false,
+            ..State::default()
         };
         let state = Arc::new((Mutex::new(state), Condvar::new()));
         for stream in streams {
@@ -91,13 +87,16 @@ impl Output {
         Ok(Output { state, path, kept })
     }
 
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Waits up to `period` for every stream to end (all writers gone),
     /// then flushes the file.
     pub fn finish(&self, period: Duration) {
-        let (lock, ended) = &*self.state;
-        let state = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let ended = &self.state.1;
         let (mut state, _) =
-            ended.wait_timeout_while(state, period, |s| s.open > 0).unwrap_or_else(|e| e.into_inner());
+            ended.wait_timeout_while(self.state(), period, |s| s.open > 0).unwrap_or_else(|e| e.into_inner());
         if let Some(file) = &mut state.file {
             let _ = file.flush();
         }
@@ -106,24 +105,24 @@ impl Output {
     /// The supervisor's lines about upgrades so far (all of them once
     /// [`finish`](Output::finish) has seen the streams end).
     pub fn log_lines(&self) -> LogLines {
-        self.state.0.lock().unwrap_or_else(|e| e.into_inner()).log_lines
+        self.state().log_lines
     }
 
     /// The supervisor's KILLs so far.
     pub fn kills(&self) -> Vec<Kill> {
-        self.state.0.lock().unwrap_or_else(|e| e.into_inner()).kills.clone()
+        self.state().kills.clone()
     }
 
     /// Whether any line so far said "Address already in use".
     pub fn address_in_use(&self) -> bool {
-        self.state.0.lock().unwrap_or_else(|e| e.into_inner()).address_in_use
+        self.state().address_in_use
     }
 
     /// The last line among the last ones that is worker `pid`'s, as
     /// `--log-capture` tags it (`[gen G pid P stderr]`), else the last
     /// that is not the supervisor's own.
     pub fn last_line_of(&self, pid: Option<i32>) -> Option<String> {
-        let state = self.state.0.lock().unwrap_or_else(|e| e.into_inner());
+        let state = self.state();
         let theirs = |l: &&String| !l.starts_with("handover[") && !l.starts_with("{\"");
         let mentions = |l: &&String, pid: i32| {
             l.match_indices(&format!("pid {pid}"))
@@ -138,7 +137,7 @@ impl Output {
 
     /// The last lines, and where the rest is: for a failure message.
     pub fn tail(&self) -> String {
-        let state = self.state.0.lock().unwrap_or_else(|e| e.into_inner());
+        let state = self.state();
         let whole = if self.kept {
             format!("all of it in {}", self.path.display())
         } else {
@@ -151,12 +150,8 @@ impl Output {
             1 => "line".into(),
             n => format!("{n} lines"),
         };
-        let mut text = format!("the last {lines} of the supervisor's and workers' output ({whole}):");
-        for line in &state.tail {
-            text += "\n  ";
-            text += line;
-        }
-        text
+        let shown: String = state.tail.iter().map(|line| format!("\n  {line}")).collect();
+        format!("the last {lines} of the supervisor's and workers' output ({whole}):{shown}")
     }
 }
 
@@ -289,17 +284,7 @@ mod tests {
 
     #[test]
     fn the_file_stops_at_the_limit_with_a_note() {
-        let log_lines = LogLines::default();
-        let mut state = State {
-            file: None,
-            written: LIMIT - 10,
-            tail: VecDeque::new(),
-            open: 1,
-            log_lines,
-            pattern: None,
-            kills: Vec::new(),
-            address_in_use: false,
-        };
+        let mut state = State { written: LIMIT - 10, open: 1, ..State::default() };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
         state.file = Some(BufWriter::new(File::create(&path).unwrap()));

@@ -9,11 +9,13 @@ use nix::unistd::Pid;
 /// it maps, the binary and libc) and the private part now (RssAnon), in KiB.
 pub fn memory(pid: Pid) -> (Option<u64>, Option<u64>) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        let line = status.lines().find(|l| l.starts_with(name))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    };
-    (field("VmHWM:"), field("RssAnon:"))
+    (field(&status, "VmHWM:"), field(&status, "RssAnon:"))
+}
+
+/// The number after `name` in a /proc status file.
+fn field(status: &str, name: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(name))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The inodes of the sockets `pid` has open; None when its fds cannot be read.
@@ -62,13 +64,8 @@ pub fn usage(pid: Pid) -> Option<(u64, u64)> {
     let mut switches = 0;
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
         let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-        switches += status
-            .lines()
-            .filter(|l| {
-                l.starts_with("voluntary_ctxt_switches:") || l.starts_with("nonvoluntary_ctxt_switches:")
-            })
-            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .sum::<u64>();
+        let count = |name| field(&status, name).unwrap_or(0);
+        switches += count("voluntary_ctxt_switches:") + count("nonvoluntary_ctxt_switches:");
     }
     Some((ticks, switches))
 }

@@ -121,28 +121,22 @@ impl Subject {
 }
 
 fn restart_by_control(socket: &Path, number: usize, timeout: Duration) -> RestartRecord {
-    let requested_at = Instant::now();
+    let mut record = RestartRecord::pending(number, Instant::now());
     let socket = socket.to_path_buf();
     let reply = crate::drill::unless_interrupted(move || {
         client::control::call::<control::Restarted>(&socket, Request::Restart, Some(timeout))
     })
     .unwrap_or_else(|| Err(crate::error::Error::runtime("interrupted")));
-    let answered_at = Instant::now();
+    record.answered_at = Instant::now();
     let ms = |ms: f64| Duration::from_secs_f64(ms.max(0.0) / 1000.0);
     match reply {
-        Ok(done) => RestartRecord {
-            ok: true,
-            generation: Some(done.generation),
-            ready_after: Some(ms(done.spawn_to_ready_ms)),
-            old_gone_after: done.signal_to_old_gone_ms.map(ms),
-            answered_at,
-            error: None,
-            ..RestartRecord::pending(number, requested_at)
-        },
-        Err(e) => RestartRecord {
-            answered_at,
-            error: Some(e.message),
-            ..RestartRecord::pending(number, requested_at)
-        },
+        Ok(done) => {
+            record.ok = true;
+            record.generation = Some(done.generation);
+            record.ready_after = Some(ms(done.spawn_to_ready_ms));
+            record.old_gone_after = done.signal_to_old_gone_ms.map(ms);
+        }
+        Err(e) => record.error = Some(e.message),
     }
+    record
 }

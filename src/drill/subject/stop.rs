@@ -43,11 +43,6 @@ pub struct Stopped {
 }
 
 impl Subject {
-    /// How long to wait for it once the drill is interrupted.
-    fn interrupt_bound(&self) -> Duration {
-        self.stop_timeout.map_or(INTERRUPT_BOUND, |t| t.saturating_add(INTERRUPT_GRACE))
-    }
-
     /// Stop it, waiting up to `bound` for it to exit (less once the drill
     /// is interrupted), then kill everything it started; what it left
     /// behind, if anything, its output once that has ended, and what had
@@ -83,7 +78,8 @@ impl Subject {
                 break Some(status);
             }
             if interrupted().is_some() {
-                limit = limit.min(self.interrupt_bound());
+                limit = limit
+                    .min(self.stop_timeout.map_or(INTERRUPT_BOUND, |t| t.saturating_add(INTERRUPT_GRACE)));
             }
             if hurried() || start.elapsed() > limit {
                 break None;
@@ -103,10 +99,7 @@ impl Subject {
         family.extend(self.seen.iter().copied());
         let how = if status.is_none() { "was killed" } else { "stopped" };
         let seen: Vec<i32> = self.seen.iter().copied().filter(|&p| is_alive(p)).collect();
-        let mut killed = Vec::new();
-        if status.is_none() {
-            killed = self.kill_all(&family);
-        }
+        let mut killed = if status.is_none() { self.kill_all(&family) } else { Vec::new() };
         let supervisor_pid = supervisor.map(Pid::as_raw);
         for pid in seen {
             leftovers.push(format!(
@@ -118,11 +111,7 @@ impl Subject {
             }
         }
         // What it started that outlived it (a worker's children).
-        for &pid in family.iter().filter(|&&p| Some(p) != supervisor_pid) {
-            if !killed.contains(&pid) && is_alive(pid) {
-                killed.extend(kill_group(pid));
-            }
-        }
+        kill_rest(family.into_iter().filter(|&p| Some(p) != supervisor_pid), &mut killed);
         wait_gone(&killed);
         let file = match &self.driver {
             Driver::Control { socket, .. } => ("control socket", socket),
@@ -156,11 +145,8 @@ impl Subject {
             killed.push(pid.as_raw());
         }
         let now = supervisor.map_or_else(Vec::new, |pid| with_descendants(&[pid.as_raw()]));
-        for &pid in now.iter().chain(family).filter(|&&p| Some(p) != supervisor.map(Pid::as_raw)) {
-            if !killed.contains(&pid) && is_alive(pid) {
-                killed.extend(kill_group(pid));
-            }
-        }
+        // The supervisor is in `killed` already.
+        kill_rest(now.into_iter().chain(family.iter().copied()), &mut killed);
         if let Some(pid) = supervisor {
             let _ = killpg(pid, Signal::SIGKILL);
             let _ = kill(pid, Signal::SIGKILL);
@@ -175,6 +161,15 @@ impl Subject {
 fn kill_group(pid: i32) -> Option<i32> {
     let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
     kill(Pid::from_raw(pid), Signal::SIGKILL).ok().map(|()| pid)
+}
+
+/// [`kill_group`] for each of `pids` alive and not `killed` yet.
+fn kill_rest(pids: impl IntoIterator<Item = i32>, killed: &mut Vec<i32>) {
+    for pid in pids {
+        if !killed.contains(&pid) && is_alive(pid) {
+            killed.extend(kill_group(pid));
+        }
+    }
 }
 
 /// Waits, bounded, until none of `pids` is alive.

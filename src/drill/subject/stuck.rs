@@ -3,9 +3,11 @@
 //! start_server-compatible program's status file. A generation still
 //! starting never became ready; one still draining has workers that did
 //! not exit when told to stop. Pure: the caller asks, this words it.
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::time::Duration;
 
+use crate::drill::report::pids;
 use crate::wire::control::{Phase, Status};
 
 /// `120 s`, `1.5 s`.
@@ -47,12 +49,6 @@ pub fn stop_timeout(args: &[OsString]) -> Option<Duration> {
     crate::config::parse_duration("stop-timeout", &option(args, "stop-timeout")?).ok()
 }
 
-/// `pid 812`, `pids 812, 813`.
-fn pids(pids: &[i32]) -> String {
-    let list: Vec<String> = pids.iter().map(i32::to_string).collect();
-    format!("{} {}", if list.len() == 1 { "pid" } else { "pids" }, list.join(", "))
-}
-
 /// Every generation in `status` still starting or draining, `waited`
 /// after the restart was asked for, in one line; None when none is.
 pub fn from_status(status: &Status, waited: Duration, signal: &str) -> Option<String> {
@@ -82,9 +78,7 @@ pub fn from_status(status: &Status, waited: Duration, signal: &str) -> Option<St
 /// status file `listed` (generation, pid) still holds, in one line; None
 /// when it holds none.
 pub fn from_status_file(listed: &[(u64, u32)], old: u64, waited: Duration, signal: &str) -> Option<String> {
-    let mut generations: Vec<u64> = listed.iter().map(|g| g.0).filter(|&g| g <= old).collect();
-    generations.sort_unstable();
-    generations.dedup();
+    let generations: BTreeSet<u64> = listed.iter().map(|g| g.0).filter(|&g| g <= old).collect();
     let after = seconds(waited);
     let lines: Vec<String> = (generations.iter())
         .map(|&n| {

@@ -29,34 +29,15 @@ impl Subject {
         }
     }
 
-    /// Whether the supervisor's own log comes to the drill's output.
-    pub fn log_here(&self) -> bool {
-        self.log_here
-    }
-
     /// Upgrade `number`, to `binary` (an absolute path), given up after
     /// `timeout`.
     pub fn upgrade(&mut self, number: usize, binary: &Path, timeout: Duration) -> UpgradeRecord {
         let before = self.snapshot();
+        let binary = binary.to_string_lossy().into_owned();
         let requested_at = Instant::now();
-        let mut record = UpgradeRecord {
-            number,
-            binary: binary.to_string_lossy().into_owned(),
-            requested_at,
-            answered_at: requested_at,
-            ok: false,
-            took: None,
-            versions: None,
-            error: None,
-            before,
-            after: None,
-            child: self.child.id(),
-            child_alive: true,
-        };
         let reply = match &self.driver {
             Driver::Control { socket, .. } => {
-                let request =
-                    Request { command: Command::Upgrade, binary: Some(record.binary.clone()), wait: true };
+                let request = Request { command: Command::Upgrade, binary: Some(binary.clone()), wait: true };
                 let socket = socket.clone();
                 crate::drill::unless_interrupted(move || {
                     client::control::request::<Upgraded>(&socket, &request, Some(timeout))
@@ -68,19 +49,22 @@ impl Subject {
                 "{program} cannot be upgraded in place: only handover, through its control socket"
             )),
         };
-        record.answered_at = Instant::now();
-        match reply {
-            Ok(done) => {
-                let ms = |ms: f64| Duration::from_secs_f64(ms.max(0.0) / 1000.0);
-                record.ok = true;
-                record.took = done.took_ms.map(ms);
-                record.versions = Some((done.from, done.to));
-            }
-            Err(e) => record.error = Some(e),
+        let answered_at = Instant::now();
+        let ms = |ms: f64| Duration::from_secs_f64(ms.max(0.0) / 1000.0);
+        UpgradeRecord {
+            number,
+            binary,
+            requested_at,
+            answered_at,
+            ok: reply.is_ok(),
+            took: reply.as_ref().ok().and_then(|done| done.took_ms.map(ms)),
+            error: reply.as_ref().err().cloned(),
+            versions: reply.ok().map(|done| (done.from, done.to)),
+            before,
+            after: self.snapshot(),
+            child: self.child.id(),
+            child_alive: self.exited().is_none(),
         }
-        record.after = self.snapshot();
-        record.child_alive = self.exited().is_none();
-        record
     }
 
     /// The pids in a `status` reply, remembering them (for what is left

@@ -61,8 +61,8 @@ fn check(args: Vec<OsString>) -> Result<(), TestCaseError> {
         prop_assert!((1..=MAX_CONNECTIONS).contains(&(d.connections as u64)));
         prop_assert!(d.rate.is_none_or(|r| (1..=MAX_RATE).contains(&r)));
         prop_assert!(d.requests.is_none_or(|r| (1..=MAX_REQUESTS).contains(&r)));
-        prop_assert!(!d.request_timeout.is_zero() && !d.restart_timeout.is_zero());
-        prop_assert!(!d.startup_timeout.is_zero() && d.duration.is_none_or(|t| !t.is_zero()));
+        prop_assert!(!d.request_timeout.is_zero() && !d.restart_timeout().is_zero());
+        prop_assert!(!d.startup_timeout().is_zero() && d.duration.is_none_or(|t| !t.is_zero()));
         prop_assert!((1..=MAX_SAMPLES).contains(&d.max_samples));
     }
     // When both sides accept their arguments, the supervisor got everything

@@ -88,7 +88,7 @@ fn max_retried_is_per_connection_and_restart_or_a_percentage() {
 fn the_startup_timeout_defaults_to_the_restart_timeout_given_else_60_s() {
     let parsed = |args: &[&str]| {
         let own = ["handover drill"].iter().chain(args).map(OsString::from).collect();
-        parse(own).map(|d| (d.startup_timeout.as_secs(), d.restart_timeout.as_secs())).unwrap()
+        parse(own).map(|d| (d.startup_timeout().as_secs(), d.restart_timeout().as_secs())).unwrap()
     };
     assert_eq!(parsed(&[]), (60, 120));
     assert_eq!(parsed(&["--restart-timeout", "5s"]), (5, 5));
@@ -103,13 +103,13 @@ fn upgrades_take_turns_with_restarts_to_absolute_binaries() {
         parse(own).map_err(|e| e.render().to_string())
     };
     let drill = parsed(&[]).unwrap();
-    assert_eq!((drill.upgrades, drill.upgrade_binaries.len()), (0, 0));
+    assert_eq!((drill.upgrades, drill.upgrade_binary.len()), (0, 0));
     let drill = parsed(&["--upgrades", "4", "--upgrade-binary", "/a/handover"]).unwrap();
     assert_eq!(drill.upgrades, 4);
-    assert_eq!(drill.upgrade_binaries, [PathBuf::from("/a/handover")]);
+    assert_eq!(drill.upgrade_binary, [PathBuf::from("/a/handover")]);
     let drill = parsed(&["--upgrades=2", "--upgrade-binary=b", "--upgrade-binary", "/c"]).unwrap();
     let here = std::env::current_dir().unwrap();
-    assert_eq!(drill.upgrade_binaries, [here.join("b"), PathBuf::from("/c")]);
+    assert_eq!(drill.upgrade_binary, [here.join("b"), PathBuf::from("/c")]);
     let e = parsed(&["--supervisor", "start_server", "--upgrades", "1"]).unwrap_err();
     assert_eq!(
         e.lines().next().unwrap(),
