@@ -107,24 +107,12 @@ impl Machine {
             late(g.ready_at, &what("ready_at"))?;
             late(g.predecessor_signalled_at, &what("predecessor_signalled_at"))?;
             for w in &g.workers {
-                let spawned_at = match w {
-                    Worker::Starting { spawned_at, .. } | Worker::Live(Live { spawned_at, .. }) => {
-                        Some(*spawned_at)
-                    }
-                    Worker::Respawning { .. } => None,
-                };
-                late(spawned_at, &what("a worker's spawned_at"))?;
+                if let Worker::Starting { spawned_at, .. } | Worker::Live(Live { spawned_at, .. }) = w {
+                    late(Some(*spawned_at), &what("a worker's spawned_at"))?;
+                }
             }
         }
         Ok(())
-    }
-
-    /// Every worker pid the machine knows (all generations, the starting
-    /// one included), in increasing order: to check the state carried over
-    /// a re-exec against the processes.
-    #[cfg(test)]
-    pub fn all_pids(&self) -> Vec<crate::machine::event::Pid> {
-        self.live_pids()
     }
 }
 

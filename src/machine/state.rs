@@ -112,7 +112,7 @@ impl Running {
 
     /// The slot, when no generation is starting in it.
     pub fn vacancy(&mut self) -> Option<Vacancy<'_>> {
-        (!self.slot.is_starting()).then_some(Vacancy(self))
+        self.slot.candidate().is_none().then_some(Vacancy(self))
     }
 
     /// The one way to a spawn: there is no `Running` once stopping.
@@ -170,10 +170,6 @@ impl Vacancy<'_> {
 }
 
 impl Slot {
-    pub fn is_starting(&self) -> bool {
-        matches!(self, Slot::Starting { .. })
-    }
-
     pub fn candidate(&self) -> Option<&Generation> {
         if let Slot::Starting { candidate, .. } = self { Some(candidate) } else { None }
     }

@@ -227,7 +227,9 @@ impl Supervisor {
     /// Runs the loop until the machine exits. `start`: a first start (not
     /// the new image of an upgrade, whose machine is under way).
     pub fn serve(&mut self, start: bool) -> Result<u8> {
-        let first = if start { vec![Input::Start] } else { self.resumed_inputs() };
+        // A new image's first inputs: children that exited while the images
+        // changed, reaped now (their SIGCHLD may have come before the handler).
+        let first = if start { vec![Input::Start] } else { [self.child_exits(), vec![Input::Tick]].concat() };
         if let Some(code) = self.feed(moment(), first) {
             return Ok(exit_code(code));
         }

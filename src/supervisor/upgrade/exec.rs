@@ -66,17 +66,11 @@ impl Supervisor {
         self.log.settle();
         // Followers are not carried: this is the last record they get from this image.
         self.publish();
-        let reply = |took_ms| Upgraded {
-            ok: true,
-            pid: std::process::id(),
-            binary: binary.clone(),
-            from: VERSION.to_string(),
-            to: to.clone(),
-            took_ms,
-        };
+        let (pid, from) = (std::process::id(), VERSION.to_string());
+        let reply = Upgraded { ok: true, pid, binary: binary.clone(), from, to: to.clone(), took_ms: None };
         if let Some(control) = &mut self.control {
             for &(id, _) in asked.requests.iter().filter(|(_, wait)| !wait) {
-                control.reply(id, &reply(None));
+                control.reply(id, &reply);
             }
             control.flush();
         }
