@@ -47,13 +47,13 @@ impl Machine {
 
     /// Remove a worker that has exited from whichever generation held it.
     pub(super) fn forget(&mut self, pid: Pid) {
-        for g in self.generations_mut() {
-            g.workers.retain(|w| w.pid() != Some(pid));
-        }
-        if let Some(running) = self.phase.running_mut()
-            && running.slot.candidate().is_some_and(|g| g.workers.is_empty())
-        {
-            running.slot.take();
+        self.generations_mut().for_each(|g| g.workers.retain(|w| w.pid() != Some(pid)));
+        match &mut self.phase {
+            Phase::Running(running) if running.slot.candidate().is_some_and(|g| g.workers.is_empty()) => {
+                running.slot.take();
+            }
+            Phase::Running(_) => {}
+            Phase::Stopping(stopping) => drop(stopping.starting.take_if(|d| d.generation.workers.is_empty())),
         }
         self.current.take_if(|g| g.workers.is_empty());
         self.old.retain(|d| !d.generation.workers.is_empty());
@@ -169,10 +169,7 @@ impl Machine {
             self.candidate_exited(now, pid, status, fx);
         } else if let Some(current) = self.current.as_mut().filter(|g| g.has(pid)) {
             if stopping {
-                current.workers.retain(|w| w.pid() != Some(pid));
-                if current.workers.is_empty() {
-                    self.current = None;
-                }
+                self.forget(pid);
                 fx.push(Effect::Log(Event::WorkerDied { pid, status }));
                 fx.push(self.status());
                 return self.finish_if_done(fx);
@@ -197,12 +194,8 @@ impl Machine {
                 }
             }
             fx.push(self.status());
-        } else if let Some(at) = self.old.iter().position(|d| d.generation.has(pid)) {
-            let old = &mut self.old[at].generation;
-            old.workers.retain(|w| w.pid() != Some(pid));
-            if old.workers.is_empty() {
-                self.old.remove(at);
-            }
+        } else if self.old.iter().any(|d| d.generation.has(pid)) {
+            self.forget(pid);
             let event =
                 if stopping { Event::WorkerDied { pid, status } } else { Event::OldDied { pid, status } };
             fx.push(Effect::Log(event));
@@ -216,11 +209,8 @@ impl Machine {
     /// (or, once stopping, is one worker closer to gone).
     fn candidate_exited(&mut self, now: Moment, pid: Pid, status: ExitStatus, fx: &mut Vec<Effect>) {
         match &mut self.phase {
-            Phase::Stopping(stopping) => {
-                if let Some(c) = stopping.starting.as_mut() {
-                    c.generation.workers.retain(|w| w.pid() != Some(pid));
-                }
-                stopping.starting.take_if(|c| c.generation.workers.is_empty());
+            Phase::Stopping(_) => {
+                self.forget(pid);
                 fx.push(Effect::Log(Event::WorkerDied { pid, status }));
                 self.finish_if_done(fx);
             }

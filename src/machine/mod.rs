@@ -350,26 +350,17 @@ impl Machine {
     /// Whether a worker of the candidate `c` not ready yet waits for
     /// evidence (`READY=1`, seen accepting) rather than for time.
     fn awaits_evidence(&self, c: &Generation) -> bool {
-        c.workers.iter().any(|w| !w.ready() && !self.alive_counts(w.blind(), true))
-    }
-
-    /// Whether worker `w` not ready yet becomes ready by being alive an
-    /// interval: in alive mode; in auto and accepting modes when it cannot
-    /// be watched (or nothing is), and always for a serving generation's
-    /// respawned workers (the generation serves already).
-    fn alive_counts(&self, blind: bool, candidate: bool) -> bool {
-        match self.rule() {
-            ReadyMode::Alive => true,
-            ReadyMode::Notify => false,
-            ReadyMode::Auto | ReadyMode::Accepting => !candidate || !self.policy.observe || blind,
-        }
+        c.workers
+            .iter()
+            .any(|w| !w.ready() && !alive_counts(self.rule(), self.policy.observe, w.blind(), true))
     }
 
     /// When the next worker of `g` that is not ready yet and that the alive
     /// rule holds for has been alive an interval.
     fn probation_ends(&self, g: &Generation, candidate: bool) -> Option<Moment> {
         let live = g.workers.iter().filter_map(Worker::live);
-        let waiting = live.filter(|w| !w.ready && self.alive_counts(w.blind, candidate));
+        let waiting =
+            live.filter(|w| !w.ready && alive_counts(self.rule(), self.policy.observe, w.blind, candidate));
         waiting.map(|w| w.spawned_at + self.policy.interval).min()
     }
 
@@ -378,6 +369,19 @@ impl Machine {
         let idle = matches!(self.phase.running()?.slot, Slot::Empty);
         let since = self.current.as_ref().filter(|_| idle)?.ready_at?;
         Some(if self.old.is_empty() { since + interval } else { since + 2 * interval })
+    }
+}
+
+/// Whether a worker not ready yet becomes ready by being alive an
+/// interval under `rule`: in alive mode; in auto and accepting modes when
+/// it cannot be watched (`blind`, or nothing is: not `observe`), and always
+/// for a serving generation's respawned workers (not `candidate`: the
+/// generation serves already).
+fn alive_counts(rule: ReadyMode, observe: bool, blind: bool, candidate: bool) -> bool {
+    match rule {
+        ReadyMode::Alive => true,
+        ReadyMode::Notify => false,
+        ReadyMode::Auto | ReadyMode::Accepting => !candidate || !observe || blind,
     }
 }
 
