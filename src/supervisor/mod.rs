@@ -260,23 +260,20 @@ impl Supervisor {
                     PollTimeout::try_from(ms as i32).unwrap_or(PollTimeout::MAX)
                 }
             };
-            let mut fds = vec![
-                PollFd::new(self.signals.fd(), PollFlags::POLLIN),
-                PollFd::new(self.notify.fd(), PollFlags::POLLIN),
-            ];
             // Captured output is read only while the log has room for it
             // (or its command is down: then the sink drops beyond its bound).
             let capture = self.capture.as_ref().filter(|_| self.log.sink().may_capture());
-            let sockets = (self.einhorn.poll_fds().into_iter())
-                .chain(self.control.iter().flat_map(|c| c.poll_fds()))
-                .chain(capture.into_iter().flat_map(|c| c.poll_fds()));
-            fds.extend(sockets.map(|(fd, events)| PollFd::new(fd, events)));
             let sink = self.log.sink();
-            fds.extend(sink.poll_fd().map(|(fd, events)| PollFd::new(fd, events)));
-            fds.extend(self.watcher.iter().map(|w| PollFd::new(w.fd(), PollFlags::POLLIN)));
-            fds.extend(self.observer.poll_fd().map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
-            let scrape = self.scrape.iter().flat_map(|s| s.poll_fds());
-            fds.extend(scrape.map(|(fd, events)| PollFd::new(fd, events)));
+            let readable = [self.signals.fd(), self.notify.fd()].into_iter().chain(self.observer.poll_fd());
+            let mut fds: Vec<PollFd> = (readable.chain(self.watcher.iter().map(Watcher::fd)))
+                .map(|fd| (fd, PollFlags::POLLIN))
+                .chain(self.einhorn.poll_fds())
+                .chain(self.control.iter().flat_map(|c| c.poll_fds()))
+                .chain(capture.into_iter().flat_map(|c| c.poll_fds()))
+                .chain(sink.poll_fd())
+                .chain(self.scrape.iter().flat_map(|s| s.poll_fds()))
+                .map(|(fd, events)| PollFd::new(fd, events))
+                .collect();
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(Error::runtime(format!("poll failed: {e}"))),

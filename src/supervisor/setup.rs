@@ -78,12 +78,12 @@ pub fn run(mut config: Config) -> Result<u8> {
         let pid = std::process::id();
         let _ = writeln!(std::io::stderr(), "start_server (pid:{pid}) starting now...");
     }
-    let status_file = match config.status_file.as_deref() {
-        Some(path) => Some(StatusFile::new(path).map_err(|e| {
+    let status_file = (config.status_file.as_deref().map(|path| {
+        StatusFile::new(path).map_err(|e| {
             Error::runtime(format!("cannot use status file {}: {}", path.display(), io_text(&e)))
-        })?),
-        None => None,
-    };
+        })
+    }))
+    .transpose()?;
     let pid_file = config.pid_file.as_deref().map(PidFile::acquire).transpose()?;
     let mut started = Started {
         pid_file,
@@ -112,10 +112,7 @@ pub fn run(mut config: Config) -> Result<u8> {
         log.extra(&format!("serving metrics on http://{addr}/metrics"));
     }
     let signals = Signals::install().context(creating("signal handlers"))?;
-    let pipe = match &config.log {
-        Some(target) => output::redirect(target)?,
-        None => None,
-    };
+    let pipe = config.log.as_ref().map(output::redirect).transpose()?.flatten();
     let (contain, why) = Containment::choose(config.cgroups);
     started.contain = contain;
     let logger = match (pipe, &config.log) {
@@ -132,10 +129,7 @@ pub fn run(mut config: Config) -> Result<u8> {
         output::detach()?;
     }
     log.retarget(logger.is_some());
-    let watcher = match config.watch.is_empty() {
-        true => None,
-        false => Some(Watcher::new(&config.watch)?),
-    };
+    let watcher = (!config.watch.is_empty()).then(|| Watcher::new(&config.watch)).transpose()?;
     let (mut pid_file, listeners, control, contain) = started.disarm();
     if cleaned > 0 {
         let what = if cleaned == 1 { "directory" } else { "directories" };

@@ -141,10 +141,8 @@ fn take_over(
     let einhorn = EinhornSocket::resume(record.einhorn.clone(), from, &config).map_err(io)?;
     let control = resume_some::<ControlServer>(record.control.clone(), from, &config).map_err(io)?;
     let pid_file = resume_some::<PidFile>(record.pid_file.clone(), from, &config).map_err(io)?;
-    let capture = match config.capture {
-        Some(_) => resume_some::<Capture>(record.capture.clone(), from, &config).map_err(io)?,
-        None => None,
-    };
+    // `check` made sure the record carries streams exactly when the command line captures.
+    let capture = resume_some::<Capture>(record.capture.clone(), from, &config).map_err(io)?;
     let logger = resume_some::<Logger>(record.logger.clone(), from, &config).map_err(io)?;
     let events = resume_some::<Events>(record.events.clone(), from, &config).map_err(io)?;
     let mut log = Log::new(config.compat, config.log_json);
@@ -154,10 +152,8 @@ fn take_over(
     log.retarget(logger.is_some());
     log.sink().set_lossy(logger.as_ref().is_some_and(|l| l.pid.is_none()));
     log.sink().captured(&record.log_pending);
-    let watcher = match config.watch.is_empty() {
-        true => None,
-        false => Some(Watcher::new(&config.watch).map_err(|e| fail(e.message))?),
-    };
+    let watcher = (!config.watch.is_empty()).then(|| Watcher::new(&config.watch));
+    let watcher = watcher.transpose().map_err(|e| fail(e.message))?;
     if let Err(e) = reaper::become_subreaper() {
         log.line(&format!("cannot become a subreaper ({e}): orphans of workers go to init"));
     }
