@@ -83,17 +83,15 @@ impl Machine {
         fx: &mut Vec<Effect>,
     ) {
         let code = error.exit_code();
-        let Some(running) = self.phase.running() else {
-            if self.candidate().is_some_and(|c| c.number == generation) {
-                fx.push(Effect::Log(Event::SpawnFailed { generation, error }));
-            }
-            return;
-        };
+        let stopping = self.stopping();
         // A generation that failed already was reported: its other workers'
         // failures (all N of --workers N when fork fails) say nothing new.
-        let starting = running.slot.candidate().is_some_and(|c| c.number == generation);
-        if starting || self.current.as_ref().is_some_and(|g| g.number == generation) {
+        let ours = |g: &Generation| g.number == generation;
+        if self.candidate().is_some_and(ours) || (!stopping && self.current.as_ref().is_some_and(ours)) {
             fx.push(Effect::Log(Event::SpawnFailed { generation, error: error.clone() }));
+        }
+        if stopping {
+            return;
         }
         if let Some(c) =
             self.phase.running_mut().and_then(|r| r.slot.candidate_mut()).filter(|c| c.number == generation)
@@ -177,7 +175,7 @@ impl Machine {
             fx.push(Effect::Log(Event::DiedUnexpectedly { pid, status }));
             if current.any_alive_besides(pid) {
                 let interval = self.policy.interval;
-                if let Some(w) = current.worker(pid)
+                if let Some(w) = current.workers.iter_mut().find(|w| w.pid() == Some(pid))
                     && let Worker::Live(live) = w
                 {
                     *w = Worker::Respawning { index: live.index, at: (live.spawned_at + interval).max(now) };

@@ -350,9 +350,8 @@ impl Machine {
     /// Whether a worker of the candidate `c` not ready yet waits for
     /// evidence (`READY=1`, seen accepting) rather than for time.
     fn awaits_evidence(&self, c: &Generation) -> bool {
-        c.workers
-            .iter()
-            .any(|w| !w.ready() && !alive_counts(self.rule(), self.policy.observe, w.blind(), true))
+        let waits = |blind| !alive_counts(self.rule(), self.policy.observe, blind, true);
+        c.workers.iter().any(|w| w.live().map_or(waits(false), |w| !w.ready && waits(w.blind)))
     }
 
     /// When the next worker of `g` that is not ready yet and that the alive

@@ -173,16 +173,16 @@ impl Perform for Supervisor {
             // Held until the orphans are stopped and the captured output
             // flushed, so that `exiting` stays the last line.
             Effect::Log(Event::Exiting) => {}
-            Effect::Log(Event::Diagnosis { generation, status, hint: Hint::FailedDuringStartup }) => {
-                self.log_event(&Event::Diagnosis { generation, status, hint: Hint::FailedDuringStartup });
+            Effect::Log(event @ Event::Diagnosis { generation, hint: Hint::FailedDuringStartup, .. }) => {
+                self.log_event(&event);
                 let exited = self.failed_pid.take();
                 if let Some(line) = exited.and_then(|pid| self.observer.exited_unseen(generation, pid)) {
                     self.log.line(&line);
                 }
             }
-            Effect::Log(Event::FailedToStart { pid, status }) => {
+            Effect::Log(event @ Event::FailedToStart { pid, .. }) => {
                 self.failed_pid = Some(pid);
-                self.log_event(&Event::FailedToStart { pid, status });
+                self.log_event(&event);
             }
             Effect::Log(event @ Event::Ready { .. }) => {
                 if let Event::Ready { generation, pids, how, .. } = &event {
@@ -234,21 +234,17 @@ impl Supervisor {
             return Ok(exit_code(code));
         }
         loop {
-            let control = self.control.as_ref().and_then(|c| c.next_deadline(Instant::now()));
-            let logger = self.logger.as_ref().and_then(Logger::deadline);
             // Members of a lingering group may not be our children (no
             // subreaper): look again now and then while there are some.
             let lingering = (!self.lingering.is_empty()).then(|| Instant::now() + LINGER_CHECK);
-            let upgrade = self.upgrades.deadline();
-            let observe = self.observer.deadline(&self.machine, &self.listeners, &self.config.fds);
             let deadlines = [
                 self.machine.next_deadline().map(instant),
-                control,
-                logger,
+                self.control.as_ref().and_then(|c| c.next_deadline(Instant::now())),
+                self.logger.as_ref().and_then(Logger::deadline),
                 lingering,
                 self.log.deadline(),
-                upgrade,
-                observe,
+                self.upgrades.deadline(),
+                self.observer.deadline(&self.machine, &self.listeners, &self.config.fds),
                 self.scrape.as_ref().and_then(scrape::MetricsServer::deadline),
             ];
             let timeout = match deadlines.into_iter().flatten().min() {
