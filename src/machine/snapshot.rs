@@ -162,7 +162,7 @@ fn moments(v: &mut Value, taken: Moment) {
         Value::Object(fields) => {
             for (name, field) in fields.iter_mut().filter(|(name, _)| *name != "last_outcome") {
                 match field.as_i64().filter(|_| V1_TIMES.contains(&name.as_str())) {
-                    Some(offset) => *field = moment(offset, taken).nanos().into(),
+                    Some(offset) => *field = taken.nanos().saturating_add_signed(offset).into(),
                     None => moments(field, taken),
                 }
             }
@@ -216,10 +216,4 @@ fn draining(g: &mut Value) -> Result<()> {
     };
     *g = json!({"generation": g.take(), "stop": stop});
     Ok(())
-}
-
-/// The moment `offset` nanoseconds after `taken` (before, if negative).
-fn moment(offset: i64, taken: Moment) -> Moment {
-    let span = Duration::from_nanos(offset.unsigned_abs());
-    if offset >= 0 { taken + span } else { taken - span }
 }
