@@ -37,13 +37,12 @@ struct Started {
     control: Option<ControlServer>,
     /// Session until chosen (whose `finish` does nothing).
     contain: Containment,
-    armed: bool,
 }
 
 impl Started {
-    /// Set-up succeeded: the supervisor owns these now.
+    /// Set-up succeeded: the supervisor owns these now, and nothing is
+    /// left for the drop to undo.
     fn disarm(mut self) -> (Option<PidFile>, Vec<Listener>, Option<ControlServer>, Containment) {
-        self.armed = false;
         (
             self.pid_file.take(),
             std::mem::take(&mut self.listeners),
@@ -55,9 +54,6 @@ impl Started {
 
 impl Drop for Started {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
         self.listeners.iter().for_each(|l| drop(l.remove_file()));
         if let Some(control) = &self.control {
             let _ = control.remove();
@@ -85,13 +81,8 @@ pub fn run(mut config: Config) -> Result<u8> {
     }))
     .transpose()?;
     let pid_file = config.pid_file.as_deref().map(PidFile::acquire).transpose()?;
-    let mut started = Started {
-        pid_file,
-        listeners: Vec::new(),
-        control: None,
-        contain: Containment::session(),
-        armed: true,
-    };
+    let mut started =
+        Started { pid_file, listeners: Vec::new(), control: None, contain: Containment::session() };
     // Sockets our own service manager passed are adopted before anything binds.
     let inherited = config.activation.as_ref().map_or(Ok(Vec::new()), listen::take_inherited)?;
     let opened = listen::open_all(&config.listeners, config.backlog, inherited)?;
