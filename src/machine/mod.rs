@@ -108,7 +108,7 @@ impl Machine {
     pub fn new(policy: Policy) -> Machine {
         Machine {
             policy,
-            phase: Phase::Running(Running::new()),
+            phase: Phase::Running(Running::default()),
             current: None,
             old: Vec::new(),
             waiters: Vec::new(),

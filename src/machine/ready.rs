@@ -79,23 +79,18 @@ impl Machine {
         let delay = self.policy.kill_old_delay;
         let pids: Vec<Pid> = prev.iter().flat_map(Generation::pids).collect();
         fx.push(Effect::Log(Event::NowRunning { signal, old: pids.clone() }));
-        if delay.is_zero() {
+        let stop = if delay.is_zero() {
             fx.push(Effect::Log(Event::KillingOld));
+            fx.extend(pids.into_iter().map(|pid| Effect::Signal { pid, signal }));
+            if let Some(current) = self.current.as_mut() {
+                current.predecessor_signalled_at = Some(now);
+            }
+            Stop::Told { at: now, killed: false }
         } else {
             fx.push(Effect::Log(Event::SleepingBeforeKill { secs: delay.as_secs() }));
-        }
-        if let Some(generation) = prev {
-            let stop = if delay.is_zero() {
-                fx.extend(pids.into_iter().map(|pid| Effect::Signal { pid, signal }));
-                Stop::Told { at: now, killed: false }
-            } else {
-                Stop::Due { at: now + delay }
-            };
-            self.old.push(Draining { generation, stop });
-        }
-        if let Some(current) = self.current.as_mut().filter(|_| delay.is_zero()) {
-            current.predecessor_signalled_at = Some(now);
-        }
+            Stop::Due { at: now + delay }
+        };
+        self.old.extend(prev.map(|generation| Draining { generation, stop }));
     }
 
     /// Answer the restart requests whose generation serves alone (or was overtaken).

@@ -247,15 +247,12 @@ impl Supervisor {
                 self.observer.deadline(&self.machine, &self.listeners, &self.config.fds),
                 self.scrape.as_ref().and_then(scrape::MetricsServer::deadline),
             ];
-            let timeout = match deadlines.into_iter().flatten().min() {
-                None => PollTimeout::NONE,
-                Some(at) => {
-                    let wait = at.saturating_duration_since(Instant::now());
-                    // Round up: waking early would only spin.
-                    let ms = wait.as_micros().div_ceil(1000).min(i32::MAX as u128);
-                    PollTimeout::try_from(ms as i32).unwrap_or(PollTimeout::MAX)
-                }
-            };
+            // In milliseconds, rounded up: waking early would only spin.
+            let wait =
+                deadlines.into_iter().flatten().min().map(|at| at.saturating_duration_since(Instant::now()));
+            let timeout = wait.map_or(PollTimeout::NONE, |wait| {
+                PollTimeout::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
+            });
             // Captured output is read only while the log has room for it
             // (or its command is down: then the sink drops beyond its bound).
             let capture = self.capture.as_ref().filter(|_| self.log.sink().may_capture());

@@ -33,11 +33,8 @@ pub fn line(event: &Event, compat: bool) -> String {
 }
 
 fn pid_list(pids: &[Pid]) -> String {
-    if pids.is_empty() {
-        return "none".to_string();
-    }
-    let list: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
-    list.join(",")
+    let list: Vec<String> = pids.iter().map(Pid::to_string).collect();
+    if list.is_empty() { "none".to_string() } else { list.join(",") }
 }
 
 /// `pid 12` or `pids 12,13`.
