@@ -267,14 +267,10 @@ impl Machine {
             ready_at: g.ready_at,
             signalled_at,
         };
-        let told = |d: &Draining| d.told_at();
         let mut views: Vec<View> =
-            self.old.iter().map(|d| view(&d.generation, Role::Draining, told(d))).collect();
+            self.old.iter().map(|d| view(&d.generation, Role::Draining, d.told_at())).collect();
         // Once stopping, every generation was told when it began.
-        let since = match &self.phase {
-            Phase::Stopping(stopping) => Some(stopping.since),
-            Phase::Running(_) => None,
-        };
+        let since = if let Phase::Stopping(stopping) = &self.phase { Some(stopping.since) } else { None };
         views.extend(self.current.iter().map(|g| view(g, Role::Serving, since)));
         views.extend(self.candidate().map(|g| view(g, Role::Starting, since)));
         views.sort_by_key(|v| v.generation);

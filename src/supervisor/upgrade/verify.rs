@@ -166,10 +166,7 @@ impl Supervisor {
 
     /// Whether `pid` was a verify run; if so its verdict is taken here.
     pub(in crate::supervisor) fn upgrade_child_exited(&mut self, pid: i32, status: ExitStatus) -> bool {
-        if self.upgrades.verifying.as_ref().is_none_or(|v| v.pid != pid) {
-            return false;
-        }
-        let Some(mut run) = self.upgrades.verifying.take() else { return false };
+        let Some(mut run) = self.upgrades.verifying.take_if(|v| v.pid == pid) else { return false };
         // Whatever it started in its process group goes with it.
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         if run.abandoned {
