@@ -165,13 +165,7 @@ impl Machine {
         }
         if self.candidate().is_some_and(|c| c.has(pid)) {
             self.candidate_exited(now, pid, status, fx);
-        } else if let Some(current) = self.current.as_mut().filter(|g| g.has(pid)) {
-            if stopping {
-                self.forget(pid);
-                fx.push(Effect::Log(Event::WorkerDied { pid, status }));
-                fx.push(self.status());
-                return self.finish_if_done(fx);
-            }
+        } else if let Some(current) = self.current.as_mut().filter(|g| !stopping && g.has(pid)) {
             fx.push(Effect::Log(Event::DiedUnexpectedly { pid, status }));
             if current.any_alive_besides(pid) {
                 let interval = self.policy.interval;
@@ -192,13 +186,17 @@ impl Machine {
                 }
             }
             fx.push(self.status());
-        } else if self.old.iter().any(|d| d.generation.has(pid)) {
+        } else if self.generations().any(|g| g.has(pid)) {
+            // Draining, or (once stopping) serving.
+            let old = self.old.iter().any(|d| d.generation.has(pid));
             self.forget(pid);
             let event =
                 if stopping { Event::WorkerDied { pid, status } } else { Event::OldDied { pid, status } };
             fx.push(Effect::Log(event));
             fx.push(self.status());
-            self.answer_waiters(now, fx);
+            if old {
+                self.answer_waiters(now, fx);
+            }
             self.finish_if_done(fx);
         }
     }
