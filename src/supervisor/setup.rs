@@ -16,7 +16,7 @@ use super::logger::Logger;
 use super::{Parts, Supervisor};
 use super::{output, reaper};
 use crate::config::{Config, LogTarget};
-use crate::error::{Context, Error, Result, io_text};
+use crate::error::{Context, Result};
 use crate::listen::{self, Listener};
 use crate::machine::Machine;
 use crate::state::{PidFile, StatusFile};
@@ -74,12 +74,9 @@ pub fn run(mut config: Config) -> Result<u8> {
         let pid = std::process::id();
         let _ = writeln!(std::io::stderr(), "start_server (pid:{pid}) starting now...");
     }
-    let status_file = (config.status_file.as_deref().map(|path| {
-        StatusFile::new(path).map_err(|e| {
-            Error::runtime(format!("cannot use status file {}: {}", path.display(), io_text(&e)))
-        })
-    }))
-    .transpose()?;
+    let status_file = (config.status_file.as_deref())
+        .map(|path| StatusFile::new(path).context(|| format!("cannot use status file {}", path.display())))
+        .transpose()?;
     let pid_file = config.pid_file.as_deref().map(PidFile::acquire).transpose()?;
     let mut started =
         Started { pid_file, listeners: Vec::new(), control: None, contain: Containment::session() };
@@ -95,9 +92,7 @@ pub fn run(mut config: Config) -> Result<u8> {
     if let Some(c) = &config.credentials {
         notify.grant(c.gid, &[einhorn.path()]).context(creating("worker sockets for --user"))?;
     }
-    if let Some(path) = config.control.as_deref() {
-        started.control = Some(ControlServer::bind(path)?);
-    }
+    started.control = config.control.as_deref().map(ControlServer::bind).transpose()?;
     let scrape = config.metrics_listen.map(super::scrape::MetricsServer::bind).transpose()?;
     if let Some(addr) = scrape.as_ref().and_then(super::scrape::MetricsServer::local_addr) {
         log.extra(&format!("serving metrics on http://{addr}/metrics"));
