@@ -179,9 +179,9 @@ impl Machine {
         deadlines.extend(self.next_watchdog);
         match &self.phase {
             Phase::Stopping(stopping) => {
-                if !stopping.killed {
-                    deadlines.extend(self.policy.stop_timeout.map(|t| stopping.since + t));
-                }
+                deadlines.extend(
+                    self.policy.stop_timeout.filter(|_| !stopping.killed).map(|t| stopping.since + t),
+                );
                 if let Some(g) = &stopping.starting {
                     deadlines.extend(ready::kill_at(&self.policy, true, Told::Starting, g).map(|(at, _)| at));
                 }

@@ -175,12 +175,12 @@ fn take_over(
         }
         bound => bound.and_then(Result::ok),
     };
-    let started = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(record.started_ms);
-    let mut upgrades = Upgrades::new(started);
+    let at = |ms| SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    let mut upgrades = Upgrades::new(at(record.started_ms));
     upgrades.count = record.upgrades + u64::from(rolled_back.is_none());
-    if let Some(ms) = record.image_started_ms.filter(|_| rolled_back.is_some()) {
-        upgrades.image_started = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-    }
+    // A roll-back goes on as the image it was.
+    let image_started = record.image_started_ms.filter(|_| rolled_back.is_some());
+    upgrades.image_started = image_started.map_or(upgrades.image_started, at);
     let status_file =
         (config.status_file.as_deref()).map(|path| StatusFile::resume(path, record.status_written));
     let parts = Parts {
