@@ -144,12 +144,10 @@ impl fmt::Display for Event {
                 write!(f, "old worker {pid} died, status:{}", status.raw())
             }
             Event::ReceivedHup => f.write_str("received HUP, spawning a new worker"),
-            Event::NowRunning { signal, old } => write!(
-                f,
-                "new worker is now running, sending {} to old workers:{}",
-                signal_name(*signal),
-                pid_list(old)
-            ),
+            Event::NowRunning { signal, old } => {
+                let (signal, old) = (signal_name(*signal), pid_list(old));
+                write!(f, "new worker is now running, sending {signal} to old workers:{old}")
+            }
             Event::SleepingBeforeKill { secs } => {
                 write!(f, "sleeping {secs} secs before killing old workers")
             }
@@ -158,13 +156,11 @@ impl fmt::Display for Event {
                 let forced = if *forced { "forced, " } else { "" };
                 write!(f, "autorestart triggered ({forced}interval={interval})")
             }
-            Event::ShutdownReceived { received, sending, pids } => write!(
-                f,
-                "received {}, sending {} to all workers:{}",
-                signal_name(*received),
-                signal_name(*sending),
-                pid_list(pids)
-            ),
+            Event::ShutdownReceived { received, sending, pids } => {
+                let (received, sending, pids) =
+                    (signal_name(*received), signal_name(*sending), pid_list(pids));
+                write!(f, "received {received}, sending {sending} to all workers:{pids}")
+            }
             Event::WorkerDied { pid, status } => {
                 write!(f, "worker {pid} died, status:{}", status.raw())
             }
