@@ -31,21 +31,12 @@ impl Machine {
         for g in self.generations() {
             let mut indices: HashSet<usize> = HashSet::new();
             for w in &g.workers {
-                if w.index() >= self.policy.workers || !indices.insert(w.index()) {
-                    let n = self.policy.workers;
-                    return broken(format!(
-                        "generation {}: worker {} is out of 0..{n} or twice",
-                        g.number,
-                        w.index()
-                    ));
-                }
+                let (n, index) = (self.policy.workers, w.index());
+                let what = || format!("generation {}: worker {index} is out of 0..{n} or twice", g.number);
+                ensure(index < n && indices.insert(index), what)?;
                 if let Some(pid) = w.pid() {
-                    if pid <= 0 {
-                        return broken(format!("generation {}: pid {pid} is not a process", g.number));
-                    }
-                    if !pids.insert(pid) {
-                        return broken(format!("pid {pid} held twice"));
-                    }
+                    ensure(pid > 0, || format!("generation {}: pid {pid} is not a process", g.number))?;
+                    ensure(pids.insert(pid), || format!("pid {pid} held twice"))?;
                 }
             }
         }
@@ -54,67 +45,49 @@ impl Machine {
 
     fn check_generations(&self) -> Result<()> {
         let mut numbers: HashSet<u64> = HashSet::new();
-        for g in self.generations() {
-            if g.number == 0 || !numbers.insert(g.number) {
-                return broken(format!("generation {} is numbered 0 or held twice", g.number));
-            }
+        for n in self.generations().map(|g| g.number) {
+            ensure(n != 0 && numbers.insert(n), || format!("generation {n} is numbered 0 or held twice"))?;
         }
         for (n, workers) in self.old.iter().map(|d| (d.generation.number, &d.generation.workers)) {
-            if workers.is_empty() || workers.iter().any(|w| w.live().is_none()) {
-                return broken(format!("old generation {n} holds a worker that is not alive, or none"));
-            }
+            let alive = !workers.is_empty() && workers.iter().all(|w| w.live().is_some());
+            ensure(alive, || format!("old generation {n} holds a worker that is not alive, or none"))?;
         }
-        if self.candidate().is_some_and(|c| c.workers.iter().any(|w| w.respawn_at().is_some())) {
-            return broken("a starting generation waits to respawn a worker");
-        }
-        if let Some(current) = &self.current {
-            if current.ready_at.is_none() {
-                return broken(format!("serving generation {} was never ready", current.number));
-            }
-            if self.manager == Manager::Starting {
-                return broken(format!(
-                    "generation {} serves, yet the service manager was never told",
-                    current.number
-                ));
-            }
+        let respawning = self.candidate().is_some_and(|c| c.workers.iter().any(|w| w.respawn_at().is_some()));
+        ensure(!respawning, || "a starting generation waits to respawn a worker".into())?;
+        if let Some(n) = self.current.as_ref().map(|c| c.number) {
+            let ready = self.current.as_ref().is_some_and(|c| c.ready_at.is_some());
+            ensure(ready, || format!("serving generation {n} was never ready"))?;
+            let told = self.manager != Manager::Starting;
+            ensure(told, || format!("generation {n} serves, yet the service manager was never told"))?;
         }
         let Counters { restarts, failures, respawns } = self.counters;
-        if [restarts, failures, respawns].contains(&u64::MAX) {
-            return broken(format!("a counter is at its limit: {:?}", self.counters));
-        }
-        Ok(())
+        let at_limit = [restarts, failures, respawns].contains(&u64::MAX);
+        ensure(!at_limit, || format!("a counter is at its limit: {:?}", self.counters))
     }
 
     fn check_running(&self) -> Result<()> {
         let Some(running) = self.phase.running() else { return Ok(()) };
         let (last, failures) = (running.last_generation(), running.start_failures);
-        if last == u64::MAX || failures == u32::MAX {
-            return broken(format!("generation {last} or start failure {failures} is the last"));
-        }
+        let what = || format!("generation {last} or start failure {failures} is the last");
+        ensure(last != u64::MAX && failures != u32::MAX, what)?;
         if let Some(g) = self.generations().find(|g| g.number > last) {
             return broken(format!("generation {} was never handed out (last {last})", g.number));
         }
         if let Slot::Starting { candidate, .. } = &running.slot {
-            if candidate.number != last {
-                return broken(format!("starting generation {} is not the last one", candidate.number));
-            }
-            if self.current.as_ref().is_some_and(|c| c.number >= candidate.number) {
-                return broken("the serving generation is not older than the starting one");
-            }
+            let n = candidate.number;
+            ensure(n == last, || format!("starting generation {n} is not the last one"))?;
+            let older = self.current.as_ref().is_none_or(|c| c.number < n);
+            ensure(older, || "the serving generation is not older than the starting one".into())?;
             let spawned = candidate.workers.iter().filter(|w| w.live().is_some()).count();
-            if spawned != self.policy.workers {
-                return broken(format!("starting generation {} runs {spawned} workers", candidate.number));
-            }
-            if candidate.ready_at.is_some() {
-                return broken(format!("starting generation {} was ready", candidate.number));
-            }
+            ensure(spawned == self.policy.workers, || {
+                format!("starting generation {n} runs {spawned} workers")
+            })?;
+            ensure(candidate.ready_at.is_none(), || format!("starting generation {n} was ready"))?;
         }
         if let Some(current) = &self.current {
-            if current.workers.is_empty() {
-                return broken(format!("serving generation {} has no worker", current.number));
-            }
+            let n = current.number;
+            ensure(!current.workers.is_empty(), || format!("serving generation {n} has no worker"))?;
             if let Some(w) = current.workers.iter().find(|w| matches!(w, Worker::Starting { .. })) {
-                let n = current.number;
                 return broken(format!("serving generation {n}: worker {} is being spawned", w.index()));
             }
         }
@@ -125,20 +98,24 @@ impl Machine {
     }
 
     fn check_stopping(&self) -> Result<()> {
-        if !self.waiters.is_empty() {
-            return broken("requests left unanswered while stopping");
+        ensure(self.waiters.is_empty(), || "requests left unanswered while stopping".into())?;
+        let unborn = self.generations().any(|g| g.workers.iter().any(|w| w.live().is_none()));
+        ensure(!unborn, || "a worker waits to be spawned while stopping".into())?;
+        match self.old.iter().find(|d| d.due_at().is_some()) {
+            Some(d) => {
+                broken(format!("generation {} was not told to stop while stopping", d.generation.number))
+            }
+            None => Ok(()),
         }
-        if self.generations().any(|g| g.workers.iter().any(|w| w.live().is_none())) {
-            return broken("a worker waits to be spawned while stopping");
-        }
-        if let Some(d) = self.old.iter().find(|d| d.due_at().is_some()) {
-            return broken(format!("generation {} was not told to stop while stopping", d.generation.number));
-        }
-        Ok(())
     }
 }
 
 /// A machine state refused: what does not hold, in one line.
 pub(super) fn broken<T>(what: impl Into<String>) -> Result<T> {
     Err(Error::runtime(what))
+}
+
+/// `what` refused unless `holds`.
+fn ensure(holds: bool, what: impl FnOnce() -> String) -> Result<()> {
+    if holds { Ok(()) } else { broken(what()) }
 }

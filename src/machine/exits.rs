@@ -47,13 +47,13 @@ impl Machine {
 
     /// Remove a worker that has exited from whichever generation held it.
     pub(super) fn forget(&mut self, pid: Pid) {
-        for g in self.generations_mut() {
-            g.workers.retain(|w| w.pid() != Some(pid));
-        }
-        if let Some(running) = self.phase.running_mut()
-            && running.slot.candidate().is_some_and(|g| g.workers.is_empty())
-        {
-            running.slot.take();
+        self.generations_mut().for_each(|g| g.workers.retain(|w| w.pid() != Some(pid)));
+        match &mut self.phase {
+            Phase::Running(running) if running.slot.candidate().is_some_and(|g| g.workers.is_empty()) => {
+                running.slot.take();
+            }
+            Phase::Running(_) => {}
+            Phase::Stopping(stopping) => drop(stopping.starting.take_if(|d| d.generation.workers.is_empty())),
         }
         self.current.take_if(|g| g.workers.is_empty());
         self.old.retain(|d| !d.generation.workers.is_empty());
@@ -83,17 +83,15 @@ impl Machine {
         fx: &mut Vec<Effect>,
     ) {
         let code = error.exit_code();
-        let Some(running) = self.phase.running() else {
-            if self.candidate().is_some_and(|c| c.number == generation) {
-                fx.push(Effect::Log(Event::SpawnFailed { generation, error }));
-            }
-            return;
-        };
+        let stopping = self.stopping();
         // A generation that failed already was reported: its other workers'
         // failures (all N of --workers N when fork fails) say nothing new.
-        let starting = running.slot.candidate().is_some_and(|c| c.number == generation);
-        if starting || self.current.as_ref().is_some_and(|g| g.number == generation) {
+        let ours = |g: &Generation| g.number == generation;
+        if self.candidate().is_some_and(ours) || (!stopping && self.current.as_ref().is_some_and(ours)) {
             fx.push(Effect::Log(Event::SpawnFailed { generation, error: error.clone() }));
+        }
+        if stopping {
+            return;
         }
         if let Some(c) =
             self.phase.running_mut().and_then(|r| r.slot.candidate_mut()).filter(|c| c.number == generation)
@@ -167,20 +165,11 @@ impl Machine {
         }
         if self.candidate().is_some_and(|c| c.has(pid)) {
             self.candidate_exited(now, pid, status, fx);
-        } else if let Some(current) = self.current.as_mut().filter(|g| g.has(pid)) {
-            if stopping {
-                current.workers.retain(|w| w.pid() != Some(pid));
-                if current.workers.is_empty() {
-                    self.current = None;
-                }
-                fx.push(Effect::Log(Event::WorkerDied { pid, status }));
-                fx.push(self.status());
-                return self.finish_if_done(fx);
-            }
+        } else if let Some(current) = self.current.as_mut().filter(|g| !stopping && g.has(pid)) {
             fx.push(Effect::Log(Event::DiedUnexpectedly { pid, status }));
             if current.any_alive_besides(pid) {
                 let interval = self.policy.interval;
-                if let Some(w) = current.worker(pid)
+                if let Some(w) = current.workers.iter_mut().find(|w| w.pid() == Some(pid))
                     && let Worker::Live(live) = w
                 {
                     *w = Worker::Respawning { index: live.index, at: (live.spawned_at + interval).max(now) };
@@ -197,17 +186,17 @@ impl Machine {
                 }
             }
             fx.push(self.status());
-        } else if let Some(at) = self.old.iter().position(|d| d.generation.has(pid)) {
-            let old = &mut self.old[at].generation;
-            old.workers.retain(|w| w.pid() != Some(pid));
-            if old.workers.is_empty() {
-                self.old.remove(at);
-            }
+        } else if self.generations().any(|g| g.has(pid)) {
+            // Draining, or (once stopping) serving.
+            let old = self.old.iter().any(|d| d.generation.has(pid));
+            self.forget(pid);
             let event =
                 if stopping { Event::WorkerDied { pid, status } } else { Event::OldDied { pid, status } };
             fx.push(Effect::Log(event));
             fx.push(self.status());
-            self.answer_waiters(now, fx);
+            if old {
+                self.answer_waiters(now, fx);
+            }
             self.finish_if_done(fx);
         }
     }
@@ -216,11 +205,8 @@ impl Machine {
     /// (or, once stopping, is one worker closer to gone).
     fn candidate_exited(&mut self, now: Moment, pid: Pid, status: ExitStatus, fx: &mut Vec<Effect>) {
         match &mut self.phase {
-            Phase::Stopping(stopping) => {
-                if let Some(c) = stopping.starting.as_mut() {
-                    c.generation.workers.retain(|w| w.pid() != Some(pid));
-                }
-                stopping.starting.take_if(|c| c.generation.workers.is_empty());
+            Phase::Stopping(_) => {
+                self.forget(pid);
                 fx.push(Effect::Log(Event::WorkerDied { pid, status }));
                 self.finish_if_done(fx);
             }

@@ -62,14 +62,6 @@ impl Worker {
         self.live().map(|w| w.pid)
     }
 
-    pub fn ready(&self) -> bool {
-        self.live().is_some_and(|w| w.ready)
-    }
-
-    pub fn blind(&self) -> bool {
-        self.live().is_some_and(|w| w.blind)
-    }
-
     pub fn respawn_at(&self) -> Option<Moment> {
         if let Worker::Respawning { at, .. } = self { Some(*at) } else { None }
     }
@@ -137,10 +129,6 @@ impl Generation {
         self.workers.iter().filter_map(Worker::pid).collect()
     }
 
-    pub fn worker(&mut self, pid: Pid) -> Option<&mut Worker> {
-        self.workers.iter_mut().find(|w| w.pid() == Some(pid))
-    }
-
     pub fn live(&mut self, pid: Pid) -> Option<&mut Live> {
         self.workers.iter_mut().filter_map(Worker::live_mut).find(|w| w.pid == pid)
     }
@@ -150,7 +138,7 @@ impl Generation {
     }
 
     pub fn all_ready(&self) -> bool {
-        self.workers.iter().all(Worker::ready)
+        self.workers.iter().all(|w| w.live().is_some_and(|w| w.ready))
     }
 
     /// Live or about to be: a dead worker here is respawned, not the generation.

@@ -108,7 +108,7 @@ impl Machine {
     pub fn new(policy: Policy) -> Machine {
         Machine {
             policy,
-            phase: Phase::Running(Running::new()),
+            phase: Phase::Running(Running::default()),
             current: None,
             old: Vec::new(),
             waiters: Vec::new(),
@@ -179,9 +179,9 @@ impl Machine {
         deadlines.extend(self.next_watchdog);
         match &self.phase {
             Phase::Stopping(stopping) => {
-                if !stopping.killed {
-                    deadlines.extend(self.policy.stop_timeout.map(|t| stopping.since + t));
-                }
+                deadlines.extend(
+                    self.policy.stop_timeout.filter(|_| !stopping.killed).map(|t| stopping.since + t),
+                );
                 if let Some(g) = &stopping.starting {
                     deadlines.extend(ready::kill_at(&self.policy, true, Told::Starting, g).map(|(at, _)| at));
                 }
@@ -267,14 +267,10 @@ impl Machine {
             ready_at: g.ready_at,
             signalled_at,
         };
-        let told = |d: &Draining| d.told_at();
         let mut views: Vec<View> =
-            self.old.iter().map(|d| view(&d.generation, Role::Draining, told(d))).collect();
+            self.old.iter().map(|d| view(&d.generation, Role::Draining, d.told_at())).collect();
         // Once stopping, every generation was told when it began.
-        let since = match &self.phase {
-            Phase::Stopping(stopping) => Some(stopping.since),
-            Phase::Running(_) => None,
-        };
+        let since = if let Phase::Stopping(stopping) = &self.phase { Some(stopping.since) } else { None };
         views.extend(self.current.iter().map(|g| view(g, Role::Serving, since)));
         views.extend(self.candidate().map(|g| view(g, Role::Starting, since)));
         views.sort_by_key(|v| v.generation);
@@ -350,26 +346,16 @@ impl Machine {
     /// Whether a worker of the candidate `c` not ready yet waits for
     /// evidence (`READY=1`, seen accepting) rather than for time.
     fn awaits_evidence(&self, c: &Generation) -> bool {
-        c.workers.iter().any(|w| !w.ready() && !self.alive_counts(w.blind(), true))
-    }
-
-    /// Whether worker `w` not ready yet becomes ready by being alive an
-    /// interval: in alive mode; in auto and accepting modes when it cannot
-    /// be watched (or nothing is), and always for a serving generation's
-    /// respawned workers (the generation serves already).
-    fn alive_counts(&self, blind: bool, candidate: bool) -> bool {
-        match self.rule() {
-            ReadyMode::Alive => true,
-            ReadyMode::Notify => false,
-            ReadyMode::Auto | ReadyMode::Accepting => !candidate || !self.policy.observe || blind,
-        }
+        let waits = |blind| !alive_counts(self.rule(), self.policy.observe, blind, true);
+        c.workers.iter().any(|w| w.live().map_or(waits(false), |w| !w.ready && waits(w.blind)))
     }
 
     /// When the next worker of `g` that is not ready yet and that the alive
     /// rule holds for has been alive an interval.
     fn probation_ends(&self, g: &Generation, candidate: bool) -> Option<Moment> {
         let live = g.workers.iter().filter_map(Worker::live);
-        let waiting = live.filter(|w| !w.ready && self.alive_counts(w.blind, candidate));
+        let waiting =
+            live.filter(|w| !w.ready && alive_counts(self.rule(), self.policy.observe, w.blind, candidate));
         waiting.map(|w| w.spawned_at + self.policy.interval).min()
     }
 
@@ -378,6 +364,19 @@ impl Machine {
         let idle = matches!(self.phase.running()?.slot, Slot::Empty);
         let since = self.current.as_ref().filter(|_| idle)?.ready_at?;
         Some(if self.old.is_empty() { since + interval } else { since + 2 * interval })
+    }
+}
+
+/// Whether a worker not ready yet becomes ready by being alive an
+/// interval under `rule`: in alive mode; in auto and accepting modes when
+/// it cannot be watched (`blind`, or nothing is: not `observe`), and always
+/// for a serving generation's respawned workers (not `candidate`: the
+/// generation serves already).
+fn alive_counts(rule: ReadyMode, observe: bool, blind: bool, candidate: bool) -> bool {
+    match rule {
+        ReadyMode::Alive => true,
+        ReadyMode::Notify => false,
+        ReadyMode::Auto | ReadyMode::Accepting => !candidate || !observe || blind,
     }
 }
 

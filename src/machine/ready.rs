@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::time::Moment;
 
-use super::generation::{Draining, Generation, Stop, Worker};
+use super::generation::{Draining, Generation, Live, Stop, Worker};
 use super::state::Stopping;
 use super::*;
 use crate::machine::event::{Awaited, Event, Failure, Pid, ReadyBy, Sighting};
@@ -21,12 +21,7 @@ impl Machine {
         if let Some(worker) = self.current.as_mut().and_then(|g| g.live(pid)) {
             worker.ready = true;
         }
-        let Some(candidate) = self.phase.running_mut().and_then(|r| r.slot.candidate_mut()) else { return };
-        let Some(worker) = candidate.live(pid) else { return };
-        worker.ready = true;
-        if candidate.all_ready() {
-            self.generation_ready(now, ReadyBy::Notified, fx);
-        }
+        self.candidate_ready(now, pid, ReadyBy::Notified, fx);
     }
 
     /// Process `member` of starting worker `pid` was seen accepting: ready
@@ -42,11 +37,17 @@ impl Machine {
         if !matches!(self.rule(), ReadyMode::Auto | ReadyMode::Accepting) {
             return;
         }
+        self.candidate_ready(now, pid, ReadyBy::Seen { member, sighting }, fx);
+    }
+
+    /// Worker `pid` of the starting generation is ready (`how`), and so is
+    /// the generation once all of its workers are.
+    fn candidate_ready(&mut self, now: Moment, pid: Pid, how: ReadyBy, fx: &mut Vec<Effect>) {
         let Some(candidate) = self.phase.running_mut().and_then(|r| r.slot.candidate_mut()) else { return };
         let Some(worker) = candidate.live(pid) else { return };
         worker.ready = true;
         if candidate.all_ready() {
-            self.generation_ready(now, ReadyBy::Seen { member, sighting }, fx);
+            self.generation_ready(now, how, fx);
         }
     }
 
@@ -78,23 +79,18 @@ impl Machine {
         let delay = self.policy.kill_old_delay;
         let pids: Vec<Pid> = prev.iter().flat_map(Generation::pids).collect();
         fx.push(Effect::Log(Event::NowRunning { signal, old: pids.clone() }));
-        if delay.is_zero() {
+        let stop = if delay.is_zero() {
             fx.push(Effect::Log(Event::KillingOld));
+            fx.extend(pids.into_iter().map(|pid| Effect::Signal { pid, signal }));
+            if let Some(current) = self.current.as_mut() {
+                current.predecessor_signalled_at = Some(now);
+            }
+            Stop::Told { at: now, killed: false }
         } else {
             fx.push(Effect::Log(Event::SleepingBeforeKill { secs: delay.as_secs() }));
-        }
-        if let Some(generation) = prev {
-            let stop = if delay.is_zero() {
-                fx.extend(pids.into_iter().map(|pid| Effect::Signal { pid, signal }));
-                Stop::Told { at: now, killed: false }
-            } else {
-                Stop::Due { at: now + delay }
-            };
-            self.old.push(Draining { generation, stop });
-        }
-        if let Some(current) = self.current.as_mut().filter(|_| delay.is_zero()) {
-            current.predecessor_signalled_at = Some(now);
-        }
+            Stop::Due { at: now + delay }
+        };
+        self.old.extend(prev.map(|generation| Draining { generation, stop }));
     }
 
     /// Answer the restart requests whose generation serves alone (or was overtaken).
@@ -158,24 +154,14 @@ impl Machine {
     /// Alive-readiness for the workers the alive rule holds for; the
     /// ready timeout for a candidate that waits for evidence.
     pub(super) fn tick_probation(&mut self, now: Moment, fx: &mut Vec<Effect>) {
-        let interval = self.policy.interval;
-        let Some(running) = self.phase.running() else { return };
-        let due = |g: &Generation, candidate: bool| -> Vec<usize> {
-            let due = |w: &Worker| {
-                w.live()
-                    .is_some_and(|w| w.spawned_at + interval <= now && self.alive_counts(w.blind, candidate))
+        let (interval, rule, observe) = (self.policy.interval, self.rule(), self.policy.observe);
+        let Phase::Running(running) = &mut self.phase else { return };
+        let starting = running.slot.candidate_mut().map(|g| (g, true));
+        for (g, candidate) in self.current.iter_mut().map(|g| (g, false)).chain(starting) {
+            let due = |w: &&mut Live| {
+                w.spawned_at + interval <= now && alive_counts(rule, observe, w.blind, candidate)
             };
-            g.workers.iter().enumerate().filter(|(_, w)| due(w)).map(|(i, _)| i).collect()
-        };
-        let current = self.current.as_ref().map(|g| due(g, false)).unwrap_or_default();
-        let candidate = running.slot.candidate().map(|g| due(g, true)).unwrap_or_default();
-        let starting = self.phase.running_mut().and_then(|r| r.slot.candidate_mut()).map(|g| (g, &candidate));
-        for (g, due) in self.current.iter_mut().map(|g| (g, &current)).chain(starting) {
-            for &i in due {
-                if let Some(w) = g.workers[i].live_mut() {
-                    w.ready = true;
-                }
-            }
+            g.workers.iter_mut().filter_map(Worker::live_mut).filter(due).for_each(|w| w.ready = true);
         }
         if self.candidate().is_some_and(Generation::all_ready) {
             self.generation_ready(now, ReadyBy::Alive, fx);

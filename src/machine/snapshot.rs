@@ -107,24 +107,12 @@ impl Machine {
             late(g.ready_at, &what("ready_at"))?;
             late(g.predecessor_signalled_at, &what("predecessor_signalled_at"))?;
             for w in &g.workers {
-                let spawned_at = match w {
-                    Worker::Starting { spawned_at, .. } | Worker::Live(Live { spawned_at, .. }) => {
-                        Some(*spawned_at)
-                    }
-                    Worker::Respawning { .. } => None,
-                };
-                late(spawned_at, &what("a worker's spawned_at"))?;
+                if let Worker::Starting { spawned_at, .. } | Worker::Live(Live { spawned_at, .. }) = w {
+                    late(Some(*spawned_at), &what("a worker's spawned_at"))?;
+                }
             }
         }
         Ok(())
-    }
-
-    /// Every worker pid the machine knows (all generations, the starting
-    /// one included), in increasing order: to check the state carried over
-    /// a re-exec against the processes.
-    #[cfg(test)]
-    pub fn all_pids(&self) -> Vec<crate::machine::event::Pid> {
-        self.live_pids()
     }
 }
 
@@ -174,7 +162,7 @@ fn moments(v: &mut Value, taken: Moment) {
         Value::Object(fields) => {
             for (name, field) in fields.iter_mut().filter(|(name, _)| *name != "last_outcome") {
                 match field.as_i64().filter(|_| V1_TIMES.contains(&name.as_str())) {
-                    Some(offset) => *field = moment(offset, taken).nanos().into(),
+                    Some(offset) => *field = taken.nanos().saturating_add_signed(offset).into(),
                     None => moments(field, taken),
                 }
             }
@@ -228,10 +216,4 @@ fn draining(g: &mut Value) -> Result<()> {
     };
     *g = json!({"generation": g.take(), "stop": stop});
     Ok(())
-}
-
-/// The moment `offset` nanoseconds after `taken` (before, if negative).
-fn moment(offset: i64, taken: Moment) -> Moment {
-    let span = Duration::from_nanos(offset.unsigned_abs());
-    if offset >= 0 { taken + span } else { taken - span }
 }

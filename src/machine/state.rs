@@ -29,7 +29,7 @@ pub(super) enum Phase {
 }
 
 /// Serving, starting, restarting: the only phase that spawns.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Running {
     /// The last `SERVER_STARTER_GENERATION` handed out; failed ones count.
     generation: u64,
@@ -45,15 +45,14 @@ pub(super) struct Running {
 }
 
 /// Where the next generation is: starting, waiting for its turn, or nowhere.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub(super) enum Slot {
+    #[default]
     Empty,
     /// A new generation waits for the rate limit (a retry, or a replacement
     /// for a serving generation left with no worker).
-    Scheduled {
-        at: Moment,
-    },
+    Scheduled { at: Moment },
     /// `pending`: a restart was asked for meanwhile; it follows this one.
     Starting {
         candidate: Generation,
@@ -100,19 +99,9 @@ impl Phase {
 }
 
 impl Running {
-    pub fn new() -> Running {
-        Running {
-            generation: 0,
-            last_spawn_at: None,
-            slot: Slot::Empty,
-            start_failures: 0,
-            restart_on_change_at: None,
-        }
-    }
-
     /// The slot, when no generation is starting in it.
     pub fn vacancy(&mut self) -> Option<Vacancy<'_>> {
-        (!self.slot.is_starting()).then_some(Vacancy(self))
+        self.slot.candidate().is_none().then_some(Vacancy(self))
     }
 
     /// The one way to a spawn: there is no `Running` once stopping.
@@ -170,10 +159,6 @@ impl Vacancy<'_> {
 }
 
 impl Slot {
-    pub fn is_starting(&self) -> bool {
-        matches!(self, Slot::Starting { .. })
-    }
-
     pub fn candidate(&self) -> Option<&Generation> {
         if let Slot::Starting { candidate, .. } = self { Some(candidate) } else { None }
     }

@@ -173,16 +173,16 @@ impl Perform for Supervisor {
             // Held until the orphans are stopped and the captured output
             // flushed, so that `exiting` stays the last line.
             Effect::Log(Event::Exiting) => {}
-            Effect::Log(Event::Diagnosis { generation, status, hint: Hint::FailedDuringStartup }) => {
-                self.log_event(&Event::Diagnosis { generation, status, hint: Hint::FailedDuringStartup });
+            Effect::Log(event @ Event::Diagnosis { generation, hint: Hint::FailedDuringStartup, .. }) => {
+                self.log_event(&event);
                 let exited = self.failed_pid.take();
                 if let Some(line) = exited.and_then(|pid| self.observer.exited_unseen(generation, pid)) {
                     self.log.line(&line);
                 }
             }
-            Effect::Log(Event::FailedToStart { pid, status }) => {
+            Effect::Log(event @ Event::FailedToStart { pid, .. }) => {
                 self.failed_pid = Some(pid);
-                self.log_event(&Event::FailedToStart { pid, status });
+                self.log_event(&event);
             }
             Effect::Log(event @ Event::Ready { .. }) => {
                 if let Event::Ready { generation, pids, how, .. } = &event {
@@ -227,54 +227,46 @@ impl Supervisor {
     /// Runs the loop until the machine exits. `start`: a first start (not
     /// the new image of an upgrade, whose machine is under way).
     pub fn serve(&mut self, start: bool) -> Result<u8> {
-        let first = if start { vec![Input::Start] } else { self.resumed_inputs() };
+        // A new image's first inputs: children that exited while the images
+        // changed, reaped now (their SIGCHLD may have come before the handler).
+        let first = if start { vec![Input::Start] } else { [self.child_exits(), vec![Input::Tick]].concat() };
         if let Some(code) = self.feed(moment(), first) {
             return Ok(exit_code(code));
         }
         loop {
-            let control = self.control.as_ref().and_then(|c| c.next_deadline(Instant::now()));
-            let logger = self.logger.as_ref().and_then(Logger::deadline);
             // Members of a lingering group may not be our children (no
             // subreaper): look again now and then while there are some.
             let lingering = (!self.lingering.is_empty()).then(|| Instant::now() + LINGER_CHECK);
-            let upgrade = self.upgrades.deadline();
-            let observe = self.observer.deadline(&self.machine, &self.listeners, &self.config.fds);
             let deadlines = [
                 self.machine.next_deadline().map(instant),
-                control,
-                logger,
+                self.control.as_ref().and_then(|c| c.next_deadline(Instant::now())),
+                self.logger.as_ref().and_then(Logger::deadline),
                 lingering,
                 self.log.deadline(),
-                upgrade,
-                observe,
+                self.upgrades.deadline(),
+                self.observer.deadline(&self.machine, &self.listeners, &self.config.fds),
                 self.scrape.as_ref().and_then(scrape::MetricsServer::deadline),
             ];
-            let timeout = match deadlines.into_iter().flatten().min() {
-                None => PollTimeout::NONE,
-                Some(at) => {
-                    let wait = at.saturating_duration_since(Instant::now());
-                    // Round up: waking early would only spin.
-                    let ms = wait.as_micros().div_ceil(1000).min(i32::MAX as u128);
-                    PollTimeout::try_from(ms as i32).unwrap_or(PollTimeout::MAX)
-                }
-            };
-            let mut fds = vec![
-                PollFd::new(self.signals.fd(), PollFlags::POLLIN),
-                PollFd::new(self.notify.fd(), PollFlags::POLLIN),
-            ];
+            // In milliseconds, rounded up: waking early would only spin.
+            let wait =
+                deadlines.into_iter().flatten().min().map(|at| at.saturating_duration_since(Instant::now()));
+            let timeout = wait.map_or(PollTimeout::NONE, |wait| {
+                PollTimeout::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
+            });
             // Captured output is read only while the log has room for it
             // (or its command is down: then the sink drops beyond its bound).
             let capture = self.capture.as_ref().filter(|_| self.log.sink().may_capture());
-            let sockets = (self.einhorn.poll_fds().into_iter())
-                .chain(self.control.iter().flat_map(|c| c.poll_fds()))
-                .chain(capture.into_iter().flat_map(|c| c.poll_fds()));
-            fds.extend(sockets.map(|(fd, events)| PollFd::new(fd, events)));
             let sink = self.log.sink();
-            fds.extend(sink.poll_fd().map(|(fd, events)| PollFd::new(fd, events)));
-            fds.extend(self.watcher.iter().map(|w| PollFd::new(w.fd(), PollFlags::POLLIN)));
-            fds.extend(self.observer.poll_fd().map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
-            let scrape = self.scrape.iter().flat_map(|s| s.poll_fds());
-            fds.extend(scrape.map(|(fd, events)| PollFd::new(fd, events)));
+            let readable = [self.signals.fd(), self.notify.fd()].into_iter().chain(self.observer.poll_fd());
+            let mut fds: Vec<PollFd> = (readable.chain(self.watcher.iter().map(Watcher::fd)))
+                .map(|fd| (fd, PollFlags::POLLIN))
+                .chain(self.einhorn.poll_fds())
+                .chain(self.control.iter().flat_map(|c| c.poll_fds()))
+                .chain(capture.into_iter().flat_map(|c| c.poll_fds()))
+                .chain(sink.poll_fd())
+                .chain(self.scrape.iter().flat_map(|s| s.poll_fds()))
+                .map(|(fd, events)| PollFd::new(fd, events))
+                .collect();
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(Error::runtime(format!("poll failed: {e}"))),

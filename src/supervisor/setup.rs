@@ -16,7 +16,7 @@ use super::logger::Logger;
 use super::{Parts, Supervisor};
 use super::{output, reaper};
 use crate::config::{Config, LogTarget};
-use crate::error::{Context, Error, Result, io_text};
+use crate::error::{Context, Result};
 use crate::listen::{self, Listener};
 use crate::machine::Machine;
 use crate::state::{PidFile, StatusFile};
@@ -37,13 +37,12 @@ struct Started {
     control: Option<ControlServer>,
     /// Session until chosen (whose `finish` does nothing).
     contain: Containment,
-    armed: bool,
 }
 
 impl Started {
-    /// Set-up succeeded: the supervisor owns these now.
+    /// Set-up succeeded: the supervisor owns these now, and nothing is
+    /// left for the drop to undo.
     fn disarm(mut self) -> (Option<PidFile>, Vec<Listener>, Option<ControlServer>, Containment) {
-        self.armed = false;
         (
             self.pid_file.take(),
             std::mem::take(&mut self.listeners),
@@ -55,9 +54,6 @@ impl Started {
 
 impl Drop for Started {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
         self.listeners.iter().for_each(|l| drop(l.remove_file()));
         if let Some(control) = &self.control {
             let _ = control.remove();
@@ -78,20 +74,12 @@ pub fn run(mut config: Config) -> Result<u8> {
         let pid = std::process::id();
         let _ = writeln!(std::io::stderr(), "start_server (pid:{pid}) starting now...");
     }
-    let status_file = match config.status_file.as_deref() {
-        Some(path) => Some(StatusFile::new(path).map_err(|e| {
-            Error::runtime(format!("cannot use status file {}: {}", path.display(), io_text(&e)))
-        })?),
-        None => None,
-    };
+    let status_file = (config.status_file.as_deref())
+        .map(|path| StatusFile::new(path).context(|| format!("cannot use status file {}", path.display())))
+        .transpose()?;
     let pid_file = config.pid_file.as_deref().map(PidFile::acquire).transpose()?;
-    let mut started = Started {
-        pid_file,
-        listeners: Vec::new(),
-        control: None,
-        contain: Containment::session(),
-        armed: true,
-    };
+    let mut started =
+        Started { pid_file, listeners: Vec::new(), control: None, contain: Containment::session() };
     // Sockets our own service manager passed are adopted before anything binds.
     let inherited = config.activation.as_ref().map_or(Ok(Vec::new()), listen::take_inherited)?;
     let opened = listen::open_all(&config.listeners, config.backlog, inherited)?;
@@ -104,18 +92,13 @@ pub fn run(mut config: Config) -> Result<u8> {
     if let Some(c) = &config.credentials {
         notify.grant(c.gid, &[einhorn.path()]).context(creating("worker sockets for --user"))?;
     }
-    if let Some(path) = config.control.as_deref() {
-        started.control = Some(ControlServer::bind(path)?);
-    }
+    started.control = config.control.as_deref().map(ControlServer::bind).transpose()?;
     let scrape = config.metrics_listen.map(super::scrape::MetricsServer::bind).transpose()?;
     if let Some(addr) = scrape.as_ref().and_then(super::scrape::MetricsServer::local_addr) {
         log.extra(&format!("serving metrics on http://{addr}/metrics"));
     }
     let signals = Signals::install().context(creating("signal handlers"))?;
-    let pipe = match &config.log {
-        Some(target) => output::redirect(target)?,
-        None => None,
-    };
+    let pipe = config.log.as_ref().map(output::redirect).transpose()?.flatten();
     let (contain, why) = Containment::choose(config.cgroups);
     started.contain = contain;
     let logger = match (pipe, &config.log) {
@@ -132,10 +115,7 @@ pub fn run(mut config: Config) -> Result<u8> {
         output::detach()?;
     }
     log.retarget(logger.is_some());
-    let watcher = match config.watch.is_empty() {
-        true => None,
-        false => Some(Watcher::new(&config.watch)?),
-    };
+    let watcher = (!config.watch.is_empty()).then(|| Watcher::new(&config.watch)).transpose()?;
     let (mut pid_file, listeners, control, contain) = started.disarm();
     if cleaned > 0 {
         let what = if cleaned == 1 { "directory" } else { "directories" };

@@ -33,11 +33,8 @@ pub fn line(event: &Event, compat: bool) -> String {
 }
 
 fn pid_list(pids: &[Pid]) -> String {
-    if pids.is_empty() {
-        return "none".to_string();
-    }
-    let list: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
-    list.join(",")
+    let list: Vec<String> = pids.iter().map(Pid::to_string).collect();
+    if list.is_empty() { "none".to_string() } else { list.join(",") }
 }
 
 /// `pid 12` or `pids 12,13`.
@@ -69,8 +66,9 @@ fn signal_name(signal: Signal) -> &'static str {
     signal.as_str().trim_start_matches("SIG")
 }
 
-fn round_ms(d: Duration) -> Duration {
-    Duration::from_millis(d.as_millis() as u64)
+/// A duration in words, to the millisecond: `1s 500ms`.
+fn human(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_millis(d.as_millis() as u64))
 }
 
 impl fmt::Display for ExitStatus {
@@ -78,14 +76,11 @@ impl fmt::Display for ExitStatus {
         match *self {
             ExitStatus::Code(code) => write!(f, "exited with {code}"),
             ExitStatus::Signal { signal, core } => {
+                let core = if core { " (core dumped)" } else { "" };
                 match Signal::try_from(signal) {
-                    Ok(sig) => write!(f, "killed by {}", sig.as_str())?,
-                    Err(_) => write!(f, "killed by signal {signal}")?,
+                    Ok(sig) => write!(f, "killed by {}{core}", sig.as_str()),
+                    Err(_) => write!(f, "killed by signal {signal}{core}"),
                 }
-                if core {
-                    f.write_str(" (core dumped)")?;
-                }
-                Ok(())
             }
         }
     }
@@ -149,12 +144,10 @@ impl fmt::Display for Event {
                 write!(f, "old worker {pid} died, status:{}", status.raw())
             }
             Event::ReceivedHup => f.write_str("received HUP, spawning a new worker"),
-            Event::NowRunning { signal, old } => write!(
-                f,
-                "new worker is now running, sending {} to old workers:{}",
-                signal_name(*signal),
-                pid_list(old)
-            ),
+            Event::NowRunning { signal, old } => {
+                let (signal, old) = (signal_name(*signal), pid_list(old));
+                write!(f, "new worker is now running, sending {signal} to old workers:{old}")
+            }
             Event::SleepingBeforeKill { secs } => {
                 write!(f, "sleeping {secs} secs before killing old workers")
             }
@@ -163,25 +156,18 @@ impl fmt::Display for Event {
                 let forced = if *forced { "forced, " } else { "" };
                 write!(f, "autorestart triggered ({forced}interval={interval})")
             }
-            Event::ShutdownReceived { received, sending, pids } => write!(
-                f,
-                "received {}, sending {} to all workers:{}",
-                signal_name(*received),
-                signal_name(*sending),
-                pid_list(pids)
-            ),
+            Event::ShutdownReceived { received, sending, pids } => {
+                let (received, sending, pids) =
+                    (signal_name(*received), signal_name(*sending), pid_list(pids));
+                write!(f, "received {received}, sending {sending} to all workers:{pids}")
+            }
             Event::WorkerDied { pid, status } => {
                 write!(f, "worker {pid} died, status:{}", status.raw())
             }
             Event::Exiting => f.write_str("exiting"),
             Event::Ready { generation, pids, after, how } => {
-                let how = ready_by(*how, pids);
-                write!(
-                    f,
-                    "generation {generation} ({}) is ready ({how} after {})",
-                    pids_phrase(pids),
-                    humantime::format_duration(round_ms(*after))
-                )
+                let (how, pids, after) = (ready_by(*how, pids), pids_phrase(pids), human(*after));
+                write!(f, "generation {generation} ({pids}) is ready ({how} after {after})")
             }
             Event::HupCoalesced { generation } => write!(
                 f,
@@ -194,12 +180,12 @@ impl fmt::Display for Event {
                 write!(f, "generation {generation} {status}: {hint}")
             }
             Event::ReadyTimeout { generation, pids, after, awaited, serving } => {
+                let (pids, after) = (pids_phrase(pids), human(*after));
+                let serving =
+                    if *serving { "the serving generation is untouched" } else { "no generation serves" };
                 write!(
                     f,
-                    "generation {generation} ({}) not ready after {}; stopping it, {}",
-                    pids_phrase(pids),
-                    humantime::format_duration(round_ms(*after)),
-                    if *serving { "the serving generation is untouched" } else { "no generation serves" }
+                    "generation {generation} ({pids}) not ready after {after}; stopping it, {serving}"
                 )?;
                 f.write_str(match awaited {
                     Awaited::Notify => "",
@@ -218,28 +204,26 @@ impl fmt::Display for Event {
                     "worker {pid} sent READY=1: later generations are switched to only when they send it too"
                 )?;
                 match timeout {
-                    Some(t) => {
-                        write!(f, ", within {} (--ready auto)", humantime::format_duration(round_ms(*t)))
-                    }
+                    Some(t) => write!(f, ", within {} (--ready auto)", human(*t)),
                     None => f.write_str(" (--ready auto)"),
                 }
             }
             Event::DrainTimeout { pid, after } => write!(
                 f,
                 "old worker {pid} still running {} after it was told to stop; sending KILL to its process group",
-                humantime::format_duration(round_ms(*after))
+                human(*after)
             ),
             Event::UnreadyStopTimeout { pid, generation, after } => write!(
                 f,
                 "worker {pid} of generation {generation}, which never became ready, still running {} after it \
                  was told to stop; sending KILL to its process group (--ready-timeout)",
-                humantime::format_duration(round_ms(*after))
+                human(*after)
             ),
             Event::StopTimeout { pids, after } => write!(
                 f,
                 "workers {} still running {} after shutdown began; sending KILL to their process groups",
                 pid_list(pids),
-                humantime::format_duration(round_ms(*after))
+                human(*after)
             ),
             Event::Forwarded { signal, pids } => {
                 write!(f, "received {}, forwarding it to workers:{}", signal_name(*signal), pid_list(pids))

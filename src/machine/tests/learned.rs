@@ -153,7 +153,7 @@ fn siblings_of_the_first_worker_to_say_ready_are_waited_for() {
 /// Whether worker `index` of the serving generation counts as ready.
 fn serving_ready(run: &Run, index: usize) -> bool {
     let current = run.machine.current.as_ref().expect("a serving generation");
-    current.workers.iter().any(|w| w.index() == index && w.ready())
+    current.workers.iter().any(|w| w.live().is_some_and(|w| w.index == index && w.ready))
 }
 
 #[test]

@@ -78,7 +78,7 @@ proptest! {
         run(policy.clone(), fails, ops, |sim| {
             let restored = carried(&policy, &sim.machine, sim.now)?;
             prop_assert_eq!(restored.snapshot(), sim.machine.snapshot());
-            prop_assert_eq!(restored.all_pids(), sim.machine.all_pids());
+            prop_assert_eq!(restored.live_pids(), sim.machine.live_pids());
             prop_assert_eq!(restored.views(), sim.machine.views());
             prop_assert_eq!(restored.next_deadline(), sim.machine.next_deadline());
             Ok(())
@@ -148,7 +148,7 @@ fn the_format_2_record_restores_to_the_machine_it_was() {
     };
     let draining = view(2, Role::Draining, vec![102], 3500, 2500, Some(500));
     assert_eq!(machine.views(), [draining, view(3, Role::Serving, vec![103], 1500, 500, None)]);
-    assert_eq!(machine.all_pids(), [102, 103]);
+    assert_eq!(machine.live_pids(), [102, 103]);
     assert_eq!(machine.counters(), Counters { restarts: 2, failures: 0, respawns: 0 });
     let first = Outcome::Restarted {
         generation: 2,

@@ -51,8 +51,7 @@ impl Carry for Vec<Listener> {
     }
 
     fn resume(record: Vec<ListenerRecord>, from: &mut Resuming, config: &Config) -> io::Result<Self> {
-        let mut listeners = Vec::with_capacity(record.len());
-        for (at, l) in record.into_iter().enumerate() {
+        let resume = |(at, l): (usize, ListenerRecord)| {
             let carried = listen::Carried {
                 socket: socket2::Socket::from(from.fd(l.fd)?),
                 key: l.key,
@@ -61,10 +60,9 @@ impl Carry for Vec<Listener> {
                 created_path: l.created.map(|(path, dev, ino)| OwnedPath::known(path, (dev, ino))),
                 inherited_fd: l.inherited_fd,
             };
-            let listener = listen::resume(config.listeners.get(at), carried);
-            listeners.push(listener.map_err(|e| io::Error::other(e.to_string()))?);
-        }
-        Ok(listeners)
+            listen::resume(config.listeners.get(at), carried).map_err(|e| io::Error::other(e.to_string()))
+        };
+        record.into_iter().enumerate().map(resume).collect()
     }
 
     fn remove_files(record: &Vec<ListenerRecord>) {

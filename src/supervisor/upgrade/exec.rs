@@ -2,17 +2,15 @@
 //! binary's open file is executed with the state record, signals held
 //! until the new program takes them. If `execve` fails, everything is put
 //! back and the supervisor goes on.
-use std::io;
 use std::os::fd::AsRawFd;
 use std::time::{Instant, SystemTime};
 
-use nix::fcntl::AtFlags;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, raise, sigprocmask};
 
 use super::record::{self, ConfigRecord, MAX_RECORD, Record};
 use super::verify::{Asked, Verified};
 use super::{ROLLBACK, VERSION, memfd};
-use crate::error::{Error, Result, io_text};
+use crate::error::io_text;
 use crate::machine::Upward;
 use crate::supervisor::carry::{Carry, Written};
 use crate::supervisor::{Supervisor, notify_socket};
@@ -66,17 +64,11 @@ impl Supervisor {
         self.log.settle();
         // Followers are not carried: this is the last record they get from this image.
         self.publish();
-        let reply = |took_ms| Upgraded {
-            ok: true,
-            pid: std::process::id(),
-            binary: binary.clone(),
-            from: VERSION.to_string(),
-            to: to.clone(),
-            took_ms,
-        };
+        let (pid, from) = (std::process::id(), VERSION.to_string());
+        let reply = Upgraded { ok: true, pid, binary: binary.clone(), from, to: to.clone(), took_ms: None };
         if let Some(control) = &mut self.control {
             for &(id, _) in asked.requests.iter().filter(|(_, wait)| !wait) {
-                control.reply(id, &reply(None));
+                control.reply(id, &reply);
             }
             control.flush();
         }
@@ -174,31 +166,21 @@ fn exec(asked: &Asked, record: &Record, encoded: &[u8]) -> String {
         Ok(file) => file,
         Err(e) => return format!("cannot write the state record: {}", io_text(&e)),
     };
-    let c = |bytes: &[u8]| CString::new(bytes).map_err(|_| Error::runtime("a NUL byte in the command line"));
-    let strings = || -> Result<(Vec<CString>, Vec<CString>)> {
-        let argv = record.argv.iter().map(|a| c(a.as_bytes())).collect::<Result<_, _>>()?;
-        let pair = |(k, v): &(std::ffi::OsString, std::ffi::OsString)| {
-            c(&[k.as_bytes(), b"=", v.as_bytes()].concat())
-        };
-        let mut env: Vec<CString> = record.env.iter().map(pair).collect::<Result<_, _>>()?;
-        env.push(c(format!("{HANDOVER_UPGRADE_STATE}={}", state.as_raw_fd()).as_bytes())?);
-        if let Some(previous) = record.previous_binary {
-            env.push(c(format!("{ROLLBACK}={previous}:{}", state.as_raw_fd()).as_bytes())?);
-        }
-        Ok((argv, env))
-    };
-    let (argv, env) = match strings() {
-        Ok(strings) => strings,
-        Err(why) => return why.message,
+    let fd = state.as_raw_fd();
+    let mut env: Vec<Vec<u8>> =
+        record.env.iter().map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()].concat()).collect();
+    env.push(format!("{HANDOVER_UPGRADE_STATE}={fd}").into_bytes());
+    env.extend(record.previous_binary.map(|previous| format!("{ROLLBACK}={previous}:{fd}").into_bytes()));
+    let argv = record.argv.iter().map(|a| a.as_bytes().to_vec());
+    let c = |strings: Vec<Vec<u8>>| strings.into_iter().map(CString::new).collect::<Result<Vec<_>, _>>();
+    let (Ok(argv), Ok(env)) = (c(argv.collect()), c(env)) else {
+        return "a NUL byte in the command line".to_string();
     };
     if let Err(e) = sys::fd::set_cloexec(&fds, false) {
         let _ = sys::fd::set_cloexec(&fds, true);
         return format!("cannot hand over the fds: {}", io_text(&e));
     }
-    let errno = match nix::unistd::execveat(&asked.file, c"", &argv, &env, AtFlags::AT_EMPTY_PATH) {
-        Err(errno) => errno,
-        Ok(never) => match never {},
-    };
+    let e = sys::process::execute_fd(asked.file.as_raw_fd(), &argv, &env);
     let _ = sys::fd::set_cloexec(&fds, true);
-    format!("cannot execute {}: {}", binary.display(), io_text(&io::Error::from(errno)))
+    format!("cannot execute {}: {}", binary.display(), io_text(&e))
 }

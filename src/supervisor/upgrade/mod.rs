@@ -48,6 +48,9 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+
 use super::Supervisor;
 use super::control::RequestId;
 use crate::sys;
@@ -105,10 +108,16 @@ impl Upgrades {
             image_started: SystemTime::now(),
             supervisor_started: started,
             count: 0,
-            own: own_file(),
+            // `/proc/self/exe` still opens it after a package upgrade
+            // replaced the file. None without `/proc`: no roll-back then.
+            own: nix::fcntl::open("/proc/self/exe", OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).ok(),
             verifying: None,
             verified: None,
         }
+    }
+
+    fn own_fd(&self) -> Option<RawFd> {
+        self.own.as_ref().map(AsRawFd::as_raw_fd)
     }
 
     /// When a verify run is given up.
@@ -138,20 +147,6 @@ fn own_binary() -> PathBuf {
     match text.strip_suffix(" (deleted)") {
         Some(path) => PathBuf::from(path),
         None => exe,
-    }
-}
-
-/// This image's binary, open (`O_PATH`): `/proc/self/exe` still opens it
-/// after a package upgrade replaced the file. None without `/proc`: an
-/// upgrade then cannot roll back.
-fn own_file() -> Option<OwnedFd> {
-    use nix::fcntl::{OFlag, open};
-    open("/proc/self/exe", OFlag::O_PATH | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).ok()
-}
-
-impl Upgrades {
-    fn own_fd(&self) -> Option<RawFd> {
-        self.own.as_ref().map(AsRawFd::as_raw_fd)
     }
 }
 

@@ -60,7 +60,7 @@ pub struct Record {
     /// the new image is executed with them.
     #[serde(with = "os_strings")]
     pub argv: Vec<std::ffi::OsString>,
-    #[serde(with = "os_pairs")]
+    #[serde(with = "os_strings::pairs")]
     pub env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
     /// Wall-clock milliseconds since the epoch at the supervisor's first start.
     pub started_ms: u64,
@@ -125,7 +125,7 @@ pub struct Record {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ConfigRecord {
     /// The envdir's values of the variables the configuration reads.
-    #[serde(with = "os_pairs")]
+    #[serde(with = "os_strings::pairs")]
     pub envdir: Vec<(std::ffi::OsString, std::ffi::OsString)>,
     /// Socket activation's fd names, when it was addressed to the supervisor.
     pub activation: Option<Vec<Option<String>>>,
@@ -175,6 +175,9 @@ impl Record {
 
     /// The record in `bytes`, or one line saying why it cannot be read.
     pub fn decode(bytes: &[u8]) -> crate::error::Result<Record> {
+        if bytes.len() > MAX_RECORD {
+            return Err(Error::runtime(format!("the state record is larger than {MAX_RECORD} bytes")));
+        }
         #[derive(Deserialize)]
         struct Head {
             format: u32,
@@ -208,43 +211,44 @@ impl Record {
     }
 }
 
-/// OS strings as hex (they need not be UTF-8).
+/// OS strings as hex (they need not be UTF-8), alone or in pairs.
 mod os_strings {
     use std::ffi::OsString;
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde::{Deserialize, Deserializer, Serializer};
 
     use crate::supervisor::carry::HexBytes;
 
+    fn hex(o: &OsString) -> HexBytes {
+        HexBytes(o.as_bytes().to_vec())
+    }
+
+    fn os(h: HexBytes) -> OsString {
+        OsString::from_vec(h.0)
+    }
+
     pub fn serialize<S: Serializer>(strings: &[OsString], s: S) -> Result<S::Ok, S::Error> {
-        let hexed: Vec<HexBytes> = strings.iter().map(|o| HexBytes(o.as_bytes().to_vec())).collect();
-        hexed.serialize(s)
+        s.collect_seq(strings.iter().map(hex))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<OsString>, D::Error> {
-        let hexed = Vec::<HexBytes>::deserialize(d)?;
-        Ok(hexed.into_iter().map(|h| OsString::from_vec(h.0)).collect())
-    }
-}
-
-mod os_pairs {
-    use std::ffi::OsString;
-    use std::os::unix::ffi::{OsStrExt, OsStringExt};
-
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    use crate::supervisor::carry::HexBytes;
-
-    pub fn serialize<S: Serializer>(pairs: &[(OsString, OsString)], s: S) -> Result<S::Ok, S::Error> {
-        let hex = |o: &OsString| HexBytes(o.as_bytes().to_vec());
-        let hexed: Vec<(HexBytes, HexBytes)> = pairs.iter().map(|(k, v)| (hex(k), hex(v))).collect();
-        hexed.serialize(s)
+        Ok(Vec::<HexBytes>::deserialize(d)?.into_iter().map(os).collect())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(OsString, OsString)>, D::Error> {
-        let hexed = Vec::<(HexBytes, HexBytes)>::deserialize(d)?;
-        Ok(hexed.into_iter().map(|(k, v)| (OsString::from_vec(k.0), OsString::from_vec(v.0))).collect())
+    pub mod pairs {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(pairs: &[(OsString, OsString)], s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(pairs.iter().map(|(k, v)| (hex(k), hex(v))))
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(OsString, OsString)>, D::Error> {
+            Ok(Vec::<(HexBytes, HexBytes)>::deserialize(d)?
+                .into_iter()
+                .map(|(k, v)| (os(k), os(v)))
+                .collect())
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::error::io_text;
 use crate::error::{Error, Result};
 use crate::listen::Listener;
-use crate::machine::{Input, Machine};
+use crate::machine::Machine;
 use crate::state::{PidFile, StatusFile};
 use crate::supervisor::capture::Capture;
 use crate::supervisor::carry::{Carry, Part, Resuming};
@@ -40,14 +40,7 @@ pub fn read_record(from: impl Read) -> Result<Record> {
     let mut bytes = Vec::new();
     let read = from.take(MAX_RECORD as u64 + 1).read_to_end(&mut bytes);
     read.map_err(|e| Error::runtime(format!("cannot read the state record: {e}")))?;
-    decode(&bytes)
-}
-
-fn decode(bytes: &[u8]) -> Result<Record> {
-    if bytes.len() > MAX_RECORD {
-        return Err(Error::runtime(format!("the state record is larger than {MAX_RECORD} bytes")));
-    }
-    Record::decode(bytes)
+    Record::decode(&bytes)
 }
 
 /// Whether this handover can take over with `record` and `config` (the
@@ -92,7 +85,7 @@ pub fn resume(handed: Handed, configure: impl Fn(&Record) -> Result<Config>) -> 
         .and_then(|fd| {
             let bytes = sys::fd::read_from_start(fd, MAX_RECORD);
             let bytes = bytes.map_err(|e| format!("carried fd {fd}: {}", io_text(&e)))?;
-            decode(&bytes).map_err(|e| e.message)
+            Record::decode(&bytes).map_err(|e| e.message)
         })
         .map_err(|e| undo(None, e))?;
     let config = configure(&record).map_err(|e| undo(Some(&record), e.message))?;
@@ -148,10 +141,8 @@ fn take_over(
     let einhorn = EinhornSocket::resume(record.einhorn.clone(), from, &config).map_err(io)?;
     let control = resume_some::<ControlServer>(record.control.clone(), from, &config).map_err(io)?;
     let pid_file = resume_some::<PidFile>(record.pid_file.clone(), from, &config).map_err(io)?;
-    let capture = match config.capture {
-        Some(_) => resume_some::<Capture>(record.capture.clone(), from, &config).map_err(io)?,
-        None => None,
-    };
+    // `check` made sure the record carries streams exactly when the command line captures.
+    let capture = resume_some::<Capture>(record.capture.clone(), from, &config).map_err(io)?;
     let logger = resume_some::<Logger>(record.logger.clone(), from, &config).map_err(io)?;
     let events = resume_some::<Events>(record.events.clone(), from, &config).map_err(io)?;
     let mut log = Log::new(config.compat, config.log_json);
@@ -161,10 +152,8 @@ fn take_over(
     log.retarget(logger.is_some());
     log.sink().set_lossy(logger.as_ref().is_some_and(|l| l.pid.is_none()));
     log.sink().captured(&record.log_pending);
-    let watcher = match config.watch.is_empty() {
-        true => None,
-        false => Some(Watcher::new(&config.watch).map_err(|e| fail(e.message))?),
-    };
+    let watcher = (!config.watch.is_empty()).then(|| Watcher::new(&config.watch));
+    let watcher = watcher.transpose().map_err(|e| fail(e.message))?;
     if let Err(e) = reaper::become_subreaper() {
         log.line(&format!("cannot become a subreaper ({e}): orphans of workers go to init"));
     }
@@ -186,12 +175,12 @@ fn take_over(
         }
         bound => bound.and_then(Result::ok),
     };
-    let started = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(record.started_ms);
-    let mut upgrades = Upgrades::new(started);
+    let at = |ms| SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    let mut upgrades = Upgrades::new(at(record.started_ms));
     upgrades.count = record.upgrades + u64::from(rolled_back.is_none());
-    if let Some(ms) = record.image_started_ms.filter(|_| rolled_back.is_some()) {
-        upgrades.image_started = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-    }
+    // A roll-back goes on as the image it was.
+    let image_started = record.image_started_ms.filter(|_| rolled_back.is_some());
+    upgrades.image_started = image_started.map_or(upgrades.image_started, at);
     let status_file =
         (config.status_file.as_deref()).map(|path| StatusFile::resume(path, record.status_written));
     let parts = Parts {
@@ -235,17 +224,10 @@ fn take_over(
         supervisor.refuse_upgrade(&waiting, &format!("{why}; rolled back to handover {VERSION}"));
     } else if let Some(control) = &mut supervisor.control {
         let binary = supervisor.upgrades.binary.display().to_string();
-        for &id in &record.waiting {
-            let reply = Upgraded {
-                ok: true,
-                pid,
-                binary: binary.clone(),
-                from: record.version.clone(),
-                to: VERSION.to_string(),
-                took_ms: Some((took.as_secs_f64() * 1e6).round() / 1e3),
-            };
-            control.reply(RequestId(id), &reply);
-        }
+        let took_ms = Some((took.as_secs_f64() * 1e6).round() / 1e3);
+        let reply =
+            Upgraded { ok: true, pid, binary, from: record.version.clone(), to: VERSION.into(), took_ms };
+        record.waiting.iter().for_each(|&id| control.reply(RequestId(id), &reply));
     }
     Ok(supervisor)
 }
@@ -257,15 +239,4 @@ fn resume_some<T: Carry>(
     config: &Config,
 ) -> std::io::Result<Option<T>> {
     record.map(|r| T::resume(r, from, config)).transpose()
-}
-
-impl Supervisor {
-    /// The first inputs of a new image: children that exited while the
-    /// images changed, reaped now (their SIGCHLD may have come before the
-    /// handler), then a tick. The status file still says what it said.
-    pub(in crate::supervisor) fn resumed_inputs(&mut self) -> Vec<Input> {
-        let mut inputs = self.child_exits();
-        inputs.push(Input::Tick);
-        inputs
-    }
 }

@@ -10,7 +10,7 @@
 //!
 //! Nothing is opened between the failure and the exec, so no number the
 //! record names can be reused meanwhile; signals stay blocked throughout.
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 
@@ -52,20 +52,18 @@ impl Rollback {
             let _ = sys::fd::set_cloexec(&[fd], false);
         }
         let c = |bytes: &[u8]| CString::new(bytes.iter().copied().filter(|&b| b != 0).collect::<Vec<u8>>());
-        let argv: Vec<CString> = match record {
-            Some(record) => record.argv.iter().filter_map(|a| c(a.as_bytes()).ok()).collect(),
-            None => std::env::args_os().filter_map(|a| c(a.as_bytes()).ok()).collect(),
+        let c = |bytes: &[u8]| c(bytes).unwrap_or_default();
+        let (argv, pairs): (Vec<OsString>, Vec<(OsString, OsString)>) = match record {
+            Some(record) => (record.argv.clone(), record.env.clone()),
+            None => (std::env::args_os().collect(), std::env::vars_os().collect()),
         };
-        let pairs: Vec<(std::ffi::OsString, std::ffi::OsString)> = match record {
-            Some(record) => record.env.clone(),
-            None => std::env::vars_os().collect(),
-        };
+        let argv: Vec<CString> = argv.iter().map(|a| c(a.as_bytes())).collect();
         let mut env: Vec<CString> =
-            pairs.iter().filter_map(|(k, v)| c(&[k.as_bytes(), b"=", v.as_bytes()].concat()).ok()).collect();
+            pairs.iter().map(|(k, v)| c(&[k.as_bytes(), b"=", v.as_bytes()].concat())).collect();
         let why = why.as_bytes();
         let why = &why[..why.len().min(MAX_WHY)];
-        env.extend(c(format!("{HANDOVER_UPGRADE_STATE}={}", self.record).as_bytes()).ok());
-        env.extend(c(&[ROLLED_BACK.as_bytes(), b"=", why].concat()).ok());
+        env.push(c(format!("{HANDOVER_UPGRADE_STATE}={}", self.record).as_bytes()));
+        env.push(c(&[ROLLED_BACK.as_bytes(), b"=", why].concat()));
         let e = sys::process::execute_fd(self.previous, &argv, &env);
         format!("cannot execute the previous program again: {}", io_text(&e))
     }

@@ -56,20 +56,12 @@ fn still_the_same(asked: &Asked) -> Result<()> {
     let identity = |st: nix::sys::stat::FileStat| (st.st_dev, st.st_ino);
     let opened = nix::sys::stat::fstat(&asked.file).map(identity);
     let named = nix::sys::stat::stat(&asked.binary).map(identity);
-    match (opened, named) {
-        (Ok(opened), Ok(named)) if opened == named => Ok(()),
-        (_, Err(e)) => {
-            let e = io_text(&io::Error::from(e));
-            Err(Error::runtime(format!(
-                "{} changed while it was checked ({e}); ask again",
-                asked.binary.display()
-            )))
-        }
-        _ => Err(Error::runtime(format!(
-            "{} was replaced while it was checked; ask again",
-            asked.binary.display()
-        ))),
-    }
+    let changed = match (opened, named) {
+        (Ok(opened), Ok(named)) if opened == named => return Ok(()),
+        (_, Err(e)) => format!("changed while it was checked ({})", io_text(&io::Error::from(e))),
+        _ => "was replaced while it was checked".to_string(),
+    };
+    Err(Error::runtime(format!("{} {changed}; ask again", asked.binary.display())))
 }
 
 /// A pipe end to read a verify run's output from, without blocking.
@@ -174,10 +166,7 @@ impl Supervisor {
 
     /// Whether `pid` was a verify run; if so its verdict is taken here.
     pub(in crate::supervisor) fn upgrade_child_exited(&mut self, pid: i32, status: ExitStatus) -> bool {
-        if self.upgrades.verifying.as_ref().is_none_or(|v| v.pid != pid) {
-            return false;
-        }
-        let Some(mut run) = self.upgrades.verifying.take() else { return false };
+        let Some(mut run) = self.upgrades.verifying.take_if(|v| v.pid == pid) else { return false };
         // Whatever it started in its process group goes with it.
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         if run.abandoned {

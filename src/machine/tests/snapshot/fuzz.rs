@@ -42,7 +42,7 @@ fn restore_and_live(policy: &Policy, snapshot: Snapshot) -> Result<(), TestCaseE
     let now = taken();
     let Ok(machine) = Machine::restore(policy.clone(), snapshot.clone(), now) else { return Ok(()) };
     prop_assert_eq!(machine.snapshot(), snapshot);
-    let pids = machine.all_pids();
+    let pids = machine.live_pids();
     let mut inputs = vec![(0, Input::Tick)];
     inputs.extend(pids.iter().map(|&pid| (10, Input::Ready { pid })));
     inputs.extend([(20, Input::Restart { request: 99 }), (1500, Input::Tick), (1500, Input::Hup)]);
