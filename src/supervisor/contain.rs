@@ -35,6 +35,7 @@ use crate::sys::spawn;
 mod census;
 mod session;
 pub use census::Census;
+pub use session::our_children;
 use session::Orphans;
 
 pub enum Containment {

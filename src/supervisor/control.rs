@@ -121,17 +121,13 @@ impl ControlServer {
         clear_stale(path)?;
         let listener = listen_at(path, 0o600).map_err(|e| fail("bind", e))?;
         let file = OwnedPath::record(path).map_err(|e| fail("inspect", e))?;
-        Ok(ControlServer {
-            listener,
-            file,
-            euid: nix::unistd::geteuid().as_raw(),
-            conns: Vec::new(),
-            next_id: 0,
-            accept_paused: false,
-            refused: Throttle::default(),
-            dropped: Throttle::default(),
-            notes: Vec::new(),
-        })
+        Ok(ControlServer::new(listener, file, Vec::new(), 0))
+    }
+
+    fn new(listener: UnixListener, file: OwnedPath, conns: Vec<Conn>, next_id: u64) -> ControlServer {
+        let (euid, throttle) = (nix::unistd::geteuid().as_raw(), Throttle::default);
+        let (refused, dropped, notes) = (throttle(), throttle(), Vec::new());
+        ControlServer { listener, file, euid, conns, next_id, accept_paused: false, refused, dropped, notes }
     }
 
     /// Every fd the poll loop must watch, with the events to ask for.

@@ -4,15 +4,12 @@
 //! Times inside the machine are `Moment`s; here they become wall-clock
 //! RFC 3339 stamps (for people and logs) and durations in milliseconds
 //! (for scripts).
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
+use super::events::ms;
 use crate::listen::Listener;
 use crate::machine::{Machine, Moment, Outcome, ReadyMode, Role};
 use crate::wire::control::{self, Phase, Readiness, Restart, RestartFailed, Restarted};
-
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
-}
 
 /// The wall-clock time of `at`, now being `now`.
 fn stamp(now: Moment, at: Moment) -> String {
@@ -117,6 +114,7 @@ pub fn status(
 mod tests {
     use super::*;
     use crate::machine::event::{ExitStatus, Failure};
+    use std::time::Duration;
 
     #[test]
     fn outcomes_as_messages() {

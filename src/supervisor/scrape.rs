@@ -186,7 +186,7 @@ impl MetricsServer {
         let mut wanted = false;
         for conn in &mut self.conns {
             if conn.closing {
-                conn.discard();
+                conn.read();
                 continue;
             }
             if !conn.answered {
@@ -219,15 +219,18 @@ impl MetricsServer {
 }
 
 impl Conn {
+    /// Reads what the client sends: the request, or once all is sent
+    /// (`closing`) whatever follows, dropped; done at its end.
     fn read(&mut self) {
         let mut chunk = [0u8; 4096];
-        while self.input.len() <= MAX_REQUEST {
+        while self.closing || self.input.len() <= MAX_REQUEST {
             match self.stream.read(&mut chunk) {
                 Ok(0) => {
                     self.eof = true;
                     break;
                 }
-                Ok(n) => self.input.extend_from_slice(&chunk[..n]),
+                Ok(n) if !self.closing => self.input.extend_from_slice(&chunk[..n]),
+                Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(_) => {
@@ -236,6 +239,7 @@ impl Conn {
                 }
             }
         }
+        self.done |= self.closing && self.eof;
     }
 
     fn write(&mut self) {
@@ -244,32 +248,13 @@ impl Conn {
                 Ok(n) => drop(self.output.drain(..n)),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(_) => {
-                    self.done = true;
-                    return;
-                }
+                Err(_) => return self.done = true,
             }
         }
         if self.answered && self.output.is_empty() && !self.closing {
             self.closing = true;
-            if self.stream.shutdown(std::net::Shutdown::Write).is_err() {
-                self.done = true;
-            }
-            self.discard();
-        }
-    }
-
-    /// Reads and drops what the client sends after its answer; done at its end.
-    fn discard(&mut self) {
-        let mut chunk = [0u8; 4096];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(0) => break self.done = true,
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => break self.done = true,
-            }
+            self.done |= self.stream.shutdown(std::net::Shutdown::Write).is_err();
+            self.read();
         }
     }
 }

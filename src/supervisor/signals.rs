@@ -62,8 +62,7 @@ impl Signals {
     /// first moments of the supervisor's life would be lost. Blocked, it
     /// waits, and comes in once every handler is in place.
     pub fn install() -> std::io::Result<Signals> {
-        let mut handled = SigSet::empty();
-        HANDLED.iter().for_each(|&signal| handled.add(signal));
+        let handled: SigSet = HANDLED.iter().copied().collect();
         let mut mask = SigSet::empty();
         sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled), Some(&mut mask))?;
         let installed = Signals::register();
@@ -94,14 +93,6 @@ impl Signals {
     /// so that they wait for the next image).
     pub fn take_raw(&mut self) -> Vec<Signal> {
         let mut buf = [0u8; 64];
-        while matches!(self.wake.read(&mut buf), Ok(n) if n > 0) {}
-        let flagged = self.flags.iter().filter(|(_, flag)| flag.swap(false, Ordering::SeqCst));
-        flagged.map(|(signal, _)| *signal).collect()
-    }
-
-    /// Everything that arrived since the last call, in acting order.
-    pub fn drain(&mut self) -> Vec<SignalEvent> {
-        let mut buf = [0u8; 64];
         loop {
             match self.wake.read(&mut buf) {
                 Ok(n) if n > 0 => continue,
@@ -109,11 +100,13 @@ impl Signals {
                 _ => break,
             }
         }
-        self.flags
-            .iter()
-            .filter(|(_, flag)| flag.swap(false, Ordering::SeqCst))
-            .filter_map(|(signal, _)| classify(*signal))
-            .collect()
+        let flagged = self.flags.iter().filter(|(_, flag)| flag.swap(false, Ordering::SeqCst));
+        flagged.map(|(signal, _)| *signal).collect()
+    }
+
+    /// Everything that arrived since the last call, in acting order.
+    pub fn drain(&mut self) -> Vec<SignalEvent> {
+        self.take_raw().into_iter().filter_map(classify).collect()
     }
 }
 

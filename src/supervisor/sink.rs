@@ -48,12 +48,14 @@ pub const HIGH_WATER: usize = 256 * 1024;
 /// (the count of those dropped among them) still have room.
 pub const LOSSY_CAPACITY: usize = CAPACITY - 64 * 1024;
 
+#[derive(Default)]
 enum Target {
     /// A private non-blocking open file of the same pipe or device.
     Own(OwnedFd),
     /// fd 2 is a socket: `MSG_DONTWAIT` per call.
     Socket,
     /// fd 2 is a regular file.
+    #[default]
     Plain,
     /// fd 2 is a pipe or device that could not be opened again: plain
     /// writes, which block while its reader stalls (`blocking_warning`).
@@ -79,6 +81,7 @@ impl Target {
     }
 }
 
+#[derive(Default)]
 pub struct Sink {
     target: Target,
     pending: Vec<u8>,
@@ -98,20 +101,7 @@ pub struct Sink {
 
 impl Sink {
     pub fn new() -> Sink {
-        Sink::to(Target::inspect())
-    }
-
-    fn to(target: Target) -> Sink {
-        Sink {
-            target,
-            pending: Vec::new(),
-            sent: 0,
-            dropped: 0,
-            off: false,
-            discarded: 0,
-            lossy: false,
-            dropped_captured: 0,
-        }
+        Sink { target: Target::inspect(), ..Sink::default() }
     }
 
     /// Why writes may block, when they may: said once at start and after
@@ -287,8 +277,7 @@ mod tests {
     fn stalled() -> (Sink, std::fs::File) {
         let (read, write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK).unwrap();
-        let sink = Sink::to(Target::Own(write));
-        (sink, read.into())
+        (Sink { target: Target::Own(write), ..Sink::default() }, read.into())
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Answer, Conn, ControlServer, LineConn, OwnedPath, RequestId, Throttle};
+use super::{Answer, Conn, ControlServer, LineConn, OwnedPath, RequestId};
 use crate::config::Config;
 use crate::supervisor::carry::{Carry, HexBytes, Resuming, Written};
 use crate::supervisor::line_conn::ConnRecord;
@@ -71,17 +71,8 @@ impl Carry for ControlServer {
             let io = LineConn::resume(c.conn, from, config)?;
             conns.push(Conn { io, waiting, heard_at: from.now, stopping: c.stopping, follow: None });
         }
-        Ok(ControlServer {
-            listener,
-            file: OwnedPath::known(record.path, record.identity),
-            euid: nix::unistd::geteuid().as_raw(),
-            conns,
-            next_id: record.next_id,
-            accept_paused: false,
-            refused: Throttle::default(),
-            dropped: Throttle::default(),
-            notes: Vec::new(),
-        })
+        let file = OwnedPath::known(record.path, record.identity);
+        Ok(ControlServer::new(listener, file, conns, record.next_id))
     }
 
     fn remove_files(record: &ControlRecord) {
