@@ -35,8 +35,8 @@ use crate::sys::spawn;
 mod census;
 mod session;
 pub use census::Census;
-pub use session::our_children;
 use session::Orphans;
+pub use session::our_children;
 
 pub enum Containment {
     Cgroup(Cgroups),
@@ -220,11 +220,11 @@ impl Containment {
 
 impl Cgroups {
     fn create() -> Result<Cgroups> {
-        let mountinfo =
-            std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| Error::runtime(e.to_string()))?;
+        let read = |path| std::fs::read_to_string(path).map_err(|e| Error::runtime(e.to_string()));
+        let mountinfo = read("/proc/self/mountinfo")?;
         let (root, mount) =
             cgroup2_mount(&mountinfo).ok_or_else(|| Error::runtime("no cgroup v2 is mounted"))?;
-        let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| Error::runtime(e.to_string()))?;
+        let own = read("/proc/self/cgroup")?;
         let ours = unified_path(&own).ok_or_else(|| Error::runtime("this process is in no cgroup v2"))?;
         // A mount of a subtree (a container without a cgroup namespace):
         // our path below the mount's root.
@@ -244,13 +244,11 @@ impl Cgroups {
             remove_stale(parent, &prefix);
         }
         match std::fs::create_dir(&base) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(Error::runtime(format!("cannot create the cgroup {} ({e})", base.display())));
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                Err(Error::runtime(format!("cannot create the cgroup {} ({e})", base.display())))
             }
+            _ => Ok(Cgroups { base, name, exited: Vec::new() }),
         }
-        Ok(Cgroups { base, name, exited: Vec::new() })
     }
 
     fn file(&self, pid: i32, name: &str) -> PathBuf {
@@ -331,12 +329,8 @@ fn remove_stale(parent: &Path, prefix: &str) {
     let Ok(entries) = std::fs::read_dir(parent) else { return };
     for entry in entries.flatten().take(10_000) {
         let name = entry.file_name();
-        let Some(pid) =
-            name.to_str().and_then(|n| n.strip_prefix(prefix)).and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if kill(Pid::from_raw(pid), None) != Err(nix::errno::Errno::ESRCH) {
+        let pid = name.to_str().and_then(|n| n.strip_prefix(prefix)?.parse::<i32>().ok());
+        if pid.is_none_or(|pid| kill(Pid::from_raw(pid), None) != Err(nix::errno::Errno::ESRCH)) {
             continue;
         }
         let base = entry.path();

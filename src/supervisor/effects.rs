@@ -36,15 +36,12 @@ impl Supervisor {
             .zip(&self.config.fds)
             .map(|(l, &target)| (l.socket.as_raw_fd(), target))
             .collect();
-        let pipes = match self.capture.as_mut().map(Capture::open).transpose() {
-            Ok(pipes) => pipes,
-            Err(e) => {
-                self.log.line(&format!(
-                    "cannot create log capture pipes ({e}); this worker's output goes unprefixed"
-                ));
-                None
-            }
-        };
+        let pipes = self.capture.as_mut().map(Capture::open).transpose().unwrap_or_else(|e| {
+            self.log.line(&format!(
+                "cannot create log capture pipes ({e}); this worker's output goes unprefixed"
+            ));
+            None
+        });
         if let Some(p) = &pipes {
             fds.extend([(p.stdout.as_raw_fd(), 1), (p.stderr.as_raw_fd(), 2)]);
         }

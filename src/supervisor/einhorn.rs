@@ -31,8 +31,7 @@
 //! ack always gets in.
 
 use std::fs;
-use std::io::ErrorKind;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
@@ -43,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::supervisor::carry::{Carry, Resuming, Written};
 use crate::supervisor::line_conn::ConnRecord;
-use crate::supervisor::line_conn::{LineConn, listen_at};
+use crate::supervisor::line_conn::{LineConn, accept_up_to, listen_at, poll_set};
 use crate::wire::einhorn::{ack_pid, answer, decode, encode_reply};
 
 const MAX_CONNECTIONS: usize = 256;
@@ -85,24 +84,14 @@ impl EinhornSocket {
 
     /// Every fd the poll loop must watch, with the events to ask for.
     pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
-        let mut fds = Vec::with_capacity(self.conns.len() + 1);
-        if !self.accept_paused {
-            fds.push((self.listener.as_fd(), PollFlags::POLLIN));
-        }
-        for conn in &self.conns {
-            let flags = conn.io.interest(true);
-            if !flags.is_empty() {
-                fds.push((conn.io.stream().as_fd(), flags));
-            }
-        }
-        fds
+        let listener = (!self.accept_paused).then_some(&self.listener);
+        poll_set(listener, self.conns.iter().map(|c| (&c.io, true)))
     }
 
     /// Accepts and reads what is ready without blocking; returns the pids
     /// that acked (see the module header for which pid). Call after every poll.
     pub fn service(&mut self) -> Vec<i32> {
         let mut acks = Vec::new();
-        self.accept_paused = false;
         self.accept();
         for conn in &mut self.conns {
             if conn.io.fill() {
@@ -124,21 +113,11 @@ impl EinhornSocket {
         acks
     }
 
-    /// Takes waiting connections, at most `MAX_CONNECTIONS` per call, so a
-    /// process that connects without end cannot keep the loop here.
+    /// Takes waiting connections, at most `MAX_CONNECTIONS` per call.
     fn accept(&mut self) {
-        for _ in 0..MAX_CONNECTIONS {
-            let stream = match self.listener.accept() {
-                Ok((stream, _)) => stream,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => {
-                    continue;
-                }
-                Err(_) => {
-                    self.accept_paused = true;
-                    break;
-                }
-            };
+        let (streams, failed) = accept_up_to(&self.listener, MAX_CONNECTIONS);
+        self.accept_paused = failed.is_some();
+        for stream in streams {
             let peer_pid = getsockopt(&stream, sockopt::PeerCredentials).ok().map(|cred| cred.pid());
             if let Ok(io) = LineConn::new(stream) {
                 if self.conns.len() >= MAX_CONNECTIONS {

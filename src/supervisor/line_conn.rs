@@ -4,7 +4,7 @@
 //! output as the peer takes it, never blocking the supervisor's loop.
 
 use std::io::{self, ErrorKind, Read};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
@@ -43,6 +43,33 @@ pub(crate) fn listen_at(path: &Path, mode: u32) -> io::Result<UnixListener> {
         return Err(e);
     }
     Ok(UnixListener::from(socket))
+}
+
+/// The connections waiting on `listener`, at most `max` (so a client that
+/// connects without end cannot keep the loop here), and the error that
+/// stopped accepting (EMFILE...), if one did.
+pub(crate) fn accept_up_to(listener: &UnixListener, max: usize) -> (Vec<UnixStream>, Option<io::Error>) {
+    let mut streams = Vec::new();
+    for _ in 0..max {
+        match listener.accept() {
+            Ok((stream, _)) => streams.push(stream),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => {}
+            Err(e) => return (streams, Some(e)),
+        }
+    }
+    (streams, None)
+}
+
+/// What to poll: `listener` if given, and every connection that wants
+/// something (with whether its owner wants its input).
+pub(crate) fn poll_set<'a>(
+    listener: Option<&'a UnixListener>,
+    conns: impl Iterator<Item = (&'a LineConn, bool)>,
+) -> Vec<(BorrowedFd<'a>, PollFlags)> {
+    let listener = listener.map(|l| (l.as_fd(), PollFlags::POLLIN));
+    let conns = conns.map(|(c, read)| (c.stream.as_fd(), c.interest(read))).filter(|(_, f)| !f.is_empty());
+    listener.into_iter().chain(conns).collect()
 }
 
 /// An accepted connection: input cut into lines, output written as the

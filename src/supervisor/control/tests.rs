@@ -12,7 +12,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use super::throttle::THROTTLE;
 use super::*;
 use crate::wire::control::Command;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::thread;
 
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
