@@ -310,12 +310,6 @@ impl Capture {
         self.streams.retain(|s| s.token != token);
     }
 
-    /// Streams still open, attached or not.
-    #[cfg(test)]
-    pub fn open_streams(&self) -> usize {
-        self.streams.len()
-    }
-
     /// POLLIN on every attached stream.
     pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
         let attached = self.streams.iter().filter(|s| s.owner.is_some());

@@ -258,11 +258,6 @@ impl ControlServer {
             self.conns.remove(at);
         }
     }
-
-    #[cfg(test)]
-    fn connections(&self) -> usize {
-        self.conns.len()
-    }
 }
 
 fn fail(path: &Path, what: &str, e: io::Error) -> Error {

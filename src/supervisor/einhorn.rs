@@ -130,11 +130,6 @@ impl EinhornSocket {
             }
         }
     }
-
-    #[cfg(test)]
-    fn connections(&self) -> usize {
-        self.conns.len()
-    }
 }
 
 impl Drop for EinhornSocket {
@@ -167,10 +162,11 @@ impl Carry for EinhornSocket {
 
     fn resume(record: EinhornRecord, from: &mut Resuming, config: &Config) -> std::io::Result<EinhornSocket> {
         let listener = UnixListener::from(from.fd(record.fd)?);
-        let mut conns = Vec::with_capacity(record.conns.len());
-        for (conn, peer_pid) in record.conns {
-            conns.push(Peer { io: LineConn::resume(conn, from, config)?, peer_pid, heard: 0 });
-        }
+        let conns = (record.conns.into_iter())
+            .map(|(conn, peer_pid)| {
+                Ok(Peer { io: LineConn::resume(conn, from, config)?, peer_pid, heard: 0 })
+            })
+            .collect::<std::io::Result<_>>()?;
         Ok(EinhornSocket { listener, path: record.path, conns, accept_paused: false, tick: 0 })
     }
 }
@@ -233,7 +229,7 @@ mod tests {
         assert_eq!(pump(&mut socket, |_, acks| !acks.is_empty()), [me()]);
         worker.write_all(b"\n").expect("still open after the ack");
         drop(worker);
-        pump(&mut socket, |s, _| s.connections() == 0);
+        pump(&mut socket, |s, _| s.conns.is_empty());
     }
 
     #[test]
@@ -243,7 +239,7 @@ mod tests {
             let mut worker = UnixStream::connect(socket.path()).unwrap();
             worker.write_all(sent.as_bytes()).unwrap();
             drop(worker);
-            let acks = pump(&mut socket, |s, acks| !acks.is_empty() && s.connections() == 0);
+            let acks = pump(&mut socket, |s, acks| !acks.is_empty() && s.conns.is_empty());
             assert_eq!(acks, [me()], "{sent}");
         }
     }
@@ -279,12 +275,12 @@ mod tests {
         let mut silent = Vec::new();
         for n in 1..=MAX_CONNECTIONS {
             silent.push(UnixStream::connect(socket.path()).unwrap());
-            pump(&mut socket, |s, _| s.connections() == n);
+            pump(&mut socket, |s, _| s.conns.len() == n);
         }
         let mut worker = UnixStream::connect(socket.path()).unwrap();
         worker.write_all(GOJI.as_bytes()).unwrap();
         assert_eq!(pump(&mut socket, |_, acks| !acks.is_empty()), [me()]);
-        assert_eq!(socket.connections(), MAX_CONNECTIONS);
+        assert_eq!(socket.conns.len(), MAX_CONNECTIONS);
         // The first silent one made room: it reads the end of its connection.
         silent[0].set_read_timeout(Some(GUARD)).unwrap();
         assert_eq!(std::io::Read::read(&mut &silent[0], &mut [0u8; 1]).unwrap(), 0);
@@ -295,7 +291,7 @@ mod tests {
         let (_dir, mut socket) = bound();
         let mut worker = UnixStream::connect(socket.path()).unwrap();
         worker.write_all(&vec![b'a'; crate::supervisor::line_conn::MAX_LINE + 1]).unwrap();
-        let acks = pump(&mut socket, |s, _| s.connections() == 0);
+        let acks = pump(&mut socket, |s, _| s.conns.is_empty());
         assert!(acks.is_empty());
         worker.set_read_timeout(Some(GUARD)).unwrap();
         assert_eq!(std::io::Read::read(&mut worker, &mut [0u8; 1]).unwrap(), 0);

@@ -207,15 +207,10 @@ impl Log {
     pub fn retarget(&mut self, restartable: bool) {
         self.restartable = restartable;
         self.sink.get_mut().retarget();
-        self.warn_if_blocking();
-        self.sink.get_mut().flush(restartable);
-    }
-
-    fn warn_if_blocking(&self) {
-        let warning = self.sink.borrow().blocking_warning();
-        if let Some(warning) = warning {
+        if let Some(warning) = self.sink.get_mut().blocking_warning() {
             self.line(warning);
         }
+        self.sink.get_mut().flush(restartable);
     }
 
     /// Writes what the reader takes now, after saying how many captured

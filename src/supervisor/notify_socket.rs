@@ -112,32 +112,19 @@ impl NotifySocket {
     /// name, `SafeDir::make_private`) under `parent`, which a checked walk
     /// must accept.
     pub fn bind_in(parent: &Path) -> io::Result<NotifySocket> {
-        let parent_dir = SafeDir::open(parent)?;
-        let (private, name) = parent_dir.make_private(PREFIX)?;
+        let (private, name) = SafeDir::open(parent)?.make_private(PREFIX)?;
         let dir = parent.join(&name);
-        let bound =
-            openat(private.fd(), ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-                .map_err(io::Error::from)
-                .and_then(|handle| {
-                    Flock::lock(File::from(handle), FlockArg::LockExclusiveNonblock)
-                        .map_err(|(_, e)| e.into())
-                })
-                .and_then(|lock| {
-                    let socket = UnixDatagram::bind(dir.join("notify"))?;
-                    socket.set_nonblocking(true)?;
-                    setsockopt(&socket, sockopt::PassCred, &true)?;
-                    Ok((socket, lock))
-                });
-        match bound {
-            Ok((socket, lock)) => {
-                let name = dir.join("notify").to_string_lossy().into_owned();
-                Ok(NotifySocket { socket, name, dir, _lock: lock })
-            }
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                Err(e)
-            }
-        }
+        let bind = || -> io::Result<NotifySocket> {
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+            let handle = File::from(openat(private.fd(), ".", flags, Mode::empty())?);
+            let lock = Flock::lock(handle, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e)?;
+            let socket = UnixDatagram::bind(dir.join("notify"))?;
+            socket.set_nonblocking(true)?;
+            setsockopt(&socket, sockopt::PassCred, &true)?;
+            let name = dir.join("notify").to_string_lossy().into_owned();
+            Ok(NotifySocket { socket, name, dir: dir.clone(), _lock: lock })
+        };
+        bind().inspect_err(|_| drop(std::fs::remove_dir_all(&dir)))
     }
 
     /// The value of the workers' `NOTIFY_SOCKET`.

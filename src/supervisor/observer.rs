@@ -138,10 +138,10 @@ impl Observer {
         let (mut inputs, mut lines) = (Vec::new(), Vec::new());
         // Taken whatever is watched now: its pipe must not stay readable.
         let done = self.looker.as_mut().and_then(Looker::take);
-        let Some((generation, pids, _)) = watched(machine) else { return (inputs, lines) };
-        if self.watch.as_ref().is_none_or(|w| w.generation != generation) {
+        let watching = |g: u64| self.watch.as_ref().is_some_and(|w| w.generation == g);
+        let Some((generation, pids, _)) = watched(machine).filter(|(g, ..)| watching(*g)) else {
             return (inputs, lines);
-        }
+        };
         if let Some(done) = done
             && let Some(watch) = self.watch.as_mut()
         {

@@ -107,11 +107,10 @@ fn parse(input: &[u8]) -> Asked {
         .position(|w| w == b"\r\n\r\n")
         .or_else(|| input.windows(2).position(|w| w == b"\n\n"));
     // A head is too large whether it came whole in one read or not.
-    match end {
-        Some(end) if end > MAX_REQUEST => return Asked::Answer("431 Request Header Fields Too Large"),
-        None if input.len() > MAX_REQUEST => return Asked::Answer("431 Request Header Fields Too Large"),
-        None => return Asked::More,
-        Some(_) => {}
+    if end.unwrap_or(input.len()) > MAX_REQUEST {
+        return Asked::Answer("431 Request Header Fields Too Large");
+    } else if end.is_none() {
+        return Asked::More;
     }
     let line = input.split(|&b| b == b'\n').next().unwrap_or_default();
     let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
