@@ -179,26 +179,18 @@ impl Supervisor {
     /// stays open (its file gone) until the process exits, so a `stop`
     /// client sees its connection end only then.
     pub(super) fn clean_up(&mut self) {
+        let mut removed = Vec::new();
         if let Some(control) = self.control.as_mut() {
             control.flush();
-            if let Err(e) = control.remove() {
-                self.log.line(&format!("cannot remove the control socket: {e}"));
+            removed.push(("the control socket", control.remove()));
+        }
+        removed.extend(self.status_file.take().map(|status| ("the status file", status.remove())));
+        removed.extend(self.listeners.iter().map(|listener| ("socket file", listener.remove_file())));
+        removed.extend(self.pid_file.take().map(|pid_file| ("the pid file", pid_file.remove())));
+        for (what, result) in removed {
+            if let Err(e) = result {
+                self.log.line(&format!("cannot remove {what}: {e}"));
             }
-        }
-        if let Some(status) = self.status_file.take()
-            && let Err(e) = status.remove()
-        {
-            self.log.line(&format!("cannot remove the status file: {e}"));
-        }
-        for listener in &self.listeners {
-            if let Err(e) = listener.remove_file() {
-                self.log.line(&format!("cannot remove socket file: {e}"));
-            }
-        }
-        if let Some(pid_file) = self.pid_file.take()
-            && let Err(e) = pid_file.remove()
-        {
-            self.log.line(&format!("cannot remove the pid file: {e}"));
         }
     }
 }
