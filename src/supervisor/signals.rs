@@ -10,7 +10,8 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::sys::signal::Signal::{self, *};
+use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SignalEvent {
@@ -25,19 +26,8 @@ pub enum SignalEvent {
 }
 
 /// In the order they are acted on when several arrive together.
-const HANDLED: &[Signal] = &[
-    Signal::SIGCHLD,
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGWINCH,
-    Signal::SIGTTIN,
-    Signal::SIGTTOU,
-    Signal::SIGALRM,
-];
+const HANDLED: &[Signal] =
+    &[SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGTTIN, SIGTTOU, SIGALRM];
 
 fn classify(signal: Signal) -> Option<SignalEvent> {
     match signal {

@@ -39,12 +39,9 @@ impl Supervisor {
     pub(super) fn note_outcome(&mut self) {
         let Some(outcome) = self.machine.last_outcome() else { return };
         let Some(key) = outcome_key(outcome) else { return };
-        let mut events = self.log.events.borrow_mut();
-        if events.outcome_seen == Some(key) {
+        if self.log.events.borrow_mut().outcome_seen.replace(key) == Some(key) {
             return;
         }
-        events.outcome_seen = Some(key);
-        drop(events);
         match outcome.clone() {
             Outcome::Restarted { generation, pids, spawn_to_ready, signal_to_old_gone } => {
                 let (spawn_to_ready_ms, signal_to_old_gone_ms) =
