@@ -159,7 +159,7 @@ impl ControlServer {
             }
             if conn.follow.is_some() {
                 // A follower says nothing more: its input is read only to see it go.
-                drop(conn.io.lines());
+                drop(conn.io.lines(usize::MAX));
             } else if conn.waiting.len() < MAX_PENDING && conn.io.unsent() < REPLY_ROOM {
                 conn.take_requests(&mut self.next_id, &mut crowd, &mut requests);
             }

@@ -102,10 +102,9 @@ impl Supervisor {
                 Err(e) => self.log.line(&format!("{e}; using the startup environment")),
             }
         }
-        let slots = self.slots();
-        let (name, value) = protocol::generation_env(generation);
         let announce = self.config.announce;
-        let mut vars = protocol::listener_env(&slots, announce);
+        let mut vars = protocol::listener_env(&self.slots(), announce);
+        let (name, value) = protocol::generation_env(generation);
         vars.push((name.to_string(), value));
         vars.extend(protocol::worker_index_env(index));
         vars.push((protocol::NOTIFY_SOCKET.to_string(), self.notify.path().to_string_lossy().into_owned()));

@@ -68,8 +68,9 @@ pub struct EinhornSocket {
 impl EinhornSocket {
     /// Binds at `path`, which should be in a private directory; mode 0600.
     pub fn bind(path: &Path) -> std::io::Result<EinhornSocket> {
+        let listener = listen_at(path, 0o600)?;
         Ok(EinhornSocket {
-            listener: listen_at(path, 0o600)?,
+            listener,
             path: path.to_owned(),
             conns: Vec::new(),
             accept_paused: false,
@@ -99,7 +100,7 @@ impl EinhornSocket {
                 conn.heard = self.tick;
             }
             // A line over 64 KiB ends the connection (`lines` stops reading).
-            for line in conn.io.lines().0 {
+            for line in conn.io.lines(usize::MAX).0 {
                 let message = decode(&line);
                 match answer(message.as_ref()) {
                     Some(text) => conn.io.queue(&encode_reply(&text)),
@@ -109,7 +110,7 @@ impl EinhornSocket {
             conn.io.flush();
         }
         // Closed by the worker (or for a long line): once the answers are out.
-        self.conns.retain(|c| !c.io.broken && (!c.io.eof || c.io.has_output()));
+        self.conns.retain(|c| !c.io.broken && (!c.io.eof || c.io.unsent() > 0));
         acks
     }
 
@@ -251,7 +252,7 @@ mod tests {
         worker.set_read_timeout(Some(GUARD)).unwrap();
         let mut reader = BufReader::new(worker.try_clone().unwrap());
         worker.write_all(b"{\"command\":\"ehlo\",\"user\":\"ops\"}\nnonsense\n").unwrap();
-        let answered = |s: &EinhornSocket, _: &[i32]| s.conns.first().is_some_and(|c| !c.io.has_output());
+        let answered = |s: &EinhornSocket, _: &[i32]| s.conns.first().is_some_and(|c| !c.io.unsent() > 0);
         assert!(pump(&mut socket, answered).is_empty());
         let mut lines = [String::new(), String::new()];
         for line in &mut lines {

@@ -100,10 +100,6 @@ impl LineConn {
         !self.eof && !self.broken && !full
     }
 
-    pub fn has_output(&self) -> bool {
-        !self.output.is_empty()
-    }
-
     /// Bytes queued and not yet taken by the peer.
     pub fn unsent(&self) -> usize {
         self.output.len()
@@ -129,15 +125,11 @@ impl LineConn {
         heard
     }
 
-    /// Every complete non-blank line buffered, without `\n` or `\r` (at EOF
-    /// also the unterminated rest); true if a line over `MAX_LINE` came
-    /// next, and then no more input is read.
-    pub fn lines(&mut self) -> (Vec<Vec<u8>>, bool) {
-        self.lines_up_to(usize::MAX)
-    }
-
-    /// `lines`, at most `max` of them; the rest stay buffered (`has_line`).
-    pub fn lines_up_to(&mut self, max: usize) -> (Vec<Vec<u8>>, bool) {
+    /// At most `max` complete non-blank lines buffered, without `\n` or
+    /// `\r` (at EOF also the unterminated rest; the rest stay buffered,
+    /// `has_line`); true if a line over `MAX_LINE` came next, and then no
+    /// more input is read.
+    pub fn lines(&mut self, max: usize) -> (Vec<Vec<u8>>, bool) {
         let (lines, too_long) = take_lines(&mut self.input, self.eof, max);
         if too_long {
             self.input.clear();
@@ -184,7 +176,7 @@ impl LineConn {
     pub fn interest(&self, read: bool) -> PollFlags {
         let mut flags = PollFlags::empty();
         flags.set(PollFlags::POLLIN, read && self.can_read());
-        flags.set(PollFlags::POLLOUT, self.has_output() && !self.broken);
+        flags.set(PollFlags::POLLOUT, self.unsent() > 0 && !self.broken);
         flags
     }
 }

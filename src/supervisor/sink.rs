@@ -147,30 +147,28 @@ impl Sink {
     /// One of the supervisor's own lines; dropped (and counted) when
     /// `CAPACITY` bytes are pending. False if dropped.
     pub fn own(&mut self, line: &[u8]) -> bool {
-        if self.off {
-            self.discarded += line.len() as u64;
-            return false;
-        }
-        if self.len() + line.len() > CAPACITY {
-            self.dropped += 1;
-            return false;
-        }
-        self.pending.extend_from_slice(line);
-        true
+        let kept = self.queue(line, CAPACITY);
+        self.dropped += u64::from(!kept && !self.off);
+        kept
     }
 
     /// A captured record: kept (capture reads only with room), unless
     /// the log command is down and `LOSSY_CAPACITY` bytes are pending.
     pub fn captured(&mut self, record: &[u8]) {
-        if self.off {
-            self.discarded += record.len() as u64;
-            return;
+        let kept = self.queue(record, if self.lossy { LOSSY_CAPACITY } else { usize::MAX });
+        self.dropped_captured += u64::from(!kept && !self.off);
+    }
+
+    /// `bytes` pending, unless the sink is off (they are discarded) or
+    /// they would make more than `limit` pending; whether they are.
+    fn queue(&mut self, bytes: &[u8], limit: usize) -> bool {
+        let kept = !self.off && self.len() + bytes.len() <= limit;
+        if kept {
+            self.pending.extend_from_slice(bytes);
+        } else if self.off {
+            self.discarded += bytes.len() as u64;
         }
-        if self.lossy && self.len() + record.len() > LOSSY_CAPACITY {
-            self.dropped_captured += 1;
-            return;
-        }
-        self.pending.extend_from_slice(record);
+        kept
     }
 
     /// Captured records dropped since the last call, once there is room to say so.

@@ -207,7 +207,7 @@ fn a_flood_is_read_as_it_is_answered() {
         answered += got.len();
     }
     assert_eq!(answered, n);
-    pump(&mut server, |s, _| s.conns.iter().all(|c| !c.io.has_output()));
+    pump(&mut server, |s, _| s.conns.iter().all(|c| c.io.unsent() == 0));
     assert!(reader.join().unwrap());
 }
 
