@@ -163,10 +163,7 @@ impl ControlServer {
             } else if conn.waiting.len() < MAX_PENDING && conn.io.unsent() < REPLY_ROOM {
                 conn.take_requests(&mut self.next_id, &mut crowd, &mut requests);
             }
-            follow::catch_up(conn);
-            if conn.io.flush() {
-                conn.heard_at = now;
-            }
+            follow::catch_up(conn, now);
         }
         self.conns.retain(|c| !c.done() && c.idle_deadline().is_none_or(|at| now < at));
         (requests, logs)

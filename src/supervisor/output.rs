@@ -119,7 +119,8 @@ impl LogPipe {
             let procs = options.open(dir.join("cgroup.procs"));
             procs.context(|| format!("cannot open the log command's cgroup {}", dir.display()))
         });
-        if let Some(procs) = &procs.transpose()? {
+        let procs = procs.transpose()?;
+        if let Some(procs) = &procs {
             process::join_cgroup_at_exec(&mut sh, procs.as_raw_fd());
         }
         let child = sh.spawn().context(|| format!("cannot start log command {command:?}"))?;

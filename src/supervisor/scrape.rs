@@ -150,15 +150,11 @@ impl MetricsServer {
     }
 
     pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
-        let mut fds = vec![(self.listener.as_fd(), PollFlags::POLLIN)];
-        for conn in &self.conns {
-            let flags = match conn.answered && !conn.closing {
-                true => PollFlags::POLLOUT,
-                false => PollFlags::POLLIN,
-            };
-            fds.push((conn.stream.as_fd(), flags));
-        }
-        fds
+        let conns = self.conns.iter().map(|c| {
+            let flags = if c.answered && !c.closing { PollFlags::POLLOUT } else { PollFlags::POLLIN };
+            (c.stream.as_fd(), flags)
+        });
+        std::iter::once((self.listener.as_fd(), PollFlags::POLLIN)).chain(conns).collect()
     }
 
     pub fn deadline(&self) -> Option<Instant> {
