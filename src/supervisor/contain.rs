@@ -189,8 +189,7 @@ impl Containment {
     /// Remove the exited workers' cgroups that are empty.
     pub fn sweep(&mut self) {
         if let Containment::Cgroup(c) = self {
-            let base = c.base.clone();
-            c.exited.retain(|pid| matches!(std::fs::remove_dir(base.join(pid.to_string())), Err(e) if e.raw_os_error() == Some(libc::EBUSY)));
+            c.exited.retain(|pid| matches!(std::fs::remove_dir(c.base.join(pid.to_string())), Err(e) if e.raw_os_error() == Some(libc::EBUSY)));
         }
     }
 

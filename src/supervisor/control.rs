@@ -180,9 +180,7 @@ impl ControlServer {
         });
         if let Some(conn) = found {
             conn.release();
-            if conn.io.flush() {
-                conn.heard_at = Instant::now();
-            }
+            follow::catch_up(conn, Instant::now());
             if conn.io.unsent() > MAX_OUTPUT {
                 // Its replies pile up: it does not read them. Dropping it
                 // frees them; its requests were taken, so nothing hangs.

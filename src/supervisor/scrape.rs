@@ -172,11 +172,9 @@ impl MetricsServer {
             if self.conns.len() >= MAX_CONNS {
                 self.conns.remove(0);
             }
-            let deadline = now + TIMEOUT;
-            let (input, output) = (Vec::new(), Vec::new());
+            let (input, output, deadline) = (Vec::new(), Vec::new(), now + TIMEOUT);
             let (answered, eof, closing, done) = (false, false, false, false);
-            let conn = Conn { stream, input, output, answered, eof, closing, done, deadline };
-            self.conns.push(conn);
+            self.conns.push(Conn { stream, input, output, answered, eof, closing, done, deadline });
         }
         let mut wanted = false;
         for conn in &mut self.conns {
