@@ -154,7 +154,8 @@ impl ControlServer {
             stopping: self.conns.iter().any(|c| c.stopping),
         };
         for conn in &mut self.conns {
-            if conn.wants_input() && conn.io.fill() {
+            // (`fill` reads only while the connection can take more.)
+            if conn.waiting.len() < MAX_PENDING && conn.io.fill() {
                 conn.heard_at = now;
             }
             if conn.follow.is_some() {

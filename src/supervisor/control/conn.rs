@@ -46,10 +46,6 @@ impl Conn {
         self.idle().then(|| self.heard_at + IDLE_TIMEOUT)
     }
 
-    pub(super) fn wants_input(&self) -> bool {
-        self.waiting.len() < MAX_PENDING && self.io.can_read()
-    }
-
     /// Requests are buffered and may be taken now.
     pub(super) fn has_work(&self) -> bool {
         self.waiting.len() < MAX_PENDING && self.io.has_line() && self.follow.is_none()
