@@ -142,8 +142,8 @@ pub fn encode(format: Format, time: SystemTime, label: Label, line: &[u8], kind:
                 Kind::Continued => " continued",
                 Kind::Partial => " partial",
             };
-            let (generation, pid, stream) = (label.generation, label.pid, label.which.name());
-            let _ = write!(buf, "[gen {generation} pid {pid} {stream}{marker}] ");
+            let Label { generation, pid, which } = label;
+            let _ = write!(buf, "[gen {generation} pid {pid} {}{marker}] ", which.name());
             escape::controls(line, buf);
         }
         Format::Json => {
@@ -233,10 +233,6 @@ struct Stream {
 }
 
 impl Stream {
-    fn label(&self) -> Option<Label> {
-        self.owner.map(|(generation, pid)| Label { generation, pid, which: self.which })
-    }
-
     /// Reads at most `budget` bytes; false once the stream has ended (every
     /// writer gone, or a read error).
     fn fill(&mut self, scratch: &mut [u8], budget: usize, emit: &mut impl FnMut(&[u8], Kind)) -> bool {
@@ -314,12 +310,6 @@ impl Capture {
         self.streams.retain(|s| s.token != token);
     }
 
-    /// Streams still open, attached or not.
-    #[cfg(test)]
-    pub fn open_streams(&self) -> usize {
-        self.streams.len()
-    }
-
     /// POLLIN on every attached stream.
     pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
         let attached = self.streams.iter().filter(|s| s.owner.is_some());
@@ -343,7 +333,8 @@ impl Capture {
     fn drain(&mut self, out: &mut impl Write, budget: usize, closing: bool) {
         let Capture { format, streams, scratch, record, .. } = self;
         streams.retain_mut(|stream| {
-            let Some(label) = stream.label() else { return true };
+            let Some((generation, pid)) = stream.owner else { return true };
+            let label = Label { generation, pid, which: stream.which };
             let now = SystemTime::now();
             let mut emit = |line: &[u8], kind: Kind| {
                 encode(*format, now, label, line, kind, record);

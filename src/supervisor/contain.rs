@@ -36,6 +36,7 @@ mod census;
 mod session;
 pub use census::Census;
 use session::Orphans;
+pub use session::our_children;
 
 pub enum Containment {
     Cgroup(Cgroups),
@@ -188,8 +189,7 @@ impl Containment {
     /// Remove the exited workers' cgroups that are empty.
     pub fn sweep(&mut self) {
         if let Containment::Cgroup(c) = self {
-            let base = c.base.clone();
-            c.exited.retain(|pid| matches!(std::fs::remove_dir(base.join(pid.to_string())), Err(e) if e.raw_os_error() == Some(libc::EBUSY)));
+            c.exited.retain(|pid| matches!(std::fs::remove_dir(c.base.join(pid.to_string())), Err(e) if e.raw_os_error() == Some(libc::EBUSY)));
         }
     }
 
@@ -219,11 +219,11 @@ impl Containment {
 
 impl Cgroups {
     fn create() -> Result<Cgroups> {
-        let mountinfo =
-            std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| Error::runtime(e.to_string()))?;
+        let read = |path| std::fs::read_to_string(path).map_err(|e| Error::runtime(e.to_string()));
+        let mountinfo = read("/proc/self/mountinfo")?;
         let (root, mount) =
             cgroup2_mount(&mountinfo).ok_or_else(|| Error::runtime("no cgroup v2 is mounted"))?;
-        let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| Error::runtime(e.to_string()))?;
+        let own = read("/proc/self/cgroup")?;
         let ours = unified_path(&own).ok_or_else(|| Error::runtime("this process is in no cgroup v2"))?;
         // A mount of a subtree (a container without a cgroup namespace):
         // our path below the mount's root.
@@ -243,13 +243,11 @@ impl Cgroups {
             remove_stale(parent, &prefix);
         }
         match std::fs::create_dir(&base) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(Error::runtime(format!("cannot create the cgroup {} ({e})", base.display())));
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                Err(Error::runtime(format!("cannot create the cgroup {} ({e})", base.display())))
             }
+            _ => Ok(Cgroups { base, name, exited: Vec::new() }),
         }
-        Ok(Cgroups { base, name, exited: Vec::new() })
     }
 
     fn file(&self, pid: i32, name: &str) -> PathBuf {
@@ -330,12 +328,8 @@ fn remove_stale(parent: &Path, prefix: &str) {
     let Ok(entries) = std::fs::read_dir(parent) else { return };
     for entry in entries.flatten().take(10_000) {
         let name = entry.file_name();
-        let Some(pid) =
-            name.to_str().and_then(|n| n.strip_prefix(prefix)).and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if kill(Pid::from_raw(pid), None) != Err(nix::errno::Errno::ESRCH) {
+        let pid = name.to_str().and_then(|n| n.strip_prefix(prefix)?.parse::<i32>().ok());
+        if pid.is_none_or(|pid| kill(Pid::from_raw(pid), None) != Err(nix::errno::Errno::ESRCH)) {
             continue;
         }
         let base = entry.path();

@@ -57,8 +57,8 @@
 //!   went away is dropped.
 
 use std::collections::VecDeque;
-use std::io::{self, ErrorKind};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -70,7 +70,7 @@ use serde::Serialize;
 use crate::error::{Error, Result, io_text};
 use crate::state::OwnedPath;
 use crate::state::SafeDir;
-use crate::supervisor::line_conn::{LineConn, listen_at};
+use crate::supervisor::line_conn::{LineConn, accept_up_to, listen_at, poll_set};
 pub use crate::supervisor::line_conn::{MAX_LINE, MAX_OUTPUT};
 use crate::wire::control::{Request, encode, peer_allowed};
 use conn::{Answer, Conn};
@@ -114,40 +114,23 @@ impl ControlServer {
     /// a live one or any other file is refused. Mode 0600, close-on-exec,
     /// non-blocking. Errors are one line naming the path.
     pub fn bind(path: &Path) -> Result<ControlServer> {
-        let fail = |what: &str, e: io::Error| {
-            let text = io_text(&e);
-            Error::runtime(format!("cannot {what} control socket {}: {text}", path.display()))
-        };
         clear_stale(path)?;
-        let listener = listen_at(path, 0o600).map_err(|e| fail("bind", e))?;
-        let file = OwnedPath::record(path).map_err(|e| fail("inspect", e))?;
-        Ok(ControlServer {
-            listener,
-            file,
-            euid: nix::unistd::geteuid().as_raw(),
-            conns: Vec::new(),
-            next_id: 0,
-            accept_paused: false,
-            refused: Throttle::default(),
-            dropped: Throttle::default(),
-            notes: Vec::new(),
-        })
+        let listener = listen_at(path, 0o600).map_err(|e| fail(path, "bind", e))?;
+        let file = OwnedPath::record(path).map_err(|e| fail(path, "inspect", e))?;
+        Ok(ControlServer::new(listener, file, Vec::new(), 0))
+    }
+
+    fn new(listener: UnixListener, file: OwnedPath, conns: Vec<Conn>, next_id: u64) -> ControlServer {
+        let (euid, throttle) = (nix::unistd::geteuid().as_raw(), Throttle::default);
+        let (refused, dropped, notes) = (throttle(), throttle(), Vec::new());
+        ControlServer { listener, file, euid, conns, next_id, accept_paused: false, refused, dropped, notes }
     }
 
     /// Every fd the poll loop must watch, with the events to ask for.
     pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
-        let mut fds = Vec::with_capacity(self.conns.len() + 1);
         let room = self.conns.len() < MAX_CONNECTIONS || self.conns.iter().any(Conn::idle);
-        if !self.accept_paused && room {
-            fds.push((self.listener.as_fd(), PollFlags::POLLIN));
-        }
-        for conn in &self.conns {
-            let flags = conn.io.interest(conn.waiting.len() < MAX_PENDING);
-            if !flags.is_empty() {
-                fds.push((conn.io.stream().as_fd(), flags));
-            }
-        }
-        fds
+        let listener = (!self.accept_paused && room).then_some(&self.listener);
+        poll_set(listener, self.conns.iter().map(|c| (&c.io, c.waiting.len() < MAX_PENDING)))
     }
 
     /// When the next idle connection is to be closed, or `now` when
@@ -171,19 +154,17 @@ impl ControlServer {
             stopping: self.conns.iter().any(|c| c.stopping),
         };
         for conn in &mut self.conns {
-            if conn.wants_input() && conn.io.fill() {
+            // (`fill` reads only while the connection can take more.)
+            if conn.waiting.len() < MAX_PENDING && conn.io.fill() {
                 conn.heard_at = now;
             }
             if conn.follow.is_some() {
                 // A follower says nothing more: its input is read only to see it go.
-                drop(conn.io.lines());
+                drop(conn.io.lines(usize::MAX));
             } else if conn.waiting.len() < MAX_PENDING && conn.io.unsent() < REPLY_ROOM {
                 conn.take_requests(&mut self.next_id, &mut crowd, &mut requests);
             }
-            follow::catch_up(conn);
-            if conn.io.flush() {
-                conn.heard_at = now;
-            }
+            follow::catch_up(conn, now);
         }
         self.conns.retain(|c| !c.done() && c.idle_deadline().is_none_or(|at| now < at));
         (requests, logs)
@@ -200,9 +181,7 @@ impl ControlServer {
         });
         if let Some(conn) = found {
             conn.release();
-            if conn.io.flush() {
-                conn.heard_at = Instant::now();
-            }
+            follow::catch_up(conn, Instant::now());
             if conn.io.unsent() > MAX_OUTPUT {
                 // Its replies pile up: it does not read them. Dropping it
                 // frees them; its requests were taken, so nothing hangs.
@@ -228,24 +207,13 @@ impl ControlServer {
         self.file.remove()
     }
 
-    /// Takes waiting connections, at most `MAX_CONNECTIONS` per call, so a
-    /// client that connects without end cannot keep the loop here.
+    /// Takes waiting connections, at most `MAX_CONNECTIONS` per call, none
+    /// while the table is full of connections that wait (any other one
+    /// can make room, and each newcomer is one that can).
     fn accept(&mut self, now: Instant, logs: &mut Vec<String>) {
-        for _ in 0..MAX_CONNECTIONS {
-            if self.conns.len() >= MAX_CONNECTIONS && !self.conns.iter().any(Conn::idle) {
-                break;
-            }
-            let stream = match self.listener.accept() {
-                Ok((stream, _)) => stream,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == ErrorKind::ConnectionAborted => continue,
-                Err(e) => {
-                    logs.push(format!("control: cannot accept: {}", io_text(&e)));
-                    self.accept_paused = true;
-                    break;
-                }
-            };
+        let room = self.conns.len() < MAX_CONNECTIONS || self.conns.iter().any(Conn::idle);
+        let (streams, failed) = accept_up_to(&self.listener, if room { MAX_CONNECTIONS } else { 0 });
+        for stream in streams {
             let refusal = match getsockopt(&stream, sockopt::PeerCredentials) {
                 Ok(cred) if peer_allowed(cred.uid(), self.euid) => None,
                 Ok(cred) => Some(format!(
@@ -265,6 +233,10 @@ impl ControlServer {
                 (None, Err(e)) => logs.push(format!("control: dropped a connection: {e}")),
             }
         }
+        if let Some(e) = failed {
+            logs.push(format!("control: cannot accept: {}", io_text(&e)));
+            self.accept_paused = true;
+        }
     }
 
     /// With a full table, closes the connection idle the longest (one that
@@ -282,35 +254,31 @@ impl ControlServer {
             self.conns.remove(at);
         }
     }
+}
 
-    #[cfg(test)]
-    fn connections(&self) -> usize {
-        self.conns.len()
-    }
+fn fail(path: &Path, what: &str, e: io::Error) -> Error {
+    Error::runtime(format!("cannot {what} control socket {}: {}", path.display(), io_text(&e)))
 }
 
 /// Makes room at `path`: nothing there is fine, a stale socket is removed,
 /// a live socket or any other file is refused.
 fn clear_stale(path: &Path) -> Result<()> {
     let shown = path.display();
-    let fail = |what: &str, e: io::Error| {
-        Error::runtime(format!("cannot {what} control socket {shown}: {}", io_text(&e)))
-    };
-    let (dir, name) = SafeDir::parent_of(path).map_err(|e| fail("bind", e))?;
+    let (dir, name) = SafeDir::parent_of(path).map_err(|e| fail(path, "bind", e))?;
     match dir.stat(&name) {
         Ok(None) => return Ok(()),
-        Err(e) => return Err(fail("inspect", e)),
+        Err(e) => return Err(fail(path, "inspect", e)),
         Ok(Some(st)) if st.st_mode & libc::S_IFMT != libc::S_IFSOCK => {
             let text = "a file that is not a socket is in the way";
             return Err(Error::runtime(format!("cannot bind control socket {shown}: {text}")));
         }
         Ok(_) => {}
     }
-    if crate::listen::is_live(path).map_err(|e| fail("probe", e))? {
+    if crate::listen::is_live(path).map_err(|e| fail(path, "probe", e))? {
         let hint = format!("is another supervisor running with --control {shown}?");
         return Err(Error::runtime(format!("control socket {shown} is in use ({hint})")));
     }
-    dir.remove(&name).map_err(|e| fail("remove stale", e))
+    dir.remove(&name).map_err(|e| fail(path, "remove stale", e))
 }
 
 pub mod carry;

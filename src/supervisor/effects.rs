@@ -36,15 +36,12 @@ impl Supervisor {
             .zip(&self.config.fds)
             .map(|(l, &target)| (l.socket.as_raw_fd(), target))
             .collect();
-        let pipes = match self.capture.as_mut().map(Capture::open).transpose() {
-            Ok(pipes) => pipes,
-            Err(e) => {
-                self.log.line(&format!(
-                    "cannot create log capture pipes ({e}); this worker's output goes unprefixed"
-                ));
-                None
-            }
-        };
+        let pipes = self.capture.as_mut().map(Capture::open).transpose().unwrap_or_else(|e| {
+            self.log.line(&format!(
+                "cannot create log capture pipes ({e}); this worker's output goes unprefixed"
+            ));
+            None
+        });
         if let Some(p) = &pipes {
             fds.extend([(p.stdout.as_raw_fd(), 1), (p.stderr.as_raw_fd(), 2)]);
         }
@@ -105,10 +102,9 @@ impl Supervisor {
                 Err(e) => self.log.line(&format!("{e}; using the startup environment")),
             }
         }
-        let slots = self.slots();
-        let (name, value) = protocol::generation_env(generation);
         let announce = self.config.announce;
-        let mut vars = protocol::listener_env(&slots, announce);
+        let mut vars = protocol::listener_env(&self.slots(), announce);
+        let (name, value) = protocol::generation_env(generation);
         vars.push((name.to_string(), value));
         vars.extend(protocol::worker_index_env(index));
         vars.push((protocol::NOTIFY_SOCKET.to_string(), self.notify.path().to_string_lossy().into_owned()));
@@ -182,26 +178,18 @@ impl Supervisor {
     /// stays open (its file gone) until the process exits, so a `stop`
     /// client sees its connection end only then.
     pub(super) fn clean_up(&mut self) {
+        let mut removed = Vec::new();
         if let Some(control) = self.control.as_mut() {
             control.flush();
-            if let Err(e) = control.remove() {
-                self.log.line(&format!("cannot remove the control socket: {e}"));
+            removed.push(("the control socket", control.remove()));
+        }
+        removed.extend(self.status_file.take().map(|status| ("the status file", status.remove())));
+        removed.extend(self.listeners.iter().map(|listener| ("socket file", listener.remove_file())));
+        removed.extend(self.pid_file.take().map(|pid_file| ("the pid file", pid_file.remove())));
+        for (what, result) in removed {
+            if let Err(e) = result {
+                self.log.line(&format!("cannot remove {what}: {e}"));
             }
-        }
-        if let Some(status) = self.status_file.take()
-            && let Err(e) = status.remove()
-        {
-            self.log.line(&format!("cannot remove the status file: {e}"));
-        }
-        for listener in &self.listeners {
-            if let Err(e) = listener.remove_file() {
-                self.log.line(&format!("cannot remove socket file: {e}"));
-            }
-        }
-        if let Some(pid_file) = self.pid_file.take()
-            && let Err(e) = pid_file.remove()
-        {
-            self.log.line(&format!("cannot remove the pid file: {e}"));
         }
     }
 }

@@ -31,8 +31,7 @@
 //! ack always gets in.
 
 use std::fs;
-use std::io::ErrorKind;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
@@ -43,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::supervisor::carry::{Carry, Resuming, Written};
 use crate::supervisor::line_conn::ConnRecord;
-use crate::supervisor::line_conn::{LineConn, listen_at};
+use crate::supervisor::line_conn::{LineConn, accept_up_to, listen_at, poll_set};
 use crate::wire::einhorn::{ack_pid, answer, decode, encode_reply};
 
 const MAX_CONNECTIONS: usize = 256;
@@ -69,8 +68,9 @@ pub struct EinhornSocket {
 impl EinhornSocket {
     /// Binds at `path`, which should be in a private directory; mode 0600.
     pub fn bind(path: &Path) -> std::io::Result<EinhornSocket> {
+        let listener = listen_at(path, 0o600)?;
         Ok(EinhornSocket {
-            listener: listen_at(path, 0o600)?,
+            listener,
             path: path.to_owned(),
             conns: Vec::new(),
             accept_paused: false,
@@ -85,24 +85,14 @@ impl EinhornSocket {
 
     /// Every fd the poll loop must watch, with the events to ask for.
     pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
-        let mut fds = Vec::with_capacity(self.conns.len() + 1);
-        if !self.accept_paused {
-            fds.push((self.listener.as_fd(), PollFlags::POLLIN));
-        }
-        for conn in &self.conns {
-            let flags = conn.io.interest(true);
-            if !flags.is_empty() {
-                fds.push((conn.io.stream().as_fd(), flags));
-            }
-        }
-        fds
+        let listener = (!self.accept_paused).then_some(&self.listener);
+        poll_set(listener, self.conns.iter().map(|c| (&c.io, true)))
     }
 
     /// Accepts and reads what is ready without blocking; returns the pids
     /// that acked (see the module header for which pid). Call after every poll.
     pub fn service(&mut self) -> Vec<i32> {
         let mut acks = Vec::new();
-        self.accept_paused = false;
         self.accept();
         for conn in &mut self.conns {
             if conn.io.fill() {
@@ -110,7 +100,7 @@ impl EinhornSocket {
                 conn.heard = self.tick;
             }
             // A line over 64 KiB ends the connection (`lines` stops reading).
-            for line in conn.io.lines().0 {
+            for line in conn.io.lines(usize::MAX).0 {
                 let message = decode(&line);
                 match answer(message.as_ref()) {
                     Some(text) => conn.io.queue(&encode_reply(&text)),
@@ -120,25 +110,15 @@ impl EinhornSocket {
             conn.io.flush();
         }
         // Closed by the worker (or for a long line): once the answers are out.
-        self.conns.retain(|c| !c.io.broken && (!c.io.eof || c.io.has_output()));
+        self.conns.retain(|c| !c.io.broken && (!c.io.eof || c.io.unsent() > 0));
         acks
     }
 
-    /// Takes waiting connections, at most `MAX_CONNECTIONS` per call, so a
-    /// process that connects without end cannot keep the loop here.
+    /// Takes waiting connections, at most `MAX_CONNECTIONS` per call.
     fn accept(&mut self) {
-        for _ in 0..MAX_CONNECTIONS {
-            let stream = match self.listener.accept() {
-                Ok((stream, _)) => stream,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => {
-                    continue;
-                }
-                Err(_) => {
-                    self.accept_paused = true;
-                    break;
-                }
-            };
+        let (streams, failed) = accept_up_to(&self.listener, MAX_CONNECTIONS);
+        self.accept_paused = failed.is_some();
+        for stream in streams {
             let peer_pid = getsockopt(&stream, sockopt::PeerCredentials).ok().map(|cred| cred.pid());
             if let Ok(io) = LineConn::new(stream) {
                 if self.conns.len() >= MAX_CONNECTIONS {
@@ -150,11 +130,6 @@ impl EinhornSocket {
                 self.conns.push(Peer { io, peer_pid, heard: self.tick });
             }
         }
-    }
-
-    #[cfg(test)]
-    fn connections(&self) -> usize {
-        self.conns.len()
     }
 }
 
@@ -188,10 +163,11 @@ impl Carry for EinhornSocket {
 
     fn resume(record: EinhornRecord, from: &mut Resuming, config: &Config) -> std::io::Result<EinhornSocket> {
         let listener = UnixListener::from(from.fd(record.fd)?);
-        let mut conns = Vec::with_capacity(record.conns.len());
-        for (conn, peer_pid) in record.conns {
-            conns.push(Peer { io: LineConn::resume(conn, from, config)?, peer_pid, heard: 0 });
-        }
+        let conns = (record.conns.into_iter())
+            .map(|(conn, peer_pid)| {
+                Ok(Peer { io: LineConn::resume(conn, from, config)?, peer_pid, heard: 0 })
+            })
+            .collect::<std::io::Result<_>>()?;
         Ok(EinhornSocket { listener, path: record.path, conns, accept_paused: false, tick: 0 })
     }
 }
@@ -254,7 +230,7 @@ mod tests {
         assert_eq!(pump(&mut socket, |_, acks| !acks.is_empty()), [me()]);
         worker.write_all(b"\n").expect("still open after the ack");
         drop(worker);
-        pump(&mut socket, |s, _| s.connections() == 0);
+        pump(&mut socket, |s, _| s.conns.is_empty());
     }
 
     #[test]
@@ -264,7 +240,7 @@ mod tests {
             let mut worker = UnixStream::connect(socket.path()).unwrap();
             worker.write_all(sent.as_bytes()).unwrap();
             drop(worker);
-            let acks = pump(&mut socket, |s, acks| !acks.is_empty() && s.connections() == 0);
+            let acks = pump(&mut socket, |s, acks| !acks.is_empty() && s.conns.is_empty());
             assert_eq!(acks, [me()], "{sent}");
         }
     }
@@ -276,7 +252,7 @@ mod tests {
         worker.set_read_timeout(Some(GUARD)).unwrap();
         let mut reader = BufReader::new(worker.try_clone().unwrap());
         worker.write_all(b"{\"command\":\"ehlo\",\"user\":\"ops\"}\nnonsense\n").unwrap();
-        let answered = |s: &EinhornSocket, _: &[i32]| s.conns.first().is_some_and(|c| !c.io.has_output());
+        let answered = |s: &EinhornSocket, _: &[i32]| s.conns.first().is_some_and(|c| !c.io.unsent() > 0);
         assert!(pump(&mut socket, answered).is_empty());
         let mut lines = [String::new(), String::new()];
         for line in &mut lines {
@@ -300,12 +276,12 @@ mod tests {
         let mut silent = Vec::new();
         for n in 1..=MAX_CONNECTIONS {
             silent.push(UnixStream::connect(socket.path()).unwrap());
-            pump(&mut socket, |s, _| s.connections() == n);
+            pump(&mut socket, |s, _| s.conns.len() == n);
         }
         let mut worker = UnixStream::connect(socket.path()).unwrap();
         worker.write_all(GOJI.as_bytes()).unwrap();
         assert_eq!(pump(&mut socket, |_, acks| !acks.is_empty()), [me()]);
-        assert_eq!(socket.connections(), MAX_CONNECTIONS);
+        assert_eq!(socket.conns.len(), MAX_CONNECTIONS);
         // The first silent one made room: it reads the end of its connection.
         silent[0].set_read_timeout(Some(GUARD)).unwrap();
         assert_eq!(std::io::Read::read(&mut &silent[0], &mut [0u8; 1]).unwrap(), 0);
@@ -316,7 +292,7 @@ mod tests {
         let (_dir, mut socket) = bound();
         let mut worker = UnixStream::connect(socket.path()).unwrap();
         worker.write_all(&vec![b'a'; crate::supervisor::line_conn::MAX_LINE + 1]).unwrap();
-        let acks = pump(&mut socket, |s, _| s.connections() == 0);
+        let acks = pump(&mut socket, |s, _| s.conns.is_empty());
         assert!(acks.is_empty());
         worker.set_read_timeout(Some(GUARD)).unwrap();
         assert_eq!(std::io::Read::read(&mut worker, &mut [0u8; 1]).unwrap(), 0);

@@ -63,10 +63,7 @@ pub fn ms(d: Duration) -> f64 {
 }
 
 pub fn signal_name(signal: i32) -> String {
-    match Signal::try_from(signal) {
-        Ok(sig) => sig.as_str().trim_start_matches("SIG").to_string(),
-        Err(_) => signal.to_string(),
-    }
+    Signal::try_from(signal).map_or_else(|_| signal.to_string(), short)
 }
 
 fn exited(status: ExitStatus, role: &str) -> What {
@@ -75,6 +72,15 @@ fn exited(status: ExitStatus, role: &str) -> What {
         ExitStatus::Signal { signal, core } => (None, Some(signal_name(signal)), core),
     };
     What::Exited { code, signal, core, role: role.to_string() }
+}
+
+fn killed(deadline: &str, after: &Duration) -> What {
+    What::Killed { deadline: deadline.into(), after_ms: ms(*after) }
+}
+
+/// `TERM` for SIGTERM.
+fn short(signal: Signal) -> String {
+    signal.as_str().trim_start_matches("SIG").to_string()
 }
 
 fn note(what: &str) -> What {
@@ -153,13 +159,11 @@ pub fn describe(
         Event::FilesChanged => (What::RestartRequested { by: "watch".into() }, (None, vec![])),
         Event::AutoRestart { .. } => (What::RestartRequested { by: "autorestart".into() }, (None, vec![])),
         Event::NowRunning { signal, old } => {
-            let signal = signal.as_str().trim_start_matches("SIG").to_string();
             let (generation, pids) = serving.map_or((None, vec![]), |(g, pids)| (Some(g), pids));
-            (What::Switched { signal, old_pids: old.clone() }, (generation, pids))
+            (What::Switched { signal: short(*signal), old_pids: old.clone() }, (generation, pids))
         }
         Event::ShutdownReceived { received, pids, .. } => {
-            let signal = received.as_str().trim_start_matches("SIG").to_string();
-            (What::StopRequested { signal }, (None, pids.clone()))
+            (What::StopRequested { signal: short(*received) }, (None, pids.clone()))
         }
         Event::Exiting => (What::Exiting, (None, vec![])),
         Event::Ready { generation, pids, after, how } => {
@@ -179,18 +183,13 @@ pub fn describe(
             let what = What::NotReady { after_ms: ms(*after), awaited: awaited.into() };
             (what, (Some(*generation), pids.clone()))
         }
-        Event::DrainTimeout { pid, after } => {
-            (What::Killed { deadline: "drain".into(), after_ms: ms(*after) }, of(*pid))
-        }
+        Event::DrainTimeout { pid, after } => (killed("drain", after), of(*pid)),
         Event::UnreadyStopTimeout { pid, generation, after } => {
-            (What::Killed { deadline: "ready".into(), after_ms: ms(*after) }, (Some(*generation), vec![*pid]))
+            (killed("ready", after), (Some(*generation), vec![*pid]))
         }
-        Event::StopTimeout { pids, after } => {
-            (What::Killed { deadline: "stop".into(), after_ms: ms(*after) }, (None, pids.clone()))
-        }
+        Event::StopTimeout { pids, after } => (killed("stop", after), (None, pids.clone())),
         Event::Forwarded { signal, pids } => {
-            let signal = signal.as_str().trim_start_matches("SIG").to_string();
-            (What::Forwarded { signal }, (None, pids.clone()))
+            (What::Forwarded { signal: short(*signal) }, (None, pids.clone()))
         }
         Event::Diagnosis { generation, .. } => (note("diagnosis"), (Some(*generation), vec![])),
         Event::HupCoalesced { generation } => (note("hup_coalesced"), (Some(*generation), vec![])),

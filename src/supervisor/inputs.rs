@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use nix::sys::signal::Signal;
 
-use super::{Supervisor, reaper, replies};
+use super::{Supervisor, reaper};
 use crate::machine::Input;
 use crate::wire::control::{Command, Reopened, Stopping, Verdict};
 
@@ -82,8 +82,7 @@ impl Supervisor {
         let (requests, lines) = control.service(Instant::now());
         lines.iter().for_each(|line| self.log.line(line));
         let mut inputs = Vec::new();
-        let (mut upgrades, mut reopens) = (Vec::new(), Vec::new());
-        let mut watching = Vec::new();
+        let (mut upgrades, mut reopens, mut watching, mut statuses) = (vec![], vec![], vec![], vec![]);
         for (id, request) in requests {
             match request.command {
                 Command::Reopen => reopens.push(id),
@@ -94,21 +93,13 @@ impl Supervisor {
                     control.reply(id, &Stopping { ok: true, pid: std::process::id() });
                     inputs.push(Input::Terminate(Signal::SIGTERM));
                 }
-                Command::Status => {
-                    let (fds, image) = (&self.config.fds, self.upgrades.image());
-                    let mut status =
-                        replies::status(&self.machine, &self.listeners, fds, image, super::moment());
-                    status.containment = Some(self.contain.describe());
-                    status.counters.foreign_ready = self.foreign_ready;
-                    for generation in &mut status.generations {
-                        let (members, rss) = self.census.of(&self.contain, &generation.pids, Instant::now());
-                        (generation.members, generation.rss_bytes) = (members, Some(rss));
-                        let ready_by = self.observer.evidence_of(generation.generation).map(str::to_string);
-                        generation.ready_by = ready_by.filter(|_| generation.ready.is_some());
-                    }
-                    status.observation = self.observer.blind.clone();
-                    control.reply(id, &status);
-                }
+                Command::Status => statuses.push(id),
+            }
+        }
+        for id in statuses {
+            let status = self.status();
+            if let Some(control) = self.control.as_mut() {
+                control.reply(id, &status);
             }
         }
         for (id, command) in watching {

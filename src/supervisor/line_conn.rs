@@ -4,7 +4,7 @@
 //! output as the peer takes it, never blocking the supervisor's loop.
 
 use std::io::{self, ErrorKind, Read};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
@@ -45,6 +45,33 @@ pub(crate) fn listen_at(path: &Path, mode: u32) -> io::Result<UnixListener> {
     Ok(UnixListener::from(socket))
 }
 
+/// The connections waiting on `listener`, at most `max` (so a client that
+/// connects without end cannot keep the loop here), and the error that
+/// stopped accepting (EMFILE...), if one did.
+pub(crate) fn accept_up_to(listener: &UnixListener, max: usize) -> (Vec<UnixStream>, Option<io::Error>) {
+    let mut streams = Vec::new();
+    for _ in 0..max {
+        match listener.accept() {
+            Ok((stream, _)) => streams.push(stream),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => {}
+            Err(e) => return (streams, Some(e)),
+        }
+    }
+    (streams, None)
+}
+
+/// What to poll: `listener` if given, and every connection that wants
+/// something (with whether its owner wants its input).
+pub(crate) fn poll_set<'a>(
+    listener: Option<&'a UnixListener>,
+    conns: impl Iterator<Item = (&'a LineConn, bool)>,
+) -> Vec<(BorrowedFd<'a>, PollFlags)> {
+    let listener = listener.map(|l| (l.as_fd(), PollFlags::POLLIN));
+    let conns = conns.map(|(c, read)| (c.stream.as_fd(), c.interest(read))).filter(|(_, f)| !f.is_empty());
+    listener.into_iter().chain(conns).collect()
+}
+
 /// An accepted connection: input cut into lines, output written as the
 /// peer takes it.
 pub(crate) struct LineConn {
@@ -73,10 +100,6 @@ impl LineConn {
         !self.eof && !self.broken && !full
     }
 
-    pub fn has_output(&self) -> bool {
-        !self.output.is_empty()
-    }
-
     /// Bytes queued and not yet taken by the peer.
     pub fn unsent(&self) -> usize {
         self.output.len()
@@ -102,15 +125,11 @@ impl LineConn {
         heard
     }
 
-    /// Every complete non-blank line buffered, without `\n` or `\r` (at EOF
-    /// also the unterminated rest); true if a line over `MAX_LINE` came
-    /// next, and then no more input is read.
-    pub fn lines(&mut self) -> (Vec<Vec<u8>>, bool) {
-        self.lines_up_to(usize::MAX)
-    }
-
-    /// `lines`, at most `max` of them; the rest stay buffered (`has_line`).
-    pub fn lines_up_to(&mut self, max: usize) -> (Vec<Vec<u8>>, bool) {
+    /// At most `max` complete non-blank lines buffered, without `\n` or
+    /// `\r` (at EOF also the unterminated rest; the rest stay buffered,
+    /// `has_line`); true if a line over `MAX_LINE` came next, and then no
+    /// more input is read.
+    pub fn lines(&mut self, max: usize) -> (Vec<Vec<u8>>, bool) {
         let (lines, too_long) = take_lines(&mut self.input, self.eof, max);
         if too_long {
             self.input.clear();
@@ -157,7 +176,7 @@ impl LineConn {
     pub fn interest(&self, read: bool) -> PollFlags {
         let mut flags = PollFlags::empty();
         flags.set(PollFlags::POLLIN, read && self.can_read());
-        flags.set(PollFlags::POLLOUT, self.has_output() && !self.broken);
+        flags.set(PollFlags::POLLOUT, self.unsent() > 0 && !self.broken);
         flags
     }
 }

@@ -99,46 +99,36 @@ impl Log {
                 repeat.count += 1;
                 return;
             }
-            let said = self.repeated(&mut repeat);
-            *repeat = Repeat { text: text.to_owned(), count: 0, since: Some(Instant::now()) };
             drop(repeat);
-            if let Some(said) = said {
-                self.write(&said, None);
-            }
+            self.say_repeats(Repeat { text: text.to_owned(), count: 0, since: Some(Instant::now()) });
         }
         self.write(text, said);
     }
 
-    /// The line saying how often the last one came again, if it did.
-    fn repeated(&self, repeat: &mut Repeat) -> Option<String> {
-        let count = std::mem::take(&mut repeat.count);
-        let times = if count == 1 { "once more".to_string() } else { format!("{count} more times") };
-        (count > 0).then(|| format!("the line above came {times}: {}", repeat.text))
+    /// Prints how often the last line came again, if it did, and counts
+    /// from `next` on.
+    fn say_repeats(&self, next: Repeat) {
+        let last = self.repeat.replace(next);
+        let times =
+            if last.count == 1 { "once more".to_string() } else { format!("{} more times", last.count) };
+        if last.count > 0 {
+            self.write(&format!("the line above came {times}: {}", last.text), None);
+        }
     }
 
     /// Prints the count of a repeated line once `REPEAT_EVERY` has passed.
     pub fn tick(&self, now: Instant) {
-        let mut repeat = self.repeat.borrow_mut();
-        if repeat.since.is_some_and(|since| now >= since + REPEAT_EVERY) {
-            let said = self.repeated(&mut repeat);
-            repeat.since = None;
-            drop(repeat);
-            if let Some(said) = said {
-                self.write(&said, None);
-            }
+        let since = self.repeat.borrow().since;
+        if since.is_some_and(|since| now >= since + REPEAT_EVERY) {
+            let text = self.repeat.borrow().text.clone();
+            self.say_repeats(Repeat { text, count: 0, since: None });
         }
     }
 
     /// Prints the count of a repeated line now, if there is one (before
     /// the process image is replaced).
     pub fn settle(&self) {
-        let mut repeat = self.repeat.borrow_mut();
-        let said = self.repeated(&mut repeat);
-        *repeat = Repeat::default();
-        drop(repeat);
-        if let Some(said) = said {
-            self.write(&said, None);
-        }
+        self.say_repeats(Repeat::default());
     }
 
     /// When `tick` has a count to print.
@@ -217,15 +207,10 @@ impl Log {
     pub fn retarget(&mut self, restartable: bool) {
         self.restartable = restartable;
         self.sink.get_mut().retarget();
-        self.warn_if_blocking();
-        self.sink.get_mut().flush(restartable);
-    }
-
-    fn warn_if_blocking(&self) {
-        let warning = self.sink.borrow().blocking_warning();
-        if let Some(warning) = warning {
+        if let Some(warning) = self.sink.get_mut().blocking_warning() {
             self.line(warning);
         }
+        self.sink.get_mut().flush(restartable);
     }
 
     /// Writes what the reader takes now, after saying how many captured

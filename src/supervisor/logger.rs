@@ -157,14 +157,9 @@ impl Carry for Logger {
             }
             None => LogPipe::from_fd1()?,
         };
-        let delay = Duration::from_millis(record.delay_ms).clamp(FIRST_DELAY, MAX_DELAY);
-        let (started, restart_at) = (from.written.instant(record.started), record.restart_at);
-        Ok(Logger {
-            pid: record.pid,
-            started,
-            restart_at: restart_at.map(|t| from.written.instant(t)),
-            delay,
-            pipe,
-        })
+        let (at, delay) =
+            (from.written, Duration::from_millis(record.delay_ms).clamp(FIRST_DELAY, MAX_DELAY));
+        let (started, restart_at) = (at.instant(record.started), record.restart_at.map(|t| at.instant(t)));
+        Ok(Logger { pid: record.pid, started, restart_at, delay, pipe })
     }
 }

@@ -111,6 +111,12 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// A family of one sample.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
 fn series<K: std::fmt::Display>(out: &mut String, name: &str, label: &str, map: &BTreeMap<K, u64>) {
     for (key, value) in map {
         let _ = writeln!(out, "{name}{{{label}=\"{key}\"}} {value}");
@@ -130,8 +136,8 @@ fn with_zeros(map: &BTreeMap<String, u64>, keys: &[&str]) -> BTreeMap<String, u6
 pub fn render(s: &Sources) -> String {
     let mut out = String::new();
     let serving = s.views.iter().filter(|v| v.role == Role::Serving).map(|v| v.generation).max();
-    family(&mut out, "handover_generation", "gauge", "The serving generation (0: none).");
-    let _ = writeln!(out, "handover_generation {}", serving.unwrap_or(0));
+    let help = "The serving generation (0: none).";
+    single(&mut out, "handover_generation", "gauge", help, serving.unwrap_or(0));
     family(&mut out, "handover_generations", "gauge", "Generations alive, by state.");
     for role in Role::ALL {
         let n = s.views.iter().filter(|v| v.role == role).count();
@@ -161,8 +167,7 @@ pub fn render(s: &Sources) -> String {
         ("handover_logger_exits_total", "Exits of the --log-file command.", s.tally.logger_exits),
     ];
     for (name, help, value) in counters {
-        family(&mut out, name, "counter", help);
-        let _ = writeln!(out, "{name} {value}");
+        single(&mut out, name, "counter", help, value);
     }
     let name = "handover_worker_exits_by_code_total";
     family(&mut out, name, "counter", "Worker exits with a code, by code.");
@@ -179,15 +184,10 @@ pub fn render(s: &Sources) -> String {
     let name = "handover_log_lines_dropped_total";
     family(&mut out, name, "counter", "Log lines dropped while the log was not read: own or captured.");
     series(&mut out, name, "of", &with_zeros(&s.tally.lines_dropped, &["own", "captured"]));
-    family(&mut out, "handover_uptime_seconds", "gauge", "Seconds since the supervisor first started.");
-    let _ = writeln!(out, "handover_uptime_seconds {:.3}", s.uptime);
-    family(
-        &mut out,
-        "handover_start_time_seconds",
-        "gauge",
-        "When the supervisor first started, in Unix seconds.",
-    );
-    let _ = writeln!(out, "handover_start_time_seconds {:.3}", s.start_time);
+    let help = "Seconds since the supervisor first started.";
+    single(&mut out, "handover_uptime_seconds", "gauge", help, format!("{:.3}", s.uptime));
+    let help = "When the supervisor first started, in Unix seconds.";
+    single(&mut out, "handover_start_time_seconds", "gauge", help, format!("{:.3}", s.start_time));
     out
 }
 

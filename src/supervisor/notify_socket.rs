@@ -55,10 +55,8 @@ const STALE_AFTER: Duration = Duration::from_secs(10);
 /// Whether `name` is one of ours: `handover-` and 16 hex digits (6 letters
 /// from versions that used mkdtemp).
 fn is_runtime_name(name: &str) -> bool {
-    match name.strip_prefix(PREFIX) {
-        Some(rest) => rest.len() == 6 || (rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_hexdigit())),
-        None => false,
-    }
+    let hex = |rest: &str| rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_hexdigit());
+    name.strip_prefix(PREFIX).is_some_and(|rest| rest.len() == 6 || hex(rest))
 }
 
 const PREFIX: &str = "handover-";
@@ -69,16 +67,11 @@ const PREFIX: &str = "handover-";
 /// while it lives) and with a notify socket nobody answers on (a
 /// supervisor of an older version holds no lock). Returns how many.
 pub fn clean_stale(parent: &Path) -> usize {
-    if SafeDir::open(parent).is_err() {
-        return 0;
-    }
-    let Ok(entries) = std::fs::read_dir(parent) else { return 0 };
+    let Ok(entries) = SafeDir::open(parent).and_then(|_| std::fs::read_dir(parent)) else { return 0 };
     let euid = nix::unistd::geteuid().as_raw();
     let mut removed = 0;
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if !is_runtime_name(&name) {
+        if !is_runtime_name(&entry.file_name().to_string_lossy()) {
             continue;
         }
         let dir = entry.path();
@@ -93,9 +86,7 @@ pub fn clean_stale(parent: &Path) -> usize {
         if answered.is_ok() {
             continue;
         }
-        if std::fs::remove_dir_all(&dir).is_ok() {
-            removed += 1;
-        }
+        removed += usize::from(std::fs::remove_dir_all(&dir).is_ok());
     }
     removed
 }
@@ -112,32 +103,19 @@ impl NotifySocket {
     /// name, `SafeDir::make_private`) under `parent`, which a checked walk
     /// must accept.
     pub fn bind_in(parent: &Path) -> io::Result<NotifySocket> {
-        let parent_dir = SafeDir::open(parent)?;
-        let (private, name) = parent_dir.make_private(PREFIX)?;
+        let (private, name) = SafeDir::open(parent)?.make_private(PREFIX)?;
         let dir = parent.join(&name);
-        let bound =
-            openat(private.fd(), ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-                .map_err(io::Error::from)
-                .and_then(|handle| {
-                    Flock::lock(File::from(handle), FlockArg::LockExclusiveNonblock)
-                        .map_err(|(_, e)| e.into())
-                })
-                .and_then(|lock| {
-                    let socket = UnixDatagram::bind(dir.join("notify"))?;
-                    socket.set_nonblocking(true)?;
-                    setsockopt(&socket, sockopt::PassCred, &true)?;
-                    Ok((socket, lock))
-                });
-        match bound {
-            Ok((socket, lock)) => {
-                let name = dir.join("notify").to_string_lossy().into_owned();
-                Ok(NotifySocket { socket, name, dir, _lock: lock })
-            }
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                Err(e)
-            }
-        }
+        let bind = || -> io::Result<NotifySocket> {
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+            let handle = File::from(openat(private.fd(), ".", flags, Mode::empty())?);
+            let lock = Flock::lock(handle, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e)?;
+            let socket = UnixDatagram::bind(dir.join("notify"))?;
+            socket.set_nonblocking(true)?;
+            setsockopt(&socket, sockopt::PassCred, &true)?;
+            let name = dir.join("notify").to_string_lossy().into_owned();
+            Ok(NotifySocket { socket, name, dir: dir.clone(), _lock: lock })
+        };
+        bind().inspect_err(|_| drop(std::fs::remove_dir_all(&dir)))
     }
 
     /// The value of the workers' `NOTIFY_SOCKET`.

@@ -21,6 +21,7 @@
 //! process of the generation listening on a
 //! listener's address with a socket of its own is named, once per
 //! generation.
+use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
@@ -79,7 +80,7 @@ struct Watch {
     next_at: Instant,
     /// Per worker, where the next look starts among its processes (a look
     /// that runs out of time leaves the rest for the next).
-    cursors: Vec<(i32, usize)>,
+    cursors: HashMap<i32, usize>,
     /// A process of it listening with a socket of its own, and whether that was said.
     own_bind: Option<observe::OwnBind>,
     said_own_bind: bool,
@@ -99,7 +100,7 @@ impl Observer {
                     done: Vec::new(),
                     spawned_at,
                     next_at: spawned_at + FIRST_LOOK,
-                    cursors: Vec::new(),
+                    cursors: HashMap::new(),
                     own_bind: None,
                     said_own_bind: false,
                 })
@@ -137,10 +138,10 @@ impl Observer {
         let (mut inputs, mut lines) = (Vec::new(), Vec::new());
         // Taken whatever is watched now: its pipe must not stay readable.
         let done = self.looker.as_mut().and_then(Looker::take);
-        let Some((generation, pids, _)) = watched(machine) else { return (inputs, lines) };
-        if self.watch.as_ref().is_none_or(|w| w.generation != generation) {
+        let watching = |g: u64| self.watch.as_ref().is_some_and(|w| w.generation == g);
+        let Some((generation, pids, _)) = watched(machine).filter(|(g, ..)| watching(*g)) else {
             return (inputs, lines);
-        }
+        };
         if let Some(done) = done
             && let Some(watch) = self.watch.as_mut()
         {
@@ -207,9 +208,7 @@ impl Observer {
         if watch.done.contains(&pid) {
             return;
         }
-        let at = watch.cursors.iter().find(|(p, _)| *p == pid).map_or(0, |&(_, at)| at);
-        watch.cursors.retain(|(p, _)| *p != pid);
-        watch.cursors.push((pid, at + report.looked));
+        *watch.cursors.entry(pid).or_default() += report.looked;
         if report.seen.is_none() && report.blind.is_none() && hidden(pid) {
             report.blind = Some(format!("/proc/{pid} cannot be seen (is /proc mounted with hidepid?)"));
         }
@@ -307,7 +306,7 @@ fn members(watch: &Watch, contain: &Containment, pid: i32) -> Vec<i32> {
             members.push(member);
         }
     }
-    let at = watch.cursors.iter().find(|(p, _)| *p == pid).map_or(0, |&(_, at)| at) % members.len().max(1);
+    let at = watch.cursors.get(&pid).map_or(0, |at| at % members.len().max(1));
     members.rotate_left(at);
     members
 }

@@ -113,16 +113,13 @@ impl LogPipe {
         sh.arg("-c").arg(command).stdin(Stdio::from(stdin)).stdout(Stdio::from(stdout));
         sh.stderr(Stdio::from(stderr)).process_group(0);
         // Open until the spawn has returned: the child writes to it.
-        let procs = match cgroup {
-            Some(dir) => Some(
-                OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-                    .open(dir.join("cgroup.procs"))
-                    .context(|| format!("cannot open the log command's cgroup {}", dir.display()))?,
-            ),
-            None => None,
-        };
+        let procs = cgroup.map(|dir| {
+            let mut options = OpenOptions::new();
+            options.write(true).custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW);
+            let procs = options.open(dir.join("cgroup.procs"));
+            procs.context(|| format!("cannot open the log command's cgroup {}", dir.display()))
+        });
+        let procs = procs.transpose()?;
         if let Some(procs) = &procs {
             process::join_cgroup_at_exec(&mut sh, procs.as_raw_fd());
         }
@@ -140,10 +137,10 @@ fn null() -> std::io::Result<OwnedFd> {
 /// fds 1 and 2 at the new file. Workers keep the old one until their next
 /// generation, or use `--log-capture`, whose lines handover writes itself.
 pub fn reopen(target: &LogTarget) -> Result<()> {
-    match target {
-        LogTarget::File(_) => redirect(target).map(drop),
-        LogTarget::Pipe(_) => Ok(()),
+    if let LogTarget::File(_) = target {
+        redirect(target)?;
     }
+    Ok(())
 }
 
 /// Become a daemon: new session, no terminal, stdin from /dev/null.

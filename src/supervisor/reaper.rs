@@ -12,6 +12,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use super::contain::our_children;
 use crate::machine::Input;
 use crate::machine::event::ExitStatus;
 use crate::sys::process::{self, Ended};
@@ -27,25 +28,6 @@ pub fn become_subreaper() -> nix::Result<()> {
     nix::sys::prctl::set_child_subreaper(true)
 }
 
-/// Our children (from /proc), except `keep`.
-pub fn children(keep: &[i32]) -> Vec<i32> {
-    let me = std::process::id() as i32;
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    let mut pids: Vec<i32> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| !keep.contains(pid) && parent_of(*pid) == Some(me))
-        .collect();
-    pids.sort_unstable();
-    pids
-}
-
-/// The parent pid in `/proc/PID/stat` (after the parenthesised name).
-fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
-}
-
 fn reap_all() {
     while let Ok(Some(_)) = process::reap_one() {}
 }
@@ -58,7 +40,8 @@ pub fn stop_orphans(keep: &[i32], grace: Duration) -> Vec<i32> {
     let mut told: Vec<i32> = Vec::new();
     loop {
         reap_all();
-        let left = children(keep);
+        let mut left = our_children(keep);
+        left.sort_unstable();
         if left.is_empty() || start.elapsed() > grace + Duration::from_secs(5) {
             return told;
         }

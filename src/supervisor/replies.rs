@@ -4,15 +4,12 @@
 //! Times inside the machine are `Moment`s; here they become wall-clock
 //! RFC 3339 stamps (for people and logs) and durations in milliseconds
 //! (for scripts).
-use std::time::{Duration, SystemTime};
+use std::time::{Instant, SystemTime};
 
-use crate::listen::Listener;
+use super::Supervisor;
+use super::events::ms;
 use crate::machine::{Machine, Moment, Outcome, ReadyMode, Role};
 use crate::wire::control::{self, Phase, Readiness, Restart, RestartFailed, Restarted};
-
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
-}
 
 /// The wall-clock time of `at`, now being `now`.
 fn stamp(now: Moment, at: Moment) -> String {
@@ -62,54 +59,56 @@ fn readiness(machine: &Machine) -> Readiness {
     }
 }
 
-/// The `status` answer; `fds` are the listeners' fds in the workers.
-pub fn status(
-    machine: &Machine,
-    listeners: &[Listener],
-    fds: &[i32],
-    image: control::Image,
-    now: Moment,
-) -> control::Status {
-    let generations = (machine.views().iter())
-        .map(|v| control::Generation {
-            generation: v.generation,
-            phase: phase(v.role),
-            pids: v.pids.clone(),
-            started: stamp(now, v.spawned_at),
-            ready: v.ready_at.map(|t| stamp(now, t)),
-            told_to_stop: v.signalled_at.map(|t| stamp(now, t)),
-            members: Vec::new(),
-            rss_bytes: None,
-            ready_by: None,
-        })
-        .collect();
-    let listeners = (listeners.iter().zip(fds))
-        .map(|(l, &fd)| control::Listener {
-            fd,
-            name: l.spec.name.clone(),
-            key: l.key.clone(),
-            address: l.local.clone(),
-            broken: l.repair.broken.clone(),
-        })
-        .collect();
-    let counters = machine.counters();
-    control::Status {
-        ok: true,
-        pid: std::process::id(),
-        stopping: machine.stopping(),
-        ready: Some(readiness(machine)),
-        listeners,
-        generations,
-        last_restart: machine.last_outcome().map(outcome),
-        counters: control::Counters {
-            restarts: counters.restarts,
-            failures: counters.failures,
-            respawns: counters.respawns,
-            foreign_ready: 0,
-        },
-        image: Some(image),
-        containment: None,
-        observation: None,
+impl Supervisor {
+    /// The `status` answer.
+    pub(super) fn status(&mut self) -> control::Status {
+        let now = super::moment();
+        let (census, contain, observer) = (&mut self.census, &self.contain, &self.observer);
+        let generations = (self.machine.views().iter())
+            .map(|v| {
+                let (members, rss) = census.of(contain, &v.pids, Instant::now());
+                let ready_by = observer.evidence_of(v.generation).filter(|_| v.ready_at.is_some());
+                control::Generation {
+                    generation: v.generation,
+                    phase: phase(v.role),
+                    pids: v.pids.clone(),
+                    started: stamp(now, v.spawned_at),
+                    ready: v.ready_at.map(|t| stamp(now, t)),
+                    told_to_stop: v.signalled_at.map(|t| stamp(now, t)),
+                    members,
+                    rss_bytes: Some(rss),
+                    ready_by: ready_by.map(str::to_string),
+                }
+            })
+            .collect();
+        let listeners = (self.listeners.iter().zip(&self.config.fds))
+            .map(|(l, &fd)| control::Listener {
+                fd,
+                name: l.spec.name.clone(),
+                key: l.key.clone(),
+                address: l.local.clone(),
+                broken: l.repair.broken.clone(),
+            })
+            .collect();
+        let (machine, counters) = (&self.machine, self.machine.counters());
+        control::Status {
+            ok: true,
+            pid: std::process::id(),
+            stopping: machine.stopping(),
+            ready: Some(readiness(machine)),
+            listeners,
+            generations,
+            last_restart: machine.last_outcome().map(outcome),
+            counters: control::Counters {
+                restarts: counters.restarts,
+                failures: counters.failures,
+                respawns: counters.respawns,
+                foreign_ready: self.foreign_ready,
+            },
+            image: Some(self.upgrades.image()),
+            containment: Some(self.contain.describe()),
+            observation: self.observer.blind.clone(),
+        }
     }
 }
 
@@ -117,6 +116,7 @@ pub fn status(
 mod tests {
     use super::*;
     use crate::machine::event::{ExitStatus, Failure};
+    use std::time::Duration;
 
     #[test]
     fn outcomes_as_messages() {

@@ -107,11 +107,10 @@ fn parse(input: &[u8]) -> Asked {
         .position(|w| w == b"\r\n\r\n")
         .or_else(|| input.windows(2).position(|w| w == b"\n\n"));
     // A head is too large whether it came whole in one read or not.
-    match end {
-        Some(end) if end > MAX_REQUEST => return Asked::Answer("431 Request Header Fields Too Large"),
-        None if input.len() > MAX_REQUEST => return Asked::Answer("431 Request Header Fields Too Large"),
-        None => return Asked::More,
-        Some(_) => {}
+    if end.unwrap_or(input.len()) > MAX_REQUEST {
+        return Asked::Answer("431 Request Header Fields Too Large");
+    } else if end.is_none() {
+        return Asked::More;
     }
     let line = input.split(|&b| b == b'\n').next().unwrap_or_default();
     let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
@@ -151,15 +150,11 @@ impl MetricsServer {
     }
 
     pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
-        let mut fds = vec![(self.listener.as_fd(), PollFlags::POLLIN)];
-        for conn in &self.conns {
-            let flags = match conn.answered && !conn.closing {
-                true => PollFlags::POLLOUT,
-                false => PollFlags::POLLIN,
-            };
-            fds.push((conn.stream.as_fd(), flags));
-        }
-        fds
+        let conns = self.conns.iter().map(|c| {
+            let flags = if c.answered && !c.closing { PollFlags::POLLOUT } else { PollFlags::POLLIN };
+            (c.stream.as_fd(), flags)
+        });
+        std::iter::once((self.listener.as_fd(), PollFlags::POLLIN)).chain(conns).collect()
     }
 
     pub fn deadline(&self) -> Option<Instant> {
@@ -177,16 +172,14 @@ impl MetricsServer {
             if self.conns.len() >= MAX_CONNS {
                 self.conns.remove(0);
             }
-            let deadline = now + TIMEOUT;
-            let (input, output) = (Vec::new(), Vec::new());
+            let (input, output, deadline) = (Vec::new(), Vec::new(), now + TIMEOUT);
             let (answered, eof, closing, done) = (false, false, false, false);
-            let conn = Conn { stream, input, output, answered, eof, closing, done, deadline };
-            self.conns.push(conn);
+            self.conns.push(Conn { stream, input, output, answered, eof, closing, done, deadline });
         }
         let mut wanted = false;
         for conn in &mut self.conns {
             if conn.closing {
-                conn.discard();
+                conn.read();
                 continue;
             }
             if !conn.answered {
@@ -219,15 +212,18 @@ impl MetricsServer {
 }
 
 impl Conn {
+    /// Reads what the client sends: the request, or once all is sent
+    /// (`closing`) whatever follows, dropped; done at its end.
     fn read(&mut self) {
         let mut chunk = [0u8; 4096];
-        while self.input.len() <= MAX_REQUEST {
+        while self.closing || self.input.len() <= MAX_REQUEST {
             match self.stream.read(&mut chunk) {
                 Ok(0) => {
                     self.eof = true;
                     break;
                 }
-                Ok(n) => self.input.extend_from_slice(&chunk[..n]),
+                Ok(n) if !self.closing => self.input.extend_from_slice(&chunk[..n]),
+                Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(_) => {
@@ -236,6 +232,7 @@ impl Conn {
                 }
             }
         }
+        self.done |= self.closing && self.eof;
     }
 
     fn write(&mut self) {
@@ -244,32 +241,13 @@ impl Conn {
                 Ok(n) => drop(self.output.drain(..n)),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(_) => {
-                    self.done = true;
-                    return;
-                }
+                Err(_) => return self.done = true,
             }
         }
         if self.answered && self.output.is_empty() && !self.closing {
             self.closing = true;
-            if self.stream.shutdown(std::net::Shutdown::Write).is_err() {
-                self.done = true;
-            }
-            self.discard();
-        }
-    }
-
-    /// Reads and drops what the client sends after its answer; done at its end.
-    fn discard(&mut self) {
-        let mut chunk = [0u8; 4096];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(0) => break self.done = true,
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => break self.done = true,
-            }
+            self.done |= self.stream.shutdown(std::net::Shutdown::Write).is_err();
+            self.read();
         }
     }
 }

@@ -10,7 +10,8 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::sys::signal::Signal::{self, *};
+use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SignalEvent {
@@ -25,19 +26,8 @@ pub enum SignalEvent {
 }
 
 /// In the order they are acted on when several arrive together.
-const HANDLED: &[Signal] = &[
-    Signal::SIGCHLD,
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGWINCH,
-    Signal::SIGTTIN,
-    Signal::SIGTTOU,
-    Signal::SIGALRM,
-];
+const HANDLED: &[Signal] =
+    &[SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGTTIN, SIGTTOU, SIGALRM];
 
 fn classify(signal: Signal) -> Option<SignalEvent> {
     match signal {
@@ -62,8 +52,7 @@ impl Signals {
     /// first moments of the supervisor's life would be lost. Blocked, it
     /// waits, and comes in once every handler is in place.
     pub fn install() -> std::io::Result<Signals> {
-        let mut handled = SigSet::empty();
-        HANDLED.iter().for_each(|&signal| handled.add(signal));
+        let handled: SigSet = HANDLED.iter().copied().collect();
         let mut mask = SigSet::empty();
         sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled), Some(&mut mask))?;
         let installed = Signals::register();
@@ -94,14 +83,6 @@ impl Signals {
     /// so that they wait for the next image).
     pub fn take_raw(&mut self) -> Vec<Signal> {
         let mut buf = [0u8; 64];
-        while matches!(self.wake.read(&mut buf), Ok(n) if n > 0) {}
-        let flagged = self.flags.iter().filter(|(_, flag)| flag.swap(false, Ordering::SeqCst));
-        flagged.map(|(signal, _)| *signal).collect()
-    }
-
-    /// Everything that arrived since the last call, in acting order.
-    pub fn drain(&mut self) -> Vec<SignalEvent> {
-        let mut buf = [0u8; 64];
         loop {
             match self.wake.read(&mut buf) {
                 Ok(n) if n > 0 => continue,
@@ -109,11 +90,13 @@ impl Signals {
                 _ => break,
             }
         }
-        self.flags
-            .iter()
-            .filter(|(_, flag)| flag.swap(false, Ordering::SeqCst))
-            .filter_map(|(signal, _)| classify(*signal))
-            .collect()
+        let flagged = self.flags.iter().filter(|(_, flag)| flag.swap(false, Ordering::SeqCst));
+        flagged.map(|(signal, _)| *signal).collect()
+    }
+
+    /// Everything that arrived since the last call, in acting order.
+    pub fn drain(&mut self) -> Vec<SignalEvent> {
+        self.take_raw().into_iter().filter_map(classify).collect()
     }
 }
 

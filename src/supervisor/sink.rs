@@ -48,12 +48,14 @@ pub const HIGH_WATER: usize = 256 * 1024;
 /// (the count of those dropped among them) still have room.
 pub const LOSSY_CAPACITY: usize = CAPACITY - 64 * 1024;
 
+#[derive(Default)]
 enum Target {
     /// A private non-blocking open file of the same pipe or device.
     Own(OwnedFd),
     /// fd 2 is a socket: `MSG_DONTWAIT` per call.
     Socket,
     /// fd 2 is a regular file.
+    #[default]
     Plain,
     /// fd 2 is a pipe or device that could not be opened again: plain
     /// writes, which block while its reader stalls (`blocking_warning`).
@@ -79,6 +81,7 @@ impl Target {
     }
 }
 
+#[derive(Default)]
 pub struct Sink {
     target: Target,
     pending: Vec<u8>,
@@ -98,20 +101,7 @@ pub struct Sink {
 
 impl Sink {
     pub fn new() -> Sink {
-        Sink::to(Target::inspect())
-    }
-
-    fn to(target: Target) -> Sink {
-        Sink {
-            target,
-            pending: Vec::new(),
-            sent: 0,
-            dropped: 0,
-            off: false,
-            discarded: 0,
-            lossy: false,
-            dropped_captured: 0,
-        }
+        Sink { target: Target::inspect(), ..Sink::default() }
     }
 
     /// Why writes may block, when they may: said once at start and after
@@ -157,30 +147,28 @@ impl Sink {
     /// One of the supervisor's own lines; dropped (and counted) when
     /// `CAPACITY` bytes are pending. False if dropped.
     pub fn own(&mut self, line: &[u8]) -> bool {
-        if self.off {
-            self.discarded += line.len() as u64;
-            return false;
-        }
-        if self.len() + line.len() > CAPACITY {
-            self.dropped += 1;
-            return false;
-        }
-        self.pending.extend_from_slice(line);
-        true
+        let kept = self.queue(line, CAPACITY);
+        self.dropped += u64::from(!kept && !self.off);
+        kept
     }
 
     /// A captured record: kept (capture reads only with room), unless
     /// the log command is down and `LOSSY_CAPACITY` bytes are pending.
     pub fn captured(&mut self, record: &[u8]) {
-        if self.off {
-            self.discarded += record.len() as u64;
-            return;
+        let kept = self.queue(record, if self.lossy { LOSSY_CAPACITY } else { usize::MAX });
+        self.dropped_captured += u64::from(!kept && !self.off);
+    }
+
+    /// `bytes` pending, unless the sink is off (they are discarded) or
+    /// they would make more than `limit` pending; whether they are.
+    fn queue(&mut self, bytes: &[u8], limit: usize) -> bool {
+        let kept = !self.off && self.len() + bytes.len() <= limit;
+        if kept {
+            self.pending.extend_from_slice(bytes);
+        } else if self.off {
+            self.discarded += bytes.len() as u64;
         }
-        if self.lossy && self.len() + record.len() > LOSSY_CAPACITY {
-            self.dropped_captured += 1;
-            return;
-        }
-        self.pending.extend_from_slice(record);
+        kept
     }
 
     /// Captured records dropped since the last call, once there is room to say so.
@@ -287,8 +275,7 @@ mod tests {
     fn stalled() -> (Sink, std::fs::File) {
         let (read, write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK).unwrap();
-        let sink = Sink::to(Target::Own(write));
-        (sink, read.into())
+        (Sink { target: Target::Own(write), ..Sink::default() }, read.into())
     }
 
     #[test]

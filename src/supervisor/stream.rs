@@ -39,12 +39,9 @@ impl Supervisor {
     pub(super) fn note_outcome(&mut self) {
         let Some(outcome) = self.machine.last_outcome() else { return };
         let Some(key) = outcome_key(outcome) else { return };
-        let mut events = self.log.events.borrow_mut();
-        if events.outcome_seen == Some(key) {
+        if self.log.events.borrow_mut().outcome_seen.replace(key) == Some(key) {
             return;
         }
-        events.outcome_seen = Some(key);
-        drop(events);
         match outcome.clone() {
             Outcome::Restarted { generation, pids, spawn_to_ready, signal_to_old_gone } => {
                 let (spawn_to_ready_ms, signal_to_old_gone_ms) =
@@ -82,39 +79,35 @@ impl Supervisor {
         }
     }
 
-    /// Answers `events`, `follow` or `metrics`.
+    /// Answers `events` (the retained records), `follow` (the same, then
+    /// every new record) or `metrics`.
     pub(super) fn answer_watching(&mut self, id: RequestId, command: Command) {
-        match command {
-            Command::Metrics => self.answer_metrics(id),
-            command => self.answer_events(id, command == Command::Follow),
+        if command == Command::Metrics {
+            let reply = Metrics { ok: true, text: self.metrics_text() };
+            if let Some(control) = self.control.as_mut() {
+                control.reply(id, &reply);
+            }
+            return;
         }
-    }
-
-    /// Answers `events` (the retained records) or `follow` (the same, then
-    /// every new record).
-    fn answer_events(&mut self, id: RequestId, follow: bool) {
         self.publish();
         let (events, missed) = self.log.events.borrow().retained_after(0);
         let retained = Retained { ok: true, events, missed };
-        if let Some(control) = self.control.as_mut() {
-            match follow {
-                true => control.follow(id, &retained),
-                false => control.reply(id, &retained),
-            }
+        match self.control.as_mut() {
+            Some(control) if command == Command::Follow => control.follow(id, &retained),
+            Some(control) => control.reply(id, &retained),
+            None => {}
         }
     }
 
     /// The metrics page.
     pub(super) fn metrics_text(&self) -> String {
-        let since_epoch = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         let started = self.upgrades.supervisor_started;
-        let events = self.log.events.borrow();
         metrics::render(&Sources {
-            tally: &events.tally,
+            tally: &self.log.events.borrow().tally,
             counters: self.machine.counters(),
             views: &self.machine.views(),
             uptime: SystemTime::now().duration_since(started).map_or(0.0, |d| d.as_secs_f64()),
-            start_time: since_epoch(started),
+            start_time: started.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
         })
     }
 
@@ -127,13 +120,6 @@ impl Supervisor {
             if let Some(scrape) = self.scrape.as_mut() {
                 scrape.answer(&page);
             }
-        }
-    }
-
-    fn answer_metrics(&mut self, id: RequestId) {
-        let reply = Metrics { ok: true, text: self.metrics_text() };
-        if let Some(control) = self.control.as_mut() {
-            control.reply(id, &reply);
         }
     }
 }

@@ -152,7 +152,7 @@ fn pump(capture: &mut Capture, out: &mut Vec<u8>, mut done: impl FnMut(&Capture,
 }
 
 fn all_closed(capture: &Capture, _: &[u8]) -> bool {
-    capture.open_streams() == 0
+    capture.streams.is_empty()
 }
 
 /// Text records as (prefix without brackets, line).
@@ -243,9 +243,9 @@ fn streams_are_read_only_once_attached() {
     assert_eq!(out, b"[gen 3 pid 33 stdout] early\n");
 
     let failed = capture.open().unwrap();
-    assert_eq!(capture.open_streams(), 4);
+    assert_eq!(capture.streams.len(), 4);
     capture.abandon(failed.token);
-    assert_eq!(capture.open_streams(), 2);
+    assert_eq!(capture.streams.len(), 2);
     assert_eq!(write(&failed.stdout, b"x"), Err(Errno::EPIPE), "read ends closed");
 }
 
@@ -275,7 +275,7 @@ fn finish_flushes_partial_lines_of_live_writers() {
     write(&pipes.stderr, b"done\nhalf").unwrap();
     let mut out = Vec::new();
     capture.finish(&mut out);
-    assert_eq!(capture.open_streams(), 0);
+    assert_eq!(capture.streams.len(), 0);
     let got: Vec<serde_json::Value> = out
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
@@ -356,7 +356,7 @@ fn a_grandchild_keeps_the_stream_open() {
     let mut out = Vec::new();
     pump(&mut capture, &mut out, |_, out| out.ends_with(b"parent\n"));
     capture.service(&mut out);
-    assert_eq!(capture.open_streams(), 2, "the worker is gone, its child is not");
+    assert_eq!(capture.streams.len(), 2, "the worker is gone, its child is not");
     write(&control_write, b"x\n").unwrap();
     drop(control_write);
     pump(&mut capture, &mut out, all_closed);

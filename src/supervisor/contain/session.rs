@@ -33,11 +33,8 @@ impl Orphans {
     /// `worker` was reaped: our children not in `known` (workers, the
     /// logger) and not yet anyone's are its orphans. Returns them.
     pub fn adopt(&mut self, worker: i32, known: &[i32]) -> Vec<i32> {
-        let me = std::process::id() as i32;
-        let new: Vec<i32> = (table().into_iter())
-            .filter(|p| p.ppid == me && !known.contains(&p.pid) && !self.0.iter().any(|&(_, o)| o == p.pid))
-            .map(|p| p.pid)
-            .collect();
+        let mut new = our_children(known);
+        new.retain(|p| !self.0.iter().any(|&(_, o)| o == *p));
         self.0.extend(new.iter().map(|&o| (worker, o)));
         new
     }
@@ -83,6 +80,12 @@ impl Orphans {
         }
         escaped
     }
+}
+
+/// Our children (zombies left out), except `keep`.
+pub fn our_children(keep: &[i32]) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    table().into_iter().filter(|p| p.ppid == me && !keep.contains(&p.pid)).map(|p| p.pid).collect()
 }
 
 /// The processes of the session `worker` leads, the `orphans`, and what

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Answer, Conn, ControlServer, LineConn, OwnedPath, RequestId, Throttle};
+use super::{Answer, Conn, ControlServer, LineConn, OwnedPath, RequestId};
 use crate::config::Config;
 use crate::supervisor::carry::{Carry, HexBytes, Resuming, Written};
 use crate::supervisor::line_conn::ConnRecord;
@@ -37,14 +37,9 @@ impl Carry for ControlServer {
     fn carry(&self, at: Written) -> ControlRecord {
         // Followers are not carried: they are told to reconnect (`follow`).
         let conns = (self.conns.iter().filter(|c| c.follow.is_none()))
-            .map(|c| ControlConnRecord {
-                conn: c.io.carry(at),
-                waiting: c
-                    .waiting
-                    .iter()
-                    .map(|s| (s.id.map(|id| id.0), s.reply.clone().map(HexBytes)))
-                    .collect(),
-                stopping: c.stopping,
+            .map(|c| {
+                let waiting = c.waiting.iter().map(|s| (s.id.map(|id| id.0), s.reply.clone().map(HexBytes)));
+                ControlConnRecord { conn: c.io.carry(at), waiting: waiting.collect(), stopping: c.stopping }
             })
             .collect();
         let (path, identity) = (self.file.path().to_owned(), self.file.identity());
@@ -59,29 +54,19 @@ impl Carry for ControlServer {
         let listener = UnixListener::from(from.fd(record.fd)?);
         let mut conns = Vec::with_capacity(record.conns.len());
         for c in record.conns {
-            let waiting = (c.waiting.into_iter())
-                // Replies to `status` are made in the turn it is read:
-                // any other one still to make is a restart's or an upgrade's.
-                .map(|(id, reply)| Answer {
-                    deferred: id.is_some() && reply.is_none(),
-                    id: id.map(RequestId),
-                    reply: reply.map(|r| r.0),
-                })
-                .collect();
-            let io = LineConn::resume(c.conn, from, config)?;
+            // Replies to `status` are made in the turn it is read: any
+            // other one still to make is a restart's or an upgrade's.
+            let answer = |(id, reply): (Option<u64>, Option<HexBytes>)| Answer {
+                deferred: id.is_some() && reply.is_none(),
+                id: id.map(RequestId),
+                reply: reply.map(|r| r.0),
+            };
+            let (io, waiting) =
+                (LineConn::resume(c.conn, from, config)?, c.waiting.into_iter().map(answer).collect());
             conns.push(Conn { io, waiting, heard_at: from.now, stopping: c.stopping, follow: None });
         }
-        Ok(ControlServer {
-            listener,
-            file: OwnedPath::known(record.path, record.identity),
-            euid: nix::unistd::geteuid().as_raw(),
-            conns,
-            next_id: record.next_id,
-            accept_paused: false,
-            refused: Throttle::default(),
-            dropped: Throttle::default(),
-            notes: Vec::new(),
-        })
+        let file = OwnedPath::known(record.path, record.identity);
+        Ok(ControlServer::new(listener, file, conns, record.next_id))
     }
 
     fn remove_files(record: &ControlRecord) {

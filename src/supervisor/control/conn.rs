@@ -46,17 +46,13 @@ impl Conn {
         self.idle().then(|| self.heard_at + IDLE_TIMEOUT)
     }
 
-    pub(super) fn wants_input(&self) -> bool {
-        self.waiting.len() < MAX_PENDING && self.io.can_read()
-    }
-
     /// Requests are buffered and may be taken now.
     pub(super) fn has_work(&self) -> bool {
         self.waiting.len() < MAX_PENDING && self.io.has_line() && self.follow.is_none()
     }
 
     pub(super) fn done(&self) -> bool {
-        self.io.broken || (self.io.eof && self.waiting.is_empty() && !self.io.has_output())
+        self.io.broken || (self.io.eof && self.waiting.is_empty() && self.io.unsent() == 0)
     }
 
     /// Turns buffered lines into requests, as many as may be pending; lines
@@ -72,7 +68,7 @@ impl Conn {
         // At most what may be pending: the rest waits for the next turn,
         // so a client with thousands of requests queued cannot fill one.
         let room = MAX_PENDING.saturating_sub(self.waiting.len());
-        let (lines, too_long) = self.io.lines_up_to(room);
+        let (lines, too_long) = self.io.lines(room);
         for line in lines {
             let admitted = parse_request(&line)
                 .and_then(|request| crowd.admit(self.waits(), request.command).map(|()| request));

@@ -30,31 +30,25 @@ impl Crowd {
     /// goes through (it also ends the restarts that wait); once one has
     /// begun, a `stop` beyond the bound is told so.
     pub fn admit(&mut self, waits: bool, command: Command) -> Result<()> {
-        let stop = command == Command::Stop;
+        let (stop, waiting) = (command == Command::Stop, self.waiting);
         // Answered at once (`follow` streams, bounded on its own).
         let at_once =
             matches!(command, Command::Status | Command::Events | Command::Follow | Command::Metrics);
-        if at_once || waits {
-            self.stopping |= stop;
-            return Ok(());
-        }
         // The first stop goes through: it is the one that ends the waits.
         let first_stop = stop && !self.stopping;
-        if self.waiting >= MAX_WAITING && !first_stop {
+        if !at_once && !waits && waiting >= MAX_WAITING && !first_stop {
             return Err(Error::runtime(match stop {
                 true => format!(
-                    "too many clients are waiting: the supervisor is already stopping and {} clients wait \
-                     for its exit; wait for its pid to exit instead",
-                    self.waiting
+                    "too many clients are waiting: the supervisor is already stopping and {waiting} clients \
+                     wait for its exit; wait for its pid to exit instead"
                 ),
                 false => format!(
-                    "too many clients are waiting: {} wait for a restart, an upgrade or the exit (at most \
-                     {MAX_WAITING}); try again once they are answered (status is answered at any time)",
-                    self.waiting
+                    "too many clients are waiting: {waiting} wait for a restart, an upgrade or the exit (at \
+                     most {MAX_WAITING}); try again once they are answered (status is answered at any time)"
                 ),
             }));
         }
-        self.waiting += 1;
+        self.waiting += usize::from(!at_once && !waits);
         self.stopping |= stop;
         Ok(())
     }

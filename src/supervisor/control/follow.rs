@@ -76,16 +76,19 @@ impl ControlServer {
                 }
                 conn.io.queue(line);
             }
-            catch_up(conn);
+            catch_up(conn, Instant::now());
         }
     }
 }
 
-/// Writes what a follower takes; once it has read half its buffer, tells
-/// it how many records it missed, so the next ones can go.
-pub fn catch_up(conn: &mut Conn) {
-    let Some(follow) = conn.follow.as_mut() else { return };
-    if follow.dropped > 0 && conn.waiting.is_empty() && conn.io.unsent() <= FOLLOW_BUFFER / 2 {
+/// Writes what the peer takes (at `now`); once a follower has read half
+/// its buffer, tells it how many records it missed, so the next ones can go.
+pub fn catch_up(conn: &mut Conn, now: Instant) {
+    if let Some(follow) = conn.follow.as_mut()
+        && follow.dropped > 0
+        && conn.waiting.is_empty()
+        && conn.io.unsent() <= FOLLOW_BUFFER / 2
+    {
         let count = std::mem::take(&mut follow.dropped);
         let record = Record {
             seq: follow.after,
@@ -98,6 +101,6 @@ pub fn catch_up(conn: &mut Conn) {
         conn.io.queue(&encode(&record));
     }
     if conn.io.flush() {
-        conn.heard_at = Instant::now();
+        conn.heard_at = now;
     }
 }

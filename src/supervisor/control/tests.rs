@@ -12,7 +12,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use super::throttle::THROTTLE;
 use super::*;
 use crate::wire::control::Command;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::thread;
 
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
@@ -147,7 +147,7 @@ fn answers_requests_and_keeps_the_connection_open() {
     assert_eq!(got[0].1, Command::Stop);
     server.reply(got[0].0, &json!({"ok": true}));
     assert_eq!(client.reply(), Some(json!({"ok": true})));
-    assert_eq!(server.connections(), 1);
+    assert_eq!(server.conns.len(), 1);
 }
 
 #[test]
@@ -207,7 +207,7 @@ fn a_flood_is_read_as_it_is_answered() {
         answered += got.len();
     }
     assert_eq!(answered, n);
-    pump(&mut server, |s, _| s.conns.iter().all(|c| !c.io.has_output()));
+    pump(&mut server, |s, _| s.conns.iter().all(|c| c.io.unsent() == 0));
     assert!(reader.join().unwrap());
 }
 
@@ -216,7 +216,7 @@ fn closes_after_an_over_long_line_and_takes_one_at_the_limit() {
     let (_dir, path, mut server) = bound();
     let mut long = Client::connect(&path);
     long.send(&"a".repeat(MAX_LINE + 10));
-    pump(&mut server, |s, _| s.connections() == 0);
+    pump(&mut server, |s, _| s.conns.is_empty());
     let error = format!("request line longer than {MAX_LINE} bytes");
     assert_eq!(long.reply(), Some(json!({"ok": false, "error": error})));
     assert_eq!(long.reply(), None);
@@ -230,7 +230,7 @@ fn closes_after_an_over_long_line_and_takes_one_at_the_limit() {
     assert_eq!(got[0].1, Command::Status);
     server.reply(got[0].0, &json!({"ok": true}));
     assert_eq!(limit.reply(), Some(json!({"ok": true})), "a line at the limit is answered");
-    assert_eq!(server.connections(), 1, "and its connection kept");
+    assert_eq!(server.conns.len(), 1, "and its connection kept");
 }
 
 #[test]
@@ -243,9 +243,9 @@ fn closes_after_the_last_reply_once_the_client_half_closes() {
     let got = requests(&mut server, 2);
     assert_eq!(server.poll_fds().len(), 1, "an idle half-closed connection is not polled");
     server.reply(got[0].0, &json!({"n": 0}));
-    assert_eq!(server.connections(), 1, "a reply is still owed");
+    assert_eq!(server.conns.len(), 1, "a reply is still owed");
     server.reply(got[1].0, &json!({"n": 1}));
-    assert_eq!(server.connections(), 0);
+    assert_eq!(server.conns.len(), 0);
     assert_eq!(client.reply(), Some(json!({"n": 0})));
     assert_eq!(client.reply(), Some(json!({"n": 1})));
     assert_eq!(client.reply(), None);
@@ -261,7 +261,7 @@ fn a_client_that_leaves_before_its_reply_is_forgotten() {
     server.reply(got[0].0, &json!({"ok": true}));
     // A process another test forks may hold a copy of the client's socket
     // until it execs: the connection ends when the last copy closes.
-    pump(&mut server, |s, _| s.connections() == 0);
+    pump(&mut server, |s, _| s.conns.is_empty());
     // A reply to a request whose client is gone goes nowhere: not to the
     // next client, whose own reply comes alone.
     let mut next = Client::connect(&path);
@@ -272,7 +272,7 @@ fn a_client_that_leaves_before_its_reply_is_forgotten() {
     server.reply(status[0].0, &json!({"ok": true, "to": "next"}));
     assert_eq!(next.reply(), Some(json!({"ok": true, "to": "next"})));
     assert!(next.nothing_yet());
-    assert_eq!(server.connections(), 1);
+    assert_eq!(server.conns.len(), 1);
 }
 
 #[test]
@@ -293,7 +293,7 @@ fn call_round_trip() {
         assert_eq!(got[0].1, Command::Restart);
         server.reply(got[0].0, &json!({"ok": true, "generation": 2}));
         // The client half-closed: the connection ends after the reply.
-        pump(&mut server, |s, _| s.connections() == 0);
+        pump(&mut server, |s, _| s.conns.is_empty());
     });
     let reply: Value = call(&path, Command::Restart, Some(GUARD)).unwrap();
     assert_eq!(reply, json!({"ok": true, "generation": 2}));

@@ -14,13 +14,13 @@ fn an_idle_connection_is_closed_after_the_idle_timeout() {
     let mut busy = Client::connect(&path);
     busy.send("{\"command\":\"restart\"}\n");
     let got = requests(&mut server, 1);
-    assert_eq!(server.connections(), 2);
+    assert_eq!(server.conns.len(), 2);
     let deadline = server.next_deadline(Instant::now()).expect("the idle connection has a deadline");
     let (_, logs) = server.service(deadline - Duration::from_millis(1));
     assert!(logs.is_empty(), "{logs:?}");
-    assert_eq!(server.connections(), 2, "closed before its time");
+    assert_eq!(server.conns.len(), 2, "closed before its time");
     server.service(deadline);
-    assert_eq!(server.connections(), 1, "the idle one goes, the one awaiting a reply stays");
+    assert_eq!(server.conns.len(), 1, "the idle one goes, the one awaiting a reply stays");
     assert_eq!(idle.reply(), None);
     assert_eq!(server.next_deadline(Instant::now()), None, "a connection owed a reply has no idle deadline");
     server.reply(got[0].0, &json!({"ok": true}));
@@ -31,13 +31,13 @@ fn an_idle_connection_is_closed_after_the_idle_timeout() {
 fn a_full_table_makes_room_for_a_new_client() {
     let (_dir, path, mut server) = bound();
     let _idle: Vec<Client> = (0..MAX_CONNECTIONS).map(|_| Client::connect(&path)).collect();
-    pump(&mut server, |s, _| s.connections() == MAX_CONNECTIONS);
+    pump(&mut server, |s, _| s.conns.len() == MAX_CONNECTIONS);
     let mut late = Client::connect(&path);
     late.send("{\"command\":\"status\"}\n");
     let got = requests(&mut server, 1);
     server.reply(got[0].0, &json!({"ok": true}));
     assert_eq!(late.reply(), Some(json!({"ok": true})));
-    assert_eq!(server.connections(), MAX_CONNECTIONS, "the oldest idle connection made room");
+    assert_eq!(server.conns.len(), MAX_CONNECTIONS, "the oldest idle connection made room");
 }
 
 #[test]
@@ -56,7 +56,7 @@ fn a_client_that_does_not_read_its_replies_is_dropped() {
     for (id, _) in got {
         server.reply(id, &big);
     }
-    assert_eq!(server.connections(), 0, "more than {MAX_OUTPUT} bytes unread: dropped");
+    assert_eq!(server.conns.len(), 0, "more than {MAX_OUTPUT} bytes unread: dropped");
     let (_, logs) = server.service(Instant::now());
     assert_eq!(logs.len(), 1, "{logs:?}");
     assert!(logs[0].contains("does not read its replies"), "{logs:?}");
@@ -97,11 +97,11 @@ fn a_client_that_stops_reading_is_closed_when_it_takes_nothing_for_the_idle_time
     // Replies the socket buffer cannot hold: they wait for a reader.
     let big = json!({"ok": true, "pad": "x".repeat(8000)});
     got.iter().for_each(|&(id, _)| server.reply(id, &big));
-    assert_eq!(server.connections(), 1, "under the output bound: kept for now");
+    assert_eq!(server.conns.len(), 1, "under the output bound: kept for now");
     let deadline =
         server.next_deadline(Instant::now()).expect("owed no reply still to be made: it has a deadline");
     server.service(deadline);
-    assert_eq!(server.connections(), 0, "took nothing for the idle timeout: closed");
+    assert_eq!(server.conns.len(), 0, "took nothing for the idle timeout: closed");
 }
 
 #[test]
@@ -126,7 +126,7 @@ fn waiting_clients_are_bounded_apart_and_status_and_stop_still_get_in() {
 
     // Every other slot taken by clients that say nothing.
     let idle: Vec<Client> = (0..MAX_CONNECTIONS).map(|_| Client::connect(&path)).collect();
-    pump(&mut server, |s, _| s.connections() == MAX_CONNECTIONS);
+    pump(&mut server, |s, _| s.conns.len() == MAX_CONNECTIONS);
     let mut status = Client::connect(&path);
     status.send("{\"command\":\"status\"}\n");
     let got = requests(&mut server, 1);
@@ -140,7 +140,7 @@ fn waiting_clients_are_bounded_apart_and_status_and_stop_still_get_in() {
     assert_eq!(got[0].1, Command::Stop, "the first stop goes through the bound");
     server.reply(got[0].0, &json!({"ok": true}));
     assert_eq!(stop.reply(), Some(json!({"ok": true})));
-    assert_eq!(server.connections(), MAX_CONNECTIONS, "idle clients made room; the waiting ones stay");
+    assert_eq!(server.conns.len(), MAX_CONNECTIONS, "idle clients made room; the waiting ones stay");
     for (client, &(id, _)) in waiting.iter_mut().zip(&restarts) {
         assert!(client.nothing_yet());
         server.reply(id, &json!({"ok": false}));
